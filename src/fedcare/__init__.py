@@ -1,0 +1,1 @@
+"""fedcare: federated learning and analytics for hospitals."""

@@ -1,0 +1,138 @@
+"""Tasks the coordinator sends to sites and the replies sites send back.
+
+A :class:`Task` carries everything a site needs for one step of one round: the global
+parameters, a flat config of scalars, extra named arrays (e.g. SCAFFOLD's server control
+variate), the study's training plan and the versioned spec of the client half of the
+aggregation pipeline. A :class:`Reply` carries only what may leave a site: named arrays
+(an update, never data rows), a sample count and scalar metrics, or an error with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fedcare.errors import ValidationError
+from fedcare.records.arrays import ArrayRecord
+
+__all__ = [
+    "MESSAGE_VERSION",
+    "ConfigRecord",
+    "MetricRecord",
+    "Reply",
+    "ReplyError",
+    "Scalar",
+    "Task",
+    "TaskKind",
+]
+
+MESSAGE_VERSION = 1
+
+Scalar = bool | int | float | str
+ConfigRecord = Mapping[str, Scalar]
+MetricRecord = Mapping[str, float]
+TaskKind = Literal["fit", "evaluate", "stats"]
+TASK_KINDS: tuple[str, ...] = ("fit", "evaluate", "stats")
+
+
+def _check_scalars(values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        if not isinstance(k, str):
+            raise ValidationError(f"{what} keys must be strings, got {k!r}")
+        if not isinstance(v, bool | int | float | str):
+            raise ValidationError(f"{what}[{k!r}] must be a bool, int, float or str, got {v!r}")
+        out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class Task:
+    """One instruction for one site in one round."""
+
+    study_id: str
+    round: int
+    site_id: str
+    kind: TaskKind
+    params: ArrayRecord = field(default_factory=ArrayRecord)
+    config: ConfigRecord = field(default_factory=dict)
+    arrays: Mapping[str, ArrayRecord] = field(default_factory=dict)
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    pipeline: Mapping[str, Any] = field(default_factory=dict)
+    version: int = MESSAGE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValidationError(f"task kind must be one of {TASK_KINDS}, got {self.kind!r}")
+        if not isinstance(self.round, int) or self.round < 0:
+            raise ValidationError(f"task round must be a non-negative int, got {self.round!r}")
+        if not self.site_id:
+            raise ValidationError("task site_id must be a non-empty string")
+        object.__setattr__(self, "config", _check_scalars(self.config, "task config"))
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.study_id}/{self.round}/{self.kind}/{self.site_id}"
+
+
+@dataclass(frozen=True)
+class ReplyError:
+    """Why a site did not carry out a task. ``kind`` is a short machine-readable reason."""
+
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a site sends back for a task: arrays, a sample count and metrics, or an error."""
+
+    study_id: str
+    round: int
+    site_id: str
+    kind: TaskKind
+    arrays: ArrayRecord = field(default_factory=ArrayRecord)
+    num_samples: int = 0
+    metrics: MetricRecord = field(default_factory=dict)
+    error: ReplyError | None = None
+    version: int = MESSAGE_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_samples, int) or self.num_samples < 0:
+            raise ValidationError(
+                f"reply from site {self.site_id!r} has num_samples={self.num_samples!r}; "
+                "expected a non-negative int"
+            )
+        metrics = {}
+        for k, v in self.metrics.items():
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                raise ValidationError(
+                    f"reply from site {self.site_id!r}: metric {k!r} must be a number, got {v!r}"
+                )
+            metrics[k] = float(v)
+        object.__setattr__(self, "metrics", metrics)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failure(cls, task: Task, kind: str, message: str) -> Reply:
+        """The error reply to ``task``."""
+        return cls(
+            study_id=task.study_id,
+            round=task.round,
+            site_id=task.site_id,
+            kind=task.kind,
+            error=ReplyError(kind=kind, message=message),
+        )
+
+    def matches(self, task: Task) -> bool:
+        """True when this reply answers ``task`` (same study, round, site and kind)."""
+        return (self.study_id, self.round, self.site_id, self.kind) == (
+            task.study_id,
+            task.round,
+            task.site_id,
+            task.kind,
+        )

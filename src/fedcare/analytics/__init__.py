@@ -1,1 +1,1 @@
-"""fedcare.analytics."""
+"""Federated statistics."""

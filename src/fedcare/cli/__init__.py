@@ -1,1 +1,1 @@
-"""fedcare.cli."""
+"""The fedcare command line."""

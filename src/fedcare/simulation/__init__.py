@@ -1,1 +1,1 @@
-"""fedcare.simulation."""
+"""Simulation: the coordinator and site logic in one process over an in-memory grid."""

@@ -1,1 +1,1 @@
-"""fedcare.site."""
+"""The site: application, middleware, runtime and preprocessing."""

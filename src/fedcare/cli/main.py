@@ -1,0 +1,119 @@
+"""The ``fedcare`` command: parse arguments, call the library, print. Nothing else."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedcare.errors import FedcareError
+from fedcare.records.study import StudyConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="fedcare: federated learning and analytics for hospitals.")
+console = Console(stderr=True)
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def _load_study(study: Path | None, dataset: str | None) -> StudyConfig:
+    if study is not None:
+        return StudyConfig.from_yaml(study)
+    if dataset is None:
+        raise FedcareError("give a study file, or --dataset NAME to use examples/NAME.yaml")
+    path = EXAMPLES / f"{dataset}.yaml"
+    if not path.exists():
+        raise FedcareError(f"no example study for dataset {dataset!r} at {path}")
+    return StudyConfig.from_yaml(path)
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _summary_table(results: dict[str, Any]) -> Table:
+    metric = results["metrics"][0]
+    table = Table(title=f"{results['study']['name']}: {metric} on each site's test split")
+    table.add_column("model")
+    for site in results["sites"]:
+        table.add_column(site, justify="right")
+    table.add_column("mean", justify="right")
+    rows = [("federated", results["final"])]
+    for site, entry in results.get("baselines", {}).get("local", {}).items():
+        rows.append((f"local-{site}", entry))
+    if "pooled" in results.get("baselines", {}):
+        rows.append(("pooled", results["baselines"]["pooled"]))
+    for label, entry in rows:
+        cells = [_fmt(entry["per_site"].get(s, {}).get(metric)) for s in results["sites"]]
+        table.add_row(label, *cells, _fmt(entry["unweighted"].get(metric)))
+    return table
+
+
+@app.command()
+def simulate(
+    study: Path | None = typer.Argument(None, help="Study file (YAML)."),
+    dataset: str | None = typer.Option(None, help="Use examples/DATASET.yaml."),
+    out: Path = typer.Option(Path("runs/latest"), help="Folder for results.json and report.html."),
+    seed: int | None = typer.Option(None, help="Override the study's seed."),
+    rounds: int | None = typer.Option(None, help="Override the number of rounds."),
+    strategy: str | None = typer.Option(None, help="Override the strategy (e.g. fedadam)."),
+) -> None:
+    """Run a study in simulation and write results.json and report.html."""
+    from fedcare.cli.output import write_outputs
+    from fedcare.simulation.run import run_simulation
+
+    try:
+        config = _load_study(study, dataset)
+        overrides: dict[str, Any] = {}
+        if seed is not None:
+            overrides["seed"] = seed
+        if rounds is not None:
+            overrides["rounds"] = rounds
+        if strategy is not None:
+            overrides["strategy"] = {"name": strategy, "options": {}}
+        config = config.with_overrides(**overrides) if overrides else config
+        metric_name = None
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[metric]}"), TimeElapsedColumn(),
+                      console=console, transient=False) as bar:
+            tasks: dict[str, Any] = {}
+
+            def on_round(label: str, record: Any) -> None:
+                nonlocal metric_name
+                if label not in tasks:
+                    tasks[label] = bar.add_task(label, total=config.rounds, metric="")
+                text = ""
+                if record.evaluate:
+                    weighted = record.evaluate.get("weighted", {})
+                    metric_name = metric_name or next(iter(weighted), None)
+                    if metric_name:
+                        text = f"{metric_name} {_fmt(weighted.get(metric_name))}"
+                bar.update(tasks[label], completed=record.round, metric=text)
+
+            results = run_simulation(config, progress=on_round)
+        results_path, report_path = write_outputs(results, out)
+    except FedcareError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2) from None
+    console.print(_summary_table(results))
+    console.print(f"results: {results_path}\nreport:  {report_path}")
+
+
+@app.command()
+def version() -> None:
+    """Print the fedcare version."""
+    from fedcare import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""A study: what to train, on which federation, how, for how many rounds.
+
+Study files are YAML, validated by pydantic; any error names the file, the field and the
+problem. ``plan()`` is the part that travels to sites with every task (model and
+preprocessing), the training plan a data steward approves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from fedcare.errors import ConfigError
+
+__all__ = [
+    "BaselineSpec",
+    "DatasetSpec",
+    "PreprocessingSpec",
+    "StrategySpec",
+    "StudyConfig",
+    "TrainingSpec",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StrategySpec(_Strict):
+    name: str = "fedavg"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingSpec(_Strict):
+    """Local training per round at each site."""
+
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    lr: float = Field(0.1, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.0, ge=0, lt=1)
+    l2: float = Field(0.0, ge=0)
+
+    def as_config(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class PreprocessingSpec(_Strict):
+    impute: Literal["mean", "none"] = "none"
+    scale: Literal["none", "local", "global"] = "none"
+
+
+class BaselineSpec(_Strict):
+    local: bool = False
+    pooled: bool = False
+    cross_site: bool = True
+
+
+class StudyConfig(_Strict):
+    """A whole study, as read from a study file."""
+
+    name: str
+    dataset: DatasetSpec
+    model: dict[str, Any]
+    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    rounds: int = Field(10, ge=1)
+    fraction: float = Field(1.0, gt=0, le=1)
+    min_sites: int = Field(1, ge=1)
+    seed: int = Field(0, ge=0)
+    evaluate_every: int = Field(1, ge=0)
+    round_timeout: float | None = Field(None, gt=0)
+    baselines: BaselineSpec = Field(default_factory=BaselineSpec)
+
+    @field_validator("model")
+    @classmethod
+    def _model_has_kind(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "kind" not in value:
+            raise ValueError("model needs a 'kind' (logistic, cox, sklearn or torch)")
+        return value
+
+    def plan(self) -> dict[str, Any]:
+        """What travels to the sites: the model spec and preprocessing."""
+        return {"model": dict(self.model), "preprocessing": self.preprocessing.model_dump()}
+
+    def with_overrides(self, **changes: Any) -> StudyConfig:
+        """A copy with top-level fields replaced (validated again)."""
+        return StudyConfig.from_dict({**self.model_dump(), **changes})
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "study") -> StudyConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except PydanticValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
+            )
+            raise ConfigError(f"{source}: {problems}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> StudyConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read study file {path}: {err.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        return cls.from_dict(data, source=str(path))

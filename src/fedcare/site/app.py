@@ -1,0 +1,56 @@
+"""The site application: middleware around the runtime, one entry point per task.
+
+Middleware ("mods", as in Flower) are plain callables ``mod(task, next_handler) -> Reply``; the
+policy engine and plan approval (governance) plug in here, before any training runs. An error
+anywhere becomes an error reply with a reason, never an exception across the grid.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Sequence
+
+from fedcare.data.base import SiteData
+from fedcare.errors import FedcareError
+from fedcare.records.messages import Reply, Task
+from fedcare.site.runtime import SiteRuntime
+
+__all__ = ["Handler", "Mod", "SiteApp"]
+
+Handler = Callable[[Task], Reply]
+Mod = Callable[[Task, Handler], Reply]
+
+
+class SiteApp:
+    """One site: its data, its runtime and its middleware."""
+
+    def __init__(self, data: SiteData, *, mods: Sequence[Mod] = ()) -> None:
+        self.site_id = data.site_id
+        self.runtime = SiteRuntime(data)
+        self.mods = tuple(mods)
+
+    def _dispatch(self, task: Task) -> Reply:
+        if task.site_id != self.site_id:
+            return Reply.failure(
+                task, "wrong-site", f"task for {task.site_id!r} reached site {self.site_id!r}"
+            )
+        handlers = {"fit": self.runtime.fit, "evaluate": self.runtime.evaluate,
+                    "stats": self.runtime.stats}
+        return handlers[task.kind](task)
+
+    def __call__(self, task: Task) -> Reply:
+        handler: Handler = self._dispatch
+        for mod in reversed(self.mods):
+            handler = _wrap(mod, handler)
+        try:
+            return handler(task)
+        except FedcareError as err:
+            return Reply.failure(task, type(err).__name__, str(err))
+        except Exception as err:  # report, never crash the agent
+            return Reply.failure(
+                task, "exception", traceback.format_exception_only(type(err), err)[-1].strip()
+            )
+
+
+def _wrap(mod: Mod, inner: Handler) -> Handler:
+    return lambda task: mod(task, inner)

@@ -1,0 +1,111 @@
+"""What a site does with a task on its own data: train, evaluate, or report statistics.
+
+Only aggregates leave: a model update (``local - global``), scalar metrics over the test rows,
+or per-feature sums. The site keeps its own strategy state (SCAFFOLD's ``c_i``) per study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from fedcare.analytics.moments import feature_moments
+from fedcare.data.base import Dataset, SiteData
+from fedcare.errors import ConfigError, ValidationError
+from fedcare.evaluation.metrics import compute_metrics
+from fedcare.models.base import LocalTrainSpec, ModelAdapter
+from fedcare.models.registry import build_model
+from fedcare.records.arrays import ArrayRecord
+from fedcare.records.messages import Reply, Scalar, Task
+from fedcare.site.preprocess import Preprocessor
+
+__all__ = ["SiteRuntime", "spec_from_config"]
+
+SPEC_KEYS = ("epochs", "max_steps", "lr", "batch_size", "optimizer", "momentum", "l2", "prox_mu")
+TASK_KEYS = ("algorithm", "seed", "split")
+
+
+def spec_from_config(config: Mapping[str, Scalar]) -> LocalTrainSpec:
+    """The local training spec from a task's config; unknown keys are an error."""
+    unknown = sorted(set(config) - set(SPEC_KEYS) - set(TASK_KEYS))
+    if unknown:
+        raise ConfigError(f"task config has unknown keys {unknown}; known: {SPEC_KEYS + TASK_KEYS}")
+    kwargs: dict[str, Any] = {k: config[k] for k in SPEC_KEYS if k in config}
+    if kwargs.get("max_steps") in (0, None):
+        kwargs.pop("max_steps", None)
+    if kwargs.get("batch_size") in (0, None):
+        kwargs.pop("batch_size", None)
+    return LocalTrainSpec(**kwargs)
+
+
+@dataclass
+class SiteRuntime:
+    """Runs tasks on one site's data. Holds per-study site state (SCAFFOLD control variates)."""
+
+    data: SiteData
+    controls: dict[str, ArrayRecord] = field(default_factory=dict)
+
+    def _prepared(self, task: Task) -> tuple[ModelAdapter, Preprocessor]:
+        model_spec = task.plan.get("model")
+        if not isinstance(model_spec, Mapping):
+            raise ConfigError("task plan has no 'model' spec")
+        adapter = build_model(model_spec)
+        prep = Preprocessor.for_task(task.plan.get("preprocessing", {}), task.arrays, self.data.train)
+        return adapter, prep
+
+    def _check_params(self, adapter: ModelAdapter, params: ArrayRecord) -> None:
+        template = adapter.init_params(self.data.train.input_shape, np.random.default_rng(0))
+        template.check_structure(params, what="global params")
+        if not params.all_finite():
+            raise ValidationError("global params contain NaN or infinite values")
+
+    def fit(self, task: Task) -> Reply:
+        adapter, prep = self._prepared(task)
+        self._check_params(adapter, task.params)
+        train = prep.apply(self.data.train)
+        spec = spec_from_config(task.config)
+        rng = np.random.default_rng(int(task.config.get("seed", 0)))
+        scaffold = task.config.get("algorithm") == "scaffold"
+        if scaffold:
+            c = task.arrays.get("control")
+            if c is None:
+                raise ValidationError("a SCAFFOLD task must carry the server 'control' variate")
+            c_i = self.controls.get(task.study_id, task.params.zeros_like())
+            spec = replace(spec, correction=c - c_i)
+        result = adapter.fit(task.params, train, spec, rng)
+        delta = result.params - task.params
+        arrays = delta
+        if scaffold:
+            drift = (task.params - result.params).scale(1.0 / (result.num_steps * spec.lr))
+            c_new = (c_i - c) + drift
+            arrays = delta.prefixed("delta").merged((c_new - c_i).prefixed("control"))
+            self.controls[task.study_id] = c_new
+        metrics = {**result.metrics, "num_steps": float(result.num_steps)}
+        return Reply(
+            study_id=task.study_id, round=task.round, site_id=task.site_id, kind="fit",
+            arrays=arrays, num_samples=result.num_samples, metrics=metrics,
+        )
+
+    def evaluate(self, task: Task) -> Reply:
+        adapter, prep = self._prepared(task)
+        self._check_params(adapter, task.params)
+        split = task.config.get("split", "test")
+        if split not in ("train", "test"):
+            raise ConfigError(f"evaluate split must be 'train' or 'test', got {split!r}")
+        data: Dataset = prep.apply(self.data.test if split == "test" else self.data.train)
+        scores = adapter.predict(task.params, data.X)
+        metrics = {**compute_metrics(adapter.task, data, scores), "loss": adapter.loss(task.params, data)}
+        return Reply(
+            study_id=task.study_id, round=task.round, site_id=task.site_id, kind="evaluate",
+            num_samples=len(data), metrics=metrics,
+        )
+
+    def stats(self, task: Task) -> Reply:
+        moments = feature_moments(np.asarray(self.data.train.X, dtype=np.float64))
+        return Reply(
+            study_id=task.study_id, round=task.round, site_id=task.site_id, kind="stats",
+            arrays=moments, num_samples=len(self.data.train),
+        )

@@ -1,0 +1,185 @@
+"""The one round loop. Simulation and deployment both run it, over different grids.
+
+Each round: the strategy picks sites and says what they do; the loop turns that into tasks,
+sends them through the grid, validates every reply (it must answer a task sent this round, at
+most once, without an error) and streams the good ones into the strategy's aggregation. A
+round counts only when at least ``strategy.min_sites`` replies were aggregated; otherwise it
+raises :class:`RoundFailedError` and the state is unchanged. Then the global model is evaluated
+on the sites' test splits, and ``on_round`` gets the round's record and new state (the
+coordinator persists both in one transaction there).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedcare.errors import AggregationError, RoundFailedError
+from fedcare.records.arrays import ArrayRecord
+from fedcare.records.messages import Reply, Task, TaskKind
+from fedcare.strategy.base import Instruction, Strategy, StrategyState
+from fedcare.transport.base import Grid
+
+__all__ = ["RoundConfig", "RoundRecord", "evaluate_on_sites", "run_round", "run_rounds"]
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """What the loop needs to build tasks: study identity, plan, seed, schedule."""
+
+    study_id: str
+    num_rounds: int
+    seed: int
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    task_arrays: Mapping[str, ArrayRecord] = field(default_factory=dict)
+    round_timeout: float | None = None
+    evaluate_every: int = 1
+    pipeline: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What happened in one round: its measurements and the evaluation of the new model."""
+
+    round: int
+    duration_s: float
+    fit: dict[str, Any]
+    evaluate: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"round": self.round, "duration_s": self.duration_s, "fit": self.fit}
+        if self.evaluate is not None:
+            out["evaluate"] = self.evaluate
+        return out
+
+
+def task_seed(seed: int, round: int, site_id: str, kind: str) -> int:
+    """A per-task seed that depends only on the study seed, round, site and kind."""
+    words = [seed, round, zlib.crc32(site_id.encode()), zlib.crc32(kind.encode())]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def _tasks(
+    cfg: RoundConfig, round: int, kind: TaskKind, params: ArrayRecord, ins: Sequence[Instruction]
+) -> list[Task]:
+    return [
+        Task(
+            study_id=cfg.study_id,
+            round=round,
+            site_id=i.site_id,
+            kind=kind,
+            params=params,
+            config={**i.config, "seed": task_seed(cfg.seed, round, i.site_id, kind)},
+            arrays={**cfg.task_arrays, **i.arrays},
+            plan=cfg.plan,
+            pipeline=cfg.pipeline,
+        )
+        for i in ins
+    ]
+
+
+def _screen(
+    replies: Iterable[Reply], tasks: Sequence[Task], failures: dict[str, str]
+) -> Iterator[Reply]:
+    """Yield replies that answer one of ``tasks`` once and without error; note the rest."""
+    pending = {t.site_id: t for t in tasks}
+    for reply in replies:
+        task = pending.get(reply.site_id)
+        if task is None or not reply.matches(task):
+            key = f"{reply.site_id} (unexpected)"
+            failures[key] = (
+                f"reply for study {reply.study_id!r} round {reply.round} kind {reply.kind!r} "
+                "answers no open task of this round"
+            )
+            continue
+        del pending[reply.site_id]
+        if reply.error is not None:
+            failures[reply.site_id] = f"{reply.error.kind}: {reply.error.message}"
+            continue
+        yield reply
+    for site_id in pending:
+        failures[site_id] = "no reply before the deadline"
+
+
+def exchange(
+    grid: Grid, cfg: RoundConfig, round: int, kind: TaskKind, params: ArrayRecord,
+    ins: Sequence[Instruction], failures: dict[str, str],
+) -> Iterator[Reply]:
+    """Send one task per instruction and stream the valid replies."""
+    tasks = _tasks(cfg, round, kind, params, ins)
+    return _screen(grid.send_and_receive(tasks, timeout=cfg.round_timeout), tasks, failures)
+
+
+def evaluate_on_sites(
+    grid: Grid, cfg: RoundConfig, round: int, params: ArrayRecord,
+    sites: Sequence[str] | None = None, arrays: Mapping[str, ArrayRecord] | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Metrics of ``params`` on each site's test split: ``(per_site, failures)``."""
+    ins = [Instruction(s, arrays=arrays or {}) for s in (sites or grid.site_ids())]
+    failures: dict[str, str] = {}
+    per_site = {
+        r.site_id: dict(r.metrics)
+        for r in exchange(grid, cfg, round, "evaluate", params, ins, failures)
+    }
+    return per_site, failures
+
+
+def run_round(
+    grid: Grid, strategy: Strategy, state: StrategyState, cfg: RoundConfig, round: int
+) -> tuple[StrategyState, RoundRecord]:
+    """Run training round ``round`` and, when scheduled, evaluate the new model."""
+    start = time.perf_counter()
+    rng = np.random.default_rng([cfg.seed, round])
+    available = grid.site_ids()
+    ins = strategy.configure_fit(round, state, available, rng)
+    failures: dict[str, str] = {}
+    replies = exchange(grid, cfg, round, "fit", state.params, ins, failures)
+    try:
+        new_state, measurements = strategy.aggregate_fit(
+            round, state, replies, num_available=len(available)
+        )
+    except AggregationError as err:
+        raise RoundFailedError(
+            f"round {round}: no usable reply ({err}); failures: {failures}",
+            round=round, replied=0, required=strategy.min_sites,
+        ) from err
+    replied = int(measurements.get("num_contributions", 0))
+    if replied < strategy.min_sites:
+        raise RoundFailedError(
+            f"round {round}: {replied} usable replies, min_sites is {strategy.min_sites}; "
+            f"failures: {failures}",
+            round=round, replied=replied, required=strategy.min_sites,
+        )
+    fit = {**measurements, "sampled_sites": [i.site_id for i in ins], "failed_sites": failures}
+    evaluation = None
+    if cfg.evaluate_every and (round % cfg.evaluate_every == 0 or round == cfg.num_rounds):
+        ev_ins = strategy.configure_evaluate(round, new_state, available, rng)
+        ev_failures: dict[str, str] = {}
+        ev = exchange(grid, cfg, round, "evaluate", new_state.params, ev_ins, ev_failures)
+        evaluation = {**strategy.aggregate_evaluate(round, ev), "failed_sites": ev_failures}
+    record = RoundRecord(round, time.perf_counter() - start, fit, evaluation)
+    return new_state, record
+
+
+def run_rounds(
+    grid: Grid,
+    strategy: Strategy,
+    state: StrategyState,
+    cfg: RoundConfig,
+    *,
+    start_round: int = 1,
+    on_round: Callable[[RoundRecord, StrategyState], None] | None = None,
+) -> tuple[StrategyState, list[RoundRecord]]:
+    """Run rounds ``start_round..cfg.num_rounds``; resumable from any completed round."""
+    records: list[RoundRecord] = []
+    for rnd in range(start_round, cfg.num_rounds + 1):
+        state, record = run_round(grid, strategy, state, cfg, rnd)
+        records.append(record)
+        if on_round is not None:
+            on_round(record, state)
+    return state, records

@@ -1,0 +1,135 @@
+"""Server optimizers: init/update transforms applied to the aggregated update.
+
+The aggregated update ``delta`` (mean of ``local - global``) is a pseudo-gradient pointing
+downhill. Each optimizer turns it into a step that the strategy adds to the global params
+(Reddi et al., "Adaptive Federated Optimization", ICLR 2021, Algorithm 2, and Hsu et al. 2019
+for server momentum). State is explicit and returned; inputs are never mutated.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedcare.errors import ConfigError
+from fedcare.records.arrays import ArrayRecord
+
+__all__ = ["SGD", "Adagrad", "Adam", "ServerOptimizer", "ServerOptState", "Yogi"]
+
+
+@dataclass(frozen=True)
+class ServerOptState:
+    """First and second moment estimates (empty records when unused)."""
+
+    m: ArrayRecord
+    v: ArrayRecord
+    step: int = 0
+
+
+class ServerOptimizer(ABC):
+    """Turns an aggregated update into a step on the global parameters."""
+
+    @abstractmethod
+    def init(self, params: ArrayRecord) -> ServerOptState:
+        """The initial state for parameters shaped like ``params``.
+
+        Parameters
+        ----------
+        params:
+            The global parameters.
+
+        Returns
+        -------
+        ServerOptState
+            Zeroed moments.
+        """
+
+    @abstractmethod
+    def update(self, delta: ArrayRecord, state: ServerOptState) -> tuple[ArrayRecord, ServerOptState]:
+        """The step to add to the global params, and the new state.
+
+        Parameters
+        ----------
+        delta:
+            The aggregated update (mean of ``local - global``).
+        state:
+            The current state.
+
+        Returns
+        -------
+        tuple
+            ``(step, new_state)``.
+        """
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ConfigError(f"server optimizer option {name} must be > 0, got {value!r}")
+
+
+class SGD(ServerOptimizer):
+    """``x += lr * m`` with ``m = momentum * m + delta`` (FedAvg; FedAvgM with momentum)."""
+
+    def __init__(self, lr: float = 1.0, momentum: float = 0.0) -> None:
+        _check_positive(lr=lr)
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"server momentum must be in [0, 1), got {momentum!r}")
+        self.lr, self.momentum = lr, momentum
+
+    def init(self, params: ArrayRecord) -> ServerOptState:
+        return ServerOptState(m=params.zeros_like().astype(np.float64), v=ArrayRecord())
+
+    def update(self, delta: ArrayRecord, state: ServerOptState) -> tuple[ArrayRecord, ServerOptState]:
+        m = delta.astype(np.float64) if self.momentum == 0 else state.m.scale(self.momentum) + delta
+        return m.scale(self.lr), ServerOptState(m=m, v=state.v, step=state.step + 1)
+
+
+class _Adaptive(ServerOptimizer):
+    """Shared shape of FedAdam, FedYogi and FedAdagrad: ``x += lr * m / (sqrt(v) + tau)``."""
+
+    def __init__(
+        self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3
+    ) -> None:
+        _check_positive(lr=lr, tau=tau)
+        for name, b in (("beta1", beta1), ("beta2", beta2)):
+            if not 0 <= b < 1:
+                raise ConfigError(f"server optimizer option {name} must be in [0, 1), got {b!r}")
+        self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
+
+    def init(self, params: ArrayRecord) -> ServerOptState:
+        zeros = params.zeros_like().astype(np.float64)
+        # Reddi et al. start the second moment at tau^2 (v_{-1} >= tau^2).
+        return ServerOptState(m=zeros, v=zeros.map(lambda z: z + self.tau**2))
+
+    def _second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def update(self, delta: ArrayRecord, state: ServerOptState) -> tuple[ArrayRecord, ServerOptState]:
+        m = state.m.scale(self.beta1) + delta.scale(1 - self.beta1)
+        v = state.v.zip_map(delta, lambda v_, d: self._second_moment(v_, np.square(d)))
+        step = m.zip_map(v, lambda m_, v_: self.lr * m_ / (np.sqrt(v_) + self.tau))
+        return step, ServerOptState(m=m, v=v, step=state.step + 1)
+
+
+class Adam(_Adaptive):
+    """FedAdam: ``v = beta2 * v + (1 - beta2) * delta^2``."""
+
+    def _second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
+        return self.beta2 * v + (1 - self.beta2) * d2
+
+
+class Yogi(_Adaptive):
+    """FedYogi: ``v = v - (1 - beta2) * delta^2 * sign(v - delta^2)``."""
+
+    def _second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
+        return v - (1 - self.beta2) * d2 * np.sign(v - d2)
+
+
+class Adagrad(_Adaptive):
+    """FedAdagrad: ``v = v + delta^2`` (``beta2`` unused)."""
+
+    def _second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
+        return v + d2

@@ -1,0 +1,59 @@
+"""The ``Grid``: the only thing server logic talks to.
+
+A grid knows which sites are available and delivers tasks to them, yielding replies as they
+arrive until every task is answered or the deadline passes. The in-memory grid (simulation)
+and the coordinator-backed gRPC grid (deployment) implement it, so the one round loop in
+:mod:`fedcare.strategy.loop` runs unchanged over both.
+
+This module is interface only (no I/O): it is the one part of ``fedcare.transport`` that the
+core may import.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+from fedcare.records.messages import Reply, Task
+
+__all__ = ["Grid"]
+
+
+class Grid(ABC):
+    """Delivers tasks to sites and collects their replies."""
+
+    @abstractmethod
+    def site_ids(self) -> list[str]:
+        """The sites available now, sorted.
+
+        Returns
+        -------
+        list of str
+            Site identifiers that can receive tasks.
+        """
+
+    @abstractmethod
+    def send_and_receive(
+        self, tasks: Sequence[Task], *, timeout: float | None = None
+    ) -> Iterator[Reply]:
+        """Deliver ``tasks`` and yield their replies as they arrive.
+
+        Parameters
+        ----------
+        tasks:
+            At most one task per site.
+        timeout:
+            Seconds to wait for replies; ``None`` waits for all. Tasks unanswered by then
+            yield nothing (the caller sees fewer replies).
+
+        Returns
+        -------
+        Iterator[Reply]
+            Replies, each answering one task, in arrival order. A site that failed yields an
+            error reply, not an exception.
+
+        Raises
+        ------
+        TransportError
+            If the grid itself cannot work (not for a single site's failure).
+        """

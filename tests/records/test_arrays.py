@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from fedcare.errors import ValidationError
+from fedcare.records.arrays import ArrayRecord
+
+
+def rec(**arrays: object) -> ArrayRecord:
+    return ArrayRecord(arrays)
+
+
+def test_arrays_are_copied_and_read_only() -> None:
+    source = np.array([1.0, 2.0])
+    r = rec(w=source)
+    source[0] = 99.0
+    assert r["w"][0] == 1.0
+    with pytest.raises(ValueError):
+        r["w"][0] = 5.0
+
+
+def test_arithmetic_returns_new_records_and_keeps_operands() -> None:
+    a, b = rec(w=[1.0, 2.0], b=3.0), rec(w=[0.5, 0.5], b=1.0)
+    assert (a + b) == rec(w=[1.5, 2.5], b=4.0)
+    assert (a - b) == rec(w=[0.5, 1.5], b=2.0)
+    assert a.scale(2) == rec(w=[2.0, 4.0], b=6.0)
+    assert a == rec(w=[1.0, 2.0], b=3.0)
+    assert a.sq_norm() == pytest.approx(1 + 4 + 9)
+
+
+def test_structure_mismatch_names_the_array() -> None:
+    a = rec(w=np.zeros(3))
+    with pytest.raises(ValidationError, match=r"'w' has shape \(2,\), expected \(3,\)"):
+        a + rec(w=np.zeros(2))
+    with pytest.raises(ValidationError, match=r"missing arrays \['w'\] and unexpected \['v'\]"):
+        a.check_structure(rec(v=np.zeros(3)))
+
+
+def test_flatten_roundtrip_and_prefixes() -> None:
+    a = rec(w=np.arange(6.0).reshape(2, 3), b=np.array(1.5))
+    assert a.unflatten(a.flatten()) == a
+    assert a.prefixed("delta").unprefixed("delta") == a
+    with pytest.raises(ValidationError, match="appear in both"):
+        a.merged(a)
+    with pytest.raises(ValidationError, match="expected \\(7,\\)"):
+        a.unflatten(np.zeros(3))
+
+
+def test_object_arrays_and_bad_names_are_refused() -> None:
+    with pytest.raises(ValidationError, match="dtype object"):
+        rec(w=np.array([{}, 1], dtype=object))
+    with pytest.raises(ValidationError, match="non-empty strings"):
+        ArrayRecord({"": np.zeros(1)})

@@ -77,6 +77,7 @@ __all__ = [
     "Task",
     "TransportError",
     "ValidateUpdates",
+    "ValidationError",
     "WeightedMean",
     "__version__",
     "build_strategy",

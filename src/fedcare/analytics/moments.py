@@ -24,25 +24,29 @@ DEFAULT_MIN_COUNT = 5
 def feature_moments(X: np.ndarray, *, min_count: int = DEFAULT_MIN_COUNT) -> ArrayRecord:
     """Per-feature ``count``, ``sum`` and ``sumsq`` of a 2-D array, ignoring NaN.
 
+    A feature with fewer than ``min_count`` non-missing values is suppressed: its count, sum
+    and sum of squares are reported as 0 and ``suppressed`` is 1 for it, so statistics over so
+    few patients never leave the site.
+
     Raises
     ------
     ValidationError
-        If ``X`` is not 2-D, or any feature has fewer than ``min_count`` non-missing values
-        (the site must not release statistics over so few patients).
+        If ``X`` is not 2-D.
     """
     if X.ndim != 2:
         raise ValidationError(f"feature moments need 2-D features, got shape {X.shape}")
     present = ~np.isnan(X)
     count = present.sum(axis=0).astype(np.float64)
-    if (count < min_count).any():
-        small = np.flatnonzero(count < min_count).tolist()
-        raise ValidationError(
-            f"features {small} have fewer than {min_count} non-missing values; "
-            "their statistics are suppressed"
-        )
-    filled = np.where(present, X, 0.0)
+    suppressed = count < min_count
+    keep = present & ~suppressed
+    filled = np.where(keep, X, 0.0)
     return ArrayRecord(
-        {"count": count, "sum": filled.sum(axis=0), "sumsq": np.square(filled).sum(axis=0)},
+        {
+            "count": np.where(suppressed, 0.0, count),
+            "sum": filled.sum(axis=0),
+            "sumsq": np.square(filled).sum(axis=0),
+            "suppressed": suppressed.astype(np.float64),
+        },
         copy=False,
     )
 
@@ -67,6 +71,7 @@ def combine_moments(parts: Iterable[ArrayRecord]) -> Moments:
     if total is None:
         raise ValidationError("no site reported feature moments")
     count = total["count"]
-    mean = total["sum"] / count
-    var = np.maximum(total["sumsq"] / count - np.square(mean), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total["sum"] / count, np.nan)
+        var = np.where(count > 0, np.maximum(total["sumsq"] / count - np.square(mean), 0.0), np.nan)
     return Moments(count=count, mean=mean, std=np.sqrt(var))

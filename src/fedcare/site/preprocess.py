@@ -53,6 +53,7 @@ class Preprocessor:
                     "'preprocess' statistics (mean, std)"
                 )
             mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+            mean = np.where(np.isnan(mean), 0.0, mean)  # a feature no site could report
             if mean.shape != train.X.shape[1:]:
                 raise ValidationError(
                     f"global statistics have shape {mean.shape}, features {train.X.shape[1:]}"

@@ -1,0 +1,75 @@
+"""Repository-level promises: the public API, the import direction, README and CI agree."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import fedcare
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src" / "fedcare"
+CORE = ("records", "models", "data", "aggregation", "privacy", "secure", "strategy",
+        "analytics", "evaluation", "audit")
+OUTER = ("transport", "coordinator", "site", "cli", "dashboard", "simulation")
+
+
+def test_public_api_is_exactly_all() -> None:
+    import types
+
+    exported = set(fedcare.__all__)
+    assert len(exported) == len(fedcare.__all__), "duplicates in __all__"
+    for name in fedcare.__all__:
+        assert getattr(fedcare, name) is not None, name
+    # Anything public at the top level that is not a subpackage must be listed in __all__.
+    public = {
+        n for n, v in vars(fedcare).items()
+        if not n.startswith("_") and not isinstance(v, types.ModuleType) and n != "annotations"
+    }
+    assert public <= exported, sorted(public - exported)
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_core_never_imports_the_outer_layers() -> None:
+    # The Grid interface module (no I/O) is the one transport module the core may use.
+    allowed = {"fedcare.transport.base"}
+    bad = []
+    for pkg in CORE:
+        for path in (SRC / pkg).rglob("*.py"):
+            for mod in _imports(path):
+                outer = any(mod == f"fedcare.{o}" or mod.startswith(f"fedcare.{o}.") for o in OUTER)
+                if outer and mod not in allowed:
+                    bad.append(f"{path.relative_to(REPO)} imports {mod}")
+    assert not bad, bad
+
+
+def test_core_imports_without_heavy_extras() -> None:
+    for path in SRC.rglob("*.py"):
+        if path.name in ("torch.py", "torch_nets.py"):
+            continue
+        top = {m.split(".")[0] for m in _imports(path)}
+        assert not top & {"torch", "tenseal", "ray", "opacus"}, path
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    command = ci.split("# README test command:\n", 1)[1].strip().splitlines()[0]
+    assert command in readme
+
+
+def test_no_dataset_files_are_committed() -> None:
+    pattern = re.compile(r"\.(npz|fst|csv\.gz)$|processed\.[a-z]+\.data$|brca\.csv$")
+    tracked = [p for p in REPO.rglob("*") if p.is_file() and ".venv" not in p.parts
+               and ".git" not in p.parts and ".pytest_cache" not in p.parts]
+    assert not [p for p in tracked if pattern.search(p.name)]

@@ -10,8 +10,18 @@ import fedcare
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "fedcare"
-CORE = ("records", "models", "data", "aggregation", "privacy", "secure", "strategy",
-        "analytics", "evaluation", "audit")
+CORE = (
+    "records",
+    "models",
+    "data",
+    "aggregation",
+    "privacy",
+    "secure",
+    "strategy",
+    "analytics",
+    "evaluation",
+    "audit",
+)
 OUTER = ("transport", "coordinator", "site", "cli", "dashboard", "simulation")
 
 
@@ -24,7 +34,8 @@ def test_public_api_is_exactly_all() -> None:
         assert getattr(fedcare, name) is not None, name
     # Anything public at the top level that is not a subpackage must be listed in __all__.
     public = {
-        n for n, v in vars(fedcare).items()
+        n
+        for n, v in vars(fedcare).items()
         if not n.startswith("_") and not isinstance(v, types.ModuleType) and n != "annotations"
     }
     assert public <= exported, sorted(public - exported)
@@ -70,6 +81,12 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_no_dataset_files_are_committed() -> None:
     pattern = re.compile(r"\.(npz|fst|csv\.gz)$|processed\.[a-z]+\.data$|brca\.csv$")
-    tracked = [p for p in REPO.rglob("*") if p.is_file() and ".venv" not in p.parts
-               and ".git" not in p.parts and ".pytest_cache" not in p.parts]
+    tracked = [
+        p
+        for p in REPO.rglob("*")
+        if p.is_file()
+        and ".venv" not in p.parts
+        and ".git" not in p.parts
+        and ".pytest_cache" not in p.parts
+    ]
     assert not [p for p in tracked if pattern.search(p.name)]

@@ -15,15 +15,29 @@ def fixed_site(update: Mapping[str, object], n: int) -> Callable[[Task], Reply]:
 
     def handle(task: Task) -> Reply:
         if task.kind == "evaluate":
-            return Reply(task.study_id, task.round, task.site_id, "evaluate", num_samples=n,
-                         metrics={"accuracy": 0.5, "n": float(n)})
-        return Reply(task.study_id, task.round, task.site_id, "fit",
-                     arrays=ArrayRecord(update), num_samples=n)
+            return Reply(
+                task.study_id,
+                task.round,
+                task.site_id,
+                "evaluate",
+                num_samples=n,
+                metrics={"accuracy": 0.5, "n": float(n)},
+            )
+        return Reply(
+            task.study_id,
+            task.round,
+            task.site_id,
+            "fit",
+            arrays=ArrayRecord(update),
+            num_samples=n,
+        )
 
     return handle
 
 
-def fixed_grid(updates: Mapping[str, tuple[list[float], int]], *, record: bool = False) -> InMemoryGrid:
+def fixed_grid(
+    updates: Mapping[str, tuple[list[float], int]], *, record: bool = False
+) -> InMemoryGrid:
     return InMemoryGrid(
         {s: fixed_site({"w": np.array(u, dtype=np.float64)}, n) for s, (u, n) in updates.items()},
         record=record,

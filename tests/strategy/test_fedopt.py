@@ -76,7 +76,7 @@ def test_fedprox_sends_mu_to_sites() -> None:
 
 def test_registry_builds_by_name_and_names_bad_options() -> None:
     assert isinstance(build_strategy("fedyogi", {"server_lr": 0.5}), FedYogi)
-    with pytest.raises(ConfigError, match="unknown strategy 'fedsgd'.*fedavg"):
+    with pytest.raises(ConfigError, match=r"unknown strategy 'fedsgd'.*fedavg"):
         build_strategy("fedsgd")
     with pytest.raises(ConfigError, match=r"no option\(s\) \['mu'\]"):
         build_strategy("fedavg", {"mu": 0.1})

@@ -44,12 +44,24 @@ def test_too_few_replies_fail_the_round_and_keep_the_state() -> None:
 
 def test_replies_for_another_round_or_study_are_refused() -> None:
     def stale(task: Task) -> Reply:
-        return Reply(task.study_id, task.round - 1, task.site_id, "fit",
-                     arrays=ArrayRecord({"w": [100.0, 100.0]}), num_samples=5)
+        return Reply(
+            task.study_id,
+            task.round - 1,
+            task.site_id,
+            "fit",
+            arrays=ArrayRecord({"w": [100.0, 100.0]}),
+            num_samples=5,
+        )
 
     def other_study(task: Task) -> Reply:
-        return Reply("other", task.round, task.site_id, "fit",
-                     arrays=ArrayRecord({"w": [100.0, 100.0]}), num_samples=5)
+        return Reply(
+            "other",
+            task.round,
+            task.site_id,
+            "fit",
+            arrays=ArrayRecord({"w": [100.0, 100.0]}),
+            num_samples=5,
+        )
 
     grid = InMemoryGrid({"a": fixed_site({"w": [1.0, 3.0]}, 1), "b": stale, "c": other_study})
     strategy = FedAvg()
@@ -60,8 +72,9 @@ def test_replies_for_another_round_or_study_are_refused() -> None:
 
 
 def test_nan_update_is_rejected_naming_the_site() -> None:
-    grid = InMemoryGrid({"a": fixed_site({"w": [1.0, 1.0]}, 1),
-                         "evil": fixed_site({"w": [np.nan, 0.0]}, 100)})
+    grid = InMemoryGrid(
+        {"a": fixed_site({"w": [1.0, 1.0]}, 1), "evil": fixed_site({"w": [np.nan, 0.0]}, 100)}
+    )
     strategy = FedAvg()
     state, record = run_round(grid, strategy, strategy.init_state(PARAMS), CFG, 1)
     np.testing.assert_allclose(state.params["w"], [1.0, 1.0])
@@ -73,13 +86,16 @@ def test_sampling_is_seeded_and_respects_min_sites() -> None:
     a = sample_sites(sites, fraction=0.3, min_sites=2, rng=np.random.default_rng(1), round=1)
     b = sample_sites(sites, fraction=0.3, min_sites=2, rng=np.random.default_rng(1), round=1)
     assert a == b and len(a) == 3
-    assert len(sample_sites(sites, fraction=0.1, min_sites=4,
-                            rng=np.random.default_rng(1), round=1)) == 4
+    assert (
+        len(sample_sites(sites, fraction=0.1, min_sites=4, rng=np.random.default_rng(1), round=1))
+        == 4
+    )
 
 
 def test_resuming_from_a_round_gives_the_same_result() -> None:
-    grid = InMemoryGrid({s: fixed_site({"w": [float(i), 1.0]}, i + 1)
-                         for i, s in enumerate("abcdef")})
+    grid = InMemoryGrid(
+        {s: fixed_site({"w": [float(i), 1.0]}, i + 1) for i, s in enumerate("abcdef")}
+    )
     strategy = FedAvg(fraction=0.5)
     cfg = RoundConfig(study_id="s", num_rounds=6, seed=3, evaluate_every=0)
     full, _ = run_rounds(grid, strategy, strategy.init_state(PARAMS), cfg)

@@ -18,13 +18,15 @@ def scaffold_site(delta: list[float], control: list[float], n: int, seen: list[T
 
 def test_scaffold_moves_params_and_control_by_hand() -> None:
     seen: list[Task] = []
-    grid = InMemoryGrid({
-        "a": scaffold_site([1.0, 0.0], [0.2, 0.0], 1, seen),
-        "b": scaffold_site([0.0, 2.0], [0.0, 0.4], 3, seen),
-    })
+    grid = InMemoryGrid(
+        {
+            "a": scaffold_site([1.0, 0.0], [0.2, 0.0], 1, seen),
+            "b": scaffold_site([0.0, 2.0], [0.0, 0.4], 3, seen),
+        }
+    )
     strategy = Scaffold(server_lr=1.0, train={"lr": 0.1, "optimizer": "adam"})
     cfg = RoundConfig(study_id="s", num_rounds=2, seed=0, evaluate_every=0)
-    state, record = run_round(grid, strategy, strategy.init_state(PARAMS), cfg, 1)
+    state, _ = run_round(grid, strategy, strategy.init_state(PARAMS), cfg, 1)
     np.testing.assert_allclose(state.params["w"], [0.25, 1.5])
     # all sites took part: c += 1 * weighted mean of control deltas = [0.05, 0.3]
     np.testing.assert_allclose(state.arrays["control"]["w"], [0.05, 0.3])

@@ -12,7 +12,7 @@ from fedcare.aggregation.base import Aggregator, Contribution, Measurements
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 
-__all__ = ["ValidateUpdates", "ValidateState"]
+__all__ = ["ValidateState", "ValidateUpdates"]
 
 
 @dataclass(frozen=True)

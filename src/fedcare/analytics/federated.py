@@ -28,6 +28,8 @@ def federated_feature_moments(grid: Grid, cfg: RoundConfig) -> Moments:
     if failures or len(parts) != len(sites):
         raise RoundFailedError(
             f"statistics round: {len(parts)} of {len(sites)} sites reported; failures: {failures}",
-            round=0, replied=len(parts), required=len(sites),
+            round=0,
+            replied=len(parts),
+            required=len(sites),
         )
     return combine_moments(parts)

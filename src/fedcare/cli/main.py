@@ -14,8 +14,11 @@ from rich.table import Table
 from fedcare.errors import FedcareError
 from fedcare.records.study import StudyConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="fedcare: federated learning and analytics for hospitals.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="fedcare: federated learning and analytics for hospitals.",
+)
 console = Console(stderr=True)
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -32,7 +35,9 @@ def _load_study(study: Path | None, dataset: str | None) -> StudyConfig:
 
 
 def _fmt(value: Any) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    return (
+        "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    )
 
 
 def _summary_table(results: dict[str, Any]) -> Table:
@@ -77,9 +82,15 @@ def simulate(
             overrides["strategy"] = {"name": strategy, "options": {}}
         config = config.with_overrides(**overrides) if overrides else config
         metric_name = None
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[metric]}"), TimeElapsedColumn(),
-                      console=console, transient=False) as bar:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[metric]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
             tasks: dict[str, Any] = {}
 
             def on_round(label: str, record: Any) -> None:

@@ -32,7 +32,9 @@ class ArrayRecord(Mapping[str, np.ndarray]):
                 raise ValidationError(f"array names must be non-empty strings, got {name!r}")
             arr = np.array(value, copy=True) if copy else np.asarray(value)
             if arr.dtype == object:
-                raise ValidationError(f"array {name!r} has dtype object; only numeric arrays travel")
+                raise ValidationError(
+                    f"array {name!r} has dtype object; only numeric arrays travel"
+                )
             arr.flags.writeable = False
             items[name] = arr
         self._arrays = items

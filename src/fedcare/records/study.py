@@ -43,13 +43,13 @@ class StrategySpec(_Strict):
 class TrainingSpec(_Strict):
     """Local training per round at each site."""
 
-    epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1)
-    lr: float = Field(0.1, gt=0)
-    batch_size: int | None = Field(None, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=0.1, gt=0)
+    batch_size: int | None = Field(default=None, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = Field(0.0, ge=0, lt=1)
-    l2: float = Field(0.0, ge=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    l2: float = Field(default=0.0, ge=0)
 
     def as_config(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -72,16 +72,16 @@ class StudyConfig(_Strict):
     name: str
     dataset: DatasetSpec
     model: dict[str, Any]
-    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
-    strategy: StrategySpec = Field(default_factory=StrategySpec)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
-    rounds: int = Field(10, ge=1)
-    fraction: float = Field(1.0, gt=0, le=1)
-    min_sites: int = Field(1, ge=1)
-    seed: int = Field(0, ge=0)
-    evaluate_every: int = Field(1, ge=0)
-    round_timeout: float | None = Field(None, gt=0)
-    baselines: BaselineSpec = Field(default_factory=BaselineSpec)
+    preprocessing: PreprocessingSpec = Field(default_factory=lambda: PreprocessingSpec())
+    strategy: StrategySpec = Field(default_factory=lambda: StrategySpec())
+    training: TrainingSpec = Field(default_factory=lambda: TrainingSpec())
+    rounds: int = Field(default=10, ge=1)
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    min_sites: int = Field(default=1, ge=1)
+    seed: int = Field(default=0, ge=0)
+    evaluate_every: int = Field(default=1, ge=0)
+    round_timeout: float | None = Field(default=None, gt=0)
+    baselines: BaselineSpec = Field(default_factory=lambda: BaselineSpec())
 
     @field_validator("model")
     @classmethod
@@ -101,7 +101,9 @@ class StudyConfig(_Strict):
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "study") -> StudyConfig:
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+            raise ConfigError(
+                f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+            )
         try:
             return cls.model_validate(data)
         except PydanticValidationError as err:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedcare.analytics.federated import federated_feature_moments
-from fedcare.data.base import FederatedDataset, SiteData
+from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.registry import load_dataset
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
 from fedcare.models.registry import build_model
@@ -27,7 +27,7 @@ from fedcare.strategy.loop import RoundConfig, RoundRecord, evaluate_on_sites, r
 from fedcare.strategy.registry import build_strategy
 from fedcare.transport.inmemory import InMemoryGrid
 
-__all__ = ["TrainedModel", "Progress", "run_simulation", "train_on_grid"]
+__all__ = ["Progress", "TrainedModel", "run_simulation", "train_on_grid"]
 
 #: Called after every round with the model's label ("federated", "local-<site>", "pooled").
 Progress = Callable[[str, RoundRecord], None]
@@ -43,8 +43,9 @@ class TrainedModel:
     history: list[RoundRecord]
 
 
-def grid_for(sites: list[SiteData]) -> InMemoryGrid:
-    return InMemoryGrid({s.site_id: SiteApp(s) for s in sites})
+def grid_for(sites: list[SiteData], *, record: bool = False) -> InMemoryGrid:
+    """An in-memory grid with one :class:`SiteApp` per site."""
+    return InMemoryGrid({s.site_id: SiteApp(s) for s in sites}, record=record)
 
 
 def train_on_grid(
@@ -86,8 +87,9 @@ def train_on_grid(
 
 
 def _evaluate(grid: InMemoryGrid, study: StudyConfig, model: TrainedModel) -> dict[str, Any]:
-    cfg = RoundConfig(study_id=f"{study.name}/eval", num_rounds=study.rounds, seed=study.seed,
-                      plan=study.plan())
+    cfg = RoundConfig(
+        study_id=f"{study.name}/eval", num_rounds=study.rounds, seed=study.seed, plan=study.plan()
+    )
     per_site, failures = evaluate_on_sites(
         grid, cfg, study.rounds, model.params, arrays=model.arrays
     )
@@ -102,26 +104,54 @@ def run_simulation(
 ) -> dict[str, Any]:
     """Run ``study`` end to end and return the results dict (see module docstring)."""
     start = time.perf_counter()
+    build_strategy(study.strategy.name, study.strategy.options)  # a bad name fails before data
     ds = dataset or load_dataset(study.dataset.name, **study.dataset.options)
     grid = grid_for(list(ds.sites))
     shape = ds.sites[0].train.input_shape
     models = [train_on_grid(grid, study, shape, label="federated", progress=progress)]
     if study.baselines.local:
         for site in ds.sites:
-            models.append(train_on_grid(grid_for([site]), study, shape, label=f"local-{site.site_id}",
-                                        strategy_name="fedavg", progress=progress))
+            models.append(
+                train_on_grid(
+                    grid_for([site]),
+                    study,
+                    shape,
+                    label=f"local-{site.site_id}",
+                    strategy_name="fedavg",
+                    progress=progress,
+                )
+            )
     if study.baselines.pooled:
         pooled = ds.pooled()
-        models.append(train_on_grid(grid_for([pooled]), study, shape, label="pooled",
-                                    strategy_name="fedavg", progress=progress))
+        models.append(
+            train_on_grid(
+                grid_for([pooled]),
+                study,
+                shape,
+                label="pooled",
+                strategy_name="fedavg",
+                progress=progress,
+            )
+        )
     evaluated = {m.label: _evaluate(grid, study, m) for m in models}
     results = _results(study, ds, models, evaluated)
+    holdout = ds.extra.get("holdout")
+    if isinstance(holdout, Dataset):
+        # A public held-out test set (e.g. PneumoniaMNIST's official test split), evaluated by
+        # the same site code as if it were one more site.
+        holdout_grid = grid_for([SiteData("holdout", train=holdout, test=holdout)])
+        results["holdout"] = {
+            m.label: _evaluate(holdout_grid, study, m)["per_site"].get("holdout", {})
+            for m in models
+        }
     results["timing"] = {"total_s": time.perf_counter() - start}
     return results
 
 
 def _results(
-    study: StudyConfig, ds: FederatedDataset, models: list[TrainedModel],
+    study: StudyConfig,
+    ds: FederatedDataset,
+    models: list[TrainedModel],
     evaluated: Mapping[str, dict[str, Any]],
 ) -> dict[str, Any]:
     from fedcare import __version__
@@ -129,10 +159,18 @@ def _results(
     federated = models[0]
     results: dict[str, Any] = {
         "fedcare_version": __version__,
-        "study": {**study.model_dump(), "strategy": study.strategy.name,
-                  "strategy_options": study.strategy.options, "dataset": study.dataset.name},
-        "dataset": {"name": ds.name, "description": ds.description, "citation": ds.citation,
-                    "license": ds.license},
+        "study": {
+            **study.model_dump(),
+            "strategy": study.strategy.name,
+            "strategy_options": study.strategy.options,
+            "dataset": study.dataset.name,
+        },
+        "dataset": {
+            "name": ds.name,
+            "description": ds.description,
+            "citation": ds.citation,
+            "license": ds.license,
+        },
         "task": ds.task,
         "metrics": list(ds.metrics),
         "sites": ds.site_ids,
@@ -152,8 +190,10 @@ def _results(
     if study.baselines.cross_site and len(models) > 1:
         cells = {m.label: evaluated[m.label]["per_site"] for m in models}
         cross = cross_site_matrix(
-            {m.label: m.label for m in models}, ds.site_ids,
-            lambda label, site: cells[label].get(site, {}), ds.primary_metric,
+            {m.label: m.label for m in models},
+            ds.site_ids,
+            lambda label, site: cells[label].get(site, {}),
+            ds.primary_metric,
         )
         results["cross_site"] = cross
         if study.baselines.local:

@@ -34,8 +34,11 @@ class SiteApp:
             return Reply.failure(
                 task, "wrong-site", f"task for {task.site_id!r} reached site {self.site_id!r}"
             )
-        handlers = {"fit": self.runtime.fit, "evaluate": self.runtime.evaluate,
-                    "stats": self.runtime.stats}
+        handlers = {
+            "fit": self.runtime.fit,
+            "evaluate": self.runtime.evaluate,
+            "stats": self.runtime.stats,
+        }
         return handlers[task.kind](task)
 
     def __call__(self, task: Task) -> Reply:

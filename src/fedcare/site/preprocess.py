@@ -8,6 +8,7 @@ statistics round so that no row leaves any site. Image inputs pass through uncha
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,8 @@ class Preprocessor:
                     f"global statistics have shape {mean.shape}, features {train.X.shape[1:]}"
                 )
         else:
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():  # an all-missing column gives NaN, handled below
+                warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(train.X, axis=0)
                 std = np.nanstd(train.X, axis=0)
             mean = np.where(np.isnan(mean), 0.0, mean)

@@ -53,7 +53,9 @@ class SiteRuntime:
         if not isinstance(model_spec, Mapping):
             raise ConfigError("task plan has no 'model' spec")
         adapter = build_model(model_spec)
-        prep = Preprocessor.for_task(task.plan.get("preprocessing", {}), task.arrays, self.data.train)
+        prep = Preprocessor.for_task(
+            task.plan.get("preprocessing", {}), task.arrays, self.data.train
+        )
         return adapter, prep
 
     def _check_params(self, adapter: ModelAdapter, params: ArrayRecord) -> None:
@@ -69,11 +71,12 @@ class SiteRuntime:
         spec = spec_from_config(task.config)
         rng = np.random.default_rng(int(task.config.get("seed", 0)))
         scaffold = task.config.get("algorithm") == "scaffold"
+        c = c_i = task.params.zeros_like()
         if scaffold:
-            c = task.arrays.get("control")
-            if c is None:
+            if "control" not in task.arrays:
                 raise ValidationError("a SCAFFOLD task must carry the server 'control' variate")
-            c_i = self.controls.get(task.study_id, task.params.zeros_like())
+            c = task.arrays["control"]
+            c_i = self.controls.get(task.study_id, c_i)
             spec = replace(spec, correction=c - c_i)
         result = adapter.fit(task.params, train, spec, rng)
         delta = result.params - task.params
@@ -85,8 +88,13 @@ class SiteRuntime:
             self.controls[task.study_id] = c_new
         metrics = {**result.metrics, "num_steps": float(result.num_steps)}
         return Reply(
-            study_id=task.study_id, round=task.round, site_id=task.site_id, kind="fit",
-            arrays=arrays, num_samples=result.num_samples, metrics=metrics,
+            study_id=task.study_id,
+            round=task.round,
+            site_id=task.site_id,
+            kind="fit",
+            arrays=arrays,
+            num_samples=result.num_samples,
+            metrics=metrics,
         )
 
     def evaluate(self, task: Task) -> Reply:
@@ -97,15 +105,26 @@ class SiteRuntime:
             raise ConfigError(f"evaluate split must be 'train' or 'test', got {split!r}")
         data: Dataset = prep.apply(self.data.test if split == "test" else self.data.train)
         scores = adapter.predict(task.params, data.X)
-        metrics = {**compute_metrics(adapter.task, data, scores), "loss": adapter.loss(task.params, data)}
+        metrics = {
+            **compute_metrics(adapter.task, data, scores),
+            "loss": adapter.loss(task.params, data),
+        }
         return Reply(
-            study_id=task.study_id, round=task.round, site_id=task.site_id, kind="evaluate",
-            num_samples=len(data), metrics=metrics,
+            study_id=task.study_id,
+            round=task.round,
+            site_id=task.site_id,
+            kind="evaluate",
+            num_samples=len(data),
+            metrics=metrics,
         )
 
     def stats(self, task: Task) -> Reply:
         moments = feature_moments(np.asarray(self.data.train.X, dtype=np.float64))
         return Reply(
-            study_id=task.study_id, round=task.round, site_id=task.site_id, kind="stats",
-            arrays=moments, num_samples=len(self.data.train),
+            study_id=task.study_id,
+            round=task.round,
+            site_id=task.site_id,
+            kind="stats",
+            arrays=moments,
+            num_samples=len(self.data.train),
         )

@@ -158,7 +158,7 @@ class FedAdam(FedOpt):
     """FedOpt with a server Adam (Reddi et al. 2021)."""
 
     name = "fedadam"
-    _server = server_opt.Adam
+    _server: type[server_opt._Adaptive] = server_opt.Adam
 
     def __init__(
         self,

@@ -107,8 +107,13 @@ def _screen(
 
 
 def exchange(
-    grid: Grid, cfg: RoundConfig, round: int, kind: TaskKind, params: ArrayRecord,
-    ins: Sequence[Instruction], failures: dict[str, str],
+    grid: Grid,
+    cfg: RoundConfig,
+    round: int,
+    kind: TaskKind,
+    params: ArrayRecord,
+    ins: Sequence[Instruction],
+    failures: dict[str, str],
 ) -> Iterator[Reply]:
     """Send one task per instruction and stream the valid replies."""
     tasks = _tasks(cfg, round, kind, params, ins)
@@ -116,8 +121,12 @@ def exchange(
 
 
 def evaluate_on_sites(
-    grid: Grid, cfg: RoundConfig, round: int, params: ArrayRecord,
-    sites: Sequence[str] | None = None, arrays: Mapping[str, ArrayRecord] | None = None,
+    grid: Grid,
+    cfg: RoundConfig,
+    round: int,
+    params: ArrayRecord,
+    sites: Sequence[str] | None = None,
+    arrays: Mapping[str, ArrayRecord] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Metrics of ``params`` on each site's test split: ``(per_site, failures)``."""
     ins = [Instruction(s, arrays=arrays or {}) for s in (sites or grid.site_ids())]
@@ -146,14 +155,18 @@ def run_round(
     except AggregationError as err:
         raise RoundFailedError(
             f"round {round}: no usable reply ({err}); failures: {failures}",
-            round=round, replied=0, required=strategy.min_sites,
+            round=round,
+            replied=0,
+            required=strategy.min_sites,
         ) from err
     replied = int(measurements.get("num_contributions", 0))
     if replied < strategy.min_sites:
         raise RoundFailedError(
             f"round {round}: {replied} usable replies, min_sites is {strategy.min_sites}; "
             f"failures: {failures}",
-            round=round, replied=replied, required=strategy.min_sites,
+            round=round,
+            replied=replied,
+            required=strategy.min_sites,
         )
     fit = {**measurements, "sampled_sites": [i.site_id for i in ins], "failed_sites": failures}
     evaluation = None

@@ -16,7 +16,7 @@ import numpy as np
 from fedcare.errors import ConfigError
 from fedcare.records.arrays import ArrayRecord
 
-__all__ = ["SGD", "Adagrad", "Adam", "ServerOptimizer", "ServerOptState", "Yogi"]
+__all__ = ["SGD", "Adagrad", "Adam", "ServerOptState", "ServerOptimizer", "Yogi"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ class ServerOptimizer(ABC):
         """
 
     @abstractmethod
-    def update(self, delta: ArrayRecord, state: ServerOptState) -> tuple[ArrayRecord, ServerOptState]:
+    def update(
+        self, delta: ArrayRecord, state: ServerOptState
+    ) -> tuple[ArrayRecord, ServerOptState]:
         """The step to add to the global params, and the new state.
 
         Parameters
@@ -82,7 +84,9 @@ class SGD(ServerOptimizer):
     def init(self, params: ArrayRecord) -> ServerOptState:
         return ServerOptState(m=params.zeros_like().astype(np.float64), v=ArrayRecord())
 
-    def update(self, delta: ArrayRecord, state: ServerOptState) -> tuple[ArrayRecord, ServerOptState]:
+    def update(
+        self, delta: ArrayRecord, state: ServerOptState
+    ) -> tuple[ArrayRecord, ServerOptState]:
         m = delta.astype(np.float64) if self.momentum == 0 else state.m.scale(self.momentum) + delta
         return m.scale(self.lr), ServerOptState(m=m, v=state.v, step=state.step + 1)
 
@@ -107,7 +111,9 @@ class _Adaptive(ServerOptimizer):
     def _second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def update(self, delta: ArrayRecord, state: ServerOptState) -> tuple[ArrayRecord, ServerOptState]:
+    def update(
+        self, delta: ArrayRecord, state: ServerOptState
+    ) -> tuple[ArrayRecord, ServerOptState]:
         m = state.m.scale(self.beta1) + delta.scale(1 - self.beta1)
         v = state.v.zip_map(delta, lambda v_, d: self._second_moment(v_, np.square(d)))
         step = m.zip_map(v, lambda m_, v_: self.lr * m_ / (np.sqrt(v_) + self.tau))

@@ -1,0 +1,129 @@
+"""Checks every adapter runs on what it is given: parameters, features, labels, times.
+
+Each check raises :class:`~fedcare.errors.ModelError` with a message that names the model, the
+array and what was wrong with it, so a site's error reply says what to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from fedcare.data.base import Dataset, TaskType
+from fedcare.errors import ModelError
+
+__all__ = [
+    "check_correction",
+    "check_features",
+    "check_params",
+    "check_targets",
+    "is_bias",
+]
+
+
+def is_bias(name: str) -> bool:
+    """True for arrays the L2 penalty skips: ``bias``, ``fc.bias``, ``layer/bias``."""
+    return name.replace("/", ".").rsplit(".", 1)[-1] == "bias"
+
+
+def check_params(
+    params: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[int, ...]],
+    *,
+    model: str,
+) -> None:
+    """Check names, shapes, dtypes and finiteness of ``params`` against ``expected``.
+
+    Parameters
+    ----------
+    params:
+        The parameters received.
+    expected:
+        ``name -> shape`` the model needs.
+    model:
+        The model's name, used in messages.
+
+    Raises
+    ------
+    ModelError
+        Naming the missing, unexpected or malformed array.
+    """
+    if not isinstance(params, Mapping):
+        raise ModelError(f"{model} params must be an ArrayRecord, got {type(params).__name__}")
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    if missing or extra:
+        raise ModelError(
+            f"{model} params have missing arrays {missing} and unexpected arrays {extra}; "
+            f"expected {dict(expected)}"
+        )
+    for name, shape in expected.items():
+        arr = np.asarray(params[name])
+        if arr.shape != tuple(shape):
+            raise ModelError(
+                f"{model} params array {name!r} has shape {arr.shape}, expected {tuple(shape)}"
+            )
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ModelError(
+                f"{model} params array {name!r} has dtype {arr.dtype}, expected a float dtype"
+            )
+        if not np.isfinite(arr).all():
+            raise ModelError(f"{model} params array {name!r} contains NaN or inf values")
+
+
+def check_correction(
+    params: Mapping[str, np.ndarray], correction: Mapping[str, np.ndarray]
+) -> None:
+    """Check that a SCAFFOLD correction has the structure of ``params`` and is finite."""
+    check_params(
+        correction,
+        {k: tuple(np.shape(v)) for k, v in params.items()},
+        model="SCAFFOLD correction (spec.correction)",
+    )
+
+
+def check_features(X: np.ndarray, *, model: str, min_ndim: int = 2) -> np.ndarray:
+    """Return ``X`` as a float array after checking it is non-empty, numeric and finite.
+
+    Raises
+    ------
+    ModelError
+        If ``X`` is empty, has too few axes, is not numeric or has NaN/inf (naming how many
+        rows are affected: features must be imputed and standardized before they reach a model).
+    """
+    arr = np.asarray(X)
+    if arr.ndim < min_ndim:
+        raise ModelError(f"{model}: X must have at least {min_ndim} axes, got shape {arr.shape}")
+    if len(arr) == 0:
+        raise ModelError(f"{model}: X has no rows")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ModelError(f"{model}: X has dtype {arr.dtype}, expected a numeric dtype")
+    finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if not finite.all():
+        nan = bool(np.isnan(arr).any())
+        raise ModelError(
+            f"{model}: X contains {'NaN' if nan else 'inf'} values in {int((~finite).sum())} of "
+            f"{len(arr)} rows; impute and standardize features before training or prediction"
+        )
+    return arr
+
+
+def check_targets(data: Dataset, task: TaskType, *, model: str) -> None:
+    """Check labels (and survival times) for ``task``.
+
+    Raises
+    ------
+    ModelError
+        If ``y`` is not 0/1, or a survival dataset has missing or non-finite ``time``.
+    """
+    y = np.asarray(data.y)
+    if not np.isin(y, (0, 1)).all():
+        what = "event indicator y" if task == "survival" else "label y"
+        bad = np.unique(y[~np.isin(y, (0, 1))])[:5]
+        raise ModelError(f"{model}: {what} must be 0 or 1, found {bad.tolist()}")
+    if task == "survival":
+        if data.time is None:
+            raise ModelError(f"{model}: survival data needs `time`, got None")
+        if not np.isfinite(np.asarray(data.time, dtype=np.float64)).all():
+            raise ModelError(f"{model}: survival `time` contains NaN or inf values")

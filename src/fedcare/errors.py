@@ -14,7 +14,18 @@ the whole family with one clause and a specific failure with another::
     ├── AggregationError       aggregation could not produce a result
     ├── RoundFailedError       a round ended with fewer than ``min_sites`` usable replies
     ├── SiteError              a site answered a task with an error (carries site and reason)
-    └── TransportError         the grid could not deliver tasks or collect replies
+    ├── TransportError         the grid could not deliver tasks or collect replies
+    │   └── AuthenticationError
+    │                          a peer's certificate is missing, foreign, revoked or lacks a
+    │                          site identity
+    └── StoreError             the coordinator's database or artifact folder refused an operation
+        ├── NotFoundError      no site, study, round, task or artifact has that id or digest
+        ├── ConflictError      the change contradicts stored state (duplicate round, a status
+        │   │                  transition that is not allowed); nothing was changed
+        │   └── ReplyRefusedError
+        │                      a site's reply was refused (carries ``reason``, task and site)
+        └── ArtifactCorruptError
+                               a stored artifact's bytes no longer hash to its digest
 
 Messages name the argument, the bad value and, where known, the site and round it came from.
 """
@@ -23,14 +34,20 @@ from __future__ import annotations
 
 __all__ = [
     "AggregationError",
+    "ArtifactCorruptError",
+    "AuthenticationError",
     "ChecksumError",
     "ConfigError",
+    "ConflictError",
     "DataError",
     "DatasetUnavailableError",
     "FedcareError",
     "ModelError",
+    "NotFoundError",
+    "ReplyRefusedError",
     "RoundFailedError",
     "SiteError",
+    "StoreError",
     "TransportError",
     "ValidationError",
 ]
@@ -89,3 +106,42 @@ class SiteError(FedcareError):
 
 class TransportError(FedcareError):
     """The grid could not deliver tasks or collect replies."""
+
+
+class StoreError(FedcareError):
+    """The coordinator's database or artifact folder refused or could not do an operation."""
+
+
+class NotFoundError(StoreError):
+    """No site, study, round, task or artifact has the given id or digest."""
+
+
+class ConflictError(StoreError):
+    """The requested change contradicts the stored state; nothing was changed."""
+
+
+class ReplyRefusedError(ConflictError):
+    """A site's reply to a task was refused; nothing was stored.
+
+    ``reason`` is one of ``unknown_task``, ``wrong_site``, ``site_inactive``, ``not_delivered``,
+    ``expired``, ``already_answered``, ``study_not_running`` or ``payload_missing``.
+    """
+
+    def __init__(self, message: str, *, reason: str, task_id: str, site_id: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.task_id = task_id
+        self.site_id = site_id
+
+
+class ArtifactCorruptError(StoreError):
+    """A stored artifact's bytes no longer hash to the digest it is stored under."""
+
+    def __init__(self, message: str, *, digest: str, actual: str) -> None:
+        super().__init__(message)
+        self.digest = digest
+        self.actual = actual
+
+
+class AuthenticationError(TransportError):
+    """A peer's certificate is missing, from another CA, revoked or lacks a site identity."""

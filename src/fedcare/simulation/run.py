@@ -13,18 +13,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
-from fedcare.analytics.federated import federated_feature_moments
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.registry import load_dataset
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
-from fedcare.models.registry import build_model
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.site.app import SiteApp
-from fedcare.strategy.loop import RoundConfig, RoundRecord, evaluate_on_sites, run_rounds
-from fedcare.strategy.registry import build_strategy
+from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
+from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
 from fedcare.transport.inmemory import InMemoryGrid
 
 __all__ = ["Progress", "TrainedModel", "run_simulation", "train_on_grid"]
@@ -54,42 +51,20 @@ def train_on_grid(
     input_shape: tuple[int, ...],
     *,
     label: str,
-    strategy_name: str | None = None,
+    baseline: bool = False,
     progress: Progress | None = None,
 ) -> TrainedModel:
-    """Train ``study``'s model over ``grid`` (the study's strategy unless one is named)."""
-    cfg = RoundConfig(
-        study_id=f"{study.name}/{label}",
-        num_rounds=study.rounds,
-        seed=study.seed,
-        plan=study.plan(),
-        round_timeout=study.round_timeout,
-        evaluate_every=study.evaluate_every,
-    )
-    if study.preprocessing.scale == "global":
-        moments = federated_feature_moments(grid, cfg)
-        cfg = RoundConfig(**{**cfg.__dict__, "task_arrays": {"preprocess": moments.as_record()}})
-    name = strategy_name or study.strategy.name
-    options = study.strategy.options if strategy_name is None else {}
-    strategy = build_strategy(
-        name,
-        options,
-        train=study.training.as_config(),
-        fraction=study.fraction if strategy_name is None else 1.0,
-        min_sites=min(study.min_sites, len(grid.site_ids())),
-    )
-    adapter = build_model(study.model)
-    params0 = adapter.init_params(input_shape, np.random.default_rng([study.seed, 0]))
-    state = strategy.init_state(params0)
+    """Train ``study``'s model over ``grid``; baselines train with plain FedAvg."""
+    study_id = f"{study.name}/{label}"
+    strategy = study_strategy(study, len(grid.site_ids()), baseline=baseline)
+    start = start_study(grid, study, strategy, study_id, input_shape)
     callback = None if progress is None else (lambda rec, _s: progress(label, rec))
-    state, history = run_rounds(grid, strategy, state, cfg, on_round=callback)
-    return TrainedModel(label, state.params, cfg.task_arrays, history)
+    state, history = continue_study(grid, study, strategy, study_id, start, on_round=callback)
+    return TrainedModel(label, state.params, start.task_arrays, history)
 
 
 def _evaluate(grid: InMemoryGrid, study: StudyConfig, model: TrainedModel) -> dict[str, Any]:
-    cfg = RoundConfig(
-        study_id=f"{study.name}/eval", num_rounds=study.rounds, seed=study.seed, plan=study.plan()
-    )
+    cfg = round_config(study, f"{study.name}/eval")
     per_site, failures = evaluate_on_sites(
         grid, cfg, study.rounds, model.params, arrays=model.arrays
     )
@@ -104,7 +79,7 @@ def run_simulation(
 ) -> dict[str, Any]:
     """Run ``study`` end to end and return the results dict (see module docstring)."""
     start = time.perf_counter()
-    build_strategy(study.strategy.name, study.strategy.options)  # a bad name fails before data
+    study_strategy(study, 1)  # a bad strategy name or option fails before any data is read
     ds = dataset or load_dataset(study.dataset.name, **study.dataset.options)
     grid = grid_for(list(ds.sites))
     shape = ds.sites[0].train.input_shape
@@ -117,7 +92,7 @@ def run_simulation(
                     study,
                     shape,
                     label=f"local-{site.site_id}",
-                    strategy_name="fedavg",
+                    baseline=True,
                     progress=progress,
                 )
             )
@@ -129,7 +104,7 @@ def run_simulation(
                 study,
                 shape,
                 label="pooled",
-                strategy_name="fedavg",
+                baseline=True,
                 progress=progress,
             )
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from fedcare.data.base import SiteData
 from fedcare.errors import FedcareError
@@ -24,9 +25,11 @@ Mod = Callable[[Task, Handler], Reply]
 class SiteApp:
     """One site: its data, its runtime and its middleware."""
 
-    def __init__(self, data: SiteData, *, mods: Sequence[Mod] = ()) -> None:
+    def __init__(
+        self, data: SiteData, *, mods: Sequence[Mod] = (), state_dir: Path | None = None
+    ) -> None:
         self.site_id = data.site_id
-        self.runtime = SiteRuntime(data)
+        self.runtime = SiteRuntime(data, state_dir=state_dir)
         self.mods = tuple(mods)
 
     def _dispatch(self, task: Task) -> Reply:

@@ -6,8 +6,11 @@ or per-feature sums. The site keeps its own strategy state (SCAFFOLD's ``c_i``) 
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,10 +46,42 @@ def spec_from_config(config: Mapping[str, Scalar]) -> LocalTrainSpec:
 
 @dataclass
 class SiteRuntime:
-    """Runs tasks on one site's data. Holds per-study site state (SCAFFOLD control variates)."""
+    """Runs tasks on one site's data. Holds per-study site state (SCAFFOLD control variates).
+
+    With a ``state_dir`` the site state is saved after every change and read back on start, so
+    a restarted site agent continues a study where it left off.
+    """
 
     data: SiteData
+    state_dir: Path | None = None
     controls: dict[str, ArrayRecord] = field(default_factory=dict)
+
+    def _control_path(self, study_id: str) -> Path | None:
+        if self.state_dir is None:
+            return None
+        digest = hashlib.sha256(study_id.encode()).hexdigest()[:24]
+        return self.state_dir / f"control-{digest}.npz"
+
+    def _load_control(self, study_id: str, like: ArrayRecord) -> ArrayRecord:
+        if study_id in self.controls:
+            return self.controls[study_id]
+        path = self._control_path(study_id)
+        if path is not None and path.exists():
+            with np.load(path, allow_pickle=False) as saved:
+                control = ArrayRecord({k: saved[k] for k in like})
+            like.check_structure(control, what=f"saved control variate {path.name}")
+            return control
+        return like.zeros_like()
+
+    def _save_control(self, study_id: str, control: ArrayRecord) -> None:
+        self.controls[study_id] = control
+        path = self._control_path(study_id)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            arrays: dict[str, Any] = dict(control)
+            np.savez(tmp, allow_pickle=False, **arrays)
+            os.replace(tmp, path)
 
     def _prepared(self, task: Task) -> tuple[ModelAdapter, Preprocessor]:
         model_spec = task.plan.get("model")
@@ -76,7 +111,7 @@ class SiteRuntime:
             if "control" not in task.arrays:
                 raise ValidationError("a SCAFFOLD task must carry the server 'control' variate")
             c = task.arrays["control"]
-            c_i = self.controls.get(task.study_id, c_i)
+            c_i = self._load_control(task.study_id, c_i)
             spec = replace(spec, correction=c - c_i)
         result = adapter.fit(task.params, train, spec, rng)
         delta = result.params - task.params
@@ -85,7 +120,7 @@ class SiteRuntime:
             drift = (task.params - result.params).scale(1.0 / (result.num_steps * spec.lr))
             c_new = (c_i - c) + drift
             arrays = delta.prefixed("delta").merged((c_new - c_i).prefixed("control"))
-            self.controls[task.study_id] = c_new
+            self._save_control(task.study_id, c_new)
         metrics = {**result.metrics, "num_steps": float(result.num_steps)}
         return Reply(
             study_id=task.study_id,

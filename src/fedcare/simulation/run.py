@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.registry import load_dataset
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites

@@ -1,0 +1,204 @@
+"""The coordinator's SQL schema: sites, studies, rounds, tasks and replies.
+
+Typed SQLAlchemy 2 ORM classes, portable between SQLite and PostgreSQL: JSON columns use the
+generic ``JSON`` type (TEXT on SQLite, ``json`` on PostgreSQL) and every timestamp is a
+timezone-aware UTC ``datetime`` in Python (:class:`UTCDateTime`). Status columns are short
+strings guarded by named CHECK constraints; every constraint and index has a deterministic name
+(:data:`NAMING_CONVENTION`) so migrations can refer to it on both backends.
+
+The migration ``migrations/versions/0001_initial.py`` creates exactly this schema; a test
+compares the migrated database with :data:`metadata`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "REPLY_ERROR_KINDS_MAX",
+    "ROUND_STATUSES",
+    "SITE_STATUSES",
+    "STUDY_STATUSES",
+    "TASK_STATUSES",
+    "Base",
+    "ReplyRow",
+    "RoundRow",
+    "SiteRow",
+    "StudyRow",
+    "TaskRow",
+    "UTCDateTime",
+    "metadata",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SITE_STATUSES = ("active", "revoked", "withdrawn")
+STUDY_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+ROUND_STATUSES = ("completed",)
+TASK_STATUSES = ("pending", "delivered", "replied", "expired", "failed")
+REPLY_ERROR_KINDS_MAX = 64
+
+ID_LEN = 128
+DIGEST_LEN = 64
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL stores ``timestamp with time zone``; SQLite, which has no time zones, stores the
+    UTC wall time. Binding a naive ``datetime`` is a programming error and raises ``ValueError``.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"timestamps must be timezone-aware, got naive {value!r}")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the coordinator's tables."""
+
+    metadata = metadata
+
+
+class SiteRow(Base):
+    """A provisioned site (hospital): certificate, status, agent version and datasets."""
+
+    __tablename__ = "sites"
+    __table_args__ = (CheckConstraint(_one_of("status", SITE_STATUSES), name="status"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    cert_serial: Mapped[str] = mapped_column(String(ID_LEN))
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[str | None] = mapped_column(String(64))
+    datasets: Mapped[Any] = mapped_column(JSON, nullable=False)
+    first_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StudyRow(Base):
+    """A study: its config, seed, status and the last round that completed."""
+
+    __tablename__ = "studies"
+    __table_args__ = (CheckConstraint(_one_of("status", STUDY_STATUSES), name="status"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    config: Mapped[Any] = mapped_column(JSON, nullable=False)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_completed_round: Mapped[int | None] = mapped_column(Integer)
+
+
+class RoundRow(Base):
+    """A completed round: its record (measurements, evaluation) and checkpoint digests."""
+
+    __tablename__ = "rounds"
+    __table_args__ = (
+        UniqueConstraint("study_id", "round"),
+        CheckConstraint(_one_of("status", ROUND_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"))
+    round: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    record: Mapped[Any] = mapped_column(JSON, nullable=False)
+    params_digest: Mapped[str] = mapped_column(String(DIGEST_LEN))
+    state_digest: Mapped[str] = mapped_column(String(DIGEST_LEN))
+    duration_s: Mapped[float] = mapped_column(Float)
+    completed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TaskRow(Base):
+    """One task for one site in one attempt of one round, and where it is in its life."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", TASK_STATUSES), name="status"),
+        Index(None, "site_id", "status", "created_at"),
+        Index(None, "study_id", "round", "attempt"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"))
+    round: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    payload_digest: Mapped[str | None] = mapped_column(String(DIGEST_LEN))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ReplyRow(Base):
+    """A site's answer to a task: a payload digest and sample count, or an error."""
+
+    __tablename__ = "replies"
+    __table_args__ = (
+        CheckConstraint(
+            "(payload_digest IS NULL) <> (error_kind IS NULL)", name="payload_xor_error"
+        ),
+        CheckConstraint("num_samples >= 0", name="num_samples"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload_digest: Mapped[str | None] = mapped_column(String(DIGEST_LEN))
+    error_kind: Mapped[str | None] = mapped_column(String(REPLY_ERROR_KINDS_MAX))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    num_samples: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,107 @@
+"""The coordinator-backed Grid: tasks become database rows, replies stream back as they land.
+
+``send_and_receive`` stores each task's encoded payload content-addressed, inserts the task
+rows, wakes the sites' long-polls, and yields each reply as soon as it is stored, until all
+tasks are answered or the deadline passes; tasks still open then are expired, so a late reply
+is refused. Only one reply payload is decoded at a time: memory grows with the model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fedcare.coordinator.artifacts import ArtifactStore
+from fedcare.coordinator.hub import Hub
+from fedcare.coordinator.rows import ReplyInfo
+from fedcare.coordinator.store import CoordinatorStore
+from fedcare.records.messages import Reply, ReplyError, Task
+from fedcare.transport.base import Grid
+from fedcare.transport.codec import decode_reply, encode_task
+
+__all__ = ["CoordinatorGrid"]
+
+#: Waiting for a reply with no deadline still wakes up this often to re-check the database.
+NO_DEADLINE_S = 7 * 24 * 3600.0
+
+
+class CoordinatorGrid(Grid):
+    """The grid of one study on the coordinator."""
+
+    def __init__(
+        self,
+        store: CoordinatorStore,
+        artifacts: ArtifactStore,
+        hub: Hub,
+        study_id: str,
+        dataset: str,
+        *,
+        liveness_s: float = 30.0,
+    ) -> None:
+        self.store, self.artifacts, self.hub = store, artifacts, hub
+        self.study_id, self.dataset = study_id, dataset
+        self.liveness_s = liveness_s
+
+    def site_ids(self) -> list[str]:
+        """Active sites seen within ``liveness_s`` that offer the study's dataset."""
+        now = datetime.now(timezone.utc)
+        out = []
+        for site in self.store.list_sites():
+            seen = site.last_seen
+            if seen is not None and seen.tzinfo is None:
+                seen = seen.replace(tzinfo=timezone.utc)
+            fresh = seen is not None and now - seen <= timedelta(seconds=self.liveness_s)
+            if site.status == "active" and fresh and self.dataset in (site.datasets or {}):
+                out.append(site.id)
+        return sorted(out)
+
+    def dataset_descriptions(self) -> dict[str, dict[str, Any]]:
+        return {
+            s.id: dict((s.datasets or {}).get(self.dataset, {})) for s in self.store.list_sites()
+        }
+
+    def send_and_receive(
+        self, tasks: Sequence[Task], *, timeout: float | None = None
+    ) -> Iterator[Reply]:
+        if not tasks:
+            return
+        round_ = tasks[0].round
+        earlier = self.store.list_tasks(self.study_id, round_)
+        attempt = max((t.attempt for t in earlier), default=0) + 1
+        wait_s = NO_DEADLINE_S if timeout is None else timeout
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=wait_s)
+        rows = [(t.site_id, t.kind, self.artifacts.put(encode_task(t)), deadline) for t in tasks]
+        task_ids = self.store.create_tasks(self.study_id, round_, attempt, rows)
+        self.hub.notify()
+        yield from self._collect(set(task_ids), round_, attempt, time.monotonic() + wait_s)
+
+    def _collect(self, pending: set[Any], round_: int, attempt: int, end: float) -> Iterator[Reply]:
+        try:
+            while pending:
+                generation = self.hub.generation()
+                for row in self.store.replies_for_round(self.study_id, round_, attempt):
+                    if row.task_id not in pending:
+                        continue
+                    pending.discard(row.task_id)
+                    yield self._reply(row)
+                remaining = end - time.monotonic()
+                if not pending or remaining <= 0:
+                    break
+                self.hub.wait(generation, remaining)
+        finally:
+            if pending:
+                self.store.expire_tasks(self.study_id, round_, attempt)
+                self.hub.notify()
+
+    def _reply(self, row: ReplyInfo) -> Reply:
+        if row.error_kind is not None or row.payload_digest is None:
+            return Reply(
+                study_id=self.study_id,
+                round=row.round,
+                site_id=row.site_id,
+                kind=row.kind,  # type: ignore[arg-type]
+                error=ReplyError(row.error_kind or "error", row.error_message or ""),
+            )
+        return decode_reply(self.artifacts.get(row.payload_digest))

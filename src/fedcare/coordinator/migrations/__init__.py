@@ -1,0 +1,1 @@
+"""Alembic environment of the coordinator's database (run through :mod:`..migrate`)."""

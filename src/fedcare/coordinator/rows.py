@@ -1,0 +1,114 @@
+"""What the store returns: frozen, detached snapshots of its rows (safe to share across threads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
+
+__all__ = [
+    "Checkpoint",
+    "ReplyInfo",
+    "RoundInfo",
+    "SiteInfo",
+    "StudyInfo",
+    "TaskInfo",
+    "snapshot",
+]
+
+T = TypeVar("T")
+
+
+def snapshot(cls: type[T], row: object, **extra: Any) -> T:
+    """A ``cls`` built from the same-named attributes of ORM ``row`` (``extra`` overrides)."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    return cls(**{n: extra[n] if n in extra else getattr(row, n) for n in names})
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """A registered site."""
+
+    id: str
+    cert_serial: str
+    status: str
+    version: str | None
+    datasets: Any
+    first_seen: datetime | None
+    last_seen: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A study and where it stands."""
+
+    id: str
+    name: str
+    config: dict[str, Any]
+    seed: int
+    status: str
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_completed_round: int | None
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """A completed round: its record and the digests of its checkpoint artifacts."""
+
+    study_id: str
+    round: int
+    status: str
+    record: dict[str, Any]
+    params_digest: str
+    state_digest: str
+    duration_s: float
+    completed_at: datetime
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task for one site."""
+
+    id: str
+    study_id: str
+    round: int
+    attempt: int
+    site_id: str
+    kind: str
+    status: str
+    payload_digest: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    deadline: datetime | None
+
+
+@dataclass(frozen=True)
+class ReplyInfo:
+    """A site's reply to a task, with the task's study, round, attempt and kind."""
+
+    task_id: str
+    site_id: str
+    study_id: str
+    round: int
+    attempt: int
+    kind: str
+    received_at: datetime
+    payload_digest: str | None
+    error_kind: str | None
+    error_message: str | None
+    num_samples: int
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+
+class Checkpoint(NamedTuple):
+    """The last completed round of a study: its number and its two artifacts' bytes."""
+
+    round: int
+    params: bytes
+    state: bytes

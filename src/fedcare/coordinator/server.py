@@ -1,0 +1,134 @@
+"""The coordinator process: gRPC endpoint for sites, study runners, state in SQL.
+
+``Coordinator`` opens the store (migrating it), serves the ``fedcare.v1.Coordinator`` service
+over mutual TLS, and runs a scheduler thread that starts a runner for every pending study and
+resumes every study left ``running`` by an earlier process (e.g. after a crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from fedcare.coordinator.hub import Hub
+from fedcare.coordinator.runner import StudyRunner
+from fedcare.coordinator.servicer import CoordinatorServicer
+from fedcare.coordinator.store import CoordinatorStore
+from fedcare.transport.grpc.fedcare_pb2_grpc import add_CoordinatorServicer_to_server
+from fedcare.transport.tls import RequireSiteIdentity, RevocationList, load_kit, server_credentials
+
+__all__ = ["Coordinator", "default_db_url"]
+
+log = logging.getLogger("fedcare.coordinator")
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+def default_db_url(home: Path) -> str:
+    return f"sqlite:///{(home / 'coordinator.db').resolve()}"
+
+
+class Coordinator:
+    """One federation's coordinator.
+
+    Parameters
+    ----------
+    kit_dir:
+        The coordinator's startup kit (certificate, key, CA, revocation list).
+    home:
+        Folder for the SQLite database (unless ``db_url`` is given) and the artifacts.
+    listen:
+        ``host:port`` to serve on; port 0 picks a free one (see :attr:`port`).
+    """
+
+    def __init__(
+        self,
+        kit_dir: Path,
+        home: Path,
+        *,
+        listen: str = "127.0.0.1:50051",
+        db_url: str | None = None,
+        heartbeat_s: float = 5.0,
+        liveness_s: float = 30.0,
+        round_retries: int = 3,
+        max_workers: int = 64,
+    ) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        self.kit = load_kit(kit_dir)
+        self.store = CoordinatorStore(db_url or default_db_url(home), home / "artifacts")
+        self.hub = Hub()
+        self.liveness_s, self.round_retries = liveness_s, round_retries
+        revocations = RevocationList.from_kit(kit_dir)
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+            interceptors=[RequireSiteIdentity(revocations)],
+            options=SERVER_OPTIONS,
+        )
+        servicer = CoordinatorServicer(
+            self.store,
+            self.hub,
+            revocations,
+            federation=self.kit.federation,
+            heartbeat_s=heartbeat_s,
+        )
+        add_CoordinatorServicer_to_server(servicer, self.server)
+        self.port = self.server.add_secure_port(listen, server_credentials(kit_dir))
+        self._stop = threading.Event()
+        self._runners: dict[str, StudyRunner] = {}
+        self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+
+    def start(self) -> Coordinator:
+        self.server.start()
+        self._scheduler.start()
+        log.info("coordinator of %s listening on port %d", self.kit.federation, self.port)
+        return self
+
+    def _schedule(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._start_runners()
+            except Exception:  # keep scheduling; the store logs its own errors
+                log.exception("scheduler pass failed")
+            self._stop.wait(0.5)
+
+    def _start_runners(self) -> None:
+        for study in self.store.list_studies():
+            runner = self._runners.get(study.id)
+            if runner is not None and runner.thread.is_alive():
+                continue
+            if study.status == "pending":
+                self.store.set_study_status(study.id, "running")
+            elif study.status != "running" or runner is not None:
+                continue  # finished, or its runner ended (stopped/cancelled) in this process
+            runner = StudyRunner(
+                self.store,
+                self.hub,
+                study.id,
+                stop=self._stop,
+                liveness_s=self.liveness_s,
+                round_retries=self.round_retries,
+            )
+            self._runners[study.id] = runner
+            runner.start()
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop serving and let runners leave between rounds; studies stay resumable."""
+        self._stop.set()
+        self.hub.notify()
+        self.server.stop(grace).wait(grace + 1)
+        for runner in self._runners.values():
+            runner.thread.join(timeout=grace + 5)
+        self.store.close()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

@@ -1,0 +1,54 @@
+"""The coordinator's persistent state: sites, studies, rounds, tasks, replies and artifacts.
+
+:class:`CoordinatorStore` is the one object the coordinator's services use. Each method is a
+small typed operation in its own transaction; the store is safe to share between threads (the
+engine pools connections, every call opens its own session, and what the store returns are
+frozen snapshots, never live ORM objects). Opening a store migrates the database to the newest
+schema. The methods live in one mixin per concern:
+
+- sites (:mod:`.store_sites`): ``register_site``, ``touch_site``, ``set_site_status``,
+  ``get_site``, ``list_sites``;
+- studies (:mod:`.store_studies`): ``create_study``, ``get_study``, ``list_studies``,
+  ``set_study_status``;
+- rounds (:mod:`.store_rounds`): ``record_round``, ``last_completed_round``, ``get_round``,
+  ``list_rounds``;
+- tasks and replies (:mod:`.store_tasks`): ``create_tasks``, ``next_task_for``, ``get_task``,
+  ``list_tasks``, ``store_reply``, ``replies_for_round``, ``expire_tasks``.
+"""
+
+from __future__ import annotations
+
+from fedcare.coordinator.store_rounds import RoundsMixin
+from fedcare.coordinator.store_sites import SitesMixin
+from fedcare.coordinator.store_studies import StudiesMixin
+from fedcare.coordinator.store_tasks import TasksMixin
+
+__all__ = ["CoordinatorStore"]
+
+
+class CoordinatorStore(SitesMixin, StudiesMixin, RoundsMixin, TasksMixin):
+    """The coordinator's database and artifact folder behind small typed methods.
+
+    Parameters
+    ----------
+    url:
+        Database URL: ``sqlite:///path/state.db`` (default deployment) or
+        ``postgresql+psycopg://user@host:5432/db``.
+    artifacts_root:
+        Folder of the content-addressed artifacts (checkpoints, payloads).
+    busy_timeout_s:
+        SQLite only: how long a writer waits for the write lock.
+    engine_options:
+        Extra keyword arguments for :func:`sqlalchemy.create_engine` (pool size, echo...).
+    migrate:
+        Bring the database to the newest schema on open (default True).
+    clock:
+        Returns the current timezone-aware UTC time; tests inject a fake one.
+
+    Raises
+    ------
+    ConfigError
+        If the URL is malformed or names an unsupported or in-memory database.
+    StoreError
+        If the database cannot be migrated or the artifact folder created.
+    """

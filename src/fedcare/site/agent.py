@@ -1,0 +1,178 @@
+"""The site agent: connects outbound to the coordinator, pulls tasks, runs them, replies.
+
+It never listens on a port. It says Hello over mutual TLS, then long-polls for its next task,
+runs it in the worker subprocess (with the site's time limit) and pushes the reply in chunks.
+A Heartbeat thread reports liveness, and lets the coordinator cancel a task it no longer
+wants. When the connection drops (the coordinator restarted, the network failed) it retries
+with exponential backoff and jitter, and resumes by itself. A refused identity (revoked or
+unknown certificate) stops the agent with the coordinator's reason: retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from fedcare.errors import TransportError
+from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
+from fedcare.site.config import SiteDataConfig
+from fedcare.site.worker import TaskWorker
+from fedcare.transport.codec import Limits, assemble, chunk, decode_task, encode_reply
+from fedcare.transport.grpc import fedcare_pb2 as pb
+from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorStub
+from fedcare.transport.tls import channel_credentials, load_kit
+
+__all__ = ["Backoff", "SiteAgent"]
+
+log = logging.getLogger("fedcare.site")
+FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
+
+    base: float = 0.25
+    cap: float = 10.0
+    attempt: int = 0
+
+    def next_delay(self, rng: random.Random) -> float:
+        delay = rng.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class SiteAgent:
+    """A hospital's agent for one federation (one startup kit)."""
+
+    def __init__(
+        self,
+        kit_dir: Path,
+        data: SiteDataConfig,
+        *,
+        state_dir: Path,
+        time_limit: float = 600.0,
+        poll_wait: float = 5.0,
+        coordinator: str | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.kit = load_kit(kit_dir)
+        self.site_id = self.kit.identity
+        self.address = coordinator or self.kit.coordinator_address
+        if not self.address:
+            raise TransportError(f"kit {kit_dir} names no coordinator address; pass one")
+        self.data = data
+        self.poll_wait = poll_wait
+        self.worker = TaskWorker(self.site_id, data, state_dir, time_limit=time_limit)
+        self.limits = Limits()
+        self._on_event = on_event or (lambda msg: log.info(msg))
+        self._busy: str = ""
+        self._rng = random.Random()
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; reconnect on failures with backoff."""
+        backoff = Backoff()
+        datasets = json.dumps(self.data.describe())
+        try:
+            while not stop.is_set():
+                try:
+                    self._session(stop, datasets, backoff)
+                except grpc.RpcError as err:
+                    code = err.code() if hasattr(err, "code") else None
+                    if code in FATAL:
+                        raise TransportError(
+                            f"coordinator refused site {self.site_id!r}: {err.details()}"
+                        ) from None
+                    delay = backoff.next_delay(self._rng)
+                    self._on_event(f"connection lost ({code}); retrying in {delay:.1f} s")
+                    stop.wait(delay)
+        finally:
+            self.worker.stop()
+
+    def _session(self, stop: threading.Event, datasets: str, backoff: Backoff) -> None:
+        creds = channel_credentials(self.kit.path)
+        with grpc.secure_channel(self.address, creds, options=CHANNEL_OPTIONS) as channel:
+            stub = CoordinatorStub(channel)
+            hello = stub.Hello(
+                pb.HelloRequest(
+                    site_version=_version(),
+                    message_version=MESSAGE_VERSION,
+                    datasets_json=datasets,
+                ),
+                timeout=30,
+            )
+            backoff.reset()
+            self._on_event(f"connected to {hello.federation} as {hello.site_id}")
+            beat = threading.Thread(
+                target=self._heartbeat,
+                args=(stub, stop, max(hello.heartbeat_interval_s, 1.0)),
+                daemon=True,
+            )
+            beat.start()
+            while not stop.is_set():
+                task = self._pull(stub)
+                if task is not None:
+                    self._serve(stub, task)
+
+    def _pull(self, stub: CoordinatorStub) -> Task | None:
+        chunks = list(
+            stub.PullTask(pb.PullTaskRequest(wait_s=self.poll_wait), timeout=self.poll_wait + 30)
+        )
+        if not chunks:
+            return None
+        return decode_task(assemble(chunks, max_bytes=self.limits.max_payload_bytes))
+
+    def _serve(self, stub: CoordinatorStub, task: Task) -> None:
+        self._busy = task.task_id
+        self._on_event(f"task {task.task_id}")
+        try:
+            reply = self.worker.run(task)
+        finally:
+            self._busy = ""
+        if reply.error is not None:
+            self._on_event(f"task {task.task_id} failed: {reply.error.kind}: {reply.error.message}")
+        self._push(stub, reply)
+
+    def _push(self, stub: CoordinatorStub, reply: Reply) -> None:
+        payload = encode_reply(reply)
+        transfer = uuid.uuid4().hex
+        ack = stub.PushReply(chunk(payload, transfer_id=transfer), timeout=300)
+        if not ack.accepted:
+            self._on_event(f"reply refused: {ack.error_kind}: {ack.message}")
+
+    def _heartbeat(self, stub: CoordinatorStub, stop: threading.Event, every: float) -> None:
+        while not stop.wait(every):
+            try:
+                busy = self._busy
+                answer = stub.Heartbeat(
+                    pb.HeartbeatRequest(state="busy" if busy else "idle", task_id=busy), timeout=10
+                )
+            except grpc.RpcError:
+                return  # the session is gone; the main loop reconnects
+            if answer.cancel and busy and busy == self._busy:
+                self._on_event(f"coordinator cancelled {busy}")
+                self.worker.stop()
+
+
+def _version() -> str:
+    from fedcare import __version__
+
+    return __version__

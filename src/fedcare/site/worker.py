@@ -1,0 +1,113 @@
+"""Run tasks in a long-lived worker subprocess with a time limit per task.
+
+The agent's network threads never run model code: each task goes, encoded, over a pipe to a
+worker process (started with ``spawn``, so no gRPC state is forked) that holds the site's data
+and runtimes. A task that runs past the site's time limit gets the worker killed and a
+``timeout`` error reply; a worker that dies gets a ``worker-crashed`` reply; the next task
+starts a fresh worker (site state such as SCAFFOLD control variates is on disk).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from fedcare.records.messages import Reply, Task
+from fedcare.site.config import SiteDataConfig
+from fedcare.transport.codec import decode_reply, decode_task, encode_reply, encode_task
+
+__all__ = ["TaskWorker"]
+
+
+def _route(apps: dict[str, Any], task: Task) -> Reply:
+    name = task.plan.get("dataset")
+    app = apps.get(str(name))
+    if app is None:
+        return Reply.failure(
+            task,
+            "unknown-dataset",
+            f"this site has no dataset {name!r}; it offers {sorted(apps)}",
+        )
+    reply: Reply = app(task)
+    return reply
+
+
+def _worker_main(conn: Connection, site_id: str, config_json: str, state_dir: str) -> None:
+    from fedcare.data.base import SiteData
+    from fedcare.site.app import SiteApp
+
+    config = SiteDataConfig.model_validate_json(config_json)
+    apps: dict[str, Any] = {}
+    for name, entry in config.datasets.items():
+        data = entry.load()
+        apps[name] = SiteApp(
+            SiteData(site_id, data.train, data.test), state_dir=Path(state_dir) / name
+        )
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except EOFError:
+            return
+        task = decode_task(payload)
+        try:
+            reply = _route(apps, task)
+        except Exception as err:  # SiteApp already turns errors into replies; belt and braces
+            reply = Reply.failure(task, "exception", traceback.format_exception_only(err)[-1])
+        conn.send_bytes(encode_reply(reply))
+
+
+class TaskWorker:
+    """One worker process for one site; ``run`` blocks until the reply or the time limit."""
+
+    def __init__(
+        self, site_id: str, config: SiteDataConfig, state_dir: Path, *, time_limit: float
+    ) -> None:
+        self.site_id = site_id
+        self.config = config
+        self.state_dir = state_dir
+        self.time_limit = time_limit
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Connection | None = None
+
+    def _start(self) -> Connection:
+        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
+            return self._conn
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(
+            target=_worker_main,
+            args=(child, self.site_id, self.config.model_dump_json(), str(self.state_dir)),
+            name=f"fedcare-worker-{self.site_id}",
+            daemon=True,
+        )
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        return parent
+
+    def run(self, task: Task) -> Reply:
+        conn = self._start()
+        try:
+            conn.send_bytes(encode_task(task))
+            if not conn.poll(self.time_limit):
+                self.stop()
+                return Reply.failure(
+                    task, "timeout", f"task ran past the site's time limit of {self.time_limit:g} s"
+                )
+            return decode_reply(conn.recv_bytes())
+        except (EOFError, OSError, BrokenPipeError) as err:
+            code = self._proc.exitcode if self._proc is not None else None
+            self.stop()
+            return Reply.failure(task, "worker-crashed", f"worker exited ({code}): {err!r}")
+
+    def stop(self) -> None:
+        """Kill the worker (a running task is abandoned)."""
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc, self._conn = None, None

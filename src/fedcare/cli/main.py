@@ -122,6 +122,21 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _register_deployment() -> None:
+    from fedcare.cli import deploy
+    from fedcare.cli.demo import demo
+
+    app.add_typer(deploy.provision_app, name="provision")
+    app.add_typer(deploy.coordinator_app, name="coordinator")
+    app.add_typer(deploy.site_app, name="site")
+    app.add_typer(deploy.study_app, name="study")
+    app.command("sites")(deploy.sites)
+    app.command("demo")(demo)
+
+
+_register_deployment()
+
+
 def main() -> None:
     app()
 

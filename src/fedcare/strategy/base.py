@@ -178,5 +178,5 @@ class Strategy(ABC):
 
     def aggregate_evaluate(self, round: int, replies: Iterable[Reply]) -> dict[str, Any]:
         """Per-site metrics plus their weighted (by test rows) and unweighted means."""
-        per_site = {r.site_id: dict(r.metrics) for r in replies}
+        per_site = dict(sorted((r.site_id, dict(r.metrics)) for r in replies))
         return {"per_site": per_site, **summarize_sites(per_site)}

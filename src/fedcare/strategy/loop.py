@@ -131,10 +131,8 @@ def evaluate_on_sites(
     """Metrics of ``params`` on each site's test split: ``(per_site, failures)``."""
     ins = [Instruction(s, arrays=arrays or {}) for s in (sites or grid.site_ids())]
     failures: dict[str, str] = {}
-    per_site = {
-        r.site_id: dict(r.metrics)
-        for r in exchange(grid, cfg, round, "evaluate", params, ins, failures)
-    }
+    replies = exchange(grid, cfg, round, "evaluate", params, ins, failures)
+    per_site = dict(sorted((r.site_id, dict(r.metrics)) for r in replies))
     return per_site, failures
 
 

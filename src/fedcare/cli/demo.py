@@ -1,0 +1,195 @@
+"""``fedcare demo``: a throwaway federation on 127.0.0.1, real processes, mutual TLS.
+
+Provisions a federation for the 4 heart-disease hospitals in a temporary folder, starts one
+coordinator process and one site-agent process per hospital, submits the heart-disease study,
+shows live progress, writes results.json and report.html, and stops every process it started
+(also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedcare.errors import FedcareError
+
+console = Console(stderr=True)
+HOSPITALS = ("cleveland", "hungary", "switzerland", "va")
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "heart-disease.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """Child processes that are always stopped: SIGTERM, then SIGKILL after a grace period."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedcare", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-1500:]
+                raise FedcareError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop_all(self, grace: float = 5.0) -> None:
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        end = time.monotonic() + grace
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _setup(root: Path, port: int) -> tuple[Path, dict[str, Path]]:
+    from fedcare.transport.provisioning import create_federation
+
+    fed = create_federation(
+        root / "federation",
+        name="fedcare-demo",
+        sites=HOSPITALS,
+        coordinator_hosts=("localhost", "127.0.0.1"),
+        coordinator_port=port,
+    )
+    data_files = {}
+    for site in HOSPITALS:
+        path = root / f"{site}-data.yaml"
+        entry = {"builtin": "heart-disease", "site": site, "options": {"protocol": "raw"}}
+        path.write_text(yaml.safe_dump({"datasets": {"heart-disease": entry}}))
+        data_files[site] = path
+    return fed.coordinator_kit, data_files
+
+
+def _follow(store: Any, study_id: str, rounds: int, procs: Processes) -> str:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("federated rounds", total=rounds, info="waiting for sites")
+        while True:
+            procs.check()
+            info = store.get_study(study_id)
+            done = info.last_completed_round or 0
+            text = f"{len(store.list_sites())} sites connected"
+            if done:
+                ev = store.get_round(study_id, done).record.get("evaluate") or {}
+                acc = (ev.get("unweighted") or {}).get("accuracy")
+                text = f"accuracy {acc:.3f}" if isinstance(acc, float) else text
+            bar.update(task, completed=done, info=text)
+            if info.status not in ("pending", "running"):
+                return str(info.status) + (f": {info.reason}" if info.reason else "")
+            time.sleep(0.3)
+
+
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Folder for results.json and report.html."),
+    rounds: int | None = typer.Option(None, help="Override the study's number of rounds."),
+    keep: bool = typer.Option(False, help="Keep the federation folder (kits, logs, database)."),
+) -> None:
+    """Run a real federation of the 4 heart-disease hospitals on this machine."""
+    from fedcare.cli.output import write_outputs
+    from fedcare.coordinator.results import study_results
+    from fedcare.coordinator.server import default_db_url
+    from fedcare.coordinator.store import CoordinatorStore
+    from fedcare.records.study import StudyConfig
+
+    root = Path(tempfile.mkdtemp(prefix="fedcare-demo-"))
+    procs = Processes(root)
+    try:
+        port = _free_port()
+        kit, data_files = _setup(root, port)
+        home = root / "coordinator"
+        home.mkdir()
+        # Open (and migrate) the database before the coordinator process starts using it.
+        store = CoordinatorStore(default_db_url(home), home / "artifacts")
+        procs.start(
+            "coordinator",
+            "coordinator",
+            "start",
+            "--kit",
+            str(kit),
+            "--home",
+            str(home),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--liveness",
+            "15",
+        )
+        for site, data in data_files.items():
+            procs.start(
+                site,
+                "site",
+                "start",
+                "--kit",
+                str(kit.parent / "sites" / site),
+                "--data",
+                str(data),
+                "--state",
+                str(root / "state" / site),
+            )
+        study = StudyConfig.from_yaml(EXAMPLE).with_overrides(
+            baselines={"local": False, "pooled": False, "cross_site": False},
+            **({"rounds": rounds} if rounds else {}),
+        )
+        with store:
+            study_id = store.create_study(study.name, study.model_dump(mode="json"), study.seed)
+            console.print(f"federation in {root}; study {study_id} submitted")
+            outcome = _follow(store, study_id, study.rounds, procs)
+            results = study_results(store, study_id)
+        results_path, report_path = write_outputs(results, out)
+        console.print(f"study {outcome}")
+        final = results["final"]["unweighted"]
+        console.print(f"final accuracy (mean over sites) {final.get('accuracy', float('nan')):.3f}")
+        console.print(f"results: {results_path}\nreport:  {report_path}")
+        if not outcome.startswith("completed"):
+            raise typer.Exit(code=1)
+    except FedcareError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        console.print("interrupted; stopping the federation")
+        raise typer.Exit(code=130) from None
+    finally:
+        procs.stop_all()
+        if keep:
+            console.print(f"kept {root}")
+        else:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,229 @@
+"""``fedcare provision|coordinator|site|study|sites``: run a real federation."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedcare.errors import FedcareError
+
+console = Console(stderr=True)
+provision_app = typer.Typer(help="Create and manage a federation's certificates and kits.")
+coordinator_app = typer.Typer(help="Run the coordinator.")
+site_app = typer.Typer(help="Run a site agent.")
+study_app = typer.Typer(help="Submit and follow studies (on the coordinator's host).")
+
+
+def fail(err: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {err}")
+    return typer.Exit(code=2)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+# --- provisioning ----------------------------------------------------------------------------
+@provision_app.command("new")
+def provision_new(
+    root: Path = typer.Argument(..., help="Folder for the CA and the startup kits."),
+    name: str = typer.Option(..., help="Federation name."),
+    site: list[str] = typer.Option([], help="A site id (repeat for each site)."),
+    host: list[str] = typer.Option(["localhost", "127.0.0.1"], help="Coordinator host names/IPs."),
+    port: int = typer.Option(50051, help="Coordinator port written into site kits."),
+) -> None:
+    """Create a federation: CA, coordinator kit and one kit per site."""
+    from fedcare.transport.provisioning import create_federation
+
+    try:
+        fed = create_federation(
+            root, name=name, sites=site, coordinator_hosts=tuple(host), coordinator_port=port
+        )
+    except FedcareError as err:
+        raise fail(err) from None
+    console.print(f"federation {fed.name!r}: coordinator kit {fed.coordinator_kit}")
+    for site_id, kit in fed.site_kits.items():
+        console.print(f"  site {site_id}: {kit}")
+
+
+@provision_app.command("add-site")
+def provision_add(root: Path, site_id: str) -> None:
+    """Issue a kit for a new site; no other kit changes."""
+    from fedcare.transport.provisioning import add_site
+
+    try:
+        console.print(f"site {site_id}: {add_site(root, site_id)}")
+    except FedcareError as err:
+        raise fail(err) from None
+
+
+@provision_app.command("rotate")
+def provision_rotate(root: Path, site_id: str) -> None:
+    """Give a site a new key and certificate; its old certificate is revoked."""
+    from fedcare.transport.provisioning import rotate_site
+
+    try:
+        console.print(f"site {site_id}: new kit {rotate_site(root, site_id)}")
+    except FedcareError as err:
+        raise fail(err) from None
+
+
+@provision_app.command("revoke")
+def provision_revoke(root: Path, site_id: str) -> None:
+    """Revoke a site's certificate; the coordinator refuses it from its next call."""
+    from fedcare.transport.provisioning import revoke_site
+
+    try:
+        entry = revoke_site(root, site_id)
+    except FedcareError as err:
+        raise fail(err) from None
+    console.print(f"revoked {site_id} ({entry})")
+
+
+# --- coordinator and site ------------------------------------------------------------------------
+@coordinator_app.command("start")
+def coordinator_start(
+    kit: Path = typer.Option(..., help="The coordinator's startup kit."),
+    home: Path = typer.Option(Path("coordinator-home"), help="Database and artifacts folder."),
+    listen: str = typer.Option("127.0.0.1:50051", help="host:port to serve sites on."),
+    db: str | None = typer.Option(None, help="Database URL (default: SQLite in HOME)."),
+    liveness: float = typer.Option(30.0, help="Seconds after which a silent site is away."),
+) -> None:
+    """Serve sites and run studies until SIGINT/SIGTERM; studies resume after a restart."""
+    from fedcare.coordinator.server import Coordinator
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = _stop_on_signals()
+    try:
+        coordinator = Coordinator(kit, home, listen=listen, db_url=db, liveness_s=liveness).start()
+    except FedcareError as err:
+        raise fail(err) from None
+    console.print(f"coordinator listening on port {coordinator.port}", highlight=False)
+    stop.wait()
+    coordinator.stop()
+
+
+@site_app.command("start")
+def site_start(
+    kit: Path = typer.Option(..., help="This site's startup kit."),
+    data: Path = typer.Option(..., help="Site data file (YAML: datasets by name)."),
+    state: Path = typer.Option(Path("site-state"), help="Folder for the site's own state."),
+    coordinator: str | None = typer.Option(None, help="host:port (default: from the kit)."),
+    time_limit: float = typer.Option(600.0, help="Seconds a task may run."),
+) -> None:
+    """Connect to the coordinator (outbound only) and serve tasks until SIGINT/SIGTERM."""
+    from fedcare.site.agent import SiteAgent
+    from fedcare.site.config import SiteDataConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = _stop_on_signals()
+    try:
+        agent = SiteAgent(
+            kit,
+            SiteDataConfig.from_yaml(data),
+            state_dir=state,
+            coordinator=coordinator,
+            time_limit=time_limit,
+        )
+        agent.run(stop)
+    except FedcareError as err:
+        raise fail(err) from None
+
+
+# --- studies -------------------------------------------------------------------------------
+def _store(home: Path, db: str | None) -> Any:
+    from fedcare.coordinator.server import default_db_url
+    from fedcare.coordinator.store import CoordinatorStore
+
+    return CoordinatorStore(db or default_db_url(home), home / "artifacts")
+
+
+HOME = typer.Option(Path("coordinator-home"), help="The coordinator's home folder.")
+DB = typer.Option(None, help="Database URL (default: SQLite in HOME).")
+
+
+@study_app.command("submit")
+def study_submit(study: Path, home: Path = HOME, db: str | None = DB) -> None:
+    """Queue a study; the coordinator starts it when enough sites are connected."""
+    from fedcare.records.study import StudyConfig
+
+    try:
+        config = StudyConfig.from_yaml(study)
+        with _store(home, db) as store:
+            study_id = store.create_study(config.name, config.model_dump(mode="json"), config.seed)
+    except FedcareError as err:
+        raise fail(err) from None
+    typer.echo(study_id)
+
+
+@study_app.command("status")
+def study_status(
+    study_id: str | None = typer.Argument(None), home: Path = HOME, db: str | None = DB
+) -> None:
+    """Studies with their status and progress."""
+    try:
+        with _store(home, db) as store:
+            studies = [store.get_study(study_id)] if study_id else store.list_studies()
+    except FedcareError as err:
+        raise fail(err) from None
+    table = Table("id", "name", "status", "rounds done", "reason")
+    for s in studies:
+        total = s.config.get("rounds", "?")
+        done = s.last_completed_round if s.last_completed_round is not None else "-"
+        table.add_row(s.id, s.name, s.status, f"{done}/{total}", s.reason or "")
+    Console().print(table)
+
+
+@study_app.command("report")
+def study_report(
+    study_id: str,
+    out: Path = typer.Option(Path("runs/report")),
+    home: Path = HOME,
+    db: str | None = DB,
+) -> None:
+    """Write results.json and report.html for a study."""
+    from fedcare.cli.output import write_outputs
+    from fedcare.coordinator.results import study_results
+
+    try:
+        with _store(home, db) as store:
+            results = study_results(store, study_id)
+        paths = write_outputs(results, out)
+    except FedcareError as err:
+        raise fail(err) from None
+    console.print(f"results: {paths[0]}\nreport:  {paths[1]}")
+
+
+@study_app.command("cancel")
+def study_cancel(study_id: str, home: Path = HOME, db: str | None = DB) -> None:
+    """Stop a study after its current round; sites are told to drop its tasks."""
+    try:
+        with _store(home, db) as store:
+            store.set_study_status(study_id, "cancelled", "cancelled by the operator")
+    except FedcareError as err:
+        raise fail(err) from None
+    console.print(f"cancelled {study_id}")
+
+
+def sites(home: Path = HOME, db: str | None = DB) -> None:
+    """Registered sites: status, last seen, version, datasets."""
+    try:
+        with _store(home, db) as store:
+            rows = store.list_sites()
+    except FedcareError as err:
+        raise fail(err) from None
+    table = Table("site", "status", "last seen (UTC)", "version", "datasets")
+    for s in rows:
+        seen = s.last_seen.strftime("%Y-%m-%d %H:%M:%S") if s.last_seen else "never"
+        table.add_row(s.id, s.status, seen, s.version or "", ", ".join(sorted(s.datasets or {})))
+    Console().print(table)

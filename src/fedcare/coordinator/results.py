@@ -1,0 +1,49 @@
+"""A study's results (the same shape ``fedcare simulate`` writes) from the coordinator's state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedcare.coordinator.store import CoordinatorStore
+from fedcare.records.study import StudyConfig
+
+__all__ = ["study_results"]
+
+
+def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
+    """The results dict of a study run by the coordinator (no baselines: sites train once)."""
+    from fedcare import __version__
+
+    info = store.get_study(study_id)
+    study = StudyConfig.from_dict(info.config, source=f"study {study_id}")
+    rounds = [r for r in store.list_rounds(study_id) if r.round > 0]
+    history = [dict(r.record) for r in rounds]
+    evaluated = [h["evaluate"] for h in history if h.get("evaluate")]
+    sites = sorted({s for h in evaluated for s in h.get("per_site", {})})
+    described = {s.id: (s.datasets or {}).get(study.dataset.name, {}) for s in store.list_sites()}
+    task = next((d.get("task") for d in described.values() if d.get("task")), "binary")
+    return {
+        "fedcare_version": __version__,
+        "study": {
+            **study.model_dump(mode="json"),
+            "strategy": study.strategy.name,
+            "dataset": study.dataset.name,
+            "id": study_id,
+            "status": info.status,
+            "reason": info.reason,
+            "deployment": "networked",
+        },
+        "task": task,
+        "metrics": ["cindex"] if task == "survival" else ["accuracy", "auroc"],
+        "sites": sites,
+        "site_sizes": {
+            s: {
+                "train": described.get(s, {}).get("num_train"),
+                "test": described.get(s, {}).get("num_test"),
+            }
+            for s in sites
+        },
+        "history": history,
+        "final": evaluated[-1] if evaluated else {"per_site": {}, "weighted": {}, "unweighted": {}},
+        "timing": {"total_s": sum(r.duration_s for r in rounds)},
+    }

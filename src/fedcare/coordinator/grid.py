@@ -86,6 +86,7 @@ class CoordinatorGrid(Grid):
                         continue
                     pending.discard(row.task_id)
                     yield self._reply(row)
+                pending -= self._abandoned(pending)
                 remaining = end - time.monotonic()
                 if not pending or remaining <= 0:
                     break
@@ -94,6 +95,12 @@ class CoordinatorGrid(Grid):
             if pending:
                 self.store.expire_tasks(self.study_id, round_, attempt)
                 self.hub.notify()
+
+    def _abandoned(self, pending: set[Any]) -> set[Any]:
+        """Tasks whose site has gone silent (not seen for ``liveness_s``): stop waiting."""
+        alive = set(self.site_ids())
+        tasks = [self.store.get_task(task_id) for task_id in pending]
+        return {t.id for t in tasks if t.site_id not in alive}
 
     def _reply(self, row: ReplyInfo) -> Reply:
         if row.error_kind is not None or row.payload_digest is None:

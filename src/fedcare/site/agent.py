@@ -85,6 +85,7 @@ class SiteAgent:
         self.limits = Limits()
         self._on_event = on_event or (lambda msg: log.info(msg))
         self._busy: str = ""
+        self._unsent: Reply | None = None  # a reply whose push failed; sent after reconnecting
         self._rng = random.Random()
 
     def run(self, stop: threading.Event) -> None:
@@ -127,6 +128,8 @@ class SiteAgent:
                 daemon=True,
             )
             beat.start()
+            if self._unsent is not None:
+                self._push(stub, self._unsent)
             while not stop.is_set():
                 task = self._pull(stub)
                 if task is not None:
@@ -154,7 +157,9 @@ class SiteAgent:
     def _push(self, stub: CoordinatorStub, reply: Reply) -> None:
         payload = encode_reply(reply)
         transfer = uuid.uuid4().hex
+        self._unsent = reply  # kept until the coordinator answers, so a dropped link loses nothing
         ack = stub.PushReply(chunk(payload, transfer_id=transfer), timeout=300)
+        self._unsent = None
         if not ack.accepted:
             self._on_event(f"reply refused: {ack.error_kind}: {ack.message}")
 
@@ -165,7 +170,7 @@ class SiteAgent:
                 answer = stub.Heartbeat(
                     pb.HeartbeatRequest(state="busy" if busy else "idle", task_id=busy), timeout=10
                 )
-            except grpc.RpcError:
+            except (grpc.RpcError, ValueError):  # ValueError: the channel was closed
                 return  # the session is gone; the main loop reconnects
             if answer.cancel and busy and busy == self._busy:
                 self._on_event(f"coordinator cancelled {busy}")

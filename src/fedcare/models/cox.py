@@ -25,9 +25,9 @@ import numpy as np
 
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
-from fedcare.models._local_sgd import local_sgd
-from fedcare.models._validate import check_features, check_params, check_targets
-from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
+from fedcare.models._linear import LinearAdapter
+from fedcare.models._validate import check_targets
+from fedcare.models.base import FitResult, LocalTrainSpec
 from fedcare.records.arrays import ArrayRecord
 
 __all__ = ["CoxPH", "cox_loss_and_eta_grad", "risk_set_bounds"]
@@ -103,7 +103,7 @@ def _cox_loss_and_grad(
     return loss, {"weight": X.T @ g_eta}
 
 
-class CoxPH(ModelAdapter):
+class CoxPH(LinearAdapter):
     """Linear Cox proportional hazards trained by the shared local SGD loop.
 
     Parameters
@@ -119,44 +119,13 @@ class CoxPH(ModelAdapter):
     """
 
     task: ClassVar[TaskType] = "survival"
-
-    def __init__(self, *, init_scale: float = 0.0) -> None:
-        if not init_scale >= 0:
-            raise ModelError(f"init_scale must be >= 0, got {init_scale}")
-        self.init_scale = float(init_scale)
-
-    def __repr__(self) -> str:
-        return f"CoxPH(init_scale={self.init_scale})"
-
-    def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:
-        d = int(np.prod(input_shape))
-        if d < 1:
-            raise ModelError(f"the Cox model needs at least one feature, got {input_shape}")
-        weight = rng.normal(0.0, self.init_scale, d) if self.init_scale else np.zeros(d)
-        return ArrayRecord({"weight": weight}, copy=False)
-
-    def _check(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
-        arr = check_features(X, model="Cox model")
-        Xf = np.asarray(arr, dtype=np.float64).reshape(len(arr), -1)
-        check_params(params, {"weight": (Xf.shape[1],)}, model="Cox model")
-        return Xf
+    label = "Cox model"
+    has_bias = False  # an intercept cancels in the partial likelihood
 
     def fit(
-        self,
-        params: ArrayRecord,
-        data: Dataset,
-        spec: LocalTrainSpec,
-        rng: np.random.Generator,
+        self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
     ) -> FitResult:
-        X = self._check(params, data.X)
-        check_targets(data, "survival", model="Cox model")
-        result = local_sgd(params, _cox_loss_and_grad, data.with_features(X), spec, rng)
-        return FitResult(
-            params=result.params,
-            num_samples=len(data),
-            num_steps=result.num_steps,
-            metrics={"train_loss": result.loss},
-        )
+        return self._fit_sgd(params, data, spec, rng, _cox_loss_and_grad)
 
     def predict(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
         Xf = self._check(params, X)
@@ -164,6 +133,6 @@ class CoxPH(ModelAdapter):
 
     def loss(self, params: ArrayRecord, data: Dataset) -> float:
         X = self._check(params, data.X)
-        check_targets(data, "survival", model="Cox model")
+        check_targets(data, "survival", model=self.label)
         assert data.time is not None  # checked above
         return cox_loss_and_eta_grad(X @ params["weight"], data.y, data.time)[0]

@@ -15,10 +15,9 @@ import numpy as np
 from scipy.special import expit
 
 from fedcare.data.base import Dataset, TaskType
-from fedcare.errors import ModelError
-from fedcare.models._local_sgd import local_sgd
-from fedcare.models._validate import check_features, check_params, check_targets
-from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
+from fedcare.models._linear import LinearAdapter
+from fedcare.models._validate import check_targets
+from fedcare.models.base import FitResult, LocalTrainSpec
 from fedcare.records.arrays import ArrayRecord
 
 __all__ = ["LogisticRegression", "bce_from_logits"]
@@ -28,10 +27,6 @@ def bce_from_logits(z: np.ndarray, y: np.ndarray) -> float:
     """Mean binary cross-entropy of labels ``y`` for logits ``z`` (stable for any ``z``)."""
     z = np.asarray(z, dtype=np.float64)
     return float(np.mean(np.logaddexp(0.0, z) - np.asarray(y, dtype=np.float64) * z))
-
-
-def _flat(X: np.ndarray) -> np.ndarray:
-    return np.asarray(X, dtype=np.float64).reshape(len(X), -1)
 
 
 def logistic_loss_and_grad(
@@ -63,7 +58,7 @@ def logistic_loss_and_grad(
     return bce_from_logits(z, y), grads
 
 
-class LogisticRegression(ModelAdapter):
+class LogisticRegression(LinearAdapter):
     """Binary logistic regression trained by the shared local SGD loop.
 
     Parameters
@@ -79,43 +74,12 @@ class LogisticRegression(ModelAdapter):
     """
 
     task: ClassVar[TaskType] = "binary"
-
-    def __init__(self, *, init_scale: float = 0.0) -> None:
-        if not init_scale >= 0:
-            raise ModelError(f"init_scale must be >= 0, got {init_scale}")
-        self.init_scale = float(init_scale)
-
-    def __repr__(self) -> str:
-        return f"LogisticRegression(init_scale={self.init_scale})"
-
-    def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:
-        d = int(np.prod(input_shape))
-        if d < 1:
-            raise ModelError(f"logistic regression needs at least one feature, got {input_shape}")
-        weight = rng.normal(0.0, self.init_scale, d) if self.init_scale else np.zeros(d)
-        return ArrayRecord({"weight": weight, "bias": np.float64(0.0)}, copy=False)
-
-    def _check(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
-        Xf = _flat(check_features(X, model="logistic regression"))
-        check_params(params, {"weight": (Xf.shape[1],), "bias": ()}, model="logistic regression")
-        return Xf
+    label = "logistic regression"
 
     def fit(
-        self,
-        params: ArrayRecord,
-        data: Dataset,
-        spec: LocalTrainSpec,
-        rng: np.random.Generator,
+        self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
     ) -> FitResult:
-        X = self._check(params, data.X)
-        check_targets(data, "binary", model="logistic regression")
-        result = local_sgd(params, logistic_loss_and_grad, data.with_features(X), spec, rng)
-        return FitResult(
-            params=result.params,
-            num_samples=len(data),
-            num_steps=result.num_steps,
-            metrics={"train_loss": result.loss},
-        )
+        return self._fit_sgd(params, data, spec, rng, logistic_loss_and_grad)
 
     def predict(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
         Xf = self._check(params, X)
@@ -123,5 +87,5 @@ class LogisticRegression(ModelAdapter):
 
     def loss(self, params: ArrayRecord, data: Dataset) -> float:
         X = self._check(params, data.X)
-        check_targets(data, "binary", model="logistic regression")
+        check_targets(data, "binary", model=self.label)
         return bce_from_logits(X @ params["weight"] + params["bias"], data.y)

@@ -25,8 +25,9 @@ from sklearn.linear_model import SGDClassifier
 
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
-from fedcare.models._validate import check_features, check_params, check_targets
-from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
+from fedcare.models._linear import LinearAdapter
+from fedcare.models._validate import check_targets
+from fedcare.models.base import FitResult, LocalTrainSpec
 from fedcare.models.logistic import bce_from_logits
 from fedcare.records.arrays import ArrayRecord
 
@@ -60,7 +61,7 @@ def _epoch_orders(n: int, spec: LocalTrainSpec, rng: np.random.Generator) -> lis
     return orders
 
 
-class SklearnLogistic(ModelAdapter):
+class SklearnLogistic(LinearAdapter):
     """A :class:`~fedcare.models.base.ModelAdapter` around ``SGDClassifier(loss="log_loss")``.
 
     Parameters
@@ -70,27 +71,7 @@ class SklearnLogistic(ModelAdapter):
     """
 
     task: ClassVar[TaskType] = "binary"
-
-    def __init__(self, *, init_scale: float = 0.0) -> None:
-        if not init_scale >= 0:
-            raise ModelError(f"init_scale must be >= 0, got {init_scale}")
-        self.init_scale = float(init_scale)
-
-    def __repr__(self) -> str:
-        return f"SklearnLogistic(init_scale={self.init_scale})"
-
-    def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:
-        d = int(np.prod(input_shape))
-        if d < 1:
-            raise ModelError(f"{_NAME} needs at least one feature, got {input_shape}")
-        weight = rng.normal(0.0, self.init_scale, d) if self.init_scale else np.zeros(d)
-        return ArrayRecord({"weight": weight, "bias": np.float64(0.0)}, copy=False)
-
-    def _check(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
-        arr = check_features(X, model=_NAME)
-        Xf = np.asarray(arr, dtype=np.float64).reshape(len(arr), -1)
-        check_params(params, {"weight": (Xf.shape[1],), "bias": ()}, model=_NAME)
-        return Xf
+    label = _NAME
 
     def fit(
         self,

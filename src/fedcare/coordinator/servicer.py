@@ -115,12 +115,18 @@ class CoordinatorServicer(_Base):
     def PushReply(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         site_id = peer_identity(context, self.revocations)
         transfer = ""
+
+        def arriving() -> Iterator[Any]:
+            # Chunks go to assemble() as they arrive, so a transfer that declares too many
+            # bytes, or sends more than it declared, is refused before the rest is read.
+            nonlocal transfer
+            for piece in request_iterator:
+                transfer = transfer or piece.transfer_id
+                yield piece
+
         try:
-            chunks = list(request_iterator)
-            transfer = chunks[0].transfer_id if chunks else ""
-            reply = decode_reply(
-                assemble(chunks, max_bytes=self.limits.max_payload_bytes), limits=self.limits
-            )
+            payload = assemble(arriving(), max_bytes=self.limits.max_payload_bytes)
+            reply = decode_reply(payload, limits=self.limits)
         except ValidationError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed reply: {err}")
         if reply.site_id != site_id:
@@ -128,7 +134,7 @@ class CoordinatorServicer(_Base):
                 transfer, "wrong_site", f"site {site_id!r} cannot reply for site {reply.site_id!r}"
             )
         try:
-            self._store(site_id, reply)
+            self._store(site_id, reply, payload)
         except ReplyRefusedError as err:
             return self._refused(transfer, err.reason, str(err))
         except FedcareError as err:
@@ -136,18 +142,18 @@ class CoordinatorServicer(_Base):
         self.hub.notify()
         return pb.PushReplyAck(transfer_id=transfer, accepted=True)
 
-    def _store(self, site_id: str, reply: Reply) -> None:
+    def _store(self, site_id: str, reply: Reply, payload: bytes) -> None:
         task = self._open_task(site_id, reply)
         if reply.error is not None:
             self.store.store_reply(
                 task, site_id, error=ReplyError(reply.error.kind, reply.error.message)
             )
             return
-        from fedcare.transport.codec import encode_reply
-
+        # The payload is stored as received: it is exactly what decode_reply just validated,
+        # and encoding the reply again would cost several more copies of a large model.
         # Content-addressed: a refused reply may leave an unreferenced payload file (never a
         # database row); deleting it could remove a byte-identical accepted one.
-        digest = self.store.artifacts.put(encode_reply(reply))
+        digest = self.store.artifacts.put(payload)
         self.store.store_reply(task, site_id, payload_digest=digest, num_samples=reply.num_samples)
 
     def _open_task(self, site_id: str, reply: Reply) -> str:

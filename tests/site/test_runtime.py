@@ -69,7 +69,32 @@ def test_scaffold_control_variate_is_the_mean_gradient() -> None:
     np.testing.assert_allclose(reply.arrays["control/bias"], grad_b, rtol=1e-9)
     np.testing.assert_allclose(reply.arrays["delta/weight"], -0.5 * grad_w, rtol=1e-9)
     # the site keeps c_i; the next round's correction is c - c_i
-    np.testing.assert_allclose(app.runtime.controls["s"]["weight"], grad_w, rtol=1e-9)
+    np.testing.assert_allclose(app.runtime.controls["s"].after["weight"], grad_w, rtol=1e-9)
+
+
+def test_scaffold_state_survives_restarts_and_retries_repeat_exactly(tmp_path) -> None:
+    """A retried round starts from the same c_i; a restarted site reads c_i from disk."""
+    plan = {"model": {"kind": "logistic"}, "preprocessing": {"impute": "none", "scale": "none"}}
+    config = {"lr": 0.5, "epochs": 1, "seed": 1, "algorithm": "scaffold"}
+    data = site_data()
+    control = ArrayRecord({"weight": np.array([0.1, -0.2, 0.0]), "bias": np.array(0.05)})
+
+    def fit(app: SiteApp, round: int):
+        reply = app(task(plan=plan, config=config, round=round, arrays={"control": control}))
+        assert reply.ok, reply.error
+        return reply.arrays
+
+    app = SiteApp(data, state_dir=tmp_path)
+    first = fit(app, 1)
+    assert fit(app, 1) == first  # the retry of round 1 sees the same c_i
+    second = fit(app, 2)
+    assert second != first  # round 2 starts from the updated c_i
+    restarted = SiteApp(data, state_dir=tmp_path)
+    assert fit(restarted, 2) == second  # from disk: round 2 again, same as before
+    stale = restarted(task(plan=plan, config=config, round=1, arrays={"control": control}))
+    assert (
+        stale.error is not None and "older than this site's SCAFFOLD state" in stale.error.message
+    )
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,8 @@ def coordinator_start(
     listen: str = typer.Option("127.0.0.1:50051", help="host:port to serve sites on."),
     db: str | None = typer.Option(None, help="Database URL (default: SQLite in HOME)."),
     liveness: float = typer.Option(30.0, help="Seconds after which a silent site is away."),
+    heartbeat: float = typer.Option(5.0, help="Seconds between a site's heartbeats."),
+    round_retries: int = typer.Option(3, help="Retries of a round that fails before giving up."),
 ) -> None:
     """Serve sites and run studies until SIGINT/SIGTERM; studies resume after a restart."""
     from fedcare.coordinator.server import Coordinator
@@ -105,7 +107,15 @@ def coordinator_start(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = _stop_on_signals()
     try:
-        coordinator = Coordinator(kit, home, listen=listen, db_url=db, liveness_s=liveness).start()
+        coordinator = Coordinator(
+            kit,
+            home,
+            listen=listen,
+            db_url=db,
+            liveness_s=liveness,
+            heartbeat_s=heartbeat,
+            round_retries=round_retries,
+        ).start()
     except FedcareError as err:
         raise fail(err) from None
     console.print(f"coordinator listening on port {coordinator.port}", highlight=False)
@@ -120,6 +130,7 @@ def site_start(
     state: Path = typer.Option(Path("site-state"), help="Folder for the site's own state."),
     coordinator: str | None = typer.Option(None, help="host:port (default: from the kit)."),
     time_limit: float = typer.Option(600.0, help="Seconds a task may run."),
+    poll_wait: float = typer.Option(5.0, help="Seconds each long-poll for a task may wait."),
 ) -> None:
     """Connect to the coordinator (outbound only) and serve tasks until SIGINT/SIGTERM."""
     from fedcare.site.agent import SiteAgent

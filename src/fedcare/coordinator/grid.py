@@ -8,6 +8,7 @@ is refused. Only one reply payload is decoded at a time: memory grows with the m
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
@@ -17,11 +18,17 @@ from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.rows import ReplyInfo
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.errors import TransportError
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.transport.base import Grid
 from fedcare.transport.codec import decode_reply, encode_task
 
-__all__ = ["CoordinatorGrid"]
+__all__ = ["CoordinatorGrid", "GridStopped"]
+
+
+class GridStopped(TransportError):
+    """The coordinator is shutting down while a round collects replies."""
+
 
 #: Waiting for a reply with no deadline still wakes up this often to re-check the database.
 NO_DEADLINE_S = 7 * 24 * 3600.0
@@ -39,10 +46,12 @@ class CoordinatorGrid(Grid):
         dataset: str,
         *,
         liveness_s: float = 30.0,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store, self.artifacts, self.hub = store, artifacts, hub
         self.study_id, self.dataset = study_id, dataset
         self.liveness_s = liveness_s
+        self.stop = stop or threading.Event()
 
     def site_ids(self) -> list[str]:
         """Active sites seen within ``liveness_s`` that offer the study's dataset."""
@@ -90,6 +99,8 @@ class CoordinatorGrid(Grid):
                 remaining = end - time.monotonic()
                 if not pending or remaining <= 0:
                     break
+                if self.stop.is_set():
+                    raise GridStopped("the coordinator is stopping; the round will be redone")
                 self.hub.wait(generation, remaining)
         finally:
             if pending:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedcare.coordinator.grid import CoordinatorGrid
+from fedcare.coordinator.grid import CoordinatorGrid, GridStopped
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import ConfigError, FedcareError, RoundFailedError
@@ -91,7 +91,7 @@ class StudyRunner:
     def _main(self) -> None:
         try:
             self._run()
-        except _Stopped:
+        except (_Stopped, GridStopped):
             log.info("study %s: runner stopped between rounds", self.study_id)
         except FedcareError as err:
             log.error("study %s failed: %s", self.study_id, err)
@@ -116,6 +116,7 @@ class StudyRunner:
             self.study_id,
             study.dataset.name,
             liveness_s=self.liveness_s,
+            stop=self.stop,
         )
         strategy = study_strategy(study, study.min_sites)
         failures, best = 0, -1

@@ -44,6 +44,28 @@ def spec_from_config(config: Mapping[str, Scalar]) -> LocalTrainSpec:
     return LocalTrainSpec(**kwargs)
 
 
+@dataclass(frozen=True)
+class ControlState:
+    """A site's SCAFFOLD control variate around its last training round.
+
+    Keeping the value from before that round makes a retried round (a reply lost to a
+    coordinator restart or a deadline) start from the same ``c_i`` as the first attempt.
+    """
+
+    round: int
+    before: ArrayRecord
+    after: ArrayRecord
+
+    def for_round(self, round: int) -> ArrayRecord:
+        if round == self.round:
+            return self.before
+        if round > self.round:
+            return self.after
+        raise ValidationError(
+            f"task for round {round} is older than this site's SCAFFOLD state (round {self.round})"
+        )
+
+
 @dataclass
 class SiteRuntime:
     """Runs tasks on one site's data. Holds per-study site state (SCAFFOLD control variates).
@@ -54,7 +76,7 @@ class SiteRuntime:
 
     data: SiteData
     state_dir: Path | None = None
-    controls: dict[str, ArrayRecord] = field(default_factory=dict)
+    controls: dict[str, ControlState] = field(default_factory=dict)
 
     def _control_path(self, study_id: str) -> Path | None:
         if self.state_dir is None:
@@ -62,24 +84,27 @@ class SiteRuntime:
         digest = hashlib.sha256(study_id.encode()).hexdigest()[:24]
         return self.state_dir / f"control-{digest}.npz"
 
-    def _load_control(self, study_id: str, like: ArrayRecord) -> ArrayRecord:
-        if study_id in self.controls:
-            return self.controls[study_id]
+    def _load_control(self, study_id: str, round: int, like: ArrayRecord) -> ArrayRecord:
+        state = self.controls.get(study_id)
         path = self._control_path(study_id)
-        if path is not None and path.exists():
+        if state is None and path is not None and path.exists():
             with np.load(path, allow_pickle=False) as saved:
-                control = ArrayRecord({k: saved[k] for k in like})
-            like.check_structure(control, what=f"saved control variate {path.name}")
-            return control
-        return like.zeros_like()
+                arrays = ArrayRecord({k: saved[k] for k in saved.files if k != "round"})
+                state = ControlState(
+                    int(saved["round"]), arrays.unprefixed("before"), arrays.unprefixed("after")
+                )
+            like.check_structure(state.after, what=f"saved control variate {path.name}")
+            self.controls[study_id] = state
+        return like.zeros_like() if state is None else state.for_round(round)
 
-    def _save_control(self, study_id: str, control: ArrayRecord) -> None:
-        self.controls[study_id] = control
+    def _save_control(self, study_id: str, state: ControlState) -> None:
+        self.controls[study_id] = state
         path = self._control_path(study_id)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
-            arrays: dict[str, Any] = dict(control)
+            record = state.before.prefixed("before").merged(state.after.prefixed("after"))
+            arrays: dict[str, Any] = {**dict(record), "round": np.int64(state.round)}
             np.savez(tmp, allow_pickle=False, **arrays)
             os.replace(tmp, path)
 
@@ -111,7 +136,7 @@ class SiteRuntime:
             if "control" not in task.arrays:
                 raise ValidationError("a SCAFFOLD task must carry the server 'control' variate")
             c = task.arrays["control"]
-            c_i = self._load_control(task.study_id, c_i)
+            c_i = self._load_control(task.study_id, task.round, c_i)
             spec = replace(spec, correction=c - c_i)
         result = adapter.fit(task.params, train, spec, rng)
         delta = result.params - task.params
@@ -120,7 +145,7 @@ class SiteRuntime:
             drift = (task.params - result.params).scale(1.0 / (result.num_steps * spec.lr))
             c_new = (c_i - c) + drift
             arrays = delta.prefixed("delta").merged((c_new - c_i).prefixed("control"))
-            self._save_control(task.study_id, c_new)
+            self._save_control(task.study_id, ControlState(task.round, c_i, c_new))
         metrics = {**result.metrics, "num_steps": float(result.num_steps)}
         return Reply(
             study_id=task.study_id,

@@ -13,7 +13,13 @@ from fedcare.errors import ConfigError
 
 
 def test_names() -> None:
-    assert DATASET_NAMES == ("heart-disease", "tcga-brca", "eicu", "pneumoniamnist")
+    assert DATASET_NAMES == (
+        "heart-disease",
+        "tcga-brca",
+        "eicu",
+        "pneumoniamnist",
+        "synthetic",
+    )
 
 
 def test_unknown_name_lists_the_known_ones() -> None:

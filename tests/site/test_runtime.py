@@ -104,7 +104,7 @@ def test_scaffold_state_survives_restarts_and_retries_repeat_exactly(tmp_path) -
         (
             {"params": ArrayRecord({"weight": np.zeros(5), "bias": np.zeros(())})},
             "ValidationError",
-            "global params array 'weight' has shape (5,)",
+            "array 'weight' has shape (5,), expected (3,)",
         ),
         ({"params": params(w=(np.nan, 0, 0))}, "ValidationError", "NaN"),
         (

@@ -12,6 +12,7 @@ from fedcare.data.partition import class_fractions, dirichlet_partition, proport
 from fedcare.data.pneumonia import load_pneumoniamnist
 from fedcare.data.registry import DATASET_NAMES, load_dataset
 from fedcare.data.source import FileSpec, fetch, file_spec
+from fedcare.data.synthetic import load_synthetic
 from fedcare.data.tcga import load_tcga_brca
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "load_eicu",
     "load_heart_disease",
     "load_pneumoniamnist",
+    "load_synthetic",
     "load_tcga_brca",
     "proportional_partition",
 ]

@@ -9,6 +9,7 @@ from fedcare.data.base import FederatedDataset
 from fedcare.data.eicu import load_eicu
 from fedcare.data.heart import load_heart_disease
 from fedcare.data.pneumonia import load_pneumoniamnist
+from fedcare.data.synthetic import load_synthetic
 from fedcare.data.tcga import load_tcga_brca
 from fedcare.errors import ConfigError
 
@@ -19,6 +20,7 @@ _LOADERS: dict[str, Callable[..., FederatedDataset]] = {
     "tcga-brca": load_tcga_brca,
     "eicu": load_eicu,
     "pneumoniamnist": load_pneumoniamnist,
+    "synthetic": load_synthetic,
 }
 #: Names accepted by :func:`load_dataset`.
 DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
@@ -31,7 +33,7 @@ def load_dataset(name: str, **options: object) -> FederatedDataset:
     ----------
     name:
         One of :data:`DATASET_NAMES`: ``heart-disease``, ``tcga-brca``, ``eicu``,
-        ``pneumoniamnist``.
+        ``pneumoniamnist``, ``synthetic`` (seeded, generated: no download).
     **options:
         Keyword options of that dataset's loader, e.g. ``protocol="raw"`` for
         ``heart-disease``, ``split="region"`` for ``eicu``, ``num_sites=10`` for

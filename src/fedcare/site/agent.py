@@ -33,6 +33,7 @@ from fedcare.transport.tls import channel_credentials, load_kit
 __all__ = ["Backoff", "SiteAgent"]
 
 log = logging.getLogger("fedcare.site")
+TRANSFER_TIMEOUT_S = 1800.0
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
@@ -136,9 +137,9 @@ class SiteAgent:
                     self._serve(stub, task)
 
     def _pull(self, stub: CoordinatorStub) -> Task | None:
-        chunks = list(
-            stub.PullTask(pb.PullTaskRequest(wait_s=self.poll_wait), timeout=self.poll_wait + 30)
-        )
+        # The deadline covers the wait and the download of a large model, not just the wait.
+        request = pb.PullTaskRequest(wait_s=self.poll_wait)
+        chunks = list(stub.PullTask(request, timeout=self.poll_wait + TRANSFER_TIMEOUT_S))
         if not chunks:
             return None
         return decode_task(assemble(chunks, max_bytes=self.limits.max_payload_bytes))

@@ -7,6 +7,7 @@ or per-feature sums. The site keeps its own strategy state (SCAFFOLD's ``c_i``) 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -77,6 +78,7 @@ class SiteRuntime:
     data: SiteData
     state_dir: Path | None = None
     controls: dict[str, ControlState] = field(default_factory=dict)
+    _shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict, repr=False)
 
     def _control_path(self, study_id: str) -> Path | None:
         if self.state_dir is None:
@@ -118,15 +120,27 @@ class SiteRuntime:
         )
         return adapter, prep
 
-    def _check_params(self, adapter: ModelAdapter, params: ArrayRecord) -> None:
-        template = adapter.init_params(self.data.train.input_shape, np.random.default_rng(0))
-        template.check_structure(params, what="global params")
+    def _check_params(self, adapter: ModelAdapter, params: ArrayRecord, spec: Any) -> None:
+        key = json.dumps(spec, sort_keys=True, default=str)
+        shapes = self._shapes.get(key)
+        if shapes is None:  # built once per model spec: a large model is costly to initialise
+            template = adapter.init_params(self.data.train.input_shape, np.random.default_rng(0))
+            shapes = self._shapes[key] = template.shapes
+        got = params.shapes
+        if list(got) != list(shapes) or got != shapes:
+            bad = next((k for k in shapes if got.get(k) != shapes[k]), None)
+            detail = (
+                f"array {bad!r} has shape {got.get(bad)}, expected {shapes[bad]}"
+                if bad is not None
+                else f"arrays {sorted(got)} differ from {sorted(shapes)}"
+            )
+            raise ValidationError(f"global params do not fit the model: {detail}")
         if not params.all_finite():
             raise ValidationError("global params contain NaN or infinite values")
 
     def fit(self, task: Task) -> Reply:
         adapter, prep = self._prepared(task)
-        self._check_params(adapter, task.params)
+        self._check_params(adapter, task.params, task.plan.get("model"))
         train = prep.apply(self.data.train)
         spec = spec_from_config(task.config)
         rng = np.random.default_rng(int(task.config.get("seed", 0)))
@@ -159,7 +173,7 @@ class SiteRuntime:
 
     def evaluate(self, task: Task) -> Reply:
         adapter, prep = self._prepared(task)
-        self._check_params(adapter, task.params)
+        self._check_params(adapter, task.params, task.plan.get("model"))
         split = task.config.get("split", "test")
         if split not in ("train", "test"):
             raise ConfigError(f"evaluate split must be 'train' or 'test', got {split!r}")

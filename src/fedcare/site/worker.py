@@ -48,10 +48,9 @@ def _worker_main(conn: Connection, site_id: str, config_json: str, state_dir: st
         )
     while True:
         try:
-            payload = conn.recv_bytes()
+            task = decode_task(conn.recv_bytes())  # the bytes go at once: one model less in RAM
         except EOFError:
             return
-        task = decode_task(payload)
         try:
             reply = _route(apps, task)
         except Exception as err:  # SiteApp already turns errors into replies; belt and braces

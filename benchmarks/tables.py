@@ -1,0 +1,163 @@
+"""Markdown tables from ``benchmarks/results/*.json``, written into README.md.
+
+Reads the rows the benchmarks wrote (``quality.json``, ``simulation_speed.json``,
+``tuning.json``; any other file is listed generically), renders them as Markdown and replaces
+the text between ``<!-- quality table -->`` and ``<!-- /quality table -->`` in README.md.
+Run it after the benchmarks: ``python benchmarks/tables.py`` (``--print`` only prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from quality_protocols import PROTOCOLS
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+START, END = "<!-- quality table -->", "<!-- /quality table -->"
+TARGET = re.compile(r"target (.+?): (MET|MISSED) \[(.*?)\](?=; target |$)")
+
+Row = Mapping[str, Any]
+
+
+def load(results: Path) -> dict[str, list[Row]]:
+    """Rows of every ``*.json`` under ``results``, by file stem."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+
+
+def _cell(row: Row, show_n: bool) -> str:
+    if row["mean"] is None:
+        return "n/a"
+    text = f"{row['mean']:.3f} ± {row['sd']:.3f}"
+    return f"{text} (n={row['n']})" if show_n else text
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, body)]
+
+
+_EXAM = "EXAM-style summary (federated vs local models)"
+_EXAM_TEXT = (
+    "Own site: the federated model minus each site's local model on that site's test split; "
+    "generalizability: the federated model on all sites minus each local model on the other "
+    "sites (`fedcare.evaluation.summary.exam_summary`, Dayan et al. 2021); absolute AUROC and "
+    "relative to the local models."
+)
+
+
+def _variant(metric: str) -> str:
+    if "-exam-" in metric:
+        return _EXAM
+    return metric.split("@", 1)[1] + " split" if "@" in metric else ""
+
+
+def _description(dataset: str, variant: str) -> str:
+    if variant == _EXAM:
+        return _EXAM_TEXT
+    suffix = "@" + variant.removesuffix(" split") if variant else ""
+    found = [p.description for p in PROTOCOLS if (p.key, p.suffix) == (dataset, suffix)]
+    return found[0] if found else ""
+
+
+def pivot(rows: Sequence[Row]) -> list[str]:
+    """Methods down, metrics across; ``n`` in the caption when it is the same everywhere."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    ns = {r["n"] for r in rows}
+    cells = {(r["method"], r["metric"]): _cell(r, len(ns) > 1) for r in rows}
+    body = [[m] + [cells.get((m, k), "") for k in metrics] for m in methods]
+    caption = f"mean ± SD over seeds (n = {ns.pop()})" if len(ns) == 1 else "mean ± SD over seeds"
+    return [caption, "", *_table(["method", *metrics], body)]
+
+
+def quality(rows: Sequence[Row]) -> list[str]:
+    out: list[str] = []
+    groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], _variant(r["metric"]))].append(r)
+    for (dataset, variant), group in groups.items():
+        title = f"**{dataset}**" + (f", {variant}" if variant else "")
+        out += [f"{title}: {_description(dataset, variant)}".rstrip(), "", *pivot(group), ""]
+    targets = [(r["dataset"], *m.groups()) for r in rows for m in TARGET.finditer(r["notes"])]
+    if targets:
+        out += ["**Targets**:", ""]
+        out += _table(["dataset", "target", "result", "numbers"], [list(t) for t in targets])
+        out.append("")
+    return out
+
+
+def speed(rows: Sequence[Row]) -> list[str]:
+    body = [[r["dataset"], r["method"], r["metric"], _cell(r, True), r["notes"]] for r in rows]
+    return [*_table(["dataset", "method", "measure", "value (s)", "notes"], body), ""]
+
+
+def tuning(rows: Sequence[Row]) -> list[str]:
+    """The chosen configuration of each (dataset, method); notes: ``CHOSEN loss X {config}``."""
+    body = []
+    for r in rows:
+        if r["notes"].startswith("CHOSEN"):
+            _, _, loss, config = r["notes"].split(" ", 3)
+            body.append([r["dataset"], r["method"], config, loss, _cell(r, True), r["metric"]])
+    header = ["dataset", "method", "chosen settings", "validation loss", "score", "measure"]
+    return [*_table(header, body), ""]
+
+
+def render(results: Path) -> str:
+    files = load(results)
+    out: list[str] = []
+    if "quality" in files:
+        out += ["### Quality (`benchmarks/quality.py`)", "", *quality(files["quality"])]
+    if "simulation_speed" in files:
+        out += [
+            "### Speed (`benchmarks/simulation_speed.py`)",
+            "",
+            *speed(files["simulation_speed"]),
+        ]
+    if "tuning" in files:
+        out += [
+            "### Hyper-parameters chosen on validation data (`benchmarks/tuning.py`)",
+            "",
+            *tuning(files["tuning"]),
+        ]
+    for name, rows in files.items():
+        if name not in ("quality", "simulation_speed", "tuning"):
+            out += [f"### {name}", "", *pivot(rows), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def update_readme(readme: Path, text: str) -> None:
+    """Replace what lies between the markers of ``readme`` with ``text``."""
+    content = readme.read_text()
+    if START not in content or END not in content:
+        raise SystemExit(f"{readme} lacks the markers {START} ... {END}")
+    head, rest = content.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--print", action="store_true", help="print only, leave README alone")
+    args = parser.parse_args(argv)
+    text = render(args.results)
+    if args.print:
+        print(text)
+    else:
+        update_readme(args.readme, text)
+        print(f"updated {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

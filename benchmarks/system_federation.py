@@ -17,14 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from fedcare.cli.demo import Processes
+from fedcare.cli.demo import Processes, local_federation
 from fedcare.coordinator.server import default_db_url
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import FedcareError
 from fedcare.records.study import StudyConfig
-from fedcare.transport.provisioning import create_federation
 
 __all__ = ["FederationRun", "mem_available_mb", "peak_rss_mb", "run_federation"]
 
@@ -76,20 +73,9 @@ def _site_rss_mb(pid: int) -> float:
 
 
 def _provision(root: Path, sites: list[str], port: int) -> tuple[Path, dict[str, Path]]:
-    fed = create_federation(
-        root / "federation",
-        name="fedcare-system-benchmark",
-        sites=sites,
-        coordinator_hosts=("localhost", "127.0.0.1"),
-        coordinator_port=port,
+    return local_federation(
+        root, name="fedcare-system-benchmark", port=port, sites=sites, dataset="synthetic"
     )
-    data_files = {}
-    for site in sites:
-        path = root / f"{site}-data.yaml"
-        entry = {"builtin": "synthetic", "site": site, "options": {}}
-        path.write_text(yaml.safe_dump({"datasets": {"synthetic": entry}}))
-        data_files[site] = path
-    return fed.coordinator_kit, data_files
 
 
 def _start(procs: Processes, root: Path, sites: list[str]) -> tuple[int, list[int], Path]:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,21 +74,31 @@ class Processes:
                 proc.wait()
 
 
-def _setup(root: Path, port: int) -> tuple[Path, dict[str, Path]]:
+def local_federation(
+    root: Path,
+    *,
+    name: str,
+    port: int,
+    sites: Sequence[str],
+    dataset: str,
+    options: dict[str, Any] | None = None,
+) -> tuple[Path, dict[str, Path]]:
+    """Provision a federation on 127.0.0.1 whose sites each serve their part of a built-in
+    dataset; returns the coordinator kit and each site's data file."""
     from fedcare.transport.provisioning import create_federation
 
     fed = create_federation(
         root / "federation",
-        name="fedcare-demo",
-        sites=HOSPITALS,
+        name=name,
+        sites=sites,
         coordinator_hosts=("localhost", "127.0.0.1"),
         coordinator_port=port,
     )
     data_files = {}
-    for site in HOSPITALS:
+    for site in sites:
         path = root / f"{site}-data.yaml"
-        entry = {"builtin": "heart-disease", "site": site, "options": {"protocol": "raw"}}
-        path.write_text(yaml.safe_dump({"datasets": {"heart-disease": entry}}))
+        entry = {"builtin": dataset, "site": site, "options": dict(options or {})}
+        path.write_text(yaml.safe_dump({"datasets": {dataset: entry}}))
         data_files[site] = path
     return fed.coordinator_kit, data_files
 
@@ -133,7 +144,14 @@ def demo(
     procs = Processes(root)
     try:
         port = _free_port()
-        kit, data_files = _setup(root, port)
+        kit, data_files = local_federation(
+            root,
+            name="fedcare-demo",
+            port=port,
+            sites=HOSPITALS,
+            dataset="heart-disease",
+            options={"protocol": "raw"},
+        )
         home = root / "coordinator"
         home.mkdir()
         # Open (and migrate) the database before the coordinator process starts using it.

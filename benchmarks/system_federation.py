@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedcare.cli.demo import Processes, local_federation
+from fedcare.cli.demo import Processes, local_federation, start_federation
 from fedcare.coordinator.server import default_db_url
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import FedcareError
@@ -82,37 +82,9 @@ def _start(procs: Processes, root: Path, sites: list[str]) -> tuple[int, list[in
     """Start the coordinator and the site agents; return their pids and the coordinator home."""
     port = _free_port()
     kit, data_files = _provision(root, sites, port)
-    home = root / "coordinator"
-    home.mkdir()
-    CoordinatorStore(default_db_url(home), home / "artifacts").close()  # migrate first
-    listen = f"127.0.0.1:{port}"
-    coordinator = procs.start(
-        "coordinator",
-        "coordinator",
-        "start",
-        "--kit",
-        str(kit),
-        "--home",
-        str(home),
-        "--listen",
-        listen,
-        "--liveness",
-        "60",
+    home, coordinator, agents = start_federation(
+        procs, root, kit, data_files, port=port, liveness=60
     )
-    agents = [
-        procs.start(
-            site,
-            "site",
-            "start",
-            "--kit",
-            str(kit.parent / "sites" / site),
-            "--data",
-            str(data_files[site]),
-            "--state",
-            str(root / "state" / site),
-        )
-        for site in sites
-    ]
     for proc in (coordinator, *agents):
         _first_to_go(proc.pid)
     return coordinator.pid, [a.pid for a in agents], home

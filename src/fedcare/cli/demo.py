@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,53 @@ def local_federation(
     return fed.coordinator_kit, data_files
 
 
+def start_federation(
+    procs: Processes,
+    root: Path,
+    kit: Path,
+    data_files: Mapping[str, Path],
+    *,
+    port: int,
+    liveness: float,
+) -> tuple[Path, subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
+    """Start a coordinator process (home ``root/coordinator``) and one agent per data file."""
+    from fedcare.coordinator.server import default_db_url
+    from fedcare.coordinator.store import CoordinatorStore
+
+    home = root / "coordinator"
+    home.mkdir()
+    # Migrate the database before the coordinator process and its readers open it.
+    CoordinatorStore(default_db_url(home), home / "artifacts").close()
+    coordinator = procs.start(
+        "coordinator",
+        "coordinator",
+        "start",
+        "--kit",
+        str(kit),
+        "--home",
+        str(home),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--liveness",
+        str(liveness),
+    )
+    agents = [
+        procs.start(
+            site,
+            "site",
+            "start",
+            "--kit",
+            str(kit.parent / "sites" / site),
+            "--data",
+            str(data),
+            "--state",
+            str(root / "state" / site),
+        )
+        for site, data in data_files.items()
+    ]
+    return home, coordinator, agents
+
+
 def _follow(store: Any, study_id: str, rounds: int, procs: Processes) -> str:
     with Progress(
         TextColumn("{task.description}"),
@@ -152,35 +199,8 @@ def demo(
             dataset="heart-disease",
             options={"protocol": "raw"},
         )
-        home = root / "coordinator"
-        home.mkdir()
-        # Open (and migrate) the database before the coordinator process starts using it.
+        home, _, _ = start_federation(procs, root, kit, data_files, port=port, liveness=15)
         store = CoordinatorStore(default_db_url(home), home / "artifacts")
-        procs.start(
-            "coordinator",
-            "coordinator",
-            "start",
-            "--kit",
-            str(kit),
-            "--home",
-            str(home),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--liveness",
-            "15",
-        )
-        for site, data in data_files.items():
-            procs.start(
-                site,
-                "site",
-                "start",
-                "--kit",
-                str(kit.parent / "sites" / site),
-                "--data",
-                str(data),
-                "--state",
-                str(root / "state" / site),
-            )
         study = StudyConfig.from_yaml(EXAMPLE).with_overrides(
             baselines={"local": False, "pooled": False, "cross_site": False},
             **({"rounds": rounds} if rounds else {}),

@@ -156,8 +156,12 @@ def _issue_site_kit(root: Path, meta: dict[str, Any], ca: CertifiedKey, site_id:
     final = _site_dir(root, site_id)
     final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{site_id}."))
-    info = {"role": "site", "id": site_id, "federation": meta["name"],
-            "coordinator": meta["coordinator_address"]}
+    info = {
+        "role": "site",
+        "id": site_id,
+        "federation": meta["name"],
+        "coordinator": meta["coordinator_address"],
+    }
     _write_kit(tmp, ca[1], key, cert, info)
     old = final.with_name(f".{site_id}.old")
     if final.exists():
@@ -193,8 +197,9 @@ def read_revocations(path: str | os.PathLike[str]) -> list[Revocation]:
         if doc.get("version") != 1:
             raise ValueError(f"unsupported version {doc.get('version')!r}")
         return [
-            Revocation(int(e["serial"], 16), str(e["site_id"]), str(e["revoked_at"]),
-                       str(e["reason"]))
+            Revocation(
+                int(e["serial"], 16), str(e["site_id"]), str(e["revoked_at"]), str(e["reason"])
+            )
             for e in doc["revoked"]
         ]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -208,8 +213,12 @@ def _append_revocation(root: Path, serial: int, site_id: str, reason: str) -> Re
     doc = {
         "version": 1,
         "revoked": [
-            {"serial": format(e.serial, "x"), "site_id": e.site_id,
-             "revoked_at": e.revoked_at, "reason": e.reason}
+            {
+                "serial": format(e.serial, "x"),
+                "site_id": e.site_id,
+                "revoked_at": e.revoked_at,
+                "reason": e.reason,
+            }
             for e in [*entries, entry]
         ],
     }
@@ -265,12 +274,22 @@ def create_federation(
     _write(root / "ca" / "ca.pem", cert_pem(ca[1]), 0o644)
     host = f"[{hosts[0]}]" if ":" in hosts[0] else hosts[0]
     address = f"{host}:{coordinator_port}"
-    meta = {"name": name, "coordinator_address": address, "coordinator_hosts": hosts,
-            "days": days, "key_type": KEY_TYPE}
+    meta = {
+        "name": name,
+        "coordinator_address": address,
+        "coordinator_hosts": hosts,
+        "days": days,
+        "key_type": KEY_TYPE,
+    }
     _write(root / "federation.yaml", yaml.safe_dump(meta, sort_keys=False).encode(), 0o644)
     coordinator = root / "kits" / "coordinator"
-    info = {"role": "coordinator", "id": "coordinator", "federation": name,
-            "coordinator": address, "hosts": hosts}
+    info = {
+        "role": "coordinator",
+        "id": "coordinator",
+        "federation": name,
+        "coordinator": address,
+        "hosts": hosts,
+    }
     _write_kit(coordinator, ca[1], key, cert, info)
     _write(_revoked_path(root), b'{\n  "version": 1,\n  "revoked": []\n}\n', 0o644)
     kits = {s: _issue_site_kit(root, meta, ca, s) for s in site_ids}

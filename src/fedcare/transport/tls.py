@@ -148,9 +148,15 @@ def load_kit(kit_dir: str | os.PathLike[str]) -> Kit:
     _check_pair(folder, ca, cert, key)
     _check_meta(folder, meta, cert)
     return Kit(
-        path=folder, role=meta["role"], identity=meta["id"], federation=meta["federation"],
-        coordinator_address=str(meta.get("coordinator", "")), serial=cert.serial_number,
-        expires=cert.not_valid_after_utc, ca_pem=files["ca.pem"], cert_pem=files["cert.pem"],
+        path=folder,
+        role=meta["role"],
+        identity=meta["id"],
+        federation=meta["federation"],
+        coordinator_address=str(meta.get("coordinator", "")),
+        serial=cert.serial_number,
+        expires=cert.not_valid_after_utc,
+        ca_pem=files["ca.pem"],
+        cert_pem=files["cert.pem"],
         key_pem=files["key.pem"],
     )
 
@@ -233,9 +239,7 @@ class RevocationList:
         return len(self._entries)
 
 
-def identify_peer(
-    auth_context: Mapping[str, Sequence[bytes]], revocations: RevocationList
-) -> str:
+def identify_peer(auth_context: Mapping[str, Sequence[bytes]], revocations: RevocationList) -> str:
     """The site id of the caller described by a gRPC ``auth_context``.
 
     Raises

@@ -18,7 +18,13 @@ class Array(_message.Message):
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        dtype: _Optional[str] = ...,
+        shape: _Optional[_Iterable[int]] = ...,
+        data: _Optional[bytes] = ...,
+    ) -> None: ...
 
 class ArrayRecord(_message.Message):
     __slots__ = ("arrays",)
@@ -34,7 +40,12 @@ class ArraysMessage(_message.Message):
     version: int
     record: ArrayRecord
     end: int
-    def __init__(self, version: _Optional[int] = ..., record: _Optional[_Union[ArrayRecord, _Mapping]] = ..., end: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        version: _Optional[int] = ...,
+        record: _Optional[_Union[ArrayRecord, _Mapping]] = ...,
+        end: _Optional[int] = ...,
+    ) -> None: ...
 
 class ConfigValue(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
@@ -46,7 +57,13 @@ class ConfigValue(_message.Message):
     int_value: int
     double_value: float
     string_value: str
-    def __init__(self, bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        bool_value: _Optional[bool] = ...,
+        int_value: _Optional[int] = ...,
+        double_value: _Optional[float] = ...,
+        string_value: _Optional[str] = ...,
+    ) -> None: ...
 
 class NamedArrayRecord(_message.Message):
     __slots__ = ("name", "record")
@@ -54,17 +71,34 @@ class NamedArrayRecord(_message.Message):
     RECORD_FIELD_NUMBER: _ClassVar[int]
     name: str
     record: ArrayRecord
-    def __init__(self, name: _Optional[str] = ..., record: _Optional[_Union[ArrayRecord, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self, name: _Optional[str] = ..., record: _Optional[_Union[ArrayRecord, _Mapping]] = ...
+    ) -> None: ...
 
 class TaskMessage(_message.Message):
-    __slots__ = ("version", "study_id", "round", "site_id", "kind", "params", "config", "arrays", "plan_json", "pipeline_json", "end")
+    __slots__ = (
+        "version",
+        "study_id",
+        "round",
+        "site_id",
+        "kind",
+        "params",
+        "config",
+        "arrays",
+        "plan_json",
+        "pipeline_json",
+        "end",
+    )
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: ConfigValue
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ConfigValue, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self, key: _Optional[str] = ..., value: _Optional[_Union[ConfigValue, _Mapping]] = ...
+        ) -> None: ...
+
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -87,7 +121,20 @@ class TaskMessage(_message.Message):
     plan_json: str
     pipeline_json: str
     end: int
-    def __init__(self, version: _Optional[int] = ..., study_id: _Optional[str] = ..., round: _Optional[int] = ..., site_id: _Optional[str] = ..., kind: _Optional[str] = ..., params: _Optional[_Union[ArrayRecord, _Mapping]] = ..., config: _Optional[_Mapping[str, ConfigValue]] = ..., arrays: _Optional[_Iterable[_Union[NamedArrayRecord, _Mapping]]] = ..., plan_json: _Optional[str] = ..., pipeline_json: _Optional[str] = ..., end: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        version: _Optional[int] = ...,
+        study_id: _Optional[str] = ...,
+        round: _Optional[int] = ...,
+        site_id: _Optional[str] = ...,
+        kind: _Optional[str] = ...,
+        params: _Optional[_Union[ArrayRecord, _Mapping]] = ...,
+        config: _Optional[_Mapping[str, ConfigValue]] = ...,
+        arrays: _Optional[_Iterable[_Union[NamedArrayRecord, _Mapping]]] = ...,
+        plan_json: _Optional[str] = ...,
+        pipeline_json: _Optional[str] = ...,
+        end: _Optional[int] = ...,
+    ) -> None: ...
 
 class ReplyErrorInfo(_message.Message):
     __slots__ = ("kind", "message")
@@ -98,7 +145,18 @@ class ReplyErrorInfo(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplyMessage(_message.Message):
-    __slots__ = ("version", "study_id", "round", "site_id", "kind", "arrays", "num_samples", "metrics", "error", "end")
+    __slots__ = (
+        "version",
+        "study_id",
+        "round",
+        "site_id",
+        "kind",
+        "arrays",
+        "num_samples",
+        "metrics",
+        "error",
+        "end",
+    )
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +164,7 @@ class ReplyMessage(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -126,7 +185,19 @@ class ReplyMessage(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     error: ReplyErrorInfo
     end: int
-    def __init__(self, version: _Optional[int] = ..., study_id: _Optional[str] = ..., round: _Optional[int] = ..., site_id: _Optional[str] = ..., kind: _Optional[str] = ..., arrays: _Optional[_Union[ArrayRecord, _Mapping]] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[_Union[ReplyErrorInfo, _Mapping]] = ..., end: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        version: _Optional[int] = ...,
+        study_id: _Optional[str] = ...,
+        round: _Optional[int] = ...,
+        site_id: _Optional[str] = ...,
+        kind: _Optional[str] = ...,
+        arrays: _Optional[_Union[ArrayRecord, _Mapping]] = ...,
+        num_samples: _Optional[int] = ...,
+        metrics: _Optional[_Mapping[str, float]] = ...,
+        error: _Optional[_Union[ReplyErrorInfo, _Mapping]] = ...,
+        end: _Optional[int] = ...,
+    ) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("transfer_id", "index", "total", "total_size", "sha256", "data")
@@ -142,7 +213,15 @@ class Chunk(_message.Message):
     total_size: int
     sha256: bytes
     data: bytes
-    def __init__(self, transfer_id: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ..., total_size: _Optional[int] = ..., sha256: _Optional[bytes] = ..., data: _Optional[bytes] = ...) -> None: ...
+    def __init__(
+        self,
+        transfer_id: _Optional[str] = ...,
+        index: _Optional[int] = ...,
+        total: _Optional[int] = ...,
+        total_size: _Optional[int] = ...,
+        sha256: _Optional[bytes] = ...,
+        data: _Optional[bytes] = ...,
+    ) -> None: ...
 
 class HelloRequest(_message.Message):
     __slots__ = ("site_version", "message_version", "datasets_json")
@@ -152,10 +231,23 @@ class HelloRequest(_message.Message):
     site_version: str
     message_version: int
     datasets_json: str
-    def __init__(self, site_version: _Optional[str] = ..., message_version: _Optional[int] = ..., datasets_json: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        site_version: _Optional[str] = ...,
+        message_version: _Optional[int] = ...,
+        datasets_json: _Optional[str] = ...,
+    ) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ("federation", "site_id", "coordinator_version", "message_version", "server_time", "heartbeat_interval_s", "max_chunk_bytes")
+    __slots__ = (
+        "federation",
+        "site_id",
+        "coordinator_version",
+        "message_version",
+        "server_time",
+        "heartbeat_interval_s",
+        "max_chunk_bytes",
+    )
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -170,7 +262,16 @@ class HelloResponse(_message.Message):
     server_time: float
     heartbeat_interval_s: float
     max_chunk_bytes: int
-    def __init__(self, federation: _Optional[str] = ..., site_id: _Optional[str] = ..., coordinator_version: _Optional[str] = ..., message_version: _Optional[int] = ..., server_time: _Optional[float] = ..., heartbeat_interval_s: _Optional[float] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        federation: _Optional[str] = ...,
+        site_id: _Optional[str] = ...,
+        coordinator_version: _Optional[str] = ...,
+        message_version: _Optional[int] = ...,
+        server_time: _Optional[float] = ...,
+        heartbeat_interval_s: _Optional[float] = ...,
+        max_chunk_bytes: _Optional[int] = ...,
+    ) -> None: ...
 
 class PullTaskRequest(_message.Message):
     __slots__ = ("wait_s",)
@@ -188,7 +289,13 @@ class PushReplyAck(_message.Message):
     accepted: bool
     error_kind: str
     message: str
-    def __init__(self, transfer_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., error_kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        transfer_id: _Optional[str] = ...,
+        accepted: _Optional[bool] = ...,
+        error_kind: _Optional[str] = ...,
+        message: _Optional[str] = ...,
+    ) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("state", "task_id")
@@ -204,4 +311,6 @@ class HeartbeatResponse(_message.Message):
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     server_time: float
     cancel: bool
-    def __init__(self, server_time: _Optional[float] = ..., cancel: _Optional[bool] = ...) -> None: ...
+    def __init__(
+        self, server_time: _Optional[float] = ..., cancel: _Optional[bool] = ...
+    ) -> None: ...

@@ -119,6 +119,14 @@ def test_error_reply_and_empty_record_round_trip() -> None:
     assert codec.decode_arrays(codec.encode_arrays(ArrayRecord())) == ArrayRecord()
 
 
+def test_reply_info_round_trips_and_non_strings_are_refused() -> None:
+    info = {"dataset_fingerprint": "sha256:ab12", "plan_hash": "9f"}
+    reply = make_reply(arrays=ArrayRecord(), metrics={}, info=info)
+    assert codec.decode_reply(codec.encode_reply(reply)).info == info
+    with pytest.raises(ValidationError, match=r"info 'rows' must map a string to a string"):
+        make_reply(arrays=ArrayRecord(), metrics={}, info={"rows": 12})
+
+
 def test_zero_d_and_empty_arrays_round_trip() -> None:
     record = ArrayRecord({"s": np.float16(2.5), "e": np.zeros((0, 3), np.int64), "t": True})
     back = codec.decode_arrays(codec.encode_arrays(record))

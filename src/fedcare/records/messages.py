@@ -4,7 +4,8 @@ A :class:`Task` carries everything a site needs for one step of one round: the g
 parameters, a flat config of scalars, extra named arrays (e.g. SCAFFOLD's server control
 variate), the study's training plan and the versioned spec of the client half of the
 aggregation pipeline. A :class:`Reply` carries only what may leave a site: named arrays
-(an update, never data rows), a sample count and scalar metrics, or an error with a reason.
+(an update, never data rows), a sample count and scalar metrics, or an error with a reason, plus
+``info``: short strings for provenance (dataset fingerprint, plan hash, approval id).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ MESSAGE_VERSION = 1
 Scalar = bool | int | float | str
 ConfigRecord = Mapping[str, Scalar]
 MetricRecord = Mapping[str, float]
-TaskKind = Literal["fit", "evaluate", "stats"]
-TASK_KINDS: tuple[str, ...] = ("fit", "evaluate", "stats")
+TaskKind = Literal["fit", "evaluate", "stats", "analytics", "secagg"]
+TASK_KINDS: tuple[str, ...] = ("fit", "evaluate", "stats", "analytics", "secagg")
 
 
 def _check_scalars(values: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -97,6 +98,7 @@ class Reply:
     metrics: MetricRecord = field(default_factory=dict)
     error: ReplyError | None = None
     version: int = MESSAGE_VERSION
+    info: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_samples, int) or self.num_samples < 0:
@@ -112,6 +114,13 @@ class Reply:
                 )
             metrics[k] = float(v)
         object.__setattr__(self, "metrics", metrics)
+        for k, v in self.info.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ValidationError(
+                    f"reply from site {self.site_id!r}: info {k!r} must map a string to a "
+                    f"string, got {v!r}"
+                )
+        object.__setattr__(self, "info", dict(self.info))
 
     @property
     def ok(self) -> bool:

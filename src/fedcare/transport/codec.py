@@ -199,6 +199,7 @@ def encode_reply(reply: Reply) -> bytes:
         kind=reply.kind,
         num_samples=reply.num_samples,
         metrics=dict(reply.metrics),
+        info=dict(reply.info),
         end=END_MARKER,
     )
     _record_to_proto(reply.arrays, msg.arrays)
@@ -230,6 +231,14 @@ def decode_reply(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Reply:
         )
     for key in msg.metrics:
         _check_name(key, f"{where} metric name", limits)
+    if len(msg.info) > limits.max_entries:
+        raise ValidationError(
+            f"{where} has {len(msg.info)} info entries, above the limit {limits.max_entries}"
+        )
+    for key, value in msg.info.items():
+        _check_name(key, f"{where} info name", limits)
+        if len(value) > limits.max_json_chars:
+            raise ValidationError(f"{where}: info {key!r} is longer than the limit")
     error = None
     if msg.HasField("error"):
         _check_name(msg.error.kind, f"{where} error kind", limits)
@@ -245,4 +254,5 @@ def decode_reply(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Reply:
         metrics=dict(msg.metrics),
         error=error,
         version=msg.version,
+        info=dict(msg.info),
     )

@@ -23,7 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n$fedcare/transport/grpc/fedcare.proto\x12\nfedcare.v1"A\n\x05\x41rray\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c"0\n\x0b\x41rrayRecord\x12!\n\x06\x61rrays\x18\x01 \x03(\x0b\x32\x11.fedcare.v1.Array"V\n\rArraysMessage\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.fedcare.v1.ArrayRecord\x12\x0b\n\x03\x65nd\x18\x64 \x01(\x07"q\n\x0b\x43onfigValue\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x07\n\x05value"I\n\x10NamedArrayRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.fedcare.v1.ArrayRecord"\xe9\x02\n\x0bTaskMessage\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.fedcare.v1.ArrayRecord\x12\x33\n\x06\x63onfig\x18\x07 \x03(\x0b\x32#.fedcare.v1.TaskMessage.ConfigEntry\x12,\n\x06\x61rrays\x18\x08 \x03(\x0b\x32\x1c.fedcare.v1.NamedArrayRecord\x12\x11\n\tplan_json\x18\t \x01(\t\x12\x15\n\rpipeline_json\x18\n \x01(\t\x12\x0b\n\x03\x65nd\x18\x64 \x01(\x07\x1a\x46\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.fedcare.v1.ConfigValue:\x02\x38\x01"/\n\x0eReplyErrorInfo\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t"\xbd\x02\n\x0cReplyMessage\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\'\n\x06\x61rrays\x18\x06 \x01(\x0b\x32\x17.fedcare.v1.ArrayRecord\x12\x13\n\x0bnum_samples\x18\x07 \x01(\x03\x12\x36\n\x07metrics\x18\x08 \x03(\x0b\x32%.fedcare.v1.ReplyMessage.MetricsEntry\x12)\n\x05\x65rror\x18\t \x01(\x0b\x32\x1a.fedcare.v1.ReplyErrorInfo\x12\x0b\n\x03\x65nd\x18\x64 \x01(\x07\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01"l\n\x05\x43hunk\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c"T\n\x0cHelloRequest\x12\x14\n\x0csite_version\x18\x01 \x01(\t\x12\x17\n\x0fmessage_version\x18\x02 \x01(\r\x12\x15\n\rdatasets_json\x18\x03 \x01(\t"\xb6\x01\n\rHelloResponse\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x1b\n\x13\x63oordinator_version\x18\x03 \x01(\t\x12\x17\n\x0fmessage_version\x18\x04 \x01(\r\x12\x13\n\x0bserver_time\x18\x05 \x01(\x01\x12\x1c\n\x14heartbeat_interval_s\x18\x06 \x01(\x01\x12\x17\n\x0fmax_chunk_bytes\x18\x07 \x01(\r"!\n\x0fPullTaskRequest\x12\x0e\n\x06wait_s\x18\x01 \x01(\x01"Z\n\x0cPushReplyAck\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x12\n\nerror_kind\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t"2\n\x10HeartbeatRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t"8\n\x11HeartbeatResponse\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x01(\x08\x32\x8f\x02\n\x0b\x43oordinator\x12<\n\x05Hello\x12\x18.fedcare.v1.HelloRequest\x1a\x19.fedcare.v1.HelloResponse\x12<\n\x08PullTask\x12\x1b.fedcare.v1.PullTaskRequest\x1a\x11.fedcare.v1.Chunk0\x01\x12:\n\tPushReply\x12\x11.fedcare.v1.Chunk\x1a\x18.fedcare.v1.PushReplyAck(\x01\x12H\n\tHeartbeat\x12\x1c.fedcare.v1.HeartbeatRequest\x1a\x1d.fedcare.v1.HeartbeatResponseb\x06proto3'
+    b'\n$fedcare/transport/grpc/fedcare.proto\x12\nfedcare.v1"A\n\x05\x41rray\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c"0\n\x0b\x41rrayRecord\x12!\n\x06\x61rrays\x18\x01 \x03(\x0b\x32\x11.fedcare.v1.Array"V\n\rArraysMessage\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.fedcare.v1.ArrayRecord\x12\x0b\n\x03\x65nd\x18\x64 \x01(\x07"q\n\x0b\x43onfigValue\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x07\n\x05value"I\n\x10NamedArrayRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.fedcare.v1.ArrayRecord"\xe9\x02\n\x0bTaskMessage\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.fedcare.v1.ArrayRecord\x12\x33\n\x06\x63onfig\x18\x07 \x03(\x0b\x32#.fedcare.v1.TaskMessage.ConfigEntry\x12,\n\x06\x61rrays\x18\x08 \x03(\x0b\x32\x1c.fedcare.v1.NamedArrayRecord\x12\x11\n\tplan_json\x18\t \x01(\t\x12\x15\n\rpipeline_json\x18\n \x01(\t\x12\x0b\n\x03\x65nd\x18\x64 \x01(\x07\x1a\x46\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.fedcare.v1.ConfigValue:\x02\x38\x01"/\n\x0eReplyErrorInfo\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t"\x9c\x03\n\x0cReplyMessage\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\'\n\x06\x61rrays\x18\x06 \x01(\x0b\x32\x17.fedcare.v1.ArrayRecord\x12\x13\n\x0bnum_samples\x18\x07 \x01(\x03\x12\x36\n\x07metrics\x18\x08 \x03(\x0b\x32%.fedcare.v1.ReplyMessage.MetricsEntry\x12)\n\x05\x65rror\x18\t \x01(\x0b\x32\x1a.fedcare.v1.ReplyErrorInfo\x12\x30\n\x04info\x18\n \x03(\x0b\x32".fedcare.v1.ReplyMessage.InfoEntry\x12\x0b\n\x03\x65nd\x18\x64 \x01(\x07\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a+\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01"l\n\x05\x43hunk\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c"T\n\x0cHelloRequest\x12\x14\n\x0csite_version\x18\x01 \x01(\t\x12\x17\n\x0fmessage_version\x18\x02 \x01(\r\x12\x15\n\rdatasets_json\x18\x03 \x01(\t"\xb6\x01\n\rHelloResponse\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x1b\n\x13\x63oordinator_version\x18\x03 \x01(\t\x12\x17\n\x0fmessage_version\x18\x04 \x01(\r\x12\x13\n\x0bserver_time\x18\x05 \x01(\x01\x12\x1c\n\x14heartbeat_interval_s\x18\x06 \x01(\x01\x12\x17\n\x0fmax_chunk_bytes\x18\x07 \x01(\r"!\n\x0fPullTaskRequest\x12\x0e\n\x06wait_s\x18\x01 \x01(\x01"Z\n\x0cPushReplyAck\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x12\n\nerror_kind\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t"2\n\x10HeartbeatRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t"8\n\x11HeartbeatResponse\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x01(\x08\x32\x8f\x02\n\x0b\x43oordinator\x12<\n\x05Hello\x12\x18.fedcare.v1.HelloRequest\x1a\x19.fedcare.v1.HelloResponse\x12<\n\x08PullTask\x12\x1b.fedcare.v1.PullTaskRequest\x1a\x11.fedcare.v1.Chunk0\x01\x12:\n\tPushReply\x12\x11.fedcare.v1.Chunk\x1a\x18.fedcare.v1.PushReplyAck(\x01\x12H\n\tHeartbeat\x12\x1c.fedcare.v1.HeartbeatRequest\x1a\x1d.fedcare.v1.HeartbeatResponseb\x06proto3'
 )
 
 _globals = globals()
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
     _globals["_TASKMESSAGE_CONFIGENTRY"]._serialized_options = b"8\001"
     _globals["_REPLYMESSAGE_METRICSENTRY"]._loaded_options = None
     _globals["_REPLYMESSAGE_METRICSENTRY"]._serialized_options = b"8\001"
+    _globals["_REPLYMESSAGE_INFOENTRY"]._loaded_options = None
+    _globals["_REPLYMESSAGE_INFOENTRY"]._serialized_options = b"8\001"
     _globals["_ARRAY"]._serialized_start = 52
     _globals["_ARRAY"]._serialized_end = 117
     _globals["_ARRAYRECORD"]._serialized_start = 119
@@ -52,23 +54,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
     _globals["_REPLYERRORINFO"]._serialized_start = 811
     _globals["_REPLYERRORINFO"]._serialized_end = 858
     _globals["_REPLYMESSAGE"]._serialized_start = 861
-    _globals["_REPLYMESSAGE"]._serialized_end = 1178
-    _globals["_REPLYMESSAGE_METRICSENTRY"]._serialized_start = 1132
-    _globals["_REPLYMESSAGE_METRICSENTRY"]._serialized_end = 1178
-    _globals["_CHUNK"]._serialized_start = 1180
-    _globals["_CHUNK"]._serialized_end = 1288
-    _globals["_HELLOREQUEST"]._serialized_start = 1290
-    _globals["_HELLOREQUEST"]._serialized_end = 1374
-    _globals["_HELLORESPONSE"]._serialized_start = 1377
-    _globals["_HELLORESPONSE"]._serialized_end = 1559
-    _globals["_PULLTASKREQUEST"]._serialized_start = 1561
-    _globals["_PULLTASKREQUEST"]._serialized_end = 1594
-    _globals["_PUSHREPLYACK"]._serialized_start = 1596
-    _globals["_PUSHREPLYACK"]._serialized_end = 1686
-    _globals["_HEARTBEATREQUEST"]._serialized_start = 1688
-    _globals["_HEARTBEATREQUEST"]._serialized_end = 1738
-    _globals["_HEARTBEATRESPONSE"]._serialized_start = 1740
-    _globals["_HEARTBEATRESPONSE"]._serialized_end = 1796
-    _globals["_COORDINATOR"]._serialized_start = 1799
-    _globals["_COORDINATOR"]._serialized_end = 2070
+    _globals["_REPLYMESSAGE"]._serialized_end = 1273
+    _globals["_REPLYMESSAGE_METRICSENTRY"]._serialized_start = 1182
+    _globals["_REPLYMESSAGE_METRICSENTRY"]._serialized_end = 1228
+    _globals["_REPLYMESSAGE_INFOENTRY"]._serialized_start = 1230
+    _globals["_REPLYMESSAGE_INFOENTRY"]._serialized_end = 1273
+    _globals["_CHUNK"]._serialized_start = 1275
+    _globals["_CHUNK"]._serialized_end = 1383
+    _globals["_HELLOREQUEST"]._serialized_start = 1385
+    _globals["_HELLOREQUEST"]._serialized_end = 1469
+    _globals["_HELLORESPONSE"]._serialized_start = 1472
+    _globals["_HELLORESPONSE"]._serialized_end = 1654
+    _globals["_PULLTASKREQUEST"]._serialized_start = 1656
+    _globals["_PULLTASKREQUEST"]._serialized_end = 1689
+    _globals["_PUSHREPLYACK"]._serialized_start = 1691
+    _globals["_PUSHREPLYACK"]._serialized_end = 1781
+    _globals["_HEARTBEATREQUEST"]._serialized_start = 1783
+    _globals["_HEARTBEATREQUEST"]._serialized_end = 1833
+    _globals["_HEARTBEATRESPONSE"]._serialized_start = 1835
+    _globals["_HEARTBEATRESPONSE"]._serialized_end = 1891
+    _globals["_COORDINATOR"]._serialized_start = 1894
+    _globals["_COORDINATOR"]._serialized_end = 2165
 # @@protoc_insertion_point(module_scope)

@@ -155,6 +155,7 @@ class ReplyMessage(_message.Message):
         "num_samples",
         "metrics",
         "error",
+        "info",
         "end",
     )
     class MetricsEntry(_message.Message):
@@ -165,6 +166,14 @@ class ReplyMessage(_message.Message):
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
 
+    class InfoEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +183,7 @@ class ReplyMessage(_message.Message):
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     version: int
     study_id: str
@@ -184,6 +194,7 @@ class ReplyMessage(_message.Message):
     num_samples: int
     metrics: _containers.ScalarMap[str, float]
     error: ReplyErrorInfo
+    info: _containers.ScalarMap[str, str]
     end: int
     def __init__(
         self,
@@ -196,6 +207,7 @@ class ReplyMessage(_message.Message):
         num_samples: _Optional[int] = ...,
         metrics: _Optional[_Mapping[str, float]] = ...,
         error: _Optional[_Union[ReplyErrorInfo, _Mapping]] = ...,
+        info: _Optional[_Mapping[str, str]] = ...,
         end: _Optional[int] = ...,
     ) -> None: ...
 

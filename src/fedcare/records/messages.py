@@ -114,11 +114,11 @@ class Reply:
                 )
             metrics[k] = float(v)
         object.__setattr__(self, "metrics", metrics)
-        for k, v in self.info.items():
-            if not isinstance(k, str) or not isinstance(v, str):
+        for key, text in self.info.items():
+            if not isinstance(key, str) or not isinstance(text, str):
                 raise ValidationError(
-                    f"reply from site {self.site_id!r}: info {k!r} must map a string to a "
-                    f"string, got {v!r}"
+                    f"reply from site {self.site_id!r}: info {key!r} must map a string to a "
+                    f"string, got {text!r}"
                 )
         object.__setattr__(self, "info", dict(self.info))
 

@@ -2,15 +2,26 @@
 
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
 from fedcare.aggregation.chain import Layer, chain
+from fedcare.aggregation.krum import MultiKrum
 from fedcare.aggregation.mean import WeightedMean
+from fedcare.aggregation.median import CoordinateMedian
+from fedcare.aggregation.norm_bound import NormBound, site_clip
+from fedcare.aggregation.presets import build_aggregator
+from fedcare.aggregation.trimmed_mean import TrimmedMean
 from fedcare.aggregation.validate import ValidateUpdates
 
 __all__ = [
     "Aggregator",
     "Contribution",
+    "CoordinateMedian",
     "Layer",
     "Measurements",
+    "MultiKrum",
+    "NormBound",
+    "TrimmedMean",
     "ValidateUpdates",
     "WeightedMean",
+    "build_aggregator",
     "chain",
+    "site_clip",
 ]

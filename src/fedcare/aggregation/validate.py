@@ -66,10 +66,10 @@ class ValidateUpdates(Aggregator[ValidateState]):
                     rejected[c.site_id] = reason
 
         result, inner_state, measurements = self.inner.update(state.inner, accepted())
-        measurements = {
+        measurements = {  # inner layers (multi-Krum) may have rejected sites too
             **measurements,
-            "rejected_sites": sorted(rejected),
-            "rejected_reasons": dict(rejected),
+            "rejected_sites": sorted({*measurements.get("rejected_sites", []), *rejected}),
+            "rejected_reasons": {**measurements.get("rejected_reasons", {}), **rejected},
         }
         return result, ValidateState(state.template, inner_state), measurements
 

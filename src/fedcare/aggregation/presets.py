@@ -1,0 +1,140 @@
+"""Aggregation stacks as a study file writes them, and the stack they build.
+
+A study's ``aggregation:`` list names layers outermost first, e.g.::
+
+    aggregation:
+      - {name: norm_bound, max_norm: 5.0}
+      - {name: trimmed_mean, trim: 0.25}
+
+``norm_bound`` and ``krum`` wrap what follows them; ``mean``, ``median`` and ``trimmed_mean``
+combine contributions themselves and so may only come last (a sample-weighted ``mean`` is
+added when the list ends with a wrapping layer). :func:`build_aggregator` always puts
+:class:`~fedcare.aggregation.validate.ValidateUpdates` outermost, so a NaN, infinite or wrongly
+shaped update is rejected, naming its site, before any robust layer sees it. The specs are
+pydantic models, so a study file with an unknown layer or a bad option fails on load with the
+field's path (``aggregation.1.trimmed_mean.trim``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from fedcare.aggregation.base import Aggregator
+from fedcare.aggregation.krum import MultiKrum
+from fedcare.aggregation.mean import WeightedMean
+from fedcare.aggregation.median import CoordinateMedian
+from fedcare.aggregation.norm_bound import NormBound
+from fedcare.aggregation.trimmed_mean import TrimmedMean
+from fedcare.aggregation.validate import ValidateUpdates
+
+__all__ = [
+    "AggregationSpec",
+    "KrumSpec",
+    "LayerSpec",
+    "MeanSpec",
+    "MedianSpec",
+    "NormBoundSpec",
+    "TrimmedMeanSpec",
+    "build_aggregator",
+    "needs_each_update",
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NormBoundSpec(_Spec):
+    name: Literal["norm_bound"]
+    max_norm: float = Field(gt=0, allow_inf_nan=False)
+
+
+class KrumSpec(_Spec):
+    name: Literal["krum"]
+    num_byzantine: int = Field(default=1, ge=0)
+    num_selected: int | None = Field(default=None, ge=1)
+    outlier_threshold: float = Field(default=3.0, gt=0)
+
+
+class MeanSpec(_Spec):
+    name: Literal["mean"]
+    weighted: bool = True
+
+
+class MedianSpec(_Spec):
+    name: Literal["median"]
+    outlier_threshold: float = Field(default=3.0, gt=0)
+
+
+class TrimmedMeanSpec(_Spec):
+    name: Literal["trimmed_mean"]
+    trim: float | None = Field(default=None, ge=0, lt=0.5)
+    count: int | None = Field(default=None, ge=0)
+    outlier_threshold: float = Field(default=3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TrimmedMeanSpec:
+        if self.trim is not None and self.count is not None:
+            raise ValueError(f"give trim ({self.trim}) or count ({self.count}), not both")
+        return self
+
+
+LayerSpec = Annotated[
+    NormBoundSpec | KrumSpec | MeanSpec | MedianSpec | TrimmedMeanSpec,
+    Field(discriminator="name"),
+]
+_TERMINAL = ("mean", "median", "trimmed_mean")
+
+
+def _terminal_last(layers: list[Any]) -> list[Any]:
+    for i, layer in enumerate(layers[:-1]):
+        if layer.name in _TERMINAL:
+            raise ValueError(
+                f"layer {i} ({layer.name!r}) combines contributions itself and must be the "
+                f"last layer; {layers[i + 1].name!r} follows it"
+            )
+    return layers
+
+
+#: The type of a study's ``aggregation:`` field.
+AggregationSpec = Annotated[list[LayerSpec], AfterValidator(_terminal_last)]
+
+
+def _layer(spec: Any, inner: Aggregator[Any] | None) -> Aggregator[Any]:
+    options = spec.model_dump(exclude={"name"}, exclude_none=True)
+    if isinstance(spec, NormBoundSpec):
+        assert inner is not None
+        return NormBound(inner, **options)
+    if isinstance(spec, KrumSpec):
+        return MultiKrum(inner, **options)
+    if isinstance(spec, MedianSpec):
+        return CoordinateMedian(**options)
+    if isinstance(spec, TrimmedMeanSpec):
+        return TrimmedMean(**options)
+    return WeightedMean(**options)
+
+
+def needs_each_update(layers: Sequence[Any]) -> list[str]:
+    """Names of the layers that need every site's update, so cannot run under secure sum.
+
+    ``norm_bound`` and a plain ``mean`` work on the masked sum: the site clips before masking.
+    """
+    return [layer.name for layer in layers if layer.name not in ("norm_bound", "mean")]
+
+
+def build_aggregator(layers: Sequence[Any]) -> Aggregator[Any]:
+    """``ValidateUpdates`` around the stack ``layers`` names (outermost first).
+
+    An empty list gives the default: validation around a sample-weighted mean.
+    """
+    checked = _terminal_last(list(layers))
+    agg: Aggregator[Any] | None = None
+    if not checked or checked[-1].name not in _TERMINAL:
+        agg = WeightedMean()
+    for spec in reversed(checked):
+        agg = _layer(spec, agg)
+    assert agg is not None
+    return ValidateUpdates(agg)

@@ -1,0 +1,252 @@
+"""The coordinator half of SecAgg+: a sans-I/O state machine over four stages.
+
+``start`` returns the first outbound messages; ``step(state, inbound)`` takes every reply of the
+current stage (sites that did not answer are simply absent) and returns the next state and
+outbound messages. After the ``unmask`` stage the state holds the result: the sum of the
+surviving sites' vectors, and who dropped out at which stage. The coordinator only relays: it
+sees public keys, ciphertexts it cannot open, masked vectors and, at the end, shares of the
+self-masks of survivors or of the pairwise keys of dropped sites, never both for one site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from fedcare.errors import AggregationError, ValidationError
+from fedcare.records.arrays import ArrayRecord
+from fedcare.secure.secagg import shamir
+from fedcare.secure.secagg.graph import default_degree, default_threshold, neighbour_graph
+from fedcare.secure.secagg.keys import KeyPair, derive_key
+from fedcare.secure.secagg.messages import (
+    ClientMessage,
+    RoundSetup,
+    ServerMessage,
+    Stage,
+    as_bytes,
+    from_bytes,
+)
+from fedcare.secure.secagg.prg import prg_uint64
+from fedcare.secure.secagg.quantize import QuantSpec, dequantize_sum
+
+__all__ = ["SecAggResult", "SecAggServer", "ServerState"]
+
+CHUNKS = 16  # 16-bit chunks in a 32-byte secret
+
+
+@dataclass(frozen=True)
+class SecAggResult:
+    """The decoded sum over ``sites`` and who dropped out at each stage."""
+
+    total: np.ndarray
+    sites: tuple[str, ...]
+    dropped: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Where a round stands; ``stage`` is the stage whose replies are awaited next."""
+
+    setup: RoundSetup
+    stage: Stage | None
+    alive: tuple[str, ...]
+    dropped: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    keys: Mapping[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    pairs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    sharers: tuple[str, ...] = ()
+    masked_sum: np.ndarray | None = None
+    result: SecAggResult | None = None
+
+
+class SecAggServer:
+    """Runs one secure sum per round.
+
+    Parameters
+    ----------
+    quant:
+        Fixed-point encoding (clip and bits).
+    degree:
+        Neighbours per site (``None``: :func:`default_degree`).
+    threshold:
+        Shares needed to reconstruct a secret (``None``: :func:`default_threshold`).
+    """
+
+    def __init__(
+        self, quant: QuantSpec, *, degree: int | None = None, threshold: int | None = None
+    ) -> None:
+        self.quant, self.degree, self.threshold = quant, degree, threshold
+
+    def start(
+        self, study_id: str, round: int, sites: Sequence[str], length: int, *, seed: int
+    ) -> tuple[ServerState, dict[str, ServerMessage]]:
+        """The first stage (advertise keys) for ``sites``, summing vectors of ``length``."""
+        ordered = tuple(sorted(set(sites)))
+        n = len(ordered)
+        degree = min(self.degree or default_degree(n), n - 1)
+        t = self.threshold or default_threshold(degree)
+        low = default_threshold(degree)  # a strict majority: never both shares of one site
+        if not low <= t <= degree + 1:
+            raise AggregationError(
+                f"secure aggregation threshold must be in [{low}, {degree + 1}] for degree "
+                f"{degree} ({n} sites), got {t}"
+            )
+        if n > self.quant.max_sites():
+            raise AggregationError(f"{n} sites overflow {self.quant.bits}-bit levels mod 2^64")
+        setup = RoundSetup(
+            study_id, round, ordered, neighbour_graph(ordered, degree, seed), t, length, self.quant
+        )
+        state = ServerState(setup=setup, stage="advertise", alive=ordered)
+        return state, {s: ServerMessage("advertise", setup.header_for(s)) for s in ordered}
+
+    def step(
+        self, state: ServerState, inbound: Mapping[str, ClientMessage]
+    ) -> tuple[ServerState, dict[str, ServerMessage]]:
+        """Consume the replies to ``state.stage``; return the next state and messages.
+
+        Raises
+        ------
+        AggregationError
+            When too few sites remain to finish the round, naming the stage and the counts.
+        """
+        handlers = {
+            "advertise": self._on_keys,
+            "share": self._on_shares,
+            "mask": self._on_masked,
+            "unmask": self._on_unmask,
+        }
+        if state.stage is None:
+            raise AggregationError("secure aggregation round is already finished")
+        replies = {s: m for s, m in inbound.items() if s in state.alive and m.stage == state.stage}
+        return handlers[state.stage](state, replies)
+
+    # stages -----------------------------------------------------------------------------------
+    def _survivors(
+        self, state: ServerState, got: Sequence[str], stage: Stage
+    ) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+        alive = tuple(s for s in state.alive if s in set(got))
+        lost = tuple(s for s in state.alive if s not in set(got))
+        t = state.setup.threshold
+        if len(alive) < t:
+            raise AggregationError(
+                f"secure aggregation failed at stage {stage!r}: {len(alive)} of "
+                f"{len(state.setup.sites)} sites remain ({len(lost)} dropped here: {list(lost)}), "
+                f"threshold is {t}"
+            )
+        return alive, {**state.dropped, stage: lost}
+
+    def _on_keys(
+        self, state: ServerState, inbound: Mapping[str, ClientMessage]
+    ) -> tuple[ServerState, dict[str, ServerMessage]]:
+        keys: dict[str, tuple[bytes, bytes]] = {}
+        for site, msg in inbound.items():
+            try:
+                keys[site] = (as_bytes(msg.payload["c_pk"]), as_bytes(msg.payload["s_pk"]))
+            except (KeyError, ValidationError):
+                continue
+        alive, dropped = self._survivors(state, list(keys), "advertise")
+        out = {}
+        for s in alive:
+            near = [v for v in state.setup.neighbours[s] if v in keys]
+            payload = {f"c_pk/{v}": from_bytes(keys[v][0]) for v in near}
+            payload |= {f"s_pk/{v}": from_bytes(keys[v][1]) for v in near}
+            out[s] = ServerMessage("share", {}, ArrayRecord(payload))
+        new = replace(state, stage="share", alive=alive, dropped=dropped, keys=keys)
+        return new, out
+
+    def _on_shares(
+        self, state: ServerState, inbound: Mapping[str, ClientMessage]
+    ) -> tuple[ServerState, dict[str, ServerMessage]]:
+        sent = {
+            u: {k[3:]: v for k, v in m.payload.items() if k.startswith("to/")}
+            for u, m in inbound.items()
+        }
+        alive, dropped = self._survivors(state, list(sent), "share")
+        pairs: dict[str, tuple[str, ...]] = {}
+        out = {}
+        for v in alive:
+            # a pair masks only when both sent each other shares: both ends then agree on it
+            mutual = tuple(
+                u
+                for u in state.setup.neighbours[v]
+                if u in sent and v in sent[u] and u in sent.get(v, {})
+            )
+            pairs[v] = mutual
+            payload = ArrayRecord({f"share/{u}": sent[u][v] for u in mutual})
+            out[v] = ServerMessage("mask", {}, payload)
+        new = replace(state, stage="mask", alive=alive, dropped=dropped, pairs=pairs, sharers=alive)
+        return new, out
+
+    def _on_masked(
+        self, state: ServerState, inbound: Mapping[str, ClientMessage]
+    ) -> tuple[ServerState, dict[str, ServerMessage]]:
+        total = np.zeros(state.setup.length, dtype=np.uint64)
+        good = []
+        for site, msg in inbound.items():
+            vec = msg.payload.get("masked")
+            if vec is None or vec.dtype != np.uint64 or vec.shape != (state.setup.length,):
+                continue
+            total += vec  # wraps mod 2^64, as intended
+            good.append(site)
+        alive, dropped = self._survivors(state, good, "mask")
+        out = {}
+        for v in alive:
+            survived = [u for u in (*state.pairs[v], v) if u in alive]
+            lost = [u for u in state.pairs[v] if u not in alive]
+            out[v] = ServerMessage("unmask", {"survived": sorted(survived), "dropped": lost})
+        new = replace(state, stage="unmask", alive=alive, dropped=dropped, masked_sum=total)
+        return new, out
+
+    def _on_unmask(
+        self, state: ServerState, inbound: Mapping[str, ClientMessage]
+    ) -> tuple[ServerState, dict[str, ServerMessage]]:
+        _, dropped = self._survivors(state, list(inbound), "unmask")
+        assert state.masked_sum is not None
+        total = state.masked_sum.copy()
+        setup = state.setup
+        for u in state.alive:  # survivors: remove their self-masks
+            seed = self._reconstruct(state, inbound, u, "b")
+            np.subtract(total, prg_uint64(seed, setup.length), out=total)
+        for u in (s for s in state.sharers if s not in state.alive):  # dropped after sharing
+            sk = KeyPair(self._reconstruct(state, inbound, u, "sk"), b"")
+            for v in (p for p in state.pairs[u] if p in state.alive):
+                key = derive_key(
+                    sk,
+                    state.keys[v][1],
+                    purpose="mask",
+                    study_id=setup.study_id,
+                    round=setup.round,
+                    me=u,
+                    peer=v,
+                )
+                mask = prg_uint64(key, setup.length)
+                # v added +mask iff v < u; in place on our own copy, wrapping mod 2^64
+                (np.subtract if v < u else np.add)(total, mask, out=total)
+        result = SecAggResult(
+            dequantize_sum(total, len(state.alive), setup.quant), state.alive, dropped
+        )
+        return replace(state, stage=None, dropped=dropped, result=result), {}
+
+    @staticmethod
+    def _reconstruct(
+        state: ServerState, inbound: Mapping[str, ClientMessage], u: str, kind: str
+    ) -> bytes:
+        xs: list[int] = []
+        rows: list[np.ndarray] = []
+        for holder, msg in inbound.items():
+            share = msg.payload.get(f"{kind}/{u}")
+            if share is not None and share.shape == (CHUNKS,):
+                xs.append(state.setup.point(holder))
+                rows.append(share.astype(np.int64))
+        t = state.setup.threshold
+        what = "self-mask seed" if kind == "b" else "pairwise key"
+        if len(xs) < t:
+            raise AggregationError(
+                f"secure aggregation failed at stage 'unmask': {len(xs)} shares of site {u!r}'s "
+                f"{what} arrived, threshold is {t} ({len(inbound)} sites answered)"
+            )
+        try:
+            return shamir.reconstruct(xs, np.stack(rows), t)
+        except ValidationError as err:
+            raise AggregationError(f"cannot reconstruct site {u!r}'s {what}: {err}") from err

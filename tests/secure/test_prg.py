@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+
+from fedcare.errors import ValidationError
+from fedcare.secure.secagg.prg import prg_uint64
+
+
+def test_prg_is_deterministic_and_prefix_consistent() -> None:
+    seed = bytes(range(32))
+    a = prg_uint64(seed, 1000)
+    assert a.dtype == np.uint64 and a.shape == (1000,)
+    assert np.array_equal(a, prg_uint64(seed, 1000))
+    assert np.array_equal(a[:10], prg_uint64(seed, 10))
+    assert not np.array_equal(a, prg_uint64(bytes(31) + b"\x01", 1000))
+
+
+def test_prg_output_looks_uniform() -> None:
+    x = prg_uint64(b"k" * 32, 200_000)
+    top = (x >> np.uint64(60)).astype(int)  # 16 buckets from the top bits
+    counts = np.bincount(top, minlength=16)
+    expected = len(x) / 16
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 50  # 15 dof: p < 1e-5 beyond this
+    assert abs(float((x & np.uint64(1)).mean()) - 0.5) < 0.01
+
+
+def test_prg_rejects_bad_seed() -> None:
+    with pytest.raises(ValidationError, match="expected 32"):
+        prg_uint64(b"x", 4)

@@ -6,35 +6,125 @@ datasets:
     builtin: heart-disease       # a built-in loader (see fedcare.data.registry)
     options: {protocol: raw}
     site: cleveland              # this hospital's part of it
+  heart-local:                   # or: the hospital's own table, mapped to the study's schema
+    source: {kind: csv, path: exports/heart.csv}   # a loader spec, or a CSV/Parquet path
+    schema: cdm/heart-disease/schema.yaml
+    mapping: cdm/heart-disease/sites/bern.yaml
+    test_fraction: 0.3
+    seed: 7
 ```
+Relative paths are taken from the folder of the site data file. A mapped dataset is checked
+(:func:`fedcare.data.cdm.check_table`) when it is loaded; when it fails the schema's required
+checks, the site refuses every task on it with the report's summary (``data-check-failed``),
+and the coordinator learns only the report's shareable counts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from fedcare.data.base import SiteData
-from fedcare.errors import ConfigError
+from fedcare.errors import ConfigError, DataError
+from fedcare.records.messages import Reply, Task
 
-__all__ = ["DatasetEntry", "SiteDataConfig"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fedcare.data.cdm import SiteMapping, SiteReport
+
+__all__ = ["DATA_CHECK_FAILED", "DatasetEntry", "SiteDataConfig", "refusal"]
+
+#: The error kind of a reply refusing a task because the dataset failed its data check.
+DATA_CHECK_FAILED = "data-check-failed"
 
 
 class DatasetEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    builtin: str
-    site: str
+    builtin: str | None = None
+    site: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    source: dict[str, Any] | str | None = None
+    schema_file: str | None = Field(default=None, alias="schema")
+    mapping: str | None = None
+    test_fraction: float = Field(default=0.3, gt=0, lt=1)
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DatasetEntry:
+        if (self.builtin is None) == (self.source is None):
+            raise ValueError("give exactly one of 'builtin' or 'source'")
+        if self.builtin is not None and self.site is None:
+            raise ValueError("a builtin dataset needs 'site' (this hospital's part of it)")
+        if self.source is not None and (self.schema_file is None or self.mapping is None):
+            raise ValueError("a 'source' dataset needs 'schema' and 'mapping' files")
+        return self
+
+    def relative_to(self, base: Path) -> DatasetEntry:
+        """The entry with its relative file paths taken from ``base``."""
+        if self.source is None:
+            return self
+        fix = {
+            "schema_file": _under(base, self.schema_file),
+            "mapping": _under(base, self.mapping),
+            "source": _under(base, self.source) if isinstance(self.source, str) else self.source,
+        }
+        if isinstance(self.source, dict) and isinstance(self.source.get("path"), str):
+            fix["source"] = {**self.source, "path": _under(base, self.source["path"])}
+        return self.model_copy(update=fix)
+
+    def checked(self) -> tuple[SiteData | None, SiteReport | None]:
+        """The site's data, and for a mapped source its data-check report.
+
+        The data is ``None`` when the report fails the schema's required checks.
+        """
+        if self.builtin is not None:
+            from fedcare.data.registry import load_dataset
+
+            return load_dataset(self.builtin, **self.options).site(str(self.site)), None
+        from fedcare.data.cdm import Schema, SiteMapping, check_table, to_site_data
+
+        schema = Schema.from_yaml(str(self.schema_file))
+        mapping = SiteMapping.from_yaml(str(self.mapping))
+        result = check_table(_read_source(self.source, mapping), schema, mapping)
+        if not result.report.passed:
+            return None, result.report
+        site_id = self.site or mapping.site or "site"
+        data, _ = to_site_data(
+            result, schema, site_id, test_fraction=self.test_fraction, seed=self.seed
+        )
+        return data, result.report
 
     def load(self) -> SiteData:
-        from fedcare.data.registry import load_dataset
+        """The site's data; a mapped source that fails its data check raises DataError."""
+        data, report = self.checked()
+        if data is None:
+            assert report is not None
+            raise DataError(report.summary)
+        return data
 
-        return load_dataset(self.builtin, **self.options).site(self.site)
+
+def _under(base: Path, path: str | None) -> str | None:
+    return None if path is None else str(base / path)
+
+
+def _read_source(source: dict[str, Any] | str | None, mapping: SiteMapping) -> pd.DataFrame:
+    from fedcare.data.cdm.io import read_source, read_table
+
+    if isinstance(source, dict):
+        return read_source(source, mapping)
+    return read_table(str(source), mapping)
+
+
+def refusal(reason: str) -> Callable[[Task], Reply]:
+    """A handler refusing every task with ``reason`` (a failed data check's summary)."""
+    return lambda task: Reply.failure(task, DATA_CHECK_FAILED, reason)
 
 
 class SiteDataConfig(BaseModel):
@@ -52,22 +142,30 @@ class SiteDataConfig(BaseModel):
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         try:
-            return cls.model_validate(data)
+            config = cls.model_validate(data)
         except PydanticValidationError as err:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
             )
             raise ConfigError(f"{path}: {problems}") from None
+        base = path.resolve().parent
+        entries = {name: e.relative_to(base) for name, e in config.datasets.items()}
+        return config.model_copy(update={"datasets": entries})
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """What the coordinator may know about each dataset: shapes and counts, no rows."""
         out: dict[str, dict[str, Any]] = {}
         for name, entry in self.datasets.items():
-            data = entry.load()
-            out[name] = {
-                "input_shape": list(data.train.input_shape),
-                "task": "survival" if data.train.time is not None else "binary",
-                "num_train": len(data.train),
-                "num_test": len(data.test),
-            }
+            data, report = entry.checked()
+            described: dict[str, Any] = {}
+            if data is not None:
+                described = {
+                    "input_shape": list(data.train.input_shape),
+                    "task": "survival" if data.train.time is not None else "binary",
+                    "num_train": len(data.train),
+                    "num_test": len(data.test),
+                }
+            if report is not None:  # aggregate counts only, small cells suppressed
+                described["data_check"] = report.shareable()
+            out[name] = described
         return out

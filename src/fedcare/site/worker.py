@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcare.records.messages import Reply, Task
-from fedcare.site.config import SiteDataConfig
+from fedcare.site.config import SiteDataConfig, refusal
 from fedcare.transport.codec import decode_reply, decode_task, encode_reply, encode_task
 
 __all__ = ["TaskWorker"]
@@ -35,14 +35,35 @@ def _route(apps: dict[str, Any], task: Task) -> Reply:
     return reply
 
 
-def _worker_main(conn: Connection, site_id: str, config_json: str, state_dir: str) -> None:
+def _limit_memory(memory_limit_mb: int | None) -> None:
+    """Cap this process's address space (the site policy's memory limit)."""
+    if memory_limit_mb is None:
+        return
+    import resource
+
+    limit = memory_limit_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _worker_main(
+    conn: Connection,
+    site_id: str,
+    config_json: str,
+    state_dir: str,
+    memory_limit_mb: int | None = None,
+) -> None:
     from fedcare.data.base import SiteData
     from fedcare.site.app import SiteApp
+
+    _limit_memory(memory_limit_mb)
 
     config = SiteDataConfig.model_validate_json(config_json)
     apps: dict[str, Any] = {}
     for name, entry in config.datasets.items():
-        data = entry.load()
+        data, report = entry.checked()
+        if data is None:  # failed its data check: every task on it is refused with the reason
+            apps[name] = refusal(report.summary if report is not None else "no data")
+            continue
         apps[name] = SiteApp(
             SiteData(site_id, data.train, data.test), state_dir=Path(state_dir) / name
         )
@@ -62,12 +83,19 @@ class TaskWorker:
     """One worker process for one site; ``run`` blocks until the reply or the time limit."""
 
     def __init__(
-        self, site_id: str, config: SiteDataConfig, state_dir: Path, *, time_limit: float
+        self,
+        site_id: str,
+        config: SiteDataConfig,
+        state_dir: Path,
+        *,
+        time_limit: float,
+        memory_limit_mb: int | None = None,
     ) -> None:
         self.site_id = site_id
         self.config = config
         self.state_dir = state_dir
         self.time_limit = time_limit
+        self.memory_limit_mb = memory_limit_mb
         self._ctx = mp.get_context("spawn")
         self._proc: Any = None
         self._conn: Connection | None = None
@@ -78,7 +106,13 @@ class TaskWorker:
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, self.site_id, self.config.model_dump_json(), str(self.state_dir)),
+            args=(
+                child,
+                self.site_id,
+                self.config.model_dump_json(),
+                str(self.state_dir),
+                self.memory_limit_mb,
+            ),
             name=f"fedcare-worker-{self.site_id}",
             daemon=True,
         )

@@ -1,0 +1,152 @@
+"""From a checked, harmonized table to a site's train/test arrays (the same columns everywhere).
+
+Features are the schema's ``feature`` variables in schema order; a category becomes one 0/1
+column per code except the first (the reference level), in the schema's code order, so every
+site produces the same columns whatever codes it saw. Values the check found invalid (out of
+range, unmapped codes, non-integers, non-booleans) become ``NaN`` like missing ones; the site's
+preprocessing imputes them. Rows without a label cannot be trained on: they are left out of
+the arrays and counted in the report (``rows_without_label`` in :func:`to_site_data`'s info).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from fedcare.data.base import Dataset, FederatedDataset, SiteData, TaskType
+from fedcare.data.cdm.mapping import SiteMapping
+from fedcare.data.cdm.report import CheckResult, check_table
+from fedcare.data.cdm.schema import Schema
+from fedcare.errors import ConfigError, DataError
+
+__all__ = ["build_federation", "feature_names", "to_site_data"]
+
+
+def feature_names(schema: Schema) -> tuple[str, ...]:
+    """The feature columns every site produces for ``schema``."""
+    names: list[str] = []
+    for v in schema.features:
+        if v.type == "category":
+            names += [f"{v.name}_{code}" for code in (v.codes or ())[1:]]
+        elif v.type != "date":
+            names.append(v.name)
+    return tuple(names)
+
+
+def _clean(result: CheckResult) -> pd.DataFrame:
+    frame = result.frame.copy()
+    for p in result.problems:
+        if p.kind != "type-error" and p.variable in frame.columns:
+            frame.loc[p.row, p.variable] = None
+    return frame
+
+
+def _features(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
+    columns: list[np.ndarray] = []
+    for v in schema.features:
+        if v.name not in frame.columns:
+            width = len(v.codes or ()) - 1 if v.type == "category" else 1
+            columns += [np.full(len(frame), np.nan)] * width
+        elif v.type == "category":
+            values = frame[v.name]
+            for code in (v.codes or ())[1:]:
+                hot = (values == code).astype(float).to_numpy()
+                columns.append(np.where(values.isna().to_numpy(), np.nan, hot))
+        elif v.type != "date":
+            columns.append(frame[v.name].to_numpy(dtype=float))
+    return np.column_stack(columns) if columns else np.empty((len(frame), 0))
+
+
+def _split(label: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    test: list[np.ndarray] = []
+    for value in np.unique(label):
+        rows = rng.permutation(np.flatnonzero(label == value))
+        k = round(test_fraction * len(rows))
+        if len(rows) >= 2:
+            k = min(max(k, 1), len(rows) - 1)
+        test.append(rows[:k])
+    test_idx = np.sort(np.concatenate(test)) if test else np.array([], dtype=int)
+    train_idx = np.setdiff1d(np.arange(len(label)), test_idx)
+    return train_idx, test_idx
+
+
+def to_site_data(
+    result: CheckResult, schema: Schema, site_id: str, *, test_fraction: float, seed: int
+) -> tuple[SiteData, dict[str, int]]:
+    """The site's arrays and ``{"rows": n, "rows_without_label": k}``.
+
+    The split is stratified by label (by event for survival) and seeded by ``seed``.
+
+    Raises
+    ------
+    ConfigError
+        If the schema has no label (or event) variable, or ``test_fraction`` is not in (0, 1).
+    DataError
+        If no row has a label.
+    """
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    labels = schema.with_role("label") + schema.with_role("event")
+    if not labels:
+        raise ConfigError(f"schema {schema.path}: no variable has role 'label' or 'event'")
+    frame = _clean(result)
+    label_name = labels[0].name
+    times = schema.with_role("time")
+    needed = [label_name] + [t.name for t in times]
+    keep = frame[needed].notna().all(axis=1).to_numpy()
+    if not keep.any():
+        raise DataError(f"site {site_id}: no row has a {label_name!r} value")
+    kept = frame[keep]
+    y = kept[label_name].to_numpy(dtype=float).astype(np.int64)
+    X = _features(kept, schema)
+    time = kept[times[0].name].to_numpy(dtype=float) if times else None
+    train_idx, test_idx = _split(y, test_fraction, seed)
+    data = Dataset(X=X, y=y, time=time)
+    site = SiteData(site_id, train=data.take(train_idx), test=data.take(test_idx))
+    return site, {"rows": len(frame), "rows_without_label": int((~keep).sum())}
+
+
+def build_federation(
+    schema: Schema,
+    sites: Mapping[str, tuple[pd.DataFrame, SiteMapping]],
+    *,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+) -> FederatedDataset:
+    """A simulated federation from each site's raw table and mapping (simulation only).
+
+    A site whose data fails the required checks is refused, as a site agent would: it is left
+    out, and ``extra["refused_sites"]`` gives its report's summary. ``extra["data_checks"]``
+    holds every site's shareable counts.
+
+    Raises
+    ------
+    DataError
+        If every site is refused.
+    """
+    kept: list[SiteData] = []
+    refused: dict[str, str] = {}
+    shared: dict[str, object] = {}
+    for site_id, (table, mapping) in sites.items():
+        result = check_table(table, schema, mapping)
+        shared[site_id] = result.report.shareable()
+        if not result.report.passed:
+            refused[site_id] = result.report.summary
+            continue
+        data, _ = to_site_data(result, schema, site_id, test_fraction=test_fraction, seed=seed)
+        kept.append(data)
+    if not kept:
+        raise DataError(f"schema {schema.path}: every site failed its data check: {refused}")
+    task: TaskType = "survival" if schema.with_role("time") else "binary"
+    return FederatedDataset(
+        name=schema.name,
+        task=task,
+        sites=tuple(kept),
+        feature_names=feature_names(schema),
+        metrics=("cindex",) if task == "survival" else ("accuracy", "auroc"),
+        description=schema.description,
+        extra={"refused_sites": refused, "data_checks": shared},
+    )

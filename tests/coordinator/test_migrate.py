@@ -17,7 +17,7 @@ from fedcare.coordinator.engine import make_engine
 from fedcare.coordinator.migrate import MIGRATIONS_DIR, alembic_config
 from fedcare.errors import StoreError
 
-TABLES = {"sites", "studies", "rounds", "tasks", "replies"}
+TABLES = {"sites", "studies", "rounds", "tasks", "replies", "models"}
 
 
 def _diffs(url: str | URL, target: MetaData = metadata) -> list[object]:
@@ -33,7 +33,7 @@ def _diffs(url: str | URL, target: MetaData = metadata) -> list[object]:
 def test_upgrade_from_empty_reaches_head_and_matches_the_orm(empty_db_url: str | URL) -> None:
     assert current_revision(empty_db_url) is None
     upgrade(empty_db_url)
-    assert current_revision(empty_db_url) == head_revision() == "0001"
+    assert current_revision(empty_db_url) == head_revision() == "0002"
     engine = make_engine(empty_db_url)
     try:
         assert set(inspect(engine).get_table_names()) >= TABLES

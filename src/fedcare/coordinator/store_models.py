@@ -1,0 +1,130 @@
+"""The model registry: register a study's final model with its card; list, read, trace lineage.
+
+A version id is derived from the study id and round (:func:`model_version_id`), so a runner
+that registers the same final model again after a crash gets a :class:`ConflictError` and can
+read the existing version instead. The parameters are an artifact (content-addressed) written
+before the row, so no row ever points at a missing artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from fedcare.coordinator.db import ModelRow
+from fedcare.coordinator.jsonsafe import to_json
+from fedcare.coordinator.rows import ModelInfo, snapshot
+from fedcare.coordinator.store_base import StoreBase, check_id, check_int
+from fedcare.errors import ConflictError, NotFoundError, ValidationError
+
+__all__ = ["ModelsMixin", "model_version_id"]
+
+MODEL_HASH_MAX = 80
+
+
+def model_version_id(study_id: str, round: int) -> str:
+    """The registry version id of ``study_id``'s model after ``round``: ``m-<16 hex>``."""
+    return "m-" + hashlib.sha256(f"{study_id}/{round}".encode()).hexdigest()[:16]
+
+
+def _not_found(version: str) -> NotFoundError:
+    return NotFoundError(f"no model version {version!r} in the registry")
+
+
+class ModelsMixin(StoreBase):
+    """Register models and read them back."""
+
+    def register_model(
+        self,
+        study_id: str,
+        round: int,
+        *,
+        params: bytes,
+        model_hash: str,
+        card: Mapping[str, Any],
+        parent: str | None = None,
+        created_at: datetime | None = None,
+    ) -> ModelInfo:
+        """Add the model of ``study_id`` after ``round`` (params stored as an artifact).
+
+        Raises
+        ------
+        NotFoundError
+            If the study or the ``parent`` version does not exist (names it).
+        ConflictError
+            If this study's model of ``round`` is already registered; nothing changes.
+        ValidationError
+            If an argument is malformed.
+        """
+        check_int(round, "round")
+        check_id(model_hash, "model_hash", max_len=MODEL_HASH_MAX)
+        if parent is not None:
+            check_id(parent, "parent")
+        if not isinstance(params, bytes):
+            raise ValidationError(f"params must be bytes, got {type(params).__name__}")
+        version = model_version_id(study_id, round)
+        stored = to_json(card, f"model card of study {study_id!r}")
+        with self._tx(write=False) as s:  # refuse before writing the artifact
+            self._check_new(s, study_id, version, parent)
+        row = ModelRow(
+            version=version,
+            study_id=study_id,
+            round=round,
+            artifact_digest=self.artifacts.put(params),
+            model_hash=model_hash,
+            parent=parent,
+            card=stored,
+            created_at=created_at or self._now(),
+        )
+        try:
+            with self._tx(write=True) as s:
+                self._check_new(s, study_id, version, parent)
+                s.add(row)
+        except IntegrityError as err:
+            raise ConflictError(f"model version {version!r} is already registered") from err
+        return snapshot(ModelInfo, row)
+
+    def _check_new(self, s: Any, study_id: str, version: str, parent: str | None) -> None:
+        self._study(s, study_id)
+        if s.get(ModelRow, version) is not None:
+            raise ConflictError(
+                f"model version {version!r} (study {study_id!r}) is already registered"
+            )
+        if parent is not None and s.get(ModelRow, parent) is None:
+            raise NotFoundError(f"parent model version {parent!r} is not in the registry")
+
+    def get_model(self, version: str) -> ModelInfo:
+        """The registered version ``version``; NotFoundError naming it if there is none."""
+        with self._tx(write=False) as s:
+            row = s.get(ModelRow, version)
+            if row is None:
+                raise _not_found(version)
+            return snapshot(ModelInfo, row)
+
+    def list_models(self, study_id: str | None = None) -> list[ModelInfo]:
+        """Every registered version (or those of ``study_id``), oldest first."""
+        stmt = select(ModelRow).order_by(ModelRow.created_at, ModelRow.version)
+        if study_id is not None:
+            stmt = stmt.where(ModelRow.study_id == study_id)
+        with self._tx(write=False) as s:
+            return [snapshot(ModelInfo, r) for r in s.scalars(stmt)]
+
+    def lineage(self, version: str) -> list[ModelInfo]:
+        """``version``, its parent, the parent's parent, ... up to a model with no parent."""
+        chain: list[ModelInfo] = []
+        current: str | None = version
+        while current is not None:
+            if any(m.version == current for m in chain):
+                raise ConflictError(f"model lineage of {version!r} has a cycle at {current!r}")
+            chain.append(self.get_model(current))
+            current = chain[-1].parent
+        return chain
+
+    def model_params(self, version: str) -> bytes:
+        """The encoded parameters of ``version`` (verified against their digest)."""
+        return self.artifacts.get(self.get_model(version).artifact_digest)

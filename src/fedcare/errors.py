@@ -18,6 +18,8 @@ the whole family with one clause and a specific failure with another::
     │   └── AuthenticationError
     │                          a peer's certificate is missing, foreign, revoked or lacks a
     │                          site identity
+    ├── AuditError             an audit log is corrupt, disagrees with its signed head
+    │                          checkpoint, is signed with another key, or could not be written
     └── StoreError             the coordinator's database or artifact folder refused an operation
         ├── NotFoundError      no site, study, round, task or artifact has that id or digest
         ├── ConflictError      the change contradicts stored state (duplicate round, a status
@@ -35,6 +37,7 @@ from __future__ import annotations
 __all__ = [
     "AggregationError",
     "ArtifactCorruptError",
+    "AuditError",
     "AuthenticationError",
     "ChecksumError",
     "ConfigError",
@@ -106,6 +109,11 @@ class SiteError(FedcareError):
 
 class TransportError(FedcareError):
     """The grid could not deliver tasks or collect replies."""
+
+
+class AuditError(FedcareError):
+    """An audit log cannot be extended safely (corrupt tail, head mismatch, foreign key) or
+    a write to it failed; the message says whether anything reached the disk."""
 
 
 class StoreError(FedcareError):

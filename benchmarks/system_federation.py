@@ -83,7 +83,7 @@ def _start(procs: Processes, root: Path, sites: list[str]) -> tuple[int, list[in
     port = _free_port()
     kit, data_files = _provision(root, sites, port)
     home, coordinator, agents = start_federation(
-        procs, root, kit, data_files, port=port, liveness=60
+        procs, root, kit, data_files, port=port, liveness=60, approve_all=True
     )
     for proc in (coordinator, *agents):
         _first_to_go(proc.pid)

@@ -54,6 +54,7 @@ def federation(tmp_path: Path) -> Iterator[tuple[Coordinator, Processes]]:
                     *("--data", str(write_heart_data(site, tmp_path / "data"))),
                     *("--state", str(tmp_path / "state" / site)),
                     *("--coordinator", f"127.0.0.1:{coordinator.port}"),
+                    "--approve-all",  # governance is tested in test_governance.py
                 )
             yield coordinator, procs
         finally:

@@ -111,8 +111,13 @@ def start_federation(
     *,
     port: int,
     liveness: float,
+    approve_all: bool = False,
 ) -> tuple[Path, subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
-    """Start a coordinator process (home ``root/coordinator``) and one agent per data file."""
+    """Start a coordinator process (home ``root/coordinator``) and one agent per data file.
+
+    Agents run only plans approved in ``root/state/<site>`` (see ``approve_for_sites``), or,
+    with ``approve_all`` (throwaway benchmark federations), every plan (audited, warned).
+    """
     from fedcare.coordinator.server import default_db_url
     from fedcare.coordinator.store import CoordinatorStore
 
@@ -144,6 +149,7 @@ def start_federation(
             str(data),
             "--state",
             str(root / "state" / site),
+            *(["--approve-all"] if approve_all else []),
         )
         for site, data in data_files.items()
     ]
@@ -181,6 +187,7 @@ def demo(
     keep: bool = typer.Option(False, help="Keep the federation folder (kits, logs, database)."),
 ) -> None:
     """Run a real federation of the 4 heart-disease hospitals on this machine."""
+    from fedcare.cli.governance import approve_for_sites
     from fedcare.cli.output import write_outputs
     from fedcare.coordinator.results import study_results
     from fedcare.coordinator.server import default_db_url
@@ -199,12 +206,14 @@ def demo(
             dataset="heart-disease",
             options={"protocol": "raw"},
         )
-        home, _, _ = start_federation(procs, root, kit, data_files, port=port, liveness=15)
-        store = CoordinatorStore(default_db_url(home), home / "artifacts")
         study = StudyConfig.from_yaml(EXAMPLE).with_overrides(
             baselines={"local": False, "pooled": False, "cross_site": False},
             **({"rounds": rounds} if rounds else {}),
         )
+        # The stewards' step of this throwaway federation: approve the study's plan (audited).
+        approve_for_sites(root, kit, list(HOSPITALS), study, "approved by `fedcare demo`")
+        home, _, _ = start_federation(procs, root, kit, data_files, port=port, liveness=15)
+        store = CoordinatorStore(default_db_url(home), home / "artifacts")
         with store:
             study_id = store.create_study(study.name, study.model_dump(mode="json"), study.seed)
             console.print(f"federation in {root}; study {study_id} submitted")

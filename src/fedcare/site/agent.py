@@ -23,7 +23,9 @@ import grpc
 
 from fedcare.errors import TransportError
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
+from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
+from fedcare.site.mods import SiteGovernance, chain
 from fedcare.site.worker import TaskWorker
 from fedcare.transport.codec import Limits, assemble, chunk, decode_task, encode_reply
 from fedcare.transport.grpc import fedcare_pb2 as pb
@@ -61,6 +63,12 @@ class Backoff:
         self.attempt = 0
 
 
+def _he_secret(kit_dir: Path) -> Path | None:
+    """The kit's HE secret context (privacy mode 'encrypted'), if it was provisioned."""
+    path = Path(kit_dir) / "he_secret.ctx"  # fedcare.secure.he.keys.HE_SECRET_FILE
+    return path if path.is_file() else None
+
+
 class SiteAgent:
     """A hospital's agent for one federation (one startup kit)."""
 
@@ -74,6 +82,7 @@ class SiteAgent:
         poll_wait: float = 5.0,
         coordinator: str | None = None,
         on_event: Callable[[str], None] | None = None,
+        governance: SiteGovernance | None = None,
     ) -> None:
         self.kit = load_kit(kit_dir)
         self.site_id = self.kit.identity
@@ -82,7 +91,19 @@ class SiteAgent:
             raise TransportError(f"kit {kit_dir} names no coordinator address; pass one")
         self.data = data
         self.poll_wait = poll_wait
-        self.worker = TaskWorker(self.site_id, data, state_dir, time_limit=time_limit)
+        self.governance = governance
+        limits = governance.policy.resources if governance is not None else None
+        if limits is not None and limits.task_time_limit_s is not None:
+            time_limit = min(time_limit, limits.task_time_limit_s)
+        self.worker = TaskWorker(
+            self.site_id,
+            data,
+            state_dir,
+            time_limit=time_limit,
+            memory_limit_mb=None if limits is None else limits.memory_limit_mb,
+            he_secret=_he_secret(kit_dir),
+        )
+        self._handle: Handler = self.worker.run
         self.limits = Limits()
         self._on_event = on_event or (lambda msg: log.info(msg))
         self._busy: str = ""
@@ -92,7 +113,10 @@ class SiteAgent:
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; reconnect on failures with backoff."""
         backoff = Backoff()
-        datasets = json.dumps(self.data.describe())
+        described = self.data.describe()
+        datasets = json.dumps(described)
+        rows = {k: int(v["num_train"]) for k, v in described.items() if "num_train" in v}
+        self._handle = self._handler(rows)
         try:
             while not stop.is_set():
                 try:
@@ -148,12 +172,23 @@ class SiteAgent:
         self._busy = task.task_id
         self._on_event(f"task {task.task_id}")
         try:
-            reply = self.worker.run(task)
+            reply = self._handle(task)
         finally:
             self._busy = ""
         if reply.error is not None:
             self._on_event(f"task {task.task_id} failed: {reply.error.kind}: {reply.error.message}")
         self._push(stub, reply)
+
+    def _handler(self, row_counts: dict[str, int]) -> Handler:
+        """The worker behind the governance mods (policy, approvals, audit), if any."""
+        gov = self.governance
+        if gov is None:
+            return self.worker.run
+
+        def execute(task: Task) -> Reply:
+            return gov.execute(task, self.worker.run, self.worker.stop)
+
+        return chain(gov.mods(row_counts), execute)
 
     def _push(self, stub: CoordinatorStub, reply: Reply) -> None:
         payload = encode_reply(reply)

@@ -1,0 +1,228 @@
+"""``fedcare site plan|approve|refuse|revoke|approvals``: the data steward's commands.
+
+Decisions go to the site's approvals store (``<state>/approvals.sqlite``) and, signed with the
+site kit's key, to its audit log (``<state>/audit.jsonl``); a running agent reads both before
+each task and while one runs, so a revocation stops the study's work at this site at once.
+Also here: building the agent's governance for ``fedcare site start`` and the coordinator-side
+summary of site refusals that ``fedcare study status`` prints.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedcare.errors import FedcareError
+
+__all__ = ["build_governance", "open_site_audit", "register", "site_refusals"]
+
+console = Console(stderr=True)
+AUDIT_FILE = "audit.jsonl"
+STATE = typer.Option(Path("site-state"), help="The site's state folder (as for `site start`).")
+KIT = typer.Option(..., help="This site's startup kit (its key signs the audit entries).")
+STUDY = typer.Option(..., help="The study's name (as in its study file).")
+NOTE = typer.Option("", help="A note kept with the decision.")
+
+
+def _fail(err: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {err}")
+    return typer.Exit(code=2)
+
+
+def open_site_audit(state: Path, kit: Path, *, actor: str | None = None) -> Any:
+    """The site's signed audit log ``<state>/audit.jsonl`` (actor: the site id by default)."""
+    from fedcare.audit import AuditLog
+    from fedcare.transport.tls import load_kit
+
+    identity = load_kit(kit).identity
+    state.mkdir(parents=True, exist_ok=True)
+    return AuditLog.open(state / AUDIT_FILE, key_path=kit / "key.pem", actor=actor or identity)
+
+
+def build_governance(
+    state: Path, kit: Path, policy_file: Path | None, *, approve_all: bool = False
+) -> Any:
+    """The agent's :class:`~fedcare.site.mods.SiteGovernance`; a bad policy raises here."""
+    from fedcare.site.approvals import ApprovalStore
+    from fedcare.site.mods import SiteGovernance
+    from fedcare.site.policy import SitePolicy
+
+    policy = SitePolicy.from_yaml(policy_file) if policy_file else SitePolicy()
+    audit = open_site_audit(state, kit)
+    audit.append(
+        "agent-started",
+        policy=policy.summary(),
+        policy_file=str(policy_file) if policy_file else None,
+        approve_all=approve_all,
+    )
+    if approve_all:
+        audit.append("approve-all-enabled", warning="every plan runs without a steward decision")
+    return SiteGovernance(policy, ApprovalStore.in_state_dir(state), audit, approve_all=approve_all)
+
+
+def site_plan(study: Path = typer.Argument(..., help="The study file.")) -> None:
+    """Print a study's training-plan hash and a summary for the steward to approve."""
+    from fedcare.records.plan import plan_for_study
+    from fedcare.records.study import StudyConfig
+
+    try:
+        plan = plan_for_study(StudyConfig.from_yaml(study))
+    except FedcareError as err:
+        raise _fail(err) from None
+    typer.echo(plan.hash)
+    console.print(plan.summary(), highlight=False)
+
+
+def _decide(state: Path, kit: Path, event: str, **data: Any) -> None:
+    with open_site_audit(state, kit, actor=f"{_identity(kit)}:steward") as log:
+        log.append(event, **data)
+
+
+def _identity(kit: Path) -> str:
+    from fedcare.transport.tls import load_kit
+
+    return load_kit(kit).identity
+
+
+def site_approve(
+    study: str = STUDY,
+    plan: str = typer.Option(..., help="The plan hash (`fedcare site plan STUDY.yaml`)."),
+    until: str = typer.Option(..., help="Expiry: ISO date or time (UTC unless a zone is given)."),
+    note: str = NOTE,
+    state: Path = STATE,
+    kit: Path = KIT,
+) -> None:
+    """Approve a training plan for a study at this site, until a date."""
+    from fedcare.site.approvals import ApprovalStore, parse_until
+
+    try:
+        when = parse_until(until)
+        row = ApprovalStore.in_state_dir(state).approve(study, plan, when, note)
+        _decide(
+            state, kit, "approval", study=study, plan_hash=plan, until=when.isoformat(), note=note
+        )
+    except FedcareError as err:
+        raise _fail(err) from None
+    console.print(f"approved plan {plan[:12]}… for {study!r} until {when:%Y-%m-%d %H:%M} UTC")
+    typer.echo(row.approval_id)
+
+
+def site_refuse(
+    study: str = STUDY,
+    plan: str = typer.Option(..., help="The plan hash."),
+    note: str = NOTE,
+    state: Path = STATE,
+    kit: Path = KIT,
+) -> None:
+    """Refuse a training plan for a study at this site."""
+    from fedcare.site.approvals import ApprovalStore
+
+    try:
+        ApprovalStore.in_state_dir(state).refuse(study, plan, note)
+        _decide(state, kit, "refusal", study=study, plan_hash=plan, note=note)
+    except FedcareError as err:
+        raise _fail(err) from None
+    console.print(f"refused plan {plan[:12]}… for {study!r}")
+
+
+def site_revoke(
+    study: str = STUDY,
+    plan: str | None = typer.Option(None, help="One plan hash (default: every approved plan)."),
+    note: str = NOTE,
+    state: Path = STATE,
+    kit: Path = KIT,
+) -> None:
+    """Withdraw from a study: a running task stops, no further task runs."""
+    from fedcare.site.approvals import ApprovalStore
+
+    try:
+        rows = ApprovalStore.in_state_dir(state).revoke(study, plan, note)
+        for row in rows:
+            _decide(state, kit, "revocation", study=study, plan_hash=row.plan_hash, note=note)
+    except FedcareError as err:
+        raise _fail(err) from None
+    console.print(f"revoked {len(rows)} approval(s) of {study!r}")
+
+
+def site_approvals(state: Path = STATE, study: str | None = typer.Option(None)) -> None:
+    """The steward's decisions, and plans seen in tasks that await one (pending)."""
+    from fedcare.site.approvals import ApprovalStore
+
+    try:
+        rows = ApprovalStore.in_state_dir(state).list(study)
+    except FedcareError as err:
+        raise _fail(err) from None
+    now = datetime.now(timezone.utc)
+    table = Table("id", "study", "plan", "status", "until (UTC)", "decided (UTC)", "note")
+    for r in rows:
+        status = "expired" if r.expired(now) else r.status
+        until = f"{r.until:%Y-%m-%d %H:%M}" if r.until else ""
+        table.add_row(
+            r.approval_id, r.study, r.plan_hash[:16], status, until,
+            f"{r.decided_at:%Y-%m-%d %H:%M}", r.note,
+        )  # fmt: skip
+    Console().print(table)
+
+
+def register(site_app: typer.Typer) -> None:
+    """Add the steward's commands to ``fedcare site``."""
+    site_app.command("plan")(site_plan)
+    site_app.command("approve")(site_approve)
+    site_app.command("refuse")(site_refuse)
+    site_app.command("revoke")(site_revoke)
+    site_app.command("approvals")(site_approvals)
+
+
+def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
+    """The latest error reply of each site to a study, as lines for an operator."""
+    latest: dict[str, str] = {}
+    seen: set[tuple[int, int]] = set()
+    for task in store.list_tasks(study_id):
+        if task.status != "failed" or (task.round, task.attempt) in seen:
+            continue
+        seen.add((task.round, task.attempt))
+        for reply in store.replies_for_round(study_id, task.round, task.attempt):
+            if reply.error_kind is not None:
+                verb = "refused" if _is_refusal(reply.error_kind) else "failed"
+                latest[reply.site_id] = (
+                    f"site {reply.site_id} {verb} round {reply.round} ({reply.kind}): "
+                    f"{reply.error_kind}: {reply.error_message}"
+                )
+    return [latest[s] for s in sorted(latest)][:limit]
+
+
+def _is_refusal(kind: str) -> bool:
+    return kind.startswith(("policy-", "plan-", "approval-"))
+
+
+def default_until(days: int = 1) -> datetime:
+    """An expiry ``days`` from now (used by the demo's automatic approval)."""
+    return datetime.now(timezone.utc) + timedelta(days=days)
+
+
+def approve_for_sites(
+    root: Path, coordinator_kit: Path, sites: list[str], study: Any, note: str
+) -> str:
+    """The steward action of a throwaway federation: approve ``study``'s plan at each site.
+
+    Site ``s`` keeps its state in ``root/state/s`` and its kit next to the coordinator's
+    (``<federation>/sites/s``); each approval is audited there. Returns the plan hash.
+    """
+    from fedcare.records.plan import plan_for_study
+    from fedcare.site.approvals import ApprovalStore
+
+    plan = plan_for_study(study)
+    until = default_until()
+    for site in sites:
+        state, kit = root / "state" / site, coordinator_kit.parent / "sites" / site
+        ApprovalStore.in_state_dir(state).approve(study.name, plan.hash, until, note)
+        _decide(
+            state, kit, "approval",
+            study=study.name, plan_hash=plan.hash, until=until.isoformat(), note=note,
+        )  # fmt: skip
+    return plan.hash

@@ -1,0 +1,215 @@
+"""Training plans and their content hash: what a data steward approves.
+
+A plan is everything that decides what runs on a site's data and what leaves it: the model
+spec, the preprocessing, the local training recipe, the dataset name, the privacy mode, the
+code (fedcare's version and the SHA-256 of the model adapter source files that the model kind
+uses) and the versions of the numerical libraries. Its hash is the SHA-256 of its canonical
+JSON (sorted keys, no whitespace), so the same plan hashes the same on every machine.
+
+The coordinator builds the plan (``plan_for_study``, called by ``strategy/driver.py``) and sends
+it with every task. The site re-checks it (``fedcare.site.plans``): it recomputes the code and
+dependency part from its own installation (``local_code``) and the hash from the plan's
+contents, so a coordinator cannot change the recipe under an approved hash. This module is core
+(records), so the driver may build plans without importing the site layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from fedcare.errors import ConfigError
+
+__all__ = [
+    "PLAN_KEYS",
+    "TrainingPlan",
+    "local_code",
+    "local_dependencies",
+    "model_code_files",
+    "plan_for_study",
+]
+
+#: The keys of a plan's content (the hash covers exactly these).
+PLAN_KEYS = (
+    "model",
+    "preprocessing",
+    "training",
+    "rounds",
+    "dataset",
+    "privacy_mode",
+    "epsilon",
+    "code",
+    "dependencies",
+)
+_MODELS = Path(__file__).resolve().parents[1] / "models"
+_LINEAR = ("base.py", "registry.py", "_validate.py", "_local_sgd.py", "_linear.py")
+#: Model kind -> the adapter source files (under fedcare/models) that run it.
+MODEL_FILES: dict[str, tuple[str, ...]] = {
+    "logistic": (*_LINEAR, "logistic.py"),
+    "cox": (*_LINEAR, "cox.py"),
+    "sklearn": (*_LINEAR, "logistic.py", "sklearn.py"),
+    "torch": (*_LINEAR, "logistic.py", "cox.py", "torch.py", "torch_nets.py"),
+}
+_DEPENDENCIES = ("numpy", "scipy", "scikit-learn")
+
+
+def model_code_files(kind: str) -> tuple[str, ...]:
+    """The adapter source files a model kind uses (names relative to ``fedcare/models``)."""
+    try:
+        return MODEL_FILES[kind]
+    except KeyError:
+        raise ConfigError(
+            f"training plan: model kind {kind!r} is unknown; known: {sorted(MODEL_FILES)}"
+        ) from None
+
+
+@lru_cache(maxsize=16)
+def local_code(kind: str) -> dict[str, str]:
+    """This installation's code part of a plan: fedcare's version and the adapter files' hashes."""
+    from fedcare import __version__
+
+    code = {"fedcare": __version__}
+    for name in model_code_files(kind):
+        digest = hashlib.sha256((_MODELS / name).read_bytes()).hexdigest()
+        code[f"models/{name}"] = digest
+    return code
+
+
+@lru_cache(maxsize=16)
+def local_dependencies(kind: str) -> dict[str, str]:
+    """Versions of the numerical libraries installed here (torch only for torch models)."""
+    names = (*_DEPENDENCIES, "torch") if kind == "torch" else _DEPENDENCIES
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """One study's training plan, as approved by stewards and carried by every task."""
+
+    study: str
+    model: Mapping[str, Any]
+    preprocessing: Mapping[str, Any]
+    training: Mapping[str, Any]
+    rounds: int
+    dataset: str
+    privacy_mode: str = "open"
+    epsilon: float | None = None
+    code: Mapping[str, str] = field(default_factory=dict)
+    dependencies: Mapping[str, str] = field(default_factory=dict)
+
+    def content(self) -> dict[str, Any]:
+        """The hashed part (everything but the study name)."""
+        return {
+            "model": dict(self.model),
+            "preprocessing": dict(self.preprocessing),
+            "training": dict(self.training),
+            "rounds": self.rounds,
+            "dataset": self.dataset,
+            "privacy_mode": self.privacy_mode,
+            "epsilon": self.epsilon,
+            "code": dict(self.code),
+            "dependencies": dict(self.dependencies),
+        }
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of :meth:`content`."""
+        return hashlib.sha256(_canonical(self.content())).hexdigest()
+
+    @property
+    def model_kind(self) -> str:
+        return str(self.model.get("kind", ""))
+
+    def to_task_plan(self) -> dict[str, Any]:
+        """What travels in ``Task.plan``: the content, the study name and the hash."""
+        return {**self.content(), "study": self.study, "plan_hash": self.hash}
+
+    @classmethod
+    def from_task_plan(cls, plan: Mapping[str, Any]) -> TrainingPlan:
+        """The plan a task carries; ``ConfigError`` naming the missing or bad key."""
+        missing = [k for k in (*PLAN_KEYS, "study") if k not in plan]
+        if missing:
+            raise ConfigError(f"task plan lacks {missing}; it has {sorted(plan)}")
+        for key in ("model", "preprocessing", "training", "code", "dependencies"):
+            if not isinstance(plan[key], Mapping):
+                raise ConfigError(f"task plan: {key!r} must be a mapping, got {plan[key]!r}")
+        if not isinstance(plan["rounds"], int):
+            raise ConfigError(f"task plan: 'rounds' must be an int, got {plan['rounds']!r}")
+        epsilon = plan["epsilon"]
+        if epsilon is not None and not isinstance(epsilon, int | float):
+            raise ConfigError(f"task plan: 'epsilon' must be a number or null, got {epsilon!r}")
+        return cls(
+            study=str(plan["study"]),
+            model=dict(plan["model"]),
+            preprocessing=dict(plan["preprocessing"]),
+            training=dict(plan["training"]),
+            rounds=plan["rounds"],
+            dataset=str(plan["dataset"]),
+            privacy_mode=str(plan["privacy_mode"]),
+            epsilon=None if epsilon is None else float(epsilon),
+            code=dict(plan["code"]),
+            dependencies=dict(plan["dependencies"]),
+        )
+
+    def with_local_code(self) -> TrainingPlan:
+        """The same plan with the code and dependency part of this installation."""
+        kind = self.model_kind
+        return TrainingPlan(
+            **{**self.__dict__, "code": local_code(kind), "dependencies": local_dependencies(kind)}
+        )
+
+    def summary(self) -> str:
+        """A readable summary for the steward who approves it."""
+        files = ", ".join(k.removeprefix("models/") for k in self.code if k != "fedcare")
+        lines = [
+            f"study:         {self.study}",
+            f"plan hash:     {self.hash}",
+            f"dataset:       {self.dataset}",
+            f"privacy mode:  {self.privacy_mode}"
+            + (f" (epsilon {self.epsilon:g})" if self.epsilon is not None else ""),
+            f"model:         {_inline(self.model)}",
+            f"preprocessing: {_inline(self.preprocessing)}",
+            f"training:      {_inline(self.training)}",
+            f"rounds:        {self.rounds}",
+            f"code:          fedcare {self.code.get('fedcare', '?')}; files {files}",
+            f"dependencies:  {_inline(self.dependencies)}",
+        ]
+        return "\n".join(lines)
+
+
+def _inline(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "(none)"
+
+
+def plan_for_study(study: Any) -> TrainingPlan:
+    """The training plan of a :class:`~fedcare.records.study.StudyConfig` on this installation."""
+    kind = str(study.model.get("kind", ""))
+    privacy = getattr(study, "privacy", None)
+    return TrainingPlan(
+        study=study.name,
+        model=dict(study.model),
+        preprocessing=study.preprocessing.model_dump(),
+        training=study.training.as_config(),
+        rounds=study.rounds,
+        dataset=study.dataset.name,
+        privacy_mode=str(getattr(privacy, "mode", "open")),
+        epsilon=getattr(privacy, "epsilon", None),
+        code=local_code(kind),
+        dependencies=local_dependencies(kind),
+    )

@@ -1,0 +1,259 @@
+"""The data steward's decisions on training plans, kept in the site's state folder.
+
+One SQLite file (``<state_dir>/approvals.sqlite``, stdlib ``sqlite3``) holds one row per
+(study name, plan hash): its status — ``pending`` (seen in a task, no decision yet),
+``approved`` (until an expiry time), ``refused`` or ``revoked`` — with the steward's note and
+the time of the decision. Every call opens its own short connection inside one transaction,
+so the CLI (``fedcare site approve|refuse|revoke``) and a running agent can use the file at the
+same time; SQLite's file lock serializes writers.
+
+``check`` is what the agent asks before each task and while one runs: it returns the approval
+when the plan may run now, or the reason why not.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fedcare.errors import ConfigError, NotFoundError
+
+__all__ = ["APPROVALS_FILE", "Approval", "ApprovalCheck", "ApprovalStore", "parse_until"]
+
+APPROVALS_FILE = "approvals.sqlite"
+STATUSES = ("pending", "approved", "refused", "revoked")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS approvals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study TEXT NOT NULL,
+    plan_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    until TEXT,
+    note TEXT NOT NULL DEFAULT '',
+    summary TEXT NOT NULL DEFAULT '',
+    decided_at TEXT NOT NULL,
+    UNIQUE (study, plan_hash)
+)
+"""
+_COLUMNS = "id, study, plan_hash, status, until, note, summary, decided_at"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_until(text: str) -> datetime:
+    """An expiry time from ISO 8601 (a date means its end, UTC when no zone is given)."""
+    try:
+        if len(text) == 10:
+            when = datetime.fromisoformat(text).replace(hour=23, minute=59, second=59)
+        else:
+            when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--until must be an ISO date or time (2026-12-31 or 2026-12-31T18:00), got {text!r}"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One (study, plan) row: the steward's current decision."""
+
+    id: int
+    study: str
+    plan_hash: str
+    status: str
+    until: datetime | None
+    note: str
+    summary: str
+    decided_at: datetime
+
+    @property
+    def approval_id(self) -> str:
+        return f"approval-{self.id}"
+
+    def expired(self, now: datetime) -> bool:
+        return self.status == "approved" and self.until is not None and self.until <= now
+
+
+@dataclass(frozen=True)
+class ApprovalCheck:
+    """The answer to "may this plan run now?": ``kind`` is empty when it may."""
+
+    approval: Approval | None
+    kind: str = ""
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.kind
+
+
+def _row(values: tuple[object, ...]) -> Approval:
+    id_, study, plan_hash, status, until, note, summary, decided = values
+    return Approval(
+        id=int(str(id_)),
+        study=str(study),
+        plan_hash=str(plan_hash),
+        status=str(status),
+        until=datetime.fromisoformat(str(until)) if until else None,
+        note=str(note),
+        summary=str(summary),
+        decided_at=datetime.fromisoformat(str(decided)),
+    )
+
+
+class ApprovalStore:
+    """The approvals of one site (one SQLite file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._tx() as db:
+            db.execute(_SCHEMA)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> ApprovalStore:
+        return cls(Path(state_dir) / APPROVALS_FILE)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def _get(self, db: sqlite3.Connection, study: str, plan_hash: str) -> Approval | None:
+        found = db.execute(
+            f"SELECT {_COLUMNS} FROM approvals WHERE study = ? AND plan_hash = ?",
+            (study, plan_hash),
+        ).fetchone()
+        return None if found is None else _row(found)
+
+    def _decide(
+        self,
+        study: str,
+        plan_hash: str,
+        status: str,
+        *,
+        until: datetime | None = None,
+        note: str = "",
+        summary: str | None = None,
+    ) -> Approval:
+        if not study or not plan_hash:
+            raise ConfigError(
+                f"a decision needs a study and a plan hash, got {study!r} and {plan_hash!r}"
+            )
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO approvals (study, plan_hash, status, until, note, summary, decided_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (study, plan_hash) DO UPDATE SET"
+                " status = excluded.status, until = excluded.until, note = excluded.note,"
+                " summary = CASE WHEN excluded.summary = '' THEN approvals.summary"
+                " ELSE excluded.summary END, decided_at = excluded.decided_at",
+                (
+                    study,
+                    plan_hash,
+                    status,
+                    until.isoformat() if until else None,
+                    note,
+                    summary or "",
+                    _now().isoformat(),
+                ),
+            )
+            found = self._get(db, study, plan_hash)
+        assert found is not None
+        return found
+
+    def approve(self, study: str, plan_hash: str, until: datetime, note: str = "") -> Approval:
+        """Allow ``plan_hash`` for ``study`` until ``until`` (timezone-aware)."""
+        if until.tzinfo is None:
+            raise ConfigError(f"until must carry a timezone, got {until.isoformat()!r}")
+        return self._decide(study, plan_hash, "approved", until=until, note=note)
+
+    def refuse(self, study: str, plan_hash: str, note: str = "") -> Approval:
+        """Refuse ``plan_hash`` for ``study``."""
+        return self._decide(study, plan_hash, "refused", note=note)
+
+    def revoke(self, study: str, plan_hash: str | None = None, note: str = "") -> list[Approval]:
+        """Revoke the approval of one plan, or (no hash) every approved plan of ``study``."""
+        if plan_hash is not None:
+            hashes = [plan_hash]
+        else:
+            hashes = [a.plan_hash for a in self.list(study) if a.status == "approved"]
+        if not hashes:
+            raise NotFoundError(f"study {study!r} has no approved plan to revoke at this site")
+        return [self._decide(study, h, "revoked", note=note) for h in hashes]
+
+    def record_pending(self, study: str, plan_hash: str, summary: str = "") -> Approval:
+        """Note a plan seen in a task; an existing decision is kept as it is."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO approvals (study, plan_hash, status, summary, decided_at)"
+                " VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (study, plan_hash) DO NOTHING",
+                (study, plan_hash, summary, _now().isoformat()),
+            )
+            found = self._get(db, study, plan_hash)
+        assert found is not None
+        return found
+
+    def get(self, study: str, plan_hash: str) -> Approval | None:
+        with self._tx() as db:
+            return self._get(db, study, plan_hash)
+
+    def list(self, study: str | None = None) -> list[Approval]:
+        """Every row (of one study), oldest first."""
+        query = f"SELECT {_COLUMNS} FROM approvals"
+        args: tuple[str, ...] = ()
+        if study is not None:
+            query, args = query + " WHERE study = ?", (study,)
+        with self._tx() as db:
+            return [_row(r) for r in db.execute(query + " ORDER BY id", args).fetchall()]
+
+    def check(self, study: str, plan_hash: str, now: datetime | None = None) -> ApprovalCheck:
+        """Whether ``plan_hash`` may run for ``study`` at ``now``, with the reason if not."""
+        found = self.get(study, plan_hash)
+        short = f"{plan_hash[:12]}…"
+        hint = f"`fedcare site approve --study {study} --plan {plan_hash}`"
+        if found is None or found.status == "pending":
+            return ApprovalCheck(
+                found,
+                "plan-not-approved",
+                f"plan {short} for study {study!r} is not approved at this site; "
+                f"its steward can run {hint}",
+            )
+        if found.status == "refused":
+            note = f" ({found.note})" if found.note else ""
+            return ApprovalCheck(
+                found,
+                "plan-refused",
+                f"the steward refused plan {short} for study {study!r}{note}",
+            )
+        if found.status == "revoked":
+            note = f" ({found.note})" if found.note else ""
+            return ApprovalCheck(
+                found,
+                "approval-revoked",
+                f"the site withdrew from study {study!r}: approval of plan {short} was revoked "
+                f"on {found.decided_at:%Y-%m-%d %H:%M} UTC{note}",
+            )
+        if found.expired(now or _now()):
+            assert found.until is not None
+            return ApprovalCheck(
+                found,
+                "approval-expired",
+                f"approval of plan {short} for study {study!r} expired on "
+                f"{found.until:%Y-%m-%d %H:%M} UTC; its steward can renew it with {hint}",
+            )
+        return ApprovalCheck(found)

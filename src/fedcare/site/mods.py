@@ -1,0 +1,343 @@
+"""Site governance as middleware: audit, policy, plan approval, in a fixed order.
+
+Mods are plain callables ``mod(task, next_handler) -> Reply`` (:mod:`fedcare.site.app`). The
+agent runs them in its own process, before a task reaches the worker that holds the data, so a
+refusal never touches data::
+
+    audit_mod  ->  policy_mod  ->  approval_mod  ->  cohort_floor_mod  ->  (runtime: worker)
+    task-received    refuse?         refuse? / decision accepted          task-executed
+    reply-sent <------------------------------------------------------------ reply
+
+Analytics tasks carry an analytics spec instead of a training plan; their approval is of the
+spec's hash (:func:`fedcare.site.plans.analytics_plan_hash`) under the spec's name, and the
+policy's ``min_cohort`` raises their ``min_cell`` after the approval.
+
+A refusal is ``Reply.failure(task, kind, reason)`` with a kind such as
+``policy-study-not-allowed``, ``policy-privacy-mode``, ``plan-not-approved``,
+``approval-expired``, ``approval-revoked``, ``plan-refused`` or ``plan-code-mismatch`` and a
+message a coordinator operator can act on; every decision goes to the site's audit log.
+:func:`run_watched` runs the accepted task while polling its approval, and stops it when the
+steward revokes (or the approval expires) mid-task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from fedcare.records.messages import Reply, Task
+from fedcare.site.app import Handler, Mod
+from fedcare.site.approvals import ApprovalStore
+from fedcare.site.plans import Refusal, identify_plan, short_hash, study_name
+from fedcare.site.policy import OUTPUT_OF_KIND, SitePolicy, mode_satisfies
+from fedcare.transport.codec import encode_reply
+
+__all__ = [
+    "AuditSink",
+    "SiteGovernance",
+    "approval_mod",
+    "audit_mod",
+    "chain",
+    "cohort_floor_mod",
+    "policy_mod",
+    "run_watched",
+]
+
+APPROVE_ALL_ID = "approve-all"
+#: Refusal kinds that can stop a running task (the approval went away while it ran).
+WITHDRAWN = frozenset({"approval-revoked", "approval-expired", "plan-refused", "plan-not-approved"})
+
+
+class AuditSink(Protocol):
+    """Where governance writes its entries (``fedcare.audit.AuditLog`` in the agent)."""
+
+    def append(self, event: str, /, **data: Any) -> object: ...
+
+
+def chain(mods: Sequence[Mod], handler: Handler) -> Handler:
+    """``handler`` wrapped in ``mods`` (the first one outermost)."""
+    for mod in reversed(mods):
+        handler = _wrap(mod, handler)
+    return handler
+
+
+def _wrap(mod: Mod, inner: Handler) -> Handler:
+    return lambda task: mod(task, inner)
+
+
+def _task_fields(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "study_id": task.study_id,
+        "study": str(task.plan.get("study", "")),
+        "round": task.round,
+        "kind": task.kind,
+        "dataset": str(task.plan.get("dataset", "")),
+        "plan_hash": str(task.plan.get("plan_hash", "")),
+    }
+
+
+def _refuse(audit: AuditSink, task: Task, refusal: Refusal) -> Reply:
+    audit.append(
+        "decision",
+        task_id=task.task_id,
+        outcome="refused",
+        reason_kind=refusal.kind,
+        reason=refusal.message,
+    )
+    return Reply.failure(task, refusal.kind, refusal.message)
+
+
+def audit_mod(audit: AuditSink) -> Mod:
+    """Log every task received and every reply sent (kind, size and SHA-256 of its bytes)."""
+
+    def mod(task: Task, next_handler: Handler) -> Reply:
+        audit.append("task-received", **_task_fields(task))
+        reply = next_handler(task)
+        payload = encode_reply(reply)
+        audit.append(
+            "reply-sent",
+            task_id=task.task_id,
+            kind=reply.kind,
+            ok=reply.ok,
+            error_kind=None if reply.error is None else reply.error.kind,
+            size_bytes=len(payload),
+            sha256=hashlib.sha256(payload).hexdigest(),
+            num_samples=reply.num_samples,
+            dataset_fingerprint=reply.info.get("dataset_fingerprint"),
+            num_rows=reply.info.get("num_rows"),
+            plan_hash=reply.info.get("plan_hash"),
+            approval_id=reply.info.get("approval_id"),
+        )
+        return reply
+
+    return mod
+
+
+def policy_refusal(policy: SitePolicy, task: Task, row_counts: Mapping[str, int]) -> Refusal | None:
+    """The first rule of ``policy`` that ``task`` breaks, or None."""
+    return _study_refusal(policy, task) or _task_refusal(policy, task, row_counts)
+
+
+def _study_refusal(policy: SitePolicy, task: Task) -> Refusal | None:
+    """Rules on the study as a whole: its name, privacy mode and declared epsilon."""
+    plan = task.plan
+    study = study_name(task)
+    mode = str(plan.get("privacy_mode", "open"))
+    dataset = str(plan.get("dataset", ""))
+    if not policy.allows_study(study):
+        allowed = ", ".join(policy.allowed_studies or ()) or "none"
+        return Refusal(
+            "policy-study-not-allowed",
+            f"study {study!r} is not in this site's policy (allowed studies: {allowed})",
+        )
+    if not mode_satisfies(mode, policy.min_privacy_mode):
+        return Refusal(
+            "policy-privacy-mode",
+            f"study {study!r} runs in privacy mode {mode!r}; this site's policy accepts "
+            f"{policy.min_privacy_mode!r} or a mode that guarantees at least as much",
+        )
+    cap, epsilon = policy.epsilon_cap.get(dataset), plan.get("epsilon")
+    if cap is not None and isinstance(epsilon, int | float) and epsilon > cap:
+        return Refusal(
+            "policy-epsilon-cap",
+            f"study {study!r} declares epsilon {epsilon:g} on dataset {dataset!r}; "
+            f"this site caps it at {cap:g}",
+        )
+    return None
+
+
+def _task_refusal(policy: SitePolicy, task: Task, row_counts: Mapping[str, int]) -> Refusal | None:
+    """Rules on this task: what it sends back, its round, the size of the cohort it uses."""
+    plan = task.plan
+    study, dataset = study_name(task), str(plan.get("dataset", ""))
+    output = OUTPUT_OF_KIND.get(task.kind, task.kind)
+    if output not in policy.allowed_outputs:
+        return Refusal(
+            "policy-output-not-allowed",
+            f"a {task.kind!r} task sends back {output}; this site's policy allows only "
+            f"{', '.join(policy.allowed_outputs) or 'nothing'}",
+        )
+    rounds = plan.get("rounds")
+    if policy.max_rounds is not None and (
+        task.round > policy.max_rounds or (isinstance(rounds, int) and rounds > policy.max_rounds)
+    ):
+        return Refusal(
+            "policy-max-rounds",
+            f"study {study!r} asks for {rounds} rounds (task round {task.round}); "
+            f"this site's policy allows at most {policy.max_rounds}",
+        )
+    rows = row_counts.get(dataset)
+    if rows is not None and rows < policy.min_cohort:
+        return Refusal(
+            "policy-min-cohort",
+            f"dataset {dataset!r} has {rows} rows at this site, fewer than the policy's "
+            f"minimum cohort of {policy.min_cohort}",
+        )
+    return None
+
+
+def policy_mod(policy: SitePolicy, row_counts: Mapping[str, int], audit: AuditSink) -> Mod:
+    """Refuse tasks the site's policy forbids."""
+
+    def mod(task: Task, next_handler: Handler) -> Reply:
+        refusal = policy_refusal(policy, task, row_counts)
+        if refusal is not None:
+            return _refuse(audit, task, refusal)
+        return next_handler(task)
+
+    return mod
+
+
+def _at_least(value: object, floor: int) -> int:
+    return max(int(value) if isinstance(value, int | float) else 0, floor)
+
+
+def cohort_floor_mod(policy: SitePolicy) -> Mod:
+    """Raise an analytics task's ``min_cell`` (its config and its spec) to the policy's
+    ``min_cohort``. It runs after the approval, which is of the spec the steward saw."""
+
+    def mod(task: Task, next_handler: Handler) -> Reply:
+        if task.kind != "analytics" or not policy.min_cohort:
+            return next_handler(task)
+        floor = policy.min_cohort
+        config = {**task.config, "min_cell": _at_least(task.config.get("min_cell"), floor)}
+        plan = dict(task.plan)
+        spec = plan.get("analytics")
+        if isinstance(spec, Mapping):
+            plan["analytics"] = {**spec, "min_cell": _at_least(spec.get("min_cell"), floor)}
+        return next_handler(replace(task, config=config, plan=plan))
+
+    return mod
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def approval_mod(
+    approvals: ApprovalStore,
+    audit: AuditSink,
+    *,
+    approve_all: bool = False,
+    clock: Callable[[], datetime] = _now,
+) -> Mod:
+    """Run only plans that check out and that the steward approved for the study, unexpired."""
+
+    def mod(task: Task, next_handler: Handler) -> Reply:
+        checked = identify_plan(task)
+        if isinstance(checked, Refusal):
+            return _refuse(audit, task, checked)
+        plan = checked
+        if approve_all:
+            approval_id = APPROVE_ALL_ID
+        else:
+            answer = approvals.check(plan.study, plan.hash, clock())
+            if not answer.ok:
+                if answer.kind == "plan-not-approved":
+                    approvals.record_pending(plan.study, plan.hash, plan.summary)
+                return _refuse(audit, task, Refusal(answer.kind, answer.message))
+            assert answer.approval is not None
+            approval_id = answer.approval.approval_id
+        audit.append(
+            "decision",
+            task_id=task.task_id,
+            outcome="accepted",
+            plan_hash=plan.hash,
+            approval_id=approval_id,
+            privacy_mode=plan.privacy_mode,
+            # The site's DP ledger comes later; an open-mode task spends no epsilon.
+            epsilon_spent=0.0 if plan.privacy_mode == "open" else None,
+        )
+        reply = next_handler(task)
+        return replace(
+            reply, info={**reply.info, "plan_hash": plan.hash, "approval_id": approval_id}
+        )
+
+    return mod
+
+
+def run_watched(
+    task: Task,
+    run: Handler,
+    *,
+    stop: Callable[[], None],
+    check: Callable[[], Refusal | None],
+    poll_s: float = 0.5,
+) -> Reply:
+    """``run(task)`` in a thread; every ``poll_s`` ask ``check``, and on a refusal ``stop``
+    the run and reply with that refusal (the site withdrew mid-task)."""
+    result: list[Reply] = []
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(run(task))
+        except BaseException as err:  # handed to the caller's thread
+            failed.append(err)
+
+    thread = threading.Thread(target=target, name=f"task-{task.task_id}", daemon=True)
+    thread.start()
+    while True:
+        thread.join(poll_s)
+        if not thread.is_alive():
+            break
+        refusal = check()
+        if refusal is not None:
+            stop()
+            thread.join(10.0)
+            return Reply.failure(
+                task, refusal.kind, f"{refusal.message}; the running task was stopped"
+            )
+    if failed:
+        raise failed[0]
+    return result[0]
+
+
+@dataclass(frozen=True)
+class SiteGovernance:
+    """What the agent enforces: the policy, the steward's approvals, and where to audit."""
+
+    policy: SitePolicy
+    approvals: ApprovalStore
+    audit: AuditSink
+    approve_all: bool = False
+    poll_s: float = 0.5
+
+    def mods(self, row_counts: Mapping[str, int]) -> Sequence[Mod]:
+        """The middleware, outermost first."""
+        return (
+            audit_mod(self.audit),
+            policy_mod(self.policy, row_counts, self.audit),
+            approval_mod(self.approvals, self.audit, approve_all=self.approve_all),
+            cohort_floor_mod(self.policy),
+        )
+
+    def still_allowed(self, task: Task) -> Refusal | None:
+        """None while the task's approval holds; the refusal once revoked or expired."""
+        if self.approve_all:
+            return None
+        plan = identify_plan(task)
+        if isinstance(plan, Refusal):
+            return plan
+        answer = self.approvals.check(plan.study, plan.hash)
+        return None if answer.ok else Refusal(answer.kind, answer.message)
+
+    def execute(self, task: Task, run: Handler, stop: Callable[[], None]) -> Reply:
+        """The runtime step: audit that the task runs on data, run it, stop it on revocation."""
+        self.audit.append("task-executed", **_task_fields(task))
+        reply = run_watched(
+            task, run, stop=stop, check=lambda: self.still_allowed(task), poll_s=self.poll_s
+        )
+        if reply.error is not None and reply.error.kind in WITHDRAWN:
+            self.audit.append(
+                "task-stopped",
+                task_id=task.task_id,
+                reason_kind=reply.error.kind,
+                plan_hash=short_hash(str(task.plan.get("plan_hash", ""))),
+            )
+        return reply

@@ -1,0 +1,154 @@
+"""A site's policy: what its steward allows studies to do with its data.
+
+```yaml
+allowed_studies: [heart-disease-fedavg]   # study names; leave out to allow any approved study
+min_privacy_mode: open                    # the weakest privacy mode accepted
+epsilon_cap: {heart-disease: 3.0}         # per dataset: the largest epsilon a study may declare
+min_cohort: 20                            # no task on a dataset with fewer rows
+allowed_outputs: [model_updates, metrics, statistics]
+max_rounds: 100
+resources: {task_time_limit_s: 600, memory_limit_mb: 8192}
+```
+
+Privacy modes are ordered by what they guarantee, not on one line. Each mode gives a set of
+guarantees, and a mode satisfies a policy's ``min_privacy_mode`` when it gives every guarantee
+that mode gives:
+
+| mode        | guarantees                                                          |
+|-------------|---------------------------------------------------------------------|
+| `open`      | (none: the coordinator sees each site's update)                     |
+| `secure`    | hidden-updates (the coordinator sees only the sum)                  |
+| `private`   | hidden-updates, differential-privacy (the sum is noised, eps counted)|
+| `encrypted` | hidden-updates, hidden-aggregate (only ciphertexts; sites decrypt)  |
+
+So ``open < secure < private`` and ``secure < encrypted``, but ``private`` and ``encrypted`` are
+incomparable: a policy asking for ``private`` refuses ``encrypted`` (no DP on the decrypted sum)
+and one asking for ``encrypted`` refuses ``private`` (the coordinator sees the noised sum).
+
+A bad policy file raises :class:`~fedcare.errors.ConfigError` naming the file and the field;
+``fedcare site start --policy`` stops there. The ledger that spends epsilon comes later: today
+the site checks the declared epsilon against the cap, and an ``open`` study spends 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from fedcare.errors import ConfigError
+
+__all__ = [
+    "MODE_GUARANTEES",
+    "OUTPUT_OF_KIND",
+    "PrivacyMode",
+    "ResourceLimits",
+    "SitePolicy",
+    "mode_satisfies",
+]
+
+PrivacyMode = Literal["open", "secure", "private", "encrypted"]
+Output = Literal["model_updates", "metrics", "statistics"]
+
+#: What each privacy mode guarantees (see the module docstring for the resulting order).
+MODE_GUARANTEES: dict[str, frozenset[str]] = {
+    "open": frozenset(),
+    "secure": frozenset({"hidden-updates"}),
+    "private": frozenset({"hidden-updates", "differential-privacy"}),
+    "encrypted": frozenset({"hidden-updates", "hidden-aggregate"}),
+}
+#: The kind of output each task kind sends back.
+OUTPUT_OF_KIND: dict[str, str] = {
+    "fit": "model_updates",
+    "secagg": "model_updates",
+    "evaluate": "metrics",
+    "stats": "statistics",
+    "analytics": "statistics",
+}
+
+
+def mode_satisfies(mode: str, minimum: str) -> bool:
+    """Whether privacy ``mode`` gives every guarantee of ``minimum`` (unknown modes: no)."""
+    if mode not in MODE_GUARANTEES or minimum not in MODE_GUARANTEES:
+        return False
+    return MODE_GUARANTEES[minimum] <= MODE_GUARANTEES[mode]
+
+
+class ResourceLimits(BaseModel):
+    """Per-task limits of the worker process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_time_limit_s: float | None = Field(default=None, gt=0)
+    memory_limit_mb: int | None = Field(default=None, ge=64)
+
+
+class SitePolicy(BaseModel):
+    """A site's policy (the default allows what the steward approves, in any mode)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_studies: tuple[str, ...] | None = None
+    min_privacy_mode: PrivacyMode = "open"
+    epsilon_cap: dict[str, float] = Field(default_factory=dict)
+    min_cohort: int = Field(default=0, ge=0)
+    allowed_outputs: tuple[Output, ...] = ("model_updates", "metrics", "statistics")
+    max_rounds: int | None = Field(default=None, ge=1)
+    resources: ResourceLimits = Field(default_factory=lambda: ResourceLimits())
+
+    @field_validator("epsilon_cap")
+    @classmethod
+    def _positive_caps(cls, value: dict[str, float]) -> dict[str, float]:
+        for dataset, cap in value.items():
+            if not cap > 0:
+                raise ValueError(f"the cap for dataset {dataset!r} must be > 0, got {cap!r}")
+        return value
+
+    @field_validator("allowed_studies")
+    @classmethod
+    def _named_studies(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and any(not s for s in value):
+            raise ValueError("study names must be non-empty")
+        return value
+
+    def allows_study(self, name: str) -> bool:
+        return self.allowed_studies is None or name in self.allowed_studies
+
+    def summary(self) -> dict[str, Any]:
+        """The policy as JSON-safe data (for the audit log)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "site policy") -> SitePolicy:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+            )
+        try:
+            return cls.model_validate(dict(data))
+        except PydanticValidationError as err:
+            problems = "; ".join(
+                f"field {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+                + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else "")
+                for e in err.errors()
+            )
+            raise ConfigError(f"{source}: {problems}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SitePolicy:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read site policy {path}: {err.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        return cls.from_dict(data, source=f"site policy {path}")

@@ -1,0 +1,84 @@
+"""The steward's commands: plan, approve, refuse, revoke, approvals; policy errors at start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fedcare.audit import verify_log
+from fedcare.cli.main import app
+from fedcare.records.plan import plan_for_study
+from fedcare.records.study import StudyConfig
+from fedcare.strategy.driver import AVAILABLE_PRIVACY_MODES
+from fedcare.transport.provisioning import create_federation
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "heart-disease.yaml"
+runner = CliRunner()
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> Path:
+    fed = create_federation(tmp_path / "fed", name="f", sites=["a"], coordinator_hosts=("x",))
+    return fed.site_kits["a"]
+
+
+def test_plan_prints_the_hash_and_a_summary() -> None:
+    result = runner.invoke(app, ["site", "plan", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    expected = plan_for_study(StudyConfig.from_yaml(EXAMPLE)).hash
+    assert result.stdout.splitlines()[0] == expected
+    assert "heart-disease-fedavg" in result.output and "logistic.py" in result.output
+
+
+def test_decisions_are_stored_listed_and_audited(tmp_path: Path, kit: Path) -> None:
+    where = ["--state", str(tmp_path / "state"), "--kit", str(kit)]
+    h1, h2 = "1" * 64, "2" * 64
+    ok = runner.invoke(app, ["site", "approve", "--study", "s", "--plan", h1,
+                             "--until", "2099-01-01", "--note", "ref 7", *where])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    refused = runner.invoke(app, ["site", "refuse", "--study", "s", "--plan", h2, *where])
+    assert refused.exit_code == 0, refused.output
+    assert runner.invoke(app, ["site", "revoke", "--study", "s", *where]).exit_code == 0
+    again = runner.invoke(app, ["site", "revoke", "--study", "s", *where])
+    assert again.exit_code == 2 and "no approved plan" in again.output
+    listed = runner.invoke(app, ["site", "approvals", "--state", str(tmp_path / "state")])
+    assert listed.exit_code == 0 and "revoked" in listed.output and "refused" in listed.output
+    log = tmp_path / "state" / "audit.jsonl"
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["event"] for e in entries] == ["approval", "refusal", "revocation"]
+    assert entries[0]["data"]["note"] == "ref 7" and entries[0]["actor"] == "a:steward"
+    assert verify_log(log, cert_path=kit / "cert.pem").ok
+    bad = runner.invoke(app, ["site", "approve", "--study", "s", "--plan", h1,
+                              "--until", "soon", *where])  # fmt: skip
+    assert bad.exit_code == 2 and "--until" in bad.output
+
+
+def test_a_bad_policy_stops_the_agent_at_start_naming_the_field(tmp_path: Path, kit: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"min_privacy_mode": "strong"}))
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"datasets": {}}))
+    where = ["--state", str(tmp_path / "st"), "--policy", str(policy)]
+    result = runner.invoke(app, ["site", "start", "--kit", str(kit), "--data", str(data), *where])
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert "field min_privacy_mode" in output and "'strong'" in output and str(policy) in output
+
+
+def test_a_privacy_mode_this_version_cannot_run_fails_at_submit(tmp_path: Path) -> None:
+    missing = [m for m in ("private", "encrypted", "secure") if m not in AVAILABLE_PRIVACY_MODES]
+    if not missing:
+        pytest.skip("every privacy mode is available in this version")
+    study = yaml.safe_load(EXAMPLE.read_text())
+    study["privacy"] = {"mode": missing[0]}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    (tmp_path / "home").mkdir()
+    result = runner.invoke(app, ["study", "submit", str(path), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert f"privacy mode '{missing[0]}' is not available in this version" in output

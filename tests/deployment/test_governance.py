@@ -1,0 +1,196 @@
+"""Site governance over a real federation: refusals reach the coordinator, revocation holds.
+
+Real coordinator, real :class:`SiteAgent` threads over mutual TLS, each with its policy file,
+approvals store and signed audit log (built as ``fedcare site start`` builds them). Each
+refusing site shows the coordinator its reason; a steward who revokes mid-study (with the
+``fedcare site revoke`` command) stops that site's work for the study, as the site's audit
+log shows, and the study continues or fails according to ``min_sites``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fedcare.cli.governance import build_governance, site_refusals
+from fedcare.cli.main import app
+from fedcare.coordinator.server import Coordinator
+from fedcare.records.plan import plan_for_study
+from fedcare.records.study import StudyConfig
+from fedcare.site.agent import SiteAgent
+from fedcare.site.approvals import ApprovalStore
+
+from ..conftest import require_mirror
+from .helpers import (
+    AgentThreads,
+    Kits,
+    heart_data,
+    heart_study,
+    provision,
+    running_coordinator,
+    submit,
+    wait_for_round,
+    wait_for_status,
+)
+
+pytestmark = pytest.mark.slow
+SOON = datetime.now(timezone.utc) + timedelta(days=1)
+PAST = datetime.now(timezone.utc) - timedelta(minutes=1)
+
+
+def study(name: str, **overrides: Any) -> StudyConfig:
+    # Local scaling: no statistics round, which needs every site (refusing ones too).
+    return heart_study(name=name, preprocessing={"impute": "mean", "scale": "local"}, **overrides)
+
+
+def start_agent(
+    agents: AgentThreads, kits: Kits, site: str, hospital: str, root: Path, port: int,
+    policy: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """A governed agent thread for ``site`` serving ``hospital``'s data; returns its state dir."""
+    state = root / "state" / site
+    policy_file = None
+    if policy is not None:
+        policy_file = root / f"{site}-policy.yaml"
+        policy_file.write_text(yaml.safe_dump(policy))
+    governance = build_governance(state, kits.sites[site], policy_file)
+    events: list[str] = []
+    agent = SiteAgent(
+        kits.sites[site], heart_data(hospital), state_dir=state,
+        coordinator=f"127.0.0.1:{port}", poll_wait=1.0, time_limit=60.0,
+        on_event=events.append, governance=governance,
+    )  # fmt: skip
+
+    def main() -> None:
+        try:
+            agent.run(agents.stop)
+        except BaseException as err:
+            agents.errors[site] = err
+
+    thread = threading.Thread(target=main, name=f"agent-{site}", daemon=True)
+    agents.agents[site], agents.threads[site] = agent, thread
+    agents.events[site] = events  # type: ignore[assignment]
+    thread.start()
+    return state
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[tuple[Kits, Coordinator, AgentThreads]]:
+    require_mirror()
+    sites = ["good", "unapproved", "expired", "revoked", "not-allowed", "weak-mode", "quitter"]
+    kits = provision(tmp_path / "federation", sites, name="governance")
+    with running_coordinator(kits, tmp_path / "home", round_retries=1) as coordinator:
+        agents = AgentThreads()
+        try:
+            yield kits, coordinator, agents
+        finally:
+            agents.stop.set()
+            coordinator.stop()
+            agents.close()
+
+
+def audit_entries(state: Path) -> list[dict[str, Any]]:
+    lines = (state / "audit.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_each_refusal_reaches_the_coordinator_with_its_reason(
+    federation: tuple[Kits, Coordinator, AgentThreads], tmp_path: Path
+) -> None:
+    kits, coordinator, agents = federation
+    the_study = study("gov-refusals", rounds=1, min_sites=1)
+    h = plan_for_study(the_study).hash
+    name = the_study.name
+    layout = {
+        "good": ("cleveland", None, "approve"),
+        "unapproved": ("hungary", None, None),
+        "expired": ("switzerland", None, "expire"),
+        "revoked": ("va", None, "revoke"),
+        "not-allowed": ("cleveland", {"allowed_studies": ["another-study"]}, "approve"),
+        "weak-mode": ("hungary", {"min_privacy_mode": "secure"}, "approve"),
+    }
+    states = {}
+    for site, (hospital, policy, decision) in layout.items():
+        state = tmp_path / "state" / site
+        store = ApprovalStore.in_state_dir(state)
+        if decision is not None:
+            store.approve(name, h, PAST if decision == "expire" else SOON)
+        if decision == "revoke":
+            store.revoke(name)
+        states[site] = start_agent(agents, kits, site, hospital, tmp_path, coordinator.port, policy)
+    wait_for_round(coordinator.store, study_id := submit(coordinator.store, the_study), 0)
+    wait_for_status(coordinator.store, study_id, "completed", describe=agents.describe)
+
+    record = coordinator.store.get_round(study_id, 1).record
+    failed = record["fit"]["failed_sites"]
+    expected = {
+        "unapproved": "plan-not-approved",
+        "expired": "approval-expired",
+        "revoked": "approval-revoked",
+        "not-allowed": "policy-study-not-allowed",
+        "weak-mode": "policy-privacy-mode",
+    }
+    assert {s: failed.get(s, "").split(":")[0] for s in expected} == expected, failed
+    assert h[:12] in failed["unapproved"] and "fedcare site approve" in failed["unapproved"]
+    assert "'secure'" in failed["weak-mode"] and "another-study" in failed["not-allowed"]
+    assert "good" not in failed and record["fit"]["num_contributions"] == 1
+    lines = site_refusals(coordinator.store, study_id)
+    mine = [line for line in lines if line.startswith("site unapproved refused round 1 (")]
+    assert len(mine) == 1 and "): plan-not-approved: plan " in mine[0], lines
+    for site in expected:  # a refusal never touches data
+        events = [e["event"] for e in audit_entries(states[site])]
+        assert "task-executed" not in events and "decision" in events, (site, events)
+    good = [e["event"] for e in audit_entries(states["good"])]
+    assert good.count("task-executed") >= 2 and "reply-sent" in good  # fit + evaluate
+    pending = ApprovalStore.in_state_dir(states["unapproved"]).list()
+    assert [(p.study, p.plan_hash, p.status) for p in pending] == [(name, h, "pending")]
+
+
+def test_revoking_mid_study_stops_the_site_and_min_sites_decides(
+    federation: tuple[Kits, Coordinator, AgentThreads], tmp_path: Path
+) -> None:
+    kits, coordinator, agents = federation
+    store = coordinator.store
+    goes_on = study("gov-goes-on", rounds=10, min_sites=1)
+    stops = study("gov-stops", rounds=10, min_sites=2)
+    states = {}
+    for site, hospital in (("good", "cleveland"), ("quitter", "hungary")):
+        approvals = ApprovalStore.in_state_dir(tmp_path / "state" / site)
+        for s in (goes_on, stops):
+            approvals.approve(s.name, plan_for_study(s).hash, SOON)
+        states[site] = start_agent(agents, kits, site, hospital, tmp_path, coordinator.port)
+    ids = {s.name: submit(store, s) for s in (goes_on, stops)}
+    for study_id in ids.values():
+        wait_for_round(store, study_id, 1, describe=agents.describe)
+    runner = CliRunner()
+    for s in (goes_on, stops):
+        result = runner.invoke(app, [
+            "site", "revoke", "--study", s.name, "--note", "consent withdrawn",
+            "--state", str(states["quitter"]), "--kit", str(kits.sites["quitter"]),
+        ])  # fmt: skip
+        assert result.exit_code == 0, result.output
+
+    wait_for_status(store, ids[goes_on.name], "completed", describe=agents.describe)
+    failed = wait_for_status(store, ids[stops.name], "failed", describe=agents.describe)
+    assert "approval-revoked" in (failed.reason or ""), failed.reason
+
+    rounds = store.list_rounds(ids[goes_on.name])
+    last = rounds[-1].record["fit"]
+    assert last["failed_sites"]["quitter"].startswith("approval-revoked: the site withdrew")
+    assert last["num_contributions"] == 1
+    entries = audit_entries(states["quitter"])
+    revocations = [i for i, e in enumerate(entries) if e["event"] == "revocation"]
+    assert len(revocations) == 2, [e["event"] for e in entries]
+    after = entries[revocations[0] + 1 :]
+    executed = [e["data"]["task_id"] for e in after if e["event"] == "task-executed"]
+    assert executed == [], f"tasks ran on the site's data after the revocation: {executed}"
+    refused = [e for e in after if e["event"] == "decision" and e["data"]["outcome"] == "refused"]
+    assert refused and {e["data"]["reason_kind"] for e in refused} == {"approval-revoked"}

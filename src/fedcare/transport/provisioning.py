@@ -6,6 +6,13 @@ Layout under ``root`` (the operator's folder)::
     ca/ca.key  ca/ca.pem            the federation CA; the key never goes into a kit
     kits/coordinator/               ca.pem, cert.pem, key.pem (0600), kit.yaml, revoked.json
     kits/sites/<site_id>/           ca.pem, cert.pem, key.pem (0600), kit.yaml
+    with ``he=True`` also:          ca/he_secret.ctx (0600), kits/coordinator/he_public.ctx,
+                                    kits/sites/<site_id>/he_secret.ctx (0600)
+
+The HE key pair (CKKS, privacy mode ``encrypted``) is made once, here, by the operator: the
+SECRET context goes only into site kits (and ``ca/``, to provision later sites), the PUBLIC
+one (no secret key) into the coordinator's kit. See :mod:`fedcare.secure.he.keys` for that
+trust assumption and what would remove it.
 
 Each ``kits/...`` folder is a *startup kit*, handed to one participant as it is. A site's
 certificate has the subject CN ``<site_id>`` and the SAN URI ``fedcare://site/<site_id>``;
@@ -163,6 +170,7 @@ def _issue_site_kit(root: Path, meta: dict[str, Any], ca: CertifiedKey, site_id:
         "coordinator": meta["coordinator_address"],
     }
     _write_kit(tmp, ca[1], key, cert, info)
+    _copy_he_secret(root, tmp)
     old = final.with_name(f".{site_id}.old")
     if final.exists():
         final.rename(old)
@@ -236,6 +244,7 @@ def create_federation(
     sites: Sequence[str] = (),
     days: int = 365,
     ca_days: int = 3650,
+    he: bool = False,
 ) -> Federation:
     """Create a federation CA, the coordinator's kit and one kit per site under ``root``.
 
@@ -252,6 +261,8 @@ def create_federation(
         Site ids to provision now (more can be added with :func:`add_site`).
     days, ca_days:
         Validity of the coordinator and site certificates, and of the CA.
+    he:
+        Also make the federation's HE key pair (needs the ``he`` extra, TenSEAL).
 
     Raises
     ------
@@ -292,8 +303,31 @@ def create_federation(
     }
     _write_kit(coordinator, ca[1], key, cert, info)
     _write(_revoked_path(root), b'{\n  "version": 1,\n  "revoked": []\n}\n', 0o644)
+    if he:
+        _make_he_keys(root, coordinator)
     kits = {s: _issue_site_kit(root, meta, ca, s) for s in site_ids}
     return Federation(name, root, address, coordinator, kits)
+
+
+def _make_he_keys(root: Path, coordinator: Path) -> None:
+    """The federation's CKKS key pair: secret to ``ca/`` (0600), public to the coordinator."""
+    from fedcare.secure.he.ckks import CKKSBackend
+    from fedcare.secure.he.keys import HE_PUBLIC_FILE, HE_SECRET_FILE
+
+    backend = CKKSBackend.keygen()
+    _write(root / "ca" / HE_SECRET_FILE, backend.secret_bytes(), 0o600)
+    public = backend.public_bytes()
+    assert not CKKSBackend.from_bytes(public).has_secret_key  # never the secret to the coordinator
+    _write(coordinator / HE_PUBLIC_FILE, public, 0o644)
+
+
+def _copy_he_secret(root: Path, kit: Path) -> None:
+    """Give a site kit the federation's HE secret context, if the federation has one."""
+    from fedcare.secure.he.keys import HE_SECRET_FILE
+
+    source = root / "ca" / HE_SECRET_FILE
+    if source.is_file():
+        _write(kit / HE_SECRET_FILE, source.read_bytes(), 0o600)
 
 
 def _check_arguments(name: str, days: int, ca_days: int, port: int) -> None:

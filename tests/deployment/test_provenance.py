@@ -82,9 +82,9 @@ def test_models_are_registered_with_exact_cards_lineage_and_audit(
     params = final_params(store, first)
     assert model.model_hash == card["model"]["hash"] == model_hash(params)
     assert card["model"]["parent"] is None and card["privacy"]["mode"] == "open"
-    # Simulation trains the same model, but replies are summed in arrival order here and in
-    # site order there, so the last bits (and hence the model hash) may differ.
-    assert_params_close(params, simulate(study).params)
+    # Simulation trains the same model: replies are summed in site order in both, so the
+    # parameters agree to the last bit and the model hashes are equal.
+    assert model_hash(simulate(study).params) == model.model_hash
 
     second = submit(store, heart_study(rounds=1, name="continued", init_model=model.version))
     wait_for_status(store, second, "completed", describe=fed.describe)

@@ -6,7 +6,9 @@ An aggregator combines the contributions of one round into one result::
     result, state, measurements = agg.update(state, contributions)
 
 ``contributions`` is any iterable and is consumed once, in order, so an aggregator can run as
-replies stream in: memory grows with the model, not with sites × model. Layers (validation,
+replies stream in: memory grows with the model, not with sites × model. (The round loop hands
+plain rounds their replies sorted by site, so that floating-point sums, and so model hashes, do
+not depend on arrival order; that holds every reply of a round until the last one arrives.) Layers (validation,
 clipping, DP noise, secure sum, robust means) wrap an ``inner`` aggregator and return the same
 interface; :func:`fedcare.aggregation.chain` composes them. Every aggregator reports named
 measurements (numbers or lists of site ids) that reports, the dashboard and the audit read

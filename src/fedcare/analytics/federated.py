@@ -24,7 +24,8 @@ def federated_feature_moments(grid: Grid, cfg: RoundConfig) -> Moments:
     sites = grid.site_ids()
     failures: dict[str, str] = {}
     ins = [Instruction(s) for s in sites]
-    parts = [r.arrays for r in exchange(grid, cfg, 0, "stats", ArrayRecord(), ins, failures)]
+    replies = exchange(grid, cfg, 0, "stats", ArrayRecord(), ins, failures)
+    parts = [r.arrays for r in sorted(replies, key=lambda r: r.site_id)]  # order-free sums
     if failures or len(parts) != len(sites):
         raise RoundFailedError(
             f"statistics round: {len(parts)} of {len(sites)} sites reported; failures: {failures}",

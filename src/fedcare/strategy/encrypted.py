@@ -110,7 +110,8 @@ def run_encrypted_sum(
     length = template.num_params + 1
     cfg = replace(cfg, pipeline={**cfg.pipeline, **strategy.aggregator.site_spec()})
     fit_failures: dict[str, str] = {}
-    inbound = {r.site_id: r.arrays for r in send(cfg, "fit", state.params, ins, fit_failures)}
+    fit_replies = list(send(cfg, "fit", state.params, ins, fit_failures))
+    inbound = {r.site_id: r.arrays for r in fit_replies}
     failures.update(fit_failures)
     try:
         summed = protocol.collect(length, inbound)
@@ -139,5 +140,6 @@ def run_encrypted_sum(
         "he_decrypted_by": decrypted_by,
         "he_ciphertext_bytes": summed.bytes_in,
         "he_expansion": summed.bytes_in / plain_bytes,
+        "site_info": {r.site_id: dict(r.info) for r in fit_replies if r.site_id in summed.sites},
     }
     return [reply], measurements

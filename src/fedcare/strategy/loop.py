@@ -23,6 +23,8 @@ from fedcare.errors import AggregationError, RoundFailedError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task, TaskKind
 from fedcare.strategy.base import Instruction, Strategy, StrategyState
+from fedcare.strategy.encrypted import encrypted_protocol, run_encrypted_sum
+from fedcare.strategy.multistage import run_secure_sum, secure_protocol
 from fedcare.transport.base import Grid
 
 __all__ = ["RoundConfig", "RoundRecord", "evaluate_on_sites", "run_round", "run_rounds"]
@@ -136,6 +138,46 @@ def evaluate_on_sites(
     return per_site, failures
 
 
+def in_site_order(
+    replies: Iterable[Reply], sites: Sequence[str], failures: Mapping[str, str]
+) -> Iterator[Reply]:
+    """``replies`` in sorted site order, whatever order they arrived in.
+
+    Floating-point sums depend on order; summing in site order makes a round's result (and the
+    model hash) the same in simulation and deployment. A reply that arrives early waits in a
+    buffer only until every site before it has replied or failed (``failures`` is filled by
+    the screening as replies arrive), so in-order arrival still streams with no buffer.
+    """
+    expected = sorted(sites)
+    waiting: dict[str, Reply] = {}
+    at = 0
+    for reply in replies:
+        waiting[reply.site_id] = reply
+        while at < len(expected) and (expected[at] in waiting or expected[at] in failures):
+            ready = waiting.pop(expected[at], None)
+            at += 1
+            if ready is not None:
+                yield ready
+    for site in sorted(waiting):  # after sites that never answered
+        yield waiting[site]
+
+
+def _multistage(strategy: Strategy) -> Callable[..., tuple[list[Reply], Any]] | None:
+    """The runner of the strategy aggregator's multi-stage protocol, if it has one."""
+    if secure_protocol(strategy) is not None:
+        return run_secure_sum
+    if encrypted_protocol(strategy) is not None:
+        return run_encrypted_sum
+    return None
+
+
+def _noting_info(replies: Iterable[Reply], into: dict[str, dict[str, str]]) -> Iterator[Reply]:
+    """Pass ``replies`` on, noting each one's ``info`` under its site."""
+    for reply in replies:
+        into[reply.site_id] = dict(reply.info)
+        yield reply
+
+
 def run_round(
     grid: Grid, strategy: Strategy, state: StrategyState, cfg: RoundConfig, round: int
 ) -> tuple[StrategyState, RoundRecord]:
@@ -145,7 +187,24 @@ def run_round(
     available = grid.site_ids()
     ins = strategy.configure_fit(round, state, available, rng)
     failures: dict[str, str] = {}
-    replies = exchange(grid, cfg, round, "fit", state.params, ins, failures)
+    site_info: dict[str, dict[str, str]] = {}  # provenance of each aggregated reply
+    protocol: dict[str, Any] = {}  # measurements of a multi-stage (secure, encrypted) sum
+    fit_replies: Iterable[Reply]
+    stages = _multistage(strategy)
+    if stages is None:
+        received = exchange(grid, cfg, round, "fit", state.params, ins, failures)
+        fit_replies = in_site_order(received, [i.site_id for i in ins], failures)
+    else:  # the stages run here; one reply carries the (exact, order-free) sum
+        fit_replies, protocol = stages(
+            lambda c, kind, params, sins, f: exchange(grid, c, round, kind, params, sins, f),
+            cfg,
+            strategy,
+            round,
+            state,
+            ins,
+            failures,
+        )
+    replies = _noting_info(fit_replies, site_info)
     try:
         new_state, measurements = strategy.aggregate_fit(
             round, state, replies, num_available=len(available)
@@ -157,6 +216,8 @@ def run_round(
             replied=0,
             required=strategy.min_sites,
         ) from err
+    site_info = protocol.pop("site_info", site_info)
+    measurements = {**measurements, **protocol}
     replied = int(measurements.get("num_contributions", 0))
     if replied < strategy.min_sites:
         raise RoundFailedError(
@@ -167,6 +228,7 @@ def run_round(
             required=strategy.min_sites,
         )
     fit = {**measurements, "sampled_sites": [i.site_id for i in ins], "failed_sites": failures}
+    fit["site_info"] = site_info
     evaluation = None
     if cfg.evaluate_every and (round % cfg.evaluate_every == 0 or round == cfg.num_rounds):
         ev_ins = strategy.configure_evaluate(round, new_state, available, rng)

@@ -78,13 +78,18 @@ def run_secure_sum(
     sites = [i.site_id for i in ins]
     pstate, out = protocol.start(cfg.study_id, round, sites, template.num_params + 1, seed=seed)
     fit = {i.site_id: i for i in ins}
+    site_info: dict[str, dict[str, str]] = {}
     while pstate.stage is not None:
         stage = pstate.stage
         masked = stage == "mask"
         kind: TaskKind = "fit" if masked else "secagg"
         params = state.params if masked else ArrayRecord()
         stage_failures: dict[str, str] = {}
-        replies = send(cfg, kind, params, _stage_instructions(out, fit, masked), stage_failures)
+        replies = list(
+            send(cfg, kind, params, _stage_instructions(out, fit, masked), stage_failures)
+        )
+        if masked:  # provenance of each masked input (fingerprint, plan hash; no values)
+            site_info = {r.site_id: dict(r.info) for r in replies}
         inbound = {r.site_id: ClientMessage(stage, r.arrays) for r in replies}
         failures.update({s: f"secagg {stage}: {why}" for s, why in stage_failures.items()})
         try:
@@ -122,6 +127,7 @@ def run_secure_sum(
         "secagg_dropped": {k: list(v) for k, v in result.dropped.items()},
         "secagg_threshold": pstate.setup.threshold,
         "secagg_degree": len(next(iter(pstate.setup.neighbours.values()))),
+        "site_info": {s: site_info.get(s, {}) for s in result.sites},
     }
     return [reply], measurements
 

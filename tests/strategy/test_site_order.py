@@ -59,7 +59,14 @@ def test_fedavg_result_is_bitwise_independent_of_arrival_order() -> None:
     for seed in range(3):
         order = list(np.random.default_rng(seed).permutation(SITES))
         replies = [
-            Reply("st", 1, s, "fit", arrays=ArrayRecord({"w": values[s]}), num_samples=3 + SITES.index(s))
+            Reply(
+                "st",
+                1,
+                s,
+                "fit",
+                arrays=ArrayRecord({"w": values[s]}),
+                num_samples=3 + SITES.index(s),
+            )
             for s in order
         ]
         sorted_replies = in_site_order(iter(replies), SITES, {})

@@ -82,3 +82,31 @@ def test_a_privacy_mode_this_version_cannot_run_fails_at_submit(tmp_path: Path) 
     assert result.exit_code == 2
     output = " ".join(result.output.split())
     assert f"privacy mode '{missing[0]}' is not available in this version" in output
+
+
+def test_plan_of_an_analytics_spec_prints_the_hash_its_tasks_carry(tmp_path: Path) -> None:
+    from fedcare.analytics.run import analytics_plan
+    from fedcare.analytics.spec import AnalyticsSpec
+    from fedcare.records.messages import Task
+    from fedcare.site.plans import PlanIdentity, identify_plan
+
+    spec_file = tmp_path / "q.yaml"
+    body = {"name": "glucose-summary", "dataset": "cdm", "queries": [{"type": "count"}]}
+    spec_file.write_text(yaml.safe_dump(body))
+    result = runner.invoke(app, ["site", "plan", str(spec_file), "--dataset", "fixture"])
+    assert result.exit_code == 0, result.output
+    printed = result.stdout.splitlines()[0]
+    assert "glucose-summary" in result.output and "'type': 'count'" in result.output
+    # the coordinator's tasks for this spec, as run on a federation with --dataset fixture
+    spec = AnalyticsSpec.from_dict({**body, "dataset": "fixture"})
+    plan = {**analytics_plan(spec), "only": ["q0"], "thresholds": {}}
+    task = Task(study_id="j", round=2, site_id="a", kind="analytics", plan=plan)
+    identity = identify_plan(task)
+    assert isinstance(identity, PlanIdentity)
+    assert identity.hash == printed and identity.study == "glucose-summary"
+    # another dataset or query is another plan
+    other = runner.invoke(app, ["site", "plan", str(spec_file)])
+    assert other.exit_code == 0 and other.stdout.splitlines()[0] != printed
+    spec_file.write_text(yaml.safe_dump({**body, "queries": [{"type": "count", "name": "n"}]}))
+    changed = runner.invoke(app, ["site", "plan", str(spec_file), "--dataset", "fixture"])
+    assert changed.stdout.splitlines()[0] != printed

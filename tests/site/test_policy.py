@@ -77,7 +77,8 @@ def test_unknown_fields_and_bad_files_are_refused(tmp_path: Path) -> None:
         ("encrypted", "secure", True),
         ("secure", "private", False),
         ("encrypted", "private", False),  # no DP on the decrypted sum
-        ("private", "encrypted", False),  # the coordinator sees the noised sum
+        ("private", "encrypted", True),  # both hide each update; private also adds DP
+        ("secure", "encrypted", True),  # both let the coordinator learn only the sum
         ("private", "private", True),
         ("encrypted", "encrypted", True),
         ("unknown", "open", False),
@@ -85,3 +86,12 @@ def test_unknown_fields_and_bad_files_are_refused(tmp_path: Path) -> None:
 )
 def test_privacy_modes_are_ordered_by_their_guarantees(mode: str, minimum: str, ok: bool) -> None:
     assert mode_satisfies(mode, minimum) is ok
+
+
+def test_min_cell_defaults_to_5_and_must_be_at_least_1(tmp_path: Path) -> None:
+    assert SitePolicy().min_cell == 5
+    assert SitePolicy.from_yaml(write(tmp_path, "min_cell: 1\n")).min_cell == 1  # exact KM
+    with pytest.raises(ConfigError, match=r"field min_cell: .*greater than or equal to 1.*0"):
+        SitePolicy.from_yaml(write(tmp_path, "min_cell: 0\n"))
+    example = Path(__file__).resolve().parents[2] / "examples" / "site" / "policy.yaml"
+    assert SitePolicy.from_yaml(example).min_cell == 5

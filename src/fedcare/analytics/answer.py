@@ -121,16 +121,32 @@ def _put(arrays: dict[str, np.ndarray], path: str, stats: Mapping[str, np.ndarra
 
 
 def answer_task(
-    data: SiteData, plan: Mapping[str, Any], seed: int, policy: AnalyticsPolicy
+    data: SiteData,
+    plan: Mapping[str, Any],
+    seed: int,
+    policy: AnalyticsPolicy,
+    *,
+    frame: pd.DataFrame | None = None,
 ) -> tuple[ArrayRecord, dict[str, float]]:
-    """:func:`answer_plan` on a site's built-in arrays (feature names from ``plan["columns"]``).
+    """:func:`answer_plan` on a site's table.
+
+    ``frame``: a mapped dataset's harmonized table, whose columns are the schema's variable
+    names (the site knows them; ``plan["columns"]`` is ignored). Without it, the site's
+    built-in arrays, their feature columns named by ``plan["columns"]``.
 
     Noise comes from ``seed`` only when the policy sets ``seeded_noise`` (simulation);
     otherwise from a fresh OS-entropy seed the coordinator cannot know.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`answer_plan`; a variable this site's table lacks is named with the site's
+        variables.
     """
-    columns = plan.get("columns") or ()
-    if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
-        raise ConfigError(f"task plan 'columns' must be a list of names, got {columns!r}")
-    frame = site_frame(data, columns)
+    if frame is None:
+        columns = plan.get("columns") or ()
+        if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
+            raise ConfigError(f"task plan 'columns' must be a list of names, got {columns!r}")
+        frame = site_frame(data, columns)
     rng = np.random.default_rng(seed if policy.seeded_noise else None)
     return answer_plan(frame, plan, policy, rng)

@@ -40,7 +40,7 @@ from fedcare.strategy.base import Instruction
 from fedcare.strategy.loop import RoundConfig, exchange
 from fedcare.transport.base import Grid
 
-__all__ = ["AnalyticsResult", "combine_query", "run_analytics"]
+__all__ = ["AnalyticsResult", "analytics_plan", "combine_query", "run_analytics"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,15 @@ def _search(
             return last
 
 
+def analytics_plan(spec: AnalyticsSpec, columns: Sequence[str] = ()) -> dict[str, Any]:
+    """The plan every task of ``spec`` carries (before a round's ``only``/``thresholds``): what
+    a steward approves by its hash (:func:`fedcare.site.plans.analytics_plan_hash`)."""
+    plan: dict[str, Any] = {"analytics": spec.model_dump(mode="json"), "columns": list(columns)}
+    if spec.dataset:
+        plan["dataset"] = spec.dataset  # site agents pick the dataset the plan names
+    return plan
+
+
 def run_analytics(
     grid: Grid,
     spec: AnalyticsSpec,
@@ -167,7 +176,8 @@ def run_analytics(
     ----------
     columns:
         Names of the sites' feature columns (a built-in dataset's public feature names);
-        empty: sites name them ``x0``, ``x1``, ...
+        empty: sites name them ``x0``, ``x1``, ... A site with a mapped dataset ignores them:
+        its harmonized table has the schema's variable names.
     start_round:
         Task round of the first exchange; quantile steps use the following rounds.
 
@@ -176,9 +186,7 @@ def run_analytics(
     RoundFailedError
         If no site answers the first round.
     """
-    base: dict[str, Any] = {"analytics": spec.model_dump(mode="json"), "columns": list(columns)}
-    if spec.dataset:
-        base["dataset"] = spec.dataset  # site agents pick the dataset the plan names
+    base = analytics_plan(spec, columns)
     cfg = RoundConfig(study_id=study_id, num_rounds=1, seed=seed, round_timeout=round_timeout)
     ex = _Exchanges(grid, cfg, base, start_round, grid.site_ids())
     searches = {

@@ -255,4 +255,13 @@ class AnalyticsSpec(_Strict):
             raise ConfigError(f"analytics file {path} is not valid YAML: {err}") from None
         if isinstance(data, Mapping) and "analytics" in data and "queries" not in data:
             data = data["analytics"]
-        return cls.from_dict(data, source=str(path))
+        spec = cls.from_dict(data, source=str(path))
+        if not spec.dataset:
+            return spec
+        # dataset files named by relative paths (e.g. dataset 'cdm') are found from this folder
+        from fedcare.data.registry import with_base_dir
+
+        options = with_base_dir(spec.dataset, spec.dataset_options, path.parent)
+        if options == spec.dataset_options:
+            return spec
+        return spec.model_copy(update={"dataset_options": options})

@@ -1,7 +1,7 @@
 """``fedcare analytics QUERY.yaml``: federated statistics, in simulation or on a federation.
 
 Simulation (``--dataset`` or the spec's dataset): the built-in dataset split across its sites,
-each with ``--min-cell``. Federation (``--federation HOME``): the spec is queued as an
+each with ``--min-cell``; dataset ``cdm`` (mapped site tables) answers on harmonized tables. Federation (``--federation HOME``): the spec is queued as an
 analytics job on the coordinator of HOME (run on its host, like ``fedcare study submit``);
 with ``--wait`` the command waits for the result and writes it, otherwise it prints the job
 id for ``fedcare study report``.
@@ -20,7 +20,14 @@ from rich.table import Table
 
 from fedcare.errors import FedcareError
 
-__all__ = ["analytics", "write_analytics_outputs"]
+__all__ = [
+    "analytics",
+    "analytics_plan_summary",
+    "federation_plan",
+    "federation_spec",
+    "is_analytics_file",
+    "write_analytics_outputs",
+]
 
 console = Console(stderr=True)
 
@@ -46,10 +53,13 @@ def write_analytics_outputs(result: dict[str, Any], out: Path) -> tuple[Path, Pa
 
 
 def _columns(name: str, options: dict[str, Any]) -> tuple[str, ...]:
-    """The public feature names of built-in dataset ``name`` (read here, on this host)."""
-    from fedcare.data.registry import load_dataset
+    """The public feature names of built-in dataset ``name`` (read here, on this host); none
+    for a dataset a site defines itself (schema + mapping), whose tables name the variables."""
+    from fedcare.data.registry import DATASET_NAMES, load_dataset
     from fedcare.errors import DataError
 
+    if name not in DATASET_NAMES:  # 'cdm' and site-defined datasets: harmonized tables
+        return ()
     try:
         return load_dataset(name, **options).feature_names
     except DataError as err:
@@ -73,10 +83,67 @@ def _simulate(spec: Any, dataset: str | None, seed: int, min_cell: int) -> dict[
     return simulate_analytics(spec, dataset=ds, policy=policy, seed=seed).to_dict()
 
 
+def federation_spec(spec: Any, dataset: str | None) -> Any:
+    """The spec as queued on a federation: ``--dataset`` replaces its dataset (name and
+    options); a folder this host resolved paths from is dropped,
+    so a steward's ``fedcare site plan`` on another machine prints the same hash."""
+    from fedcare.data.registry import BASE_DIR_OPTION
+
+    options = {k: v for k, v in spec.dataset_options.items() if k != BASE_DIR_OPTION}
+    update: dict[str, Any] = {"dataset_options": options}
+    if dataset is not None and dataset != spec.dataset:
+        update = {"dataset": dataset, "dataset_options": {}}
+    return spec.model_copy(update=update)
+
+
+def federation_plan(spec: Any) -> dict[str, Any]:
+    """The plan the sites receive for ``spec`` on a federation (its hash is what a steward
+    approves: ``fedcare site plan QUERY.yaml``)."""
+    from fedcare.analytics.run import analytics_plan
+
+    columns = _columns(spec.dataset, spec.dataset_options) if spec.dataset else ()
+    return analytics_plan(spec, columns)
+
+
+def is_analytics_file(path: Path) -> bool:
+    """Whether a YAML file holds an analytics spec (``queries:``, or ``analytics:`` holding
+    them) rather than a study; an unreadable file is left to the study reader's errors."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and (
+        "queries" in data or (isinstance(data.get("analytics"), dict) and "model" not in data)
+    )
+
+
+def analytics_plan_summary(path: Path, dataset: str | None) -> tuple[str, str]:
+    """The hash a site's steward approves for the analytics spec at ``path`` (run on a
+    federation with ``--dataset`` ``dataset``) and a summary naming what it computes."""
+    from fedcare.analytics.spec import AnalyticsSpec
+    from fedcare.site.plans import analytics_plan_hash
+
+    spec = federation_spec(AnalyticsSpec.from_yaml(path), dataset)
+    plan = federation_plan(spec)
+    lines = [
+        f"analytics:     {spec.name} (approve under this name)",
+        f"dataset:       {spec.dataset or '(the site default)'}",
+        f"min_cell:      {spec.min_cell} (a site's own minimum applies when larger)",
+        f"noise:         {spec.noise.model_dump() if spec.noise else 'none'}",
+    ]
+    lines += [
+        f"query {i}:       {q.model_dump(exclude_defaults=True)}"
+        for i, q in enumerate(spec.queries)
+    ]
+    return analytics_plan_hash(plan), "\n".join(lines)
+
+
 def _job_config(spec: Any, min_sites: int) -> dict[str, Any]:
     from fedcare.coordinator.analytics_jobs import analytics_study_config
 
-    columns = _columns(spec.dataset, spec.dataset_options) if spec.dataset else ()
+    columns = federation_plan(spec)["columns"]
     return analytics_study_config(spec, min_sites=min_sites, columns=columns)
 
 
@@ -120,8 +187,7 @@ def analytics(
         if federation is None:
             result = _simulate(spec, dataset, seed, min_cell)
         else:
-            if dataset is not None:
-                spec = spec.model_copy(update={"dataset": dataset})
+            spec = federation_spec(spec, dataset)
             config = _job_config(spec, min_sites)
             with _open_store(federation, db) as store:
                 study_id = store.create_study(spec.name, config, 0)

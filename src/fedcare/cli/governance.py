@@ -1,4 +1,4 @@
-"""``fedcare site plan|approve|refuse|revoke|approvals``: the data steward's commands.
+"""``fedcare site plan|approve|refuse|revoke|approvals|budget``: the data steward's commands.
 
 Decisions go to the site's approvals store (``<state>/approvals.sqlite``) and, signed with the
 site kit's key, to its audit log (``<state>/audit.jsonl``); a running agent reads both before
@@ -62,20 +62,39 @@ def build_governance(
     )
     if approve_all:
         audit.append("approve-all-enabled", warning="every plan runs without a steward decision")
-    return SiteGovernance(policy, ApprovalStore.in_state_dir(state), audit, approve_all=approve_all)
+    from fedcare.site.ledger import SiteLedger
+
+    return SiteGovernance(
+        policy,
+        ApprovalStore.in_state_dir(state),
+        audit,
+        approve_all=approve_all,
+        ledger=SiteLedger.in_state_dir(state),
+    )
 
 
-def site_plan(study: Path = typer.Argument(..., help="The study file.")) -> None:
-    """Print a study's training-plan hash and a summary for the steward to approve."""
+def site_plan(
+    study: Path = typer.Argument(..., help="The study file, or an analytics spec."),
+    dataset: str | None = typer.Option(
+        None, help="Analytics: the dataset the job runs on (as `fedcare analytics --dataset`)."
+    ),
+) -> None:
+    """Print the hash to approve (and a summary) of a study's training plan or of an
+    analytics spec; approve it with `fedcare site approve --study NAME --plan HASH`."""
+    from fedcare.cli.analytics import analytics_plan_summary, is_analytics_file
     from fedcare.records.plan import plan_for_study
     from fedcare.records.study import StudyConfig
 
     try:
-        plan = plan_for_study(StudyConfig.from_yaml(study))
+        if is_analytics_file(study):
+            digest, summary = analytics_plan_summary(study, dataset)
+        else:
+            plan = plan_for_study(StudyConfig.from_yaml(study))
+            digest, summary = plan.hash, plan.summary()
     except FedcareError as err:
         raise _fail(err) from None
-    typer.echo(plan.hash)
-    console.print(plan.summary(), highlight=False)
+    typer.echo(digest)
+    console.print(summary, highlight=False)
 
 
 def _decide(state: Path, kit: Path, event: str, **data: Any) -> None:
@@ -169,6 +188,42 @@ def site_approvals(state: Path = STATE, study: str | None = typer.Option(None)) 
     Console().print(table)
 
 
+def site_budget(
+    state: Path = STATE,
+    policy_file: Path | None = typer.Option(None, "--policy", help="Show each dataset's cap."),
+    detail: bool = typer.Option(False, "--detail", help="One line per recorded spend."),
+) -> None:
+    """The site's privacy ledger: epsilon spent per dataset (and its cap and what is left)."""
+    from fedcare.site.ledger import SiteLedger
+    from fedcare.site.policy import SitePolicy
+
+    try:
+        ledger = SiteLedger.in_state_dir(state)
+        caps = SitePolicy.from_yaml(policy_file).epsilon_cap if policy_file else {}
+        lines, spends = ledger.summary(), ledger.spends() if detail else []
+    except FedcareError as err:
+        raise _fail(err) from None
+    table = Table("dataset", "epsilon spent", "cap", "remaining", "studies", "rounds")
+    for b in lines:
+        cap = caps.get(b.dataset)
+        left = "" if cap is None else f"{max(0.0, cap - b.epsilon):.3g}"
+        table.add_row(
+            b.dataset, f"{b.epsilon:.3g}", "" if cap is None else f"{cap:g}", left,
+            str(b.studies), str(b.rounds),
+        )  # fmt: skip
+    Console().print(table)
+    if detail:
+        rows = Table("dataset", "study", "study id", "round", "events", "epsilon after")
+        for sp in spends:
+            events = ", ".join(f"z={e.noise_multiplier:.3g} q={e.sampling_probability:g} "
+                               f"x{e.count}" for e in sp.events)  # fmt: skip
+            rows.add_row(
+                sp.dataset, sp.study, sp.study_id, str(sp.round), events,
+                f"{sp.epsilon_after:.3g}",
+            )  # fmt: skip
+        Console().print(rows)
+
+
 def register(site_app: typer.Typer) -> None:
     """Add the steward's commands to ``fedcare site``."""
     site_app.command("plan")(site_plan)
@@ -176,6 +231,7 @@ def register(site_app: typer.Typer) -> None:
     site_app.command("refuse")(site_refuse)
     site_app.command("revoke")(site_revoke)
     site_app.command("approvals")(site_approvals)
+    site_app.command("budget")(site_budget)
 
 
 def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
@@ -197,7 +253,7 @@ def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
 
 
 def _is_refusal(kind: str) -> bool:
-    return kind.startswith(("policy-", "plan-", "approval-"))
+    return kind.startswith(("policy-", "plan-", "approval-", "privacy-budget"))
 
 
 def default_until(days: int = 1) -> datetime:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 from fedcare.data.base import FederatedDataset
+from fedcare.data.cdm.loader import load_cdm
 from fedcare.data.eicu import load_eicu
 from fedcare.data.heart import load_heart_disease
 from fedcare.data.pneumonia import load_pneumoniamnist
@@ -13,7 +16,7 @@ from fedcare.data.synthetic import load_synthetic
 from fedcare.data.tcga import load_tcga_brca
 from fedcare.errors import ConfigError
 
-__all__ = ["DATASET_NAMES", "load_dataset"]
+__all__ = ["BASE_DIR_OPTION", "DATASET_NAMES", "MAPPED_DATASET", "load_dataset", "with_base_dir"]
 
 _LOADERS: dict[str, Callable[..., FederatedDataset]] = {
     "heart-disease": load_heart_disease,
@@ -22,8 +25,27 @@ _LOADERS: dict[str, Callable[..., FederatedDataset]] = {
     "pneumoniamnist": load_pneumoniamnist,
     "synthetic": load_synthetic,
 }
-#: Names accepted by :func:`load_dataset`.
+#: The built-in datasets (each loads with no options).
 DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
+#: Site tables mapped to a common data model (:mod:`fedcare.data.cdm.loader`); needs options.
+MAPPED_DATASET = "cdm"
+_LOADERS[MAPPED_DATASET] = load_cdm
+#: The option of loaders that read files named by relative paths: the folder they resolve in.
+BASE_DIR_OPTION = "base_dir"
+
+
+def with_base_dir(name: str, options: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """``options`` with ``base_dir`` set to ``base`` when dataset ``name``'s loader reads files
+    by relative path (it accepts ``base_dir``) and the options do not set it already.
+
+    Study and analytics files call it with their own folder, so their dataset paths are
+    relative to the file, wherever the command runs.
+    """
+    loader = _LOADERS.get(name)
+    out = dict(options)
+    if loader is not None and BASE_DIR_OPTION in inspect.signature(loader).parameters:
+        out.setdefault(BASE_DIR_OPTION, str(base.resolve()))
+    return out
 
 
 def load_dataset(name: str, **options: object) -> FederatedDataset:
@@ -33,7 +55,8 @@ def load_dataset(name: str, **options: object) -> FederatedDataset:
     ----------
     name:
         One of :data:`DATASET_NAMES`: ``heart-disease``, ``tcga-brca``, ``eicu``,
-        ``pneumoniamnist``, ``synthetic`` (seeded, generated: no download).
+        ``pneumoniamnist``, ``synthetic`` (seeded, generated: no download), ``cdm`` (site
+        tables mapped to a common data model: :mod:`fedcare.data.cdm.loader`).
     **options:
         Keyword options of that dataset's loader, e.g. ``protocol="raw"`` for
         ``heart-disease``, ``split="region"`` for ``eicu``, ``num_sites=10`` for
@@ -54,7 +77,8 @@ def load_dataset(name: str, **options: object) -> FederatedDataset:
     """
     loader = _LOADERS.get(name)
     if loader is None:
-        raise ConfigError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
+        known = ", ".join((*DATASET_NAMES, MAPPED_DATASET))
+        raise ConfigError(f"unknown dataset {name!r}; known datasets: {known}")
     accepted = list(inspect.signature(loader).parameters)
     unknown = sorted(set(options) - set(accepted))
     if unknown:

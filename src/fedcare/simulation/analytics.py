@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fedcare.analytics.disclosure import AnalyticsPolicy
 from fedcare.analytics.run import AnalyticsResult, run_analytics
 from fedcare.analytics.spec import AnalyticsSpec
 from fedcare.data.base import FederatedDataset
+from fedcare.data.cdm.sitedata import ANALYTICS_FRAMES
 from fedcare.data.registry import load_dataset
 from fedcare.errors import ConfigError
 from fedcare.site.app import SiteApp
@@ -17,11 +20,18 @@ __all__ = ["analytics_grid", "simulate_analytics"]
 def analytics_grid(
     ds: FederatedDataset, policy: AnalyticsPolicy, *, record: bool = False
 ) -> InMemoryGrid:
-    """One :class:`SiteApp` per site of ``ds``, each with analytics ``policy``."""
+    """One :class:`SiteApp` per site of ``ds``, each with analytics ``policy``.
+
+    A federation built from mapped data (:func:`fedcare.data.cdm.build_federation`) gives each
+    site its harmonized table, so queries name the schema's variables, as on a real site.
+    """
+    frames = ds.extra.get(ANALYTICS_FRAMES)
+    frames = frames if isinstance(frames, Mapping) else {}
     apps = {}
     for site in ds.sites:
         app = SiteApp(site)
         app.runtime.analytics_policy = policy
+        app.runtime.analytics_frame = frames.get(site.site_id)
         apps[site.site_id] = app
     return InMemoryGrid(apps, record=record)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from fedcare.data.cdm import SiteMapping, SiteReport
 
-__all__ = ["DATA_CHECK_FAILED", "DatasetEntry", "SiteDataConfig", "refusal"]
+__all__ = ["DATA_CHECK_FAILED", "DatasetEntry", "PreparedDataset", "SiteDataConfig", "refusal"]
 
 #: The error kind of a reply refusing a task because the dataset failed its data check.
 DATA_CHECK_FAILED = "data-check-failed"
@@ -84,22 +84,30 @@ class DatasetEntry(BaseModel):
 
         The data is ``None`` when the report fails the schema's required checks.
         """
+        prepared = self.prepared()
+        return prepared.data, prepared.report
+
+    def prepared(self) -> PreparedDataset:
+        """:meth:`checked`, plus for a mapped source the harmonized table analytics reads
+        (every row, the schema's variable names; see :func:`fedcare.data.cdm.analysis_frame`).
+        """
         if self.builtin is not None:
             from fedcare.data.registry import load_dataset
 
-            return load_dataset(self.builtin, **self.options).site(str(self.site)), None
-        from fedcare.data.cdm import Schema, SiteMapping, check_table, to_site_data
+            data = load_dataset(self.builtin, **self.options).site(str(self.site))
+            return PreparedDataset(data, None, None)
+        from fedcare.data.cdm import Schema, SiteMapping, analysis_frame, check_table, to_site_data
 
         schema = Schema.from_yaml(str(self.schema_file))
         mapping = SiteMapping.from_yaml(str(self.mapping))
         result = check_table(_read_source(self.source, mapping), schema, mapping)
         if not result.report.passed:
-            return None, result.report
+            return PreparedDataset(None, result.report, None)
         site_id = self.site or mapping.site or "site"
-        data, _ = to_site_data(
+        site, _ = to_site_data(
             result, schema, site_id, test_fraction=self.test_fraction, seed=self.seed
         )
-        return data, result.report
+        return PreparedDataset(site, result.report, analysis_frame(result))
 
     def load(self) -> SiteData:
         """The site's data; a mapped source that fails its data check raises DataError."""
@@ -108,6 +116,15 @@ class DatasetEntry(BaseModel):
             assert report is not None
             raise DataError(report.summary)
         return data
+
+
+class PreparedDataset(NamedTuple):
+    """A dataset entry, loaded: the arrays (``None`` if it failed its data check), the
+    data-check report (mapped sources) and the harmonized table (mapped sources that passed)."""
+
+    data: SiteData | None
+    report: SiteReport | None
+    frame: pd.DataFrame | None
 
 
 def _under(base: Path, path: str | None) -> str | None:

@@ -5,6 +5,7 @@ allowed_studies: [heart-disease-fedavg]   # study names; leave out to allow any 
 min_privacy_mode: open                    # the weakest privacy mode accepted
 epsilon_cap: {heart-disease: 3.0}         # per dataset: the largest epsilon a study may declare
 min_cohort: 20                            # no task on a dataset with fewer rows
+min_cell: 5                               # analytics: withhold counts of 1 to min_cell - 1
 allowed_outputs: [model_updates, metrics, statistics]
 max_rounds: 100
 resources: {task_time_limit_s: 600, memory_limit_mb: 8192}
@@ -19,11 +20,17 @@ that mode gives:
 | `open`      | (none: the coordinator sees each site's update)                     |
 | `secure`    | hidden-updates (the coordinator sees only the sum)                  |
 | `private`   | hidden-updates, differential-privacy (the sum is noised, eps counted)|
-| `encrypted` | hidden-updates, hidden-aggregate (only ciphertexts; sites decrypt)  |
+| `encrypted` | hidden-updates (only ciphertexts of updates; a site decrypts the sum)|
 
-So ``open < secure < private`` and ``secure < encrypted``, but ``private`` and ``encrypted`` are
-incomparable: a policy asking for ``private`` refuses ``encrypted`` (no DP on the decrypted sum)
-and one asking for ``encrypted`` refuses ``private`` (the coordinator sees the noised sum).
+So ``open < secure = encrypted < private``: ``secure`` and ``encrypted`` hide each update by
+different means (masks vs CKKS) but both let the coordinator learn the decrypted sum, so each
+satisfies a policy asking for the other; a policy asking for ``private`` refuses both (no DP on
+the sum).
+
+``min_cell`` is the site's analytics small-cell minimum: every count an analytics task
+releases with ``0 < count < min_cell`` is withheld (a spec's or ``min_cohort``'s larger
+minimum wins). ``min_cell: 1`` releases every count: exact Kaplan-Meier curves (counts at each
+distinct time) are answered only then, so a steward opts in by setting it explicitly.
 
 A bad policy file raises :class:`~fedcare.errors.ConfigError` naming the file and the field;
 ``fedcare site start --policy`` stops there. The ledger that spends epsilon comes later: today
@@ -59,7 +66,7 @@ MODE_GUARANTEES: dict[str, frozenset[str]] = {
     "open": frozenset(),
     "secure": frozenset({"hidden-updates"}),
     "private": frozenset({"hidden-updates", "differential-privacy"}),
-    "encrypted": frozenset({"hidden-updates", "hidden-aggregate"}),
+    "encrypted": frozenset({"hidden-updates"}),
 }
 #: The kind of output each task kind sends back.
 OUTPUT_OF_KIND: dict[str, str] = {
@@ -96,6 +103,8 @@ class SitePolicy(BaseModel):
     min_privacy_mode: PrivacyMode = "open"
     epsilon_cap: dict[str, float] = Field(default_factory=dict)
     min_cohort: int = Field(default=0, ge=0)
+    #: Analytics small-cell minimum (fedcare.analytics.disclosure.DEFAULT_MIN_CELL).
+    min_cell: int = Field(default=5, ge=1)
     allowed_outputs: tuple[Output, ...] = ("model_updates", "metrics", "statistics")
     max_rounds: int | None = Field(default=None, ge=1)
     resources: ResourceLimits = Field(default_factory=lambda: ResourceLimits())

@@ -21,7 +21,16 @@ from fedcare.data.cdm.report import CheckResult, check_table
 from fedcare.data.cdm.schema import Schema
 from fedcare.errors import ConfigError, DataError
 
-__all__ = ["build_federation", "feature_names", "to_site_data"]
+__all__ = [
+    "ANALYTICS_FRAMES",
+    "analysis_frame",
+    "build_federation",
+    "feature_names",
+    "to_site_data",
+]
+
+#: Key of :attr:`FederatedDataset.extra` holding each site's harmonized table by site id.
+ANALYTICS_FRAMES = "analytics_frames"
 
 
 def feature_names(schema: Schema) -> tuple[str, ...]:
@@ -33,6 +42,12 @@ def feature_names(schema: Schema) -> tuple[str, ...]:
         elif v.type != "date":
             names.append(v.name)
     return tuple(names)
+
+
+def analysis_frame(result: CheckResult) -> pd.DataFrame:
+    """The harmonized table with the schema's variable names, every row kept, and values the
+    check found invalid set to missing (what a site's analytics read)."""
+    return _clean(result)
 
 
 def _clean(result: CheckResult) -> pd.DataFrame:
@@ -120,7 +135,8 @@ def build_federation(
 
     A site whose data fails the required checks is refused, as a site agent would: it is left
     out, and ``extra["refused_sites"]`` gives its report's summary. ``extra["data_checks"]``
-    holds every site's shareable counts.
+    holds every site's shareable counts, ``extra[ANALYTICS_FRAMES]`` each kept site's
+    :func:`analysis_frame` (simulated sites answer analytics on it, as an agent does).
 
     Raises
     ------
@@ -130,6 +146,7 @@ def build_federation(
     kept: list[SiteData] = []
     refused: dict[str, str] = {}
     shared: dict[str, object] = {}
+    frames: dict[str, pd.DataFrame] = {}
     for site_id, (table, mapping) in sites.items():
         result = check_table(table, schema, mapping)
         shared[site_id] = result.report.shareable()
@@ -138,6 +155,7 @@ def build_federation(
             continue
         data, _ = to_site_data(result, schema, site_id, test_fraction=test_fraction, seed=seed)
         kept.append(data)
+        frames[site_id] = analysis_frame(result)
     if not kept:
         raise DataError(f"schema {schema.path}: every site failed its data check: {refused}")
     task: TaskType = "survival" if schema.with_role("time") else "binary"
@@ -148,5 +166,5 @@ def build_federation(
         feature_names=feature_names(schema),
         metrics=("cindex",) if task == "survival" else ("accuracy", "auroc"),
         description=schema.description,
-        extra={"refused_sites": refused, "data_checks": shared},
+        extra={"refused_sites": refused, "data_checks": shared, ANALYTICS_FRAMES: frames},
     )

@@ -1,8 +1,10 @@
 """Markdown tables from ``benchmarks/results/*.json``, written into README.md.
 
 Reads the rows the benchmarks wrote (``quality.json``, ``simulation_speed.json``,
-``tuning.json``; any other file is listed generically), renders them as Markdown and replaces
-the text between ``<!-- quality table -->`` and ``<!-- /quality table -->`` in README.md.
+``tuning.json``; any other file except ``system.json``, which the README describes by hand, is
+rendered generically: one table per dataset, methods down, metrics across, and the targets its
+notes name), renders them as Markdown and replaces the text between ``<!-- quality table -->``
+and ``<!-- /quality table -->`` in README.md.
 Run it after the benchmarks: ``python benchmarks/tables.py`` (``--print`` only prints).
 """
 
@@ -79,6 +81,35 @@ def pivot(rows: Sequence[Row]) -> list[str]:
     return [caption, "", *_table(["method", *metrics], body)]
 
 
+def _targets(rows: Sequence[Row]) -> list[str]:
+    found = [(r["dataset"], *m.groups()) for r in rows for m in TARGET.finditer(r["notes"])]
+    if not found:
+        return []
+    body = [list(t) for t in dict.fromkeys(found)]
+    return ["**Targets**:", "", *_table(["dataset", "target", "result", "numbers"], body), ""]
+
+
+def generic(rows: Sequence[Row]) -> list[str]:
+    """One pivot table per dataset, then the targets named in the notes."""
+    out: list[str] = []
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[r["dataset"]].append(r)
+    for dataset, group in groups.items():
+        out += [f"**{dataset}**", "", *pivot(group), ""]
+    return out + _targets(rows)
+
+
+#: Benchmarks the README describes in sections of their own, outside the generated tables.
+HAND_WRITTEN = ("system",)
+TITLES = {
+    "robustness": "Robust aggregation under attack (`benchmarks/robustness.py`)",
+    "privacy": "Secure aggregation cost (`benchmarks/privacy.py`)",
+    "privacy_dp": "Differential privacy (`benchmarks/privacy_dp.py`)",
+    "privacy_he": "Homomorphic encryption (`benchmarks/privacy_he.py`)",
+}
+
+
 def quality(rows: Sequence[Row]) -> list[str]:
     out: list[str] = []
     groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
@@ -87,12 +118,7 @@ def quality(rows: Sequence[Row]) -> list[str]:
     for (dataset, variant), group in groups.items():
         title = f"**{dataset}**" + (f", {variant}" if variant else "")
         out += [f"{title}: {_description(dataset, variant)}".rstrip(), "", *pivot(group), ""]
-    targets = [(r["dataset"], *m.groups()) for r in rows for m in TARGET.finditer(r["notes"])]
-    if targets:
-        out += ["**Targets**:", ""]
-        out += _table(["dataset", "target", "result", "numbers"], [list(t) for t in targets])
-        out.append("")
-    return out
+    return out + _targets(rows)
 
 
 def speed(rows: Sequence[Row]) -> list[str]:
@@ -129,8 +155,8 @@ def render(results: Path) -> str:
             *tuning(files["tuning"]),
         ]
     for name, rows in files.items():
-        if name not in ("quality", "simulation_speed", "tuning"):
-            out += [f"### {name}", "", *pivot(rows), ""]
+        if name not in ("quality", "simulation_speed", "tuning", *HAND_WRITTEN):
+            out += [f"### {TITLES.get(name, name)}", "", *generic(rows)]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
 from fedcare.records.arrays import ArrayRecord
+
+if TYPE_CHECKING:
+    from fedcare.privacy.dp_sgd import DpSgdSpec
 
 __all__ = ["FitResult", "LocalTrainSpec", "ModelAdapter"]
 
@@ -41,6 +44,8 @@ class LocalTrainSpec:
         to :meth:`ModelAdapter.fit`.
     correction:
         SCAFFOLD's ``c - c_i``, added to every local gradient; ``None`` for other strategies.
+    dp:
+        Sample-level DP-SGD settings (:mod:`fedcare.privacy.dp_sgd`); ``None``: no DP-SGD.
     """
 
     epochs: int = 1
@@ -52,6 +57,7 @@ class LocalTrainSpec:
     l2: float = 0.0
     prox_mu: float = 0.0
     correction: ArrayRecord | None = None
+    dp: DpSgdSpec | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -79,7 +79,29 @@ class LogisticRegression(LinearAdapter):
     def fit(
         self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
     ) -> FitResult:
+        if spec.dp is not None:  # sample-level DP-SGD (fedcare.privacy.dp_sgd)
+            return self._fit_dp_sgd(params, data, spec, rng)
         return self._fit_sgd(params, data, spec, rng, logistic_loss_and_grad)
+
+    def _fit_dp_sgd(
+        self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
+    ) -> FitResult:
+        from fedcare.privacy.dp_sgd import logistic_dp_sgd, round_epsilon
+
+        assert spec.dp is not None
+        X = self._check(params, data.X)
+        check_targets(data, self.task, model=self.label)
+        new, event = logistic_dp_sgd(params, X, np.asarray(data.y), spec, spec.dp, rng)
+        return FitResult(
+            params=new,
+            num_samples=len(data),
+            num_steps=event.count,
+            metrics={
+                "train_loss": bce_from_logits(X @ new["weight"] + new["bias"], data.y),
+                "epsilon": round_epsilon(event, spec.dp.delta),
+                "dp_noise_multiplier": event.noise_multiplier,
+            },
+        )
 
     def predict(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
         Xf = self._check(params, X)

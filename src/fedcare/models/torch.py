@@ -179,6 +179,12 @@ class TorchAdapter(ModelAdapter):
     ) -> FitResult:
         X = check_features(data.X, model=self.name)
         check_targets(data, self.task, model=self.name)
+        if spec.dp is not None:  # sample-level DP-SGD through Opacus (fedcare.privacy.dp_sgd)
+            if self.task != "binary":
+                raise ModelError(f"{self.name}: DP-SGD supports binary torch models only")
+            from fedcare.privacy.torch import opacus_dp_sgd
+
+            return opacus_dp_sgd(self, params, data, spec, spec.dp, rng)
         if spec.correction is not None:
             check_correction(params, spec.correction)
         # Permutations first, then the torch seed: the numpy loop draws the same batches.

@@ -1,0 +1,222 @@
+"""A study file's DP settings and the layers and site settings they build.
+
+``privacy.dp`` in a study file::
+
+    privacy:
+      mode: open
+      dp:
+        delta: 1.0e-5
+        accountant: rdp              # rdp | pld (how epsilon is reported)
+        noise_multiplier: 1.0        # central DP at the coordinator (user-level) ...
+        # target_epsilon: 3.0        # ... or the epsilon all rounds together may spend
+        clip_norm: 0.5               # fixed clipping, or:
+        # adaptive: {initial_clip_norm: 0.5, target_quantile: 0.5, count_noise_std: 1.0}
+        # noise_seed: 1              # simulation only (default: OS entropy every round)
+        local_dp_sgd:                # sample-level DP-SGD inside each site's training
+          target_epsilon: 1.0        # (or noise_multiplier), over all rounds
+          max_grad_norm: 1.0
+
+Central DP (``noise_multiplier`` / ``target_epsilon``) runs as aggregation layers (clip,
+Gaussian noise, optionally adaptive clipping); the coordinator sees each clipped update, so
+it is trusted (mode ``open``). Mode ``private`` reads the same ``noise_multiplier`` /
+``target_epsilon``, ``clip_norm`` and ``delta`` but has the sites add the noise under secure
+aggregation (:mod:`fedcare.strategy.private`). ``local_dp_sgd`` works in any mode: the site
+calibrates and accounts its own training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fedcare.aggregation.adaptive_clip import AdaptiveClip, update_noise_multiplier
+from fedcare.aggregation.base import Aggregator
+from fedcare.aggregation.gaussian_noise import GaussianNoise
+from fedcare.aggregation.mean import WeightedMean
+from fedcare.aggregation.validate import ValidateUpdates
+from fedcare.errors import ConfigError
+from fedcare.privacy.accounting.analysis import noise_multiplier_for_epsilon
+from fedcare.privacy.dp_sgd import dp_config
+
+if TYPE_CHECKING:
+    from fedcare.records.study import StudyConfig
+
+__all__ = [
+    "AdaptiveClipSpec",
+    "DpSgdSettings",
+    "DpSpec",
+    "build_dp_aggregator",
+    "central_noise_multiplier",
+    "dp_sgd_train_config",
+    "study_dp_parts",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _one_of(a: Any, b: Any, names: str) -> None:
+    if a is not None and b is not None:
+        raise ValueError(f"give {names}, not both")
+
+
+class AdaptiveClipSpec(_Strict):
+    initial_clip_norm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    target_quantile: float = Field(default=0.5, gt=0, lt=1)
+    learning_rate: float = Field(default=0.2, gt=0, allow_inf_nan=False)
+    count_noise_std: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+
+class DpSgdSettings(_Strict):
+    noise_multiplier: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    target_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_grad_norm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DpSgdSettings:
+        _one_of(self.noise_multiplier, self.target_epsilon, "noise_multiplier or target_epsilon")
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError("give noise_multiplier or target_epsilon")
+        return self
+
+
+class DpSpec(_Strict):
+    """``privacy.dp``: central DP layers and/or local DP-SGD, and how epsilon is reported."""
+
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    accountant: Literal["rdp", "pld"] = "rdp"
+    noise_multiplier: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    target_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    clip_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    adaptive: AdaptiveClipSpec | None = None
+    local_dp_sgd: DpSgdSettings | None = None
+    #: Seed of the coordinator's noise, for reproducible simulations only. None (default):
+    #: fresh OS entropy every round, as deployment needs -- a seed in the study file would
+    #: let anyone who reads it subtract the noise.
+    noise_seed: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DpSpec:
+        _one_of(self.noise_multiplier, self.target_epsilon, "noise_multiplier or target_epsilon")
+        _one_of(self.clip_norm, self.adaptive, "clip_norm or adaptive")
+        if self.central and self.clip_norm is None and self.adaptive is None:
+            raise ValueError("central DP needs clip_norm or adaptive")
+        if not self.central and (self.clip_norm is not None or self.adaptive is not None):
+            raise ValueError("clip_norm/adaptive need noise_multiplier or target_epsilon")
+        return self
+
+    @property
+    def central(self) -> bool:
+        """Whether the coordinator adds noise (central DP layers)."""
+        return self.noise_multiplier is not None or self.target_epsilon is not None
+
+
+def central_noise_multiplier(dp: DpSpec, rounds: int) -> float:
+    """The per-round noise multiplier: as given, or calibrated so ``rounds`` rounds spend
+    ``target_epsilon`` (every round a Gaussian mechanism on the clipped sum, no sampling)."""
+    if dp.noise_multiplier is not None:
+        return dp.noise_multiplier
+    assert dp.target_epsilon is not None
+    return noise_multiplier_for_epsilon(dp.target_epsilon, dp.delta, count=rounds)
+
+
+def build_dp_aggregator(
+    dp: DpSpec, *, rounds: int, expected_sites: int, seed: int | None
+) -> Aggregator[Any]:
+    """``ValidateUpdates`` around the central DP stack ``dp`` describes.
+
+    Fixed clipping: ``GaussianNoise(WeightedMean)``. Adaptive: ``AdaptiveClip`` around it, the
+    update noise raised as Andrew et al. do so the round's total stays at the multiplier.
+    """
+    z = central_noise_multiplier(dp, rounds)
+    if dp.adaptive is None:
+        assert dp.clip_norm is not None
+        noise = GaussianNoise(
+            WeightedMean(weighted=False),
+            noise_multiplier=z,
+            clip_norm=dp.clip_norm,
+            expected_sites=expected_sites,
+            seed=seed,
+        )
+        return ValidateUpdates(noise)
+    a = dp.adaptive
+    inner = GaussianNoise(
+        WeightedMean(weighted=False),
+        noise_multiplier=update_noise_multiplier(z, a.count_noise_std) if z > 0 else 0.0,
+        clip_norm=a.initial_clip_norm,
+        expected_sites=expected_sites,
+        seed=seed,
+    )
+    layer = AdaptiveClip(
+        inner,
+        initial_clip_norm=a.initial_clip_norm,
+        target_quantile=a.target_quantile,
+        learning_rate=a.learning_rate,
+        count_noise_std=a.count_noise_std,
+        expected_sites=expected_sites,
+        seed=seed,
+    )
+    return ValidateUpdates(layer)
+
+
+def dp_sgd_train_config(dp: DpSpec, rounds: int) -> dict[str, float | int]:
+    """Task config entries turning on DP-SGD at every site ({} when ``local_dp_sgd`` is off)."""
+    local = dp.local_dp_sgd
+    if local is None:
+        return {}
+    return dp_config(
+        max_grad_norm=local.max_grad_norm,
+        delta=dp.delta,
+        rounds=rounds,
+        noise_multiplier=local.noise_multiplier,
+        target_epsilon=local.target_epsilon,
+    )
+
+
+def expected_sites(num_sites: int, fraction: float, min_sites: int) -> int:
+    """Sites the strategy samples per round (as :func:`fedcare.strategy.base.sample_sites`)."""
+    return min(num_sites, max(min_sites, math.ceil(fraction * num_sites)))
+
+
+def study_dp_parts(
+    study: StudyConfig, num_sites: int
+) -> tuple[Aggregator[Any] | None, dict[str, float | int]]:
+    """``(central DP aggregator or None, DP-SGD task config)`` for ``study``'s ``privacy.dp``.
+
+    The noise comes from ``privacy.dp.noise_seed`` (OS entropy when unset).
+
+    Raises
+    ------
+    ConfigError
+        When central DP is combined with robust ``aggregation`` layers or a mode other than
+        ``open`` (the layers need each clipped update in the clear).
+    """
+    dp = study.privacy.dp
+    if dp is None:
+        return None, {}
+    aggregator: Aggregator[Any] | None = None
+    if dp.central:
+        _check_central(study, dp)
+        m = expected_sites(num_sites, study.fraction, study.min_sites)
+        aggregator = build_dp_aggregator(
+            dp, rounds=study.rounds, expected_sites=m, seed=dp.noise_seed
+        )
+    return aggregator, dp_sgd_train_config(dp, study.rounds)
+
+
+def _check_central(study: StudyConfig, dp: DpSpec) -> None:
+    if study.aggregation:
+        raise ConfigError(
+            f"study {study.name!r}: central DP (privacy.dp.noise_multiplier/target_epsilon) "
+            "cannot combine with aggregation layers yet; its layer clips by itself"
+        )
+    mode = study.privacy.mode
+    if mode != "open":
+        raise ConfigError(
+            f"study {study.name!r}: central DP runs at a trusted coordinator (mode 'open'), "
+            f"not mode {mode!r}; mode 'private' adds the noise at the sites instead, and "
+            "privacy.dp.local_dp_sgd works in any mode"
+        )

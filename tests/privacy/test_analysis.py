@@ -102,3 +102,11 @@ def test_event_round_trips_and_bad_events_name_the_key() -> None:
     with pytest.raises(ConfigError, match="delta must be in"):
         rdp_epsilon([e], 0.0)
     assert len(DEFAULT_ORDERS) > 50
+
+
+def test_default_orders_are_dp_accountings() -> None:
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    from fedcare.privacy.accounting.analysis import DEFAULT_ORDERS
+
+    assert list(DEFAULT_ORDERS) == [float(a) for a in rdp_privacy_accountant.DEFAULT_RDP_ORDERS]

@@ -1,7 +1,9 @@
 """Composable aggregators: a base mean and layers that wrap an inner aggregator."""
 
+from fedcare.aggregation.adaptive_clip import AdaptiveClip
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
 from fedcare.aggregation.chain import Layer, chain
+from fedcare.aggregation.gaussian_noise import GaussianNoise
 from fedcare.aggregation.krum import MultiKrum
 from fedcare.aggregation.mean import WeightedMean
 from fedcare.aggregation.median import CoordinateMedian
@@ -11,9 +13,11 @@ from fedcare.aggregation.trimmed_mean import TrimmedMean
 from fedcare.aggregation.validate import ValidateUpdates
 
 __all__ = [
+    "AdaptiveClip",
     "Aggregator",
     "Contribution",
     "CoordinateMedian",
+    "GaussianNoise",
     "Layer",
     "Measurements",
     "MultiKrum",

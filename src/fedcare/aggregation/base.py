@@ -6,13 +6,13 @@ An aggregator combines the contributions of one round into one result::
     result, state, measurements = agg.update(state, contributions)
 
 ``contributions`` is any iterable and is consumed once, in order, so an aggregator can run as
-replies stream in: memory grows with the model, not with sites × model. (The round loop hands
-plain rounds their replies sorted by site, so that floating-point sums, and so model hashes, do
-not depend on arrival order; that holds every reply of a round until the last one arrives.) Layers (validation,
-clipping, DP noise, secure sum, robust means) wrap an ``inner`` aggregator and return the same
-interface; :func:`fedcare.aggregation.chain` composes them. Every aggregator reports named
-measurements (numbers or lists of site ids) that reports, the dashboard and the audit read
-generically.
+replies stream in: memory grows with the model, not with sites × model. (The round loop passes
+replies on in site order, so floating-point sums and model hashes do not depend on arrival
+order; a reply that arrives early waits until the sites before it answered or failed.) Layers
+(validation, clipping, DP noise, secure sum, robust means) wrap an ``inner`` aggregator and
+return the same interface; :func:`fedcare.aggregation.chain` composes them. Every aggregator
+reports named measurements (numbers or lists of site ids) that reports, the dashboard and the
+audit read generically.
 """
 
 from __future__ import annotations

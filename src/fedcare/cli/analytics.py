@@ -1,10 +1,10 @@
 """``fedcare analytics QUERY.yaml``: federated statistics, in simulation or on a federation.
 
 Simulation (``--dataset`` or the spec's dataset): the built-in dataset split across its sites,
-each with ``--min-cell``; dataset ``cdm`` (mapped site tables) answers on harmonized tables. Federation (``--federation HOME``): the spec is queued as an
-analytics job on the coordinator of HOME (run on its host, like ``fedcare study submit``);
-with ``--wait`` the command waits for the result and writes it, otherwise it prints the job
-id for ``fedcare study report``.
+each with ``--min-cell``; dataset ``cdm`` (mapped site tables) answers on harmonized tables.
+Federation (``--federation HOME``): the spec is queued as an analytics job on the coordinator
+of HOME (run on its host, like ``fedcare study submit``); with ``--wait`` the command waits for
+the result and writes it, otherwise it prints the job id for ``fedcare study report``.
 """
 
 from __future__ import annotations

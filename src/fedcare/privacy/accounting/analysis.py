@@ -21,13 +21,14 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dp_accounting
 import numpy as np
-from dp_accounting.rdp import rdp_privacy_accountant as rdp_analysis
 
 from fedcare.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:  # dp_accounting (with scipy.signal) takes ~1 s to import: load it on use
+    import dp_accounting
 
 __all__ = [
     "EVENT_KIND",
@@ -41,7 +42,14 @@ __all__ = [
 
 EVENT_KIND = "sampled_gaussian"
 #: dp-accounting's default RDP orders.
-DEFAULT_ORDERS: tuple[float, ...] = tuple(float(a) for a in rdp_analysis.DEFAULT_RDP_ORDERS)
+DEFAULT_ORDERS: tuple[float, ...] = (
+    *(1.0 + x / 10.0 for x in range(1, 100)),
+    *(float(a) for a in range(11, 64)),
+    128.0,
+    256.0,
+    512.0,
+    1024.0,
+)  # dp_accounting.rdp.rdp_privacy_accountant.DEFAULT_RDP_ORDERS (a test checks they agree)
 #: The integer orders among them: calibration searches with these, which is fast (fractional
 #: orders of a large-noise sampled Gaussian take seconds each) and conservative (fewer orders
 #: can only give a larger epsilon, so the full accountant reports at most the target).
@@ -82,6 +90,8 @@ class DpEvent:
         }
 
     def library_event(self) -> dp_accounting.DpEvent:
+        import dp_accounting
+
         """The same event as a dp-accounting ``DpEvent``."""
         gaussian: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(self.noise_multiplier)
         if self.sampling_probability < 1:
@@ -144,6 +154,8 @@ def rdp_curve(event: DpEvent, orders: Sequence[float] | None = None) -> np.ndarr
 
 @functools.lru_cache(maxsize=256)
 def _step_curve(step: DpEvent, orders: tuple[float, ...]) -> np.ndarray:
+    import dp_accounting.rdp
+
     accountant = dp_accounting.rdp.RdpAccountant(
         list(orders), dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
     )
@@ -173,6 +185,8 @@ def rdp_epsilon(
         total = total + rdp_curve(event, key)
     if not total.any():
         return 0.0
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp_analysis
+
     eps, _ = rdp_analysis.compute_epsilon(key, total, delta)
     return float(eps)
 
@@ -185,6 +199,8 @@ def pld_epsilon(
     0 for no events; ``inf`` when an event has no noise.
     """
     delta = _check_delta(delta)
+    import dp_accounting.pld
+
     accountant = dp_accounting.pld.PLDAccountant(
         dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
         value_discretization_interval=value_discretization_interval,
@@ -210,6 +226,7 @@ def noise_multiplier_for_epsilon(
         raise ConfigError(f"target_epsilon must be a finite number > 0, got {target_epsilon!r}")
     delta = _check_delta(delta)
     DpEvent(1.0, sampling_probability, count)  # validates q and count, naming them
+    import dp_accounting.rdp
 
     def make_event(z: float) -> dp_accounting.DpEvent:
         return DpEvent(z, sampling_probability, count).library_event()

@@ -96,5 +96,5 @@ def test_entries_need_exactly_one_kind_and_the_files_a_source_needs(tmp_path: Pa
         DatasetEntry(builtin="heart-disease")
     bad = tmp_path / "data.yaml"
     bad.write_text("datasets:\n  x: {source: a.csv, schema: s.yaml}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=f"{bad}: datasets.x: Value error, a 'source'"):
+    with pytest.raises(ConfigError, match=f"{bad}: field datasets.x: Value error, a 'source'"):
         SiteDataConfig.from_yaml(bad)

@@ -17,11 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic import ValidationError as PydanticValidationError
 
 from fedcare.errors import ConfigError
+from fedcare.records.config_file import read_yaml, validate_config
 
 __all__ = [
     "AnalyticsSpec",
@@ -236,23 +235,12 @@ class AnalyticsSpec(_Strict):
         """Validate ``data``; errors name ``source``, the field and the problem."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except PydanticValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
-            )
-            raise ConfigError(f"{source}: {problems}") from None
+        return validate_config(cls, data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> AnalyticsSpec:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"cannot read analytics file {path}: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"analytics file {path} is not valid YAML: {err}") from None
+        data = read_yaml(path, "analytics file")
         if isinstance(data, Mapping) and "analytics" in data and "queries" not in data:
             data = data["analytics"]
         spec = cls.from_dict(data, source=str(path))

@@ -10,16 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic import ValidationError as PydanticValidationError
 
+from fedcare.aggregation.presets import AggregationSpec
 from fedcare.errors import ConfigError
+from fedcare.privacy.study import DpSpec
+from fedcare.records.config_file import read_yaml, validate_config
 
 __all__ = [
     "BaselineSpec",
     "DatasetSpec",
     "PreprocessingSpec",
+    "PrivacySpec",
     "StrategySpec",
     "StudyConfig",
     "TrainingSpec",
@@ -60,6 +62,17 @@ class PreprocessingSpec(_Strict):
     scale: Literal["none", "local", "global"] = "none"
 
 
+class PrivacySpec(_Strict):
+    """The study's privacy mode (see DESIGN.md) and the epsilon it declares, if any."""
+
+    mode: Literal["open", "secure", "private", "encrypted"] = "open"
+    epsilon: float | None = Field(default=None, gt=0)
+    #: DP layers, local DP-SGD and accounting (see fedcare.privacy.study).
+    dp: DpSpec | None = None
+    #: Run membership-inference attacks on the trained model and report their AUROC.
+    membership_inference: bool = False
+
+
 class BaselineSpec(_Strict):
     local: bool = False
     pooled: bool = False
@@ -82,6 +95,11 @@ class StudyConfig(_Strict):
     evaluate_every: int = Field(default=1, ge=0)
     round_timeout: float | None = Field(default=None, gt=0)
     baselines: BaselineSpec = Field(default_factory=lambda: BaselineSpec())
+    privacy: PrivacySpec = Field(default_factory=lambda: PrivacySpec())
+    #: Version id of a registered model to start from (continuous learning); its parent.
+    init_model: str | None = Field(default=None, min_length=1, max_length=128)
+    #: Robust aggregation layers, outermost first (see fedcare.aggregation.presets).
+    aggregation: AggregationSpec = Field(default_factory=list)
 
     @field_validator("model")
     @classmethod
@@ -104,23 +122,19 @@ class StudyConfig(_Strict):
             raise ConfigError(
                 f"{source}: expected a mapping at the top level, got {type(data).__name__}"
             )
-        try:
-            return cls.model_validate(data)
-        except PydanticValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
-            )
-            raise ConfigError(f"{source}: {problems}") from None
+        return validate_config(cls, data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudyConfig:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"cannot read study file {path}: {err.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        return cls.from_dict(data, source=str(path))
+        data = read_yaml(path, "study file")
+        config = cls.from_dict(data, source=str(path))
+        # dataset files named by relative paths (e.g. dataset 'cdm') are found from this folder
+        from fedcare.data.registry import with_base_dir
+
+        options = with_base_dir(config.dataset.name, config.dataset.options, path.parent)
+        if options == config.dataset.options:
+            return config
+        return config.model_copy(
+            update={"dataset": DatasetSpec(name=config.dataset.name, options=options)}
+        )

@@ -25,12 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic import ValidationError as PydanticValidationError
 
 from fedcare.data.base import SiteData
-from fedcare.errors import ConfigError, DataError
+from fedcare.errors import DataError
+from fedcare.records.config_file import read_yaml, validate_config
 from fedcare.records.messages import Reply, Task
 
 if TYPE_CHECKING:
@@ -152,19 +151,8 @@ class SiteDataConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> SiteDataConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"cannot read site data file {path}: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        try:
-            config = cls.model_validate(data)
-        except PydanticValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-            )
-            raise ConfigError(f"{path}: {problems}") from None
+        data = read_yaml(path, "site data file")
+        config = validate_config(cls, data, str(path))
         base = path.resolve().parent
         entries = {name: e.relative_to(base) for name, e in config.datasets.items()}
         return config.model_copy(update={"datasets": entries})

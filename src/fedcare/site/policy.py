@@ -43,11 +43,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic import ValidationError as PydanticValidationError
 
 from fedcare.errors import ConfigError
+from fedcare.records.config_file import read_yaml, validate_config
 
 __all__ = [
     "MODE_GUARANTEES",
@@ -139,25 +138,10 @@ class SitePolicy(BaseModel):
             raise ConfigError(
                 f"{source}: expected a mapping at the top level, got {type(data).__name__}"
             )
-        try:
-            return cls.model_validate(dict(data))
-        except PydanticValidationError as err:
-            problems = "; ".join(
-                f"field {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else "")
-                for e in err.errors()
-            )
-            raise ConfigError(f"{source}: {problems}") from None
+        return validate_config(cls, dict(data), source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SitePolicy:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"cannot read site policy {path}: {err.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        data = read_yaml(path, "site policy")
         return cls.from_dict(data, source=f"site policy {path}")

@@ -13,6 +13,7 @@ the whole family with one clause and a specific failure with another::
     ├── ValidationError        a message or update is malformed (shape, dtype, NaN, unknown site)
     ├── AggregationError       aggregation could not produce a result
     ├── RoundFailedError       a round ended with fewer than ``min_sites`` usable replies
+    ├── PrivacyBudgetError     a round would spend more epsilon than the study's budget
     ├── SiteError              a site answered a task with an error (carries site and reason)
     ├── TransportError         the grid could not deliver tasks or collect replies
     │   └── AuthenticationError
@@ -47,6 +48,7 @@ __all__ = [
     "FedcareError",
     "ModelError",
     "NotFoundError",
+    "PrivacyBudgetError",
     "ReplyRefusedError",
     "RoundFailedError",
     "SiteError",
@@ -86,6 +88,10 @@ class ValidationError(FedcareError):
 
 class AggregationError(FedcareError):
     """Aggregation could not produce a result."""
+
+
+class PrivacyBudgetError(FedcareError):
+    """A round would bring epsilon above the budget declared for it; it was not started."""
 
 
 class RoundFailedError(FedcareError):

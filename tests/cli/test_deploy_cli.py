@@ -15,8 +15,9 @@ runner = CliRunner()
 
 def test_provision_add_rotate_revoke(tmp_path: Path) -> None:
     root = tmp_path / "fed"
-    result = runner.invoke(app, ["provision", "new", str(root), "--name", "f", "--site", "a",
-                                 "--site", "b"])
+    result = runner.invoke(
+        app, ["provision", "new", str(root), "--name", "f", "--site", "a", "--site", "b"]
+    )
     assert result.exit_code == 0, result.output
     kit_a = (root / "kits" / "sites" / "a" / "cert.pem").read_bytes()
     assert runner.invoke(app, ["provision", "add-site", str(root), "c"]).exit_code == 0

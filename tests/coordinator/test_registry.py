@@ -33,7 +33,7 @@ def _config(url: str | URL) -> object:
 def test_migration_0002_adds_the_models_table_and_goes_back(empty_db_url: str | URL) -> None:
     upgrade(empty_db_url, "0001")
     assert "models" not in _tables(empty_db_url)
-    upgrade(empty_db_url)
+    upgrade(empty_db_url, "0002")
     assert current_revision(empty_db_url) == "0002"
     assert "models" in _tables(empty_db_url)
     command.downgrade(_config(empty_db_url), "0001")  # type: ignore[arg-type]

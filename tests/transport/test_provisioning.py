@@ -31,8 +31,11 @@ def snapshot(root: Path) -> dict[str, bytes]:
 @pytest.fixture
 def fed(tmp_path: Path) -> prov.Federation:
     return prov.create_federation(
-        tmp_path / "fed", name="Heart study", sites=["cleveland", "hungary", "va-long.beach_1"],
-        coordinator_hosts=("coordinator.example.org", "127.0.0.1", "::1"), coordinator_port=7443,
+        tmp_path / "fed",
+        name="Heart study",
+        sites=["cleveland", "hungary", "va-long.beach_1"],
+        coordinator_hosts=("coordinator.example.org", "127.0.0.1", "::1"),
+        coordinator_port=7443,
         days=30,
     )
 
@@ -53,7 +56,8 @@ def test_layout_and_file_modes(fed: prov.Federation) -> None:
     everything = [p for p in (root / "kits").rglob("*") if p.is_file()]
     assert not any(p.name == "ca.key" or p.read_bytes() == ca_key for p in everything)
     assert json.loads((fed.coordinator_kit / "revoked.json").read_text()) == {
-        "version": 1, "revoked": []
+        "version": 1,
+        "revoked": [],
     }
 
 
@@ -92,7 +96,8 @@ def test_certificates_carry_identities_and_chain_to_the_ca(fed: prov.Federation)
     csan = coord.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert csan.get_values_for_type(x509.DNSName) == ["coordinator.example.org"]
     assert csan.get_values_for_type(x509.IPAddress) == [
-        ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
     ]
     with pytest.raises(AuthenticationError, match="0 fedcare://site/ URIs"):
         site_identity(coord)
@@ -105,7 +110,10 @@ def test_add_site_touches_no_other_kit(fed: prov.Federation) -> None:
     assert {k: v for k, v in after.items() if not k.startswith("kits/sites/switzerland/")} == before
     assert site_identity(cert_of(kit)) == "switzerland"
     assert [s.site_id for s in prov.list_sites(fed.root)] == [
-        "cleveland", "hungary", "switzerland", "va-long.beach_1"
+        "cleveland",
+        "hungary",
+        "switzerland",
+        "va-long.beach_1",
     ]
 
 
@@ -117,8 +125,10 @@ def test_rotate_site_revokes_the_old_serial_only(fed: prov.Federation) -> None:
     after = snapshot(fed.root)
     changed = {k for k in after if after[k] != before.get(k)}
     assert changed == {
-        "kits/sites/cleveland/cert.pem", "kits/sites/cleveland/key.pem",
-        "kits/sites/cleveland/kit.yaml", "kits/coordinator/revoked.json",
+        "kits/sites/cleveland/cert.pem",
+        "kits/sites/cleveland/key.pem",
+        "kits/sites/cleveland/kit.yaml",
+        "kits/coordinator/revoked.json",
     }
     assert (kit / "key.pem").read_bytes() != old_key
     assert stat.S_IMODE((kit / "key.pem").stat().st_mode) == 0o600

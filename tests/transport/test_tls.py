@@ -50,8 +50,11 @@ class EchoCoordinator(pb_grpc.CoordinatorServicer):
         except ValidationError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         if reply.site_id != site:
-            return pb.PushReplyAck(accepted=False, error_kind="wrong_site",
-                                   message=f"caller is {site!r}, reply names {reply.site_id!r}")
+            return pb.PushReplyAck(
+                accepted=False,
+                error_kind="wrong_site",
+                message=f"caller is {site!r}, reply names {reply.site_id!r}",
+            )
         self.replies.append(reply)
         return pb.PushReplyAck(accepted=True)
 
@@ -189,8 +192,9 @@ def test_a_20_mb_task_and_reply_stream_in_chunks(fed: prov.Federation, serve: Se
         assert len(chunks) == 20
         got = codec.decode_task(codec.assemble(chunks, max_bytes=MAX_BYTES))
         assert got.params == params
-        reply = Reply(study_id="s", round=1, site_id="site-a", kind="fit", arrays=params,
-                      num_samples=10)
+        reply = Reply(
+            study_id="s", round=1, site_id="site-a", kind="fit", arrays=params, num_samples=10
+        )
         payload = codec.encode_reply(reply)
         ack = s.PushReply(codec.chunk(payload, transfer_id="r1"), timeout=30)
         assert ack.accepted and servicer.replies[0].arrays == params

@@ -41,13 +41,21 @@ def provision_new(
     site: list[str] = typer.Option([], help="A site id (repeat for each site)."),
     host: list[str] = typer.Option(["localhost", "127.0.0.1"], help="Coordinator host names/IPs."),
     port: int = typer.Option(50051, help="Coordinator port written into site kits."),
+    he: bool = typer.Option(
+        False, "--he", help="Also make the HE key pair for privacy mode 'encrypted' (tenseal)."
+    ),
 ) -> None:
     """Create a federation: CA, coordinator kit and one kit per site."""
     from fedcare.transport.provisioning import create_federation
 
     try:
         fed = create_federation(
-            root, name=name, sites=site, coordinator_hosts=tuple(host), coordinator_port=port
+            root,
+            name=name,
+            sites=site,
+            coordinator_hosts=tuple(host),
+            coordinator_port=port,
+            he=he,
         )
     except FedcareError as err:
         raise fail(err) from None
@@ -58,7 +66,7 @@ def provision_new(
 
 @provision_app.command("add-site")
 def provision_add(root: Path, site_id: str) -> None:
-    """Issue a kit for a new site; no other kit changes."""
+    """Issue a kit for a new site (with the HE secret, if the federation has one)."""
     from fedcare.transport.provisioning import add_site
 
     try:
@@ -131,20 +139,32 @@ def site_start(
     coordinator: str | None = typer.Option(None, help="host:port (default: from the kit)."),
     time_limit: float = typer.Option(600.0, help="Seconds a task may run."),
     poll_wait: float = typer.Option(5.0, help="Seconds each long-poll for a task may wait."),
+    policy: Path | None = typer.Option(None, help="Site policy (YAML); default: allow approved."),
+    approve_all: bool = typer.Option(
+        False, "--approve-all", help="DEVELOPMENT ONLY: run every plan unapproved (audited)."
+    ),
 ) -> None:
-    """Connect to the coordinator (outbound only) and serve tasks until SIGINT/SIGTERM."""
+    """Connect to the coordinator (outbound only) and serve tasks until SIGINT/SIGTERM.
+
+    Only training plans the steward approved run (`fedcare site approve`), within the policy.
+    """
+    from fedcare.cli.governance import build_governance
     from fedcare.site.agent import SiteAgent
     from fedcare.site.config import SiteDataConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = _stop_on_signals()
     try:
+        governance = build_governance(state, kit, policy, approve_all=approve_all)
+        if approve_all:
+            console.print("[yellow]warning:[/yellow] --approve-all: plans run unapproved")
         agent = SiteAgent(
             kit,
             SiteDataConfig.from_yaml(data),
             state_dir=state,
             coordinator=coordinator,
             time_limit=time_limit,
+            governance=governance,
         )
         agent.run(stop)
     except FedcareError as err:
@@ -167,9 +187,11 @@ DB = typer.Option(None, help="Database URL (default: SQLite in HOME).")
 def study_submit(study: Path, home: Path = HOME, db: str | None = DB) -> None:
     """Queue a study; the coordinator starts it when enough sites are connected."""
     from fedcare.records.study import StudyConfig
+    from fedcare.strategy.driver import check_privacy_mode
 
     try:
         config = StudyConfig.from_yaml(study)
+        check_privacy_mode(config)
         with _store(home, db) as store:
             study_id = store.create_study(config.name, config.model_dump(mode="json"), config.seed)
     except FedcareError as err:
@@ -181,10 +203,14 @@ def study_submit(study: Path, home: Path = HOME, db: str | None = DB) -> None:
 def study_status(
     study_id: str | None = typer.Argument(None), home: Path = HOME, db: str | None = DB
 ) -> None:
-    """Studies with their status and progress."""
+    """Studies with their status and progress (with one study: why sites refused or failed)."""
+    from fedcare.cli.governance import site_refusals
+
     try:
         with _store(home, db) as store:
             studies = [store.get_study(study_id)] if study_id else store.list_studies()
+            refusals = site_refusals(store, study_id) if study_id else []
+            epsilon = store.site_epsilon(study_id) if study_id else {}
     except FedcareError as err:
         raise fail(err) from None
     table = Table("id", "name", "status", "rounds done", "reason")
@@ -193,6 +219,10 @@ def study_status(
         done = s.last_completed_round if s.last_completed_round is not None else "-"
         table.add_row(s.id, s.name, s.status, f"{done}/{total}", s.reason or "")
     Console().print(table)
+    for line in refusals:
+        Console().print(line, highlight=False, soft_wrap=True)
+    for site, eps in epsilon.items():  # the privacy ledger (fedcare.coordinator.store_ledger)
+        Console().print(f"site {site}: epsilon spent on this dataset {eps:.3g}", highlight=False)
 
 
 @study_app.command("report")
@@ -202,14 +232,20 @@ def study_report(
     home: Path = HOME,
     db: str | None = DB,
 ) -> None:
-    """Write results.json and report.html for a study."""
+    """Write results.json and report.html for a study (or an analytics job)."""
+    from fedcare.cli.analytics import write_analytics_outputs
     from fedcare.cli.output import write_outputs
+    from fedcare.coordinator.analytics_jobs import analytics_job_result
     from fedcare.coordinator.results import study_results
 
     try:
         with _store(home, db) as store:
-            results = study_results(store, study_id)
-        paths = write_outputs(results, out)
+            analytics = analytics_job_result(store, study_id)
+            results = study_results(store, study_id) if analytics is None else {}
+        if analytics is None:
+            paths = write_outputs(results, out)
+        else:
+            paths = write_analytics_outputs(analytics, out)
     except FedcareError as err:
         raise fail(err) from None
     console.print(f"results: {paths[0]}\nreport:  {paths[1]}")
@@ -238,3 +274,12 @@ def sites(home: Path = HOME, db: str | None = DB) -> None:
         seen = s.last_seen.strftime("%Y-%m-%d %H:%M:%S") if s.last_seen else "never"
         table.add_row(s.id, s.status, seen, s.version or "", ", ".join(sorted(s.datasets or {})))
     Console().print(table)
+
+
+def _register_governance() -> None:
+    from fedcare.cli.governance import register
+
+    register(site_app)
+
+
+_register_governance()

@@ -123,15 +123,22 @@ def version() -> None:
 
 
 def _register_deployment() -> None:
-    from fedcare.cli import deploy
+    from fedcare.cli import deploy, models
+    from fedcare.cli.analytics import analytics
+    from fedcare.cli.audit import audit_app
+    from fedcare.cli.data import data_app
     from fedcare.cli.demo import demo
 
     app.add_typer(deploy.provision_app, name="provision")
     app.add_typer(deploy.coordinator_app, name="coordinator")
     app.add_typer(deploy.site_app, name="site")
     app.add_typer(deploy.study_app, name="study")
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(data_app, name="data")
     app.command("sites")(deploy.sites)
     app.command("demo")(demo)
+    app.command("analytics")(analytics)
+    app.add_typer(models.models_app, name="models")
 
 
 _register_deployment()

@@ -8,6 +8,7 @@ from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.migrate import current_revision, head_revision, upgrade
 from fedcare.coordinator.rows import (
     Checkpoint,
+    ModelInfo,
     ReplyInfo,
     RoundInfo,
     SiteInfo,
@@ -21,6 +22,7 @@ __all__ = [
     "ArtifactStore",
     "Checkpoint",
     "CoordinatorStore",
+    "ModelInfo",
     "ReplyInfo",
     "RoundInfo",
     "SiteInfo",

@@ -6,8 +6,9 @@ timezone-aware UTC ``datetime`` in Python (:class:`UTCDateTime`). Status columns
 strings guarded by named CHECK constraints; every constraint and index has a deterministic name
 (:data:`NAMING_CONVENTION`) so migrations can refer to it on both backends.
 
-The migration ``migrations/versions/0001_initial.py`` creates exactly this schema; a test
-compares the migrated database with :data:`metadata`.
+The migrations ``migrations/versions/0001_initial.py`` (sites to replies), ``0002_models.py``
+(the model registry) and ``0003_privacy_ledger.py`` (the privacy ledger) create exactly this
+schema; a test compares the migrated database with :data:`metadata`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ __all__ = [
     "STUDY_STATUSES",
     "TASK_STATUSES",
     "Base",
+    "ModelRow",
+    "PrivacyLedgerRow",
     "ReplyRow",
     "RoundRow",
     "SiteRow",
@@ -202,3 +205,40 @@ class ReplyRow(Base):
     error_kind: Mapped[str | None] = mapped_column(String(REPLY_ERROR_KINDS_MAX))
     error_message: Mapped[str | None] = mapped_column(Text)
     num_samples: Mapped[int] = mapped_column(Integer)
+
+
+class ModelRow(Base):
+    """A registered model version: its artifact, hash, parent and card (migration 0002)."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("study_id", "round"), Index(None, "model_hash"))
+
+    version: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"))
+    round: Mapped[int] = mapped_column(Integer)
+    artifact_digest: Mapped[str] = mapped_column(String(DIGEST_LEN))
+    model_hash: Mapped[str] = mapped_column(String(80))
+    parent: Mapped[str | None] = mapped_column(ForeignKey("models.version"))
+    card: Mapped[Any] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PrivacyLedgerRow(Base):
+    """The coordinator's mirror of the sites' privacy ledgers: one row per (study, round, site,
+    dataset) with the round's DP events and the site's epsilon on the dataset after it
+    (migration 0003), written in the round's transaction."""
+
+    __tablename__ = "privacy_ledger"
+    __table_args__ = (
+        UniqueConstraint("study_id", "round", "site_id", "dataset"),
+        Index(None, "site_id", "dataset"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"))
+    round: Mapped[int] = mapped_column(Integer)
+    site_id: Mapped[str] = mapped_column(String(ID_LEN))
+    dataset: Mapped[str] = mapped_column(String(200))
+    events: Mapped[Any] = mapped_column(JSON, nullable=False)
+    epsilon_after: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

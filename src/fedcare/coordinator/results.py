@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedcare.coordinator.privacy_guard import ledger_summary
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.records.study import StudyConfig
 
@@ -11,7 +12,10 @@ __all__ = ["study_results"]
 
 
 def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
-    """The results dict of a study run by the coordinator (no baselines: sites train once)."""
+    """The results dict of a study run by the coordinator (no baselines: sites train once).
+
+    With the registered model's card under ``model_card`` once the study completed.
+    """
     from fedcare import __version__
 
     info = store.get_study(study_id)
@@ -22,6 +26,8 @@ def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
     sites = sorted({s for h in evaluated for s in h.get("per_site", {})})
     described = {s.id: (s.datasets or {}).get(study.dataset.name, {}) for s in store.list_sites()}
     task = next((d.get("task") for d in described.values() if d.get("task")), "binary")
+    models = store.list_models(study_id)
+    card = {"model_card": models[-1].card} if models else {}
     return {
         "fedcare_version": __version__,
         "study": {
@@ -46,4 +52,7 @@ def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
         "history": history,
         "final": evaluated[-1] if evaluated else {"per_site": {}, "weighted": {}, "unweighted": {}},
         "timing": {"total_s": sum(r.duration_s for r in rounds)},
+        # epsilon per site (mirror ledger) and per study: fedcare.coordinator.privacy_guard
+        "privacy_ledger": ledger_summary(store.site_epsilon(study_id), study, history),
+        **card,
     }

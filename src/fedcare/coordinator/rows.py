@@ -8,6 +8,7 @@ from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
     "Checkpoint",
+    "ModelInfo",
     "ReplyInfo",
     "RoundInfo",
     "SiteInfo",
@@ -104,6 +105,20 @@ class ReplyInfo:
     @property
     def ok(self) -> bool:
         return self.error_kind is None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model version: its study and round, artifact, hash, parent and card."""
+
+    version: str
+    study_id: str
+    round: int
+    artifact_digest: str
+    model_hash: str
+    parent: str | None
+    card: dict[str, Any]
+    created_at: datetime
 
 
 class Checkpoint(NamedTuple):

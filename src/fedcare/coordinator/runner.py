@@ -7,6 +7,11 @@ equals an uninterrupted run's. A round that ends with fewer than ``min_sites`` r
 retried (up to ``round_retries`` times, waiting for sites in between); then the study fails
 with the reason. Cancelling the study, or stopping the coordinator, ends the runner between
 rounds.
+
+Provenance: the study's final model is registered (with its model card) before the study is
+marked completed; a study with ``init_model`` starts from that registered model's parameters.
+Every persisted step is then appended to the coordinator's audit trail
+(:mod:`fedcare.coordinator.audit_trail`: database first, audit second, reconciled on start).
 """
 
 from __future__ import annotations
@@ -15,15 +20,21 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
+from fedcare.coordinator.analytics_jobs import is_analytics_study, run_analytics_job
+from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.grid import CoordinatorGrid, GridStopped
 from fedcare.coordinator.hub import Hub
+from fedcare.coordinator.privacy_guard import guard_next_round, round_spends
+from fedcare.coordinator.provenance import register_final_model, start_from_model
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import ConfigError, FedcareError, RoundFailedError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
+from fedcare.secure.he.keys import HE_PUBLIC_FILE, coordinator_context
 from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.checkpoint import state_from_record, state_to_record
 from fedcare.strategy.driver import StudyStart, continue_study, start_study, study_strategy
@@ -79,8 +90,12 @@ class StudyRunner:
         liveness_s: float = 30.0,
         round_retries: int = 3,
         on_round: Callable[[str, RoundRecord], None] | None = None,
+        audit: CoordinatorAudit | None = None,
+        kit_dir: Path | None = None,
     ) -> None:
         self.store, self.hub, self.study_id, self.stop = store, hub, study_id, stop
+        self.kit_dir = kit_dir  # the coordinator kit: its public HE context, if any
+        self.audit = audit or CoordinatorAudit(None)
         self.liveness_s, self.round_retries = liveness_s, round_retries
         self.on_round = on_round
         self.thread = threading.Thread(target=self._main, name=f"study-{study_id}", daemon=True)
@@ -93,6 +108,7 @@ class StudyRunner:
             self._run()
         except (_Stopped, GridStopped):
             log.info("study %s: runner stopped between rounds", self.study_id)
+            self._audit_cancelled()
         except FedcareError as err:
             log.error("study %s failed: %s", self.study_id, err)
             self._set("failed", str(err))
@@ -105,9 +121,47 @@ class StudyRunner:
             self.store.set_study_status(self.study_id, status, reason)
         except FedcareError as err:
             log.warning("study %s: cannot set %s: %s", self.study_id, status, err)
+            return
+        event = "study-finished" if status == "completed" else f"study-{status}"
+        try:
+            self.audit.append(event, self.study_id, reason=reason)
+        except FedcareError as err:  # the start of the next runner or coordinator reconciles it
+            log.error("study %s: cannot audit %s: %s", self.study_id, event, err)
+
+    def _audit_start(self) -> None:
+        """Reconcile the audit trail with the database, then note the (re)start."""
+        self.audit.reconcile(self.store, self.study_id)
+        info = self.store.get_study(self.study_id)
+        if not any(e == "study-submitted" for e, _ in self.audit.entries(self.study_id)):
+            created = info.created_at.isoformat()
+            self.audit.append("study-submitted", self.study_id, name=info.name, created=created)
+        self.audit.append(
+            "study-started", self.study_id, resumed_from_round=info.last_completed_round
+        )
+
+    def _audit_cancelled(self) -> None:
+        try:
+            info = self.store.get_study(self.study_id)
+            seen = {e for e, _ in self.audit.entries(self.study_id)}
+            if info.status == "cancelled" and "study-cancelled" not in seen:
+                self.audit.append("study-cancelled", self.study_id, reason=info.reason)
+        except FedcareError as err:
+            log.warning("study %s: cannot audit its cancellation: %s", self.study_id, err)
+
+    def _register(self, study: StudyConfig) -> None:
+        model, new = register_final_model(self.store, self.study_id, study)
+        if new:
+            self.audit.model_registered(model)
 
     def _run(self) -> None:
         info = self.store.get_study(self.study_id)
+        if is_analytics_study(info.config):  # an analytics job: coordinator/analytics_jobs.py
+            self._audit_start()
+            run_analytics_job(
+                self.store, self.hub, self.study_id, stop=self.stop, liveness_s=self.liveness_s
+            )
+            self._set("completed")
+            return
         study = StudyConfig.from_dict(info.config, source=f"study {self.study_id}")
         grid = CoordinatorGrid(
             self.store,
@@ -118,7 +172,11 @@ class StudyRunner:
             liveness_s=self.liveness_s,
             stop=self.stop,
         )
-        strategy = study_strategy(study, study.min_sites)
+        he_context = None  # privacy mode 'encrypted': the kit's PUBLIC context, never a secret
+        if study.privacy.mode == "encrypted" and self.kit_dir is not None:
+            he_context = coordinator_context(self.kit_dir / HE_PUBLIC_FILE)
+        strategy = study_strategy(study, study.min_sites, he_context=he_context)
+        self._audit_start()
         failures, best = 0, -1
         while True:
             self._check_running()
@@ -128,6 +186,7 @@ class StudyRunner:
                     failures, best = 0, last
                 if last >= study.rounds:
                     break
+                self._guard(study, last + 1)  # privacy budget: refuse before any task
                 continue_study(
                     grid,
                     study,
@@ -135,10 +194,17 @@ class StudyRunner:
                     self.study_id,
                     start,
                     start_round=last + 1,
-                    on_round=self._persister(strategy, start),
+                    on_round=self._persister(strategy, start, study),
                 )
             except RoundFailedError as err:
                 failures += 1
+                self.audit.append(
+                    "round-failed",
+                    self.study_id,
+                    round=err.round,
+                    reason=str(err),
+                    attempt=failures,
+                )
                 if failures > self.round_retries:
                     raise RoundFailedError(
                         f"{err} (gave up after {self.round_retries} retries)",
@@ -150,6 +216,7 @@ class StudyRunner:
                     "study %s: %s; retry %d of %d", self.study_id, err, failures, self.round_retries
                 )
                 self._wait_for_sites(grid, study.min_sites)
+        self._register(study)
         self._set("completed")
 
     def _resume(
@@ -161,14 +228,22 @@ class StudyRunner:
             return decode_checkpoint(strategy, checkpoint.state), checkpoint.round
         self._wait_for_sites(grid, study.min_sites)
         start = start_study(grid, study, strategy, self.study_id, self._input_shape(grid))
-        self.store.record_round(
+        if study.init_model is not None:
+            start = start_from_model(self.store, study.init_model, strategy, start)
+        info = self.store.record_round(
             self.study_id,
             0,
             params=encode_arrays(start.state.params),
             state=encode_checkpoint(strategy, start.state, dict(start.task_arrays)),
-            record={"round": 0, "kind": "start", "task_arrays": sorted(start.task_arrays)},
+            record={
+                "round": 0,
+                "kind": "start",
+                "task_arrays": sorted(start.task_arrays),
+                "init_model": study.init_model,
+            },
             duration_s=0.0,
         )
+        self.audit.round_completed(info)
         return start, 0
 
     def _expire_stale(self, round: int) -> None:
@@ -182,24 +257,46 @@ class StudyRunner:
             self.store.expire_tasks(self.study_id, round, attempt)
 
     def _persister(
-        self, strategy: Strategy, start: StudyStart
+        self, strategy: Strategy, start: StudyStart, study: StudyConfig
     ) -> Callable[[RoundRecord, StrategyState], None]:
-        return lambda rec, state: self._persist(strategy, start, rec, state)
+        return lambda rec, state: self._persist(strategy, start, rec, state, study)
 
     def _persist(
-        self, strategy: Strategy, start: StudyStart, rec: RoundRecord, state: StrategyState
+        self,
+        strategy: Strategy,
+        start: StudyStart,
+        rec: RoundRecord,
+        state: StrategyState,
+        study: StudyConfig,
     ) -> None:
-        self.store.record_round(
+        record = rec.to_dict()
+        info = self.store.record_round(
             self.study_id,
             rec.round,
             params=encode_arrays(state.params),
             state=encode_checkpoint(strategy, state, dict(start.task_arrays)),
-            record=rec.to_dict(),
+            record=record,
             duration_s=rec.duration_s,
+            privacy=round_spends(study, record, self._rows(study)),  # mirror ledger, same tx
         )
+        self.audit.round_completed(info)  # after the commit: see audit_trail's docstring
         if self.on_round is not None:
             self.on_round(self.study_id, rec)
         self._check_running()
+        if rec.round < study.rounds:
+            self._guard(study, rec.round + 1)
+
+    def _rows(self, study: StudyConfig) -> dict[str, int]:
+        """Each site's registered number of training rows of the study's dataset."""
+        rows = {
+            s.id: (s.datasets or {}).get(study.dataset.name, {}) for s in self.store.list_sites()
+        }
+        return {s: int(d["num_train"]) for s, d in rows.items() if "num_train" in d}
+
+    def _guard(self, study: StudyConfig, round: int) -> None:
+        """Raise PrivacyBudgetError (the study fails) if ``round`` would overspend."""
+        history = [r.record for r in self.store.list_rounds(self.study_id) if r.round >= 1]
+        guard_next_round(self.study_id, study, history, round)
 
     def _check_running(self) -> None:
         if self.stop.is_set():

@@ -2,7 +2,9 @@
 
 ``Coordinator`` opens the store (migrating it), serves the ``fedcare.v1.Coordinator`` service
 over mutual TLS, and runs a scheduler thread that starts a runner for every pending study and
-resumes every study left ``running`` by an earlier process (e.g. after a crash).
+resumes every study left ``running`` by an earlier process (e.g. after a crash). Study events go
+to ``home/audit.jsonl`` (:mod:`fedcare.coordinator.audit_trail`), reconciled with the database
+when the coordinator starts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.runner import StudyRunner
 from fedcare.coordinator.servicer import CoordinatorServicer
@@ -67,6 +70,7 @@ class Coordinator:
         self.kit = load_kit(kit_dir)
         self.store = CoordinatorStore(db_url or default_db_url(home), home / "artifacts")
         self.hub = Hub()
+        self.audit = _open_audit(home, kit_dir, self.kit.identity)
         self.liveness_s, self.round_retries = liveness_s, round_retries
         revocations = RevocationList.from_kit(kit_dir)
         self.server = grpc.server(
@@ -88,6 +92,7 @@ class Coordinator:
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
 
     def start(self) -> Coordinator:
+        self.audit.reconcile_all(self.store)  # entries a crash left out of the audit trail
         self.server.start()
         self._scheduler.start()
         log.info("coordinator of %s listening on port %d", self.kit.federation, self.port)
@@ -117,6 +122,8 @@ class Coordinator:
                 stop=self._stop,
                 liveness_s=self.liveness_s,
                 round_retries=self.round_retries,
+                audit=self.audit,
+                kit_dir=self.kit.path,
             )
             self._runners[study.id] = runner
             runner.start()
@@ -129,6 +136,16 @@ class Coordinator:
         for runner in self._runners.values():
             runner.thread.join(timeout=grace + 5)
         self.store.close()
+        self.audit.close()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
+
+
+def _open_audit(home: Path, kit_dir: Path, identity: str) -> CoordinatorAudit:
+    """The coordinator's audit trail; disabled (with a warning) if fedcare.audit is missing."""
+    try:
+        return CoordinatorAudit.open(home, kit_dir, actor=f"coordinator:{identity}")
+    except ImportError as err:
+        log.warning("coordinator audit trail disabled: %s", err)
+        return CoordinatorAudit(None)

@@ -13,11 +13,17 @@ schema. The methods live in one mixin per concern:
 - rounds (:mod:`.store_rounds`): ``record_round``, ``last_completed_round``, ``get_round``,
   ``list_rounds``;
 - tasks and replies (:mod:`.store_tasks`): ``create_tasks``, ``next_task_for``, ``get_task``,
-  ``list_tasks``, ``store_reply``, ``replies_for_round``, ``expire_tasks``.
+  ``list_tasks``, ``store_reply``, ``replies_for_round``, ``expire_tasks``;
+- models (:mod:`.store_models`): ``register_model``, ``get_model``, ``list_models``,
+  ``lineage``, ``model_params``;
+- privacy ledger (:mod:`.store_ledger`): ``privacy_ledger``, ``site_epsilon`` (rows are added
+  by ``record_round``).
 """
 
 from __future__ import annotations
 
+from fedcare.coordinator.store_ledger import PrivacyLedgerMixin
+from fedcare.coordinator.store_models import ModelsMixin
 from fedcare.coordinator.store_rounds import RoundsMixin
 from fedcare.coordinator.store_sites import SitesMixin
 from fedcare.coordinator.store_studies import StudiesMixin
@@ -26,7 +32,9 @@ from fedcare.coordinator.store_tasks import TasksMixin
 __all__ = ["CoordinatorStore"]
 
 
-class CoordinatorStore(SitesMixin, StudiesMixin, RoundsMixin, TasksMixin):
+class CoordinatorStore(
+    SitesMixin, StudiesMixin, RoundsMixin, TasksMixin, ModelsMixin, PrivacyLedgerMixin
+):
     """The coordinator's database and artifact folder behind small typed methods.
 
     Parameters

@@ -9,7 +9,7 @@ the whole round. Nothing ever points at an artifact that is not on disk.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +20,7 @@ from fedcare.coordinator.db import RoundRow, StudyRow, TaskRow
 from fedcare.coordinator.jsonsafe import to_json
 from fedcare.coordinator.rows import Checkpoint, RoundInfo, snapshot
 from fedcare.coordinator.store_base import StoreBase, check_duration, check_int
+from fedcare.coordinator.store_ledger import PrivacySpend, add_privacy_rows
 from fedcare.errors import ConflictError, NotFoundError, ValidationError
 
 __all__ = ["RoundsMixin"]
@@ -60,6 +61,7 @@ class RoundsMixin(StoreBase):
         state: bytes,
         record: Mapping[str, Any],
         duration_s: float,
+        privacy: Sequence[PrivacySpend] = (),
     ) -> RoundInfo:
         """Persist a completed round: its checkpoint artifacts and its record, atomically.
 
@@ -76,6 +78,9 @@ class RoundsMixin(StoreBase):
             stored as JSON (non-finite floats become null).
         duration_s:
             How long the round took.
+        privacy:
+            What each site spent in the round: rows of the privacy ledger, written in the
+            round's transaction (:mod:`fedcare.coordinator.store_ledger`).
 
         Returns
         -------
@@ -117,6 +122,7 @@ class RoundsMixin(StoreBase):
                 study.last_completed_round = round
                 study.updated_at = row.completed_at
                 _expire_open_tasks(s, study_id, round)
+                add_privacy_rows(s, study_id, round, privacy, row.completed_at)
         except IntegrityError as err:  # a concurrent recorder of the same round won
             raise _duplicate(study_id, round) from err
         return snapshot(RoundInfo, row)

@@ -4,7 +4,7 @@
 ``results.json`` into one HTML page that opens offline: plotly.js is embedded inline once and
 each figure is a ``<div>`` with its own small inline script. All text goes through Jinja2
 autoescaping. Sections whose data is absent (baselines, cross-site matrix, EXAM summary, round
-measurements) are left out.
+measurements, model card) are left out.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def _header(results: Mapping[str, Any]) -> dict[str, Any]:
     sizes = _mapping(results.get("site_sizes"))
     return {
         "title": str(study.get("name") or "fedcare study"),
-        "items": [(k, study[k]) for k in _HEADER_KEYS if k in study],
+        "items": [(k, study[k]) for k in _HEADER_KEYS if k in study]
+        + [("privacy mode", _mapping(study.get("privacy")).get("mode", "open"))],
         "task": results.get("task"),
         "metrics": [str(m) for m in results.get("metrics", [])],
         "config": [(str(k), v) for k, v in study.items() if k not in _HEADER_KEYS],
@@ -231,6 +232,45 @@ def _figures(results: Mapping[str, Any]) -> list[tuple[str, str, Markup]]:
     ]
 
 
+def _model_card(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The "Model card" section: identity, privacy, one row per participating site, the JSON."""
+    card = _mapping(results.get("model_card"))
+    if not card:
+        return None
+    model, privacy = _mapping(card.get("model")), _mapping(card.get("privacy"))
+    epsilon = _mapping(privacy.get("epsilon_spent"))
+    local = _mapping(privacy.get("local_epsilon_spent"))
+    rows = [
+        {
+            "site": site,
+            "fingerprints": list(_mapping(entry).get("dataset_fingerprints") or []),
+            "num_rows": list(_mapping(entry).get("num_rows") or []),
+            "approvals": list(_mapping(entry).get("approval_ids") or []),
+            "plan_hashes": list(_mapping(entry).get("plan_hashes") or []),
+            "rounds": len(_mapping(entry).get("rounds") or []),
+            "epsilon": epsilon.get(site),
+            "local_epsilon": local.get(site),
+        }
+        for site, entry in _mapping(card.get("sites")).items()
+    ]
+    items = [
+        ("version", model.get("version")),
+        ("parent", model.get("parent")),
+        ("model hash", model.get("hash")),
+        ("plan hash", card.get("plan_hash")),
+        ("privacy mode", privacy.get("mode")),
+        ("created", card.get("created")),
+    ]
+    return {
+        "items": items,
+        "privacy_note": privacy.get("note"),
+        "local_dp": bool(local),
+        "sites": rows,
+        "not_participating": list(_mapping(card.get("not_participating")).items()),
+        "json": json.dumps(card, indent=2, sort_keys=True, allow_nan=False, default=str),
+    }
+
+
 def _version(results: Mapping[str, Any]) -> str:
     if results.get("fedcare_version"):
         return str(results["fedcare_version"])
@@ -263,6 +303,8 @@ def render_report(results: Mapping[str, Any], *, generated_at: datetime | None =
         "figures": _figures(results),
         "summary": _mapping(results.get("summary")),
         "rounds": _rounds_table([_mapping(h) for h in results.get("history", [])]),
+        "membership": _mapping(results.get("membership_inference")),  # attack AUROCs
+        "card": _model_card(results),
         "version": _version(results),
         "generated_at": when.isoformat(timespec="seconds"),
         "total_s": _mapping(results.get("timing")).get("total_s"),

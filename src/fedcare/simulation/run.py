@@ -9,21 +9,25 @@ returns the results dict that ``fedcare simulate`` writes as ``results.json``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.registry import load_dataset
+from fedcare.errors import ConfigError
+from fedcare.evaluation.model_card import build_model_card
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
-from fedcare.site.app import SiteApp
+from fedcare.simulation.privacy import privacy_results
+from fedcare.site.app import Mod, SiteApp
 from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
 from fedcare.transport.inmemory import InMemoryGrid
 
-__all__ = ["Progress", "TrainedModel", "run_simulation", "train_on_grid"]
+__all__ = ["Progress", "TrainedModel", "run_simulation", "simulation_card", "train_on_grid"]
 
 #: Called after every round with the model's label ("federated", "local-<site>", "pooled").
 Progress = Callable[[str, RoundRecord], None]
@@ -39,9 +43,16 @@ class TrainedModel:
     history: list[RoundRecord]
 
 
-def grid_for(sites: list[SiteData], *, record: bool = False) -> InMemoryGrid:
-    """An in-memory grid with one :class:`SiteApp` per site."""
-    return InMemoryGrid({s.site_id: SiteApp(s) for s in sites}, record=record)
+def grid_for(
+    sites: list[SiteData],
+    *,
+    record: bool = False,
+    mods: Mapping[str, Sequence[Mod]] | None = None,
+) -> InMemoryGrid:
+    """An in-memory grid with one :class:`SiteApp` per site (with ``mods[site_id]``, if any)."""
+    mods = mods or {}
+    apps = {s.site_id: SiteApp(s, mods=mods.get(s.site_id, ()), simulated=True) for s in sites}
+    return InMemoryGrid(apps, record=record)
 
 
 def train_on_grid(
@@ -75,12 +86,22 @@ def run_simulation(
     *,
     dataset: FederatedDataset | None = None,
     progress: Progress | None = None,
+    mods: Mapping[str, Sequence[Mod]] | None = None,
 ) -> dict[str, Any]:
-    """Run ``study`` end to end and return the results dict (see module docstring)."""
+    """Run ``study`` end to end and return the results dict (see module docstring).
+
+    ``mods`` adds site middleware by site id to the federated run (e.g. the attacks of
+    :mod:`fedcare.simulation.attacks`); baselines run without it.
+    """
     start = time.perf_counter()
     study_strategy(study, 1)  # a bad strategy name or option fails before any data is read
+    if study.init_model is not None:
+        raise ConfigError(
+            f"init_model {study.init_model!r}: simulation has no model registry; "
+            "continue from a registered model on a coordinator"
+        )
     ds = dataset or load_dataset(study.dataset.name, **study.dataset.options)
-    grid = grid_for(list(ds.sites))
+    grid = grid_for(list(ds.sites), mods=mods)
     shape = ds.sites[0].train.input_shape
     models = [train_on_grid(grid, study, shape, label="federated", progress=progress)]
     if study.baselines.local:
@@ -109,6 +130,13 @@ def run_simulation(
         )
     evaluated = {m.label: _evaluate(grid, study, m) for m in models}
     results = _results(study, ds, models, evaluated)
+    results["model_card"] = simulation_card(study, models[0], evaluated["federated"])
+    # epsilon per round/site/study and membership-attack AUROCs, when the study asks
+    results.update(
+        privacy_results(
+            study, ds.sites, models[0].params, dict(models[0].arrays), results["history"]
+        )
+    )
     holdout = ds.extra.get("holdout")
     if isinstance(holdout, Dataset):
         # A public held-out test set (e.g. PneumoniaMNIST's official test split), evaluated by
@@ -120,6 +148,24 @@ def run_simulation(
         }
     results["timing"] = {"total_s": time.perf_counter() - start}
     return results
+
+
+def simulation_card(
+    study: StudyConfig, model: TrainedModel, final: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The federated model's card: no registry (version and parent null), in-memory sites."""
+    from fedcare import __version__
+
+    return build_model_card(
+        study=study.model_dump(mode="json"),
+        study_id=f"{study.name}/{model.label}",
+        plan=round_config(study, study.name).plan,
+        history=[r.to_dict() for r in model.history],
+        final=final,
+        params=model.params,
+        created=datetime.now(timezone.utc),
+        fedcare_version=__version__,
+    )
 
 
 def _results(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from fedcare.analytics.disclosure import DEFAULT_MIN_CELL
 from fedcare.errors import TransportError
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
 from fedcare.site.app import Handler
@@ -102,6 +103,8 @@ class SiteAgent:
             time_limit=time_limit,
             memory_limit_mb=None if limits is None else limits.memory_limit_mb,
             he_secret=_he_secret(kit_dir),
+            # the steward's analytics small-cell minimum (default 5 without a policy)
+            min_cell=governance.policy.min_cell if governance is not None else DEFAULT_MIN_CELL,
         )
         self._handle: Handler = self.worker.run
         self.limits = Limits()

@@ -14,7 +14,10 @@ from pathlib import Path
 from fedcare.data.base import SiteData
 from fedcare.errors import FedcareError
 from fedcare.records.messages import Reply, Task
+from fedcare.site.he import HEMod
+from fedcare.site.private import DistributedNoiseMod
 from fedcare.site.runtime import SiteRuntime
+from fedcare.site.secagg import SecAggMod
 
 __all__ = ["Handler", "Mod", "SiteApp"]
 
@@ -26,11 +29,23 @@ class SiteApp:
     """One site: its data, its runtime and its middleware."""
 
     def __init__(
-        self, data: SiteData, *, mods: Sequence[Mod] = (), state_dir: Path | None = None
+        self,
+        data: SiteData,
+        *,
+        mods: Sequence[Mod] = (),
+        state_dir: Path | None = None,
+        simulated: bool = False,
+        he_secret: Path | None = None,
     ) -> None:
         self.site_id = data.site_id
-        self.runtime = SiteRuntime(data, state_dir=state_dir)
-        self.mods = tuple(mods)
+        self.runtime = SiteRuntime(data, state_dir=state_dir, simulated=simulated)
+        # secure aggregation is the innermost mod: it masks what training produced
+        secagg = SecAggMod(data.site_id, state_dir, simulated=simulated)
+        # encryption (privacy mode 'encrypted') sits just outside it; it passes other tasks on
+        he = HEMod(data.site_id, he_secret, simulated=simulated)
+        # privacy mode 'private': clip and add this site's noise share before masking
+        noise = DistributedNoiseMod(simulated=simulated)
+        self.mods: tuple[Mod, ...] = (*mods, he, secagg, noise)
 
     def _dispatch(self, task: Task) -> Reply:
         if task.site_id != self.site_id:
@@ -41,6 +56,7 @@ class SiteApp:
             "fit": self.runtime.fit,
             "evaluate": self.runtime.evaluate,
             "stats": self.runtime.stats,
+            "analytics": self.runtime.analytics,
         }
         return handlers[task.kind](task)
 

@@ -4,8 +4,8 @@ Mods are plain callables ``mod(task, next_handler) -> Reply`` (:mod:`fedcare.sit
 agent runs them in its own process, before a task reaches the worker that holds the data, so a
 refusal never touches data::
 
-    audit_mod  ->  policy_mod  ->  approval_mod  ->  cohort_floor_mod  ->  (runtime: worker)
-    task-received    refuse?         refuse? / decision accepted          task-executed
+    audit_mod  ->  policy_mod  ->  approval_mod  ->  budget_mod  ->  cohort_floor_mod  ->  worker
+    task-received    refuse?         refuse? / decision  refuse? / spend                 executed
     reply-sent <------------------------------------------------------------ reply
 
 Analytics tasks carry an analytics spec instead of a training plan; their approval is of the
@@ -14,7 +14,8 @@ policy's ``min_cohort`` raises their ``min_cell`` after the approval.
 
 A refusal is ``Reply.failure(task, kind, reason)`` with a kind such as
 ``policy-study-not-allowed``, ``policy-privacy-mode``, ``plan-not-approved``,
-``approval-expired``, ``approval-revoked``, ``plan-refused`` or ``plan-code-mismatch`` and a
+``approval-expired``, ``approval-revoked``, ``plan-refused``, ``plan-code-mismatch`` or
+``privacy-budget-exceeded`` (:func:`budget_mod`, the site's ledger) and a
 message a coordinator operator can act on; every decision goes to the site's audit log.
 :func:`run_watched` runs the accepted task while polling its approval, and stops it when the
 steward revokes (or the approval expires) mid-task.
@@ -29,9 +30,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from fedcare.errors import FedcareError
 from fedcare.records.messages import Reply, Task
 from fedcare.site.app import Handler, Mod
 from fedcare.site.approvals import ApprovalStore
+from fedcare.site.ledger import SiteLedger, task_events
 from fedcare.site.plans import Refusal, identify_plan, short_hash, study_name
 from fedcare.site.policy import OUTPUT_OF_KIND, SitePolicy, mode_satisfies
 from fedcare.transport.codec import encode_reply
@@ -41,6 +44,7 @@ __all__ = [
     "SiteGovernance",
     "approval_mod",
     "audit_mod",
+    "budget_mod",
     "chain",
     "cohort_floor_mod",
     "policy_mod",
@@ -250,13 +254,54 @@ def approval_mod(
             plan_hash=plan.hash,
             approval_id=approval_id,
             privacy_mode=plan.privacy_mode,
-            # The site's DP ledger comes later; an open-mode task spends no epsilon.
+            # what a DP task spends is audited by budget_mod ("privacy-spend"), which runs next
             epsilon_spent=0.0 if plan.privacy_mode == "open" else None,
         )
         reply = next_handler(task)
         return replace(
             reply, info={**reply.info, "plan_hash": plan.hash, "approval_id": approval_id}
         )
+
+    return mod
+
+
+def budget_mod(
+    ledger: SiteLedger, policy: SitePolicy, row_counts: Mapping[str, int], audit: AuditSink
+) -> Mod:
+    """Refuse a ``fit`` task that would bring a dataset's epsilon above the policy's cap;
+    otherwise record its spend in the site's ledger (before training; once per study, round
+    and dataset) and audit epsilon spent and remaining."""
+
+    def mod(task: Task, next_handler: Handler) -> Reply:
+        dataset = str(task.plan.get("dataset", ""))
+        try:
+            events = task_events(task, row_counts.get(dataset))
+        except FedcareError as err:  # cannot account it: it does not run
+            return _refuse(audit, task, Refusal("privacy-budget-unaccountable", str(err)))
+        if not events:
+            return next_handler(task)
+        decision = ledger.spend(
+            dataset,
+            study_id=task.study_id,
+            study=study_name(task),
+            round=task.round,
+            events=events,
+            cap=policy.epsilon_cap.get(dataset),
+        )
+        if not decision.ok:
+            return _refuse(audit, task, Refusal("privacy-budget-exceeded", decision.reason()))
+        audit.append(
+            "privacy-spend",
+            task_id=task.task_id,
+            dataset=dataset,
+            round=task.round,
+            events=[e.to_dict() for e in events],
+            epsilon_spent=decision.after,
+            epsilon_remaining=decision.remaining,
+            already_recorded=decision.already,
+        )
+        reply = next_handler(task)
+        return replace(reply, info={**reply.info, "epsilon_spent": f"{decision.after:.12g}"})
 
     return mod
 
@@ -307,13 +352,21 @@ class SiteGovernance:
     audit: AuditSink
     approve_all: bool = False
     poll_s: float = 0.5
+    #: The site's privacy ledger; None: DP tasks run unaccounted at the site (tests only).
+    ledger: SiteLedger | None = None
 
     def mods(self, row_counts: Mapping[str, int]) -> Sequence[Mod]:
         """The middleware, outermost first."""
+        budget = (
+            ()
+            if self.ledger is None
+            else (budget_mod(self.ledger, self.policy, row_counts, self.audit),)
+        )
         return (
             audit_mod(self.audit),
             policy_mod(self.policy, row_counts, self.audit),
             approval_mod(self.approvals, self.audit, approve_all=self.approve_all),
+            *budget,
             cohort_floor_mod(self.policy),
         )
 

@@ -15,13 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from fedcare.aggregation.norm_bound import site_clip
+from fedcare.analytics.answer import answer_task
+from fedcare.analytics.disclosure import AnalyticsPolicy
 from fedcare.analytics.moments import feature_moments
 from fedcare.data.base import Dataset, SiteData
+from fedcare.data.fingerprint import site_fingerprint
 from fedcare.errors import ConfigError, ValidationError
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.models.base import LocalTrainSpec, ModelAdapter
 from fedcare.models.registry import build_model
+from fedcare.privacy.dp_sgd import CONFIG_KEYS as DP_SGD_KEYS
+from fedcare.privacy.dp_sgd import dp_spec_from_config
+from fedcare.privacy.mechanisms import system_rng
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Scalar, Task
 from fedcare.site.preprocess import Preprocessor
@@ -34,7 +42,7 @@ TASK_KEYS = ("algorithm", "seed", "split")
 
 def spec_from_config(config: Mapping[str, Scalar]) -> LocalTrainSpec:
     """The local training spec from a task's config; unknown keys are an error."""
-    unknown = sorted(set(config) - set(SPEC_KEYS) - set(TASK_KEYS))
+    unknown = sorted(set(config) - set(SPEC_KEYS) - set(TASK_KEYS) - set(DP_SGD_KEYS))
     if unknown:
         raise ConfigError(f"task config has unknown keys {unknown}; known: {SPEC_KEYS + TASK_KEYS}")
     kwargs: dict[str, Any] = {k: config[k] for k in SPEC_KEYS if k in config}
@@ -42,7 +50,14 @@ def spec_from_config(config: Mapping[str, Scalar]) -> LocalTrainSpec:
         kwargs.pop("max_steps", None)
     if kwargs.get("batch_size") in (0, None):
         kwargs.pop("batch_size", None)
-    return LocalTrainSpec(**kwargs)
+    return LocalTrainSpec(**kwargs, dp=dp_spec_from_config(config))
+
+
+def _dp_sgd_info(spec: LocalTrainSpec, num_rows: int) -> dict[str, str]:
+    """Reply info of a DP-SGD round: its DP event as JSON (the study's accounting composes it)."""
+    if spec.dp is None:
+        return {}
+    return {"dp_event": json.dumps(spec.dp.event(num_rows, spec).to_dict(), sort_keys=True)}
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,13 @@ class SiteRuntime:
     data: SiteData
     state_dir: Path | None = None
     controls: dict[str, ControlState] = field(default_factory=dict)
+    analytics_policy: AnalyticsPolicy = field(default_factory=AnalyticsPolicy)
+    #: A mapped dataset's harmonized table (schema variable names): analytics read it instead
+    #: of the arrays (see :meth:`fedcare.site.config.DatasetEntry.prepared`).
+    analytics_frame: pd.DataFrame | None = None
+    #: Simulation only: DP-SGD noise then follows the task seed (reproducible); a real site
+    #: draws it from OS entropy, since the coordinator knows every task seed.
+    simulated: bool = False
     _shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict, repr=False)
 
     def _control_path(self, study_id: str) -> Path | None:
@@ -138,12 +160,22 @@ class SiteRuntime:
         if not params.all_finite():
             raise ValidationError("global params contain NaN or infinite values")
 
+    def provenance(self, task: Task) -> dict[str, str]:
+        """Reply info naming the data used: its fingerprint and the number of train rows."""
+        name = str(task.plan.get("dataset", ""))
+        return {
+            "dataset_fingerprint": site_fingerprint(self.data, name),
+            "num_rows": str(len(self.data.train)),
+        }
+
     def fit(self, task: Task) -> Reply:
         adapter, prep = self._prepared(task)
         self._check_params(adapter, task.params, task.plan.get("model"))
         train = prep.apply(self.data.train)
         spec = spec_from_config(task.config)
         rng = np.random.default_rng(int(task.config.get("seed", 0)))
+        if spec.dp is not None and not self.simulated:
+            rng = system_rng()  # DP-SGD noise nobody else can reproduce
         scaffold = task.config.get("algorithm") == "scaffold"
         c = c_i = task.params.zeros_like()
         if scaffold:
@@ -166,9 +198,10 @@ class SiteRuntime:
             round=task.round,
             site_id=task.site_id,
             kind="fit",
-            arrays=arrays,
+            arrays=site_clip(task.pipeline, arrays),  # the site half of norm bounding
             num_samples=result.num_samples,
             metrics=metrics,
+            info={**self.provenance(task), **_dp_sgd_info(spec, len(train))},
         )
 
     def evaluate(self, task: Task) -> Reply:
@@ -190,6 +223,7 @@ class SiteRuntime:
             kind="evaluate",
             num_samples=len(data),
             metrics=metrics,
+            info=self.provenance(task),
         )
 
     def stats(self, task: Task) -> Reply:
@@ -201,4 +235,21 @@ class SiteRuntime:
             kind="stats",
             arrays=moments,
             num_samples=len(self.data.train),
+            info=self.provenance(task),
+        )
+
+    def analytics(self, task: Task) -> Reply:
+        """Federated statistics for ``task.plan["analytics"]``, suppressed by this site's
+        ``analytics_policy`` (see :mod:`fedcare.analytics.answer`)."""
+        seed = int(task.config.get("seed", 0))
+        arrays, metrics = answer_task(
+            self.data, task.plan, seed, self.analytics_policy, frame=self.analytics_frame
+        )
+        return Reply(
+            study_id=task.study_id,
+            round=task.round,
+            site_id=task.site_id,
+            kind="analytics",
+            arrays=arrays,
+            metrics=metrics,
         )

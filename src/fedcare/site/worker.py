@@ -15,11 +15,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from fedcare.analytics.disclosure import DEFAULT_MIN_CELL, AnalyticsPolicy
 from fedcare.records.messages import Reply, Task
 from fedcare.site.config import SiteDataConfig, refusal
 from fedcare.transport.codec import decode_reply, decode_task, encode_reply, encode_task
 
-__all__ = ["TaskWorker"]
+__all__ = ["TaskWorker", "build_apps"]
 
 
 def _route(apps: dict[str, Any], task: Task) -> Reply:
@@ -33,6 +34,37 @@ def _route(apps: dict[str, Any], task: Task) -> Reply:
         )
     reply: Reply = app(task)
     return reply
+
+
+def build_apps(
+    site_id: str,
+    config: SiteDataConfig,
+    state_dir: Path,
+    *,
+    he_secret: Path | None = None,
+    min_cell: int = DEFAULT_MIN_CELL,
+) -> dict[str, Any]:
+    """One handler per dataset of ``config``: a :class:`SiteApp` whose analytics withhold
+    counts below ``min_cell`` (the site policy's) and read a mapped dataset's harmonized
+    table, or a refusal for a dataset that failed its data check."""
+    from fedcare.data.base import SiteData
+    from fedcare.site.app import SiteApp
+
+    apps: dict[str, Any] = {}
+    for name, entry in config.datasets.items():
+        data, report, frame = entry.prepared()
+        if data is None:  # failed its data check: every task on it is refused with the reason
+            apps[name] = refusal(report.summary if report is not None else "no data")
+            continue
+        app = SiteApp(
+            SiteData(site_id, data.train, data.test),
+            state_dir=state_dir / name,
+            he_secret=he_secret,
+        )
+        app.runtime.analytics_policy = AnalyticsPolicy(min_cell=min_cell)
+        app.runtime.analytics_frame = frame
+        apps[name] = app
+    return apps
 
 
 def _limit_memory(memory_limit_mb: int | None) -> None:
@@ -51,22 +83,18 @@ def _worker_main(
     config_json: str,
     state_dir: str,
     memory_limit_mb: int | None = None,
+    he_secret: str | None = None,
+    min_cell: int = DEFAULT_MIN_CELL,
 ) -> None:
-    from fedcare.data.base import SiteData
-    from fedcare.site.app import SiteApp
-
     _limit_memory(memory_limit_mb)
-
     config = SiteDataConfig.model_validate_json(config_json)
-    apps: dict[str, Any] = {}
-    for name, entry in config.datasets.items():
-        data, report = entry.checked()
-        if data is None:  # failed its data check: every task on it is refused with the reason
-            apps[name] = refusal(report.summary if report is not None else "no data")
-            continue
-        apps[name] = SiteApp(
-            SiteData(site_id, data.train, data.test), state_dir=Path(state_dir) / name
-        )
+    apps = build_apps(
+        site_id,
+        config,
+        Path(state_dir),
+        he_secret=Path(he_secret) if he_secret else None,
+        min_cell=min_cell,
+    )
     while True:
         try:
             task = decode_task(conn.recv_bytes())  # the bytes go at once: one model less in RAM
@@ -90,12 +118,16 @@ class TaskWorker:
         *,
         time_limit: float,
         memory_limit_mb: int | None = None,
+        he_secret: Path | None = None,
+        min_cell: int = DEFAULT_MIN_CELL,
     ) -> None:
         self.site_id = site_id
+        self.he_secret = he_secret  # the kit's HE secret context (privacy mode 'encrypted')
         self.config = config
         self.state_dir = state_dir
         self.time_limit = time_limit
         self.memory_limit_mb = memory_limit_mb
+        self.min_cell = min_cell  # the site policy's analytics small-cell minimum
         self._ctx = mp.get_context("spawn")
         self._proc: Any = None
         self._conn: Connection | None = None
@@ -112,6 +144,8 @@ class TaskWorker:
                 self.config.model_dump_json(),
                 str(self.state_dir),
                 self.memory_limit_mb,
+                None if self.he_secret is None else str(self.he_secret),
+                self.min_cell,
             ),
             name=f"fedcare-worker-{self.site_id}",
             daemon=True,

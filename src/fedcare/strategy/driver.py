@@ -11,19 +11,40 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
+from fedcare.aggregation.base import Aggregator
+from fedcare.aggregation.presets import build_aggregator, needs_each_update
 from fedcare.analytics.federated import federated_feature_moments
+from fedcare.errors import ConfigError
 from fedcare.models.registry import build_model
+from fedcare.privacy.study import study_dp_parts
 from fedcare.records.arrays import ArrayRecord
+from fedcare.records.plan import plan_for_study
 from fedcare.records.study import StudyConfig
+from fedcare.secure.he.base import HEBackend
+from fedcare.secure.he.study import encrypted_study_strategy
+from fedcare.secure.secagg.layer import with_secure_sum
 from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.loop import RoundConfig, RoundRecord, run_rounds
+from fedcare.strategy.private import private_dp_spec, private_study_parts
 from fedcare.strategy.registry import build_strategy
 from fedcare.transport.base import Grid
 
-__all__ = ["StudyStart", "continue_study", "round_config", "start_study", "study_strategy"]
+__all__ = [
+    "AVAILABLE_PRIVACY_MODES",
+    "StudyStart",
+    "check_privacy_mode",
+    "continue_study",
+    "round_config",
+    "start_study",
+    "study_strategy",
+]
+
+#: Privacy modes this version's driver can run (the others come with their layers).
+AVAILABLE_PRIVACY_MODES: tuple[str, ...] = ("open", "secure", "private", "encrypted")
 
 OnRound = Callable[[RoundRecord, StrategyState], None]
 
@@ -36,15 +57,65 @@ class StudyStart:
     task_arrays: Mapping[str, ArrayRecord] = field(default_factory=dict)
 
 
-def study_strategy(study: StudyConfig, num_sites: int, *, baseline: bool = False) -> Strategy:
-    """The study's strategy; baselines (one site, or pooled data) train with plain FedAvg."""
-    return build_strategy(
+def study_strategy(
+    study: StudyConfig,
+    num_sites: int,
+    *,
+    baseline: bool = False,
+    he_context: HEBackend | None = None,
+) -> Strategy:
+    """The study's strategy; baselines (one site, or pooled data) train with plain FedAvg.
+
+    ``he_context``: the coordinator's public HE context (mode ``encrypted``; ``None`` in
+    simulation, which uses its own simulated federation keys).
+    """
+    check_privacy_mode(study)
+    robust: dict[str, Aggregator[Any]] = {}
+    if study.aggregation and not baseline:  # ValidateUpdates around the study's robust stack
+        robust["aggregator"] = build_aggregator(study.aggregation)
+    dp_aggregator: Aggregator[Any] | None
+    dp_train: dict[str, float | int]
+    if baseline:
+        dp_aggregator, dp_train = None, {}
+    elif study.privacy.mode == "private":  # clip + site noise, in SecureSum below
+        dp_aggregator, dp_train = private_study_parts(study, num_sites)
+    else:
+        dp_aggregator, dp_train = study_dp_parts(study, num_sites)
+    if dp_aggregator is not None:  # central DP: clip + Gaussian noise (fedcare.privacy.study)
+        robust["aggregator"] = dp_aggregator
+    strategy = build_strategy(
         "fedavg" if baseline else study.strategy.name,
         {} if baseline else study.strategy.options,
-        train=study.training.as_config(),
+        train={**study.training.as_config(), **dp_train},
         fraction=1.0 if baseline else study.fraction,
         min_sites=max(1, min(study.min_sites, num_sites)),
+        **robust,
     )
+    if study.privacy.mode in ("secure", "private") and not baseline:
+        needs_each = needs_each_update(study.aggregation)
+        if needs_each:  # robust means need each update; the coordinator sees only a sum
+            raise ConfigError(
+                f"study {study.name!r}: privacy mode 'secure' cannot combine with robust "
+                f"aggregation layer(s) {needs_each}, which need each site's update; norm_bound "
+                "(clipped at the site before masking) is the robust layer it allows"
+            )
+        strategy = with_secure_sum(strategy, {})
+    if study.privacy.mode == "encrypted" and not baseline:  # CKKS sum (fedcare.secure.he)
+        strategy = encrypted_study_strategy(strategy, study, he_context)
+    return strategy
+
+
+def check_privacy_mode(study: StudyConfig) -> None:
+    """Raise ``ConfigError`` when this version cannot run the study's privacy mode (or, for
+    ``private``, its ``privacy.dp`` settings are missing)."""
+    mode = study.privacy.mode
+    if mode not in AVAILABLE_PRIVACY_MODES:
+        raise ConfigError(
+            f"study {study.name!r}: privacy mode {mode!r} is not available in this version "
+            f"(available: {', '.join(AVAILABLE_PRIVACY_MODES)})"
+        )
+    if mode == "private":  # its DP settings, checked at submit (names the missing field)
+        private_dp_spec(study)
 
 
 def round_config(
@@ -55,7 +126,7 @@ def round_config(
         study_id=study_id,
         num_rounds=study.rounds,
         seed=study.seed,
-        plan={**study.plan(), "dataset": study.dataset.name},
+        plan={**study.plan(), **plan_for_study(study).to_task_plan()},
         task_arrays=dict(task_arrays or {}),
         round_timeout=study.round_timeout,
         evaluate_every=study.evaluate_every,
@@ -90,5 +161,10 @@ def continue_study(
     on_round: OnRound | None = None,
 ) -> tuple[StrategyState, list[RoundRecord]]:
     """Run rounds ``start_round..study.rounds`` from ``start.state``."""
-    cfg = replace(round_config(study, study_id), task_arrays=dict(start.task_arrays))
+    # The site half of the aggregation stack (e.g. norm bounding) travels with every task.
+    aggregator = getattr(strategy, "aggregator", None)
+    pipeline = dict(aggregator.site_spec()) if isinstance(aggregator, Aggregator) else {}
+    cfg = replace(
+        round_config(study, study_id), task_arrays=dict(start.task_arrays), pipeline=pipeline
+    )
     return run_rounds(grid, strategy, start.state, cfg, start_round=start_round, on_round=on_round)

@@ -1,0 +1,95 @@
+"""Privacy mode ``private``: the preset that composes clipping, distributed noise and a secure sum.
+
+A study in mode ``private`` names its DP settings in ``privacy.dp``::
+
+    privacy:
+      mode: private
+      epsilon: 4.0              # optional: the budget the coordinator's guard enforces
+      dp:
+        noise_multiplier: 1.0   # (or target_epsilon: the epsilon all rounds together spend)
+        clip_norm: 0.5
+        delta: 1.0e-5
+
+:func:`private_study_parts` builds the aggregator ``ValidateUpdates(PrivateSum(WeightedMean))``
+(see :mod:`fedcare.aggregation.private_sum`); the driver wraps it in ``SecureSum`` as for mode
+``secure``, so the coordinator only sees the noised sum. Each round is accounted as one
+Gaussian mechanism of multiplier ``z`` (:func:`private_round_event`), the worst case a round
+with ``min_sites`` contributions gives.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fedcare.aggregation.base import Aggregator
+from fedcare.aggregation.mean import WeightedMean
+from fedcare.aggregation.private_sum import PrivateSum
+from fedcare.aggregation.validate import ValidateUpdates
+from fedcare.errors import ConfigError
+from fedcare.privacy.accounting.analysis import DpEvent
+from fedcare.privacy.study import DpSpec, central_noise_multiplier, dp_sgd_train_config
+
+if TYPE_CHECKING:
+    from fedcare.records.study import StudyConfig
+
+__all__ = ["private_dp_spec", "private_min_sites", "private_round_event", "private_study_parts"]
+
+
+def private_dp_spec(study: StudyConfig) -> DpSpec:
+    """``study.privacy.dp``, checked for what mode ``private`` needs.
+
+    Raises
+    ------
+    ConfigError
+        Naming the missing or unsupported field: no ``privacy.dp``, no
+        ``privacy.dp.noise_multiplier``/``target_epsilon``, ``privacy.dp.adaptive``, or
+        ``aggregation`` layers (they would need each update).
+    """
+    where = f"study {study.name!r} (privacy mode 'private')"
+    dp = study.privacy.dp
+    if dp is None:
+        raise ConfigError(
+            f"{where}: missing field privacy.dp (give noise_multiplier or target_epsilon, "
+            "clip_norm and delta)"
+        )
+    if not dp.central:
+        raise ConfigError(
+            f"{where}: missing field privacy.dp.noise_multiplier (or privacy.dp.target_epsilon); "
+            "the sites' noise needs one"
+        )
+    if dp.adaptive is not None or dp.clip_norm is None:
+        raise ConfigError(
+            f"{where}: privacy.dp.adaptive is not supported; give a fixed privacy.dp.clip_norm"
+        )
+    if study.aggregation:
+        raise ConfigError(
+            f"{where}: field aggregation must be empty; robust layers need each site's update, "
+            "the coordinator sees only the noised sum"
+        )
+    return dp
+
+
+def private_min_sites(study: StudyConfig, num_sites: int) -> int:
+    """``m``: the fewest contributions a round is accepted with (the per-site noise divisor)."""
+    return max(1, min(study.min_sites, num_sites))
+
+
+def private_round_event(study: StudyConfig) -> DpEvent:
+    """The DP event of one round of ``study`` (multiplier ``z`` from ``privacy.dp``)."""
+    dp = private_dp_spec(study)
+    return DpEvent(central_noise_multiplier(dp, study.rounds))
+
+
+def private_study_parts(
+    study: StudyConfig, num_sites: int
+) -> tuple[Aggregator[Any], dict[str, float | int]]:
+    """``(aggregator inside SecureSum, DP-SGD task config)`` of a ``private`` study."""
+    dp = private_dp_spec(study)
+    assert dp.clip_norm is not None
+    layer = PrivateSum(
+        WeightedMean(),
+        noise_multiplier=central_noise_multiplier(dp, study.rounds),
+        clip_norm=dp.clip_norm,
+        min_sites=private_min_sites(study, num_sites),
+    )
+    return ValidateUpdates(layer), dp_sgd_train_config(dp, study.rounds)

@@ -13,7 +13,6 @@ from fedcare.audit import verify_log
 from fedcare.cli.main import app
 from fedcare.records.plan import plan_for_study
 from fedcare.records.study import StudyConfig
-from fedcare.strategy.driver import AVAILABLE_PRIVACY_MODES
 from fedcare.transport.provisioning import create_federation
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "heart-disease.yaml"
@@ -67,21 +66,6 @@ def test_a_bad_policy_stops_the_agent_at_start_naming_the_field(tmp_path: Path, 
     assert result.exit_code == 2
     output = " ".join(result.output.split())  # rich wraps long lines
     assert "field min_privacy_mode" in output and "'strong'" in output and str(policy) in output
-
-
-def test_a_privacy_mode_this_version_cannot_run_fails_at_submit(tmp_path: Path) -> None:
-    missing = [m for m in ("private", "encrypted", "secure") if m not in AVAILABLE_PRIVACY_MODES]
-    if not missing:
-        pytest.skip("every privacy mode is available in this version")
-    study = yaml.safe_load(EXAMPLE.read_text())
-    study["privacy"] = {"mode": missing[0]}
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    (tmp_path / "home").mkdir()
-    result = runner.invoke(app, ["study", "submit", str(path), "--home", str(tmp_path / "home")])
-    assert result.exit_code == 2
-    output = " ".join(result.output.split())
-    assert f"privacy mode '{missing[0]}' is not available in this version" in output
 
 
 def test_plan_of_an_analytics_spec_prints_the_hash_its_tasks_carry(tmp_path: Path) -> None:

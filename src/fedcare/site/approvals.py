@@ -14,13 +14,13 @@ when the plan may run now, or the reason why not.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from fedcare.errors import ConfigError, NotFoundError
+from fedcare.site.sqlite_tx import transaction
 
 __all__ = ["APPROVALS_FILE", "Approval", "ApprovalCheck", "ApprovalStore", "parse_until"]
 
@@ -121,18 +121,8 @@ class ApprovalStore:
     def in_state_dir(cls, state_dir: Path) -> ApprovalStore:
         return cls(Path(state_dir) / APPROVALS_FILE)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     def _get(self, db: sqlite3.Connection, study: str, plan_hash: str) -> Approval | None:
         found = db.execute(

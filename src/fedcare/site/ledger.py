@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +30,7 @@ from fedcare.privacy.budget import LEDGER_DELTA, LEDGER_METHOD, check_budget
 from fedcare.privacy.dp_sgd import CONFIG_KEYS as DP_SGD_KEYS
 from fedcare.records.messages import Task
 from fedcare.site.runtime import SPEC_KEYS, TASK_KEYS, spec_from_config
+from fedcare.site.sqlite_tx import transaction
 
 __all__ = [
     "LEDGER_FILE",
@@ -141,18 +142,8 @@ class SiteLedger:
     def in_state_dir(cls, state_dir: Path) -> SiteLedger:
         return cls(Path(state_dir) / LEDGER_FILE)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     @staticmethod
     def _spends(db: sqlite3.Connection, dataset: str | None) -> list[Spend]:

@@ -33,8 +33,9 @@ minimum wins). ``min_cell: 1`` releases every count: exact Kaplan-Meier curves (
 distinct time) are answered only then, so a steward opts in by setting it explicitly.
 
 A bad policy file raises :class:`~fedcare.errors.ConfigError` naming the file and the field;
-``fedcare site start --policy`` stops there. The ledger that spends epsilon comes later: today
-the site checks the declared epsilon against the cap, and an ``open`` study spends 0.
+``fedcare site start --policy`` stops there. ``epsilon_cap`` is enforced twice: a study that
+declares more is refused, and the site's privacy ledger (:mod:`fedcare.site.ledger`) refuses a
+round that would take the dataset's epsilon, composed across studies, past the cap.
 """
 
 from __future__ import annotations

@@ -82,11 +82,14 @@ def pivot(rows: Sequence[Row]) -> list[str]:
 
 
 def _targets(rows: Sequence[Row]) -> list[str]:
-    found = [(r["dataset"], *m.groups()) for r in rows for m in TARGET.finditer(r["notes"])]
+    found = [
+        (r["dataset"], r["method"], *m.groups()) for r in rows for m in TARGET.finditer(r["notes"])
+    ]
     if not found:
         return []
     body = [list(t) for t in dict.fromkeys(found)]
-    return ["**Targets**:", "", *_table(["dataset", "target", "result", "numbers"], body), ""]
+    header = ["dataset", "method", "target", "result", "numbers"]
+    return ["**Targets**:", "", *_table(header, body), ""]
 
 
 def generic(rows: Sequence[Row]) -> list[str]:

@@ -153,7 +153,35 @@ def start_federation(
         )
         for site, data in data_files.items()
     ]
+    _wait_for_sites(procs, home, list(data_files))
     return home, coordinator, agents
+
+
+def _wait_for_sites(
+    procs: Processes, home: Path, sites: Sequence[str], timeout: float = 120
+) -> None:
+    """Wait until every site said Hello, so a study's statistics round reaches all of them.
+
+    A study started earlier would standardize with the statistics of the sites connected at
+    that moment: a valid model, but not the one the simulation trains.
+    """
+    from fedcare.coordinator.server import default_db_url
+    from fedcare.coordinator.store import CoordinatorStore
+
+    store = CoordinatorStore(default_db_url(home), home / "artifacts")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            procs.check()
+            seen = {s.id for s in store.list_sites() if s.first_seen is not None}
+            if seen >= set(sites):
+                return
+            if time.monotonic() > deadline:
+                missing = sorted(set(sites) - seen)
+                raise FedcareError(f"sites {missing} did not connect within {timeout:.0f} s")
+            time.sleep(0.2)
+    finally:
+        store.close()
 
 
 def _follow(store: Any, study_id: str, rounds: int, procs: Processes) -> str:

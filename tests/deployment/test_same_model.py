@@ -63,6 +63,7 @@ def test_deployment_and_simulation_train_the_same_model(
 
     rounds = store.list_rounds(study_id)
     assert [r.round for r in rounds] == [0, 1, 2, 3]
+    assert rounds[0].record["statistics_sites"] == sorted(HOSPITALS)  # provenance of the scaling
     for r in rounds[1:]:
         assert r.record["fit"]["num_contributions"] == len(HOSPITALS), r.record["fit"]
         assert sorted(r.record["evaluate"]["per_site"]) == sorted(HOSPITALS)

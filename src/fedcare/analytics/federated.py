@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fedcare.analytics.moments import Moments, combine_moments
 from fedcare.errors import RoundFailedError
 from fedcare.records.arrays import ArrayRecord
@@ -12,7 +14,9 @@ from fedcare.transport.base import Grid
 __all__ = ["federated_feature_moments"]
 
 
-def federated_feature_moments(grid: Grid, cfg: RoundConfig) -> Moments:
+def federated_feature_moments(
+    grid: Grid, cfg: RoundConfig, sites: Sequence[str] | None = None
+) -> Moments:
     """Pooled per-feature mean and SD from every site's sums (round 0, kind ``stats``).
 
     Raises
@@ -21,7 +25,7 @@ def federated_feature_moments(grid: Grid, cfg: RoundConfig) -> Moments:
         If any site does not report: standardizing with statistics that miss a site would
         silently differ from the pooled ones.
     """
-    sites = grid.site_ids()
+    sites = list(grid.site_ids() if sites is None else sites)
     failures: dict[str, str] = {}
     ins = [Instruction(s) for s in sites]
     replies = exchange(grid, cfg, 0, "stats", ArrayRecord(), ins, failures)

@@ -239,6 +239,7 @@ class StudyRunner:
                 "round": 0,
                 "kind": "start",
                 "task_arrays": sorted(start.task_arrays),
+                "statistics_sites": list(start.statistics_sites),
                 "init_model": study.init_model,
             },
             duration_s=0.0,

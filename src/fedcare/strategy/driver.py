@@ -55,6 +55,8 @@ class StudyStart:
 
     state: StrategyState
     task_arrays: Mapping[str, ArrayRecord] = field(default_factory=dict)
+    #: The sites whose sums made the global statistics (those connected when the study began).
+    statistics_sites: tuple[str, ...] = ()
 
 
 def study_strategy(
@@ -142,12 +144,15 @@ def start_study(
 ) -> StudyStart:
     """Round 0: global statistics if the plan needs them, then the initial parameters."""
     task_arrays: dict[str, ArrayRecord] = {}
+    statistics_sites: tuple[str, ...] = ()
     if study.preprocessing.scale == "global":
-        moments = federated_feature_moments(grid, round_config(study, study_id))
+        statistics_sites = tuple(sorted(grid.site_ids()))
+        cfg = round_config(study, study_id)
+        moments = federated_feature_moments(grid, cfg, statistics_sites)
         task_arrays["preprocess"] = moments.as_record()
     adapter = build_model(study.model)
     params = adapter.init_params(input_shape, np.random.default_rng([study.seed, 0]))
-    return StudyStart(state=strategy.init_state(params), task_arrays=task_arrays)
+    return StudyStart(strategy.init_state(params), task_arrays, statistics_sites)
 
 
 def continue_study(

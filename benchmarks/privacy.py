@@ -25,7 +25,6 @@ The ratio rows divide the secure figure by the plaintext one (target: at most 3x
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -43,6 +42,7 @@ from fedcare.site.secagg import SecAggMod
 from fedcare.strategy.fedopt import FedAvg
 from fedcare.strategy.loop import RoundConfig, run_round
 from fedcare.transport.inmemory import InMemoryGrid
+from results_file import write_rows
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "privacy.json"
@@ -190,9 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(rows)
     for r in rows:
         r["notes"] = f"{r['notes']}; {os.cpu_count()} CPUs"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_rows(rows, args.out)
     return 0
 
 

@@ -23,7 +23,6 @@ The gRPC part reuses the deployment test helpers (``tests/deployment/helpers.py`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -44,6 +43,7 @@ from fedcare.records.study import StudyConfig  # noqa: E402
 from fedcare.secure.he.ckks import CKKSBackend, error_bound  # noqa: E402
 from fedcare.secure.he.keys import simulation_keys  # noqa: E402
 from fedcare.simulation.run import grid_for, train_on_grid  # noqa: E402
+from results_file import write_rows  # noqa: E402
 
 RESULTS = HERE / "results" / "privacy_he.json"
 NVFLARE_EXPANSION = 283 / 19
@@ -239,9 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(rows)
     for r in rows:
         r["notes"] = f"{r['notes']}; {os.cpu_count()} CPUs"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_rows(rows, args.out)
     return 0
 
 

@@ -10,7 +10,6 @@ Writes ``benchmarks/results/simulation_speed.json``. Target: well under 10 s.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.run import run_simulation
+from results_file import write_rows
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "examples" / "heart-disease.yaml"
@@ -83,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{ROUNDS}-round heart-disease simulation: median {median:.3f} s (SD {sd:.3f} s, "
         f"n={len(times)}; min {min(times):.3f}, max {max(times):.3f}); target well under 10 s"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_rows(rows, args.out)
     return 0
 
 

@@ -28,7 +28,6 @@ median goes in ``mean``; ``notes`` says so and gives the parameter count and mac
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -44,6 +43,7 @@ from typing import Any
 from fedcare.data.synthetic import load_synthetic
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.run import grid_for, train_on_grid
+from results_file import write_rows
 from system_federation import mem_available_mb, run_federation
 
 HERE = Path(__file__).resolve().parent
@@ -342,9 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [row for label in labels for row in run_size(label, args, machine)]
     print_table(rows, labels)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; {_load()}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_rows(rows, args.out)
     return 0
 
 

@@ -50,3 +50,40 @@ def test_demo_trains_the_simulated_model_over_a_real_federation(tmp_path: Path) 
         simulated["final"]["unweighted"]["accuracy"], abs=1e-12
     )
     assert sorted(results["model_card"]["sites"]) == sorted(results["sites"])
+
+
+@pytest.mark.parametrize("mode", ["secure", "encrypted"])
+def test_demo_in_a_privacy_mode_trains_the_open_model(tmp_path: Path, mode: str) -> None:
+    """Secure aggregation and CKKS change what the coordinator sees, not the model (up to the
+    fixed-point and CKKS precision: 1e-6 on the test loss)."""
+    require_mirror()
+    if mode == "encrypted":
+        pytest.importorskip("tenseal", reason="the encrypted mode needs the he extra")
+    done = subprocess.run(
+        [sys.executable, "-m", "fedcare", "demo", "--rounds", "2", "--privacy", mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((tmp_path / "runs" / "demo" / "results.json").read_text())
+    assert results["study"]["privacy"]["mode"] == mode
+    study = StudyConfig.from_yaml(EXAMPLE).with_overrides(
+        rounds=2, baselines={"local": False, "pooled": False, "cross_site": False}
+    )
+    simulated = run_simulation(study)["final"]["unweighted"]
+    assert results["final"]["unweighted"]["loss"] == pytest.approx(simulated["loss"], abs=1e-6)
+    assert results["final"]["unweighted"]["accuracy"] == pytest.approx(simulated["accuracy"])
+
+
+def test_demo_refuses_an_unknown_privacy_mode() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fedcare", "demo", "--privacy", "private"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--privacy must be one of open, secure, encrypted" in done.stdout + done.stderr

@@ -28,6 +28,8 @@ from fedcare.errors import FedcareError
 
 console = Console(stderr=True)
 HOSPITALS = ("cleveland", "hungary", "switzerland", "va")
+#: Privacy modes the demo runs as they are (``private`` needs DP settings chosen per study).
+DEMO_MODES = ("open", "secure", "encrypted")
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "heart-disease.yaml"
 
 
@@ -82,9 +84,11 @@ def local_federation(
     sites: Sequence[str],
     dataset: str,
     options: dict[str, Any] | None = None,
+    he: bool = False,
 ) -> tuple[Path, dict[str, Path]]:
     """Provision a federation on 127.0.0.1 whose sites each serve their part of a built-in
-    dataset; returns the coordinator kit and each site's data file."""
+    dataset (with CKKS keys when ``he``); returns the coordinator kit and each site's data
+    file."""
     from fedcare.transport.provisioning import create_federation
 
     fed = create_federation(
@@ -93,6 +97,7 @@ def local_federation(
         sites=sites,
         coordinator_hosts=("localhost", "127.0.0.1"),
         coordinator_port=port,
+        he=he,
     )
     data_files = {}
     for site in sites:
@@ -213,6 +218,10 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for results.json and report.html."),
     rounds: int | None = typer.Option(None, help="Override the study's number of rounds."),
     keep: bool = typer.Option(False, help="Keep the federation folder (kits, logs, database)."),
+    privacy: str = typer.Option(
+        "open",
+        help="Privacy mode: open, secure (SecAgg+) or encrypted (CKKS; needs the he extra).",
+    ),
 ) -> None:
     """Run a real federation of the 4 heart-disease hospitals on this machine."""
     from fedcare.cli.governance import approve_for_sites
@@ -222,6 +231,9 @@ def demo(
     from fedcare.coordinator.store import CoordinatorStore
     from fedcare.records.study import StudyConfig
 
+    if privacy not in DEMO_MODES:
+        console.print(f"[red]error:[/red] --privacy must be one of {', '.join(DEMO_MODES)}")
+        raise typer.Exit(code=2)
     root = Path(tempfile.mkdtemp(prefix="fedcare-demo-"))
     procs = Processes(root)
     try:
@@ -233,9 +245,11 @@ def demo(
             sites=HOSPITALS,
             dataset="heart-disease",
             options={"protocol": "raw"},
+            he=privacy == "encrypted",
         )
         study = StudyConfig.from_yaml(EXAMPLE).with_overrides(
             baselines={"local": False, "pooled": False, "cross_site": False},
+            privacy={"mode": privacy},
             **({"rounds": rounds} if rounds else {}),
         )
         # The stewards' step of this throwaway federation: approve the study's plan (audited).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -194,3 +195,46 @@ def test_revoking_mid_study_stops_the_site_and_min_sites_decides(
     assert executed == [], f"tasks ran on the site's data after the revocation: {executed}"
     refused = [e for e in after if e["event"] == "decision" and e["data"]["outcome"] == "refused"]
     assert refused and {e["data"]["reason_kind"] for e in refused} == {"approval-revoked"}
+
+
+def test_revoking_stops_a_task_that_is_running_on_the_sites_data(
+    federation: tuple[Kits, Coordinator, AgentThreads], tmp_path: Path
+) -> None:
+    """A slow fit task (thousands of one-row steps) is running when the steward revokes: the
+    worker is stopped, the coordinator gets ``approval-revoked`` and the audit shows the stop."""
+    kits, coordinator, agents = federation
+    training = {"epochs": 3000, "lr": 0.001, "batch_size": 1, "optimizer": "sgd", "l2": 0.01}
+    slow = study("gov-slow", rounds=1, min_sites=1, training=training)
+    states = {}
+    for site, hospital in (("good", "cleveland"), ("quitter", "hungary")):
+        ApprovalStore.in_state_dir(tmp_path / "state" / site).approve(
+            slow.name, plan_for_study(slow).hash, SOON
+        )
+        states[site] = start_agent(agents, kits, site, hospital, tmp_path, coordinator.port)
+    study_id = submit(coordinator.store, slow)
+
+    deadline = time.monotonic() + 60
+    while not any(
+        e["event"] == "task-executed" and e["data"]["kind"] == "fit"
+        for e in audit_entries(states["quitter"])
+    ):
+        assert time.monotonic() < deadline, "the quitter never started its fit task"
+        time.sleep(0.1)
+    result = CliRunner().invoke(app, [
+        "site", "revoke", "--study", slow.name, "--note", "stop now",
+        "--state", str(states["quitter"]), "--kit", str(kits.sites["quitter"]),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    wait_for_status(coordinator.store, study_id, "completed", describe=agents.describe)
+
+    fit = coordinator.store.list_rounds(study_id)[-1].record["fit"]
+    assert fit["contributing_sites"] == ["good"]
+    assert fit["failed_sites"]["quitter"].startswith("approval-revoked")
+    events = [e["event"] for e in audit_entries(states["quitter"])]
+    executed = events.index("task-executed")
+    assert events.index("revocation") > executed, events  # revoked while it ran
+    assert "task-stopped" in events[executed:], events
+    sent = [e for e in audit_entries(states["quitter"]) if e["event"] == "reply-sent"]
+    assert [e["data"]["error_kind"] for e in sent if e["data"]["kind"] == "fit"] == [
+        "approval-revoked"
+    ]

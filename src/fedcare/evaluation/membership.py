@@ -34,6 +34,7 @@ __all__ = [
     "MembershipResult",
     "TrainFn",
     "attack_features",
+    "loss_attack_auroc",
     "loss_threshold_auroc",
     "membership_audit",
     "per_example_loss",
@@ -135,6 +136,25 @@ def shadow_attack_auroc(
     ]
     truth = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
     return auroc(truth, np.concatenate(scores))
+
+
+def loss_attack_auroc(
+    adapter: ModelAdapter,
+    params: ArrayRecord,
+    train_rows: Dataset,
+    test_rows: Dataset,
+    rng: np.random.Generator,
+) -> float:
+    """The loss-threshold attack at one site: a random subset of its training rows (members),
+    as many as its test rows (non-members), scored by the model's per-example loss.
+
+    This is the attack a site runs on the final model of a deployed study (it needs no shadow
+    models); only the AUROC leaves the site.
+    """
+    chosen = rng.permutation(len(train_rows))[: max(1, min(len(train_rows), len(test_rows)))]
+    members = train_rows.take(chosen)
+    losses = [per_example_loss(adapter.predict(params, d.X), d.y) for d in (members, test_rows)]
+    return loss_threshold_auroc(*losses)
 
 
 def membership_audit(

@@ -44,6 +44,7 @@ PLAN_KEYS = (
     "dataset",
     "privacy_mode",
     "epsilon",
+    "membership_inference",
     "code",
     "dependencies",
 )
@@ -110,6 +111,9 @@ class TrainingPlan:
     dataset: str
     privacy_mode: str = "open"
     epsilon: float | None = None
+    #: After the last round each site attacks the final model on its own rows and reports
+    #: only the attack's AUROC (``mia_loss_auroc``): an output the steward approves with the plan.
+    membership_inference: bool = False
     code: Mapping[str, str] = field(default_factory=dict)
     dependencies: Mapping[str, str] = field(default_factory=dict)
 
@@ -123,6 +127,7 @@ class TrainingPlan:
             "dataset": self.dataset,
             "privacy_mode": self.privacy_mode,
             "epsilon": self.epsilon,
+            "membership_inference": self.membership_inference,
             "code": dict(self.code),
             "dependencies": dict(self.dependencies),
         }
@@ -154,6 +159,11 @@ class TrainingPlan:
         epsilon = plan["epsilon"]
         if epsilon is not None and not isinstance(epsilon, int | float):
             raise ConfigError(f"task plan: 'epsilon' must be a number or null, got {epsilon!r}")
+        if not isinstance(plan["membership_inference"], bool):
+            raise ConfigError(
+                "task plan: 'membership_inference' must be true or false, "
+                f"got {plan['membership_inference']!r}"
+            )
         return cls(
             study=str(plan["study"]),
             model=dict(plan["model"]),
@@ -163,6 +173,7 @@ class TrainingPlan:
             dataset=str(plan["dataset"]),
             privacy_mode=str(plan["privacy_mode"]),
             epsilon=None if epsilon is None else float(epsilon),
+            membership_inference=plan["membership_inference"],
             code=dict(plan["code"]),
             dependencies=dict(plan["dependencies"]),
         )
@@ -187,6 +198,7 @@ class TrainingPlan:
             f"preprocessing: {_inline(self.preprocessing)}",
             f"training:      {_inline(self.training)}",
             f"rounds:        {self.rounds}",
+            *(["outputs:       + membership-attack AUROC"] if self.membership_inference else []),
             f"code:          fedcare {self.code.get('fedcare', '?')}; files {files}",
             f"dependencies:  {_inline(self.dependencies)}",
         ]
@@ -210,6 +222,7 @@ def plan_for_study(study: Any) -> TrainingPlan:
         dataset=study.dataset.name,
         privacy_mode=str(getattr(privacy, "mode", "open")),
         epsilon=getattr(privacy, "epsilon", None),
+        membership_inference=bool(getattr(privacy, "membership_inference", False)),
         code=local_code(kind),
         dependencies=local_dependencies(kind),
     )

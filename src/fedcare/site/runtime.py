@@ -24,6 +24,7 @@ from fedcare.analytics.moments import feature_moments
 from fedcare.data.base import Dataset, SiteData
 from fedcare.data.fingerprint import site_fingerprint
 from fedcare.errors import ConfigError, ValidationError
+from fedcare.evaluation.membership import loss_attack_auroc
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.models.base import LocalTrainSpec, ModelAdapter
 from fedcare.models.registry import build_model
@@ -216,6 +217,10 @@ class SiteRuntime:
             **compute_metrics(adapter.task, data, scores),
             "loss": adapter.loss(task.params, data),
         }
+        if _attack_now(task, adapter.task, split):
+            members = prep.apply(self.data.train)
+            rng = np.random.default_rng(int(task.config.get("seed", 0)))
+            metrics["mia_loss_auroc"] = loss_attack_auroc(adapter, task.params, members, data, rng)
         return Reply(
             study_id=task.study_id,
             round=task.round,
@@ -253,3 +258,14 @@ class SiteRuntime:
             arrays=arrays,
             metrics=metrics,
         )
+
+
+def _attack_now(task: Task, model_task: str, split: object) -> bool:
+    """A plan that asks for membership inference gets it on the final model's test evaluation."""
+    plan = task.plan
+    return (
+        plan.get("membership_inference") is True
+        and task.round == plan.get("rounds")
+        and split == "test"
+        and model_task == "binary"
+    )

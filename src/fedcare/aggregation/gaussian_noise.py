@@ -44,6 +44,7 @@ from fedcare.privacy.mechanisms import (
     check_noise_multiplier,
     check_positive,
     noise_std,
+    system_rng,
 )
 from fedcare.records.arrays import ArrayRecord
 
@@ -51,9 +52,9 @@ __all__ = ["GaussianNoise", "GaussianNoiseState", "round_rng"]
 
 
 def round_rng(seed: int | None, round_index: int) -> np.random.Generator:
-    """The generator of one round: from ``[seed, round]``, or OS entropy when ``seed`` is None."""
+    """One round's generator: from ``[seed, round]``, or the OS CSPRNG when ``seed`` is None."""
     if seed is None:
-        return np.random.default_rng(np.random.SeedSequence())
+        return system_rng()
     return np.random.default_rng([seed, round_index])
 
 

@@ -36,6 +36,7 @@ from fedcare.analytics.spec import (
 )
 from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError
+from fedcare.privacy.mechanisms import system_rng
 from fedcare.records.arrays import ArrayRecord
 
 __all__ = ["answer_plan", "answer_task", "query_paths"]
@@ -148,5 +149,5 @@ def answer_task(
         if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
             raise ConfigError(f"task plan 'columns' must be a list of names, got {columns!r}")
         frame = site_frame(data, columns)
-    rng = np.random.default_rng(seed if policy.seeded_noise else None)
+    rng = np.random.default_rng(seed) if policy.seeded_noise else system_rng()
     return answer_plan(frame, plan, policy, rng)

@@ -75,9 +75,12 @@ def add_gaussian_noise(arrays: ArrayRecord, std: float, rng: np.random.Generator
 
 
 def system_rng() -> np.random.Generator:
-    """A generator seeded with 128 bits from the operating system's entropy pool.
+    """A generator whose uniforms, Gaussians and Laplaces come from the OS CSPRNG.
 
-    For deployment, where nobody (coordinator included) may know the noise. Simulation
-    passes a generator derived from the study seed instead, so runs are reproducible.
+    For deployment, where nobody (coordinator included) may know the noise (see
+    :class:`fedcare.privacy.system_random.SystemRandom`). Simulation passes a generator derived
+    from the study seed instead, so runs are reproducible.
     """
-    return np.random.default_rng(np.random.SeedSequence())
+    from fedcare.privacy.system_random import SystemRandom
+
+    return SystemRandom()

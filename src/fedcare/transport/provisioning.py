@@ -54,6 +54,7 @@ from fedcare.transport.certs import (
     key_pem,
     make_ca,
 )
+from fedcare.transport.revocations import Revocation, read_revocations
 
 __all__ = [
     "Federation",
@@ -79,16 +80,6 @@ class Federation:
     coordinator_address: str
     coordinator_kit: Path
     site_kits: dict[str, Path]
-
-
-@dataclass(frozen=True)
-class Revocation:
-    """One entry of ``revoked.json``: a certificate serial no longer accepted."""
-
-    serial: int
-    site_id: str
-    revoked_at: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -187,31 +178,6 @@ def _serial_of(folder: Path) -> tuple[int, dt.datetime]:
 # Revocations ----------------------------------------------------------------------------------
 def _revoked_path(root: Path) -> Path:
     return root / "kits" / "coordinator" / "revoked.json"
-
-
-def read_revocations(path: str | os.PathLike[str]) -> list[Revocation]:
-    """The entries of a ``revoked.json``; an absent file means none.
-
-    Raises
-    ------
-    ConfigError
-        If the file is not a valid revocation list (names the file and the problem).
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        doc = json.loads(path.read_text())
-        if doc.get("version") != 1:
-            raise ValueError(f"unsupported version {doc.get('version')!r}")
-        return [
-            Revocation(
-                int(e["serial"], 16), str(e["site_id"]), str(e["revoked_at"]), str(e["reason"])
-            )
-            for e in doc["revoked"]
-        ]
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ConfigError(f"revocation list {path} is invalid: {err}") from None
 
 
 def _append_revocation(root: Path, serial: int, site_id: str, reason: str) -> Revocation:

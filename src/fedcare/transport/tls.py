@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fedcare.errors import AuthenticationError, ConfigError, FedcareError
 from fedcare.transport.certs import site_identity
-from fedcare.transport.provisioning import Revocation, read_revocations
+from fedcare.transport.revocations import Revocation, read_revocations
 
 __all__ = [
     "KIT_FILES",

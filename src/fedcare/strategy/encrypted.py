@@ -11,7 +11,7 @@ aggregation and server optimizer run unchanged (as after secure aggregation).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,9 +20,10 @@ import numpy as np
 from fedcare.aggregation.base import Measurements
 from fedcare.errors import AggregationError, RoundFailedError
 from fedcare.records.arrays import ArrayRecord
-from fedcare.records.messages import Reply, Scalar, TaskKind
+from fedcare.records.messages import Reply, Scalar
 from fedcare.secure.he.layer import EncryptedSumServer, ciphertext_record
 from fedcare.strategy.base import Instruction, StrategyState
+from fedcare.strategy.multistage import Send
 
 __all__ = ["DECRYPT_STAGE", "ENCRYPTED_SUM_SITE", "encrypted_protocol", "run_encrypted_sum"]
 
@@ -30,11 +31,6 @@ __all__ = ["DECRYPT_STAGE", "ENCRYPTED_SUM_SITE", "encrypted_protocol", "run_enc
 ENCRYPTED_SUM_SITE = "encrypted-sum"
 #: ``Task.config["he_stage"]`` of the decryption task (task kind ``secagg``).
 DECRYPT_STAGE = "decrypt"
-
-Send = Callable[
-    [Any, TaskKind, ArrayRecord, Sequence[Instruction], dict[str, str]], Iterator[Reply]
-]
-
 
 def encrypted_protocol(strategy: Any) -> EncryptedSumServer | None:
     """The encrypted-sum protocol of the strategy's aggregator, if it has one."""

@@ -24,7 +24,7 @@ from fedcare.secure.secagg.messages import ClientMessage
 from fedcare.secure.secagg.server import SecAggServer
 from fedcare.strategy.base import Instruction, StrategyState
 
-__all__ = ["SECURE_SUM_SITE", "run_secure_sum", "secure_protocol"]
+__all__ = ["SECURE_SUM_SITE", "Send", "run_secure_sum", "secure_protocol"]
 
 #: The ``site_id`` of the one reply that carries the securely summed update.
 SECURE_SUM_SITE = "secure-sum"

@@ -17,12 +17,15 @@ import numpy as np
 import pytest
 
 from fedcare.coordinator.server import Coordinator
+from fedcare.coordinator.servicer import TASK_METADATA_KEY
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
 from fedcare.transport.codec import (
     assemble,
     chunk,
+    decode_reply,
     decode_task,
     encode_reply,
     encode_task,
@@ -57,9 +60,27 @@ def pull(stub: CoordinatorStub, wait_s: float) -> Task | None:
     return decode_task(assemble(chunks, max_bytes=1 << 30)) if chunks else None
 
 
-def push(stub: CoordinatorStub, chunks: Iterable[pb.Chunk]) -> pb.PushReplyAck:
-    ack: pb.PushReplyAck = stub.PushReply(iter(list(chunks)), timeout=RPC_TIMEOUT_S)
+def push(
+    stub: CoordinatorStub, chunks: Iterable[pb.Chunk], task: str | None = None
+) -> pb.PushReplyAck:
+    """Send ``chunks`` as one PushReply naming ``task`` ("study/round/kind/site").
+
+    Without ``task`` the call names the task the payload answers, as a real agent does (read
+    from the reply inside; a payload that does not decode names no task).
+    """
+    chunks = list(chunks)
+    key = task if task is not None else _named_task(chunks)
+    metadata = () if key is None else ((TASK_METADATA_KEY, key),)
+    ack: pb.PushReplyAck = stub.PushReply(iter(chunks), timeout=RPC_TIMEOUT_S, metadata=metadata)
     return ack
+
+
+def _named_task(chunks: list[pb.Chunk]) -> str | None:
+    try:
+        reply = decode_reply(b"".join(c.data for c in chunks))
+    except ValidationError:
+        return None
+    return f"{reply.study_id}/{reply.round}/{reply.kind}/{reply.site_id}"
 
 
 def reply_chunks(reply: Reply, *, chunk_size: int = 64) -> list[pb.Chunk]:

@@ -2,8 +2,9 @@
 
 ``send_and_receive`` stores each task's encoded payload content-addressed, inserts the task
 rows, wakes the sites' long-polls, and yields each reply as soon as it is stored, until all
-tasks are answered or the deadline passes; tasks still open then are expired, so a late reply
-is refused. Only one reply payload is decoded at a time: memory grows with the model.
+tasks are answered, failed or the deadline passes; tasks still open then are expired, so a late
+reply is refused. Without a timeout the deadline is ``TASK_DEADLINE_FLOOR_S``: no task waits
+forever. Only one reply payload is decoded at a time: memory grows with the model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fedcare.coordinator.rows import ReplyInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import TransportError
 from fedcare.records.messages import Reply, ReplyError, Task
+from fedcare.records.study import TASK_DEADLINE_FLOOR_S
 from fedcare.transport.base import Grid
 from fedcare.transport.codec import decode_reply, encode_task
 
@@ -28,10 +30,6 @@ __all__ = ["CoordinatorGrid", "GridStopped"]
 
 class GridStopped(TransportError):
     """The coordinator is shutting down while a round collects replies."""
-
-
-#: Waiting for a reply with no deadline still wakes up this often to re-check the database.
-NO_DEADLINE_S = 7 * 24 * 3600.0
 
 
 class CoordinatorGrid(Grid):
@@ -79,7 +77,7 @@ class CoordinatorGrid(Grid):
         round_ = tasks[0].round
         earlier = self.store.list_tasks(self.study_id, round_)
         attempt = max((t.attempt for t in earlier), default=0) + 1
-        wait_s = NO_DEADLINE_S if timeout is None else timeout
+        wait_s = TASK_DEADLINE_FLOOR_S if timeout is None else timeout
         deadline = datetime.now(timezone.utc) + timedelta(seconds=wait_s)
         rows = [(t.site_id, t.kind, self.artifacts.put(encode_task(t)), deadline) for t in tasks]
         task_ids = self.store.create_tasks(self.study_id, round_, attempt, rows)

@@ -5,19 +5,25 @@ over mutual TLS, and runs a scheduler thread that starts a runner for every pend
 resumes every study left ``running`` by an earlier process (e.g. after a crash). Study events go
 to ``home/audit.jsonl`` (:mod:`fedcare.coordinator.audit_trail`), reconciled with the database
 when the coordinator starts.
+
+Calls run on two thread pools (:mod:`fedcare.coordinator.lanes`): Hello and Heartbeat on
+``control_workers`` threads, PullTask and PushReply on ``max_workers``. Each site may hold at
+most ``per_site_streams`` PullTask and as many PushReply calls (more are refused with
+``RESOURCE_EXHAUSTED`` at once), and a stream idle for ``stream_idle_s`` seconds is cut, so
+one site cannot starve the others.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.hub import Hub
+from fedcare.coordinator.lanes import ControlLane, LaneExecutor
 from fedcare.coordinator.runner import StudyRunner
 from fedcare.coordinator.servicer import CoordinatorServicer
 from fedcare.coordinator.store import CoordinatorStore
@@ -32,7 +38,8 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # One Chunk: the agent sends 1 MiB chunks, Hello promises to accept 4 MiB (max_chunk_bytes).
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024 + 64 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
 
@@ -64,7 +71,10 @@ class Coordinator:
         heartbeat_s: float = 5.0,
         liveness_s: float = 30.0,
         round_retries: int = 3,
-        max_workers: int = 64,
+        max_workers: int = 256,
+        control_workers: int = 16,
+        per_site_streams: int = 2,
+        stream_idle_s: float = 30.0,
     ) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.kit = load_kit(kit_dir)
@@ -73,9 +83,10 @@ class Coordinator:
         self.audit = _open_audit(home, kit_dir, self.kit.identity)
         self.liveness_s, self.round_retries = liveness_s, round_retries
         revocations = RevocationList.from_kit(kit_dir)
+        self._pools = LaneExecutor(control=control_workers, data=max_workers)
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-            interceptors=[RequireSiteIdentity(revocations)],
+            self._pools,
+            interceptors=[ControlLane(self._pools), RequireSiteIdentity(revocations)],
             options=SERVER_OPTIONS,
         )
         servicer = CoordinatorServicer(
@@ -84,7 +95,10 @@ class Coordinator:
             revocations,
             federation=self.kit.federation,
             heartbeat_s=heartbeat_s,
+            per_site_streams=per_site_streams,
+            idle_s=stream_idle_s,
         )
+        self.servicer = servicer
         add_CoordinatorServicer_to_server(servicer, self.server)
         self.port = self.server.add_secure_port(listen, server_credentials(kit_dir))
         self._stop = threading.Event()
@@ -133,6 +147,8 @@ class Coordinator:
         self._stop.set()
         self.hub.notify()
         self.server.stop(grace).wait(grace + 1)
+        self.servicer.idle.close()
+        self._pools.shutdown(wait=False)
         for runner in self._runners.values():
             runner.thread.join(timeout=grace + 5)
         self.store.close()

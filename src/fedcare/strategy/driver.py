@@ -130,7 +130,7 @@ def round_config(
         seed=study.seed,
         plan={**study.plan(), **plan_for_study(study).to_task_plan()},
         task_arrays=dict(task_arrays or {}),
-        round_timeout=study.round_timeout,
+        round_timeout=study.task_deadline_s,
         evaluate_every=study.evaluate_every,
     )
 

@@ -87,7 +87,11 @@ class CoordinatorServicer:
         raise NotImplementedError("Method not implemented!")
 
     def PushReply(self, request_iterator, context):
-        """Send the chunks of one ReplyMessage."""
+        """Send the chunks of one ReplyMessage. The call's metadata names the task it answers
+        ("fedcare-task": "study/round/kind/site"); the coordinator checks that task (delivered to
+        the caller, still open) and the declared size against that task's limit before it reads
+        any payload. A reply refused as invalid fails its task (INVALID_ARGUMENT).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")

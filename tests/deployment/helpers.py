@@ -321,7 +321,9 @@ class AgentThreads:
         state_dir: Path,
         poll_wait: float = 1.0,
         time_limit: float = 120.0,
+        tamper: Callable[[SiteAgent], None] | None = None,
     ) -> SiteAgent:
+        """Start an agent; ``tamper`` may change it first (a test playing a malicious site)."""
         events: deque[str] = deque(maxlen=60)
         agent = SiteAgent(
             kit,
@@ -333,6 +335,8 @@ class AgentThreads:
             on_event=lambda msg: events.append(f"{time.strftime('%H:%M:%S')} {msg}"),
         )
         site = agent.site_id
+        if tamper is not None:
+            tamper(agent)
 
         def main() -> None:
             try:
@@ -394,8 +398,12 @@ def running_coordinator(
     liveness_s: float = 10.0,
     heartbeat_s: float = 1.0,
     round_retries: int = 3,
+    **options: Any,
 ) -> Iterator[Coordinator]:
-    """A real coordinator on an ephemeral port of 127.0.0.1, stopped at the end."""
+    """A real coordinator on an ephemeral port of 127.0.0.1, stopped at the end.
+
+    ``options`` go to :class:`Coordinator` (e.g. ``stream_idle_s``, ``per_site_streams``).
+    """
     coordinator = Coordinator(
         kits.coordinator,
         home,
@@ -404,6 +412,7 @@ def running_coordinator(
         heartbeat_s=heartbeat_s,
         liveness_s=liveness_s,
         round_retries=round_retries,
+        **options,
     )
     try:
         coordinator.start()

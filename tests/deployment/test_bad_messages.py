@@ -25,10 +25,8 @@ from fedcare.transport.codec import END_MARKER, chunk, encode_reply, new_transfe
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorStub
 
-from fedcare.coordinator.servicer import TASK_METADATA_KEY
-
 from .helpers import db_state
-from .wire import RPC_TIMEOUT_S, Arena, answer, push
+from .wire import RPC_TIMEOUT_S, Arena, answer, naming, push
 
 Chunks = list[pb.Chunk]
 LIMIT = (1 << 31) - 1  # the coordinator's largest accepted transfer (the protobuf limit)
@@ -97,7 +95,6 @@ CASES: dict[str, tuple[Callable[[Chunks, Task], Chunks], str]] = {
         r"corrupted: its SHA-256 does not match",
     ),
     "a chunk missing": (lambda c, t: c[:1] + c[2:], r"expected chunk 1 of \d+, got chunk 2"),
-    "last chunk missing": (lambda c, t: c[:-1], r"is truncated: got \d+ of \d+ chunks"),
     "chunks out of order": (lambda c, t: _swap(c, 1, 2), r"out of order"),
     "a chunk repeated": (lambda c, t: c[:2] + c[1:], r"expected chunk 2 of \d+, got chunk 1"),
     "corrupted sha256": (
@@ -228,7 +225,7 @@ def test_an_oversized_transfer_is_refused_before_the_rest_is_sent(
             north.PushReply(
                 stream(),
                 timeout=2 * RPC_TIMEOUT_S,
-                metadata=((TASK_METADATA_KEY, task.task_id),),
+                metadata=naming(task.task_id, [first]),
             )
     finally:
         answered_early = not sent_all.is_set()
@@ -240,3 +237,20 @@ def test_an_oversized_transfer_is_refused_before_the_rest_is_sent(
     assert reply.error_kind == "invalid_reply" and "above the limit" in str(reply.error_message)
     after = db_state(arena.store)
     assert {t for t in before if before[t] != after[t]} <= {"tasks", "replies"}
+
+
+def test_a_transfer_that_ends_early_is_an_interruption_and_leaves_its_task_open(
+    arena: Arena, open_task: tuple[CoordinatorStub, Task]
+) -> None:
+    """Fewer chunks than declared is a cut link (or a stall), not a refusal: send it again."""
+    north, task = open_task
+    valid = _framed(encode_reply(answer(task)))
+
+    with pytest.raises(grpc.RpcError) as info:
+        push(north, valid[:-1], task=task.task_id)
+
+    assert info.value.code() == grpc.StatusCode.ABORTED, info.value
+    assert re.search(r"is truncated: got \d+ of \d+ chunks", str(info.value.details()))
+    [row] = arena.store.list_tasks(task.study_id, task.round)
+    assert row.status == "delivered"
+    assert push(north, valid).accepted  # the whole reply, sent again, is accepted

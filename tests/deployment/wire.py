@@ -6,7 +6,7 @@ so they can send what a real agent never would.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fedcare.coordinator.server import Coordinator
-from fedcare.coordinator.servicer import TASK_METADATA_KEY
+from fedcare.coordinator.servicer import SIZE_METADATA_KEY, TASK_METADATA_KEY
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
@@ -70,9 +70,15 @@ def push(
     """
     chunks = list(chunks)
     key = task if task is not None else _named_task(chunks)
-    metadata = () if key is None else ((TASK_METADATA_KEY, key),)
+    metadata = () if key is None else naming(key, chunks)
     ack: pb.PushReplyAck = stub.PushReply(iter(chunks), timeout=RPC_TIMEOUT_S, metadata=metadata)
     return ack
+
+
+def naming(task: str, chunks: Sequence[pb.Chunk]) -> tuple[tuple[str, str], ...]:
+    """PushReply metadata naming ``task`` and the size the first chunk declares."""
+    size = chunks[0].total_size if chunks else 0
+    return ((TASK_METADATA_KEY, task), (SIZE_METADATA_KEY, str(size)))
 
 
 def _named_task(chunks: list[pb.Chunk]) -> str | None:

@@ -25,7 +25,7 @@ from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.lanes import ControlLane, LaneExecutor
 from fedcare.coordinator.runner import StudyRunner
-from fedcare.coordinator.servicer import CoordinatorServicer
+from fedcare.coordinator.servicer import MAX_CHUNK_BYTES, CoordinatorServicer
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.transport.grpc.fedcare_pb2_grpc import add_CoordinatorServicer_to_server
 from fedcare.transport.tls import RequireSiteIdentity, RevocationList, load_kit, server_credentials
@@ -38,8 +38,8 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    # One Chunk: the agent sends 1 MiB chunks, Hello promises to accept 4 MiB (max_chunk_bytes).
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024 + 64 * 1024),
+    # One Chunk of at most MAX_CHUNK_BYTES (Hello tells the sites) and its framing.
+    ("grpc.max_receive_message_length", MAX_CHUNK_BYTES + 64 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
 

@@ -33,18 +33,36 @@ from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.rows import TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.streams import IdleWatch, StreamLimiter, reply_limit
-from fedcare.errors import FedcareError, NotFoundError, ReplyRefusedError, ValidationError
+from fedcare.errors import (
+    FedcareError,
+    NotFoundError,
+    ReplyRefusedError,
+    TransferIncompleteError,
+    ValidationError,
+)
 from fedcare.records.messages import MESSAGE_VERSION, Reply, ReplyError
-from fedcare.transport.codec import Limits, assemble, chunk, decode_reply, new_transfer_id
+from fedcare.transport.codec import (
+    DEFAULT_CHUNK_SIZE,
+    Limits,
+    assemble,
+    chunk,
+    decode_reply,
+    new_transfer_id,
+)
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorServicer as _Base
 from fedcare.transport.tls import RevocationList, peer_identity
 
-__all__ = ["TASK_METADATA_KEY", "CoordinatorServicer"]
+__all__ = ["SIZE_METADATA_KEY", "TASK_METADATA_KEY", "CoordinatorServicer"]
 
 MAX_WAIT_S = 30.0
+#: Largest chunk a PushReply may carry (the gRPC receive limit adds a little framing).
+MAX_CHUNK_BYTES = DEFAULT_CHUNK_SIZE
 #: The PushReply metadata key naming the task the reply answers ("study/round/kind/site").
 TASK_METADATA_KEY = "fedcare-task"
+#: The PushReply metadata key declaring the payload's size in bytes (decimal), checked
+#: against the task's limit before any chunk is read; the chunks must declare the same.
+SIZE_METADATA_KEY = "fedcare-size"
 
 
 def _serial(context: grpc.ServicerContext) -> str:
@@ -101,7 +119,7 @@ class CoordinatorServicer(_Base):
             message_version=MESSAGE_VERSION,
             server_time=time.time(),
             heartbeat_interval_s=self.heartbeat_s,
-            max_chunk_bytes=4 * 1024 * 1024,
+            max_chunk_bytes=MAX_CHUNK_BYTES,
         )
 
     def Heartbeat(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -143,12 +161,7 @@ class CoordinatorServicer(_Base):
     def PushReply(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         site_id = peer_identity(context, self.revocations)
         with self.streams.slot(site_id, "PushReply", context):
-            key = dict(context.invocation_metadata()).get(TASK_METADATA_KEY, "")
-            if not isinstance(key, str) or not key:
-                context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"malformed reply: the call names no task (metadata {TASK_METADATA_KEY!r})",
-                )
+            key, size = _named(context)
             try:
                 task = self.store.task_for_reply(key, site_id)
             except ReplyRefusedError as err:
@@ -156,12 +169,12 @@ class CoordinatorServicer(_Base):
             except NotFoundError as err:
                 return self._refused("", "unknown_task", str(err))
             with self.idle.watch(context, f"PushReply of {site_id} for {key}") as ticket:
-                return self._receive(site_id, key, task, request_iterator, context, ticket)
+                return self._receive(site_id, (key, size), task, request_iterator, context, ticket)
 
     def _receive(
         self,
         site_id: str,
-        key: str,
+        named: tuple[str, int],
         task: TaskInfo,
         request_iterator: Iterator[Any],
         context: grpc.ServicerContext,
@@ -179,16 +192,22 @@ class CoordinatorServicer(_Base):
                 transfer = transfer or piece.transfer_id
                 yield piece
 
-        size = 0 if task.payload_digest is None else self.store.artifacts.size(task.payload_digest)
-        limit = reply_limit(task.kind, size, self.limits.max_payload_bytes)
+        key, size = named
+        sent = 0 if task.payload_digest is None else self.store.artifacts.size(task.payload_digest)
+        limit = reply_limit(task.kind, sent, self.limits.max_payload_bytes)
+        if size > limit:  # refused before a single chunk is read
+            why = f"transfer declares {size} bytes, above the limit {limit} of its {task.kind} task"
+            self._invalid(task, site_id, context, f"malformed reply: {why}")
         try:
-            payload = assemble(arriving(), max_bytes=limit)
+            payload = assemble(arriving(), max_bytes=limit, size=size)
             reply = decode_reply(payload, limits=self.limits)
             _check_answers(reply, key)
+        except (TransferIncompleteError, grpc.RpcError) as err:
+            # The site went away, or the upload stalled and was cut: not a refusal. The task
+            # stays open for the site to send it again, or for its deadline.
+            context.abort(grpc.StatusCode.ABORTED, f"the upload of {key!r} was cut: {err}")
         except ValidationError as err:
             self._invalid(task, site_id, context, f"malformed reply: {err}")
-        except grpc.RpcError:  # the site went away, or the upload stalled and was cut
-            context.abort(grpc.StatusCode.CANCELLED, f"the upload of {key!r} was interrupted")
         try:
             self._store(task.id, site_id, reply, payload)
         except ReplyRefusedError as err:
@@ -202,7 +221,7 @@ class CoordinatorServicer(_Base):
         self, task: TaskInfo, site_id: str, context: grpc.ServicerContext, why: str
     ) -> None:
         """Fail ``task`` with ``why`` (the round counts it at once) and abort the call."""
-        if context.is_active() and self.store.fail_task(task.id, site_id, "invalid_reply", why):
+        if self.store.fail_task(task.id, site_id, "invalid_reply", why):
             self.hub.notify()
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
 
@@ -226,6 +245,23 @@ class CoordinatorServicer(_Base):
         return pb.PushReplyAck(
             transfer_id=transfer, accepted=False, error_kind=kind, message=message
         )
+
+
+def _named(context: grpc.ServicerContext) -> tuple[str, int]:
+    """The task a PushReply names and the size it declares, from the call's metadata."""
+    metadata = dict(context.invocation_metadata())
+    key, size = metadata.get(TASK_METADATA_KEY), metadata.get(SIZE_METADATA_KEY)
+    if not isinstance(key, str) or not key:
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"malformed reply: the call names no task (metadata {TASK_METADATA_KEY!r})",
+        )
+    if not isinstance(size, str) or not size.isdigit() or len(size) > 19:
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"malformed reply: the call declares no size (metadata {SIZE_METADATA_KEY!r})",
+        )
+    return key, int(size)
 
 
 def _check_answers(reply: Reply, key: str) -> None:

@@ -44,6 +44,7 @@ log = logging.getLogger("fedcare.site")
 TRANSFER_TIMEOUT_S = 1800.0
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 TASK_METADATA_KEY = "fedcare-task"  # fedcare.coordinator.servicer.TASK_METADATA_KEY
+SIZE_METADATA_KEY = "fedcare-size"  # fedcare.coordinator.servicer.SIZE_METADATA_KEY
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -208,7 +209,10 @@ class SiteAgent:
             ack = stub.PushReply(
                 chunk(payload, transfer_id=transfer),
                 timeout=300,
-                metadata=((TASK_METADATA_KEY, _task_key(reply)),),
+                metadata=(
+                    (TASK_METADATA_KEY, _task_key(reply)),
+                    (SIZE_METADATA_KEY, str(len(payload))),
+                ),
             )
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.INVALID_ARGUMENT:

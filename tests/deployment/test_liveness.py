@@ -111,7 +111,13 @@ class Round:
 
 
 def start_round(
-    bench: Arena, study_id: str, sites: Sequence[str], *, timeout: float, dataset: str = PROBE
+    bench: Arena,
+    study_id: str,
+    sites: Sequence[str],
+    *,
+    timeout: float,
+    dataset: str = PROBE,
+    params: ArrayRecord = ARENA_PARAMS,
 ) -> tuple[int, Round]:
     """Send a fit task to each of ``sites`` and collect the replies, as the round loop does."""
     round_ = next(ROUNDS)
@@ -126,7 +132,7 @@ def start_round(
 
     def collect() -> None:
         ins = [Instruction(site) for site in sites]
-        out.replies.extend(exchange(grid, cfg, round_, "fit", ARENA_PARAMS, ins, out.failures))
+        out.replies.extend(exchange(grid, cfg, round_, "fit", params, ins, out.failures))
         out.ended = time.monotonic()
 
     out.thread = threading.Thread(target=collect, name=f"round-{round_}", daemon=True)
@@ -282,6 +288,25 @@ def test_an_interrupted_upload_is_cut_and_its_round_ends_by_the_deadline(
     assert status_of(bench, study, round_, "north") == "expired"
 
 
+def test_a_download_the_site_drops_fails_its_task_at_once(bench: Arena, study: str) -> None:
+    big = ArrayRecord({"w": np.zeros(5 << 20), "b": np.zeros(1)})  # 40 MiB: 40 chunks
+    round_, rnd = start_round(bench, study, ["north", "south"], timeout=300.0, params=big)
+    with bench.client("north") as north, bench.client("south") as south:
+        ok = push(south, reply_chunks(answer(take(south), arrays=big), chunk_size=1 << 20))
+        assert ok.accepted, ok.message
+        call = north.PullTask(pb.PullTaskRequest(wait_s=20), timeout=60)
+        next(call)  # the first chunk arrives; then the site dies
+        dropped = time.monotonic()
+        call.cancel()
+    rnd.join(30)
+
+    assert rnd.ended is not None and rnd.ended - dropped < 10, "the round waited"
+    assert [r.site_id for r in rnd.replies] == ["south"]
+    reason = rnd.failures["north"]
+    assert reason.startswith("download_interrupted: site 'north' did not take"), reason
+    assert status_of(bench, study, round_, "north") == "failed"
+
+
 # Finding 6: resource exhaustion ---------------------------------------------------------------
 def test_200_long_polls_from_one_site_leave_another_sites_heartbeat_fast(bench: Arena) -> None:
     with bench.client("south") as south, bench.client("north") as north:
@@ -297,6 +322,8 @@ def test_200_long_polls_from_one_site_leave_another_sites_heartbeat_fast(bench: 
     assert len(refused) >= 198 and "already has 2 open PullTask calls" in refused[0].details()
     assert len(open_polls) <= 2, "one site held more than its limit of long-polls"
     assert max(times) < HEARTBEAT_S, f"north's heartbeats took {times}"
+    lanes = {t.name.rsplit("_", 1)[0] for t in threading.enumerate() if t.name.startswith("grpc")}
+    assert "grpc-control" in lanes, f"Heartbeat did not run on its own threads: {lanes}"
 
 
 def test_70_stalled_uploads_from_one_site_leave_another_sites_heartbeat_fast(

@@ -147,16 +147,31 @@ class CoordinatorServicer(_Base):
             self.store.touch_site(site_id)
             task = self.store.next_task_for(site_id)
             if task is not None and task.payload_digest is not None:
-                payload = self.store.artifacts.get(task.payload_digest)
-                with self.idle.watch(context, f"PullTask of {site_id}") as ticket:
-                    for piece in chunk(payload, transfer_id=new_transfer_id()):
-                        yield piece  # blocks while the site does not read: watched
-                        self.idle.touch(ticket)
+                yield from self._send_task(site_id, task, context)
                 return
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return
             self.hub.wait(generation, remaining)
+
+    def _send_task(
+        self, site_id: str, task: TaskInfo, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        """Stream the delivered ``task``; fail it if the site does not take all of it."""
+        assert task.payload_digest is not None
+        payload = self.store.artifacts.get(task.payload_digest)
+        sent = False
+        try:
+            with self.idle.watch(context, f"PullTask of {site_id}") as ticket:
+                for piece in chunk(payload, transfer_id=new_transfer_id()):
+                    yield piece  # blocks while the site does not read: watched
+                    self.idle.touch(ticket)
+            sent = True
+        finally:
+            if not sent:  # the site went away or stalled mid-download: it will never answer
+                why = f"site {site_id!r} did not take the whole task (download cut)"
+                if self.store.fail_task(task.id, site_id, "download_interrupted", why):
+                    self.hub.notify()
 
     def PushReply(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         site_id = peer_identity(context, self.revocations)

@@ -265,13 +265,14 @@ class CoordinatorServicer(_Base):
 def _named(context: grpc.ServicerContext) -> tuple[str, int]:
     """The task a PushReply names and the size it declares, from the call's metadata."""
     metadata = dict(context.invocation_metadata())
-    key, size = metadata.get(TASK_METADATA_KEY), metadata.get(SIZE_METADATA_KEY)
-    if not isinstance(key, str) or not key:
+    key, size = metadata.get(TASK_METADATA_KEY, ""), metadata.get(SIZE_METADATA_KEY, "")
+    key, size = (key, size) if isinstance(key, str) and isinstance(size, str) else ("", "")
+    if not key:
         context.abort(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"malformed reply: the call names no task (metadata {TASK_METADATA_KEY!r})",
         )
-    if not isinstance(size, str) or not size.isdigit() or len(size) > 19:
+    if not (size.isascii() and size.isdigit()) or len(size) > 19:
         context.abort(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"malformed reply: the call declares no size (metadata {SIZE_METADATA_KEY!r})",

@@ -25,6 +25,7 @@ from fedcare.simulation.privacy import privacy_results
 from fedcare.site.app import Mod, SiteApp
 from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
+from fedcare.transport.base import Split
 from fedcare.transport.inmemory import InMemoryGrid
 
 __all__ = ["Progress", "TrainedModel", "run_simulation", "simulation_card", "train_on_grid"]
@@ -52,7 +53,11 @@ def grid_for(
     """An in-memory grid with one :class:`SiteApp` per site (with ``mods[site_id]``, if any)."""
     mods = mods or {}
     apps = {s.site_id: SiteApp(s, mods=mods.get(s.site_id, ()), simulated=True) for s in sites}
-    return InMemoryGrid(apps, record=record)
+    rows: dict[Split, dict[str, int]] = {
+        "train": {s.site_id: len(s.train) for s in sites},
+        "test": {s.site_id: len(s.test) for s in sites},
+    }
+    return InMemoryGrid(apps, record=record, declared_rows=rows)  # as sites declare at Hello
 
 
 def train_on_grid(

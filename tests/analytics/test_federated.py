@@ -46,6 +46,7 @@ ATTACKS: dict[str, tuple[Edit, str]] = {
         ),
         "pooled SDs",
     ),
+    "rows other than the declared ones": (lambda r: replace(r, num_samples=84), "declared 85"),
     "counts above the declared rows": (
         lambda r: replace(r, arrays=r.arrays.map(lambda v: v * 10)),
         "rows it declared",

@@ -117,3 +117,33 @@ def test_a_secure_sum_heavier_than_the_declared_rows_fails_the_round_with_the_re
     check_summed_weight(1, measurements, {"a": 10})  # not every site declared: not checkable
     with pytest.raises(RoundFailedError, match="exceeds the 20 training rows"):
         check_summed_weight(1, measurements, {"a": 10, "b": 10})
+
+
+def test_under_masking_an_overstated_weight_fails_the_round_naming_the_declared_rows() -> None:
+    """Mode ``secure``: only the sum is seen, so the check is on the summed weight. (Mode
+    ``private`` sends weight 1 per site, set by the site's noise layer.)"""
+    from fedcare.data.registry import load_dataset
+    from fedcare.simulation.run import grid_for, train_on_grid
+    from tests.conftest import require_mirror
+
+    require_mirror()
+    sites = list(load_dataset("heart-disease").sites)
+    study = StudyConfig.from_dict(
+        {
+            "name": "masked",
+            "dataset": {"name": "heart-disease"},
+            "model": {"kind": "logistic"},
+            "rounds": 1,
+            "privacy": {"mode": "secure"},
+        },
+        source="test",
+    )
+    shape = sites[0].train.input_shape
+    honest = train_on_grid(grid_for(sites), study, shape, label="federated")
+    assert honest.history[0].fit["num_contributions"] == 4
+    grid = grid_for(sites)
+    runtime = grid._handlers["va"].runtime  # type: ignore[attr-defined]
+    fit = runtime.fit
+    runtime.fit = lambda task: replace(fit(task), num_samples=10**6)  # before the site masks
+    with pytest.raises(RoundFailedError, match="exceeds the 486 training rows they declared"):
+        train_on_grid(grid, study, shape, label="federated")

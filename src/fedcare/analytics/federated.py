@@ -41,6 +41,11 @@ def _consistent(
     for reply in replies:
         rows = declared.get(reply.site_id, reply.num_samples)
         reason = moments_problem(reply.site_id, reply.arrays, width=width, max_rows=rows)
+        if reason is None and reply.num_samples != rows:
+            reason = (
+                f"statistics from site {reply.site_id!r} are over {reply.num_samples} rows; "
+                f"it declared {rows} training rows"
+            )
         if reason is None:
             parts[reply.site_id] = reply.arrays
         else:

@@ -11,7 +11,11 @@ checks need only the grid's declared rows (:meth:`fedcare.transport.base.Grid.de
 * under masking (secure, private) or encryption the coordinator sees only the sum, so the
   weight check applies to the total: the securely summed weight must not exceed the declared
   rows of the sites whose inputs it holds. A violation cannot be traced to one site there
-  (that is what masking is for), so the round fails with the reason instead.
+  (that is what masking is for), so the round fails with the reason instead. What is not
+  checkable under masking: one site's weight, dtype or values on their own (a site can put
+  anything in its masked vector; the decoded mean still passes ``ValidateUpdates`` inside the
+  secure sum: finite, the template's shapes and dtype). Mode ``private`` sends weight 1 per
+  site (its noise layer sets it), so its summed weight is the number of sites.
 """
 
 from __future__ import annotations

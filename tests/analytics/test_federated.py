@@ -105,3 +105,24 @@ def test_round_zero_names_the_sites_of_the_statistics(heart: FederatedDataset) -
     np.testing.assert_allclose(
         start.task_arrays["preprocess"]["mean"], _honest_moments(heart, "hungary")
     )
+
+
+def test_simulation_results_name_the_statistics_sites(heart: FederatedDataset) -> None:
+    from fedcare.simulation.run import run_simulation
+
+    study = StudyConfig.from_dict(
+        {
+            "name": "t",
+            "dataset": {"name": "heart-disease", "options": {"protocol": "raw"}},
+            "model": {"kind": "logistic"},
+            "preprocessing": {"impute": "mean", "scale": "global"},
+            "rounds": 1,
+            "min_sites": 3,
+            "baselines": {"local": False, "pooled": False, "cross_site": False},
+        },
+        source="test",
+    )
+    edit, _ = ATTACKS["wrong shape"]
+    results = run_simulation(study, dataset=heart, mods={"va": [_stats_mod(edit)]})
+    assert results["start"]["statistics_sites"] == ["cleveland", "hungary", "switzerland"]
+    assert "shapes" in results["start"]["statistics_rejected"]["va"]

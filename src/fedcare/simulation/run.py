@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,6 +42,8 @@ class TrainedModel:
     params: ArrayRecord
     arrays: Mapping[str, ArrayRecord]
     history: list[RoundRecord]
+    #: Round 0's statistics provenance: ``statistics_sites`` and ``statistics_rejected``.
+    start: Mapping[str, Any] = field(default_factory=dict)
 
 
 def grid_for(
@@ -75,7 +77,11 @@ def train_on_grid(
     start = start_study(grid, study, strategy, study_id, input_shape)
     callback = None if progress is None else (lambda rec, _s: progress(label, rec))
     state, history = continue_study(grid, study, strategy, study_id, start, on_round=callback)
-    return TrainedModel(label, state.params, start.task_arrays, history)
+    provenance = {
+        "statistics_sites": list(start.statistics_sites),
+        "statistics_rejected": dict(start.statistics_rejected),
+    }
+    return TrainedModel(label, state.params, start.task_arrays, history, provenance)
 
 
 def _evaluate(grid: InMemoryGrid, study: StudyConfig, model: TrainedModel) -> dict[str, Any]:
@@ -200,6 +206,7 @@ def _results(
         "metrics": list(ds.metrics),
         "sites": ds.site_ids,
         "site_sizes": {s.site_id: {"train": len(s.train), "test": len(s.test)} for s in ds.sites},
+        "start": dict(federated.start),
         "history": [r.to_dict() for r in federated.history],
         "final": evaluated["federated"],
     }

@@ -135,6 +135,7 @@ def test_cli_simulate_fails_with_the_reason_and_runs_the_readme_example(tmp_path
     assert not (tmp_path / "old" / "results.json").exists()
     out = runner.invoke(app, ["simulate", str(example), "--out", str(tmp_path / "new")])
     assert out.exit_code == 0, out.output
+    assert "epsilon spent 2.85 (budget privacy.epsilon 3; delta 1e-05)" in out.output
     data = json.loads((tmp_path / "new" / "results.json").read_text())
     assert len(data["history"]) == 20
     assert data["privacy"]["budget"] == 3.0

@@ -16,7 +16,8 @@ One site cannot starve the others: each site has at most ``per_site_streams`` op
 and PushReply calls (more get ``RESOURCE_EXHAUSTED`` at once), a stream that makes no progress
 for ``idle_s`` seconds is cut, and Hello and Heartbeat run on their own threads
 (:mod:`fedcare.coordinator.lanes`). Hello lists the tasks the site still holds; its other
-delivered tasks are failed (``site_restarted``).
+delivered tasks are failed (``site_restarted``). Every call but Hello from a site that has
+not said Hello (is not registered) gets ``FAILED_PRECONDITION`` ("say Hello first").
 """
 
 from __future__ import annotations
@@ -122,9 +123,24 @@ class CoordinatorServicer(_Base):
             max_chunk_bytes=MAX_CHUNK_BYTES,
         )
 
-    def Heartbeat(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def _registered(self, context: grpc.ServicerContext) -> str:
+        """The caller's site id, noted as seen; ``FAILED_PRECONDITION`` before its Hello.
+
+        Every call but Hello needs the site registered (its Hello does that); a site that
+        skips it gets a clean status, not an unhandled error.
+        """
         site_id = peer_identity(context, self.revocations)
-        self.store.touch_site(site_id)
+        try:
+            self.store.touch_site(site_id)
+        except NotFoundError:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"site {site_id!r} is not registered at this coordinator: say Hello first",
+            )
+        return site_id
+
+    def Heartbeat(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._registered(context)
         cancel = False
         if request.task_id:
             study_id = request.task_id.rsplit("/", 3)[0]
@@ -137,7 +153,8 @@ class CoordinatorServicer(_Base):
     # --- tasks -------------------------------------------------------------------------------
     def PullTask(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         site_id = peer_identity(context, self.revocations)
-        with self.streams.slot(site_id, "PullTask", context):
+        with self.streams.slot(site_id, "PullTask", context):  # refused before any database work
+            self._registered(context)
             yield from self._pull(site_id, float(request.wait_s), context)
 
     def _pull(self, site_id: str, wait_s: float, context: grpc.ServicerContext) -> Iterator[Any]:
@@ -175,7 +192,8 @@ class CoordinatorServicer(_Base):
 
     def PushReply(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         site_id = peer_identity(context, self.revocations)
-        with self.streams.slot(site_id, "PushReply", context):
+        with self.streams.slot(site_id, "PushReply", context):  # refused before any database work
+            self._registered(context)
             key, size = _named(context)
             try:
                 task = self.store.task_for_reply(key, site_id)

@@ -4,13 +4,20 @@
 asks, the baselines trained the same way (each site alone; all data pooled, which only a
 simulation on public data may do), evaluates every model on every site's test split, and
 returns the results dict that ``fedcare simulate`` writes as ``results.json``.
+
+The study's privacy budget is enforced as a coordinator enforces it: before every round of the
+federated model, :func:`fedcare.privacy.guard.guard_next_round` (the same function the
+coordinator's runner calls) refuses the round that would take the study's epsilon past
+``privacy.epsilon``, and the simulation fails with that :class:`PrivacyBudgetError`; round 1 is
+checked before any data is read. ``results["privacy"]`` reports the epsilon spent and the
+budget.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,12 +26,15 @@ from fedcare.data.registry import load_dataset
 from fedcare.errors import ConfigError
 from fedcare.evaluation.model_card import build_model_card
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
+from fedcare.privacy.guard import guard_next_round
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.privacy import privacy_results
 from fedcare.site.app import Mod, SiteApp
+from fedcare.strategy.base import StrategyState
 from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
+from fedcare.transport.base import Split
 from fedcare.transport.inmemory import InMemoryGrid
 
 __all__ = ["Progress", "TrainedModel", "run_simulation", "simulation_card", "train_on_grid"]
@@ -41,6 +51,8 @@ class TrainedModel:
     params: ArrayRecord
     arrays: Mapping[str, ArrayRecord]
     history: list[RoundRecord]
+    #: Round 0's statistics provenance: ``statistics_sites`` and ``statistics_rejected``.
+    start: Mapping[str, Any] = field(default_factory=dict)
 
 
 def grid_for(
@@ -52,7 +64,11 @@ def grid_for(
     """An in-memory grid with one :class:`SiteApp` per site (with ``mods[site_id]``, if any)."""
     mods = mods or {}
     apps = {s.site_id: SiteApp(s, mods=mods.get(s.site_id, ()), simulated=True) for s in sites}
-    return InMemoryGrid(apps, record=record)
+    rows: dict[Split, dict[str, int]] = {
+        "train": {s.site_id: len(s.train) for s in sites},
+        "test": {s.site_id: len(s.test) for s in sites},
+    }
+    return InMemoryGrid(apps, record=record, declared_rows=rows)  # as sites declare at Hello
 
 
 def train_on_grid(
@@ -64,13 +80,34 @@ def train_on_grid(
     baseline: bool = False,
     progress: Progress | None = None,
 ) -> TrainedModel:
-    """Train ``study``'s model over ``grid``; baselines train with plain FedAvg."""
+    """Train ``study``'s model over ``grid``; baselines train with plain FedAvg (no DP).
+
+    Raises
+    ------
+    PrivacyBudgetError
+        Before the round that would take the study's epsilon past ``privacy.epsilon``
+        (not for baselines, which spend none).
+    """
     study_id = f"{study.name}/{label}"
     strategy = study_strategy(study, len(grid.site_ids()), baseline=baseline)
     start = start_study(grid, study, strategy, study_id, input_shape)
-    callback = None if progress is None else (lambda rec, _s: progress(label, rec))
-    state, history = continue_study(grid, study, strategy, study_id, start, on_round=callback)
-    return TrainedModel(label, state.params, start.task_arrays, history)
+    done: list[dict[str, Any]] = []
+
+    def on_round(rec: RoundRecord, _state: StrategyState) -> None:
+        if progress is not None:
+            progress(label, rec)
+        done.append(rec.to_dict())
+        if not baseline and rec.round < study.rounds:
+            guard_next_round(study_id, study, done, rec.round + 1)
+
+    if not baseline:
+        guard_next_round(study_id, study, [], 1)  # as the coordinator: before any task
+    state, history = continue_study(grid, study, strategy, study_id, start, on_round=on_round)
+    provenance = {
+        "statistics_sites": list(start.statistics_sites),
+        "statistics_rejected": dict(start.statistics_rejected),
+    }
+    return TrainedModel(label, state.params, start.task_arrays, history, provenance)
 
 
 def _evaluate(grid: InMemoryGrid, study: StudyConfig, model: TrainedModel) -> dict[str, Any]:
@@ -95,6 +132,7 @@ def run_simulation(
     """
     start = time.perf_counter()
     study_strategy(study, 1)  # a bad strategy name or option fails before any data is read
+    guard_next_round(f"{study.name}/federated", study, [], 1)  # nor a budget round 1 overspends
     if study.init_model is not None:
         raise ConfigError(
             f"init_model {study.init_model!r}: simulation has no model registry; "
@@ -195,6 +233,7 @@ def _results(
         "metrics": list(ds.metrics),
         "sites": ds.site_ids,
         "site_sizes": {s.site_id: {"train": len(s.train), "test": len(s.test)} for s in ds.sites},
+        "start": dict(federated.start),
         "history": [r.to_dict() for r in federated.history],
         "final": evaluated["federated"],
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fedcare.records.study import TASK_DEADLINE_FLOOR_S, TASK_DEADLINE_PER_EPOCH_S, StudyConfig
-from fedcare.strategy.driver import round_config
 
 
 def _study(**overrides: object) -> StudyConfig:
@@ -16,8 +15,3 @@ def test_every_task_gets_a_finite_deadline_from_the_study() -> None:
     many = _study(training={"epochs": 20})
     assert many.task_deadline_s == 20 * TASK_DEADLINE_PER_EPOCH_S > TASK_DEADLINE_FLOOR_S
     assert _study(round_timeout=42.0, training={"epochs": 20}).task_deadline_s == 42.0
-
-
-def test_the_round_loop_waits_for_the_study_deadline() -> None:
-    assert round_config(_study(), "sid").round_timeout == TASK_DEADLINE_FLOOR_S
-    assert round_config(_study(round_timeout=7.5), "sid").round_timeout == 7.5

@@ -3,8 +3,9 @@
 ``send_and_receive`` stores each task's encoded payload content-addressed, inserts the task
 rows, wakes the sites' long-polls, and yields each reply as soon as it is stored, until all
 tasks are answered, failed or the deadline passes; tasks still open then are expired, so a late
-reply is refused. Without a timeout the deadline is ``TASK_DEADLINE_FLOOR_S``: no task waits
-forever. Only one reply payload is decoded at a time: memory grows with the model.
+reply is refused. Without a timeout the deadline is ``default_timeout`` (the study's
+``task_deadline_s``; ``TASK_DEADLINE_FLOOR_S`` if not given): no task waits forever. Only one
+reply payload is decoded at a time: memory grows with the model.
 """
 
 from __future__ import annotations
@@ -45,10 +46,13 @@ class CoordinatorGrid(Grid):
         *,
         liveness_s: float = 30.0,
         stop: threading.Event | None = None,
+        default_timeout: float = TASK_DEADLINE_FLOOR_S,
     ) -> None:
         self.store, self.artifacts, self.hub = store, artifacts, hub
         self.study_id, self.dataset = study_id, dataset
         self.liveness_s = liveness_s
+        #: The deadline of tasks sent without a timeout (the study's ``task_deadline_s``).
+        self.default_timeout = default_timeout
         self.stop = stop or threading.Event()
 
     def site_ids(self) -> list[str]:
@@ -87,7 +91,7 @@ class CoordinatorGrid(Grid):
         round_ = tasks[0].round
         earlier = self.store.list_tasks(self.study_id, round_)
         attempt = max((t.attempt for t in earlier), default=0) + 1
-        wait_s = TASK_DEADLINE_FLOOR_S if timeout is None else timeout
+        wait_s = self.default_timeout if timeout is None else timeout
         deadline = datetime.now(timezone.utc) + timedelta(seconds=wait_s)
         rows = [(t.site_id, t.kind, self.artifacts.put(encode_task(t)), deadline) for t in tasks]
         task_ids = self.store.create_tasks(self.study_id, round_, attempt, rows)

@@ -172,6 +172,7 @@ class StudyRunner:
             study.dataset.name,
             liveness_s=self.liveness_s,
             stop=self.stop,
+            default_timeout=study.task_deadline_s,
         )
         he_context = None  # privacy mode 'encrypted': the kit's PUBLIC context, never a secret
         if study.privacy.mode == "encrypted" and self.kit_dir is not None:

@@ -111,11 +111,12 @@ class StudyConfig(_Strict):
 
     @property
     def task_deadline_s(self) -> float:
-        """Seconds a task (and each stage of a round) waits for its reply.
+        """Seconds a deployed task (and each stage of a round) waits for its reply.
 
         ``round_timeout`` when the study sets it; otherwise ``max(TASK_DEADLINE_FLOOR_S,
         TASK_DEADLINE_PER_EPOCH_S * training.epochs)``. A round proceeds at the deadline with
-        the replies it has, if at least ``min_sites`` answered.
+        the replies it has, if at least ``min_sites`` answered. (Simulation runs its sites one
+        after another in one process and applies only an explicit ``round_timeout``.)
         """
         if self.round_timeout is not None:
             return self.round_timeout

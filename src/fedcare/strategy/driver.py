@@ -135,7 +135,7 @@ def round_config(
         seed=study.seed,
         plan={**study.plan(), **plan_for_study(study).to_task_plan()},
         task_arrays=dict(task_arrays or {}),
-        round_timeout=study.task_deadline_s,
+        round_timeout=study.round_timeout,
         evaluate_every=study.evaluate_every,
     )
 

@@ -398,7 +398,8 @@ def test_a_refused_oversized_reply_costs_the_coordinator_under_two_chunks(
     the peak of those allocations above the level before the call: it must stay under two
     chunks. The process's peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``) also
     covers gRPC's own buffers; it gets a looser bound, still far below the 256 MiB a reply
-    read to the end would cost.
+    read to the end would cost. (Measured on the development machine: a peak of 0.07 to 0.17
+    MiB traced, +4 to +9 MiB peak RSS; the coordinator before this check grew by +812 MiB.)
     """
     with bench.client("south") as south:
         task = bench.open_task(south, "south", study, round=next(ROUNDS))

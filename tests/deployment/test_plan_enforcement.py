@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from fedcare.cli.governance import site_refusals
-from fedcare.coordinator.server import Coordinator
 from fedcare.coordinator.rows import ReplyInfo
+from fedcare.coordinator.server import Coordinator
 from fedcare.models.registry import build_model
 from fedcare.records.messages import Task
 from fedcare.records.plan import TrainingPlan, plan_for_study
@@ -36,8 +36,15 @@ from fedcare.strategy.site_half import site_pipeline_for
 from fedcare.transport.codec import encode_task
 
 from ..conftest import require_mirror
-from .helpers import AgentThreads, Kits, heart_data, provision, running_coordinator, submit
-from .helpers import wait_for_status
+from .helpers import (
+    AgentThreads,
+    Kits,
+    heart_data,
+    provision,
+    running_coordinator,
+    submit,
+    wait_for_status,
+)
 from .test_governance import audit_entries, start_agent, study
 from .wire import NOWHERE
 
@@ -154,6 +161,8 @@ def test_tampered_tasks_are_refused_with_the_reason_at_the_coordinator(
     ]
     assert sorted(refused) == sorted(k for k, _ in expected.values())
     accepted = [
-        e["data"] for e in entries if e["event"] == "decision" and e["data"]["outcome"] == "accepted"
+        e["data"]
+        for e in entries
+        if e["event"] == "decision" and e["data"]["outcome"] == "accepted"
     ]
     assert all(d["privacy_mode"] == "open" for d in accepted), accepted  # no secure decision

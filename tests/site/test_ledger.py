@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from fedcare.aggregation.mean import WeightedMean
 from fedcare.aggregation.private_sum import PrivateSum
 from fedcare.cli.main import app
-from fedcare.privacy.accounting.analysis import DpEvent
 from fedcare.errors import ValidationError
+from fedcare.privacy.accounting.analysis import DpEvent
 from fedcare.privacy.budget import ledger_epsilon
 from fedcare.records.messages import Reply, Task
 from fedcare.secure.secagg.layer import SecureSum

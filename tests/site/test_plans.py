@@ -2,7 +2,6 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-
 from typing import Any
 
 import numpy
@@ -127,7 +126,9 @@ def test_strategy_options_and_dp_sgd_are_part_of_the_plan() -> None:
     assert len({plan().hash, prox.hash, private_sgd.hash}) == 3
     # the fedprox plan's own config passes; without prox_mu it is refused
     fit = {**prox.training, "seed": 2}
-    assert isinstance(check_task_plan(task(task_plan=prox.to_task_plan(), config=fit)), TrainingPlan)
+    assert isinstance(
+        check_task_plan(task(task_plan=prox.to_task_plan(), config=fit)), TrainingPlan
+    )
     del fit["prox_mu"]
     refusal = check_task_plan(task(task_plan=prox.to_task_plan(), config=fit))
     assert isinstance(refusal, Refusal) and "prox_mu missing (plan: 0.1)" in refusal.message

@@ -26,7 +26,8 @@ from .governance_helpers import Recorder, plan, study, task
 DP = {"noise_multiplier": 1.1, "clip_norm": 0.5}
 MODES: dict[str, dict[str, Any]] = {
     "open": {"aggregation": [{"name": "norm_bound", "max_norm": 3.0}]},
-    "secure": {"privacy": {"mode": "secure"}, "aggregation": [{"name": "norm_bound", "max_norm": 2}]},
+    "secure": {"privacy": {"mode": "secure"},
+               "aggregation": [{"name": "norm_bound", "max_norm": 2}]},
     "private": {"privacy": {"mode": "private", "dp": DP}, "min_sites": 3},
 }  # fmt: skip
 
@@ -68,7 +69,8 @@ def test_every_release_parameter_is_in_the_hash_and_the_summary() -> None:
     ("mode", "tamper", "needle"),
     [
         ("secure", lambda p: {}, "secagg missing (plan: {'version': 1"),
-        ("secure", lambda p: {k: v for k, v in p.items() if k != "norm_bound"}, "norm_bound missing"),
+        ("secure", lambda p: {k: v for k, v in p.items() if k != "norm_bound"},
+         "norm_bound missing"),
         ("private", lambda p: {k: v for k, v in p.items() if k != "distributed_dp"},
          "distributed_dp missing"),
         ("private", lambda p: {**p, "distributed_dp": {**p["distributed_dp"], "site_std": 0.0}},

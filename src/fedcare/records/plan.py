@@ -4,16 +4,17 @@ A plan is everything that decides what runs on a site's data and what leaves it:
 spec, the preprocessing, the local training config (the recipe with the strategy's local
 algorithm, ``prox_mu`` and DP-SGD settings), the dataset name, the privacy mode and its site
 half (norm-bound clip, distributed DP noise, secure aggregation, encryption: see
-:mod:`fedcare.strategy.site_half`), the code (fedcare's version and the SHA-256 of the model adapter source files that the model kind
-uses) and the versions of the numerical libraries. Its hash is the SHA-256 of its canonical
-JSON (sorted keys, no whitespace), so the same plan hashes the same on every machine.
+:mod:`fedcare.strategy.site_half`), the code (fedcare's version and the SHA-256 of the model
+adapter source files that the model kind uses) and the versions of the numerical libraries.
+Its hash is the SHA-256 of its canonical JSON (sorted keys, no whitespace), so the same plan
+hashes the same on every machine.
 
 The coordinator builds the plan (``plan_for_study``, called by ``strategy/driver.py``) and sends
 it with every task. The site re-checks it (``fedcare.site.plans``): it recomputes the code and
 dependency part from its own installation (``local_code``) and the hash from the plan's
 contents, so a coordinator cannot change the recipe under an approved hash; it derives the
-pipeline of every ``fit`` task from ``site_half`` and refuses a task that carries another. This module is core
-(records), so the driver may build plans without importing the site layer.
+pipeline of every ``fit`` task from ``site_half`` and refuses a task that carries another.
+This module is core (records), so the driver may build plans without importing the site layer.
 """
 
 from __future__ import annotations

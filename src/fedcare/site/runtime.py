@@ -199,7 +199,8 @@ class SiteRuntime:
             round=task.round,
             site_id=task.site_id,
             kind="fit",
-            arrays=site_clip(task.pipeline, arrays),  # the site half of norm bounding
+            # the site half of norm bounding (the pipeline is the plan's, see site/plans.py)
+            arrays=site_clip(task.pipeline, arrays),
             num_samples=result.num_samples,
             metrics=metrics,
             info={**self.provenance(task), **_dp_sgd_info(spec, len(train))},

@@ -161,6 +161,8 @@ def _noise_specs(noise: Mapping[str, Any]) -> dict[str, Any]:
     clip = check_positive("distributed_dp clip_norm", noise.get("clip_norm"))  # type: ignore[arg-type]
     z = noise.get("noise_multiplier")
     m = noise.get("min_sites")
+    if isinstance(z, bool) or not isinstance(z, int | float):
+        raise ConfigError(f"plan site_half: distributed_dp noise_multiplier is {z!r}")
     if isinstance(m, bool) or not isinstance(m, int) or m < 1:
         raise ConfigError(f"plan site_half: distributed_dp min_sites must be >= 1, got {m!r}")
     site_std = noise_std(z, clip) / math.sqrt(m)  # as PrivateSum.site_std

@@ -139,3 +139,12 @@ def test_the_governed_task_carries_the_derived_pipeline_and_a_refusal_is_audited
     assert len(seen) == 1  # the stripped task never ran
     assert audit.last("decision")["outcome"] == "refused"
     assert audit.last("decision")["reason_kind"] == "plan-pipeline-mismatch"
+
+
+def test_the_driver_refuses_to_send_what_the_plan_does_not_fix() -> None:
+    open_strategy = study_strategy(study(), 4)
+    with pytest.raises(ConfigError, match="site half differs from the plan's: secagg missing"):
+        check_strategy_matches_plan(open_strategy, plan(privacy={"mode": "secure"}))
+    prox = plan(strategy={"name": "fedprox", "options": {"mu": 0.5}})
+    with pytest.raises(ConfigError, match="the strategy sends fit config"):
+        check_strategy_matches_plan(open_strategy, prox)

@@ -82,17 +82,21 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _config_change(key: str, given: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
+    if key not in given:
+        return f"{key} missing (plan: {expected[key]!r})"
+    if key not in expected:
+        return f"{key}={given[key]!r} (plan: not set)"
+    return f"{key}={given[key]!r} (plan: {expected[key]!r})"
+
+
 def _check_config(task: Task, plan: TrainingPlan) -> Refusal | None:
     if task.kind not in _CONFIGURED_KINDS:
         return None
     expected = dict(plan.training) if task.kind == "fit" else {}
     given = {k: v for k, v in task.config.items() if k not in PER_TASK_KEYS}
     bad = [
-        f"{k}={given[k]!r} (plan: {expected[k]!r})"
-        if k in given and k in expected
-        else f"{k}={given[k]!r} (plan: not set)"
-        if k in given
-        else f"{k} missing (plan: {expected[k]!r})"
+        _config_change(k, given, expected)
         for k in sorted(set(given) | set(expected))
         if not (k in given and k in expected and _same(given[k], expected[k]))
     ]

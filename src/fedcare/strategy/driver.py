@@ -31,7 +31,7 @@ from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.loop import RoundConfig, RoundRecord, run_rounds
 from fedcare.strategy.private import private_dp_spec, private_study_parts
 from fedcare.strategy.registry import build_strategy
-from fedcare.strategy.site_half import check_strategy_matches_plan
+from fedcare.strategy.site_half import check_strategy_matches_study
 from fedcare.transport.base import Grid
 
 __all__ = [
@@ -71,7 +71,7 @@ def study_strategy(
 
     What a (non-baseline) strategy sends to sites, its fit config and its aggregation
     pipeline's site half, is checked to be what the study's plan fixes
-    (:func:`fedcare.strategy.site_half.check_strategy_matches_plan`): sites derive both from
+    (:func:`fedcare.strategy.site_half.check_strategy_matches_study`): sites derive both from
     the approved plan and refuse anything else.
 
     ``he_context``: the coordinator's public HE context (mode ``encrypted``; ``None`` in
@@ -113,7 +113,7 @@ def study_strategy(
     if study.privacy.mode == "encrypted" and not baseline:  # CKKS sum (fedcare.secure.he)
         strategy = encrypted_study_strategy(strategy, study, he_context)
     if not baseline:  # sites refuse any other fit config or pipeline than the plan's
-        check_strategy_matches_plan(strategy, plan_for_study(study))
+        check_strategy_matches_study(strategy, study)
     return strategy
 
 

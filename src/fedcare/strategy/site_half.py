@@ -51,6 +51,7 @@ __all__ = [
     "SITE_HALF_KEYS",
     "check_site_half",
     "check_strategy_matches_plan",
+    "check_strategy_matches_study",
     "pipeline_differences",
     "site_half_of_study",
     "site_half_summary",
@@ -264,3 +265,22 @@ def check_strategy_matches_plan(strategy: Any, plan: TrainingPlan) -> None:
             f"study {plan.study!r}: the aggregation pipeline's site half differs from the "
             f"plan's: {'; '.join(diffs)}"
         )
+
+
+def check_strategy_matches_study(strategy: Any, study: StudyConfig) -> None:
+    """:func:`check_strategy_matches_plan` against ``study``'s plan (its parts that reach the
+    sites: fit config and site half; the code part, which needs a known model kind, is left
+    to :func:`fedcare.records.plan.plan_for_study`)."""
+    from fedcare.records.plan import TrainingPlan
+
+    plan = TrainingPlan(
+        study=study.name,
+        model=dict(study.model),
+        preprocessing=study.preprocessing.model_dump(),
+        training=site_train_config(study),
+        rounds=study.rounds,
+        dataset=study.dataset.name,
+        privacy_mode=study.privacy.mode,
+        site_half=site_half_of_study(study),
+    )
+    check_strategy_matches_plan(strategy, plan)

@@ -12,16 +12,19 @@ row count, taken as known whenever it is at least ``min_cell``).
 
 The rule, applied until nothing leaks:
 
-* a withheld cell must never be determined, and
+* a cell withheld as small (below ``min_cell``, or a quantile count whose complement is) must
+  never be determined, nor any withheld cell below ``min_cell``, and
 * a sum of withheld cells whose value is small (``0 < sum < min_cell``) must not be
   determined; the sums checked are those of each array (e.g. all
   withheld bins), of each query (bins with ``outside``), of each pair of withheld cells of one
   query, of the whole answer, and every combination found leaking before.
 
-When one leaks, the released cell that the derivation cannot do without (removing it breaks the
-derivation) and that has the smallest count (non-zero first) is withheld too, with the sums
-released alongside it. If no released cell is needed (the leak follows from the row count
-alone) every count of the answer is withheld.
+When one leaks, the released cell that the derivation cannot do without (removing it breaks
+the derivation; of the same query first, then the smallest count, non-zero first) is withheld
+too, with the sums released alongside it. When there are several derivations (a binary
+variable's bin and its sum), the smallest cell taking part in one is withheld and the check
+runs again. If no released cell takes part (the row count alone gives the leak away), every
+count of the answer is withheld.
 
 Zero cells withheld under ``suppress_zeros`` are not protected by this rule (their vector is
 empty, so the site cannot tell what an outsider could infer about them). The vectors are the
@@ -34,6 +37,7 @@ step); counts released in other rounds of a quantile search are not part of it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +53,9 @@ from fedcare.analytics.spec import AnalyticsSpec
 __all__ = ["Cell", "complementary_withholding", "derivable", "leaks"]
 
 #: Relative residual below which a vector counts as in a span.
-_TOL = 1e-9
+_TOL = 1e-6
+#: Singular values below this (relative to the largest) do not add to a span.
+_RANK_TOL = 1e-10
 #: Rounds of (answer, find leaks, withhold more) at most; each withholds at least one cell.
 _MAX_ROUNDS = 10_000
 
@@ -64,22 +70,35 @@ class Cell:
     values: tuple[np.ndarray, ...]
     count: float
     hidden: bool
+    primary: bool = False
 
     @property
     def path(self) -> str:
         return self.key.rsplit("/", 1)[0]
 
 
-def derivable(target: np.ndarray, known: Sequence[np.ndarray]) -> bool:
-    """Whether ``target`` is a linear combination of ``known`` (numerically)."""
+def _basis(known: Sequence[np.ndarray]) -> np.ndarray:
+    """An orthonormal basis (columns) of the span of ``known``."""
+    if not known:
+        return np.zeros((0, 0))
+    A = np.column_stack([k / (np.linalg.norm(k) or 1.0) for k in known])
+    U, sv, _ = np.linalg.svd(A, full_matrices=False)
+    return U[:, sv > _RANK_TOL * max(1.0, float(sv[0]) if len(sv) else 1.0)]
+
+
+def _in_span(target: np.ndarray, basis: np.ndarray) -> bool:
     scale = float(np.linalg.norm(target))
     if scale == 0.0:
         return True
-    if not known:
+    if basis.size == 0:
         return False
-    A = np.column_stack([k / (np.linalg.norm(k) or 1.0) for k in known])
-    coef, *_ = np.linalg.lstsq(A, target / scale, rcond=None)
-    return bool(np.linalg.norm(A @ coef - target / scale) <= _TOL * 1e3)
+    t = np.asarray(target, dtype=np.float64) / scale
+    return bool(np.linalg.norm(t - basis @ (basis.T @ t)) <= _TOL)
+
+
+def derivable(target: np.ndarray, known: Sequence[np.ndarray]) -> bool:
+    """Whether ``target`` is a linear combination of ``known`` (numerically)."""
+    return _in_span(target, _basis(known))
 
 
 def _known(cells: Sequence[Cell], ones: np.ndarray | None) -> tuple[list[np.ndarray], list[int]]:
@@ -122,47 +141,65 @@ def leaks(
     """The withheld cells (singletons) and small sums of withheld cells the released cells of
     ``cells`` (and ``ones``, the row count, when given) determine, as index tuples."""
     known, _ = _known(cells, ones)
+    basis = _basis(known)
     out: list[tuple[int, ...]] = []
     for i, c in enumerate(cells):
-        if c.hidden and c.count > 0 and derivable(c.member, known):
+        protect = c.primary or c.count < min_cell
+        if c.hidden and c.count > 0 and protect and _in_span(c.member, basis):
             out.append((i,))
     for combo in [*_combinations(cells), *extra]:
         if not all(cells[i].hidden for i in combo):
             continue
         total = sum(cells[i].count for i in combo)
-        if 0 < total < min_cell and derivable(sum(cells[i].member for i in combo), known):  # type: ignore[arg-type]
+        target = sum(cells[i].member for i in combo)
+        if 0 < total < min_cell and _in_span(target, basis):  # type: ignore[arg-type]
             out.append(combo)
     return out
 
 
 def _needed(cells: Sequence[Cell], combo: tuple[int, ...], ones: np.ndarray | None) -> int | None:
-    """The released cell (smallest count, non-zero first) without which ``combo``'s sum is no
-    longer derivable; ``None`` if none is needed."""
-    target = sum(cells[i].member for i in combo)
+    """The released cell to withhold against ``combo``'s derivation (see the module
+    docstring); ``None`` if only the row count takes part.
+
+    Only cells with a coefficient in the minimum-norm derivation are tried: a cell every
+    derivation needs has one there.
+    """
+    target = np.asarray(sum(cells[i].member for i in combo), dtype=np.float64)
+    paths = {cells[i].path for i in combo}
+    vectors, owners = _known(cells, ones)
+    A = np.column_stack([v / (np.linalg.norm(v) or 1.0) for v in vectors])
+    coef, *_ = np.linalg.lstsq(A, target, rcond=None)
+    floor = 1e-12 * max(1.0, float(np.abs(coef).max()))
+    taking_part = {owners[k] for k in np.flatnonzero(np.abs(coef) > floor)} - {-1}
     candidates = sorted(
-        (i for i, c in enumerate(cells) if not c.hidden),
-        key=lambda i: (cells[i].count == 0, cells[i].count, i),
+        taking_part,
+        key=lambda i: (cells[i].path not in paths, cells[i].count == 0, cells[i].count, i),
     )
     for i in candidates:
         trial = [c if j != i else _hidden(c) for j, c in enumerate(cells)]
-        vectors, _ = _known(trial, ones)
-        if not derivable(target, vectors):  # type: ignore[arg-type]
+        if not derivable(target, _known(trial, ones)[0]):
             return i
-    return None
+    return candidates[0] if candidates else None
 
 
 def _hidden(cell: Cell) -> Cell:
-    return Cell(cell.key, cell.index, cell.member, cell.values, cell.count, True)
+    return dataclasses.replace(cell, hidden=True)
 
 
-def _cells(found: Mapping[str, CountCells], arrays: Mapping[str, np.ndarray]) -> list[Cell]:
+def _cells(
+    found: Mapping[str, CountCells],
+    arrays: Mapping[str, np.ndarray],
+    primary: Mapping[str, np.ndarray],
+) -> list[Cell]:
     out = []
     for key in sorted(found):
         mask = np.asarray(arrays[f"{key}{SUPPRESSED}"]).ravel().astype(bool)
+        first = np.asarray(primary[f"{key}{SUPPRESSED}"]).ravel().astype(bool)
         cells = found[key]
         for i, member in enumerate(cells.members):
+            values = tuple(cells.values[i])
             count = float(member.sum())
-            out.append(Cell(key, i, member, tuple(cells.values[i]), count, bool(mask[i])))
+            out.append(Cell(key, i, member, values, count, bool(mask[i]), bool(first[i])))
     return out
 
 
@@ -184,8 +221,9 @@ def complementary_withholding(
     ones = np.ones(len(frame)) if len(frame) >= min_cell else None
     withhold = {key: np.zeros(len(c.members), dtype=bool) for key, c in found.items()}
     seen: list[tuple[int, ...]] = []
+    primary = answer({})
     for _ in range(_MAX_ROUNDS):
-        cells = _cells(found, answer(withhold))
+        cells = _cells(found, answer(withhold), primary)
         leaking = leaks(cells, min_cell, ones=ones, extra=seen)
         if not leaking:
             break

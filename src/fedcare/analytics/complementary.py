@@ -151,9 +151,10 @@ def leaks(
         if not all(cells[i].hidden for i in combo):
             continue
         total = sum(cells[i].count for i in combo)
-        target = sum(cells[i].member for i in combo)
-        if 0 < total < min_cell and _in_span(target, basis):  # type: ignore[arg-type]
-            out.append(combo)
+        if 0 < total < min_cell:
+            target = np.sum([cells[i].member for i in combo], axis=0)
+            if _in_span(target, basis):
+                out.append(combo)
     return out
 
 

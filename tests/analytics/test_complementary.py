@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedcare.analytics.answer import _answer, answer_plan
+from fedcare.analytics.cells import answer_cells
 from fedcare.analytics.disclosure import SUPPRESSED, AnalyticsPolicy, Releaser
 from fedcare.analytics.frame import site_frame
 from fedcare.analytics.spec import AnalyticsSpec
@@ -97,20 +98,25 @@ def _solve(target: np.ndarray, known: list[np.ndarray], values: list[float]) -> 
     """The value of ``target`` if it is a linear combination of ``known``, else ``None``."""
     if not known:
         return None
-    A = np.column_stack(known)
+    norms = np.array([np.linalg.norm(k) or 1.0 for k in known])
+    A = np.column_stack(known) / norms
     coef, *_ = np.linalg.lstsq(A, target, rcond=None)
     if np.linalg.norm(A @ coef - target) > 1e-6 * max(1.0, float(np.linalg.norm(target))):
         return None
-    return float(coef @ np.asarray(values))
+    return float(coef @ (np.asarray(values) / norms))
 
 
 def attack(
-    frame: pd.DataFrame, spec: dict[str, Any], arrays: Mapping[str, np.ndarray], min_cell: int
+    frame: pd.DataFrame,
+    spec: dict[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    min_cell: int,
+    model: dict[str, list] | None = None,
 ) -> list[str]:
     """Every withheld cell below ``min_cell`` (a small cell; cells withheld as complements may
     be larger, and their value is no secret), or sum of withheld cells below ``min_cell``, the
-    attacker derives."""
-    model = _model(frame, spec)
+    attacker derives. ``model``: what each cell counts (default: built here, row by row)."""
+    model = _model(frame, spec) if model is None else model
     known: list[np.ndarray] = []
     values: list[float] = []
     hidden: list[tuple[str, int, np.ndarray]] = []
@@ -127,7 +133,10 @@ def attack(
             n = float(arrays[key][i])
             known.append(member)
             values.append(n)
-            if extra:  # moments: the sum, and the sum of squares = m2 + sum^2 / n
+            if extra and f"{path}/m2" not in arrays:  # correlation: known sums, values unused
+                known += extra
+                values += [float("nan")] * len(extra)
+            elif extra:  # moments: the sum, and the sum of squares = m2 + sum^2 / n
                 total = float(arrays[f"{path}/sum"][i])
                 m2 = float(arrays[f"{path}/m2"][i])
                 known += extra
@@ -232,6 +241,25 @@ def test_no_withheld_cell_of_a_heart_disease_job_can_be_derived(heart: Federated
                 int(v.sum()) for k, v in released.items() if k.endswith(SUPPRESSED)
             )
     assert withheld_somewhere > 0
+
+
+def test_no_withheld_count_of_a_survival_job_can_be_derived(tcga: FederatedDataset) -> None:
+    # Kaplan-Meier at-risk and event counts, quantile counts, correlation, cohorts: the
+    # attacker's model of these cells is answer_cells' (checked in test_cells.py)
+    from tests.analytics.test_cells import TCGA_SPEC, _thresholds
+
+    plan = {"analytics": TCGA_SPEC, "thresholds": _thresholds()}
+    spec = AnalyticsSpec.from_dict(TCGA_SPEC)
+    for site in tcga.sites[:3]:
+        frame = site_frame(site)
+        found = answer_cells(frame, spec, None, plan["thresholds"])
+        model = {k: list(zip(c.members, c.values, strict=True)) for k, c in found.items()}
+        arrays, _ = answer_plan(frame, plan, AnalyticsPolicy(min_cell=5), np.random.default_rng(0))
+        released = {k: np.asarray(v).ravel() for k, v in arrays.items()}
+        assert attack(frame, TCGA_SPEC, released, 5, model) == [], site.site_id
+        plain = _answer(frame, spec, plan, Releaser(5))
+        plain = {k: np.asarray(v).ravel() for k, v in plain.items()}
+        assert attack(frame, TCGA_SPEC, plain, 5, model), site.site_id  # it leaked before
 
 
 @st.composite

@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from fedcare.cli.governance import schema_refusals
+from fedcare.cli.main import app
 from fedcare.data.heart import HEART_SITES
 from fedcare.site.config import DatasetEntry, SiteDataConfig
 
@@ -77,7 +78,6 @@ def test_misaligned_and_misshaped_sites_are_refused_naming_why(tmp_path: Path) -
         round0 = store.get_round(study_id, 0).record
         tasks = store.list_tasks(study_id)
         rounds = [store.get_round(study_id, r).record for r in (1, 2)]
-        lines = schema_refusals(store, study_id)
         final = final_params(store, study_id)
         audit = (tmp_path / "home").rglob("*.jsonl")
         audited = "".join(p.read_text() for p in audit)
@@ -89,7 +89,12 @@ def test_misaligned_and_misshaped_sites_are_refused_naming_why(tmp_path: Path) -
     assert [c["name"] for c in round0["schema"]["columns"]][:3] == ["age", "sex", "trestbps"]
     assert {t.site_id for t in tasks} == set(HOSPITALS)  # never a task for a refused site
     assert all(sorted(contributors(r)) == sorted(HOSPITALS) for r in rounds)
-    assert any(line.startswith("site bern refused for this study: ") for line in lines)
+    status = CliRunner().invoke(
+        app, ["study", "status", study_id, "--home", str(tmp_path / "home")]
+    )
+    assert status.exit_code == 0, status.output
+    assert "site bern refused for this study: feature schema differs" in status.output
+    assert "'sex_1' here vs 'sex' in the reference" in status.output
     assert "site-refused" in audited and "'sex_1' here vs 'sex'" in audited
     # the study went on with the agreeing sites as if only they had been there
     assert_params_close(final, simulate(study).params)

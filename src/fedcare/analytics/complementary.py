@@ -223,6 +223,8 @@ def complementary_withholding(
     withhold = {key: np.zeros(len(c.members), dtype=bool) for key, c in found.items()}
     seen: list[tuple[int, ...]] = []
     primary = answer({})
+    if not any(np.any(primary[f"{key}{SUPPRESSED}"]) for key in found):
+        return {}  # nothing withheld: nothing to derive
     for _ in range(_MAX_ROUNDS):
         cells = _cells(found, answer(withhold), primary)
         leaking = leaks(cells, min_cell, ones=ones, extra=seen)

@@ -55,8 +55,11 @@ class StudyStart:
 
     state: StrategyState
     task_arrays: Mapping[str, ArrayRecord] = field(default_factory=dict)
-    #: The sites whose sums made the global statistics (those connected when the study began).
+    #: The sites whose sums made the global statistics (connected when the study began, and
+    #: whose sums passed the checks of :mod:`fedcare.analytics.moments_check`).
     statistics_sites: tuple[str, ...] = ()
+    #: Sites left out of the statistics round, with the reason (refused, failed, implausible).
+    statistics_rejected: Mapping[str, str] = field(default_factory=dict)
 
 
 def study_strategy(
@@ -72,9 +75,11 @@ def study_strategy(
     simulation, which uses its own simulated federation keys).
     """
     check_privacy_mode(study)
-    robust: dict[str, Aggregator[Any]] = {}
-    if study.aggregation and not baseline:  # ValidateUpdates around the study's robust stack
-        robust["aggregator"] = build_aggregator(study.aggregation)
+    # Always ValidateUpdates (dtype, shape, finite values) around the study's stack, or
+    # around a sample-weighted mean when the study file names none: validation is never off.
+    robust: dict[str, Aggregator[Any]] = {
+        "aggregator": build_aggregator([] if baseline else study.aggregation)
+    }
     dp_aggregator: Aggregator[Any] | None
     dp_train: dict[str, float | int]
     if baseline:
@@ -145,14 +150,18 @@ def start_study(
     """Round 0: global statistics if the plan needs them, then the initial parameters."""
     task_arrays: dict[str, ArrayRecord] = {}
     statistics_sites: tuple[str, ...] = ()
-    if study.preprocessing.scale == "global":
-        statistics_sites = tuple(sorted(grid.site_ids()))
+    rejected: dict[str, str] = {}
+    if study.preprocessing.scale == "global":  # sites with bad or no sums are left out
         cfg = round_config(study, study_id)
-        moments = federated_feature_moments(grid, cfg, statistics_sites)
-        task_arrays["preprocess"] = moments.as_record()
+        width = input_shape[0] if len(input_shape) == 1 else None
+        stats = federated_feature_moments(
+            grid, cfg, sorted(grid.site_ids()), min_sites=strategy.min_sites, width=width
+        )
+        task_arrays["preprocess"] = stats.moments.as_record()
+        statistics_sites, rejected = stats.sites, stats.rejected
     adapter = build_model(study.model)
     params = adapter.init_params(input_shape, np.random.default_rng([study.seed, 0]))
-    return StudyStart(strategy.init_state(params), task_arrays, statistics_sites)
+    return StudyStart(strategy.init_state(params), task_arrays, statistics_sites, rejected)
 
 
 def continue_study(

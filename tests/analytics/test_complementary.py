@@ -164,7 +164,9 @@ def attack(
 def subtractions(
     frame: pd.DataFrame, spec: dict[str, Any], arrays: Mapping[str, Any], m: int
 ) -> list[str]:
-    """Plain subtractions: a histogram's known total minus its released cells."""
+    """Plain subtractions: a histogram's known total minus its released cells, when what is
+    left is small (a withheld complement of ``min_cell`` or more may come out: it is no small
+    cell, and the row count it may equal is public anyway)."""
     found = []
     totals = {"q": float(len(frame)) if len(frame) >= m else None}
     for i, q in enumerate(spec["queries"]):
@@ -180,7 +182,7 @@ def subtractions(
             continue  # missing values are not released: no known total for this partition
         rest = total - bins[~hide].sum() - (0 if out_hidden else outside)
         n_hidden = int(hide.sum()) + int(out_hidden)
-        if n_hidden and (n_hidden == 1 or 0 < rest < m):
+        if n_hidden and 0 < rest < m:  # one small cell, or a small sum of several
             found.append(f"{path}: {n_hidden} withheld cell(s) sum to {rest:g}")
     return found
 

@@ -252,6 +252,14 @@ def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
     return [latest[s] for s in sorted(latest)][:limit]
 
 
+def schema_refusals(store: Any, study_id: str) -> list[str]:
+    """The sites the coordinator refused for a study at round 0 (their feature schema differs
+    from the study's), as lines for an operator."""
+    rounds = [r for r in store.list_rounds(study_id) if r.round == 0]
+    refused = (rounds[0].record or {}).get("refused_sites", {}) if rounds else {}
+    return [f"site {site} refused for this study: {refused[site]}" for site in sorted(refused)]
+
+
 def _is_refusal(kind: str) -> bool:
     return kind.startswith(("policy-", "plan-", "approval-", "privacy-budget"))
 

@@ -12,8 +12,11 @@ audit_app = typer.Typer(help="Verify and export tamper-evident audit logs.")
 
 
 def _cert(certs: list[Path], kit: Path | None) -> list[Path] | None:
-    """The signer's certificates, oldest first: the ``--cert`` ones, then the kit's."""
-    paths = [*certs, *([kit / "cert.pem"] if kit is not None else [])]
+    """The signer's certificates, oldest first: the ``--cert`` ones, then the kit's (with the
+    earlier ones a rotated kit keeps under ``previous/``)."""
+    from fedcare.transport.kit_history import kit_certs
+
+    paths = [*certs, *(kit_certs(kit) if kit is not None else [])]
     return paths or None
 
 
@@ -28,7 +31,9 @@ def verify(
     cert: list[Path] = typer.Option(
         [], help="The signer's certificate (PEM); repeat for earlier keys, oldest first."
     ),
-    kit: Path | None = typer.Option(None, help="The signer's startup kit (uses its cert.pem)."),
+    kit: Path | None = typer.Option(
+        None, help="The signer's startup kit (its cert.pem and earlier certificates)."
+    ),
     witness: list[str] = typer.Option(
         [], help="A checkpoint SEQ:HASH of this log that someone else kept (repeatable)."
     ),

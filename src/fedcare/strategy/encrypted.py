@@ -32,6 +32,7 @@ ENCRYPTED_SUM_SITE = "encrypted-sum"
 #: ``Task.config["he_stage"]`` of the decryption task (task kind ``secagg``).
 DECRYPT_STAGE = "decrypt"
 
+
 def encrypted_protocol(strategy: Any) -> EncryptedSumServer | None:
     """The encrypted-sum protocol of the strategy's aggregator, if it has one."""
     protocol = getattr(getattr(strategy, "aggregator", None), "protocol", None)

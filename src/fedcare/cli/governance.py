@@ -88,16 +88,25 @@ def steward_store(state: Path, kit: Path) -> Any:
 def build_governance(
     state: Path, kit: Path, policy_file: Path | None, *, approve_all: bool = False
 ) -> Any:
-    """The agent's :class:`~fedcare.site.mods.SiteGovernance`; a bad policy raises here."""
+    """The agent's :class:`~fedcare.site.mods.SiteGovernance`; a bad policy raises here.
+
+    The policy file is re-read when it changes (:mod:`fedcare.site.policy_watch`): a change
+    is audited and applies from the next task; an invalid file refuses every task.
+    """
     from fedcare.site.mods import SiteGovernance
     from fedcare.site.policy import SitePolicy
+    from fedcare.site.policy_watch import PolicyFile
 
-    policy = SitePolicy.from_yaml(policy_file) if policy_file else SitePolicy()
+    if policy_file:  # checked before the audit log is touched: a bad file stops here
+        SitePolicy.from_yaml(policy_file)
     audit = open_site_audit(state, kit)
+    watched = PolicyFile(policy_file, audit) if policy_file else None
+    policy = watched.initial if watched is not None else SitePolicy()
     audit.append(
         "agent-started",
         policy=policy.summary(),
         policy_file=str(policy_file) if policy_file else None,
+        policy_sha256=watched.current().sha256 if watched is not None else None,
         approve_all=approve_all,
     )
     if approve_all:
@@ -110,6 +119,7 @@ def build_governance(
         audit,
         approve_all=approve_all,
         ledger=SiteLedger.in_state_dir(state),
+        policy_file=watched,
     )
 
 

@@ -37,6 +37,7 @@ from fedcare.site.approvals import ApprovalStore
 from fedcare.site.ledger import SiteLedger, task_events
 from fedcare.site.plans import Refusal, identify_plan, short_hash, study_name
 from fedcare.site.policy import OUTPUT_OF_KIND, SitePolicy, mode_satisfies
+from fedcare.site.policy_watch import PolicyFile, min_cell_mod, policy_file_mod
 from fedcare.transport.codec import encode_reply
 
 __all__ = [
@@ -355,19 +356,35 @@ class SiteGovernance:
     #: The site's privacy ledger; None: DP tasks run unaccounted at the site (tests only).
     ledger: SiteLedger | None = None
 
+    #: The policy file, re-read when it changes (:mod:`fedcare.site.policy_watch`); None:
+    #: ``policy`` holds for the agent's life.
+    policy_file: PolicyFile | None = None
+
     def mods(self, row_counts: Mapping[str, int]) -> Sequence[Mod]:
         """The middleware, outermost first."""
+        if self.policy_file is None:
+            return (audit_mod(self.audit), *self._policy_mods(self.policy, row_counts))
+        return (
+            audit_mod(self.audit),
+            policy_file_mod(
+                self.policy_file,
+                lambda policy: (*self._policy_mods(policy, row_counts), min_cell_mod(policy)),
+                lambda task, kind, message: _refuse(self.audit, task, Refusal(kind, message)),
+            ),
+        )
+
+    def _policy_mods(self, policy: SitePolicy, row_counts: Mapping[str, int]) -> Sequence[Mod]:
+        """The mods that depend on the policy (built again when the policy file changes)."""
         budget = (
             ()
             if self.ledger is None
-            else (budget_mod(self.ledger, self.policy, row_counts, self.audit),)
+            else (budget_mod(self.ledger, policy, row_counts, self.audit),)
         )
         return (
-            audit_mod(self.audit),
-            policy_mod(self.policy, row_counts, self.audit),
+            policy_mod(policy, row_counts, self.audit),
             approval_mod(self.approvals, self.audit, approve_all=self.approve_all),
             *budget,
-            cohort_floor_mod(self.policy),
+            cohort_floor_mod(policy),
         )
 
     def still_allowed(self, task: Task) -> Refusal | None:

@@ -111,6 +111,7 @@ def build_governance(
     )
     if approve_all:
         audit.append("approve-all-enabled", warning="every plan runs without a steward decision")
+    from fedcare.site.anchoring import SiteAnchors
     from fedcare.site.ledger import SiteLedger
 
     return SiteGovernance(
@@ -120,6 +121,7 @@ def build_governance(
         approve_all=approve_all,
         ledger=SiteLedger.in_state_dir(state),
         policy_file=watched,
+        anchors=SiteAnchors(state, kit, audit, _identity(kit)),
     )
 
 

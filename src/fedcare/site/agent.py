@@ -111,6 +111,7 @@ class SiteAgent:
         self._on_event = on_event or (lambda msg: log.info(msg))
         self._busy: str = ""
         self._unsent: Reply | None = None  # a reply whose push failed; sent after reconnecting
+        self.anchors = governance.anchors if governance is not None else None
         self._rng = random.Random()
 
     def run(self, stop: threading.Event) -> None:
@@ -156,12 +157,14 @@ class SiteAgent:
                 daemon=True,
             )
             beat.start()
+            self._anchor(stub, force=True)
             if self._unsent is not None:
                 self._push(stub, self._unsent)
             while not stop.is_set():
                 task = self._pull(stub)
                 if task is not None:
                     self._serve(stub, task)
+                self._anchor(stub)
 
     def _pull(self, stub: CoordinatorStub) -> Task | None:
         # The deadline covers the wait and the download of a large model, not just the wait.
@@ -201,6 +204,21 @@ class SiteAgent:
         self._unsent = None
         if not ack.accepted:
             self._on_event(f"reply refused: {ack.error_kind}: {ack.message}")
+
+    def _anchor(self, stub: CoordinatorStub, *, force: bool = False) -> None:
+        """Anchor the audit head at the coordinator after Hello, then when it is due."""
+        anchors = self.anchors
+        if anchors is None or not (force or anchors.due()):
+            return
+        try:
+            said = anchors.anchor(lambda request: stub.Anchor(request, timeout=30))
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self.anchors = None  # an older coordinator: nothing to anchor at
+            self._on_event(f"audit anchor failed: {err.code()}: {err.details()}")
+            return
+        if said:
+            self._on_event(said)
 
     def _heartbeat(self, stub: CoordinatorStub, stop: threading.Event, every: float) -> None:
         while not stop.wait(every):

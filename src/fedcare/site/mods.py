@@ -359,6 +359,8 @@ class SiteGovernance:
     #: The policy file, re-read when it changes (:mod:`fedcare.site.policy_watch`); None:
     #: ``policy`` holds for the agent's life.
     policy_file: PolicyFile | None = None
+    #: Anchors the audit head at the coordinator (:mod:`fedcare.site.anchoring`); None: never.
+    anchors: Any = None
 
     def mods(self, row_counts: Mapping[str, int]) -> Sequence[Mod]:
         """The middleware, outermost first."""

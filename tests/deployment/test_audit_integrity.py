@@ -305,3 +305,36 @@ def test_a_site_restarts_after_key_rotation_with_its_audit_chain_intact(
               str(target.kit / "cert.pem")],
     )  # fmt: skip
     assert alone.exit_code == 1 and "entry 1:" in alone.output, alone.output
+
+
+def test_a_rolled_back_coordinator_audit_log_is_detected_by_its_sites(tmp_path: Path) -> None:
+    require_mirror()
+    kits = provision(tmp_path / "federation", ["target"], name="integrity-coordinator")
+    home, saved = tmp_path / "home", tmp_path / "saved"
+    the_study = study("integrity-coordinator-rollback")
+    with running_coordinator(kits, home, round_retries=1) as coordinator:
+        target = Site(kits, "target", tmp_path, coordinator.port)
+        target.approve(the_study)
+        target.start()
+        heads = target.state / "coordinator-heads.jsonl"
+        _wait_for("the coordinator's head at the site", heads.exists)
+        saved.mkdir()
+        for name in ("audit.jsonl", "audit.jsonl.head"):  # an older copy of log and head
+            shutil.copy2(home / name, saved / name)
+        run_study(coordinator, {"target": target}, the_study)
+        grown = lambda: json.loads(heads.read_text().splitlines()[-1])["seq"] > 1  # noqa: E731
+        _wait_for("a later coordinator head at the site", grown)
+        target.close()
+    for name in ("audit.jsonl", "audit.jsonl.head"):
+        shutil.copy2(saved / name, home / name)
+    with running_coordinator(kits, home, round_retries=1) as coordinator:
+        target.port = coordinator.port
+        target.start()
+        _wait_for(
+            "the site to detect the rollback",
+            lambda: any(e["event"] == "coordinator-audit-rollback" for e in target.entries()),
+        )
+        found = [e["data"] for e in target.entries() if e["event"] == "coordinator-audit-rollback"]
+        assert "the coordinator's log was rolled back" in found[0]["reason"], found
+        assert any("coordinator's log was rolled back" in e for e in target.events)
+        target.close()

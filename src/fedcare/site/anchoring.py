@@ -117,8 +117,8 @@ class SiteAnchors:
     def _check_coordinator(self, answer: Any, key: ec.EllipticCurvePublicKey | None) -> str:
         """Keep the coordinator's head; audit and describe a rolled-back coordinator log."""
         seq, hash_ = int(answer.coordinator_seq), str(answer.coordinator_hash)
-        if key is None or not hash_:
-            return ""
+        if key is None or seq <= 0:
+            return ""  # an empty coordinator log: nothing to hold yet
         if signature_problem(key, head_message(seq, hash_), answer.coordinator_sig) is not None:
             return "audit anchor: the coordinator's head signature does not verify; not kept"
         held = self.theirs.newest()

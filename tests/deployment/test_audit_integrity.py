@@ -311,18 +311,21 @@ def test_a_rolled_back_coordinator_audit_log_is_detected_by_its_sites(tmp_path: 
     require_mirror()
     kits = provision(tmp_path / "federation", ["target"], name="integrity-coordinator")
     home, saved = tmp_path / "home", tmp_path / "saved"
-    the_study = study("integrity-coordinator-rollback")
+    first, second = study("integrity-coordinator-1"), study("integrity-coordinator-2")
     with running_coordinator(kits, home, round_retries=1) as coordinator:
         target = Site(kits, "target", tmp_path, coordinator.port)
-        target.approve(the_study)
+        target.approve(first)
+        target.approve(second)
         target.start()
+        run_study(coordinator, {"target": target}, first)
         heads = target.state / "coordinator-heads.jsonl"
         _wait_for("the coordinator's head at the site", heads.exists)
         saved.mkdir()
         for name in ("audit.jsonl", "audit.jsonl.head"):  # an older copy of log and head
             shutil.copy2(home / name, saved / name)
-        run_study(coordinator, {"target": target}, the_study)
-        grown = lambda: json.loads(heads.read_text().splitlines()[-1])["seq"] > 1  # noqa: E731
+        old = len((home / "audit.jsonl").read_text().splitlines())
+        run_study(coordinator, {"target": target}, second)
+        grown = lambda: json.loads(heads.read_text().splitlines()[-1])["seq"] > old  # noqa: E731
         _wait_for("a later coordinator head at the site", grown)
         target.close()
     for name in ("audit.jsonl", "audit.jsonl.head"):

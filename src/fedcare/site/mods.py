@@ -16,8 +16,9 @@ A refusal is ``Reply.failure(task, kind, reason)`` with a kind such as
 ``policy-study-not-allowed``, ``policy-privacy-mode``, ``plan-not-approved``,
 ``approval-expired``, ``approval-revoked``, ``approval-invalid`` (a row not sealed by the
 steward), ``approvals-unreadable``, ``policy-invalid`` (the re-read policy file is invalid),
-``plan-refused``, ``plan-code-mismatch`` or ``privacy-budget-exceeded`` (:func:`budget_mod`, the site's ledger) and a
-message a coordinator operator can act on; every decision goes to the site's audit log.
+``plan-refused``, ``plan-code-mismatch`` or ``privacy-budget-exceeded`` (:func:`budget_mod`,
+the site's ledger) and a message a coordinator operator can act on; every decision goes to
+the site's audit log.
 :func:`run_watched` runs the accepted task while polling its approval, and stops it when the
 steward revokes (or the approval expires) mid-task.
 """

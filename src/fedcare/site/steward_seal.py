@@ -124,7 +124,7 @@ class _DecisionIndex:
 
     def _add(self, line: bytes) -> None:
         record, problem = check_line(line)
-        if record is None or problem:
+        if record is None or problem or record["event"] not in DECISION_EVENTS.values():
             return
         message = str(record["hash"]).encode("ascii")
         if not any(signature_problem(k, message, record["sig"]) is None for k in self.keys):

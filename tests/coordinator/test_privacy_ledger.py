@@ -1,4 +1,4 @@
-"""The coordinator's mirror privacy ledger (migration 0003, written with the round) and guard."""
+"""The coordinator's mirror privacy ledger (migration 0003, written with the round)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from sqlalchemy.orm import Session
 
 from fedcare.coordinator import CoordinatorStore, current_revision, upgrade
 from fedcare.coordinator.migrate import alembic_config
-from fedcare.coordinator.privacy_guard import guard_next_round, round_spends
+from fedcare.coordinator.privacy_guard import round_spends
 from fedcare.coordinator.store_ledger import PrivacySpend
-from fedcare.errors import ConflictError, PrivacyBudgetError
+from fedcare.errors import ConflictError
 from fedcare.privacy.accounting.analysis import DpEvent
 from fedcare.privacy.budget import ledger_epsilon
 from fedcare.records.study import StudyConfig
-from fedcare.strategy.private import private_round_event
 
 from .helpers import running_study
 
@@ -135,30 +134,6 @@ def test_round_spends_reads_contributing_sites_and_dp_sgd() -> None:
     secure = StudyConfig.from_dict({**_study().model_dump(), "privacy": {"mode": "secure"}})
     assert round_spends(secure, {"round": 1, "fit": fit})[0].site_id == "B"  # DP-SGD only
     assert round_spends(secure, {"round": 1, "fit": {"contributing_sites": ["A"]}}) == []
-
-
-def test_the_guard_refuses_the_round_that_would_overspend() -> None:
-    one, three = ledger_epsilon([E1]), ledger_epsilon([E1] * 3)
-    study = _study(epsilon=(three + ledger_epsilon([E1] * 4)) / 2)  # room for 3 rounds
-    history = [{"round": r, "fit": {"dp_events": [E1]}} for r in (1, 2)]
-    assert guard_next_round("st", study, [], 1) == pytest.approx(one, rel=1e-9)
-    assert guard_next_round("st", study, history, 3) == pytest.approx(three, rel=1e-9)
-    with pytest.raises(PrivacyBudgetError, match=r"round 4 would bring epsilon to .* \(privacy"):
-        guard_next_round("st", study, [*history, {"round": 3, "fit": {"dp_events": [E1]}}], 4)
-    assert guard_next_round("st", _study(), history * 5, 11) is None  # no declared budget
-
-
-def test_a_target_epsilon_study_spends_its_budget_exactly() -> None:
-    dp = {"target_epsilon": 2.0, "clip_norm": 1.0}
-    study = _study(epsilon=2.0, dp=dp)
-    history: list[dict[str, Any]] = []
-    for rnd in range(1, study.rounds + 1):
-        guard_next_round("st", study, history, rnd)
-        history.append({"round": rnd, "fit": {"dp_events": [private_round_event(study).to_dict()]}})
-    spent = ledger_epsilon([e for h in history for e in h["fit"]["dp_events"]])
-    assert spent == pytest.approx(2.0, rel=1e-3)
-    with pytest.raises(PrivacyBudgetError):
-        guard_next_round("st", study, history, study.rounds + 1)
 
 
 def test_study_status_and_results_show_epsilon_per_site(tmp_path: Path) -> None:

@@ -185,14 +185,19 @@ DB = typer.Option(None, help="Database URL (default: SQLite in HOME).")
 
 @study_app.command("submit")
 def study_submit(study: Path, home: Path = HOME, db: str | None = DB) -> None:
-    """Queue a study; the coordinator starts it when enough sites are connected."""
+    """Queue a study; the coordinator starts it when enough sites are connected.
+
+    Refused at once (exit 2, one-line reason) when it could not run: an unavailable privacy
+    mode, an unknown strategy or model kind, a bad option, or an ``init_model`` that is not a
+    registered model fitting the study's (:mod:`fedcare.coordinator.submission`).
+    """
+    from fedcare.coordinator.submission import check_submission
     from fedcare.records.study import StudyConfig
-    from fedcare.strategy.driver import check_privacy_mode
 
     try:
         config = StudyConfig.from_yaml(study)
-        check_privacy_mode(config)
         with _store(home, db) as store:
+            check_submission(store, config)
             study_id = store.create_study(config.name, config.model_dump(mode="json"), config.seed)
     except FedcareError as err:
         raise fail(err) from None

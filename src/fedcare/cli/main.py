@@ -111,6 +111,14 @@ def simulate(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None
     console.print(_summary_table(results))
+    privacy = results.get("privacy") or {}
+    if privacy.get("study_epsilon") is not None:  # the budget guard (fedcare.privacy.guard)
+        budget = privacy.get("budget")
+        limit = "no budget" if budget is None else f"budget privacy.epsilon {budget:g}"
+        console.print(
+            f"epsilon spent {privacy['study_epsilon']:.3g} ({limit}; delta {privacy['delta']:g})",
+            highlight=False,
+        )
     console.print(f"results: {results_path}\nreport:  {report_path}")
 
 

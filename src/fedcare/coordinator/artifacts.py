@@ -9,6 +9,9 @@ whose bytes changed raises :class:`ArtifactCorruptError`.
 
 Safe to use from several threads and processes: every writer has its own temporary file and
 the final rename is atomic; two writers of the same content write the same bytes.
+
+Owner-only: the folders are ``0700`` (the root and ``.tmp`` tightened if they exist) and every
+artifact ``0600`` (``mkstemp`` creates it so, and the rename keeps it).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from fedcare.coordinator.files import DIR_MODE, private_dir
 from fedcare.errors import ArtifactCorruptError, NotFoundError, StoreError, ValidationError
 
 __all__ = ["CHUNK_SIZE", "ArtifactStore", "is_digest"]
@@ -85,15 +89,16 @@ class ArtifactStore:
     Parameters
     ----------
     root:
-        The folder; created (with parents) if missing.
+        The folder; created (with parents, ``0700``) if missing.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._tmp = self.root / ".tmp"
         try:
-            self._tmp.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
+            private_dir(self.root)
+            private_dir(self._tmp)
+        except StoreError as err:
             raise StoreError(f"artifact folder {self.root} cannot be created: {err}") from err
 
     def path(self, digest: str) -> Path:
@@ -143,7 +148,7 @@ class ArtifactStore:
     def _move_into_place(self, tmp: Path, digest: str) -> None:
         # Replacing an existing copy is harmless (same bytes) and repairs a corrupt one.
         final = self.path(digest)
-        final.parent.mkdir(exist_ok=True)
+        final.parent.mkdir(mode=DIR_MODE, exist_ok=True)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
 

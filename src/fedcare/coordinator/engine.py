@@ -1,7 +1,8 @@
 """Engines for the coordinator's database: SQLite (the default, a file) or PostgreSQL (by URL).
 
 SQLite is set up for a multi-threaded server: WAL journal, a busy timeout, foreign keys on,
-``check_same_thread=False`` and full fsync on commit. The Python driver's own transaction
+``check_same_thread=False`` and full fsync on commit; the database file is created owner-only
+(``0600``, which SQLite's ``-wal`` and ``-shm`` files inherit). The Python driver's own transaction
 handling is switched off, so SQLAlchemy's ``BEGIN`` is real: a transaction that writes opens
 with ``BEGIN IMMEDIATE`` (it takes the database's write lock up front, so two writers queue on
 the busy timeout instead of failing to upgrade a read lock), and a read-only one with a plain
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.engine import Connection
 
+from fedcare.coordinator.files import private_sqlite
 from fedcare.errors import ConfigError
 
 __all__ = ["WRITE_OPTION", "make_engine"]
@@ -69,6 +71,7 @@ def make_engine(
                 f"database url {parsed.render_as_string()!r} is an in-memory SQLite database; "
                 "the coordinator needs a file (sqlite:///path/to/state.db)"
             )
+        private_sqlite(str(parsed.database))  # 0600 before SQLite creates it (and its -wal, -shm)
         connect_args = {"check_same_thread": False, **options.pop("connect_args", {})}
         engine = create_engine(parsed, connect_args=connect_args, **options)
         _setup_sqlite(engine, busy_timeout_s)

@@ -5,9 +5,10 @@
   the ``private`` mode's round event, and the site's DP-SGD event (reported in the reply's
   info, or, hidden by the secure sum, computed as the site computes it). The
   runner passes them to ``record_round``, which writes them in the round's transaction.
-* :func:`guard_next_round` refuses to start a round whose epsilon would exceed the study's
-  declared ``privacy.epsilon`` (composed at the study's ``privacy.dp.delta`` with its
-  accountant), before any task is sent; the study then fails with that reason.
+* :func:`ledger_summary` gives epsilon per site (the mirror ledger) and per study.
+
+The budget guard that refuses a round past the study's ``privacy.epsilon`` is core
+(:func:`fedcare.privacy.guard.guard_next_round`), shared with ``fedcare simulate``.
 """
 
 from __future__ import annotations
@@ -18,17 +19,14 @@ from typing import Any
 
 from fedcare.coordinator.store_ledger import PrivacySpend
 from fedcare.privacy.accounting.analysis import DpEvent
-from fedcare.privacy.budget import LEDGER_DELTA, LEDGER_METHOD, guard_study_round, ledger_epsilon
-from fedcare.privacy.study import central_noise_multiplier, dp_sgd_train_config
+from fedcare.privacy.budget import LEDGER_DELTA, LEDGER_METHOD, ledger_epsilon
+from fedcare.privacy.study import dp_sgd_train_config
 from fedcare.privacy.summary import history_events
 from fedcare.records.study import StudyConfig
 from fedcare.site.runtime import spec_from_config
-from fedcare.strategy.private import private_round_event
 
 __all__ = [
-    "guard_next_round",
     "ledger_summary",
-    "planned_round_events",
     "round_spends",
     "site_dp_sgd_event",
 ]
@@ -73,47 +71,6 @@ def site_dp_sgd_event(study: StudyConfig, num_rows: int) -> DpEvent | None:
     spec = spec_from_config({**study.training.as_config(), **dp_sgd_train_config(dp, study.rounds)})
     assert spec.dp is not None
     return spec.dp.event(num_rows, spec)
-
-
-def planned_round_events(study: StudyConfig) -> list[DpEvent]:
-    """The study-level DP events one more round will add (empty: nothing to guard)."""
-    dp = study.privacy.dp
-    if study.privacy.mode == "private":
-        return [private_round_event(study)]
-    if dp is not None and dp.central and dp.adaptive is None:
-        return [DpEvent(central_noise_multiplier(dp, study.rounds))]
-    return []
-
-
-def guard_next_round(
-    study_id: str, study: StudyConfig, history: Sequence[Mapping[str, Any]], round: int
-) -> float | None:
-    """Refuse to start ``round`` if it would bring the study's epsilon above its budget.
-
-    ``history`` is the records of the completed rounds (1 .. round-1). Returns the epsilon the
-    study will have spent after ``round`` (None when the study declares no budget or no DP).
-
-    Raises
-    ------
-    PrivacyBudgetError
-        Naming the study, the round, the epsilon it would reach and ``privacy.epsilon``.
-    """
-    budget, dp = study.privacy.epsilon, study.privacy.dp
-    planned = planned_round_events(study)
-    if budget is None or dp is None or not planned:
-        return None
-    central, _ = history_events(list(history))
-    spent = [e for events in central for e in events]
-    check = guard_study_round(
-        f"{study.name} ({study_id})",
-        round,
-        budget,
-        spent,
-        planned,
-        delta=dp.delta,
-        method=dp.accountant,
-    )
-    return check.after
 
 
 def ledger_summary(

@@ -28,10 +28,11 @@ from fedcare.coordinator.analytics_jobs import is_analytics_study, run_analytics
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.grid import CoordinatorGrid, GridStopped
 from fedcare.coordinator.hub import Hub
-from fedcare.coordinator.privacy_guard import guard_next_round, round_spends
+from fedcare.coordinator.privacy_guard import round_spends
 from fedcare.coordinator.provenance import register_final_model, start_from_model
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import ConfigError, FedcareError, RoundFailedError
+from fedcare.privacy.guard import guard_next_round
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.secure.he.keys import HE_PUBLIC_FILE, coordinator_context

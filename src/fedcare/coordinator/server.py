@@ -4,7 +4,8 @@
 over mutual TLS, and runs a scheduler thread that starts a runner for every pending study and
 resumes every study left ``running`` by an earlier process (e.g. after a crash). Study events go
 to ``home/audit.jsonl`` (:mod:`fedcare.coordinator.audit_trail`), reconciled with the database
-when the coordinator starts.
+when the coordinator starts. The home is owner-only: folders ``0700``, files ``0600``
+(:mod:`fedcare.coordinator.files`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import grpc
 
 from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
+from fedcare.coordinator.files import private_dir
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.runner import StudyRunner
 from fedcare.coordinator.servicer import CoordinatorServicer
@@ -67,7 +69,7 @@ class Coordinator:
         round_retries: int = 3,
         max_workers: int = 64,
     ) -> None:
-        home.mkdir(parents=True, exist_ok=True)
+        private_dir(home)  # 0700: database, artifacts and audit are the coordinator's only
         self.kit = load_kit(kit_dir)
         self.store = CoordinatorStore(db_url or default_db_url(home), home / "artifacts")
         self.hub = Hub()

@@ -4,7 +4,8 @@ The caller's site id comes from its client certificate (``peer_identity``), neve
 message field; a task is delivered only to the site it was made for, and a reply is accepted
 only from the site the task was made for, for an open task of a running study. A malformed
 transfer gets ``INVALID_ARGUMENT``; a well-formed but refused reply gets ``accepted=False`` with
-the reason. Either way nothing is stored.
+the reason. Either way nothing is stored. Every call but Hello from a site that has not said
+Hello (is not registered) gets ``FAILED_PRECONDITION`` ("say Hello first").
 """
 
 from __future__ import annotations
@@ -85,9 +86,24 @@ class CoordinatorServicer(_Base):
             max_chunk_bytes=4 * 1024 * 1024,
         )
 
-    def Heartbeat(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def _registered(self, context: grpc.ServicerContext) -> str:
+        """The caller's site id, noted as seen; ``FAILED_PRECONDITION`` before its Hello.
+
+        Every call but Hello needs the site registered (its Hello does that); a site that
+        skips it gets a clean status, not an unhandled error.
+        """
         site_id = peer_identity(context, self.revocations)
-        self.store.touch_site(site_id)
+        try:
+            self.store.touch_site(site_id)
+        except NotFoundError:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"site {site_id!r} is not registered at this coordinator: say Hello first",
+            )
+        return site_id
+
+    def Heartbeat(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._registered(context)
         cancel = False
         if request.task_id:
             study_id = request.task_id.rsplit("/", 3)[0]
@@ -109,7 +125,7 @@ class CoordinatorServicer(_Base):
 
     # --- tasks -------------------------------------------------------------------------------
     def PullTask(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        site_id = peer_identity(context, self.revocations)
+        site_id = self._registered(context)
         wait = min(max(float(request.wait_s), 0.0), MAX_WAIT_S)
         end = time.monotonic() + wait
         while context.is_active():
@@ -126,7 +142,7 @@ class CoordinatorServicer(_Base):
             self.hub.wait(generation, remaining)
 
     def PushReply(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
-        site_id = peer_identity(context, self.revocations)
+        site_id = self._registered(context)
         transfer = ""
 
         def arriving() -> Iterator[Any]:

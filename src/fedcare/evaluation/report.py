@@ -101,7 +101,8 @@ def _header(results: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "title": str(study.get("name") or "fedcare study"),
         "items": [(k, study[k]) for k in _HEADER_KEYS if k in study]
-        + [("privacy mode", _mapping(study.get("privacy")).get("mode", "open"))],
+        + [("privacy mode", _mapping(study.get("privacy")).get("mode", "open"))]
+        + _epsilon_items(_mapping(results.get("privacy"))),
         "task": results.get("task"),
         "metrics": [str(m) for m in results.get("metrics", [])],
         "config": [(str(k), v) for k, v in study.items() if k not in _HEADER_KEYS],
@@ -111,6 +112,17 @@ def _header(results: Mapping[str, Any]) -> dict[str, Any]:
             for s in _sites(results)
         ],
     }
+
+
+def _epsilon_items(privacy: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The study's epsilon spent and its budget (``results["privacy"]``), when there is DP."""
+    spent, budget = privacy.get("study_epsilon"), privacy.get("budget")
+    if not privacy or (spent is None and budget is None):
+        return []
+    text = "n/a" if spent is None else f"{spent:.3g}"
+    if budget is not None:
+        text += f" of budget {budget:g}"
+    return [(f"epsilon spent (delta {privacy.get('delta', 0):g})", text)]
 
 
 def _final_table(results: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -1,7 +1,9 @@
 """The privacy part of a simulation's results: epsilon per round and membership attacks.
 
 ``results["privacy"]`` (when the study has ``privacy.dp``): the study's and each site's
-epsilon after every round and at the end (:func:`fedcare.privacy.summary.privacy_summary`);
+epsilon after every round and at the end (:func:`fedcare.privacy.summary.privacy_summary`),
+and ``budget``, the study's ``privacy.epsilon`` (None: none declared) that the simulation's
+budget guard enforced (:mod:`fedcare.privacy.guard`);
 each round of ``results["history"]`` then also has ``fit.epsilon``, which the HTML report's
 rounds table shows.
 ``results["membership_inference"]`` (when ``privacy.membership_inference`` is true): both
@@ -43,7 +45,7 @@ def privacy_results(
     dp = study.privacy.dp
     if dp is not None:
         summary = privacy_summary(history, delta=dp.delta, accountant=dp.accountant)
-        out["privacy"] = summary
+        out["privacy"] = {**summary, "budget": study.privacy.epsilon}
         out["history"] = _with_round_epsilon(history, summary["per_round"])
     if study.privacy.membership_inference:
         out["membership_inference"] = membership_results(study, sites, params, arrays)

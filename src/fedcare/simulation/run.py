@@ -4,6 +4,13 @@
 asks, the baselines trained the same way (each site alone; all data pooled, which only a
 simulation on public data may do), evaluates every model on every site's test split, and
 returns the results dict that ``fedcare simulate`` writes as ``results.json``.
+
+The study's privacy budget is enforced as a coordinator enforces it: before every round of the
+federated model, :func:`fedcare.privacy.guard.guard_next_round` (the same function the
+coordinator's runner calls) refuses the round that would take the study's epsilon past
+``privacy.epsilon``, and the simulation fails with that :class:`PrivacyBudgetError`; round 1 is
+checked before any data is read. ``results["privacy"]`` reports the epsilon spent and the
+budget.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from fedcare.data.registry import load_dataset
 from fedcare.errors import ConfigError
 from fedcare.evaluation.model_card import build_model_card
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
+from fedcare.privacy.guard import guard_next_round
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.privacy import privacy_results
 from fedcare.site.app import Mod, SiteApp
+from fedcare.strategy.base import StrategyState
 from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
 from fedcare.transport.inmemory import InMemoryGrid
@@ -64,12 +73,29 @@ def train_on_grid(
     baseline: bool = False,
     progress: Progress | None = None,
 ) -> TrainedModel:
-    """Train ``study``'s model over ``grid``; baselines train with plain FedAvg."""
+    """Train ``study``'s model over ``grid``; baselines train with plain FedAvg (no DP).
+
+    Raises
+    ------
+    PrivacyBudgetError
+        Before the round that would take the study's epsilon past ``privacy.epsilon``
+        (not for baselines, which spend none).
+    """
     study_id = f"{study.name}/{label}"
     strategy = study_strategy(study, len(grid.site_ids()), baseline=baseline)
     start = start_study(grid, study, strategy, study_id, input_shape)
-    callback = None if progress is None else (lambda rec, _s: progress(label, rec))
-    state, history = continue_study(grid, study, strategy, study_id, start, on_round=callback)
+    done: list[dict[str, Any]] = []
+
+    def on_round(rec: RoundRecord, _state: StrategyState) -> None:
+        if progress is not None:
+            progress(label, rec)
+        done.append(rec.to_dict())
+        if not baseline and rec.round < study.rounds:
+            guard_next_round(study_id, study, done, rec.round + 1)
+
+    if not baseline:
+        guard_next_round(study_id, study, [], 1)  # as the coordinator: before any task
+    state, history = continue_study(grid, study, strategy, study_id, start, on_round=on_round)
     return TrainedModel(label, state.params, start.task_arrays, history)
 
 
@@ -95,6 +121,7 @@ def run_simulation(
     """
     start = time.perf_counter()
     study_strategy(study, 1)  # a bad strategy name or option fails before any data is read
+    guard_next_round(f"{study.name}/federated", study, [], 1)  # nor a budget round 1 overspends
     if study.init_model is not None:
         raise ConfigError(
             f"init_model {study.init_model!r}: simulation has no model registry; "

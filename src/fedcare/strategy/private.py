@@ -4,9 +4,9 @@ A study in mode ``private`` names its DP settings in ``privacy.dp``::
 
     privacy:
       mode: private
-      epsilon: 4.0              # optional: the budget the coordinator's guard enforces
-      dp:
-        noise_multiplier: 1.0   # (or target_epsilon: the epsilon all rounds together spend)
+      epsilon: 3.0              # optional: the budget the guard enforces before every round
+      dp:                       # (fedcare.privacy.guard; 10 rounds at 5.0 spend 2.81)
+        noise_multiplier: 5.0   # (or target_epsilon: the epsilon all rounds together spend)
         clip_norm: 0.5
         delta: 1.0e-5
 

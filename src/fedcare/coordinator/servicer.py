@@ -115,7 +115,7 @@ class CoordinatorServicer(_Base):
 
     # --- audit anchors (fedcare.coordinator.anchoring) --------------------------------------
     def Anchor(self, request: Any, context: grpc.ServicerContext) -> Any:
-        site_id = peer_identity(context, self.revocations)
+        site_id = self._registered(context)
         anchoring = self.anchoring
         if anchoring is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this coordinator keeps no audit anchors")

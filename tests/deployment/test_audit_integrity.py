@@ -339,5 +339,8 @@ def test_a_rolled_back_coordinator_audit_log_is_detected_by_its_sites(tmp_path: 
         )
         found = [e["data"] for e in target.entries() if e["event"] == "coordinator-audit-rollback"]
         assert "the coordinator's log was rolled back" in found[0]["reason"], found
-        assert any("coordinator's log was rolled back" in e for e in target.events)
+        _wait_for(
+            "the agent to report it",
+            lambda: any("coordinator's log was rolled back" in e for e in target.events),
+        )
         target.close()

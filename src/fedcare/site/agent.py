@@ -93,6 +93,7 @@ class SiteAgent:
         self.data = data
         self.poll_wait = poll_wait
         self.governance = governance
+        self._time_limit = time_limit  # before the policy's limit (applied again on changes)
         limits = governance.policy.resources if governance is not None else None
         if limits is not None and limits.task_time_limit_s is not None:
             time_limit = min(time_limit, limits.task_time_limit_s)
@@ -192,9 +193,26 @@ class SiteAgent:
             return self.worker.run
 
         def execute(task: Task) -> Reply:
+            self._apply_policy()
             return gov.execute(task, self.worker.run, self.worker.stop)
 
         return chain(gov.mods(row_counts), execute)
+
+    def _apply_policy(self) -> None:
+        """Give the worker the limits and ``min_cell`` of a changed policy file: it is idle
+        here, so it is stopped and the next task starts one under the new policy."""
+        watched = self.governance.policy_file if self.governance is not None else None
+        policy = watched.current().policy if watched is not None else None
+        if policy is None:
+            return
+        limits, time_limit = policy.resources, self._time_limit
+        if limits.task_time_limit_s is not None:
+            time_limit = min(time_limit, limits.task_time_limit_s)
+        wanted = (time_limit, limits.memory_limit_mb, policy.min_cell)
+        worker = self.worker
+        if wanted != (worker.time_limit, worker.memory_limit_mb, worker.min_cell):
+            worker.time_limit, worker.memory_limit_mb, worker.min_cell = wanted
+            worker.stop()
 
     def _push(self, stub: CoordinatorStub, reply: Reply) -> None:
         payload = encode_reply(reply)

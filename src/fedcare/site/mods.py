@@ -39,7 +39,7 @@ from fedcare.site.approvals import ApprovalStore
 from fedcare.site.ledger import SiteLedger, task_events
 from fedcare.site.plans import Refusal, identify_plan, short_hash, study_name
 from fedcare.site.policy import OUTPUT_OF_KIND, SitePolicy, mode_satisfies
-from fedcare.site.policy_watch import PolicyFile, min_cell_mod, policy_file_mod
+from fedcare.site.policy_watch import PolicyFile, policy_file_mod
 from fedcare.transport.codec import encode_reply
 
 __all__ = [
@@ -372,7 +372,7 @@ class SiteGovernance:
             audit_mod(self.audit),
             policy_file_mod(
                 self.policy_file,
-                lambda policy: (*self._policy_mods(policy, row_counts), min_cell_mod(policy)),
+                lambda policy: self._policy_mods(policy, row_counts),
                 lambda task, kind, message: _refuse(self.audit, task, Refusal(kind, message)),
             ),
         )

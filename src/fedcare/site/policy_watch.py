@@ -16,9 +16,9 @@ is no longer what it was. The most likely edit is a tightening (a study taken ou
 the older, looser policy would do exactly what the steward just tried to forbid, and silently.
 Refusing fails closed and tells the coordinator why, so the typo gets noticed and fixed.
 
-``resources`` (the worker's time and memory limits) take effect at the next start; every other
-field applies to the next task (``min_cell`` raises an analytics task's minimum after its
-approval, as ``min_cohort`` does).
+Every field applies from the next task: the governance mods are built again for the new
+policy, and the agent restarts its (idle) worker when ``resources`` or ``min_cell`` changed
+(:meth:`fedcare.site.agent.SiteAgent`), so the worker runs under the new limits.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from fedcare.records.messages import Reply, Task
 from fedcare.site.app import Handler, Mod
 from fedcare.site.policy import SitePolicy
 
-__all__ = ["PolicyFile", "PolicyState", "min_cell_mod", "policy_file_mod"]
+__all__ = ["PolicyFile", "PolicyState", "policy_file_mod"]
 
 
 @dataclass(frozen=True)
@@ -156,27 +156,3 @@ def policy_file_mod(
 
 def _wrap(mod: Mod, inner: Handler) -> Handler:
     return lambda task: mod(task, inner)
-
-
-def min_cell_mod(policy: SitePolicy) -> Mod:
-    """Raise an analytics task's ``min_cell`` to the policy's (after its approval)."""
-
-    def mod(task: Task, next_handler: Handler) -> Reply:
-        if task.kind != "analytics":
-            return next_handler(task)
-        current = task.config.get("min_cell")
-        floor = policy.min_cell
-        if isinstance(current, int | float) and current >= floor:
-            return next_handler(task)
-        plan = dict(task.plan)
-        spec = plan.get("analytics")
-        if isinstance(spec, Mapping):
-            low = spec.get("min_cell")
-            plan["analytics"] = {
-                **spec,
-                "min_cell": max(int(low) if isinstance(low, int | float) else 0, floor),
-            }
-        config = {**task.config, "min_cell": floor}
-        return next_handler(replace(task, config=config, plan=plan))
-
-    return mod

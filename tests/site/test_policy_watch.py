@@ -77,3 +77,24 @@ def test_an_invalid_policy_refuses_every_task_until_fixed(tmp_path: Path) -> Non
     assert handler(task()).ok and len(seen) == 1
     assert audit.events.count("policy-invalid") == 3
     assert audit.last("policy-changed")["changed"] == {}
+
+
+def test_the_agent_gives_its_idle_worker_a_changed_policys_limits(tmp_path: Path) -> None:
+    from fedcare.cli.governance import build_governance
+    from fedcare.site.agent import SiteAgent
+    from fedcare.site.config import SiteDataConfig
+    from fedcare.transport.provisioning import create_federation
+
+    fed = create_federation(tmp_path / "fed", name="limits", sites=["a"])
+    path = tmp_path / "policy.yaml"
+    write(path, {"resources": {"task_time_limit_s": 50}}, 1)
+    gov = build_governance(tmp_path / "state", fed.site_kits["a"], path)
+    data = SiteDataConfig.model_validate({"datasets": {}})
+    agent = SiteAgent(
+        fed.site_kits["a"], data, state_dir=tmp_path / "state", time_limit=100.0,
+        coordinator="127.0.0.1:1", governance=gov,
+    )  # fmt: skip
+    assert (agent.worker.time_limit, agent.worker.min_cell) == (50, 5)
+    write(path, {"resources": {"task_time_limit_s": 500}, "min_cell": 11}, 2)
+    agent._apply_policy()
+    assert (agent.worker.time_limit, agent.worker.min_cell) == (100.0, 11)  # the CLI's cap holds

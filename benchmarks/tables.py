@@ -110,6 +110,7 @@ TITLES = {
     "privacy": "Secure aggregation cost (`benchmarks/privacy.py`)",
     "privacy_dp": "Differential privacy (`benchmarks/privacy_dp.py`)",
     "privacy_he": "Homomorphic encryption (`benchmarks/privacy_he.py`)",
+    "adversarial": "One site sends bad replies (`benchmarks/adversarial.py`)",
 }
 
 

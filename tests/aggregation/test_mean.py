@@ -11,7 +11,7 @@ TEMPLATE = ArrayRecord({"w": np.zeros(3), "b": np.zeros(())})
 
 
 def contrib(site: str, w: list[float], b: float, weight: float) -> Contribution:
-    return Contribution(site, ArrayRecord({"w": w, "b": b}), weight)
+    return Contribution(site, ArrayRecord({"w": np.asarray(w, dtype=np.float64), "b": b}), weight)
 
 
 def test_weighted_mean_by_hand() -> None:

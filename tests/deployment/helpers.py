@@ -33,7 +33,9 @@ from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.run import TrainedModel
 from fedcare.site.agent import SiteAgent
+from fedcare.site.app import Handler, Mod
 from fedcare.site.config import DatasetEntry, SiteDataConfig
+from fedcare.site.mods import chain
 from fedcare.transport.codec import decode_arrays
 from fedcare.transport.provisioning import create_federation
 
@@ -302,6 +304,19 @@ def wait_for_round(
 
 
 # Site agents in threads ------------------------------------------------------------------------
+class TamperedAgent(SiteAgent):
+    """A real agent whose replies pass through ``mods`` after its worker and governance: a
+    compromised site that sends what an honest agent never would (e.g. the attacks of
+    :mod:`fedcare.simulation.attacks`), over the same mutual-TLS channel."""
+
+    def __init__(self, *args: Any, mods: Sequence[Mod], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tamper = tuple(mods)
+
+    def _handler(self, row_counts: dict[str, int]) -> Handler:
+        return chain(self.tamper, super()._handler(row_counts))
+
+
 class AgentThreads:
     """Real :class:`SiteAgent` s, one thread each, sharing one stop event."""
 
@@ -321,9 +336,12 @@ class AgentThreads:
         state_dir: Path,
         poll_wait: float = 1.0,
         time_limit: float = 120.0,
+        mods: Sequence[Mod] = (),
     ) -> SiteAgent:
+        """Start an agent; with ``mods``, a :class:`TamperedAgent`."""
         events: deque[str] = deque(maxlen=60)
-        agent = SiteAgent(
+        extra: dict[str, Any] = {"mods": mods} if mods else {}
+        agent = (TamperedAgent if mods else SiteAgent)(
             kit,
             data,
             state_dir=state_dir,
@@ -331,6 +349,7 @@ class AgentThreads:
             poll_wait=poll_wait,
             time_limit=time_limit,
             on_event=lambda msg: events.append(f"{time.strftime('%H:%M:%S')} {msg}"),
+            **extra,
         )
         site = agent.site_id
 
@@ -422,8 +441,11 @@ def deployment(
     liveness_s: float = 10.0,
     heartbeat_s: float = 1.0,
     poll_wait: float = 1.0,
+    mods: Mapping[str, Sequence[Mod]] | None = None,
 ) -> Iterator[Deployment]:
     """A coordinator plus one agent thread per heart-disease hospital in ``sites``.
+
+    ``mods`` turns the named sites malicious (:class:`TamperedAgent`).
 
     Agents stop first (their long-polls end with the coordinator), then the coordinator;
     an agent thread that does not end has its worker process killed.
@@ -440,6 +462,7 @@ def deployment(
                     address=f"127.0.0.1:{coordinator.port}",
                     state_dir=workdir / "state" / site,
                     poll_wait=poll_wait,
+                    mods=(mods or {}).get(site, ()),
                 )
             yield Deployment(coordinator, agents)
         finally:

@@ -186,3 +186,15 @@ def test_exam_summary_rejects_bad_input(cross: dict[str, Any], message: str) -> 
 def test_exam_summary_of_a_deep_copy_is_identical() -> None:
     cross = _cross(dict(MATRIX))  # type: ignore[arg-type]
     assert exam_summary(copy.deepcopy(cross)) == exam_summary(cross)
+
+
+def test_site_metrics_problem_names_what_cannot_be_summarized() -> None:
+    from fedcare.evaluation.summary import site_metrics_problem
+
+    assert site_metrics_problem("a", {"accuracy": 0.8, "auroc": None, "n": 10.0}) is None
+    assert "without 'n'" in str(site_metrics_problem("a", {"accuracy": 0.8}))
+    assert "'n' = -1" in str(site_metrics_problem("a", {"n": -1}))
+    assert "'n' = 2.5" in str(site_metrics_problem("a", {"n": 2.5}))
+    assert "'n' = inf" in str(site_metrics_problem("a", {"n": float("inf")}))
+    assert "not a number" in str(site_metrics_problem("a", {"n": 3, "x": "y"}))
+    assert "more than the 9 test rows" in str(site_metrics_problem("a", {"n": 10}, max_rows=9))

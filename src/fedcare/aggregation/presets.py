@@ -10,7 +10,10 @@ A study's ``aggregation:`` list names layers outermost first, e.g.::
 combine contributions themselves and so may only come last (a sample-weighted ``mean`` is
 added when the list ends with a wrapping layer). :func:`build_aggregator` always puts
 :class:`~fedcare.aggregation.validate.ValidateUpdates` outermost, so a NaN, infinite or wrongly
-shaped update is rejected, naming its site, before any robust layer sees it. The specs are
+shaped update, or one of another dtype than the parameters', is rejected, naming its site,
+before any robust layer sees it; a study without an ``aggregation:`` entry gets
+``build_aggregator([])`` (validation around a sample-weighted mean), so validation is never
+off (:func:`fedcare.strategy.driver.study_strategy`). The specs are
 pydantic models, so a study file with an unknown layer or a bad option fails on load with the
 field's path (``aggregation.1.trimmed_mean.trim``).
 """

@@ -22,8 +22,12 @@ class ValidateState:
 
 
 class ValidateUpdates(Aggregator[ValidateState]):
-    """Reject contributions with missing, extra or wrongly shaped arrays or non-finite values.
+    """Reject contributions with missing, extra or wrongly shaped arrays, a dtype other than the
+    template's (an int64 update is refused, not cast), or non-finite values.
 
+    Every study's stack has this layer (:func:`fedcare.strategy.driver.study_strategy` puts it
+    in whatever the study file says). The weight of a contribution is checked against the rows
+    its site declared by the round loop (:mod:`fedcare.strategy.screening`), which knows them.
     Rejected contributions never reach the inner aggregator. Measurements add
     ``rejected_sites`` (site ids) and ``rejected_reasons`` (site id -> reason), so a reply
     with NaN is visible in the round's record instead of silently poisoning the model.
@@ -42,6 +46,13 @@ class ValidateUpdates(Aggregator[ValidateState]):
             template.check_structure(c.arrays, what=f"update from site {c.site_id!r}")
         except ValidationError as err:
             return str(err)
+        wrong = {k: str(v.dtype) for k, v in c.arrays.items() if v.dtype != template[k].dtype}
+        if wrong:
+            expected = {k: str(template[k].dtype) for k in wrong}
+            return (
+                f"update from site {c.site_id!r} has dtypes {wrong}, expected {expected} "
+                "(the parameter template's)"
+            )
         if not c.arrays.all_finite():
             bad = [k for k, v in c.arrays.items() if not np.isfinite(v).all()]
             return f"update from site {c.site_id!r} has NaN or infinite values in {bad}"

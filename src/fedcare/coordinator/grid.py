@@ -20,7 +20,7 @@ from fedcare.coordinator.rows import ReplyInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import TransportError
 from fedcare.records.messages import Reply, ReplyError, Task
-from fedcare.transport.base import Grid
+from fedcare.transport.base import Grid, Split
 from fedcare.transport.codec import decode_reply, encode_task
 
 __all__ = ["CoordinatorGrid", "GridStopped"]
@@ -70,6 +70,16 @@ class CoordinatorGrid(Grid):
         return {
             s.id: dict((s.datasets or {}).get(self.dataset, {})) for s in self.store.list_sites()
         }
+
+    def declared_rows(self, split: Split = "train") -> dict[str, int]:
+        """``num_train``/``num_test`` each site declared for the study's dataset at Hello."""
+        key = f"num_{split}"
+        out: dict[str, int] = {}
+        for site, described in self.dataset_descriptions().items():
+            value = described.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                out[site] = value
+        return out
 
     def send_and_receive(
         self, tasks: Sequence[Task], *, timeout: float | None = None

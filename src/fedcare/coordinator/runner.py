@@ -241,6 +241,7 @@ class StudyRunner:
                 "kind": "start",
                 "task_arrays": sorted(start.task_arrays),
                 "statistics_sites": list(start.statistics_sites),
+                "statistics_rejected": dict(start.statistics_rejected),
                 "init_model": study.init_model,
             },
             duration_s=0.0,

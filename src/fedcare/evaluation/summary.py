@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from fedcare.errors import ValidationError
 
-__all__ = ["cross_site_matrix", "exam_summary", "summarize_sites"]
+__all__ = ["cross_site_matrix", "exam_summary", "site_metrics_problem", "summarize_sites"]
 
 T = TypeVar("T")
 
@@ -34,6 +34,29 @@ def _mean(values: Sequence[float]) -> float:
     """Mean of the finite values; ``NaN`` when there is none."""
     kept = [v for v in values if _finite(v)]
     return math.fsum(kept) / len(kept) if kept else float("nan")
+
+
+def site_metrics_problem(
+    site: str, values: Mapping[str, Any], *, max_rows: int | None = None
+) -> str | None:
+    """Why one site's evaluation metrics cannot be summarized, or ``None`` when they can.
+
+    ``"n"`` (test rows) must be present, a whole number ``>= 0`` and, when the site declared
+    its test rows (``max_rows``), no more than those; every other value must be a number or
+    ``None`` (how strict JSON writes NaN; a metric undefined at the site). The round loop
+    rejects a reply for which this gives a reason, for that site only.
+    """
+    if "n" not in values:
+        return f"site {site!r} reported metrics without 'n' (row count): {sorted(values)}"
+    for key, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"site {site!r} metric {key!r} is not a number: {value!r}"
+    n = values["n"]
+    if n is None or not (math.isfinite(n) and n >= 0 and float(n).is_integer()):
+        return f"site {site!r} reported 'n' = {n!r}; expected a whole number >= 0"
+    if max_rows is not None and n > max_rows:
+        return f"site {site!r} reported 'n' = {n!r}, more than the {max_rows} test rows it declared"
+    return None
 
 
 def summarize_sites(per_site: Mapping[str, Mapping[str, float | None]]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,6 +34,7 @@ from fedcare.site.app import Mod, SiteApp
 from fedcare.strategy.base import StrategyState
 from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
+from fedcare.transport.base import Split
 from fedcare.transport.inmemory import InMemoryGrid
 
 __all__ = ["Progress", "TrainedModel", "run_simulation", "simulation_card", "train_on_grid"]
@@ -50,6 +51,8 @@ class TrainedModel:
     params: ArrayRecord
     arrays: Mapping[str, ArrayRecord]
     history: list[RoundRecord]
+    #: Round 0's statistics provenance: ``statistics_sites`` and ``statistics_rejected``.
+    start: Mapping[str, Any] = field(default_factory=dict)
 
 
 def grid_for(
@@ -61,7 +64,11 @@ def grid_for(
     """An in-memory grid with one :class:`SiteApp` per site (with ``mods[site_id]``, if any)."""
     mods = mods or {}
     apps = {s.site_id: SiteApp(s, mods=mods.get(s.site_id, ()), simulated=True) for s in sites}
-    return InMemoryGrid(apps, record=record)
+    rows: dict[Split, dict[str, int]] = {
+        "train": {s.site_id: len(s.train) for s in sites},
+        "test": {s.site_id: len(s.test) for s in sites},
+    }
+    return InMemoryGrid(apps, record=record, declared_rows=rows)  # as sites declare at Hello
 
 
 def train_on_grid(
@@ -96,7 +103,11 @@ def train_on_grid(
     if not baseline:
         guard_next_round(study_id, study, [], 1)  # as the coordinator: before any task
     state, history = continue_study(grid, study, strategy, study_id, start, on_round=on_round)
-    return TrainedModel(label, state.params, start.task_arrays, history)
+    provenance = {
+        "statistics_sites": list(start.statistics_sites),
+        "statistics_rejected": dict(start.statistics_rejected),
+    }
+    return TrainedModel(label, state.params, start.task_arrays, history, provenance)
 
 
 def _evaluate(grid: InMemoryGrid, study: StudyConfig, model: TrainedModel) -> dict[str, Any]:
@@ -222,6 +233,7 @@ def _results(
         "metrics": list(ds.metrics),
         "sites": ds.site_ids,
         "site_sizes": {s.site_id: {"train": len(s.train), "test": len(s.test)} for s in ds.sites},
+        "start": dict(federated.start),
         "history": [r.to_dict() for r in federated.history],
         "final": evaluated["federated"],
     }

@@ -16,9 +16,11 @@ A refusal is ``Reply.failure(task, kind, reason)`` with a kind such as
 ``policy-study-not-allowed``, ``policy-privacy-mode``, ``plan-not-approved``,
 ``approval-expired``, ``approval-revoked``, ``approval-invalid`` (a row not sealed by the
 steward), ``approvals-unreadable``, ``policy-invalid`` (the re-read policy file is invalid),
-``plan-refused``, ``plan-code-mismatch`` or ``privacy-budget-exceeded`` (:func:`budget_mod`,
-the site's ledger) and a message a coordinator operator can act on; every decision goes to
-the site's audit log.
+``plan-refused``, ``plan-code-mismatch``, ``plan-pipeline-mismatch`` (a ``fit`` task without
+the clip, noise, mask or encryption its approved plan requires), ``plan-config-mismatch`` (a
+config the plan does not fix) or ``privacy-budget-exceeded`` (:func:`budget_mod`, the site's
+ledger) and a message a coordinator operator can act on; every decision goes to the site's
+audit log.
 :func:`run_watched` runs the accepted task while polling its approval, and stops it when the
 steward revokes (or the approval expires) mid-task.
 """
@@ -260,6 +262,8 @@ def approval_mod(
             # what a DP task spends is audited by budget_mod ("privacy-spend"), which runs next
             epsilon_spent=0.0 if plan.privacy_mode == "open" else None,
         )
+        if plan.pipeline is not None:  # the site's layers apply what the plan requires
+            task = replace(task, pipeline=plan.pipeline)
         reply = next_handler(task)
         return replace(
             reply, info={**reply.info, "plan_hash": plan.hash, "approval_id": approval_id}

@@ -31,6 +31,7 @@ from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.loop import RoundConfig, RoundRecord, run_rounds
 from fedcare.strategy.private import private_dp_spec, private_study_parts
 from fedcare.strategy.registry import build_strategy
+from fedcare.strategy.site_half import check_strategy_matches_study
 from fedcare.transport.base import Grid
 
 __all__ = [
@@ -55,8 +56,11 @@ class StudyStart:
 
     state: StrategyState
     task_arrays: Mapping[str, ArrayRecord] = field(default_factory=dict)
-    #: The sites whose sums made the global statistics (those connected when the study began).
+    #: The sites whose sums made the global statistics (connected when the study began, and
+    #: whose sums passed the checks of :mod:`fedcare.analytics.moments_check`).
     statistics_sites: tuple[str, ...] = ()
+    #: Sites left out of the statistics round, with the reason (refused, failed, implausible).
+    statistics_rejected: Mapping[str, str] = field(default_factory=dict)
 
 
 def study_strategy(
@@ -68,29 +72,38 @@ def study_strategy(
 ) -> Strategy:
     """The study's strategy; baselines (one site, or pooled data) train with plain FedAvg.
 
+    What a (non-baseline) strategy sends to sites, its fit config and its aggregation
+    pipeline's site half, is checked to be what the study's plan fixes
+    (:func:`fedcare.strategy.site_half.check_strategy_matches_study`): sites derive both from
+    the approved plan and refuse anything else.
+
     ``he_context``: the coordinator's public HE context (mode ``encrypted``; ``None`` in
     simulation, which uses its own simulated federation keys).
     """
     check_privacy_mode(study)
-    robust: dict[str, Aggregator[Any]] = {}
-    if study.aggregation and not baseline:  # ValidateUpdates around the study's robust stack
-        robust["aggregator"] = build_aggregator(study.aggregation)
+    # Always ValidateUpdates (dtype, shape, finite values) around the study's stack, or
+    # around a sample-weighted mean when the study file names none: validation is never off.
+    robust: dict[str, Aggregator[Any]] = {
+        "aggregator": build_aggregator([] if baseline else study.aggregation)
+    }
     dp_aggregator: Aggregator[Any] | None
     dp_train: dict[str, float | int]
     if baseline:
         dp_aggregator, dp_train = None, {}
     elif study.privacy.mode == "private":  # clip + site noise, in SecureSum below
-        dp_aggregator, dp_train = private_study_parts(study, num_sites)
+        dp_aggregator, dp_train = private_study_parts(study)
     else:
         dp_aggregator, dp_train = study_dp_parts(study, num_sites)
     if dp_aggregator is not None:  # central DP: clip + Gaussian noise (fedcare.privacy.study)
         robust["aggregator"] = dp_aggregator
+    # mode 'private' splits each round's noise over min_sites: a round with fewer fails
+    private = study.privacy.mode == "private" and not baseline
     strategy = build_strategy(
         "fedavg" if baseline else study.strategy.name,
         {} if baseline else study.strategy.options,
         train={**study.training.as_config(), **dp_train},
         fraction=1.0 if baseline else study.fraction,
-        min_sites=max(1, min(study.min_sites, num_sites)),
+        min_sites=study.min_sites if private else max(1, min(study.min_sites, num_sites)),
         **robust,
     )
     if study.privacy.mode in ("secure", "private") and not baseline:
@@ -104,6 +117,8 @@ def study_strategy(
         strategy = with_secure_sum(strategy, {})
     if study.privacy.mode == "encrypted" and not baseline:  # CKKS sum (fedcare.secure.he)
         strategy = encrypted_study_strategy(strategy, study, he_context)
+    if not baseline:  # sites refuse any other fit config or pipeline than the plan's
+        check_strategy_matches_study(strategy, study)
     return strategy
 
 
@@ -145,14 +160,18 @@ def start_study(
     """Round 0: global statistics if the plan needs them, then the initial parameters."""
     task_arrays: dict[str, ArrayRecord] = {}
     statistics_sites: tuple[str, ...] = ()
-    if study.preprocessing.scale == "global":
-        statistics_sites = tuple(sorted(grid.site_ids()))
+    rejected: dict[str, str] = {}
+    if study.preprocessing.scale == "global":  # sites with bad or no sums are left out
         cfg = round_config(study, study_id)
-        moments = federated_feature_moments(grid, cfg, statistics_sites)
-        task_arrays["preprocess"] = moments.as_record()
+        width = input_shape[0] if len(input_shape) == 1 else None
+        stats = federated_feature_moments(
+            grid, cfg, sorted(grid.site_ids()), min_sites=strategy.min_sites, width=width
+        )
+        task_arrays["preprocess"] = stats.moments.as_record()
+        statistics_sites, rejected = stats.sites, stats.rejected
     adapter = build_model(study.model)
     params = adapter.init_params(input_shape, np.random.default_rng([study.seed, 0]))
-    return StudyStart(strategy.init_state(params), task_arrays, statistics_sites)
+    return StudyStart(strategy.init_state(params), task_arrays, statistics_sites, rejected)
 
 
 def continue_study(

@@ -2,7 +2,9 @@
 
 Each round: the strategy picks sites and says what they do; the loop turns that into tasks,
 sends them through the grid, validates every reply (it must answer a task sent this round, at
-most once, without an error) and streams the good ones into the strategy's aggregation. A
+most once, without an error; a fit weight within the site's declared rows and evaluation
+metrics that summarize, :mod:`fedcare.strategy.screening`) and streams the good ones into the
+strategy's aggregation (whose outermost layer checks each update's dtype, shape and values). A
 round counts only when at least ``strategy.min_sites`` replies were aggregated; otherwise it
 raises :class:`RoundFailedError` and the state is unchanged. Then the global model is evaluated
 on the sites' test splits, and ``on_round`` gets the round's record and new state (the
@@ -25,6 +27,7 @@ from fedcare.records.messages import Reply, Task, TaskKind
 from fedcare.strategy.base import Instruction, Strategy, StrategyState
 from fedcare.strategy.encrypted import encrypted_protocol, run_encrypted_sum
 from fedcare.strategy.multistage import run_secure_sum, secure_protocol
+from fedcare.strategy.screening import check_summed_weight, with_valid_metrics, within_declared
 from fedcare.transport.base import Grid
 
 __all__ = ["RoundConfig", "RoundRecord", "evaluate_on_sites", "run_round", "run_rounds"]
@@ -133,7 +136,8 @@ def evaluate_on_sites(
     """Metrics of ``params`` on each site's test split: ``(per_site, failures)``."""
     ins = [Instruction(s, arrays=arrays or {}) for s in (sites or grid.site_ids())]
     failures: dict[str, str] = {}
-    replies = exchange(grid, cfg, round, "evaluate", params, ins, failures)
+    received = exchange(grid, cfg, round, "evaluate", params, ins, failures)
+    replies = with_valid_metrics(received, grid.declared_rows("test"), failures)
     per_site = dict(sorted((r.site_id, dict(r.metrics)) for r in replies))
     return per_site, failures
 
@@ -191,9 +195,11 @@ def run_round(
     protocol: dict[str, Any] = {}  # measurements of a multi-stage (secure, encrypted) sum
     fit_replies: Iterable[Reply]
     stages = _multistage(strategy)
+    declared = grid.declared_rows("train")
     if stages is None:
         received = exchange(grid, cfg, round, "fit", state.params, ins, failures)
-        fit_replies = in_site_order(received, [i.site_id for i in ins], failures)
+        checked = within_declared(received, declared, failures)
+        fit_replies = in_site_order(checked, [i.site_id for i in ins], failures)
     else:  # the stages run here; one reply carries the (exact, order-free) sum
         fit_replies, protocol = stages(
             lambda c, kind, params, sins, f: exchange(grid, c, round, kind, params, sins, f),
@@ -217,6 +223,8 @@ def run_round(
             required=strategy.min_sites,
         ) from err
     site_info = protocol.pop("site_info", site_info)
+    if stages is not None:  # only the sum was seen: its weight against the rows declared
+        check_summed_weight(round, protocol, declared)
     measurements = {**measurements, **protocol}
     replied = int(measurements.get("num_contributions", 0))
     if replied < strategy.min_sites:
@@ -233,7 +241,8 @@ def run_round(
     if cfg.evaluate_every and (round % cfg.evaluate_every == 0 or round == cfg.num_rounds):
         ev_ins = strategy.configure_evaluate(round, new_state, available, rng)
         ev_failures: dict[str, str] = {}
-        ev = exchange(grid, cfg, round, "evaluate", new_state.params, ev_ins, ev_failures)
+        received = exchange(grid, cfg, round, "evaluate", new_state.params, ev_ins, ev_failures)
+        ev = with_valid_metrics(received, grid.declared_rows("test"), ev_failures)
         evaluation = {**strategy.aggregate_evaluate(round, ev), "failed_sites": ev_failures}
     record = RoundRecord(round, time.perf_counter() - start, fit, evaluation)
     return new_state, record

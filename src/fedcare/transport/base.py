@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 from fedcare.records.messages import Reply, Task
 
-__all__ = ["Grid"]
+__all__ = ["Grid", "Split"]
+
+Split = Literal["train", "test"]
 
 
 class Grid(ABC):
@@ -31,6 +34,26 @@ class Grid(ABC):
         list of str
             Site identifiers that can receive tasks.
         """
+
+    def declared_rows(self, split: Split = "train") -> dict[str, int]:
+        """The rows each site declared for ``split`` of the study's dataset.
+
+        Sites declare their row counts when they join (``num_train``/``num_test`` at Hello in
+        deployment; the in-memory grid is given its sites' data sizes). The round loop rejects,
+        for that site only, a reply that claims more rows than its site declared (a fit
+        weight, an evaluation ``n``, a statistics count). The default knows no site: no cap.
+
+        Parameters
+        ----------
+        split:
+            ``"train"`` (fit weights, statistics counts) or ``"test"`` (evaluation ``n``).
+
+        Returns
+        -------
+        dict
+            ``{site_id: rows}`` for the sites that declared them.
+        """
+        return {}
 
     @abstractmethod
     def send_and_receive(

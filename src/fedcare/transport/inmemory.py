@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from fedcare.errors import FedcareError, TransportError
 from fedcare.records.messages import Reply, Task
-from fedcare.transport.base import Grid
+from fedcare.transport.base import Grid, Split
 
 __all__ = ["InMemoryGrid", "SiteHandler"]
 
@@ -21,26 +21,42 @@ class InMemoryGrid(Grid):
     Replies are produced lazily, one per ``next()``, so a streaming aggregator holds one update
     at a time. A handler that raises yields an error reply naming the exception; a task for a
     site the grid does not know yields an ``unknown-site`` error reply. Tasks not started
-    before ``timeout`` get no reply, as on a real network.
+    before ``timeout`` get no reply, as on a real network. ``declared_rows`` gives, per split
+    (``"train"``, ``"test"``), the rows each site holds, as real sites declare them at Hello.
     """
 
-    def __init__(self, handlers: Mapping[str, SiteHandler], *, record: bool = False) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, SiteHandler],
+        *,
+        record: bool = False,
+        declared_rows: Mapping[Split, Mapping[str, int]] | None = None,
+    ) -> None:
         if not handlers:
             raise TransportError("an in-memory grid needs at least one site handler")
         self._handlers = dict(handlers)
         self._record = record
+        self._rows = {split: dict(rows) for split, rows in (declared_rows or {}).items()}
         #: Every task and reply that crossed the grid when ``record`` is set (tests read the wire).
         self.wire: list[Task | Reply] = []
 
     def site_ids(self) -> list[str]:
         return sorted(self._handlers)
 
+    def declared_rows(self, split: Split = "train") -> dict[str, int]:
+        return dict(self._rows.get(split, {}))
+
     def subset(self, site_ids: Sequence[str]) -> InMemoryGrid:
         """A grid over some of this grid's sites (e.g. one site for a local baseline)."""
         missing = [s for s in site_ids if s not in self._handlers]
         if missing:
             raise TransportError(f"unknown sites {missing}; known: {self.site_ids()}")
-        return InMemoryGrid({s: self._handlers[s] for s in site_ids}, record=self._record)
+        rows = {
+            split: {s: n for s, n in r.items() if s in site_ids} for split, r in self._rows.items()
+        }
+        return InMemoryGrid(
+            {s: self._handlers[s] for s in site_ids}, record=self._record, declared_rows=rows
+        )
 
     def send_and_receive(
         self, tasks: Sequence[Task], *, timeout: float | None = None

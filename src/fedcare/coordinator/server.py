@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.files import private_dir
 from fedcare.coordinator.hub import Hub
@@ -86,6 +87,7 @@ class Coordinator:
             revocations,
             federation=self.kit.federation,
             heartbeat_s=heartbeat_s,
+            anchoring=Anchoring(self.store, kit_dir, self.audit),
         )
         add_CoordinatorServicer_to_server(servicer, self.server)
         self.port = self.server.add_secure_port(listen, server_credentials(kit_dir))

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import FedcareError, NotFoundError, ReplyRefusedError, ValidationError
@@ -49,11 +50,13 @@ class CoordinatorServicer(_Base):
         federation: str,
         heartbeat_s: float = 5.0,
         limits: Limits | None = None,
+        anchoring: Anchoring | None = None,
     ) -> None:
         self.store, self.hub, self.revocations = store, hub, revocations
         self.federation = federation
         self.heartbeat_s = heartbeat_s
         self.limits = limits or Limits(require_finite=True)
+        self.anchoring = anchoring
 
     # --- Hello / Heartbeat -------------------------------------------------------------------
     def Hello(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -109,6 +112,16 @@ class CoordinatorServicer(_Base):
             except NotFoundError:
                 cancel = True
         return pb.HeartbeatResponse(server_time=time.time(), cancel=cancel)
+
+    # --- audit anchors (fedcare.coordinator.anchoring) --------------------------------------
+    def Anchor(self, request: Any, context: grpc.ServicerContext) -> Any:
+        site_id = self._registered(context)
+        anchoring = self.anchoring
+        if anchoring is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this coordinator keeps no audit anchors")
+            raise AssertionError("unreachable")  # abort raises
+        pem = context.auth_context()["x509_pem_cert"][0]
+        return anchoring.answer(site_id, pem, request)
 
     # --- tasks -------------------------------------------------------------------------------
     def PullTask(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:

@@ -14,11 +14,13 @@ policy's ``min_cohort`` raises their ``min_cell`` after the approval.
 
 A refusal is ``Reply.failure(task, kind, reason)`` with a kind such as
 ``policy-study-not-allowed``, ``policy-privacy-mode``, ``plan-not-approved``,
-``approval-expired``, ``approval-revoked``, ``plan-refused``, ``plan-code-mismatch``,
-``plan-pipeline-mismatch`` (a ``fit`` task without the clip, noise, mask or encryption its
-approved plan requires), ``plan-config-mismatch`` (a config the plan does not fix) or
-``privacy-budget-exceeded`` (:func:`budget_mod`, the site's ledger) and a
-message a coordinator operator can act on; every decision goes to the site's audit log.
+``approval-expired``, ``approval-revoked``, ``approval-invalid`` (a row not sealed by the
+steward), ``approvals-unreadable``, ``policy-invalid`` (the re-read policy file is invalid),
+``plan-refused``, ``plan-code-mismatch``, ``plan-pipeline-mismatch`` (a ``fit`` task without
+the clip, noise, mask or encryption its approved plan requires), ``plan-config-mismatch`` (a
+config the plan does not fix) or ``privacy-budget-exceeded`` (:func:`budget_mod`, the site's
+ledger) and a message a coordinator operator can act on; every decision goes to the site's
+audit log.
 :func:`run_watched` runs the accepted task while polling its approval, and stops it when the
 steward revokes (or the approval expires) mid-task.
 """
@@ -39,6 +41,7 @@ from fedcare.site.approvals import ApprovalStore
 from fedcare.site.ledger import SiteLedger, task_events
 from fedcare.site.plans import Refusal, identify_plan, short_hash, study_name
 from fedcare.site.policy import OUTPUT_OF_KIND, SitePolicy, mode_satisfies
+from fedcare.site.policy_watch import PolicyFile, policy_file_mod
 from fedcare.transport.codec import encode_reply
 
 __all__ = [
@@ -359,19 +362,37 @@ class SiteGovernance:
     #: The site's privacy ledger; None: DP tasks run unaccounted at the site (tests only).
     ledger: SiteLedger | None = None
 
+    #: The policy file, re-read when it changes (:mod:`fedcare.site.policy_watch`); None:
+    #: ``policy`` holds for the agent's life.
+    policy_file: PolicyFile | None = None
+    #: Anchors the audit head at the coordinator (:mod:`fedcare.site.anchoring`); None: never.
+    anchors: Any = None
+
     def mods(self, row_counts: Mapping[str, int]) -> Sequence[Mod]:
         """The middleware, outermost first."""
+        if self.policy_file is None:
+            return (audit_mod(self.audit), *self._policy_mods(self.policy, row_counts))
+        return (
+            audit_mod(self.audit),
+            policy_file_mod(
+                self.policy_file,
+                lambda policy: self._policy_mods(policy, row_counts),
+                lambda task, kind, message: _refuse(self.audit, task, Refusal(kind, message)),
+            ),
+        )
+
+    def _policy_mods(self, policy: SitePolicy, row_counts: Mapping[str, int]) -> Sequence[Mod]:
+        """The mods that depend on the policy (built again when the policy file changes)."""
         budget = (
             ()
             if self.ledger is None
-            else (budget_mod(self.ledger, self.policy, row_counts, self.audit),)
+            else (budget_mod(self.ledger, policy, row_counts, self.audit),)
         )
         return (
-            audit_mod(self.audit),
-            policy_mod(self.policy, row_counts, self.audit),
+            policy_mod(policy, row_counts, self.audit),
             approval_mod(self.approvals, self.audit, approve_all=self.approve_all),
             *budget,
-            cohort_floor_mod(self.policy),
+            cohort_floor_mod(policy),
         )
 
     def still_allowed(self, task: Task) -> Refusal | None:

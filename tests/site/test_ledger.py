@@ -19,8 +19,9 @@ from fedcare.privacy.budget import ledger_epsilon
 from fedcare.records.messages import Reply, Task
 from fedcare.secure.secagg.layer import SecureSum
 from fedcare.site.approvals import ApprovalStore
+from fedcare.site.governance import SiteGovernance
 from fedcare.site.ledger import LEDGER_FILE, SiteLedger, task_events
-from fedcare.site.mods import SiteGovernance, chain
+from fedcare.site.mods import chain
 from fedcare.site.policy import SitePolicy
 
 from .governance_helpers import Recorder, plan, task

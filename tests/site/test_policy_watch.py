@@ -13,7 +13,8 @@ import yaml
 
 from fedcare.records.messages import Reply, Task
 from fedcare.site.approvals import ApprovalStore
-from fedcare.site.mods import SiteGovernance, chain
+from fedcare.site.governance import SiteGovernance
+from fedcare.site.mods import chain
 from fedcare.site.policy_watch import PolicyFile
 
 from .governance_helpers import Recorder, plan, task

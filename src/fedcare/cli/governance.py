@@ -88,12 +88,12 @@ def steward_store(state: Path, kit: Path) -> Any:
 def build_governance(
     state: Path, kit: Path, policy_file: Path | None, *, approve_all: bool = False
 ) -> Any:
-    """The agent's :class:`~fedcare.site.mods.SiteGovernance`; a bad policy raises here.
+    """The agent's :class:`~fedcare.site.governance.SiteGovernance`; a bad policy raises here.
 
     The policy file is re-read when it changes (:mod:`fedcare.site.policy_watch`): a change
     is audited and applies from the next task; an invalid file refuses every task.
     """
-    from fedcare.site.mods import SiteGovernance
+    from fedcare.site.governance import SiteGovernance
     from fedcare.site.policy import SitePolicy
     from fedcare.site.policy_watch import PolicyFile
 

@@ -26,7 +26,8 @@ from fedcare.errors import TransportError
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
 from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
-from fedcare.site.mods import SiteGovernance, chain
+from fedcare.site.governance import SiteGovernance
+from fedcare.site.mods import chain
 from fedcare.site.worker import TaskWorker
 from fedcare.transport.codec import Limits, assemble, chunk, decode_task, encode_reply
 from fedcare.transport.grpc import fedcare_pb2 as pb

@@ -46,7 +46,12 @@ def test_answer_names_arrays_by_query_path() -> None:
     arrays, metrics = answer_plan(FRAME, _plan(queries), OPEN, np.random.default_rng(0))
     assert arrays["q0/count"].tolist() == [6.0]
     assert arrays["q1/count"].tolist() == [4.0] and arrays["q1.0/count"].tolist() == [4.0]
-    assert metrics == {"epsilon": 0.0, "noised_releases": 0.0, "min_cell": 1.0}
+    assert metrics == {
+        "epsilon": 0.0,
+        "noised_releases": 0.0,
+        "min_cell": 1.0,
+        "complementary": 0.0,
+    }
 
 
 def test_only_limits_the_answer_and_coordinator_cannot_lower_min_cell() -> None:

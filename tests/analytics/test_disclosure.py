@@ -53,7 +53,9 @@ def test_no_small_count_leaves_a_site_and_the_result_says_so(heart: FederatedDat
         age = site_frame(site, heart.feature_names)["age"].to_numpy()
         counts, _ = np.histogram(age, bins=SPEC["queries"][1]["edges"])
         small = [i for i, c in enumerate(counts) if 0 < c < 5]
-        assert hist["suppressed"].get(site.site_id, []) == small
+        withheld = hist["suppressed"].get(site.site_id, [])
+        # every small bin, and (complementary suppression) never a small bin alone
+        assert set(small) <= set(withheld) and (not small or len(withheld) >= 2)
         assert [hist["per_site"][site.site_id][i] for i in small] == [None] * len(small)
     assert any(small_cells for small_cells in hist["suppressed"].values())
     cohort = result.queries[4]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 
 import fedcare.audit.log as log_module
 from fedcare.audit import AuditEntry, AuditLog, verify_log
+from fedcare.audit._format import load_cert_key, load_private_key, public_key_text
 from fedcare.errors import AuditError, ConfigError, ValidationError
 from fedcare.transport.provisioning import create_federation, rotate_site
 
@@ -174,7 +174,7 @@ def test_crash_before_the_head_is_written_is_repaired(
 ) -> None:
     fill(open_log, 3)
 
-    def fail(self: AuditLog, seq: int, hash_: str) -> None:
+    def fail(self: AuditLog, seq: int, hash_: str, key: object) -> None:
         raise OSError("crash")
 
     with monkeypatch.context() as patch:
@@ -258,36 +258,69 @@ def test_processes_append_one_valid_chain(open_log: AuditLog, log_path: Path, ki
     assert {w: writers.count(w) for w in set(writers)} == {"parent": 25, "proc-0": 25, "proc-1": 25}
 
 
-def test_key_rotation_continues_the_log(tmp_path: Path) -> None:
+def test_key_rotation_hands_the_log_over_with_an_entry_signed_by_the_old_key(
+    tmp_path: Path,
+) -> None:
     fed = create_federation(tmp_path / "fed", name="rotation", sites=["a"])
-    kit, old = fed.site_kits["a"], tmp_path / "old"
-    old.mkdir()
-    shutil.copy(kit / "cert.pem", old / "cert.pem")
-    shutil.copy(kit / "key.pem", old / "key.pem")
+    kit = fed.site_kits["a"]
     path = tmp_path / "site.log"
     with AuditLog.open(path, key_path=kit / "key.pem", actor="a") as log:
         fill(log, 3)
     rotate_site(fed.root, "a")
+    old = kit / "previous" / "001"
     with pytest.raises(AuditError, match="key was rotated: then pass the old certificate"):
         AuditLog.open(path, key_path=kit / "key.pem", actor="a")
+    # The old certificate alone is not enough: the change of key needs the handover.
+    with pytest.raises(AuditError, match="no key-rotated entry hands the log over"):
+        AuditLog.open(path, key_path=kit / "key.pem", actor="a", trusted_certs=[old / "cert.pem"])
     with AuditLog.open(
-        path, key_path=kit / "key.pem", actor="a", trusted_certs=[old / "cert.pem"]
+        path, key_path=kit / "key.pem", actor="a", previous_keys=[old / "key.pem"]
     ) as log:
-        log.append("key-rotated", reason="scheduled")
         fill(log, 1, start=3)
+    records = _records(path)
+    handover = records[3]
+    assert handover["event"] == "key-rotated" and handover["seq"] == 4
+    assert handover["data"]["new_key"] == public_key_text(load_cert_key(kit / "cert.pem"))
     both = [old / "cert.pem", kit / "cert.pem"]
     rotated = verify_log(path, cert_path=both)
     assert (rotated.ok, rotated.count, rotated.warnings) == (True, 5, ())
     assert verify_log(path, cert_path=kit / "cert.pem").first_bad == 1
-    assert verify_log(path, cert_path=old / "cert.pem").first_bad == 4
-    # Someone holding the retired key cannot add entries after the new key took over.
-    with AuditLog.open(
-        path, key_path=old / "key.pem", actor="a", trusted_certs=[kit / "cert.pem"]
-    ) as log:
-        log.append("decision", forged=True)
+    assert verify_log(path, cert_path=old / "cert.pem").first_bad == 5
+    # Reopening does not hand over again.
+    with AuditLog.open(path, key_path=kit / "key.pem", actor="a", trusted_certs=[old / "cert.pem"]):
+        pass
+    assert len(_records(path)) == 5
+    # Someone holding the retired key cannot add entries after the new key took over:
+    # AuditLog refuses, and an entry they append by other means fails verification.
+    with pytest.raises(AuditError, match="no key-rotated entry hands the log over"):
+        AuditLog.open(path, key_path=old / "key.pem", actor="a", trusted_certs=[kit / "cert.pem"])
+    log = AuditLog.open(path, key_path=kit / "key.pem", actor="a")
+    log._key = load_private_key(old / "key.pem")
+    log.append("decision", forged=True)
+    log.close()
     result = verify_log(path, cert_path=both)
     assert (result.ok, result.first_bad) == (False, 6)
-    assert result.reason == "entry 6: signed with key 1 of 2 after key 2 was in use (a retired key)"
+    assert result.reason.startswith("entry 6: signed with key 1 of 2 while key 2 was in force")
+
+
+def test_a_change_of_key_without_a_handover_entry_fails_verification(tmp_path: Path) -> None:
+    fed = create_federation(tmp_path / "fed", name="rotation", sites=["a"])
+    kit = fed.site_kits["a"]
+    path = tmp_path / "site.log"
+    with AuditLog.open(path, key_path=kit / "key.pem", actor="a") as log:
+        fill(log, 2)
+    rotate_site(fed.root, "a")
+    old = kit / "previous" / "001"
+    # Forge the switch: the new key signs on, the old one is trusted only as the tail signer.
+    log = AuditLog.open(path, key_path=old / "key.pem", actor="a")
+    log._key = load_private_key(kit / "key.pem")  # as a writer that skipped the handover
+    log._public = log._key.public_key()
+    log._tail_keys = [log._public, load_cert_key(old / "cert.pem")]
+    fill(log, 1, start=2)
+    log.close()
+    result = verify_log(path, cert_path=[old / "cert.pem", kit / "cert.pem"])
+    assert (result.ok, result.first_bad) == (False, 3), result.reason
+    assert "without a key-rotated entry handing over to it" in result.reason
 
 
 JSON = st.recursive(

@@ -21,12 +21,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fedcare.cli.governance import build_governance
+from fedcare.cli.governance import build_governance, steward_store
 from fedcare.cli.main import app
 from fedcare.data.cdm import Schema, SiteMapping, analysis_frame, check_table
 from fedcare.data.cdm.fixtures import fixture_federation
 from fedcare.site.agent import SiteAgent
-from fedcare.site.approvals import ApprovalStore
 from fedcare.site.config import DatasetEntry, SiteDataConfig
 
 from .helpers import AgentThreads, provision, running_coordinator
@@ -97,7 +96,7 @@ def test_each_sites_policy_min_cell_holds_on_the_wire(tmp_path: Path) -> None:
                 state.mkdir(parents=True)
                 (state.parent / f"{site}-policy.yaml").write_text(yaml.safe_dump(policies[site]))
                 until = datetime.now(timezone.utc) + timedelta(days=1)
-                ApprovalStore.in_state_dir(state).approve(SPEC["name"], plan_hash, until)
+                steward_store(state, kits.sites[site]).approve(SPEC["name"], plan_hash, until)
                 data = _site_data(site, tables[site], tmp_path / "exports")
                 _start(agents, kits.sites[site], data, state, coordinator.port)
             args = ["analytics", str(spec_file), "--federation", str(home), "--min-sites", "2"]

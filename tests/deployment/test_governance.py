@@ -21,7 +21,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fedcare.cli.governance import build_governance, site_refusals
+from fedcare.cli.governance import build_governance, site_refusals, steward_store
 from fedcare.cli.main import app
 from fedcare.coordinator.server import Coordinator
 from fedcare.records.plan import plan_for_study
@@ -121,7 +121,7 @@ def test_each_refusal_reaches_the_coordinator_with_its_reason(
     states = {}
     for site, (hospital, policy, decision) in layout.items():
         state = tmp_path / "state" / site
-        store = ApprovalStore.in_state_dir(state)
+        store = steward_store(state, kits.sites[site])
         if decision is not None:
             store.approve(name, h, PAST if decision == "expire" else SOON)
         if decision == "revoke":
@@ -164,7 +164,7 @@ def test_revoking_mid_study_stops_the_site_and_min_sites_decides(
     stops = study("gov-stops", rounds=10, min_sites=2)
     states = {}
     for site, hospital in (("good", "cleveland"), ("quitter", "hungary")):
-        approvals = ApprovalStore.in_state_dir(tmp_path / "state" / site)
+        approvals = steward_store(tmp_path / "state" / site, kits.sites[site])
         for s in (goes_on, stops):
             approvals.approve(s.name, plan_for_study(s).hash, SOON)
         states[site] = start_agent(agents, kits, site, hospital, tmp_path, coordinator.port)
@@ -216,7 +216,7 @@ def test_revoking_stops_a_task_that_is_running_on_the_sites_data(
     slow = study("gov-slow", rounds=1, min_sites=1, training=training)
     states = {}
     for site, hospital in (("good", "cleveland"), ("quitter", "hungary")):
-        ApprovalStore.in_state_dir(tmp_path / "state" / site).approve(
+        steward_store(tmp_path / "state" / site, kits.sites[site]).approve(
             slow.name, plan_for_study(slow).hash, SOON
         )
         states[site] = start_agent(agents, kits, site, hospital, tmp_path, coordinator.port)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from fedcare.cli.governance import steward_store
 from fedcare.coordinator.results import study_results
 from fedcare.privacy.accounting.analysis import DpEvent
 from fedcare.privacy.budget import ledger_epsilon
 from fedcare.records.plan import plan_for_study
-from fedcare.site.approvals import ApprovalStore
 from fedcare.site.ledger import SiteLedger
 
 from ..conftest import require_mirror
@@ -56,7 +56,7 @@ def test_private_study_over_grpc_keeps_the_ledgers_in_step(tmp_path: Path) -> No
         try:
             for site in HOSPITALS:  # each steward approved the plan; va caps its epsilon
                 state = tmp_path / "state" / site
-                ApprovalStore.in_state_dir(state).approve(
+                steward_store(state, kits.sites[site]).approve(
                     study.name, plan_for_study(study).hash, SOON
                 )
                 policy = {"epsilon_cap": {"heart-disease": cap}} if site == "va" else {}
@@ -79,7 +79,7 @@ def test_private_study_over_grpc_keeps_the_ledgers_in_step(tmp_path: Path) -> No
                 privacy={**study.privacy.model_dump(), "epsilon": (one + two) / 2},
             )
             for site in HOSPITALS:
-                approvals = ApprovalStore.in_state_dir(states[site])
+                approvals = steward_store(states[site], kits.sites[site])
                 approvals.approve(second.name, plan_for_study(second).hash, SOON)
             second_id = submit(store, second)
             failed_info = wait_for_status(store, second_id, "failed", describe=agents.describe)

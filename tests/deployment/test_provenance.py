@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fedcare.audit import verify_log
+from fedcare.cli.governance import steward_store
 from fedcare.cli.output import write_outputs
 from fedcare.coordinator.results import study_results
 from fedcare.coordinator.store import CoordinatorStore
@@ -136,7 +137,6 @@ def _wait_for_sites(store: CoordinatorStore, sites: set[str], timeout: float = 6
 
 def test_a_governed_card_lists_only_approving_sites_with_their_approvals(tmp_path: Path) -> None:
     from fedcare.records.plan import plan_for_study
-    from fedcare.site.approvals import ApprovalStore
 
     from .test_governance import SOON, start_agent
     from .test_governance import study as governed_study
@@ -148,7 +148,7 @@ def test_a_governed_card_lists_only_approving_sites_with_their_approvals(tmp_pat
         try:
             the_study = governed_study("prov-governed", rounds=2, min_sites=1)
             plan = plan_for_study(the_study).hash
-            approvals = ApprovalStore.in_state_dir(tmp_path / "state" / "good")
+            approvals = steward_store(tmp_path / "state" / "good", kits.sites["good"])
             approval = approvals.approve(the_study.name, plan, SOON)
             for site, hospital in (("good", "cleveland"), ("unapproved", "hungary")):
                 start_agent(agents, kits, site, hospital, tmp_path, coordinator.port)

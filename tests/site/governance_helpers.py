@@ -36,7 +36,7 @@ def task(
 ) -> Task:
     the_plan = plan().to_task_plan() if task_plan is None else task_plan
     if config is None:
-        config = {**TRAINING, "seed": 3} if kind == "fit" else {}
+        config = {**plan().training, "seed": 3} if kind == "fit" else {"seed": 3}
     return Task(
         study_id="st-1", round=round, site_id="a", kind=kind,  # type: ignore[arg-type]
         config=config, plan=the_plan,

@@ -1,12 +1,19 @@
+import json
 import multiprocessing as mp
+import sqlite3
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from fedcare.audit import AuditLog, verify_log
+from fedcare.audit._format import load_private_key
 from fedcare.errors import ConfigError, NotFoundError
 from fedcare.site.approvals import ApprovalStore, parse_until
+from fedcare.site.steward_seal import Steward
 
 H1, H2 = "a" * 64, "b" * 64
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -88,3 +95,122 @@ def test_concurrent_writers_from_threads_and_processes_lose_nothing(tmp_path: Pa
     assert proc.exitcode == 0
     rows = ApprovalStore(path).list()
     assert len(rows) == 60 and len({r.plan_hash for r in rows}) == 60
+
+
+# Sealed decisions (signed with the kit key, recorded in the audit log) -----------------------
+def _kit_key(folder: Path) -> Path:
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = folder / "key.pem"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def sealed_store(state: Path, key_path: Path) -> ApprovalStore:
+    key = load_private_key(key_path)
+    steward = Steward(
+        [key.public_key()],
+        state / "audit.jsonl",
+        key=key,
+        open_audit=lambda: AuditLog.open(state / "audit.jsonl", key_path=key_path, actor="s"),
+    )
+    return ApprovalStore.in_state_dir(state, steward=steward)
+
+
+def test_a_sealed_approval_runs_and_is_in_the_audit_log(tmp_path: Path) -> None:
+    store = sealed_store(tmp_path / "state", _kit_key(tmp_path / "kit"))
+    row = store.approve("heart", H1, LATER, "ethics 12")
+    assert row.sig and store.check("heart", H1, NOW).ok
+    entries = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["data"]["sig"]) for e in entries] == [("approval", row.sig)]
+    assert verify_log(tmp_path / "state" / "audit.jsonl").ok
+
+
+def _raw(state: Path, sql: str, *args: object) -> None:
+    db = sqlite3.connect(state / "approvals.sqlite")
+    with db:
+        db.execute(sql, args)
+    db.close()
+
+
+def test_a_row_inserted_by_hand_is_refused_as_invalid(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = sealed_store(state, _kit_key(tmp_path / "kit"))
+    store.approve("heart", H1, LATER)
+    _raw(
+        state,
+        "INSERT INTO approvals (study, plan_hash, status, until, decided_at) VALUES (?,?,?,?,?)",
+        "heart", H2, "approved", LATER.isoformat(), NOW.isoformat(),
+    )  # fmt: skip
+    answer = store.check("heart", H2, NOW)
+    assert answer.kind == "approval-invalid", answer
+    assert "no steward signature" in answer.message and "fedcare site approve" in answer.message
+    # a signature copied from another row does not cover this one
+    sig = store.get("heart", H1).sig  # type: ignore[union-attr]
+    _raw(state, "UPDATE approvals SET sig = ? WHERE plan_hash = ?", sig, H2)
+    assert "does not verify" in store.check("heart", H2, NOW).message
+
+
+def test_an_edited_or_restored_approval_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = sealed_store(state, _kit_key(tmp_path / "kit"))
+    store.approve("heart", H1, NOW + timedelta(hours=1))
+    later = (NOW + timedelta(days=400)).isoformat()
+    _raw(state, "UPDATE approvals SET until = ? WHERE plan_hash = ?", later, H1)
+    assert store.check("heart", H1, NOW).kind == "approval-invalid"
+    # a genuine approval, revoked, then its old row put back
+    store.approve("heart", H2, LATER)
+    old = (
+        sqlite3.connect(state / "approvals.sqlite")
+        .execute("SELECT status, until, decided_at, sig FROM approvals WHERE plan_hash = ?", (H2,))
+        .fetchone()
+    )
+    store.revoke("heart", H2)
+    _raw(
+        state,
+        "UPDATE approvals SET status = ?, until = ?, decided_at = ?, sig = ? WHERE plan_hash = ?",
+        *old, H2,
+    )  # fmt: skip
+    answer = store.check("heart", H2, NOW)
+    assert answer.kind == "approval-invalid" and "revocation" in answer.message, answer
+
+
+def test_an_approval_missing_from_the_audit_log_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    key = _kit_key(tmp_path / "kit")
+    store = sealed_store(state, key)
+    store.approve("heart", H1, LATER)
+    (state / "audit.jsonl").rename(state / "moved.jsonl")
+    answer = sealed_store(state, key).check("heart", H1, NOW)
+    assert answer.kind == "approval-invalid" and "holds no steward decision" in answer.message
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-table"])
+def test_a_corrupt_approvals_file_refuses_with_its_name_and_recovers(
+    tmp_path: Path, damage: str
+) -> None:
+    state = tmp_path / "state"
+    key = _kit_key(tmp_path / "kit")
+    sealed_store(state, key).approve("heart", H1, LATER)
+    path = state / "approvals.sqlite"
+    good = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database at all " * 200)
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    else:
+        _raw(state, "DROP TABLE approvals")
+        _raw(state, "CREATE TABLE approvals (id INTEGER, study TEXT)")
+    store = sealed_store(state, key)  # opening does not raise
+    answer = store.check("heart", H1, NOW)
+    assert answer.kind == "approvals-unreadable", answer
+    assert str(path) in answer.message
+    path.write_bytes(good)
+    assert store.check("heart", H1, NOW).ok

@@ -13,12 +13,15 @@ from typer.testing import CliRunner
 from fedcare.aggregation.mean import WeightedMean
 from fedcare.aggregation.private_sum import PrivateSum
 from fedcare.cli.main import app
+from fedcare.errors import ValidationError
 from fedcare.privacy.accounting.analysis import DpEvent
 from fedcare.privacy.budget import ledger_epsilon
 from fedcare.records.messages import Reply, Task
+from fedcare.secure.secagg.layer import SecureSum
 from fedcare.site.approvals import ApprovalStore
+from fedcare.site.governance import SiteGovernance
 from fedcare.site.ledger import LEDGER_FILE, SiteLedger, task_events
-from fedcare.site.mods import SiteGovernance, chain
+from fedcare.site.mods import chain
 from fedcare.site.policy import SitePolicy
 
 from .governance_helpers import Recorder, plan, task
@@ -29,10 +32,13 @@ Z = 1.5
 
 def private_task(round: int = 1, study_id: str = "st-1", z: float = Z) -> Task:
     pipeline = PrivateSum(WeightedMean(), noise_multiplier=z, clip_norm=0.5, min_sites=3)
-    the_plan = plan(privacy={"mode": "private"}).to_task_plan()
-    t = task(task_plan=the_plan, round=round)
+    the_plan = plan(
+        privacy={"mode": "private", "dp": {"noise_multiplier": z, "clip_norm": 0.5}}, min_sites=3
+    )
+    t = task(task_plan=the_plan.to_task_plan(), round=round)
     config = {**t.config, "secagg_stage": "mask", "secagg_header": "{}"}  # as SecAgg sends it
-    return replace(t, study_id=study_id, pipeline=pipeline.site_spec(), config=config)
+    spec = {**pipeline.site_spec(), **SecureSum(pipeline).site_spec()}  # as the driver sends it
+    return replace(t, study_id=study_id, pipeline=spec, config=config)
 
 
 class Trainer:
@@ -142,6 +148,9 @@ def test_site_budget_command_shows_the_ledger(tmp_path: Path) -> None:
 def test_a_task_the_site_cannot_account_is_refused(tmp_path: Path) -> None:
     handler, _, trainer = governed(tmp_path)
     bad = {"distributed_dp": {"version": 1, "clip_norm": 1.0, "site_std": 0.5}}  # no min_sites
+    with pytest.raises(ValidationError, match="min_sites must be >= 1, got None"):
+        task_events(replace(private_task(), pipeline=bad), 100)
+    # under governance the pipeline is the plan's, so such a task never reaches the ledger
     reply = handler(replace(private_task(), pipeline=bad))
-    assert reply.error is not None and reply.error.kind == "privacy-budget-unaccountable"
-    assert "min_sites must be >= 1, got None" in reply.error.message and trainer.ran == []
+    assert reply.error is not None and reply.error.kind == "plan-pipeline-mismatch"
+    assert trainer.ran == []

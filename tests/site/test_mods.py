@@ -9,7 +9,8 @@ import pytest
 
 from fedcare.records.messages import Reply, Task
 from fedcare.site.approvals import ApprovalStore
-from fedcare.site.mods import SiteGovernance, chain, run_watched
+from fedcare.site.governance import SiteGovernance, run_watched
+from fedcare.site.mods import chain
 from fedcare.site.plans import Refusal, analytics_plan_hash
 from fedcare.site.policy import SitePolicy
 from fedcare.transport.codec import encode_reply
@@ -137,6 +138,27 @@ def test_analytics_specs_need_approval_and_get_the_policy_min_cell(tmp_path: Pat
     assert handler(analytics_task(40)).ok
     assert [t.config["min_cell"] for t in inner.seen] == [25, 40]
     assert [t.plan["analytics"]["min_cell"] for t in inner.seen] == [25, 40]
+
+
+def test_a_long_analytics_task_raised_to_the_cohort_floor_keeps_its_approval(
+    tmp_path: Path,
+) -> None:
+    """The floor rewrites the spec after the approval; the watch checks the approved one."""
+    approvals = ApprovalStore.in_state_dir(tmp_path)
+    approvals.approve("cohorts", analytics_plan_hash(analytics_task(5).plan), LATER)
+    policy = SitePolicy.from_dict({"min_cohort": 25})
+    gov = SiteGovernance(policy, approvals, Recorder(), poll_s=0.02)
+    stopped = threading.Event()
+
+    def slow(t: Task) -> Reply:  # several approval polls while it runs
+        assert t.plan["analytics"]["min_cell"] == 25
+        stopped.wait(0.3)
+        return Reply(t.study_id, t.round, t.site_id, t.kind)
+
+    handler = chain(gov.mods(ROWS), lambda t: gov.execute(t, slow, stopped.set))
+    reply = handler(analytics_task(5))
+    assert reply.ok, reply.error
+    assert not stopped.is_set()
 
 
 def test_run_watched_stops_a_running_task_when_the_approval_goes(tmp_path: Path) -> None:

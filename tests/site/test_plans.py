@@ -2,6 +2,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy
 import pytest
@@ -10,6 +11,7 @@ import fedcare
 from fedcare.errors import ConfigError
 from fedcare.records.plan import TrainingPlan, local_code, model_code_files
 from fedcare.site.plans import Refusal, check_task_plan
+from fedcare.strategy.site_half import site_pipeline_for
 
 from .governance_helpers import TRAINING, plan, task
 
@@ -85,11 +87,59 @@ def test_other_code_than_the_site_runs_is_refused_naming_the_file() -> None:
 
 
 def test_a_task_config_that_changes_the_recipe_is_refused() -> None:
-    refusal = check_task_plan(task(config={**TRAINING, "lr": 0.5, "seed": 1}))
+    fit = {**plan().training, "seed": 1}
+    refusal = check_task_plan(task(config={**fit, "lr": 0.5}))
     assert isinstance(refusal, Refusal) and refusal.kind == "plan-config-mismatch"
     assert "lr=0.5" in refusal.message and "0.05" in refusal.message
-    evaluate = check_task_plan(task("evaluate", config={"split": "test"}))
-    assert isinstance(evaluate, TrainingPlan)
+    assert isinstance(check_task_plan(task("evaluate", config={"seed": 4})), TrainingPlan)
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "needle"),
+    [
+        ("fit", {"prox_mu": 1000.0}, "prox_mu=1000.0 (plan: not set)"),
+        ("fit", {"algorithm": "scaffold"}, "algorithm='scaffold' (plan: 'fedavg')"),
+        ("fit", {"dp_noise_multiplier": 0.0}, "dp_noise_multiplier=0.0 (plan: not set)"),
+        ("fit", {"epochs": None}, "epochs missing (plan: 1)"),
+        ("evaluate", {"split": "train"}, "split='train' (plan: not set)"),
+        ("evaluate", {"split": "test"}, "split='test' (plan: not set)"),
+        ("stats", {"lr": 9.0}, "lr=9.0 (plan: not set)"),
+    ],
+)
+def test_any_config_the_plan_does_not_fix_is_refused(
+    kind: str, change: dict[str, Any], needle: str
+) -> None:
+    base = {**plan().training, "seed": 1} if kind == "fit" else {"seed": 1}
+    config = {k: v for k, v in {**base, **change}.items() if v is not None}
+    refusal = check_task_plan(task(kind, config=config))
+    assert isinstance(refusal, Refusal) and refusal.kind == "plan-config-mismatch"
+    assert needle in refusal.message and kind in refusal.message
+
+
+def test_strategy_options_and_dp_sgd_are_part_of_the_plan() -> None:
+    prox = plan(strategy={"name": "fedprox", "options": {"mu": 0.1}})
+    assert prox.training["prox_mu"] == 0.1 and "prox_mu=0.1" in prox.summary()
+    dp = {"local_dp_sgd": {"noise_multiplier": 1.0, "max_grad_norm": 1.0}}
+    private_sgd = plan(privacy={"mode": "open", "dp": dp})
+    assert private_sgd.training["dp_noise_multiplier"] == 1.0
+    assert plan(strategy={"name": "scaffold"}).training["algorithm"] == "scaffold"
+    assert len({plan().hash, prox.hash, private_sgd.hash}) == 3
+    # the fedprox plan's own config passes; without prox_mu it is refused
+    fit = {**prox.training, "seed": 2}
+    assert isinstance(
+        check_task_plan(task(task_plan=prox.to_task_plan(), config=fit)), TrainingPlan
+    )
+    del fit["prox_mu"]
+    refusal = check_task_plan(task(task_plan=prox.to_task_plan(), config=fit))
+    assert isinstance(refusal, Refusal) and "prox_mu missing (plan: 0.1)" in refusal.message
+
+
+def test_secure_aggregation_stage_fields_may_vary() -> None:
+    config = {**plan().training, "seed": 5, "secagg_stage": "mask", "secagg_header": "{}"}
+    secure = plan(privacy={"mode": "secure"})
+    pipeline = site_pipeline_for(secure)
+    t = replace(task(task_plan=secure.to_task_plan(), config=config), pipeline=pipeline)
+    assert isinstance(check_task_plan(t), TrainingPlan)
 
 
 def test_an_incomplete_plan_is_invalid() -> None:

@@ -21,7 +21,7 @@ from fedcare.records.messages import Reply, Task
 from fedcare.site.agent import SiteAgent
 from fedcare.site.approvals import ApprovalStore
 from fedcare.site.config import SiteDataConfig
-from fedcare.site.mods import SiteGovernance
+from fedcare.site.governance import SiteGovernance
 from fedcare.site.policy import SitePolicy
 from fedcare.site.worker import TaskWorker, build_apps
 from fedcare.transport.provisioning import create_federation

@@ -128,8 +128,13 @@ def test_rotate_site_revokes_the_old_serial_only(fed: prov.Federation) -> None:
         "kits/sites/cleveland/cert.pem",
         "kits/sites/cleveland/key.pem",
         "kits/sites/cleveland/kit.yaml",
+        "kits/sites/cleveland/previous/001/cert.pem",  # kept for the audit handover
+        "kits/sites/cleveland/previous/001/key.pem",
         "kits/coordinator/revoked.json",
     }
+    assert (kit / "previous" / "001" / "key.pem").read_bytes() == old_key
+    assert stat.S_IMODE((kit / "previous" / "001" / "key.pem").stat().st_mode) == 0o600
+    assert cert_of(kit / "previous" / "001").serial_number == old
     assert (kit / "key.pem").read_bytes() != old_key
     assert stat.S_IMODE((kit / "key.pem").stat().st_mode) == 0o600
     new = cert_of(kit).serial_number
@@ -189,3 +194,13 @@ def test_a_broken_revocation_list_is_an_error(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(ConfigError, match=r"revocation list .* is invalid"):
             prov.read_revocations(path)
+
+
+def test_a_second_rotation_keeps_every_earlier_key_oldest_first(fed: prov.Federation) -> None:
+    first = cert_of(fed.site_kits["hungary"]).serial_number
+    kit = prov.rotate_site(fed.root, "hungary")
+    second = cert_of(kit).serial_number
+    prov.rotate_site(fed.root, "hungary")
+    assert sorted(p.name for p in (kit / "previous").iterdir()) == ["001", "002"]
+    assert [cert_of(kit / "previous" / n).serial_number for n in ("001", "002")] == [first, second]
+    assert all((kit / "previous" / n / "key.pem").is_file() for n in ("001", "002"))

@@ -3,8 +3,10 @@
 The task plan carries ``analytics`` (the spec as JSON), and for quantile rounds ``only`` (the
 query paths to answer) and ``thresholds`` (path -> thresholds). Query ``i`` answers under the
 path ``q<i>``; the queries inside cohort ``i`` under ``q<i>.<j>``. Arrays travel as
-``<path>/<name>``. Only aggregates leave: counts (withheld below ``min_cell``), sums derived
-from released counts, masks, and the KM exact-mode times when the site opted in.
+``<path>/<name>``. Only aggregates leave: counts (withheld below ``min_cell``, and withheld
+further where a withheld one could be derived from the rest of the answer: see
+:mod:`fedcare.analytics.complementary`), sums derived from released counts, masks, and the KM
+exact-mode times when the site opted in.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedcare.analytics.complementary import complementary_withholding
 from fedcare.analytics.correlation import site_correlation
 from fedcare.analytics.count import site_count
 from fedcare.analytics.disclosure import AnalyticsPolicy, Releaser
@@ -80,7 +83,8 @@ def answer_plan(
     policy: AnalyticsPolicy,
     rng: np.random.Generator,
 ) -> tuple[ArrayRecord, dict[str, float]]:
-    """The arrays and metrics (``epsilon``, ``min_cell``) a site sends for ``plan``.
+    """The arrays and metrics (``epsilon``, ``min_cell``, ``complementary``: cells withheld
+    only so that no withheld cell can be derived) a site sends for ``plan``.
 
     Raises
     ------
@@ -90,30 +94,49 @@ def answer_plan(
     """
     spec = AnalyticsSpec.from_dict(plan.get("analytics"), source="task plan 'analytics'")
     only = plan.get("only")
-    thresholds = plan.get("thresholds") or {}
     if only is not None and not isinstance(only, list | tuple):
         raise ConfigError(f"task plan 'only' must be a list of query paths, got {only!r}")
     min_cell = max(policy.min_cell, spec.min_cell)
-    rel = Releaser(min_cell, noise=spec.noise, rng=rng, suppress_zeros=policy.suppress_zeros)
+    zeros = policy.suppress_zeros
+
+    def exact(withhold: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        plain = Releaser(min_cell, suppress_zeros=zeros, withhold=withhold)
+        return _answer(frame, spec, plan, plain)
+
+    withhold = complementary_withholding(frame, spec, plan, exact, min_cell)
+    rel = Releaser(min_cell, noise=spec.noise, rng=rng, suppress_zeros=zeros, withhold=withhold)
+    arrays = _answer(frame, spec, plan, rel)
+    metrics = {
+        "epsilon": rel.epsilon,
+        "noised_releases": float(rel.releases),
+        "min_cell": float(min_cell),
+        "complementary": float(sum(int(m.sum()) for m in withhold.values())),
+    }
+    return ArrayRecord(arrays, copy=False), metrics
+
+
+def _answer(
+    frame: pd.DataFrame, spec: AnalyticsSpec, plan: Mapping[str, Any], rel: Releaser
+) -> dict[str, np.ndarray]:
+    """Every wanted query's released arrays, by ``<path>/<name>``."""
+    only = plan.get("only")
+    thresholds = plan.get("thresholds") or {}
     arrays: dict[str, np.ndarray] = {}
     for i, query in enumerate(spec.queries):
         path = f"q{i}"
+        rel.scope = path
         if isinstance(query, CohortQuery):
             cohort = frame.loc[filter_mask(query.filter, frame)]
             if _wanted(only, path):
                 _put(arrays, path, rel.counts("count", np.array([float(len(cohort))])))
             for j, sub in enumerate(query.queries):
                 if _wanted(only, f"{path}.{j}"):
+                    rel.scope = f"{path}.{j}"
                     stats = _one(cohort, sub, rel, thresholds.get(f"{path}.{j}"))
                     _put(arrays, f"{path}.{j}", stats)
         elif _wanted(only, path):
             _put(arrays, path, _one(frame, query, rel, thresholds.get(path)))
-    metrics = {
-        "epsilon": rel.epsilon,
-        "noised_releases": float(rel.releases),
-        "min_cell": float(min_cell),
-    }
-    return ArrayRecord(arrays, copy=False), metrics
+    return arrays
 
 
 def _put(arrays: dict[str, np.ndarray], path: str, stats: Mapping[str, np.ndarray]) -> None:

@@ -4,7 +4,9 @@ Every count a site releases goes through :meth:`Releaser.counts`: a cell with
 ``0 < count < min_cell`` is withheld (sent as 0 with its ``suppressed`` mask set, never the
 value), as DataSHIELD's ``nfilter.tab`` does; zero cells are released unless the policy sets
 ``suppress_zeros``. Sums derived from a withheld group are withheld with it
-(:meth:`Releaser.sums`). Noise (Laplace or Gaussian) is added after suppression to what is
+(:meth:`Releaser.sums`). Cells that would let a withheld one be derived by subtraction are
+withheld too (complementary suppression, :mod:`fedcare.analytics.complementary`: the
+``withhold`` masks). Noise (Laplace or Gaussian) is added after suppression to what is
 released, from an injected generator, and every noised release spends the spec's epsilon.
 """
 
@@ -87,11 +89,16 @@ class Releaser:
         noise: NoiseSpec | None = None,
         rng: np.random.Generator | None = None,
         suppress_zeros: bool = False,
+        withhold: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         if noise is not None and rng is None:
             raise ConfigError("DP noise needs a random generator")
         self.min_cell, self.noise, self.rng = min_cell, noise, rng
         self.suppress_zeros = suppress_zeros
+        #: Cells withheld beyond small cells (complementary suppression), by
+        #: ``"<scope>/<name>"``; ``scope`` is the path of the query being answered.
+        self.withhold = dict(withhold or {})
+        self.scope = ""
         self.epsilon = 0.0
         self.releases = 0
 
@@ -137,6 +144,9 @@ class Releaser:
         hide = self.small(counts)
         if also is not None:
             hide = hide | also
+        more = self.withhold.get(f"{self.scope}/{name}")
+        if more is not None:
+            hide = hide | np.asarray(more, dtype=bool).reshape(counts.shape)
         released = np.where(hide, 0.0, counts)
         return {
             name: self._noised(released, ~hide, 1.0, cells_per_row),

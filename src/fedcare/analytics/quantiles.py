@@ -4,7 +4,8 @@ Each round the coordinator sends, per probability, ``points`` thresholds spread 
 current bracket; a site answers ``count_le = #(x <= t)`` for each and its ``count`` of
 non-missing values. A ``count_le`` below ``min_cell``, or one whose complement
 ``count - count_le`` is, is withheld; the site then sends only which tail it is in (``tail``:
--1 low, +1 high), so the coordinator knows the pooled count lies in an interval and narrows
+-1 low, +1 high; 2 for a cell withheld only by complementary suppression, anywhere in
+``[0, count]``), so the coordinator knows the pooled count lies in an interval and narrows
 the bracket only where the interval decides. The target is the pooled ``inverted_cdf``
 quantile: the smallest ``x`` with ``#(x_i <= x) >= ceil(p N)``. Without withheld cells the
 answer (the bracket's upper end) is at most ``(upper - lower) / (points + 1) ** rounds``
@@ -49,7 +50,8 @@ def site_quantiles(
     low = rel.small(le)
     high = rel.small(n - le) & ~low
     out.update(rel.counts("count_le", le, also=high | site_hidden, cells_per_row=t.size))
-    tail = np.where(low, -1, np.where(high, 1, 0))
+    withheld = out["count_le:suppressed"].astype(bool)  # also complementary: anywhere in [0, n]
+    tail = np.where(low, -1, np.where(high, 1, np.where(withheld, 2, 0)))
     out["tail"] = np.where(site_hidden, 0, tail).astype(np.int8)
     out["min_cell"] = np.array([float(rel.min_cell)])
     return out
@@ -134,7 +136,7 @@ def _pooled_bounds(
         total += n
         hide = a["count_le:suppressed"].astype(bool)
         tail = a["tail"]
-        lower += np.where(hide, np.where(tail > 0, n - (m - 1), 0.0), a["count_le"])
+        lower += np.where(hide, np.where(tail == 1, n - (m - 1), 0.0), a["count_le"])
         upper += np.where(hide, np.where(tail > 0, n, m - 1), a["count_le"])
     if not math.isfinite(total):
         raise ConfigError(f"quantiles query {query.name!r}: pooled count is not finite")

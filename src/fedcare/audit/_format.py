@@ -38,6 +38,8 @@ ENTRY_FIELDS = frozenset({"seq", "time", "event", "actor", "data", "prev", "hash
 HEAD_FIELDS = frozenset({"version", "seq", "hash", "sig"})
 HEAD_VERSION = 1
 HEAD_DOMAIN = b"fedcare-audit-head\x00"
+#: The entry, signed with the key in force, that hands the log over to a new key.
+HANDOVER_EVENT = "key-rotated"
 HEX64 = re.compile(r"[0-9a-f]{64}")
 _EVENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}")
 # Order of the P-256 group; a signature with s above half of it is the malleable twin.
@@ -190,3 +192,11 @@ def load_public_keys(
         return []
     paths = [cert_path] if isinstance(cert_path, (str, os.PathLike)) else list(cert_path)
     return [load_cert_key(p) for p in paths]
+
+
+def public_key_text(key: ec.EllipticCurvePublicKey) -> str:
+    """A public key as a handover entry names it: base64 of its DER SubjectPublicKeyInfo."""
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode("ascii")

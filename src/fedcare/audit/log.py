@@ -43,10 +43,13 @@ nothing locally. They can rewrite history, re-sign every entry and a fresh head;
 checkpoints already witnessed by others expose that. The log makes tampering by *others*
 evident and binds the key holder to what others have already seen.
 
-**Key rotation.** After a kit's key is rotated, :meth:`AuditLog.open` refuses the log (its
-tail is not signed by the new key) unless the old certificate is passed in ``trusted_certs``;
-the log then goes on under the new key, and is verified with every certificate, oldest first:
-an entry signed by an older key than the one before it is refused (a retired key).
+**Key rotation.** After a kit's key is rotated, the log's last entry is signed with an
+earlier key. :meth:`AuditLog.open` given that earlier private key (``previous_keys``; a rotated
+kit keeps it under ``previous/``, see :mod:`fedcare.transport.kit_history`) writes a
+``key-rotated`` entry signed with the earlier key that names the new public key (the
+*handover*), and the log goes on under the new key. Without the earlier key it refuses to
+extend the log. The verifier accepts a change of signing key only right after such an entry:
+an entry signed by any other key than the one in force is refused (a retired or foreign key).
 
 Times are the writer's UTC clock at append (under the lock); the verifier only warns when time
 goes backwards (a clock step is not tampering: the signature covers the time anyway).
@@ -66,6 +69,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedcare.audit._format import (
     GENESIS,
+    HANDOVER_EVENT,
     HEAD_VERSION,
     canonical,
     check_event,
@@ -74,6 +78,7 @@ from fedcare.audit._format import (
     load_cert_key,
     load_private_key,
     plain_data,
+    public_key_text,
     sign,
     signature_problem,
     utc_now,
@@ -131,13 +136,21 @@ class AuditLog:
         self._key = key
         self._public = key.public_key()
         # Keys whose signature the tail may carry: earlier keys of this participant, and its own.
-        self._tail_keys = [*trusted, self._public]
+        self._tail_keys = [self._public, *trusted]
         self._actor = actor
         self._lock = threading.Lock()
+        self._tail_record: dict[str, Any] | None = None
+        self._tail_signer_key: ec.EllipticCurvePublicKey | None = None
 
     @classmethod
     def open(
-        cls, path: Path, *, key_path: Path, actor: str, trusted_certs: Sequence[Path] = ()
+        cls,
+        path: Path,
+        *,
+        key_path: Path,
+        actor: str,
+        trusted_certs: Sequence[Path] = (),
+        previous_keys: Sequence[Path] = (),
     ) -> AuditLog:
         """Open (creating if needed) the log at ``path``, signing with the key at ``key_path``.
 
@@ -153,6 +166,10 @@ class AuditLog:
             After the kit's key was rotated: the certificates of the participant's earlier
             keys, whose signatures the log may end with. Verify such a log with all of them,
             oldest first, then the current ``cert.pem``.
+        previous_keys:
+            The private keys of earlier keys (their public halves are trusted too): when the
+            log's last entry is signed with one of them, a ``key-rotated`` handover entry is
+            written with it before the log goes on under ``key_path``'s key.
 
         Raises
         ------
@@ -166,7 +183,8 @@ class AuditLog:
         if not isinstance(actor, str) or not actor.strip():
             raise ConfigError(f"audit actor must be a non-empty string, got {actor!r}")
         key = load_private_key(Path(key_path))
-        trusted = [load_cert_key(p) for p in trusted_certs]
+        earlier = [load_private_key(Path(p)) for p in previous_keys]
+        trusted = [load_cert_key(p) for p in trusted_certs] + [k.public_key() for k in earlier]
         path = Path(path)
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         try:
@@ -182,7 +200,8 @@ class AuditLog:
             with log._locked():
                 seq, hash_, current = log._tail()
                 if not current:  # a new log, or a crash before the last checkpoint
-                    log._write_head(seq, hash_)
+                    log._write_head(seq, hash_, key)
+                log._hand_over(earlier)
         except BaseException:
             log.close()
             raise
@@ -227,33 +246,38 @@ class AuditLog:
         check_event(event)
         body_data = plain_data(event, data)
         with self._locked():
-            seq, prev, _ = self._tail()
-            body: dict[str, Any] = {
-                "seq": seq + 1,
-                "time": utc_now(),
-                "event": event,
-                "actor": self._actor,
-                "data": body_data,
-                "prev": prev,
-            }
-            hash_ = entry_hash(body)
-            record = {**body, "hash": hash_, "sig": sign(self._key, hash_.encode("ascii"))}
-            assert self._fd is not None
-            try:
-                _write_all(self._fd, canonical(record) + b"\n")
-                os.fsync(self._fd)
-            except OSError as err:
-                raise AuditError(
-                    f"audit log {self._path}: writing entry {seq + 1} ({event!r}) failed ({err}); "
-                    "the entry may be torn and the log refuses further appends until moved aside"
-                ) from err
-            try:
-                self._write_head(seq + 1, hash_)
-            except OSError as err:
-                raise AuditError(
-                    f"audit log {self._path}: entry {seq + 1} ({event!r}) is written but its "
-                    f"head checkpoint is not ({err}); the next append or open repairs it"
-                ) from err
+            return self._append_locked(event, body_data, self._key)
+
+    def _append_locked(
+        self, event: str, body_data: dict[str, Any], key: ec.EllipticCurvePrivateKey
+    ) -> AuditEntry:
+        seq, prev, _ = self._tail()
+        body: dict[str, Any] = {
+            "seq": seq + 1,
+            "time": utc_now(),
+            "event": event,
+            "actor": self._actor,
+            "data": body_data,
+            "prev": prev,
+        }
+        hash_ = entry_hash(body)
+        record = {**body, "hash": hash_, "sig": sign(key, hash_.encode("ascii"))}
+        assert self._fd is not None
+        try:
+            _write_all(self._fd, canonical(record) + b"\n")
+            os.fsync(self._fd)
+        except OSError as err:
+            raise AuditError(
+                f"audit log {self._path}: writing entry {seq + 1} ({event!r}) failed ({err}); "
+                "the entry may be torn and the log refuses further appends until moved aside"
+            ) from err
+        try:
+            self._write_head(seq + 1, hash_, key)
+        except OSError as err:
+            raise AuditError(
+                f"audit log {self._path}: entry {seq + 1} ({event!r}) is written but its "
+                f"head checkpoint is not ({err}); the next append or open repairs it"
+            ) from err
         return AuditEntry.from_record(record)
 
     def head(self) -> str:
@@ -291,23 +315,69 @@ class AuditLog:
         line = _last_line(self._fd)
         if not line:
             seq, hash_, prev = 0, GENESIS, GENESIS
+            self._tail_record = self._tail_signer_key = None
         else:
             if not line.endswith(b"\n"):
                 raise self._refuse("the last line is torn (no newline: a crash mid-write?)")
             record, problem = check_line(line[:-1])
             if record is None or problem:
                 raise self._refuse(f"the last entry is corrupt ({problem})")
-            if not self._signed(record["hash"].encode("ascii"), record["sig"]):
+            signer = self._signer_of(record["hash"].encode("ascii"), record["sig"])
+            if signer is None:
                 raise self._refuse(
                     f"the last entry (seq {record['seq']}) is not signed with the key in use "
                     "(a forged entry, or the kit's key was rotated: then pass the old "
                     "certificate in trusted_certs)"
                 )
             seq, hash_, prev = record["seq"], record["hash"], record["prev"]
+            self._tail_record, self._tail_signer_key = record, signer
         return seq, hash_, self._check_head(seq, hash_, prev)
 
     def _signed(self, message: bytes, sig: str) -> bool:
-        return any(signature_problem(k, message, sig) is None for k in self._tail_keys)
+        return self._signer_of(message, sig) is not None
+
+    def _signer_of(self, message: bytes, sig: str) -> ec.EllipticCurvePublicKey | None:
+        for k in self._tail_keys:
+            if signature_problem(k, message, sig) is None:
+                return k
+        return None
+
+    def _hand_over(self, earlier: Sequence[ec.EllipticCurvePrivateKey]) -> None:
+        """If the last entry is signed by an earlier key, hand the log over to ours (locked)."""
+        record = self._tail_record
+        if record is None or self._tail_signer_key is None:
+            return
+        mine = public_key_text(self._public)
+        if public_key_text(self._tail_signer_key) == mine:
+            return
+        if record["event"] == HANDOVER_EVENT and record["data"].get("new_key") == mine:
+            return  # handed over already; the next entry is ours
+        old = next(
+            (
+                k
+                for k in earlier
+                if public_key_text(k.public_key()) == public_key_text(self._tail_signer_key)
+            ),
+            None,
+        )
+        if old is None:
+            raise self._refuse(
+                f"its last entry (seq {record['seq']}) is signed with an earlier key of this "
+                "participant and no key-rotated entry hands the log over to the current key; "
+                "start once with the earlier private key (a rotated kit keeps it in previous/)"
+            )
+        self._append_locked(
+            HANDOVER_EVENT,
+            plain_data(
+                HANDOVER_EVENT,
+                {
+                    "new_key": mine,
+                    "old_key": public_key_text(old.public_key()),
+                    "reason": "the kit's key was rotated",
+                },
+            ),
+            old,
+        )
 
     def _check_head(self, seq: int, hash_: str, prev: str) -> bool:
         """True if the head names the last entry, False if it is one behind or absent (new)."""
@@ -330,12 +400,12 @@ class AuditLog:
             )
         return (hseq, hhash) == (seq, hash_)
 
-    def _write_head(self, seq: int, hash_: str) -> None:
+    def _write_head(self, seq: int, hash_: str, key: ec.EllipticCurvePrivateKey) -> None:
         doc = {
             "version": HEAD_VERSION,
             "seq": seq,
             "hash": hash_,
-            "sig": sign(self._key, head_message(seq, hash_)),
+            "sig": sign(key, head_message(seq, hash_)),
         }
         tmp = self._head_path.with_name(f".{self._head_path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -7,6 +7,10 @@ trusted: an edit, deletion, insertion or swap at entry *k* is reported at *k* (a
 hash, form and signature cover its content; ``seq`` and ``prev`` tie it to its place), and a
 deletion of the newest entries at the first missing number.
 
+Keys: after a rotation, give every key the participant has had. The key of the first entry
+is in force; a different key may sign only the entry right after a ``key-rotated`` entry
+(signed with the key in force) that names it (``new_key``); any other change of key is refused.
+
 Decisions: time going backwards is a *warning* (clock steps happen; the time is signed anyway);
 a head exactly one entry behind the log is a warning (a crash between writing the line and the
 checkpoint, repaired by the next append); without a public key the chain is checked but not
@@ -25,11 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedcare.audit._format import (
     GENESIS,
+    HANDOVER_EVENT,
     CertPaths,
     PublicKeys,
     head_message,
     load_public_keys,
     parse_time,
+    public_key_text,
     signature_problem,
 )
 from fedcare.audit.entry import check_line
@@ -74,6 +80,7 @@ class _Line(NamedTuple):
     time: str
     when: dt.datetime
     signer: int  # index of the key that signed it, -1 when signatures are not checked
+    hands_to: str | None = None  # a key-rotated entry: the key it hands the log over to
 
 
 def _signer(keys: Sequence[ec.EllipticCurvePublicKey], message: bytes, sig: Any) -> int:
@@ -95,7 +102,13 @@ def _check_line(
     if record is None:
         raise _Bad(number, f"entry {number}: {problem}")
     when = parse_time(record["time"])
-    checked = _Line(record["seq"], record["prev"], record["hash"], record["time"], when, -1)
+    data = record["data"]
+    hands_to = None
+    if record["event"] == HANDOVER_EVENT and isinstance(data, dict):
+        hands_to = str(data.get("new_key"))
+    checked = _Line(
+        record["seq"], record["prev"], record["hash"], record["time"], when, -1, hands_to
+    )
     _check_place(checked, number, prev)
     if problem:
         raise _Bad(number, f"entry {number}: {problem}")
@@ -122,7 +135,7 @@ def _check_head(
     head: bytes | None,
     hashes: list[str],
     keys: Sequence[ec.EllipticCurvePublicKey],
-    epoch: int,
+    allowed: set[int],
     require_head: bool,
 ) -> list[str]:
     """Compare the log with its head checkpoint; return warnings or raise _Bad."""
@@ -144,8 +157,8 @@ def _check_head(
             raise _Bad(
                 None, "head checkpoint: signature does not verify with the signer's public key"
             ) from None
-        if signer < epoch:
-            raise _Bad(None, "head checkpoint: signed with a key retired before the last entry")
+        if allowed and signer not in allowed:
+            raise _Bad(None, "head checkpoint: signed with another key than the last entry's")
     if hseq > count:
         raise _Bad(
             count + 1,
@@ -206,6 +219,7 @@ class LogVerifier:
         remember: int = 1_000_000,
     ) -> None:
         self._keys = load_public_keys(None, public_key)
+        self._texts = [public_key_text(k) for k in self._keys]
         self._require_head = require_head
         self._remember = remember
         self._known: dict[bytes, _Line] = {}
@@ -220,6 +234,36 @@ class LogVerifier:
             self._known.clear()
         self._known[line] = checked
         return checked
+
+    def _handed_to(self, key_text: str | None) -> int | None:
+        """Index of the key a handover names (-2: a key not given; None: no handover)."""
+        if key_text is None or not self._keys:
+            return None
+        return next((i for i, k in enumerate(self._texts) if k == key_text), -2)
+
+    def _check_key(self, line: _Line, number: int, epoch: int, handover: int | None) -> None:
+        """The entry is signed with the key in force, or the one a handover just named."""
+        n = len(self._keys)
+        if epoch < 0 or (handover is None and line.signer == epoch) or line.signer == handover:
+            return
+        if handover == -2:
+            raise _Bad(
+                number,
+                f"entry {number}: entry {number - 1} hands the log over to a key whose "
+                "certificate was not given (pass every certificate, oldest first)",
+            )
+        if handover is not None:
+            raise _Bad(
+                number,
+                f"entry {number}: signed with key {line.signer + 1} of {n} but entry "
+                f"{number - 1} handed the log over to key {handover + 1} (a retired key)",
+            )
+        raise _Bad(
+            number,
+            f"entry {number}: signed with key {line.signer + 1} of {n} while key {epoch + 1} "
+            "was in force, without a key-rotated entry handing over to it (a retired or "
+            "foreign key)",
+        )
 
     def verify(
         self, log: bytes, head: bytes | None, witnessed: Iterable[Checkpoint | str] = ()
@@ -244,17 +288,13 @@ class LogVerifier:
         if not self._keys:
             warnings.append("signatures not checked: no certificate or public key given")
         hashes: list[str] = []
-        prev, last, epoch = GENESIS, None, -1
+        prev, last, epoch, handover = GENESIS, None, -1, None
         try:
             for number, raw in enumerate(lines, start=1):
                 line = self._line(raw, number, prev)
-                if line.signer < epoch:
-                    raise _Bad(
-                        number,
-                        f"entry {number}: signed with key {line.signer + 1} of "
-                        f"{len(self._keys)} after key {epoch + 1} was in use (a retired key)",
-                    )
+                self._check_key(line, number, epoch, handover)
                 prev, epoch = line.hash, line.signer
+                handover = self._handed_to(line.hands_to)
                 hashes.append(prev)
                 if last is not None and line.when < last.when:
                     warnings.append(
@@ -264,7 +304,8 @@ class LogVerifier:
             if torn:
                 number = len(lines) + 1
                 raise _Bad(number, f"entry {number}: the last line is torn (no newline at the end)")
-            warnings.extend(_check_head(head, hashes, self._keys, epoch, self._require_head))
+            allowed = {epoch} | ({handover} if handover is not None else set())
+            warnings.extend(_check_head(head, hashes, self._keys, allowed, self._require_head))
             _check_witnessed(points, hashes)
         except _Bad as bad:
             return VerifyResult(

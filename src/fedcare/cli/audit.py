@@ -12,8 +12,11 @@ audit_app = typer.Typer(help="Verify and export tamper-evident audit logs.")
 
 
 def _cert(certs: list[Path], kit: Path | None) -> list[Path] | None:
-    """The signer's certificates, oldest first: the ``--cert`` ones, then the kit's."""
-    paths = [*certs, *([kit / "cert.pem"] if kit is not None else [])]
+    """The signer's certificates, oldest first: the ``--cert`` ones, then the kit's (with the
+    earlier ones a rotated kit keeps under ``previous/``)."""
+    from fedcare.transport.kit_history import kit_certs
+
+    paths = [*certs, *(kit_certs(kit) if kit is not None else [])]
     return paths or None
 
 
@@ -28,19 +31,30 @@ def verify(
     cert: list[Path] = typer.Option(
         [], help="The signer's certificate (PEM); repeat for earlier keys, oldest first."
     ),
-    kit: Path | None = typer.Option(None, help="The signer's startup kit (uses its cert.pem)."),
+    kit: Path | None = typer.Option(
+        None, help="The signer's startup kit (its cert.pem and earlier certificates)."
+    ),
     witness: list[str] = typer.Option(
         [], help="A checkpoint SEQ:HASH of this log that someone else kept (repeatable)."
     ),
+    anchors: Path | None = typer.Option(
+        None,
+        help="Heads of this log the other side countersigned (JSON lines; default: "
+        "audit-anchors.jsonl beside the log, which a site agent keeps).",
+    ),
 ) -> None:
-    """Check every entry, the hash chain, the signatures and the head checkpoint.
+    """Check every entry, the hash chain, the signatures and the head checkpoint, and that the
+    log still holds every anchored head (so a rollback to an older copy fails).
 
     Exit 0 and "ok: N entries" when the log is intact; exit 1 naming the first bad entry.
     """
     from fedcare.audit import verify_log
+    from fedcare.audit.anchors import SITE_ANCHORS_FILE, AnchorBook
 
+    book = anchors if anchors is not None else log.parent / SITE_ANCHORS_FILE
     try:
-        result = verify_log(log, cert_path=_cert(cert, kit), witnessed=witness)
+        held = [a.checkpoint for a in AnchorBook(book).read()]
+        result = verify_log(log, cert_path=_cert(cert, kit), witnessed=[*witness, *held])
     except FedcareError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
@@ -50,6 +64,8 @@ def verify(
         raise typer.Exit(code=1)
     unchecked = "" if result.signatures_checked else " (signatures NOT checked: no --cert/--kit)"
     typer.echo(f"ok: {result.count} entries{unchecked}")
+    if held:
+        typer.echo(f"anchors: the log holds all {len(held)} countersigned heads in {book}")
     typer.echo(f"checkpoint: {result.checkpoint}")
 
 

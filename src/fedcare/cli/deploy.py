@@ -209,12 +209,16 @@ def study_status(
     study_id: str | None = typer.Argument(None), home: Path = HOME, db: str | None = DB
 ) -> None:
     """Studies with their status and progress (with one study: why sites refused or failed)."""
-    from fedcare.cli.governance import site_refusals
+    from fedcare.cli.governance import schema_refusals, site_refusals
 
     try:
         with _store(home, db) as store:
             studies = [store.get_study(study_id)] if study_id else store.list_studies()
-            refusals = site_refusals(store, study_id) if study_id else []
+            refusals = (
+                schema_refusals(store, study_id) + site_refusals(store, study_id)
+                if study_id
+                else []
+            )
             epsilon = store.site_epsilon(study_id) if study_id else {}
     except FedcareError as err:
         raise fail(err) from None

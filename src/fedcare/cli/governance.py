@@ -19,7 +19,7 @@ from rich.table import Table
 
 from fedcare.errors import FedcareError
 
-__all__ = ["build_governance", "open_site_audit", "register", "site_refusals"]
+__all__ = ["build_governance", "open_site_audit", "register", "site_refusals", "steward_store"]
 
 console = Console(stderr=True)
 AUDIT_FILE = "audit.jsonl"
@@ -35,41 +35,93 @@ def _fail(err: Exception) -> typer.Exit:
 
 
 def open_site_audit(state: Path, kit: Path, *, actor: str | None = None) -> Any:
-    """The site's signed audit log ``<state>/audit.jsonl`` (actor: the site id by default)."""
+    """The site's signed audit log ``<state>/audit.jsonl`` (actor: the site id by default).
+
+    After ``fedcare provision rotate`` the kit keeps its earlier key under ``previous/``: the
+    first open writes the ``key-rotated`` handover with it (:class:`fedcare.audit.AuditLog`),
+    after which the earlier private key is deleted (its certificate stays, for verification).
+    """
     from fedcare.audit import AuditLog
+    from fedcare.transport.kit_history import forget_previous_keys, kit_certs, previous_keys
     from fedcare.transport.tls import load_kit
 
     identity = load_kit(kit).identity
     state.mkdir(parents=True, exist_ok=True)
-    return AuditLog.open(state / AUDIT_FILE, key_path=kit / "key.pem", actor=actor or identity)
+    earlier = previous_keys(kit)
+    log = AuditLog.open(
+        state / AUDIT_FILE,
+        key_path=kit / "key.pem",
+        actor=actor or identity,
+        trusted_certs=kit_certs(kit)[:-1],
+        previous_keys=earlier,
+    )
+    if earlier:
+        forget_previous_keys(kit)
+    return log
+
+
+def kit_public_keys(kit: Path) -> list[Any]:
+    """The public keys the site's kit has had, oldest first (earlier ones kept by rotation)."""
+    from fedcare.audit._format import load_cert_key
+    from fedcare.transport.kit_history import kit_certs
+
+    return [load_cert_key(p) for p in kit_certs(kit)]
+
+
+def steward_store(state: Path, kit: Path) -> Any:
+    """The site's approvals store whose decisions are sealed with the kit's key and audited
+    (what ``fedcare site approve|refuse|revoke`` and the agent use)."""
+    from fedcare.audit._format import load_private_key
+    from fedcare.site.approvals import ApprovalStore
+    from fedcare.site.steward_seal import Steward
+
+    actor = f"{_identity(kit)}:steward"
+    steward = Steward(
+        kit_public_keys(kit),
+        state / AUDIT_FILE,
+        key=load_private_key(kit / "key.pem"),
+        open_audit=lambda: open_site_audit(state, kit, actor=actor),
+    )
+    return ApprovalStore.in_state_dir(state, steward=steward)
 
 
 def build_governance(
     state: Path, kit: Path, policy_file: Path | None, *, approve_all: bool = False
 ) -> Any:
-    """The agent's :class:`~fedcare.site.mods.SiteGovernance`; a bad policy raises here."""
-    from fedcare.site.approvals import ApprovalStore
-    from fedcare.site.mods import SiteGovernance
-    from fedcare.site.policy import SitePolicy
+    """The agent's :class:`~fedcare.site.governance.SiteGovernance`; a bad policy raises here.
 
-    policy = SitePolicy.from_yaml(policy_file) if policy_file else SitePolicy()
+    The policy file is re-read when it changes (:mod:`fedcare.site.policy_watch`): a change
+    is audited and applies from the next task; an invalid file refuses every task.
+    """
+    from fedcare.site.governance import SiteGovernance
+    from fedcare.site.policy import SitePolicy
+    from fedcare.site.policy_watch import PolicyFile
+
+    if policy_file:  # checked before the audit log is touched: a bad file stops here
+        SitePolicy.from_yaml(policy_file)
     audit = open_site_audit(state, kit)
+    watched = PolicyFile(policy_file, audit) if policy_file else None
+    policy = watched.initial if watched is not None else SitePolicy()
     audit.append(
         "agent-started",
         policy=policy.summary(),
         policy_file=str(policy_file) if policy_file else None,
+        policy_sha256=watched.current().sha256 if watched is not None else None,
         approve_all=approve_all,
     )
     if approve_all:
         audit.append("approve-all-enabled", warning="every plan runs without a steward decision")
+    from fedcare.site.anchoring import SiteAnchors
     from fedcare.site.ledger import SiteLedger
 
     return SiteGovernance(
         policy,
-        ApprovalStore.in_state_dir(state),
+        steward_store(state, kit),
         audit,
         approve_all=approve_all,
         ledger=SiteLedger.in_state_dir(state),
+        policy_file=watched,
+        anchors=SiteAnchors(state, kit, audit, _identity(kit)),
     )
 
 
@@ -97,11 +149,6 @@ def site_plan(
     console.print(summary, highlight=False)
 
 
-def _decide(state: Path, kit: Path, event: str, **data: Any) -> None:
-    with open_site_audit(state, kit, actor=f"{_identity(kit)}:steward") as log:
-        log.append(event, **data)
-
-
 def _identity(kit: Path) -> str:
     from fedcare.transport.tls import load_kit
 
@@ -117,14 +164,11 @@ def site_approve(
     kit: Path = KIT,
 ) -> None:
     """Approve a training plan for a study at this site, until a date."""
-    from fedcare.site.approvals import ApprovalStore, parse_until
+    from fedcare.site.approvals import parse_until
 
     try:
         when = parse_until(until)
-        row = ApprovalStore.in_state_dir(state).approve(study, plan, when, note)
-        _decide(
-            state, kit, "approval", study=study, plan_hash=plan, until=when.isoformat(), note=note
-        )
+        row = steward_store(state, kit).approve(study, plan, when, note)
     except FedcareError as err:
         raise _fail(err) from None
     console.print(f"approved plan {plan[:12]}… for {study!r} until {when:%Y-%m-%d %H:%M} UTC")
@@ -139,11 +183,8 @@ def site_refuse(
     kit: Path = KIT,
 ) -> None:
     """Refuse a training plan for a study at this site."""
-    from fedcare.site.approvals import ApprovalStore
-
     try:
-        ApprovalStore.in_state_dir(state).refuse(study, plan, note)
-        _decide(state, kit, "refusal", study=study, plan_hash=plan, note=note)
+        steward_store(state, kit).refuse(study, plan, note)
     except FedcareError as err:
         raise _fail(err) from None
     console.print(f"refused plan {plan[:12]}… for {study!r}")
@@ -157,12 +198,8 @@ def site_revoke(
     kit: Path = KIT,
 ) -> None:
     """Withdraw from a study: a running task stops, no further task runs."""
-    from fedcare.site.approvals import ApprovalStore
-
     try:
-        rows = ApprovalStore.in_state_dir(state).revoke(study, plan, note)
-        for row in rows:
-            _decide(state, kit, "revocation", study=study, plan_hash=row.plan_hash, note=note)
+        rows = steward_store(state, kit).revoke(study, plan, note)
     except FedcareError as err:
         raise _fail(err) from None
     console.print(f"revoked {len(rows)} approval(s) of {study!r}")
@@ -252,8 +289,16 @@ def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
     return [latest[s] for s in sorted(latest)][:limit]
 
 
+def schema_refusals(store: Any, study_id: str) -> list[str]:
+    """The sites the coordinator refused for a study at round 0 (their feature schema differs
+    from the study's), as lines for an operator."""
+    rounds = [r for r in store.list_rounds(study_id) if r.round == 0]
+    refused = (rounds[0].record or {}).get("refused_sites", {}) if rounds else {}
+    return [f"site {site} refused for this study: {refused[site]}" for site in sorted(refused)]
+
+
 def _is_refusal(kind: str) -> bool:
-    return kind.startswith(("policy-", "plan-", "approval-", "privacy-budget"))
+    return kind.startswith(("policy-", "plan-", "approval-", "approvals-", "privacy-budget"))
 
 
 def default_until(days: int = 1) -> datetime:
@@ -270,15 +315,10 @@ def approve_for_sites(
     (``<federation>/sites/s``); each approval is audited there. Returns the plan hash.
     """
     from fedcare.records.plan import plan_for_study
-    from fedcare.site.approvals import ApprovalStore
 
     plan = plan_for_study(study)
     until = default_until()
     for site in sites:
         state, kit = root / "state" / site, coordinator_kit.parent / "sites" / site
-        ApprovalStore.in_state_dir(state).approve(study.name, plan.hash, until, note)
-        _decide(
-            state, kit, "approval",
-            study=study.name, plan_hash=plan.hash, until=until.isoformat(), note=note,
-        )  # fmt: skip
+        steward_store(state, kit).approve(study.name, plan.hash, until, note)
     return plan.hash

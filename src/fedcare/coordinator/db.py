@@ -7,8 +7,9 @@ strings guarded by named CHECK constraints; every constraint and index has a det
 (:data:`NAMING_CONVENTION`) so migrations can refer to it on both backends.
 
 The migrations ``migrations/versions/0001_initial.py`` (sites to replies), ``0002_models.py``
-(the model registry) and ``0003_privacy_ledger.py`` (the privacy ledger) create exactly this
-schema; a test compares the migrated database with :data:`metadata`.
+(the model registry), ``0003_privacy_ledger.py`` (the privacy ledger) and
+``0004_audit_anchors.py`` (sites' countersigned audit heads) create exactly this schema;
+a test compares the migrated database with :data:`metadata`.
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "ANCHOR_STATUSES",
     "NAMING_CONVENTION",
     "REPLY_ERROR_KINDS_MAX",
     "ROUND_STATUSES",
     "SITE_STATUSES",
     "STUDY_STATUSES",
     "TASK_STATUSES",
+    "AuditAnchorRow",
     "Base",
     "ModelRow",
     "PrivacyLedgerRow",
@@ -66,6 +69,7 @@ STUDY_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 ROUND_STATUSES = ("completed",)
 TASK_STATUSES = ("pending", "delivered", "replied", "expired", "failed")
 REPLY_ERROR_KINDS_MAX = 64
+ANCHOR_STATUSES = ("anchored", "rollback")
 
 ID_LEN = 128
 DIGEST_LEN = 64
@@ -242,3 +246,25 @@ class PrivacyLedgerRow(Base):
     events: Mapped[Any] = mapped_column(JSON, nullable=False)
     epsilon_after: Mapped[float] = mapped_column(Float)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditAnchorRow(Base):
+    """A site's audit head as the site presented it (migration 0004): ``anchored`` rows are
+    countersigned by the coordinator; ``rollback`` rows record a head that contradicted an
+    earlier anchor (the site's log was rolled back or rewritten), with the reason."""
+
+    __tablename__ = "audit_anchors"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", ANCHOR_STATUSES), name="status"),
+        Index(None, "site_id", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(ID_LEN))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    site_sig: Mapped[str] = mapped_column(Text)
+    countersig: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+    anchored_at: Mapped[datetime] = mapped_column(UTCDateTime)

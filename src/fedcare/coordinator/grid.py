@@ -6,13 +6,17 @@ tasks are answered, failed or the deadline passes; tasks still open then are exp
 reply is refused. Without a timeout the deadline is ``default_timeout`` (the study's
 ``task_deadline_s``; ``TASK_DEADLINE_FLOOR_S`` if not given): no task waits forever. Only one
 reply payload is decoded at a time: memory grows with the model.
+
+Once the study's reference feature schema is set (:meth:`CoordinatorGrid.set_reference`, at
+round 0), a site whose described schema differs is refused for this study: it is left out of
+:meth:`site_ids` (so it is sent no task of the study) and its reason is kept in ``refused``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,6 +24,7 @@ from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.rows import ReplyInfo
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.data.schema_check import schema_differences, schema_of_description
 from fedcare.errors import TransportError
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.records.study import TASK_DEADLINE_FLOOR_S
@@ -54,9 +59,18 @@ class CoordinatorGrid(Grid):
         #: The deadline of tasks sent without a timeout (the study's ``task_deadline_s``).
         self.default_timeout = default_timeout
         self.stop = stop or threading.Event()
+        self.reference: dict[str, Any] | None = None
+        #: Sites refused for this study (schema differs from the reference): site -> reason.
+        self.refused: dict[str, str] = {}
+        self.on_refused: Callable[[str, str], None] | None = None
+
+    def set_reference(self, schema: dict[str, Any]) -> None:
+        """From now on, refuse every site whose feature schema differs from ``schema``."""
+        self.reference = dict(schema)
 
     def site_ids(self) -> list[str]:
-        """Active sites seen within ``liveness_s`` that offer the study's dataset."""
+        """Active sites seen within ``liveness_s`` that offer the study's dataset (and, once
+        the reference schema is set, agree with it)."""
         now = datetime.now(timezone.utc)
         out = []
         for site in self.store.list_sites():
@@ -64,9 +78,26 @@ class CoordinatorGrid(Grid):
             if seen is not None and seen.tzinfo is None:
                 seen = seen.replace(tzinfo=timezone.utc)
             fresh = seen is not None and now - seen <= timedelta(seconds=self.liveness_s)
-            if site.status == "active" and fresh and self.dataset in (site.datasets or {}):
+            described = (site.datasets or {}).get(self.dataset)
+            usable = site.status == "active" and fresh and described is not None
+            if usable and self._agrees(site.id, described):
                 out.append(site.id)
         return sorted(out)
+
+    def _agrees(self, site_id: str, described: Any) -> bool:
+        if self.reference is None:
+            return True
+        schema = schema_of_description(described if isinstance(described, dict) else {})
+        differences = schema_differences(schema, self.reference)
+        if not differences:
+            self.refused.pop(site_id, None)
+            return True
+        reason = "feature schema differs from the study's: " + "; ".join(differences)
+        if self.refused.get(site_id) != reason:
+            self.refused[site_id] = reason
+            if self.on_refused is not None:
+                self.on_refused(site_id, reason)
+        return False
 
     def dataset_descriptions(self) -> dict[str, dict[str, Any]]:
         return {

@@ -8,6 +8,11 @@ retried (up to ``round_retries`` times, waiting for sites in between); then the 
 with the reason. Cancelling the study, or stopping the coordinator, ends the runner between
 rounds.
 
+Before round 0 the sites' feature schemas are compared (:meth:`StudyRunner._reference_schema`):
+a site whose columns differ from the reference is refused for this study, named with the
+differing columns in the round-0 record (``refused_sites``), the coordinator log and the audit
+(``site-refused``), and the study goes on with the others while ``min_sites`` hold.
+
 Provenance: the study's final model is registered (with its model card) before the study is
 marked completed; a study with ``init_model`` starts from that registered model's parameters.
 Every persisted step is then appended to the coordinator's audit trail
@@ -21,6 +26,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +37,8 @@ from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.privacy_guard import round_spends
 from fedcare.coordinator.provenance import register_final_model, start_from_model
 from fedcare.coordinator.store import CoordinatorStore
-from fedcare.errors import ConfigError, FedcareError, RoundFailedError
+from fedcare.data.schema_check import reference_schema, schema_of_description
+from fedcare.errors import FedcareError, RoundFailedError
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
@@ -174,6 +181,7 @@ class StudyRunner:
             stop=self.stop,
             default_timeout=study.task_deadline_s,
         )
+        grid.on_refused = self._site_refused
         he_context = None  # privacy mode 'encrypted': the kit's PUBLIC context, never a secret
         if study.privacy.mode == "encrypted" and self.kit_dir is not None:
             he_context = coordinator_context(self.kit_dir / HE_PUBLIC_FILE)
@@ -227,9 +235,15 @@ class StudyRunner:
         checkpoint = self.store.last_completed_round(self.study_id)
         self._expire_stale(0 if checkpoint is None else checkpoint.round + 1)
         if checkpoint is not None:
+            if grid.reference is None:  # a restart: the reference chosen at round 0
+                schema = self.store.get_round(self.study_id, 0).record.get("schema")
+                if isinstance(schema, dict):
+                    grid.set_reference(schema)
             return decode_checkpoint(strategy, checkpoint.state), checkpoint.round
-        self._wait_for_sites(grid, study.min_sites)
-        start = start_study(grid, study, strategy, self.study_id, self._input_shape(grid))
+        reference = self._reference_schema(grid, study.min_sites)
+        start = start_study(
+            grid, study, strategy, self.study_id, tuple(int(v) for v in reference["input_shape"])
+        )
         if study.init_model is not None:
             start = start_from_model(self.store, study.init_model, strategy, start)
         info = self.store.record_round(
@@ -244,6 +258,8 @@ class StudyRunner:
                 "statistics_sites": list(start.statistics_sites),
                 "statistics_rejected": dict(start.statistics_rejected),
                 "init_model": study.init_model,
+                "schema": reference,
+                "refused_sites": dict(grid.refused),
             },
             duration_s=0.0,
         )
@@ -313,10 +329,29 @@ class StudyRunner:
             self._check_running()
             self.stop.wait(0.5)
 
-    def _input_shape(self, grid: CoordinatorGrid) -> tuple[int, ...]:
-        described = grid.dataset_descriptions()
-        shapes = {s: tuple(described.get(s, {}).get("input_shape", ())) for s in grid.site_ids()}
-        distinct = set(shapes.values())
-        if len(distinct) != 1 or () in distinct:
-            raise ConfigError(f"sites disagree on the input shape of {grid.dataset!r}: {shapes}")
-        return distinct.pop()
+    def _reference_schema(self, grid: CoordinatorGrid, min_sites: int) -> dict[str, Any]:
+        """The study's reference feature schema (see :mod:`fedcare.data.schema_check`): that of
+        most connected sites. Sites that differ are refused for this study (the grid leaves
+        them out, naming why); then wait until ``min_sites`` agreeing sites are there."""
+        while True:
+            self._wait_for_sites(grid, min_sites)
+            described = grid.dataset_descriptions()
+            schemas = {
+                s: schema
+                for s in grid.site_ids()
+                if (schema := schema_of_description(described.get(s, {}))) is not None
+            }
+            if schemas:
+                break
+            self.stop.wait(0.5)
+        reference = reference_schema(schemas)
+        grid.set_reference(reference)
+        self._wait_for_sites(grid, min_sites)
+        return reference
+
+    def _site_refused(self, site_id: str, reason: str) -> None:
+        log.warning("study %s: site %s refused: %s", self.study_id, site_id, reason)
+        try:
+            self.audit.append("site-refused", self.study_id, site=site_id, reason=reason)
+        except FedcareError as err:
+            log.error("study %s: cannot audit the refusal of %s: %s", self.study_id, site_id, err)

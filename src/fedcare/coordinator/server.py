@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.files import private_dir
 from fedcare.coordinator.hub import Hub
@@ -99,6 +100,7 @@ class Coordinator:
             heartbeat_s=heartbeat_s,
             per_site_streams=per_site_streams,
             idle_s=stream_idle_s,
+            anchoring=Anchoring(self.store, kit_dir, self.audit),
         )
         self.servicer = servicer
         add_CoordinatorServicer_to_server(servicer, self.server)

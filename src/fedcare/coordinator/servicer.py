@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.rows import TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
@@ -85,6 +86,7 @@ class CoordinatorServicer(_Base):
         limits: Limits | None = None,
         per_site_streams: int = 2,
         idle_s: float = 30.0,
+        anchoring: Anchoring | None = None,
     ) -> None:
         self.store, self.hub, self.revocations = store, hub, revocations
         self.federation = federation
@@ -92,6 +94,7 @@ class CoordinatorServicer(_Base):
         self.limits = limits or Limits(require_finite=True)
         self.streams = StreamLimiter(per_site_streams)
         self.idle = IdleWatch(idle_s)
+        self.anchoring = anchoring
 
     # --- Hello / Heartbeat -------------------------------------------------------------------
     def Hello(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -149,6 +152,16 @@ class CoordinatorServicer(_Base):
             except NotFoundError:
                 cancel = True
         return pb.HeartbeatResponse(server_time=time.time(), cancel=cancel)
+
+    # --- audit anchors (fedcare.coordinator.anchoring) --------------------------------------
+    def Anchor(self, request: Any, context: grpc.ServicerContext) -> Any:
+        site_id = self._registered(context)
+        anchoring = self.anchoring
+        if anchoring is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this coordinator keeps no audit anchors")
+            raise AssertionError("unreachable")  # abort raises
+        pem = context.auth_context()["x509_pem_cert"][0]
+        return anchoring.answer(site_id, pem, request)
 
     # --- tasks -------------------------------------------------------------------------------
     def PullTask(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:

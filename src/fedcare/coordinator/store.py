@@ -19,11 +19,13 @@ schema. The methods live in one mixin per concern:
 - models (:mod:`.store_models`): ``register_model``, ``get_model``, ``list_models``,
   ``lineage``, ``model_params``;
 - privacy ledger (:mod:`.store_ledger`): ``privacy_ledger``, ``site_epsilon`` (rows are added
-  by ``record_round``).
+  by ``record_round``);
+- audit anchors (:mod:`.store_anchors`): ``last_anchor``, ``record_anchor``, ``audit_anchors``.
 """
 
 from __future__ import annotations
 
+from fedcare.coordinator.store_anchors import AnchorsMixin
 from fedcare.coordinator.store_ledger import PrivacyLedgerMixin
 from fedcare.coordinator.store_liveness import LivenessMixin
 from fedcare.coordinator.store_models import ModelsMixin
@@ -35,7 +37,13 @@ __all__ = ["CoordinatorStore"]
 
 
 class CoordinatorStore(
-    SitesMixin, StudiesMixin, RoundsMixin, LivenessMixin, ModelsMixin, PrivacyLedgerMixin
+    SitesMixin,
+    StudiesMixin,
+    RoundsMixin,
+    LivenessMixin,
+    ModelsMixin,
+    PrivacyLedgerMixin,
+    AnchorsMixin,
 ):
     """The coordinator's database and artifact folder behind small typed methods.
 

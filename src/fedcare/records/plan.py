@@ -1,16 +1,20 @@
 """Training plans and their content hash: what a data steward approves.
 
 A plan is everything that decides what runs on a site's data and what leaves it: the model
-spec, the preprocessing, the local training recipe, the dataset name, the privacy mode, the
-code (fedcare's version and the SHA-256 of the model adapter source files that the model kind
-uses) and the versions of the numerical libraries. Its hash is the SHA-256 of its canonical
-JSON (sorted keys, no whitespace), so the same plan hashes the same on every machine.
+spec, the preprocessing, the local training config (the recipe with the strategy's local
+algorithm, ``prox_mu`` and DP-SGD settings), the dataset name, the privacy mode and its site
+half (norm-bound clip, distributed DP noise, secure aggregation, encryption: see
+:mod:`fedcare.strategy.site_half`), the code (fedcare's version and the SHA-256 of the model
+adapter source files that the model kind uses) and the versions of the numerical libraries.
+Its hash is the SHA-256 of its canonical JSON (sorted keys, no whitespace), so the same plan
+hashes the same on every machine.
 
 The coordinator builds the plan (``plan_for_study``, called by ``strategy/driver.py``) and sends
 it with every task. The site re-checks it (``fedcare.site.plans``): it recomputes the code and
 dependency part from its own installation (``local_code``) and the hash from the plan's
-contents, so a coordinator cannot change the recipe under an approved hash. This module is core
-(records), so the driver may build plans without importing the site layer.
+contents, so a coordinator cannot change the recipe under an approved hash; it derives the
+pipeline of every ``fit`` task from ``site_half`` and refuses a task that carries another.
+This module is core (records), so the driver may build plans without importing the site layer.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ PLAN_KEYS = (
     "dataset",
     "privacy_mode",
     "epsilon",
+    "site_half",
     "membership_inference",
     "code",
     "dependencies",
@@ -114,6 +119,9 @@ class TrainingPlan:
     #: After the last round each site attacks the final model on its own rows and reports
     #: only the attack's AUROC (``mia_loss_auroc``): an output the steward approves with the plan.
     membership_inference: bool = False
+    #: The parameters of every layer applied to an update before it leaves a site (clip,
+    #: noise, mask, encrypt), keyed as :data:`fedcare.strategy.site_half.SITE_HALF_KEYS`.
+    site_half: Mapping[str, Any] = field(default_factory=dict)
     code: Mapping[str, str] = field(default_factory=dict)
     dependencies: Mapping[str, str] = field(default_factory=dict)
 
@@ -127,6 +135,7 @@ class TrainingPlan:
             "dataset": self.dataset,
             "privacy_mode": self.privacy_mode,
             "epsilon": self.epsilon,
+            "site_half": dict(self.site_half),
             "membership_inference": self.membership_inference,
             "code": dict(self.code),
             "dependencies": dict(self.dependencies),
@@ -151,7 +160,7 @@ class TrainingPlan:
         missing = [k for k in (*PLAN_KEYS, "study") if k not in plan]
         if missing:
             raise ConfigError(f"task plan lacks {missing}; it has {sorted(plan)}")
-        for key in ("model", "preprocessing", "training", "code", "dependencies"):
+        for key in ("model", "preprocessing", "training", "site_half", "code", "dependencies"):
             if not isinstance(plan[key], Mapping):
                 raise ConfigError(f"task plan: {key!r} must be a mapping, got {plan[key]!r}")
         if not isinstance(plan["rounds"], int):
@@ -173,6 +182,7 @@ class TrainingPlan:
             dataset=str(plan["dataset"]),
             privacy_mode=str(plan["privacy_mode"]),
             epsilon=None if epsilon is None else float(epsilon),
+            site_half=dict(plan["site_half"]),
             membership_inference=plan["membership_inference"],
             code=dict(plan["code"]),
             dependencies=dict(plan["dependencies"]),
@@ -187,6 +197,8 @@ class TrainingPlan:
 
     def summary(self) -> str:
         """A readable summary for the steward who approves it."""
+        from fedcare.strategy.site_half import site_half_summary
+
         files = ", ".join(k.removeprefix("models/") for k in self.code if k != "fedcare")
         lines = [
             f"study:         {self.study}",
@@ -197,6 +209,7 @@ class TrainingPlan:
             f"model:         {_inline(self.model)}",
             f"preprocessing: {_inline(self.preprocessing)}",
             f"training:      {_inline(self.training)}",
+            f"site half:     {site_half_summary(self.site_half)}",
             f"rounds:        {self.rounds}",
             *(["outputs:       + membership-attack AUROC"] if self.membership_inference else []),
             f"code:          fedcare {self.code.get('fedcare', '?')}; files {files}",
@@ -210,19 +223,28 @@ def _inline(values: Mapping[str, Any]) -> str:
 
 
 def plan_for_study(study: Any) -> TrainingPlan:
-    """The training plan of a :class:`~fedcare.records.study.StudyConfig` on this installation."""
+    """The training plan of a :class:`~fedcare.records.study.StudyConfig` on this installation.
+
+    Raises
+    ------
+    ConfigError
+        When the study's strategy or privacy settings cannot build (naming the field).
+    """
+    from fedcare.strategy.site_half import site_half_of_study, site_train_config
+
     kind = str(study.model.get("kind", ""))
     privacy = getattr(study, "privacy", None)
     return TrainingPlan(
         study=study.name,
         model=dict(study.model),
         preprocessing=study.preprocessing.model_dump(),
-        training=study.training.as_config(),
+        training=site_train_config(study),
         rounds=study.rounds,
         dataset=study.dataset.name,
         privacy_mode=str(getattr(privacy, "mode", "open")),
         epsilon=getattr(privacy, "epsilon", None),
         membership_inference=bool(getattr(privacy, "membership_inference", False)),
+        site_half=site_half_of_study(study),
         code=local_code(kind),
         dependencies=local_dependencies(kind),
     )

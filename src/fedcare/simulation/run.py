@@ -15,6 +15,7 @@ budget.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.registry import load_dataset
+from fedcare.data.schema_check import feature_schema, reference_schema, schema_differences
 from fedcare.errors import ConfigError
 from fedcare.evaluation.model_card import build_model_card
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
@@ -37,7 +39,14 @@ from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
 from fedcare.transport.base import Split
 from fedcare.transport.inmemory import InMemoryGrid
 
-__all__ = ["Progress", "TrainedModel", "run_simulation", "simulation_card", "train_on_grid"]
+__all__ = [
+    "Progress",
+    "TrainedModel",
+    "agreeing_sites",
+    "run_simulation",
+    "simulation_card",
+    "train_on_grid",
+]
 
 #: Called after every round with the model's label ("federated", "local-<site>", "pooled").
 Progress = Callable[[str, RoundRecord], None]
@@ -118,6 +127,29 @@ def _evaluate(grid: InMemoryGrid, study: StudyConfig, model: TrainedModel) -> di
     return {"per_site": per_site, **summarize_sites(per_site), "failed_sites": failures}
 
 
+def agreeing_sites(ds: FederatedDataset) -> FederatedDataset:
+    """``ds`` without the sites whose feature schema (input shape, dtype, column names) differs
+    from the majority's, as a coordinator refuses them; ``extra["refused_sites"]`` says why.
+    Every site of one :class:`FederatedDataset` shares its ``feature_names``, so only the shape
+    and dtype can differ here."""
+    schemas = {
+        s.site_id: feature_schema(s.train.input_shape, str(s.train.X.dtype), ds.feature_names)
+        for s in ds.sites
+    }
+    reference = reference_schema(schemas)
+    refused = {
+        site: "feature schema differs from the study's: " + "; ".join(diff)
+        for site, schema in schemas.items()
+        if (diff := schema_differences(schema, reference))
+    }
+    if not refused:
+        return ds
+    previous = ds.extra.get("refused_sites")
+    extra = {**ds.extra, "refused_sites": {**(previous or {}), **refused}}  # type: ignore[dict-item]
+    kept = tuple(s for s in ds.sites if s.site_id not in refused)
+    return dataclasses.replace(ds, sites=kept, extra=extra)
+
+
 def run_simulation(
     study: StudyConfig,
     *,
@@ -138,7 +170,7 @@ def run_simulation(
             f"init_model {study.init_model!r}: simulation has no model registry; "
             "continue from a registered model on a coordinator"
         )
-    ds = dataset or load_dataset(study.dataset.name, **study.dataset.options)
+    ds = agreeing_sites(dataset or load_dataset(study.dataset.name, **study.dataset.options))
     grid = grid_for(list(ds.sites), mods=mods)
     shape = ds.sites[0].train.input_shape
     models = [train_on_grid(grid, study, shape, label="federated", progress=progress)]

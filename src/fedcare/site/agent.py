@@ -31,7 +31,8 @@ from fedcare.errors import TransportError
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
 from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
-from fedcare.site.mods import SiteGovernance, chain
+from fedcare.site.governance import SiteGovernance
+from fedcare.site.mods import chain
 from fedcare.site.worker import TaskWorker
 from fedcare.transport.codec import Limits, assemble, chunk, decode_task, encode_reply
 from fedcare.transport.grpc import fedcare_pb2 as pb
@@ -100,6 +101,7 @@ class SiteAgent:
         self.data = data
         self.poll_wait = poll_wait
         self.governance = governance
+        self._time_limit = time_limit  # before the policy's limit (applied again on changes)
         limits = governance.policy.resources if governance is not None else None
         if limits is not None and limits.task_time_limit_s is not None:
             time_limit = min(time_limit, limits.task_time_limit_s)
@@ -118,6 +120,7 @@ class SiteAgent:
         self._on_event = on_event or (lambda msg: log.info(msg))
         self._busy: str = ""
         self._unsent: Reply | None = None  # a reply whose push failed; sent after reconnecting
+        self.anchors = governance.anchors if governance is not None else None
         self._rng = random.Random()
 
     def run(self, stop: threading.Event) -> None:
@@ -164,12 +167,14 @@ class SiteAgent:
                 daemon=True,
             )
             beat.start()
+            self._anchor(stub, force=True)
             if self._unsent is not None:
                 self._push(stub, self._unsent)
             while not stop.is_set():
                 task = self._pull(stub)
                 if task is not None:
                     self._serve(stub, task)
+                self._anchor(stub)
 
     def _pull(self, stub: CoordinatorStub) -> Task | None:
         # The deadline covers the wait and the download of a large model, not just the wait.
@@ -197,9 +202,26 @@ class SiteAgent:
             return self.worker.run
 
         def execute(task: Task) -> Reply:
+            self._apply_policy()
             return gov.execute(task, self.worker.run, self.worker.stop)
 
         return chain(gov.mods(row_counts), execute)
+
+    def _apply_policy(self) -> None:
+        """Give the worker the limits and ``min_cell`` of a changed policy file: it is idle
+        here, so it is stopped and the next task starts one under the new policy."""
+        watched = self.governance.policy_file if self.governance is not None else None
+        policy = watched.current().policy if watched is not None else None
+        if policy is None:
+            return
+        limits, time_limit = policy.resources, self._time_limit
+        if limits.task_time_limit_s is not None:
+            time_limit = min(time_limit, limits.task_time_limit_s)
+        wanted = (time_limit, limits.memory_limit_mb, policy.min_cell)
+        worker = self.worker
+        if wanted != (worker.time_limit, worker.memory_limit_mb, worker.min_cell):
+            worker.time_limit, worker.memory_limit_mb, worker.min_cell = wanted
+            worker.stop()
 
     def _push(self, stub: CoordinatorStub, reply: Reply) -> None:
         payload = encode_reply(reply)
@@ -225,6 +247,21 @@ class SiteAgent:
         self._unsent = None
         if not ack.accepted:
             self._on_event(f"reply refused: {ack.error_kind}: {ack.message}")
+
+    def _anchor(self, stub: CoordinatorStub, *, force: bool = False) -> None:
+        """Anchor the audit head at the coordinator after Hello, then when it is due."""
+        anchors = self.anchors
+        if anchors is None or not (force or anchors.due()):
+            return
+        try:
+            said = anchors.anchor(lambda request: stub.Anchor(request, timeout=30))
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self.anchors = None  # an older coordinator: nothing to anchor at
+            self._on_event(f"audit anchor failed: {err.code()}: {err.details()}")
+            return
+        if said:
+            self._on_event(said)
 
     def _heartbeat(self, stub: CoordinatorStub, stop: threading.Event, every: float) -> None:
         while not stop.wait(every):

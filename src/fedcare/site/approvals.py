@@ -8,19 +8,26 @@ so the CLI (``fedcare site approve|refuse|revoke``) and a running agent can use 
 same time; SQLite's file lock serializes writers.
 
 ``check`` is what the agent asks before each task and while one runs: it returns the approval
-when the plan may run now, or the reason why not.
+when the plan may run now, or the reason why not. With a :class:`~fedcare.site.steward_seal.Steward`
+(as the agent and the steward's commands use it) every decision is sealed: signed with the site
+kit's key and recorded in the site's audit log in the same transaction, and an ``approved`` row
+runs only while its seal holds (``approval-invalid`` otherwise: a row inserted or edited by
+hand, or an old one put back). A file that cannot be read (corrupt, not a database, wrong
+columns) refuses every task with ``approvals-unreadable`` naming the file and the problem; the
+agent keeps running and serves again once the steward restores the file.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from fedcare.errors import ConfigError, NotFoundError
 from fedcare.site.sqlite_tx import transaction
+from fedcare.site.steward_seal import DECISION_EVENTS, Steward
 
 __all__ = ["APPROVALS_FILE", "Approval", "ApprovalCheck", "ApprovalStore", "parse_until"]
 
@@ -36,10 +43,13 @@ CREATE TABLE IF NOT EXISTS approvals (
     note TEXT NOT NULL DEFAULT '',
     summary TEXT NOT NULL DEFAULT '',
     decided_at TEXT NOT NULL,
+    sig TEXT NOT NULL DEFAULT '',
     UNIQUE (study, plan_hash)
 )
 """
-_COLUMNS = "id, study, plan_hash, status, until, note, summary, decided_at"
+_COLUMNS = "id, study, plan_hash, status, until, note, summary, decided_at, sig"
+#: Errors of a file that is not a readable approvals store.
+UNREADABLE = (sqlite3.DatabaseError, ValueError, TypeError, OSError)
 
 
 def _now() -> datetime:
@@ -72,10 +82,18 @@ class Approval:
     note: str
     summary: str
     decided_at: datetime
+    #: The steward's signature over the decision (empty: not sealed).
+    sig: str = ""
 
     @property
     def approval_id(self) -> str:
         return f"approval-{self.id}"
+
+    def until_text(self) -> str | None:
+        return None if self.until is None else self.until.isoformat()
+
+    def decided_text(self) -> str:
+        return self.decided_at.isoformat()
 
     def expired(self, now: datetime) -> bool:
         return self.status == "approved" and self.until is not None and self.until <= now
@@ -95,7 +113,7 @@ class ApprovalCheck:
 
 
 def _row(values: tuple[object, ...]) -> Approval:
-    id_, study, plan_hash, status, until, note, summary, decided = values
+    id_, study, plan_hash, status, until, note, summary, decided, sig = values
     return Approval(
         id=int(str(id_)),
         study=str(study),
@@ -105,21 +123,42 @@ def _row(values: tuple[object, ...]) -> Approval:
         note=str(note),
         summary=str(summary),
         decided_at=datetime.fromisoformat(str(decided)),
+        sig=str(sig or ""),
     )
 
 
-class ApprovalStore:
-    """The approvals of one site (one SQLite file)."""
+def _ensure_schema(db: sqlite3.Connection) -> None:
+    db.execute(_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(approvals)")}
+    if "sig" not in columns:  # a store from before decisions were sealed
+        db.execute("ALTER TABLE approvals ADD COLUMN sig TEXT NOT NULL DEFAULT ''")
 
-    def __init__(self, path: Path) -> None:
+
+class ApprovalStore:
+    """The approvals of one site (one SQLite file).
+
+    With ``steward``, decisions are sealed and an approval runs only while its seal holds
+    (see the module docstring); without one (unit tests, simulation) rows are taken as they
+    are. A file that cannot be opened does not raise here: :meth:`check` refuses with the
+    reason, so a running agent stays up while the steward repairs it.
+    """
+
+    def __init__(self, path: Path, *, steward: Steward | None = None) -> None:
         self.path = Path(path)
+        self.steward = steward
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._tx() as db:
-            db.execute(_SCHEMA)
+        try:
+            with self._tx() as db:
+                _ensure_schema(db)
+        except UNREADABLE:
+            pass  # reported by check(), and raised by any change
 
     @classmethod
-    def in_state_dir(cls, state_dir: Path) -> ApprovalStore:
-        return cls(Path(state_dir) / APPROVALS_FILE)
+    def in_state_dir(cls, state_dir: Path, *, steward: Steward | None = None) -> ApprovalStore:
+        return cls(Path(state_dir) / APPROVALS_FILE, steward=steward)
+
+    def _unreadable(self, err: BaseException) -> ConfigError:
+        return ConfigError(f"the site's approvals file {self.path} cannot be read ({err})")
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return transaction(self.path)
@@ -145,26 +184,41 @@ class ApprovalStore:
             raise ConfigError(
                 f"a decision needs a study and a plan hash, got {study!r} and {plan_hash!r}"
             )
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO approvals (study, plan_hash, status, until, note, summary, decided_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (study, plan_hash) DO UPDATE SET"
-                " status = excluded.status, until = excluded.until, note = excluded.note,"
-                " summary = CASE WHEN excluded.summary = '' THEN approvals.summary"
-                " ELSE excluded.summary END, decided_at = excluded.decided_at",
-                (
-                    study,
-                    plan_hash,
-                    status,
-                    until.isoformat() if until else None,
-                    note,
-                    summary or "",
-                    _now().isoformat(),
-                ),
-            )
-            found = self._get(db, study, plan_hash)
-        assert found is not None
+        try:
+            with self._tx() as db:
+                _ensure_schema(db)
+                db.execute(
+                    "INSERT INTO approvals (study, plan_hash, status, until, note, summary,"
+                    " decided_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (study, plan_hash)"
+                    " DO UPDATE SET status = excluded.status, until = excluded.until,"
+                    " note = excluded.note, summary = CASE WHEN excluded.summary = ''"
+                    " THEN approvals.summary ELSE excluded.summary END,"
+                    " decided_at = excluded.decided_at, sig = ''",
+                    (
+                        study,
+                        plan_hash,
+                        status,
+                        until.isoformat() if until else None,
+                        note,
+                        summary or "",
+                        _now().isoformat(),
+                    ),
+                )
+                found = self._get(db, study, plan_hash)
+                assert found is not None
+                if self.steward is not None and self.steward.can_seal:
+                    found = self._seal(db, found, note)
+        except UNREADABLE as err:
+            raise self._unreadable(err) from None
         return found
+
+    def _seal(self, db: sqlite3.Connection, row: Approval, note: str) -> Approval:
+        """Sign the decision and audit it, inside the transaction that stores it."""
+        assert self.steward is not None and row.status in DECISION_EVENTS
+        sealed = replace(row, sig=self.steward.seal(row))
+        db.execute("UPDATE approvals SET sig = ? WHERE id = ?", (sealed.sig, row.id))
+        self.steward.record(sealed, note)  # a failed append rolls the row back
+        return sealed
 
     def approve(self, study: str, plan_hash: str, until: datetime, note: str = "") -> Approval:
         """Allow ``plan_hash`` for ``study`` until ``until`` (timezone-aware)."""
@@ -188,19 +242,27 @@ class ApprovalStore:
 
     def record_pending(self, study: str, plan_hash: str, summary: str = "") -> Approval:
         """Note a plan seen in a task; an existing decision is kept as it is."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO approvals (study, plan_hash, status, summary, decided_at)"
-                " VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (study, plan_hash) DO NOTHING",
-                (study, plan_hash, summary, _now().isoformat()),
-            )
-            found = self._get(db, study, plan_hash)
+        try:
+            with self._tx() as db:
+                _ensure_schema(db)
+                db.execute(
+                    "INSERT INTO approvals (study, plan_hash, status, summary, decided_at)"
+                    " VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (study, plan_hash) DO NOTHING",
+                    (study, plan_hash, summary, _now().isoformat()),
+                )
+                found = self._get(db, study, plan_hash)
+        except UNREADABLE as err:
+            raise self._unreadable(err) from None
         assert found is not None
         return found
 
     def get(self, study: str, plan_hash: str) -> Approval | None:
-        with self._tx() as db:
-            return self._get(db, study, plan_hash)
+        """The row of (study, plan); ConfigError naming the file if it cannot be read."""
+        try:
+            with self._tx() as db:
+                return self._get(db, study, plan_hash)
+        except UNREADABLE as err:
+            raise self._unreadable(err) from None
 
     def list(self, study: str | None = None) -> list[Approval]:
         """Every row (of one study), oldest first."""
@@ -208,12 +270,22 @@ class ApprovalStore:
         args: tuple[str, ...] = ()
         if study is not None:
             query, args = query + " WHERE study = ?", (study,)
-        with self._tx() as db:
-            return [_row(r) for r in db.execute(query + " ORDER BY id", args).fetchall()]
+        try:
+            with self._tx() as db:
+                return [_row(r) for r in db.execute(query + " ORDER BY id", args).fetchall()]
+        except UNREADABLE as err:
+            raise self._unreadable(err) from None
 
     def check(self, study: str, plan_hash: str, now: datetime | None = None) -> ApprovalCheck:
         """Whether ``plan_hash`` may run for ``study`` at ``now``, with the reason if not."""
-        found = self.get(study, plan_hash)
+        try:
+            found = self.get(study, plan_hash)
+        except ConfigError as err:
+            return ApprovalCheck(
+                None,
+                "approvals-unreadable",
+                f"{err}; every task is refused until the steward restores or moves it aside",
+            )
         short = f"{plan_hash[:12]}…"
         hint = f"`fedcare site approve --study {study} --plan {plan_hash}`"
         if found is None or found.status == "pending":
@@ -245,5 +317,13 @@ class ApprovalStore:
                 "approval-expired",
                 f"approval of plan {short} for study {study!r} expired on "
                 f"{found.until:%Y-%m-%d %H:%M} UTC; its steward can renew it with {hint}",
+            )
+        problem = None if self.steward is None else self.steward.problem(found)
+        if problem is not None:
+            return ApprovalCheck(
+                found,
+                "approval-invalid",
+                f"{found.approval_id} of plan {short} for study {study!r} is not valid: "
+                f"{problem}; its steward can approve it again with {hint}",
             )
         return ApprovalCheck(found)

@@ -21,13 +21,14 @@ and the coordinator learns only the report's shareable counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedcare.data.base import SiteData
+from fedcare.data.schema_check import feature_schema
 from fedcare.errors import DataError
 from fedcare.records.config_file import read_yaml, validate_config
 from fedcare.records.messages import Reply, Task
@@ -93,20 +94,30 @@ class DatasetEntry(BaseModel):
         if self.builtin is not None:
             from fedcare.data.registry import load_dataset
 
-            data = load_dataset(self.builtin, **self.options).site(str(self.site))
-            return PreparedDataset(data, None, None)
-        from fedcare.data.cdm import Schema, SiteMapping, analysis_frame, check_table, to_site_data
+            federated = load_dataset(self.builtin, **self.options)
+            data = federated.site(str(self.site))
+            return PreparedDataset(data, None, None, _schema(data, federated.feature_names))
+        from fedcare.data.cdm import (
+            Schema,
+            SiteMapping,
+            analysis_frame,
+            check_table,
+            feature_names,
+            feature_units,
+            to_site_data,
+        )
 
         schema = Schema.from_yaml(str(self.schema_file))
         mapping = SiteMapping.from_yaml(str(self.mapping))
         result = check_table(_read_source(self.source, mapping), schema, mapping)
         if not result.report.passed:
-            return PreparedDataset(None, result.report, None)
+            return PreparedDataset(None, result.report, None, None)
         site_id = self.site or mapping.site or "site"
         site, _ = to_site_data(
             result, schema, site_id, test_fraction=self.test_fraction, seed=self.seed
         )
-        return PreparedDataset(site, result.report, analysis_frame(result))
+        schema_out = _schema(site, feature_names(schema), feature_units(schema))
+        return PreparedDataset(site, result.report, analysis_frame(result), schema_out)
 
     def load(self) -> SiteData:
         """The site's data; a mapped source that fails its data check raises DataError."""
@@ -119,11 +130,21 @@ class DatasetEntry(BaseModel):
 
 class PreparedDataset(NamedTuple):
     """A dataset entry, loaded: the arrays (``None`` if it failed its data check), the
-    data-check report (mapped sources) and the harmonized table (mapped sources that passed)."""
+    data-check report (mapped sources), the harmonized table (mapped sources that passed) and
+    the feature schema (:func:`fedcare.data.schema_check.feature_schema`; ``None`` without
+    data)."""
 
     data: SiteData | None
     report: SiteReport | None
     frame: pd.DataFrame | None
+    schema: dict[str, Any] | None
+
+
+def _schema(
+    data: SiteData, names: Sequence[str], units: Mapping[str, str | None] | None = None
+) -> dict[str, Any]:
+    X = data.train.X
+    return feature_schema(data.train.input_shape, str(X.dtype), names, units)
 
 
 def _under(base: Path, path: str | None) -> str | None:
@@ -158,14 +179,17 @@ class SiteDataConfig(BaseModel):
         return config.model_copy(update={"datasets": entries})
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """What the coordinator may know about each dataset: shapes and counts, no rows."""
+        """What the coordinator may know about each dataset: shapes, the feature schema (column
+        names in order, dtype, units; the coordinator refuses a site whose schema differs from
+        the study's reference) and counts, no rows."""
         out: dict[str, dict[str, Any]] = {}
         for name, entry in self.datasets.items():
-            data, report = entry.checked()
+            data, report, _, schema = entry.prepared()
             described: dict[str, Any] = {}
             if data is not None:
                 described = {
                     "input_shape": list(data.train.input_shape),
+                    "schema": schema,
                     "task": "survival" if data.train.time is not None else "binary",
                     "num_train": len(data.train),
                     "num_test": len(data.test),

@@ -7,6 +7,11 @@ with ``he_stage=decrypt`` it decrypts the encrypted sum the coordinator sends an
 The secret context comes from the kit (``he_secret.ctx``); only a simulated site
 (``simulated=True``, set by the simulation) uses the process's simulated federation keys.
 Both stages first check that the task's key fingerprint is this site's.
+
+In a deployed site the pipeline this layer reads is the one the site derived from the
+approved plan (:func:`fedcare.site.plans.expected_pipeline`): governance refuses a ``fit`` task
+whose own pipeline differs and passes on the derived one, so the coordinator cannot switch
+this layer off or weaken it.
 """
 
 from __future__ import annotations

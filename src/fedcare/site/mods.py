@@ -14,19 +14,22 @@ policy's ``min_cohort`` raises their ``min_cell`` after the approval.
 
 A refusal is ``Reply.failure(task, kind, reason)`` with a kind such as
 ``policy-study-not-allowed``, ``policy-privacy-mode``, ``plan-not-approved``,
-``approval-expired``, ``approval-revoked``, ``plan-refused``, ``plan-code-mismatch`` or
-``privacy-budget-exceeded`` (:func:`budget_mod`, the site's ledger) and a
-message a coordinator operator can act on; every decision goes to the site's audit log.
-:func:`run_watched` runs the accepted task while polling its approval, and stops it when the
-steward revokes (or the approval expires) mid-task.
+``approval-expired``, ``approval-revoked``, ``approval-invalid`` (a row not sealed by the
+steward), ``approvals-unreadable``, ``policy-invalid`` (the re-read policy file is invalid),
+``plan-refused``, ``plan-code-mismatch``, ``plan-pipeline-mismatch`` (a ``fit`` task without
+the clip, noise, mask or encryption its approved plan requires), ``plan-config-mismatch`` (a
+config the plan does not fix) or ``privacy-budget-exceeded`` (:func:`budget_mod`, the site's
+ledger) and a message a coordinator operator can act on; every decision goes to the site's
+audit log.
+:class:`fedcare.site.governance.SiteGovernance` assembles these mods and runs the accepted task
+while polling its approval, stopping it when the steward revokes (or the approval expires).
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -35,20 +38,21 @@ from fedcare.records.messages import Reply, Task
 from fedcare.site.app import Handler, Mod
 from fedcare.site.approvals import ApprovalStore
 from fedcare.site.ledger import SiteLedger, task_events
-from fedcare.site.plans import Refusal, identify_plan, short_hash, study_name
+from fedcare.site.plans import PlanIdentity, Refusal, identify_plan, study_name
 from fedcare.site.policy import OUTPUT_OF_KIND, SitePolicy, mode_satisfies
 from fedcare.transport.codec import encode_reply
 
 __all__ = [
+    "WITHDRAWN",
     "AuditSink",
-    "SiteGovernance",
     "approval_mod",
     "audit_mod",
     "budget_mod",
     "chain",
     "cohort_floor_mod",
     "policy_mod",
-    "run_watched",
+    "refuse_task",
+    "task_fields",
 ]
 
 APPROVE_ALL_ID = "approve-all"
@@ -73,7 +77,7 @@ def _wrap(mod: Mod, inner: Handler) -> Handler:
     return lambda task: mod(task, inner)
 
 
-def _task_fields(task: Task) -> dict[str, Any]:
+def task_fields(task: Task) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
         "study_id": task.study_id,
@@ -85,7 +89,7 @@ def _task_fields(task: Task) -> dict[str, Any]:
     }
 
 
-def _refuse(audit: AuditSink, task: Task, refusal: Refusal) -> Reply:
+def refuse_task(audit: AuditSink, task: Task, refusal: Refusal) -> Reply:
     audit.append(
         "decision",
         task_id=task.task_id,
@@ -100,7 +104,7 @@ def audit_mod(audit: AuditSink) -> Mod:
     """Log every task received and every reply sent (kind, size and SHA-256 of its bytes)."""
 
     def mod(task: Task, next_handler: Handler) -> Reply:
-        audit.append("task-received", **_task_fields(task))
+        audit.append("task-received", **task_fields(task))
         reply = next_handler(task)
         payload = encode_reply(reply)
         audit.append(
@@ -191,7 +195,7 @@ def policy_mod(policy: SitePolicy, row_counts: Mapping[str, int], audit: AuditSi
     def mod(task: Task, next_handler: Handler) -> Reply:
         refusal = policy_refusal(policy, task, row_counts)
         if refusal is not None:
-            return _refuse(audit, task, refusal)
+            return refuse_task(audit, task, refusal)
         return next_handler(task)
 
     return mod
@@ -229,13 +233,19 @@ def approval_mod(
     *,
     approve_all: bool = False,
     clock: Callable[[], datetime] = _now,
+    accepted: dict[str, PlanIdentity] | None = None,
 ) -> Mod:
-    """Run only plans that check out and that the steward approved for the study, unexpired."""
+    """Run only plans that check out and that the steward approved for the study, unexpired.
+
+    ``accepted`` (task id -> the approved identity) holds each task's identity while it runs,
+    so a later mod that tightens the task (:func:`cohort_floor_mod`) does not change what the
+    running task's approval is checked against.
+    """
 
     def mod(task: Task, next_handler: Handler) -> Reply:
         checked = identify_plan(task)
         if isinstance(checked, Refusal):
-            return _refuse(audit, task, checked)
+            return refuse_task(audit, task, checked)
         plan = checked
         if approve_all:
             approval_id = APPROVE_ALL_ID
@@ -244,7 +254,7 @@ def approval_mod(
             if not answer.ok:
                 if answer.kind == "plan-not-approved":
                     approvals.record_pending(plan.study, plan.hash, plan.summary)
-                return _refuse(audit, task, Refusal(answer.kind, answer.message))
+                return refuse_task(audit, task, Refusal(answer.kind, answer.message))
             assert answer.approval is not None
             approval_id = answer.approval.approval_id
         audit.append(
@@ -257,7 +267,15 @@ def approval_mod(
             # what a DP task spends is audited by budget_mod ("privacy-spend"), which runs next
             epsilon_spent=0.0 if plan.privacy_mode == "open" else None,
         )
-        reply = next_handler(task)
+        if plan.pipeline is not None:  # the site's layers apply what the plan requires
+            task = replace(task, pipeline=plan.pipeline)
+        if accepted is not None:
+            accepted[task.task_id] = plan
+        try:
+            reply = next_handler(task)
+        finally:
+            if accepted is not None:
+                accepted.pop(task.task_id, None)
         return replace(
             reply, info={**reply.info, "plan_hash": plan.hash, "approval_id": approval_id}
         )
@@ -277,7 +295,7 @@ def budget_mod(
         try:
             events = task_events(task, row_counts.get(dataset))
         except FedcareError as err:  # cannot account it: it does not run
-            return _refuse(audit, task, Refusal("privacy-budget-unaccountable", str(err)))
+            return refuse_task(audit, task, Refusal("privacy-budget-unaccountable", str(err)))
         if not events:
             return next_handler(task)
         decision = ledger.spend(
@@ -289,7 +307,7 @@ def budget_mod(
             cap=policy.epsilon_cap.get(dataset),
         )
         if not decision.ok:
-            return _refuse(audit, task, Refusal("privacy-budget-exceeded", decision.reason()))
+            return refuse_task(audit, task, Refusal("privacy-budget-exceeded", decision.reason()))
         audit.append(
             "privacy-spend",
             task_id=task.task_id,
@@ -304,93 +322,3 @@ def budget_mod(
         return replace(reply, info={**reply.info, "epsilon_spent": f"{decision.after:.12g}"})
 
     return mod
-
-
-def run_watched(
-    task: Task,
-    run: Handler,
-    *,
-    stop: Callable[[], None],
-    check: Callable[[], Refusal | None],
-    poll_s: float = 0.5,
-) -> Reply:
-    """``run(task)`` in a thread; every ``poll_s`` ask ``check``, and on a refusal ``stop``
-    the run and reply with that refusal (the site withdrew mid-task)."""
-    result: list[Reply] = []
-    failed: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(run(task))
-        except BaseException as err:  # handed to the caller's thread
-            failed.append(err)
-
-    thread = threading.Thread(target=target, name=f"task-{task.task_id}", daemon=True)
-    thread.start()
-    while True:
-        thread.join(poll_s)
-        if not thread.is_alive():
-            break
-        refusal = check()
-        if refusal is not None:
-            stop()
-            thread.join(10.0)
-            return Reply.failure(
-                task, refusal.kind, f"{refusal.message}; the running task was stopped"
-            )
-    if failed:
-        raise failed[0]
-    return result[0]
-
-
-@dataclass(frozen=True)
-class SiteGovernance:
-    """What the agent enforces: the policy, the steward's approvals, and where to audit."""
-
-    policy: SitePolicy
-    approvals: ApprovalStore
-    audit: AuditSink
-    approve_all: bool = False
-    poll_s: float = 0.5
-    #: The site's privacy ledger; None: DP tasks run unaccounted at the site (tests only).
-    ledger: SiteLedger | None = None
-
-    def mods(self, row_counts: Mapping[str, int]) -> Sequence[Mod]:
-        """The middleware, outermost first."""
-        budget = (
-            ()
-            if self.ledger is None
-            else (budget_mod(self.ledger, self.policy, row_counts, self.audit),)
-        )
-        return (
-            audit_mod(self.audit),
-            policy_mod(self.policy, row_counts, self.audit),
-            approval_mod(self.approvals, self.audit, approve_all=self.approve_all),
-            *budget,
-            cohort_floor_mod(self.policy),
-        )
-
-    def still_allowed(self, task: Task) -> Refusal | None:
-        """None while the task's approval holds; the refusal once revoked or expired."""
-        if self.approve_all:
-            return None
-        plan = identify_plan(task)
-        if isinstance(plan, Refusal):
-            return plan
-        answer = self.approvals.check(plan.study, plan.hash)
-        return None if answer.ok else Refusal(answer.kind, answer.message)
-
-    def execute(self, task: Task, run: Handler, stop: Callable[[], None]) -> Reply:
-        """The runtime step: audit that the task runs on data, run it, stop it on revocation."""
-        self.audit.append("task-executed", **_task_fields(task))
-        reply = run_watched(
-            task, run, stop=stop, check=lambda: self.still_allowed(task), poll_s=self.poll_s
-        )
-        if reply.error is not None and reply.error.kind in WITHDRAWN:
-            self.audit.append(
-                "task-stopped",
-                task_id=task.task_id,
-                reason_kind=reply.error.kind,
-                plan_hash=short_hash(str(task.plan.get("plan_hash", ""))),
-            )
-        return reply

@@ -7,9 +7,16 @@ approval is looked up, the site checks that the plan is what it claims to be:
 2. its declared ``plan_hash`` is the hash of its content — ``plan-hash-mismatch``;
 3. its code and dependency part equals this installation's (fedcare version, SHA-256 of the
    model adapter files, numpy/scipy/scikit-learn/torch versions) — ``plan-code-mismatch``;
-4. the task's training config (lr, epochs, ... in ``Task.config``) agrees with the plan's
-   training recipe — ``plan-config-mismatch`` — so the coordinator cannot change the recipe
-   under an approved hash.
+4. its ``site_half`` is what its privacy mode composes — ``plan-invalid`` — so a plan
+   cannot claim ``secure`` while masking nothing;
+5. a ``fit`` task's pipeline is exactly the one the site derives from the plan
+   (:func:`fedcare.strategy.site_half.site_pipeline_for`) — ``plan-pipeline-mismatch`` — so
+   the coordinator cannot strip or weaken the clip, noise, mask or encryption the steward
+   approved; the task passed on carries the derived pipeline;
+6. the task's config is the plan's: a ``fit`` task's config, without the per-task keys (seed,
+   secure-aggregation stage fields), equals the plan's ``training`` (recipe, local algorithm,
+   ``prox_mu``, DP-SGD settings); an ``evaluate`` or ``stats`` task carries nothing but its
+   seed (no ``split``: a site evaluates on its test rows only) — ``plan-config-mismatch``.
 """
 
 from __future__ import annotations
@@ -23,20 +30,29 @@ from typing import Any
 from fedcare.errors import ConfigError
 from fedcare.records.messages import Task
 from fedcare.records.plan import TrainingPlan
+from fedcare.strategy.site_half import (
+    HE_KEY,
+    PER_TASK_KEYS,
+    SECAGG_KEY,
+    check_site_half,
+    pipeline_differences,
+    site_pipeline_for,
+)
 
 __all__ = [
-    "RECIPE_KEYS",
     "PlanIdentity",
     "Refusal",
     "analytics_plan_hash",
     "check_task_plan",
+    "expected_pipeline",
     "identify_plan",
     "short_hash",
     "study_name",
 ]
 
-#: Task config keys that belong to the training recipe (the rest: seed, split, algorithm, ...).
-RECIPE_KEYS = ("epochs", "max_steps", "lr", "batch_size", "optimizer", "momentum", "l2")
+#: Task kinds whose config is checked against the plan (``secagg`` tasks carry protocol
+#: messages only; analytics tasks have their own plan).
+_CONFIGURED_KINDS = ("fit", "evaluate", "stats")
 
 
 @dataclass(frozen=True)
@@ -60,20 +76,69 @@ def _diff(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _check_recipe(task: Task, plan: TrainingPlan) -> Refusal | None:
-    if task.kind != "fit":
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
+
+
+def _config_change(key: str, given: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
+    if key not in given:
+        return f"{key} missing (plan: {expected[key]!r})"
+    if key not in expected:
+        return f"{key}={given[key]!r} (plan: not set)"
+    return f"{key}={given[key]!r} (plan: {expected[key]!r})"
+
+
+def _check_config(task: Task, plan: TrainingPlan) -> Refusal | None:
+    if task.kind not in _CONFIGURED_KINDS:
         return None
+    expected = dict(plan.training) if task.kind == "fit" else {}
+    given = {k: v for k, v in task.config.items() if k not in PER_TASK_KEYS}
     bad = [
-        f"{k}={task.config[k]!r} (plan: {plan.training.get(k, '(not set)')!r})"
-        for k in RECIPE_KEYS
-        if k in task.config and task.config[k] != plan.training.get(k)
+        _config_change(k, given, expected)
+        for k in sorted(set(given) | set(expected))
+        if not (k in given and k in expected and _same(given[k], expected[k]))
     ]
     if not bad:
         return None
     return Refusal(
         "plan-config-mismatch",
-        f"task {task.task_id} changes the approved training recipe of plan "
-        f"{short_hash(plan.hash)}: {', '.join(bad)}",
+        f"{task.kind} task {task.task_id} changes what plan {short_hash(plan.hash)} approved: "
+        f"{', '.join(bad)}",
+    )
+
+
+def expected_pipeline(task: Task, plan: TrainingPlan) -> dict[str, Any]:
+    """The pipeline the site derives for ``task`` from its (checked) ``plan``.
+
+    Only the federation key's fingerprint comes from the task (the site's HE layer checks it
+    against its own key); every other value is the plan's. Non-``fit`` tasks get none.
+    """
+    if task.kind != "fit":
+        return {}
+    he = task.pipeline.get(HE_KEY)
+    fingerprint = he.get("fingerprint") if isinstance(he, Mapping) else None
+    return site_pipeline_for(plan, he_fingerprint=fingerprint)
+
+
+def _check_pipeline(task: Task, plan: TrainingPlan) -> Refusal | None:
+    if task.kind == "secagg" and not any(plan.site_half.get(k) for k in (SECAGG_KEY, HE_KEY)):
+        return Refusal(
+            "plan-pipeline-mismatch",
+            f"secure-aggregation task {task.task_id}: plan {short_hash(plan.hash)} (privacy "
+            f"mode {plan.privacy_mode!r}) has no secure aggregation or encryption layer",
+        )
+    if task.kind != "fit":
+        return None
+    diffs = pipeline_differences(expected_pipeline(task, plan), task.pipeline)
+    if not diffs:
+        return None
+    return Refusal(
+        "plan-pipeline-mismatch",
+        f"fit task {task.task_id} does not carry the site pipeline that plan "
+        f"{short_hash(plan.hash)} (privacy mode {plan.privacy_mode!r}) requires: "
+        f"{'; '.join(diffs)}",
     )
 
 
@@ -102,17 +167,27 @@ def check_task_plan(task: Task) -> TrainingPlan | Refusal:
             f"than this site runs: {'; '.join(diffs[:4])}"
             + (f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""),
         )
-    return _check_recipe(task, plan) or plan
+    try:
+        check_site_half(plan.privacy_mode, plan.site_half)
+        expected_pipeline(task, plan)
+    except ConfigError as err:
+        return Refusal("plan-invalid", f"plan {short_hash(plan.hash)}: {err}")
+    return _check_pipeline(task, plan) or _check_config(task, plan) or plan
 
 
 @dataclass(frozen=True)
 class PlanIdentity:
-    """What an approval is about: the study, the plan hash, a summary and the privacy mode."""
+    """What an approval is about: the study, the plan hash, a summary and the privacy mode.
+
+    ``pipeline``: for a training task, the site pipeline derived from the plan (what the
+    site's layers apply; ``None`` for analytics tasks).
+    """
 
     study: str
     hash: str
     summary: str
     privacy_mode: str = "open"
+    pipeline: Mapping[str, Any] | None = None
 
 
 def study_name(task: Task) -> str:
@@ -141,4 +216,10 @@ def identify_plan(task: Task) -> PlanIdentity | Refusal:
     checked = check_task_plan(task)
     if isinstance(checked, Refusal):
         return checked
-    return PlanIdentity(checked.study, checked.hash, checked.summary(), checked.privacy_mode)
+    return PlanIdentity(
+        checked.study,
+        checked.hash,
+        checked.summary(),
+        checked.privacy_mode,
+        expected_pipeline(task, checked),
+    )

@@ -10,6 +10,11 @@ aggregation mod, so the noise is added before masking and nobody sees an un-nois
 
 Noise comes from the operating system's entropy; only a simulated site (``simulated=True``,
 set by the simulation, never by a task) derives it from the task's seed, for reproducibility.
+
+In a deployed site the pipeline this layer reads is the one the site derived from the
+approved plan (:func:`fedcare.site.plans.expected_pipeline`): governance refuses a ``fit`` task
+whose own pipeline differs and passes on the derived one, so the coordinator cannot switch
+this layer off or weaken it.
 """
 
 from __future__ import annotations

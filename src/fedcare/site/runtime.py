@@ -38,7 +38,7 @@ from fedcare.site.preprocess import Preprocessor
 __all__ = ["SiteRuntime", "spec_from_config"]
 
 SPEC_KEYS = ("epochs", "max_steps", "lr", "batch_size", "optimizer", "momentum", "l2", "prox_mu")
-TASK_KEYS = ("algorithm", "seed", "split")
+TASK_KEYS = ("algorithm", "seed")
 
 
 def spec_from_config(config: Mapping[str, Scalar]) -> LocalTrainSpec:
@@ -199,7 +199,8 @@ class SiteRuntime:
             round=task.round,
             site_id=task.site_id,
             kind="fit",
-            arrays=site_clip(task.pipeline, arrays),  # the site half of norm bounding
+            # the site half of norm bounding (the pipeline is the plan's, see site/plans.py)
+            arrays=site_clip(task.pipeline, arrays),
             num_samples=result.num_samples,
             metrics=metrics,
             info={**self.provenance(task), **_dp_sgd_info(spec, len(train))},
@@ -208,16 +209,18 @@ class SiteRuntime:
     def evaluate(self, task: Task) -> Reply:
         adapter, prep = self._prepared(task)
         self._check_params(adapter, task.params, task.plan.get("model"))
-        split = task.config.get("split", "test")
-        if split not in ("train", "test"):
-            raise ConfigError(f"evaluate split must be 'train' or 'test', got {split!r}")
-        data: Dataset = prep.apply(self.data.test if split == "test" else self.data.train)
+        if "split" in task.config:  # metrics over training rows are no output a plan approves
+            raise ConfigError(
+                f"evaluate task config split={task.config['split']!r}: a site evaluates on its "
+                "test rows only"
+            )
+        data: Dataset = prep.apply(self.data.test)
         scores = adapter.predict(task.params, data.X)
         metrics = {
             **compute_metrics(adapter.task, data, scores),
             "loss": adapter.loss(task.params, data),
         }
-        if _attack_now(task, adapter.task, split):
+        if _attack_now(task, adapter.task):
             members = prep.apply(self.data.train)
             rng = np.random.default_rng(int(task.config.get("seed", 0)))
             metrics["mia_loss_auroc"] = loss_attack_auroc(adapter, task.params, members, data, rng)
@@ -260,12 +263,11 @@ class SiteRuntime:
         )
 
 
-def _attack_now(task: Task, model_task: str, split: object) -> bool:
+def _attack_now(task: Task, model_task: str) -> bool:
     """A plan that asks for membership inference gets it on the final model's test evaluation."""
     plan = task.plan
     return (
         plan.get("membership_inference") is True
         and task.round == plan.get("rounds")
-        and split == "test"
         and model_task == "binary"
     )

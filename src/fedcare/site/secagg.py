@@ -6,6 +6,11 @@ process that may be restarted, the state is also written under the site's ``stat
 owner-only 0600 JSON file: it holds this round's private keys and shares) and deleted after the
 unmask stage. Randomness comes from ``os.urandom``; only a simulated site (``simulated=True``,
 set by the simulation, never by a task) derives it from the task's seed, for reproducibility.
+
+In a deployed site the pipeline this layer reads is the one the site derived from the
+approved plan (:func:`fedcare.site.plans.expected_pipeline`): governance refuses a ``fit`` task
+whose own pipeline differs and passes on the derived one, so the coordinator cannot switch
+this layer off or weaken it.
 """
 
 from __future__ import annotations

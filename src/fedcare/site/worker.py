@@ -52,7 +52,7 @@ def build_apps(
 
     apps: dict[str, Any] = {}
     for name, entry in config.datasets.items():
-        data, report, frame = entry.prepared()
+        data, report, frame, _ = entry.prepared()
         if data is None:  # failed its data check: every task on it is refused with the reason
             apps[name] = refusal(report.summary if report is not None else "no data")
             continue

@@ -31,6 +31,7 @@ from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.loop import RoundConfig, RoundRecord, run_rounds
 from fedcare.strategy.private import private_dp_spec, private_study_parts
 from fedcare.strategy.registry import build_strategy
+from fedcare.strategy.site_half import check_strategy_matches_study
 from fedcare.transport.base import Grid
 
 __all__ = [
@@ -71,6 +72,11 @@ def study_strategy(
 ) -> Strategy:
     """The study's strategy; baselines (one site, or pooled data) train with plain FedAvg.
 
+    What a (non-baseline) strategy sends to sites, its fit config and its aggregation
+    pipeline's site half, is checked to be what the study's plan fixes
+    (:func:`fedcare.strategy.site_half.check_strategy_matches_study`): sites derive both from
+    the approved plan and refuse anything else.
+
     ``he_context``: the coordinator's public HE context (mode ``encrypted``; ``None`` in
     simulation, which uses its own simulated federation keys).
     """
@@ -85,17 +91,19 @@ def study_strategy(
     if baseline:
         dp_aggregator, dp_train = None, {}
     elif study.privacy.mode == "private":  # clip + site noise, in SecureSum below
-        dp_aggregator, dp_train = private_study_parts(study, num_sites)
+        dp_aggregator, dp_train = private_study_parts(study)
     else:
         dp_aggregator, dp_train = study_dp_parts(study, num_sites)
     if dp_aggregator is not None:  # central DP: clip + Gaussian noise (fedcare.privacy.study)
         robust["aggregator"] = dp_aggregator
+    # mode 'private' splits each round's noise over min_sites: a round with fewer fails
+    private = study.privacy.mode == "private" and not baseline
     strategy = build_strategy(
         "fedavg" if baseline else study.strategy.name,
         {} if baseline else study.strategy.options,
         train={**study.training.as_config(), **dp_train},
         fraction=1.0 if baseline else study.fraction,
-        min_sites=max(1, min(study.min_sites, num_sites)),
+        min_sites=study.min_sites if private else max(1, min(study.min_sites, num_sites)),
         **robust,
     )
     if study.privacy.mode in ("secure", "private") and not baseline:
@@ -109,6 +117,8 @@ def study_strategy(
         strategy = with_secure_sum(strategy, {})
     if study.privacy.mode == "encrypted" and not baseline:  # CKKS sum (fedcare.secure.he)
         strategy = encrypted_study_strategy(strategy, study, he_context)
+    if not baseline:  # sites refuse any other fit config or pipeline than the plan's
+        check_strategy_matches_study(strategy, study)
     return strategy
 
 

@@ -69,9 +69,14 @@ def private_dp_spec(study: StudyConfig) -> DpSpec:
     return dp
 
 
-def private_min_sites(study: StudyConfig, num_sites: int) -> int:
-    """``m``: the fewest contributions a round is accepted with (the per-site noise divisor)."""
-    return max(1, min(study.min_sites, num_sites))
+def private_min_sites(study: StudyConfig) -> int:
+    """``m``: the fewest contributions a round is accepted with (the per-site noise divisor).
+
+    It is the study's ``min_sites`` whatever ``num_sites`` is: the approved plan fixes the
+    sites' noise (:mod:`fedcare.strategy.site_half`), and a round with fewer contributions
+    fails rather than release a sum with less noise than accounted.
+    """
+    return study.min_sites
 
 
 def private_round_event(study: StudyConfig) -> DpEvent:
@@ -80,9 +85,7 @@ def private_round_event(study: StudyConfig) -> DpEvent:
     return DpEvent(central_noise_multiplier(dp, study.rounds))
 
 
-def private_study_parts(
-    study: StudyConfig, num_sites: int
-) -> tuple[Aggregator[Any], dict[str, float | int]]:
+def private_study_parts(study: StudyConfig) -> tuple[Aggregator[Any], dict[str, float | int]]:
     """``(aggregator inside SecureSum, DP-SGD task config)`` of a ``private`` study."""
     dp = private_dp_spec(study)
     assert dp.clip_norm is not None
@@ -90,6 +93,6 @@ def private_study_parts(
         WeightedMean(),
         noise_multiplier=central_noise_multiplier(dp, study.rounds),
         clip_norm=dp.clip_norm,
-        min_sites=private_min_sites(study, num_sites),
+        min_sites=private_min_sites(study),
     )
     return ValidateUpdates(layer), dp_sgd_train_config(dp, study.rounds)

@@ -54,6 +54,7 @@ from fedcare.transport.certs import (
     key_pem,
     make_ca,
 )
+from fedcare.transport.kit_history import carry_history
 from fedcare.transport.revocations import Revocation, read_revocations
 
 __all__ = [
@@ -163,7 +164,8 @@ def _issue_site_kit(root: Path, meta: dict[str, Any], ca: CertifiedKey, site_id:
     _write_kit(tmp, ca[1], key, cert, info)
     _copy_he_secret(root, tmp)
     old = final.with_name(f".{site_id}.old")
-    if final.exists():
+    if final.exists():  # a rotation: the new kit keeps the old key for the audit handover
+        carry_history(final, tmp)
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
@@ -347,6 +349,9 @@ def add_site(root: str | os.PathLike[str], site_id: str) -> Path:
 
 def rotate_site(root: str | os.PathLike[str], site_id: str) -> Path:
     """Give a site a new key and certificate and revoke its old serial. Returns the kit folder.
+
+    The new kit keeps the old certificate and key under ``previous/`` (see
+    :mod:`fedcare.transport.kit_history`), so the site's audit chain carries over.
 
     Raises
     ------

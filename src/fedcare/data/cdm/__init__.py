@@ -12,7 +12,13 @@ from fedcare.data.cdm.io import read_table
 from fedcare.data.cdm.mapping import SiteMapping, VariableMapping
 from fedcare.data.cdm.report import SMALL_CELL, CheckResult, SiteReport, VariableReport, check_table
 from fedcare.data.cdm.schema import CheckThresholds, Schema, Variable
-from fedcare.data.cdm.sitedata import analysis_frame, build_federation, feature_names, to_site_data
+from fedcare.data.cdm.sitedata import (
+    analysis_frame,
+    build_federation,
+    feature_names,
+    feature_units,
+    to_site_data,
+)
 from fedcare.data.cdm.units import conversion
 from fedcare.data.cdm.validate import build_pandera_schema, validate_table
 
@@ -34,6 +40,7 @@ __all__ = [
     "check_table",
     "conversion",
     "feature_names",
+    "feature_units",
     "harmonize",
     "read_table",
     "to_site_data",

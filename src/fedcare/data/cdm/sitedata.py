@@ -26,6 +26,7 @@ __all__ = [
     "analysis_frame",
     "build_federation",
     "feature_names",
+    "feature_units",
     "to_site_data",
 ]
 
@@ -42,6 +43,18 @@ def feature_names(schema: Schema) -> tuple[str, ...]:
         elif v.type != "date":
             names.append(v.name)
     return tuple(names)
+
+
+def feature_units(schema: Schema) -> dict[str, str | None]:
+    """The unit of each feature column of :func:`feature_names` (``None`` where the schema
+    gives none; a category's 0/1 columns have none)."""
+    units: dict[str, str | None] = {}
+    for v in schema.features:
+        if v.type == "category":
+            units.update({f"{v.name}_{code}": None for code in (v.codes or ())[1:]})
+        elif v.type != "date":
+            units[v.name] = v.unit
+    return units
 
 
 def analysis_frame(result: CheckResult) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from fedcare.records.arrays import ArrayRecord
 from fedcare.secure.he.base import HEBackend
 
 __all__ = [
+    "DEFAULT_WEIGHT_UNIT",
     "SPEC_VERSION",
     "EncryptedSum",
     "EncryptedSumServer",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 SPEC_VERSION = 1
+#: Sites encrypt ``w = samples / weight_unit`` (part of an ``encrypted`` plan's site half).
+DEFAULT_WEIGHT_UNIT = 1000.0
 _OPTIONS = {"decryptors", "weight_unit"}
 
 
@@ -94,7 +97,13 @@ class EncryptedSumServer:
         Sites encrypt ``w = samples / weight_unit`` to keep sums inside the CKKS range.
     """
 
-    def __init__(self, context: HEBackend, *, decryptors: int = 1, weight_unit: float = 1000.0):
+    def __init__(
+        self,
+        context: HEBackend,
+        *,
+        decryptors: int = 1,
+        weight_unit: float = DEFAULT_WEIGHT_UNIT,
+    ) -> None:
         if context.has_secret_key:
             raise ConfigError("the coordinator's HE context holds the secret key; refusing it")
         if not isinstance(decryptors, int) or decryptors < 1:

@@ -329,3 +329,93 @@ class HeartbeatResponse(_message.Message):
     def __init__(
         self, server_time: _Optional[float] = ..., cancel: _Optional[bool] = ...
     ) -> None: ...
+
+class AnchorRequest(_message.Message):
+    __slots__ = (
+        "seq",
+        "hash",
+        "sig",
+        "proof_seq",
+        "proof_hash",
+        "coordinator_seq",
+        "coordinator_hash",
+    )
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    SIG_FIELD_NUMBER: _ClassVar[int]
+    PROOF_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PROOF_HASH_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    hash: str
+    sig: str
+    proof_seq: int
+    proof_hash: str
+    coordinator_seq: int
+    coordinator_hash: str
+    def __init__(
+        self,
+        seq: _Optional[int] = ...,
+        hash: _Optional[str] = ...,
+        sig: _Optional[str] = ...,
+        proof_seq: _Optional[int] = ...,
+        proof_hash: _Optional[str] = ...,
+        coordinator_seq: _Optional[int] = ...,
+        coordinator_hash: _Optional[str] = ...,
+    ) -> None: ...
+
+class AnchorResponse(_message.Message):
+    __slots__ = (
+        "accepted",
+        "error_kind",
+        "message",
+        "last_seq",
+        "last_hash",
+        "countersig",
+        "anchored_at",
+        "coordinator_seq",
+        "coordinator_hash",
+        "coordinator_sig",
+        "coordinator_proof_hash",
+        "coordinator_cert_pem",
+    )
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_HASH_FIELD_NUMBER: _ClassVar[int]
+    COUNTERSIG_FIELD_NUMBER: _ClassVar[int]
+    ANCHORED_AT_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_HASH_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_SIG_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_PROOF_HASH_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    error_kind: str
+    message: str
+    last_seq: int
+    last_hash: str
+    countersig: str
+    anchored_at: str
+    coordinator_seq: int
+    coordinator_hash: str
+    coordinator_sig: str
+    coordinator_proof_hash: str
+    coordinator_cert_pem: bytes
+    def __init__(
+        self,
+        accepted: _Optional[bool] = ...,
+        error_kind: _Optional[str] = ...,
+        message: _Optional[str] = ...,
+        last_seq: _Optional[int] = ...,
+        last_hash: _Optional[str] = ...,
+        countersig: _Optional[str] = ...,
+        anchored_at: _Optional[str] = ...,
+        coordinator_seq: _Optional[int] = ...,
+        coordinator_hash: _Optional[str] = ...,
+        coordinator_sig: _Optional[str] = ...,
+        coordinator_proof_hash: _Optional[str] = ...,
+        coordinator_cert_pem: _Optional[bytes] = ...,
+    ) -> None: ...

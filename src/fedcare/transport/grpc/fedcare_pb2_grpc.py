@@ -65,6 +65,12 @@ class CoordinatorStub:
             response_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.HeartbeatResponse.FromString,
             _registered_method=True,
         )
+        self.Anchor = channel.unary_unary(
+            "/fedcare.v1.Coordinator/Anchor",
+            request_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorRequest.SerializeToString,
+            response_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorResponse.FromString,
+            _registered_method=True,
+        )
 
 
 class CoordinatorServicer:
@@ -105,6 +111,12 @@ class CoordinatorServicer:
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")
 
+    def Anchor(self, request, context):
+        """Anchor the site's audit head at the coordinator; learn the coordinator's audit head."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +139,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             servicer.Heartbeat,
             request_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.HeartbeatRequest.FromString,
             response_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.HeartbeatResponse.SerializeToString,
+        ),
+        "Anchor": grpc.unary_unary_rpc_method_handler(
+            servicer.Anchor,
+            request_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorRequest.FromString,
+            response_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorResponse.SerializeToString,
         ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,6 +268,36 @@ class Coordinator:
             "/fedcare.v1.Coordinator/Heartbeat",
             fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.HeartbeatRequest.SerializeToString,
             fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def Anchor(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            "/fedcare.v1.Coordinator/Anchor",
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorRequest.SerializeToString,
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorResponse.FromString,
             options,
             channel_credentials,
             insecure,

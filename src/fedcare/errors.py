@@ -11,6 +11,8 @@ the whole family with one clause and a specific failure with another::
     │                          no download, cache or mirror produced the file (names the places)
     ├── ModelError             a model adapter got parameters or data it cannot use
     ├── ValidationError        a message or update is malformed (shape, dtype, NaN, unknown site)
+    │   └── TransferIncompleteError
+    │                          a chunked transfer ended before its declared size (cut link)
     ├── AggregationError       aggregation could not produce a result
     ├── RoundFailedError       a round ended with fewer than ``min_sites`` usable replies
     ├── PrivacyBudgetError     a round would spend more epsilon than the study's budget
@@ -53,6 +55,7 @@ __all__ = [
     "RoundFailedError",
     "SiteError",
     "StoreError",
+    "TransferIncompleteError",
     "TransportError",
     "ValidationError",
 ]
@@ -84,6 +87,10 @@ class ModelError(FedcareError):
 
 class ValidationError(FedcareError):
     """A message, update or argument is malformed."""
+
+
+class TransferIncompleteError(ValidationError):
+    """A chunked transfer ended before its declared size: the link was cut, or it stalled."""
 
 
 class AggregationError(FedcareError):

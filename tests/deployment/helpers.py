@@ -337,8 +337,10 @@ class AgentThreads:
         poll_wait: float = 1.0,
         time_limit: float = 120.0,
         mods: Sequence[Mod] = (),
+        tamper: Callable[[SiteAgent], None] | None = None,
     ) -> SiteAgent:
-        """Start an agent; with ``mods``, a :class:`TamperedAgent`."""
+        """Start an agent; with ``mods``, a :class:`TamperedAgent`; ``tamper`` may change it
+        before it starts (a test playing a malicious site)."""
         events: deque[str] = deque(maxlen=60)
         extra: dict[str, Any] = {"mods": mods} if mods else {}
         agent = (TamperedAgent if mods else SiteAgent)(
@@ -352,6 +354,8 @@ class AgentThreads:
             **extra,
         )
         site = agent.site_id
+        if tamper is not None:
+            tamper(agent)
 
         def main() -> None:
             try:
@@ -413,8 +417,12 @@ def running_coordinator(
     liveness_s: float = 10.0,
     heartbeat_s: float = 1.0,
     round_retries: int = 3,
+    **options: Any,
 ) -> Iterator[Coordinator]:
-    """A real coordinator on an ephemeral port of 127.0.0.1, stopped at the end."""
+    """A real coordinator on an ephemeral port of 127.0.0.1, stopped at the end.
+
+    ``options`` go to :class:`Coordinator` (e.g. ``stream_idle_s``, ``per_site_streams``).
+    """
     coordinator = Coordinator(
         kits.coordinator,
         home,
@@ -423,6 +431,7 @@ def running_coordinator(
         heartbeat_s=heartbeat_s,
         liveness_s=liveness_s,
         round_retries=round_retries,
+        **options,
     )
     try:
         coordinator.start()

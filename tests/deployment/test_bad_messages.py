@@ -1,9 +1,10 @@
-"""Malformed PushReply transfers to a real coordinator: each is refused and nothing is stored.
+"""Malformed PushReply transfers to a real coordinator: each is refused and fails its task.
 
-Every case answers an open, delivered task of the caller, so a coordinator that let the bad
-transfer through would change the database. A transfer that cannot be reassembled or decoded
-ends with ``INVALID_ARGUMENT`` and a message naming the problem; afterwards the task is still
-open and the correct reply is accepted.
+Every case answers an open, delivered task of the caller (named in the call's metadata). A
+transfer that cannot be reassembled or decoded ends with ``INVALID_ARGUMENT`` and a message
+naming the problem; the task is closed at once as failed with that reason (an ``invalid_reply``
+error reply the round counts), so a refused reply never leaves its round waiting. Nothing of
+the bad payload is stored, and the correct reply sent afterwards is refused as too late.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from fedcare.transport.codec import END_MARKER, chunk, encode_reply, new_transfe
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorStub
 
-from .helpers import assert_db_unchanged, db_state
-from .wire import RPC_TIMEOUT_S, Arena, answer, push
+from .helpers import db_state
+from .wire import RPC_TIMEOUT_S, Arena, answer, naming, push
 
 Chunks = list[pb.Chunk]
 LIMIT = (1 << 31) - 1  # the coordinator's largest accepted transfer (the protobuf limit)
@@ -94,7 +95,6 @@ CASES: dict[str, tuple[Callable[[Chunks, Task], Chunks], str]] = {
         r"corrupted: its SHA-256 does not match",
     ),
     "a chunk missing": (lambda c, t: c[:1] + c[2:], r"expected chunk 1 of \d+, got chunk 2"),
-    "last chunk missing": (lambda c, t: c[:-1], r"is truncated: got \d+ of \d+ chunks"),
     "chunks out of order": (lambda c, t: _swap(c, 1, 2), r"out of order"),
     "a chunk repeated": (lambda c, t: c[:2] + c[1:], r"expected chunk 2 of \d+, got chunk 1"),
     "corrupted sha256": (
@@ -115,7 +115,7 @@ CASES: dict[str, tuple[Callable[[Chunks, Task], Chunks], str]] = {
     ),
     "oversized declared size": (
         lambda c, t: _edit_all(c, total_size=LIMIT + 1),
-        rf"declares {LIMIT + 1} bytes, above the limit {LIMIT}",
+        rf"declares {LIMIT + 1} bytes, above the limit \d+",
     ),
     "more data than declared": (
         lambda c, t: _edit_all(c, total_size=c[0].total_size - 10),
@@ -168,7 +168,7 @@ def open_task(
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_a_malformed_transfer_is_refused_and_changes_nothing(
+def test_a_malformed_transfer_is_refused_and_fails_its_task(
     arena: Arena, open_task: tuple[CoordinatorStub, Task], case: str
 ) -> None:
     north, task = open_task
@@ -178,7 +178,7 @@ def test_a_malformed_transfer_is_refused_and_changes_nothing(
     before = db_state(arena.store)
 
     with pytest.raises(grpc.RpcError) as info:
-        push(north, make(valid, task))
+        push(north, make(valid, task), task=task.task_id)
 
     err = info.value
     assert isinstance(err, grpc.RpcError)
@@ -186,14 +186,17 @@ def test_a_malformed_transfer_is_refused_and_changes_nothing(
     details = str(err.details())
     assert details.startswith("malformed reply: "), details
     assert re.search(pattern, details), f"{case}: {details!r} lacks {pattern!r}"
-    assert_db_unchanged(before, db_state(arena.store), f"a transfer with {case}")
     [row] = arena.store.list_tasks(task.study_id, task.round)
-    assert row.status == "delivered", f"{case}: the task is {row.status!r}"
-
-    ack = push(north, valid)  # the task is still open: the correct reply is accepted
-    assert ack.accepted, ack.message
+    assert row.status == "failed", f"{case}: the task is {row.status!r}"
     [reply] = arena.store.replies_for_round(task.study_id, task.round, 1)
-    assert (reply.site_id, reply.num_samples) == ("north", 25)
+    assert (reply.error_kind, reply.payload_digest) == ("invalid_reply", None), reply
+    assert reply.error_message == details, f"{case}: the stored reason differs"
+    after = db_state(arena.store)
+    changed = {t for t in before if before[t] != after[t]}
+    assert changed <= {"tasks", "replies"}, f"{case} changed {changed}"
+
+    ack = push(north, valid)  # the task is closed: the correct reply comes too late
+    assert (ack.accepted, ack.error_kind) == (False, "already_answered"), ack.message
 
 
 def test_an_oversized_transfer_is_refused_before_the_rest_is_sent(
@@ -219,11 +222,35 @@ def test_an_oversized_transfer_is_refused_before_the_rest_is_sent(
     before = db_state(arena.store)
     try:
         with pytest.raises(grpc.RpcError) as info:
-            north.PushReply(stream(), timeout=2 * RPC_TIMEOUT_S)
+            north.PushReply(
+                stream(),
+                timeout=2 * RPC_TIMEOUT_S,
+                metadata=naming(task.task_id, [first]),
+            )
     finally:
         answered_early = not sent_all.is_set()
         release.set()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
     assert "above the limit" in str(info.value.details())
     assert answered_early, "the coordinator read the whole stream before checking the size"
-    assert_db_unchanged(before, db_state(arena.store), "an oversized transfer")
+    [reply] = arena.store.replies_for_round(task.study_id, task.round, 1)
+    assert reply.error_kind == "invalid_reply" and "above the limit" in str(reply.error_message)
+    after = db_state(arena.store)
+    assert {t for t in before if before[t] != after[t]} <= {"tasks", "replies"}
+
+
+def test_a_transfer_that_ends_early_is_an_interruption_and_leaves_its_task_open(
+    arena: Arena, open_task: tuple[CoordinatorStub, Task]
+) -> None:
+    """Fewer chunks than declared is a cut link (or a stall), not a refusal: send it again."""
+    north, task = open_task
+    valid = _framed(encode_reply(answer(task)))
+
+    with pytest.raises(grpc.RpcError) as info:
+        push(north, valid[:-1], task=task.task_id)
+
+    assert info.value.code() == grpc.StatusCode.ABORTED, info.value
+    assert re.search(r"is truncated: got \d+ of \d+ chunks", str(info.value.details()))
+    [row] = arena.store.list_tasks(task.study_id, task.round)
+    assert row.status == "delivered"
+    assert push(north, valid).accepted  # the whole reply, sent again, is accepted

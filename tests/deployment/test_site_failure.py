@@ -1,28 +1,39 @@
 """A site killed mid-study: the study finishes with the remaining sites.
 
-Four heart-disease site agents run as real processes (``python -m fedcare site start``)
-against a real coordinator; the study needs 3 sites per round and waits 5 s for replies.
-After round 1 (which all 4 sites answered) one agent gets SIGKILL. Its next task goes
-unanswered, the round proceeds at the deadline with the 3 others, and once the dead site has
-been silent longer than the coordinator's liveness window it is no longer sent tasks at all.
+Heart-disease site agents run as real processes (``python -m fedcare site start``) against a
+real coordinator.
+
+- Killed for good: the study needs 3 of 4 sites per round and waits 5 s for replies. After
+  round 1 (which all 4 sites answered) one agent gets SIGKILL. Its next task goes unanswered,
+  the round proceeds at the deadline with the 3 others, and once the dead site has been silent
+  longer than the coordinator's liveness window it is no longer sent tasks at all.
+- Killed and restarted at once, well within the liveness window, while it holds a task: the
+  study has no ``round_timeout`` (its default deadline is half an hour). The restarted agent's
+  Hello holds no task, so the coordinator fails the one it lost (``site_restarted``) and the
+  round goes on with the others at once.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from fedcare.coordinator.rows import RoundInfo
+from fedcare.coordinator.rows import RoundInfo, TaskInfo
 from fedcare.coordinator.server import Coordinator
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.records.study import TASK_DEADLINE_FLOOR_S
 
 from ..conftest import require_mirror
 from .helpers import (
     HOSPITALS,
+    Kits,
     contributors,
     heart_study,
     provision,
@@ -39,28 +50,43 @@ VICTIM, ROUNDS = "va", 4
 SURVIVORS = sorted(set(HOSPITALS) - {VICTIM})
 
 
-@pytest.fixture
-def federation(tmp_path: Path) -> Iterator[tuple[Coordinator, Processes]]:
-    """A coordinator (liveness 4 s) and one ``fedcare site start`` process per hospital."""
+def _start_site(
+    procs: Processes, name: str, site: str, root: Path, kits: Kits, coordinator: Coordinator
+) -> None:
+    procs.start(
+        name,
+        *("site", "start", "--kit", str(kits.sites[site])),
+        *("--data", str(write_heart_data(site, root / "data"))),
+        *("--state", str(root / "state" / site)),
+        *("--coordinator", f"127.0.0.1:{coordinator.port}"),
+        "--approve-all",  # governance is tested in test_governance.py
+    )
+
+
+@contextmanager
+def _federation(
+    root: Path, sites: tuple[str, ...], liveness_s: float
+) -> Iterator[tuple[Coordinator, Processes, Kits]]:
+    """A coordinator and one ``fedcare site start`` process per hospital in ``sites``."""
     require_mirror()
-    kits = provision(tmp_path / "federation")
-    procs = Processes(tmp_path / "logs")
-    with running_coordinator(kits, tmp_path / "home", liveness_s=4.0) as coordinator:
+    kits = provision(root / "federation", sites)
+    procs = Processes(root / "logs")
+    with running_coordinator(kits, root / "home", liveness_s=liveness_s) as coordinator:
         try:
-            for site in HOSPITALS:
-                procs.start(
-                    site,
-                    *("site", "start", "--kit", str(kits.sites[site])),
-                    *("--data", str(write_heart_data(site, tmp_path / "data"))),
-                    *("--state", str(tmp_path / "state" / site)),
-                    *("--coordinator", f"127.0.0.1:{coordinator.port}"),
-                    "--approve-all",  # governance is tested in test_governance.py
-                )
-            yield coordinator, procs
+            for site in sites:
+                _start_site(procs, site, site, root, kits, coordinator)
+            yield coordinator, procs, kits
         finally:
             procs.terminate()
             coordinator.stop()  # ends the agents' long-polls, so they exit at once
             procs.stop_all()
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[tuple[Coordinator, Processes]]:
+    """A coordinator (liveness 4 s) and one ``fedcare site start`` process per hospital."""
+    with _federation(tmp_path, HOSPITALS, liveness_s=4.0) as (coordinator, procs, _):
+        yield coordinator, procs
 
 
 def _story(rounds: list[RoundInfo]) -> str:
@@ -115,3 +141,56 @@ def test_a_site_killed_mid_study_leaves_the_others_to_finish(
     final = rounds[-1].record
     assert VICTIM not in final["fit"]["sampled_sites"], f"still sent tasks\n{story}"
     assert sorted(final["evaluate"]["per_site"]) == SURVIVORS, story
+
+
+RESTART_SITES = ("cleveland", "hungary", VICTIM)
+
+
+def test_a_site_killed_and_restarted_holding_a_task_has_that_task_failed_at_once(
+    tmp_path: Path,
+) -> None:
+    with _federation(tmp_path, RESTART_SITES, liveness_s=60.0) as (coordinator, procs, kits):
+        store = coordinator.store
+        study = heart_study(rounds=6, min_sites=2, training={"epochs": 5, "batch_size": 8})
+        assert study.round_timeout is None and study.task_deadline_s == TASK_DEADLINE_FLOOR_S
+        study_id = submit(store, study)
+        held = _freeze_while_holding(store, study_id, procs)
+        os.killpg(procs.procs[VICTIM].pid, signal.SIGKILL)  # the agent and its worker
+        procs.procs[VICTIM].wait(timeout=30)
+        killed = time.monotonic()
+        _start_site(procs, f"{VICTIM}-restarted", VICTIM, tmp_path, kits, coordinator)
+        wait_for_status(
+            store, study_id, "completed", timeout=240, describe=procs.describe,
+            check=lambda: procs.check(*RESTART_SITES[:2], f"{VICTIM}-restarted"),
+        )  # fmt: skip
+        took = time.monotonic() - killed
+        rounds = store.list_rounds(study_id)
+
+    story = _story(rounds)
+    assert took < TASK_DEADLINE_FLOOR_S / 10, f"the study waited {took:.0f} s\n{story}"
+    stage = "fit" if held.kind == "fit" else "evaluate"
+    record = next(r.record for r in rounds if r.round == held.round)
+    reason = (record.get(stage) or {}).get("failed_sites", {}).get(VICTIM, "")
+    assert reason.startswith("site_restarted: "), f"round {held.round} {stage}: {story}"
+    assert VICTIM in contributors(rounds[-1].record), f"the restarted site is back\n{story}"
+    assert [t.status for t in store.list_tasks(study_id) if t.id == held.id] == ["failed"]
+
+
+def _freeze_while_holding(store: CoordinatorStore, study_id: str, procs: Processes) -> TaskInfo:
+    """SIGSTOP the victim's agent (and worker) while it holds a delivered fit/evaluate task."""
+    group = procs.procs[VICTIM].pid
+    end = time.monotonic() + 180
+    while time.monotonic() < end:
+        procs.check()
+        delivered = [
+            t for t in store.list_tasks(study_id)
+            if t.site_id == VICTIM and t.status == "delivered" and t.kind in ("fit", "evaluate")
+        ]  # fmt: skip
+        if delivered:
+            os.killpg(group, signal.SIGSTOP)
+            [now] = [t for t in store.list_tasks(study_id) if t.id == delivered[0].id]
+            if now.status == "delivered":
+                return now  # frozen before it answered: it holds the task
+            os.killpg(group, signal.SIGCONT)  # it answered in between; catch the next one
+        time.sleep(0.005)
+    pytest.fail(f"{VICTIM} was never caught holding a task\n{procs.describe()}")

@@ -6,7 +6,7 @@ so they can send what a real agent never would.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +17,15 @@ import numpy as np
 import pytest
 
 from fedcare.coordinator.server import Coordinator
+from fedcare.coordinator.servicer import SIZE_METADATA_KEY, TASK_METADATA_KEY
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
 from fedcare.transport.codec import (
     assemble,
     chunk,
+    decode_reply,
     decode_task,
     encode_reply,
     encode_task,
@@ -57,9 +60,33 @@ def pull(stub: CoordinatorStub, wait_s: float) -> Task | None:
     return decode_task(assemble(chunks, max_bytes=1 << 30)) if chunks else None
 
 
-def push(stub: CoordinatorStub, chunks: Iterable[pb.Chunk]) -> pb.PushReplyAck:
-    ack: pb.PushReplyAck = stub.PushReply(iter(list(chunks)), timeout=RPC_TIMEOUT_S)
+def push(
+    stub: CoordinatorStub, chunks: Iterable[pb.Chunk], task: str | None = None
+) -> pb.PushReplyAck:
+    """Send ``chunks`` as one PushReply naming ``task`` ("study/round/kind/site").
+
+    Without ``task`` the call names the task the payload answers, as a real agent does (read
+    from the reply inside; a payload that does not decode names no task).
+    """
+    chunks = list(chunks)
+    key = task if task is not None else _named_task(chunks)
+    metadata = () if key is None else naming(key, chunks)
+    ack: pb.PushReplyAck = stub.PushReply(iter(chunks), timeout=RPC_TIMEOUT_S, metadata=metadata)
     return ack
+
+
+def naming(task: str, chunks: Sequence[pb.Chunk]) -> tuple[tuple[str, str], ...]:
+    """PushReply metadata naming ``task`` and the size the first chunk declares."""
+    size = chunks[0].total_size if chunks else 0
+    return ((TASK_METADATA_KEY, task), (SIZE_METADATA_KEY, str(size)))
+
+
+def _named_task(chunks: list[pb.Chunk]) -> str | None:
+    try:
+        reply = decode_reply(b"".join(c.data for c in chunks))
+    except ValidationError:
+        return None
+    return f"{reply.study_id}/{reply.round}/{reply.kind}/{reply.site_id}"
 
 
 def reply_chunks(reply: Reply, *, chunk_size: int = 64) -> list[pb.Chunk]:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from fedcare.errors import ValidationError
+from fedcare.errors import TransferIncompleteError, ValidationError
 from fedcare.records import ArrayRecord, Reply, ReplyError, Task
 from fedcare.transport import codec
 from fedcare.transport.codec import Limits
@@ -299,8 +299,8 @@ def test_reordered_missing_and_repeated_chunks_are_refused() -> None:
         codec.assemble(p[1:], max_bytes=1 << 20)
     with pytest.raises(ValidationError, match="expected chunk 2 of 4, got chunk 1"):
         codec.assemble([p[0], p[1], p[1], p[2], p[3]], max_bytes=1 << 20)
-    with pytest.raises(ValidationError, match="truncated: got 3 of 4 chunks, 768 of 1024"):
-        codec.assemble(p[:3], max_bytes=1 << 20)
+    with pytest.raises(TransferIncompleteError, match="truncated: got 3 of 4 chunks, 768 of 1024"):
+        codec.assemble(p[:3], max_bytes=1 << 20)  # a cut link: an incomplete transfer
     with pytest.raises(ValidationError, match="no chunks"):
         codec.assemble([], max_bytes=1 << 20)
 
@@ -324,6 +324,12 @@ def test_corrupted_oversized_and_mixed_transfers_are_refused() -> None:
     p[0].total = 5000
     with pytest.raises(ValidationError, match="declares 5000 chunks for 1024 bytes"):
         codec.assemble(p, max_bytes=1 << 20)
+
+
+def test_the_size_declared_before_the_chunks_must_match_theirs() -> None:
+    assert codec.assemble(_pieces(), max_bytes=1 << 20, size=1024) == bytes(range(256)) * 4
+    with pytest.raises(ValidationError, match="declares 1024 bytes in its chunks but 10 bytes"):
+        codec.assemble(_pieces(), max_bytes=1 << 20, size=10)
 
 
 def test_chunk_arguments_are_checked_eagerly() -> None:

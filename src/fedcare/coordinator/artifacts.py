@@ -156,6 +156,13 @@ class ArtifactStore:
         """True when an artifact is stored under ``digest`` (its bytes are not read)."""
         return self.path(digest).is_file()
 
+    def size(self, digest: str) -> int:
+        """The artifact's size in bytes (not read); NotFoundError if it is not stored."""
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError as err:
+            raise NotFoundError(f"no artifact {digest} under {self.root}") from err
+
     def open(self, digest: str) -> BinaryIO:
         """A binary stream of the artifact; reading to the end (``b""``) verifies its digest.
 

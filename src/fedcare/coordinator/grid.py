@@ -2,8 +2,10 @@
 
 ``send_and_receive`` stores each task's encoded payload content-addressed, inserts the task
 rows, wakes the sites' long-polls, and yields each reply as soon as it is stored, until all
-tasks are answered or the deadline passes; tasks still open then are expired, so a late reply
-is refused. Only one reply payload is decoded at a time: memory grows with the model.
+tasks are answered, failed or the deadline passes; tasks still open then are expired, so a late
+reply is refused. Without a timeout the deadline is ``default_timeout`` (the study's
+``task_deadline_s``; ``TASK_DEADLINE_FLOOR_S`` if not given): no task waits forever. Only one
+reply payload is decoded at a time: memory grows with the model.
 
 Once the study's reference feature schema is set (:meth:`CoordinatorGrid.set_reference`, at
 round 0), a site whose described schema differs is refused for this study: it is left out of
@@ -25,6 +27,7 @@ from fedcare.coordinator.store import CoordinatorStore
 from fedcare.data.schema_check import schema_differences, schema_of_description
 from fedcare.errors import TransportError
 from fedcare.records.messages import Reply, ReplyError, Task
+from fedcare.records.study import TASK_DEADLINE_FLOOR_S
 from fedcare.transport.base import Grid, Split
 from fedcare.transport.codec import decode_reply, encode_task
 
@@ -33,10 +36,6 @@ __all__ = ["CoordinatorGrid", "GridStopped"]
 
 class GridStopped(TransportError):
     """The coordinator is shutting down while a round collects replies."""
-
-
-#: Waiting for a reply with no deadline still wakes up this often to re-check the database.
-NO_DEADLINE_S = 7 * 24 * 3600.0
 
 
 class CoordinatorGrid(Grid):
@@ -52,10 +51,13 @@ class CoordinatorGrid(Grid):
         *,
         liveness_s: float = 30.0,
         stop: threading.Event | None = None,
+        default_timeout: float = TASK_DEADLINE_FLOOR_S,
     ) -> None:
         self.store, self.artifacts, self.hub = store, artifacts, hub
         self.study_id, self.dataset = study_id, dataset
         self.liveness_s = liveness_s
+        #: The deadline of tasks sent without a timeout (the study's ``task_deadline_s``).
+        self.default_timeout = default_timeout
         self.stop = stop or threading.Event()
         self.reference: dict[str, Any] | None = None
         #: Sites refused for this study (schema differs from the reference): site -> reason.
@@ -120,7 +122,7 @@ class CoordinatorGrid(Grid):
         round_ = tasks[0].round
         earlier = self.store.list_tasks(self.study_id, round_)
         attempt = max((t.attempt for t in earlier), default=0) + 1
-        wait_s = NO_DEADLINE_S if timeout is None else timeout
+        wait_s = self.default_timeout if timeout is None else timeout
         deadline = datetime.now(timezone.utc) + timedelta(seconds=wait_s)
         rows = [(t.site_id, t.kind, self.artifacts.put(encode_task(t)), deadline) for t in tasks]
         task_ids = self.store.create_tasks(self.study_id, round_, attempt, rows)

@@ -179,6 +179,7 @@ class StudyRunner:
             study.dataset.name,
             liveness_s=self.liveness_s,
             stop=self.stop,
+            default_timeout=study.task_deadline_s,
         )
         grid.on_refused = self._site_refused
         he_context = None  # privacy mode 'encrypted': the kit's PUBLIC context, never a secret

@@ -6,13 +6,18 @@ resumes every study left ``running`` by an earlier process (e.g. after a crash).
 to ``home/audit.jsonl`` (:mod:`fedcare.coordinator.audit_trail`), reconciled with the database
 when the coordinator starts. The home is owner-only: folders ``0700``, files ``0600``
 (:mod:`fedcare.coordinator.files`).
+
+Calls run on two thread pools (:mod:`fedcare.coordinator.lanes`): Hello and Heartbeat on
+``control_workers`` threads, PullTask and PushReply on ``max_workers``. Each site may hold at
+most ``per_site_streams`` PullTask and as many PushReply calls (more are refused with
+``RESOURCE_EXHAUSTED`` at once), and a stream idle for ``stream_idle_s`` seconds is cut, so
+one site cannot starve the others.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -21,8 +26,9 @@ from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.files import private_dir
 from fedcare.coordinator.hub import Hub
+from fedcare.coordinator.lanes import ControlLane, LaneExecutor
 from fedcare.coordinator.runner import StudyRunner
-from fedcare.coordinator.servicer import CoordinatorServicer
+from fedcare.coordinator.servicer import MAX_CHUNK_BYTES, CoordinatorServicer
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.transport.grpc.fedcare_pb2_grpc import add_CoordinatorServicer_to_server
 from fedcare.transport.tls import RequireSiteIdentity, RevocationList, load_kit, server_credentials
@@ -35,7 +41,8 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # One Chunk of at most MAX_CHUNK_BYTES (Hello tells the sites) and its framing.
+    ("grpc.max_receive_message_length", MAX_CHUNK_BYTES + 64 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
 
@@ -67,7 +74,10 @@ class Coordinator:
         heartbeat_s: float = 5.0,
         liveness_s: float = 30.0,
         round_retries: int = 3,
-        max_workers: int = 64,
+        max_workers: int = 256,
+        control_workers: int = 16,
+        per_site_streams: int = 2,
+        stream_idle_s: float = 30.0,
     ) -> None:
         private_dir(home)  # 0700: database, artifacts and audit are the coordinator's only
         self.kit = load_kit(kit_dir)
@@ -76,9 +86,10 @@ class Coordinator:
         self.audit = _open_audit(home, kit_dir, self.kit.identity)
         self.liveness_s, self.round_retries = liveness_s, round_retries
         revocations = RevocationList.from_kit(kit_dir)
+        self._pools = LaneExecutor(control=control_workers, data=max_workers)
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-            interceptors=[RequireSiteIdentity(revocations)],
+            self._pools,
+            interceptors=[ControlLane(self._pools), RequireSiteIdentity(revocations)],
             options=SERVER_OPTIONS,
         )
         servicer = CoordinatorServicer(
@@ -87,8 +98,11 @@ class Coordinator:
             revocations,
             federation=self.kit.federation,
             heartbeat_s=heartbeat_s,
+            per_site_streams=per_site_streams,
+            idle_s=stream_idle_s,
             anchoring=Anchoring(self.store, kit_dir, self.audit),
         )
+        self.servicer = servicer
         add_CoordinatorServicer_to_server(servicer, self.server)
         self.port = self.server.add_secure_port(listen, server_credentials(kit_dir))
         self._stop = threading.Event()
@@ -137,6 +151,8 @@ class Coordinator:
         self._stop.set()
         self.hub.notify()
         self.server.stop(grace).wait(grace + 1)
+        self.servicer.idle.close()
+        self._pools.shutdown(wait=False)
         for runner in self._runners.values():
             runner.thread.join(timeout=grace + 5)
         self.store.close()

@@ -2,10 +2,22 @@
 
 The caller's site id comes from its client certificate (``peer_identity``), never from a
 message field; a task is delivered only to the site it was made for, and a reply is accepted
-only from the site the task was made for, for an open task of a running study. A malformed
-transfer gets ``INVALID_ARGUMENT``; a well-formed but refused reply gets ``accepted=False`` with
-the reason. Either way nothing is stored. Every call but Hello from a site that has not said
-Hello (is not registered) gets ``FAILED_PRECONDITION`` ("say Hello first").
+only from the site the task was made for, for an open task of a running study.
+
+A PushReply names its task in the call's metadata (``fedcare-task``) and the coordinator checks
+that task (delivered to the caller, still open) and the first chunk's declared size against
+that task's limit (:func:`~fedcare.coordinator.streams.reply_limit`) before it reads any
+payload. A reply that names no open task gets ``accepted=False`` with the reason and nothing is
+stored. A reply for an open task that cannot be decoded or stored is refused as invalid
+(``INVALID_ARGUMENT``) and fails its task with that reason (a stored error reply): the round
+counts the site as failed at once instead of waiting for a deadline.
+
+One site cannot starve the others: each site has at most ``per_site_streams`` open PullTask
+and PushReply calls (more get ``RESOURCE_EXHAUSTED`` at once), a stream that makes no progress
+for ``idle_s`` seconds is cut, and Hello and Heartbeat run on their own threads
+(:mod:`fedcare.coordinator.lanes`). Hello lists the tasks the site still holds; its other
+delivered tasks are failed (``site_restarted``). Every call but Hello from a site that has
+not said Hello (is not registered) gets ``FAILED_PRECONDITION`` ("say Hello first").
 """
 
 from __future__ import annotations
@@ -20,17 +32,39 @@ from cryptography import x509
 
 from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.hub import Hub
+from fedcare.coordinator.rows import TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
-from fedcare.errors import FedcareError, NotFoundError, ReplyRefusedError, ValidationError
+from fedcare.coordinator.streams import IdleWatch, StreamLimiter, reply_limit
+from fedcare.errors import (
+    FedcareError,
+    NotFoundError,
+    ReplyRefusedError,
+    TransferIncompleteError,
+    ValidationError,
+)
 from fedcare.records.messages import MESSAGE_VERSION, Reply, ReplyError
-from fedcare.transport.codec import Limits, assemble, chunk, decode_reply, new_transfer_id
+from fedcare.transport.codec import (
+    DEFAULT_CHUNK_SIZE,
+    Limits,
+    assemble,
+    chunk,
+    decode_reply,
+    new_transfer_id,
+)
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorServicer as _Base
 from fedcare.transport.tls import RevocationList, peer_identity
 
-__all__ = ["CoordinatorServicer"]
+__all__ = ["SIZE_METADATA_KEY", "TASK_METADATA_KEY", "CoordinatorServicer"]
 
 MAX_WAIT_S = 30.0
+#: Largest chunk a PushReply may carry (the gRPC receive limit adds a little framing).
+MAX_CHUNK_BYTES = DEFAULT_CHUNK_SIZE
+#: The PushReply metadata key naming the task the reply answers ("study/round/kind/site").
+TASK_METADATA_KEY = "fedcare-task"
+#: The PushReply metadata key declaring the payload's size in bytes (decimal), checked
+#: against the task's limit before any chunk is read; the chunks must declare the same.
+SIZE_METADATA_KEY = "fedcare-size"
 
 
 def _serial(context: grpc.ServicerContext) -> str:
@@ -50,12 +84,16 @@ class CoordinatorServicer(_Base):
         federation: str,
         heartbeat_s: float = 5.0,
         limits: Limits | None = None,
+        per_site_streams: int = 2,
+        idle_s: float = 30.0,
         anchoring: Anchoring | None = None,
     ) -> None:
         self.store, self.hub, self.revocations = store, hub, revocations
         self.federation = federation
         self.heartbeat_s = heartbeat_s
         self.limits = limits or Limits(require_finite=True)
+        self.streams = StreamLimiter(per_site_streams)
+        self.idle = IdleWatch(idle_s)
         self.anchoring = anchoring
 
     # --- Hello / Heartbeat -------------------------------------------------------------------
@@ -74,6 +112,8 @@ class CoordinatorServicer(_Base):
         if site.status != "active":
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"site {site_id!r} is {site.status}")
         self.store.touch_site(site_id, version=request.site_version, datasets=datasets)
+        if self.store.fail_unheld_tasks(site_id, list(request.held_tasks)[:1000]):
+            self.hub.notify()  # the rounds waiting for them go on now
         from fedcare import __version__
 
         return pb.HelloResponse(
@@ -83,7 +123,7 @@ class CoordinatorServicer(_Base):
             message_version=MESSAGE_VERSION,
             server_time=time.time(),
             heartbeat_interval_s=self.heartbeat_s,
-            max_chunk_bytes=4 * 1024 * 1024,
+            max_chunk_bytes=MAX_CHUNK_BYTES,
         )
 
     def _registered(self, context: grpc.ServicerContext) -> str:
@@ -125,57 +165,116 @@ class CoordinatorServicer(_Base):
 
     # --- tasks -------------------------------------------------------------------------------
     def PullTask(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        site_id = self._registered(context)
-        wait = min(max(float(request.wait_s), 0.0), MAX_WAIT_S)
-        end = time.monotonic() + wait
+        site_id = peer_identity(context, self.revocations)
+        with self.streams.slot(site_id, "PullTask", context):  # refused before any database work
+            self._registered(context)
+            yield from self._pull(site_id, float(request.wait_s), context)
+
+    def _pull(self, site_id: str, wait_s: float, context: grpc.ServicerContext) -> Iterator[Any]:
+        end = time.monotonic() + min(max(wait_s, 0.0), MAX_WAIT_S)
         while context.is_active():
             generation = self.hub.generation()
             self.store.touch_site(site_id)
             task = self.store.next_task_for(site_id)
             if task is not None and task.payload_digest is not None:
-                payload = self.store.artifacts.get(task.payload_digest)
-                yield from chunk(payload, transfer_id=new_transfer_id())
+                yield from self._send_task(site_id, task, context)
                 return
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return
             self.hub.wait(generation, remaining)
 
+    def _send_task(
+        self, site_id: str, task: TaskInfo, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        """Stream the delivered ``task``; fail it if the site does not take all of it."""
+        assert task.payload_digest is not None
+        payload = self.store.artifacts.get(task.payload_digest)
+        sent = False
+        try:
+            with self.idle.watch(context, f"PullTask of {site_id}") as ticket:
+                for piece in chunk(payload, transfer_id=new_transfer_id()):
+                    yield piece  # blocks while the site does not read: watched
+                    self.idle.touch(ticket)
+            sent = True
+        finally:
+            if not sent:  # the site went away or stalled mid-download: it will never answer
+                why = f"site {site_id!r} did not take the whole task (download cut)"
+                if self.store.fail_task(task.id, site_id, "download_interrupted", why):
+                    self.hub.notify()
+
     def PushReply(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
-        site_id = self._registered(context)
+        site_id = peer_identity(context, self.revocations)
+        with self.streams.slot(site_id, "PushReply", context):  # refused before any database work
+            self._registered(context)
+            key, size = _named(context)
+            try:
+                task = self.store.task_for_reply(key, site_id)
+            except ReplyRefusedError as err:
+                return self._refused("", err.reason, str(err))
+            except NotFoundError as err:
+                return self._refused("", "unknown_task", str(err))
+            with self.idle.watch(context, f"PushReply of {site_id} for {key}") as ticket:
+                return self._receive(site_id, (key, size), task, request_iterator, context, ticket)
+
+    def _receive(
+        self,
+        site_id: str,
+        named: tuple[str, int],
+        task: TaskInfo,
+        request_iterator: Iterator[Any],
+        context: grpc.ServicerContext,
+        ticket: Any,
+    ) -> Any:
         transfer = ""
 
         def arriving() -> Iterator[Any]:
-            # Chunks go to assemble() as they arrive, so a transfer that declares too many
-            # bytes, or sends more than it declared, is refused before the rest is read.
+            # Chunks go to assemble() as they arrive, so a transfer that declares more than
+            # this task's limit, or sends more than it declared, is refused before the rest
+            # is read.
             nonlocal transfer
             for piece in request_iterator:
+                self.idle.touch(ticket)
                 transfer = transfer or piece.transfer_id
                 yield piece
 
+        key, size = named
+        sent = 0 if task.payload_digest is None else self.store.artifacts.size(task.payload_digest)
+        limit = reply_limit(task.kind, sent, self.limits.max_payload_bytes)
+        if size > limit:  # refused before a single chunk is read
+            why = f"transfer declares {size} bytes, above the limit {limit} of its {task.kind} task"
+            self._invalid(task, site_id, context, f"malformed reply: {why}")
         try:
-            payload = assemble(arriving(), max_bytes=self.limits.max_payload_bytes)
+            payload = assemble(arriving(), max_bytes=limit, size=size)
             reply = decode_reply(payload, limits=self.limits)
+            _check_answers(reply, key)
+        except (TransferIncompleteError, grpc.RpcError) as err:
+            # The site went away, or the upload stalled and was cut: not a refusal. The task
+            # stays open for the site to send it again, or for its deadline.
+            context.abort(grpc.StatusCode.ABORTED, f"the upload of {key!r} was cut: {err}")
         except ValidationError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed reply: {err}")
-        if reply.site_id != site_id:
-            return self._refused(
-                transfer, "wrong_site", f"site {site_id!r} cannot reply for site {reply.site_id!r}"
-            )
+            self._invalid(task, site_id, context, f"malformed reply: {err}")
         try:
-            self._store(site_id, reply, payload)
+            self._store(task.id, site_id, reply, payload)
         except ReplyRefusedError as err:
             return self._refused(transfer, err.reason, str(err))
-        except FedcareError as err:
-            return self._refused(transfer, type(err).__name__, str(err))
+        except FedcareError as err:  # e.g. a sample count the store cannot hold
+            self._invalid(task, site_id, context, f"invalid reply: {err}")
         self.hub.notify()
         return pb.PushReplyAck(transfer_id=transfer, accepted=True)
 
-    def _store(self, site_id: str, reply: Reply, payload: bytes) -> None:
-        task = self._open_task(site_id, reply)
+    def _invalid(
+        self, task: TaskInfo, site_id: str, context: grpc.ServicerContext, why: str
+    ) -> None:
+        """Fail ``task`` with ``why`` (the round counts it at once) and abort the call."""
+        if self.store.fail_task(task.id, site_id, "invalid_reply", why):
+            self.hub.notify()
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
+
+    def _store(self, task_id: str, site_id: str, reply: Reply, payload: bytes) -> None:
         if reply.error is not None:
             self.store.store_reply(
-                task, site_id, error=ReplyError(reply.error.kind, reply.error.message)
+                task_id, site_id, error=ReplyError(reply.error.kind, reply.error.message)
             )
             return
         # The payload is stored as received: it is exactly what decode_reply just validated,
@@ -183,29 +282,37 @@ class CoordinatorServicer(_Base):
         # Content-addressed: a refused reply may leave an unreferenced payload file (never a
         # database row); deleting it could remove a byte-identical accepted one.
         digest = self.store.artifacts.put(payload)
-        self.store.store_reply(task, site_id, payload_digest=digest, num_samples=reply.num_samples)
-
-    def _open_task(self, site_id: str, reply: Reply) -> str:
-        """The id of the delivered task this reply answers (the newest attempt)."""
-        try:
-            tasks = self.store.list_tasks(reply.study_id, reply.round)
-        except NotFoundError as err:
-            raise ReplyRefusedError(
-                str(err), reason="unknown_task", task_id="", site_id=site_id
-            ) from None
-        mine = [t for t in tasks if t.site_id == site_id and t.kind == reply.kind]
-        if not mine:
-            raise ReplyRefusedError(
-                f"no {reply.kind} task of study {reply.study_id!r} round {reply.round} was sent "
-                f"to site {site_id!r}",
-                reason="unknown_task",
-                task_id="",
-                site_id=site_id,
-            )
-        return max(mine, key=lambda t: t.attempt).id
+        self.store.store_reply(
+            task_id, site_id, payload_digest=digest, num_samples=reply.num_samples
+        )
 
     @staticmethod
     def _refused(transfer: str, kind: str, message: str) -> Any:
         return pb.PushReplyAck(
             transfer_id=transfer, accepted=False, error_kind=kind, message=message
         )
+
+
+def _named(context: grpc.ServicerContext) -> tuple[str, int]:
+    """The task a PushReply names and the size it declares, from the call's metadata."""
+    metadata = dict(context.invocation_metadata())
+    key, size = metadata.get(TASK_METADATA_KEY, ""), metadata.get(SIZE_METADATA_KEY, "")
+    key, size = (key, size) if isinstance(key, str) and isinstance(size, str) else ("", "")
+    if not key:
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"malformed reply: the call names no task (metadata {TASK_METADATA_KEY!r})",
+        )
+    if not (size.isascii() and size.isdigit()) or len(size) > 19:
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"malformed reply: the call declares no size (metadata {SIZE_METADATA_KEY!r})",
+        )
+    return key, int(size)
+
+
+def _check_answers(reply: Reply, key: str) -> None:
+    """The decoded reply must answer the task its call named."""
+    named = f"{reply.study_id}/{reply.round}/{reply.kind}/{reply.site_id}"
+    if named != key:
+        raise ValidationError(f"the reply answers task {named!r}, but the call named {key!r}")

@@ -14,6 +14,8 @@ schema. The methods live in one mixin per concern:
   ``list_rounds``;
 - tasks and replies (:mod:`.store_tasks`): ``create_tasks``, ``next_task_for``, ``get_task``,
   ``list_tasks``, ``store_reply``, ``replies_for_round``, ``expire_tasks``;
+- task liveness (:mod:`.store_liveness`): ``task_for_reply``, ``fail_task``,
+  ``fail_unheld_tasks``;
 - models (:mod:`.store_models`): ``register_model``, ``get_model``, ``list_models``,
   ``lineage``, ``model_params``;
 - privacy ledger (:mod:`.store_ledger`): ``privacy_ledger``, ``site_epsilon`` (rows are added
@@ -25,17 +27,23 @@ from __future__ import annotations
 
 from fedcare.coordinator.store_anchors import AnchorsMixin
 from fedcare.coordinator.store_ledger import PrivacyLedgerMixin
+from fedcare.coordinator.store_liveness import LivenessMixin
 from fedcare.coordinator.store_models import ModelsMixin
 from fedcare.coordinator.store_rounds import RoundsMixin
 from fedcare.coordinator.store_sites import SitesMixin
 from fedcare.coordinator.store_studies import StudiesMixin
-from fedcare.coordinator.store_tasks import TasksMixin
 
 __all__ = ["CoordinatorStore"]
 
 
 class CoordinatorStore(
-    SitesMixin, StudiesMixin, RoundsMixin, TasksMixin, ModelsMixin, PrivacyLedgerMixin, AnchorsMixin
+    SitesMixin,
+    StudiesMixin,
+    RoundsMixin,
+    LivenessMixin,
+    ModelsMixin,
+    PrivacyLedgerMixin,
+    AnchorsMixin,
 ):
     """The coordinator's database and artifact folder behind small typed methods.
 

@@ -18,6 +18,8 @@ from fedcare.privacy.study import DpSpec
 from fedcare.records.config_file import read_yaml, validate_config
 
 __all__ = [
+    "TASK_DEADLINE_FLOOR_S",
+    "TASK_DEADLINE_PER_EPOCH_S",
     "BaselineSpec",
     "DatasetSpec",
     "PreprocessingSpec",
@@ -26,6 +28,12 @@ __all__ = [
     "StudyConfig",
     "TrainingSpec",
 ]
+
+#: A task's default deadline is ``max(floor, per_epoch * training.epochs)`` seconds unless the
+#: study sets ``round_timeout``. The floor covers a site's default task time limit (600 s)
+#: plus the model's download and upload; every task ends by its deadline whatever a site does.
+TASK_DEADLINE_FLOOR_S = 1800.0
+TASK_DEADLINE_PER_EPOCH_S = 300.0
 
 
 class _Strict(BaseModel):
@@ -100,6 +108,19 @@ class StudyConfig(_Strict):
     init_model: str | None = Field(default=None, min_length=1, max_length=128)
     #: Robust aggregation layers, outermost first (see fedcare.aggregation.presets).
     aggregation: AggregationSpec = Field(default_factory=list)
+
+    @property
+    def task_deadline_s(self) -> float:
+        """Seconds a deployed task (and each stage of a round) waits for its reply.
+
+        ``round_timeout`` when the study sets it; otherwise ``max(TASK_DEADLINE_FLOOR_S,
+        TASK_DEADLINE_PER_EPOCH_S * training.epochs)``. A round proceeds at the deadline with
+        the replies it has, if at least ``min_sites`` answered. (Simulation runs its sites one
+        after another in one process and applies only an explicit ``round_timeout``.)
+        """
+        if self.round_timeout is not None:
+            return self.round_timeout
+        return max(TASK_DEADLINE_FLOOR_S, TASK_DEADLINE_PER_EPOCH_S * self.training.epochs)
 
     @field_validator("model")
     @classmethod

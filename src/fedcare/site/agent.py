@@ -6,6 +6,11 @@ A Heartbeat thread reports liveness, and lets the coordinator cancel a task it n
 wants. When the connection drops (the coordinator restarted, the network failed) it retries
 with exponential backoff and jitter, and resumes by itself. A refused identity (revoked or
 unknown certificate) stops the agent with the coordinator's reason: retrying cannot help.
+
+Every Hello lists the task the agent still holds (a reply not yet acknowledged), so the
+coordinator fails whatever else it delivered to this site before (the agent restarted, or a
+download was lost). A reply names its task in the call's metadata; one the coordinator refuses
+as invalid (``INVALID_ARGUMENT``: its task is failed with the reason) is dropped, never re-sent.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ __all__ = ["Backoff", "SiteAgent"]
 log = logging.getLogger("fedcare.site")
 TRANSFER_TIMEOUT_S = 1800.0
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+TASK_METADATA_KEY = "fedcare-task"  # fedcare.coordinator.servicer.TASK_METADATA_KEY
+SIZE_METADATA_KEY = "fedcare-size"  # fedcare.coordinator.servicer.SIZE_METADATA_KEY
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -148,6 +155,7 @@ class SiteAgent:
                     site_version=_version(),
                     message_version=MESSAGE_VERSION,
                     datasets_json=datasets,
+                    held_tasks=[] if self._unsent is None else [_task_key(self._unsent)],
                 ),
                 timeout=30,
             )
@@ -219,7 +227,23 @@ class SiteAgent:
         payload = encode_reply(reply)
         transfer = uuid.uuid4().hex
         self._unsent = reply  # kept until the coordinator answers, so a dropped link loses nothing
-        ack = stub.PushReply(chunk(payload, transfer_id=transfer), timeout=300)
+        try:
+            ack = stub.PushReply(
+                chunk(payload, transfer_id=transfer),
+                timeout=300,
+                metadata=(
+                    (TASK_METADATA_KEY, _task_key(reply)),
+                    (SIZE_METADATA_KEY, str(len(payload))),
+                ),
+            )
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise  # the link failed: sent again after reconnecting
+            self._unsent = (
+                None  # refused as invalid (its task is failed): sending it again can't help
+            )
+            self._on_event(f"reply to {_task_key(reply)} refused as invalid: {err.details()}")
+            return
         self._unsent = None
         if not ack.accepted:
             self._on_event(f"reply refused: {ack.error_kind}: {ack.message}")
@@ -251,6 +275,11 @@ class SiteAgent:
             if answer.cancel and busy and busy == self._busy:
                 self._on_event(f"coordinator cancelled {busy}")
                 self.worker.stop()
+
+
+def _task_key(reply: Reply) -> str:
+    """The id of the task ``reply`` answers, as ``Task.task_id`` spells it."""
+    return f"{reply.study_id}/{reply.round}/{reply.kind}/{reply.site_id}"
 
 
 def _version() -> str:

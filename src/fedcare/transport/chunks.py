@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from itertools import chain as _chain
 
-from fedcare.errors import ValidationError
+from fedcare.errors import TransferIncompleteError, ValidationError
 from fedcare.transport.grpc import fedcare_pb2 as pb
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "assemble", "chunk", "new_transfer_id"]
@@ -61,8 +61,13 @@ def chunk(
     return pieces()
 
 
-def _check_first(first: pb.Chunk, max_bytes: int) -> str:
+def _check_first(first: pb.Chunk, max_bytes: int, size: int | None) -> str:
     tid = first.transfer_id or "<no id>"
+    if size is not None and first.total_size != size:
+        raise ValidationError(
+            f"transfer {tid} declares {first.total_size} bytes in its chunks but {size} "
+            "bytes when it started"
+        )
     if first.total_size > max_bytes:
         raise ValidationError(
             f"transfer {tid} declares {first.total_size} bytes, above the limit {max_bytes}"
@@ -76,7 +81,7 @@ def _check_first(first: pb.Chunk, max_bytes: int) -> str:
     return tid
 
 
-def assemble(chunks: Iterable[pb.Chunk], *, max_bytes: int) -> bytes:
+def assemble(chunks: Iterable[pb.Chunk], *, max_bytes: int, size: int | None = None) -> bytes:
     """Check and join the chunks of one transfer, in the order they arrive.
 
     Parameters
@@ -85,19 +90,23 @@ def assemble(chunks: Iterable[pb.Chunk], *, max_bytes: int) -> bytes:
         The chunks of one transfer, as :func:`chunk` made them (e.g. a gRPC request stream).
     max_bytes:
         Largest payload accepted; checked against the declared size before any data is kept.
+    size:
+        The size the sender declared before the chunks (e.g. in the call's metadata), if any;
+        the first chunk must declare the same.
 
     Raises
     ------
     ValidationError
         Saying which: no chunks, an oversized transfer, a chunk out of order or missing, a
-        chunk from another transfer, more data or chunks than declared, a truncated transfer,
-        or a SHA-256 mismatch (corrupted data).
+        chunk from another transfer, more data or chunks than declared, or a SHA-256
+        mismatch (corrupted data); :class:`~fedcare.errors.TransferIncompleteError` for a
+        transfer that ended early (truncated: the link was cut).
     """
     it = iter(chunks)
     first = next(it, None)
     if first is None:
         raise ValidationError("transfer has no chunks")
-    tid = _check_first(first, max_bytes)
+    tid = _check_first(first, max_bytes, size)
     header = (first.transfer_id, first.total, first.total_size, first.sha256)
     hasher = hashlib.sha256()
     parts: list[bytes] = []
@@ -122,7 +131,7 @@ def assemble(chunks: Iterable[pb.Chunk], *, max_bytes: int) -> bytes:
         parts.append(piece.data)
         expected += 1
     if expected != first.total or received != first.total_size:
-        raise ValidationError(
+        raise TransferIncompleteError(
             f"transfer {tid} is truncated: got {expected} of {first.total} chunks, "
             f"{received} of {first.total_size} bytes"
         )

@@ -236,18 +236,21 @@ class Chunk(_message.Message):
     ) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("site_version", "message_version", "datasets_json")
+    __slots__ = ("site_version", "message_version", "datasets_json", "held_tasks")
     SITE_VERSION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_VERSION_FIELD_NUMBER: _ClassVar[int]
     DATASETS_JSON_FIELD_NUMBER: _ClassVar[int]
+    HELD_TASKS_FIELD_NUMBER: _ClassVar[int]
     site_version: str
     message_version: int
     datasets_json: str
+    held_tasks: _containers.RepeatedScalarFieldContainer[str]
     def __init__(
         self,
         site_version: _Optional[str] = ...,
         message_version: _Optional[int] = ...,
         datasets_json: _Optional[str] = ...,
+        held_tasks: _Optional[_Iterable[str]] = ...,
     ) -> None: ...
 
 class HelloResponse(_message.Message):

@@ -93,7 +93,14 @@ class CoordinatorServicer:
         raise NotImplementedError("Method not implemented!")
 
     def PushReply(self, request_iterator, context):
-        """Send the chunks of one ReplyMessage."""
+        """Send the chunks of one ReplyMessage. The call's metadata names the task it answers
+        ("fedcare-task": "study/round/kind/site") and the payload's size in bytes ("fedcare-size",
+        which every chunk's total_size must equal); the coordinator checks that task (delivered to
+        the caller, still open) and the size against that task's limit before it reads any chunk.
+        A reply refused as invalid fails its task (INVALID_ARGUMENT); a transfer cut before its
+        declared size leaves the task open (ABORTED or CANCELLED: send it again). Each site may
+        hold 2 PullTask and 2 PushReply calls at once (more: RESOURCE_EXHAUSTED).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")

@@ -1,0 +1,140 @@
+"""Keeping delivered tasks alive or closing them: the task a reply names, failing tasks.
+
+A delivered task that is never answered would stall its round until the deadline. Three
+operations close that gap:
+
+- :meth:`LivenessMixin.task_for_reply` resolves the task a PushReply names (by its key
+  ``study/round/kind/site``, before any payload is read) and checks it can still be answered;
+- :meth:`LivenessMixin.fail_task` closes a delivered task with a stored error reply (a refused,
+  invalid reply), so the round counts it as failed at once with the reason;
+- :meth:`LivenessMixin.fail_unheld_tasks` closes the delivered tasks a site no longer holds
+  (it said Hello again, listing what it holds: it restarted, or lost a download).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import select
+
+from fedcare.coordinator.db import REPLY_ERROR_KINDS_MAX, StudyRow, TaskRow
+from fedcare.coordinator.rows import TaskInfo, snapshot
+from fedcare.coordinator.store_tasks import TasksMixin
+from fedcare.errors import NotFoundError, ReplyRefusedError
+from fedcare.records.messages import ReplyError
+
+__all__ = ["LivenessMixin", "split_task_key", "task_key"]
+
+
+def task_key(info: TaskInfo) -> str:
+    """The site-facing id of a task: ``study/round/kind/site`` (``Task.task_id``)."""
+    return f"{info.study_id}/{info.round}/{info.kind}/{info.site_id}"
+
+
+def split_task_key(key: str) -> tuple[str, int, str, str] | None:
+    """``(study_id, round, kind, site_id)`` of a task key, or None if it is not one."""
+    parts = key.rsplit("/", 3)
+    if len(parts) != 4 or not all(parts) or not parts[1].isdigit() or len(key) > 512:
+        return None
+    return parts[0], int(parts[1]), parts[2], parts[3]
+
+
+class LivenessMixin(TasksMixin):
+    """Resolve the task a reply names; fail tasks that will never be answered."""
+
+    def task_for_reply(self, key: str, site_id: str) -> TaskInfo:
+        """The open, delivered task ``key`` names, to be answered by ``site_id``.
+
+        The newest attempt of the round is the one a reply answers. Nothing is written.
+
+        Raises
+        ------
+        ReplyRefusedError
+            With ``reason``: ``unknown_task`` (a malformed key, or no such task);
+            ``wrong_site``; ``site_inactive``; ``study_not_running``; ``already_answered``;
+            ``expired``; ``not_delivered`` (as :meth:`store_reply` checks them).
+        """
+
+        def refuse(reason: str, why: str) -> ReplyRefusedError:
+            message = f"reply from site {site_id!r} to task {key!r} refused ({reason}): {why}"
+            return ReplyRefusedError(message, reason=reason, task_id=key, site_id=site_id)
+
+        parts = split_task_key(key)
+        if parts is None:
+            raise refuse("unknown_task", "the task id is not 'study/round/kind/site'")
+        study_id, round_, kind, owner = parts
+        if owner != site_id:
+            raise refuse("wrong_site", f"site {site_id!r} cannot reply for site {owner!r}")
+        stmt = (
+            select(TaskRow)
+            .where(TaskRow.study_id == study_id, TaskRow.round == round_)
+            .where(TaskRow.kind == kind, TaskRow.site_id == site_id)
+            .order_by(TaskRow.attempt.desc())
+            .limit(1)
+        )
+        now = self._now()
+        with self._tx(write=False) as s:
+            row = s.scalars(stmt).one_or_none()
+            if row is None:
+                raise refuse("unknown_task", f"no {kind} task of round {round_} was sent")
+            site = self._site(s, site_id)
+            if site.status != "active":
+                raise refuse("site_inactive", f"the site is {site.status!r}")
+            study = s.get(StudyRow, study_id)
+            if study is None or study.status != "running":
+                status = "gone" if study is None else study.status
+                raise refuse("study_not_running", f"study {study_id!r} is {status!r}")
+            if row.status in ("replied", "failed"):
+                raise refuse("already_answered", f"the task is already {row.status!r}")
+            deadline = row.deadline
+            if deadline is not None and deadline.tzinfo is None:
+                deadline = deadline.replace(tzinfo=now.tzinfo)
+            if row.status == "expired" or (deadline is not None and deadline <= now):
+                raise refuse("expired", f"the task expired (deadline {row.deadline})")
+            if row.status == "pending":
+                raise refuse("not_delivered", "the task was never delivered to the site")
+            return snapshot(TaskInfo, row)
+
+    def fail_task(self, task_id: str, site_id: str, kind: str, message: str) -> bool:
+        """Close ``site_id``'s delivered task ``task_id`` with an error reply ``kind: message``.
+
+        Returns False (and changes nothing) if the task cannot be answered any more (already
+        answered, expired, its study stopped): it is closed already.
+        """
+        error = ReplyError(kind[:REPLY_ERROR_KINDS_MAX], message[:2000])
+        try:
+            self.store_reply(task_id, site_id, error=error)
+        except (ReplyRefusedError, NotFoundError):
+            return False
+        return True
+
+    def fail_unheld_tasks(
+        self, site_id: str, held: Collection[str], *, kind: str = "site_restarted"
+    ) -> list[TaskInfo]:
+        """Fail ``site_id``'s delivered tasks of running studies whose key is not in ``held``.
+
+        Called when the site says Hello: it lists the tasks it still holds (running, or with a
+        reply not yet acknowledged); any other task delivered to it will never be answered.
+        Returns the tasks failed.
+        """
+        stmt = (
+            select(TaskRow)
+            .join(StudyRow, StudyRow.id == TaskRow.study_id)
+            .where(TaskRow.site_id == site_id, TaskRow.status == "delivered")
+            .where(StudyRow.status == "running")
+        )
+        with self._tx(write=False) as s:
+            delivered = [snapshot(TaskInfo, r) for r in s.scalars(stmt)]
+        held_keys = set(held)
+        failed = []
+        for info in delivered:
+            if task_key(info) in held_keys:
+                continue
+            why = (
+                f"site {site_id!r} said Hello without holding task {task_key(info)!r} "
+                f"(attempt {info.attempt}): it restarted or lost the task, which will never "
+                "be answered"
+            )
+            if self.fail_task(info.id, site_id, kind, why):
+                failed.append(info)
+        return failed

@@ -134,7 +134,7 @@ def test_crash_mid_write_leaves_a_detectable_torn_tail(
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(log_module, "_write_all", half_then_fail)
+        patch.setattr(log_module, "write_all", half_then_fail)
         with pytest.raises(AuditError, match=r"writing entry 6 \('decision'\) failed .*No space"):
             open_log.append("decision", task_id="t")
     result = verify_log(log_path, cert_path=kit / "cert.pem")
@@ -154,7 +154,7 @@ def _die_mid_write(log_path: Path, kit: Path) -> None:
         os.write(fd, data[:40])
         os._exit(9)
 
-    log_module._write_all = die  # type: ignore[assignment]  # only in this child process
+    log_module.write_all = die  # type: ignore[assignment]  # only in this child process
     log.append("decision", i=3)
 
 

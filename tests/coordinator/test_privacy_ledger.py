@@ -62,7 +62,7 @@ def _tables(url: str | URL) -> set[str]:
 def test_migration_0003_adds_the_ledger_table_and_goes_back(empty_db_url: str | URL) -> None:
     upgrade(empty_db_url, "0002")
     assert "privacy_ledger" not in _tables(empty_db_url)
-    upgrade(empty_db_url)
+    upgrade(empty_db_url, "0003")
     assert current_revision(empty_db_url) == "0003"
     engine = create_engine(empty_db_url)
     try:

@@ -23,14 +23,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedcare.cli.governance import site_refusals
+from fedcare.cli.governance import site_refusals, steward_store
 from fedcare.coordinator.rows import ReplyInfo
 from fedcare.coordinator.server import Coordinator
 from fedcare.models.registry import build_model
 from fedcare.records.messages import Task
 from fedcare.records.plan import TrainingPlan, plan_for_study
 from fedcare.records.study import StudyConfig
-from fedcare.site.approvals import ApprovalStore
 from fedcare.strategy.driver import round_config
 from fedcare.strategy.site_half import site_pipeline_for
 from fedcare.transport.codec import encode_task
@@ -99,14 +98,14 @@ def test_tampered_tasks_are_refused_with_the_reason_at_the_coordinator(
 ) -> None:
     kits, coordinator, agents = federation
     plans: dict[str, TrainingPlan] = {m: plan_for_study(s) for m, s in studies().items()}
-    approvals = ApprovalStore.in_state_dir(tmp_path / "state" / SITE)
+    approvals = steward_store(tmp_path / "state" / SITE, kits.sites[SITE])
     for p in plans.values():
         approvals.approve(p.study, p.hash, SOON)
     state = start_agent(agents, kits, SITE, "cleveland", tmp_path, coordinator.port)
     # an idle study (no site offers its dataset): the runner never touches our tasks
     idle = submit(coordinator.store, study("enforce-idle", dataset={"name": NOWHERE}, min_sites=1))
     wait_for_status(coordinator.store, idle, "running", timeout=30)
-    data, _, _ = heart_data("cleveland").datasets["heart-disease"].prepared()
+    data = heart_data("cleveland").datasets["heart-disease"].prepared().data
     assert data is not None
     params = build_model({"kind": "logistic"}).init_params(
         data.train.input_shape, np.random.default_rng(0)

@@ -33,10 +33,11 @@ does not hold the participant's private key:
 - they CAN stop the log: a corrupted tail makes :meth:`AuditLog.append` refuse, so the
   participant fails closed (no unaudited work) until an operator moves the log aside;
 - NOT detected locally: replacing the log *and* its head by an older copy of both
-  (rollback), or deleting both files. Only an outside witness helps: a participant hands
-  :meth:`AuditLog.checkpoint` (``"seq:hash"``) to another (a site to the coordinator with each
-  reply, say), who keeps it; ``verify_log(..., witnessed=[...])`` then fails when the log no
-  longer holds a witnessed entry. Carrying and storing checkpoints is the caller's wiring.
+  (rollback), or deleting both files. Only an outside witness helps: a site anchors its
+  :meth:`AuditLog.checkpoint` at the coordinator, which countersigns and keeps it, and keeps the
+  coordinator's signed heads in turn (:mod:`fedcare.audit.anchors`, the agent's ``Anchor``
+  call); ``verify_log(..., witnessed=[...])`` fails when the log no longer holds a witnessed
+  entry, and the coordinator refuses a head behind the last one it countersigned.
 
 Against the key holder (the site's or coordinator's operator, or whoever steals ``key.pem``):
 nothing locally. They can rewrite history, re-sign every entry and a fresh head; only
@@ -67,6 +68,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from fedcare.audit._files import fsync_dir, last_line, write_all
 from fedcare.audit._format import (
     GENESIS,
     HANDOVER_EVENT,
@@ -88,35 +90,6 @@ from fedcare.audit.head import Checkpoint, head_path, read_head
 from fedcare.errors import AuditError, ConfigError
 
 __all__ = ["AuditLog"]
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _last_line(fd: int) -> bytes:
-    """The file's last line with its ``\\n`` (or the torn rest without one); b"" if empty."""
-    size = os.fstat(fd).st_size
-    buf, pos, chunk = b"", size, 8192
-    while pos > 0:
-        start = max(0, pos - chunk)
-        buf = os.pread(fd, pos - start, start) + buf
-        pos, chunk = start, chunk * 2
-        cut = buf.rfind(b"\n", 0, len(buf) - 1)
-        if cut >= 0:
-            return buf[cut + 1 :]
-    return buf
 
 
 class AuditLog:
@@ -192,7 +165,7 @@ class AuditLog:
             created = not path.exists()
             fd = os.open(path, flags, 0o600)
             if created:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         except OSError as err:
             raise ConfigError(f"audit log {path} cannot be opened for appending ({err})") from None
         log = cls(path, fd, key, actor, trusted)
@@ -264,7 +237,7 @@ class AuditLog:
         record = {**body, "hash": hash_, "sig": sign(key, hash_.encode("ascii"))}
         assert self._fd is not None
         try:
-            _write_all(self._fd, canonical(record) + b"\n")
+            write_all(self._fd, canonical(record) + b"\n")
             os.fsync(self._fd)
         except OSError as err:
             raise AuditError(
@@ -312,7 +285,7 @@ class AuditLog:
     def _tail(self) -> tuple[int, str, bool]:
         """``(seq, hash, head is current)`` of the last entry, checked with the head; locked."""
         assert self._fd is not None
-        line = _last_line(self._fd)
+        line = last_line(self._fd)
         if not line:
             seq, hash_, prev = 0, GENESIS, GENESIS
             self._tail_record = self._tail_signer_key = None
@@ -410,9 +383,9 @@ class AuditLog:
         tmp = self._head_path.with_name(f".{self._head_path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, canonical(doc) + b"\n")
+            write_all(fd, canonical(doc) + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self._head_path)
-        _fsync_dir(self._head_path.parent)
+        fsync_dir(self._head_path.parent)

@@ -222,8 +222,11 @@ def _inline(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "(none)"
 
 
-def plan_for_study(study: Any) -> TrainingPlan:
+def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
     """The training plan of a :class:`~fedcare.records.study.StudyConfig` on this installation.
+
+    ``with_code=False`` leaves the code and dependency part empty (it needs a known model kind),
+    for checks of the parts that reach the sites.
 
     Raises
     ------
@@ -245,6 +248,6 @@ def plan_for_study(study: Any) -> TrainingPlan:
         epsilon=getattr(privacy, "epsilon", None),
         membership_inference=bool(getattr(privacy, "membership_inference", False)),
         site_half=site_half_of_study(study),
-        code=local_code(kind),
-        dependencies=local_dependencies(kind),
+        code=local_code(kind) if with_code else {},
+        dependencies=local_dependencies(kind) if with_code else {},
     )

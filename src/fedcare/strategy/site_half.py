@@ -271,16 +271,7 @@ def check_strategy_matches_study(strategy: Any, study: StudyConfig) -> None:
     """:func:`check_strategy_matches_plan` against ``study``'s plan (its parts that reach the
     sites: fit config and site half; the code part, which needs a known model kind, is left
     to :func:`fedcare.records.plan.plan_for_study`)."""
-    from fedcare.records.plan import TrainingPlan
+    from fedcare.records.plan import plan_for_study
 
-    plan = TrainingPlan(
-        study=study.name,
-        model=dict(study.model),
-        preprocessing=study.preprocessing.model_dump(),
-        training=site_train_config(study),
-        rounds=study.rounds,
-        dataset=study.dataset.name,
-        privacy_mode=study.privacy.mode,
-        site_half=site_half_of_study(study),
-    )
+    plan = plan_for_study(study, with_code=False)
     check_strategy_matches_plan(strategy, plan)

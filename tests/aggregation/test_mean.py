@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedcare.aggregation import Contribution, ValidateUpdates, WeightedMean, chain
-from fedcare.errors import AggregationError
+from fedcare.aggregation.validate import DEFAULT_OUTLIER_RATIO
+from fedcare.errors import AggregationError, ValidationError
 from fedcare.records.arrays import ArrayRecord
 
 TEMPLATE = ArrayRecord({"w": np.zeros(3), "b": np.zeros(())})
@@ -82,6 +83,40 @@ def test_norm_bound_rejects_absurd_updates() -> None:
     result, _, m = agg.update(agg.init(TEMPLATE), cs)
     assert m["rejected_sites"] == ["huge"] and "above the bound" in m["rejected_reasons"]["huge"]
     np.testing.assert_allclose(result["w"], [1, 0, 0])
+
+
+@pytest.mark.parametrize("at", [0, 1, 3])  # the outlier first, in the middle, last
+def test_one_update_of_outlying_norm_is_held_back_and_rejected(at: int) -> None:
+    agg = ValidateUpdates(WeightedMean(), outlier_ratio=100.0)
+    honest = [contrib(f"h{i}", [1.0 + i, 0, 0], 0.0, 10 * (i + 1)) for i in range(3)]
+    cs = [*honest]
+    cs.insert(at, contrib("scaled", [3e6, 0, 0], 0.0, 10))
+    result, _, m = agg.update(agg.init(TEMPLATE), cs)
+    assert m["rejected_sites"] == ["scaled"]
+    assert "more than 100 times the largest other update's (3)" in m["rejected_reasons"]["scaled"]
+    expected, _, _ = WeightedMean().update(WeightedMean().init(TEMPLATE), honest)
+    np.testing.assert_allclose(result["w"], expected["w"], rtol=1e-12)
+    assert m["num_contributions"] == 3
+
+
+def test_heterogeneous_honest_norms_and_a_single_update_pass_the_outlier_screen() -> None:
+    agg = ValidateUpdates(WeightedMean(), outlier_ratio=100.0)
+    cs = [contrib("small", [0.01, 0, 0], 0.0, 5), contrib("big", [0.9, 0, 0], 0.0, 500)]
+    _, _, m = agg.update(agg.init(TEMPLATE), cs)  # 90 times: still within the ratio
+    assert m["rejected_sites"] == [] and m["num_contributions"] == 2
+    _, _, alone = agg.update(agg.init(TEMPLATE), [contrib("only", [1e9, 0, 0], 0.0, 1)])
+    assert alone["rejected_sites"] == [] and alone["num_contributions"] == 1
+    with pytest.raises(ValidationError, match="outlier_ratio must be > 1"):
+        ValidateUpdates(WeightedMean(), outlier_ratio=0.5)
+
+
+def test_the_default_stacks_screen_outlying_norms_and_the_bare_layer_does_not() -> None:
+    from fedcare.aggregation import build_aggregator
+    from fedcare.strategy.fedopt import default_aggregator
+
+    assert default_aggregator().outlier_ratio == DEFAULT_OUTLIER_RATIO  # type: ignore[attr-defined]
+    assert build_aggregator([]).outlier_ratio == DEFAULT_OUTLIER_RATIO  # type: ignore[attr-defined]
+    assert ValidateUpdates(WeightedMean()).outlier_ratio is None
 
 
 def test_negative_or_nan_weight_is_refused() -> None:

@@ -31,7 +31,7 @@ from fedcare.aggregation.mean import WeightedMean
 from fedcare.aggregation.median import CoordinateMedian
 from fedcare.aggregation.norm_bound import NormBound
 from fedcare.aggregation.trimmed_mean import TrimmedMean
-from fedcare.aggregation.validate import ValidateUpdates
+from fedcare.aggregation.validate import DEFAULT_OUTLIER_RATIO, ValidateUpdates
 
 __all__ = [
     "AggregationSpec",
@@ -131,7 +131,8 @@ def needs_each_update(layers: Sequence[Any]) -> list[str]:
 def build_aggregator(layers: Sequence[Any]) -> Aggregator[Any]:
     """``ValidateUpdates`` around the stack ``layers`` names (outermost first).
 
-    An empty list gives the default: validation around a sample-weighted mean.
+    An empty list gives the default: validation around a sample-weighted mean. Validation
+    screens out a single update of outlying norm (:data:`DEFAULT_OUTLIER_RATIO`).
     """
     checked = _terminal_last(list(layers))
     agg: Aggregator[Any] | None = None
@@ -140,4 +141,4 @@ def build_aggregator(layers: Sequence[Any]) -> Aggregator[Any]:
     for spec in reversed(checked):
         agg = _layer(spec, agg)
     assert agg is not None
-    return ValidateUpdates(agg)
+    return ValidateUpdates(agg, outlier_ratio=DEFAULT_OUTLIER_RATIO)

@@ -12,7 +12,12 @@ from fedcare.aggregation.base import Aggregator, Contribution, Measurements
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 
-__all__ = ["ValidateState", "ValidateUpdates"]
+__all__ = ["DEFAULT_OUTLIER_RATIO", "ValidateState", "ValidateUpdates"]
+
+#: The default stacks (no DP layer) reject an update whose L2 norm is more than this many times
+#: the largest of the round's other updates. Honest sites differ by far less (site sizes and
+#: data differ by at most tens); a scaled or runaway update is caught before it moves the model.
+DEFAULT_OUTLIER_RATIO = 100.0
 
 
 @dataclass(frozen=True)
@@ -32,11 +37,26 @@ class ValidateUpdates(Aggregator[ValidateState]):
     ``rejected_sites`` (site ids) and ``rejected_reasons`` (site id -> reason), so a reply
     with NaN is visible in the round's record instead of silently poisoning the model.
     Optionally bounds the update norm (``max_norm``) to refuse absurd updates outright.
+
+    ``outlier_ratio``: hold back the largest-norm update while the others stream on (one extra
+    update in memory), and at the end reject it when its norm is more than ``outlier_ratio``
+    times the largest of the others' (a single site cannot scale the model away); with one
+    update there is nothing to compare and it passes. Not for stacks with DP layers: which
+    update is dropped would depend on the other sites' data, outside the DP analysis.
     """
 
-    def __init__(self, inner: Aggregator[Any], *, max_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        inner: Aggregator[Any],
+        *,
+        max_norm: float | None = None,
+        outlier_ratio: float | None = None,
+    ) -> None:
+        if outlier_ratio is not None and not outlier_ratio > 1:
+            raise ValidationError(f"outlier_ratio must be > 1 or None, got {outlier_ratio!r}")
         self.inner = inner
         self.max_norm = max_norm
+        self.outlier_ratio = outlier_ratio
 
     def init(self, template: ArrayRecord) -> ValidateState:
         return ValidateState(template=template, inner=self.inner.init(template))
@@ -68,7 +88,7 @@ class ValidateUpdates(Aggregator[ValidateState]):
     ) -> tuple[ArrayRecord, ValidateState, Measurements]:
         rejected: dict[str, str] = {}
 
-        def accepted() -> Iterator[Contribution]:
+        def valid() -> Iterator[Contribution]:
             for c in contributions:
                 reason = self._reason(state.template, c)
                 if reason is None:
@@ -76,13 +96,41 @@ class ValidateUpdates(Aggregator[ValidateState]):
                 else:
                     rejected[c.site_id] = reason
 
-        result, inner_state, measurements = self.inner.update(state.inner, accepted())
+        accepted = valid() if self.outlier_ratio is None else self._screened(valid(), rejected)
+        result, inner_state, measurements = self.inner.update(state.inner, accepted)
         measurements = {  # inner layers (multi-Krum) may have rejected sites too
             **measurements,
             "rejected_sites": sorted({*measurements.get("rejected_sites", []), *rejected}),
             "rejected_reasons": {**measurements.get("rejected_reasons", {}), **rejected},
         }
         return result, ValidateState(state.template, inner_state), measurements
+
+    def _screened(
+        self, contributions: Iterator[Contribution], rejected: dict[str, str]
+    ) -> Iterator[Contribution]:
+        """Pass contributions on, holding back the largest-norm one to judge it last."""
+        assert self.outlier_ratio is not None
+        held: Contribution | None = None
+        held_norm, others = 0.0, 0.0
+        for c in contributions:
+            norm = c.arrays.norm()
+            if held is None or norm > held_norm:
+                if held is not None:
+                    others = max(others, held_norm)
+                    yield held
+                held, held_norm = c, norm
+            else:
+                others = max(others, norm)
+                yield c
+        if held is None:
+            return
+        if others > 0 and held_norm > self.outlier_ratio * others:
+            rejected[held.site_id] = (
+                f"update from site {held.site_id!r} has L2 norm {held_norm:.4g}, more than "
+                f"{self.outlier_ratio:g} times the largest other update's ({others:.4g})"
+            )
+            return
+        yield held
 
     def site_spec(self) -> Mapping[str, Any]:
         return self.inner.site_spec()

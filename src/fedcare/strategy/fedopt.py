@@ -15,7 +15,7 @@ import numpy as np
 
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
 from fedcare.aggregation.mean import WeightedMean
-from fedcare.aggregation.validate import ValidateUpdates
+from fedcare.aggregation.validate import DEFAULT_OUTLIER_RATIO, ValidateUpdates
 from fedcare.errors import ConfigError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Scalar
@@ -26,8 +26,9 @@ __all__ = ["FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedOpt", "FedProx", "F
 
 
 def default_aggregator() -> Aggregator[Any]:
-    """Validation (shapes, finite values) around a sample-weighted mean."""
-    return ValidateUpdates(WeightedMean())
+    """Validation (shapes, dtypes, finite values, one outlying norm) around a sample-weighted
+    mean."""
+    return ValidateUpdates(WeightedMean(), outlier_ratio=DEFAULT_OUTLIER_RATIO)
 
 
 class FedOpt(Strategy):

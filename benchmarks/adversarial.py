@@ -10,9 +10,10 @@ reply, every round:
 * **bad weights**: fit ``num_samples`` 2^31 - 1 (far above the rows it declared);
 * **int updates**: its update x1000 cast to int64;
 * **NaN updates**: its update with every value NaN;
-* **huge-norm updates**: its update x10^6 (finite, float64, right shape: the always-on checks
-  accept it; a robust stack is what stops it, shown with ``norm_bound`` (``max_norm`` 0.1, as
-  in ``benchmarks/robustness.py``) and ``trimmed_mean`` (``trim`` 0.25));
+* **huge-norm updates**: its update x10^6 (finite, float64, right shape: the default
+  validation's outlier screen rejects it when it is over 100 times every other update; also
+  shown with ``norm_bound`` (``max_norm`` 0.1, as in ``benchmarks/robustness.py``) and
+  ``trimmed_mean`` (``trim`` 0.25));
 * **bad statistics**: round-0 sums x10^3 and sums of squares x10^6 (consistent, so only the
   robust outlier check of :mod:`fedcare.analytics.moments_check` can catch them); **wrong-
   shape statistics** (every array doubled in length);
@@ -118,11 +119,11 @@ ROBUST = {
 }
 HUGE = "huge-norm updates (x1e6)"
 EXTRA = {
-    HUGE: "finite float64 of the right shape: the always-on checks accept it (no default "
-    "norm bound: an honest update's scale depends on the model and the study); a study "
-    "that expects attackers names a robust stack, rows below",
-    f"{HUGE} with norm_bound": "clipped, not rejected, so not named",
-    f"{HUGE} with trimmed_mean": "trimmed, not rejected, so not named",
+    HUGE: "finite float64 of the right shape: the default validation holds back the round's "
+    "largest update and rejects it when over 100 times every other (DEFAULT_OUTLIER_RATIO); "
+    "a smaller scaling or several attackers need a robust stack, rows below",
+    f"{HUGE} with norm_bound": "rejected by the outlier screen before the norm bound",
+    f"{HUGE} with trimmed_mean": "rejected by the outlier screen before the trimmed mean",
 }
 
 

@@ -20,7 +20,8 @@ weighted mean, coordinate-wise median, trimmed mean (``trim`` 0.25: one site per
 five of 20) and multi-Krum (``f`` = 1 or 5). Targets (fedcare issue 5) compare with the
 *clean FedAvg run* on the same seeds (and split). ``attacker_top`` is the share of rounds in
 which the site the aggregator scored most anomalous was malicious (with 5 attackers: the share
-of the 5 top-scored sites that were malicious).
+of the 5 top-scored sites that were malicious); a site the default validation rejected that
+round before the aggregator scored it (its norm over 100 times every other's) ranks first.
 
 Writes ``benchmarks/results/robustness.json`` (rows ``{"benchmark", "dataset", "method",
 "metric", "mean", "sd", "n", "unit", "notes"}``, SD over runs with ``ddof=1``) and prints a
@@ -91,7 +92,10 @@ def attacker_top(history: Sequence[Any], malicious: Sequence[str]) -> float | No
         scores = record.fit.get("anomaly_scores")
         if not scores:
             return None
-        top = sorted(scores, key=scores.get, reverse=True)[: len(malicious)]
+        # rejected by validation before the robust layer scored it: the first suspect
+        screened = [s for s in record.fit.get("rejected_sites", []) if s not in scores]
+        ranked = screened + sorted(scores, key=scores.get, reverse=True)
+        top = ranked[: len(malicious)]
         shares.append(len(set(top) & set(malicious)) / len(malicious))
     return float(np.mean(shares)) if shares else None
 

@@ -81,8 +81,8 @@ def study_strategy(
     simulation, which uses its own simulated federation keys).
     """
     check_privacy_mode(study)
-    # Always ValidateUpdates (dtype, shape, finite values) around the study's stack, or
-    # around a sample-weighted mean when the study file names none: validation is never off.
+    # Always ValidateUpdates (dtype, shape, finite values, one outlying norm) around the
+    # study's stack, or around a sample-weighted mean when the study file names none.
     robust: dict[str, Aggregator[Any]] = {
         "aggregator": build_aggregator([] if baseline else study.aggregation)
     }

@@ -27,7 +27,6 @@ from fedcare.errors import ConfigError
 __all__ = ["WRITE_OPTION", "default_db_url", "make_engine"]
 
 
-
 def default_db_url(home: Path) -> str:
     """The SQLite database in a coordinator's home folder (``HOME/coordinator.db``)."""
     return f"sqlite:///{(home / 'coordinator.db').resolve()}"

@@ -23,8 +23,9 @@ from fedcare.coordinator.store import CoordinatorStore
 SRC = Path(fedcare.__file__).resolve().parents[1]
 #: Never needed to start the CLI, print help or the version.
 HEAVY = ("sklearn", "scipy", "torch", "plotly", "grpc", "sqlalchemy", "pandas", "numpy")
-#: Never needed by the status commands (they read the coordinator's database: sqlalchemy).
-HEAVY_FOR_STATUS = ("sklearn", "scipy", "torch", "plotly", "grpc", "pandas", "numpy")
+#: Never needed by the status commands (they read the coordinator's database: sqlalchemy; a
+#: database already at the newest revision is opened without Alembic).
+HEAVY_FOR_STATUS = ("sklearn", "scipy", "torch", "plotly", "grpc", "pandas", "numpy", "alembic")
 
 PROBE = """
 import json, sys

@@ -79,6 +79,7 @@ def current_revision(target: str | URL | Engine) -> str | None:
 
 def _assigned(node: ast.stmt) -> tuple[str | None, set[str]]:
     """A module-level ``name = ...`` (or ``name: T = ...``): the name and the strings assigned."""
+    target: ast.expr
     if isinstance(node, ast.AnnAssign) and node.value is not None:
         target, value = node.target, node.value
     elif isinstance(node, ast.Assign) and len(node.targets) == 1:

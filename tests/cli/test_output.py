@@ -82,6 +82,7 @@ def test_report_on_a_failed_study_says_it_failed_and_why(home: Path, tmp_path: P
     assert "zurich: plan-not-approved: the steward has not approved this plan" in result.output
     data = json.loads((out / "results.json").read_text())  # still written, to diagnose
     assert data["study"]["status"] == "failed" and data["study"]["reason"] == REASON
+    assert "This study FAILED: round 3: no usable reply" in (out / "report.html").read_text()
 
 
 def test_approvals_print_the_whole_plan_hash_at_80_columns(tmp_path: Path) -> None:

@@ -329,6 +329,8 @@ def sites(home: Path = HOME, db: str | None = DB) -> None:
     except FedcareError as err:
         raise fail(err) from None
     table = Table("site", "status", "last seen (UTC)", "version", "datasets")
+    for column in table.columns:  # wrap long cells, never cut them with …
+        column.overflow = "fold"
     for s in rows:
         seen = s.last_seen.strftime("%Y-%m-%d %H:%M:%S") if s.last_seen else "never"
         table.add_row(s.id, s.status, seen, s.version or "", ", ".join(sorted(s.datasets or {})))

@@ -248,6 +248,7 @@ def site_budget(
         Console().print(f"no privacy budget spent yet ({where} records no spend)", highlight=False)
         return
     table = Table("dataset", "epsilon spent", "cap", "remaining", "studies", "rounds")
+    _fold(table)
     for b in lines:
         cap = caps.get(b.dataset)
         left = "" if cap is None else f"{max(0.0, cap - b.epsilon):.3g}"
@@ -258,7 +259,7 @@ def site_budget(
     Console().print(table)
     if detail:
         rows = Table("dataset", "study", "study id", "round", "events", "epsilon after")
-        rows.columns[2].no_wrap = True
+        _fold(rows, keep=2)
         for sp in spends:
             events = ", ".join(f"z={e.noise_multiplier:.3g} q={e.sampling_probability:g} "
                                f"x{e.count}" for e in sp.events)  # fmt: skip
@@ -267,6 +268,14 @@ def site_budget(
                 f"{sp.epsilon_after:.3g}",
             )  # fmt: skip
         Console().print(rows)
+
+
+def _fold(table: Table, keep: int | None = None) -> None:
+    """Wrap long cells onto more lines instead of cutting them with ``…``; column ``keep``
+    (an id) stays on one line whole."""
+    for i, column in enumerate(table.columns):
+        column.overflow = "fold"
+        column.no_wrap = i == keep
 
 
 def register(site_app: typer.Typer) -> None:

@@ -171,7 +171,8 @@ def site_approve(
         row = steward_store(state, kit).approve(study, plan, when, note)
     except FedcareError as err:
         raise _fail(err) from None
-    console.print(f"approved plan {plan[:12]}… for {study!r} until {when:%Y-%m-%d %H:%M} UTC")
+    console.print(f"approved plan {plan} for {study!r} until {when:%Y-%m-%d %H:%M} UTC",
+                  highlight=False, soft_wrap=True)  # fmt: skip
     typer.echo(row.approval_id)
 
 
@@ -187,7 +188,7 @@ def site_refuse(
         steward_store(state, kit).refuse(study, plan, note)
     except FedcareError as err:
         raise _fail(err) from None
-    console.print(f"refused plan {plan[:12]}… for {study!r}")
+    console.print(f"refused plan {plan} for {study!r}", highlight=False, soft_wrap=True)
 
 
 def site_revoke(
@@ -214,15 +215,17 @@ def site_approvals(state: Path = STATE, study: str | None = typer.Option(None)) 
     except FedcareError as err:
         raise _fail(err) from None
     now = datetime.now(timezone.utc)
-    table = Table("id", "study", "plan", "status", "until (UTC)", "decided (UTC)", "note")
-    for r in rows:
+    out = Console(soft_wrap=True, highlight=False)
+    if not rows:
+        out.print("no approvals or pending plans yet")
+    for r in rows:  # lines, not a table: ids and 64-hex plan hashes are never cut
         status = "expired" if r.expired(now) else r.status
-        until = f"{r.until:%Y-%m-%d %H:%M}" if r.until else ""
-        table.add_row(
-            r.approval_id, r.study, r.plan_hash[:16], status, until,
-            f"{r.decided_at:%Y-%m-%d %H:%M}", r.note,
-        )  # fmt: skip
-    Console().print(table)
+        until = f" until {r.until:%Y-%m-%d %H:%M} UTC" if r.until else ""
+        out.print(f"{r.approval_id}  {r.study}  {status}{until}  "
+                  f"(decided {r.decided_at:%Y-%m-%d %H:%M} UTC)", markup=False)  # fmt: skip
+        out.print(f"  plan: {r.plan_hash}", markup=False)
+        if r.note:
+            out.print(f"  note: {r.note}", markup=False)
 
 
 def site_budget(
@@ -240,7 +243,12 @@ def site_budget(
         lines, spends = ledger.summary(), ledger.spends() if detail else []
     except FedcareError as err:
         raise _fail(err) from None
+    if not lines:
+        where = f"the ledger in {state}"
+        Console().print(f"no privacy budget spent yet ({where} records no spend)", highlight=False)
+        return
     table = Table("dataset", "epsilon spent", "cap", "remaining", "studies", "rounds")
+    _fold(table)
     for b in lines:
         cap = caps.get(b.dataset)
         left = "" if cap is None else f"{max(0.0, cap - b.epsilon):.3g}"
@@ -251,6 +259,7 @@ def site_budget(
     Console().print(table)
     if detail:
         rows = Table("dataset", "study", "study id", "round", "events", "epsilon after")
+        _fold(rows, keep=2)
         for sp in spends:
             events = ", ".join(f"z={e.noise_multiplier:.3g} q={e.sampling_probability:g} "
                                f"x{e.count}" for e in sp.events)  # fmt: skip
@@ -259,6 +268,14 @@ def site_budget(
                 f"{sp.epsilon_after:.3g}",
             )  # fmt: skip
         Console().print(rows)
+
+
+def _fold(table: Table, keep: int | None = None) -> None:
+    """Wrap long cells onto more lines instead of cutting them with ``…``; column ``keep``
+    (an id) stays on one line whole."""
+    for i, column in enumerate(table.columns):
+        column.overflow = "fold"
+        column.no_wrap = i == keep
 
 
 def register(site_app: typer.Typer) -> None:

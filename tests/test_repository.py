@@ -90,3 +90,20 @@ def test_no_dataset_files_are_committed() -> None:
         and ".pytest_cache" not in p.parts
     ]
     assert not [p for p in tracked if pattern.search(p.name)]
+
+
+def test_the_readme_keeps_federation_folders_outside_the_checkout() -> None:
+    """The CA key and the coordinator's database belong outside the checkout (and git ignores
+    them inside it); the README's commands say where."""
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"^fedcare .*$", readme, flags=re.MULTILINE)
+    folders = [
+        m.group(2)
+        for line in commands
+        for m in re.finditer(r"(--home|--kit|--federation|provision \w[\w-]*) (\S+)", line)
+    ]
+    assert len(folders) >= 10, folders
+    inside = [f for f in folders if not f.startswith(("~", "/")) and f != "STUDY_ID"]
+    assert not inside, f"README federation folders inside the checkout: {inside}"
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert {"/fed/", "/coord/", "/runs/"} <= set(ignored)

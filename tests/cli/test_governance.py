@@ -94,3 +94,23 @@ def test_plan_of_an_analytics_spec_prints_the_hash_its_tasks_carry(tmp_path: Pat
     spec_file.write_text(yaml.safe_dump({**body, "queries": [{"type": "count", "name": "n"}]}))
     changed = runner.invoke(app, ["site", "plan", str(spec_file), "--dataset", "fixture"])
     assert changed.stdout.splitlines()[0] != printed
+
+
+def test_approve_defaults_to_ninety_days_and_finds_the_kit_from_the_state(
+    tmp_path: Path, kit: Path
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from fedcare.cli.governance import build_governance
+
+    state = tmp_path / "state"
+    approve = ["site", "approve", "--study", "s", "--plan", "1" * 64, "--state", str(state)]
+    lost = runner.invoke(app, approve)
+    assert lost.exit_code == 2 and "pass --kit" in lost.output and "kit-path" in lost.output
+    build_governance(state, kit, None)  # what `fedcare site start` does: it records its kit
+    ok = runner.invoke(app, approve)
+    assert ok.exit_code == 0, ok.output
+    until = datetime.now(timezone.utc) + timedelta(days=90)
+    assert f"until {until:%Y-%m-%d}" in ok.output
+    revoked = runner.invoke(app, ["site", "revoke", "--study", "s", "--state", str(state)])
+    assert revoked.exit_code == 0 and "revoked 1 approval" in revoked.output, revoked.output

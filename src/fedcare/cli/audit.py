@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -69,6 +70,24 @@ def verify(
     typer.echo(f"checkpoint: {result.checkpoint}")
 
 
+def _events_in(log: Path) -> set[str]:
+    """The event names of the entries in ``log`` (lines that do not parse are skipped: the
+    export's verification reports them)."""
+    names: set[str] = set()
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return names
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("event"), str):
+            names.add(entry["event"])
+    return names
+
+
 @audit_app.command("export")
 def export(
     log: Path = typer.Argument(..., help="The audit log (JSON lines)."),
@@ -77,14 +96,28 @@ def export(
         [], help="The signer's certificate (PEM); repeat for earlier keys, oldest first."
     ),
     kit: Path | None = typer.Option(None, help="The signer's startup kit (uses its cert.pem)."),
-    event: list[str] = typer.Option([], help="Keep only this event (repeat for more)."),
+    event: list[str] = typer.Option(
+        [],
+        help="Keep only this event (repeat for more); a name the log lacks is refused, "
+        "naming the events it holds.",
+    ),
     since: str | None = typer.Option(None, help="Keep entries at or after this ISO time."),
     until: str | None = typer.Option(None, help="Keep entries before this ISO time."),
     force: bool = typer.Option(False, help="Export even if verification fails (marked)."),
 ) -> None:
-    """Verify the log, then write its entries as JSON lines."""
+    """Verify the log, then write its entries as JSON lines.
+
+    An ``--event`` that no entry of the log has (``approval-revoked`` for ``revocation``) is
+    refused (exit 2) with the event names the log holds, rather than writing 0 entries.
+    """
     from fedcare.audit import export_log
 
+    unknown = sorted(set(event) - (known := _events_in(log))) if event else []
+    if unknown and known:  # a missing log is export_log's error
+        names = ", ".join(sorted(known))
+        typer.echo(f"error: unknown --event {', '.join(unknown)}; this log's events: {names}",
+                   err=True)  # fmt: skip
+        raise typer.Exit(code=2)
     try:
         result = export_log(
             log,

@@ -95,7 +95,14 @@ def provision_revoke(root: Path, site_id: str) -> None:
         entry = revoke_site(root, site_id)
     except FedcareError as err:
         raise fail(err) from None
-    console.print(f"revoked {site_id} ({entry})")
+    from fedcare.cli.display import hex_serial
+
+    console.print(
+        f"revoked {site_id}: certificate serial {hex_serial(entry.serial)} "
+        f"(at {entry.revoked_at}, {entry.reason})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # --- coordinator and site ------------------------------------------------------------------------
@@ -208,11 +215,17 @@ def study_submit(study: Path, home: Path = HOME, db: str | None = DB) -> None:
 def study_status(
     study_id: str | None = typer.Argument(None), home: Path = HOME, db: str | None = DB
 ) -> None:
-    """Studies with their status and progress (with one study: why sites refused or failed)."""
+    """Studies with their status and progress (with one study: why sites refused or failed).
+
+    ``STUDY_ID`` may be a unique prefix of an id. Ids are printed whole at any terminal width.
+    """
+    from fedcare.cli.display import readable_reason, resolve_study_id
     from fedcare.cli.governance import schema_refusals, site_refusals
 
     try:
         with _store(home, db) as store:
+            if study_id:
+                study_id = resolve_study_id(store, study_id)
             studies = [store.get_study(study_id)] if study_id else store.list_studies()
             refusals = (
                 schema_refusals(store, study_id) + site_refusals(store, study_id)
@@ -222,16 +235,35 @@ def study_status(
             epsilon = store.site_epsilon(study_id) if study_id else {}
     except FedcareError as err:
         raise fail(err) from None
-    table = Table("id", "name", "status", "rounds done", "reason")
-    for s in studies:
-        total = s.config.get("rounds", "?")
-        done = s.last_completed_round if s.last_completed_round is not None else "-"
-        table.add_row(s.id, s.name, s.status, f"{done}/{total}", s.reason or "")
-    Console().print(table)
+    out = Console(soft_wrap=True, highlight=False)
+    if study_id:
+        _print_study(out, studies[0])
+    else:
+        for s in studies:
+            out.print(f"{s.id}  {s.name}  {s.status}  {_done(s)}", markup=False)
+            if s.reason:
+                out.print(f"  reason: {readable_reason(s.reason, '    ')}", markup=False)
     for line in refusals:
-        Console().print(line, highlight=False, soft_wrap=True)
+        out.print(readable_reason(line), markup=False)
     for site, eps in epsilon.items():  # the privacy ledger (fedcare.coordinator.store_ledger)
-        Console().print(f"site {site}: epsilon spent on this dataset {eps:.3g}", highlight=False)
+        out.print(f"site {site}: epsilon spent on this dataset {eps:.3g}")
+
+
+def _done(study: Any) -> str:
+    total = study.config.get("rounds", "?")
+    done = study.last_completed_round if study.last_completed_round is not None else "-"
+    return f"{done}/{total}"
+
+
+def _print_study(out: Console, study: Any) -> None:
+    """One study as ``field: value`` lines (no table: nothing is cut at 80 columns)."""
+    from fedcare.cli.display import readable_reason
+
+    out.print(f"study {study.id}", markup=False)
+    out.print(f"  name: {study.name}\n  status: {study.status}\n  rounds done: {_done(study)}",
+              markup=False)  # fmt: skip
+    if study.reason:
+        out.print(f"  reason: {readable_reason(study.reason, '    ')}", markup=False)
 
 
 @study_app.command("report")
@@ -241,14 +273,21 @@ def study_report(
     home: Path = HOME,
     db: str | None = DB,
 ) -> None:
-    """Write results.json and report.html for a study (or an analytics job)."""
+    """Write results.json and report.html for a study (or an analytics job).
+
+    ``STUDY_ID`` may be a unique prefix of an id. A failed study's report is still written
+    (its rounds help find the cause), but the command says it failed and why and exits 1, so a
+    script never mistakes it for a result.
+    """
     from fedcare.cli.analytics import write_analytics_outputs
+    from fedcare.cli.display import readable_reason, resolve_study_id
     from fedcare.cli.output import write_outputs
     from fedcare.coordinator.analytics_jobs import analytics_job_result
     from fedcare.coordinator.results import study_results
 
     try:
         with _store(home, db) as store:
+            study_id = resolve_study_id(store, study_id)
             analytics = analytics_job_result(store, study_id)
             results = study_results(store, study_id) if analytics is None else {}
         if analytics is None:
@@ -257,18 +296,29 @@ def study_report(
             paths = write_analytics_outputs(analytics, out)
     except FedcareError as err:
         raise fail(err) from None
-    console.print(f"results: {paths[0]}\nreport:  {paths[1]}")
+    console.print(f"results: {paths[0]}\nreport:  {paths[1]}", highlight=False, soft_wrap=True)
+    study = results.get("study", {})
+    if study.get("status") == "failed":
+        reason = readable_reason(study.get("reason") or "no reason recorded")
+        console.print(f"[red]study {study_id} FAILED:[/red] ", end="", soft_wrap=True)
+        console.print(reason, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
 
 
 @study_app.command("cancel")
 def study_cancel(study_id: str, home: Path = HOME, db: str | None = DB) -> None:
-    """Stop a study after its current round; sites are told to drop its tasks."""
+    """Stop a study after its current round; sites are told to drop its tasks.
+
+    ``STUDY_ID`` may be a unique prefix of an id."""
+    from fedcare.cli.display import resolve_study_id
+
     try:
         with _store(home, db) as store:
+            study_id = resolve_study_id(store, study_id)
             store.set_study_status(study_id, "cancelled", "cancelled by the operator")
     except FedcareError as err:
         raise fail(err) from None
-    console.print(f"cancelled {study_id}")
+    console.print(f"cancelled {study_id}", highlight=False, soft_wrap=True)
 
 
 def sites(home: Path = HOME, db: str | None = DB) -> None:
@@ -279,6 +329,8 @@ def sites(home: Path = HOME, db: str | None = DB) -> None:
     except FedcareError as err:
         raise fail(err) from None
     table = Table("site", "status", "last seen (UTC)", "version", "datasets")
+    for column in table.columns:  # wrap long cells, never cut them with …
+        column.overflow = "fold"
     for s in rows:
         seen = s.last_seen.strftime("%Y-%m-%d %H:%M:%S") if s.last_seen else "never"
         table.add_row(s.id, s.status, seen, s.version or "", ", ".join(sorted(s.datasets or {})))

@@ -24,7 +24,15 @@ __all__ = ["build_governance", "open_site_audit", "register", "site_refusals", "
 console = Console(stderr=True)
 AUDIT_FILE = "audit.jsonl"
 STATE = typer.Option(Path("site-state"), help="The site's state folder (as for `site start`).")
-KIT = typer.Option(..., help="This site's startup kit (its key signs the audit entries).")
+KIT = typer.Option(
+    None,
+    help="This site's startup kit (its key signs the decision); default: the kit the agent "
+    "last started with on --state (recorded in STATE/kit-path).",
+)
+#: Where ``site start`` records its kit, so the steward's commands find it from the state.
+KIT_RECORD = "kit-path"
+#: How long an approval given without ``--until`` holds.
+DEFAULT_APPROVAL_DAYS = 90
 STUDY = typer.Option(..., help="The study's name (as in its study file).")
 NOTE = typer.Option("", help="A note kept with the decision.")
 
@@ -32,6 +40,27 @@ NOTE = typer.Option("", help="A note kept with the decision.")
 def _fail(err: Exception) -> typer.Exit:
     console.print(f"[red]error:[/red] {err}")
     return typer.Exit(code=2)
+
+
+def remember_kit(state: Path, kit: Path) -> None:
+    """Record the agent's kit in its state folder (owner-only), for the steward's commands."""
+    state.mkdir(parents=True, exist_ok=True)
+    (state / KIT_RECORD).write_text(f"{kit.resolve()}\n", encoding="utf-8")
+
+
+def site_kit(state: Path, kit: Path | None) -> Path:
+    """``kit``, or the one the agent recorded in ``state``; exit 2 naming both if neither."""
+    if kit is not None:
+        return kit
+    record = state / KIT_RECORD
+    if record.is_file():
+        return Path(record.read_text(encoding="utf-8").strip())
+    raise _fail(
+        ValueError(
+            f"no --kit given and {record} does not exist (the agent writes it at `site start`); "
+            "pass --kit with this site's startup kit"
+        )
+    )
 
 
 def open_site_audit(state: Path, kit: Path, *, actor: str | None = None) -> Any:
@@ -100,6 +129,7 @@ def build_governance(
     if policy_file:  # checked before the audit log is touched: a bad file stops here
         SitePolicy.from_yaml(policy_file)
     audit = open_site_audit(state, kit)
+    remember_kit(state, kit)
     watched = PolicyFile(policy_file, audit) if policy_file else None
     policy = watched.initial if watched is not None else SitePolicy()
     audit.append(
@@ -158,20 +188,31 @@ def _identity(kit: Path) -> str:
 def site_approve(
     study: str = STUDY,
     plan: str = typer.Option(..., help="The plan hash (`fedcare site plan STUDY.yaml`)."),
-    until: str = typer.Option(..., help="Expiry: ISO date or time (UTC unless a zone is given)."),
+    until: str | None = typer.Option(
+        None,
+        help="Expiry: ISO date or time (UTC unless a zone is given); "
+        f"default: {DEFAULT_APPROVAL_DAYS} days from now.",
+    ),
     note: str = NOTE,
     state: Path = STATE,
-    kit: Path = KIT,
+    kit: Path | None = KIT,
 ) -> None:
     """Approve a training plan for a study at this site, until a date."""
+    from datetime import datetime, timedelta, timezone
+
     from fedcare.site.approvals import parse_until
 
     try:
-        when = parse_until(until)
-        row = steward_store(state, kit).approve(study, plan, when, note)
+        when = (
+            parse_until(until)
+            if until is not None
+            else datetime.now(timezone.utc) + timedelta(days=DEFAULT_APPROVAL_DAYS)
+        )
+        row = steward_store(state, site_kit(state, kit)).approve(study, plan, when, note)
     except FedcareError as err:
         raise _fail(err) from None
-    console.print(f"approved plan {plan[:12]}… for {study!r} until {when:%Y-%m-%d %H:%M} UTC")
+    console.print(f"approved plan {plan} for {study!r} until {when:%Y-%m-%d %H:%M} UTC",
+                  highlight=False, soft_wrap=True)  # fmt: skip
     typer.echo(row.approval_id)
 
 
@@ -180,14 +221,14 @@ def site_refuse(
     plan: str = typer.Option(..., help="The plan hash."),
     note: str = NOTE,
     state: Path = STATE,
-    kit: Path = KIT,
+    kit: Path | None = KIT,
 ) -> None:
     """Refuse a training plan for a study at this site."""
     try:
-        steward_store(state, kit).refuse(study, plan, note)
+        steward_store(state, site_kit(state, kit)).refuse(study, plan, note)
     except FedcareError as err:
         raise _fail(err) from None
-    console.print(f"refused plan {plan[:12]}… for {study!r}")
+    console.print(f"refused plan {plan} for {study!r}", highlight=False, soft_wrap=True)
 
 
 def site_revoke(
@@ -195,11 +236,11 @@ def site_revoke(
     plan: str | None = typer.Option(None, help="One plan hash (default: every approved plan)."),
     note: str = NOTE,
     state: Path = STATE,
-    kit: Path = KIT,
+    kit: Path | None = KIT,
 ) -> None:
     """Withdraw from a study: a running task stops, no further task runs."""
     try:
-        rows = steward_store(state, kit).revoke(study, plan, note)
+        rows = steward_store(state, site_kit(state, kit)).revoke(study, plan, note)
     except FedcareError as err:
         raise _fail(err) from None
     console.print(f"revoked {len(rows)} approval(s) of {study!r}")
@@ -214,15 +255,17 @@ def site_approvals(state: Path = STATE, study: str | None = typer.Option(None)) 
     except FedcareError as err:
         raise _fail(err) from None
     now = datetime.now(timezone.utc)
-    table = Table("id", "study", "plan", "status", "until (UTC)", "decided (UTC)", "note")
-    for r in rows:
+    out = Console(soft_wrap=True, highlight=False)
+    if not rows:
+        out.print("no approvals or pending plans yet")
+    for r in rows:  # lines, not a table: ids and 64-hex plan hashes are never cut
         status = "expired" if r.expired(now) else r.status
-        until = f"{r.until:%Y-%m-%d %H:%M}" if r.until else ""
-        table.add_row(
-            r.approval_id, r.study, r.plan_hash[:16], status, until,
-            f"{r.decided_at:%Y-%m-%d %H:%M}", r.note,
-        )  # fmt: skip
-    Console().print(table)
+        until = f" until {r.until:%Y-%m-%d %H:%M} UTC" if r.until else ""
+        out.print(f"{r.approval_id}  {r.study}  {status}{until}  "
+                  f"(decided {r.decided_at:%Y-%m-%d %H:%M} UTC)", markup=False)  # fmt: skip
+        out.print(f"  plan: {r.plan_hash}", markup=False)
+        if r.note:
+            out.print(f"  note: {r.note}", markup=False)
 
 
 def site_budget(
@@ -240,7 +283,12 @@ def site_budget(
         lines, spends = ledger.summary(), ledger.spends() if detail else []
     except FedcareError as err:
         raise _fail(err) from None
+    if not lines:
+        where = f"the ledger in {state}"
+        Console().print(f"no privacy budget spent yet ({where} records no spend)", highlight=False)
+        return
     table = Table("dataset", "epsilon spent", "cap", "remaining", "studies", "rounds")
+    _fold(table)
     for b in lines:
         cap = caps.get(b.dataset)
         left = "" if cap is None else f"{max(0.0, cap - b.epsilon):.3g}"
@@ -251,6 +299,7 @@ def site_budget(
     Console().print(table)
     if detail:
         rows = Table("dataset", "study", "study id", "round", "events", "epsilon after")
+        _fold(rows, keep=2)
         for sp in spends:
             events = ", ".join(f"z={e.noise_multiplier:.3g} q={e.sampling_probability:g} "
                                f"x{e.count}" for e in sp.events)  # fmt: skip
@@ -259,6 +308,14 @@ def site_budget(
                 f"{sp.epsilon_after:.3g}",
             )  # fmt: skip
         Console().print(rows)
+
+
+def _fold(table: Table, keep: int | None = None) -> None:
+    """Wrap long cells onto more lines instead of cutting them with ``…``; column ``keep``
+    (an id) stays on one line whole."""
+    for i, column in enumerate(table.columns):
+        column.overflow = "fold"
+        column.no_wrap = i == keep
 
 
 def register(site_app: typer.Typer) -> None:

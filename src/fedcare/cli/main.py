@@ -54,7 +54,7 @@ def _summary_table(results: dict[str, Any]) -> Table:
     table.add_column("model")
     for site in results["sites"]:
         table.add_column(site, justify="right")
-    table.add_column("mean", justify="right")
+    table.add_column("unweighted mean", justify="right")
     rows = [("federated", results["final"])]
     for site, entry in results.get("baselines", {}).get("local", {}).items():
         rows.append((f"local-{site}", entry))
@@ -110,7 +110,7 @@ def simulate(
                     weighted = record.evaluate.get("weighted", {})
                     metric_name = metric_name or next(iter(weighted), None)
                     if metric_name:
-                        text = f"{metric_name} {_fmt(weighted.get(metric_name))}"
+                        text = f"weighted {metric_name} {_fmt(weighted.get(metric_name))}"
                 bar.update(tasks[label], completed=record.round, metric=text)
 
             results = run_simulation(config, progress=on_round)

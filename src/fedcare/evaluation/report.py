@@ -100,6 +100,10 @@ def _header(results: Mapping[str, Any]) -> dict[str, Any]:
     sizes = _mapping(results.get("site_sizes"))
     return {
         "title": str(study.get("name") or "fedcare study"),
+        # a failed deployment study says so above everything else (``fedcare study report``)
+        "failure": (study.get("reason") or "no reason recorded")
+        if study.get("status") == "failed"
+        else None,
         "items": [(k, study[k]) for k in _HEADER_KEYS if k in study]
         + [("privacy mode", _mapping(study.get("privacy")).get("mode", "open"))]
         + _epsilon_items(_mapping(results.get("privacy"))),

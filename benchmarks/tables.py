@@ -111,6 +111,7 @@ TITLES = {
     "privacy_dp": "Differential privacy (`benchmarks/privacy_dp.py`)",
     "privacy_he": "Homomorphic encryption (`benchmarks/privacy_he.py`)",
     "adversarial": "One site sends bad replies (`benchmarks/adversarial.py`)",
+    "cli": "CLI start-up, median of fresh processes (`benchmarks/cli.py`)",
 }
 
 

@@ -3,20 +3,8 @@
 The public API is what ``__all__`` lists (checked by a test). Everything else is internal.
 """
 
-from fedcare.aggregation import (
-    AdaptiveClip,
-    Aggregator,
-    Contribution,
-    CoordinateMedian,
-    GaussianNoise,
-    MultiKrum,
-    NormBound,
-    TrimmedMean,
-    ValidateUpdates,
-    WeightedMean,
-    chain,
-)
-from fedcare.data.base import Dataset, FederatedDataset, SiteData
+import typing
+
 from fedcare.errors import (
     AggregationError,
     AuditError,
@@ -31,30 +19,92 @@ from fedcare.errors import (
     TransportError,
     ValidationError,
 )
-from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
-from fedcare.records import ArrayRecord, Reply, ReplyError, Task
-from fedcare.records.study import StudyConfig
-from fedcare.strategy import (
-    FedAdagrad,
-    FedAdam,
-    FedAvg,
-    FedAvgM,
-    FedProx,
-    FedYogi,
-    RoundConfig,
-    RoundRecord,
-    Scaffold,
-    Strategy,
-    StrategyState,
-    build_strategy,
-    run_rounds,
-)
-from fedcare.transport.base import Grid
+
+if typing.TYPE_CHECKING:  # the real types for mypy; at run time these load lazily
+    from fedcare.aggregation import (
+        AdaptiveClip,
+        Aggregator,
+        Contribution,
+        CoordinateMedian,
+        GaussianNoise,
+        MultiKrum,
+        NormBound,
+        TrimmedMean,
+        ValidateUpdates,
+        WeightedMean,
+        chain,
+    )
+    from fedcare.analytics import AnalyticsSpec, run_analytics
+    from fedcare.audit import AuditLog, export_log, verify_log
+    from fedcare.data.base import Dataset, FederatedDataset, SiteData
+    from fedcare.data.cdm import Schema, SiteMapping, check_table
+    from fedcare.data.loaders import load_table
+    from fedcare.data.registry import load_dataset
+    from fedcare.evaluation.model_card import build_model_card
+    from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
+    from fedcare.privacy import Accountant, DpEvent
+    from fedcare.records import ArrayRecord, Reply, ReplyError, Task
+    from fedcare.records.study import StudyConfig
+    from fedcare.simulation.run import run_simulation
+    from fedcare.strategy import (
+        FedAdagrad,
+        FedAdam,
+        FedAvg,
+        FedAvgM,
+        FedProx,
+        FedYogi,
+        RoundConfig,
+        RoundRecord,
+        Scaffold,
+        Strategy,
+        StrategyState,
+        build_strategy,
+        run_rounds,
+    )
+    from fedcare.transport.base import Grid
 
 __version__ = "0.1.0"
 
-#: Names loaded on first use (module, attribute), so ``import fedcare`` stays quick.
+#: Public names and where they live (module, attribute). They load on first use, so that
+#: ``import fedcare`` (and so every ``fedcare`` command) does not pay for scikit-learn, scipy,
+#: pandas or torch until something needs them.
 _LAZY = {
+    "AdaptiveClip": ("fedcare.aggregation", "AdaptiveClip"),
+    "Aggregator": ("fedcare.aggregation", "Aggregator"),
+    "Contribution": ("fedcare.aggregation", "Contribution"),
+    "CoordinateMedian": ("fedcare.aggregation", "CoordinateMedian"),
+    "GaussianNoise": ("fedcare.aggregation", "GaussianNoise"),
+    "MultiKrum": ("fedcare.aggregation", "MultiKrum"),
+    "NormBound": ("fedcare.aggregation", "NormBound"),
+    "TrimmedMean": ("fedcare.aggregation", "TrimmedMean"),
+    "ValidateUpdates": ("fedcare.aggregation", "ValidateUpdates"),
+    "WeightedMean": ("fedcare.aggregation", "WeightedMean"),
+    "chain": ("fedcare.aggregation", "chain"),
+    "Dataset": ("fedcare.data.base", "Dataset"),
+    "FederatedDataset": ("fedcare.data.base", "FederatedDataset"),
+    "SiteData": ("fedcare.data.base", "SiteData"),
+    "FitResult": ("fedcare.models.base", "FitResult"),
+    "LocalTrainSpec": ("fedcare.models.base", "LocalTrainSpec"),
+    "ModelAdapter": ("fedcare.models.base", "ModelAdapter"),
+    "ArrayRecord": ("fedcare.records", "ArrayRecord"),
+    "Reply": ("fedcare.records", "Reply"),
+    "ReplyError": ("fedcare.records", "ReplyError"),
+    "Task": ("fedcare.records", "Task"),
+    "StudyConfig": ("fedcare.records.study", "StudyConfig"),
+    "FedAdagrad": ("fedcare.strategy", "FedAdagrad"),
+    "FedAdam": ("fedcare.strategy", "FedAdam"),
+    "FedAvg": ("fedcare.strategy", "FedAvg"),
+    "FedAvgM": ("fedcare.strategy", "FedAvgM"),
+    "FedProx": ("fedcare.strategy", "FedProx"),
+    "FedYogi": ("fedcare.strategy", "FedYogi"),
+    "RoundConfig": ("fedcare.strategy", "RoundConfig"),
+    "RoundRecord": ("fedcare.strategy", "RoundRecord"),
+    "Scaffold": ("fedcare.strategy", "Scaffold"),
+    "Strategy": ("fedcare.strategy", "Strategy"),
+    "StrategyState": ("fedcare.strategy", "StrategyState"),
+    "build_strategy": ("fedcare.strategy", "build_strategy"),
+    "run_rounds": ("fedcare.strategy", "run_rounds"),
+    "Grid": ("fedcare.transport.base", "Grid"),
     "run_simulation": ("fedcare.simulation.run", "run_simulation"),
     "load_dataset": ("fedcare.data.registry", "load_dataset"),
     "load_table": ("fedcare.data.loaders", "load_table"),
@@ -139,10 +189,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # Heavier entry points load on first use, so ``import fedcare`` stays quick.
     if name in _LAZY:
         import importlib
 
         module, attribute = _LAZY[name]
-        return getattr(importlib.import_module(module), attribute)
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'fedcare' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

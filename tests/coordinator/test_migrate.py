@@ -9,12 +9,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import URL, Column, Integer, MetaData, Table, inspect
+from sqlalchemy import URL, Column, Integer, MetaData, Table, inspect, text
 
 from fedcare.coordinator import CoordinatorStore, current_revision, head_revision, upgrade
 from fedcare.coordinator.db import metadata
 from fedcare.coordinator.engine import make_engine
-from fedcare.coordinator.migrate import MIGRATIONS_DIR, alembic_config
+from fedcare.coordinator.migrate import MIGRATIONS_DIR, alembic_config, packaged_head
 from fedcare.errors import StoreError
 
 TABLES = {"sites", "studies", "rounds", "tasks", "replies", "models"}
@@ -88,3 +88,32 @@ def test_the_environment_ships_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert not list(MIGRATIONS_DIR.glob("*.ini"))  # no alembic.ini needed at runtime
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    # upgrade() skips Alembic for a database already at packaged_head(): it must be the head.
+    assert packaged_head() == head_revision()
+
+
+def test_a_database_one_revision_behind_is_migrated_when_a_store_opens(
+    empty_db_url: str | URL, tmp_path: Path
+) -> None:
+    upgrade(empty_db_url)
+    command.downgrade(_config_on(empty_db_url), "-1")
+    assert current_revision(empty_db_url) not in (None, head_revision())
+    with CoordinatorStore(empty_db_url, tmp_path / "a"):
+        pass
+    assert current_revision(empty_db_url) == head_revision()
+    assert _diffs(empty_db_url) == []
+
+
+def test_a_database_from_a_newer_fedcare_is_still_refused(empty_db_url: str | URL) -> None:
+    upgrade(empty_db_url)
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError, match="9999"):
+        upgrade(empty_db_url)

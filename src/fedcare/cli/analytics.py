@@ -148,7 +148,7 @@ def _job_config(spec: Any, min_sites: int) -> dict[str, Any]:
 
 
 def _open_store(home: Path, db: str | None) -> Any:
-    from fedcare.coordinator.server import default_db_url
+    from fedcare.coordinator.engine import default_db_url
     from fedcare.coordinator.store import CoordinatorStore
 
     return CoordinatorStore(db or default_db_url(home), home / "artifacts")

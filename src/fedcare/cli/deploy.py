@@ -180,7 +180,7 @@ def site_start(
 
 # --- studies -------------------------------------------------------------------------------
 def _store(home: Path, db: str | None) -> Any:
-    from fedcare.coordinator.server import default_db_url
+    from fedcare.coordinator.engine import default_db_url
     from fedcare.coordinator.store import CoordinatorStore
 
     return CoordinatorStore(db or default_db_url(home), home / "artifacts")

@@ -1,10 +1,14 @@
-"""The ``fedcare`` command: parse arguments, call the library, print. Nothing else."""
+"""The ``fedcare`` command: parse arguments, call the library, print. Nothing else.
+
+Every command imports what it needs inside its body, so ``fedcare --help`` and status commands
+do not pay for scikit-learn, scipy, pandas or torch (``tests/cli/test_startup.py`` keeps it so).
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -12,7 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedcare.errors import FedcareError
-from fedcare.records.study import StudyConfig
+
+if TYPE_CHECKING:
+    from fedcare.records.study import StudyConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -24,6 +30,8 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def _load_study(study: Path | None, dataset: str | None) -> StudyConfig:
+    from fedcare.records.study import StudyConfig  # pydantic models and aggregators: load late
+
     if study is not None:
         return StudyConfig.from_yaml(study)
     if dataset is None:

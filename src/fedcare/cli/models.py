@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -93,6 +92,8 @@ def models_export(
     db: str | None = DB,
 ) -> None:
     """Write a version's card (model_card.json), lineage and parameters (params.npz)."""
+    import numpy as np
+
     from fedcare.transport.codec import decode_arrays
 
     try:

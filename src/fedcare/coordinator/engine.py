@@ -15,6 +15,7 @@ PostgreSQL needs nothing special; writers lock the rows they change (``FOR UPDAT
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
@@ -23,7 +24,13 @@ from sqlalchemy.engine import Connection
 from fedcare.coordinator.files import private_sqlite
 from fedcare.errors import ConfigError
 
-__all__ = ["WRITE_OPTION", "make_engine"]
+__all__ = ["WRITE_OPTION", "default_db_url", "make_engine"]
+
+
+def default_db_url(home: Path) -> str:
+    """The SQLite database in a coordinator's home folder (``HOME/coordinator.db``)."""
+    return f"sqlite:///{(home / 'coordinator.db').resolve()}"
+
 
 #: Execution option that marks a transaction as a writer (``BEGIN IMMEDIATE`` on SQLite).
 WRITE_OPTION = "fedcare_write"

@@ -3,25 +3,27 @@
 No ``alembic.ini`` is needed: :func:`alembic_config` points Alembic at the environment shipped
 inside the package (``fedcare/coordinator/migrations``). :func:`upgrade` runs every missing
 revision in one transaction; on PostgreSQL it first takes an advisory lock, so two coordinators
-starting at once do not migrate the same database twice.
+starting at once do not migrate the same database twice. A database already at the newest
+revision (read from the migration files without importing Alembic) is left alone without
+loading Alembic, so opening a store for a status command stays quick.
 """
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import URL, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from fedcare.coordinator.engine import WRITE_OPTION, make_engine
 from fedcare.errors import StoreError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "upgrade"]
 
@@ -31,6 +33,8 @@ _LOCK_KEY = 0x66656463  # "fedc": the advisory lock held while migrating on Post
 
 def alembic_config(url: str | URL | None = None) -> Config:
     """An Alembic config for the packaged environment (``url`` for offline ``--sql`` runs)."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
@@ -42,6 +46,8 @@ def alembic_config(url: str | URL | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest revision this version of fedcare knows."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None, f"no Alembic revision under {MIGRATIONS_DIR}"
     return head
@@ -65,8 +71,61 @@ def _describe(engine: Engine) -> str:
 
 def current_revision(target: str | URL | Engine) -> str | None:
     """The revision the database at ``target`` is at; ``None`` for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
     with _engine(target) as engine, engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def _assigned(node: ast.stmt) -> tuple[str | None, set[str]]:
+    """A module-level ``name = ...`` (or ``name: T = ...``): the name and the strings assigned."""
+    target: ast.expr
+    if isinstance(node, ast.AnnAssign) and node.value is not None:
+        target, value = node.target, node.value
+    elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target, value = node.targets[0], node.value
+    else:
+        return None, set()
+    if not isinstance(target, ast.Name):
+        return None, set()
+    try:
+        literal = ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError):  # not a literal: not a revision line
+        return None, set()
+    items = literal if isinstance(literal, tuple | list) else (literal,)
+    return target.id, {v for v in items if isinstance(v, str)}
+
+
+def packaged_head() -> str | None:
+    """The newest revision, read from the migration files' ``revision`` and ``down_revision``.
+
+    Parses the files (no Alembic import); ``None`` unless they name exactly one head. A test
+    checks it agrees with :func:`head_revision`.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            name, values = _assigned(node)
+            if name == "revision":
+                revisions |= values
+            elif name == "down_revision":
+                parents |= values
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _at_packaged_head(engine: Engine) -> bool:
+    """Whether the database records exactly the newest revision (``False`` when empty)."""
+    head = packaged_head()
+    if head is None:
+        return False
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except SQLAlchemyError:  # no alembic_version table: a new database
+        return False
+    return list(rows) == [head]
 
 
 def upgrade(target: str | URL | Engine, revision: str = "head") -> None:
@@ -86,6 +145,11 @@ def upgrade(target: str | URL | Engine, revision: str = "head") -> None:
         newer version wrote it), or a migration fails; a failed migration changes nothing.
     """
     with _engine(target) as engine:
+        if revision == "head" and _at_packaged_head(engine):
+            return  # already at the newest revision: Alembic need not even load
+        from alembic import command
+        from alembic.util import CommandError
+
         try:
             with engine.connect() as conn:
                 conn.execution_options(**{WRITE_OPTION: True})

@@ -24,6 +24,7 @@ import grpc
 
 from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
+from fedcare.coordinator.engine import default_db_url
 from fedcare.coordinator.files import private_dir
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.lanes import ControlLane, LaneExecutor
@@ -45,10 +46,6 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_CHUNK_BYTES + 64 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
-
-
-def default_db_url(home: Path) -> str:
-    return f"sqlite:///{(home / 'coordinator.db').resolve()}"
 
 
 class Coordinator:

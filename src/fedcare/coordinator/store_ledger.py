@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from fedcare.coordinator.db import PrivacyLedgerRow
 from fedcare.coordinator.store_base import StoreBase
-from fedcare.privacy.budget import ledger_epsilon
 
 __all__ = ["LedgerEntry", "PrivacyLedgerMixin", "PrivacySpend", "add_privacy_rows"]
 
@@ -59,6 +58,8 @@ def add_privacy_rows(
     s: Session, study_id: str, round: int, spends: Sequence[PrivacySpend], now: datetime
 ) -> None:
     """Add the mirror rows of one round inside the caller's (the round's) transaction."""
+    from fedcare.privacy.budget import ledger_epsilon  # numpy and scipy: not for status commands
+
     for spend in spends:
         if not spend.events:
             continue

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fedcare.errors import ValidationError
-from fedcare.records.arrays import ArrayRecord
+
+if TYPE_CHECKING:
+    from fedcare.records.arrays import ArrayRecord
+
 
 __all__ = [
     "MESSAGE_VERSION",
@@ -27,6 +30,15 @@ __all__ = [
     "Task",
     "TaskKind",
 ]
+
+
+def _no_arrays() -> ArrayRecord:
+    # numpy loads with the first record, not with this module (the coordinator's store and
+    # status commands import it only for ReplyError).
+    from fedcare.records.arrays import ArrayRecord
+
+    return ArrayRecord()
+
 
 MESSAGE_VERSION = 1
 
@@ -56,7 +68,7 @@ class Task:
     round: int
     site_id: str
     kind: TaskKind
-    params: ArrayRecord = field(default_factory=ArrayRecord)
+    params: ArrayRecord = field(default_factory=_no_arrays)
     config: ConfigRecord = field(default_factory=dict)
     arrays: Mapping[str, ArrayRecord] = field(default_factory=dict)
     plan: Mapping[str, Any] = field(default_factory=dict)
@@ -93,7 +105,7 @@ class Reply:
     round: int
     site_id: str
     kind: TaskKind
-    arrays: ArrayRecord = field(default_factory=ArrayRecord)
+    arrays: ArrayRecord = field(default_factory=_no_arrays)
     num_samples: int = 0
     metrics: MetricRecord = field(default_factory=dict)
     error: ReplyError | None = None

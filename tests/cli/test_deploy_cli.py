@@ -8,6 +8,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from fedcare.cli.main import app
+from fedcare.coordinator.engine import default_db_url
+from fedcare.coordinator.store import CoordinatorStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 runner = CliRunner()
@@ -33,8 +35,9 @@ def test_provision_add_rotate_revoke(tmp_path: Path) -> None:
 
 def test_study_submit_status_cancel_report(tmp_path: Path) -> None:
     home = ["--home", str(tmp_path / "home")]
-    (tmp_path / "home").mkdir()
-    submitted = runner.invoke(app, ["study", "submit", str(EXAMPLES / "heart-disease.yaml"), *home])
+    CoordinatorStore(default_db_url(tmp_path / "home"), tmp_path / "home" / "artifacts").close()
+    example = str(EXAMPLES / "heart-disease.yaml")
+    submitted = runner.invoke(app, ["study", "submit", example, *home, "--queue"])  # no site yet
     assert submitted.exit_code == 0, submitted.output
     study_id = submitted.output.strip().splitlines()[-1]
     status = runner.invoke(app, ["study", "status", *home])
@@ -48,5 +51,5 @@ def test_study_submit_status_cancel_report(tmp_path: Path) -> None:
     assert report.exit_code == 0, report.output
     data = json.loads((tmp_path / "r" / "results.json").read_text())
     assert data["study"]["status"] == "cancelled" and data["history"] == []
-    bad = runner.invoke(app, ["study", "submit", str(tmp_path / "missing.yaml"), *home])
+    bad = runner.invoke(app, ["study", "submit", str(tmp_path / "missing.yaml"), *home, "--queue"])
     assert bad.exit_code == 2 and "cannot read study file" in bad.output

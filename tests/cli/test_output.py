@@ -33,13 +33,14 @@ def _invoke(args: list[str]) -> object:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
-    path.mkdir()
+    CoordinatorStore(default_db_url(path), path / "artifacts").close()  # as the coordinator does
     return path
 
 
 def _failed_study(home: Path) -> str:
     submitted = runner.invoke(
-        app, ["study", "submit", str(EXAMPLES / "heart-disease.yaml"), "--home", str(home)]
+        app,
+        ["study", "submit", str(EXAMPLES / "heart-disease.yaml"), "--home", str(home), "--queue"],
     )
     assert submitted.exit_code == 0, submitted.output
     study_id = submitted.stdout.strip().splitlines()[-1]

@@ -183,11 +183,12 @@ def contributors(record: Mapping[str, Any]) -> list[str]:
 
 
 # Database snapshots -------------------------------------------------------------------------
-_VOLATILE = {("sites", "first_seen"), ("sites", "last_seen")}
+_VOLATILE = {("sites", "first_seen"), ("sites", "last_seen"), ("coordinators", "seen_at")}
 
 
 def db_state(store: CoordinatorStore) -> dict[str, list[str]]:
-    """Every row of every table (sites without their last-seen times), sorted, as text."""
+    """Every row of every table (without the sites' and coordinator's last-seen times), sorted,
+    as text."""
     out = {}
     with store.engine.connect() as conn:
         for table in metadata.sorted_tables:

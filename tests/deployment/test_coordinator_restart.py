@@ -95,12 +95,16 @@ def federation(tmp_path: Path) -> Iterator[Federation]:
         store.close()
 
 
+QUEUE = ("--queue", "--home")
+
+
 def _submit_with_the_cli(study: StudyConfig, fed: Federation) -> subprocess.Popen[str]:
-    """``fedcare study submit STUDY --home HOME``, started now; its stdout is the study id."""
+    """``fedcare study submit STUDY --home HOME --queue``, started now (the coordinator and its
+    sites may not be up yet: ``--queue``); its stdout is the study id."""
     path = fed.home.parent / "study.yaml"
     path.write_text(yaml.safe_dump(study.model_dump(mode="json")))
     return subprocess.Popen(
-        [sys.executable, "-m", "fedcare", "study", "submit", str(path), "--home", str(fed.home)],
+        [sys.executable, "-m", "fedcare", "study", "submit", str(path), *QUEUE, str(fed.home)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -148,10 +148,10 @@ def _job_config(spec: Any, min_sites: int) -> dict[str, Any]:
 
 
 def _open_store(home: Path, db: str | None) -> Any:
-    from fedcare.coordinator.engine import default_db_url
-    from fedcare.coordinator.store import CoordinatorStore
+    """The store of an existing coordinator home (never created here)."""
+    from fedcare.coordinator.home import open_home
 
-    return CoordinatorStore(db or default_db_url(home), home / "artifacts")
+    return open_home(home, db)
 
 
 def _wait(store: Any, study_id: str, timeout: float) -> dict[str, Any]:

@@ -23,7 +23,9 @@ study_app = typer.Typer(help="Submit and follow studies (on the coordinator's ho
 
 
 def fail(err: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {err}")
+    """Print ``error: REASON`` (on one line whatever the terminal width) and exit 2."""
+    console.print("[red]error:[/red] ", end="")
+    console.print(str(err), markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -181,31 +183,44 @@ def site_start(
 
 # --- studies -------------------------------------------------------------------------------
 def _store(home: Path, db: str | None) -> Any:
-    from fedcare.coordinator.engine import default_db_url
-    from fedcare.coordinator.store import CoordinatorStore
+    """The store of an existing coordinator home; refused (never created) if HOME is not one."""
+    from fedcare.coordinator.home import open_home
 
-    return CoordinatorStore(db or default_db_url(home), home / "artifacts")
+    return open_home(home, db)
 
 
 HOME = typer.Option(Path("coordinator-home"), help="The coordinator's home folder.")
 DB = typer.Option(None, help="Database URL (default: SQLite in HOME).")
+QUEUE = typer.Option(
+    False,
+    "--queue",
+    help="Queue the study even if the coordinator is not running or fewer than min_sites "
+    "sites offer its dataset (it starts once they are there); say so as a warning.",
+)
 
 
 @study_app.command("submit")
-def study_submit(study: Path, home: Path = HOME, db: str | None = DB) -> None:
+def study_submit(study: Path, home: Path = HOME, db: str | None = DB, queue: bool = QUEUE) -> None:
     """Queue a study; the coordinator starts it when enough sites are connected.
 
-    Refused at once (exit 2, one-line reason) when it could not run: an unavailable privacy
-    mode, an unknown strategy or model kind, a bad option, or an ``init_model`` that is not a
-    registered model fitting the study's (:mod:`fedcare.coordinator.submission`).
+    Refused at once (exit 2, one-line reason) when it could not run, in this order: HOME is not
+    a coordinator home (nothing is created); the study file is invalid; an unavailable privacy
+    mode, an unknown strategy or model kind, a bad option, a first round past
+    ``privacy.epsilon``, or an ``init_model`` that is not a registered model fitting the study's;
+    fewer than ``min_sites`` active sites offer its dataset; the coordinator is not running
+    (:mod:`fedcare.coordinator.submission`). With ``--queue`` the last two only warn.
     """
-    from fedcare.coordinator.submission import check_submission
+    from fedcare.coordinator.submission import check_ready, check_submission
     from fedcare.records.study import StudyConfig
 
+    start = f"fedcare coordinator start --kit KIT --home {home}" + (f" --db {db}" if db else "")
     try:
-        config = StudyConfig.from_yaml(study)
         with _store(home, db) as store:
+            config = StudyConfig.from_yaml(study)
             check_submission(store, config)
+            for warning in check_ready(store, config, str(home), start=start, queue=queue):
+                console.print("[yellow]warning:[/yellow] queued anyway (--queue): ", end="")
+                console.print(warning, markup=False, highlight=False, soft_wrap=True)
             study_id = store.create_study(config.name, config.model_dump(mode="json"), config.seed)
     except FedcareError as err:
         raise fail(err) from None

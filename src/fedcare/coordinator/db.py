@@ -8,7 +8,8 @@ strings guarded by named CHECK constraints; every constraint and index has a det
 
 The migrations ``migrations/versions/0001_initial.py`` (sites to replies), ``0002_models.py``
 (the model registry), ``0003_privacy_ledger.py`` (the privacy ledger) and
-``0004_audit_anchors.py`` (sites' countersigned audit heads) create exactly this schema;
+``0004_audit_anchors.py`` (sites' countersigned audit heads) and ``0005_coordinators.py`` (the
+running coordinator's liveness row) create exactly this schema;
 a test compares the migrated database with :data:`metadata`.
 """
 
@@ -37,6 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "ANCHOR_STATUSES",
+    "COORDINATOR_STATUSES",
     "NAMING_CONVENTION",
     "REPLY_ERROR_KINDS_MAX",
     "ROUND_STATUSES",
@@ -45,6 +47,7 @@ __all__ = [
     "TASK_STATUSES",
     "AuditAnchorRow",
     "Base",
+    "CoordinatorRow",
     "ModelRow",
     "PrivacyLedgerRow",
     "ReplyRow",
@@ -70,6 +73,7 @@ ROUND_STATUSES = ("completed",)
 TASK_STATUSES = ("pending", "delivered", "replied", "expired", "failed")
 REPLY_ERROR_KINDS_MAX = 64
 ANCHOR_STATUSES = ("anchored", "rollback")
+COORDINATOR_STATUSES = ("running", "stopped")
 
 ID_LEN = 128
 DIGEST_LEN = 64
@@ -268,3 +272,22 @@ class AuditAnchorRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     message: Mapped[str | None] = mapped_column(Text)
     anchored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CoordinatorRow(Base):
+    """A coordinator process on this database (migration 0005): where it listens, on which
+    host and pid, and when it last said it was alive (every ``beat_s`` seconds while it runs;
+    ``stopped`` once it stopped cleanly). ``fedcare study submit`` reads it."""
+
+    __tablename__ = "coordinators"
+    __table_args__ = (CheckConstraint(_one_of("status", COORDINATOR_STATUSES), name="status"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    listen: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16))
+    beat_s: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

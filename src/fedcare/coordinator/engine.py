@@ -22,7 +22,7 @@ from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.engine import Connection
 
 from fedcare.coordinator.files import private_sqlite
-from fedcare.errors import ConfigError
+from fedcare.errors import ConfigError, NotFoundError
 
 __all__ = ["WRITE_OPTION", "default_db_url", "make_engine"]
 
@@ -41,6 +41,7 @@ def make_engine(
     *,
     busy_timeout_s: float = 30.0,
     engine_options: Mapping[str, Any] | None = None,
+    create: bool = True,
 ) -> Engine:
     """Create the engine for ``url``, configured for concurrent use from several threads.
 
@@ -54,6 +55,9 @@ def make_engine(
     engine_options:
         Extra keyword arguments for :func:`sqlalchemy.create_engine` (``pool_size``,
         ``echo``, ``connect_args``...).
+    create:
+        SQLite only: create the database file if it is missing (the default). With False a
+        missing file is refused, so that opening never leaves an empty database behind.
 
     Returns
     -------
@@ -65,6 +69,8 @@ def make_engine(
     ConfigError
         If the URL cannot be parsed, names an in-memory SQLite database (each connection would
         see its own empty database), or names a backend other than SQLite or PostgreSQL.
+    NotFoundError
+        With ``create=False``, if the SQLite database file does not exist.
     """
     try:
         parsed = make_url(url)
@@ -78,7 +84,10 @@ def make_engine(
                 f"database url {parsed.render_as_string()!r} is an in-memory SQLite database; "
                 "the coordinator needs a file (sqlite:///path/to/state.db)"
             )
-        private_sqlite(str(parsed.database))  # 0600 before SQLite creates it (and its -wal, -shm)
+        database = str(parsed.database)
+        if not create and not database.startswith("file:") and not Path(database).is_file():
+            raise NotFoundError(f"database file {database} does not exist")
+        private_sqlite(database)  # 0600 before SQLite creates it (and its -wal, -shm)
         connect_args = {"check_same_thread": False, **options.pop("connect_args", {})}
         engine = create_engine(parsed, connect_args=connect_args, **options)
         _setup_sqlite(engine, busy_timeout_s)

@@ -16,16 +16,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Engine, text
+from sqlalchemy import URL, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from fedcare.coordinator.engine import WRITE_OPTION, make_engine
-from fedcare.errors import StoreError
+from fedcare.errors import NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "upgrade"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "require_schema",
+    "upgrade",
+]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _LOCK_KEY = 0x66656463  # "fedc": the advisory lock held while migrating on PostgreSQL
@@ -126,6 +133,36 @@ def _at_packaged_head(engine: Engine) -> bool:
     except SQLAlchemyError:  # no alembic_version table: a new database
         return False
     return list(rows) == [head]
+
+
+def require_schema(engine: Engine) -> str:
+    """The revision the database records; refuse a database fedcare never migrated.
+
+    Plain SQL (no Alembic import), for stores opened with ``create=False``.
+
+    Raises
+    ------
+    NotFoundError
+        If the database has no ``alembic_version`` table or no revision in it.
+    StoreError
+        If the database cannot be reached or read (not a database, server down).
+    """
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                rows: list[str] = []
+            else:
+                found = conn.execute(text("SELECT version_num FROM alembic_version"))
+                rows = list(found.scalars().all())
+    except SQLAlchemyError as err:
+        first = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise StoreError(f"database {_describe(engine)} cannot be read: {first}") from err
+    if not rows:
+        raise NotFoundError(
+            f"database {_describe(engine)} holds no fedcare coordinator schema (no migration "
+            "applied)"
+        )
+    return str(rows[0])
 
 
 def upgrade(target: str | URL | Engine, revision: str = "head") -> None:

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
     "Checkpoint",
+    "CoordinatorInfo",
     "ModelInfo",
     "ReplyInfo",
     "RoundInfo",
@@ -119,6 +120,21 @@ class ModelInfo:
     parent: str | None
     card: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class CoordinatorInfo:
+    """A coordinator process's liveness row: where it listens and when it was last alive."""
+
+    id: str
+    host: str
+    pid: int
+    listen: str
+    status: str
+    beat_s: float
+    started_at: datetime
+    seen_at: datetime
+    stopped_at: datetime | None
 
 
 class Checkpoint(NamedTuple):

@@ -12,11 +12,17 @@ Calls run on two thread pools (:mod:`fedcare.coordinator.lanes`): Hello and Hear
 most ``per_site_streams`` PullTask and as many PushReply calls (more are refused with
 ``RESOURCE_EXHAUSTED`` at once), and a stream idle for ``stream_idle_s`` seconds is cut, so
 one site cannot starve the others.
+
+While it serves, the coordinator says it is alive in its own database: a row with its listen
+address, host and pid, refreshed every ``beat_s`` seconds and marked ``stopped`` when it stops
+(:mod:`fedcare.coordinator.store_presence`); ``fedcare study submit`` reads it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from pathlib import Path
 
@@ -28,9 +34,12 @@ from fedcare.coordinator.engine import default_db_url
 from fedcare.coordinator.files import private_dir
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.lanes import ControlLane, LaneExecutor
+from fedcare.coordinator.rows import CoordinatorInfo
 from fedcare.coordinator.runner import StudyRunner
 from fedcare.coordinator.servicer import MAX_CHUNK_BYTES, CoordinatorServicer
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.coordinator.store_presence import BEAT_S
+from fedcare.errors import NotFoundError
 from fedcare.transport.grpc.fedcare_pb2_grpc import add_CoordinatorServicer_to_server
 from fedcare.transport.tls import RequireSiteIdentity, RevocationList, load_kit, server_credentials
 
@@ -59,6 +68,8 @@ class Coordinator:
         Folder for the SQLite database (unless ``db_url`` is given) and the artifacts.
     listen:
         ``host:port`` to serve on; port 0 picks a free one (see :attr:`port`).
+    beat_s:
+        Seconds between the writes of the coordinator's liveness row.
     """
 
     def __init__(
@@ -75,6 +86,7 @@ class Coordinator:
         control_workers: int = 16,
         per_site_streams: int = 2,
         stream_idle_s: float = 30.0,
+        beat_s: float = BEAT_S,
     ) -> None:
         private_dir(home)  # 0700: database, artifacts and audit are the coordinator's only
         self.kit = load_kit(kit_dir)
@@ -102,16 +114,37 @@ class Coordinator:
         self.servicer = servicer
         add_CoordinatorServicer_to_server(servicer, self.server)
         self.port = self.server.add_secure_port(listen, server_credentials(kit_dir))
+        self.listen = f"{listen.rsplit(':', 1)[0]}:{self.port}"
+        self.beat_s = beat_s
+        self.presence: CoordinatorInfo | None = None
         self._stop = threading.Event()
         self._runners: dict[str, StudyRunner] = {}
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self._beats = threading.Thread(target=self._beat, name="liveness", daemon=True)
 
     def start(self) -> Coordinator:
         self.audit.reconcile_all(self.store)  # entries a crash left out of the audit trail
         self.server.start()
+        self._say_alive()
         self._scheduler.start()
+        self._beats.start()
         log.info("coordinator of %s listening on port %d", self.kit.federation, self.port)
         return self
+
+    def _say_alive(self) -> None:
+        self.presence = self.store.coordinator_started(
+            listen=self.listen, host=socket.gethostname(), pid=os.getpid(), beat_s=self.beat_s
+        )
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.beat_s):
+            try:
+                assert self.presence is not None
+                self.store.coordinator_beat(self.presence.id)
+            except NotFoundError:  # another coordinator dropped the row as stale: add it again
+                self._say_alive()
+            except Exception:  # keep beating; a database that is back makes it fresh again
+                log.exception("writing the coordinator's liveness row failed")
 
     def _schedule(self) -> None:
         while not self._stop.is_set():
@@ -146,6 +179,7 @@ class Coordinator:
     def stop(self, grace: float = 2.0) -> None:
         """Stop serving and let runners leave between rounds; studies stay resumable."""
         self._stop.set()
+        self._say_stopped()
         self.hub.notify()
         self.server.stop(grace).wait(grace + 1)
         self.servicer.idle.close()
@@ -154,6 +188,16 @@ class Coordinator:
             runner.thread.join(timeout=grace + 5)
         self.store.close()
         self.audit.close()
+
+    def _say_stopped(self) -> None:
+        if self._beats.is_alive():
+            self._beats.join(timeout=5)
+        if self.presence is None:
+            return
+        try:
+            self.store.coordinator_stopped(self.presence.id)
+        except Exception:  # it goes stale by itself within a few beats
+            log.exception("marking the coordinator stopped failed")
 
     def wait(self) -> None:
         self.server.wait_for_termination()

@@ -20,7 +20,12 @@ schema. The methods live in one mixin per concern:
   ``lineage``, ``model_params``;
 - privacy ledger (:mod:`.store_ledger`): ``privacy_ledger``, ``site_epsilon`` (rows are added
   by ``record_round``);
-- audit anchors (:mod:`.store_anchors`): ``last_anchor``, ``record_anchor``, ``audit_anchors``.
+- audit anchors (:mod:`.store_anchors`): ``last_anchor``, ``record_anchor``, ``audit_anchors``;
+- the coordinator's liveness (:mod:`.store_presence`): ``coordinator_started``,
+  ``coordinator_beat``, ``coordinator_stopped``, ``coordinator_presence``.
+
+Opened with ``create=False`` (:func:`fedcare.coordinator.home.open_home` does), a store only
+opens a database that already holds the coordinator's schema and never creates one.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from fedcare.coordinator.store_anchors import AnchorsMixin
 from fedcare.coordinator.store_ledger import PrivacyLedgerMixin
 from fedcare.coordinator.store_liveness import LivenessMixin
 from fedcare.coordinator.store_models import ModelsMixin
+from fedcare.coordinator.store_presence import PresenceMixin
 from fedcare.coordinator.store_rounds import RoundsMixin
 from fedcare.coordinator.store_sites import SitesMixin
 from fedcare.coordinator.store_studies import StudiesMixin
@@ -44,6 +50,7 @@ class CoordinatorStore(
     ModelsMixin,
     PrivacyLedgerMixin,
     AnchorsMixin,
+    PresenceMixin,
 ):
     """The coordinator's database and artifact folder behind small typed methods.
 
@@ -60,6 +67,9 @@ class CoordinatorStore(
         Extra keyword arguments for :func:`sqlalchemy.create_engine` (pool size, echo...).
     migrate:
         Bring the database to the newest schema on open (default True).
+    create:
+        Create the database (SQLite file, schema) if it does not exist (default True). With
+        False, a missing SQLite file or a database without the coordinator's schema is refused.
     clock:
         Returns the current timezone-aware UTC time; tests inject a fake one.
 
@@ -68,5 +78,7 @@ class CoordinatorStore(
     ConfigError
         If the URL is malformed or names an unsupported or in-memory database.
     StoreError
-        If the database cannot be migrated or the artifact folder created.
+        If the database cannot be migrated or the artifact folder created; with
+        ``create=False``, if the database does not exist or has not the coordinator's schema
+        (:class:`~fedcare.errors.NotFoundError`).
     """

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.db import SiteRow, StudyRow, TaskRow
 from fedcare.coordinator.engine import WRITE_OPTION, make_engine
-from fedcare.coordinator.migrate import upgrade
+from fedcare.coordinator.migrate import require_schema, upgrade
 from fedcare.errors import ConflictError, NotFoundError, StoreError, ValidationError
 
 __all__ = ["OPEN_TASK_STATUSES", "Clock", "StoreBase", "utcnow"]
@@ -53,6 +53,9 @@ class StoreBase:
         Extra keyword arguments for :func:`sqlalchemy.create_engine`.
     migrate:
         Bring the database to the newest schema on open (the default).
+    create:
+        Create the database if missing (the default); with False only a database that
+        already holds the coordinator's schema is opened (NotFoundError otherwise).
     clock:
         Returns the current aware UTC time (tests inject a fake one).
     """
@@ -65,10 +68,15 @@ class StoreBase:
         busy_timeout_s: float = 30.0,
         engine_options: Mapping[str, Any] | None = None,
         migrate: bool = True,
+        create: bool = True,
         clock: Clock = utcnow,
     ) -> None:
-        self.engine = make_engine(url, busy_timeout_s=busy_timeout_s, engine_options=engine_options)
+        self.engine = make_engine(
+            url, busy_timeout_s=busy_timeout_s, engine_options=engine_options, create=create
+        )
         try:
+            if not create:
+                require_schema(self.engine)
             if migrate:
                 upgrade(self.engine)
             self.artifacts = ArtifactStore(artifacts_root)

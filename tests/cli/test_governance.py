@@ -140,3 +140,19 @@ def test_approve_takes_the_study_file_and_approves_the_hash_plan_prints(
     assert (row.study, row.plan_hash, row.status) == ("heart-disease-fedavg", shown, "approved")
     same = runner.invoke(app, ["site", "approve", str(EXAMPLE), "--plan", shown, *where])
     assert same.exit_code == 0, same.output
+
+
+def test_approve_takes_an_analytics_spec_under_its_name(tmp_path: Path, kit: Path) -> None:
+    from fedcare.site.approvals import ApprovalStore
+
+    spec_file = tmp_path / "q.yaml"
+    spec_file.write_text(
+        yaml.safe_dump({"name": "glucose-summary", "queries": [{"type": "count"}]})
+    )
+    state = tmp_path / "state"
+    on = [str(spec_file), "--dataset", "fixture"]
+    shown = runner.invoke(app, ["site", "plan", *on]).stdout.splitlines()[0]
+    ok = runner.invoke(app, ["site", "approve", *on, "--state", str(state), "--kit", str(kit)])
+    assert ok.exit_code == 0, ok.output
+    [row] = ApprovalStore.in_state_dir(state).list()
+    assert (row.study, row.plan_hash) == ("glucose-summary", shown)

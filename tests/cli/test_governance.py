@@ -114,3 +114,45 @@ def test_approve_defaults_to_ninety_days_and_finds_the_kit_from_the_state(
     assert f"until {until:%Y-%m-%d}" in ok.output
     revoked = runner.invoke(app, ["site", "revoke", "--study", "s", "--state", str(state)])
     assert revoked.exit_code == 0 and "revoked 1 approval" in revoked.output, revoked.output
+
+
+def test_approve_takes_the_study_file_and_approves_the_hash_plan_prints(
+    tmp_path: Path, kit: Path
+) -> None:
+    """A steward approves what they reviewed without typing a hash: `site approve STUDY.yaml`
+    computes the hash `site plan` prints and shows it, the summary and the expiry."""
+    from fedcare.site.approvals import ApprovalStore
+
+    state = tmp_path / "state"
+    where = ["--state", str(state), "--kit", str(kit)]
+    shown = runner.invoke(app, ["site", "plan", str(EXAMPLE)]).stdout.splitlines()[0]
+    wrong = runner.invoke(app, ["site", "approve", str(EXAMPLE), "--plan", "1" * 64, *where])
+    said = " ".join(wrong.output.split())  # rich wraps long lines (never inside the hash)
+    assert wrong.exit_code == 2 and f"differs from what {EXAMPLE} gives ({shown})" in said
+    neither = runner.invoke(app, ["site", "approve", "--study", "s", *where])
+    assert neither.exit_code == 2 and "give the study file" in neither.output
+    assert not ApprovalStore.in_state_dir(state).list()  # nothing approved by either
+    ok = runner.invoke(app, ["site", "approve", str(EXAMPLE), *where])
+    assert ok.exit_code == 0, ok.output
+    assert f"approved plan {shown} for 'heart-disease-fedavg' until " in ok.output
+    assert "logistic.py" in ok.output  # the summary the steward reviewed
+    [row] = ApprovalStore.in_state_dir(state).list()
+    assert (row.study, row.plan_hash, row.status) == ("heart-disease-fedavg", shown, "approved")
+    same = runner.invoke(app, ["site", "approve", str(EXAMPLE), "--plan", shown, *where])
+    assert same.exit_code == 0, same.output
+
+
+def test_approve_takes_an_analytics_spec_under_its_name(tmp_path: Path, kit: Path) -> None:
+    from fedcare.site.approvals import ApprovalStore
+
+    spec_file = tmp_path / "q.yaml"
+    spec_file.write_text(
+        yaml.safe_dump({"name": "glucose-summary", "queries": [{"type": "count"}]})
+    )
+    state = tmp_path / "state"
+    on = [str(spec_file), "--dataset", "fixture"]
+    shown = runner.invoke(app, ["site", "plan", *on]).stdout.splitlines()[0]
+    ok = runner.invoke(app, ["site", "approve", *on, "--state", str(state), "--kit", str(kit)])
+    assert ok.exit_code == 0, ok.output
+    [row] = ApprovalStore.in_state_dir(state).list()
+    assert (row.study, row.plan_hash) == ("glucose-summary", shown)

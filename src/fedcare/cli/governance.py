@@ -162,21 +162,15 @@ def site_plan(
     ),
 ) -> None:
     """Print the hash to approve (and a summary) of a study's training plan or of an
-    analytics spec; approve it with `fedcare site approve --study NAME --plan HASH`."""
-    from fedcare.cli.analytics import analytics_plan_summary, is_analytics_file
-    from fedcare.records.plan import plan_for_study
-    from fedcare.records.study import StudyConfig
+    analytics spec; approve it with `fedcare site approve STUDY.yaml` (the same hash)."""
+    from fedcare.cli.plans import plan_of_file
 
     try:
-        if is_analytics_file(study):
-            digest, summary = analytics_plan_summary(study, dataset)
-        else:
-            plan = plan_for_study(StudyConfig.from_yaml(study))
-            digest, summary = plan.hash, plan.summary()
+        reviewed = plan_of_file(study, dataset)
     except FedcareError as err:
         raise _fail(err) from None
-    typer.echo(digest)
-    console.print(summary, highlight=False)
+    typer.echo(reviewed.hash)
+    console.print(reviewed.summary, highlight=False)
 
 
 def _identity(kit: Path) -> str:
@@ -186,8 +180,16 @@ def _identity(kit: Path) -> str:
 
 
 def site_approve(
-    study: str = STUDY,
-    plan: str = typer.Option(..., help="The plan hash (`fedcare site plan STUDY.yaml`)."),
+    study_file: Path | None = typer.Argument(
+        None,
+        help="The study file (or analytics spec) to approve: its name and plan hash are "
+        "computed as `fedcare site plan` does, and printed with the expiry.",
+    ),
+    study: str | None = typer.Option(None, help="The study's name (without a study file)."),
+    plan: str | None = typer.Option(
+        None, help="The plan hash (`fedcare site plan STUDY.yaml`); with a file, checked."
+    ),
+    dataset: str | None = typer.Option(None, help="Analytics: as for `fedcare site plan`."),
     until: str | None = typer.Option(
         None,
         help="Expiry: ISO date or time (UTC unless a zone is given); "
@@ -197,12 +199,15 @@ def site_approve(
     state: Path = STATE,
     kit: Path | None = KIT,
 ) -> None:
-    """Approve a training plan for a study at this site, until a date."""
-    from datetime import datetime, timedelta, timezone
-
+    """Approve a training plan for a study at this site, until a date: give the study file
+    (`fedcare site approve STUDY.yaml`), or its name and plan hash (`--study NAME --plan HASH`)."""
+    from fedcare.cli.plans import plan_to_approve
     from fedcare.site.approvals import parse_until
 
     try:
+        study, plan, summary = plan_to_approve(study_file, study, plan, dataset)
+        if summary:
+            console.print(summary, highlight=False)
         when = (
             parse_until(until)
             if until is not None

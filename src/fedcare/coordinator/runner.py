@@ -41,7 +41,6 @@ from fedcare.coordinator.privacy_guard import round_spends
 from fedcare.coordinator.provenance import register_final_model, start_from_model
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.waiting import (
-    NO_REPLY,
     RETRY_BACKOFF,
     WITHDRAWAL_BACKOFF,
     Backoff,
@@ -303,9 +302,19 @@ class StudyRunner:
             raise _Stopped()
 
     def _wait_for_sites(self, grid: CoordinatorGrid, needed: int) -> None:
-        while len(grid.site_ids()) < needed:
+        """Wait until ``needed`` sites can be sent tasks, saying so in the study's note."""
+        before, shown = self._waiting, None
+        while len(ids := grid.site_ids()) < needed:
             self._check_running()
+            now = f"waiting: for {needed} sites offering {grid.dataset}; available: "
+            now += ", ".join(ids) or "none"
+            if now != shown:
+                self._waiting, shown = "\n".join(filter(None, [before, now])), now
+                self._show()
             self.stop.wait(0.5)
+        if shown is not None:  # they are here: back to what was said before
+            self._waiting = before
+            self._show()
 
     def _reference_schema(self, grid: CoordinatorGrid, min_sites: int) -> dict[str, Any]:
         """The study's reference feature schema (see :mod:`fedcare.data.schema_check`): that of
@@ -339,7 +348,8 @@ class StudyRunner:
         self, grid: CoordinatorGrid, study: StudyConfig, err: RoundFailedError, plan_hash: str
     ) -> None:
         """Wait for the plan's approval, or retry after a delay, or fail (raises)."""
-        decision = self.waits.after_failure(err, self._outcomes(err.round), plan_hash)
+        outcomes = self.store.site_outcomes(self.study_id, err.round)
+        decision = self.waits.after_failure(err, outcomes, plan_hash)
         if decision.event is not None:
             self.audit.append(decision.event, self.study_id, **decision.data)
         if decision.error is not None:
@@ -349,18 +359,6 @@ class StudyRunner:
         self._show()
         self._sleep(decision.delay_s)
         self._wait_for_sites(grid, study.min_sites)
-
-    def _outcomes(self, round: int) -> dict[str, str]:
-        """Each site's outcome in the last exchange of ``round``: its error kind, ``ok`` or
-        ``no-reply``."""
-        tasks = self.store.list_tasks(self.study_id, round)
-        if not tasks:
-            return {}
-        attempt = max(t.attempt for t in tasks)
-        out = {t.site_id: NO_REPLY for t in tasks if t.attempt == attempt}
-        for reply in self.store.replies_for_round(self.study_id, round, attempt):
-            out[reply.site_id] = reply.error_kind or "ok"
-        return out
 
     def _sleep(self, seconds: float) -> None:
         """Wait ``seconds``, leaving at once when the study stops running."""

@@ -43,3 +43,8 @@ def test_status_shows_what_a_running_study_waits_for(tmp_path: Path) -> None:
                           terminal_width=width)  # fmt: skip
     assert f"{study_id}  heart-disease-fedavg  running  -/" in every.stdout, every.stdout
     assert "\n  waiting: awaiting approval at hungary, va" in every.stdout
+
+
+def test_coordinator_start_offers_the_retry_backoff() -> None:
+    result = CliRunner().invoke(app, ["coordinator", "start", "--help"], terminal_width=100)
+    assert result.exit_code == 0 and "--retry-backoff" in result.output, result.output

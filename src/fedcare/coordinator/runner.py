@@ -180,6 +180,7 @@ class StudyRunner:
         strategy = study_strategy(study, study.min_sites, he_context=he_context)
         self._audit_start()
         self._grid = grid
+        self._show()  # a note left by an earlier process is stale
         self.waits.approval_wait_s = study.approval_wait
         plan_hash = plan_for_study(study).hash
         while True:

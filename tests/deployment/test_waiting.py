@@ -166,3 +166,35 @@ def test_a_withdrawn_site_is_withheld_and_gets_the_study_back_when_approved_agai
     wait_for_status(coordinator.store, study_id, "completed", describe=agents.describe)
     rounds = [r.record for r in coordinator.store.list_rounds(study_id) if r.round >= 1]
     assert contributors(rounds[-1]) == ["good", "late"], rounds[-1]
+
+
+def test_a_failed_round_is_retried_after_a_delay_that_the_status_states(tmp_path: Path) -> None:
+    require_mirror()
+    kits = provision(tmp_path / "federation", ["good", "late"], name="retries")
+    the_study = study("retried", rounds=1, min_sites=2)
+    h = plan_for_study(the_study).hash
+    home = tmp_path / "home"
+    agents = AgentThreads()
+    retry = Backoff(1.5, 3.0)
+    with running_coordinator(kits, home, round_retries=1, retry_backoff=retry) as coordinator:
+        try:
+            for site, hospital in (("good", "cleveland"), ("late", "hungary")):
+                steward_store(tmp_path / "state" / site, kits.sites[site]).approve(
+                    the_study.name, h, SOON
+                )
+                policy = {"min_privacy_mode": "secure"} if site == "late" else None
+                start_agent(agents, kits, site, hospital, tmp_path, coordinator.port, policy)
+            study_id = submit(coordinator.store, the_study)
+            out = wait_for_text(home, study_id, "; retry 1 of 1 in 1.5 s")
+            assert "status: running" in out and "\n  round 1 failed: 1 usable replies" in out
+            failed = wait_for_status(
+                coordinator.store, study_id, "failed", describe=agents.describe
+            )
+            entries = [d for e, d in coordinator.audit.entries(study_id) if e == "round-failed"]
+        finally:
+            agents.stop.set()
+            coordinator.stop()
+            agents.close()
+    assert (failed.reason or "").endswith("(gave up after 1 retries)"), failed.reason
+    assert "policy-privacy-mode" in (failed.reason or "")
+    assert [e.get("retry_in_s") for e in entries] == [1.5, None], entries

@@ -75,3 +75,20 @@ def test_only_allowed_transitions(store: CoordinatorStore) -> None:
     assert "running" not in STUDY_TRANSITIONS["completed"]
     with pytest.raises(ValidationError, match="'paused'"):
         store.set_study_status(sid, "paused")
+
+
+def test_a_running_study_carries_a_note_that_never_overwrites_how_it_ended(
+    store: CoordinatorStore,
+) -> None:
+    sid = store.create_study("heart", {}, seed=0)
+    assert store.note_study(sid, "waiting: for 2 sites") is False  # pending: no note
+    store.set_study_status(sid, "running")
+    assert store.note_study(sid, "waiting: awaiting approval at va") is True
+    info = store.get_study(sid)
+    assert (info.status, info.reason) == ("running", "waiting: awaiting approval at va")
+    assert store.note_study(sid, None) and store.get_study(sid).reason is None
+    store.set_study_status(sid, "failed", "plan not approved at va within 24 h")
+    assert store.note_study(sid, "waiting: again") is False
+    assert store.get_study(sid).reason == "plan not approved at va within 24 h"
+    with pytest.raises(NotFoundError):
+        store.note_study("nope", None)

@@ -255,3 +255,22 @@ def test_expire_tasks_only_touches_open_tasks_of_that_attempt(
     assert store.expire_tasks(sid, 1, 1) == 1
     statuses = {t.id: t.status for t in store.list_tasks(sid)}
     assert statuses == {a_id: "failed", b_id: "expired", other: "pending"}
+
+
+def test_site_outcomes_are_those_of_the_rounds_last_attempt(
+    store: CoordinatorStore, clock: FakeClock
+) -> None:
+    sid = running_study(store, "A", "B", "C")
+    assert store.site_outcomes(sid, 1) == {}
+    _tasks(store, clock, sid, ["A", "B"])  # attempt 1: A times out
+    payload = store.artifacts.put(b"task payload")
+    store.create_tasks(sid, 1, 2, [TaskSpec(s, "fit", payload, clock.now + HOUR) for s in "ABC"])
+    while (task := store.next_task_for("A")) is not None and task.attempt == 1:
+        pass
+    assert task is not None and task.attempt == 2
+    store.store_reply(task.id, "A", error=ReplyError("plan-not-approved", "awaits the steward"))
+    b = next(t for t in store.list_tasks(sid, 1, 2) if t.site_id == "B")
+    while store.next_task_for("B") is not None:
+        pass
+    store.store_reply(b.id, "B", payload_digest=store.artifacts.put(b"update"), num_samples=3)
+    assert store.site_outcomes(sid, 1) == {"A": "plan-not-approved", "B": "ok", "C": "no-reply"}

@@ -29,6 +29,7 @@ from fedcare.coordinator.db import metadata
 from fedcare.coordinator.rows import StudyInfo
 from fedcare.coordinator.server import Coordinator
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.coordinator.waiting import Backoff
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.run import TrainedModel
@@ -42,6 +43,9 @@ from fedcare.transport.provisioning import create_federation
 HOSPITALS = ("cleveland", "hungary", "switzerland", "va")
 #: Generous: the machine has 2 cores and may be shared with a CPU-heavy job.
 STUDY_TIMEOUT_S = 150.0
+#: Tests back off for fractions of the coordinator's defaults (5 s retries, 30 s withdrawals).
+TEST_RETRY_BACKOFF = Backoff(0.1, 0.5)
+TEST_WITHDRAWAL_BACKOFF = Backoff(1.0, 4.0)
 Describe = Callable[[], str]
 
 
@@ -418,11 +422,15 @@ def running_coordinator(
     liveness_s: float = 10.0,
     heartbeat_s: float = 1.0,
     round_retries: int = 3,
+    retry_backoff: Backoff = TEST_RETRY_BACKOFF,
+    withdrawal_backoff: Backoff = TEST_WITHDRAWAL_BACKOFF,
     **options: Any,
 ) -> Iterator[Coordinator]:
     """A real coordinator on an ephemeral port of 127.0.0.1, stopped at the end.
 
     ``options`` go to :class:`Coordinator` (e.g. ``stream_idle_s``, ``per_site_streams``).
+    Retries and withdrawals back off for tenths of seconds and seconds, not the defaults'
+    5 s and 30 s, so tests stay fast.
     """
     coordinator = Coordinator(
         kits.coordinator,
@@ -432,6 +440,8 @@ def running_coordinator(
         heartbeat_s=heartbeat_s,
         liveness_s=liveness_s,
         round_retries=round_retries,
+        retry_backoff=retry_backoff,
+        withdrawal_backoff=withdrawal_backoff,
         **options,
     )
     try:

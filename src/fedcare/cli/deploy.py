@@ -118,9 +118,13 @@ def coordinator_start(
     liveness: float = typer.Option(30.0, help="Seconds after which a silent site is away."),
     heartbeat: float = typer.Option(5.0, help="Seconds between a site's heartbeats."),
     round_retries: int = typer.Option(3, help="Retries of a round that fails before giving up."),
+    retry_backoff: float = typer.Option(
+        5.0, help="Seconds before the first retry of a failed round (doubling, at most 60)."
+    ),
 ) -> None:
     """Serve sites and run studies until SIGINT/SIGTERM; studies resume after a restart."""
     from fedcare.coordinator.server import Coordinator
+    from fedcare.coordinator.waiting import Backoff
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = _stop_on_signals()
@@ -133,6 +137,7 @@ def coordinator_start(
             liveness_s=liveness,
             heartbeat_s=heartbeat,
             round_retries=round_retries,
+            retry_backoff=Backoff(max(retry_backoff, 0.0), max(retry_backoff, 60.0)),
         ).start()
     except FedcareError as err:
         raise fail(err) from None
@@ -257,8 +262,7 @@ def study_status(
     else:
         for s in studies:
             out.print(f"{s.id}  {s.name}  {s.status}  {_done(s)}", markup=False)
-            if s.reason:
-                out.print(f"  reason: {readable_reason(s.reason, '    ')}", markup=False)
+            _print_reason(out, s)
     for line in refusals:
         out.print(readable_reason(line), markup=False)
     for site, eps in epsilon.items():  # the privacy ledger (fedcare.coordinator.store_ledger)
@@ -273,13 +277,24 @@ def _done(study: Any) -> str:
 
 def _print_study(out: Console, study: Any) -> None:
     """One study as ``field: value`` lines (no table: nothing is cut at 80 columns)."""
-    from fedcare.cli.display import readable_reason
-
     out.print(f"study {study.id}", markup=False)
     out.print(f"  name: {study.name}\n  status: {study.status}\n  rounds done: {_done(study)}",
               markup=False)  # fmt: skip
-    if study.reason:
+    _print_reason(out, study)
+
+
+def _print_reason(out: Console, study: Any) -> None:
+    """Why a study ended, or (while it runs) what it waits for: one line each, e.g.
+    ``waiting: awaiting approval at hungary, va (...)`` (:mod:`fedcare.coordinator.waiting`)."""
+    from fedcare.cli.display import readable_reason
+
+    if not study.reason:
+        return
+    if study.status != "running":
         out.print(f"  reason: {readable_reason(study.reason, '    ')}", markup=False)
+        return
+    for line in study.reason.splitlines():
+        out.print(f"  {readable_reason(line, '    ')}", markup=False)
 
 
 @study_app.command("report")

@@ -10,6 +10,11 @@ reply payload is decoded at a time: memory grows with the model.
 Once the study's reference feature schema is set (:meth:`CoordinatorGrid.set_reference`, at
 round 0), a site whose described schema differs is refused for this study: it is left out of
 :meth:`site_ids` (so it is sent no task of the study) and its reason is kept in ``refused``.
+
+A site that refuses a task with one of :data:`~fedcare.coordinator.waiting.WITHDRAWAL_KINDS`
+(its steward said no to the study) is left out of :meth:`site_ids` too, until a growing delay
+passes or it says Hello again (:class:`~fedcare.coordinator.waiting.Withdrawals`);
+:meth:`withdrawn` names those sites, ``on_withdrawn`` hears of each withdrawal.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.rows import ReplyInfo
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.coordinator.waiting import WITHDRAWAL_BACKOFF, WITHDRAWAL_KINDS, Backoff, Withdrawals
 from fedcare.data.schema_check import schema_differences, schema_of_description
 from fedcare.errors import TransportError
 from fedcare.records.messages import Reply, ReplyError, Task
@@ -52,6 +58,7 @@ class CoordinatorGrid(Grid):
         liveness_s: float = 30.0,
         stop: threading.Event | None = None,
         default_timeout: float = TASK_DEADLINE_FLOOR_S,
+        withdrawal_backoff: Backoff = WITHDRAWAL_BACKOFF,
     ) -> None:
         self.store, self.artifacts, self.hub = store, artifacts, hub
         self.study_id, self.dataset = study_id, dataset
@@ -63,14 +70,18 @@ class CoordinatorGrid(Grid):
         #: Sites refused for this study (schema differs from the reference): site -> reason.
         self.refused: dict[str, str] = {}
         self.on_refused: Callable[[str, str], None] | None = None
+        #: Sites that withdrew from the study, withheld from its tasks for a while.
+        self.withdrawals = Withdrawals(withdrawal_backoff)
+        #: Called with (site, error kind, not asked again before) after each withdrawal.
+        self.on_withdrawn: Callable[[str, str, datetime], None] | None = None
 
     def set_reference(self, schema: dict[str, Any]) -> None:
         """From now on, refuse every site whose feature schema differs from ``schema``."""
         self.reference = dict(schema)
 
     def site_ids(self) -> list[str]:
-        """Active sites seen within ``liveness_s`` that offer the study's dataset (and, once
-        the reference schema is set, agree with it)."""
+        """Active sites seen within ``liveness_s`` that offer the study's dataset, have not
+        withdrawn from the study lately and (once the reference schema is set) agree with it."""
         now = datetime.now(timezone.utc)
         out = []
         for site in self.store.list_sites():
@@ -80,9 +91,16 @@ class CoordinatorGrid(Grid):
             fresh = seen is not None and now - seen <= timedelta(seconds=self.liveness_s)
             described = (site.datasets or {}).get(self.dataset)
             usable = site.status == "active" and fresh and described is not None
-            if usable and self._agrees(site.id, described):
+            if usable and not self._withheld(site.id) and self._agrees(site.id, described):
                 out.append(site.id)
         return sorted(out)
+
+    def withdrawn(self) -> dict[str, str]:
+        """The sites withheld now because they withdrew: site -> kind and until when."""
+        return self.withdrawals.active(self.hub.hellos)
+
+    def _withheld(self, site_id: str) -> bool:
+        return self.withdrawals.withheld(site_id, self.hub.hellos(site_id))
 
     def _agrees(self, site_id: str, described: Any) -> bool:
         if self.reference is None:
@@ -137,6 +155,7 @@ class CoordinatorGrid(Grid):
                     if row.task_id not in pending:
                         continue
                     pending.discard(row.task_id)
+                    self._note_outcome(row)
                     yield self._reply(row)
                 pending -= self._abandoned(pending)
                 remaining = end - time.monotonic()
@@ -149,6 +168,15 @@ class CoordinatorGrid(Grid):
             if pending:
                 self.store.expire_tasks(self.study_id, round_, attempt)
                 self.hub.notify()
+
+    def _note_outcome(self, row: ReplyInfo) -> None:
+        if row.error_kind is None:
+            self.withdrawals.answered(row.site_id)
+        elif row.error_kind in WITHDRAWAL_KINDS:
+            hello = self.hub.hellos(row.site_id)
+            until = self.withdrawals.withdrew(row.site_id, row.error_kind, hello)
+            if self.on_withdrawn is not None:
+                self.on_withdrawn(row.site_id, row.error_kind, until)
 
     def _abandoned(self, pending: set[Any]) -> set[Any]:
         """Tasks whose site has gone silent (not seen for ``liveness_s``): stop waiting."""

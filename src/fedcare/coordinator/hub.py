@@ -3,7 +3,8 @@
 The database is the source of truth; the hub only shortens waits: a runner that created tasks
 wakes the site calls long-polling for work, and a stored reply wakes the runner collecting
 them. Every waiter also re-checks the database after a bounded wait, so a lost wake-up costs
-at most ``poll_s``.
+at most ``poll_s``. It also counts each site's Hellos (:meth:`Hub.hello`), so a study that
+withholds its tasks from a site that withdrew offers them again when the site reconnects.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Hub:
         self.poll_s = poll_s
         self._cond = threading.Condition()
         self._generation = 0
+        self._hellos: dict[str, int] = {}
 
     def notify(self) -> None:
         with self._cond:
@@ -37,3 +39,15 @@ class Hub:
                 lambda: self._generation != since, timeout=min(timeout, self.poll_s)
             )
             return self._generation
+
+    def hello(self, site_id: str) -> None:
+        """Note a Hello from ``site_id`` (it connected or reconnected)."""
+        with self._cond:
+            self._hellos[site_id] = self._hellos.get(site_id, 0) + 1
+            self._generation += 1
+            self._cond.notify_all()
+
+    def hellos(self, site_id: str) -> int:
+        """How many Hellos ``site_id`` has said to this process."""
+        with self._cond:
+            return self._hellos.get(site_id, 0)

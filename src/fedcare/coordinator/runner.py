@@ -4,9 +4,12 @@ Round 0 (statistics and initial parameters) and every completed round are checkp
 the store in one transaction each. After a restart the runner resumes from the last completed
 round; the per-round seeds depend only on the study seed and the round, so the final model
 equals an uninterrupted run's. A round that ends with fewer than ``min_sites`` replies is
-retried (up to ``round_retries`` times, waiting for sites in between); then the study fails
-with the reason. Cancelling the study, or stopping the coordinator, ends the runner between
-rounds.
+retried after a growing delay (up to ``round_retries`` times, waiting for sites in between);
+then the study fails with the reason. A round whose missing replies are all
+``plan-not-approved`` costs no retry: the study waits for the stewards, asking again with
+backoff, until its ``approval_wait`` passes (:mod:`fedcare.coordinator.waiting`). While it
+waits, the study's ``reason`` says what for (and which sites withdrew); a completed round
+clears it. Cancelling the study, or stopping the coordinator, ends the runner between rounds.
 
 Before round 0 the sites' feature schemas are compared (:meth:`StudyRunner._reference_schema`):
 a site whose columns differ from the reference is refused for this study, named with the
@@ -21,68 +24,47 @@ Every persisted step is then appended to the coordinator's audit trail
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fedcare.coordinator.analytics_jobs import is_analytics_study, run_analytics_job
 from fedcare.coordinator.audit_trail import CoordinatorAudit
+from fedcare.coordinator.checkpoint import decode_checkpoint, encode_checkpoint
 from fedcare.coordinator.grid import CoordinatorGrid, GridStopped
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.privacy_guard import round_spends
 from fedcare.coordinator.provenance import register_final_model, start_from_model
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.coordinator.waiting import (
+    RETRY_BACKOFF,
+    WITHDRAWAL_BACKOFF,
+    Backoff,
+    RoundWaits,
+    utc_text,
+)
 from fedcare.data.schema_check import reference_schema, schema_of_description
 from fedcare.errors import FedcareError, RoundFailedError
 from fedcare.privacy.guard import guard_next_round
-from fedcare.records.arrays import ArrayRecord
+from fedcare.records.plan import plan_for_study
 from fedcare.records.study import StudyConfig
 from fedcare.secure.he.keys import HE_PUBLIC_FILE, coordinator_context
 from fedcare.strategy.base import Strategy, StrategyState
-from fedcare.strategy.checkpoint import state_from_record, state_to_record
 from fedcare.strategy.driver import StudyStart, continue_study, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord
-from fedcare.transport.codec import decode_arrays, encode_arrays
+from fedcare.transport.codec import encode_arrays
 
 __all__ = ["StudyRunner", "decode_checkpoint", "encode_checkpoint"]
 
 log = logging.getLogger("fedcare.coordinator")
-HEADER = "__header__"
 
 
 class _Stopped(Exception):
     """Raised from the round callback to leave the loop between rounds."""
-
-
-def encode_checkpoint(
-    strategy: Strategy, state: StrategyState, task_arrays: dict[str, ArrayRecord]
-) -> bytes:
-    """One self-contained checkpoint: strategy state, per-task arrays and a JSON header."""
-    record, header = state_to_record(strategy, state)
-    for name, arrays in task_arrays.items():
-        record = record.merged(arrays.prefixed(f"task/{name}"))
-    header = {**header, "task_arrays": sorted(task_arrays)}
-    blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
-    return encode_arrays(record.merged({HEADER: blob}))
-
-
-def decode_checkpoint(strategy: Strategy, data: bytes) -> StudyStart:
-    """The state and task arrays saved by :func:`encode_checkpoint` (validated)."""
-    record = decode_arrays(data)
-    if HEADER not in record:
-        raise FedcareError("checkpoint has no header")
-    header = json.loads(bytes(record[HEADER]).decode())
-    names = list(header.get("task_arrays", []))
-    task_arrays = {n: record.unprefixed(f"task/{n}") for n in names}
-    rest = ArrayRecord(
-        {k: v for k, v in record.items() if k != HEADER and not k.startswith("task/")}, copy=False
-    )
-    return StudyStart(state=state_from_record(strategy, rest, header), task_arrays=task_arrays)
 
 
 class StudyRunner:
@@ -100,12 +82,20 @@ class StudyRunner:
         on_round: Callable[[str, RoundRecord], None] | None = None,
         audit: CoordinatorAudit | None = None,
         kit_dir: Path | None = None,
+        retry_backoff: Backoff = RETRY_BACKOFF,
+        withdrawal_backoff: Backoff = WITHDRAWAL_BACKOFF,
     ) -> None:
         self.store, self.hub, self.study_id, self.stop = store, hub, study_id, stop
         self.kit_dir = kit_dir  # the coordinator kit: its public HE context, if any
         self.audit = audit or CoordinatorAudit(None)
         self.liveness_s, self.round_retries = liveness_s, round_retries
         self.on_round = on_round
+        self.retry_backoff, self.withdrawal_backoff = retry_backoff, withdrawal_backoff
+        self.waits = RoundWaits(
+            retries=round_retries, approval_wait_s=86400.0, backoff=retry_backoff
+        )
+        self._waiting: str | None = None  # the note's first line: what the study waits for
+        self._grid: CoordinatorGrid | None = None
         self.thread = threading.Thread(target=self._main, name=f"study-{study_id}", daemon=True)
 
     def start(self) -> None:
@@ -180,20 +170,23 @@ class StudyRunner:
             liveness_s=self.liveness_s,
             stop=self.stop,
             default_timeout=study.task_deadline_s,
+            withdrawal_backoff=self.withdrawal_backoff,
         )
         grid.on_refused = self._site_refused
+        grid.on_withdrawn = self._site_withdrew
         he_context = None  # privacy mode 'encrypted': the kit's PUBLIC context, never a secret
         if study.privacy.mode == "encrypted" and self.kit_dir is not None:
             he_context = coordinator_context(self.kit_dir / HE_PUBLIC_FILE)
         strategy = study_strategy(study, study.min_sites, he_context=he_context)
         self._audit_start()
-        failures, best = 0, -1
+        self._grid = grid
+        self._show()  # a note left by an earlier process is stale
+        self.waits.approval_wait_s = study.approval_wait
+        plan_hash = plan_for_study(study).hash
         while True:
             self._check_running()
             try:
                 start, last = self._resume(grid, study, strategy)
-                if last > best:
-                    failures, best = 0, last
                 if last >= study.rounds:
                     break
                 self._guard(study, last + 1)  # privacy budget: refuse before any task
@@ -207,25 +200,7 @@ class StudyRunner:
                     on_round=self._persister(strategy, start, study),
                 )
             except RoundFailedError as err:
-                failures += 1
-                self.audit.append(
-                    "round-failed",
-                    self.study_id,
-                    round=err.round,
-                    reason=str(err),
-                    attempt=failures,
-                )
-                if failures > self.round_retries:
-                    raise RoundFailedError(
-                        f"{err} (gave up after {self.round_retries} retries)",
-                        round=err.round,
-                        replied=err.replied,
-                        required=err.required,
-                    ) from None
-                log.warning(
-                    "study %s: %s; retry %d of %d", self.study_id, err, failures, self.round_retries
-                )
-                self._wait_for_sites(grid, study.min_sites)
+                self._after_failure(grid, study, err, plan_hash)
         self._register(study)
         self._set("completed")
 
@@ -260,10 +235,12 @@ class StudyRunner:
                 "init_model": study.init_model,
                 "schema": reference,
                 "refused_sites": dict(grid.refused),
+                **self._withdrawn_record(),
             },
             duration_s=0.0,
         )
         self.audit.round_completed(info)
+        self._round_done()
         return start, 0
 
     def _expire_stale(self, round: int) -> None:
@@ -289,7 +266,7 @@ class StudyRunner:
         state: StrategyState,
         study: StudyConfig,
     ) -> None:
-        record = rec.to_dict()
+        record = {**rec.to_dict(), **self._withdrawn_record()}
         info = self.store.record_round(
             self.study_id,
             rec.round,
@@ -300,6 +277,7 @@ class StudyRunner:
             privacy=round_spends(study, record, self._rows(study)),  # mirror ledger, same tx
         )
         self.audit.round_completed(info)  # after the commit: see audit_trail's docstring
+        self._round_done()
         if self.on_round is not None:
             self.on_round(self.study_id, rec)
         self._check_running()
@@ -325,9 +303,19 @@ class StudyRunner:
             raise _Stopped()
 
     def _wait_for_sites(self, grid: CoordinatorGrid, needed: int) -> None:
-        while len(grid.site_ids()) < needed:
+        """Wait until ``needed`` sites can be sent tasks, saying so in the study's note."""
+        before, shown = self._waiting, None
+        while len(ids := grid.site_ids()) < needed:
             self._check_running()
+            now = f"waiting: for {needed} sites offering {grid.dataset}; available: "
+            now += ", ".join(ids) or "none"
+            if now != shown:
+                self._waiting, shown = "\n".join(filter(None, [before, now])), now
+                self._show()
             self.stop.wait(0.5)
+        if shown is not None:  # they are here: back to what was said before
+            self._waiting = before
+            self._show()
 
     def _reference_schema(self, grid: CoordinatorGrid, min_sites: int) -> dict[str, Any]:
         """The study's reference feature schema (see :mod:`fedcare.data.schema_check`): that of
@@ -355,3 +343,51 @@ class StudyRunner:
             self.audit.append("site-refused", self.study_id, site=site_id, reason=reason)
         except FedcareError as err:
             log.error("study %s: cannot audit the refusal of %s: %s", self.study_id, site_id, err)
+
+    # --- waiting honestly (fedcare.coordinator.waiting) ------------------------------------------
+    def _after_failure(
+        self, grid: CoordinatorGrid, study: StudyConfig, err: RoundFailedError, plan_hash: str
+    ) -> None:
+        """Wait for the plan's approval, or retry after a delay, or fail (raises)."""
+        outcomes = self.store.site_outcomes(self.study_id, err.round)
+        decision = self.waits.after_failure(err, outcomes, plan_hash)
+        if decision.event is not None:
+            self.audit.append(decision.event, self.study_id, **decision.data)
+        if decision.error is not None:
+            raise decision.error
+        log.warning("study %s: %s", self.study_id, decision.note)
+        self._waiting = decision.note
+        self._show()
+        self._sleep(decision.delay_s)
+        self._wait_for_sites(grid, study.min_sites)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, leaving at once when the study stops running."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self._check_running()
+            self.stop.wait(min(left, 0.5))
+        self._check_running()
+
+    def _withdrawn_record(self) -> dict[str, Any]:
+        withdrawn = self._grid.withdrawn() if self._grid is not None else {}
+        return {"withdrawn_sites": withdrawn} if withdrawn else {}
+
+    def _show(self) -> None:
+        """Write the study's note: what it waits for, then each site withheld from it."""
+        lines = [self._waiting] if self._waiting else []
+        withdrawn = self._withdrawn_record().get("withdrawn_sites", {})
+        lines += [f"{site} withdrew: {text}" for site, text in withdrawn.items()]
+        self.store.note_study(self.study_id, "\n".join(lines) or None)
+
+    def _round_done(self) -> None:
+        self.waits.round_done()
+        self._waiting = None
+        self._show()
+
+    def _site_withdrew(self, site_id: str, kind: str, until: datetime) -> None:
+        log.warning("study %s: site %s withdrew (%s); not asked again before %s",
+                    self.study_id, site_id, kind, utc_text(until))  # fmt: skip
+        self.audit.append("site-withheld", self.study_id, site=site_id, kind=kind,
+                          until=utc_text(until))  # fmt: skip
+        self._show()

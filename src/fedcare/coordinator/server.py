@@ -40,6 +40,7 @@ from fedcare.coordinator.servicer import MAX_CHUNK_BYTES, CoordinatorServicer
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.store_presence import BEAT_S
 from fedcare.errors import NotFoundError
+from fedcare.coordinator.waiting import RETRY_BACKOFF, WITHDRAWAL_BACKOFF, Backoff
 from fedcare.transport.grpc.fedcare_pb2_grpc import add_CoordinatorServicer_to_server
 from fedcare.transport.tls import RequireSiteIdentity, RevocationList, load_kit, server_credentials
 
@@ -70,6 +71,12 @@ class Coordinator:
         ``host:port`` to serve on; port 0 picks a free one (see :attr:`port`).
     beat_s:
         Seconds between the writes of the coordinator's liveness row.
+    retry_backoff:
+        Delays before a failed round is retried, and between asks while a study awaits its
+        plan's approval (5 s doubling to 60 s).
+    withdrawal_backoff:
+        How long a site that withdrew from a study is not sent its tasks (30 s doubling to
+        10 min, or until the site connects again).
     """
 
     def __init__(
@@ -87,6 +94,8 @@ class Coordinator:
         per_site_streams: int = 2,
         stream_idle_s: float = 30.0,
         beat_s: float = BEAT_S,
+        retry_backoff: Backoff = RETRY_BACKOFF,
+        withdrawal_backoff: Backoff = WITHDRAWAL_BACKOFF,
     ) -> None:
         private_dir(home)  # 0700: database, artifacts and audit are the coordinator's only
         self.kit = load_kit(kit_dir)
@@ -94,6 +103,7 @@ class Coordinator:
         self.hub = Hub()
         self.audit = _open_audit(home, kit_dir, self.kit.identity)
         self.liveness_s, self.round_retries = liveness_s, round_retries
+        self.retry_backoff, self.withdrawal_backoff = retry_backoff, withdrawal_backoff
         revocations = RevocationList.from_kit(kit_dir)
         self._pools = LaneExecutor(control=control_workers, data=max_workers)
         self.server = grpc.server(
@@ -172,6 +182,8 @@ class Coordinator:
                 round_retries=self.round_retries,
                 audit=self.audit,
                 kit_dir=self.kit.path,
+                retry_backoff=self.retry_backoff,
+                withdrawal_backoff=self.withdrawal_backoff,
             )
             self._runners[study.id] = runner
             runner.start()

@@ -112,6 +112,7 @@ class CoordinatorServicer(_Base):
         if site.status != "active":
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"site {site_id!r} is {site.status}")
         self.store.touch_site(site_id, version=request.site_version, datasets=datasets)
+        self.hub.hello(site_id)  # a study withholding its tasks from this site offers them again
         if self.store.fail_unheld_tasks(site_id, list(request.held_tasks)[:1000]):
             self.hub.notify()  # the rounds waiting for them go on now
         from fedcare import __version__

@@ -120,3 +120,21 @@ class StudiesMixin(StoreBase):
             if status != "running":
                 self._expire_where(s, TaskRow.study_id == study_id)
         return snapshot(StudyInfo, row)
+
+    def note_study(self, study_id: str, note: str | None) -> bool:
+        """Set (or clear, with ``None``) the ``reason`` of a ``running`` study: what it is
+        waiting for now, shown by ``fedcare study status``. A study in any other status is
+        left as it is (its reason says why it ended); returns whether the note was written.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such study.
+        """
+        with self._tx(write=True) as s:
+            row = self._study(s, study_id, "update")
+            if row.status != "running":
+                return False
+            if row.reason != note:
+                row.reason, row.updated_at = note, self._now()
+        return True

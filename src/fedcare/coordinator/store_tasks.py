@@ -276,6 +276,18 @@ class TasksMixin(StoreBase):
         with self._tx(write=False) as s:
             return [_reply_info(row, task) for row, task in s.execute(stmt).all()]
 
+    def site_outcomes(self, study_id: str, round: int) -> dict[str, str]:
+        """Each site's outcome in the last attempt of ``round``: the error kind of its reply,
+        ``"ok"``, or ``"no-reply"`` (``{}`` when the round sent no task)."""
+        tasks = self.list_tasks(study_id, round)
+        if not tasks:
+            return {}
+        attempt = max(t.attempt for t in tasks)
+        out = {t.site_id: "no-reply" for t in tasks if t.attempt == attempt}
+        for reply in self.replies_for_round(study_id, round, attempt):
+            out[reply.site_id] = reply.error_kind or "ok"
+        return out
+
     def expire_tasks(self, study_id: str, round: int, attempt: int) -> int:
         """Mark the open (pending or delivered) tasks of one attempt of one round expired.
 

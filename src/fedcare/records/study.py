@@ -108,6 +108,10 @@ class StudyConfig(_Strict):
     init_model: str | None = Field(default=None, min_length=1, max_length=128)
     #: Robust aggregation layers, outermost first (see fedcare.aggregation.presets).
     aggregation: AggregationSpec = Field(default_factory=list)
+    #: Seconds a deployed study waits for its plan's approval at the sites (default 24 h):
+    #: while every missing reply is ``plan-not-approved`` the study stays ``running``, says
+    #: whom it awaits, and asks again; after this long it fails naming the sites.
+    approval_wait: float = Field(default=86400.0, gt=0)
 
     @property
     def task_deadline_s(self) -> float:

@@ -1,0 +1,44 @@
+"""Study checkpoints: strategy state, per-task arrays and a JSON header in one artifact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from fedcare.errors import FedcareError
+from fedcare.records.arrays import ArrayRecord
+from fedcare.strategy.base import Strategy, StrategyState
+from fedcare.strategy.checkpoint import state_from_record, state_to_record
+from fedcare.strategy.driver import StudyStart
+from fedcare.transport.codec import decode_arrays, encode_arrays
+
+__all__ = ["decode_checkpoint", "encode_checkpoint"]
+
+HEADER = "__header__"
+
+
+def encode_checkpoint(
+    strategy: Strategy, state: StrategyState, task_arrays: dict[str, ArrayRecord]
+) -> bytes:
+    """One self-contained checkpoint: strategy state, per-task arrays and a JSON header."""
+    record, header = state_to_record(strategy, state)
+    for name, arrays in task_arrays.items():
+        record = record.merged(arrays.prefixed(f"task/{name}"))
+    header = {**header, "task_arrays": sorted(task_arrays)}
+    blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
+    return encode_arrays(record.merged({HEADER: blob}))
+
+
+def decode_checkpoint(strategy: Strategy, data: bytes) -> StudyStart:
+    """The state and task arrays saved by :func:`encode_checkpoint` (validated)."""
+    record = decode_arrays(data)
+    if HEADER not in record:
+        raise FedcareError("checkpoint has no header")
+    header = json.loads(bytes(record[HEADER]).decode())
+    names = list(header.get("task_arrays", []))
+    task_arrays = {n: record.unprefixed(f"task/{n}") for n in names}
+    rest = ArrayRecord(
+        {k: v for k, v in record.items() if k != HEADER and not k.startswith("task/")}, copy=False
+    )
+    return StudyStart(state=state_from_record(strategy, rest, header), task_arrays=task_arrays)

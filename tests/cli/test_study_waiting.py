@@ -22,8 +22,9 @@ NOTE = (
 def test_status_shows_what_a_running_study_waits_for(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
+    CoordinatorStore(default_db_url(home), home / "artifacts").close()  # as the coordinator does
     runner = CliRunner()
-    args = ["study", "submit", str(EXAMPLES / "heart-disease.yaml"), "--home", str(home)]
+    args = ["study", "submit", str(EXAMPLES / "heart-disease.yaml"), "--home", str(home), "--queue"]
     submitted = runner.invoke(app, args)
     assert submitted.exit_code == 0, submitted.output
     study_id = submitted.stdout.strip().splitlines()[-1]

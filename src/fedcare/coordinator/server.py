@@ -39,8 +39,8 @@ from fedcare.coordinator.runner import StudyRunner
 from fedcare.coordinator.servicer import MAX_CHUNK_BYTES, CoordinatorServicer
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.store_presence import BEAT_S
-from fedcare.errors import NotFoundError
 from fedcare.coordinator.waiting import RETRY_BACKOFF, WITHDRAWAL_BACKOFF, Backoff
+from fedcare.errors import NotFoundError
 from fedcare.transport.grpc.fedcare_pb2_grpc import add_CoordinatorServicer_to_server
 from fedcare.transport.tls import RequireSiteIdentity, RevocationList, load_kit, server_credentials
 

@@ -155,14 +155,21 @@ def site_start(
     """Connect to the coordinator (outbound only) and serve tasks until SIGINT/SIGTERM.
 
     Only training plans the steward approved run (`fedcare site approve`), within the policy.
+    The kit is checked first (a site kit, its certificate valid); a failed connection is named
+    in one line (`fedcare site doctor` runs the same checks on demand).
     """
+    from fedcare.cli.doctor import quiet_grpc
+
+    quiet_grpc()  # before grpc is imported: the agent names connection failures itself
     from fedcare.cli.governance import build_governance
     from fedcare.site.agent import SiteAgent
     from fedcare.site.config import SiteDataConfig
+    from fedcare.transport.diagnose import load_site_kit
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = _stop_on_signals()
     try:
+        load_site_kit(kit)  # before the state folder is touched
         governance = build_governance(state, kit, policy, approve_all=approve_all)
         if approve_all:
             console.print("[yellow]warning:[/yellow] --approve-all: plans run unapproved")
@@ -371,9 +378,11 @@ def sites(
 
 
 def _register_governance() -> None:
+    from fedcare.cli.doctor import site_doctor
     from fedcare.cli.governance import register
 
     register(site_app)
+    site_app.command("doctor")(site_doctor)
 
 
 _register_governance()

@@ -4,7 +4,8 @@
 over mutual TLS, and runs a scheduler thread that starts a runner for every pending study and
 resumes every study left ``running`` by an earlier process (e.g. after a crash). Study events go
 to ``home/audit.jsonl`` (:mod:`fedcare.coordinator.audit_trail`), reconciled with the database
-when the coordinator starts. The home is owner-only: folders ``0700``, files ``0600``
+when the coordinator starts; ``home/kit-path`` names its kit (for ``fedcare sites``). The home
+is owner-only: folders ``0700``, files ``0600``
 (:mod:`fedcare.coordinator.files`).
 
 Calls run on two thread pools (:mod:`fedcare.coordinator.lanes`): Hello and Heartbeat on
@@ -25,7 +26,7 @@ import grpc
 from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.engine import default_db_url
-from fedcare.coordinator.files import private_dir
+from fedcare.coordinator.files import private_dir, private_file
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.lanes import ControlLane, LaneExecutor
 from fedcare.coordinator.runner import StudyRunner
@@ -34,9 +35,12 @@ from fedcare.coordinator.store import CoordinatorStore
 from fedcare.transport.grpc.fedcare_pb2_grpc import add_CoordinatorServicer_to_server
 from fedcare.transport.tls import RequireSiteIdentity, RevocationList, load_kit, server_credentials
 
-__all__ = ["Coordinator", "default_db_url"]
+__all__ = ["KIT_RECORD", "Coordinator", "default_db_url", "record_kit"]
 
 log = logging.getLogger("fedcare.coordinator")
+#: Where the coordinator records its kit in its home, so ``fedcare sites`` reads the kit's
+#: revocation list (``revoked.json``) without being told where the kit is.
+KIT_RECORD = "kit-path"
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -78,6 +82,7 @@ class Coordinator:
     ) -> None:
         private_dir(home)  # 0700: database, artifacts and audit are the coordinator's only
         self.kit = load_kit(kit_dir)
+        record_kit(home, kit_dir)
         self.store = CoordinatorStore(db_url or default_db_url(home), home / "artifacts")
         self.hub = Hub()
         self.audit = _open_audit(home, kit_dir, self.kit.identity)
@@ -157,6 +162,12 @@ class Coordinator:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
+
+
+def record_kit(home: Path, kit_dir: Path) -> None:
+    """Write ``home/kit-path`` (owner-only): the absolute path of the coordinator's kit."""
+    path = private_file(Path(home) / KIT_RECORD)
+    path.write_text(f"{Path(kit_dir).resolve()}\n", encoding="utf-8")
 
 
 def _open_audit(home: Path, kit_dir: Path, identity: str) -> CoordinatorAudit:

@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from fedcare.cli.deploy import site_state
 from fedcare.cli.main import app
+from fedcare.cli.sites import site_state
 from fedcare.coordinator.db import SiteRow
 from fedcare.coordinator.engine import default_db_url
 from fedcare.coordinator.store import CoordinatorStore

@@ -26,7 +26,7 @@ import grpc
 from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.engine import default_db_url
-from fedcare.coordinator.files import private_dir, private_file
+from fedcare.coordinator.files import private_dir, record_kit
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.lanes import ControlLane, LaneExecutor
 from fedcare.coordinator.runner import StudyRunner
@@ -35,12 +35,9 @@ from fedcare.coordinator.store import CoordinatorStore
 from fedcare.transport.grpc.fedcare_pb2_grpc import add_CoordinatorServicer_to_server
 from fedcare.transport.tls import RequireSiteIdentity, RevocationList, load_kit, server_credentials
 
-__all__ = ["KIT_RECORD", "Coordinator", "default_db_url", "record_kit"]
+__all__ = ["Coordinator", "default_db_url"]
 
 log = logging.getLogger("fedcare.coordinator")
-#: Where the coordinator records its kit in its home, so ``fedcare sites`` reads the kit's
-#: revocation list (``revoked.json``) without being told where the kit is.
-KIT_RECORD = "kit-path"
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -162,12 +159,6 @@ class Coordinator:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
-
-
-def record_kit(home: Path, kit_dir: Path) -> None:
-    """Write ``home/kit-path`` (owner-only): the absolute path of the coordinator's kit."""
-    path = private_file(Path(home) / KIT_RECORD)
-    path.write_text(f"{Path(kit_dir).resolve()}\n", encoding="utf-8")
 
 
 def _open_audit(home: Path, kit_dir: Path, identity: str) -> CoordinatorAudit:

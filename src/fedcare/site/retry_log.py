@@ -1,10 +1,10 @@
 """What the site agent says while it cannot reach its coordinator, without flooding its log.
 
 The first failure with a cause is logged in full ("cannot reach the coordinator: CAUSE;
-retrying in N s"); the same cause again is logged only at attempts 2, 4, 8, 16, … or when
-``quiet_s`` seconds passed since it was last logged ("still failing: CAUSE (attempt 7, next try
-in 30 s)"). A new cause is logged at once, and :meth:`FailureLog.connected` says how many
-attempts it took once a connection works again.
+retrying in N s"); the same cause again is logged only at its 2nd, 4th, 8th, 16th, … time in
+a row, or when ``quiet_s`` seconds passed since it was last logged ("still failing: CAUSE
+(attempt 7, next try in 30 s)"). A new cause is logged at once, and
+:meth:`FailureLog.connected` says how many attempts failed once a connection works again.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class FailureLog:
         self._clock = clock
         self._message = ""
         self._attempt = 0
+        self._repeats = 0  # failures in a row with this message
         self._logged_at = 0.0
 
     @property
@@ -37,10 +38,11 @@ class FailureLog:
         now = self._clock()
         wait = f"{delay:.1f} s" if delay < 10 else f"{delay:.0f} s"
         if message != self._message:
-            self._message, self._logged_at = message, now
+            self._message, self._logged_at, self._repeats = message, now, 1
             lead = "connection lost" if lost else "cannot reach the coordinator"
             return f"{lead}: {message}; retrying in {wait}"
-        power_of_two = self._attempt & (self._attempt - 1) == 0
+        self._repeats += 1
+        power_of_two = self._repeats & (self._repeats - 1) == 0
         if not power_of_two and now - self._logged_at < self.quiet_s:
             return None
         self._logged_at = now
@@ -49,4 +51,6 @@ class FailureLog:
     def connected(self) -> str | None:
         """Forget the failures; a line saying how many there were, if any."""
         attempts, self._attempt, self._message = self._attempt, 0, ""
-        return f"reconnected after {attempts} failed attempts" if attempts > 1 else None
+        if not attempts:
+            return None
+        return f"reconnected after {attempts} failed attempt{'s' if attempts > 1 else ''}"

@@ -147,7 +147,7 @@ def _run(name: str, check: Callable[[], str]) -> bool:
         typer.echo(f"{name}: skipped ({why})")
         return True
     except Exception as err:  # every failure is reported as a line, never a traceback
-        typer.echo(f"{name}: FAILED: {err}")
+        typer.echo(f"{name}: FAILED: {' '.join(str(err).split()) or type(err).__name__}")
         return False
     typer.echo(f"{name}: ok ({detail})")
     return True

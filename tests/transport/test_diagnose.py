@@ -174,3 +174,15 @@ def test_check_answers_who_the_site_is_and_writes_nothing(
         "unregistered",
     )
     assert [s.id for s in coordinator.store.list_sites()] == []  # not registered by it
+
+
+def test_a_silent_server_is_a_timeout(alpha: tuple[Kits, Coordinator]) -> None:
+    kit = load_kit(alpha[0].sites["good"])
+    with socket.socket() as silent:  # accepts TCP (backlog) but never speaks TLS
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        cause = diagnose(kit, f"127.0.0.1:{port}", 0.5)
+    assert cause == Cause(
+        "timeout", f"timeout: the TLS handshake with 127.0.0.1:{port} took over 0.5 s"
+    )

@@ -185,7 +185,7 @@ def connect(host: str, port: int, timeout: float) -> socket.socket:
     raise Unreachable(cause or Cause("name-resolution", f"name resolution failed for {host}"))
 
 
-def _subject(pem_or_der: bytes) -> x509.Certificate:
+def _certificate(pem_or_der: bytes) -> x509.Certificate:
     if pem_or_der.startswith(b"-----"):
         return x509.load_pem_x509_certificate(pem_or_der)
     return x509.load_der_x509_certificate(pem_or_der)
@@ -208,11 +208,11 @@ def _server_certificate(kit: Kit, host: str, port: int, timeout: float) -> x509.
             der = tls.getpeercert(binary_form=True)
     except (OSError, Unreachable):
         return None
-    return None if der is None else _subject(der)
+    return None if der is None else _certificate(der)
 
 
 def _not_signed(kit: Kit, host: str, port: int, timeout: float) -> Cause:
-    ca = _subject(kit.ca_pem)
+    ca = _certificate(kit.ca_pem)
     message = (
         f"TLS verification failed: the coordinator's certificate is not signed by this kit's CA "
         f"({ca.subject.rfc4514_string()}, federation {kit.federation}) — probably another "
@@ -287,7 +287,7 @@ def tls_handshake(kit: Kit, host: str, port: int, timeout: float = 3.0) -> str:
         ) from None
     finally:
         raw.close()
-    return _subject(der).subject.rfc4514_string() if der else "?"
+    return _certificate(der).subject.rfc4514_string() if der else "?"
 
 
 def diagnose(kit: Kit, address: str, timeout: float = 3.0) -> Cause | None:

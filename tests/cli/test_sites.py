@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from fedcare.cli.deploy import site_state
 from fedcare.cli.main import app
+from fedcare.cli.sites import site_state
 from fedcare.coordinator.db import SiteRow
 from fedcare.coordinator.engine import default_db_url
 from fedcare.coordinator.store import CoordinatorStore
@@ -45,3 +45,68 @@ def test_sites_shows_a_silent_site_as_stale(tmp_path: Path) -> None:
     lines = {line.split()[1]: line for line in result.output.splitlines() if "│" in line[:2]}
     assert "connected" in lines["fresh"], result.output
     assert "stale (last seen 8 min ago)" in lines["silent"], result.output
+
+
+def test_certificate_state_reads_revocations_and_rotations() -> None:
+    from fedcare.cli.sites import certificate_state
+    from fedcare.transport.revocations import Revocation
+
+    entries = [
+        Revocation(0xA1, "east", "2026-12-04T10:00:00Z", "rotated"),
+        Revocation(0xB2, "west", "2026-12-04T11:00:00Z", "revoked"),
+    ]
+    assert certificate_state("north", "c3", entries) is None
+    assert certificate_state("west", "b2", entries) == (
+        "revoked (certificate b2 revoked at 2026-12-04T11:00:00Z)"
+    )
+    assert certificate_state("east", "d4", entries) == (
+        "rotated (new certificate since 2026-12-04T10:00:00Z)"
+    )
+    assert certificate_state("east", "a1", entries) == (
+        "rotated (new certificate since 2026-12-04T10:00:00Z; the site has not connected with "
+        "it yet)"
+    )
+
+
+def _states(home: Path, columns: str = "250") -> tuple[dict[str, str], str]:
+    result = CliRunner().invoke(app, ["sites", "--home", str(home)], env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│") for line in result.stdout.splitlines() if line.startswith("│")]
+    return {cells[1].strip(): cells[2].strip() for cells in rows}, result.output
+
+
+def test_sites_shows_revoked_and_rotated_sites_from_the_revocation_list(tmp_path: Path) -> None:
+    from fedcare.coordinator.files import recorded_kit
+    from fedcare.transport.provisioning import read_revocations, revoke_site, rotate_site
+
+    from ..deployment.helpers import provision, running_coordinator
+    from ..deployment.wire import hello, site_client
+
+    kits = provision(tmp_path / "fed", ("east", "north", "west"), name="compass")
+    home = tmp_path / "home"
+    with running_coordinator(kits, home, liveness_s=600) as coordinator:
+        address = f"127.0.0.1:{coordinator.port}"
+        for site in ("east", "north", "west"):
+            with site_client(kits.sites[site], address) as stub:
+                hello(stub)
+        assert recorded_kit(home) == kits.coordinator.resolve()
+        revoked = revoke_site(kits.root, "west")  # the site never calls again
+        old_serial = coordinator.store.get_site("east").cert_serial
+        rotate_site(kits.root, "east")
+        states, _ = _states(home)
+        assert states["north"] == "connected"
+        assert states["west"] == (
+            f"revoked (certificate {revoked.serial:x} revoked at {revoked.revoked_at})"
+        )
+        entries = read_revocations(kits.coordinator / "revoked.json")
+        rotated_at = next(e.revoked_at for e in entries if f"{e.serial:x}" == old_serial)
+        assert states["east"] == (
+            f"connected, rotated (new certificate since {rotated_at}; the site has not "
+            "connected with it yet)"
+        )
+        with site_client(kits.sites["east"], address) as stub:  # the new kit
+            hello(stub)
+        states, _ = _states(home)
+        assert states["east"] == f"connected, rotated (new certificate since {rotated_at})"
+        _, narrow = _states(home, columns="80")
+        assert "…" not in narrow, narrow  # wrapped, never cut

@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from fedcare.errors import FedcareError
 
@@ -162,14 +160,21 @@ def site_start(
     """Connect to the coordinator (outbound only) and serve tasks until SIGINT/SIGTERM.
 
     Only training plans the steward approved run (`fedcare site approve`), within the policy.
+    The kit is checked first (a site kit, its certificate valid); a failed connection is named
+    in one line (`fedcare site doctor` runs the same checks on demand).
     """
+    from fedcare.cli.doctor import quiet_grpc
+
+    quiet_grpc()  # before grpc is imported: the agent names connection failures itself
     from fedcare.cli.governance import build_governance
     from fedcare.site.agent import SiteAgent
     from fedcare.site.config import SiteDataConfig
+    from fedcare.transport.diagnose import load_site_kit
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = _stop_on_signals()
     try:
+        load_site_kit(kit)  # before the state folder is touched
         governance = build_governance(state, kit, policy, approve_all=approve_all)
         if approve_all:
             console.print("[yellow]warning:[/yellow] --approve-all: plans run unapproved")
@@ -352,58 +357,12 @@ def study_cancel(study_id: str, home: Path = HOME, db: str | None = DB) -> None:
     console.print(f"cancelled {study_id}", highlight=False, soft_wrap=True)
 
 
-def site_state(status: str, last_seen: datetime | None, now: datetime, liveness_s: float) -> str:
-    """What ``fedcare sites`` shows for a site: its registry status unless ``active``; an
-    active site is ``connected`` when seen within ``liveness_s``, else ``stale (last seen …)``
-    (or ``never connected``)."""
-    if status != "active":
-        return status
-    if last_seen is None:
-        return "never connected"
-    if last_seen.tzinfo is None:
-        last_seen = last_seen.replace(tzinfo=timezone.utc)
-    age = (now - last_seen).total_seconds()
-    if age <= liveness_s:
-        return "connected"
-    ago = (
-        f"{age:.0f} s"
-        if age < 120
-        else f"{age / 60:.0f} min"
-        if age < 7200
-        else f"{age / 3600:.0f} h"
-    )
-    return f"stale (last seen {ago} ago)"
-
-
-def sites(
-    home: Path = HOME,
-    db: str | None = DB,
-    liveness: float = typer.Option(
-        30.0, help="Seconds of silence after which a site shows as stale (as for the coordinator)."
-    ),
-) -> None:
-    """Registered sites: state (connected, or stale after --liveness seconds without a
-    heartbeat), last seen, version, datasets."""
-    try:
-        with _store(home, db) as store:
-            rows = store.list_sites()
-    except FedcareError as err:
-        raise fail(err) from None
-    now = datetime.now(timezone.utc)
-    table = Table("site", "state", "last seen (UTC)", "version", "datasets")
-    for column in table.columns:  # wrap long cells, never cut them with …
-        column.overflow = "fold"
-    for s in rows:
-        seen = s.last_seen.strftime("%Y-%m-%d %H:%M:%S") if s.last_seen else "never"
-        state = site_state(s.status, s.last_seen, now, liveness)
-        table.add_row(s.id, state, seen, s.version or "", ", ".join(sorted(s.datasets or {})))
-    Console().print(table)
-
-
 def _register_governance() -> None:
+    from fedcare.cli.doctor import site_doctor
     from fedcare.cli.governance import register
 
     register(site_app)
+    site_app.command("doctor")(site_doctor)
 
 
 _register_governance()

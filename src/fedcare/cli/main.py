@@ -139,7 +139,7 @@ def version() -> None:
 
 
 def _register_deployment() -> None:
-    from fedcare.cli import deploy, models
+    from fedcare.cli import deploy, models, sites
     from fedcare.cli.analytics import analytics
     from fedcare.cli.audit import audit_app
     from fedcare.cli.data import data_app
@@ -151,7 +151,7 @@ def _register_deployment() -> None:
     app.add_typer(deploy.study_app, name="study")
     app.add_typer(audit_app, name="audit")
     app.add_typer(data_app, name="data")
-    app.command("sites")(deploy.sites)
+    app.command("sites")(sites.sites)
     app.command("demo")(demo)
     app.command("analytics")(analytics)
     app.add_typer(models.models_app, name="models")

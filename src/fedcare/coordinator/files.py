@@ -6,7 +6,7 @@ none of it is for other users of the machine. Folders are created ``0700`` and f
 whatever the umask, and existing ones are tightened when the coordinator or a store opens
 them. (SQLite gives its ``-wal`` and ``-shm`` files the mode of the database file; artifacts
 are written through ``mkstemp``, which creates ``0600``; the audit log opens its files
-``0600``.)
+``0600``.) ``kit-path`` names the coordinator's kit (:func:`record_kit`).
 """
 
 from __future__ import annotations
@@ -20,16 +20,21 @@ from fedcare.errors import StoreError
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "KIT_RECORD",
     "SQLITE_SUFFIXES",
     "private_dir",
     "private_file",
     "private_sqlite",
+    "record_kit",
+    "recorded_kit",
 ]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 #: The files SQLite keeps beside a database in WAL mode.
 SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+#: The file in the coordinator's home naming its kit (written at every start).
+KIT_RECORD = "kit-path"
 
 
 def _tighten(path: Path, mode: int) -> None:
@@ -80,6 +85,21 @@ def private_file(path: Path) -> Path:
     os.close(fd)
     _tighten(path, FILE_MODE)
     return path
+
+
+def record_kit(home: Path, kit_dir: Path) -> None:
+    """Write ``home/kit-path`` (owner-only): the absolute path of the coordinator's kit, so
+    ``fedcare sites`` reads its revocation list (``revoked.json``) without being told."""
+    path = private_file(Path(home) / KIT_RECORD)
+    path.write_text(f"{Path(kit_dir).resolve()}\n", encoding="utf-8")
+
+
+def recorded_kit(home: Path) -> Path | None:
+    """The coordinator kit recorded in ``home`` by :func:`record_kit`, if any."""
+    path = Path(home) / KIT_RECORD
+    if not path.is_file():
+        return None
+    return Path(path.read_text(encoding="utf-8").strip())
 
 
 def private_sqlite(database: str) -> None:

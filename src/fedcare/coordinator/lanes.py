@@ -2,7 +2,7 @@
 
 gRPC's synchronous server runs every call on one executor. :class:`LaneExecutor` is that
 executor with two pools: :class:`ControlLane` (a server interceptor, which gRPC runs on its
-polling thread just before it submits the call) marks Hello and Heartbeat for the control
+polling thread just before it submits the call) marks Hello, Heartbeat and Check for the control
 pool, everything else goes to the data pool. However many streams the data pool holds, a
 site's Heartbeat never queues behind them.
 """
@@ -18,7 +18,7 @@ import grpc
 
 __all__ = ["CONTROL_METHODS", "ControlLane", "LaneExecutor"]
 
-CONTROL_METHODS = ("Hello", "Heartbeat")
+CONTROL_METHODS = ("Hello", "Heartbeat", "Check")
 
 
 class LaneExecutor(futures.Executor):

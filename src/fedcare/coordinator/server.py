@@ -4,7 +4,8 @@
 over mutual TLS, and runs a scheduler thread that starts a runner for every pending study and
 resumes every study left ``running`` by an earlier process (e.g. after a crash). Study events go
 to ``home/audit.jsonl`` (:mod:`fedcare.coordinator.audit_trail`), reconciled with the database
-when the coordinator starts. The home is owner-only: folders ``0700``, files ``0600``
+when the coordinator starts; ``home/kit-path`` names its kit (for ``fedcare sites``). The home
+is owner-only: folders ``0700``, files ``0600``
 (:mod:`fedcare.coordinator.files`).
 
 Calls run on two thread pools (:mod:`fedcare.coordinator.lanes`): Hello and Heartbeat on
@@ -31,7 +32,7 @@ import grpc
 from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.engine import default_db_url
-from fedcare.coordinator.files import private_dir
+from fedcare.coordinator.files import private_dir, record_kit
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.lanes import ControlLane, LaneExecutor
 from fedcare.coordinator.rows import CoordinatorInfo
@@ -99,6 +100,7 @@ class Coordinator:
     ) -> None:
         private_dir(home)  # 0700: database, artifacts and audit are the coordinator's only
         self.kit = load_kit(kit_dir)
+        record_kit(home, kit_dir)
         self.store = CoordinatorStore(db_url or default_db_url(home), home / "artifacts")
         self.hub = Hub()
         self.audit = _open_audit(home, kit_dir, self.kit.identity)

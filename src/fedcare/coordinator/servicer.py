@@ -17,7 +17,10 @@ and PushReply calls (more get ``RESOURCE_EXHAUSTED`` at once), a stream that mak
 for ``idle_s`` seconds is cut, and Hello and Heartbeat run on their own threads
 (:mod:`fedcare.coordinator.lanes`). Hello lists the tasks the site still holds; its other
 delivered tasks are failed (``site_restarted``). Every call but Hello from a site that has
-not said Hello (is not registered) gets ``FAILED_PRECONDITION`` ("say Hello first").
+not said Hello (is not registered) gets ``FAILED_PRECONDITION`` ("say Hello first"). Hello
+records the serial of the certificate the site presents, so ``fedcare sites`` can tell whether
+a rotated site has connected with its new certificate. Check answers who the caller is and its
+registry status and writes nothing (``fedcare site doctor``).
 """
 
 from __future__ import annotations
@@ -111,7 +114,9 @@ class CoordinatorServicer(_Base):
             site = self.store.register_site(site_id, _serial(context))
         if site.status != "active":
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"site {site_id!r} is {site.status}")
-        self.store.touch_site(site_id, version=request.site_version, datasets=datasets)
+        self.store.touch_site(
+            site_id, version=request.site_version, datasets=datasets, cert_serial=_serial(context)
+        )
         self.hub.hello(site_id)  # a study withholding its tasks from this site offers them again
         if self.store.fail_unheld_tasks(site_id, list(request.held_tasks)[:1000]):
             self.hub.notify()  # the rounds waiting for them go on now
@@ -125,6 +130,22 @@ class CoordinatorServicer(_Base):
             server_time=time.time(),
             heartbeat_interval_s=self.heartbeat_s,
             max_chunk_bytes=MAX_CHUNK_BYTES,
+        )
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """The caller's identity and registry status, read only (``fedcare site doctor``)."""
+        site_id = peer_identity(context, self.revocations)
+        try:
+            status = self.store.get_site(site_id).status
+        except NotFoundError:
+            status = "unregistered"
+        from fedcare import __version__
+
+        return pb.CheckResponse(
+            federation=self.federation,
+            site_id=site_id,
+            site_status=status,
+            coordinator_version=__version__,
         )
 
     def _registered(self, context: grpc.ServicerContext) -> str:

@@ -78,9 +78,15 @@ class SitesMixin(StoreBase):
         return snapshot(SiteInfo, row)
 
     def touch_site(
-        self, site_id: str, *, version: str | None = None, datasets: Any = None
+        self,
+        site_id: str,
+        *,
+        version: str | None = None,
+        datasets: Any = None,
+        cert_serial: str | None = None,
     ) -> SiteInfo:
-        """Note that ``site_id`` was seen now; update its version and datasets if given.
+        """Note that ``site_id`` was seen now; update its version, datasets and certificate
+        serial (hex, the one it presented at Hello: a rotated site's new one) if given.
 
         Raises
         ------
@@ -97,6 +103,8 @@ class SitesMixin(StoreBase):
                 row.version = version
             if stored is not None:
                 row.datasets = stored
+            if cert_serial is not None:
+                row.cert_serial = check_id(cert_serial, "cert_serial")
         return snapshot(SiteInfo, row)
 
     def set_site_status(self, site_id: str, status: str) -> SiteInfo:

@@ -7,6 +7,13 @@ wants. When the connection drops (the coordinator restarted, the network failed)
 with exponential backoff and jitter, and resumes by itself. A refused identity (revoked or
 unknown certificate) stops the agent with the coordinator's reason: retrying cannot help.
 
+At start the kit is checked (:func:`fedcare.transport.diagnose.load_site_kit`: files, role
+``site``, certificate signed by its CA, unexpired, key matching). A failed connection is named
+in one line (:func:`fedcare.transport.diagnose.explain_failure`: name resolution, refused
+connection, timeout, TLS verification and whose CA, a refused certificate); a cause that a
+quick retry cannot fix (name resolution, TLS) is retried at most every ``SLOW_RETRY_S``
+seconds, and repeats of one cause are logged sparsely (:class:`fedcare.site.retry_log.FailureLog`).
+
 Every Hello lists the task the agent still holds (a reply not yet acknowledged), so the
 coordinator fails whatever else it delivered to this site before (the agent restarted, or a
 download was lost). A reply names its task in the call's metadata; one the coordinator refuses
@@ -33,16 +40,22 @@ from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
 from fedcare.site.governance import SiteGovernance
 from fedcare.site.mods import chain
+from fedcare.site.retry_log import FailureLog
 from fedcare.site.worker import TaskWorker
 from fedcare.transport.codec import Limits, assemble, chunk, decode_task, encode_reply
+from fedcare.transport.diagnose import explain_failure, explain_refusal, load_site_kit
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorStub
-from fedcare.transport.tls import channel_credentials, load_kit
+from fedcare.transport.tls import channel_credentials
 
 __all__ = ["Backoff", "SiteAgent"]
 
 log = logging.getLogger("fedcare.site")
 TRANSFER_TIMEOUT_S = 1800.0
+#: Backoff cap for causes a quick retry cannot fix (name resolution, TLS verification).
+SLOW_RETRY_S = 60.0
+#: Per step (resolve, connect, TLS handshake) of the diagnosis after a failed call.
+DIAGNOSE_TIMEOUT_S = 3.0
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 TASK_METADATA_KEY = "fedcare-task"  # fedcare.coordinator.servicer.TASK_METADATA_KEY
 SIZE_METADATA_KEY = "fedcare-size"  # fedcare.coordinator.servicer.SIZE_METADATA_KEY
@@ -93,7 +106,7 @@ class SiteAgent:
         on_event: Callable[[str], None] | None = None,
         governance: SiteGovernance | None = None,
     ) -> None:
-        self.kit = load_kit(kit_dir)
+        self.kit = load_site_kit(kit_dir)
         self.site_id = self.kit.identity
         self.address = coordinator or self.kit.coordinator_address
         if not self.address:
@@ -122,6 +135,8 @@ class SiteAgent:
         self._unsent: Reply | None = None  # a reply whose push failed; sent after reconnecting
         self.anchors = governance.anchors if governance is not None else None
         self._rng = random.Random()
+        self._failures = FailureLog()
+        self._connected = False  # the current session said Hello
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; reconnect on failures with backoff."""
@@ -135,16 +150,25 @@ class SiteAgent:
                 try:
                     self._session(stop, datasets, backoff)
                 except grpc.RpcError as err:
-                    code = err.code() if hasattr(err, "code") else None
-                    if code in FATAL:
-                        raise TransportError(
-                            f"coordinator refused site {self.site_id!r}: {err.details()}"
-                        ) from None
-                    delay = backoff.next_delay(self._rng)
-                    self._on_event(f"connection lost ({code}); retrying in {delay:.1f} s")
-                    stop.wait(delay)
+                    self._failed(err, backoff, stop)
         finally:
             self.worker.stop()
+
+    def _failed(self, err: grpc.RpcError, backoff: Backoff, stop: threading.Event) -> None:
+        """Name why the call failed, then wait before the next try; raise on a refusal."""
+        code = err.code() if hasattr(err, "code") else None
+        details = str(err.details() if hasattr(err, "details") else err) or ""
+        if code in FATAL:  # the coordinator refuses this certificate: retrying cannot help
+            raise TransportError(explain_refusal(self.site_id, details, self.kit).message) from None
+        name = code.name if code is not None else "UNKNOWN"
+        cause = explain_failure(name, details, self.kit, self.address, timeout=DIAGNOSE_TIMEOUT_S)
+        backoff.cap = SLOW_RETRY_S if cause.persistent else Backoff.cap
+        delay = backoff.next_delay(self._rng)
+        line = self._failures.failed(cause.message, delay, lost=self._connected)
+        self._connected = False
+        if line is not None:
+            self._on_event(line)
+        stop.wait(delay)
 
     def _session(self, stop: threading.Event, datasets: str, backoff: Backoff) -> None:
         creds = channel_credentials(self.kit.path)
@@ -160,7 +184,11 @@ class SiteAgent:
                 timeout=30,
             )
             backoff.reset()
+            self._connected = True
+            again = self._failures.connected()
             self._on_event(f"connected to {hello.federation} as {hello.site_id}")
+            if again is not None:
+                self._on_event(again)
             beat = threading.Thread(
                 target=self._heartbeat,
                 args=(stub, stop, max(hello.heartbeat_interval_s, 1.0)),

@@ -419,3 +419,25 @@ class AnchorResponse(_message.Message):
         coordinator_proof_hash: _Optional[str] = ...,
         coordinator_cert_pem: _Optional[bytes] = ...,
     ) -> None: ...
+
+class CheckRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckResponse(_message.Message):
+    __slots__ = ("federation", "site_id", "site_status", "coordinator_version")
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    federation: str
+    site_id: str
+    site_status: str
+    coordinator_version: str
+    def __init__(
+        self,
+        federation: _Optional[str] = ...,
+        site_id: _Optional[str] = ...,
+        site_status: _Optional[str] = ...,
+        coordinator_version: _Optional[str] = ...,
+    ) -> None: ...

@@ -71,6 +71,12 @@ class CoordinatorStub:
             response_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorResponse.FromString,
             _registered_method=True,
         )
+        self.Check = channel.unary_unary(
+            "/fedcare.v1.Coordinator/Check",
+            request_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckRequest.SerializeToString,
+            response_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckResponse.FromString,
+            _registered_method=True,
+        )
 
 
 class CoordinatorServicer:
@@ -117,6 +123,14 @@ class CoordinatorServicer:
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")
 
+    def Check(self, request, context):
+        """Whether the caller's certificate is accepted, and its registry status; writes nothing (not
+        even "last seen"), so `fedcare site doctor` can ask while the agent runs or is stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +158,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             servicer.Anchor,
             request_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorRequest.FromString,
             response_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorResponse.SerializeToString,
+        ),
+        "Check": grpc.unary_unary_rpc_method_handler(
+            servicer.Check,
+            request_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckRequest.FromString,
+            response_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckResponse.SerializeToString,
         ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -298,6 +317,36 @@ class Coordinator:
             "/fedcare.v1.Coordinator/Anchor",
             fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorRequest.SerializeToString,
             fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.AnchorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def Check(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            "/fedcare.v1.Coordinator/Check",
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckRequest.SerializeToString,
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckResponse.FromString,
             options,
             channel_credentials,
             insecure,

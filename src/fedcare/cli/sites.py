@@ -1,0 +1,118 @@
+"""``fedcare sites``: every registered site and its state, as the coordinator's home says.
+
+A site's state comes from its heartbeats with a stated liveness window (``connected``,
+``stale (last seen …)``, ``never connected``), its registry status, and the coordinator kit's
+revocation list (``revoked.json``), read here directly, so a site revoked or rotated shows so
+at once, even if it never calls again: ``revoked (certificate S revoked at T)``, or
+``…, rotated (new certificate since T)`` (with "the site has not connected with it yet" while
+it still last presented its rotated-out certificate).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedcare.cli.deploy import DB, HOME, _store, console, fail
+from fedcare.errors import FedcareError
+
+__all__ = ["certificate_state", "site_state", "sites"]
+
+
+def site_state(status: str, last_seen: datetime | None, now: datetime, liveness_s: float) -> str:
+    """What ``fedcare sites`` shows for a site: its registry status unless ``active``; an
+    active site is ``connected`` when seen within ``liveness_s``, else ``stale (last seen …)``
+    (or ``never connected``)."""
+    if status != "active":
+        return status
+    if last_seen is None:
+        return "never connected"
+    if last_seen.tzinfo is None:
+        last_seen = last_seen.replace(tzinfo=timezone.utc)
+    age = (now - last_seen).total_seconds()
+    if age <= liveness_s:
+        return "connected"
+    ago = (
+        f"{age:.0f} s"
+        if age < 120
+        else f"{age / 60:.0f} min"
+        if age < 7200
+        else f"{age / 3600:.0f} h"
+    )
+    return f"stale (last seen {ago} ago)"
+
+
+def certificate_state(site_id: str, serial: str, revocations: list[Any]) -> str | None:
+    """``revoked (…)`` or ``rotated (new certificate since …)`` from the coordinator's
+    revocation list (``revoked.json`` entries), or None. ``serial`` is the one the site last
+    presented at Hello (hex): still a rotated-out one means its new kit is not in use yet."""
+    mine = [e for e in revocations if e.site_id == site_id]
+    revoked = [e for e in mine if e.reason != "rotated"]
+    if revoked:
+        return f"revoked (certificate {revoked[-1].serial:x} revoked at {revoked[-1].revoked_at})"
+    rotated = [e for e in mine if e.reason == "rotated"]
+    if not rotated:
+        return None
+    unused = serial in {f"{e.serial:x}" for e in rotated}
+    note = "; the site has not connected with it yet" if unused else ""
+    return f"rotated (new certificate since {rotated[-1].revoked_at}{note})"
+
+
+def _revocations(home: Path, kit: Path | None) -> list[Any] | None:
+    """The entries of the coordinator kit's ``revoked.json`` (``kit``, else the kit the
+    coordinator recorded in ``home``); None when no kit is known."""
+    from fedcare.coordinator.files import recorded_kit
+    from fedcare.transport.revocations import read_revocations
+
+    kit = kit or recorded_kit(home)
+    if kit is None:
+        return None
+    if not (kit / "revoked.json").is_file():
+        raise FedcareError(f"{kit} holds no revoked.json: pass the coordinator's kit as --kit")
+    return read_revocations(kit / "revoked.json")
+
+
+def sites(
+    home: Path = HOME,
+    db: str | None = DB,
+    liveness: float = typer.Option(
+        30.0, help="Seconds of silence after which a site shows as stale (as for the coordinator)."
+    ),
+    kit: Path | None = typer.Option(
+        None,
+        help="The coordinator's kit, whose revoked.json says which sites are revoked or "
+        "rotated (default: the kit the coordinator recorded in HOME/kit-path).",
+    ),
+) -> None:
+    """Registered sites: state (connected, or stale after --liveness seconds without a
+    heartbeat; revoked or rotated, from the coordinator kit's revocation list), last seen,
+    version, datasets."""
+    try:
+        revocations = _revocations(home, kit)
+        with _store(home, db) as store:
+            rows = store.list_sites()
+    except FedcareError as err:
+        raise fail(err) from None
+    if revocations is None:
+        console.print(
+            f"note: revocations not checked: no --kit given and {home / 'kit-path'} is missing",
+            highlight=False,
+            soft_wrap=True,
+        )
+    now = datetime.now(timezone.utc)
+    table = Table("site", "state", "last seen (UTC)", "version", "datasets")
+    for column in table.columns:  # wrap long cells, never cut them with …
+        column.overflow = "fold"
+    for s in rows:
+        seen = s.last_seen.strftime("%Y-%m-%d %H:%M:%S") if s.last_seen else "never"
+        state = site_state(s.status, s.last_seen, now, liveness)
+        cert = certificate_state(s.id, s.cert_serial, revocations or [])
+        if cert is not None and s.status != "revoked":
+            state = cert if cert.startswith("revoked") else f"{state}, {cert}"
+        table.add_row(s.id, state, seen, s.version or "", ", ".join(sorted(s.datasets or {})))
+    Console().print(table)

@@ -140,7 +140,7 @@ def test_each_refusal_reaches_the_coordinator_with_its_reason(
         "weak-mode": "policy-privacy-mode",
     }
     assert {s: failed.get(s, "").split(":")[0] for s in expected} == expected, failed
-    assert h[:12] in failed["unapproved"] and "fedcare site approve" in failed["unapproved"]
+    assert h in failed["unapproved"] and "fedcare site approve" in failed["unapproved"]
     assert "'secure'" in failed["weak-mode"] and "another-study" in failed["not-allowed"]
     assert "good" not in failed and record["fit"]["num_contributions"] == 1
     lines = site_refusals(coordinator.store, study_id)

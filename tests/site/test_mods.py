@@ -91,7 +91,7 @@ def test_unapproved_expired_refused_and_revoked_plans_are_refused(tmp_path: Path
     h = plan().hash
     first = handler(task())
     assert first.error is not None and first.error.kind == "plan-not-approved"
-    assert h[:12] in first.error.message and "fedcare site approve" in first.error.message
+    assert h in first.error.message and "fedcare site approve" in first.error.message
     assert [a.status for a in gov.approvals.list()] == ["pending"]
     gov.approvals.approve("heart", h, datetime.now(timezone.utc) - timedelta(seconds=1))
     assert handler(task()).error.kind == "approval-expired"

@@ -286,13 +286,12 @@ class ApprovalStore:
                 "approvals-unreadable",
                 f"{err}; every task is refused until the steward restores or moves it aside",
             )
-        short = f"{plan_hash[:12]}…"
         hint = f"`fedcare site approve --study {study} --plan {plan_hash}`"
         if found is None or found.status == "pending":
             return ApprovalCheck(
                 found,
                 "plan-not-approved",
-                f"plan {short} for study {study!r} is not approved at this site; "
+                f"plan {plan_hash} for study {study!r} is not approved at this site; "
                 f"its steward can run {hint}",
             )
         if found.status == "refused":
@@ -300,14 +299,14 @@ class ApprovalStore:
             return ApprovalCheck(
                 found,
                 "plan-refused",
-                f"the steward refused plan {short} for study {study!r}{note}",
+                f"the steward refused plan {plan_hash} for study {study!r}{note}",
             )
         if found.status == "revoked":
             note = f" ({found.note})" if found.note else ""
             return ApprovalCheck(
                 found,
                 "approval-revoked",
-                f"the site withdrew from study {study!r}: approval of plan {short} was revoked "
+                f"the site withdrew from study {study!r}: approval of plan {plan_hash} was revoked "
                 f"on {found.decided_at:%Y-%m-%d %H:%M} UTC{note}",
             )
         if found.expired(now or _now()):
@@ -315,7 +314,7 @@ class ApprovalStore:
             return ApprovalCheck(
                 found,
                 "approval-expired",
-                f"approval of plan {short} for study {study!r} expired on "
+                f"approval of plan {plan_hash} for study {study!r} expired on "
                 f"{found.until:%Y-%m-%d %H:%M} UTC; its steward can renew it with {hint}",
             )
         problem = None if self.steward is None else self.steward.problem(found)
@@ -323,7 +322,7 @@ class ApprovalStore:
             return ApprovalCheck(
                 found,
                 "approval-invalid",
-                f"{found.approval_id} of plan {short} for study {study!r} is not valid: "
+                f"{found.approval_id} of plan {plan_hash} for study {study!r} is not valid: "
                 f"{problem}; its steward can approve it again with {hint}",
             )
         return ApprovalCheck(found)

@@ -30,7 +30,7 @@ from fedcare.site.mods import (
     refuse_task,
     task_fields,
 )
-from fedcare.site.plans import PlanIdentity, Refusal, identify_plan, short_hash
+from fedcare.site.plans import PlanIdentity, Refusal, identify_plan
 from fedcare.site.policy import SitePolicy
 from fedcare.site.policy_watch import PolicyFile, policy_file_mod
 
@@ -144,6 +144,6 @@ class SiteGovernance:
                 "task-stopped",
                 task_id=task.task_id,
                 reason_kind=reply.error.kind,
-                plan_hash=short_hash(str(task.plan.get("plan_hash", ""))),
+                plan_hash=str(task.plan.get("plan_hash", "")),
             )
         return reply

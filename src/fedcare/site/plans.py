@@ -46,7 +46,6 @@ __all__ = [
     "check_task_plan",
     "expected_pipeline",
     "identify_plan",
-    "short_hash",
     "study_name",
 ]
 
@@ -61,10 +60,6 @@ class Refusal:
 
     kind: str
     message: str
-
-
-def short_hash(plan_hash: str) -> str:
-    return f"{plan_hash[:12]}…"
 
 
 def _diff(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
@@ -104,8 +99,7 @@ def _check_config(task: Task, plan: TrainingPlan) -> Refusal | None:
         return None
     return Refusal(
         "plan-config-mismatch",
-        f"{task.kind} task {task.task_id} changes what plan {short_hash(plan.hash)} approved: "
-        f"{', '.join(bad)}",
+        f"{task.kind} task {task.task_id} changes what plan {plan.hash} approved: {', '.join(bad)}",
     )
 
 
@@ -126,7 +120,7 @@ def _check_pipeline(task: Task, plan: TrainingPlan) -> Refusal | None:
     if task.kind == "secagg" and not any(plan.site_half.get(k) for k in (SECAGG_KEY, HE_KEY)):
         return Refusal(
             "plan-pipeline-mismatch",
-            f"secure-aggregation task {task.task_id}: plan {short_hash(plan.hash)} (privacy "
+            f"secure-aggregation task {task.task_id}: plan {plan.hash} (privacy "
             f"mode {plan.privacy_mode!r}) has no secure aggregation or encryption layer",
         )
     if task.kind != "fit":
@@ -137,7 +131,7 @@ def _check_pipeline(task: Task, plan: TrainingPlan) -> Refusal | None:
     return Refusal(
         "plan-pipeline-mismatch",
         f"fit task {task.task_id} does not carry the site pipeline that plan "
-        f"{short_hash(plan.hash)} (privacy mode {plan.privacy_mode!r}) requires: "
+        f"{plan.hash} (privacy mode {plan.privacy_mode!r}) requires: "
         f"{'; '.join(diffs)}",
     )
 
@@ -152,8 +146,7 @@ def check_task_plan(task: Task) -> TrainingPlan | Refusal:
     if declared != plan.hash:
         return Refusal(
             "plan-hash-mismatch",
-            f"task {task.task_id} declares plan {short_hash(declared)} but its content hashes "
-            f"to {short_hash(plan.hash)}",
+            f"task {task.task_id} declares plan {declared} but its content hashes to {plan.hash}",
         )
     try:
         local = plan.with_local_code()
@@ -163,7 +156,7 @@ def check_task_plan(task: Task) -> TrainingPlan | Refusal:
     if diffs:
         return Refusal(
             "plan-code-mismatch",
-            f"plan {short_hash(plan.hash)} for study {plan.study!r} was built for other code "
+            f"plan {plan.hash} for study {plan.study!r} was built for other code "
             f"than this site runs: {'; '.join(diffs[:4])}"
             + (f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""),
         )
@@ -171,7 +164,7 @@ def check_task_plan(task: Task) -> TrainingPlan | Refusal:
         check_site_half(plan.privacy_mode, plan.site_half)
         expected_pipeline(task, plan)
     except ConfigError as err:
-        return Refusal("plan-invalid", f"plan {short_hash(plan.hash)}: {err}")
+        return Refusal("plan-invalid", f"plan {plan.hash}: {err}")
     return _check_pipeline(task, plan) or _check_config(task, plan) or plan
 
 

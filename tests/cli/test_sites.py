@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -110,3 +111,29 @@ def test_sites_shows_revoked_and_rotated_sites_from_the_revocation_list(tmp_path
         assert states["east"] == f"connected, rotated (new certificate since {rotated_at})"
         _, narrow = _states(home, columns="80")
         assert "…" not in narrow, narrow  # wrapped, never cut
+
+
+def test_sites_says_whether_the_coordinator_runs(tmp_path: Path) -> None:
+    """Item 3: with the coordinator stopped, `fedcare sites` says so above the site states
+    (before, every site read as it was last seen with no hint that nobody was listening)."""
+    home = tmp_path / "home"
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        store.register_site("cleveland", "ab12")
+        store.touch_site("cleveland")
+
+    def first_line() -> str:
+        result = CliRunner().invoke(app, ["sites", "--home", str(home)], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        return result.stdout.splitlines()[0]
+
+    assert first_line() == (
+        "coordinator: NOT running (it never started on this home); no site can connect"
+    )
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        row = store.coordinator_started(listen="0.0.0.0:50051", host="hostA", pid=4242)
+    assert first_line() == "coordinator: running at 0.0.0.0:50051 (pid 4242 on hostA)"
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        store.coordinator_stopped(row.id)
+    line = first_line()
+    assert re.match(r"coordinator: NOT running \(stopped \d+ s ago\); ", line), line
+    assert line.endswith("the states below are as the sites were last seen"), line

@@ -49,3 +49,25 @@ def test_status_shows_what_a_running_study_waits_for(tmp_path: Path) -> None:
 def test_coordinator_start_offers_the_retry_backoff() -> None:
     result = CliRunner().invoke(app, ["coordinator", "start", "--help"], terminal_width=100)
     assert result.exit_code == 0 and "--retry-backoff" in result.output, result.output
+
+
+def test_status_says_a_running_study_makes_no_progress_while_the_coordinator_is_down(
+    tmp_path: Path,
+) -> None:
+    """Item 3: 'running' read while the coordinator is stopped is said to be stalled."""
+    home = tmp_path / "home"
+    home.mkdir()
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        study_id = store.create_study("s", {"rounds": 3}, 0)
+        store.set_study_status(study_id, "running")
+        row = store.coordinator_started(listen="127.0.0.1:1", host="h", pid=1)
+    runner = CliRunner()
+    live = runner.invoke(app, ["study", "status", "--home", str(home)])
+    assert live.exit_code == 0 and "NOT running" not in live.output, live.output
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        store.coordinator_stopped(row.id)
+    down = runner.invoke(app, ["study", "status", "--home", str(home)])
+    assert down.exit_code == 0, down.output
+    assert f"{study_id}  s  running  -/3" in down.stdout
+    assert "note: coordinator: NOT running (stopped " in down.stderr
+    assert "running and pending studies make no progress until it starts" in down.stderr

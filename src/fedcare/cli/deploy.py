@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +260,10 @@ def study_status(
                 else []
             )
             epsilon = store.site_epsilon(study_id) if study_id else {}
+            presence = store.coordinator_presence()
     except FedcareError as err:
         raise fail(err) from None
+    _warn_if_stopped(presence, studies)
     out = Console(soft_wrap=True, highlight=False)
     if study_id:
         _print_study(out, studies[0])
@@ -272,6 +275,21 @@ def study_status(
         out.print(readable_reason(line), markup=False)
     for site, eps in epsilon.items():  # the privacy ledger (fedcare.coordinator.store_ledger)
         out.print(f"site {site}: epsilon spent on this dataset {eps:.3g}")
+
+
+def _warn_if_stopped(presence: Any, studies: list[Any]) -> None:
+    """On stderr: a running or pending study makes no progress while the coordinator is down."""
+    from fedcare.cli.display import coordinator_line
+
+    line = coordinator_line(presence, datetime.now(timezone.utc))
+    if "NOT running" in line and any(s.status in ("running", "pending") for s in studies):
+        console.print(
+            f"note: {line.split('; ')[0]}; running and pending studies make no progress "
+            "until it starts",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _done(study: Any) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import ast
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from fedcare.errors import ConfigError
 
-__all__ = ["hex_serial", "readable_reason", "resolve_study_id"]
+__all__ = ["coordinator_line", "hex_serial", "readable_reason", "resolve_study_id"]
 
 _DICT = re.compile(r"\{[^{}]*\}")
 
@@ -62,3 +63,29 @@ def resolve_study_id(store: Any, given: str) -> str:
         raise ConfigError(f"study id prefix {text!r} matches {len(matches)} studies: "
                           f"{', '.join(sorted(matches))}; give more of the id")  # fmt: skip
     return matches[0] if matches else given
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.0f} h"
+
+
+def coordinator_line(info: Any, now: datetime) -> str:
+    """The first line of ``fedcare sites``: whether the home's coordinator runs (its liveness
+    row, :mod:`fedcare.coordinator.store_presence`), so that site states read while it is
+    stopped are not taken for live ones."""
+    from fedcare.coordinator.store_presence import FRESH_BEATS
+
+    if info is None:
+        return "coordinator: NOT running (it never started on this home); no site can connect"
+    seen = info.seen_at if info.seen_at.tzinfo else info.seen_at.replace(tzinfo=timezone.utc)
+    age = (now - seen).total_seconds()
+    if info.status == "running" and age <= FRESH_BEATS * info.beat_s:
+        return f"coordinator: running at {info.listen} (pid {info.pid} on {info.host})"
+    how = "stopped" if info.status == "stopped" else "last seen, did not stop cleanly,"
+    return (
+        f"coordinator: NOT running ({how} {_ago(age)} ago); "
+        "the states below are as the sites were last seen"
+    )

@@ -19,35 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fedcare.cli.deploy import DB, HOME, _store, console, fail
+from fedcare.cli.display import coordinator_line
 from fedcare.errors import FedcareError
 
-__all__ = ["certificate_state", "coordinator_line", "site_state", "sites"]
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.0f} h"
-
-
-def coordinator_line(info: Any, now: datetime) -> str:
-    """The first line of ``fedcare sites``: whether the home's coordinator runs (its liveness
-    row, :mod:`fedcare.coordinator.store_presence`), so that site states read while it is
-    stopped are not taken for live ones."""
-    from fedcare.coordinator.store_presence import FRESH_BEATS
-
-    if info is None:
-        return "coordinator: NOT running (it never started on this home); no site can connect"
-    seen = info.seen_at if info.seen_at.tzinfo else info.seen_at.replace(tzinfo=timezone.utc)
-    age = (now - seen).total_seconds()
-    if info.status == "running" and age <= FRESH_BEATS * info.beat_s:
-        return f"coordinator: running at {info.listen} (pid {info.pid} on {info.host})"
-    how = "stopped" if info.status == "stopped" else "last seen, did not stop cleanly,"
-    return (
-        f"coordinator: NOT running ({how} {_ago(age)} ago); "
-        "the states below are as the sites were last seen"
-    )
+__all__ = ["certificate_state", "site_state", "sites"]
 
 
 def site_state(status: str, last_seen: datetime | None, now: datetime, liveness_s: float) -> str:

@@ -30,10 +30,10 @@ from fedcare.aggregation.distributed_dp import SPEC_KEY as NOISE_KEY
 from fedcare.aggregation.distributed_dp import SPEC_VERSION as NOISE_VERSION
 from fedcare.aggregation.norm_bound import SPEC_KEY as CLIP_KEY
 from fedcare.aggregation.norm_bound import SPEC_VERSION as CLIP_VERSION
-from fedcare.aggregation.presets import NormBoundSpec
 from fedcare.errors import ConfigError
 from fedcare.privacy.mechanisms import check_positive, noise_std
 from fedcare.privacy.study import central_noise_multiplier, dp_sgd_train_config
+from fedcare.records.aggregation_spec import NormBoundSpec
 from fedcare.secure.he.layer import DEFAULT_WEIGHT_UNIT
 from fedcare.secure.he.layer import SPEC_VERSION as HE_VERSION
 from fedcare.secure.secagg.layer import SPEC_VERSION as SECAGG_VERSION

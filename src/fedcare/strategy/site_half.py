@@ -51,7 +51,6 @@ __all__ = [
     "SITE_HALF_KEYS",
     "check_site_half",
     "check_strategy_matches_plan",
-    "check_strategy_matches_study",
     "pipeline_differences",
     "site_half_of_study",
     "site_half_summary",
@@ -265,13 +264,3 @@ def check_strategy_matches_plan(strategy: Any, plan: TrainingPlan) -> None:
             f"study {plan.study!r}: the aggregation pipeline's site half differs from the "
             f"plan's: {'; '.join(diffs)}"
         )
-
-
-def check_strategy_matches_study(strategy: Any, study: StudyConfig) -> None:
-    """:func:`check_strategy_matches_plan` against ``study``'s plan (its parts that reach the
-    sites: fit config and site half; the code part, which needs a known model kind, is left
-    to :func:`fedcare.records.plan.plan_for_study`)."""
-    from fedcare.records.plan import plan_for_study
-
-    plan = plan_for_study(study, with_code=False)
-    check_strategy_matches_plan(strategy, plan)

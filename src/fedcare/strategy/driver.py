@@ -19,6 +19,7 @@ from fedcare.aggregation.base import Aggregator
 from fedcare.aggregation.presets import build_aggregator, needs_each_update
 from fedcare.analytics.federated import federated_feature_moments
 from fedcare.errors import ConfigError
+from fedcare.grid import Grid
 from fedcare.models.registry import build_model
 from fedcare.privacy.study import study_dp_parts
 from fedcare.records.arrays import ArrayRecord
@@ -31,7 +32,6 @@ from fedcare.strategy.loop import RoundConfig, RoundRecord, run_rounds
 from fedcare.strategy.plan import check_strategy_matches_study, plan_for_study
 from fedcare.strategy.private import private_dp_spec, private_study_parts
 from fedcare.strategy.registry import build_strategy
-from fedcare.transport.base import Grid
 
 __all__ = [
     "AVAILABLE_PRIVACY_MODES",

@@ -1,3 +1,3 @@
-"""fedcare's version, in a leaf module that any layer may import."""
+"""The fedcare version (a leaf module: anything may import it)."""
 
 __version__ = "0.1.0"

@@ -29,7 +29,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fedcare._version import __version__
 from fedcare.errors import ConfigError
 
 __all__ = [
@@ -79,6 +78,8 @@ def model_code_files(kind: str) -> tuple[str, ...]:
 @lru_cache(maxsize=16)
 def local_code(kind: str) -> dict[str, str]:
     """This installation's code part of a plan: fedcare's version and the adapter files' hashes."""
+    from fedcare._version import __version__
+
     code = {"fedcare": __version__}
     for name in model_code_files(kind):
         digest = hashlib.sha256((_MODELS / name).read_bytes()).hexdigest()

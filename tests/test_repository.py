@@ -78,6 +78,36 @@ def test_records_import_nothing_of_fedcare_but_errors() -> None:
     assert not bad, bad
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_coordinator_and_site_never_import_each_other() -> None:
+    # They meet only through records and the transport; what both need lives in the core.
+    # Chains count (coordinator -> x -> site), as an import-linter independence contract does.
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph = {name: {m for m in _imports(p) if m in modules} for name, p in modules.items()}
+    bad = []
+    for a, b in (("coordinator", "site"), ("site", "coordinator")):
+        start = [m for m in modules if m.startswith(f"fedcare.{a}.")]
+        came_from: dict[str, str | None] = dict.fromkeys(start)
+        todo = list(start)
+        while todo:
+            here = todo.pop()
+            for there in sorted(graph[here] - set(came_from)):
+                came_from[there] = here
+                if there.startswith(f"fedcare.{b}."):
+                    chain, at = [there], here
+                    while at is not None:
+                        chain.append(at)
+                        at = came_from[at]
+                    bad.append(" -> ".join(reversed(chain)))
+                else:
+                    todo.append(there)
+    assert not bad, bad
+
+
 def test_core_imports_without_heavy_extras() -> None:
     for path in SRC.rglob("*.py"):
         if path.name in ("torch.py", "torch_nets.py"):

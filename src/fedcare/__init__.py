@@ -5,6 +5,7 @@ The public API is what ``__all__`` lists (checked by a test). Everything else is
 
 import typing
 
+from fedcare._version import __version__
 from fedcare.errors import (
     AggregationError,
     AuditError,
@@ -41,6 +42,7 @@ if typing.TYPE_CHECKING:  # the real types for mypy; at run time these load lazi
     from fedcare.data.loaders import load_table
     from fedcare.data.registry import load_dataset
     from fedcare.evaluation.model_card import build_model_card
+    from fedcare.grid import Grid
     from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
     from fedcare.privacy import Accountant, DpEvent
     from fedcare.records import ArrayRecord, Reply, ReplyError, Task
@@ -61,9 +63,6 @@ if typing.TYPE_CHECKING:  # the real types for mypy; at run time these load lazi
         build_strategy,
         run_rounds,
     )
-    from fedcare.transport.base import Grid
-
-__version__ = "0.1.0"
 
 #: Public names and where they live (module, attribute). They load on first use, so that
 #: ``import fedcare`` (and so every ``fedcare`` command) does not pay for scikit-learn, scipy,
@@ -104,7 +103,7 @@ _LAZY = {
     "StrategyState": ("fedcare.strategy", "StrategyState"),
     "build_strategy": ("fedcare.strategy", "build_strategy"),
     "run_rounds": ("fedcare.strategy", "run_rounds"),
-    "Grid": ("fedcare.transport.base", "Grid"),
+    "Grid": ("fedcare.grid", "Grid"),
     "run_simulation": ("fedcare.simulation.run", "run_simulation"),
     "load_dataset": ("fedcare.data.registry", "load_dataset"),
     "load_table": ("fedcare.data.loaders", "load_table"),

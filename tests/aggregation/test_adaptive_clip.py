@@ -70,7 +70,8 @@ def test_site_half_reports_the_bit() -> None:
 
 def test_study_stack_spends_exactly_the_configured_multiplier() -> None:
     from fedcare.privacy.accounting import DpEvent, rdp_epsilon
-    from fedcare.privacy.study import DpSpec, build_dp_aggregator
+    from fedcare.privacy.study import build_dp_aggregator
+    from fedcare.records.dp_spec import DpSpec
 
     dp = DpSpec(noise_multiplier=1.2, adaptive={"count_noise_std": 4.0})
     agg = build_dp_aggregator(dp, rounds=5, expected_sites=3, seed=0)

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from fedcare.audit import verify_log
 from fedcare.cli.main import app
-from fedcare.records.plan import plan_for_study
 from fedcare.records.study import StudyConfig
+from fedcare.strategy.plan import plan_for_study
 from fedcare.transport.provisioning import create_federation
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "heart-disease.yaml"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import pytest
 
 import fedcare.data as data
 from fedcare.data.base import FederatedDataset
-from fedcare.data.registry import DATASET_NAMES, load_dataset
+from fedcare.data.registry import _LOADERS, DATASET_NAMES, load_dataset
 from fedcare.errors import ConfigError
+from fedcare.records.config_file import BASE_DIR_OPTION, FILE_DATASETS
 
 
 def test_names() -> None:
@@ -20,6 +22,17 @@ def test_names() -> None:
         "pneumoniamnist",
         "synthetic",
     )
+
+
+def test_records_names_exactly_the_datasets_that_read_files_by_relative_path() -> None:
+    # Study files (fedcare.records) resolve these datasets' paths from their own folder without
+    # importing the data layer; the list must match the loaders that take ``base_dir``.
+    takes_base_dir = {
+        name
+        for name, loader in _LOADERS.items()
+        if BASE_DIR_OPTION in inspect.signature(loader).parameters
+    }
+    assert takes_base_dir == set(FILE_DATASETS)
 
 
 def test_unknown_name_lists_the_known_ones() -> None:

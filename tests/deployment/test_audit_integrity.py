@@ -27,9 +27,9 @@ from typer.testing import CliRunner
 from fedcare.cli.governance import build_governance, site_refusals, steward_store
 from fedcare.cli.main import app
 from fedcare.coordinator.server import Coordinator
-from fedcare.records.plan import plan_for_study
 from fedcare.records.study import StudyConfig
 from fedcare.site.agent import SiteAgent
+from fedcare.strategy.plan import plan_for_study
 
 from ..conftest import require_mirror
 from .helpers import (

@@ -28,9 +28,10 @@ from fedcare.coordinator.rows import ReplyInfo
 from fedcare.coordinator.server import Coordinator
 from fedcare.models.registry import build_model
 from fedcare.records.messages import Task
-from fedcare.records.plan import TrainingPlan, plan_for_study
+from fedcare.records.plan import TrainingPlan
 from fedcare.records.study import StudyConfig
 from fedcare.strategy.driver import round_config
+from fedcare.strategy.plan import plan_for_study
 from fedcare.strategy.site_half import site_pipeline_for
 from fedcare.transport.codec import encode_task
 

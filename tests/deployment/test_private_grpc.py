@@ -18,8 +18,8 @@ from fedcare.cli.governance import steward_store
 from fedcare.coordinator.results import study_results
 from fedcare.privacy.accounting.analysis import DpEvent
 from fedcare.privacy.budget import ledger_epsilon
-from fedcare.records.plan import plan_for_study
 from fedcare.site.ledger import SiteLedger
+from fedcare.strategy.plan import plan_for_study
 
 from ..conftest import require_mirror
 from .helpers import (

@@ -136,7 +136,7 @@ def _wait_for_sites(store: CoordinatorStore, sites: set[str], timeout: float = 6
 
 
 def test_a_governed_card_lists_only_approving_sites_with_their_approvals(tmp_path: Path) -> None:
-    from fedcare.records.plan import plan_for_study
+    from fedcare.strategy.plan import plan_for_study
 
     from .test_governance import SOON, start_agent
     from .test_governance import study as governed_study

@@ -22,7 +22,7 @@ from fedcare.cli.governance import steward_store
 from fedcare.cli.main import app
 from fedcare.coordinator.server import Coordinator
 from fedcare.coordinator.waiting import Backoff
-from fedcare.records.plan import plan_for_study
+from fedcare.strategy.plan import plan_for_study
 
 from ..conftest import require_mirror
 from .helpers import (

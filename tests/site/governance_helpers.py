@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fedcare.records.messages import Task
-from fedcare.records.plan import TrainingPlan, plan_for_study
+from fedcare.records.plan import TrainingPlan
 from fedcare.records.study import StudyConfig
+from fedcare.strategy.plan import plan_for_study
 
 TRAINING = {"epochs": 1, "lr": 0.05, "batch_size": 16, "optimizer": "sgd", "l2": 0.01}
 

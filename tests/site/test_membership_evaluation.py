@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-from fedcare.records.plan import plan_for_study
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.run import run_simulation
+from fedcare.strategy.plan import plan_for_study, plan_summary
 
 from ..conftest import require_mirror
 from ..deployment.helpers import heart_study
@@ -36,4 +36,4 @@ def test_no_attack_unless_the_plan_says_so_and_the_flag_changes_the_plan_hash() 
     results = run_simulation(_study(False))
     assert all("mia_loss_auroc" not in m for m in results["final"]["per_site"].values())
     assert plan_for_study(_study(True)).hash != plan_for_study(_study(False)).hash
-    assert "membership-attack" in plan_for_study(_study(True)).summary()
+    assert "membership-attack" in plan_summary(plan_for_study(_study(True)))

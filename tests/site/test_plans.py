@@ -11,6 +11,7 @@ import fedcare
 from fedcare.errors import ConfigError
 from fedcare.records.plan import TrainingPlan, local_code, model_code_files
 from fedcare.site.plans import Refusal, check_task_plan
+from fedcare.strategy.plan import plan_summary
 from fedcare.strategy.site_half import site_pipeline_for
 
 from .governance_helpers import TRAINING, plan, task
@@ -59,7 +60,7 @@ def test_round_trips_through_the_task_plan() -> None:
 
 
 def test_summary_names_what_the_steward_approves() -> None:
-    text = plan().summary()
+    text = plan_summary(plan())
     for needle in (plan().hash, "heart", "lr=0.05", "logistic.py", "numpy="):
         assert needle in text
 
@@ -118,7 +119,7 @@ def test_any_config_the_plan_does_not_fix_is_refused(
 
 def test_strategy_options_and_dp_sgd_are_part_of_the_plan() -> None:
     prox = plan(strategy={"name": "fedprox", "options": {"mu": 0.1}})
-    assert prox.training["prox_mu"] == 0.1 and "prox_mu=0.1" in prox.summary()
+    assert prox.training["prox_mu"] == 0.1 and "prox_mu=0.1" in plan_summary(prox)
     dp = {"local_dp_sgd": {"noise_multiplier": 1.0, "max_grad_norm": 1.0}}
     private_sgd = plan(privacy={"mode": "open", "dp": dp})
     assert private_sgd.training["dp_noise_multiplier"] == 1.0

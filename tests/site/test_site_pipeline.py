@@ -15,6 +15,7 @@ from fedcare.site.approvals import ApprovalStore
 from fedcare.site.mods import approval_mod, chain
 from fedcare.site.plans import Refusal, check_task_plan
 from fedcare.strategy.driver import study_strategy
+from fedcare.strategy.plan import plan_summary
 from fedcare.strategy.site_half import (
     check_site_half,
     check_strategy_matches_plan,
@@ -58,11 +59,11 @@ def test_every_release_parameter_is_in_the_hash_and_the_summary() -> None:
         plan(aggregation=[{"name": "norm_bound", "max_norm": 3.0}]),
     ]
     assert len({private.hash, *(v.hash for v in variants)}) == 1 + len(variants)
-    text = private.summary()
+    text = plan_summary(private)
     assert "Gaussian noise (multiplier 1.1, split over 3 sites)" in text
     assert "clip to norm 0.5" in text and "masked (secure aggregation v1" in text
-    assert "site half:     clip to norm 3" in variants[-1].summary()
-    assert "none (the update leaves as trained)" in plan().summary()
+    assert "site half:     clip to norm 3" in plan_summary(variants[-1])
+    assert "none (the update leaves as trained)" in plan_summary(plan())
 
 
 @pytest.mark.parametrize(

@@ -13,17 +13,15 @@ added when the list ends with a wrapping layer). :func:`build_aggregator` always
 shaped update, or one of another dtype than the parameters', is rejected, naming its site,
 before any robust layer sees it; a study without an ``aggregation:`` entry gets
 ``build_aggregator([])`` (validation around a sample-weighted mean), so validation is never
-off (:func:`fedcare.strategy.driver.study_strategy`). The specs are
-pydantic models, so a study file with an unknown layer or a bad option fails on load with the
-field's path (``aggregation.1.trimmed_mean.trim``).
+off (:func:`fedcare.strategy.driver.study_strategy`). The specs are plain data in
+:mod:`fedcare.records.aggregation_spec` (re-exported here), so a study file with an unknown
+layer or a bad option fails on load with the field's path (``aggregation.1.trimmed_mean.trim``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from typing import Any
 
 from fedcare.aggregation.base import Aggregator
 from fedcare.aggregation.krum import MultiKrum
@@ -32,6 +30,17 @@ from fedcare.aggregation.median import CoordinateMedian
 from fedcare.aggregation.norm_bound import NormBound
 from fedcare.aggregation.trimmed_mean import TrimmedMean
 from fedcare.aggregation.validate import DEFAULT_OUTLIER_RATIO, ValidateUpdates
+from fedcare.records.aggregation_spec import TERMINAL_LAYERS as _TERMINAL
+from fedcare.records.aggregation_spec import (
+    AggregationSpec,
+    KrumSpec,
+    LayerSpec,
+    MeanSpec,
+    MedianSpec,
+    NormBoundSpec,
+    TrimmedMeanSpec,
+)
+from fedcare.records.aggregation_spec import terminal_last as _terminal_last
 
 __all__ = [
     "AggregationSpec",
@@ -44,66 +53,6 @@ __all__ = [
     "build_aggregator",
     "needs_each_update",
 ]
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NormBoundSpec(_Spec):
-    name: Literal["norm_bound"]
-    max_norm: float = Field(gt=0, allow_inf_nan=False)
-
-
-class KrumSpec(_Spec):
-    name: Literal["krum"]
-    num_byzantine: int = Field(default=1, ge=0)
-    num_selected: int | None = Field(default=None, ge=1)
-    outlier_threshold: float = Field(default=3.0, gt=0)
-
-
-class MeanSpec(_Spec):
-    name: Literal["mean"]
-    weighted: bool = True
-
-
-class MedianSpec(_Spec):
-    name: Literal["median"]
-    outlier_threshold: float = Field(default=3.0, gt=0)
-
-
-class TrimmedMeanSpec(_Spec):
-    name: Literal["trimmed_mean"]
-    trim: float | None = Field(default=None, ge=0, lt=0.5)
-    count: int | None = Field(default=None, ge=0)
-    outlier_threshold: float = Field(default=3.0, gt=0)
-
-    @model_validator(mode="after")
-    def _one_of(self) -> TrimmedMeanSpec:
-        if self.trim is not None and self.count is not None:
-            raise ValueError(f"give trim ({self.trim}) or count ({self.count}), not both")
-        return self
-
-
-LayerSpec = Annotated[
-    NormBoundSpec | KrumSpec | MeanSpec | MedianSpec | TrimmedMeanSpec,
-    Field(discriminator="name"),
-]
-_TERMINAL = ("mean", "median", "trimmed_mean")
-
-
-def _terminal_last(layers: list[Any]) -> list[Any]:
-    for i, layer in enumerate(layers[:-1]):
-        if layer.name in _TERMINAL:
-            raise ValueError(
-                f"layer {i} ({layer.name!r}) combines contributions itself and must be the "
-                f"last layer; {layers[i + 1].name!r} follows it"
-            )
-    return layers
-
-
-#: The type of a study's ``aggregation:`` field.
-AggregationSpec = Annotated[list[LayerSpec], AfterValidator(_terminal_last)]
 
 
 def _layer(spec: Any, inner: Aggregator[Any] | None) -> Aggregator[Any]:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from fedcare.analytics.moments import Moments, combine_moments
 from fedcare.analytics.moments_check import moments_problem, outlying_sites
 from fedcare.errors import RoundFailedError
+from fedcare.grid import Grid
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply
 from fedcare.strategy.base import Instruction
 from fedcare.strategy.loop import RoundConfig, exchange
-from fedcare.transport.base import Grid
 
 __all__ = ["StatisticsRound", "federated_feature_moments"]
 

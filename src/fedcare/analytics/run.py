@@ -34,11 +34,11 @@ from fedcare.analytics.spec import (
     QuantilesQuery,
 )
 from fedcare.errors import RoundFailedError
+from fedcare.grid import Grid
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply
 from fedcare.strategy.base import Instruction
 from fedcare.strategy.loop import RoundConfig, exchange
-from fedcare.transport.base import Grid
 
 __all__ = ["AnalyticsResult", "analytics_plan", "combine_query", "run_analytics"]
 

@@ -247,7 +247,7 @@ class AnalyticsSpec(_Strict):
         if not spec.dataset:
             return spec
         # dataset files named by relative paths (e.g. dataset 'cdm') are found from this folder
-        from fedcare.data.registry import with_base_dir
+        from fedcare.records.config_file import with_base_dir
 
         options = with_base_dir(spec.dataset, spec.dataset_options, path.parent)
         if options == spec.dataset_options:

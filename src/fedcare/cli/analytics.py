@@ -87,7 +87,7 @@ def federation_spec(spec: Any, dataset: str | None) -> Any:
     """The spec as queued on a federation: ``--dataset`` replaces its dataset (name and
     options); a folder this host resolved paths from is dropped,
     so a steward's ``fedcare site plan`` on another machine prints the same hash."""
-    from fedcare.data.registry import BASE_DIR_OPTION
+    from fedcare.records.config_file import BASE_DIR_OPTION
 
     options = {k: v for k, v in spec.dataset_options.items() if k != BASE_DIR_OPTION}
     update: dict[str, Any] = {"dataset_options": options}

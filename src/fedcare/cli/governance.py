@@ -376,7 +376,7 @@ def approve_for_sites(
     Site ``s`` keeps its state in ``root/state/s`` and its kit next to the coordinator's
     (``<federation>/sites/s``); each approval is audited there. Returns the plan hash.
     """
-    from fedcare.records.plan import plan_for_study
+    from fedcare.strategy.plan import plan_for_study
 
     plan = plan_for_study(study)
     until = default_until()

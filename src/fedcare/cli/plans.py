@@ -31,8 +31,8 @@ def plan_of_file(path: Path, dataset: str | None = None) -> ReviewedPlan:
         If the file is not a valid study file or analytics spec.
     """
     from fedcare.cli.analytics import analytics_plan_summary, is_analytics_file
-    from fedcare.records.plan import plan_for_study
     from fedcare.records.study import StudyConfig
+    from fedcare.strategy.plan import plan_for_study, plan_summary
 
     if is_analytics_file(path):
         from fedcare.analytics.spec import AnalyticsSpec
@@ -41,7 +41,7 @@ def plan_of_file(path: Path, dataset: str | None = None) -> ReviewedPlan:
         return ReviewedPlan(AnalyticsSpec.from_yaml(path).name, digest, summary)
     config = StudyConfig.from_yaml(path)
     plan = plan_for_study(config)
-    return ReviewedPlan(config.name, plan.hash, plan.summary())
+    return ReviewedPlan(config.name, plan.hash, plan_summary(plan))
 
 
 def plan_to_approve(

@@ -32,9 +32,9 @@ from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.waiting import WITHDRAWAL_BACKOFF, WITHDRAWAL_KINDS, Backoff, Withdrawals
 from fedcare.data.schema_check import schema_differences, schema_of_description
 from fedcare.errors import TransportError
+from fedcare.grid import Grid, Split
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.records.study import TASK_DEADLINE_FLOOR_S
-from fedcare.transport.base import Grid, Split
 from fedcare.transport.codec import decode_reply, encode_task
 
 __all__ = ["CoordinatorGrid", "GridStopped"]

@@ -18,12 +18,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fedcare.coordinator.store_ledger import PrivacySpend
+from fedcare.models.task_config import spec_from_config
 from fedcare.privacy.accounting.analysis import DpEvent
 from fedcare.privacy.budget import LEDGER_DELTA, LEDGER_METHOD, ledger_epsilon
 from fedcare.privacy.study import dp_sgd_train_config
 from fedcare.privacy.summary import history_events
 from fedcare.records.study import StudyConfig
-from fedcare.site.runtime import spec_from_config
 
 __all__ = [
     "ledger_summary",

@@ -50,12 +50,12 @@ from fedcare.coordinator.waiting import (
 from fedcare.data.schema_check import reference_schema, schema_of_description
 from fedcare.errors import FedcareError, RoundFailedError
 from fedcare.privacy.guard import guard_next_round
-from fedcare.records.plan import plan_for_study
 from fedcare.records.study import StudyConfig
 from fedcare.secure.he.keys import HE_PUBLIC_FILE, coordinator_context
 from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.driver import StudyStart, continue_study, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord
+from fedcare.strategy.plan import plan_for_study
 from fedcare.transport.codec import encode_arrays
 
 __all__ = ["StudyRunner", "decode_checkpoint", "encode_checkpoint"]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 from fedcare.data.base import FederatedDataset
 from fedcare.data.cdm.loader import load_cdm
@@ -15,6 +13,7 @@ from fedcare.data.pneumonia import load_pneumoniamnist
 from fedcare.data.synthetic import load_synthetic
 from fedcare.data.tcga import load_tcga_brca
 from fedcare.errors import ConfigError
+from fedcare.records.config_file import BASE_DIR_OPTION, with_base_dir
 
 __all__ = ["BASE_DIR_OPTION", "DATASET_NAMES", "MAPPED_DATASET", "load_dataset", "with_base_dir"]
 
@@ -30,22 +29,6 @@ DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
 #: Site tables mapped to a common data model (:mod:`fedcare.data.cdm.loader`); needs options.
 MAPPED_DATASET = "cdm"
 _LOADERS[MAPPED_DATASET] = load_cdm
-#: The option of loaders that read files named by relative paths: the folder they resolve in.
-BASE_DIR_OPTION = "base_dir"
-
-
-def with_base_dir(name: str, options: Mapping[str, Any], base: Path) -> dict[str, Any]:
-    """``options`` with ``base_dir`` set to ``base`` when dataset ``name``'s loader reads files
-    by relative path (it accepts ``base_dir``) and the options do not set it already.
-
-    Study and analytics files call it with their own folder, so their dataset paths are
-    relative to the file, wherever the command runs.
-    """
-    loader = _LOADERS.get(name)
-    out = dict(options)
-    if loader is not None and BASE_DIR_OPTION in inspect.signature(loader).parameters:
-        out.setdefault(BASE_DIR_OPTION, str(base.resolve()))
-    return out
 
 
 def load_dataset(name: str, **options: object) -> FederatedDataset:

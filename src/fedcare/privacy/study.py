@@ -21,15 +21,14 @@ Gaussian noise, optionally adaptive clipping); the coordinator sees each clipped
 it is trusted (mode ``open``). Mode ``private`` reads the same ``noise_multiplier`` /
 ``target_epsilon``, ``clip_norm`` and ``delta`` but has the sites add the noise under secure
 aggregation (:mod:`fedcare.strategy.private`). ``local_dp_sgd`` works in any mode: the site
-calibrates and accounts its own training.
+calibrates and accounts its own training. The settings are plain data in
+:mod:`fedcare.records.dp_spec` (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import TYPE_CHECKING, Any
 
 from fedcare.aggregation.adaptive_clip import AdaptiveClip, update_noise_multiplier
 from fedcare.aggregation.base import Aggregator
@@ -39,6 +38,7 @@ from fedcare.aggregation.validate import ValidateUpdates
 from fedcare.errors import ConfigError
 from fedcare.privacy.accounting.analysis import noise_multiplier_for_epsilon
 from fedcare.privacy.dp_sgd import dp_config
+from fedcare.records.dp_spec import AdaptiveClipSpec, DpSgdSettings, DpSpec
 
 if TYPE_CHECKING:
     from fedcare.records.study import StudyConfig
@@ -52,66 +52,6 @@ __all__ = [
     "dp_sgd_train_config",
     "study_dp_parts",
 ]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _one_of(a: Any, b: Any, names: str) -> None:
-    if a is not None and b is not None:
-        raise ValueError(f"give {names}, not both")
-
-
-class AdaptiveClipSpec(_Strict):
-    initial_clip_norm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    target_quantile: float = Field(default=0.5, gt=0, lt=1)
-    learning_rate: float = Field(default=0.2, gt=0, allow_inf_nan=False)
-    count_noise_std: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-
-
-class DpSgdSettings(_Strict):
-    noise_multiplier: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    target_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    max_grad_norm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> DpSgdSettings:
-        _one_of(self.noise_multiplier, self.target_epsilon, "noise_multiplier or target_epsilon")
-        if self.noise_multiplier is None and self.target_epsilon is None:
-            raise ValueError("give noise_multiplier or target_epsilon")
-        return self
-
-
-class DpSpec(_Strict):
-    """``privacy.dp``: central DP layers and/or local DP-SGD, and how epsilon is reported."""
-
-    delta: float = Field(default=1e-5, gt=0, lt=1)
-    accountant: Literal["rdp", "pld"] = "rdp"
-    noise_multiplier: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    target_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    clip_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    adaptive: AdaptiveClipSpec | None = None
-    local_dp_sgd: DpSgdSettings | None = None
-    #: Seed of the coordinator's noise, for reproducible simulations only. None (default):
-    #: fresh OS entropy every round, as deployment needs -- a seed in the study file would
-    #: let anyone who reads it subtract the noise.
-    noise_seed: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DpSpec:
-        _one_of(self.noise_multiplier, self.target_epsilon, "noise_multiplier or target_epsilon")
-        _one_of(self.clip_norm, self.adaptive, "clip_norm or adaptive")
-        if self.central and self.clip_norm is None and self.adaptive is None:
-            raise ValueError("central DP needs clip_norm or adaptive")
-        if not self.central and (self.clip_norm is not None or self.adaptive is not None):
-            raise ValueError("clip_norm/adaptive need noise_multiplier or target_epsilon")
-        return self
-
-    @property
-    def central(self) -> bool:
-        """Whether the coordinator adds noise (central DP layers)."""
-        return self.noise_multiplier is not None or self.target_epsilon is not None
 
 
 def central_noise_multiplier(dp: DpSpec, rounds: int) -> float:

@@ -2,10 +2,13 @@
 
 Study files, site policies, site data files and analytics specs all go through these two
 functions, so every config error reads the same way: ``SOURCE: field.path: problem``.
+Files that name dataset files by relative path resolve them from their own folder
+(:func:`with_base_dir`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,9 +18,14 @@ from pydantic import ValidationError as PydanticValidationError
 
 from fedcare.errors import ConfigError
 
-__all__ = ["read_yaml", "validate_config"]
+__all__ = ["BASE_DIR_OPTION", "FILE_DATASETS", "read_yaml", "validate_config", "with_base_dir"]
 
 M = TypeVar("M", bound=BaseModel)
+#: The option of dataset loaders that read files by relative path: the folder they resolve in.
+BASE_DIR_OPTION = "base_dir"
+#: The datasets whose options name files by relative path: exactly those whose loader takes
+#: :data:`BASE_DIR_OPTION` (``tests/data/test_registry.py`` checks this against the registry).
+FILE_DATASETS = frozenset({"cdm"})
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
@@ -58,3 +66,16 @@ def validate_config(cls: type[M], data: Any, source: str) -> M:
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def with_base_dir(name: str, options: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """``options`` with ``base_dir`` set to ``base`` when dataset ``name``'s loader reads files
+    by relative path (it accepts ``base_dir``) and the options do not set it already.
+
+    Study and analytics files call it with their own folder, so their dataset paths are
+    relative to the file, wherever the command runs.
+    """
+    out = dict(options)
+    if name in FILE_DATASETS:
+        out.setdefault(BASE_DIR_OPTION, str(base.resolve()))
+    return out

@@ -9,12 +9,13 @@ adapter source files that the model kind uses) and the versions of the numerical
 Its hash is the SHA-256 of its canonical JSON (sorted keys, no whitespace), so the same plan
 hashes the same on every machine.
 
-The coordinator builds the plan (``plan_for_study``, called by ``strategy/driver.py``) and sends
-it with every task. The site re-checks it (``fedcare.site.plans``): it recomputes the code and
+This module is the plan as plain data (records: it imports nothing of fedcare but ``errors``
+and the version). The coordinator builds the plan from a study
+(:func:`fedcare.strategy.plan.plan_for_study`, called by ``strategy/driver.py``) and sends it
+with every task. The site re-checks it (``fedcare.site.plans``): it recomputes the code and
 dependency part from its own installation (``local_code``) and the hash from the plan's
 contents, so a coordinator cannot change the recipe under an approved hash; it derives the
 pipeline of every ``fit`` task from ``site_half`` and refuses a task that carries another.
-This module is core (records), so the driver may build plans without importing the site layer.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ __all__ = [
     "local_code",
     "local_dependencies",
     "model_code_files",
-    "plan_for_study",
 ]
 
 #: The keys of a plan's content (the hash covers exactly these).
@@ -78,7 +78,7 @@ def model_code_files(kind: str) -> tuple[str, ...]:
 @lru_cache(maxsize=16)
 def local_code(kind: str) -> dict[str, str]:
     """This installation's code part of a plan: fedcare's version and the adapter files' hashes."""
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     code = {"fedcare": __version__}
     for name in model_code_files(kind):
@@ -194,60 +194,3 @@ class TrainingPlan:
         return TrainingPlan(
             **{**self.__dict__, "code": local_code(kind), "dependencies": local_dependencies(kind)}
         )
-
-    def summary(self) -> str:
-        """A readable summary for the steward who approves it."""
-        from fedcare.strategy.site_half import site_half_summary
-
-        files = ", ".join(k.removeprefix("models/") for k in self.code if k != "fedcare")
-        lines = [
-            f"study:         {self.study}",
-            f"plan hash:     {self.hash}",
-            f"dataset:       {self.dataset}",
-            f"privacy mode:  {self.privacy_mode}"
-            + (f" (epsilon {self.epsilon:g})" if self.epsilon is not None else ""),
-            f"model:         {_inline(self.model)}",
-            f"preprocessing: {_inline(self.preprocessing)}",
-            f"training:      {_inline(self.training)}",
-            f"site half:     {site_half_summary(self.site_half)}",
-            f"rounds:        {self.rounds}",
-            *(["outputs:       + membership-attack AUROC"] if self.membership_inference else []),
-            f"code:          fedcare {self.code.get('fedcare', '?')}; files {files}",
-            f"dependencies:  {_inline(self.dependencies)}",
-        ]
-        return "\n".join(lines)
-
-
-def _inline(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "(none)"
-
-
-def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
-    """The training plan of a :class:`~fedcare.records.study.StudyConfig` on this installation.
-
-    ``with_code=False`` leaves the code and dependency part empty (it needs a known model kind),
-    for checks of the parts that reach the sites.
-
-    Raises
-    ------
-    ConfigError
-        When the study's strategy or privacy settings cannot build (naming the field).
-    """
-    from fedcare.strategy.site_half import site_half_of_study, site_train_config
-
-    kind = str(study.model.get("kind", ""))
-    privacy = getattr(study, "privacy", None)
-    return TrainingPlan(
-        study=study.name,
-        model=dict(study.model),
-        preprocessing=study.preprocessing.model_dump(),
-        training=site_train_config(study),
-        rounds=study.rounds,
-        dataset=study.dataset.name,
-        privacy_mode=str(getattr(privacy, "mode", "open")),
-        epsilon=getattr(privacy, "epsilon", None),
-        membership_inference=bool(getattr(privacy, "membership_inference", False)),
-        site_half=site_half_of_study(study),
-        code=local_code(kind) if with_code else {},
-        dependencies=local_dependencies(kind) if with_code else {},
-    )

@@ -12,10 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fedcare.aggregation.presets import AggregationSpec
 from fedcare.errors import ConfigError
-from fedcare.privacy.study import DpSpec
-from fedcare.records.config_file import read_yaml, validate_config
+from fedcare.records.aggregation_spec import AggregationSpec
+from fedcare.records.config_file import read_yaml, validate_config, with_base_dir
+from fedcare.records.dp_spec import DpSpec
 
 __all__ = [
     "TASK_DEADLINE_FLOOR_S",
@@ -75,7 +75,7 @@ class PrivacySpec(_Strict):
 
     mode: Literal["open", "secure", "private", "encrypted"] = "open"
     epsilon: float | None = Field(default=None, gt=0)
-    #: DP layers, local DP-SGD and accounting (see fedcare.privacy.study).
+    #: DP layers, local DP-SGD and accounting (fedcare.records.dp_spec; fedcare.privacy.study).
     dp: DpSpec | None = None
     #: Run membership-inference attacks on the trained model and report their AUROC.
     membership_inference: bool = False
@@ -106,7 +106,7 @@ class StudyConfig(_Strict):
     privacy: PrivacySpec = Field(default_factory=lambda: PrivacySpec())
     #: Version id of a registered model to start from (continuous learning); its parent.
     init_model: str | None = Field(default=None, min_length=1, max_length=128)
-    #: Robust aggregation layers, outermost first (see fedcare.aggregation.presets).
+    #: Robust aggregation layers, outermost first (see fedcare.records.aggregation_spec).
     aggregation: AggregationSpec = Field(default_factory=list)
     #: Seconds a deployed study waits for its plan's approval at the sites (default 24 h):
     #: while every missing reply is ``plan-not-approved`` the study stays ``running``, says
@@ -155,8 +155,6 @@ class StudyConfig(_Strict):
         data = read_yaml(path, "study file")
         config = cls.from_dict(data, source=str(path))
         # dataset files named by relative paths (e.g. dataset 'cdm') are found from this folder
-        from fedcare.data.registry import with_base_dir
-
         options = with_base_dir(config.dataset.name, config.dataset.options, path.parent)
         if options == config.dataset.options:
             return config

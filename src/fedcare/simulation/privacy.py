@@ -24,11 +24,11 @@ import numpy as np
 from fedcare.data.base import Dataset, SiteData
 from fedcare.evaluation.membership import membership_audit
 from fedcare.models.registry import build_model
+from fedcare.models.task_config import spec_from_config
 from fedcare.privacy.summary import privacy_summary
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.site.preprocess import Preprocessor
-from fedcare.site.runtime import spec_from_config
 
 __all__ = ["membership_results", "privacy_results"]
 

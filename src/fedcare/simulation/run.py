@@ -28,6 +28,7 @@ from fedcare.data.schema_check import feature_schema, reference_schema, schema_d
 from fedcare.errors import ConfigError
 from fedcare.evaluation.model_card import build_model_card
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
+from fedcare.grid import Split
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
@@ -36,7 +37,6 @@ from fedcare.site.app import Mod, SiteApp
 from fedcare.strategy.base import StrategyState
 from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
-from fedcare.transport.base import Split
 from fedcare.transport.inmemory import InMemoryGrid
 
 __all__ = [
@@ -224,7 +224,7 @@ def simulation_card(
     study: StudyConfig, model: TrainedModel, final: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The federated model's card: no registry (version and parent null), in-memory sites."""
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     return build_model_card(
         study=study.model_dump(mode="json"),
@@ -244,7 +244,7 @@ def _results(
     models: list[TrainedModel],
     evaluated: Mapping[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     federated = models[0]
     results: dict[str, Any] = {

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from fedcare.aggregation.private_sum import site_round_event
 from fedcare.errors import ConfigError
+from fedcare.models.task_config import SPEC_KEYS, TASK_KEYS, spec_from_config
 from fedcare.privacy.accounting.analysis import DpEvent, event_from_dict
 from fedcare.privacy.budget import LEDGER_DELTA, LEDGER_METHOD, check_budget
 from fedcare.privacy.dp_sgd import CONFIG_KEYS as DP_SGD_KEYS
 from fedcare.records.messages import Task
-from fedcare.site.runtime import SPEC_KEYS, TASK_KEYS, spec_from_config
 from fedcare.site.sqlite_tx import transaction
 
 __all__ = [

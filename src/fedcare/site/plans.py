@@ -30,6 +30,7 @@ from typing import Any
 from fedcare.errors import ConfigError
 from fedcare.records.messages import Task
 from fedcare.records.plan import TrainingPlan
+from fedcare.strategy.plan import plan_summary
 from fedcare.strategy.site_half import (
     HE_KEY,
     PER_TASK_KEYS,
@@ -212,7 +213,7 @@ def identify_plan(task: Task) -> PlanIdentity | Refusal:
     return PlanIdentity(
         checked.study,
         checked.hash,
-        checked.summary(),
+        plan_summary(checked),
         checked.privacy_mode,
         expected_pipeline(task, checked),
     )

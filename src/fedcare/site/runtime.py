@@ -28,30 +28,13 @@ from fedcare.evaluation.membership import loss_attack_auroc
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.models.base import LocalTrainSpec, ModelAdapter
 from fedcare.models.registry import build_model
-from fedcare.privacy.dp_sgd import CONFIG_KEYS as DP_SGD_KEYS
-from fedcare.privacy.dp_sgd import dp_spec_from_config
+from fedcare.models.task_config import spec_from_config
 from fedcare.privacy.mechanisms import system_rng
 from fedcare.records.arrays import ArrayRecord
-from fedcare.records.messages import Reply, Scalar, Task
+from fedcare.records.messages import Reply, Task
 from fedcare.site.preprocess import Preprocessor
 
-__all__ = ["SiteRuntime", "spec_from_config"]
-
-SPEC_KEYS = ("epochs", "max_steps", "lr", "batch_size", "optimizer", "momentum", "l2", "prox_mu")
-TASK_KEYS = ("algorithm", "seed")
-
-
-def spec_from_config(config: Mapping[str, Scalar]) -> LocalTrainSpec:
-    """The local training spec from a task's config; unknown keys are an error."""
-    unknown = sorted(set(config) - set(SPEC_KEYS) - set(TASK_KEYS) - set(DP_SGD_KEYS))
-    if unknown:
-        raise ConfigError(f"task config has unknown keys {unknown}; known: {SPEC_KEYS + TASK_KEYS}")
-    kwargs: dict[str, Any] = {k: config[k] for k in SPEC_KEYS if k in config}
-    if kwargs.get("max_steps") in (0, None):
-        kwargs.pop("max_steps", None)
-    if kwargs.get("batch_size") in (0, None):
-        kwargs.pop("batch_size", None)
-    return LocalTrainSpec(**kwargs, dp=dp_spec_from_config(config))
+__all__ = ["SiteRuntime"]
 
 
 def _dp_sgd_info(spec: LocalTrainSpec, num_rows: int) -> dict[str, str]:

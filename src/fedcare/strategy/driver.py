@@ -19,20 +19,19 @@ from fedcare.aggregation.base import Aggregator
 from fedcare.aggregation.presets import build_aggregator, needs_each_update
 from fedcare.analytics.federated import federated_feature_moments
 from fedcare.errors import ConfigError
+from fedcare.grid import Grid
 from fedcare.models.registry import build_model
 from fedcare.privacy.study import study_dp_parts
 from fedcare.records.arrays import ArrayRecord
-from fedcare.records.plan import plan_for_study
 from fedcare.records.study import StudyConfig
 from fedcare.secure.he.base import HEBackend
 from fedcare.secure.he.study import encrypted_study_strategy
 from fedcare.secure.secagg.layer import with_secure_sum
 from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.loop import RoundConfig, RoundRecord, run_rounds
+from fedcare.strategy.plan import check_strategy_matches_study, plan_for_study
 from fedcare.strategy.private import private_dp_spec, private_study_parts
 from fedcare.strategy.registry import build_strategy
-from fedcare.strategy.site_half import check_strategy_matches_study
-from fedcare.transport.base import Grid
 
 __all__ = [
     "AVAILABLE_PRIVACY_MODES",
@@ -74,7 +73,7 @@ def study_strategy(
 
     What a (non-baseline) strategy sends to sites, its fit config and its aggregation
     pipeline's site half, is checked to be what the study's plan fixes
-    (:func:`fedcare.strategy.site_half.check_strategy_matches_study`): sites derive both from
+    (:func:`fedcare.strategy.plan.check_strategy_matches_study`): sites derive both from
     the approved plan and refuse anything else.
 
     ``he_context``: the coordinator's public HE context (mode ``encrypted``; ``None`` in

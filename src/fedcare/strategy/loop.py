@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from fedcare.errors import AggregationError, RoundFailedError
+from fedcare.grid import Grid
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task, TaskKind
 from fedcare.strategy.base import Instruction, Strategy, StrategyState
 from fedcare.strategy.encrypted import encrypted_protocol, run_encrypted_sum
 from fedcare.strategy.multistage import run_secure_sum, secure_protocol
 from fedcare.strategy.screening import check_summed_weight, with_valid_metrics, within_declared
-from fedcare.transport.base import Grid
 
 __all__ = ["RoundConfig", "RoundRecord", "evaluate_on_sites", "run_round", "run_rounds"]
 

@@ -27,7 +27,8 @@ from fedcare.aggregation.private_sum import PrivateSum
 from fedcare.aggregation.validate import ValidateUpdates
 from fedcare.errors import ConfigError
 from fedcare.privacy.accounting.analysis import DpEvent
-from fedcare.privacy.study import DpSpec, central_noise_multiplier, dp_sgd_train_config
+from fedcare.privacy.study import central_noise_multiplier, dp_sgd_train_config
+from fedcare.records.dp_spec import DpSpec
 
 if TYPE_CHECKING:
     from fedcare.records.study import StudyConfig

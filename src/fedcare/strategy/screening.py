@@ -2,7 +2,7 @@
 
 A reply that fails a check is dropped for its site only and named, with the reason, in the
 round's ``failed_sites``; the round goes on while ``min_sites`` usable replies remain. The
-checks need only the grid's declared rows (:meth:`fedcare.transport.base.Grid.declared_rows`):
+checks need only the grid's declared rows (:meth:`fedcare.grid.Grid.declared_rows`):
 
 * a fit reply's weight (``num_samples``) must not exceed the site's declared training rows
   (a site cannot outweigh the rows it said it holds; 2^31 - 1 once moved the model by 15);

@@ -30,10 +30,10 @@ from fedcare.aggregation.distributed_dp import SPEC_KEY as NOISE_KEY
 from fedcare.aggregation.distributed_dp import SPEC_VERSION as NOISE_VERSION
 from fedcare.aggregation.norm_bound import SPEC_KEY as CLIP_KEY
 from fedcare.aggregation.norm_bound import SPEC_VERSION as CLIP_VERSION
-from fedcare.aggregation.presets import NormBoundSpec
 from fedcare.errors import ConfigError
 from fedcare.privacy.mechanisms import check_positive, noise_std
 from fedcare.privacy.study import central_noise_multiplier, dp_sgd_train_config
+from fedcare.records.aggregation_spec import NormBoundSpec
 from fedcare.secure.he.layer import DEFAULT_WEIGHT_UNIT
 from fedcare.secure.he.layer import SPEC_VERSION as HE_VERSION
 from fedcare.secure.secagg.layer import SPEC_VERSION as SECAGG_VERSION
@@ -51,7 +51,6 @@ __all__ = [
     "SITE_HALF_KEYS",
     "check_site_half",
     "check_strategy_matches_plan",
-    "check_strategy_matches_study",
     "pipeline_differences",
     "site_half_of_study",
     "site_half_summary",
@@ -265,13 +264,3 @@ def check_strategy_matches_plan(strategy: Any, plan: TrainingPlan) -> None:
             f"study {plan.study!r}: the aggregation pipeline's site half differs from the "
             f"plan's: {'; '.join(diffs)}"
         )
-
-
-def check_strategy_matches_study(strategy: Any, study: StudyConfig) -> None:
-    """:func:`check_strategy_matches_plan` against ``study``'s plan (its parts that reach the
-    sites: fit config and site half; the code part, which needs a known model kind, is left
-    to :func:`fedcare.records.plan.plan_for_study`)."""
-    from fedcare.records.plan import plan_for_study
-
-    plan = plan_for_study(study, with_code=False)
-    check_strategy_matches_plan(strategy, plan)

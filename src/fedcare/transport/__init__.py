@@ -1,6 +1,6 @@
-"""Transports: the Grid interface and its implementations."""
+"""Transports: implementations of the Grid interface (:mod:`fedcare.grid`, re-exported here)."""
 
-from fedcare.transport.base import Grid
+from fedcare.grid import Grid
 from fedcare.transport.inmemory import InMemoryGrid, SiteHandler
 
 __all__ = ["Grid", "InMemoryGrid", "SiteHandler"]

@@ -7,8 +7,8 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from fedcare.errors import FedcareError, TransportError
+from fedcare.grid import Grid, Split
 from fedcare.records.messages import Reply, Task
-from fedcare.transport.base import Grid, Split
 
 __all__ = ["InMemoryGrid", "SiteHandler"]
 

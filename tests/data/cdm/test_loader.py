@@ -12,8 +12,9 @@ from fedcare.analytics.spec import AnalyticsSpec
 from fedcare.data.cdm.fixtures import FIXTURE_SITES, fixture_federation
 from fedcare.data.cdm.loader import fixture_csv, load_cdm
 from fedcare.data.cdm.sitedata import ANALYTICS_FRAMES
-from fedcare.data.registry import load_dataset, with_base_dir
+from fedcare.data.registry import load_dataset
 from fedcare.errors import ConfigError, DataError
+from fedcare.records.config_file import with_base_dir
 from fedcare.records.study import StudyConfig
 
 from .helpers import FIXTURE, write_yaml

@@ -1,0 +1,88 @@
+"""A study's training plan on this installation, and what the steward reads of it.
+
+The plan record itself (content, canonical JSON, hash) is :mod:`fedcare.records.plan`; this
+module fills it from a study: the local-training config the strategy sends and the site half of
+the study's privacy mode (:mod:`fedcare.strategy.site_half`), with the code and dependency part
+of this installation. The coordinator builds the plan here (called by ``strategy/driver.py``)
+and sends it with every task; a site re-checks it (``fedcare.site.plans``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from fedcare.records.plan import TrainingPlan, local_code, local_dependencies
+from fedcare.strategy.site_half import (
+    check_strategy_matches_plan,
+    site_half_of_study,
+    site_half_summary,
+    site_train_config,
+)
+
+if TYPE_CHECKING:
+    from fedcare.records.study import StudyConfig
+
+__all__ = ["check_strategy_matches_study", "plan_for_study", "plan_summary"]
+
+
+def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
+    """The training plan of a :class:`~fedcare.records.study.StudyConfig` on this installation.
+
+    ``with_code=False`` leaves the code and dependency part empty (it needs a known model kind),
+    for checks of the parts that reach the sites.
+
+    Raises
+    ------
+    ConfigError
+        When the study's strategy or privacy settings cannot build (naming the field).
+    """
+    kind = str(study.model.get("kind", ""))
+    privacy = getattr(study, "privacy", None)
+    return TrainingPlan(
+        study=study.name,
+        model=dict(study.model),
+        preprocessing=study.preprocessing.model_dump(),
+        training=site_train_config(study),
+        rounds=study.rounds,
+        dataset=study.dataset.name,
+        privacy_mode=str(getattr(privacy, "mode", "open")),
+        epsilon=getattr(privacy, "epsilon", None),
+        membership_inference=bool(getattr(privacy, "membership_inference", False)),
+        site_half=site_half_of_study(study),
+        code=local_code(kind) if with_code else {},
+        dependencies=local_dependencies(kind) if with_code else {},
+    )
+
+
+def plan_summary(plan: TrainingPlan) -> str:
+    """A readable summary of ``plan`` for the steward who approves it."""
+    files = ", ".join(k.removeprefix("models/") for k in plan.code if k != "fedcare")
+    lines = [
+        f"study:         {plan.study}",
+        f"plan hash:     {plan.hash}",
+        f"dataset:       {plan.dataset}",
+        f"privacy mode:  {plan.privacy_mode}"
+        + (f" (epsilon {plan.epsilon:g})" if plan.epsilon is not None else ""),
+        f"model:         {_inline(plan.model)}",
+        f"preprocessing: {_inline(plan.preprocessing)}",
+        f"training:      {_inline(plan.training)}",
+        f"site half:     {site_half_summary(plan.site_half)}",
+        f"rounds:        {plan.rounds}",
+        *(["outputs:       + membership-attack AUROC"] if plan.membership_inference else []),
+        f"code:          fedcare {plan.code.get('fedcare', '?')}; files {files}",
+        f"dependencies:  {_inline(plan.dependencies)}",
+    ]
+    return "\n".join(lines)
+
+
+def _inline(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "(none)"
+
+
+def check_strategy_matches_study(strategy: Any, study: StudyConfig) -> None:
+    """:func:`~fedcare.strategy.site_half.check_strategy_matches_plan` against ``study``'s plan
+    (its parts that reach the sites: fit config and site half; the code part, which needs a
+    known model kind, is left to :func:`plan_for_study`)."""
+    plan = plan_for_study(study, with_code=False)
+    check_strategy_matches_plan(strategy, plan)

@@ -20,9 +20,7 @@ process stay reproducible (separate processes, e.g. Ray workers, do not contend)
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,6 +30,7 @@ from scipy.special import expit
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
 from fedcare.models._local_sgd import minibatch_schedule
+from fedcare.models._torch_runtime import draw_seed, import_torch, seeded
 from fedcare.models._validate import (
     check_correction,
     check_features,
@@ -51,35 +50,6 @@ __all__ = ["TorchAdapter", "TorchSurvivalAdapter", "import_torch", "make_torch_a
 
 #: Builds a fresh module for inputs of a given shape (without the batch axis).
 ModuleFactory = Callable[[tuple[int, ...]], "torch_types.nn.Module"]
-
-
-def import_torch() -> ModuleType:
-    """Import and return ``torch``, or raise :class:`ModelError` saying how to install it."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise ModelError(
-            "PyTorch models need the torch extra: pip install 'fedcare[torch]'"
-        ) from exc
-    return torch
-
-
-#: Guards torch's global generator while a section forks, seeds and uses it.
-_GLOBAL_RNG_LOCK = threading.Lock()
-
-
-@contextmanager
-def _seeded(seed: int | None) -> Iterator[ModuleType]:
-    """Torch with its CPU generator seeded to ``seed`` (if given), restored afterwards."""
-    torch = import_torch()
-    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield torch
-
-
-def _seed(rng: np.random.Generator) -> int:
-    return int(rng.integers(2**63 - 1))
 
 
 class TorchAdapter(ModelAdapter):
@@ -142,7 +112,7 @@ class TorchAdapter(ModelAdapter):
         )
 
     def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:
-        with _seeded(_seed(rng)):
+        with seeded(draw_seed(rng)):
             module = self._build(input_shape)
         return self._export(module, list(module.state_dict()))
 
@@ -179,17 +149,17 @@ class TorchAdapter(ModelAdapter):
     ) -> FitResult:
         X = check_features(data.X, model=self.name)
         check_targets(data, self.task, model=self.name)
-        if spec.dp is not None:  # sample-level DP-SGD through Opacus (fedcare.privacy.dp_sgd)
+        if spec.dp is not None:  # sample-level DP-SGD through Opacus (fedcare.models.torch_dp)
             if self.task != "binary":
                 raise ModelError(f"{self.name}: DP-SGD supports binary torch models only")
-            from fedcare.privacy.torch import opacus_dp_sgd
+            from fedcare.models.torch_dp import opacus_dp_sgd
 
             return opacus_dp_sgd(self, params, data, spec, spec.dp, rng)
         if spec.correction is not None:
             check_correction(params, spec.correction)
         # Permutations first, then the torch seed: the numpy loop draws the same batches.
         batches = list(minibatch_schedule(len(data), spec, rng))
-        with _seeded(_seed(rng)) as torch:
+        with seeded(draw_seed(rng)) as torch:
             module = self._load(params, X.shape[1:])
             module.train()
             named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
@@ -235,7 +205,7 @@ class TorchAdapter(ModelAdapter):
 
     def _scores(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
         X = check_features(X, model=self.name)
-        with _seeded(None):  # construction draws an init that load_state_dict overwrites
+        with seeded(None):  # construction draws an init that load_state_dict overwrites
             module = self._load(params, X.shape[1:])
         return self._forward(module, X)
 

@@ -5,6 +5,7 @@ The public API is what ``__all__`` lists (checked by a test). Everything else is
 
 import typing
 
+from fedcare._version import __version__
 from fedcare.errors import (
     AggregationError,
     AuditError,
@@ -62,8 +63,6 @@ if typing.TYPE_CHECKING:  # the real types for mypy; at run time these load lazi
         run_rounds,
     )
     from fedcare.transport.base import Grid
-
-__version__ = "0.1.0"
 
 #: Public names and where they live (module, attribute). They load on first use, so that
 #: ``import fedcare`` (and so every ``fedcare`` command) does not pay for scikit-learn, scipy,

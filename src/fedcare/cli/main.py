@@ -133,7 +133,7 @@ def simulate(
 @app.command()
 def version() -> None:
     """Print the fedcare version."""
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     typer.echo(__version__)
 

@@ -44,7 +44,7 @@ def register_final_model(
         return store.get_model(version), False
     except NotFoundError:
         pass
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     results = study_results(store, study_id)
     created = datetime.now(timezone.utc)

@@ -16,7 +16,7 @@ def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
 
     With the registered model's card under ``model_card`` once the study completed.
     """
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     info = store.get_study(study_id)
     study = StudyConfig.from_dict(info.config, source=f"study {study_id}")

@@ -120,7 +120,7 @@ class CoordinatorServicer(_Base):
         self.hub.hello(site_id)  # a study withholding its tasks from this site offers them again
         if self.store.fail_unheld_tasks(site_id, list(request.held_tasks)[:1000]):
             self.hub.notify()  # the rounds waiting for them go on now
-        from fedcare import __version__
+        from fedcare._version import __version__
 
         return pb.HelloResponse(
             federation=self.federation,
@@ -139,7 +139,7 @@ class CoordinatorServicer(_Base):
             status = self.store.get_site(site_id).status
         except NotFoundError:
             status = "unregistered"
-        from fedcare import __version__
+        from fedcare._version import __version__
 
         return pb.CheckResponse(
             federation=self.federation,

@@ -78,7 +78,7 @@ def model_code_files(kind: str) -> tuple[str, ...]:
 @lru_cache(maxsize=16)
 def local_code(kind: str) -> dict[str, str]:
     """This installation's code part of a plan: fedcare's version and the adapter files' hashes."""
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     code = {"fedcare": __version__}
     for name in model_code_files(kind):

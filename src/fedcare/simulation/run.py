@@ -224,7 +224,7 @@ def simulation_card(
     study: StudyConfig, model: TrainedModel, final: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The federated model's card: no registry (version and parent null), in-memory sites."""
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     return build_model_card(
         study=study.model_dump(mode="json"),
@@ -244,7 +244,7 @@ def _results(
     models: list[TrainedModel],
     evaluated: Mapping[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     federated = models[0]
     results: dict[str, Any] = {

@@ -311,6 +311,6 @@ def _task_key(reply: Reply) -> str:
 
 
 def _version() -> str:
-    from fedcare import __version__
+    from fedcare._version import __version__
 
     return __version__

@@ -9,7 +9,9 @@ state-dict order. ``fit`` follows the numpy loop's rules (see
 array not named ``*.bias``, the FedProx term and the SCAFFOLD correction added to each
 gradient, then ``torch.optim.SGD`` (momentum, no dampening) or ``torch.optim.Adam`` (fresh
 state per call). Binary tasks train on BCE-with-logits, survival tasks on the Breslow negative
-partial log-likelihood per event of each batch.
+partial log-likelihood per event of each batch. With ``spec.dp`` set, binary models train by
+sample-level DP-SGD through Opacus's ``PrivacyEngine`` (extra ``dp``): the spec, its schedule
+and its accounting event are :mod:`fedcare.privacy.dp_sgd`'s; this module runs the steps.
 
 Randomness: one seed drawn from ``rng`` seeds torch's generator inside
 ``torch.random.fork_rng`` for module construction, initialization and dropout, so results
@@ -20,7 +22,10 @@ process stay reproducible (separate processes, e.g. Ray workers, do not contend)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,7 +35,6 @@ from scipy.special import expit
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
 from fedcare.models._local_sgd import minibatch_schedule
-from fedcare.models._torch_runtime import draw_seed, import_torch, seeded
 from fedcare.models._validate import (
     check_correction,
     check_features,
@@ -50,6 +54,35 @@ __all__ = ["TorchAdapter", "TorchSurvivalAdapter", "import_torch", "make_torch_a
 
 #: Builds a fresh module for inputs of a given shape (without the batch axis).
 ModuleFactory = Callable[[tuple[int, ...]], "torch_types.nn.Module"]
+
+
+def import_torch() -> ModuleType:
+    """Import and return ``torch``, or raise :class:`ModelError` saying how to install it."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelError(
+            "PyTorch models need the torch extra: pip install 'fedcare[torch]'"
+        ) from exc
+    return torch
+
+
+#: Guards torch's global generator while a section forks, seeds and uses it.
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[ModuleType]:
+    """Torch with its CPU generator seeded to ``seed`` (if given), restored afterwards."""
+    torch = import_torch()
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield torch
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2**63 - 1))
 
 
 class TorchAdapter(ModelAdapter):
@@ -112,7 +145,7 @@ class TorchAdapter(ModelAdapter):
         )
 
     def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:
-        with seeded(draw_seed(rng)):
+        with _seeded(_seed(rng)):
             module = self._build(input_shape)
         return self._export(module, list(module.state_dict()))
 
@@ -149,17 +182,15 @@ class TorchAdapter(ModelAdapter):
     ) -> FitResult:
         X = check_features(data.X, model=self.name)
         check_targets(data, self.task, model=self.name)
-        if spec.dp is not None:  # sample-level DP-SGD through Opacus (fedcare.models.torch_dp)
+        if spec.dp is not None:  # sample-level DP-SGD through Opacus (fedcare.privacy.dp_sgd)
             if self.task != "binary":
                 raise ModelError(f"{self.name}: DP-SGD supports binary torch models only")
-            from fedcare.models.torch_dp import opacus_dp_sgd
-
-            return opacus_dp_sgd(self, params, data, spec, spec.dp, rng)
+            return self._fit_dp_sgd(params, data, spec, rng)
         if spec.correction is not None:
             check_correction(params, spec.correction)
         # Permutations first, then the torch seed: the numpy loop draws the same batches.
         batches = list(minibatch_schedule(len(data), spec, rng))
-        with seeded(draw_seed(rng)) as torch:
+        with _seeded(_seed(rng)) as torch:
             module = self._load(params, X.shape[1:])
             module.train()
             named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
@@ -191,6 +222,60 @@ class TorchAdapter(ModelAdapter):
             metrics={"train_loss": self._data_loss(scores, data)},
         )
 
+    def _fit_dp_sgd(
+        self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
+    ) -> FitResult:
+        """DP-SGD with Opacus: per-sample clipping, noise, Poisson sampling (L2 as weight decay).
+
+        Metrics: ``train_loss``, ``epsilon`` (this round alone, Opacus's RDP accountant at
+        ``dp.delta``) and ``dp_noise_multiplier``; ``num_steps`` is the number of steps taken.
+        """
+        try:
+            from opacus import PrivacyEngine
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ModelError(
+                "DP-SGD for torch models needs opacus: pip install 'fedcare[dp]'"
+            ) from err
+        dp = spec.dp
+        assert dp is not None
+        if spec.correction is not None or spec.prox_mu:
+            raise ModelError("DP-SGD for torch models supports neither SCAFFOLD nor FedProx")
+        X = np.asarray(data.X, dtype=np.float32)
+        event = dp.event(len(X), spec)
+        q, steps = event.sampling_probability, event.count
+        with _seeded(_seed(rng)) as torch:
+            module = self._load(params, X.shape[1:])
+            module.train()
+            optimizer = _optimizer(torch, list(module.parameters()), spec, weight_decay=spec.l2)
+            targets = torch.from_numpy(np.asarray(data.y, dtype=np.float32))
+            dataset = torch.utils.data.TensorDataset(torch.from_numpy(X), targets)
+            loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, round(q * len(X))))
+            with warnings.catch_warnings():
+                # secure_mode is off (its CSPRNG needs torchcsprng; the noise comes from torch's
+                # generator seeded from rng); hooks fire on outputs (inputs need no grad); one
+                # round's small epsilon sits at Opacus's largest order
+                for message in ("Secure RNG turned off", "Full backward hook", "Optimal order"):
+                    warnings.filterwarnings("ignore", message=message)
+                engine = PrivacyEngine(accountant="rdp")
+                private, optimizer, loader = engine.make_private(
+                    module=module,
+                    optimizer=optimizer,
+                    data_loader=loader,
+                    noise_multiplier=event.noise_multiplier,
+                    max_grad_norm=dp.max_grad_norm,
+                    poisson_sampling=True,
+                )
+                taken = _opacus_steps(torch, private, optimizer, loader, steps)
+                epsilon = float(engine.accountant.get_epsilon(dp.delta))
+            new = self._export(private._module, list(params))
+            scores = self._forward(private._module, X)
+        metrics = {
+            "train_loss": self._data_loss(scores, data),
+            "epsilon": epsilon,
+            "dp_noise_multiplier": event.noise_multiplier,
+        }
+        return FitResult(params=new, num_samples=len(X), num_steps=taken, metrics=metrics)
+
     # Evaluation --------------------------------------------------------------------------------
     def _forward(self, module: torch_types.nn.Module, X: np.ndarray) -> np.ndarray:
         """Raw outputs (logits or risk scores) as float64, in batches, without gradients."""
@@ -205,7 +290,7 @@ class TorchAdapter(ModelAdapter):
 
     def _scores(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
         X = check_features(X, model=self.name)
-        with seeded(None):  # construction draws an init that load_state_dict overwrites
+        with _seeded(None):  # construction draws an init that load_state_dict overwrites
             module = self._load(params, X.shape[1:])
         return self._forward(module, X)
 
@@ -259,10 +344,14 @@ def make_torch_adapter(
     raise ModelError(f"unknown task {task!r} for a torch model; valid: ['binary', 'survival']")
 
 
-def _optimizer(torch: ModuleType, parameters: list[Any], spec: LocalTrainSpec) -> Any:
+def _optimizer(
+    torch: ModuleType, parameters: list[Any], spec: LocalTrainSpec, *, weight_decay: float = 0.0
+) -> Any:
     if spec.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=spec.lr)
-    return torch.optim.SGD(parameters, lr=spec.lr, momentum=spec.momentum)
+        return torch.optim.Adam(parameters, lr=spec.lr, weight_decay=weight_decay)
+    return torch.optim.SGD(
+        parameters, lr=spec.lr, momentum=spec.momentum, weight_decay=weight_decay
+    )
 
 
 def _gradient_terms(
@@ -290,3 +379,19 @@ def _gradient_terms(
                     p.grad.add_(correction[k])
 
     return add_terms
+
+
+def _opacus_steps(torch: Any, module: Any, optimizer: Any, loader: Any, steps: int) -> int:
+    """Run ``steps`` private steps over Opacus's Poisson loader (epochs as needed)."""
+    taken = 0
+    while taken < steps:
+        for inputs, target in loader:
+            if taken == steps:
+                break
+            optimizer.zero_grad()
+            out = module(inputs).reshape(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(out, target)
+            loss.backward()
+            optimizer.step()
+            taken += 1
+    return taken

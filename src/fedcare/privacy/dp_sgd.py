@@ -11,7 +11,7 @@ Two engines:
 
 * numpy logistic regression (:func:`logistic_dp_sgd`): per-example gradients are
   ``(sigmoid(x w + b) - y) [x, 1]``, so clipping is one vectorized scale per row;
-* PyTorch models (:func:`fedcare.models.torch_dp.opacus_dp_sgd`): Opacus's ``PrivacyEngine``
+* PyTorch models (:meth:`fedcare.models.torch.TorchAdapter.fit`): Opacus's ``PrivacyEngine``
   (``GradSampleModule``, ``DPOptimizer``, Poisson ``DPDataLoader``) and its RDP accountant.
 
 The models depend on this module (a :class:`~fedcare.models.base.LocalTrainSpec` carries a

@@ -2,7 +2,7 @@
 
 Importing this module does not import Opacus; calling its function does, and raises an error
 naming the extra to install when Opacus is missing. DP-SGD for PyTorch models through Opacus's
-``PrivacyEngine`` is a model adapter's training loop: :mod:`fedcare.models.torch_dp`.
+``PrivacyEngine`` is the torch adapter's training loop (:mod:`fedcare.models.torch`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import jinja2
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
-from fedcare.evaluation import plots
+import fedcare.evaluation.plots as plots
 
 __all__ = ["render_report", "write_report"]
 

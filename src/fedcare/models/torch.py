@@ -9,7 +9,9 @@ state-dict order. ``fit`` follows the numpy loop's rules (see
 array not named ``*.bias``, the FedProx term and the SCAFFOLD correction added to each
 gradient, then ``torch.optim.SGD`` (momentum, no dampening) or ``torch.optim.Adam`` (fresh
 state per call). Binary tasks train on BCE-with-logits, survival tasks on the Breslow negative
-partial log-likelihood per event of each batch.
+partial log-likelihood per event of each batch. With ``spec.dp`` set, binary models train by
+sample-level DP-SGD through Opacus's ``PrivacyEngine`` (extra ``dp``): the spec, its schedule
+and its accounting event are :mod:`fedcare.privacy.dp_sgd`'s; this module runs the steps.
 
 Randomness: one seed drawn from ``rng`` seeds torch's generator inside
 ``torch.random.fork_rng`` for module construction, initialization and dropout, so results
@@ -21,6 +23,7 @@ process stay reproducible (separate processes, e.g. Ray workers, do not contend)
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -182,9 +185,7 @@ class TorchAdapter(ModelAdapter):
         if spec.dp is not None:  # sample-level DP-SGD through Opacus (fedcare.privacy.dp_sgd)
             if self.task != "binary":
                 raise ModelError(f"{self.name}: DP-SGD supports binary torch models only")
-            from fedcare.privacy.torch import opacus_dp_sgd
-
-            return opacus_dp_sgd(self, params, data, spec, spec.dp, rng)
+            return self._fit_dp_sgd(params, data, spec, rng)
         if spec.correction is not None:
             check_correction(params, spec.correction)
         # Permutations first, then the torch seed: the numpy loop draws the same batches.
@@ -220,6 +221,60 @@ class TorchAdapter(ModelAdapter):
             num_steps=len(batches),
             metrics={"train_loss": self._data_loss(scores, data)},
         )
+
+    def _fit_dp_sgd(
+        self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
+    ) -> FitResult:
+        """DP-SGD with Opacus: per-sample clipping, noise, Poisson sampling (L2 as weight decay).
+
+        Metrics: ``train_loss``, ``epsilon`` (this round alone, Opacus's RDP accountant at
+        ``dp.delta``) and ``dp_noise_multiplier``; ``num_steps`` is the number of steps taken.
+        """
+        try:
+            from opacus import PrivacyEngine
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ModelError(
+                "DP-SGD for torch models needs opacus: pip install 'fedcare[dp]'"
+            ) from err
+        dp = spec.dp
+        assert dp is not None
+        if spec.correction is not None or spec.prox_mu:
+            raise ModelError("DP-SGD for torch models supports neither SCAFFOLD nor FedProx")
+        X = np.asarray(data.X, dtype=np.float32)
+        event = dp.event(len(X), spec)
+        q, steps = event.sampling_probability, event.count
+        with _seeded(_seed(rng)) as torch:
+            module = self._load(params, X.shape[1:])
+            module.train()
+            optimizer = _optimizer(torch, list(module.parameters()), spec, weight_decay=spec.l2)
+            targets = torch.from_numpy(np.asarray(data.y, dtype=np.float32))
+            dataset = torch.utils.data.TensorDataset(torch.from_numpy(X), targets)
+            loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, round(q * len(X))))
+            with warnings.catch_warnings():
+                # secure_mode is off (its CSPRNG needs torchcsprng; the noise comes from torch's
+                # generator seeded from rng); hooks fire on outputs (inputs need no grad); one
+                # round's small epsilon sits at Opacus's largest order
+                for message in ("Secure RNG turned off", "Full backward hook", "Optimal order"):
+                    warnings.filterwarnings("ignore", message=message)
+                engine = PrivacyEngine(accountant="rdp")
+                private, optimizer, loader = engine.make_private(
+                    module=module,
+                    optimizer=optimizer,
+                    data_loader=loader,
+                    noise_multiplier=event.noise_multiplier,
+                    max_grad_norm=dp.max_grad_norm,
+                    poisson_sampling=True,
+                )
+                taken = _opacus_steps(torch, private, optimizer, loader, steps)
+                epsilon = float(engine.accountant.get_epsilon(dp.delta))
+            new = self._export(private._module, list(params))
+            scores = self._forward(private._module, X)
+        metrics = {
+            "train_loss": self._data_loss(scores, data),
+            "epsilon": epsilon,
+            "dp_noise_multiplier": event.noise_multiplier,
+        }
+        return FitResult(params=new, num_samples=len(X), num_steps=taken, metrics=metrics)
 
     # Evaluation --------------------------------------------------------------------------------
     def _forward(self, module: torch_types.nn.Module, X: np.ndarray) -> np.ndarray:
@@ -289,10 +344,14 @@ def make_torch_adapter(
     raise ModelError(f"unknown task {task!r} for a torch model; valid: ['binary', 'survival']")
 
 
-def _optimizer(torch: ModuleType, parameters: list[Any], spec: LocalTrainSpec) -> Any:
+def _optimizer(
+    torch: ModuleType, parameters: list[Any], spec: LocalTrainSpec, *, weight_decay: float = 0.0
+) -> Any:
     if spec.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=spec.lr)
-    return torch.optim.SGD(parameters, lr=spec.lr, momentum=spec.momentum)
+        return torch.optim.Adam(parameters, lr=spec.lr, weight_decay=weight_decay)
+    return torch.optim.SGD(
+        parameters, lr=spec.lr, momentum=spec.momentum, weight_decay=weight_decay
+    )
 
 
 def _gradient_terms(
@@ -320,3 +379,19 @@ def _gradient_terms(
                     p.grad.add_(correction[k])
 
     return add_terms
+
+
+def _opacus_steps(torch: Any, module: Any, optimizer: Any, loader: Any, steps: int) -> int:
+    """Run ``steps`` private steps over Opacus's Poisson loader (epochs as needed)."""
+    taken = 0
+    while taken < steps:
+        for inputs, target in loader:
+            if taken == steps:
+                break
+            optimizer.zero_grad()
+            out = module(inputs).reshape(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(out, target)
+            loss.backward()
+            optimizer.step()
+            taken += 1
+    return taken

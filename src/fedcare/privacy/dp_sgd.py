@@ -11,8 +11,12 @@ Two engines:
 
 * numpy logistic regression (:func:`logistic_dp_sgd`): per-example gradients are
   ``(sigmoid(x w + b) - y) [x, 1]``, so clipping is one vectorized scale per row;
-* PyTorch models (:func:`fedcare.privacy.torch.opacus_dp_sgd`): Opacus's ``PrivacyEngine``
+* PyTorch models (:meth:`fedcare.models.torch.TorchAdapter.fit`): Opacus's ``PrivacyEngine``
   (``GradSampleModule``, ``DPOptimizer``, Poisson ``DPDataLoader``) and its RDP accountant.
+
+The models depend on this module (a :class:`~fedcare.models.base.LocalTrainSpec` carries a
+:class:`DpSgdSpec`), never the other way: what DP-SGD reads of local training is the
+:class:`LocalSchedule` protocol.
 
 Both account with the same event, so dp-accounting's RDP and Opacus's agree (tested).
 
@@ -26,7 +30,7 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from scipy.special import expit
@@ -36,12 +40,12 @@ from fedcare.privacy.accounting.analysis import DpEvent, noise_multiplier_for_ep
 from fedcare.privacy.mechanisms import check_positive
 
 if TYPE_CHECKING:
-    from fedcare.models.base import LocalTrainSpec
     from fedcare.records.arrays import ArrayRecord
 
 __all__ = [
     "CONFIG_KEYS",
     "DpSgdSpec",
+    "LocalSchedule",
     "dp_config",
     "dp_schedule",
     "dp_spec_from_config",
@@ -57,6 +61,29 @@ CONFIG_KEYS = (
     "dp_delta",
     "dp_rounds",
 )
+
+
+class LocalSchedule(Protocol):
+    """What DP-SGD reads of a site's local training (a ``LocalTrainSpec`` is one)."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def max_steps(self) -> int | None: ...
+    @property
+    def batch_size(self) -> int | None: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def l2(self) -> float: ...
+    @property
+    def prox_mu(self) -> float: ...
+    @property
+    def correction(self) -> ArrayRecord | None: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +112,7 @@ class DpSgdSpec:
         if self.rounds < 1:
             raise ConfigError(f"dp rounds must be >= 1, got {self.rounds!r}")
 
-    def event(self, num_rows: int, train: LocalTrainSpec) -> DpEvent:
+    def event(self, num_rows: int, train: LocalSchedule) -> DpEvent:
         """This round's event at a site with ``num_rows`` rows training as ``train`` says."""
         q, steps = dp_schedule(num_rows, train)
         z = self.noise_multiplier
@@ -100,7 +127,7 @@ def _calibrated(target: float, delta: float, q: float, count: int) -> float:
     return noise_multiplier_for_epsilon(target, delta, sampling_probability=q, count=count)
 
 
-def dp_schedule(num_rows: int, train: LocalTrainSpec) -> tuple[float, int]:
+def dp_schedule(num_rows: int, train: LocalSchedule) -> tuple[float, int]:
     """``(q, steps)``: the sampling probability and the steps of one round of local training.
 
     ``q = batch_size / n`` (1 for full batch); steps are ``max_steps`` or ``epochs * ceil(n /
@@ -162,7 +189,7 @@ def logistic_dp_sgd(
     params: ArrayRecord,
     X: np.ndarray,
     y: np.ndarray,
-    train: LocalTrainSpec,
+    train: LocalSchedule,
     dp: DpSgdSpec,
     rng: np.random.Generator,
 ) -> tuple[ArrayRecord, DpEvent]:

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
+import fedcare.strategy.server_opt as server_opt
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
 from fedcare.aggregation.mean import WeightedMean
 from fedcare.aggregation.validate import DEFAULT_OUTLIER_RATIO, ValidateUpdates
 from fedcare.errors import ConfigError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Scalar
-from fedcare.strategy import server_opt
 from fedcare.strategy.base import Instruction, Strategy, StrategyState, sample_sites
 
 __all__ = ["FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedOpt", "FedProx", "FedYogi"]

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+import fedcare.strategy.server_opt as server_opt
 from fedcare.aggregation.base import Measurements
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply
-from fedcare.strategy import server_opt
 from fedcare.strategy.base import Instruction, StrategyState
 from fedcare.strategy.fedopt import FedOpt
 

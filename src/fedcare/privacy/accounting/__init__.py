@@ -9,7 +9,7 @@
   ``"opacus-rdp"``).
 """
 
-from fedcare.privacy.accounting.accountant import Accountant
+from fedcare.privacy.accounting.accountant import Accountant, create_accountant
 from fedcare.privacy.accounting.analysis import (
     DpEvent,
     event_from_dict,
@@ -20,7 +20,6 @@ from fedcare.privacy.accounting.analysis import (
 from fedcare.privacy.accounting.registry import (
     ACCOUNTANTS,
     accountant_names,
-    create_accountant,
     epsilon_of,
 )
 

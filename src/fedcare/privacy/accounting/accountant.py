@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedcare.errors import ValidationError
+from fedcare.errors import ConfigError, ValidationError
 from fedcare.privacy.accounting.analysis import DpEvent, event_from_dict
 from fedcare.privacy.accounting.registry import accountant_names, epsilon_of
 
-__all__ = ["STATE_VERSION", "Accountant"]
+__all__ = ["STATE_VERSION", "Accountant", "create_accountant"]
 
 STATE_VERSION = 1
 _STATE_KEYS = ("version", "method", "events")
@@ -102,3 +102,16 @@ class Accountant:
                 f"accountant state: key 'method' is {method!r}; known: {accountant_names()}"
             )
         return cls(method, events)
+
+
+def create_accountant(method: str = "rdp") -> Accountant:
+    """An empty :class:`Accountant` using ``method``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown method.
+    """
+    if method not in accountant_names():
+        raise ConfigError(f"unknown accountant {method!r}; choose one of {accountant_names()}")
+    return Accountant(method)

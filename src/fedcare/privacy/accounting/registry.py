@@ -1,17 +1,17 @@
-"""Accountants by name: the methods an :class:`Accountant` (and a study file) can name."""
+"""Accountants by name: the methods an :class:`Accountant` (and a study file) can name.
+
+A leaf of the accounting package: :mod:`~fedcare.privacy.accounting.accountant` imports it,
+never the other way (so ``create_accountant`` lives there).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from fedcare.errors import ConfigError
 from fedcare.privacy.accounting.analysis import DpEvent, pld_epsilon, rdp_epsilon
 
-if TYPE_CHECKING:
-    from fedcare.privacy.accounting.accountant import Accountant
-
-__all__ = ["ACCOUNTANTS", "accountant_names", "create_accountant", "epsilon_of"]
+__all__ = ["ACCOUNTANTS", "accountant_names", "epsilon_of"]
 
 EpsilonFn = Callable[[Iterable[DpEvent], float], float]
 
@@ -47,18 +47,3 @@ def epsilon_of(events: Iterable[DpEvent], delta: float, *, method: str = "rdp") 
     if fn is None:
         raise ConfigError(f"unknown accountant {method!r}; choose one of {accountant_names()}")
     return fn(list(events), delta)
-
-
-def create_accountant(method: str = "rdp") -> Accountant:
-    """An empty :class:`Accountant` using ``method``.
-
-    Raises
-    ------
-    ConfigError
-        For an unknown method.
-    """
-    from fedcare.privacy.accounting.accountant import Accountant
-
-    if method not in ACCOUNTANTS:
-        raise ConfigError(f"unknown accountant {method!r}; choose one of {accountant_names()}")
-    return Accountant(method)

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+import fedcare.secure.secagg.shamir as shamir
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
-from fedcare.secure.secagg import shamir
 from fedcare.secure.secagg.keys import Entropy, KeyPair, derive_key, open_share, seal_share
 from fedcare.secure.secagg.messages import ClientMessage, ServerMessage, as_bytes, from_bytes
 from fedcare.secure.secagg.prg import prg_uint64

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+import fedcare.secure.secagg.shamir as shamir
 from fedcare.errors import AggregationError, ValidationError
 from fedcare.records.arrays import ArrayRecord
-from fedcare.secure.secagg import shamir
 from fedcare.secure.secagg.graph import default_degree, default_threshold, neighbour_graph
 from fedcare.secure.secagg.keys import KeyPair, derive_key
 from fedcare.secure.secagg.messages import (

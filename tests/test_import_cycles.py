@@ -13,8 +13,6 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -116,11 +114,6 @@ def test_the_checker_finds_cycles_through_functions_type_checking_and_packages(
     assert cycles(import_graph(tmp_path, "pkg")) == [["pkg.a", "pkg.b"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="records/study<->privacy/study and records/plan<->strategy/site_half are broken on "
-    "branch i12-records (issue 12 item 1); remove this mark when it merges",
-)
 def test_src_fedcare_has_no_import_cycles() -> None:
     assert cycles(import_graph(SRC, "fedcare")) == []
 

@@ -1,4 +1,5 @@
-"""Repository-level promises: the public API, the import direction, README and CI agree."""
+"""Repository-level promises: the public API, README and CI agree (the import direction is
+checked by import-linter's contracts: tests/test_architecture.py)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,6 @@ import fedcare
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "fedcare"
-CORE = (
-    "records",
-    "models",
-    "data",
-    "aggregation",
-    "privacy",
-    "secure",
-    "strategy",
-    "analytics",
-    "evaluation",
-    "audit",
-)
-OUTER = ("transport", "coordinator", "site", "cli", "dashboard", "simulation")
 
 
 def test_public_api_is_exactly_all() -> None:
@@ -49,63 +37,6 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
     return names
-
-
-def _core_files() -> list[Path]:
-    return [SRC / "grid.py", *(p for pkg in CORE for p in sorted((SRC / pkg).rglob("*.py")))]
-
-
-def test_core_never_imports_the_outer_layers() -> None:
-    # No exception: the Grid interface is core (fedcare/grid.py); imports inside functions count.
-    bad = []
-    for path in _core_files():
-        for mod in _imports(path):
-            if any(mod == f"fedcare.{o}" or mod.startswith(f"fedcare.{o}.") for o in OUTER):
-                bad.append(f"{path.relative_to(REPO)} imports {mod}")
-    assert not bad, bad
-
-
-def test_records_import_nothing_of_fedcare_but_errors() -> None:
-    # records is the ground floor: plain data. The leaf version module is the one other import.
-    allowed = ("fedcare.errors", "fedcare._version")
-    bad = []
-    for path in sorted((SRC / "records").rglob("*.py")):
-        for mod in _imports(path):
-            fedcare_module = mod == "fedcare" or mod.startswith("fedcare.")
-            inside = mod == "fedcare.records" or mod.startswith("fedcare.records.")
-            if fedcare_module and not inside and mod not in allowed:
-                bad.append(f"{path.relative_to(REPO)} imports {mod}")
-    assert not bad, bad
-
-
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(SRC.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def test_coordinator_and_site_never_import_each_other() -> None:
-    # They meet only through records and the transport; what both need lives in the core.
-    # Chains count (coordinator -> x -> site), as an import-linter independence contract does.
-    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
-    graph = {name: {m for m in _imports(p) if m in modules} for name, p in modules.items()}
-    bad = []
-    for a, b in (("coordinator", "site"), ("site", "coordinator")):
-        start = [m for m in modules if m.startswith(f"fedcare.{a}.")]
-        came_from: dict[str, str | None] = dict.fromkeys(start)
-        todo = list(start)
-        while todo:
-            here = todo.pop()
-            for there in sorted(graph[here] - set(came_from)):
-                came_from[there] = here
-                if there.startswith(f"fedcare.{b}."):
-                    chain, at = [there], here
-                    while at is not None:
-                        chain.append(at)
-                        at = came_from[at]
-                    bad.append(" -> ".join(reversed(chain)))
-                else:
-                    todo.append(there)
-    assert not bad, bad
 
 
 def test_core_imports_without_heavy_extras() -> None:

@@ -1,13 +1,11 @@
 """Privacy modes as preset compositions: one module, one short function per mode.
 
-Given a study, :func:`mode_composition` returns its :class:`ModeComposition`: the server
-aggregator (the layers inside the protocol layer), the protocol layer that wraps the strategy's
-aggregator (secure sum, encrypted sum, or none), the site half the plan fixes (what every site
-applies to its update before it leaves), the DP-SGD entries of every fit task, the fewest
-contributions a round is accepted with, and the accounting plan (the DP events one round adds
-to the study's ledger, which the budget guard plans with). Read a mode top to bottom in
-:func:`open_mode`, :func:`secure_mode`, :func:`private_mode` and :func:`encrypted_mode`;
-:func:`site_half_of` is the part of them a plan needs (no server checks, no federation keys).
+:func:`mode_composition` gives a study's :class:`ModeComposition`: the server aggregator, the
+protocol layer around it (secure sum, encrypted sum, or none), the plan's site half (what each
+site applies to its update before it leaves), the DP-SGD entries of every fit task, the fewest
+contributions a round takes, and the accounting plan (the DP events one round adds). Read each
+mode top to bottom in :func:`open_mode`, :func:`secure_mode`, :func:`private_mode` and
+:func:`encrypted_mode`; :func:`site_half_of` is the part a plan needs (no server checks, keys).
 
 Why here, in ``strategy``: a mode composes aggregation layers (validation, robust stacks,
 central and distributed noise), the secure layers (secure sum, encrypted sum) and the privacy
@@ -92,12 +90,9 @@ def _as_is(strategy: Strategy) -> Strategy:
 
 @dataclass(frozen=True)
 class AccountingPlan:
-    """What the study's DP ledger gets per round, planned before the round runs.
-
-    ``round_events``: the study-level DP events one round adds (empty: none planned; adaptive
-    clipping's events depend on the round and are reported by its layer's measurements).
-    ``delta`` and ``accountant``: how they compose into epsilon (None without ``privacy.dp``).
-    """
+    """The study-level DP events one round adds, planned before it runs (empty: none planned;
+    adaptive clipping's depend on the round and come in its measurements), and the ``delta``
+    and ``accountant`` they compose into epsilon with (None without ``privacy.dp``)."""
 
     round_events: tuple[DpEvent, ...] = ()
     delta: float | None = None
@@ -141,16 +136,9 @@ def check_privacy_mode(study: StudyConfig) -> None:
 def study_dp_parts(
     study: StudyConfig, num_sites: int
 ) -> tuple[Aggregator[Any] | None, dict[str, float | int]]:
-    """``(central DP aggregator or None, DP-SGD task config)`` for ``study``'s ``privacy.dp``.
-
-    The noise comes from ``privacy.dp.noise_seed`` (OS entropy when unset).
-
-    Raises
-    ------
-    ConfigError
-        When central DP is combined with robust ``aggregation`` layers or a mode other than
-        ``open`` (the layers need each clipped update in the clear).
-    """
+    """``(central DP aggregator or None, DP-SGD task config)`` for ``study``'s ``privacy.dp``
+    (noise from ``privacy.dp.noise_seed``, OS entropy when unset). Raises ``ConfigError`` for
+    central DP with ``aggregation`` layers or in a mode other than ``open``."""
     dp = study.privacy.dp
     if dp is None:
         return None, {}
@@ -238,11 +226,8 @@ def _secure_sum(study: StudyConfig) -> ProtocolLayer:
 
 
 def _encrypted_sum(study: StudyConfig, context: HEBackend | None) -> ProtocolLayer:
-    """EncryptedSum outermost: sites send CKKS ciphertexts; sites decrypt only the sum.
-
-    ``context`` is the coordinator's PUBLIC context; ``None``: the simulated federation's
-    (simulation only; a deployed site with kit keys then refuses the study: fingerprints differ).
-    """
+    """EncryptedSum outermost: sites send CKKS ciphertexts and decrypt only the sum. ``context``:
+    the coordinator's PUBLIC one; ``None``: the simulated federation's (simulation only)."""
 
     def wrap(strategy: Strategy) -> Strategy:
         _no_each_update(study, "encrypted", " in plaintext")
@@ -266,6 +251,30 @@ def _central_accounting(dp: DpSpec | None, rounds: int) -> AccountingPlan:
     return AccountingPlan(events, dp.delta, dp.accountant)
 
 
+def _open_half(study: StudyConfig) -> dict[str, Any]:
+    return _site_half(study)  # only the norm-bound clip, if the stack has one
+
+
+def _secure_half(study: StudyConfig) -> dict[str, Any]:
+    return _site_half(study, secagg=_secagg_half())
+
+
+def _private_half(study: StudyConfig) -> dict[str, Any]:
+    return _site_half(study, noise=_noise_half(study), secagg=_secagg_half())
+
+
+def _encrypted_half(study: StudyConfig) -> dict[str, Any]:
+    return _site_half(study, he=_he_half())
+
+
+_SITE_HALVES: dict[str, Callable[[StudyConfig], dict[str, Any]]] = {
+    "open": _open_half,
+    "secure": _secure_half,
+    "private": _private_half,
+    "encrypted": _encrypted_half,
+}
+
+
 # -- the modes -----------------------------------------------------------------------------------
 
 
@@ -276,7 +285,7 @@ def open_mode(study: StudyConfig, num_sites: int, he_context: Any = None) -> Mod
     return ModeComposition(
         "open",
         aggregator=aggregator if central is None else central,
-        site_half=_site_half(study),
+        site_half=_open_half(study),
         train=dp_sgd,
         min_sites=_capped_min_sites(study, num_sites),
         accounting=_central_accounting(study.privacy.dp, study.rounds),
@@ -291,7 +300,7 @@ def secure_mode(study: StudyConfig, num_sites: int, he_context: Any = None) -> M
         "secure",
         aggregator=aggregator,
         protocol=_secure_sum(study),
-        site_half=_site_half(study, secagg=_secagg_half()),
+        site_half=_secure_half(study),  # the norm-bound clip, then masking
         train=dp_sgd,
         min_sites=_capped_min_sites(study, num_sites),
         accounting=_central_accounting(study.privacy.dp, study.rounds),
@@ -305,19 +314,15 @@ def private_mode(study: StudyConfig, num_sites: int, he_context: Any = None) -> 
     dp = private_dp_spec(study)
     assert dp.clip_norm is not None
     z = central_noise_multiplier(dp, study.rounds)
-    noise = PrivateSum(
-        WeightedMean(),
-        noise_multiplier=z,
-        clip_norm=dp.clip_norm,
-        min_sites=private_min_sites(study),
-    )
+    m = private_min_sites(study)
+    noise = PrivateSum(WeightedMean(), noise_multiplier=z, clip_norm=dp.clip_norm, min_sites=m)
     return ModeComposition(
         "private",
         aggregator=ValidateUpdates(noise),
         protocol=_secure_sum(study),
-        site_half=_site_half(study, noise=_noise_half(study), secagg=_secagg_half()),
+        site_half=_private_half(study),  # clip + the site's noise share, then masking
         train=dp_sgd_train_config(dp, study.rounds),
-        min_sites=private_min_sites(study),
+        min_sites=m,
         accounting=AccountingPlan((DpEvent(z),), dp.delta, dp.accountant),
     )
 
@@ -333,7 +338,7 @@ def encrypted_mode(
         "encrypted",
         aggregator=aggregator,
         protocol=_encrypted_sum(study, he_context),
-        site_half=_site_half(study, he=_he_half()),
+        site_half=_encrypted_half(study),  # the norm-bound clip, then encryption
         train=dp_sgd,
         min_sites=_capped_min_sites(study, num_sites),
         accounting=_central_accounting(study.privacy.dp, study.rounds),
@@ -355,12 +360,6 @@ _MODES: dict[str, Callable[[StudyConfig, int, Any], ModeComposition]] = {
     "secure": secure_mode,
     "private": private_mode,
     "encrypted": encrypted_mode,
-}
-_SITE_HALVES: dict[str, Callable[[StudyConfig], dict[str, Any]]] = {
-    "open": lambda study: _site_half(study),
-    "secure": lambda study: _site_half(study, secagg=_secagg_half()),
-    "private": lambda study: _site_half(study, noise=_noise_half(study), secagg=_secagg_half()),
-    "encrypted": lambda study: _site_half(study, he=_he_half()),
 }
 
 

@@ -96,3 +96,12 @@ class Aggregator(ABC, Generic[S]):
         a plain aggregator has none.
         """
         return {}
+
+    def multistage(self) -> str | None:
+        """The multi-stage protocol the round loop runs for this pipeline, or ``None``.
+
+        A protocol layer (secure sum, encrypted sum) is outermost and names its protocol
+        (``"secure_sum"``, ``"encrypted_sum"``); the loop then runs that protocol's stages over
+        the grid instead of one ``fit`` exchange. Every other layer has none.
+        """
+        return None

@@ -17,31 +17,27 @@
           max_grad_norm: 1.0
 
 Central DP (``noise_multiplier`` / ``target_epsilon``) runs as aggregation layers (clip,
-Gaussian noise, optionally adaptive clipping); the coordinator sees each clipped update, so
-it is trusted (mode ``open``). Mode ``private`` reads the same ``noise_multiplier`` /
+Gaussian noise, optionally adaptive clipping); the coordinator sees each clipped update, so it
+is trusted (mode ``open``). Mode ``private`` reads the same ``noise_multiplier`` /
 ``target_epsilon``, ``clip_norm`` and ``delta`` but has the sites add the noise under secure
-aggregation (:mod:`fedcare.strategy.private`). ``local_dp_sgd`` works in any mode: the site
-calibrates and accounts its own training. The settings are plain data in
+aggregation (:func:`fedcare.strategy.modes.private_mode`). ``local_dp_sgd`` works in any mode:
+the site calibrates and accounts its own training. The settings are plain data in
 :mod:`fedcare.records.dp_spec` (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fedcare.aggregation.adaptive_clip import AdaptiveClip, update_noise_multiplier
 from fedcare.aggregation.base import Aggregator
 from fedcare.aggregation.gaussian_noise import GaussianNoise
 from fedcare.aggregation.mean import WeightedMean
 from fedcare.aggregation.validate import ValidateUpdates
-from fedcare.errors import ConfigError
 from fedcare.privacy.accounting.analysis import noise_multiplier_for_epsilon
 from fedcare.privacy.dp_sgd import dp_config
 from fedcare.records.dp_spec import AdaptiveClipSpec, DpSgdSettings, DpSpec
-
-if TYPE_CHECKING:
-    from fedcare.records.study import StudyConfig
 
 __all__ = [
     "AdaptiveClipSpec",
@@ -50,7 +46,7 @@ __all__ = [
     "build_dp_aggregator",
     "central_noise_multiplier",
     "dp_sgd_train_config",
-    "study_dp_parts",
+    "expected_sites",
 ]
 
 
@@ -119,44 +115,3 @@ def dp_sgd_train_config(dp: DpSpec, rounds: int) -> dict[str, float | int]:
 def expected_sites(num_sites: int, fraction: float, min_sites: int) -> int:
     """Sites the strategy samples per round (as :func:`fedcare.strategy.base.sample_sites`)."""
     return min(num_sites, max(min_sites, math.ceil(fraction * num_sites)))
-
-
-def study_dp_parts(
-    study: StudyConfig, num_sites: int
-) -> tuple[Aggregator[Any] | None, dict[str, float | int]]:
-    """``(central DP aggregator or None, DP-SGD task config)`` for ``study``'s ``privacy.dp``.
-
-    The noise comes from ``privacy.dp.noise_seed`` (OS entropy when unset).
-
-    Raises
-    ------
-    ConfigError
-        When central DP is combined with robust ``aggregation`` layers or a mode other than
-        ``open`` (the layers need each clipped update in the clear).
-    """
-    dp = study.privacy.dp
-    if dp is None:
-        return None, {}
-    aggregator: Aggregator[Any] | None = None
-    if dp.central:
-        _check_central(study, dp)
-        m = expected_sites(num_sites, study.fraction, study.min_sites)
-        aggregator = build_dp_aggregator(
-            dp, rounds=study.rounds, expected_sites=m, seed=dp.noise_seed
-        )
-    return aggregator, dp_sgd_train_config(dp, study.rounds)
-
-
-def _check_central(study: StudyConfig, dp: DpSpec) -> None:
-    if study.aggregation:
-        raise ConfigError(
-            f"study {study.name!r}: central DP (privacy.dp.noise_multiplier/target_epsilon) "
-            "cannot combine with aggregation layers yet; its layer clips by itself"
-        )
-    mode = study.privacy.mode
-    if mode != "open":
-        raise ConfigError(
-            f"study {study.name!r}: central DP runs at a trusted coordinator (mode 'open'), "
-            f"not mode {mode!r}; mode 'private' adds the noise at the sites instead, and "
-            "privacy.dp.local_dp_sgd works in any mode"
-        )

@@ -11,26 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
 from fedcare.aggregation.base import Aggregator
-from fedcare.aggregation.presets import build_aggregator, needs_each_update
 from fedcare.analytics.federated import federated_feature_moments
-from fedcare.errors import ConfigError
 from fedcare.grid import Grid
 from fedcare.models.registry import build_model
-from fedcare.privacy.study import study_dp_parts
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.secure.he.base import HEBackend
-from fedcare.secure.he.study import encrypted_study_strategy
-from fedcare.secure.secagg.layer import with_secure_sum
 from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.loop import RoundConfig, RoundRecord, run_rounds
+from fedcare.strategy.modes import (
+    AVAILABLE_PRIVACY_MODES,
+    baseline_composition,
+    check_privacy_mode,
+    mode_composition,
+)
 from fedcare.strategy.plan import check_strategy_matches_study, plan_for_study
-from fedcare.strategy.private import private_dp_spec, private_study_parts
 from fedcare.strategy.registry import build_strategy
 
 __all__ = [
@@ -42,9 +41,6 @@ __all__ = [
     "start_study",
     "study_strategy",
 ]
-
-#: Privacy modes this version's driver can run (the others come with their layers).
-AVAILABLE_PRIVACY_MODES: tuple[str, ...] = ("open", "secure", "private", "encrypted")
 
 OnRound = Callable[[RoundRecord, StrategyState], None]
 
@@ -71,8 +67,10 @@ def study_strategy(
 ) -> Strategy:
     """The study's strategy; baselines (one site, or pooled data) train with plain FedAvg.
 
-    What a (non-baseline) strategy sends to sites, its fit config and its aggregation
-    pipeline's site half, is checked to be what the study's plan fixes
+    The study's privacy mode composes the aggregator, the protocol layer around it, the DP-SGD
+    task config and ``min_sites`` (:func:`fedcare.strategy.modes.mode_composition`). What a
+    (non-baseline) strategy sends to sites, its fit config and its aggregation pipeline's site
+    half, is checked to be what the study's plan fixes
     (:func:`fedcare.strategy.plan.check_strategy_matches_study`): sites derive both from
     the approved plan and refuse anything else.
 
@@ -80,58 +78,22 @@ def study_strategy(
     simulation, which uses its own simulated federation keys).
     """
     check_privacy_mode(study)
-    # Always ValidateUpdates (dtype, shape, finite values, one outlying norm) around the
-    # study's stack, or around a sample-weighted mean when the study file names none.
-    robust: dict[str, Aggregator[Any]] = {
-        "aggregator": build_aggregator([] if baseline else study.aggregation)
-    }
-    dp_aggregator: Aggregator[Any] | None
-    dp_train: dict[str, float | int]
     if baseline:
-        dp_aggregator, dp_train = None, {}
-    elif study.privacy.mode == "private":  # clip + site noise, in SecureSum below
-        dp_aggregator, dp_train = private_study_parts(study)
+        mode = baseline_composition(study, num_sites)
     else:
-        dp_aggregator, dp_train = study_dp_parts(study, num_sites)
-    if dp_aggregator is not None:  # central DP: clip + Gaussian noise (fedcare.privacy.study)
-        robust["aggregator"] = dp_aggregator
-    # mode 'private' splits each round's noise over min_sites: a round with fewer fails
-    private = study.privacy.mode == "private" and not baseline
+        mode = mode_composition(study, num_sites, he_context=he_context)
     strategy = build_strategy(
         "fedavg" if baseline else study.strategy.name,
         {} if baseline else study.strategy.options,
-        train={**study.training.as_config(), **dp_train},
+        train={**study.training.as_config(), **mode.train},
         fraction=1.0 if baseline else study.fraction,
-        min_sites=study.min_sites if private else max(1, min(study.min_sites, num_sites)),
-        **robust,
+        min_sites=mode.min_sites,
+        aggregator=mode.aggregator,
     )
-    if study.privacy.mode in ("secure", "private") and not baseline:
-        needs_each = needs_each_update(study.aggregation)
-        if needs_each:  # robust means need each update; the coordinator sees only a sum
-            raise ConfigError(
-                f"study {study.name!r}: privacy mode 'secure' cannot combine with robust "
-                f"aggregation layer(s) {needs_each}, which need each site's update; norm_bound "
-                "(clipped at the site before masking) is the robust layer it allows"
-            )
-        strategy = with_secure_sum(strategy, {})
-    if study.privacy.mode == "encrypted" and not baseline:  # CKKS sum (fedcare.secure.he)
-        strategy = encrypted_study_strategy(strategy, study, he_context)
+    strategy = mode.protocol(strategy)  # secure sum or encrypted sum outermost, if any
     if not baseline:  # sites refuse any other fit config or pipeline than the plan's
         check_strategy_matches_study(strategy, study)
     return strategy
-
-
-def check_privacy_mode(study: StudyConfig) -> None:
-    """Raise ``ConfigError`` when this version cannot run the study's privacy mode (or, for
-    ``private``, its ``privacy.dp`` settings are missing)."""
-    mode = study.privacy.mode
-    if mode not in AVAILABLE_PRIVACY_MODES:
-        raise ConfigError(
-            f"study {study.name!r}: privacy mode {mode!r} is not available in this version "
-            f"(available: {', '.join(AVAILABLE_PRIVACY_MODES)})"
-        )
-    if mode == "private":  # its DP settings, checked at submit (names the missing field)
-        private_dp_spec(study)
 
 
 def round_config(

@@ -1,12 +1,14 @@
 """Drive the encrypted sum (privacy mode ``encrypted``) through the round loop.
 
 The loop calls :func:`run_encrypted_sum` instead of one ``fit`` exchange when the strategy's
-aggregator is an :class:`~fedcare.secure.he.layer.EncryptedSum`. Two exchanges over the same
-grid: ``fit`` (each site trains and replies with CKKS ciphertexts of ``[w * delta, w]``), then,
-after the coordinator has summed the ciphertexts with its public context, a ``secagg`` task
-with ``he_stage=decrypt`` to one or more contributing sites, which return the decrypted sum.
-That sum becomes a single reply whose arrays are the weighted mean update, so the strategy's
-aggregation and server optimizer run unchanged (as after secure aggregation).
+aggregator names ``"encrypted_sum"`` as its multi-stage protocol (``aggregator.multistage()`` of
+:class:`~fedcare.secure.he.layer.EncryptedSum`, :data:`fedcare.strategy.loop.PROTOCOL_RUNNERS`).
+Two exchanges over the same grid: ``fit`` (each site trains and replies with CKKS ciphertexts of
+``[w * delta, w]``), then, after the coordinator has summed the ciphertexts with its public
+context, a ``secagg`` task with ``he_stage=decrypt`` to one or more contributing sites, which
+return the decrypted sum. That sum becomes a single reply whose arrays are the weighted mean
+update, so the strategy's aggregation and server optimizer run unchanged (as after secure
+aggregation).
 """
 
 from __future__ import annotations

@@ -21,16 +21,33 @@ from typing import Any
 
 import numpy as np
 
-from fedcare.errors import AggregationError, RoundFailedError
+from fedcare.errors import AggregationError, ConfigError, RoundFailedError
 from fedcare.grid import Grid
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task, TaskKind
+from fedcare.secure.he.layer import PROTOCOL as ENCRYPTED_SUM
+from fedcare.secure.secagg.layer import PROTOCOL as SECURE_SUM
 from fedcare.strategy.base import Instruction, Strategy, StrategyState
-from fedcare.strategy.encrypted import encrypted_protocol, run_encrypted_sum
-from fedcare.strategy.multistage import run_secure_sum, secure_protocol
+from fedcare.strategy.encrypted import run_encrypted_sum
+from fedcare.strategy.multistage import run_secure_sum
 from fedcare.strategy.screening import check_summed_weight, with_valid_metrics, within_declared
 
-__all__ = ["RoundConfig", "RoundRecord", "evaluate_on_sites", "run_round", "run_rounds"]
+__all__ = [
+    "PROTOCOL_RUNNERS",
+    "RoundConfig",
+    "RoundRecord",
+    "evaluate_on_sites",
+    "protocol_runner",
+    "run_round",
+    "run_rounds",
+]
+
+ProtocolRunner = Callable[..., tuple[list[Reply], Any]]
+#: The runner of each multi-stage protocol an aggregator can name (``Aggregator.multistage``).
+PROTOCOL_RUNNERS: dict[str, ProtocolRunner] = {
+    SECURE_SUM: run_secure_sum,
+    ENCRYPTED_SUM: run_encrypted_sum,
+}
 
 
 @dataclass(frozen=True)
@@ -166,13 +183,28 @@ def in_site_order(
         yield waiting[site]
 
 
-def _multistage(strategy: Strategy) -> Callable[..., tuple[list[Reply], Any]] | None:
-    """The runner of the strategy aggregator's multi-stage protocol, if it has one."""
-    if secure_protocol(strategy) is not None:
-        return run_secure_sum
-    if encrypted_protocol(strategy) is not None:
-        return run_encrypted_sum
-    return None
+def protocol_runner(strategy: Strategy) -> ProtocolRunner | None:
+    """The runner of the multi-stage protocol the strategy's aggregator names, if any.
+
+    The aggregator says which (:meth:`fedcare.aggregation.base.Aggregator.multistage`); the
+    loop looks the runner up in :data:`PROTOCOL_RUNNERS`.
+
+    Raises
+    ------
+    ConfigError
+        If the aggregator names a protocol this loop has no runner for.
+    """
+    multistage = getattr(getattr(strategy, "aggregator", None), "multistage", None)
+    name = multistage() if callable(multistage) else None
+    if name is None:
+        return None
+    runner = PROTOCOL_RUNNERS.get(name)
+    if runner is None:
+        raise ConfigError(
+            f"the aggregator needs multi-stage protocol {name!r}; this loop runs "
+            f"{sorted(PROTOCOL_RUNNERS)}"
+        )
+    return runner
 
 
 def _noting_info(replies: Iterable[Reply], into: dict[str, dict[str, str]]) -> Iterator[Reply]:
@@ -194,7 +226,7 @@ def run_round(
     site_info: dict[str, dict[str, str]] = {}  # provenance of each aggregated reply
     protocol: dict[str, Any] = {}  # measurements of a multi-stage (secure, encrypted) sum
     fit_replies: Iterable[Reply]
-    stages = _multistage(strategy)
+    stages = protocol_runner(strategy)
     declared = grid.declared_rows("train")
     if stages is None:
         received = exchange(grid, cfg, round, "fit", state.params, ins, failures)

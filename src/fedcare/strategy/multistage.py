@@ -1,11 +1,12 @@
 """Drive a multi-stage aggregation protocol (secure aggregation) through the round loop.
 
 The loop calls :func:`run_secure_sum` instead of one ``fit`` exchange when the strategy's
-aggregator exposes a ``protocol``. Each protocol stage becomes one exchange over the same grid:
-``secagg`` tasks for key advertisement, share relay and unmasking; the ``fit`` task for the
-masked input (the site trains, then masks ``[w * delta, w]``). The decoded sum becomes a single
-reply whose arrays are the weighted mean update, so the strategy's aggregation and server
-optimizer run unchanged.
+aggregator names ``"secure_sum"`` as its multi-stage protocol (``aggregator.multistage()``,
+:data:`fedcare.strategy.loop.PROTOCOL_RUNNERS`). Each protocol stage becomes one exchange over
+the same grid: ``secagg`` tasks for key advertisement, share relay and unmasking; the ``fit``
+task for the masked input (the site trains, then masks ``[w * delta, w]``). The decoded sum
+becomes a single reply whose arrays are the weighted mean update, so the strategy's aggregation
+and server optimizer run unchanged.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ Send = Callable[
 
 
 def secure_protocol(strategy: Any) -> SecAggServer | None:
-    """The multi-stage protocol of the strategy's aggregator, if it has one."""
+    """The strategy aggregator's secure-sum protocol state machine, if it has one."""
     protocol = getattr(getattr(strategy, "aggregator", None), "protocol", None)
     return protocol if isinstance(protocol, SecAggServer) else None
 

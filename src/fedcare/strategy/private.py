@@ -1,4 +1,4 @@
-"""Privacy mode ``private``: the preset that composes clipping, distributed noise and a secure sum.
+"""Privacy mode ``private``: the settings it needs, its ``min_sites`` and its round event.
 
 A study in mode ``private`` names its DP settings in ``privacy.dp``::
 
@@ -10,30 +10,25 @@ A study in mode ``private`` names its DP settings in ``privacy.dp``::
         clip_norm: 0.5
         delta: 1.0e-5
 
-:func:`private_study_parts` builds the aggregator ``ValidateUpdates(PrivateSum(WeightedMean))``
-(see :mod:`fedcare.aggregation.private_sum`); the driver wraps it in ``SecureSum`` as for mode
-``secure``, so the coordinator only sees the noised sum. Each round is accounted as one
-Gaussian mechanism of multiplier ``z`` (:func:`private_round_event`), the worst case a round
-with ``min_sites`` contributions gives.
+The mode's composition, ``SecureSum(ValidateUpdates(PrivateSum(WeightedMean)))`` with its site
+half and accounting, is :func:`fedcare.strategy.modes.private_mode`; the coordinator only sees
+the noised sum. Each round is accounted as one Gaussian mechanism of multiplier ``z``
+(:func:`private_round_event`), the worst case a round with ``min_sites`` contributions gives.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fedcare.aggregation.base import Aggregator
-from fedcare.aggregation.mean import WeightedMean
-from fedcare.aggregation.private_sum import PrivateSum
-from fedcare.aggregation.validate import ValidateUpdates
 from fedcare.errors import ConfigError
 from fedcare.privacy.accounting.analysis import DpEvent
-from fedcare.privacy.study import central_noise_multiplier, dp_sgd_train_config
+from fedcare.privacy.study import central_noise_multiplier
 from fedcare.records.dp_spec import DpSpec
 
 if TYPE_CHECKING:
     from fedcare.records.study import StudyConfig
 
-__all__ = ["private_dp_spec", "private_min_sites", "private_round_event", "private_study_parts"]
+__all__ = ["private_dp_spec", "private_min_sites", "private_round_event"]
 
 
 def private_dp_spec(study: StudyConfig) -> DpSpec:
@@ -84,16 +79,3 @@ def private_round_event(study: StudyConfig) -> DpEvent:
     """The DP event of one round of ``study`` (multiplier ``z`` from ``privacy.dp``)."""
     dp = private_dp_spec(study)
     return DpEvent(central_noise_multiplier(dp, study.rounds))
-
-
-def private_study_parts(study: StudyConfig) -> tuple[Aggregator[Any], dict[str, float | int]]:
-    """``(aggregator inside SecureSum, DP-SGD task config)`` of a ``private`` study."""
-    dp = private_dp_spec(study)
-    assert dp.clip_norm is not None
-    layer = PrivateSum(
-        WeightedMean(),
-        noise_multiplier=central_noise_multiplier(dp, study.rounds),
-        clip_norm=dp.clip_norm,
-        min_sites=private_min_sites(study),
-    )
-    return ValidateUpdates(layer), dp_sgd_train_config(dp, study.rounds)

@@ -8,9 +8,9 @@ that plan says and nothing a coordinator adds beside it. Two parts of the plan d
   (:func:`site_train_config`: the study's recipe, the strategy's local ``algorithm`` and
   ``prox_mu``, SCAFFOLD's local optimizer, the DP-SGD keys of ``privacy.dp.local_dp_sgd``);
 * ``site_half``: the parameters of every layer applied to the update before it leaves
-  (:func:`site_half_of_study`): the norm-bound clip, the distributed DP noise (noise
-  multiplier, clip norm and the number of sites the noise is split over), the secure
-  aggregation spec, the encryption spec.
+  (:func:`site_half_of_study`, composed per mode in :mod:`fedcare.strategy.modes`): the
+  norm-bound clip, the distributed DP noise (noise multiplier, clip norm and the number of
+  sites the noise is split over), the secure aggregation spec, the encryption spec.
 
 :func:`site_pipeline_for` derives the task pipeline spec from a plan. The driver checks that
 the pipeline its aggregator sends equals it (:func:`check_strategy_matches_plan`), so simulation
@@ -32,13 +32,9 @@ from fedcare.aggregation.norm_bound import SPEC_KEY as CLIP_KEY
 from fedcare.aggregation.norm_bound import SPEC_VERSION as CLIP_VERSION
 from fedcare.errors import ConfigError
 from fedcare.privacy.mechanisms import check_positive, noise_std
-from fedcare.privacy.study import central_noise_multiplier, dp_sgd_train_config
-from fedcare.records.aggregation_spec import NormBoundSpec
-from fedcare.secure.he.layer import DEFAULT_WEIGHT_UNIT
-from fedcare.secure.he.layer import SPEC_VERSION as HE_VERSION
-from fedcare.secure.secagg.layer import SPEC_VERSION as SECAGG_VERSION
+from fedcare.privacy.study import dp_sgd_train_config
 from fedcare.secure.secagg.messages import HEADER_KEY, STAGE_KEY
-from fedcare.secure.secagg.quantize import QuantSpec
+from fedcare.strategy.modes import HE_KEY, RELEASE_LAYERS, SECAGG_KEY, SITE_HALF_KEYS, site_half_of
 
 if TYPE_CHECKING:
     from fedcare.records.plan import TrainingPlan
@@ -58,18 +54,8 @@ __all__ = [
     "site_train_config",
 ]
 
-SECAGG_KEY, HE_KEY = "secagg", "he"
-#: The entries of a plan's ``site_half`` (a missing entry means the layer is off).
-SITE_HALF_KEYS = (CLIP_KEY, NOISE_KEY, SECAGG_KEY, HE_KEY)
 #: Task config keys that vary per task and change nothing the plan fixes.
 PER_TASK_KEYS = frozenset({"seed", STAGE_KEY, HEADER_KEY})
-#: Which release layers each privacy mode needs (True) or forbids (False).
-_MODE_LAYERS: dict[str, dict[str, bool]] = {
-    "open": {NOISE_KEY: False, SECAGG_KEY: False, HE_KEY: False},
-    "secure": {NOISE_KEY: False, SECAGG_KEY: True, HE_KEY: False},
-    "private": {NOISE_KEY: True, SECAGG_KEY: True, HE_KEY: False},
-    "encrypted": {NOISE_KEY: False, SECAGG_KEY: False, HE_KEY: True},
-}
 
 
 def site_train_config(study: StudyConfig) -> dict[str, Any]:
@@ -92,7 +78,8 @@ def site_train_config(study: StudyConfig) -> dict[str, Any]:
 
 
 def site_half_of_study(study: StudyConfig) -> dict[str, Any]:
-    """The ``site_half`` of ``study``'s plan: the release layers its privacy mode composes.
+    """The ``site_half`` of ``study``'s plan: the release layers its privacy mode composes
+    (:func:`fedcare.strategy.modes.site_half_of`).
 
     Raises
     ------
@@ -100,37 +87,12 @@ def site_half_of_study(study: StudyConfig) -> dict[str, Any]:
         For a privacy mode this version does not know, or mode ``private`` without its DP
         settings (naming the missing field).
     """
-    mode = study.privacy.mode
-    if mode not in _MODE_LAYERS:
-        raise ConfigError(f"study {study.name!r}: privacy mode {mode!r} is unknown")
-    bounds = [layer.max_norm for layer in study.aggregation if isinstance(layer, NormBoundSpec)]
-    half: dict[str, Any] = {key: None for key in SITE_HALF_KEYS}
-    half[CLIP_KEY] = float(min(bounds)) if bounds else None
-    if mode == "private":
-        from fedcare.strategy.private import private_dp_spec
-
-        dp = private_dp_spec(study)
-        assert dp.clip_norm is not None
-        half[NOISE_KEY] = {
-            "noise_multiplier": central_noise_multiplier(dp, study.rounds),
-            "clip_norm": float(dp.clip_norm),
-            "min_sites": study.min_sites,
-        }
-    if mode in ("secure", "private"):
-        quant = QuantSpec()
-        half[SECAGG_KEY] = {"version": SECAGG_VERSION, "clip": quant.clip, "bits": quant.bits}
-    if mode == "encrypted":
-        half[HE_KEY] = {
-            "version": HE_VERSION,
-            "scheme": "ckks",
-            "weight_unit": DEFAULT_WEIGHT_UNIT,
-        }
-    return half
+    return site_half_of(study)
 
 
 def _entry(half: Mapping[str, Any], key: str, mode: str) -> Any:
     value = half.get(key)
-    needed = _MODE_LAYERS[mode].get(key)
+    needed = RELEASE_LAYERS[mode].get(key)
     if needed and value is None:
         raise ConfigError(f"plan site_half: privacy mode {mode!r} needs a {key!r} entry")
     if needed is False and value is not None:
@@ -142,8 +104,10 @@ def _entry(half: Mapping[str, Any], key: str, mode: str) -> Any:
 
 def check_site_half(mode: str, half: Mapping[str, Any]) -> None:
     """Raise ``ConfigError`` unless ``half`` is what privacy mode ``mode`` composes."""
-    if mode not in _MODE_LAYERS:
-        raise ConfigError(f"plan: privacy mode {mode!r} is unknown; known: {sorted(_MODE_LAYERS)}")
+    if mode not in RELEASE_LAYERS:
+        raise ConfigError(
+            f"plan: privacy mode {mode!r} is unknown; known: {sorted(RELEASE_LAYERS)}"
+        )
     unknown = sorted(set(half) - set(SITE_HALF_KEYS))
     if unknown:
         raise ConfigError(f"plan site_half has unknown entries {unknown}")

@@ -33,6 +33,7 @@ from fedcare.secure.he.base import HEBackend
 
 __all__ = [
     "DEFAULT_WEIGHT_UNIT",
+    "PROTOCOL",
     "SPEC_VERSION",
     "EncryptedSum",
     "EncryptedSumServer",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 SPEC_VERSION = 1
+#: What :meth:`EncryptedSum.multistage` names: the round loop runs the encrypted-sum stages.
+PROTOCOL = "encrypted_sum"
 #: Sites encrypt ``w = samples / weight_unit`` (part of an ``encrypted`` plan's site half).
 DEFAULT_WEIGHT_UNIT = 1000.0
 _OPTIONS = {"decryptors", "weight_unit"}
@@ -189,6 +192,9 @@ class EncryptedSum(Aggregator[Any]):
 
     def site_spec(self) -> Mapping[str, Any]:
         return {**self.inner.site_spec(), "he": self.protocol.spec()}
+
+    def multistage(self) -> str:
+        return PROTOCOL
 
 
 def with_encrypted_sum(strategy: Any, options: Mapping[str, Any], context: HEBackend) -> Any:

@@ -19,9 +19,11 @@ from fedcare.records.arrays import ArrayRecord
 from fedcare.secure.secagg.quantize import QuantSpec
 from fedcare.secure.secagg.server import SecAggServer
 
-__all__ = ["SPEC_VERSION", "SecureSum", "with_secure_sum"]
+__all__ = ["PROTOCOL", "SPEC_VERSION", "SecureSum", "with_secure_sum"]
 
 SPEC_VERSION = 1
+#: What :meth:`SecureSum.multistage` names: the round loop runs the secure-sum stages.
+PROTOCOL = "secure_sum"
 
 
 class SecureSum(Aggregator[Any]):
@@ -60,6 +62,9 @@ class SecureSum(Aggregator[Any]):
     def site_spec(self) -> Mapping[str, Any]:
         spec = {"version": SPEC_VERSION, "clip": self.quant.clip, "bits": self.quant.bits}
         return {**self.inner.site_spec(), "secagg": spec}
+
+    def multistage(self) -> str:
+        return PROTOCOL
 
 
 def with_secure_sum(strategy: Any, options: Mapping[str, Any]) -> Any:

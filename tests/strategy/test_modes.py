@@ -16,7 +16,6 @@ from fedcare.aggregation.validate import ValidateUpdates
 from fedcare.errors import ConfigError
 from fedcare.privacy.guard import planned_round_events
 from fedcare.records import ArrayRecord
-from fedcare.records.plan import plan_for_study
 from fedcare.records.study import StudyConfig
 from fedcare.secure.he.layer import EncryptedSum
 from fedcare.secure.secagg.layer import SecureSum
@@ -30,6 +29,7 @@ from fedcare.strategy.modes import (
     site_half_of,
 )
 from fedcare.strategy.multistage import run_secure_sum
+from fedcare.strategy.plan import plan_for_study
 
 from .helpers import PARAMS, fixed_grid
 

@@ -129,7 +129,7 @@ def test_a_withdrawn_site_is_withheld_and_gets_the_study_back_when_approved_agai
     federation: tuple[Kits, Coordinator, AgentThreads], tmp_path: Path
 ) -> None:
     kits, coordinator, agents = federation
-    the_study = study("withdrawn", rounds=25, min_sites=1)
+    the_study = study("withdrawn", rounds=40, min_sites=1)
     h = plan_for_study(the_study).hash
     stewards = {s: steward_store(tmp_path / "state" / s, kits.sites[s]) for s in ("good", "late")}
     for steward in stewards.values():
@@ -162,7 +162,14 @@ def test_a_withdrawn_site_is_withheld_and_gets_the_study_back_when_approved_agai
     )
     assert len(refused) < 20, len(refused)
 
+    hellos = coordinator.hub.hellos("late")
     stewards["late"].approve(the_study.name, h, SOON)  # the steward changes their mind
+    # the agent sees the new approval and says Hello again, which ends the withholding at once
+    # (not only when the backoff window ends)
+    deadline = time.monotonic() + 10
+    while coordinator.hub.hellos("late") == hellos and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert coordinator.hub.hellos("late") == hellos + 1, "the agent did not say Hello again"
     wait_for_status(coordinator.store, study_id, "completed", describe=agents.describe)
     rounds = [r.record for r in coordinator.store.list_rounds(study_id) if r.round >= 1]
     assert contributors(rounds[-1]) == ["good", "late"], rounds[-1]

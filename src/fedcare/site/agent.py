@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -174,15 +175,8 @@ class SiteAgent:
         creds = channel_credentials(self.kit.path)
         with grpc.secure_channel(self.address, creds, options=CHANNEL_OPTIONS) as channel:
             stub = CoordinatorStub(channel)
-            hello = stub.Hello(
-                pb.HelloRequest(
-                    site_version=_version(),
-                    message_version=MESSAGE_VERSION,
-                    datasets_json=datasets,
-                    held_tasks=[] if self._unsent is None else [_task_key(self._unsent)],
-                ),
-                timeout=30,
-            )
+            approved = self._approved_version()
+            hello = self._hello(stub, datasets)
             backoff.reset()
             self._connected = True
             again = self._failures.connected()
@@ -203,6 +197,27 @@ class SiteAgent:
                 if task is not None:
                     self._serve(stub, task)
                 self._anchor(stub)
+                now_approved = self._approved_version()
+                if now_approved != approved:  # the steward approved: offer me withheld studies
+                    approved = now_approved
+                    self._hello(stub, datasets)
+                    self._on_event("approvals changed: said Hello again to the coordinator")
+
+    def _hello(self, stub: CoordinatorStub, datasets: str) -> Any:
+        """Hello: who this site is, its datasets, and the reply it still holds (if any)."""
+        return stub.Hello(
+            pb.HelloRequest(
+                site_version=_version(),
+                message_version=MESSAGE_VERSION,
+                datasets_json=datasets,
+                held_tasks=[] if self._unsent is None else [_task_key(self._unsent)],
+            ),
+            timeout=30,
+        )
+
+    def _approved_version(self) -> tuple[int, str] | None:
+        gov = self.governance
+        return gov.approvals.approved_version() if gov is not None else None
 
     def _pull(self, stub: CoordinatorStub) -> Task | None:
         # The deadline covers the wait and the download of a large model, not just the wait.

@@ -264,6 +264,21 @@ class ApprovalStore:
         except UNREADABLE as err:
             raise self._unreadable(err) from None
 
+    def approved_version(self) -> tuple[int, str] | None:
+        """What changes whenever the steward approves a plan (again): the number of approved
+        rows and the latest decision time among them. None if the file cannot be read. The
+        agent says Hello again when it changes, so a study the coordinator withholds after a
+        withdrawal is offered again at once (:meth:`fedcare.site.agent.SiteAgent`)."""
+        try:
+            with self._tx() as db:
+                count, latest = db.execute(
+                    "SELECT COUNT(*), COALESCE(MAX(decided_at), '') FROM approvals"
+                    " WHERE status = 'approved'"
+                ).fetchone()
+        except UNREADABLE:
+            return None
+        return int(count), str(latest)
+
     def list(self, study: str | None = None) -> list[Approval]:
         """Every row (of one study), oldest first."""
         query = f"SELECT {_COLUMNS} FROM approvals"

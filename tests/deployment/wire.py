@@ -6,6 +6,7 @@ so they can send what a real agent never would.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -157,6 +158,11 @@ class Arena:
         study = heart_study(name=name, dataset={"name": NOWHERE}, min_sites=1)
         study_id = submit(self.store, study)
         wait_for_status(self.store, study_id, "running", timeout=30)  # the scheduler starts it
+        # its runner then says once what it waits for (no site offers the dataset) and is still
+        deadline = time.monotonic() + 30
+        while not (self.store.get_study(study_id).reason or "").startswith("waiting: for "):
+            assert time.monotonic() < deadline, "the idle study's runner never said it waits"
+            time.sleep(0.02)
         if not keep:
             self.studies.append(study_id)
         return study_id

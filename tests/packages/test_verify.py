@@ -152,11 +152,32 @@ def test_an_expired_researcher_certificate_is_refused(
     archive = build_package(package_dir, tmp_path / "bob.fcpkg", key=key, cert=cert).path
     verify_package(archive, ca_cert=researcher.ca)  # valid today
 
-    from fedcare.packages.signing import check_signer
-
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
     with pytest.raises(PackageError, match=r"^signer CN=bob,.*: certificate is valid from"):
-        check_signer(cert, researcher.ca, now=later)
+        verify_package(archive, ca_cert=researcher.ca, now=later)
+
+
+def test_a_resigned_content_list_must_agree_with_the_manifest(
+    archive: Path, researcher: Kit
+) -> None:
+    """Even a validly signed package is refused if its content list names another package."""
+    import hashlib
+
+    from fedcare.packages.archive import canonical_json
+    from fedcare.packages.signing import sign_hash
+
+    with zipfile.ZipFile(archive) as zf:
+        content = json.loads(zf.read("MANIFEST.json"))
+    content["name"] = "something_else"
+    raw = canonical_json(content)
+    sig = _signature(archive)
+    sig["package_hash"] = hashlib.sha256(raw).hexdigest()
+    sig["signature"] = sign_hash(researcher.key, sig["package_hash"])
+    _rewrite(archive, {"MANIFEST.json": raw, "SIGNATURE.json": json.dumps(sig).encode()})
+    with pytest.raises(
+        PackageError, match=r"names something_else 1\.0\.0, but fedcare-package\.yaml says"
+    ):
+        verify_package(archive, ca_cert=researcher.ca)
 
 
 def test_not_a_zip_is_refused(tmp_path: Path, researcher: Kit) -> None:

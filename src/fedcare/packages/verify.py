@@ -14,11 +14,13 @@ them; :func:`verify_package` checks, in this order, and stops at the first failu
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,8 @@ class PackageContents:
 
     path: Path
     hash: str
+    name: str
+    version: str
     listed: tuple[PackageFile, ...]
     data: dict[str, bytes]
     signature: dict[str, Any]
@@ -84,13 +88,18 @@ class PackageContents:
 
 @dataclass(frozen=True)
 class VerifiedPackage:
-    """A package whose files, signature and signer verified."""
+    """A package whose files, signature and signer verified.
+
+    ``data`` holds the verified bytes of every file by path, so that whoever loads the code
+    later uses exactly what was checked, without reading the archive again.
+    """
 
     hash: str
     manifest: PackageManifest
     signer: Signer
     files: tuple[PackageFile, ...]
     path: Path
+    data: Mapping[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _json(raw: bytes, name: str) -> dict[str, Any]:
@@ -170,7 +179,8 @@ def read_package(path: str | os.PathLike[str]) -> PackageContents:
             f"file {SIGNATURE_FILE}: no readable signer certificate ({err})"
         ) from None
     package_hash = hashlib.sha256(content).hexdigest()
-    return PackageContents(path, package_hash, _listed(doc), data, signature, cert)
+    name, version = str(doc.get("name")), str(doc.get("version"))
+    return PackageContents(path, package_hash, name, version, _listed(doc), data, signature, cert)
 
 
 def check_files(contents: PackageContents) -> None:
@@ -205,8 +215,14 @@ def check_signature(contents: PackageContents) -> None:
     verify_hash_signature(contents.certificate, contents.hash, str(sig.get("signature", "")))
 
 
-def verify_package(path: str | os.PathLike[str], *, ca_cert: x509.Certificate) -> VerifiedPackage:
-    """Verify a package archive against the federation CA ``ca_cert``.
+def verify_package(
+    path: str | os.PathLike[str],
+    *,
+    ca_cert: x509.Certificate,
+    now: dt.datetime | None = None,
+) -> VerifiedPackage:
+    """Verify a package archive against the federation CA ``ca_cert`` (at ``now``, default
+    the current time: the signer's certificate must be valid then).
 
     Raises
     ------
@@ -219,9 +235,16 @@ def verify_package(path: str | os.PathLike[str], *, ca_cert: x509.Certificate) -
     contents = read_package(path)
     check_files(contents)
     check_signature(contents)
-    signer = check_signer(contents.certificate, ca_cert)
+    signer = check_signer(contents.certificate, ca_cert, now=now)
     manifest = contents.manifest()
+    if (manifest.name, manifest.version) != (contents.name, contents.version):
+        raise PackageError(
+            f"file {CONTENT_LIST}: names {contents.name} {contents.version}, but "
+            f"{MANIFEST_FILE} says {manifest.name} {manifest.version}"
+        )
     missing = sorted(set(manifest.data) - set(contents.data))
     if missing:
         raise PackageError(f"data files {missing}: declared in {MANIFEST_FILE} but not packaged")
-    return VerifiedPackage(contents.hash, manifest, signer, contents.listed, contents.path)
+    return VerifiedPackage(
+        contents.hash, manifest, signer, contents.listed, contents.path, dict(contents.data)
+    )

@@ -64,8 +64,15 @@ def test_the_import_contracts_hold() -> None:
             "aggregation/__init__.py",
             "import fedcare.strategy",
             "Core: strategy/analytics -> evaluation -> aggregation/secure/privacy/models"
-            " -> data | audit | grid -> records -> errors BROKEN",
+            " -> data | audit | grid | packages -> records -> errors BROKEN",
             "fedcare.aggregation -> fedcare.strategy",
+        ),
+        (
+            "packages/__init__.py",
+            "import fedcare.data",
+            "Core: strategy/analytics -> evaluation -> aggregation/secure/privacy/models"
+            " -> data | audit | grid | packages -> records -> errors BROKEN",
+            "fedcare.packages -> fedcare.data",
         ),
         (
             "coordinator/__init__.py",

@@ -21,6 +21,8 @@ the whole family with one clause and a specific failure with another::
     │   └── AuthenticationError
     │                          a peer's certificate is missing, foreign, revoked or lacks a
     │                          site identity
+    ├── PackageError           a study package is malformed or tampered with, its signature does
+    │                          not verify, or its signer is not a researcher of this federation
     ├── AuditError             an audit log is corrupt, disagrees with its signed head
     │                          checkpoint, is signed with another key, or could not be written
     └── StoreError             the coordinator's database or artifact folder refused an operation
@@ -50,6 +52,7 @@ __all__ = [
     "FedcareError",
     "ModelError",
     "NotFoundError",
+    "PackageError",
     "PrivacyBudgetError",
     "ReplyRefusedError",
     "RoundFailedError",
@@ -127,6 +130,11 @@ class TransportError(FedcareError):
 class AuditError(FedcareError):
     """An audit log cannot be extended safely (corrupt tail, head mismatch, foreign key) or
     a write to it failed; the message says whether anything reached the disk."""
+
+
+class PackageError(FedcareError):
+    """A study package cannot be trusted: unreadable, a file added, missing or changed, a bad
+    signature, or a signer not certified as a researcher by the federation's CA."""
 
 
 class StoreError(FedcareError):

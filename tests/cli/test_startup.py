@@ -65,7 +65,9 @@ def test_import_loads_no_heavy_library(module: str) -> None:
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
-@pytest.mark.parametrize("args", [["--help"], ["version"], ["study", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["version"], ["study", "--help"], ["package", "--help"]]
+)
 def test_help_and_version_load_no_heavy_library(args: list[str]) -> None:
     loaded = _loaded(_run_cli(args))
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))

@@ -77,6 +77,17 @@ def provision_add(root: Path, site_id: str) -> None:
         raise fail(err) from None
 
 
+@provision_app.command("add-researcher")
+def provision_add_researcher(root: Path, name: str) -> None:
+    """Issue a researcher kit (a key and certificate to sign study packages with)."""
+    from fedcare.transport.researchers import add_researcher
+
+    try:
+        console.print(f"researcher {name}: {add_researcher(root, name)}", soft_wrap=True)
+    except FedcareError as err:
+        raise fail(err) from None
+
+
 @provision_app.command("rotate")
 def provision_rotate(root: Path, site_id: str) -> None:
     """Give a site a new key and certificate; its old certificate is revoked."""

@@ -144,6 +144,7 @@ def _register_deployment() -> None:
     from fedcare.cli.audit import audit_app
     from fedcare.cli.data import data_app
     from fedcare.cli.demo import demo
+    from fedcare.cli.packages import package_app
 
     app.add_typer(deploy.provision_app, name="provision")
     app.add_typer(deploy.coordinator_app, name="coordinator")
@@ -155,6 +156,7 @@ def _register_deployment() -> None:
     app.command("demo")(demo)
     app.command("analytics")(analytics)
     app.add_typer(models.models_app, name="models")
+    app.add_typer(package_app, name="package")
 
 
 _register_deployment()

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedcare.errors import AuthenticationError, ConfigError
+from fedcare.packages.signing import RESEARCHER_UNIT, RESEARCHER_URI_PREFIX, check_researcher_id
 
 __all__ = [
     "KEY_TYPE",
@@ -34,6 +35,7 @@ __all__ = [
     "cert_pem",
     "check_site_id",
     "issue_coordinator",
+    "issue_researcher",
     "issue_site",
     "key_pem",
     "make_ca",
@@ -178,6 +180,15 @@ def issue_site(ca: CertifiedKey, site_id: str, days: int) -> CertifiedKey:
     check_site_id(site_id)
     san = [x509.UniformResourceIdentifier(SITE_URI_PREFIX + site_id)]
     return _issue(ca, site_id, "site", san, ExtendedKeyUsageOID.CLIENT_AUTH, days)
+
+
+def issue_researcher(ca: CertifiedKey, researcher_id: str, days: int) -> CertifiedKey:
+    """A code-signing certificate for a researcher (OU ``researcher``, SAN URI
+    ``fedcare://researcher/<id>``): it signs study packages and cannot authenticate TLS."""
+    check_researcher_id(researcher_id)
+    san = [x509.UniformResourceIdentifier(RESEARCHER_URI_PREFIX + researcher_id)]
+    usage = ExtendedKeyUsageOID.CODE_SIGNING
+    return _issue(ca, researcher_id, RESEARCHER_UNIT, san, usage, days)
 
 
 def site_identity(cert: x509.Certificate) -> str:

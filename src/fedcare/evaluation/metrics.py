@@ -23,8 +23,20 @@ import numpy as np
 
 from fedcare.data.base import Dataset
 from fedcare.errors import ValidationError
-from fedcare.evaluation import task_metrics as tm
 from fedcare.evaluation._inputs import _check_probabilities, _labels, _rank_auroc, _vector
+from fedcare.evaluation.task_metrics import (
+    balanced_accuracy,
+    hamming_accuracy,
+    macro_auroc,
+    macro_f1,
+    mae,
+    multiclass_accuracy,
+    multiclass_log_loss,
+    multilabel_macro_f1,
+    r2,
+    rmse,
+    subset_accuracy,
+)
 from fedcare.records.tasks import HEADLINE_METRIC, METRICS_BY_TASK, TaskType, check_task
 
 __all__ = [
@@ -246,7 +258,7 @@ def compute_metrics(task: TaskType | str, data: Dataset, scores: Any) -> dict[st
         return {"accuracy": accuracy(data.y, s), "auroc": auroc(data.y, s), "n": n}
     if task == "regression":
         y = data.y
-        return {"mae": tm.mae(y, s), "rmse": tm.rmse(y, s), "r2": tm.r2(y, s), "n": n}
+        return {"mae": mae(y, s), "rmse": rmse(y, s), "r2": r2(y, s), "n": n}
     if data.time is None:
         raise ValidationError("task 'survival' needs data.time, but the dataset has none")
     return {"cindex": cindex(data.y, data.time, s), "n": n}
@@ -254,18 +266,18 @@ def compute_metrics(task: TaskType | str, data: Dataset, scores: Any) -> dict[st
 
 def _multiclass(y: Any, prob: Any) -> dict[str, float]:
     return {
-        "macro_auroc": tm.macro_auroc(y, prob),
-        "accuracy": tm.multiclass_accuracy(y, prob),
-        "balanced_accuracy": tm.balanced_accuracy(y, prob),
-        "macro_f1": tm.macro_f1(y, prob),
-        "log_loss": tm.multiclass_log_loss(y, prob),
+        "macro_auroc": macro_auroc(y, prob),
+        "accuracy": multiclass_accuracy(y, prob),
+        "balanced_accuracy": balanced_accuracy(y, prob),
+        "macro_f1": macro_f1(y, prob),
+        "log_loss": multiclass_log_loss(y, prob),
     }
 
 
 def _multilabel(y: Any, prob: Any) -> dict[str, float]:
     return {
-        "macro_auroc": tm.macro_auroc(y, prob, multilabel=True),
-        "macro_f1": tm.multilabel_macro_f1(y, prob),
-        "subset_accuracy": tm.subset_accuracy(y, prob),
-        "hamming_accuracy": tm.hamming_accuracy(y, prob),
+        "macro_auroc": macro_auroc(y, prob, multilabel=True),
+        "macro_f1": multilabel_macro_f1(y, prob),
+        "subset_accuracy": subset_accuracy(y, prob),
+        "hamming_accuracy": hamming_accuracy(y, prob),
     }

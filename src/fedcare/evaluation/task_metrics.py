@@ -113,6 +113,11 @@ def macro_auroc_detail(y: Any, prob: Any, *, multilabel: bool = False) -> tuple[
     else:
         classes, p = _class_probabilities(y, prob)
         truth = classes[:, None] == np.arange(p.shape[1])[None, :]
+    if not multilabel and p.shape[1] == 2:
+        # two classes: both one-vs-rest AUROCs equal that of column 1 in exact arithmetic;
+        # scikit-learn uses column 1 alone, immune to rounding in ``1 - p``
+        value = _rank_auroc(truth[:, 1], p[:, 1])
+        return value, 2 if np.isnan(value) else 0
     values = [_rank_auroc(truth[:, j], p[:, j]) for j in range(p.shape[1])]
     kept = [v for v in values if not np.isnan(v)]
     skipped = len(values) - len(kept)

@@ -267,3 +267,14 @@ def test_metrics_module_does_not_import_sklearn() -> None:
     code = "import sys, fedcare.evaluation.metrics; print('sklearn' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_dataset_holds_multilabel_targets() -> None:
+    from fedcare.errors import DataError
+
+    y = np.array([[0, 1], [1, 1], [0, 0]])
+    assert Dataset(np.zeros((3, 1)), y).take(np.array([0, 2])).y.shape == (2, 2)
+    with pytest.raises(DataError, match=r"y has shape \(2, 2\), expected \(3,\) or \(3, L\)"):
+        Dataset(np.zeros((3, 1)), y[:2])
+    with pytest.raises(DataError, match=r"y has shape \(3, 2, 1\)"):
+        Dataset(np.zeros((3, 1)), y[:, :, None])

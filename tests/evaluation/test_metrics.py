@@ -157,7 +157,7 @@ def test_compute_metrics_single_class_site_gives_nan_not_an_error() -> None:
         ("binary", np.array([0.1, np.nan, 0.3]), "NaN"),
         ("binary", np.array([0.1, 1.5, 0.3]), r"\[0, 1\]"),
         ("survival", np.array([0.1, 0.2, 0.3]), "time"),
-        ("regression", np.array([0.1, 0.2, 0.3]), "task"),
+        ("ordinal", np.array([0.1, 0.2, 0.3]), "task must be one of"),
     ],
 )
 def test_compute_metrics_rejects_bad_input(task: str, scores: np.ndarray, message: str) -> None:

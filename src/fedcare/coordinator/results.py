@@ -7,6 +7,7 @@ from typing import Any
 from fedcare.coordinator.privacy_guard import ledger_summary
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.records.study import StudyConfig
+from fedcare.records.tasks import METRICS_BY_TASK
 
 __all__ = ["study_results"]
 
@@ -40,7 +41,7 @@ def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
             "deployment": "networked",
         },
         "task": task,
-        "metrics": ["cindex"] if task == "survival" else ["accuracy", "auroc"],
+        "metrics": list(METRICS_BY_TASK.get(task, METRICS_BY_TASK["binary"])),
         "sites": sites,
         "site_sizes": {
             s: {

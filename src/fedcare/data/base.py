@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from fedcare.errors import DataError
+from fedcare.records.tasks import TaskType
 
 __all__ = ["Dataset", "FederatedDataset", "SiteData", "TaskType"]
-
-TaskType = Literal["binary", "survival"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +28,9 @@ class Dataset:
         Features, shape ``(n, ...)``: ``(n, d)`` float for tabular data, ``(n, c, h, w)`` for
         images. Missing values are ``NaN`` (the site's preprocessing imputes them).
     y:
-        Shape ``(n,)``: the 0/1 label for binary tasks, the event indicator for survival.
+        Shape ``(n,)``: the 0/1 label for binary tasks, the class index for multiclass, the
+        target for regression, the event indicator for survival; shape ``(n, L)`` of 0/1 for
+        multilabel tasks (see :mod:`fedcare.records.tasks`).
     time:
         Shape ``(n,)`` survival times for survival tasks, else ``None``.
     """
@@ -41,8 +41,9 @@ class Dataset:
 
     def __post_init__(self) -> None:
         n = len(self.X)
-        if np.shape(self.y) != (n,):
-            raise DataError(f"y has shape {np.shape(self.y)}, expected ({n},) to match X")
+        shape = np.shape(self.y)
+        if len(shape) not in (1, 2) or shape[0] != n:
+            raise DataError(f"y has shape {shape}, expected ({n},) or ({n}, L) to match X")
         if self.time is not None and np.shape(self.time) != (n,):
             raise DataError(f"time has shape {np.shape(self.time)}, expected ({n},) to match X")
 

@@ -1,6 +1,10 @@
 """Evaluation metrics as pure numpy functions.
 
-Every function takes 1-D arrays, never changes them, and returns a Python ``float``. A metric
+The metrics of the binary and survival tasks live here; those of the multiclass, multilabel and
+regression tasks in :mod:`fedcare.evaluation.task_metrics`. :data:`METRICS_BY_TASK` and
+:data:`HEADLINE_METRIC` (from :mod:`fedcare.records.tasks`) name what each task reports.
+
+Every function here takes 1-D arrays, never changes them, and returns a Python ``float``. A metric
 that is undefined for the data at hand (AUROC at a site whose test rows hold one class only, a
 C-index without a single comparable pair, any metric on zero rows) is ``NaN``, never an
 exception: a federation routinely has such sites, and a report must still be written.
@@ -13,14 +17,30 @@ scores on one :class:`~fedcare.data.base.Dataset`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from fedcare.data.base import Dataset
 from fedcare.errors import ValidationError
+from fedcare.evaluation._inputs import _check_probabilities, _labels, _rank_auroc, _vector
+from fedcare.evaluation.task_metrics import (
+    balanced_accuracy,
+    hamming_accuracy,
+    macro_auroc,
+    macro_f1,
+    mae,
+    multiclass_accuracy,
+    multiclass_log_loss,
+    multilabel_macro_f1,
+    r2,
+    rmse,
+    subset_accuracy,
+)
+from fedcare.records.tasks import HEADLINE_METRIC, METRICS_BY_TASK, TaskType, check_task
 
 __all__ = [
+    "HEADLINE_METRIC",
     "METRICS_BY_TASK",
     "accuracy",
     "auroc",
@@ -29,37 +49,9 @@ __all__ = [
     "compute_metrics",
 ]
 
-METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
-    "binary": ("accuracy", "auroc"),
-    "survival": ("cindex",),
-}
-"""The metrics :func:`compute_metrics` returns for each task (besides ``"n"``)."""
-
 # Rows of the pair matrix handled at once by :func:`cindex`: bounds memory to about
 # ``_CINDEX_BLOCK * n`` booleans whatever ``n`` is.
 _CINDEX_BLOCK = 1024
-
-
-def _vector(name: str, values: Any, *, finite: bool = True) -> np.ndarray:
-    """``values`` as a 1-D float array (no copy when possible), validated."""
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim != 1:
-        raise ValidationError(f"{name} must be 1-D, got shape {arr.shape}")
-    if finite and not np.isfinite(arr).all():
-        bad = int(np.count_nonzero(~np.isfinite(arr)))
-        raise ValidationError(f"{name} holds {bad} NaN or infinite value(s) out of {arr.size}")
-    return arr
-
-
-def _labels(name: str, values: Any, n: int | None = None) -> np.ndarray:
-    """``values`` as a 1-D boolean array, checked to hold only 0 and 1."""
-    arr = _vector(name, values)
-    if n is not None and arr.shape != (n,):
-        raise ValidationError(f"{name} has shape {arr.shape}, expected ({n},)")
-    if not np.isin(arr, (0.0, 1.0)).all():
-        bad = np.unique(arr[~np.isin(arr, (0.0, 1.0))])[:5].tolist()
-        raise ValidationError(f"{name} must hold only 0 and 1, found {bad}")
-    return arr == 1.0
 
 
 def accuracy(y: Any, prob: Any, threshold: float = 0.5) -> float:
@@ -117,16 +109,7 @@ def auroc(y: Any, score: Any) -> float:
     """
     s = _vector("score", score)
     pos = _labels("y", y, s.size)
-    n_pos = int(np.count_nonzero(pos))
-    n_neg = s.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    # Average 1-based rank of each distinct value: its last rank minus half its tie span.
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0
-    rank_sum = float(np.sum(avg_rank[inverse.reshape(-1)][pos]))
-    u = rank_sum - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return _rank_auroc(pos, s)
 
 
 def cindex(event: Any, time: Any, risk: Any) -> float:
@@ -219,29 +202,33 @@ def binary_log_loss(y: Any, prob: Any, eps: float = 1e-15) -> float:
     return float(-np.mean(np.where(labels, np.log(p), np.log1p(-p))))
 
 
-def _check_probabilities(name: str, p: np.ndarray) -> None:
-    if p.size and (p.min() < 0.0 or p.max() > 1.0):
-        raise ValidationError(
-            f"{name} must be probabilities in [0, 1], got values in [{p.min():.4g}, {p.max():.4g}]"
-        )
-
-
-def compute_metrics(
-    task: Literal["binary", "survival"], data: Dataset, scores: Any
-) -> dict[str, float]:
+def compute_metrics(task: TaskType | str, data: Dataset, scores: Any) -> dict[str, float]:
     """The task's metrics for one model's scores on one dataset.
 
     Parameters
     ----------
     task:
-        ``"binary"``: ``scores`` are probabilities of class 1 and the result holds
-        ``"accuracy"`` (threshold 0.5) and ``"auroc"``. ``"survival"``: ``scores`` are risks
-        (higher = earlier event), ``data.y`` is the event indicator, ``data.time`` the times,
-        and the result holds ``"cindex"``.
+        One of :data:`fedcare.records.tasks.TASKS`; the result holds the metrics
+        ``METRICS_BY_TASK[task]``, headline ``HEADLINE_METRIC[task]``:
+
+        * ``"binary"``: ``scores`` ``(n,)`` are probabilities of class 1; ``"accuracy"``
+          (threshold 0.5) and ``"auroc"``.
+        * ``"multiclass"``: ``scores`` ``(n, K)`` class probabilities, rows summing to 1;
+          ``data.y`` class indices ``0 .. K-1``; ``"macro_auroc"`` (one-vs-rest, classes
+          absent from ``data.y`` skipped), ``"accuracy"``, ``"balanced_accuracy"``,
+          ``"macro_f1"`` (argmax class) and ``"log_loss"``.
+        * ``"multilabel"``: ``scores`` ``(n, L)`` probabilities per label, ``data.y`` ``(n, L)``
+          0/1; ``"macro_auroc"``, ``"macro_f1"``, ``"subset_accuracy"`` (every label of a row
+          right) and ``"hamming_accuracy"`` (share of labels right), all at threshold 0.5.
+        * ``"regression"``: ``scores`` ``(n,)`` predicted values; ``"mae"``, ``"rmse"``, ``"r2"``.
+        * ``"survival"``: ``scores`` are risks (higher = earlier event), ``data.y`` is the event
+          indicator, ``data.time`` the times; ``"cindex"``.
+
+        The rules for missing classes are in :mod:`fedcare.evaluation.task_metrics`.
     data:
         The rows the scores were predicted for.
     scores:
-        Shape ``(len(data),)``, finite.
+        Shape ``(len(data),)`` (``(len(data), K)`` for multiclass and multilabel), finite.
 
     Returns
     -------
@@ -253,18 +240,44 @@ def compute_metrics(
     ------
     ValidationError
         Unknown task, ``scores`` of the wrong shape or holding NaN/inf, probabilities outside
-        ``[0, 1]``, labels other than 0/1, or a survival dataset without times.
+        ``[0, 1]`` (or multiclass rows not summing to 1), labels out of range, or a survival
+        dataset without times.
     """
-    if task not in METRICS_BY_TASK:
-        raise ValidationError(f"task must be one of {sorted(METRICS_BY_TASK)}, got {task!r}")
-    s = np.asarray(scores, dtype=float)
+    task = check_task(task)
     n = len(data)
+    if task == "multiclass":
+        return {**_multiclass(data.y, scores), "n": n}
+    if task == "multilabel":
+        return {**_multilabel(data.y, scores), "n": n}
+    s = np.asarray(scores, dtype=float)
     if s.shape != (n,):
         raise ValidationError(f"scores have shape {s.shape}, expected ({n},) for {n} rows")
     s = _vector("scores", s)
     if task == "binary":
         _check_probabilities("scores", s)
         return {"accuracy": accuracy(data.y, s), "auroc": auroc(data.y, s), "n": n}
+    if task == "regression":
+        y = data.y
+        return {"mae": mae(y, s), "rmse": rmse(y, s), "r2": r2(y, s), "n": n}
     if data.time is None:
         raise ValidationError("task 'survival' needs data.time, but the dataset has none")
     return {"cindex": cindex(data.y, data.time, s), "n": n}
+
+
+def _multiclass(y: Any, prob: Any) -> dict[str, float]:
+    return {
+        "macro_auroc": macro_auroc(y, prob),
+        "accuracy": multiclass_accuracy(y, prob),
+        "balanced_accuracy": balanced_accuracy(y, prob),
+        "macro_f1": macro_f1(y, prob),
+        "log_loss": multiclass_log_loss(y, prob),
+    }
+
+
+def _multilabel(y: Any, prob: Any) -> dict[str, float]:
+    return {
+        "macro_auroc": macro_auroc(y, prob, multilabel=True),
+        "macro_f1": multilabel_macro_f1(y, prob),
+        "subset_accuracy": subset_accuracy(y, prob),
+        "hamming_accuracy": hamming_accuracy(y, prob),
+    }

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fedcare.errors import ValidationError
+from fedcare.records.tasks import LOWER_IS_BETTER
 
 __all__ = ["cross_site_matrix", "exam_summary", "site_metrics_problem", "summarize_sites"]
 
@@ -283,6 +284,10 @@ def exam_summary(
 
     If a model named ``pooled`` is present, ``"pooled"`` holds its mean over all sites.
 
+    The differences are always ``federated - local``: for a metric where lower is better
+    (``"lower_is_better"``: an error such as ``mae``, see
+    :data:`fedcare.records.tasks.LOWER_IS_BETTER`) a negative difference is an improvement.
+
     Parameters
     ----------
     cross_site:
@@ -293,7 +298,7 @@ def exam_summary(
     Returns
     -------
     dict
-        ``{"metric", "federated", "sites", "own_site": {"per_site": {s: {"local",
+        ``{"metric", "lower_is_better", "federated", "sites", "own_site": {"per_site": {s: {"local",
         "federated", "absolute", "relative"}}, "n_sites", "local", "federated", "absolute",
         "relative"}, "generalizability": {"per_site": {s: {"local_on_others",
         "federated_on_others", "n_other_sites"}}, "n_sites", "local", "federated_all_sites",
@@ -314,8 +319,10 @@ def exam_summary(
             f"cross_site has no local model ({local_prefix!r} + site) for any site of {sites}"
         )
     fed = values[federated]
+    metric = str(cross_site.get("metric", ""))
     out: dict[str, Any] = {
-        "metric": str(cross_site.get("metric", "")),
+        "metric": metric,
+        "lower_is_better": metric in LOWER_IS_BETTER,
         "federated": federated,
         "sites": list(local),
         "own_site": _own_site(fed, local),

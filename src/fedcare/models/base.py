@@ -87,8 +87,12 @@ class FitResult:
 class ModelAdapter(ABC):
     """A model fedcare can train and evaluate on a site's local data."""
 
-    #: The task kind the model solves: ``"binary"`` (predict returns P(y=1)) or
-    #: ``"survival"`` (predict returns a risk score; higher means earlier events).
+    #: The task kind the model solves (:data:`fedcare.records.tasks.TASKS`), which fixes what
+    #: ``predict`` returns: ``"binary"`` P(y=1) ``(n,)``; ``"multiclass"`` class probabilities
+    #: ``(n, K)`` summing to 1 per row; ``"multilabel"`` P(label=1) ``(n, L)``;
+    #: ``"regression"`` the predicted value ``(n,)``; ``"survival"`` a risk score ``(n,)``
+    #: (higher means earlier events). :func:`fedcare.evaluation.metrics.compute_metrics` turns
+    #: that into the task's metrics.
     task: ClassVar[TaskType]
 
     @abstractmethod

@@ -93,15 +93,16 @@ def test_a_sleeping_loop_is_killed_by_the_wall_timeout(work: Path) -> None:
     assert result.reason == "wall-time-limit: killed after 1.5 s"
 
 
-def _processes_of(uid: int) -> int:
-    return sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and _owner(p) == uid)
-
-
-def _owner(path: Path) -> int | None:
-    try:
-        return path.stat().st_uid
-    except OSError:
-        return None
+def _processes_of(uid: int, marker: str = "") -> int:
+    """How many processes ``uid`` runs (whose command line holds ``marker``)."""
+    count = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and proc.stat().st_uid == uid:
+                count += marker.encode() in (proc / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            pass
+    return count
 
 
 @needs_bwrap
@@ -109,18 +110,18 @@ def test_a_fork_bomb_is_contained(work: Path) -> None:
     # RLIMIT_NPROC counts all processes of the real uid and never binds root: as root the
     # bomb runs as nobody (bash, which nobody can execute; this venv's python may not be)
     uid = NOBODY if os.getuid() == 0 else os.getuid()
-    before = _processes_of(uid)
-    spec = SandboxSpec(writable_dir=work, max_processes=before + 24, uid=uid)
-    bomb = "b() { b | b & }; b; sleep 30"
+    spec = SandboxSpec(writable_dir=work, max_processes=_processes_of(uid) + 24, uid=uid)
+    marker = f"fedcare-bomb-{work.name}"
+    bomb = f"b() {{ b | b & }}; b; sleep 30 # {marker}"
     started = time.monotonic()
     result = run_sandboxed(["/bin/bash", "-c", bomb], spec, mode="require", wall_time_s=3.0)
     assert time.monotonic() - started < 10
     assert "fork: retry: Resource temporarily unavailable" in result.stderr
     assert result.reason == "wall-time-limit: killed after 3 s"
-    deadline = time.monotonic() + 5  # every process of the pid namespace died with it
-    while _processes_of(uid) > before and time.monotonic() < deadline:
+    deadline = time.monotonic() + 5  # every process of its pid namespace died with it
+    while _processes_of(uid, marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_of(uid) <= before
+    assert _processes_of(uid, marker) == 0
 
 
 @needs_bwrap

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -129,8 +130,6 @@ def bwrap_available() -> tuple[bool, str]:
 
 
 def _limits(spec: SandboxSpec) -> list[tuple[int, int]]:
-    import resource
-
     wanted = [
         (resource.RLIMIT_AS, spec.memory_limit_mb and spec.memory_limit_mb * _MB),
         (resource.RLIMIT_CPU, spec.cpu_time_s),
@@ -154,8 +153,8 @@ def sandbox_command(
     uid = spec.uid
 
     def preexec() -> None:  # in the child, before exec: the limits pass to all it starts
-        import resource
-
+        # no imports here: the parent may have threads (the agent's), whose locks a forked
+        # child must not wait for
         for which, value in limits:  # CPU: SIGXCPU at the soft limit, SIGKILL 1 s on
             hard = value + 1 if which == resource.RLIMIT_CPU else value
             resource.setrlimit(which, (value, hard))

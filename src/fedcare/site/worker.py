@@ -214,10 +214,13 @@ class TaskWorker:
         if self.sandbox != "off":
             try:
                 self._proc = self._start_sandboxed(child, args)
+            except BaseException:
+                parent.close()
+                raise
             finally:
                 child.close()
+            self._conn = parent  # before sending: stop() closes it if the send fails
             parent.send_bytes(json.dumps(args).encode())
-            self._conn = parent
             return parent
         self._proc = self._ctx.Process(
             target=_worker_main,
@@ -263,6 +266,9 @@ class TaskWorker:
             conn = self._start()
         except SandboxUnavailable as err:
             return Reply.failure(task, SandboxUnavailable.code, str(err))
+        except OSError as err:  # e.g. the sandboxed worker died before it read its arguments
+            self.stop()
+            return Reply.failure(task, "worker-crashed", f"worker did not start: {err!r}")
         reply = self._run(conn, task)
         if self.sandbox == "off":
             return reply

@@ -128,6 +128,7 @@ class SiteAgent:
             he_secret=_he_secret(kit_dir),
             # the steward's analytics small-cell minimum (default 5 without a policy)
             min_cell=governance.policy.min_cell if governance is not None else DEFAULT_MIN_CELL,
+            sandbox=governance.policy.sandbox if governance is not None else "off",
         )
         self._handle: Handler = self.worker.run
         self.limits = Limits()
@@ -260,10 +261,10 @@ class SiteAgent:
         limits, time_limit = policy.resources, self._time_limit
         if limits.task_time_limit_s is not None:
             time_limit = min(time_limit, limits.task_time_limit_s)
-        wanted = (time_limit, limits.memory_limit_mb, policy.min_cell)
+        wanted = (time_limit, limits.memory_limit_mb, policy.min_cell, policy.sandbox)
         worker = self.worker
-        if wanted != (worker.time_limit, worker.memory_limit_mb, worker.min_cell):
-            worker.time_limit, worker.memory_limit_mb, worker.min_cell = wanted
+        if wanted != (worker.time_limit, worker.memory_limit_mb, worker.min_cell, worker.sandbox):
+            worker.time_limit, worker.memory_limit_mb, worker.min_cell, worker.sandbox = wanted
             worker.stop()
 
     def _push(self, stub: CoordinatorStub, reply: Reply) -> None:

@@ -9,7 +9,14 @@ min_cell: 5                               # analytics: withhold counts of 1 to m
 allowed_outputs: [model_updates, metrics, statistics]
 max_rounds: 100
 resources: {task_time_limit_s: 600, memory_limit_mb: 8192}
+sandbox: prefer                           # off (default) | prefer | require: the worker isolated
 ```
+
+``sandbox`` starts the worker that runs task code under :mod:`fedcare.site.sandbox`
+(bubblewrap: no network, read-only filesystem but the state dir, private /tmp). ``prefer``
+runs with what the machine allows (resource limits only without bwrap); ``require`` refuses
+every task with ``sandbox-unavailable`` there. Each reply's ``info["isolation"]`` says what
+applied. ``off`` is the default for now: see the README on what it costs.
 
 Privacy modes are ordered by what they guarantee, not on one line. Each mode gives a set of
 guarantees, and a mode satisfies a policy's ``min_privacy_mode`` when it gives every guarantee
@@ -48,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedcare.errors import ConfigError
 from fedcare.records.config_file import read_yaml, validate_config
+from fedcare.site.sandbox import SandboxMode
 
 __all__ = [
     "MODE_GUARANTEES",
@@ -108,6 +116,7 @@ class SitePolicy(BaseModel):
     allowed_outputs: tuple[Output, ...] = ("model_updates", "metrics", "statistics")
     max_rounds: int | None = Field(default=None, ge=1)
     resources: ResourceLimits = Field(default_factory=lambda: ResourceLimits())
+    sandbox: SandboxMode = "off"
 
     @field_validator("epsilon_cap")
     @classmethod

@@ -5,12 +5,26 @@ worker process (started with ``spawn``, so no gRPC state is forked) that holds t
 and runtimes. A task that runs past the site's time limit gets the worker killed and a
 ``timeout`` error reply; a worker that dies gets a ``worker-crashed`` reply; the next task
 starts a fresh worker (site state such as SCAFFOLD control variates is on disk).
+
+With the site policy's ``sandbox: prefer | require`` the worker is started isolated
+(:mod:`fedcare.site.sandbox`: bubblewrap with no network, the filesystem read-only but for the
+site's state dir, a private ``/tmp``, the memory limit as ``RLIMIT_AS``) over an inherited
+socket pair, and every reply says in ``info["isolation"]`` what applied (``bwrap`` or
+``rlimits-only``). ``require`` without a working bwrap refuses each task with
+``sandbox-unavailable``. ``off`` (the default) starts it as a plain ``spawn`` process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -18,6 +32,13 @@ from typing import Any
 from fedcare.analytics.disclosure import DEFAULT_MIN_CELL, AnalyticsPolicy
 from fedcare.records.messages import Reply, Task
 from fedcare.site.config import SiteDataConfig, refusal
+from fedcare.site.sandbox import (
+    Isolation,
+    SandboxMode,
+    SandboxSpec,
+    SandboxUnavailable,
+    sandbox_command,
+)
 from fedcare.transport.codec import decode_reply, decode_task, encode_reply, encode_task
 
 __all__ = ["TaskWorker", "build_apps"]
@@ -107,6 +128,49 @@ def _worker_main(
         conn.send_bytes(encode_reply(reply))
 
 
+def _read_only_paths(config: SiteDataConfig, he_secret: Path | None) -> tuple[Path, ...]:
+    """The folders the sandboxed worker reads: its data files' (which may lie under /tmp,
+    private in the sandbox), the data mirror and cache, the HE secret's."""
+    from fedcare.data.source import CACHE_ENV, MIRROR_ENV
+
+    files: list[str] = [str(he_secret)] if he_secret is not None else []
+    for entry in config.datasets.values():
+        source = entry.source.get("path") if isinstance(entry.source, dict) else entry.source
+        files += [str(f) for f in (source, entry.schema_file, entry.mapping) if f]
+    folders = {Path(f).resolve().parent for f in files}
+    folders |= {Path(os.environ[v]).resolve() for v in (MIRROR_ENV, CACHE_ENV) if os.environ.get(v)}
+    return tuple(sorted(f for f in folders if f.is_dir()))
+
+
+def _sandboxed_main(fd: str) -> None:
+    """The sandboxed worker's entry: its arguments come first over the inherited socket."""
+    conn = Connection(int(fd))
+    args = json.loads(conn.recv_bytes())
+    _worker_main(conn, *args)
+
+
+class _SandboxedProcess:
+    """The sandboxed worker (a bwrap process tree) with the few ``Process`` methods used."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def kill(self) -> None:  # its session; bwrap's death takes its pid namespace along
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
+
+
 class TaskWorker:
     """One worker process for one site; ``run`` blocks until the reply or the time limit."""
 
@@ -120,8 +184,11 @@ class TaskWorker:
         memory_limit_mb: int | None = None,
         he_secret: Path | None = None,
         min_cell: int = DEFAULT_MIN_CELL,
+        sandbox: SandboxMode = "off",
     ) -> None:
         self.site_id = site_id
+        self.sandbox: SandboxMode = sandbox  # the site policy's: off | prefer | require
+        self.isolation: Isolation = "none"  # what the running worker got
         self.he_secret = he_secret  # the kit's HE secret context (privacy mode 'encrypted')
         self.config = config
         self.state_dir = state_dir
@@ -135,28 +202,79 @@ class TaskWorker:
     def _start(self) -> Connection:
         if self._proc is not None and self._proc.is_alive() and self._conn is not None:
             return self._conn
+        args = (
+            self.site_id,
+            self.config.model_dump_json(),
+            str(self.state_dir),
+            self.memory_limit_mb,
+            None if self.he_secret is None else str(self.he_secret),
+            self.min_cell,
+        )
         parent, child = self._ctx.Pipe()
+        if self.sandbox != "off":
+            try:
+                self._proc = self._start_sandboxed(child, args)
+            except BaseException:
+                parent.close()
+                raise
+            finally:
+                child.close()
+            self._conn = parent  # before sending: stop() closes it if the send fails
+            parent.send_bytes(json.dumps(args).encode())
+            return parent
         self._proc = self._ctx.Process(
             target=_worker_main,
-            args=(
-                child,
-                self.site_id,
-                self.config.model_dump_json(),
-                str(self.state_dir),
-                self.memory_limit_mb,
-                None if self.he_secret is None else str(self.he_secret),
-                self.min_cell,
-            ),
+            args=(child, *args),
             name=f"fedcare-worker-{self.site_id}",
             daemon=True,
         )
         self._proc.start()
         child.close()
+        self.isolation = "none"
         self._conn = parent
         return parent
 
+    def _start_sandboxed(self, child: Connection, args: tuple[Any, ...]) -> _SandboxedProcess:
+        """The worker under :mod:`fedcare.site.sandbox`, talking over ``child``'s socket (a
+        pipe's end is inherited across bwrap); raises :class:`SandboxUnavailable`."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)  # bound writable: it must exist
+        spec = SandboxSpec(
+            memory_limit_mb=self.memory_limit_mb,
+            cpu_time_s=None,  # a long-lived worker: the per-task time limit applies instead
+            max_file_size_mb=None,
+            max_processes=None,
+            writable_dir=self.state_dir.resolve(),
+            read_only_paths=_read_only_paths(self.config, self.he_secret),
+        )
+        entry = "import sys; from fedcare.site.worker import _sandboxed_main as m; m(sys.argv[1])"
+        fd = child.fileno()
+        command = sandbox_command([sys.executable, "-c", entry, str(fd)], spec, mode=self.sandbox)
+        package_root = str(Path(__file__).resolve().parents[2])  # the dir holding fedcare/
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, *sys.path[1:]])}
+        popen = subprocess.Popen(
+            command.argv,
+            pass_fds=(fd,),
+            preexec_fn=command.preexec_fn,
+            start_new_session=True,
+            env=env,
+        )
+        self.isolation = command.isolation
+        return _SandboxedProcess(popen)
+
     def run(self, task: Task) -> Reply:
-        conn = self._start()
+        try:
+            conn = self._start()
+        except SandboxUnavailable as err:
+            return Reply.failure(task, SandboxUnavailable.code, str(err))
+        except OSError as err:  # e.g. the sandboxed worker died before it read its arguments
+            self.stop()
+            return Reply.failure(task, "worker-crashed", f"worker did not start: {err!r}")
+        reply = self._run(conn, task)
+        if self.sandbox == "off":
+            return reply
+        return replace(reply, info={**reply.info, "isolation": self.isolation})
+
+    def _run(self, conn: Connection, task: Task) -> Reply:
         try:
             conn.send_bytes(encode_task(task))
             if not conn.poll(self.time_limit):

@@ -1,0 +1,229 @@
+"""Run untrusted code in a subprocess, isolated: how a site contains researcher code.
+
+:func:`sandbox_command` turns a command line into an isolated one plus a ``preexec_fn`` that
+sets resource limits in the child; :func:`run_sandboxed` runs it with a wall-clock timeout and
+names why it stopped. What applies is reported (``bwrap``, ``rlimits-only`` or ``none``) so a
+caller can audit it.
+
+* ``bwrap`` (Linux, bubblewrap present and a trial run works: namespaces may be disabled): no
+  network (``--unshare-net``), own pid and IPC namespaces, the filesystem read-only
+  (``--ro-bind / /``) with a private ``/tmp``, the writable directory bound read-write and the
+  read-only paths bound read-only, killed with its parent.
+* Resource limits, always (``rlimits-only`` when bwrap is unavailable): ``RLIMIT_AS``
+  (memory), ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` and ``RLIMIT_NPROC``.
+
+A fork bomb: ``RLIMIT_NPROC`` counts every process of the *real uid* (not only the
+sandbox's) and never binds uid 0. So it contains a bomb when the site runs as an unprivileged
+user, or when a root caller sets ``SandboxSpec.uid`` (e.g. ``NOBODY``: the code then runs as
+that user, who must be able to read the interpreter; the writable directory is handed to it).
+As root without ``uid`` only the pid namespace plus the wall timeout bound it: killing bwrap
+kills the namespace's init (``--die-with-parent``) and with it every process in it, but until
+then the bomb can take the host's free pids. A cgroup ``pids.max`` would bind root too; it is
+not used (not every host lets a site create cgroups).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "NOBODY",
+    "Isolation",
+    "SandboxMode",
+    "SandboxResult",
+    "SandboxSpec",
+    "SandboxUnavailable",
+    "SandboxedCommand",
+    "bwrap_available",
+    "run_sandboxed",
+    "sandbox_command",
+]
+
+Isolation = Literal["bwrap", "rlimits-only", "none"]
+#: The site policy's ``sandbox``: ``require`` refuses to run without bwrap, ``prefer`` runs
+#: with what is available, ``off`` runs the worker as a plain subprocess.
+SandboxMode = Literal["require", "prefer", "off"]
+NOBODY = 65534
+_MB = 1024 * 1024
+
+
+class SandboxUnavailable(RuntimeError):
+    """``require`` asked for a sandbox this machine cannot give; ``reason`` says why."""
+
+    code = "sandbox-unavailable"
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What the code may use. ``None`` leaves a limit unset."""
+
+    memory_limit_mb: int | None = 1024
+    cpu_time_s: int | None = 60
+    max_file_size_mb: int | None = 256
+    max_processes: int | None = 64
+    writable_dir: Path | None = None
+    read_only_paths: tuple[Path, ...] = ()
+    network: bool = False
+    #: run as this uid (only possible as root); ``None``: as the caller
+    uid: int | None = None
+
+
+@dataclass(frozen=True)
+class SandboxedCommand:
+    argv: list[str]
+    preexec_fn: Callable[[], None]
+    isolation: Isolation
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    isolation: Isolation
+    #: why it stopped, when it was stopped: ``wall-time-limit``, ``cpu-time-limit``, ...
+    reason: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def _bwrap_args(spec: SandboxSpec) -> list[str]:
+    args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
+    if not spec.network:
+        args.append("--unshare-net")
+    args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for path in spec.read_only_paths:
+        args += ["--ro-bind", str(path), str(path)]
+    if spec.writable_dir is not None:
+        args += ["--bind", str(spec.writable_dir), str(spec.writable_dir)]
+        args += ["--chdir", str(spec.writable_dir)]
+    return [*args, "--"]
+
+
+@cache
+def bwrap_available() -> tuple[bool, str]:
+    """Whether bwrap runs here: present *and* a trial run works (namespaces may be off)."""
+    if sys.platform != "linux":
+        return False, f"bubblewrap needs Linux (this is {sys.platform})"
+    if shutil.which("bwrap") is None:
+        return False, "bwrap is not installed (Debian package 'bubblewrap')"
+    try:
+        trial = subprocess.run(
+            [*_bwrap_args(SandboxSpec()), "true"], capture_output=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, f"a trial bwrap run failed: {err!r}"
+    if trial.returncode != 0:
+        why = trial.stderr.decode(errors="replace").strip()[-300:]
+        return False, f"a trial bwrap run failed (namespaces disabled?): {why}"
+    return True, "bwrap works"
+
+
+def _limits(spec: SandboxSpec) -> list[tuple[int, int]]:
+    wanted = [
+        (resource.RLIMIT_AS, spec.memory_limit_mb and spec.memory_limit_mb * _MB),
+        (resource.RLIMIT_CPU, spec.cpu_time_s),
+        (resource.RLIMIT_FSIZE, spec.max_file_size_mb and spec.max_file_size_mb * _MB),
+        (resource.RLIMIT_NPROC, spec.max_processes),
+    ]
+    return [(which, int(value)) for which, value in wanted if value is not None]
+
+
+def sandbox_command(
+    argv: Sequence[str], spec: SandboxSpec, *, mode: SandboxMode = "prefer"
+) -> SandboxedCommand:
+    """``argv`` isolated as ``mode`` and this machine allow; raises :class:`SandboxUnavailable`
+    under ``require`` without a working bwrap. Run it with ``preexec_fn`` (limits, uid)."""
+    if mode == "off":
+        return SandboxedCommand(list(argv), lambda: None, "none")
+    ok, why = bwrap_available()
+    if not ok and mode == "require":
+        raise SandboxUnavailable(f"sandbox-unavailable: the site policy requires one; {why}")
+    limits = _limits(spec)
+    uid = spec.uid
+
+    def preexec() -> None:  # in the child, before exec: the limits pass to all it starts
+        # no imports here: the parent may have threads (the agent's), whose locks a forked
+        # child must not wait for
+        for which, value in limits:  # CPU: SIGXCPU at the soft limit, SIGKILL 1 s on
+            hard = value + 1 if which == resource.RLIMIT_CPU else value
+            resource.setrlimit(which, (value, hard))
+        if uid is not None and os.getuid() == 0 and uid != 0:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+
+    if ok:
+        return SandboxedCommand([*_bwrap_args(spec), *argv], preexec, "bwrap")
+    return SandboxedCommand(list(argv), preexec, "rlimits-only")
+
+
+def _reason(code: int, stderr: str, timed_out: bool, wall: float) -> str | None:
+    if timed_out:
+        return f"wall-time-limit: killed after {wall:g} s"
+    signum = -code if code < 0 else code - 128 if code > 128 else 0  # bwrap: 128 + signal
+    if signum == signal.SIGXCPU:
+        return "cpu-time-limit: the CPU time limit stopped it"
+    if "MemoryError" in stderr or "Cannot allocate memory" in stderr:
+        return "memory-limit: an allocation above the memory limit failed"
+    if "File too large" in stderr or signum == signal.SIGXFSZ:
+        return "file-size-limit: a write above the file-size limit failed"
+    if "Resource temporarily unavailable" in stderr and "fork" in stderr:
+        return "process-limit: starting a process above the limit failed"
+    if "Read-only file system" in stderr:
+        return "read-only: a write outside the writable directory failed"
+    if "Network is unreachable" in stderr or "Connection refused" in stderr:
+        return "no-network: the sandbox has no network"
+    return None
+
+
+def run_sandboxed(
+    argv: Sequence[str],
+    spec: SandboxSpec,
+    *,
+    mode: SandboxMode = "prefer",
+    wall_time_s: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> SandboxResult:
+    """Run ``argv`` isolated and wait at most ``wall_time_s``; the result says which
+    isolation applied and, for code that was stopped, why (the text names the limit; it is
+    read from the exit status and stderr, so it explains, it does not prove)."""
+    if spec.uid is not None and spec.writable_dir is not None and os.getuid() == 0:
+        os.chown(spec.writable_dir, spec.uid, spec.uid)
+    command = sandbox_command(argv, spec, mode=mode)
+    proc = subprocess.Popen(
+        command.argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=command.preexec_fn,
+        start_new_session=True,  # one process group to kill (bwrap adds a pid namespace)
+        env=env,
+        cwd=spec.writable_dir,
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=wall_time_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        out, err = proc.communicate()
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    reason = _reason(proc.returncode, stderr, timed_out, wall_time_s)
+    return SandboxResult(proc.returncode, stdout, stderr, command.isolation, reason)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc``'s process group; under bwrap its death kills the pid namespace."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -150,3 +150,25 @@ def test_require_without_bwrap_refuses_with_a_reason(monkeypatch: pytest.MonkeyP
         assert sandbox_command(["true"], SandboxSpec(), mode="off").isolation == "none"
     finally:
         bwrap_available.cache_clear()
+
+
+def test_a_runtime_under_tmp_is_bound_back_over_the_private_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox's private /tmp hid a checkout and venv made in a temporary folder (as CI
+    makes them): bwrap then could not even start the venv's python."""
+    from fedcare.site import sandbox
+
+    lib = tmp_path / "venv" / "lib"
+    lib.mkdir(parents=True)
+    monkeypatch.setattr(sandbox.sys, "path", [str(lib), str(lib / "missing"), "/usr/lib"])
+    assert str(tmp_path).startswith("/tmp/")
+    assert lib in sandbox._runtime_under_tmp()
+    assert (lib / "missing") not in sandbox._runtime_under_tmp()
+    args = sandbox._bwrap_args(SandboxSpec(writable_dir=tmp_path))
+    tmpfs = args.index("--tmpfs")
+    at = args.index(str(lib))
+    assert args[at - 1 : at + 2] == ["--ro-bind", str(lib), str(lib)]
+    assert at > tmpfs  # bound after the tmpfs, so it is visible on top
+    other_uid = sandbox._bwrap_args(SandboxSpec(writable_dir=tmp_path, uid=65534))
+    assert str(lib) not in other_uid or os.getuid() == 65534

@@ -102,12 +102,29 @@ def _bwrap_args(spec: SandboxSpec) -> list[str]:
     if not spec.network:
         args.append("--unshare-net")
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for path in spec.read_only_paths:
+    # another uid could not use (or even reach) a runtime in this user's temporary folder
+    runtime = _runtime_under_tmp() if spec.uid in (None, os.getuid()) else ()
+    for path in (*runtime, *spec.read_only_paths):
         args += ["--ro-bind", str(path), str(path)]
     if spec.writable_dir is not None:
         args += ["--bind", str(spec.writable_dir), str(spec.writable_dir)]
         args += ["--chdir", str(spec.writable_dir)]
     return [*args, "--"]
+
+
+def _runtime_under_tmp() -> tuple[Path, ...]:
+    """What the Python in the sandbox needs that the private ``/tmp`` would hide: the
+    interpreter, its environment and every import path that lives under ``/tmp`` (a checkout
+    or virtual environment made in a temporary folder, as CI does), bound back read-only."""
+    seen: list[Path] = []
+    for entry in (sys.executable, sys.prefix, sys.base_prefix, *sys.path):
+        if not entry:
+            continue
+        path = Path(entry).resolve() if entry != sys.executable else Path(entry).parent
+        under_tmp = path.parts[:2] == ("/", "tmp") and path.exists()
+        if under_tmp and path not in seen and not any(p in seen for p in path.parents):
+            seen.append(path)
+    return tuple(seen)
 
 
 @cache

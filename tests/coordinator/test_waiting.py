@@ -50,6 +50,12 @@ def test_only_a_round_missing_nothing_but_approvals_waits_for_them() -> None:
     assert awaiting_approval(waiting) == ["hungary", "va"]
     assert awaiting_approval({**waiting, "zurich": "no-reply"}) == []
     assert awaiting_approval({"va": "approval-revoked"}) == []
+    # an expired approval waits for its renewal as a missing one waits for a decision
+    assert awaiting_approval({"va": "approval-expired", "zurich": "ok"}) == ["va"]
+    assert awaiting_approval({"va": "approval-expired", "hungary": "plan-not-approved"}) == [
+        "hungary",
+        "va",
+    ]
     assert awaiting_approval({}) == []
     assert duration_text(86400) == "24 h" and duration_text(90 * 60) == "90 min"
 

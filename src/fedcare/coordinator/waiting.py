@@ -3,10 +3,11 @@
 Sans-I/O: these classes decide and word; the runner (:mod:`fedcare.coordinator.runner`) and the
 grid (:mod:`fedcare.coordinator.grid`) sleep, write notes and send tasks. Three cases:
 
-- **Awaiting approval.** Every missing reply of a failed round is ``plan-not-approved``: the
-  plan waits for the stewards' decision. That costs no retry; the round is offered again with
-  :class:`Backoff` until the study's ``approval_wait`` deadline passes, then the study fails
-  naming the sites and the deadline (:meth:`RoundWaits.after_failure`).
+- **Awaiting approval.** Every missing reply of a failed round is ``plan-not-approved`` or
+  ``approval-expired``: the plan waits for the stewards' decision (or its renewal). That
+  costs no retry; the round is offered again with :class:`Backoff` until the study's
+  ``approval_wait`` deadline passes, then the study fails naming the sites and the deadline
+  (:meth:`RoundWaits.after_failure`).
 - **Ordinary failure** (too few replies for another reason): a retry after a growing delay,
   up to ``round_retries``, each said in the study's note ("round 3 failed: …; retry 2 of 3 in
   20 s").
@@ -26,6 +27,7 @@ from fedcare.errors import RoundFailedError
 
 __all__ = [
     "APPROVAL_PENDING",
+    "AWAITING_KINDS",
     "NO_REPLY",
     "RETRY_BACKOFF",
     "WITHDRAWAL_BACKOFF",
@@ -41,6 +43,8 @@ __all__ = [
 
 #: The refusal kind of a plan that awaits its steward's decision.
 APPROVAL_PENDING = "plan-not-approved"
+#: Refusal kinds that wait for a steward's (new) approval: none yet, or one that expired.
+AWAITING_KINDS = frozenset({APPROVAL_PENDING, "approval-expired"})
 #: Refusal kinds by which a site's steward said no to a study.
 WITHDRAWAL_KINDS = frozenset({"approval-revoked", "plan-refused", "policy-study-not-allowed"})
 #: What a reply that never came counts as (no error kind).
@@ -91,9 +95,10 @@ def duration_text(seconds: float) -> str:
 
 def awaiting_approval(outcomes: Mapping[str, str]) -> list[str]:
     """The sites a failed round waits for when every missing reply is ``plan-not-approved``
-    (``outcomes``: site -> error kind, ``"ok"`` or ``"no-reply"``); otherwise ``[]``."""
+    or ``approval-expired`` (the steward must approve, or renew; ``outcomes``: site -> error
+    kind, ``"ok"`` or ``"no-reply"``); otherwise ``[]``."""
     missing = {site: kind for site, kind in outcomes.items() if kind != "ok"}
-    if missing and all(kind == APPROVAL_PENDING for kind in missing.values()):
+    if missing and all(kind in AWAITING_KINDS for kind in missing.values()):
         return sorted(missing)
     return []
 

@@ -1,28 +1,14 @@
 """A study file's DP settings and the layers and site settings they build.
 
-``privacy.dp`` in a study file::
-
-    privacy:
-      mode: open
-      dp:
-        delta: 1.0e-5
-        accountant: rdp              # rdp | pld (how epsilon is reported)
-        noise_multiplier: 1.0        # central DP at the coordinator (user-level) ...
-        # target_epsilon: 3.0        # ... or the epsilon all rounds together may spend
-        clip_norm: 0.5               # fixed clipping, or:
-        # adaptive: {initial_clip_norm: 0.5, target_quantile: 0.5, count_noise_std: 1.0}
-        # noise_seed: 1              # simulation only (default: OS entropy every round)
-        local_dp_sgd:                # sample-level DP-SGD inside each site's training
-          target_epsilon: 1.0        # (or noise_multiplier), over all rounds
-          max_grad_norm: 1.0
+The settings (``privacy.dp`` in a study file) are plain data in :mod:`fedcare.records.dp_spec`,
+which shows an example.
 
 Central DP (``noise_multiplier`` / ``target_epsilon``) runs as aggregation layers (clip,
 Gaussian noise, optionally adaptive clipping); the coordinator sees each clipped update, so it
 is trusted (mode ``open``). Mode ``private`` reads the same ``noise_multiplier`` /
 ``target_epsilon``, ``clip_norm`` and ``delta`` but has the sites add the noise under secure
 aggregation (:func:`fedcare.strategy.modes.private_mode`). ``local_dp_sgd`` works in any mode:
-the site calibrates and accounts its own training. The settings are plain data in
-:mod:`fedcare.records.dp_spec` (re-exported here).
+the site calibrates and accounts its own training.
 """
 
 from __future__ import annotations

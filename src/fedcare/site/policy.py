@@ -12,7 +12,7 @@ resources: {task_time_limit_s: 600, memory_limit_mb: 8192}
 sandbox: prefer                           # off (default) | prefer | require: the worker isolated
 ```
 
-``sandbox`` starts the worker that runs task code under :mod:`fedcare.site.sandbox`
+``sandbox`` starts the worker that runs task code under :mod:`fedcare.packages.sandbox`
 (bubblewrap: no network, read-only filesystem but the state dir, private /tmp). ``prefer``
 runs with what the machine allows (resource limits only without bwrap); ``require`` refuses
 every task with ``sandbox-unavailable`` there. Each reply's ``info["isolation"]`` says what
@@ -54,8 +54,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedcare.errors import ConfigError
+from fedcare.packages.sandbox import SandboxMode
 from fedcare.records.config_file import read_yaml, validate_config
-from fedcare.site.sandbox import SandboxMode
 
 __all__ = [
     "MODE_GUARANTEES",

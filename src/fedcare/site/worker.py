@@ -7,7 +7,7 @@ and runtimes. A task that runs past the site's time limit gets the worker killed
 starts a fresh worker (site state such as SCAFFOLD control variates is on disk).
 
 With the site policy's ``sandbox: prefer | require`` the worker is started isolated
-(:mod:`fedcare.site.sandbox`: bubblewrap with no network, the filesystem read-only but for the
+(:mod:`fedcare.packages.sandbox`: bubblewrap with no network, the filesystem read-only but for the
 site's state dir, a private ``/tmp``, the memory limit as ``RLIMIT_AS``) over an inherited
 socket pair, and every reply says in ``info["isolation"]`` what applied (``bwrap`` or
 ``rlimits-only``). ``require`` without a working bwrap refuses each task with
@@ -30,15 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from fedcare.analytics.disclosure import DEFAULT_MIN_CELL, AnalyticsPolicy
-from fedcare.records.messages import Reply, Task
-from fedcare.site.config import SiteDataConfig, refusal
-from fedcare.site.sandbox import (
+from fedcare.packages.sandbox import (
     Isolation,
     SandboxMode,
     SandboxSpec,
     SandboxUnavailable,
     sandbox_command,
 )
+from fedcare.records.messages import Reply, Task
+from fedcare.site.config import SiteDataConfig, refusal
 from fedcare.transport.codec import decode_reply, decode_task, encode_reply, encode_task
 
 __all__ = ["TaskWorker", "build_apps"]
@@ -235,7 +235,7 @@ class TaskWorker:
         return parent
 
     def _start_sandboxed(self, child: Connection, args: tuple[Any, ...]) -> _SandboxedProcess:
-        """The worker under :mod:`fedcare.site.sandbox`, talking over ``child``'s socket (a
+        """The worker under :mod:`fedcare.packages.sandbox`, talking over ``child``'s socket (a
         pipe's end is inherited across bwrap); raises :class:`SandboxUnavailable`."""
         self.state_dir.mkdir(parents=True, exist_ok=True)  # bound writable: it must exist
         spec = SandboxSpec(

@@ -129,8 +129,10 @@ class SandboxedPackage(ModelAdapter):
         """A refused output also replaces the runner (see ``_call``)."""
         try:
             yield
-        except Exception:
+        except Exception as err:
             self.close()
+            if isinstance(err, (ModelError, ValidationError)):  # for the reply and the audit
+                err.__dict__["isolation"] = self.isolation
             raise
 
     def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:

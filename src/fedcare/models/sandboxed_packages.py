@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -60,8 +61,13 @@ class SandboxedPackages:
         self.store, self.limits, self.mode = store, limits or RunnerLimits(), mode
         self.on_missing, self.max_runners = on_missing, max_runners
         self._adapters: OrderedDict[str, SandboxedPackage] = OrderedDict()
+        self._lock = threading.Lock()  # the coordinator's study runners share one builder
 
     def __call__(self, spec: Mapping[str, Any]) -> SandboxedPackage:
+        with self._lock:
+            return self._get(spec)
+
+    def _get(self, spec: Mapping[str, Any]) -> SandboxedPackage:
         ref = spec.get("package")
         if not isinstance(ref, str) or not ref.startswith("sha256:"):
             raise PackageError(
@@ -98,8 +104,9 @@ class SandboxedPackages:
 
     def close(self) -> None:
         """Stop every runner."""
-        while self._adapters:
-            self._adapters.popitem()[1].close()
+        with self._lock:
+            while self._adapters:
+                self._adapters.popitem()[1].close()
 
 
 def measure_start_overhead(

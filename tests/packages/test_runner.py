@@ -276,3 +276,33 @@ def test_the_start_overhead_is_measured(store: PackageStore) -> None:
     result = measure_start_overhead(store, ref, mode="require", repeats=2)
     assert 0 < result["isolation_overhead_s"] < 5 and len(result["samples_s"]) == 2
     assert result["isolation"].startswith("bwrap")
+
+
+def test_prefer_without_bwrap_runs_the_runner_under_limits_only(
+    store: PackageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    bwrap_available.cache_clear()
+    ref = store.add_folder(EXAMPLE)
+    adapter = SandboxedPackage(store.folder(ref), store.manifest(ref), mode="prefer")
+    try:
+        params = adapter.init_params((13,), np.random.default_rng(0))
+        assert params.shapes == {"w": (13,), "b": (1,)}
+        assert adapter.isolation.startswith("rlimits-only")
+        refused = SandboxedPackage(store.folder(ref), store.manifest(ref), mode="require")
+        with pytest.raises(PackageRunnerError, match="the site policy requires one") as info:
+            refused.init_params((13,), np.random.default_rng(0))
+        assert info.value.code == "sandbox-unavailable"
+    finally:
+        adapter.close()
+        bwrap_available.cache_clear()
+
+
+def test_a_gpu_the_policy_allows_is_bound_into_the_minimal_dev() -> None:
+    from fedcare.packages import sandbox
+
+    spec = sandbox.SandboxSpec(minimal_fs=True, devices=("/dev/nvidia0", "/dev/nvidiactl"))
+    args = sandbox._bwrap_args(spec)
+    at = args.index("/dev/nvidia0")
+    assert args[at - 1 : at + 2] == ["--dev-bind-try", "/dev/nvidia0", "/dev/nvidia0"]
+    assert args.index("--dev") < at  # on top of bwrap's own minimal /dev

@@ -30,6 +30,7 @@ from fedcare.packages.sandbox import (
     SandboxMode,
     SandboxSpec,
     SandboxUnavailable,
+    bwrap_available,
     exit_reason,
     limited_command,
     python_runtime_paths,
@@ -73,6 +74,9 @@ class RunnerLimits:
     max_processes: int | None = 512
     #: the largest message the runner may send back
     max_reply_mb: int = 4096
+    #: device files the code may use (e.g. ``/dev/nvidia0``, ``/dev/nvidiactl``,
+    #: ``/dev/nvidia-uvm`` for a GPU the site policy allows; CUDA needs no memory limit)
+    devices: tuple[str, ...] = ()
 
 
 def _others_can_run_python() -> bool:
@@ -103,8 +107,11 @@ class RunnerProcess:
         return self._popen is not None and self._popen.poll() is None
 
     def _spec(self, scratch: Path) -> SandboxSpec:
+        # as root, run as nobody so that the process limit binds: under bwrap always (the
+        # runtime is bound for it), without it only if nobody can start this Python
+        under_bwrap = self.mode != "off" and bwrap_available()[0]
         root = os.getuid() == 0
-        uid = NOBODY if root and (self.mode != "off" or _others_can_run_python()) else None
+        uid = NOBODY if root and (under_bwrap or _others_can_run_python()) else None
         if uid is not None:
             os.chown(scratch, uid, uid)
         return SandboxSpec(
@@ -116,6 +123,7 @@ class RunnerProcess:
             read_only_paths=(self.folder,),
             uid=uid,
             minimal_fs=True,
+            devices=self.limits.devices,
         )
 
     def _env(self, scratch: Path) -> dict[str, str]:

@@ -90,6 +90,8 @@ class SandboxSpec:
     uid: int | None = None
     #: show only the system folders, the Python runtime and the paths named (see above)
     minimal_fs: bool = False
+    #: device files bound into the sandbox's minimal ``/dev`` (e.g. a GPU's), where present
+    devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ def _bwrap_args(spec: SandboxSpec) -> list[str]:
         args.append("--unshare-net")
     if spec.minimal_fs:
         return [*args, *_minimal_fs_args(spec)]
-    args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    args += ["--ro-bind", "/", "/", "--dev", "/dev", *_device_args(spec)]
+    args += ["--proc", "/proc", "--tmpfs", "/tmp"]
     # another uid could not use (or even reach) a runtime in this user's temporary folder
     runtime = _runtime_under_tmp() if spec.uid in (None, os.getuid()) else ()
     for path in (*runtime, *spec.read_only_paths):
@@ -125,6 +128,13 @@ def _bwrap_args(spec: SandboxSpec) -> list[str]:
         args += ["--bind", str(spec.writable_dir), str(spec.writable_dir)]
         args += ["--chdir", str(spec.writable_dir)]
     return [*args, "--"]
+
+
+def _device_args(spec: SandboxSpec) -> list[str]:
+    args: list[str] = []
+    for device in spec.devices:
+        args += ["--dev-bind-try", device, device]
+    return args
 
 
 def _drops_uid_inside(spec: SandboxSpec) -> bool:
@@ -139,7 +149,7 @@ def _minimal_fs_args(spec: SandboxSpec) -> list[str]:
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
-    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    args += ["--dev", "/dev", *_device_args(spec), "--proc", "/proc", "--tmpfs", "/tmp"]
     shown = ["/usr", "/etc"]  # not /tmp: the private one hides the host's
     binds: list[tuple[str, Path]] = []
     for path in (*python_runtime_paths(), *spec.read_only_paths):

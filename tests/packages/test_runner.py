@@ -184,6 +184,20 @@ def test_the_sites_data_files_are_not_there(store: PackageStore, evil_ref: str) 
 
 
 @needs_bwrap
+@pytest.mark.parametrize(
+    ("attack", "limits", "message"),
+    [
+        ("memory", {"memory_limit_mb": 1024}, "fit failed: MemoryError"),
+        ("bigfile", {"max_file_size_mb": 4}, r"fit failed: OSError: \[Errno 27\] File too large"),
+    ],
+)
+def test_memory_and_file_size_limits_stop_a_hog(
+    store: PackageStore, evil_ref: str, attack: str, limits: dict[str, int], message: str
+) -> None:
+    _fit_refused(_evil(store, evil_ref, attack, **limits), PackageRunnerError, message)
+
+
+@needs_bwrap
 def test_an_endless_loop_is_stopped_by_the_cpu_limit_then_the_runner_restarts(
     store: PackageStore, evil_ref: str
 ) -> None:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
@@ -232,10 +233,18 @@ class RunnerProcess:
     def stop(self) -> None:
         """Kill the runner's process group (under bwrap: its whole pid namespace)."""
         if self._popen is not None:
+            inner = _children(self._popen.pid)  # bwrap's pid 1 of the sandbox's namespace
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._popen.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(5)
+            # the namespace's pid 1 goes only after every process in it is gone: wait for it,
+            # so that a fork bomb's processes no longer count against the next runner's limit
+            deadline = time.monotonic() + 5
+            while any(Path(f"/proc/{pid}").exists() for pid in inner):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
         if self._conn is not None:
             self._conn.close()
         if self._scratch is not None:
@@ -243,3 +252,11 @@ class RunnerProcess:
             with contextlib.suppress(OSError):
                 self._log_path().unlink()
         self._popen, self._conn, self._scratch = None, None, None
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (Linux ``/proc``; none elsewhere)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -320,3 +322,36 @@ def test_a_gpu_the_policy_allows_is_bound_into_the_minimal_dev() -> None:
     at = args.index("/dev/nvidia0")
     assert args[at - 1 : at + 2] == ["--dev-bind-try", "/dev/nvidia0", "/dev/nvidia0"]
     assert args.index("--dev") < at  # on top of bwrap's own minimal /dev
+
+
+GUARD = """
+import sys, types
+from fedcare.models._package_worker import allowed_top_level, install_import_guard
+from fedcare.records.package import PackageManifest
+manifest = PackageManifest(name="p", version="1", entry_point="m:M", task="binary",
+                           dependencies=["pandas>=1"])
+install_import_guard(manifest, allowed_top_level(manifest))
+code = types.ModuleType("fedcare_pkg_abc.m")
+exec("import pandas\\nimport json\\nfrom fedcare.records import arrays", code.__dict__)
+print("dateutil" in sys.modules, "pytz" in sys.modules or "tzdata" in sys.modules)
+try:
+    exec("import yaml", code.__dict__)
+except ImportError as err:
+    print(err)
+exec("import yaml", {"__name__": "not_a_package"})  # fedcare's own imports are not checked
+print("ok")
+"""
+
+
+def test_the_import_guard_checks_only_the_packages_own_imports() -> None:
+    """A declared library's own imports (pandas importing dateutil) pass; the package's
+    undeclared import is refused, naming the module."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", GUARD], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("True")  # pandas' undeclared dependencies were imported
+    assert lines[1] == "package p 1 imports 'yaml', which its manifest does not declare"
+    assert lines[2] == "ok"

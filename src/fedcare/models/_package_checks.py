@@ -16,6 +16,7 @@ import numpy as np
 from fedcare.errors import ValidationError
 
 __all__ = [
+    "ALWAYS_ALLOWED_METRICS",
     "MAX_METRIC",
     "PackageOutputRefused",
     "Template",
@@ -29,6 +30,9 @@ __all__ = [
 
 #: The largest metric magnitude a package may report.
 MAX_METRIC = 1e9
+#: Metrics every package may report besides its manifest's: the training loss, under the
+#: names fedcare's own adapters (torch, scikit-learn, numpy) give it.
+ALWAYS_ALLOWED_METRICS = ("loss", "train_loss")
 #: name -> (shape, dtype): the parameters a study's model has, fixed by its ``init_params``.
 Template = dict[str, tuple[tuple[int, ...], str]]
 
@@ -84,7 +88,7 @@ def _finite_number(value: Any) -> float | None:
 
 
 def check_metrics(metrics: Any, allowed: frozenset[str], where: str) -> dict[str, float]:
-    """Metrics are a mapping of declared names (or ``loss``) to finite numbers with
+    """Metrics are a mapping of declared names (or ``loss``, ``train_loss``) to finite numbers with
     ``|value| <= MAX_METRIC``."""
     if not isinstance(metrics, dict):
         raise PackageOutputRefused(f"{where}: fit's metrics are not a mapping")

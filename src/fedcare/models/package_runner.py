@@ -23,11 +23,11 @@ What comes back is parsed as JSON and raw arrays (never unpickled) and checked o
 code (:mod:`fedcare.models._package_checks`): the parameters must match, exactly, the template
 ``init_params`` fixed (names, shapes, dtypes; finite); ``num_samples`` is ``len(data)``, never
 the code's; ``num_steps`` a positive integer; metrics finite scalars, named in the manifest's
-``outputs.metrics`` (or ``loss``), at most 1e9 in magnitude; predictions in the task's shape;
-the loss finite. The caller's generator state goes with each call and comes back, so the
-runner draws exactly what the in-process adapter (a simulation) would: both give the same
-model. DP-SGD is refused (it would run inside the package's code); a study wanting DP uses the
-privacy mode ``private``, whose noise the site adds after the proxy returns.
+``outputs.metrics`` (or ``loss``, ``train_loss``), at most 1e9 in magnitude; predictions in
+the task's shape; the loss finite. The caller's generator state goes with each call and comes
+back, so the runner draws exactly what the in-process adapter (a simulation) would: both give
+the same model. DP-SGD is refused (it would run inside the package's code); a study wanting DP
+uses the privacy mode ``private``, whose noise the site adds after the proxy returns.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class SandboxedPackage(ModelAdapter):
         self.__dict__["task"] = manifest.task
         self.where = f"package {manifest.name} {manifest.version}"
         self.limits = limits or RunnerLimits()
-        self.metrics = frozenset({*manifest.outputs.metrics, "loss"})
+        self.metrics = frozenset({*manifest.outputs.metrics, *checks.ALWAYS_ALLOWED_METRICS})
         self.template: checks.Template | None = None
         self._runner = RunnerProcess(Path(folder), options or {}, self.limits, mode)
         self._lock = threading.Lock()

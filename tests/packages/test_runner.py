@@ -121,6 +121,7 @@ def test_a_good_package_trains_bit_identically_sandboxed_and_in_process(
     [
         ("extra", r"fit: returned params with unexpected arrays \['leak'\]"),
         ("dataset", r"returned params array 'w' as <f8\[40\], the study's template fixed <f8\[5\]"),
+        ("dtype", r"returned params array 'w' as <f2\[5\], the study's template fixed <f8\[5\]"),
         ("nan", r"metric 'accuracy' is nan, not a finite number"),
         ("huge", r"metric 'accuracy' is 1e\+12, beyond the allowed magnitude 1e\+09"),
         ("undeclared", r"metric 'row_0' is not declared in its manifest's outputs.metrics"),

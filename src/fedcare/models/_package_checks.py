@@ -58,9 +58,15 @@ def template_of(params: Mapping[str, np.ndarray], where: str) -> Template:
     return {name: (tuple(arr.shape), arr.dtype.str) for name, arr in params.items()}
 
 
-def check_params(params: Mapping[str, np.ndarray], template: Template, where: str) -> None:
+def check_params(
+    params: Mapping[str, np.ndarray],
+    template: Template,
+    where: str,
+    *,
+    also: Mapping[str, str] | None = None,
+) -> None:
     """``params`` are exactly the template's arrays (no more, no fewer), same shapes and
-    dtypes, all finite."""
+    dtypes (or the dtype ``also`` names for that array), all finite."""
     extra = [name for name in params if name not in template]
     missing = [name for name in template if name not in params]
     if extra or missing:
@@ -71,7 +77,8 @@ def check_params(params: Mapping[str, np.ndarray], template: Template, where: st
         )
     for name, (shape, dtype) in template.items():
         arr = params[name]
-        if tuple(arr.shape) != shape or arr.dtype.str != dtype:
+        dtypes = {dtype, (also or {}).get(name, dtype)}
+        if tuple(arr.shape) != shape or arr.dtype.str not in dtypes:
             raise PackageOutputRefused(
                 f"{where}: returned params array {name!r} as {arr.dtype.str}{list(arr.shape)}, "
                 f"the study's template fixed {dtype}{list(shape)}"

@@ -171,6 +171,12 @@ class SandboxedPackage(ModelAdapter):
                 "'private' (noise added by the site) instead"
             )
         template = self._template(data)
+        given = {name: tuple(arr.shape) for name, arr in params.items()}
+        if given != {name: shape for name, (shape, _) in template.items()}:
+            raise ValidationError(  # the coordinator's params and the template must agree
+                f"{self.where} fit: the task's params {given} differ from the template its "
+                f"init_params fixed {template}"
+            )
         fields, spec_arrays = spec_to_wire(spec)
         arrays = {**params.prefixed("params"), **_data_arrays(data), **spec_arrays}
         out, result = self._with_rng({"op": "fit", "spec": fields}, arrays, rng)
@@ -179,7 +185,8 @@ class SandboxedPackage(ModelAdapter):
         if others:
             raise checks.PackageOutputRefused(f"{where}: returned arrays {others} besides params")
         new = ArrayRecord(result).unprefixed("params")
-        checks.check_params(new, template, where)
+        # the template's dtypes, or those of the params it was given (aggregation may upcast)
+        checks.check_params(new, template, where, also={k: v.dtype.str for k, v in params.items()})
         steps = checks.check_num_steps(out.get("num_steps"), where)
         metrics = checks.check_metrics(out.get("metrics"), self.metrics, where)
         return FitResult(ArrayRecord(new), len(data), steps, metrics)  # rows: never the code's

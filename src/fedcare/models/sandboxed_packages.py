@@ -19,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from fedcare.errors import PackageError
 from fedcare.models.package_runner import RunnerLimits, SandboxedPackage
 from fedcare.packages.sandbox import SandboxMode
@@ -117,31 +119,45 @@ def measure_start_overhead(
     mode: SandboxMode = "prefer",
     limits: RunnerLimits | None = None,
     repeats: int = 5,
+    input_shape: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """Seconds to start a sandboxed runner for a task after the first: the package already
     stored and verified, a runner started once before (warm file caches), then ``repeats``
-    fresh runners each started and the package loaded (median and each).
+    fresh runners each started and the package loaded (median and each). With
+    ``input_shape``, also the round trip of one call (``init_params``) to a running runner:
+    what a task costs on top when its package's runner is already up (the usual case: a
+    runner lives as long as the site's worker).
 
     Returns
     -------
     dict
-        ``{"isolation_overhead_s": median, "samples_s": [...], "isolation": "bwrap+uid:..."}``.
+        ``{"isolation_overhead_s": median start, "samples_s": [...], "call_s": median call
+        (None without input_shape), "isolation": "bwrap+uid:65534"}``.
     """
     manifest = store.manifest(ref)
     folder = store.folder(ref)
     samples: list[float] = []
+    calls: list[float] = []
     isolation = ""
     for i in range(repeats + 1):
         adapter = SandboxedPackage(folder, manifest, options, limits=limits, mode=mode)
-        started = time.perf_counter()
-        adapter._runner.start()
-        elapsed = time.perf_counter() - started
-        isolation = adapter.isolation
-        adapter.close()
+        try:
+            started = time.perf_counter()
+            adapter._runner.start()
+            elapsed = time.perf_counter() - started
+            if input_shape is not None:
+                adapter.init_params(input_shape, np.random.default_rng(0))  # the template
+                started = time.perf_counter()
+                adapter.init_params(input_shape, np.random.default_rng(0))
+                calls.append(time.perf_counter() - started)
+            isolation = adapter.isolation
+        finally:
+            adapter.close()
         if i:  # the first warms the caches
             samples.append(elapsed)
     return {
         "isolation_overhead_s": statistics.median(samples),
         "samples_s": samples,
+        "call_s": statistics.median(calls) if calls else None,
         "isolation": isolation,
     }

@@ -376,3 +376,41 @@ def test_a_torch_package_trains_bit_identically_in_the_sandbox(store: PackageSto
         assert set(box.metrics) == {"train_loss"}  # allowed though the manifest lists none
     finally:
         sandboxed.close()
+
+
+ORPHAN = """
+import os, sys, threading, time
+import numpy as np
+from fedcare.data.base import Dataset
+from fedcare.models.base import LocalTrainSpec
+from fedcare.models.package_runner import SandboxedPackage
+from fedcare.packages.store import PackageStore
+store = PackageStore(sys.argv[1])
+folder, manifest = store.folder(sys.argv[2]), store.manifest(sys.argv[2])
+adapter = SandboxedPackage(folder, manifest, {"attack": "sleep"}, mode="off")
+params = adapter.init_params((5,), np.random.default_rng(0))
+data = Dataset(np.zeros((4, 5)), np.array([0, 1, 0, 1]))
+fit = lambda: adapter.fit(params, data, LocalTrainSpec(), np.random.default_rng(0))
+threading.Thread(target=fit, daemon=True).start()
+time.sleep(1)  # the runner is busy sleeping in fit
+print(adapter._runner._popen.pid, flush=True)
+os._exit(0)  # no cleanup: the busy runner must not outlive its caller
+"""
+
+
+def test_a_runner_without_bwrap_dies_with_its_caller(store: PackageStore, evil_ref: str) -> None:
+    ref = evil_ref
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", ORPHAN, str(store.root), ref],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    runner = Path(f"/proc/{int(result.stdout.split()[0])}")
+    deadline = time.monotonic() + 5
+    while runner.exists() and (runner / "stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, "the runner outlived its caller"
+        time.sleep(0.05)

@@ -33,6 +33,7 @@ needs no permissions for that user beyond reading the bound folders.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import shutil
@@ -244,8 +245,24 @@ def _limits(spec: SandboxSpec) -> list[tuple[int, int]]:
     return [(which, int(value)) for which, value in wanted if value is not None]
 
 
-def _preexec(spec: SandboxSpec, uid: int | None) -> Callable[[], None]:
+def _libc_prctl() -> Callable[..., int] | None:
+    if sys.platform != "linux":
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _preexec(
+    spec: SandboxSpec, uid: int | None, *, die_with_parent: bool = False
+) -> Callable[[], None]:
     limits = _limits(spec)
+    prctl = _PRCTL if die_with_parent else None
 
     def preexec() -> None:  # in the child, before exec: the limits pass to all it starts
         # no imports here: the parent may have threads (the agent's), whose locks a forked
@@ -257,6 +274,8 @@ def _preexec(spec: SandboxSpec, uid: int | None) -> Callable[[], None]:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+        if prctl is not None:  # after the uid change, which clears it
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return preexec
 
@@ -278,8 +297,10 @@ def sandbox_command(
 
 
 def limited_command(argv: Sequence[str], spec: SandboxSpec) -> SandboxedCommand:
-    """``argv`` under the spec's resource limits (and ``uid``) only, without bwrap."""
-    return SandboxedCommand(list(argv), _preexec(spec, spec.uid), "rlimits-only")
+    """``argv`` under the spec's resource limits (and ``uid``) only, without bwrap; killed
+    when the thread that started it ends (as bwrap's ``--die-with-parent``)."""
+    preexec = _preexec(spec, spec.uid, die_with_parent=True)
+    return SandboxedCommand(list(argv), preexec, "rlimits-only")
 
 
 def exit_reason(code: int, stderr: str) -> str | None:

@@ -143,12 +143,15 @@ class RunnerProcess:
 
     def _command(self, fd: int, spec: SandboxSpec) -> SandboxedCommand:
         argv = [sys.executable, "-c", _ENTRY, str(fd)]
-        if self.mode == "off":  # a separate process under resource limits, without bwrap
-            return limited_command(argv, replace(spec, minimal_fs=False))
-        try:
-            return sandbox_command(argv, spec, mode=self.mode)
-        except SandboxUnavailable as err:
-            raise PackageRunnerError(str(err), SandboxUnavailable.code) from None
+        if self.mode != "off":
+            ok, why = bwrap_available()
+            if ok:
+                return sandbox_command(argv, spec, mode=self.mode)
+            if self.mode == "require":
+                message = f"sandbox-unavailable: the site policy requires one; {why}"
+                raise PackageRunnerError(message, SandboxUnavailable.code)
+        # a separate process under resource limits, without bwrap, killed with its caller
+        return limited_command(argv, replace(spec, minimal_fs=False), die_with_parent=True)
 
     def start(self) -> Connection:
         """The connection to a running runner, starting one (and loading the package)."""

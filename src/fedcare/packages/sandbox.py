@@ -296,10 +296,13 @@ def sandbox_command(
     return limited_command(argv, spec)
 
 
-def limited_command(argv: Sequence[str], spec: SandboxSpec) -> SandboxedCommand:
-    """``argv`` under the spec's resource limits (and ``uid``) only, without bwrap; killed
-    when the thread that started it ends (as bwrap's ``--die-with-parent``)."""
-    preexec = _preexec(spec, spec.uid, die_with_parent=True)
+def limited_command(
+    argv: Sequence[str], spec: SandboxSpec, *, die_with_parent: bool = False
+) -> SandboxedCommand:
+    """``argv`` under the spec's resource limits (and ``uid``) only, without bwrap; with
+    ``die_with_parent``, killed when the thread that started it ends (as bwrap's
+    ``--die-with-parent``: start it from a thread that lives as long as it should)."""
+    preexec = _preexec(spec, spec.uid, die_with_parent=die_with_parent)
     return SandboxedCommand(list(argv), preexec, "rlimits-only")
 
 

@@ -244,7 +244,7 @@ class RunnerProcess:
             # the namespace's pid 1 goes only after every process in it is gone: wait for it,
             # so that a fork bomb's processes no longer count against the next runner's limit
             deadline = time.monotonic() + 5
-            while any(Path(f"/proc/{pid}").exists() for pid in inner):
+            while any(_alive(pid) for pid in inner):
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.02)
@@ -263,3 +263,12 @@ def _children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except (OSError, ValueError):
         return []
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs: a zombie (dead, not yet reaped by whoever inherited it) has
+    left its namespace empty."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection
@@ -42,7 +43,7 @@ from typing import Any
 
 from fedcare.analytics.disclosure import DEFAULT_MIN_CELL, AnalyticsPolicy
 from fedcare.models.package_runner import RunnerLimits
-from fedcare.models.registry import build_model
+from fedcare.models.registry import PackageBuilder, build_model
 from fedcare.models.sandboxed_packages import SandboxedPackages
 from fedcare.packages.sandbox import (
     Isolation,
@@ -82,12 +83,13 @@ def build_apps(
     *,
     he_secret: Path | None = None,
     min_cell: int = DEFAULT_MIN_CELL,
-    packages: Any = None,
+    packages: Callable[[], PackageBuilder] | None = None,
 ) -> dict[str, Any]:
     """One handler per dataset of ``config``: a :class:`SiteApp` whose analytics withhold
     counts below ``min_cell`` (the site policy's) and read a mapped dataset's harmonized
-    table, or a refusal for a dataset that failed its data check. ``packages`` builds the
-    adapters of study packages (:func:`package_builder`: sandboxed runners)."""
+    table, or a refusal for a dataset that failed its data check. ``packages`` makes each
+    dataset's builder of study packages' adapters (:func:`package_builder`: sandboxed
+    runners; one builder per dataset, so no runner sees two datasets' rows)."""
     from fedcare.data.base import SiteData
     from fedcare.site.app import SiteApp
 
@@ -105,7 +107,7 @@ def build_apps(
         app.runtime.analytics_policy = AnalyticsPolicy(min_cell=min_cell)
         app.runtime.analytics_frame = frame
         if packages is not None:
-            app.runtime.model_builder = partial(build_model, packages=packages)
+            app.runtime.model_builder = partial(build_model, packages=packages())
         apps[name] = app
     return apps
 
@@ -154,8 +156,12 @@ def _worker_main(
 ) -> None:
     _limit_memory(memory_limit_mb)
     config = SiteDataConfig.model_validate_json(config_json)
-    packages = package_builder(
-        Path(state_dir), sandbox=sandbox, time_limit=time_limit, memory_limit_mb=memory_limit_mb
+    packages = partial(
+        package_builder,
+        Path(state_dir),
+        sandbox=sandbox,
+        time_limit=time_limit,
+        memory_limit_mb=memory_limit_mb,
     )
     apps = build_apps(
         site_id,

@@ -195,7 +195,7 @@ def test_the_sites_data_files_are_not_there(store: PackageStore, evil_ref: str) 
     ],
 )
 def test_memory_and_file_size_limits_stop_a_hog(
-    store: PackageStore, evil_ref: str, attack: str, limits: dict[str, int], message: str
+    store: PackageStore, evil_ref: str, attack: str, limits: dict[str, Any], message: str
 ) -> None:
     _fit_refused(_evil(store, evil_ref, attack, **limits), PackageRunnerError, message)
 

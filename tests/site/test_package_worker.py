@@ -3,6 +3,7 @@ returns with its reason, and serves the next task (issue 13 item 5)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,25 @@ def test_the_site_refuses_a_malicious_package_and_serves_the_next_task(tmp_path:
         ok.arrays.shapes == {"w": (width,), "b": (1,)} and ok.info["package_isolation"] == isolation
     )
     assert ok.num_samples == len(config.datasets["fixture"].load().train)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, dict[str, Any]]] = []
+
+    def append(self, event: str, /, **data: Any) -> object:
+        self.entries.append((event, data))
+        return None
+
+
+def test_the_audit_records_how_a_package_ran_and_why_it_was_refused() -> None:
+    from fedcare.site.mods import audit_mod
+
+    sink = _Sink()
+    task = Task("s", 1, "south", "fit", plan={"dataset": "fixture"})
+    refused = Reply.failure(task, "package-output-refused", "unexpected arrays ['leak']")
+    refused = replace(refused, info={"package_isolation": "bwrap+uid:65534"})
+    audit_mod(sink)(task, lambda t: refused)
+    event, data = sink.entries[-1]
+    assert event == "reply-sent" and data["error_kind"] == "package-output-refused"
+    assert data["package_isolation"] == "bwrap+uid:65534"

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
 import pytest
 
-from fedcare.data.base import Dataset
+from fedcare.data.base import Dataset, FederatedDataset, SiteData
+from fedcare.data.registry import load_dataset
 from fedcare.errors import ModelError
 from fedcare.models.base import LocalTrainSpec
 from fedcare.records.arrays import ArrayRecord
-from tests.examples.conftest import load_example
+from fedcare.records.study import StudyConfig
+from fedcare.simulation.run import run_simulation
+from tests.conftest import require_mirror
+from tests.examples.conftest import PACKAGES, load_example
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -19,6 +24,7 @@ pytestmark = pytest.mark.torch
 #: Trainable parameters of the standard ResNet-18 (11,689,512) with a 3×3 one-channel stem
 #: (576 instead of 9,408 weights) and one output (513 instead of 513,000).
 RESNET18_PARAMETERS = 11_689_512 - 9_408 + 576 - 513_000 + 513
+STUDY = PACKAGES / "resnet18-pneumonia" / "study.yaml"
 
 
 def _images(n: int, seed: int) -> Dataset:
@@ -87,3 +93,39 @@ def test_bad_options_are_refused_naming_them() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="CUDA is not available"):
             load_example("resnet18-pneumonia", device="cuda")
+
+
+def _small_pneumonia(train: int, test: int) -> FederatedDataset:
+    """PneumoniaMNIST over its 5 Dirichlet sites, each cut to its first rows (for speed)."""
+    ds = load_dataset("pneumoniamnist", num_sites=5, alpha=0.5, seed=0)
+    sites = tuple(
+        SiteData(s.site_id, s.train.take(np.arange(train)), s.test.take(np.arange(test)))
+        for s in ds.sites
+    )
+    holdout = ds.extra["holdout"]
+    assert isinstance(holdout, Dataset)
+    small = holdout.take(np.arange(2 * test))
+    return dataclasses.replace(ds, sites=sites, extra={**ds.extra, "holdout": small})
+
+
+def test_the_study_file_runs_a_round_and_reports_the_official_test_split() -> None:
+    require_mirror()
+    study = StudyConfig.from_yaml(STUDY)
+    assert study.model["options"] == {"width": 64} and study.dataset.options["alpha"] == 0.5
+    study = study.with_overrides(
+        model={**study.model, "options": {"width": 4}},
+        rounds=1,
+        training={**study.training.model_dump(), "max_steps": 2},
+        baselines={"local": False, "pooled": True},
+    )
+    result = run_simulation(study, dataset=_small_pneumonia(train=40, test=8))
+    assert result["study"]["model"]["package"].startswith("sha256:")
+    assert result["study"]["model"]["name"] == "resnet18_pneumonia"
+    assert len(result["history"]) == 1 and result["history"][0]["fit"]["num_contributions"] == 5
+    for label in ("federated", "pooled"):
+        holdout = result["holdout"][label]
+        assert holdout["n"] == 16 and 0.0 <= holdout["auroc"] <= 1.0
+    model = result.model
+    assert "layers.7.bn2.running_var" in model.params  # the last block's BatchNorm buffers
+    scores = model.predict(np.zeros((2, 1, 28, 28), dtype=np.float32))
+    assert scores.shape == (2,) and np.all((scores > 0) & (scores < 1))

@@ -10,7 +10,7 @@ rows of a batch, and a custom ``train_step`` hides the loss from Opacus, so both
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +21,8 @@ from fedcare.models.torch_runtime import draw_seed, seeded
 from fedcare.models.torch_tasks import target_tensor
 from fedcare.records.arrays import ArrayRecord
 
-if TYPE_CHECKING:
-    from fedcare.models.torch import TorchAdapter
+#: A :class:`fedcare.models.torch.TorchAdapter` (not imported: that module imports this one).
+TorchAdapter = Any
 
 __all__ = ["fit_dp_sgd"]
 

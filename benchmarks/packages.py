@@ -20,8 +20,8 @@ package stored by hash and loaded in-process, as ``fedcare simulate`` does) and 
 The defaults are the issue's settings, meant for a GPU machine (add ``--device cuda``): the
 standard ResNet-18 (``--width 64``), the study's 40 rounds, 5 seeds. ``--quick`` is the reduced
 configuration that finishes in about 10 minutes on 2 CPU cores: width 8, 20 rounds, 2 seeds for
-the ResNet-18 (the tabular studies keep their settings and 5 seeds). Every row's notes give its
-configuration, and rows from a reduced configuration say REDUCED.
+the ResNet-18; the tabular studies keep their study files' settings with 3 seeds. Every row's
+notes give its configuration, and rows from a reduced configuration say REDUCED.
 
 Usage: ``python benchmarks/packages.py [--quick] [--seeds N] [--rounds R] [--width W]
 [--device cuda] [--only pneumonia,heart,eicu,isolation]``
@@ -46,6 +46,9 @@ os.environ.setdefault(
     "FEDCARE_DATA_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "datasets")
 )
 
+import numpy as np
+
+from fedcare.data.registry import load_dataset
 from fedcare.errors import ConfigError
 from fedcare.packages.store import PackageStore
 from fedcare.records.study import StudyConfig
@@ -265,7 +268,20 @@ def eicu_rows(seeds: int) -> list[Row]:
         f"days; unweighted mean over the 4 regions' test splits; package eicu-los-mlp "
         f"{study.model['options']}; {study.rounds} rounds; seeds 0..{seeds - 1}; {_machine()}"
     )
-    return [_row("eicu-los", m, k, v, "days", notes) for (m, k), v in values.items()]
+    rows = [_row("eicu-los", m, k, v, "days", notes) for (m, k), v in values.items()]
+    return [*rows, _median_row(study)]
+
+
+def _median_row(study: StudyConfig) -> Row:
+    """Reference: every stay predicted as the median stay of all training rows (no features)."""
+    ds = load_dataset(study.dataset.name, **study.dataset.options)
+    median = float(np.median(np.concatenate([s.train.y for s in ds.sites])))
+    maes = [float(np.mean(np.abs(s.test.y - median))) for s in ds.sites]
+    notes = (
+        f"reference without features: the pooled training median ({median:.2f} days) for "
+        "every stay; unweighted mean over the 4 regions' test splits"
+    )
+    return _row("eicu-los", "train-median", "mae", [statistics.fmean(maes)], "days", notes)
 
 
 # Isolation ------------------------------------------------------------------------------------
@@ -316,18 +332,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, help="ResNet-18 seeds (default 5; --quick 2)")
     parser.add_argument("--rounds", type=int, help="ResNet-18 rounds (default 40; --quick 20)")
     parser.add_argument("--width", type=int, help="ResNet-18 width (default 64; --quick 8)")
-    parser.add_argument("--tabular-seeds", type=int, default=5, help="heart/eICU seeds")
+    parser.add_argument("--tabular-seeds", type=int, help="heart/eICU seeds (default 5; --quick 3)")
     parser.add_argument("--device", default="cpu", help="torch device for the ResNet-18")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     full = Config()
-    base = Config(width=8, rounds=20, seeds=2) if args.quick else full
+    base = Config(width=8, rounds=20, seeds=2, tabular_seeds=3) if args.quick else full
     cfg = Config(
         width=args.width or base.width,
         rounds=args.rounds or base.rounds,
         seeds=args.seeds or base.seeds,
-        tabular_seeds=args.tabular_seeds,
+        tabular_seeds=args.tabular_seeds or base.tabular_seeds,
         device=args.device,
     )
     reduced = (cfg.width, cfg.rounds, cfg.seeds) != (full.width, full.rounds, full.seeds)

@@ -9,7 +9,10 @@ from fedcare.data.base import Dataset
 from fedcare.errors import ModelError
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.models.base import LocalTrainSpec
-from tests.examples.conftest import load_example
+from fedcare.records.study import StudyConfig
+from fedcare.simulation.run import run_simulation
+from tests.conftest import require_mirror
+from tests.examples.conftest import PACKAGES, load_example
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -68,3 +71,17 @@ def test_bad_options_are_refused_naming_them() -> None:
         load_example("eicu-los-mlp", hidden=[0])
     with pytest.raises(ModelError, match=r"dropout must be in \[0, 1\), got 1.5"):
         load_example("eicu-los-mlp", dropout=1.5)
+
+
+def test_the_study_file_regresses_length_of_stay() -> None:
+    require_mirror()
+    study = StudyConfig.from_yaml(PACKAGES / "eicu-los-mlp" / "study.yaml")
+    assert study.dataset.options == {"split": "region", "target": "los"}
+    result = run_simulation(study.with_overrides(rounds=2))
+    assert result["task"] == "regression" and result["metrics"][0] == "mae"
+    federated, pooled = result["final"]["unweighted"], result["baselines"]["pooled"]["unweighted"]
+    # days: near the typical stay from the start (init_bias 2), never wildly off
+    assert 0.8 < federated["mae"] < 2.5 and 0.8 < pooled["mae"] < 2.5
+    assert federated["rmse"] >= federated["mae"]
+    stays = result.model.predict(np.zeros((4, 37), dtype=np.float32))
+    assert stays.shape == (4,) and np.all(np.isfinite(stays))

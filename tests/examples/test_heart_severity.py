@@ -10,7 +10,10 @@ from fedcare.data.base import Dataset
 from fedcare.errors import ModelError
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.models.base import LocalTrainSpec
-from tests.examples.conftest import load_example
+from fedcare.records.study import StudyConfig
+from fedcare.simulation.run import run_simulation
+from tests.conftest import require_mirror
+from tests.examples.conftest import PACKAGES, load_example
 
 
 def _grades(n: int, seed: int) -> Dataset:
@@ -66,3 +69,21 @@ def test_bad_options_are_refused_naming_them() -> None:
         load_example("heart-severity-sklearn", estimator="sgd")
     with pytest.raises(ModelError, match="class_weight must be 'balanced' or null, got 'auto'"):
         load_example("heart-severity-sklearn", class_weight="auto")
+
+
+def test_the_study_file_trains_fedavg_pooled_and_local_models() -> None:
+    require_mirror()
+    study = StudyConfig.from_yaml(PACKAGES / "heart-severity-sklearn" / "study.yaml")
+    assert study.dataset.options["target"] == "severity"
+    result = run_simulation(study.with_overrides(rounds=5))
+    assert result["task"] == "multiclass" and result["study"]["model"]["name"] == (
+        "heart_severity_sklearn"
+    )
+    assert sorted(result["baselines"]["local"]) == ["cleveland", "hungary", "switzerland", "va"]
+    federated = result["final"]["unweighted"]
+    assert 0.65 < federated["macro_auroc"] < 0.9 and federated["balanced_accuracy"] > 0.3
+    assert result["baselines"]["pooled"]["unweighted"]["macro_auroc"] > 0.65
+    model = result.model
+    assert model.params.shapes["coef"][0] == 5
+    prob = model.predict(np.zeros((3, model.params.shapes["coef"][1])))
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0, atol=1e-9)

@@ -11,7 +11,10 @@ from fedcare.errors import ModelError
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.models.base import LocalTrainSpec
 from fedcare.records.arrays import ArrayRecord
-from tests.examples.conftest import load_example
+from fedcare.records.study import StudyConfig
+from fedcare.simulation.run import run_simulation
+from tests.conftest import require_mirror
+from tests.examples.conftest import PACKAGES, load_example
 
 
 def _three_classes(n: int, seed: int) -> Dataset:
@@ -85,3 +88,15 @@ def test_errors_name_the_problem() -> None:
     params = adapter.init_params((4,), np.random.default_rng(0))
     with pytest.raises(ModelError, match=r"labels must be 0 \.\. 1, got 0 \.\. 2"):
         adapter.fit(params, data, LocalTrainSpec(), np.random.default_rng(0))
+
+
+def test_the_study_file_grades_heart_disease_severity() -> None:
+    require_mirror()
+    study = StudyConfig.from_yaml(PACKAGES / "numpy-bare" / "study.yaml")
+    result = run_simulation(study.with_overrides(rounds=5))
+    assert result["study"]["model"]["name"] == "numpy_softmax"
+    assert result.model.params.shapes == {"W": (13, 5), "bias": (5,)}
+    federated = result["final"]["unweighted"]
+    assert 0.65 < federated["macro_auroc"] < 0.9
+    # the pooled model trains on every hospital's rows, and is at least as good
+    assert result["baselines"]["pooled"]["unweighted"]["log_loss"] < federated["log_loss"] + 0.05

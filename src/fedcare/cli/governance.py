@@ -143,6 +143,7 @@ def build_governance(
         audit.append("approve-all-enabled", warning="every plan runs without a steward decision")
     from fedcare.site.anchoring import SiteAnchors
     from fedcare.site.ledger import SiteLedger
+    from fedcare.site.packages import SitePackages
 
     return SiteGovernance(
         policy,
@@ -152,25 +153,8 @@ def build_governance(
         ledger=SiteLedger.in_state_dir(state),
         policy_file=watched,
         anchors=SiteAnchors(state, kit, audit, _identity(kit)),
+        packages=SitePackages.for_kit(state, kit),
     )
-
-
-def site_plan(
-    study: Path = typer.Argument(..., help="The study file, or an analytics spec."),
-    dataset: str | None = typer.Option(
-        None, help="Analytics: the dataset the job runs on (as `fedcare analytics --dataset`)."
-    ),
-) -> None:
-    """Print the hash to approve (and a summary) of a study's training plan or of an
-    analytics spec; approve it with `fedcare site approve STUDY.yaml` (the same hash)."""
-    from fedcare.cli.plans import plan_of_file
-
-    try:
-        reviewed = plan_of_file(study, dataset)
-    except FedcareError as err:
-        raise _fail(err) from None
-    typer.echo(reviewed.hash)
-    console.print(reviewed.summary, highlight=False)
 
 
 def _identity(kit: Path) -> str:
@@ -205,7 +189,10 @@ def site_approve(
     from fedcare.site.approvals import parse_until
 
     try:
-        study, plan, summary = plan_to_approve(study_file, study, plan, dataset)
+        from fedcare.cli.plans import site_packages
+
+        packages = site_packages(state, kit)
+        study, plan, summary = plan_to_approve(study_file, study, plan, dataset, packages)
         if summary:
             console.print(summary, highlight=False)
         when = (
@@ -325,6 +312,8 @@ def _fold(table: Table, keep: int | None = None) -> None:
 
 def register(site_app: typer.Typer) -> None:
     """Add the steward's commands to ``fedcare site``."""
+    from fedcare.cli.plans import site_plan
+
     site_app.command("plan")(site_plan)
     site_app.command("approve")(site_approve)
     site_app.command("refuse")(site_refuse)
@@ -360,7 +349,9 @@ def schema_refusals(store: Any, study_id: str) -> list[str]:
 
 
 def _is_refusal(kind: str) -> bool:
-    return kind.startswith(("policy-", "plan-", "approval-", "approvals-", "privacy-budget"))
+    return kind.startswith(
+        ("policy-", "plan-", "approval-", "approvals-", "privacy-budget", "package-")
+    )
 
 
 def default_until(days: int = 1) -> datetime:

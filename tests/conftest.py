@@ -18,6 +18,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if "FEDCARE_CACHE" not in os.environ:
         cache = Path(config.rootpath) / ".pytest_cache" / "fedcare-data"
         os.environ["FEDCARE_CACHE"] = str(cache)
+    if "FEDCARE_PACKAGE_CACHE" not in os.environ:
+        packages = Path(config.rootpath) / ".pytest_cache" / "fedcare-packages"
+        os.environ["FEDCARE_PACKAGE_CACHE"] = str(packages)
 
 
 def require_mirror() -> Path:

@@ -11,6 +11,9 @@ torch      ``architecture`` (required: ``cnn_small`` or ``mlp``), ``task`` (``bi
            ``cnn_small``: ``channels`` (list of ints, default [16, 32]), ``hidden`` (int,
            default 64); ``mlp``: ``hidden`` (list of ints, default [32]), ``dropout``
            (float in [0, 1), default 0)
+package    ``package`` (required: a package folder, a signed ``.fcpkg`` archive or
+           ``sha256:<hash>``), ``options`` (the entry point's keyword arguments); see
+           :mod:`fedcare.packages.resolve`
 =========  ==========================================================================
 
 Every kind also accepts ``task``, which must match the model's task. Unknown kinds, options or
@@ -30,7 +33,7 @@ from fedcare.models.cox import CoxPH
 from fedcare.models.logistic import LogisticRegression
 from fedcare.models.sklearn import SklearnLogistic
 
-__all__ = ["MODEL_KINDS", "TORCH_ARCHITECTURES", "build_model"]
+__all__ = ["MODEL_KINDS", "TORCH_ARCHITECTURES", "PackageBuilder", "build_model"]
 
 _LINEAR_OPTIONS = frozenset({"kind", "task", "init_scale"})
 _TORCH_OPTIONS = frozenset({"kind", "task", "architecture", "predict_batch_size"})
@@ -134,6 +137,19 @@ def _torch(spec: Mapping[str, Any]) -> ModelAdapter:
     )
 
 
+def _package_in_process(spec: Mapping[str, Any]) -> ModelAdapter:
+    """A resolved package spec's adapter, loaded in this process from the default store."""
+    from fedcare.models.packaged import load_adapter
+    from fedcare.packages.resolve import resolve_package_model
+    from fedcare.packages.store import PackageStore
+
+    store = PackageStore()
+    resolved = resolve_package_model(spec, store)
+    return load_adapter(
+        store.folder(resolved["package"]), store.manifest(resolved["package"]), resolved["options"]
+    )
+
+
 #: Model kind -> builder.
 MODEL_KINDS: dict[str, Callable[[Mapping[str, Any]], ModelAdapter]] = {
     "cox": _linear(CoxPH),
@@ -143,13 +159,21 @@ MODEL_KINDS: dict[str, Callable[[Mapping[str, Any]], ModelAdapter]] = {
 }
 
 
-def build_model(spec: Mapping[str, Any]) -> ModelAdapter:
+#: Resolves a ``kind: package`` spec to its adapter: in-process (simulation, the default) or
+#: through the site's sandboxed package runner.
+PackageBuilder = Callable[[Mapping[str, Any]], ModelAdapter]
+
+
+def build_model(spec: Mapping[str, Any], *, packages: PackageBuilder | None = None) -> ModelAdapter:
     """Build the model adapter a study's ``model:`` mapping describes.
 
     Parameters
     ----------
     spec:
         ``{"kind": ..., **options}``; see the module docstring for each kind's options.
+    packages:
+        How a ``kind: package`` spec becomes an adapter; ``None`` loads the package's code in
+        this process from the default :class:`~fedcare.packages.store.PackageStore`.
 
     Returns
     -------
@@ -166,7 +190,10 @@ def build_model(spec: Mapping[str, Any]) -> ModelAdapter:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"model spec must be a mapping, got {type(spec).__name__}")
     kind = spec.get("kind")
+    if kind == "package":
+        return (packages or _package_in_process)(spec)
     if kind not in MODEL_KINDS:
         what = "has no 'kind'" if kind is None else f"has unknown kind {kind!r}"
-        raise ConfigError(f"model spec {what}; valid kinds: {sorted(MODEL_KINDS)}")
+        valid = sorted([*MODEL_KINDS, "package"])
+        raise ConfigError(f"model spec {what}; valid kinds: {valid}")
     return MODEL_KINDS[kind](spec)

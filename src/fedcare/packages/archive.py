@@ -42,7 +42,9 @@ __all__ = [
     "BuiltPackage",
     "build_package",
     "canonical_json",
+    "content_list",
     "package_files",
+    "read_folder",
 ]
 
 CONTENT_LIST = "MANIFEST.json"
@@ -105,6 +107,28 @@ def package_files(src_dir: Path, manifest: PackageManifest) -> dict[str, Path]:
     return dict(sorted(files.items()))
 
 
+def read_folder(src: Path) -> tuple[PackageManifest, dict[str, bytes]]:
+    """A package folder's manifest and the bytes of every file that goes into the package."""
+    manifest = PackageManifest.from_folder(src)
+    files = {name: path.read_bytes() for name, path in package_files(src, manifest).items()}
+    return manifest, files
+
+
+def content_list(manifest: PackageManifest, files: dict[str, bytes]) -> bytes:
+    """``MANIFEST.json`` for ``files`` (sorted by path): its SHA-256 is the package hash."""
+    return canonical_json(
+        {
+            "format": FORMAT_VERSION,
+            "name": manifest.name,
+            "version": manifest.version,
+            "files": [
+                {"path": n, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
+                for n, b in sorted(files.items())
+            ],
+        }
+    )
+
+
 def _entry(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=_EPOCH)
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -141,19 +165,8 @@ def build_package(
     src = Path(src_dir)
     if not src.is_dir():
         raise ConfigError(f"package folder {src} does not exist")
-    manifest = PackageManifest.from_folder(src)
-    files = {name: path.read_bytes() for name, path in package_files(src, manifest).items()}
-    content = canonical_json(
-        {
-            "format": FORMAT_VERSION,
-            "name": manifest.name,
-            "version": manifest.version,
-            "files": [
-                {"path": n, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
-                for n, b in files.items()
-            ],
-        }
-    )
+    manifest, files = read_folder(src)
+    content = content_list(manifest, files)
     package_hash = hashlib.sha256(content).hexdigest()
     if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
         raise ConfigError("the signing key does not belong to the certificate given")

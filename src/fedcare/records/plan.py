@@ -37,6 +37,7 @@ __all__ = [
     "local_code",
     "local_dependencies",
     "model_code_files",
+    "package_requires",
 ]
 
 #: The keys of a plan's content (the hash covers exactly these).
@@ -66,7 +67,13 @@ _DEPENDENCIES = ("numpy", "scipy", "scikit-learn")
 
 
 def model_code_files(kind: str) -> tuple[str, ...]:
-    """The adapter source files a model kind uses (names relative to ``fedcare/models``)."""
+    """The adapter source files a model kind uses (names relative to ``fedcare/models``).
+
+    A study package (kind ``package``) may use any ready adapter, so every file counts; the
+    package's own files are named by its hash in the plan's model spec.
+    """
+    if kind == "package":
+        return tuple(sorted(p.name for p in _MODELS.glob("*.py")))
     try:
         return MODEL_FILES[kind]
     except KeyError:
@@ -88,9 +95,11 @@ def local_code(kind: str) -> dict[str, str]:
 
 
 @lru_cache(maxsize=16)
-def local_dependencies(kind: str) -> dict[str, str]:
-    """Versions of the numerical libraries installed here (torch only for torch models)."""
+def local_dependencies(kind: str, requires: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of the numerical libraries installed here (torch only for torch models), and
+    of the distributions a study package ``requires``."""
     names = (*_DEPENDENCIES, "torch") if kind == "torch" else _DEPENDENCIES
+    names = tuple(sorted({*names, *requires}))
     out = {}
     for name in names:
         try:
@@ -191,6 +200,15 @@ class TrainingPlan:
     def with_local_code(self) -> TrainingPlan:
         """The same plan with the code and dependency part of this installation."""
         kind = self.model_kind
+        dependencies = local_dependencies(kind, package_requires(self.model))
         return TrainingPlan(
-            **{**self.__dict__, "code": local_code(kind), "dependencies": local_dependencies(kind)}
+            **{**self.__dict__, "code": local_code(kind), "dependencies": dependencies}
         )
+
+
+def package_requires(model: Mapping[str, Any]) -> tuple[str, ...]:
+    """The distribution names a package model spec's ``requires`` lists (sorted)."""
+    requires = model.get("requires", ()) if model.get("kind") == "package" else ()
+    if not isinstance(requires, list | tuple) or not all(isinstance(r, str) for r in requires):
+        raise ConfigError(f"model spec: 'requires' must be a list of names, got {requires!r}")
+    return tuple(sorted(requires))

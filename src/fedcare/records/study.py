@@ -130,7 +130,12 @@ class StudyConfig(_Strict):
     @classmethod
     def _model_has_kind(cls, value: dict[str, Any]) -> dict[str, Any]:
         if "kind" not in value:
-            raise ValueError("model needs a 'kind' (logistic, cox, sklearn or torch)")
+            raise ValueError("model needs a 'kind' (logistic, cox, sklearn, torch or package)")
+        if value["kind"] == "package" and not isinstance(value.get("package"), str):
+            raise ValueError(
+                "a package model needs 'package': a package folder, a .fcpkg archive or "
+                "sha256:<hash>"
+            )
         return value
 
     def plan(self) -> dict[str, Any]:
@@ -154,6 +159,14 @@ class StudyConfig(_Strict):
         path = Path(path)
         data = read_yaml(path, "study file")
         config = cls.from_dict(data, source=str(path))
+        package = config.model.get("package")
+        if (
+            config.model.get("kind") == "package"
+            and isinstance(package, str)
+            and not package.startswith("sha256:")
+        ):  # a package named by relative path is found from the study file's folder
+            where = (path.parent / package).resolve()
+            config = config.model_copy(update={"model": {**config.model, "package": str(where)}})
         # dataset files named by relative paths (e.g. dataset 'cdm') are found from this folder
         options = with_base_dir(config.dataset.name, config.dataset.options, path.parent)
         if options == config.dataset.options:

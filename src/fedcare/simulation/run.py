@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.registry import load_dataset
 from fedcare.data.schema_check import feature_schema, reference_schema, schema_differences
@@ -29,6 +31,9 @@ from fedcare.errors import ConfigError
 from fedcare.evaluation.model_card import build_model_card
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
 from fedcare.grid import Split
+from fedcare.models.base import ModelAdapter
+from fedcare.models.registry import build_model
+from fedcare.packages.resolve import resolve_study_package
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
@@ -41,6 +46,7 @@ from fedcare.transport.inmemory import InMemoryGrid
 
 __all__ = [
     "Progress",
+    "SimulationResult",
     "TrainedModel",
     "agreeing_sites",
     "run_simulation",
@@ -62,6 +68,24 @@ class TrainedModel:
     history: list[RoundRecord]
     #: Round 0's statistics provenance: ``statistics_sites`` and ``statistics_rejected``.
     start: Mapping[str, Any] = field(default_factory=dict)
+    #: The adapter that uses ``params`` (built from the study's model spec).
+    adapter: ModelAdapter | None = field(default=None, compare=False, repr=False)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The model's scores for rows ``X``, preprocessed as the study's sites preprocess
+        (e.g. scaled with ``arrays["preprocess"]`` under global scaling): what the adapter's
+        ``predict`` returns for the model's task."""
+        if self.adapter is None:
+            raise ConfigError(f"model {self.label!r} was built without its adapter")
+        return self.adapter.predict(self.params, X)
+
+
+class SimulationResult(dict[str, Any]):
+    """:func:`run_simulation`'s results dict (what ``results.json`` holds) with the trained
+    models beside it: ``model`` (the federated one) and ``models`` by label."""
+
+    model: TrainedModel
+    models: dict[str, TrainedModel]
 
 
 def grid_for(
@@ -116,7 +140,8 @@ def train_on_grid(
         "statistics_sites": list(start.statistics_sites),
         "statistics_rejected": dict(start.statistics_rejected),
     }
-    return TrainedModel(label, state.params, start.task_arrays, history, provenance)
+    adapter = build_model(study.model)
+    return TrainedModel(label, state.params, start.task_arrays, history, provenance, adapter)
 
 
 def _evaluate(grid: InMemoryGrid, study: StudyConfig, model: TrainedModel) -> dict[str, Any]:
@@ -156,14 +181,16 @@ def run_simulation(
     dataset: FederatedDataset | None = None,
     progress: Progress | None = None,
     mods: Mapping[str, Sequence[Mod]] | None = None,
-) -> dict[str, Any]:
-    """Run ``study`` end to end and return the results dict (see module docstring).
+) -> SimulationResult:
+    """Run ``study`` end to end and return the results dict (see module docstring), with the
+    trained models as ``result.model`` (federated) and ``result.models`` (by label).
 
     ``mods`` adds site middleware by site id to the federated run (e.g. the attacks of
     :mod:`fedcare.simulation.attacks`); baselines run without it.
     """
     start = time.perf_counter()
     study_strategy(study, 1)  # a bad strategy name or option fails before any data is read
+    study = resolve_study_package(study)  # stored once: every round runs the same package
     guard_next_round(f"{study.name}/federated", study, [], 1)  # nor a budget round 1 overspends
     if study.init_model is not None:
         raise ConfigError(
@@ -217,7 +244,9 @@ def run_simulation(
             for m in models
         }
     results["timing"] = {"total_s": time.perf_counter() - start}
-    return results
+    out = SimulationResult(results)
+    out.model, out.models = models[0], {m.label: m for m in models}
+    return out
 
 
 def simulation_card(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,9 @@ class SiteRuntime:
     #: Simulation only: DP-SGD noise then follows the task seed (reproducible); a real site
     #: draws it from OS entropy, since the coordinator knows every task seed.
     simulated: bool = False
+    #: Builds the adapter of a task's model spec: a study package's code runs in-process in a
+    #: simulation, in the sandboxed package runner at a deployed site.
+    model_builder: Callable[[Mapping[str, Any]], ModelAdapter] = build_model
     _shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict, repr=False)
 
     def _control_path(self, study_id: str) -> Path | None:
@@ -120,7 +123,7 @@ class SiteRuntime:
         model_spec = task.plan.get("model")
         if not isinstance(model_spec, Mapping):
             raise ConfigError("task plan has no 'model' spec")
-        adapter = build_model(model_spec)
+        adapter = self.model_builder(model_spec)
         prep = Preprocessor.for_task(
             task.plan.get("preprocessing", {}), task.arrays, self.data.train
         )

@@ -17,7 +17,7 @@ import numpy as np
 from fedcare.aggregation.base import Aggregator
 from fedcare.analytics.federated import federated_feature_moments
 from fedcare.grid import Grid
-from fedcare.models.registry import build_model
+from fedcare.models.registry import PackageBuilder, build_model
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.secure.he.base import HEBackend
@@ -117,8 +117,14 @@ def start_study(
     strategy: Strategy,
     study_id: str,
     input_shape: tuple[int, ...],
+    *,
+    packages: PackageBuilder | None = None,
 ) -> StudyStart:
-    """Round 0: global statistics if the plan needs them, then the initial parameters."""
+    """Round 0: global statistics if the plan needs them, then the initial parameters.
+
+    ``packages`` builds a study package's adapter (the coordinator's sandboxed runner);
+    ``None`` loads it in this process (simulation).
+    """
     task_arrays: dict[str, ArrayRecord] = {}
     statistics_sites: tuple[str, ...] = ()
     rejected: dict[str, str] = {}
@@ -130,7 +136,7 @@ def start_study(
         )
         task_arrays["preprocess"] = stats.moments.as_record()
         statistics_sites, rejected = stats.sites, stats.rejected
-    adapter = build_model(study.model)
+    adapter = build_model(study.model, packages=packages)
     params = adapter.init_params(input_shape, np.random.default_rng([study.seed, 0]))
     return StudyStart(strategy.init_state(params), task_arrays, statistics_sites, rejected)
 

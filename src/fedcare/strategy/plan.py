@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fedcare.records.plan import TrainingPlan, local_code, local_dependencies
+from fedcare.packages.resolve import is_package_model, resolve_package_model
+from fedcare.records.plan import TrainingPlan, local_code, local_dependencies, package_requires
 from fedcare.strategy.site_half import (
     check_strategy_matches_plan,
     site_half_of_study,
@@ -38,10 +39,13 @@ def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
         When the study's strategy or privacy settings cannot build (naming the field).
     """
     kind = str(study.model.get("kind", ""))
+    model = dict(study.model)
+    if is_package_model(model):  # the package's hash, not its path, is what the plan binds
+        model = resolve_package_model(model)
     privacy = getattr(study, "privacy", None)
     return TrainingPlan(
         study=study.name,
-        model=dict(study.model),
+        model=model,
         preprocessing=study.preprocessing.model_dump(),
         training=site_train_config(study),
         rounds=study.rounds,
@@ -51,7 +55,7 @@ def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
         membership_inference=bool(getattr(privacy, "membership_inference", False)),
         site_half=site_half_of_study(study),
         code=local_code(kind) if with_code else {},
-        dependencies=local_dependencies(kind) if with_code else {},
+        dependencies=local_dependencies(kind, package_requires(model)) if with_code else {},
     )
 
 

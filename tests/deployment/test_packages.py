@@ -25,7 +25,6 @@ from typer.testing import CliRunner, Result
 from fedcare.cli.main import app
 from fedcare.coordinator.home import open_home
 from fedcare.coordinator.packages import CoordinatorPackages
-from fedcare.packages.deployment import package_spec
 from fedcare.packages.verify import VerifiedPackage
 from fedcare.site.packages import SitePackages, check_package, grpc_fetcher
 from fedcare.site.plans import Refusal
@@ -33,7 +32,7 @@ from fedcare.site.policy import SitePolicy
 from fedcare.transport.codec import assemble
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.researchers import add_researcher
-from tests.packages.distribution import build, ca_cert, tamper
+from tests.packages.distribution import build, ca_cert, spec_of, tamper
 
 from .helpers import Kits, provision, running_coordinator
 from .wire import RPC_TIMEOUT_S, hello, rpc_error, site_client
@@ -86,7 +85,8 @@ def test_submit_stores_the_verified_archive_and_names_it(
     ref = f"sha256:{v1.hash}"
     with open_home(home) as store:
         model = store.get_study(study_id).config["model"]
-    assert model == package_spec(ref, v1.manifest, {"l2": 0.01})
+    assert model == spec_of(v1, options={"l2": 0.01})
+    assert model["package"] == ref and model["requires"] == ["numpy"]
     stored = home / "packages" / f"{v1.hash}.fcpkg"
     assert stored.read_bytes() == v1.path.read_bytes()
     assert stored.stat().st_mode & 0o777 == 0o600
@@ -109,7 +109,8 @@ def test_submit_stores_the_verified_archive_and_names_it(
         "file model.py: SHA-256 differs from the manifest",
     )
     assert not (home / "packages" / f"{bad_hash}.fcpkg").exists()
-    assert [p.name for p in (home / "packages").iterdir()] == []  # no temporary left behind
+    left = sorted(p.name for p in (home / "packages").iterdir())
+    assert left == [v1.hash, f"{v1.hash}.json"]  # v1's verified files; no temporary left
 
 
 def test_submit_refuses_a_signer_of_another_federation(
@@ -170,7 +171,7 @@ def test_site_fetches_verifies_and_refuses_an_altered_store(
     address, home = served
     built = build(tmp_path, fed.root, version="1.1.0")
     ref, _ = CoordinatorPackages(home).add_archive(built.path, ca_cert=ca_cert(fed.root))
-    spec = package_spec(ref, built.manifest)
+    spec = spec_of(built)
     ca = ca_cert(fed.root)
     with site_client(fed.sites["hospital-a"], address) as stub:
         site = SitePackages(tmp_path / "state-1", ca, grpc_fetcher(lambda: stub))

@@ -16,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fedcare.packages.archive import BuiltPackage, build_package
+from fedcare.packages.resolve import resolve_package_model
+from fedcare.packages.store import PackageStore
 from fedcare.transport.researchers import researcher_kit_dir
 
 from .conftest import EXAMPLE
@@ -58,6 +60,13 @@ def tamper(archive: Path, out: Path, name: str = "model.py") -> Path:
                 data += b"\nimport socket  # added after signing\n"
             dst.writestr(info, data)
     return out
+
+
+def spec_of(built: BuiltPackage, **changes: Any) -> dict[str, Any]:
+    """The plan's model spec of ``built`` (as submission resolves it), with ``changes``."""
+    store = PackageStore(built.path.parent / "resolve-store")
+    model = {"kind": "package", "package": str(built.path), "options": changes.pop("options", {})}
+    return {**resolve_package_model(model, store), **changes}
 
 
 def ca_cert(federation: Path) -> x509.Certificate:

@@ -14,7 +14,6 @@ import pytest
 
 from fedcare.errors import ConfigError, TransportError
 from fedcare.packages.archive import BuiltPackage
-from fedcare.packages.deployment import package_spec
 from fedcare.packages.verify import VerifiedPackage
 from fedcare.records.messages import Reply, Task
 from fedcare.site.packages import SitePackages, check_package, package_mod
@@ -22,7 +21,7 @@ from fedcare.site.plans import Refusal
 from fedcare.site.policy import SitePolicy
 from fedcare.transport.provisioning import create_federation
 from fedcare.transport.researchers import add_researcher
-from tests.packages.distribution import build, ca_cert, tamper
+from tests.packages.distribution import build, ca_cert, spec_of, tamper
 
 from .governance_helpers import Recorder, task
 
@@ -56,10 +55,6 @@ def serving(*archives: Path) -> tuple[Callable[[str], bytes], list[str]]:
         return by_hash[ref].read_bytes()
 
     return fetch, asked
-
-
-def spec_of(built: BuiltPackage, **changes: object) -> dict[str, object]:
-    return {**package_spec(f"sha256:{built.hash}", built.manifest), **changes}
 
 
 def test_fetches_once_verifies_and_keeps_the_files(

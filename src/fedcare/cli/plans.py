@@ -58,7 +58,7 @@ def plan_of_file(
         If the file is not a valid study file or analytics spec.
     """
     from fedcare.cli.analytics import analytics_plan_summary, is_analytics_file
-    from fedcare.packages.deployment import is_package_spec
+    from fedcare.packages.resolve import is_package_model
     from fedcare.records.study import StudyConfig
     from fedcare.strategy.plan import plan_for_study, plan_summary
 
@@ -69,7 +69,7 @@ def plan_of_file(
         return ReviewedPlan(AnalyticsSpec.from_yaml(path).name, digest, summary)
     config = StudyConfig.from_yaml(path)
     package = None
-    if is_package_spec(config.model):
+    if is_package_model(config.model):
         if packages is None:
             raise ConfigError(f"{path}: its model is a study package; give the site's --state")
         from fedcare.site.package_review import resolve_for_review

@@ -6,10 +6,12 @@ has it verified against the federation CA (files, signature, signer certified by
 researcher), copied to ``HOME/packages/<hex>.fcpkg`` (``<hex>``: the package hash, the SHA-256
 of its ``MANIFEST.json``; written to a temporary file, verified there, then renamed, so a
 reader never sees half a file and what is stored is exactly what was verified), and the
-stored study names it ``sha256:<hex>`` with the manifest's name, version and task
-(:func:`fedcare.packages.deployment.package_spec`). A ``sha256:`` reference must already be
-stored; a package *folder* is refused: a deployment runs only signed archives (``fedcare
-package build``).
+stored study names it ``sha256:<hex>`` with the manifest's name, version, task and
+requirements (:func:`fedcare.packages.resolve.resolve_package_model`; the verified files are
+kept beside the archive, ``HOME/packages/<hex>/``, a
+:class:`~fedcare.packages.store.PackageStore`). A ``sha256:`` reference must already be stored;
+a package *folder* is refused: a deployment runs only signed archives (``fedcare package
+build``).
 
 Sites fetch an archive by hash with the ``FetchPackage`` RPC (only stored hashes, only to
 authenticated, registered sites) and verify it themselves: the coordinator is not trusted to
@@ -27,8 +29,8 @@ from cryptography import x509
 
 from fedcare.coordinator.files import FILE_MODE, private_dir, recorded_kit
 from fedcare.errors import ConfigError, NotFoundError, PackageError
-from fedcare.packages.deployment import PACKAGE_KIND, is_package_spec, package_spec
-from fedcare.packages.store import hash_hex, hash_ref
+from fedcare.packages.resolve import is_package_model, resolve_package_model
+from fedcare.packages.store import PackageStore, hash_hex, hash_ref
 from fedcare.packages.verify import verify_package
 from fedcare.records.study import StudyConfig
 
@@ -51,6 +53,11 @@ class CoordinatorPackages:
 
     def has(self, ref: str) -> bool:
         return self.path(ref).is_file()
+
+    def files(self) -> PackageStore:
+        """The stored packages' verified files and manifests (``HOME/packages/<hex>/``), as a
+        :class:`~fedcare.packages.store.PackageStore` beside the archives."""
+        return PackageStore(self.root)
 
     def read(self, ref: str) -> bytes:
         """The stored archive's bytes.
@@ -125,7 +132,10 @@ def federation_ca(home: Path) -> x509.Certificate:
 def resolve_study_package(study: StudyConfig, study_file: Path, home: Path) -> StudyConfig:
     """``study`` with its package stored at the coordinator and named by hash.
 
-    A study whose model is not ``kind: package`` is returned as it is.
+    The model spec is resolved by :func:`fedcare.packages.resolve.resolve_package_model`
+    against the coordinator's store (so it is the spec a simulation or a steward's review of
+    the same archive gives, and the plan hash is the same). A study whose model is not
+    ``kind: package`` is returned as it is.
 
     Raises
     ------
@@ -134,10 +144,10 @@ def resolve_study_package(study: StudyConfig, study_file: Path, home: Path) -> S
         not stored here.
     ConfigError
         ``model.package`` missing, a folder (a deployment runs signed archives only: build and
-        sign it with ``fedcare package build``), or no such file.
+        sign it with ``fedcare package build``), no such file, or a bad spec key or option.
     """
     model = study.model
-    if not is_package_spec(model):
+    if not is_package_model(model):
         return study
     ref = model.get("package")
     if not isinstance(ref, str) or not ref:
@@ -145,14 +155,8 @@ def resolve_study_package(study: StudyConfig, study_file: Path, home: Path) -> S
             f"{study_file}: model.package must name a signed package archive (.fcpkg) or "
             f"a stored package hash (sha256:<hex>), got {ref!r}"
         )
-    extra = sorted(set(model) - {"kind", "package", "options", "name", "version", "task"})
-    if extra:
-        raise ConfigError(
-            f"{study_file}: model keys {extra} are not for kind {PACKAGE_KIND!r}: give the "
-            "entry point's arguments under model.options"
-        )
     store = CoordinatorPackages(home)
-    options = model.get("options")
+    ca = federation_ca(home)
     if ref.startswith("sha256:"):
         if not store.has(ref):
             raise PackageError(
@@ -160,10 +164,10 @@ def resolve_study_package(study: StudyConfig, study_file: Path, home: Path) -> S
                 "the signed archive (.fcpkg) in the study file to store it"
             )
         try:
-            verified = verify_package(store.path(ref), ca_cert=federation_ca(home))
+            verify_package(store.path(ref), ca_cert=ca)
         except PackageError as err:
             raise PackageError(f"stored package {hash_ref(ref)}: {err}") from None
-        resolved = package_spec(hash_ref(ref), verified.manifest, options)
+        digest = hash_ref(ref)
     else:
         path = Path(ref) if Path(ref).is_absolute() else Path(study_file).parent / ref
         if path.is_dir():
@@ -174,6 +178,9 @@ def resolve_study_package(study: StudyConfig, study_file: Path, home: Path) -> S
             )
         if not path.is_file():
             raise ConfigError(f"{study_file}: model.package {ref}: no such file ({path})")
-        digest, verified = store.add_archive(path, ca_cert=federation_ca(home))
-        resolved = package_spec(digest, verified.manifest, options)
-    return study.with_overrides(model=resolved)
+        digest, _ = store.add_archive(path, ca_cert=ca)
+    files = store.files()
+    files.add_archive(store.path(digest), ca_cert=ca)
+    return study.model_copy(
+        update={"model": resolve_package_model({**model, "package": digest}, files)}
+    )

@@ -51,7 +51,7 @@ from fedcare.coordinator.store_base import utcnow
 from fedcare.coordinator.store_presence import is_fresh
 from fedcare.errors import ConfigError, NotFoundError, TransportError, ValidationError
 from fedcare.models.registry import build_model
-from fedcare.packages.deployment import is_package_spec
+from fedcare.packages.resolve import is_package_model
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.study import StudyConfig
 from fedcare.strategy.driver import check_privacy_mode, study_strategy
@@ -83,7 +83,7 @@ def check_submission(store: CoordinatorStore, study: StudyConfig) -> None:
     else:
         study_strategy(study, num_sites)
     guard_next_round("at submission", study, [], 1)
-    if is_package_spec(study.model):  # verified and stored by resolve_study_package; its code
+    if is_package_model(study.model):  # verified and stored by resolve_study_package; its code
         if study.init_model is not None:  # never runs at the coordinator
             _check_init_model(store, study, None)
         return

@@ -29,7 +29,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 
 from fedcare.errors import ConfigError, PackageError
-from fedcare.packages.deployment import dependency_status, package_spec
+from fedcare.packages.dependencies import dependency_status
+from fedcare.packages.resolve import resolve_package_model
 from fedcare.packages.store import hash_hex, hash_ref
 from fedcare.packages.verify import read_package
 from fedcare.records.package import MANIFEST_FILE
@@ -73,7 +74,7 @@ def resolve_for_review(
         if not path.is_file():
             raise ConfigError(f"{study_file}: model.package {ref}: no such file ({path})")
         verified = packages.add_archive(path)
-    return package_spec(hash_ref(verified.hash), verified.manifest, spec.get("options"))
+    return resolve_package_model({**spec, "package": hash_ref(verified.hash)}, packages.store)
 
 
 def previous_approved(

@@ -37,7 +37,8 @@ from typing import Any
 from cryptography import x509
 
 from fedcare.errors import ConfigError, PackageError, TransportError, ValidationError
-from fedcare.packages.deployment import dependency_problems, is_package_spec
+from fedcare.packages.dependencies import dependency_problems
+from fedcare.packages.resolve import is_package_model
 from fedcare.packages.store import PackageStore, hash_hex, hash_ref
 from fedcare.packages.verify import (
     MAX_PACKAGE_BYTES,
@@ -214,9 +215,8 @@ def package_mod(packages: SitePackages | None, policy: SitePolicy, audit: Any) -
 
     def mod(task: Task, next_handler: Handler) -> Reply:
         spec = task.plan.get("model") if task.kind != "analytics" else None
-        if not is_package_spec(spec):
+        if not isinstance(spec, Mapping) or not is_package_model(spec):
             return next_handler(task)
-        assert isinstance(spec, Mapping)
         checked = check_package(packages, policy, spec, str(task.plan.get("plan_hash", "")))
         if isinstance(checked, Refusal):
             return refuse_task(audit, task, checked)

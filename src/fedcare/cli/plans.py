@@ -154,7 +154,7 @@ def site_plan(
     typer.echo(reviewed.hash)
     console.print(reviewed.summary, highlight=False, markup=False)
     if review:
-        Console(soft_wrap=True).print(review, highlight=False, markup=False)
+        Console(stderr=True, soft_wrap=True).print(review, highlight=False, markup=False)
 
 
 def site_packages(state: Path, kit: Path | None) -> Any:

@@ -120,6 +120,20 @@ def test_cached_archive_changed_on_disk_is_refused(
     assert "SHA-256 differs" in refusal.message
 
 
+def test_extracted_files_changed_on_disk_are_extracted_again(
+    tmp_path: Path, fed: Path, v1: BuiltPackage
+) -> None:
+    packages = SitePackages(tmp_path / "state", ca_cert(fed), serving(v1.path)[0])
+    checked = check_package(packages, TRUST_ALICE, spec_of(v1))
+    assert isinstance(checked, VerifiedPackage)
+    folder = packages.store.folder(v1.hash)
+    (folder / "model.py").write_text("import socket\n")
+    (folder / "extra.py").write_text("import os\n")
+    assert isinstance(check_package(packages, TRUST_ALICE, spec_of(v1)), VerifiedPackage)
+    assert (folder / "model.py").read_bytes() == checked.data["model.py"]
+    assert not (folder / "extra.py").exists()
+
+
 def test_another_package_under_the_hash_is_refused(
     tmp_path: Path, fed: Path, v1: BuiltPackage
 ) -> None:

@@ -19,7 +19,9 @@ run it:
    (installed 2.1.0)``).
 
 A verified archive's files are extracted into the site's package store (``STATE/packages``,
-:class:`fedcare.packages.store.PackageStore`), where the sandboxed worker loads them. The
+:class:`fedcare.packages.store.PackageStore`), where the sandboxed worker loads them; before
+every task the extracted files are compared with the verified archive (and extracted again if
+they were changed). The
 agent only fetches, verifies and reads manifests and file bytes: no package code runs in it.
 It also notes which package each plan hash names (``STATE/packages/plans/<plan hash>``), so
 the steward's review (``fedcare site plan``) can diff a new version against the last one
@@ -28,7 +30,9 @@ approved.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -102,9 +106,28 @@ class SitePackages:
             if self.fetch is None:
                 raise TransportError("this site is not connected to a coordinator to fetch it")
             verified = self._keep(self.fetch(hash_ref(ref)), ref)
-        if not self.store.has(ref):
+        if not (self.store.has(ref) and self._extracted_intact(verified)):
+            self._drop_extracted(ref)
             self.store.add_archive(path, ca_cert=self.ca_cert)
         return verified
+
+    def _extracted_intact(self, verified: VerifiedPackage) -> bool:
+        """Whether the extracted files (what the worker loads) are exactly the verified ones."""
+        folder = self.store.folder(verified.hash)
+        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        if present != {f.path for f in verified.files}:
+            return False
+        return all(
+            hashlib.sha256((folder / f.path).read_bytes()).hexdigest() == f.sha256
+            for f in verified.files
+        )
+
+    def _drop_extracted(self, ref: str) -> None:
+        """Remove the extracted copy of ``ref`` (changed on disk): extracted again from the
+        verified archive."""
+        hex_ = hash_hex(ref)
+        (self.root / f"{hex_}.json").unlink(missing_ok=True)
+        shutil.rmtree(self.root / hex_, ignore_errors=True)
 
     def add_archive(self, archive: Path) -> VerifiedPackage:
         """Verify a package archive given by hand (a steward's review) and keep it.

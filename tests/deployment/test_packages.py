@@ -7,7 +7,8 @@ A real federation with a researcher kit, a real coordinator over mutual TLS on 1
   the federation CA, stored as ``HOME/packages/<hex>.fcpkg`` and queued naming ``sha256:<hex>``;
   a folder, an unknown hash, a tampered archive and a foreign signer are refused in one line;
 * ``FetchPackage`` serves a stored archive to a registered site only (NOT_FOUND for another
-  hash, FAILED_PRECONDITION before Hello, no TLS for another federation's kit);
+  hash, FAILED_PRECONDITION before Hello, UNAUTHENTICATED once revoked, no TLS for another
+  federation's kit);
 * a site fetches it with its agent's fetcher, verifies it and keeps it; an archive altered in
   the coordinator's store is refused at the site (package-invalid) and not kept.
 """
@@ -31,6 +32,7 @@ from fedcare.site.plans import Refusal
 from fedcare.site.policy import SitePolicy
 from fedcare.transport.codec import assemble
 from fedcare.transport.grpc import fedcare_pb2 as pb
+from fedcare.transport.provisioning import revoke_site
 from fedcare.transport.researchers import add_researcher
 from tests.packages.distribution import build, ca_cert, spec_of, tamper
 
@@ -44,7 +46,8 @@ TRUST_ALICE = SitePolicy.from_dict({"packages": {"trusted_signers": ["alice"]}})
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Kits:
-    kits = provision(tmp_path_factory.mktemp("fed") / "federation", ("hospital-a", "hospital-b"))
+    sites = ("hospital-a", "hospital-b", "hospital-c")
+    kits = provision(tmp_path_factory.mktemp("fed") / "federation", sites)
     add_researcher(kits.root, "alice")
     return kits
 
@@ -159,6 +162,12 @@ def test_fetch_package_serves_stored_archives_to_registered_sites(
     with site_client(fed.sites["hospital-b"], address) as stub:  # no Hello: not registered
         err = rpc_error(lambda: _fetch(stub, ref))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with site_client(fed.sites["hospital-c"], address) as stub:  # registered, then revoked
+        hello(stub)
+        assert _fetch(stub, ref) == v1.path.read_bytes()
+        revoke_site(fed.root, "hospital-c")
+        err = rpc_error(lambda: _fetch(stub, ref))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "revoked" in str(err.details())
     outsider = provision(tmp_path / "outsider", ("hospital-a",), name="fedcare-test")
     with site_client(outsider.sites["hospital-a"], address) as stub:  # another CA: no TLS
         err = rpc_error(lambda: _fetch(stub, ref))

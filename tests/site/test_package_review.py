@@ -118,6 +118,8 @@ def test_review_shows_signer_dependencies_files_and_the_diff(
     ):
         assert line in second, second
     assert "trusted by this site's policy" not in second  # no --policy given
+    listed = _cli("site", "approvals", "--state", state).output
+    assert f"  package: numpy_logistic 1.0.0 (sha256:{v1.hash})" in listed, listed
 
 
 def _files(built: BuiltPackage) -> list[str]:

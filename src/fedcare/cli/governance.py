@@ -241,6 +241,7 @@ def site_revoke(
 def site_approvals(state: Path = STATE, study: str | None = typer.Option(None)) -> None:
     """The steward's decisions, and plans seen in tasks that await one (pending)."""
     from fedcare.site.approvals import ApprovalStore
+    from fedcare.site.packages import describe_plan_package
 
     try:
         rows = ApprovalStore.in_state_dir(state).list(study)
@@ -256,6 +257,9 @@ def site_approvals(state: Path = STATE, study: str | None = typer.Option(None)) 
         out.print(f"{r.approval_id}  {r.study}  {status}{until}  "
                   f"(decided {r.decided_at:%Y-%m-%d %H:%M} UTC)", markup=False)  # fmt: skip
         out.print(f"  plan: {r.plan_hash}", markup=False)
+        package = describe_plan_package(state, r.plan_hash)
+        if package:
+            out.print(f"  package: {package}", markup=False)
         if r.note:
             out.print(f"  note: {r.note}", markup=False)
 

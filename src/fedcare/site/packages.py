@@ -56,7 +56,15 @@ from fedcare.site.mods import refuse_task
 from fedcare.site.plans import Refusal
 from fedcare.site.policy import SitePolicy
 
-__all__ = ["PACKAGES_DIR", "SitePackages", "check_package", "grpc_fetcher", "package_mod"]
+__all__ = [
+    "PACKAGES_DIR",
+    "SitePackages",
+    "check_package",
+    "describe_plan_package",
+    "grpc_fetcher",
+    "package_mod",
+    "package_of_plan",
+]
 
 PACKAGES_DIR = "packages"
 #: Largest archive accepted from the coordinator (its files unpack to MAX_PACKAGE_BYTES).
@@ -178,10 +186,27 @@ class SitePackages:
 
     def package_of_plan(self, plan_hash: str) -> str | None:
         """The package (``sha256:<hex>``) plan ``plan_hash`` ran, if this site noted it."""
-        path = self.root / "plans" / plan_hash
-        if not plan_hash.isalnum() or not path.is_file():
-            return None
-        return path.read_text().strip() or None
+        return package_of_plan(self.root.parent, plan_hash)
+
+
+def package_of_plan(state_dir: Path, plan_hash: str) -> str | None:
+    """The package (``sha256:<hex>``) the site noted plan ``plan_hash`` runs, if any."""
+    path = Path(state_dir) / PACKAGES_DIR / "plans" / plan_hash
+    if not plan_hash.isalnum() or not path.is_file():
+        return None
+    return path.read_text().strip() or None
+
+
+def describe_plan_package(state_dir: Path, plan_hash: str) -> str | None:
+    """``name version (sha256:<hex>)`` of the package plan ``plan_hash`` runs, if noted."""
+    ref = package_of_plan(state_dir, plan_hash)
+    if ref is None:
+        return None
+    store = PackageStore(Path(state_dir) / PACKAGES_DIR)
+    if not store.has(ref):
+        return ref
+    manifest = store.manifest(ref)
+    return f"{manifest.name} {manifest.version} ({ref})"
 
 
 def check_package(

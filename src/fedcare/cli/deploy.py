@@ -392,7 +392,9 @@ def study_cancel(study_id: str, home: Path = HOME, db: str | None = DB) -> None:
 def _register_governance() -> None:
     from fedcare.cli.doctor import site_doctor
     from fedcare.cli.governance import register
+    from fedcare.cli.review import site_plan
 
+    site_app.command("plan")(site_plan)
     register(site_app)
     site_app.command("doctor")(site_doctor)
 

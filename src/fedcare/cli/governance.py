@@ -191,7 +191,7 @@ def site_approve(
     try:
         from fedcare.cli.plans import site_packages
 
-        packages = site_packages(state, kit)
+        packages = site_packages(state, lambda: site_kit(state, kit))
         study, plan, summary = plan_to_approve(study_file, study, plan, dataset, packages)
         if summary:
             console.print(summary, highlight=False)
@@ -316,9 +316,7 @@ def _fold(table: Table, keep: int | None = None) -> None:
 
 def register(site_app: typer.Typer) -> None:
     """Add the steward's commands to ``fedcare site``."""
-    from fedcare.cli.plans import site_plan
-
-    site_app.command("plan")(site_plan)
+    # `site plan` is registered beside these (fedcare.cli.review), before them
     site_app.command("approve")(site_approve)
     site_app.command("refuse")(site_refuse)
     site_app.command("revoke")(site_revoke)

@@ -14,12 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import typer
-from rich.console import Console
-
-from fedcare.cli.governance import KIT, STATE, console, site_kit
-from fedcare.cli.governance import _fail as fail
-from fedcare.errors import ConfigError, FedcareError
+from fedcare.errors import ConfigError
 
 __all__ = [
     "ReviewedPlan",
@@ -27,7 +22,6 @@ __all__ = [
     "plan_of_file",
     "plan_to_approve",
     "site_packages",
-    "site_plan",
 ]
 
 #: Makes the site's package cache (a :class:`fedcare.site.packages.SitePackages`) when needed.
@@ -128,41 +122,13 @@ def plan_to_approve(
     return reviewed.study, reviewed.hash, reviewed.summary
 
 
-def site_plan(
-    study: Path = typer.Argument(..., help="The study file, or an analytics spec."),
-    dataset: str | None = typer.Option(
-        None, help="Analytics: the dataset the job runs on (as `fedcare analytics --dataset`)."
-    ),
-    state: Path = STATE,
-    kit: Path | None = KIT,
-    policy: Path | None = typer.Option(None, help="The site's policy: is the signer trusted?"),
-) -> None:
-    """Print the hash to approve (and a summary) of a study's training plan or of an
-    analytics spec; approve it with `fedcare site approve STUDY.yaml` (the same hash). For a
-    study package: its signer, dependencies, files and a diff against the last version
-    approved at this site."""
-    from fedcare.site.policy import SitePolicy
-
-    packages = site_packages(state, kit)
-    try:
-        reviewed = plan_of_file(study, dataset, packages)
-        review = package_review(
-            reviewed, packages, state, SitePolicy.from_yaml(policy) if policy else None
-        )
-    except FedcareError as err:
-        raise fail(err) from None
-    typer.echo(reviewed.hash)
-    console.print(reviewed.summary, highlight=False, markup=False)
-    if review:
-        Console(stderr=True, soft_wrap=True).print(review, highlight=False, markup=False)
-
-
-def site_packages(state: Path, kit: Path | None) -> Any:
-    """Makes the site's package cache, with the federation CA of its kit (when needed)."""
+def site_packages(state: Path, kit_of: Callable[[], Path]) -> Packages:
+    """Makes the site's package cache under ``state``, with the federation CA of the kit
+    ``kit_of()`` names (asked only when a study's model is a package)."""
 
     def make() -> Any:
         from fedcare.site.packages import SitePackages
 
-        return SitePackages.for_kit(state, site_kit(state, kit))
+        return SitePackages.for_kit(state, kit_of())
 
     return make

@@ -30,6 +30,7 @@ approved.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -230,7 +231,12 @@ def check_package(
         )
     except (PackageError, ConfigError) as err:
         return Refusal("package-invalid", f"package {ref} does not verify: {err}")
-    packages.remember_plan(plan_hash, ref)
+    except OSError as err:  # the site's own cache: a full disk, a permission
+        return Refusal(
+            "package-unavailable", f"package {ref}: the site's package cache failed: {err}"
+        )
+    with contextlib.suppress(OSError):  # only the steward's review reads it
+        packages.remember_plan(plan_hash, ref)
     manifest = verified.manifest
     named = f"package {manifest.name} {manifest.version} ({ref})"
     for key in ("name", "version", "task"):

@@ -135,3 +135,15 @@ def test_errors_name_what_is_wrong() -> None:
         ModelError, match=r"params array 'coef' has shape \(3, 5\), expected \(4, 5\)"
     ):
         SklearnModel(LOGREG, "multiclass", classes=4).predict(three.init_params((5,), rng), multi.X)
+
+
+def test_a_converged_warm_fit_equals_the_estimator_fitted_directly() -> None:
+    data = make_multiclass()
+    make = partial(LogisticRegression, C=0.5, max_iter=1000, tol=1e-10)
+    model = SklearnModel(make, "multiclass", classes=4)
+    p = model.init_params((5,), np.random.default_rng(0))
+    got = model.fit(p, data, LocalTrainSpec(), np.random.default_rng(0)).params
+    direct = make().fit(data.X, data.y)
+    np.testing.assert_allclose(got["coef"], direct.coef_, atol=1e-5)
+    np.testing.assert_allclose(got["intercept"], direct.intercept_, atol=1e-5)
+    np.testing.assert_allclose(model.predict(got, data.X), direct.predict_proba(data.X), atol=1e-6)

@@ -17,16 +17,13 @@ dampening) or ``torch.optim.Adam`` (fresh state per call), or what the ``optimiz
 builds. With ``spec.dp`` set, the model trains by sample-level DP-SGD through Opacus
 (:mod:`fedcare.models.torch_dp`).
 
-Randomness: one seed drawn from ``rng`` seeds torch's generator inside
-``torch.random.fork_rng`` for module construction, initialization and dropout, so results
-are reproducible and torch's global generator is left as it was. Layers draw from that global
-generator, so a process-wide lock serializes these sections: sites trained on threads of one
-process stay reproducible (separate processes, e.g. Ray workers, do not contend).
+Randomness: one seed drawn from ``rng`` seeds torch's CPU generator inside ``fork_rng`` (under
+a process-wide lock) for construction, initialization and dropout: reproducible on CPU, and
+torch's global generator is left as it was. A site's policy may allow CUDA (``device``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,14 +32,21 @@ import numpy as np
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
 from fedcare.models._local_sgd import minibatch_schedule
-from fedcare.models._validate import (
-    check_correction,
-    check_features,
-    check_params,
-    check_targets,
-)
+from fedcare.models._validate import check_correction, check_features, check_params, check_targets
 from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
-from fedcare.models.torch_runtime import draw_seed, gradient_terms, import_torch, seeded
+from fedcare.models.torch_runtime import (
+    EvalStep,
+    LossFn,
+    ModuleFactory,
+    OptimizerFactory,
+    Placement,
+    TrainStep,
+    check_callable,
+    draw_seed,
+    gradient_terms,
+    import_torch,
+    seeded,
+)
 from fedcare.models.torch_tasks import TASK_HEADS, TorchTask, numpy_data_loss, target_tensor
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.tasks import TASKS
@@ -59,22 +63,6 @@ __all__ = [
     "import_torch",
     "make_torch_adapter",
 ]
-
-#: Builds a fresh module for inputs of a given shape (without the batch axis).
-ModuleFactory = Callable[[tuple[int, ...]], "torch_types.nn.Module"]
-#: ``loss(outputs, target) -> scalar tensor``, the mean over the batch's examples.
-LossFn = Callable[[Any, Any], Any]
-#: ``optimizer(parameters, spec) -> torch.optim.Optimizer``.
-OptimizerFactory = Callable[[list[Any], LocalTrainSpec], Any]
-#: ``train_step(module, (inputs, target), spec) -> scalar loss tensor`` (before backward).
-TrainStep = Callable[[Any, tuple[Any, Any], LocalTrainSpec], Any]
-#: ``eval_step(module, inputs) -> raw outputs`` (logits, values or risks; no gradients).
-EvalStep = Callable[[Any, Any], Any]
-
-
-def _check_callable(value: object, what: str) -> None:
-    if value is not None and not callable(value):
-        raise ModelError(f"{what} must be callable or None, got {type(value).__name__}")
 
 
 class TorchAdapter(ModelAdapter):
@@ -108,6 +96,9 @@ class TorchAdapter(ModelAdapter):
     eval_step:
         ``eval_step(module, inputs) -> raw outputs`` replacing ``module(inputs)`` in
         ``predict`` and ``loss`` (run in eval mode without gradients).
+    device, amp:
+        Where to compute (``None``: the device the site's policy allows, else CPU) and
+        bfloat16 autocast on CUDA (:class:`~fedcare.models.torch_runtime.Placement`).
     """
 
     task: ClassVar[TaskType] = "binary"
@@ -122,15 +113,17 @@ class TorchAdapter(ModelAdapter):
         optimizer: OptimizerFactory | None = None,
         train_step: TrainStep | None = None,
         eval_step: EvalStep | None = None,
+        device: str | None = None,
+        amp: bool = False,
     ) -> None:
         import_torch()
         if not callable(factory):
             raise ModelError(f"factory must be callable, got {type(factory).__name__}")
         if isinstance(predict_batch_size, bool) or predict_batch_size < 1:
             raise ModelError(f"predict_batch_size must be >= 1, got {predict_batch_size}")
-        for value, what in ((loss, "loss"), (optimizer, "optimizer"), (train_step, "train_step")):
-            _check_callable(value, what)
-        _check_callable(eval_step, "eval_step")
+        hooks = {"loss": loss, "optimizer": optimizer, "train_step": train_step}
+        for what, value in {**hooks, "eval_step": eval_step}.items():
+            check_callable(value, what)
         self.factory = factory
         self.name = name
         self.predict_batch_size = int(predict_batch_size)
@@ -138,6 +131,7 @@ class TorchAdapter(ModelAdapter):
         self.optimizer_factory = optimizer
         self.train_step = train_step
         self.eval_step = eval_step
+        self.placement = Placement(device, bool(amp))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, task={self.task!r})"
@@ -219,20 +213,23 @@ class TorchAdapter(ModelAdapter):
         # Permutations first, then the torch seed: the numpy loop draws the same batches.
         batches = list(minibatch_schedule(len(data), spec, rng))
         with seeded(draw_seed(rng)) as torch:
-            module = self.load(params, X.shape[1:])
+            device = self.placement.resolve(torch)
+            module = self.load(params, X.shape[1:]).to(device)
             module.train()
             named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
             optimizer = self.make_optimizer(torch, [p for _, p in named], spec, 0.0)
             extra_grad = gradient_terms(torch, named, spec)
-            inputs = torch.from_numpy(np.array(X, dtype=np.float32))
-            target = target_tensor(torch, self.task, np.asarray(data.y), data.time)
+            inputs = torch.from_numpy(np.array(X, dtype=np.float32)).to(device)
+            target = target_tensor(torch, self.task, np.asarray(data.y), data.time).to(device)
             for idx in batches:
                 batch = (inputs, target)
                 if idx is not None:
-                    rows = torch.from_numpy(idx)
+                    rows = torch.from_numpy(idx).to(device)
                     batch = (inputs[rows], target[rows])
                 optimizer.zero_grad(set_to_none=False)
-                self._batch_loss(torch, module, batch, spec).backward()
+                with self.placement.autocast(torch, device):
+                    loss = self._batch_loss(torch, module, batch, spec)
+                loss.float().backward()
                 extra_grad()
                 optimizer.step()
             new = self.export(module, list(params))
@@ -275,13 +272,14 @@ class TorchAdapter(ModelAdapter):
     def forward(self, module: torch_types.nn.Module, X: np.ndarray) -> np.ndarray:
         """Raw outputs (logits, values or risks) as float64, in batches, without gradients."""
         torch = import_torch()
+        device = next(module.parameters(), torch.empty(0)).device
         module.eval()
         outs = []
-        with torch.no_grad():
+        with torch.no_grad(), self.placement.autocast(torch, device):
             for start in range(0, len(X), self.predict_batch_size):
                 chunk = torch.from_numpy(
                     np.array(X[start : start + self.predict_batch_size], dtype=np.float32)
-                )
+                ).to(device)
                 out = module(chunk) if self.eval_step is None else self.eval_step(module, chunk)
                 out = self.head.shape_outputs(out, len(chunk), model=self.name)
                 outs.append(out.double().cpu().numpy())
@@ -302,8 +300,8 @@ class TorchAdapter(ModelAdapter):
 
     def _raw(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
         X = check_features(X, model=self.name)
-        with seeded(None):  # construction draws an init that load_state_dict overwrites
-            module = self.load(params, X.shape[1:])
+        with seeded(None) as torch:  # construction draws an init that load_state_dict overwrites
+            module = self.load(params, X.shape[1:]).to(self.placement.resolve(torch))
         return self.forward(module, X)
 
     def predict(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
@@ -361,6 +359,8 @@ def make_torch_adapter(
     eval_step: EvalStep | None = None,
     name: str = "torch model",
     predict_batch_size: int = 1024,
+    device: str | None = None,
+    amp: bool = False,
 ) -> TorchAdapter:
     """The torch adapter for ``task`` around ``factory``.
 
@@ -370,7 +370,7 @@ def make_torch_adapter(
         ``input_shape -> nn.Module`` (see :class:`TorchAdapter`).
     task:
         One of :data:`fedcare.records.tasks.TASKS`.
-    loss, optimizer, train_step, eval_step, name, predict_batch_size:
+    loss, optimizer, train_step, eval_step, name, predict_batch_size, device, amp:
         See :class:`TorchAdapter`.
 
     Returns
@@ -393,4 +393,6 @@ def make_torch_adapter(
         optimizer=optimizer,
         train_step=train_step,
         eval_step=eval_step,
+        device=device,
+        amp=amp,
     )

@@ -7,7 +7,8 @@
 # standard ResNet-18), GPU_CHECK_AMP (1: bfloat16 mixed precision, the default; 0: float32),
 # GPU_CHECK_DEVICE (default cuda; cpu runs the same check without a GPU, e.g. to test it).
 # Where torch sees no CUDA device it prints "skipped: no CUDA" and exits 0 (CI has no GPU).
-# The device is the package's `device` option: sites do not yet assign accelerators by policy.
+# A simulation has no site policy to assign the device, so the script passes the package's
+# `device` option (the torch adapter otherwise follows FEDCARE_TORCH_DEVICE, which a site sets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${1:-}"

@@ -90,9 +90,18 @@ def test_bad_options_are_refused_naming_them() -> None:
         load_example("resnet18-pneumonia", width=0)
     with pytest.raises(ModelError, match="norm must be 'batch' or 'group', got 'layer'"):
         load_example("resnet18-pneumonia", norm="layer")
-    if not torch.cuda.is_available():
-        with pytest.raises(ModelError, match="CUDA is not available"):
-            load_example("resnet18-pneumonia", device="cuda")
+
+
+def test_the_device_option_reaches_the_adapter_and_falls_back_to_the_cpu() -> None:
+    adapter = load_example("resnet18-pneumonia", width=2, device="cuda", amp=True)
+    assert (adapter.placement.device, adapter.placement.amp) == ("cuda", True)  # type: ignore[attr-defined]
+    data = _images(16, seed=2)
+    rng = np.random.default_rng(0)
+    params = adapter.init_params((1, 28, 28), rng)
+    spec = LocalTrainSpec(max_steps=1, batch_size=8, lr=0.01, optimizer="adam")
+    fitted = adapter.fit(params, data, spec, rng)  # on CUDA if there is one, else on the CPU
+    assert fitted.num_steps == 1 and fitted.params.all_finite()
+    assert adapter.predict(fitted.params, data.X).shape == (16,)
 
 
 def _small_pneumonia(train: int, test: int) -> FederatedDataset:

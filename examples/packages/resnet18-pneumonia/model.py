@@ -7,9 +7,11 @@ count (the stages have ``width``, ``2·width``, ``4·width``, ``8·width``): 64 
 ResNet-18 (11.2 M parameters); 16 (0.7 M) trains on a laptop CPU.
 
 The entry point :func:`build` returns fedcare's torch adapter around the network, so the package
-holds only the architecture. Params are the module's ``state_dict``: the BatchNorm running
-means and variances (buffers, not parameters) travel with the weights and are averaged like
-them, so the global model evaluates with statistics from every site.
+holds only the architecture; the adapter places it on the device the site allows (or the
+``device`` option) and runs bfloat16 autocast on CUDA with ``amp``. Params are the module's
+``state_dict``: the BatchNorm running means and variances (buffers, not parameters) travel
+with the weights and are averaged like them, so the global model evaluates with statistics
+from every site.
 """
 
 from __future__ import annotations
@@ -65,18 +67,10 @@ class ResNet18(nn.Module):
         Channels of the first stage; the stages have 1, 2, 4 and 8 times as many.
     norm:
         ``"batch"`` (BatchNorm, the standard ResNet) or ``"group"`` (GroupNorm).
-    amp:
-        Run the forward pass in bfloat16 autocast on CUDA (mixed precision); ignored on CPU.
-
-    Inputs are moved to the device of the weights and the logits back to the inputs' device,
-    so the adapter can feed CPU tensors to a network living on a GPU.
     """
 
-    def __init__(
-        self, in_channels: int = 1, width: int = 64, norm: Norm = "batch", amp: bool = False
-    ) -> None:
+    def __init__(self, in_channels: int = 1, width: int = 64, norm: Norm = "batch") -> None:
         super().__init__()
-        self.amp = amp
         self.stem = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
         self.bn = _norm(norm, width)
         blocks: list[nn.Module] = []
@@ -89,38 +83,22 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(c_in, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        device = self.stem.weight.device
-        use_amp = self.amp and device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            h = torch.relu(self.bn(self.stem(x.to(device))))
-            h = self.layers(h)
-            logits = self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1))
-        return logits.float().to(x.device)
+        h = torch.relu(self.bn(self.stem(x)))
+        h = self.layers(h)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1))
 
 
-def resnet18(
-    input_shape: tuple[int, ...],
-    *,
-    width: int = 64,
-    norm: Norm = "batch",
-    device: str = "cpu",
-    amp: bool = False,
-) -> nn.Module:
-    """A :class:`ResNet18` for ``(channels, height, width)`` inputs, on ``device``.
-
-    Built on the CPU first (so fedcare's seeded CPU generator fixes the initialization), then
-    moved.
-    """
+def resnet18(input_shape: tuple[int, ...], *, width: int = 64, norm: Norm = "batch") -> nn.Module:
+    """A :class:`ResNet18` for ``(channels, height, width)`` inputs."""
     if len(input_shape) != 3:
         raise ModelError(f"resnet18 needs (channels, height, width) inputs, got {input_shape}")
-    net = ResNet18(in_channels=int(input_shape[0]), width=width, norm=norm, amp=amp)
-    return net.to(device)
+    return ResNet18(in_channels=int(input_shape[0]), width=width, norm=norm)
 
 
 def build(
     width: int = 64,
     norm: Norm = "batch",
-    device: str = "cpu",
+    device: str | None = None,
     amp: bool = False,
     predict_batch_size: int = 512,
 ) -> TorchAdapter:
@@ -133,10 +111,10 @@ def build(
     norm:
         ``"batch"`` or ``"group"``.
     device:
-        ``"cpu"`` or a torch device such as ``"cuda"`` / ``"cuda:0"``; until a site policy
-        assigns devices, a study sets it here.
+        ``None`` (default): the device the site's policy allows (``devices:``), else the CPU;
+        or a torch device such as ``"cuda"``, which falls back to the CPU where CUDA is absent.
     amp:
-        bfloat16 mixed precision on CUDA.
+        bfloat16 mixed precision (autocast) on CUDA.
     predict_batch_size:
         Images per forward pass when predicting.
     """
@@ -144,9 +122,11 @@ def build(
         raise ModelError(f"width must be an integer >= 1, got {width!r}")
     if norm not in ("batch", "group"):
         raise ModelError(f"norm must be 'batch' or 'group', got {norm!r}")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r}: CUDA is not available on this machine")
-    factory = partial(resnet18, width=width, norm=norm, device=device, amp=amp)
     return make_torch_adapter(
-        factory, "binary", name=f"resnet18(width={width})", predict_batch_size=predict_batch_size
+        partial(resnet18, width=width, norm=norm),
+        "binary",
+        name=f"resnet18(width={width})",
+        predict_batch_size=predict_batch_size,
+        device=device,
+        amp=amp,
     )

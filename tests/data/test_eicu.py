@@ -126,3 +126,31 @@ def test_metadata(by_hospital: FederatedDataset) -> None:
     assert by_hospital.metrics == ("auroc", "accuracy") and by_hospital.task == "binary"
     assert "ODbL" in by_hospital.license
     assert "Pollard" in by_hospital.citation
+
+
+def test_length_of_stay_target_in_days_on_the_same_splits(
+    by_hospital: FederatedDataset, load_from_mirror: Load
+) -> None:
+    import pandas as pd
+
+    los = load_from_mirror(load_eicu, target="los")
+    assert (los.name, los.task, los.primary_metric) == ("eicu-los", "regression", "mae")
+    assert los.site_ids == by_hospital.site_ids and los.extra["dropped_zero_los"] == 12
+    patient = pd.read_csv(los_mirror_file(), usecols=["unitdischargeoffset"])
+    days = patient["unitdischargeoffset"].to_numpy() / 1440.0
+    everything = np.concatenate([np.concatenate([s.train.y, s.test.y]) for s in los.sites])
+    assert np.isin(np.round(everything, 9), np.round(days, 9)).all()
+    assert everything.dtype == np.float64 and everything.min() > 0
+    for s, b in zip(los.sites, by_hospital.sites, strict=True):
+        assert len(s.train) <= len(b.train) and len(s.test) <= len(b.test)
+    dropped = sum(len(b.train) + len(b.test) for b in by_hospital.sites) - everything.size
+    assert 0 < dropped <= 12  # only stays with a zero offset leave
+    assert 0.5 < float(np.median(everything)) < 2.0  # days, not minutes or hours
+    with pytest.raises(ConfigError, match="target must be 'mortality' or 'los', got 'days'"):
+        load_eicu(target="days")  # type: ignore[arg-type]
+
+
+def los_mirror_file() -> str:
+    from tests.conftest import require_mirror
+
+    return str(require_mirror() / "eicu_demo" / "patient.csv.gz")

@@ -128,3 +128,27 @@ def test_loading_twice_gives_the_same_arrays(
 def test_unknown_protocol_is_named() -> None:
     with pytest.raises(ConfigError, match="'fedavg'"):
         load_heart_disease(protocol="fedavg")  # type: ignore[arg-type]
+
+
+def test_severity_target_is_num_on_the_same_rows_and_split(
+    flamby: FederatedDataset, load_from_mirror: Callable[..., FederatedDataset]
+) -> None:
+    severity = load_from_mirror(load_heart_disease, target="severity")
+    assert (severity.name, severity.task) == ("heart-disease-severity", "multiclass")
+    assert severity.primary_metric == "macro_auroc" and severity.extra["num_classes"] == 5
+    counts = {}
+    for s, b in zip(severity.sites, flamby.sites, strict=True):
+        np.testing.assert_array_equal(s.train.X, b.train.X)
+        np.testing.assert_array_equal(s.train.y > 0, b.train.y)
+        np.testing.assert_array_equal(s.test.y > 0, b.test.y)
+        assert s.train.y.dtype == np.int64
+        counts[s.site_id] = np.bincount(s.train.y, minlength=5).tolist()
+    # Hungary records num as 0/1 only; Switzerland's train rows have no class 0.
+    assert counts == {
+        "cleveland": [108, 36, 25, 24, 6],
+        "hungary": [107, 65, 0, 0, 0],
+        "switzerland": [0, 9, 9, 10, 2],
+        "va": [19, 23, 20, 18, 5],
+    }
+    with pytest.raises(ConfigError, match="target must be 'disease' or 'severity', got 'grade'"):
+        load_heart_disease(target="grade")  # type: ignore[arg-type]

@@ -38,3 +38,28 @@ def binary_data() -> Dataset:
 @pytest.fixture
 def survival_data() -> Dataset:
     return make_survival()
+
+
+def make_multiclass(n: int = 240, d: int = 5, k: int = 4, seed: int = 0) -> Dataset:
+    """Labels 0..k-1 drawn from a softmax-linear model (every class present)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    W = np.random.default_rng(100).normal(size=(d, k)) * 2.0
+    y = np.argmax(X @ W + rng.gumbel(size=(n, k)), axis=1).astype(np.int64)
+    return Dataset(X=X, y=y)
+
+
+def make_multilabel(n: int = 240, d: int = 5, labels: int = 3, seed: int = 0) -> Dataset:
+    """``(n, labels)`` 0/1 targets, each from its own logistic model."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    W = np.random.default_rng(101).normal(size=(d, labels)) * 2.0
+    y = (rng.random((n, labels)) < 1 / (1 + np.exp(-(X @ W)))).astype(np.float64)
+    return Dataset(X=X, y=y)
+
+
+def make_regression(n: int = 200, d: int = 5, seed: int = 0) -> Dataset:
+    """``y = X w + 1 + noise`` (noise sd 0.3)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    return Dataset(X=X, y=X @ np.linspace(-1.0, 1.0, d) + 1.0 + 0.3 * rng.normal(size=n))

@@ -206,7 +206,7 @@ def test_validation_messages(binary_data: Dataset) -> None:
     with pytest.raises(ModelError, match="cnn_small needs"):
         make_torch_adapter(cnn_small).init_params((784,), np.random.default_rng(0))
     with pytest.raises(ModelError, match="unknown task"):
-        make_torch_adapter(cnn_small, "regression")  # type: ignore[arg-type]
+        make_torch_adapter(cnn_small, "ranking")  # type: ignore[arg-type]
 
 
 def test_adapter_pickles() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedcare.coordinator.package_models import ARCHIVES_DIR, package_models
+from fedcare.coordinator.package_models import package_models
+from fedcare.coordinator.packages import PACKAGES_DIR as ARCHIVES_DIR
 from fedcare.models.package_runner import SandboxedPackage
 from fedcare.models.packaged import load_adapter
 from fedcare.models.registry import build_model

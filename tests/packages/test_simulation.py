@@ -49,6 +49,9 @@ def test_the_example_study_trains_the_package_and_returns_the_model() -> None:
     scores = model.predict(np.zeros((3, 13)))
     assert scores.shape == (3,) and np.all((scores > 0) & (scores < 1))
     assert result["study"]["model"]["package"].startswith("sha256:")  # what ran, by hash
+    card = result["model_card"]["model"]["package"]  # the model card names the package
+    assert card == {"name": "numpy_logistic", "version": "1.0.0", "package": card["package"]}
+    assert card["package"] == result["study"]["model"]["package"]
     again = run_simulation(study)
     assert np.array_equal(again.model.params["w"], model.params["w"])
 

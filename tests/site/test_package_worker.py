@@ -15,7 +15,8 @@ from fedcare.packages.sandbox import bwrap_available
 from fedcare.packages.store import PackageStore
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
-from fedcare.site.worker import PACKAGES_DIR, TaskWorker
+from fedcare.site.packages import PACKAGES_DIR
+from fedcare.site.worker import TaskWorker
 from tests.packages.conftest import EXAMPLE
 from tests.site.test_worker import _data
 

@@ -143,6 +143,7 @@ def build_governance(
         audit.append("approve-all-enabled", warning="every plan runs without a steward decision")
     from fedcare.site.anchoring import SiteAnchors
     from fedcare.site.ledger import SiteLedger
+    from fedcare.site.packages import SitePackages
 
     return SiteGovernance(
         policy,
@@ -152,25 +153,8 @@ def build_governance(
         ledger=SiteLedger.in_state_dir(state),
         policy_file=watched,
         anchors=SiteAnchors(state, kit, audit, _identity(kit)),
+        packages=SitePackages.for_kit(state, kit),
     )
-
-
-def site_plan(
-    study: Path = typer.Argument(..., help="The study file, or an analytics spec."),
-    dataset: str | None = typer.Option(
-        None, help="Analytics: the dataset the job runs on (as `fedcare analytics --dataset`)."
-    ),
-) -> None:
-    """Print the hash to approve (and a summary) of a study's training plan or of an
-    analytics spec; approve it with `fedcare site approve STUDY.yaml` (the same hash)."""
-    from fedcare.cli.plans import plan_of_file
-
-    try:
-        reviewed = plan_of_file(study, dataset)
-    except FedcareError as err:
-        raise _fail(err) from None
-    typer.echo(reviewed.hash)
-    console.print(reviewed.summary, highlight=False)
 
 
 def _identity(kit: Path) -> str:
@@ -205,7 +189,10 @@ def site_approve(
     from fedcare.site.approvals import parse_until
 
     try:
-        study, plan, summary = plan_to_approve(study_file, study, plan, dataset)
+        from fedcare.cli.plans import site_packages
+
+        packages = site_packages(state, lambda: site_kit(state, kit))
+        study, plan, summary = plan_to_approve(study_file, study, plan, dataset, packages)
         if summary:
             console.print(summary, highlight=False)
         when = (
@@ -254,6 +241,7 @@ def site_revoke(
 def site_approvals(state: Path = STATE, study: str | None = typer.Option(None)) -> None:
     """The steward's decisions, and plans seen in tasks that await one (pending)."""
     from fedcare.site.approvals import ApprovalStore
+    from fedcare.site.packages import describe_plan_package
 
     try:
         rows = ApprovalStore.in_state_dir(state).list(study)
@@ -269,6 +257,9 @@ def site_approvals(state: Path = STATE, study: str | None = typer.Option(None)) 
         out.print(f"{r.approval_id}  {r.study}  {status}{until}  "
                   f"(decided {r.decided_at:%Y-%m-%d %H:%M} UTC)", markup=False)  # fmt: skip
         out.print(f"  plan: {r.plan_hash}", markup=False)
+        package = describe_plan_package(state, r.plan_hash)
+        if package:
+            out.print(f"  package: {package}", markup=False)
         if r.note:
             out.print(f"  note: {r.note}", markup=False)
 
@@ -325,7 +316,7 @@ def _fold(table: Table, keep: int | None = None) -> None:
 
 def register(site_app: typer.Typer) -> None:
     """Add the steward's commands to ``fedcare site``."""
-    site_app.command("plan")(site_plan)
+    # `site plan` is registered beside these (fedcare.cli.review), before them
     site_app.command("approve")(site_approve)
     site_app.command("refuse")(site_refuse)
     site_app.command("revoke")(site_revoke)
@@ -360,7 +351,9 @@ def schema_refusals(store: Any, study_id: str) -> list[str]:
 
 
 def _is_refusal(kind: str) -> bool:
-    return kind.startswith(("policy-", "plan-", "approval-", "approvals-", "privacy-budget"))
+    return kind.startswith(
+        ("policy-", "plan-", "approval-", "approvals-", "privacy-budget", "package-")
+    )
 
 
 def default_until(days: int = 1) -> datetime:

@@ -36,6 +36,7 @@ from fedcare.coordinator.files import private_dir, record_kit
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.lanes import ControlLane, LaneExecutor
 from fedcare.coordinator.package_models import package_models
+from fedcare.coordinator.packages import CoordinatorPackages
 from fedcare.coordinator.rows import CoordinatorInfo
 from fedcare.coordinator.runner import StudyRunner
 from fedcare.coordinator.servicer import MAX_CHUNK_BYTES, CoordinatorServicer
@@ -124,6 +125,7 @@ class Coordinator:
             per_site_streams=per_site_streams,
             idle_s=stream_idle_s,
             anchoring=Anchoring(self.store, kit_dir, self.audit),
+            packages=CoordinatorPackages(home),
         )
         self.servicer = servicer
         add_CoordinatorServicer_to_server(servicer, self.server)

@@ -20,7 +20,8 @@ delivered tasks are failed (``site_restarted``). Every call but Hello from a sit
 not said Hello (is not registered) gets ``FAILED_PRECONDITION`` ("say Hello first"). Hello
 records the serial of the certificate the site presents, so ``fedcare sites`` can tell whether
 a rotated site has connected with its new certificate. Check answers who the caller is and its
-registry status and writes nothing (``fedcare site doctor``).
+registry status and writes nothing (``fedcare site doctor``). FetchPackage streams a stored
+study package archive by hash to a registered site (``NOT_FOUND`` for any other hash).
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ from cryptography import x509
 
 from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.hub import Hub
+from fedcare.coordinator.packages import CoordinatorPackages
 from fedcare.coordinator.rows import TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.streams import IdleWatch, StreamLimiter, reply_limit
 from fedcare.errors import (
+    ConfigError,
     FedcareError,
     NotFoundError,
     ReplyRefusedError,
@@ -90,6 +93,7 @@ class CoordinatorServicer(_Base):
         per_site_streams: int = 2,
         idle_s: float = 30.0,
         anchoring: Anchoring | None = None,
+        packages: CoordinatorPackages | None = None,
     ) -> None:
         self.store, self.hub, self.revocations = store, hub, revocations
         self.federation = federation
@@ -98,6 +102,7 @@ class CoordinatorServicer(_Base):
         self.streams = StreamLimiter(per_site_streams)
         self.idle = IdleWatch(idle_s)
         self.anchoring = anchoring
+        self.packages = packages
 
     # --- Hello / Heartbeat -------------------------------------------------------------------
     def Hello(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -184,6 +189,26 @@ class CoordinatorServicer(_Base):
             raise AssertionError("unreachable")  # abort raises
         pem = context.auth_context()["x509_pem_cert"][0]
         return anchoring.answer(site_id, pem, request)
+
+    # --- study packages (fedcare.coordinator.packages) ---------------------------------------
+    def FetchPackage(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        """A stored package archive by hash, to a registered site (it verifies it itself)."""
+        site_id = peer_identity(context, self.revocations)
+        with self.streams.slot(site_id, "FetchPackage", context):
+            self._registered(context)
+            ref = str(request.package)
+            try:
+                if self.packages is None:
+                    raise NotFoundError("this coordinator stores no packages")
+                payload = self.packages.read(ref)
+            except ConfigError as err:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            except NotFoundError as err:
+                context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+            with self.idle.watch(context, f"FetchPackage of {site_id}") as ticket:
+                for piece in chunk(payload, transfer_id=new_transfer_id()):
+                    yield piece
+                    self.idle.touch(ticket)
 
     # --- tasks -------------------------------------------------------------------------------
     def PullTask(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:

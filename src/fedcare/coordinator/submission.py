@@ -17,7 +17,9 @@ refusal (one line, exit code 2):
    * the study's first round fits its ``privacy.epsilon``
      (:func:`~fedcare.privacy.guard.guard_next_round`, the guard every round passes);
    * the model kind is known to the model registry and its options are valid
-     (:func:`~fedcare.models.registry.build_model`);
+     (:func:`~fedcare.models.registry.build_model`); a ``kind: package`` model was verified
+     and stored before (:func:`fedcare.coordinator.packages.resolve_study_package`: the
+     archive against the federation CA) and its code is not run here;
    * ``init_model`` names a version in the coordinator's model registry whose model kind is
      the study's, and, where the registered sites have described the study's dataset with one
      input shape, whose parameters have the shapes the study's model has on it;
@@ -49,6 +51,7 @@ from fedcare.coordinator.store_base import utcnow
 from fedcare.coordinator.store_presence import is_fresh
 from fedcare.errors import ConfigError, NotFoundError, TransportError, ValidationError
 from fedcare.models.registry import build_model
+from fedcare.packages.resolve import is_package_model
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.study import StudyConfig
 from fedcare.strategy.driver import check_privacy_mode, study_strategy
@@ -80,6 +83,10 @@ def check_submission(store: CoordinatorStore, study: StudyConfig) -> None:
     else:
         study_strategy(study, num_sites)
     guard_next_round("at submission", study, [], 1)
+    if is_package_model(study.model):  # verified and stored by resolve_study_package; its code
+        if study.init_model is not None:  # never runs at the coordinator
+            _check_init_model(store, study, None)
+        return
     adapter = build_model(study.model)
     if study.init_model is not None:
         _check_init_model(store, study, adapter)
@@ -105,7 +112,7 @@ def _check_init_model(store: CoordinatorStore, study: StudyConfig, adapter: Any)
             f"{study.model.get('kind')!r}"
         )
     shape = _input_shape(store, study.dataset.name)
-    if shape is None:
+    if shape is None or adapter is None:
         return  # no site has described the dataset yet: checked when the study starts
     like = adapter.init_params(shape, np.random.default_rng(0))
     try:

@@ -1,4 +1,4 @@
-"""eICU-CRD Demo: in-hospital mortality of ICU stays, split by hospital or by US region.
+"""eICU-CRD Demo: in-hospital mortality (or ICU length of stay), split by hospital or region.
 
 Label: ``patient.hospitaldischargestatus`` (``Expired`` = 1, ``Alive`` = 0); the 28 stays with
 no status are dropped. One row per ICU unit stay.
@@ -22,6 +22,12 @@ Never used, because they are or reveal the outcome: ``actual*`` and ``predicted*
 ``*ventdays`` and discharge columns (location, offsets, weight, status). Stays without APACHE
 rows keep ``NaN`` features: the site imputes.
 
+``target="los"`` keeps the same stays, features and splits but labels each stay with its ICU
+length of stay in days, ``patient.unitdischargeoffset / 1440`` (minutes from unit admission to
+unit discharge): a regression task (dataset ``eicu-los``). The 12 stays recorded with an
+offset of 0 are dropped from it (counted in ``extra["dropped_zero_los"]``). The features are
+known by the end of the first ICU day, so a stay's length is predicted from its first day.
+
 Splits: per site, a stratified train/test split that keeps all stays of one patient
 (``uniquepid``) on the same side (the demo holds about 10 patients per hospital, several stays
 each, so a stay-level split would put one patient's stays in both). Patients are stratified by
@@ -40,6 +46,7 @@ import pandas as pd
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.source import fetch_files
 from fedcare.errors import ConfigError, DataError
+from fedcare.records.tasks import METRICS_BY_TASK
 
 __all__ = ["EICU_FEATURES", "EICU_REGIONS", "load_eicu"]
 
@@ -69,6 +76,8 @@ EICU_FEATURES: tuple[str, ...] = (
     *_PRED,
     "acute_physiology_score",
 )
+#: Minutes per day (``unitdischargeoffset`` is in minutes).
+_MINUTES_PER_DAY = 1440.0
 _PLAUSIBLE = {"admission_height_cm": (100.0, 250.0), "admission_weight_kg": (20.0, 350.0)}
 
 CITATION = (
@@ -135,6 +144,8 @@ def _read_stays(paths: dict[str, Path]) -> tuple[pd.DataFrame, int, pd.Series]:
             "region": patient["hospitalid"].map(hospital),
             "uniquepid": patient["uniquepid"].astype(str),
             "label": status[known].astype(np.int64),
+            "los_days": pd.to_numeric(patient["unitdischargeoffset"], errors="coerce")
+            / _MINUTES_PER_DAY,
         },
         index=patient.index,
     )
@@ -161,11 +172,16 @@ def _grouped_split(
 
 
 def _make_site(
-    site_id: str, stays: pd.DataFrame, test_fraction: float, rng: np.random.Generator
+    site_id: str, stays: pd.DataFrame, test_fraction: float, rng: np.random.Generator, target: str
 ) -> SiteData:
     stays = stays.sort_index()
     labels = stays["label"].to_numpy()
     train, test = _grouped_split(labels, stays["uniquepid"].to_numpy(), test_fraction, rng)
+    if target == "los":  # the mortality split, then the stays with a recorded length only
+        los = stays["los_days"].to_numpy(dtype=float)
+        keep = np.isfinite(los) & (los > 0)
+        train, test = train[keep[train]], test[keep[test]]
+        labels = los
     X = stays[list(EICU_FEATURES)].to_numpy(dtype=float)
     return SiteData(
         site_id=site_id,
@@ -175,7 +191,12 @@ def _make_site(
 
 
 def _hospital_sites(
-    stays: pd.DataFrame, all_counts: pd.Series, min_stays: int, seed: int, test_fraction: float
+    stays: pd.DataFrame,
+    all_counts: pd.Series,
+    min_stays: int,
+    seed: int,
+    test_fraction: float,
+    target: str,
 ) -> list[SiteData]:
     chosen = sorted(int(h) for h in all_counts[all_counts >= min_stays].index)
     if not chosen:
@@ -188,24 +209,32 @@ def _hospital_sites(
             stays[stays["hospitalid"] == h],
             test_fraction,
             np.random.default_rng([seed, h]),
+            target,
         )
         for h in chosen
     ]
 
 
-def _region_sites(stays: pd.DataFrame, seed: int, test_fraction: float) -> list[SiteData]:
+def _region_sites(
+    stays: pd.DataFrame, seed: int, test_fraction: float, target: str
+) -> list[SiteData]:
     return [
         _make_site(
             f"region-{region.lower()}",
             stays[stays["region"] == region],
             test_fraction,
             np.random.default_rng([seed, 1_000_000 + k]),
+            target,
         )
         for k, region in enumerate(EICU_REGIONS)
     ]
 
 
-def _check_options(split: str, min_stays: int, seed: int, test_fraction: float) -> None:
+def _check_options(
+    split: str, min_stays: int, seed: int, test_fraction: float, target: str
+) -> None:
+    if target not in ("mortality", "los"):
+        raise ConfigError(f"target must be 'mortality' or 'los', got {target!r}")
     if split not in ("hospital", "region"):
         raise ConfigError(f"split must be 'hospital' or 'region', got {split!r}")
     if isinstance(min_stays, bool) or not isinstance(min_stays, int) or min_stays < 1:
@@ -216,7 +245,14 @@ def _check_options(split: str, min_stays: int, seed: int, test_fraction: float) 
         raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
 
 
-def _site_summary(s: SiteData) -> dict[str, int]:
+def _site_summary(s: SiteData, target: str = "mortality") -> dict[str, float]:
+    if target == "los":
+        return {
+            "train_stays": len(s.train),
+            "train_mean_los_days": round(float(np.mean(s.train.y)), 3) if len(s.train) else 0.0,
+            "test_stays": len(s.test),
+            "test_mean_los_days": round(float(np.mean(s.test.y)), 3) if len(s.test) else 0.0,
+        }
     return {
         "train_stays": len(s.train),
         "train_deaths": int(s.train.y.sum()),
@@ -225,7 +261,7 @@ def _site_summary(s: SiteData) -> dict[str, int]:
     }
 
 
-def _describe(sites: list[SiteData], split: str, notes: list[str]) -> str:
+def _describe(sites: list[SiteData], split: str, notes: list[str], target: str) -> str:
     lines = [
         "eICU-CRD Demo (PhysioNet, 2014-2015 US ICUs): in-hospital mortality of ICU unit stays "
         f"from demographics and first-day APACHE IV variables ({len(EICU_FEATURES)} features, "
@@ -235,6 +271,16 @@ def _describe(sites: list[SiteData], split: str, notes: list[str]) -> str:
         *notes,
         "Per site (stays/deaths, train | test):",
     ]
+    if target == "los":
+        lines[0] = lines[0].replace("in-hospital mortality", "ICU length of stay (days)")
+        lines[-1] = "Per site (stays/mean length of stay in days, train | test):"
+        for s in sites:
+            c = _site_summary(s, target)
+            lines.append(
+                f"  {s.site_id}: {c['train_stays']}/{c['train_mean_los_days']:.2f} | "
+                f"{c['test_stays']}/{c['test_mean_los_days']:.2f}"
+            )
+        return "\n".join(lines)
     for s in sites:
         c = _site_summary(s)
         flag = "  [single class in test]" if len(np.unique(s.test.y)) < 2 else ""
@@ -250,6 +296,7 @@ def load_eicu(
     min_stays: int = 20,
     seed: int = 0,
     test_fraction: float = 0.3,
+    target: Literal["mortality", "los"] = "mortality",
 ) -> FederatedDataset:
     """eICU-CRD Demo in-hospital mortality, one site per hospital or per US region.
 
@@ -267,12 +314,16 @@ def load_eicu(
         by ``seed`` and the site).
     test_fraction:
         Fraction of each site's patients (per outcome class) that go to test.
+    target:
+        ``"mortality"``: in-hospital death (binary). ``"los"``: ICU length of stay in days
+        (regression, dataset ``eicu-los``), on the same splits.
 
     Returns
     -------
     FederatedDataset
         Binary task, metrics AUROC and accuracy; ``extra`` has per-site counts and the sites
-        whose test split has a single class.
+        whose test split has a single class. With ``target="los"``: regression, metrics MAE,
+        RMSE and R², per-site mean lengths of stay.
 
     Raises
     ------
@@ -281,30 +332,38 @@ def load_eicu(
     DataError
         If a file cannot be fetched, verified or parsed.
     """
-    _check_options(split, min_stays, seed, test_fraction)
+    _check_options(split, min_stays, seed, test_fraction, target)
     paths = fetch_files(FOLDER, _TABLES.values())
     stays, dropped_outcome, all_counts = _read_stays(paths)
     notes = [f"{dropped_outcome} stays with unknown discharge status dropped."]
     extra: dict[str, object] = {"split": split, "seed": seed, "test_fraction": test_fraction}
     if split == "hospital":
-        sites = _hospital_sites(stays, all_counts, min_stays, seed, test_fraction)
+        sites = _hospital_sites(stays, all_counts, min_stays, seed, test_fraction, target)
         notes.append(f"Hospitals with at least {min_stays} stays: {len(sites)}.")
         extra["min_stays"] = min_stays
     else:
         unknown = int(stays["region"].isna().sum())
         notes.append(f"{unknown} labelled stays of hospitals with no region dropped.")
         extra["dropped_unknown_region"] = unknown
-        sites = _region_sites(stays, seed, test_fraction)
+        sites = _region_sites(stays, seed, test_fraction, target)
     extra["dropped_unknown_outcome"] = dropped_outcome
-    extra["site_counts"] = {s.site_id: _site_summary(s) for s in sites}
-    extra["single_class_test_sites"] = [s.site_id for s in sites if len(np.unique(s.test.y)) < 2]
+    extra["site_counts"] = {s.site_id: _site_summary(s, target) for s in sites}
+    los = target == "los"
+    if los:
+        extra["target"] = target
+        extra["dropped_zero_los"] = int((stays["los_days"].fillna(0) <= 0).sum())
+        notes.append(f"{extra['dropped_zero_los']} labelled stays with no recorded length dropped.")
+    else:
+        extra["single_class_test_sites"] = [
+            s.site_id for s in sites if len(np.unique(s.test.y)) < 2
+        ]
     return FederatedDataset(
-        name="eicu",
-        task="binary",
+        name="eicu-los" if los else "eicu",
+        task="regression" if los else "binary",
         sites=tuple(sites),
         feature_names=EICU_FEATURES,
-        metrics=("auroc", "accuracy"),
-        description=_describe(sites, split, notes),
+        metrics=METRICS_BY_TASK["regression"] if los else ("auroc", "accuracy"),
+        description=_describe(sites, split, notes, target),
         citation=CITATION,
         license=LICENSE,
         extra=extra,

@@ -24,6 +24,11 @@ FLamby (``flamby/datasets/fed_heart_disease/dataset.py``) builds the benchmark l
 missing codes as ``NaN``: ``chol == 0`` (all Switzerland rows, 33 VA rows) and
 ``trestbps == 0`` (1 VA row), so that a site can standardise and impute with global statistics
 from a federated statistics round.
+
+``target="severity"`` (not FLamby's) keeps the same rows, features and split but labels each
+row with ``num`` itself, 0 (no disease) to 4, as a 5-class problem (dataset
+``heart-disease-severity``, task ``multiclass``). The Hungarian file records ``num`` only as 0
+or 1, so that site holds classes 0 and 1 alone; Switzerland has 8 rows of class 0.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ import pandas as pd
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.source import fetch_files
 from fedcare.errors import ConfigError, DataError
+from fedcare.records.tasks import METRICS_BY_TASK
 
-__all__ = ["HEART_FEATURES", "HEART_SITES", "load_heart_disease"]
+__all__ = ["HEART_FEATURES", "HEART_SITES", "SEVERITY_CLASSES", "load_heart_disease"]
 
 FOLDER = "heart_disease"
 #: Site id -> file of the processed 14-attribute data.
@@ -66,6 +72,8 @@ HEART_FEATURES: tuple[str, ...] = (
     *(c for c in _KEPT if c not in _DUMMIES),
     *(f"{c}_{level}" for c, levels in _DUMMIES.items() for level in levels),
 )
+#: Number of classes of ``target="severity"`` (``num`` 0..4).
+SEVERITY_CLASSES = 5
 TRAIN_FRACTION = 0.66
 SPLIT_SEED = 43
 _EPS = 1e-9
@@ -84,16 +92,18 @@ LICENSE = (
 )
 
 
-def _read_site(path: Path, site_id: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """FLamby's rows of one file: (features before encoding, binary label)."""
+def _read_site(path: Path, site_id: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """FLamby's rows of one file: (features before encoding, binary label, ``num``)."""
     try:
         raw = pd.read_csv(path, header=None, names=list(_COLUMNS), na_values="?")
     except (ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"heart disease {site_id}: cannot parse {path}: {exc}") from exc
     kept = raw[[*_KEPT, "num"]].dropna(axis=0).reset_index(drop=True)
     kept = kept.apply(pd.to_numeric, errors="raise").astype(float)
-    label = (kept.pop("num").to_numpy() > 0).astype(np.int64)
-    return kept, label
+    num = kept.pop("num").to_numpy().astype(np.int64)
+    if ((num < 0) | (num >= SEVERITY_CLASSES)).any():
+        raise DataError(f"heart disease {site_id}: num outside 0..4 in {path}")
+    return kept, (num > 0).astype(np.int64), num
 
 
 def _encode(frame: pd.DataFrame, site_id: str) -> np.ndarray:
@@ -142,10 +152,11 @@ def _mark_missing(X: np.ndarray) -> np.ndarray:
     return out
 
 
-def _site(site_id: str, path: Path, protocol: str) -> SiteData:
-    frame, label = _read_site(path, site_id)
+def _site(site_id: str, path: Path, protocol: str, target: str) -> SiteData:
+    frame, disease, num = _read_site(path, site_id)
     X = _encode(frame, site_id)
-    train_idx, test_idx = _split(label)
+    train_idx, test_idx = _split(disease)  # the same split for both targets
+    label = num if target == "severity" else disease
     X_train, X_test = X[train_idx], X[test_idx]
     if protocol == "flamby":
         X_train, X_test = _standardize(X_train, X_test)
@@ -158,27 +169,42 @@ def _site(site_id: str, path: Path, protocol: str) -> SiteData:
     )
 
 
-def _describe(sites: list[SiteData], protocol: str) -> str:
+def _describe(sites: list[SiteData], protocol: str, target: str) -> str:
+    label = (
+        "label: angiographic disease (num > 0)"
+        if target == "disease"
+        else "label: disease severity num (0-4, 5 classes; not FLamby's label)"
+    )
     lines = [
         "UCI Heart Disease (processed Cleveland, Hungarian, Switzerland and VA Long Beach files), "
-        "one site per hospital; label: angiographic disease (num > 0). FLamby's Fed-Heart-"
+        f"one site per hospital; {label}. FLamby's Fed-Heart-"
         "Disease rows (no missing value in the 10 kept columns; slope, ca, thal dropped), "
         "13 features (cp and restecg one-hot), FLamby's per-centre 66/34 split (random_state=43).",
         "Scaling: per-centre z-scores from the centre's train rows (FLamby)."
         if protocol == "flamby"
         else "Scaling: none (raw units); chol == 0 and trestbps == 0 are missing codes, set to "
         "NaN.",
-        "Per site (train/test rows, positives):",
+        "Per site (train/test rows, positives):"
+        if target == "disease"
+        else "Per site (train/test rows; train rows per class 0..4):",
     ]
     for s in sites:
+        if target == "disease":
+            counts = f"{int(s.train.y.sum())}/{int(s.test.y.sum())} with disease"
+        else:
+            counts = "classes " + "/".join(
+                str(c) for c in np.bincount(s.train.y, minlength=SEVERITY_CLASSES)
+            )
         lines.append(
-            f"  {s.site_id} ({_SITE_NAMES[s.site_id]}): {len(s.train)}/{len(s.test)} rows, "
-            f"{int(s.train.y.sum())}/{int(s.test.y.sum())} with disease"
+            f"  {s.site_id} ({_SITE_NAMES[s.site_id]}): {len(s.train)}/{len(s.test)} rows, {counts}"
         )
     return "\n".join(lines)
 
 
-def load_heart_disease(protocol: Literal["flamby", "raw"] = "flamby") -> FederatedDataset:
+def load_heart_disease(
+    protocol: Literal["flamby", "raw"] = "flamby",
+    target: Literal["disease", "severity"] = "disease",
+) -> FederatedDataset:
     """UCI Heart Disease, one site per hospital, as in FLamby's Fed-Heart-Disease.
 
     Parameters
@@ -186,31 +212,46 @@ def load_heart_disease(protocol: Literal["flamby", "raw"] = "flamby") -> Federat
     protocol:
         ``"flamby"``: FLamby's rows, split and per-centre standardisation (train statistics).
         ``"raw"``: the same rows and split, features in raw units, missing codes as ``NaN``.
+    target:
+        ``"disease"``: FLamby's binary label ``num > 0``. ``"severity"``: ``num`` itself,
+        class indices 0..4 (a multiclass task named ``heart-disease-severity``).
 
     Returns
     -------
     FederatedDataset
-        Sites ``cleveland``, ``hungary``, ``switzerland``, ``va``; 13 features; binary task.
+        Sites ``cleveland``, ``hungary``, ``switzerland``, ``va``; 13 features; binary task
+        (multiclass for ``target="severity"``).
 
     Raises
     ------
     ConfigError
-        If ``protocol`` is not ``"flamby"`` or ``"raw"``.
+        If ``protocol`` is not ``"flamby"`` or ``"raw"``, or ``target`` not ``"disease"`` or
+        ``"severity"``.
     DataError
         If a file cannot be fetched, verified or parsed.
     """
     if protocol not in ("flamby", "raw"):
         raise ConfigError(f"protocol must be 'flamby' or 'raw', got {protocol!r}")
+    if target not in ("disease", "severity"):
+        raise ConfigError(f"target must be 'disease' or 'severity', got {target!r}")
     paths = fetch_files(FOLDER, HEART_SITES.values())
-    sites = [_site(site_id, paths[name], protocol) for site_id, name in HEART_SITES.items()]
+    sites = [_site(site_id, paths[name], protocol, target) for site_id, name in HEART_SITES.items()]
+    extra: dict[str, object] = {
+        "protocol": protocol,
+        "train_fraction": TRAIN_FRACTION,
+        "split_seed": SPLIT_SEED,
+    }
+    if target == "severity":
+        extra.update(target=target, num_classes=SEVERITY_CLASSES)
+    severity = target == "severity"
     return FederatedDataset(
-        name="heart-disease",
-        task="binary",
+        name="heart-disease-severity" if severity else "heart-disease",
+        task="multiclass" if severity else "binary",
         sites=tuple(sites),
         feature_names=HEART_FEATURES,
-        metrics=("accuracy", "auroc"),
-        description=_describe(sites, protocol),
+        metrics=METRICS_BY_TASK["multiclass"] if severity else ("accuracy", "auroc"),
+        description=_describe(sites, protocol, target),
         citation=CITATION,
         license=LICENSE,
-        extra={"protocol": protocol, "train_fraction": TRAIN_FRACTION, "split_seed": SPLIT_SEED},
+        extra=extra,
     )

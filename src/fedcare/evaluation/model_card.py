@@ -205,6 +205,15 @@ def _privacy(
     }
 
 
+def _package(plan: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The study package that made the model (name, version, hash), from the plan's model spec;
+    ``None`` for a built-in model kind."""
+    model = plan.get("model")
+    if not isinstance(model, Mapping) or model.get("kind") != "package":
+        return None
+    return {k: model.get(k) for k in ("name", "version", "package")}
+
+
 def build_model_card(
     *,
     study: Mapping[str, Any],
@@ -250,6 +259,7 @@ def build_model_card(
             "parent": parent,
             "num_params": params.num_params,
             "shapes": {k: list(v) for k, v in params.shapes.items()},
+            "package": _package(plan),
         },
         "study": {"id": study_id, "name": study.get("name"), "seed": study.get("seed")},
         "plan_hash": str(plan.get("plan_hash") or plan_hash(plan)),

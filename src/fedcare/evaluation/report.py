@@ -248,6 +248,12 @@ def _figures(results: Mapping[str, Any]) -> list[tuple[str, str, Markup]]:
     ]
 
 
+def _package_line(package: Mapping[str, Any]) -> str | None:
+    if not package:
+        return None
+    return f"{package.get('name')} {package.get('version')} ({package.get('package')})"
+
+
 def _model_card(results: Mapping[str, Any]) -> dict[str, Any] | None:
     """The "Model card" section: identity, privacy, one row per participating site, the JSON."""
     card = _mapping(results.get("model_card"))
@@ -273,6 +279,7 @@ def _model_card(results: Mapping[str, Any]) -> dict[str, Any] | None:
         ("version", model.get("version")),
         ("parent", model.get("parent")),
         ("model hash", model.get("hash")),
+        ("study package", _package_line(_mapping(model.get("package")))),
         ("plan hash", card.get("plan_hash")),
         ("privacy mode", privacy.get("mode")),
         ("created", card.get("created")),

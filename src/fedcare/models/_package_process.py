@@ -115,6 +115,7 @@ class RunnerProcess:
         uid = NOBODY if root and (under_bwrap or _others_can_run_python()) else None
         if uid is not None:
             os.chown(scratch, uid, uid)
+            _let_others_read(self.folder)
         return SandboxSpec(
             memory_limit_mb=self.limits.memory_limit_mb,
             cpu_time_s=self.limits.cpu_life_s,
@@ -272,3 +273,13 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def _let_others_read(folder: Path) -> None:
+    """Make a stored package readable by the runner's user (a store written before stores
+    made their folders 0755 has them 0700); its content is unchanged."""
+    for path in (folder, *folder.rglob("*")):
+        mode = path.stat().st_mode
+        wanted = mode | (0o005 if path.is_dir() else 0o004)
+        if wanted != mode:
+            path.chmod(wanted)

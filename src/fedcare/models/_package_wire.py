@@ -94,7 +94,7 @@ def decode_message(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         nbytes = count * dtype.itemsize
         if name in arrays or offset + nbytes > len(data):
             raise ValidationError(f"array {name!r} is listed twice or its bytes are missing")
-        arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(shape)
+        arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(shape).copy()
         offset += nbytes
     if offset != len(data):
         raise ValidationError(f"runner message has {len(data) - offset} bytes beyond its arrays")

@@ -4,10 +4,11 @@ Started by :class:`fedcare.models.package_runner.SandboxedPackage` with one end 
 pair (its file descriptor is the only argument). The first message names the package folder,
 the entry point's options and the CPU seconds a call may take; the runner imports the package
 (:func:`fedcare.models.packaged.load_adapter`) and answers ``{"ok": true, "task": ...}``. Then
-each message is one adapter call (``init_params``, ``fit``, ``predict``, ``loss``) with its
-arrays, answered with the result's arrays, its JSON fields and the generator state after the
-call, or ``{"ok": false, "error": <class name>, "message": ...}``. Messages are
-:mod:`fedcare.models._package_wire` (JSON and raw arrays, no pickle).
+each message is one call (``init_params``, ``fit``, ``predict``, ``loss``) to a fresh adapter
+(a simulation too builds one per task) with its arrays, answered with the result's arrays,
+its JSON fields and the generator state after the call, or ``{"ok": false, "error": <class
+name>, "message": ...}``. Messages are :mod:`fedcare.models._package_wire` (JSON and raw
+arrays, no pickle).
 
 Before the package is imported, an import guard is installed: an ``import`` made *by the
 package's code* (a module named ``fedcare_pkg_*``) of a top-level module that is not in the
@@ -25,6 +26,8 @@ import importlib
 import importlib.metadata
 import resource
 import sys
+from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -166,7 +169,7 @@ def _limit_cpu(seconds: float | None) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
 
 
-def _serve(conn: Connection, adapter: ModelAdapter, cpu_s: float | None) -> None:
+def _serve(conn: Connection, make: Callable[[], ModelAdapter], cpu_s: float | None) -> None:
     while True:
         try:
             data = conn.recv_bytes()
@@ -175,7 +178,9 @@ def _serve(conn: Connection, adapter: ModelAdapter, cpu_s: float | None) -> None
         try:
             header, arrays = decode_message(data)
             _limit_cpu(cpu_s)
-            out, result = _call(adapter, header, arrays)
+            # a fresh adapter per call, as a simulation builds one per task: an adapter that
+            # keeps state between calls trains the same model here and in-process
+            out, result = _call(make(), header, arrays)
             reply = encode_message({"ok": True, **out}, result)
         except Exception as err:  # the package's error, sent back as text
             reply = _failure(err)
@@ -190,9 +195,10 @@ def main(fd: int) -> None:
         folder = Path(header["folder"])
         manifest = PackageManifest.from_folder(folder)
         install_import_guard(manifest, allowed_top_level(manifest))
-        adapter = load_adapter(folder, manifest, header.get("options") or {})
+        make = partial(load_adapter, folder, manifest, header.get("options") or {})
+        adapter = make()
     except Exception as err:
         conn.send_bytes(_failure(err))
         return
     conn.send_bytes(encode_message({"ok": True, "task": str(adapter.task)}))
-    _serve(conn, adapter, header.get("cpu_s"))
+    _serve(conn, make, header.get("cpu_s"))

@@ -112,12 +112,33 @@ def check_features(X: np.ndarray, *, model: str, min_ndim: int = 2) -> np.ndarra
 def check_targets(data: Dataset, task: TaskType, *, model: str) -> None:
     """Check labels (and survival times) for ``task``.
 
+    ``binary`` and ``survival``: ``y`` ``(n,)`` 0/1 (survival also needs finite ``time``);
+    ``multiclass``: ``y`` ``(n,)`` whole numbers ``>= 0`` (class indices); ``multilabel``:
+    ``y`` ``(n, L)`` 0/1; ``regression``: ``y`` ``(n,)`` finite numbers.
+
     Raises
     ------
     ModelError
-        If ``y`` is not 0/1, or a survival dataset has missing or non-finite ``time``.
+        Naming the task and what is wrong with ``y`` or ``time``.
     """
     y = np.asarray(data.y)
+    if task == "multilabel":
+        if y.ndim != 2:
+            raise ModelError(f"{model}: multilabel y must have shape (n, L), got {y.shape}")
+    elif y.ndim != 1:
+        raise ModelError(f"{model}: {task} y must have shape (n,), got {y.shape}")
+    if task == "regression":
+        if not np.issubdtype(y.dtype, np.number) or not np.isfinite(y.astype(float)).all():
+            raise ModelError(f"{model}: regression target y must be finite numbers")
+        return
+    if task == "multiclass":
+        numeric = np.issubdtype(y.dtype, np.number) and np.isfinite(y.astype(float)).all()
+        if not numeric or (y < 0).any() or (y != np.round(y)).any():
+            bad = np.unique(y)[:5] if numeric else y[:5]
+            raise ModelError(
+                f"{model}: multiclass label y must be class indices 0..K-1, found {bad.tolist()}"
+            )
+        return
     if not np.isin(y, (0, 1)).all():
         what = "event indicator y" if task == "survival" else "label y"
         bad = np.unique(y[~np.isin(y, (0, 1))])[:5]

@@ -85,7 +85,13 @@ class FitResult:
 
 
 class ModelAdapter(ABC):
-    """A model fedcare can train and evaluate on a site's local data."""
+    """A model fedcare can train and evaluate on a site's local data.
+
+    The contract a researcher implements (``docs/model-interface.md``): stateless (parameters
+    travel in every call), deterministic given ``rng``, never mutating its inputs, and with a
+    parameter template (names, shapes, dtypes from :meth:`init_params`) that does not depend
+    on a site's data.
+    """
 
     #: The task kind the model solves (:data:`fedcare.records.tasks.TASKS`), which fixes what
     #: ``predict`` returns: ``"binary"`` P(y=1) ``(n,)``; ``"multiclass"`` class probabilities
@@ -147,7 +153,7 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def predict(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
-        """Scores for rows ``X``: P(y=1) for binary models, a risk score for survival models.
+        """Predictions for rows ``X``, as :attr:`task` fixes them.
 
         Parameters
         ----------
@@ -159,7 +165,9 @@ class ModelAdapter(ABC):
         Returns
         -------
         numpy.ndarray
-            Shape ``(n,)`` float64.
+            float64: ``(n,)`` P(y=1) (binary), the value (regression) or a risk score
+            (survival); ``(n, K)`` class probabilities summing to 1 per row (multiclass);
+            ``(n, L)`` P(label=1) (multilabel).
         """
 
     @abstractmethod
@@ -176,6 +184,6 @@ class ModelAdapter(ABC):
         Returns
         -------
         float
-            The loss (binary cross-entropy, or the Cox negative partial log-likelihood per
-            event).
+            The loss the model trains on, e.g. binary or multiclass cross-entropy, mean squared
+            error, or the Cox negative partial log-likelihood per event.
         """

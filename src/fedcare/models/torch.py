@@ -1,92 +1,75 @@
-"""A model adapter around any PyTorch ``nn.Module`` with one output per example.
+"""A model adapter around any PyTorch ``nn.Module``, for every task.
 
 Importing this module does not import torch: building an adapter does, and raises
 :class:`~fedcare.errors.ModelError` naming the extra to install when torch is missing.
+
+:func:`make_torch_adapter` is the public entry: a module factory, a task, and optionally a
+loss, an optimizer factory and custom train/eval steps. What each task expects of the module's
+outputs, which loss it trains by default and what ``predict`` returns is in
+:mod:`fedcare.models.torch_tasks`.
 
 Params are the module's ``state_dict`` (parameters and buffers) as float32 numpy arrays in
 state-dict order. ``fit`` follows the numpy loop's rules (see
 :mod:`fedcare.models._local_sgd`): the same minibatch schedule drawn from ``rng``, L2 on every
 array not named ``*.bias``, the FedProx term and the SCAFFOLD correction added to each
-gradient, then ``torch.optim.SGD`` (momentum, no dampening) or ``torch.optim.Adam`` (fresh
-state per call). Binary tasks train on BCE-with-logits, survival tasks on the Breslow negative
-partial log-likelihood per event of each batch. With ``spec.dp`` set, binary models train by
-sample-level DP-SGD through Opacus's ``PrivacyEngine`` (extra ``dp``): the spec, its schedule
-and its accounting event are :mod:`fedcare.privacy.dp_sgd`'s; this module runs the steps.
+gradient after ``backward()``, then the optimizer step: ``torch.optim.SGD`` (momentum, no
+dampening) or ``torch.optim.Adam`` (fresh state per call), or what the ``optimizer`` factory
+builds. With ``spec.dp`` set, the model trains by sample-level DP-SGD through Opacus
+(:mod:`fedcare.models.torch_dp`).
 
-Randomness: one seed drawn from ``rng`` seeds torch's generator inside
-``torch.random.fork_rng`` for module construction, initialization and dropout, so results
-are reproducible and torch's global generator is left as it was. Layers draw from that global
-generator, so a process-wide lock serializes these sections: sites trained on threads of one
-process stay reproducible (separate processes, e.g. Ray workers, do not contend).
+Randomness: one seed drawn from ``rng`` seeds torch's CPU generator inside ``fork_rng`` (under
+a process-wide lock) for construction, initialization and dropout: reproducible on CPU, and
+torch's global generator is left as it was. A site's policy may allow CUDA (``device``).
 """
 
 from __future__ import annotations
 
-import threading
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from scipy.special import expit
 
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
 from fedcare.models._local_sgd import minibatch_schedule
-from fedcare.models._validate import (
-    check_correction,
-    check_features,
-    check_params,
-    check_targets,
-    is_bias,
-)
+from fedcare.models._validate import check_correction, check_features, check_params, check_targets
 from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
-from fedcare.models.cox import cox_loss_and_eta_grad, risk_set_bounds
-from fedcare.models.logistic import bce_from_logits
+from fedcare.models.torch_runtime import (
+    EvalStep,
+    LossFn,
+    ModuleFactory,
+    OptimizerFactory,
+    Placement,
+    TrainStep,
+    check_callable,
+    draw_seed,
+    gradient_terms,
+    import_torch,
+    seeded,
+)
+from fedcare.models.torch_tasks import TASK_HEADS, TorchTask, numpy_data_loss, target_tensor
 from fedcare.records.arrays import ArrayRecord
+from fedcare.records.tasks import TASKS
 
 if TYPE_CHECKING:
     import torch as torch_types
 
-__all__ = ["TorchAdapter", "TorchSurvivalAdapter", "import_torch", "make_torch_adapter"]
-
-#: Builds a fresh module for inputs of a given shape (without the batch axis).
-ModuleFactory = Callable[[tuple[int, ...]], "torch_types.nn.Module"]
-
-
-def import_torch() -> ModuleType:
-    """Import and return ``torch``, or raise :class:`ModelError` saying how to install it."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise ModelError(
-            "PyTorch models need the torch extra: pip install 'fedcare[torch]'"
-        ) from exc
-    return torch
-
-
-#: Guards torch's global generator while a section forks, seeds and uses it.
-_GLOBAL_RNG_LOCK = threading.Lock()
-
-
-@contextmanager
-def _seeded(seed: int | None) -> Iterator[ModuleType]:
-    """Torch with its CPU generator seeded to ``seed`` (if given), restored afterwards."""
-    torch = import_torch()
-    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield torch
-
-
-def _seed(rng: np.random.Generator) -> int:
-    return int(rng.integers(2**63 - 1))
+__all__ = [
+    "TorchAdapter",
+    "TorchMulticlassAdapter",
+    "TorchMultilabelAdapter",
+    "TorchRegressionAdapter",
+    "TorchSurvivalAdapter",
+    "import_torch",
+    "make_torch_adapter",
+]
 
 
 class TorchAdapter(ModelAdapter):
     """A binary classifier around an ``nn.Module`` returning one logit per example.
+
+    The subclasses below change only :attr:`task`; build any of them with
+    :func:`make_torch_adapter`.
 
     Parameters
     ----------
@@ -98,24 +81,65 @@ class TorchAdapter(ModelAdapter):
         Used in messages (e.g. the architecture name).
     predict_batch_size:
         Rows per forward pass in ``predict`` and ``loss``.
+    loss:
+        ``loss(outputs, target) -> scalar tensor`` replacing the task's default loss, in
+        training and in :meth:`loss`; it must be the mean over the batch's examples (DP-SGD
+        relies on it). ``outputs`` and ``target`` are as :mod:`fedcare.models.torch_tasks`
+        describes.
+    optimizer:
+        ``optimizer(parameters, spec) -> torch.optim.Optimizer`` replacing the one
+        ``spec.optimizer`` names (``spec.lr`` and ``spec.momentum`` are then up to it).
+    train_step:
+        ``train_step(module, (inputs, target), spec) -> scalar loss tensor`` replacing
+        ``loss(module(inputs), target)``; the adapter still zeroes gradients, calls
+        ``backward()``, adds the L2/FedProx/SCAFFOLD terms and steps the optimizer.
+    eval_step:
+        ``eval_step(module, inputs) -> raw outputs`` replacing ``module(inputs)`` in
+        ``predict`` and ``loss`` (run in eval mode without gradients).
+    device, amp:
+        Where to compute (``None``: the device the site's policy allows, else CPU) and
+        bfloat16 autocast on CUDA (:class:`~fedcare.models.torch_runtime.Placement`).
     """
 
     task: ClassVar[TaskType] = "binary"
 
     def __init__(
-        self, factory: ModuleFactory, *, name: str = "torch model", predict_batch_size: int = 1024
+        self,
+        factory: ModuleFactory,
+        *,
+        name: str = "torch model",
+        predict_batch_size: int = 1024,
+        loss: LossFn | None = None,
+        optimizer: OptimizerFactory | None = None,
+        train_step: TrainStep | None = None,
+        eval_step: EvalStep | None = None,
+        device: str | None = None,
+        amp: bool = False,
     ) -> None:
         import_torch()
         if not callable(factory):
             raise ModelError(f"factory must be callable, got {type(factory).__name__}")
-        if predict_batch_size < 1:
+        if isinstance(predict_batch_size, bool) or predict_batch_size < 1:
             raise ModelError(f"predict_batch_size must be >= 1, got {predict_batch_size}")
+        hooks = {"loss": loss, "optimizer": optimizer, "train_step": train_step}
+        for what, value in {**hooks, "eval_step": eval_step}.items():
+            check_callable(value, what)
         self.factory = factory
         self.name = name
         self.predict_batch_size = int(predict_batch_size)
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.train_step = train_step
+        self.eval_step = eval_step
+        self.placement = Placement(device, bool(amp))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, task={self.task!r})"
+
+    @property
+    def head(self) -> TorchTask:
+        """The per-task pieces (:mod:`fedcare.models.torch_tasks`)."""
+        return TASK_HEADS[self.task]
 
     # Module <-> params -------------------------------------------------------------------------
     def _build(self, input_shape: tuple[int, ...]) -> torch_types.nn.Module:
@@ -126,7 +150,7 @@ class TorchAdapter(ModelAdapter):
             )
         return module
 
-    def _load(self, params: ArrayRecord, input_shape: tuple[int, ...]) -> torch_types.nn.Module:
+    def load(self, params: ArrayRecord, input_shape: tuple[int, ...]) -> torch_types.nn.Module:
         """A module for ``input_shape`` holding ``params`` (checked against its state dict)."""
         torch = import_torch()
         module = self._build(input_shape)
@@ -138,40 +162,38 @@ class TorchAdapter(ModelAdapter):
         return module
 
     @staticmethod
-    def _export(module: torch_types.nn.Module, order: list[str]) -> ArrayRecord:
+    def export(module: torch_types.nn.Module, order: list[str]) -> ArrayRecord:
+        """The module's state dict as float32 arrays in ``order``."""
         state = module.state_dict()
         return ArrayRecord(
             {k: state[k].detach().cpu().numpy().astype(np.float32) for k in order}, copy=False
         )
 
     def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:
-        with _seeded(_seed(rng)):
+        with seeded(draw_seed(rng)):
             module = self._build(input_shape)
-        return self._export(module, list(module.state_dict()))
+        return self.export(module, list(module.state_dict()))
 
     # Training ----------------------------------------------------------------------------------
-    def _batch_loss(self, out: Any, y: np.ndarray, time: np.ndarray | None) -> Any:
-        """Mean BCE-with-logits of one batch's outputs ``out`` for labels ``y``."""
-        torch = import_torch()
-        target = torch.from_numpy(np.asarray(y, dtype=np.float32))
-        return torch.nn.functional.binary_cross_entropy_with_logits(out, target)
+    def criterion(self, torch: ModuleType, outputs: Any, target: Any) -> Any:
+        """The batch loss of shaped ``outputs``: the custom loss, else the task's default."""
+        if self.loss_fn is not None:
+            return self.loss_fn(outputs, target)
+        return self.head.default_loss(torch, outputs, target)
 
-    def _data_loss(self, scores: np.ndarray, data: Dataset) -> float:
-        return bce_from_logits(scores, data.y)
-
-    def _step(
-        self,
-        module: torch_types.nn.Module,
-        optimizer: Any,
-        batch: tuple[Any, np.ndarray, np.ndarray | None],
-        extra_grad: Callable[[], None],
-    ) -> None:
-        inputs, y, time = batch
-        optimizer.zero_grad(set_to_none=False)
-        loss = self._batch_loss(module(inputs).reshape(-1), y, time)
-        loss.backward()
-        extra_grad()
-        optimizer.step()
+    def _batch_loss(self, torch: ModuleType, module: Any, batch: tuple[Any, Any], spec: Any) -> Any:
+        inputs, target = batch
+        if self.train_step is not None:
+            loss = self.train_step(module, batch, spec)
+        else:
+            outputs = self.head.shape_outputs(module(inputs), len(inputs), model=self.name)
+            loss = self.criterion(torch, outputs, target)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ModelError(
+                f"{self.name}: the training loss must be a scalar tensor, got "
+                f"{type(loss).__name__} {tuple(getattr(loss, 'shape', ()))}"
+            )
+        return loss.reshape(())
 
     def fit(
         self,
@@ -183,33 +205,35 @@ class TorchAdapter(ModelAdapter):
         X = check_features(data.X, model=self.name)
         check_targets(data, self.task, model=self.name)
         if spec.dp is not None:  # sample-level DP-SGD through Opacus (fedcare.privacy.dp_sgd)
-            if self.task != "binary":
-                raise ModelError(f"{self.name}: DP-SGD supports binary torch models only")
-            return self._fit_dp_sgd(params, data, spec, rng)
+            from fedcare.models.torch_dp import fit_dp_sgd
+
+            return fit_dp_sgd(self, params, data, spec, rng)
         if spec.correction is not None:
             check_correction(params, spec.correction)
         # Permutations first, then the torch seed: the numpy loop draws the same batches.
         batches = list(minibatch_schedule(len(data), spec, rng))
-        with _seeded(_seed(rng)) as torch:
-            module = self._load(params, X.shape[1:])
+        with seeded(draw_seed(rng)) as torch:
+            device = self.placement.resolve(torch)
+            module = self.load(params, X.shape[1:]).to(device)
             module.train()
             named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
-            optimizer = _optimizer(torch, [p for _, p in named], spec)
-            extra_grad = _gradient_terms(torch, named, spec)
-            inputs = torch.from_numpy(np.array(X, dtype=np.float32))
-            y, time = np.asarray(data.y), data.time
+            optimizer = self.make_optimizer(torch, [p for _, p in named], spec, 0.0)
+            extra_grad = gradient_terms(torch, named, spec)
+            inputs = torch.from_numpy(np.array(X, dtype=np.float32)).to(device)
+            target = target_tensor(torch, self.task, np.asarray(data.y), data.time).to(device)
             for idx in batches:
-                if idx is None:
-                    self._step(module, optimizer, (inputs, y, time), extra_grad)
-                else:
-                    batch = (
-                        inputs[torch.from_numpy(idx)],
-                        y[idx],
-                        None if time is None else time[idx],
-                    )
-                    self._step(module, optimizer, batch, extra_grad)
-            new = self._export(module, list(params))
-            scores = self._forward(module, X)
+                batch = (inputs, target)
+                if idx is not None:
+                    rows = torch.from_numpy(idx).to(device)
+                    batch = (inputs[rows], target[rows])
+                optimizer.zero_grad(set_to_none=False)
+                with self.placement.autocast(torch, device):
+                    loss = self._batch_loss(torch, module, batch, spec)
+                loss.float().backward()
+                extra_grad()
+                optimizer.step()
+            new = self.export(module, list(params))
+            raw = self.forward(module, X)
         if not new.all_finite():
             raise ModelError(
                 f"{self.name}: local training diverged (non-finite parameters); lower the "
@@ -219,87 +243,91 @@ class TorchAdapter(ModelAdapter):
             params=new,
             num_samples=len(data),
             num_steps=len(batches),
-            metrics={"train_loss": self._data_loss(scores, data)},
+            metrics={"train_loss": self.data_loss(raw, data)},
         )
 
-    def _fit_dp_sgd(
-        self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
-    ) -> FitResult:
-        """DP-SGD with Opacus: per-sample clipping, noise, Poisson sampling (L2 as weight decay).
-
-        Metrics: ``train_loss``, ``epsilon`` (this round alone, Opacus's RDP accountant at
-        ``dp.delta``) and ``dp_noise_multiplier``; ``num_steps`` is the number of steps taken.
-        """
-        try:
-            from opacus import PrivacyEngine
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ModelError(
-                "DP-SGD for torch models needs opacus: pip install 'fedcare[dp]'"
-            ) from err
-        dp = spec.dp
-        assert dp is not None
-        if spec.correction is not None or spec.prox_mu:
-            raise ModelError("DP-SGD for torch models supports neither SCAFFOLD nor FedProx")
-        X = np.asarray(data.X, dtype=np.float32)
-        event = dp.event(len(X), spec)
-        q, steps = event.sampling_probability, event.count
-        with _seeded(_seed(rng)) as torch:
-            module = self._load(params, X.shape[1:])
-            module.train()
-            optimizer = _optimizer(torch, list(module.parameters()), spec, weight_decay=spec.l2)
-            targets = torch.from_numpy(np.asarray(data.y, dtype=np.float32))
-            dataset = torch.utils.data.TensorDataset(torch.from_numpy(X), targets)
-            loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, round(q * len(X))))
-            with warnings.catch_warnings():
-                # secure_mode is off (its CSPRNG needs torchcsprng; the noise comes from torch's
-                # generator seeded from rng); hooks fire on outputs (inputs need no grad); one
-                # round's small epsilon sits at Opacus's largest order
-                for message in ("Secure RNG turned off", "Full backward hook", "Optimal order"):
-                    warnings.filterwarnings("ignore", message=message)
-                engine = PrivacyEngine(accountant="rdp")
-                private, optimizer, loader = engine.make_private(
-                    module=module,
-                    optimizer=optimizer,
-                    data_loader=loader,
-                    noise_multiplier=event.noise_multiplier,
-                    max_grad_norm=dp.max_grad_norm,
-                    poisson_sampling=True,
+    def make_optimizer(
+        self,
+        torch: ModuleType,
+        parameters: list[Any],
+        spec: LocalTrainSpec,
+        weight_decay: float = 0,
+    ) -> Any:
+        """The optimizer factory's optimizer, else SGD or Adam as ``spec`` says."""
+        if self.optimizer_factory is not None:
+            optimizer = self.optimizer_factory(parameters, spec)
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise ModelError(
+                    f"{self.name}: the optimizer factory returned {type(optimizer).__name__}, "
+                    "not a torch.optim.Optimizer"
                 )
-                taken = _opacus_steps(torch, private, optimizer, loader, steps)
-                epsilon = float(engine.accountant.get_epsilon(dp.delta))
-            new = self._export(private._module, list(params))
-            scores = self._forward(private._module, X)
-        metrics = {
-            "train_loss": self._data_loss(scores, data),
-            "epsilon": epsilon,
-            "dp_noise_multiplier": event.noise_multiplier,
-        }
-        return FitResult(params=new, num_samples=len(X), num_steps=taken, metrics=metrics)
+            return optimizer
+        if spec.optimizer == "adam":
+            return torch.optim.Adam(parameters, lr=spec.lr, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=spec.lr, momentum=spec.momentum, weight_decay=weight_decay
+        )
 
     # Evaluation --------------------------------------------------------------------------------
-    def _forward(self, module: torch_types.nn.Module, X: np.ndarray) -> np.ndarray:
-        """Raw outputs (logits or risk scores) as float64, in batches, without gradients."""
+    def forward(self, module: torch_types.nn.Module, X: np.ndarray) -> np.ndarray:
+        """Raw outputs (logits, values or risks) as float64, in batches, without gradients."""
         torch = import_torch()
+        device = next(module.parameters(), torch.empty(0)).device
         module.eval()
         outs = []
-        with torch.no_grad():
+        with torch.no_grad(), self.placement.autocast(torch, device):
             for start in range(0, len(X), self.predict_batch_size):
-                chunk = np.array(X[start : start + self.predict_batch_size], dtype=np.float32)
-                outs.append(module(torch.from_numpy(chunk)).reshape(-1).double().numpy())
+                chunk = torch.from_numpy(
+                    np.array(X[start : start + self.predict_batch_size], dtype=np.float32)
+                ).to(device)
+                out = module(chunk) if self.eval_step is None else self.eval_step(module, chunk)
+                out = self.head.shape_outputs(out, len(chunk), model=self.name)
+                outs.append(out.double().cpu().numpy())
         return np.concatenate(outs)
 
-    def _scores(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
+    def data_loss(self, raw: np.ndarray, data: Dataset) -> float:
+        """The loss of raw outputs on all of ``data``: numpy float64 for the default loss."""
+        if self.loss_fn is None:
+            try:
+                return numpy_data_loss(self.task, raw, data.y, data.time)
+            except ModelError as exc:
+                raise ModelError(f"{self.name}: {exc}") from None
+        torch = import_torch()
+        with torch.no_grad():
+            outputs = torch.from_numpy(raw.astype(np.float32))
+            target = target_tensor(torch, self.task, np.asarray(data.y), data.time)
+            return float(self.loss_fn(outputs, target))
+
+    def _raw(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
         X = check_features(X, model=self.name)
-        with _seeded(None):  # construction draws an init that load_state_dict overwrites
-            module = self._load(params, X.shape[1:])
-        return self._forward(module, X)
+        with seeded(None) as torch:  # construction draws an init that load_state_dict overwrites
+            module = self.load(params, X.shape[1:]).to(self.placement.resolve(torch))
+        return self.forward(module, X)
 
     def predict(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
-        return np.asarray(expit(self._scores(params, X)), dtype=np.float64)
+        return self.head.activate(self._raw(params, X))
 
     def loss(self, params: ArrayRecord, data: Dataset) -> float:
         check_targets(data, self.task, model=self.name)
-        return self._data_loss(self._scores(params, data.X), data)
+        return self.data_loss(self._raw(params, data.X), data)
+
+
+class TorchMulticlassAdapter(TorchAdapter):
+    """``K`` classes: ``(n, K)`` logits, cross-entropy; ``predict`` gives softmax rows."""
+
+    task: ClassVar[TaskType] = "multiclass"
+
+
+class TorchMultilabelAdapter(TorchAdapter):
+    """``L`` 0/1 labels: ``(n, L)`` logits, mean BCE; ``predict`` gives each sigmoid."""
+
+    task: ClassVar[TaskType] = "multilabel"
+
+
+class TorchRegressionAdapter(TorchAdapter):
+    """A regression: the module returns one value per example (MSE by default)."""
+
+    task: ClassVar[TaskType] = "regression"
 
 
 class TorchSurvivalAdapter(TorchAdapter):
@@ -311,87 +339,60 @@ class TorchSurvivalAdapter(TorchAdapter):
 
     task: ClassVar[TaskType] = "survival"
 
-    def _batch_loss(self, out: Any, y: np.ndarray, time: np.ndarray | None) -> Any:
-        """Breslow negative partial log-likelihood per event of one batch (0 without events)."""
-        torch = import_torch()
-        assert time is not None  # checked in fit
-        events = float(np.sum(y))
-        if events == 0:
-            return out.sum() * 0.0
-        order = np.argsort(-np.asarray(time, dtype=np.float64), kind="stable")
-        _, last = risk_set_bounds(np.asarray(time)[order])
-        eta = out[torch.from_numpy(order)]
-        log_risk = torch.logcumsumexp(eta, dim=0)[torch.from_numpy(last)]
-        d = torch.from_numpy(np.asarray(y, dtype=np.float32)[order])
-        return -(d * (eta - log_risk)).sum() / events
 
-    def _data_loss(self, scores: np.ndarray, data: Dataset) -> float:
-        assert data.time is not None
-        return cox_loss_and_eta_grad(scores, data.y, data.time)[0]
-
-    def predict(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
-        return self._scores(params, X)
+_BY_TASK: dict[str, type[TorchAdapter]] = {
+    "binary": TorchAdapter,
+    "multiclass": TorchMulticlassAdapter,
+    "multilabel": TorchMultilabelAdapter,
+    "regression": TorchRegressionAdapter,
+    "survival": TorchSurvivalAdapter,
+}
 
 
 def make_torch_adapter(
-    factory: ModuleFactory, task: TaskType = "binary", **options: Any
+    factory: ModuleFactory,
+    task: TaskType = "binary",
+    *,
+    loss: LossFn | None = None,
+    optimizer: OptimizerFactory | None = None,
+    train_step: TrainStep | None = None,
+    eval_step: EvalStep | None = None,
+    name: str = "torch model",
+    predict_batch_size: int = 1024,
+    device: str | None = None,
+    amp: bool = False,
 ) -> TorchAdapter:
-    """The torch adapter for ``task`` (``"binary"`` or ``"survival"``) around ``factory``."""
-    if task == "binary":
-        return TorchAdapter(factory, **options)
-    if task == "survival":
-        return TorchSurvivalAdapter(factory, **options)
-    raise ModelError(f"unknown task {task!r} for a torch model; valid: ['binary', 'survival']")
+    """The torch adapter for ``task`` around ``factory``.
 
+    Parameters
+    ----------
+    factory:
+        ``input_shape -> nn.Module`` (see :class:`TorchAdapter`).
+    task:
+        One of :data:`fedcare.records.tasks.TASKS`.
+    loss, optimizer, train_step, eval_step, name, predict_batch_size, device, amp:
+        See :class:`TorchAdapter`.
 
-def _optimizer(
-    torch: ModuleType, parameters: list[Any], spec: LocalTrainSpec, *, weight_decay: float = 0.0
-) -> Any:
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=spec.lr, weight_decay=weight_decay)
-    return torch.optim.SGD(
-        parameters, lr=spec.lr, momentum=spec.momentum, weight_decay=weight_decay
+    Returns
+    -------
+    TorchAdapter
+        The adapter class of ``task``.
+
+    Raises
+    ------
+    ModelError
+        For an unknown task, a non-callable argument, or torch missing.
+    """
+    if task not in _BY_TASK:
+        raise ModelError(f"unknown task {task!r} for a torch model; valid: {list(TASKS)}")
+    return _BY_TASK[task](
+        factory,
+        name=name,
+        predict_batch_size=predict_batch_size,
+        loss=loss,
+        optimizer=optimizer,
+        train_step=train_step,
+        eval_step=eval_step,
+        device=device,
+        amp=amp,
     )
-
-
-def _gradient_terms(
-    torch: ModuleType, named: list[tuple[str, Any]], spec: LocalTrainSpec
-) -> Callable[[], None]:
-    """A callable adding L2, FedProx and SCAFFOLD terms to each parameter's ``.grad``."""
-    centre = {k: p.detach().clone() for k, p in named} if spec.prox_mu else {}
-    correction = (
-        {k: torch.tensor(np.asarray(spec.correction[k]), dtype=p.dtype) for k, p in named}
-        if spec.correction is not None
-        else {}
-    )
-    decayed = {k for k, _ in named if not is_bias(k)} if spec.l2 else set()
-
-    def add_terms() -> None:
-        with torch.no_grad():
-            for k, p in named:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                if k in decayed:
-                    p.grad.add_(p, alpha=spec.l2)
-                if centre:
-                    p.grad.add_(p - centre[k], alpha=spec.prox_mu)
-                if correction:
-                    p.grad.add_(correction[k])
-
-    return add_terms
-
-
-def _opacus_steps(torch: Any, module: Any, optimizer: Any, loader: Any, steps: int) -> int:
-    """Run ``steps`` private steps over Opacus's Poisson loader (epochs as needed)."""
-    taken = 0
-    while taken < steps:
-        for inputs, target in loader:
-            if taken == steps:
-                break
-            optimizer.zero_grad()
-            out = module(inputs).reshape(-1)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(out, target)
-            loss.backward()
-            optimizer.step()
-            taken += 1
-    return taken

@@ -1,6 +1,7 @@
 """Built-in PyTorch architectures (importing this module imports torch).
 
-Both nets end in one output: a logit for binary tasks, a risk score for survival. Neither
+Both nets end in ``outputs`` outputs (default 1): a logit for binary tasks, a risk score for
+survival, a value for regression; ``K`` logits for a multiclass or multilabel task. Neither
 uses BatchNorm, whose running statistics average poorly across sites.
 """
 
@@ -22,6 +23,7 @@ def cnn_small(
     *,
     channels: Sequence[int] = (16, 32),
     hidden: int = 64,
+    outputs: int = 1,
 ) -> nn.Module:
     """A small CNN for ``(c, h, w)`` images such as 1×28×28 chest X-rays.
 
@@ -37,6 +39,8 @@ def cnn_small(
         Output channels of each convolution block.
     hidden:
         Width of the fully connected hidden layer.
+    outputs:
+        Number of outputs (logits) per example.
     """
     if len(input_shape) != 3:
         raise ModelError(f"cnn_small needs (channels, height, width) inputs, got {input_shape}")
@@ -49,7 +53,7 @@ def cnn_small(
             )
         layers += [nn.Conv2d(c, out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
         c, h, w = out, h // 2, w // 2
-    layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, 1)]
+    layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, outputs)]
     return nn.Sequential(*layers)
 
 
@@ -58,6 +62,7 @@ def mlp(
     *,
     hidden: Sequence[int] = (32,),
     dropout: float = 0.0,
+    outputs: int = 1,
 ) -> nn.Module:
     """A multilayer perceptron for tabular inputs (other shapes are flattened).
 
@@ -69,6 +74,8 @@ def mlp(
         Widths of the hidden ReLU layers (empty: a linear model).
     dropout:
         Dropout probability after each hidden layer.
+    outputs:
+        Number of outputs (logits) per example.
     """
     width = math.prod(int(v) for v in input_shape)
     layers: list[nn.Module] = [nn.Flatten()]
@@ -77,7 +84,7 @@ def mlp(
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = out
-    layers.append(nn.Linear(width, 1))
+    layers.append(nn.Linear(width, outputs))
     return nn.Sequential(*layers)
 
 

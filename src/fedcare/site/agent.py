@@ -41,6 +41,7 @@ from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
 from fedcare.site.governance import SiteGovernance
 from fedcare.site.mods import chain
+from fedcare.site.packages import grpc_fetcher
 from fedcare.site.retry_log import FailureLog
 from fedcare.site.worker import TaskWorker
 from fedcare.transport.codec import Limits, assemble, chunk, decode_task, encode_reply
@@ -139,6 +140,10 @@ class SiteAgent:
         self._rng = random.Random()
         self._failures = FailureLog()
         self._connected = False  # the current session said Hello
+        self._stub: CoordinatorStub | None = None  # the current session's, for FetchPackage
+        packages = governance.packages if governance is not None else None
+        if packages is not None and packages.fetch is None:
+            packages.fetch = grpc_fetcher(lambda: self._stub)
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; reconnect on failures with backoff."""
@@ -175,7 +180,7 @@ class SiteAgent:
     def _session(self, stop: threading.Event, datasets: str, backoff: Backoff) -> None:
         creds = channel_credentials(self.kit.path)
         with grpc.secure_channel(self.address, creds, options=CHANNEL_OPTIONS) as channel:
-            stub = CoordinatorStub(channel)
+            stub = self._stub = CoordinatorStub(channel)
             approved = self._approved_version()
             hello = self._hello(stub, datasets)
             backoff.reset()

@@ -30,6 +30,7 @@ from fedcare.site.mods import (
     refuse_task,
     task_fields,
 )
+from fedcare.site.packages import SitePackages, package_mod
 from fedcare.site.plans import PlanIdentity, Refusal, identify_plan
 from fedcare.site.policy import SitePolicy
 from fedcare.site.policy_watch import PolicyFile, policy_file_mod
@@ -91,6 +92,9 @@ class SiteGovernance:
     policy_file: PolicyFile | None = None
     #: Anchors the audit head at the coordinator (:mod:`fedcare.site.anchoring`); None: never.
     anchors: Any = None
+    #: The site's study packages (:mod:`fedcare.site.packages`); None: a task whose model is
+    #: a package is refused (package-unavailable).
+    packages: SitePackages | None = None
     #: Task id -> the plan identity its approval was granted for, while the task runs.
     _accepted: dict[str, PlanIdentity] = field(default_factory=dict, repr=False)
 
@@ -116,6 +120,7 @@ class SiteGovernance:
         )
         return (
             policy_mod(policy, row_counts, self.audit),
+            package_mod(self.packages, policy, self.audit),
             approval_mod(
                 self.approvals, self.audit, approve_all=self.approve_all, accepted=self._accepted
             ),

@@ -4,9 +4,10 @@ Mods are plain callables ``mod(task, next_handler) -> Reply`` (:mod:`fedcare.sit
 agent runs them in its own process, before a task reaches the worker that holds the data, so a
 refusal never touches data::
 
-    audit_mod  ->  policy_mod  ->  approval_mod  ->  budget_mod  ->  cohort_floor_mod  ->  worker
-    task-received    refuse?         refuse? / decision  refuse? / spend                 executed
-    reply-sent <------------------------------------------------------------ reply
+    audit_mod -> policy_mod -> package_mod -> approval_mod -> budget_mod -> cohort_floor_mod
+    received     refuse?      fetch, verify   refuse?/decision  refuse?/spend
+      -> worker (executed)
+    reply-sent <------------------------------------------------------------- reply
 
 Analytics tasks carry an analytics spec instead of a training plan; their approval is of the
 spec's hash (:func:`fedcare.site.plans.analytics_plan_hash`) under the spec's name, and the
@@ -18,7 +19,9 @@ A refusal is ``Reply.failure(task, kind, reason)`` with a kind such as
 steward), ``approvals-unreadable``, ``policy-invalid`` (the re-read policy file is invalid),
 ``plan-refused``, ``plan-code-mismatch``, ``plan-pipeline-mismatch`` (a ``fit`` task without
 the clip, noise, mask or encryption its approved plan requires), ``plan-config-mismatch`` (a
-config the plan does not fix) or ``privacy-budget-exceeded`` (:func:`budget_mod`, the site's
+config the plan does not fix), ``package-unavailable``, ``package-invalid``,
+``package-signer-untrusted``, ``package-dependencies`` (:mod:`fedcare.site.packages`) or
+``privacy-budget-exceeded`` (:func:`budget_mod`, the site's
 ledger) and a message a coordinator operator can act on; every decision goes to the site's
 audit log.
 :class:`fedcare.site.governance.SiteGovernance` assembles these mods and runs the accepted task

@@ -10,7 +10,14 @@ allowed_outputs: [model_updates, metrics, statistics]
 max_rounds: 100
 resources: {task_time_limit_s: 600, memory_limit_mb: 8192}
 sandbox: prefer                           # off (default) | prefer | require: the worker isolated
+packages: {trusted_signers: [alice]}      # researcher ids whose signed study packages may run
 ```
+
+``packages.trusted_signers`` names the researchers (ids of their federation certificates, as
+``fedcare provision add-researcher`` issued them) whose study packages this site runs. The
+default trusts nobody: a study whose model is a package is refused with
+``package-signer-untrusted`` (naming its signer) until the steward adds its signer; the
+steward still approves each plan, which binds the package's hash (:mod:`fedcare.site.packages`).
 
 ``sandbox`` starts the worker that runs task code under :mod:`fedcare.packages.sandbox`
 (bubblewrap: no network, read-only filesystem but the state dir, private /tmp). ``prefer``
@@ -60,6 +67,7 @@ from fedcare.records.config_file import read_yaml, validate_config
 __all__ = [
     "MODE_GUARANTEES",
     "OUTPUT_OF_KIND",
+    "PackagePolicy",
     "PrivacyMode",
     "ResourceLimits",
     "SitePolicy",
@@ -102,6 +110,24 @@ class ResourceLimits(BaseModel):
     memory_limit_mb: int | None = Field(default=None, ge=64)
 
 
+class PackagePolicy(BaseModel):
+    """Which study packages the site runs: those signed by these researchers (none by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trusted_signers: tuple[str, ...] = ()
+
+    @field_validator("trusted_signers")
+    @classmethod
+    def _researcher_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from fedcare.packages.signing import RESEARCHER_ID_PATTERN
+
+        for name in value:
+            if not RESEARCHER_ID_PATTERN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a researcher id (a-z, 0-9, '.', '_', '-')")
+        return value
+
+
 class SitePolicy(BaseModel):
     """A site's policy (the default allows what the steward approves, in any mode)."""
 
@@ -117,6 +143,7 @@ class SitePolicy(BaseModel):
     max_rounds: int | None = Field(default=None, ge=1)
     resources: ResourceLimits = Field(default_factory=lambda: ResourceLimits())
     sandbox: SandboxMode = "off"
+    packages: PackagePolicy = Field(default_factory=lambda: PackagePolicy())
 
     @field_validator("epsilon_cap")
     @classmethod

@@ -55,12 +55,10 @@ from fedcare.packages.sandbox import (
 from fedcare.packages.store import PackageStore
 from fedcare.records.messages import Reply, Task
 from fedcare.site.config import SiteDataConfig, refusal
+from fedcare.site.packages import PACKAGES_DIR
 from fedcare.transport.codec import decode_reply, decode_task, encode_reply, encode_task
 
-__all__ = ["PACKAGES_DIR", "TaskWorker", "build_apps", "package_builder"]
-
-#: The site's store of verified study packages, under its state dir (filled by the agent).
-PACKAGES_DIR = "packages"
+__all__ = ["TaskWorker", "build_apps", "package_builder"]
 
 
 def _route(apps: dict[str, Any], task: Task) -> Reply:

@@ -40,7 +40,7 @@ def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
     """
     kind = str(study.model.get("kind", ""))
     model = dict(study.model)
-    if is_package_model(model):  # the package's hash, not its path, is what the plan binds
+    if is_package_model(model) and not _resolved(model):  # the plan binds the package's hash
         model = resolve_package_model(model)
     privacy = getattr(study, "privacy", None)
     return TrainingPlan(
@@ -57,6 +57,15 @@ def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
         code=local_code(kind) if with_code else {},
         dependencies=local_dependencies(kind, package_requires(model)) if with_code else {},
     )
+
+
+def _resolved(model: Mapping[str, Any]) -> bool:
+    """A package spec already resolved (by hash, with what its manifest says), e.g. by the
+    coordinator at submission: its plan needs no package store here (the coordinator keeps
+    archives, not a store under the default root; sites verify the package themselves)."""
+    ref = model.get("package")
+    keys = {"name", "version", "task", "requires", "options"}
+    return isinstance(ref, str) and ref.startswith("sha256:") and keys <= set(model)
 
 
 def plan_summary(plan: TrainingPlan) -> str:

@@ -441,3 +441,9 @@ class CheckResponse(_message.Message):
         site_status: _Optional[str] = ...,
         coordinator_version: _Optional[str] = ...,
     ) -> None: ...
+
+class FetchPackageRequest(_message.Message):
+    __slots__ = ("package",)
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    package: str
+    def __init__(self, package: _Optional[str] = ...) -> None: ...

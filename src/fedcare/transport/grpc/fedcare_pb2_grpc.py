@@ -77,6 +77,12 @@ class CoordinatorStub:
             response_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckResponse.FromString,
             _registered_method=True,
         )
+        self.FetchPackage = channel.unary_stream(
+            "/fedcare.v1.Coordinator/FetchPackage",
+            request_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.FetchPackageRequest.SerializeToString,
+            response_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.Chunk.FromString,
+            _registered_method=True,
+        )
 
 
 class CoordinatorServicer:
@@ -131,6 +137,15 @@ class CoordinatorServicer:
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")
 
+    def FetchPackage(self, request, context):
+        """The chunks of one stored study package archive (.fcpkg), by hash; NOT_FOUND when the
+        coordinator stores no such package, INVALID_ARGUMENT for a malformed hash. The site
+        verifies what it receives (files, signature, signer, hash) before it keeps it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +178,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             servicer.Check,
             request_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckRequest.FromString,
             response_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckResponse.SerializeToString,
+        ),
+        "FetchPackage": grpc.unary_stream_rpc_method_handler(
+            servicer.FetchPackage,
+            request_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.FetchPackageRequest.FromString,
+            response_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.Chunk.SerializeToString,
         ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +367,36 @@ class Coordinator:
             "/fedcare.v1.Coordinator/Check",
             fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckRequest.SerializeToString,
             fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def FetchPackage(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            "/fedcare.v1.Coordinator/FetchPackage",
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.FetchPackageRequest.SerializeToString,
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.Chunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -290,9 +290,12 @@ def test_sandbox_off_still_runs_the_code_in_a_separate_limited_process(
 @needs_bwrap
 def test_the_start_overhead_is_measured(store: PackageStore) -> None:
     ref = store.add_folder(EXAMPLE)
-    result = measure_start_overhead(store, ref, mode="require", repeats=1, input_shape=(13,))
+    result = measure_start_overhead(
+        store, ref, mode="require", repeats=1, input_shape=(13,), baseline=True
+    )
     assert 0 < result["isolation_overhead_s"] < 5 and len(result["samples_s"]) == 1
     assert result["isolation"].startswith("bwrap") and 0 < result["call_s"] < 1
+    assert 0 < result["baseline_s"] < 5  # the same runner without bwrap
 
 
 def test_prefer_without_bwrap_runs_the_runner_under_limits_only(

@@ -120,20 +120,31 @@ def measure_start_overhead(
     limits: RunnerLimits | None = None,
     repeats: int = 5,
     input_shape: tuple[int, ...] | None = None,
+    baseline: bool = False,
 ) -> dict[str, Any]:
     """Seconds to start a sandboxed runner for a task after the first: the package already
     stored and verified, a runner started once before (warm file caches), then ``repeats``
     fresh runners each started and the package loaded (median and each). With
     ``input_shape``, also the round trip of one call (``init_params``) to a running runner:
     what a task costs on top when its package's runner is already up (the usual case: a
-    runner lives as long as the site's worker).
+    runner lives as long as the site's worker). With ``baseline``, also the same runner's
+    start without the sandbox (``sandbox: off``: a plain process under resource limits), so
+    that what the sandbox itself adds is seen apart from importing the package (torch alone
+    takes seconds).
 
     Returns
     -------
     dict
         ``{"isolation_overhead_s": median start, "samples_s": [...], "call_s": median call
-        (None without input_shape), "isolation": "bwrap+uid:65534"}``.
+        (None without input_shape), "baseline_s": median start without the sandbox (None
+        without baseline), "isolation": "bwrap+uid:65534"}``.
     """
+    base = None
+    if baseline and mode != "off":
+        again = measure_start_overhead(
+            store, ref, options=options, mode="off", limits=limits, repeats=repeats
+        )
+        base = again["isolation_overhead_s"]
     manifest = store.manifest(ref)
     folder = store.folder(ref)
     samples: list[float] = []
@@ -159,5 +170,6 @@ def measure_start_overhead(
         "isolation_overhead_s": statistics.median(samples),
         "samples_s": samples,
         "call_s": statistics.median(calls) if calls else None,
+        "baseline_s": base,
         "isolation": isolation,
     }

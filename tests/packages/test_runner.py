@@ -417,3 +417,30 @@ def test_a_runner_without_bwrap_dies_with_its_caller(store: PackageStore, evil_r
     while runner.exists() and (runner / "stat").read_text().split()[2] != "Z":
         assert time.monotonic() < deadline, "the runner outlived its caller"
         time.sleep(0.05)
+
+
+def test_the_wire_keeps_names_shapes_and_dtypes_and_refuses_what_is_not_numbers() -> None:
+    from fedcare.errors import ValidationError
+    from fedcare.models._package_wire import decode_message, encode_message
+
+    arrays = {
+        "scalar": np.array(7, dtype=np.int64),  # a BatchNorm's num_batches_tracked
+        "empty": np.zeros((0, 3), dtype=np.float32),
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "flags": np.array([True, False]),
+    }
+    header, back = decode_message(encode_message({"op": "x"}, arrays))
+    assert header == {"op": "x"} and list(back) == list(arrays)
+    for name, arr in arrays.items():
+        assert back[name].shape == arr.shape and back[name].dtype == arr.dtype
+        assert np.array_equal(back[name], arr)
+    with pytest.raises(ValidationError, match="only numbers travel"):
+        encode_message({}, {"o": np.array([object()])})
+    good = encode_message({}, {"w": np.zeros(2)})
+    with pytest.raises(ValidationError, match="bytes beyond its arrays"):
+        decode_message(good + b"x")
+    with pytest.raises(ValidationError, match="its bytes are missing"):
+        decode_message(good[:-1])
+    forged = good.replace(b'"<f8"', b'"|O8"')
+    with pytest.raises(ValidationError, match="is not a plain numeric dtype"):
+        decode_message(forged)

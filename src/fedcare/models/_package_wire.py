@@ -46,7 +46,9 @@ def encode_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] =
     """``header`` (JSON-able) and ``arrays`` as one message."""
     listed, chunks = [], []
     for name, value in arrays.items():
-        arr = np.ascontiguousarray(value)
+        arr = np.asarray(value)  # not ascontiguousarray: it makes a 0-d array 1-d
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")
         if arr.dtype.kind not in _KINDS:
             raise ValidationError(f"array {name!r} has dtype {arr.dtype}; only numbers travel")
         arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedcare.packages.sandbox import bwrap_available
 from fedcare.site.agent import SiteAgent
 from fedcare.site.approvals import ApprovalStore
 from fedcare.site.config import SiteDataConfig
 from fedcare.site.governance import SiteGovernance
 from fedcare.site.policy import SitePolicy
-from fedcare.site.sandbox import bwrap_available
 from fedcare.site.worker import TaskWorker
 from fedcare.transport.provisioning import create_federation
 from tests.site.test_worker import EDGES, HIST, _data, _hist, _NoAudit, _task

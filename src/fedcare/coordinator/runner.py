@@ -49,6 +49,7 @@ from fedcare.coordinator.waiting import (
 )
 from fedcare.data.schema_check import reference_schema, schema_of_description
 from fedcare.errors import FedcareError, RoundFailedError
+from fedcare.models.registry import PackageBuilder
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.study import StudyConfig
 from fedcare.secure.he.keys import HE_PUBLIC_FILE, coordinator_context
@@ -84,8 +85,12 @@ class StudyRunner:
         kit_dir: Path | None = None,
         retry_backoff: Backoff = RETRY_BACKOFF,
         withdrawal_backoff: Backoff = WITHDRAWAL_BACKOFF,
+        packages: PackageBuilder | None = None,
     ) -> None:
         self.store, self.hub, self.study_id, self.stop = store, hub, study_id, stop
+        #: builds a study package's adapter (sandboxed runners:
+        #: :func:`fedcare.coordinator.package_models.package_models`); None: in this process
+        self.packages = packages
         self.kit_dir = kit_dir  # the coordinator kit: its public HE context, if any
         self.audit = audit or CoordinatorAudit(None)
         self.liveness_s, self.round_retries = liveness_s, round_retries
@@ -217,7 +222,12 @@ class StudyRunner:
             return decode_checkpoint(strategy, checkpoint.state), checkpoint.round
         reference = self._reference_schema(grid, study.min_sites)
         start = start_study(
-            grid, study, strategy, self.study_id, tuple(int(v) for v in reference["input_shape"])
+            grid,
+            study,
+            strategy,
+            self.study_id,
+            tuple(int(v) for v in reference["input_shape"]),
+            packages=self.packages,
         )
         if study.init_model is not None:
             start = start_from_model(self.store, study.init_model, strategy, start)

@@ -35,6 +35,7 @@ from fedcare.coordinator.engine import default_db_url
 from fedcare.coordinator.files import private_dir, record_kit
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.lanes import ControlLane, LaneExecutor
+from fedcare.coordinator.package_models import package_models
 from fedcare.coordinator.packages import CoordinatorPackages
 from fedcare.coordinator.rows import CoordinatorInfo
 from fedcare.coordinator.runner import StudyRunner
@@ -103,6 +104,7 @@ class Coordinator:
         self.kit = load_kit(kit_dir)
         record_kit(home, kit_dir)
         self.store = CoordinatorStore(db_url or default_db_url(home), home / "artifacts")
+        self.package_models = package_models(home)  # study packages' init, sandboxed
         self.hub = Hub()
         self.audit = _open_audit(home, kit_dir, self.kit.identity)
         self.liveness_s, self.round_retries = liveness_s, round_retries
@@ -188,6 +190,7 @@ class Coordinator:
                 kit_dir=self.kit.path,
                 retry_backoff=self.retry_backoff,
                 withdrawal_backoff=self.withdrawal_backoff,
+                packages=self.package_models,
             )
             self._runners[study.id] = runner
             runner.start()
@@ -202,6 +205,7 @@ class Coordinator:
         self._pools.shutdown(wait=False)
         for runner in self._runners.values():
             runner.thread.join(timeout=grace + 5)
+        self.package_models.close()
         self.store.close()
         self.audit.close()
 

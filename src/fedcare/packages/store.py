@@ -138,6 +138,7 @@ class PackageStore:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{hex_[:12]}."))
+        tmp.chmod(0o755)  # readable by the sandboxed runner's user (nobody), like its files
         try:
             for name, data in files.items():
                 target = tmp / check_package_path(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from fedcare.data.base import SiteData
@@ -66,8 +67,13 @@ class SiteApp:
             handler = _wrap(mod, handler)
         try:
             return handler(task)
-        except FedcareError as err:
-            return Reply.failure(task, type(err).__name__, str(err))
+        except FedcareError as err:  # a study package's errors carry their own code
+            code = getattr(err, "code", None)
+            reply = Reply.failure(task, str(code or type(err).__name__), str(err))
+            isolation = getattr(err, "isolation", None)  # how the failing package ran
+            if isinstance(isolation, str):
+                reply = replace(reply, info={"package_isolation": isolation})
+            return reply
         except Exception as err:  # report, never crash the agent
             return Reply.failure(
                 task, "exception", traceback.format_exception_only(type(err), err)[-1].strip()

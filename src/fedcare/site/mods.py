@@ -123,6 +123,8 @@ def audit_mod(audit: AuditSink) -> Mod:
             num_rows=reply.info.get("num_rows"),
             plan_hash=reply.info.get("plan_hash"),
             approval_id=reply.info.get("approval_id"),
+            isolation=reply.info.get("isolation"),  # the worker's sandbox, when it has one
+            package_isolation=reply.info.get("package_isolation"),  # a study package's runner
         )
         return reply
 

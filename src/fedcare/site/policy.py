@@ -19,7 +19,7 @@ default trusts nobody: a study whose model is a package is refused with
 ``package-signer-untrusted`` (naming its signer) until the steward adds its signer; the
 steward still approves each plan, which binds the package's hash (:mod:`fedcare.site.packages`).
 
-``sandbox`` starts the worker that runs task code under :mod:`fedcare.site.sandbox`
+``sandbox`` starts the worker that runs task code under :mod:`fedcare.packages.sandbox`
 (bubblewrap: no network, read-only filesystem but the state dir, private /tmp). ``prefer``
 runs with what the machine allows (resource limits only without bwrap); ``require`` refuses
 every task with ``sandbox-unavailable`` there. Each reply's ``info["isolation"]`` says what
@@ -61,8 +61,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedcare.errors import ConfigError
+from fedcare.packages.sandbox import SandboxMode
 from fedcare.records.config_file import read_yaml, validate_config
-from fedcare.site.sandbox import SandboxMode
 
 __all__ = [
     "MODE_GUARANTEES",

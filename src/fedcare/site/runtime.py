@@ -37,6 +37,13 @@ from fedcare.site.preprocess import Preprocessor
 __all__ = ["SiteRuntime"]
 
 
+def _isolation_info(adapter: ModelAdapter) -> dict[str, str]:
+    """Reply info of a study package's task: how its code was isolated (``bwrap+uid:65534``,
+    ``rlimits-only``; :class:`fedcare.models.package_runner.SandboxedPackage`)."""
+    isolation = getattr(adapter, "isolation", None)
+    return {} if not isinstance(isolation, str) else {"package_isolation": isolation}
+
+
 def _dp_sgd_info(spec: LocalTrainSpec, num_rows: int) -> dict[str, str]:
     """Reply info of a DP-SGD round: its DP event as JSON (the study's accounting composes it)."""
     if spec.dp is None:
@@ -189,7 +196,11 @@ class SiteRuntime:
             arrays=site_clip(task.pipeline, arrays),
             num_samples=result.num_samples,
             metrics=metrics,
-            info={**self.provenance(task), **_dp_sgd_info(spec, len(train))},
+            info={
+                **self.provenance(task),
+                **_dp_sgd_info(spec, len(train)),
+                **_isolation_info(adapter),
+            },
         )
 
     def evaluate(self, task: Task) -> Reply:
@@ -217,7 +228,7 @@ class SiteRuntime:
             kind="evaluate",
             num_samples=len(data),
             metrics=metrics,
-            info=self.provenance(task),
+            info={**self.provenance(task), **_isolation_info(adapter)},
         )
 
     def stats(self, task: Task) -> Reply:

@@ -7,11 +7,21 @@ and runtimes. A task that runs past the site's time limit gets the worker killed
 starts a fresh worker (site state such as SCAFFOLD control variates is on disk).
 
 With the site policy's ``sandbox: prefer | require`` the worker is started isolated
-(:mod:`fedcare.site.sandbox`: bubblewrap with no network, the filesystem read-only but for the
+(:mod:`fedcare.packages.sandbox`: bubblewrap with no network, the filesystem read-only but for the
 site's state dir, a private ``/tmp``, the memory limit as ``RLIMIT_AS``) over an inherited
 socket pair, and every reply says in ``info["isolation"]`` what applied (``bwrap`` or
 ``rlimits-only``). ``require`` without a working bwrap refuses each task with
 ``sandbox-unavailable``. ``off`` (the default) starts it as a plain ``spawn`` process.
+
+A study package's code never runs in the worker either: its tasks' adapters are
+:class:`~fedcare.models.package_runner.SandboxedPackage` proxies (:func:`package_builder`) over
+a runner subprocess per package, started from the site's verified store ``STATE/packages``
+under the same sandbox mode (with ``off``: a separate process under resource limits), without
+the site's data files; the reply's ``info["package_isolation"]`` says what it got. A package
+not in the store is refused with ``package-unavailable``; a package that fails, runs past the
+time limit or returns what its template and manifest do not allow is refused with
+``package-error``, ``package-timeout``, ``package-crashed`` or ``package-output-refused``,
+and the next task gets a fresh runner.
 """
 
 from __future__ import annotations
@@ -24,24 +34,31 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from fedcare.analytics.disclosure import DEFAULT_MIN_CELL, AnalyticsPolicy
-from fedcare.records.messages import Reply, Task
-from fedcare.site.config import SiteDataConfig, refusal
-from fedcare.site.sandbox import (
+from fedcare.models.package_runner import RunnerLimits
+from fedcare.models.registry import PackageBuilder, build_model
+from fedcare.models.sandboxed_packages import SandboxedPackages
+from fedcare.packages.sandbox import (
     Isolation,
     SandboxMode,
     SandboxSpec,
     SandboxUnavailable,
     sandbox_command,
 )
+from fedcare.packages.store import PackageStore
+from fedcare.records.messages import Reply, Task
+from fedcare.site.config import SiteDataConfig, refusal
+from fedcare.site.packages import PACKAGES_DIR
 from fedcare.transport.codec import decode_reply, decode_task, encode_reply, encode_task
 
-__all__ = ["TaskWorker", "build_apps"]
+__all__ = ["TaskWorker", "build_apps", "package_builder"]
 
 
 def _route(apps: dict[str, Any], task: Task) -> Reply:
@@ -64,10 +81,13 @@ def build_apps(
     *,
     he_secret: Path | None = None,
     min_cell: int = DEFAULT_MIN_CELL,
+    packages: Callable[[], PackageBuilder] | None = None,
 ) -> dict[str, Any]:
     """One handler per dataset of ``config``: a :class:`SiteApp` whose analytics withhold
     counts below ``min_cell`` (the site policy's) and read a mapped dataset's harmonized
-    table, or a refusal for a dataset that failed its data check."""
+    table, or a refusal for a dataset that failed its data check. ``packages`` makes each
+    dataset's builder of study packages' adapters (:func:`package_builder`: sandboxed
+    runners; one builder per dataset, so no runner sees two datasets' rows)."""
     from fedcare.data.base import SiteData
     from fedcare.site.app import SiteApp
 
@@ -84,6 +104,8 @@ def build_apps(
         )
         app.runtime.analytics_policy = AnalyticsPolicy(min_cell=min_cell)
         app.runtime.analytics_frame = frame
+        if packages is not None:
+            app.runtime.model_builder = partial(build_model, packages=packages())
         apps[name] = app
     return apps
 
@@ -98,6 +120,27 @@ def _limit_memory(memory_limit_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def package_builder(
+    state_dir: Path,
+    *,
+    sandbox: SandboxMode,
+    time_limit: float | None,
+    memory_limit_mb: int | None,
+) -> SandboxedPackages:
+    """How the worker runs study packages: each in its own sandboxed runner (never in the
+    worker), from the site's verified store ``STATE/packages``, under the policy's sandbox
+    mode, memory limit and a call time limit a little below the task's (so that a package
+    that runs too long gets ``package-timeout``, and the worker lives on)."""
+    limits = RunnerLimits()
+    if time_limit is not None:
+        call = max(1.0, time_limit - min(5.0, 0.1 * time_limit))
+        limits = replace(limits, call_time_s=call, cpu_time_s=call * (os.cpu_count() or 1))
+    if memory_limit_mb is not None:
+        limits = replace(limits, memory_limit_mb=memory_limit_mb)
+    store = PackageStore(state_dir / PACKAGES_DIR)
+    return SandboxedPackages(store, limits=limits, mode=sandbox)
+
+
 def _worker_main(
     conn: Connection,
     site_id: str,
@@ -106,15 +149,25 @@ def _worker_main(
     memory_limit_mb: int | None = None,
     he_secret: str | None = None,
     min_cell: int = DEFAULT_MIN_CELL,
+    sandbox: SandboxMode = "off",
+    time_limit: float | None = None,
 ) -> None:
     _limit_memory(memory_limit_mb)
     config = SiteDataConfig.model_validate_json(config_json)
+    packages = partial(
+        package_builder,
+        Path(state_dir),
+        sandbox=sandbox,
+        time_limit=time_limit,
+        memory_limit_mb=memory_limit_mb,
+    )
     apps = build_apps(
         site_id,
         config,
         Path(state_dir),
         he_secret=Path(he_secret) if he_secret else None,
         min_cell=min_cell,
+        packages=packages,
     )
     while True:
         try:
@@ -209,6 +262,8 @@ class TaskWorker:
             self.memory_limit_mb,
             None if self.he_secret is None else str(self.he_secret),
             self.min_cell,
+            self.sandbox,
+            self.time_limit,
         )
         parent, child = self._ctx.Pipe()
         if self.sandbox != "off":
@@ -235,7 +290,7 @@ class TaskWorker:
         return parent
 
     def _start_sandboxed(self, child: Connection, args: tuple[Any, ...]) -> _SandboxedProcess:
-        """The worker under :mod:`fedcare.site.sandbox`, talking over ``child``'s socket (a
+        """The worker under :mod:`fedcare.packages.sandbox`, talking over ``child``'s socket (a
         pipe's end is inherited across bwrap); raises :class:`SandboxUnavailable`."""
         self.state_dir.mkdir(parents=True, exist_ok=True)  # bound writable: it must exist
         spec = SandboxSpec(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcare.site.sandbox import (
+from fedcare.packages.sandbox import (
     NOBODY,
     SandboxResult,
     SandboxSpec,
@@ -157,7 +157,7 @@ def test_a_runtime_under_tmp_is_bound_back_over_the_private_tmp(
 ) -> None:
     """The sandbox's private /tmp hid a checkout and venv made in a temporary folder (as CI
     makes them): bwrap then could not even start the venv's python."""
-    from fedcare.site import sandbox
+    from fedcare.packages import sandbox
 
     lib = tmp_path / "venv" / "lib"
     lib.mkdir(parents=True)

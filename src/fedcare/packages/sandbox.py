@@ -20,11 +20,20 @@ As root without ``uid`` only the pid namespace plus the wall timeout bound it: k
 kills the namespace's init (``--die-with-parent``) and with it every process in it, but until
 then the bomb can take the host's free pids. A cgroup ``pids.max`` would bind root too; it is
 not used (not every host lets a site create cgroups).
+
+``SandboxSpec.minimal_fs`` (the study-package runner, :mod:`fedcare.models.package_runner`)
+shows the code much less: instead of the host's whole filesystem read-only, only the system
+folders (``/usr``, ``/etc`` and the ``/bin``, ``/lib`` links), the Python runtime (interpreter,
+standard library, site-packages, every import path) and the paths named; the rest (the site's
+data, home folders, the state dir) does not exist in it. A root caller's ``uid`` is then taken
+*inside* the sandbox (``setpriv``, after bwrap has bound what root may read), so the runtime
+needs no permissions for that user beyond reading the bound folders.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import shutil
@@ -46,6 +55,9 @@ __all__ = [
     "SandboxUnavailable",
     "SandboxedCommand",
     "bwrap_available",
+    "exit_reason",
+    "limited_command",
+    "python_runtime_paths",
     "run_sandboxed",
     "sandbox_command",
 ]
@@ -77,6 +89,10 @@ class SandboxSpec:
     network: bool = False
     #: run as this uid (only possible as root); ``None``: as the caller
     uid: int | None = None
+    #: show only the system folders, the Python runtime and the paths named (see above)
+    minimal_fs: bool = False
+    #: device files bound into the sandbox's minimal ``/dev`` (e.g. a GPU's), where present
+    devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,10 @@ def _bwrap_args(spec: SandboxSpec) -> list[str]:
     args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
     if not spec.network:
         args.append("--unshare-net")
-    args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    if spec.minimal_fs:
+        return [*args, *_minimal_fs_args(spec)]
+    args += ["--ro-bind", "/", "/", "--dev", "/dev", *_device_args(spec)]
+    args += ["--proc", "/proc", "--tmpfs", "/tmp"]
     # another uid could not use (or even reach) a runtime in this user's temporary folder
     runtime = _runtime_under_tmp() if spec.uid in (None, os.getuid()) else ()
     for path in (*runtime, *spec.read_only_paths):
@@ -110,6 +129,76 @@ def _bwrap_args(spec: SandboxSpec) -> list[str]:
         args += ["--bind", str(spec.writable_dir), str(spec.writable_dir)]
         args += ["--chdir", str(spec.writable_dir)]
     return [*args, "--"]
+
+
+def _device_args(spec: SandboxSpec) -> list[str]:
+    args: list[str] = []
+    for device in spec.devices:
+        args += ["--dev-bind-try", device, device]
+    return args
+
+
+def _drops_uid_inside(spec: SandboxSpec) -> bool:
+    return spec.minimal_fs and spec.uid is not None and spec.uid != 0 and os.getuid() == 0
+
+
+def _minimal_fs_args(spec: SandboxSpec) -> list[str]:
+    """A root with only the system folders, the Python runtime and the spec's paths."""
+    args = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    args += ["--dev", "/dev", *_device_args(spec), "--proc", "/proc", "--tmpfs", "/tmp"]
+    shown = ["/usr", "/etc"]  # not /tmp: the private one hides the host's
+    binds: list[tuple[str, Path]] = []
+    for path in (*python_runtime_paths(), *spec.read_only_paths):
+        if not any(path == Path(s) or Path(s) in path.parents for s in shown):
+            shown.append(str(path))
+            binds.append(("--ro-bind", path))
+    if spec.writable_dir is not None:
+        binds.append(("--bind", spec.writable_dir))
+    made: set[Path] = set()
+    for _, path in binds:  # bwrap would make missing parents 0700: nobody could pass them
+        for parent in reversed(path.parents):
+            if parent != Path("/") and parent not in made:
+                made.add(parent)
+                args += ["--perms", "0755", "--dir", str(parent)]
+    for flag, path in binds:
+        args += [flag, str(path), str(path)]
+    if spec.writable_dir is not None:
+        args += ["--chdir", str(spec.writable_dir)]
+    if _drops_uid_inside(spec):  # bwrap (root) bound what root reads; the code runs as uid
+        uid = str(spec.uid)
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
+        return [
+            *args,
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ]
+    return [*args, "--"]
+
+
+def python_runtime_paths() -> tuple[Path, ...]:
+    """The folders this Python needs to start and import what it has installed (and fedcare):
+    its prefixes, the interpreter's folder (and its link's target's) and every import path,
+    without the current directory; the outermost of nested ones."""
+    entries = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
+    entries.append(os.path.dirname(os.path.realpath(sys.executable)))
+    entries.append(str(Path(__file__).resolve().parents[2]))  # the folder holding fedcare/
+    cwd = os.getcwd()
+    entries += [p for p in sys.path if p and os.path.abspath(p) != cwd]
+    found: list[Path] = []
+    for entry in entries:
+        path = Path(os.path.abspath(entry))
+        if path.is_dir() and path not in found:
+            found.append(path)
+    return tuple(p for p in found if not any(q in p.parents for q in found))
 
 
 def _runtime_under_tmp() -> tuple[Path, ...]:
@@ -156,18 +245,24 @@ def _limits(spec: SandboxSpec) -> list[tuple[int, int]]:
     return [(which, int(value)) for which, value in wanted if value is not None]
 
 
-def sandbox_command(
-    argv: Sequence[str], spec: SandboxSpec, *, mode: SandboxMode = "prefer"
-) -> SandboxedCommand:
-    """``argv`` isolated as ``mode`` and this machine allow; raises :class:`SandboxUnavailable`
-    under ``require`` without a working bwrap. Run it with ``preexec_fn`` (limits, uid)."""
-    if mode == "off":
-        return SandboxedCommand(list(argv), lambda: None, "none")
-    ok, why = bwrap_available()
-    if not ok and mode == "require":
-        raise SandboxUnavailable(f"sandbox-unavailable: the site policy requires one; {why}")
+def _libc_prctl() -> Callable[..., int] | None:
+    if sys.platform != "linux":
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _preexec(
+    spec: SandboxSpec, uid: int | None, *, die_with_parent: bool = False
+) -> Callable[[], None]:
     limits = _limits(spec)
-    uid = spec.uid
+    prctl = _PRCTL if die_with_parent else None
 
     def preexec() -> None:  # in the child, before exec: the limits pass to all it starts
         # no imports here: the parent may have threads (the agent's), whose locks a forked
@@ -179,10 +274,42 @@ def sandbox_command(
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+        if prctl is not None:  # after the uid change, which clears it
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
-    if ok:
-        return SandboxedCommand([*_bwrap_args(spec), *argv], preexec, "bwrap")
+    return preexec
+
+
+def sandbox_command(
+    argv: Sequence[str], spec: SandboxSpec, *, mode: SandboxMode = "prefer"
+) -> SandboxedCommand:
+    """``argv`` isolated as ``mode`` and this machine allow; raises :class:`SandboxUnavailable`
+    under ``require`` without a working bwrap. Run it with ``preexec_fn`` (limits, uid)."""
+    if mode == "off":
+        return SandboxedCommand(list(argv), lambda: None, "none")
+    ok, why = bwrap_available()
+    if not ok and mode == "require":
+        raise SandboxUnavailable(f"sandbox-unavailable: the site policy requires one; {why}")
+    if ok:  # with minimal_fs as root, setpriv takes the uid inside, after bwrap's mounts
+        uid = None if _drops_uid_inside(spec) else spec.uid
+        return SandboxedCommand([*_bwrap_args(spec), *argv], _preexec(spec, uid), "bwrap")
+    return limited_command(argv, spec)
+
+
+def limited_command(
+    argv: Sequence[str], spec: SandboxSpec, *, die_with_parent: bool = False
+) -> SandboxedCommand:
+    """``argv`` under the spec's resource limits (and ``uid``) only, without bwrap; with
+    ``die_with_parent``, killed when the thread that started it ends (as bwrap's
+    ``--die-with-parent``: start it from a thread that lives as long as it should)."""
+    preexec = _preexec(spec, spec.uid, die_with_parent=die_with_parent)
     return SandboxedCommand(list(argv), preexec, "rlimits-only")
+
+
+def exit_reason(code: int, stderr: str) -> str | None:
+    """Why sandboxed code stopped, read from its exit status and stderr (``None``: no limit
+    explains it); e.g. ``cpu-time-limit: the CPU time limit stopped it``."""
+    return _reason(code, stderr, False, 0.0)
 
 
 def _reason(code: int, stderr: str, timed_out: bool, wall: float) -> str | None:

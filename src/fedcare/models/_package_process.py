@@ -25,6 +25,7 @@ import numpy as np
 
 from fedcare.errors import ModelError
 from fedcare.models._package_wire import decode_message, encode_message
+from fedcare.models.torch_runtime import DEVICE_ENV
 from fedcare.packages.sandbox import (
     NOBODY,
     SandboxedCommand,
@@ -78,6 +79,27 @@ class RunnerLimits:
     #: device files the code may use (e.g. ``/dev/nvidia0``, ``/dev/nvidiactl``,
     #: ``/dev/nvidia-uvm`` for a GPU the site policy allows; CUDA needs no memory limit)
     devices: tuple[str, ...] = ()
+    #: the torch device a package's ready torch adapter uses (``FEDCARE_TORCH_DEVICE``) and
+    #: the GPUs it may see (``CUDA_VISIBLE_DEVICES``; empty: none)
+    torch_device: str = "cpu"
+    visible_gpus: str = ""
+
+    def for_devices(self, allowed: tuple[str, ...]) -> RunnerLimits:
+        """These limits for the site policy's ``devices`` (``cpu``, ``cuda``, ``cuda:N``): a
+        GPU allowed binds the NVIDIA device files, lifts the address-space limit (CUDA maps
+        far more than it uses) and makes ``cuda`` the torch device; CPU only hides every GPU."""
+        gpus = [d for d in allowed if d.startswith("cuda")]
+        if not gpus:
+            return replace(self, devices=(), torch_device="cpu", visible_gpus="")
+        indices = sorted({d.partition(":")[2] for d in gpus} - {""})
+        files = tuple(sorted(str(p) for p in Path("/dev").glob("nvidia*") if not p.is_dir()))
+        return replace(
+            self,
+            devices=files,
+            memory_limit_mb=None,
+            torch_device="cuda",
+            visible_gpus=",".join(indices) if "cuda" not in gpus else "all",
+        )
 
 
 def _others_can_run_python() -> bool:
@@ -140,6 +162,9 @@ class RunnerProcess:
             "PYTHONNOUSERSITE": "1",
         }
         env.update({k: os.environ[k] for k in _THREAD_VARS if k in os.environ})
+        env[DEVICE_ENV] = self.limits.torch_device
+        if self.limits.visible_gpus != "all":  # "all": as the site's own environment says
+            env["CUDA_VISIBLE_DEVICES"] = self.limits.visible_gpus
         return env
 
     def _command(self, fd: int, spec: SandboxSpec) -> SandboxedCommand:

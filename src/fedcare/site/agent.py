@@ -130,6 +130,7 @@ class SiteAgent:
             # the steward's analytics small-cell minimum (default 5 without a policy)
             min_cell=governance.policy.min_cell if governance is not None else DEFAULT_MIN_CELL,
             sandbox=governance.policy.sandbox if governance is not None else "off",
+            devices=governance.policy.devices if governance is not None else ("cpu",),
         )
         self._handle: Handler = self.worker.run
         self.limits = Limits()
@@ -268,8 +269,10 @@ class SiteAgent:
             time_limit = min(time_limit, limits.task_time_limit_s)
         wanted = (time_limit, limits.memory_limit_mb, policy.min_cell, policy.sandbox)
         worker = self.worker
-        if wanted != (worker.time_limit, worker.memory_limit_mb, worker.min_cell, worker.sandbox):
+        have = (worker.time_limit, worker.memory_limit_mb, worker.min_cell, worker.sandbox)
+        if wanted != have or policy.devices != worker.devices:
             worker.time_limit, worker.memory_limit_mb, worker.min_cell, worker.sandbox = wanted
+            worker.devices = policy.devices
             worker.stop()
 
     def _push(self, stub: CoordinatorStub, reply: Reply) -> None:

@@ -11,7 +11,12 @@ max_rounds: 100
 resources: {task_time_limit_s: 600, memory_limit_mb: 8192}
 sandbox: prefer                           # off (default) | prefer | require: the worker isolated
 packages: {trusted_signers: [alice]}      # researcher ids whose signed study packages may run
+devices: [cpu, cuda]                      # what package code may use (default: cpu only)
 ```
+
+``devices`` lets study packages' torch models train on the site's GPUs (``cuda``: all, or
+``cuda:0``...): their runner then sees the NVIDIA device files and runs without an
+address-space limit; with ``cpu`` alone (the default) it sees no GPU.
 
 ``packages.trusted_signers`` names the researchers (ids of their federation certificates, as
 ``fedcare provision add-researcher`` issued them) whose study packages this site runs. The
@@ -54,6 +59,7 @@ round that would take the dataset's epsilon, composed across studies, past the c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -144,6 +150,16 @@ class SitePolicy(BaseModel):
     resources: ResourceLimits = Field(default_factory=lambda: ResourceLimits())
     sandbox: SandboxMode = "off"
     packages: PackagePolicy = Field(default_factory=lambda: PackagePolicy())
+    #: What study packages may compute on: ``cpu`` and ``cuda`` (any GPU) or ``cuda:N``.
+    devices: tuple[str, ...] = ("cpu",)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [d for d in value if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", d)]
+        if bad or not value:
+            raise ValueError(f"devices must list cpu, cuda or cuda:N; got {list(value)}")
+        return value
 
     @field_validator("epsilon_cap")
     @classmethod

@@ -126,6 +126,7 @@ def package_builder(
     sandbox: SandboxMode,
     time_limit: float | None,
     memory_limit_mb: int | None,
+    devices: tuple[str, ...] = ("cpu",),
 ) -> SandboxedPackages:
     """How the worker runs study packages: each in its own sandboxed runner (never in the
     worker), from the site's verified store ``STATE/packages``, under the policy's sandbox
@@ -138,7 +139,7 @@ def package_builder(
     if memory_limit_mb is not None:
         limits = replace(limits, memory_limit_mb=memory_limit_mb)
     store = PackageStore(state_dir / PACKAGES_DIR)
-    return SandboxedPackages(store, limits=limits, mode=sandbox)
+    return SandboxedPackages(store, limits=limits.for_devices(devices), mode=sandbox)
 
 
 def _worker_main(
@@ -151,8 +152,9 @@ def _worker_main(
     min_cell: int = DEFAULT_MIN_CELL,
     sandbox: SandboxMode = "off",
     time_limit: float | None = None,
+    devices: tuple[str, ...] = ("cpu",),
 ) -> None:
-    _limit_memory(memory_limit_mb)
+    _limit_memory(None if any(d != "cpu" for d in devices) else memory_limit_mb)
     config = SiteDataConfig.model_validate_json(config_json)
     packages = partial(
         package_builder,
@@ -160,6 +162,7 @@ def _worker_main(
         sandbox=sandbox,
         time_limit=time_limit,
         memory_limit_mb=memory_limit_mb,
+        devices=tuple(devices),
     )
     apps = build_apps(
         site_id,
@@ -238,8 +241,10 @@ class TaskWorker:
         he_secret: Path | None = None,
         min_cell: int = DEFAULT_MIN_CELL,
         sandbox: SandboxMode = "off",
+        devices: tuple[str, ...] = ("cpu",),
     ) -> None:
         self.site_id = site_id
+        self.devices = devices  # the site policy's: what package code may compute on
         self.sandbox: SandboxMode = sandbox  # the site policy's: off | prefer | require
         self.isolation: Isolation = "none"  # what the running worker got
         self.he_secret = he_secret  # the kit's HE secret context (privacy mode 'encrypted')
@@ -264,6 +269,7 @@ class TaskWorker:
             self.min_cell,
             self.sandbox,
             self.time_limit,
+            list(self.devices),
         )
         parent, child = self._ctx.Pipe()
         if self.sandbox != "off":

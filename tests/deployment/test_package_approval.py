@@ -6,11 +6,9 @@ study file, which reviews the signed archive); the study submitted with ``fedcar
 submit`` completes, its tasks fetched by hash and run. Version 1.1.0 of the same package makes a
 new plan hash: the study waits ("awaiting approval", the site refuses ``plan-not-approved``
 naming that hash) until the steward approves it too, and then completes.
-
-Until the coordinator's and the worker's sandboxed package builders exist (issue 13 item 5),
-both load package code from the default package store; the test points it at the
-coordinator's (``HOME/packages`` is a package store beside the archives). The site still
-fetches and verifies every package into its own cache before the approval check.
+The coordinator computes the initial parameters in its sandboxed runner from its store; the
+site fetches and verifies every package into its own cache before the approval check and
+runs it in its own runner.
 """
 
 from __future__ import annotations
@@ -40,14 +38,11 @@ def _cli(*args: str | Path) -> str:
     return result.output
 
 
-def test_approved_version_runs_and_the_next_waits_for_its_approval(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_approved_version_runs_and_the_next_waits_for_its_approval(tmp_path: Path) -> None:
     require_mirror()
     kits = provision(tmp_path / "federation", ("site-a",), name="package-approval")
     add_researcher(kits.root, "alice")
     home, kit = tmp_path / "home", kits.sites["site-a"]
-    monkeypatch.setenv("FEDCARE_PACKAGE_CACHE", str(home / "packages"))
     files = {}
     for version, code in (("1.0.0", ""), ("1.1.0", "\n\nREVISION = 2\n")):
         built = build(tmp_path / "pk", kits.root, version=version, code=code)

@@ -195,7 +195,6 @@ class RunnerProcess:
                 self._popen = subprocess.Popen(
                     command.argv,
                     pass_fds=(child.fileno(),),
-                    preexec_fn=command.preexec_fn,
                     start_new_session=True,  # one process group to kill
                     env=self._env(scratch),
                     cwd=scratch,

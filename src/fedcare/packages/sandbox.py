@@ -1,9 +1,9 @@
 """Run untrusted code in a subprocess, isolated: how a site contains researcher code.
 
-:func:`sandbox_command` turns a command line into an isolated one plus a ``preexec_fn`` that
-sets resource limits in the child; :func:`run_sandboxed` runs it with a wall-clock timeout and
-names why it stopped. What applies is reported (``bwrap``, ``rlimits-only`` or ``none``) so a
-caller can audit it.
+:func:`sandbox_command` turns a command line into an isolated one that sets its own resource
+limits (``prlimit``, ``setpriv`` of util-linux in front of it); :func:`run_sandboxed` runs it
+with a wall-clock timeout and names why it stopped. What applies is reported (``bwrap``,
+``rlimits-only`` or ``none``) so a caller can audit it.
 
 * ``bwrap`` (Linux, bubblewrap present and a trial run works: namespaces may be disabled): no
   network (``--unshare-net``), own pid and IPC namespaces, the filesystem read-only
@@ -33,14 +33,13 @@ needs no permissions for that user beyond reading the bound folders.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -97,8 +96,11 @@ class SandboxSpec:
 
 @dataclass(frozen=True)
 class SandboxedCommand:
+    """A command line that applies its own limits (``prlimit``, ``setpriv``): start it with a
+    plain ``Popen``, no ``preexec_fn`` (which would run Python, and gRPC's fork handlers, in a
+    child forked from a threaded coordinator or agent: it aborted there)."""
+
     argv: list[str]
-    preexec_fn: Callable[[], None]
     isolation: Isolation
 
 
@@ -245,54 +247,50 @@ def _limits(spec: SandboxSpec) -> list[tuple[int, int]]:
     return [(which, int(value)) for which, value in wanted if value is not None]
 
 
-def _libc_prctl() -> Callable[..., int] | None:
-    if sys.platform != "linux":
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
+_RLIMIT_OPTIONS = {
+    resource.RLIMIT_AS: "--as",
+    resource.RLIMIT_CPU: "--cpu",
+    resource.RLIMIT_FSIZE: "--fsize",
+    resource.RLIMIT_NPROC: "--nproc",
+}
 
 
-_PRCTL = _libc_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _preexec(
-    spec: SandboxSpec, uid: int | None, *, die_with_parent: bool = False
-) -> Callable[[], None]:
+def _prefix(spec: SandboxSpec, uid: int | None, *, die_with_parent: bool = False) -> list[str]:
+    """``prlimit`` and ``setpriv`` (util-linux) in front of a command: the limits pass to all
+    it starts; as root, the uid (after the limits, so the process limit counts that user's);
+    with ``die_with_parent``, SIGKILL when the thread that started it ends."""
+    args: list[str] = []
     limits = _limits(spec)
-    prctl = _PRCTL if die_with_parent else None
-
-    def preexec() -> None:  # in the child, before exec: the limits pass to all it starts
-        # no imports here: the parent may have threads (the agent's), whose locks a forked
-        # child must not wait for
-        for which, value in limits:  # CPU: SIGXCPU at the soft limit, SIGKILL 1 s on
+    if limits:  # CPU: SIGXCPU at the soft limit, SIGKILL 1 s on
+        args += [shutil.which("prlimit") or "prlimit"]
+        for which, value in limits:
             hard = value + 1 if which == resource.RLIMIT_CPU else value
-            resource.setrlimit(which, (value, hard))
-        if uid is not None and os.getuid() == 0 and uid != 0:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        if prctl is not None:  # after the uid change, which clears it
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    return preexec
+            args.append(f"{_RLIMIT_OPTIONS[which]}={value}:{hard}")
+        args.append("--")
+    drop = uid is not None and os.getuid() == 0 and uid != 0
+    if drop or die_with_parent:
+        args.append(shutil.which("setpriv") or "setpriv")
+        if drop:
+            args += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        if die_with_parent:
+            args += ["--pdeathsig", "KILL"]
+        args.append("--")
+    return args
 
 
 def sandbox_command(
     argv: Sequence[str], spec: SandboxSpec, *, mode: SandboxMode = "prefer"
 ) -> SandboxedCommand:
     """``argv`` isolated as ``mode`` and this machine allow; raises :class:`SandboxUnavailable`
-    under ``require`` without a working bwrap. Run it with ``preexec_fn`` (limits, uid)."""
+    under ``require`` without a working bwrap. It applies its limits and uid itself."""
     if mode == "off":
-        return SandboxedCommand(list(argv), lambda: None, "none")
+        return SandboxedCommand(list(argv), "none")
     ok, why = bwrap_available()
     if not ok and mode == "require":
         raise SandboxUnavailable(f"sandbox-unavailable: the site policy requires one; {why}")
     if ok:  # with minimal_fs as root, setpriv takes the uid inside, after bwrap's mounts
         uid = None if _drops_uid_inside(spec) else spec.uid
-        return SandboxedCommand([*_bwrap_args(spec), *argv], _preexec(spec, uid), "bwrap")
+        return SandboxedCommand([*_prefix(spec, uid), *_bwrap_args(spec), *argv], "bwrap")
     return limited_command(argv, spec)
 
 
@@ -302,8 +300,8 @@ def limited_command(
     """``argv`` under the spec's resource limits (and ``uid``) only, without bwrap; with
     ``die_with_parent``, killed when the thread that started it ends (as bwrap's
     ``--die-with-parent``: start it from a thread that lives as long as it should)."""
-    preexec = _preexec(spec, spec.uid, die_with_parent=die_with_parent)
-    return SandboxedCommand(list(argv), preexec, "rlimits-only")
+    prefix = _prefix(spec, spec.uid, die_with_parent=die_with_parent)
+    return SandboxedCommand([*prefix, *argv], "rlimits-only")
 
 
 def exit_reason(code: int, stderr: str) -> str | None:
@@ -350,7 +348,6 @@ def run_sandboxed(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
-        preexec_fn=command.preexec_fn,
         start_new_session=True,  # one process group to kill (bwrap adds a pid namespace)
         env=env,
         cwd=spec.writable_dir,

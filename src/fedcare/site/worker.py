@@ -315,7 +315,6 @@ class TaskWorker:
         popen = subprocess.Popen(
             command.argv,
             pass_fds=(fd,),
-            preexec_fn=command.preexec_fn,
             start_new_session=True,
             env=env,
         )

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from fedcare.errors import ConfigError, PackageError
-from fedcare.models.base import ModelAdapter
+from fedcare.errors import ConfigError, PackageError, RoundFailedError
+from fedcare.models.packaged import CheckedPackage
 from fedcare.models.registry import build_model
 from fedcare.packages.archive import build_package
 from fedcare.packages.resolve import resolve_package_model
@@ -40,9 +40,8 @@ def test_the_example_study_trains_the_package_and_returns_the_model() -> None:
     study = StudyConfig.from_yaml(STUDY).with_overrides(rounds=5)
     result = run_simulation(study)
     model = result.model
-    assert (
-        isinstance(model.adapter, ModelAdapter) and type(model.adapter).__name__ == "NumpyLogistic"
-    )
+    assert isinstance(model.adapter, CheckedPackage)  # checked as a site checks it
+    assert type(model.adapter.inner).__name__ == "NumpyLogistic"
     assert model.params.shapes == {"w": (13,), "b": (1,)}
     assert result["final"]["weighted"]["accuracy"] > 0.75
     # the returned model is the one evaluated: its scores on fresh rows are probabilities
@@ -148,6 +147,26 @@ def test_options_reach_the_entry_point_and_a_wrong_task_is_refused(tmp_path: Pat
         manifest.replace("model:NumpyLogistic", "model:make")
     )
     adapter = build_model({"kind": "package", "package": str(folder), "options": {"scale": 2.5}})
-    assert vars(adapter)["scale"] == 2.5
+    assert isinstance(adapter, CheckedPackage) and vars(adapter.inner)["scale"] == 2.5
     with pytest.raises(PackageError, match="the adapter's task is 'regression', the manifest"):
         build_model({"kind": "package", "package": str(folder), "options": {"task": "regression"}})
+
+
+def test_a_simulation_refuses_what_a_site_would(tmp_path: Path) -> None:
+    """The in-process adapter's outputs pass the site's checks: a package returning an
+    undeclared metric or an extra array fails its simulation, not only its deployment."""
+    require_mirror()
+    folder = _copy(tmp_path)
+    code = (folder / "model.py").read_text()
+    (folder / "model.py").write_text(
+        code.replace('{"loss": self.loss(new, data)}', '{"loss": 0.0, "rows": float(n)}')
+    )
+    study = _study(str(folder), rounds=1)
+    refused = "package-output-refused: package numpy_logistic 1.0.0 fit: "
+    with pytest.raises(RoundFailedError, match=refused + "metric 'rows' is not declared"):
+        run_simulation(study)
+    (folder / "model.py").write_text(
+        code.replace('ArrayRecord({"w": w, "b": b})\n', 'ArrayRecord({"w": w, "b": b, "x": w})\n')
+    )
+    with pytest.raises(RoundFailedError, match=refused + r".*unexpected arrays \['x'\]"):
+        run_simulation(_study(str(folder), rounds=1))

@@ -27,11 +27,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedcare.errors import ModelError, PackageError
-from fedcare.models.base import ModelAdapter
+import numpy as np
+
+from fedcare.data.base import Dataset
+from fedcare.errors import ModelError, PackageError, ValidationError
+from fedcare.models import _package_checks as checks
+from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
+from fedcare.records.arrays import ArrayRecord
 from fedcare.records.package import PackageManifest
 
-__all__ = ["load_adapter", "load_entry", "module_prefix"]
+__all__ = ["CheckedPackage", "load_adapter", "load_entry", "module_prefix"]
 
 
 def module_prefix(folder: Path) -> str:
@@ -74,6 +79,60 @@ def load_entry(folder: str | Path, manifest: PackageManifest) -> Any:
             )
         obj = getattr(obj, part)
     return obj
+
+
+class CheckedPackage(ModelAdapter):
+    """A package's adapter in this process, its outputs checked as a site's runner checks them
+    (:mod:`fedcare.models._package_checks`): a simulation refuses what a deployment would,
+    and in the same words, before the study lead takes the package to the sites."""
+
+    def __init__(self, inner: ModelAdapter, manifest: PackageManifest) -> None:
+        self.inner = inner
+        self.__dict__["task"] = manifest.task
+        self.where = f"package {manifest.name} {manifest.version}"
+        self.metrics = frozenset({*manifest.outputs.metrics, *checks.ALWAYS_ALLOWED_METRICS})
+        self.template: checks.Template | None = None
+
+    def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:
+        params = self.inner.init_params(input_shape, rng)
+        if self.template is None:
+            self.template = checks.template_of(params, self.where)
+        else:
+            checks.check_params(params, self.template, f"{self.where} init_params")
+        return params
+
+    def fit(
+        self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
+    ) -> FitResult:
+        if spec.dp is not None:
+            raise ModelError(
+                f"{self.where}: DP-SGD (the study's 'dp' settings) is not available for study "
+                "packages: it would run inside the package's own code; use privacy mode "
+                "'private' (noise added by the site) instead"
+            )
+        if self.template is None:  # fixed by an init on the same inputs (its shapes only)
+            self.init_params(data.input_shape, np.random.default_rng(0))
+        assert self.template is not None
+        given = {name: tuple(arr.shape) for name, arr in params.items()}
+        if given != {name: shape for name, (shape, _) in self.template.items()}:
+            raise ValidationError(
+                f"{self.where} fit: the task's params {given} differ from the template its "
+                f"init_params fixed {self.template}"
+            )
+        out = self.inner.fit(params, data, spec, rng)
+        where = f"{self.where} fit"
+        dtypes = {k: v.dtype.str for k, v in params.items()}
+        checks.check_params(out.params, self.template, where, also=dtypes)
+        steps = checks.check_num_steps(out.num_steps, where)
+        metrics = checks.check_metrics(dict(out.metrics), self.metrics, where)
+        return FitResult(out.params, len(data), steps, metrics)  # rows: never the code's
+
+    def predict(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
+        scores = self.inner.predict(params, X)
+        return checks.check_scores(scores, len(X), self.task, f"{self.where} predict")
+
+    def loss(self, params: ArrayRecord, data: Dataset) -> float:
+        return checks.check_loss(self.inner.loss(params, data), f"{self.where} loss")
 
 
 def load_adapter(

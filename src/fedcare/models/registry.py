@@ -138,16 +138,16 @@ def _torch(spec: Mapping[str, Any]) -> ModelAdapter:
 
 
 def _package_in_process(spec: Mapping[str, Any]) -> ModelAdapter:
-    """A resolved package spec's adapter, loaded in this process from the default store."""
-    from fedcare.models.packaged import load_adapter
+    """A resolved package spec's adapter, loaded in this process from the default store, its
+    outputs checked as a site checks them."""
+    from fedcare.models.packaged import CheckedPackage, load_adapter
     from fedcare.packages.resolve import resolve_package_model
     from fedcare.packages.store import PackageStore
 
     store = PackageStore()
     resolved = resolve_package_model(spec, store)
-    return load_adapter(
-        store.folder(resolved["package"]), store.manifest(resolved["package"]), resolved["options"]
-    )
+    folder, manifest = store.folder(resolved["package"]), store.manifest(resolved["package"])
+    return CheckedPackage(load_adapter(folder, manifest, resolved["options"]), manifest)
 
 
 #: Model kind -> builder.

@@ -226,22 +226,21 @@ def study_submit(study: Path, home: Path = HOME, db: str | None = DB, queue: boo
     """Queue a study; the coordinator starts it when enough sites are connected.
 
     Refused at once (exit 2, one-line reason) when it could not run, in this order: HOME is not
-    a coordinator home (nothing is created); the study file is invalid; an unavailable privacy
-    mode, an unknown strategy or model kind, a bad option, a first round past
-    ``privacy.epsilon``, or an ``init_model`` that is not a registered model fitting the study's;
-    a ``model.package`` archive that does not verify against the federation CA (a verified one
-    is stored in HOME/packages and the study names it by hash), or a package folder;
-    fewer than ``min_sites`` active sites offer its dataset; the coordinator is not running
+    a coordinator home (nothing is created); the study file is invalid; a package folder, or an
+    archive failing the federation CA (one passing is stored by hash); an unavailable privacy
+    mode, an unknown strategy or model kind, a bad option, a first round past ``privacy.epsilon``,
+    or an ``init_model`` that is not a registered model fitting the study's; fewer than
+    ``min_sites`` active sites offer its dataset; the coordinator is not running
     (:mod:`fedcare.coordinator.submission`). With ``--queue`` the last two only warn.
     """
-    from fedcare.coordinator.packages import resolve_study_package
+    from fedcare.coordinator.packages import store_study_package
     from fedcare.coordinator.submission import check_ready, check_submission
     from fedcare.records.study import StudyConfig
 
     start = f"fedcare coordinator start --kit KIT --home {home}" + (f" --db {db}" if db else "")
     try:
         with _store(home, db) as store:
-            config = resolve_study_package(StudyConfig.from_yaml(study), study, home)
+            config = store_study_package(StudyConfig.from_yaml(study), study, home)
             check_submission(store, config)
             for warning in check_ready(store, config, str(home), start=start, queue=queue):
                 console.print("[yellow]warning:[/yellow] queued anyway (--queue): ", end="")

@@ -1,6 +1,6 @@
 """The coordinator's package store: signed study packages, by hash, for the sites to fetch.
 
-``fedcare study submit`` puts a study's package here (:func:`resolve_study_package`): a study
+``fedcare study submit`` puts a study's package here (:func:`store_study_package`): a study
 file whose ``model.package`` names a ``.fcpkg`` archive (a path relative to the study file)
 has it verified against the federation CA (files, signature, signer certified by the CA as a
 researcher), copied to ``HOME/packages/<hex>.fcpkg`` (``<hex>``: the package hash, the SHA-256
@@ -34,7 +34,7 @@ from fedcare.packages.store import PackageStore, hash_hex, hash_ref
 from fedcare.packages.verify import verify_package
 from fedcare.records.study import StudyConfig
 
-__all__ = ["PACKAGES_DIR", "CoordinatorPackages", "federation_ca", "resolve_study_package"]
+__all__ = ["PACKAGES_DIR", "CoordinatorPackages", "federation_ca", "store_study_package"]
 
 #: The folder of the coordinator's home holding the stored archives.
 PACKAGES_DIR = "packages"
@@ -129,7 +129,7 @@ def federation_ca(home: Path) -> x509.Certificate:
         raise ConfigError(f"the federation CA {kit / 'ca.pem'} cannot be read: {err}") from None
 
 
-def resolve_study_package(study: StudyConfig, study_file: Path, home: Path) -> StudyConfig:
+def store_study_package(study: StudyConfig, study_file: Path, home: Path) -> StudyConfig:
     """``study`` with its package stored at the coordinator and named by hash.
 
     The model spec is resolved by :func:`fedcare.packages.resolve.resolve_package_model`

@@ -88,9 +88,7 @@ class StudyRunner:
         packages: PackageBuilder | None = None,
     ) -> None:
         self.store, self.hub, self.study_id, self.stop = store, hub, study_id, stop
-        #: builds a study package's adapter (sandboxed runners:
-        #: :func:`fedcare.coordinator.package_models.package_models`); None: in this process
-        self.packages = packages
+        self.packages = packages  # study packages' sandboxed runners (package_models)
         self.kit_dir = kit_dir  # the coordinator kit: its public HE context, if any
         self.audit = audit or CoordinatorAudit(None)
         self.liveness_s, self.round_retries = liveness_s, round_retries
@@ -221,14 +219,8 @@ class StudyRunner:
                     grid.set_reference(schema)
             return decode_checkpoint(strategy, checkpoint.state), checkpoint.round
         reference = self._reference_schema(grid, study.min_sites)
-        start = start_study(
-            grid,
-            study,
-            strategy,
-            self.study_id,
-            tuple(int(v) for v in reference["input_shape"]),
-            packages=self.packages,
-        )
+        shape = tuple(int(v) for v in reference["input_shape"])
+        start = start_study(grid, study, strategy, self.study_id, shape, packages=self.packages)
         if study.init_model is not None:
             start = start_from_model(self.store, study.init_model, strategy, start)
         info = self.store.record_round(

@@ -18,7 +18,7 @@ refusal (one line, exit code 2):
      (:func:`~fedcare.privacy.guard.guard_next_round`, the guard every round passes);
    * the model kind is known to the model registry and its options are valid
      (:func:`~fedcare.models.registry.build_model`); a ``kind: package`` model was verified
-     and stored before (:func:`fedcare.coordinator.packages.resolve_study_package`: the
+     and stored before (:func:`fedcare.coordinator.packages.store_study_package`: the
      archive against the federation CA) and its code is not run here;
    * ``init_model`` names a version in the coordinator's model registry whose model kind is
      the study's, and, where the registered sites have described the study's dataset with one
@@ -83,7 +83,7 @@ def check_submission(store: CoordinatorStore, study: StudyConfig) -> None:
     else:
         study_strategy(study, num_sites)
     guard_next_round("at submission", study, [], 1)
-    if is_package_model(study.model):  # verified and stored by resolve_study_package; its code
+    if is_package_model(study.model):  # verified and stored by store_study_package; its code
         if study.init_model is not None:  # never runs at the coordinator
             _check_init_model(store, study, None)
         return

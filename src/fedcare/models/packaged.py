@@ -31,7 +31,16 @@ import numpy as np
 
 from fedcare.data.base import Dataset
 from fedcare.errors import ModelError, PackageError, ValidationError
-from fedcare.models import _package_checks as checks
+from fedcare.models._package_checks import (
+    ALWAYS_ALLOWED_METRICS,
+    Template,
+    check_loss,
+    check_metrics,
+    check_num_steps,
+    check_params,
+    check_scores,
+    template_of,
+)
 from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.package import PackageManifest
@@ -90,15 +99,15 @@ class CheckedPackage(ModelAdapter):
         self.inner = inner
         self.__dict__["task"] = manifest.task
         self.where = f"package {manifest.name} {manifest.version}"
-        self.metrics = frozenset({*manifest.outputs.metrics, *checks.ALWAYS_ALLOWED_METRICS})
-        self.template: checks.Template | None = None
+        self.metrics = frozenset({*manifest.outputs.metrics, *ALWAYS_ALLOWED_METRICS})
+        self.template: Template | None = None
 
     def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:
         params = self.inner.init_params(input_shape, rng)
         if self.template is None:
-            self.template = checks.template_of(params, self.where)
+            self.template = template_of(params, self.where)
         else:
-            checks.check_params(params, self.template, f"{self.where} init_params")
+            check_params(params, self.template, f"{self.where} init_params")
         return params
 
     def fit(
@@ -122,17 +131,17 @@ class CheckedPackage(ModelAdapter):
         out = self.inner.fit(params, data, spec, rng)
         where = f"{self.where} fit"
         dtypes = {k: v.dtype.str for k, v in params.items()}
-        checks.check_params(out.params, self.template, where, also=dtypes)
-        steps = checks.check_num_steps(out.num_steps, where)
-        metrics = checks.check_metrics(dict(out.metrics), self.metrics, where)
+        check_params(out.params, self.template, where, also=dtypes)
+        steps = check_num_steps(out.num_steps, where)
+        metrics = check_metrics(dict(out.metrics), self.metrics, where)
         return FitResult(out.params, len(data), steps, metrics)  # rows: never the code's
 
     def predict(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
         scores = self.inner.predict(params, X)
-        return checks.check_scores(scores, len(X), self.task, f"{self.where} predict")
+        return check_scores(scores, len(X), self.task, f"{self.where} predict")
 
     def loss(self, params: ArrayRecord, data: Dataset) -> float:
-        return checks.check_loss(self.inner.loss(params, data), f"{self.where} loss")
+        return check_loss(self.inner.loss(params, data), f"{self.where} loss")
 
 
 def load_adapter(

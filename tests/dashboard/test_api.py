@@ -162,3 +162,29 @@ def test_main_flow_on_postgresql(tmp_path: Path, pg_schemas) -> None:  # type: i
         assert status == 200 and body["status"] == "cancelled"
         assert api.call("POST", f"{V1}/studies/{host}/cancel", api.tokens["auditor"])[0] == 403
         assert api.call("GET", f"{V1}/studies", "fc_0.bad")[0] == 401
+
+
+def test_study_detail_shows_rounds_and_each_sites_part_in_the_last_round(api: Api) -> None:
+    sid = _study(api)
+    api.store.set_study_status(sid, "running")
+    record = {
+        "round": 1,
+        "fit": {
+            "sampled_sites": ["hungary", "va", "swiss"],
+            "site_info": {"hungary": {}, "va": {}},
+            "rejected_sites": ["va"],
+            "failed_sites": {"swiss": "timeout: no reply within 30 s"},
+            "num_contributions": 1,
+        },
+    }
+    api.store.record_round(sid, 1, params=b"p", state=b"s", record=record, duration_s=1.0)
+    status, detail = api.call("GET", f"{V1}/studies/{sid}", api.tokens["study-lead"])
+    assert status == 200
+    assert detail["status"] == "running" and detail["rounds_done"] == 1
+    (summary,) = detail["rounds"]
+    assert summary["aggregated_sites"] == ["hungary"]
+    assert detail["last_round_sites"] == {
+        "hungary": {"status": "aggregated", "reason": None},
+        "swiss": {"status": "failed", "reason": "timeout: no reply within 30 s"},
+        "va": {"status": "not used", "reason": "rejected by the aggregation"},
+    }

@@ -6,7 +6,6 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 from sqlalchemy import update
 
 from fedcare.coordinator.db import UserRow
@@ -150,7 +149,6 @@ def test_failed_authentications_are_rate_limited(tmp_path: Path) -> None:
         assert api.call("GET", f"{V1}/health")[0] == 200
 
 
-@pytest.mark.slow
 def test_main_flow_on_postgresql(tmp_path: Path, pg_schemas) -> None:  # type: ignore[no-untyped-def]
     with start_api(tmp_path, pg_schemas()) as api:
         mine, host = _study(api), _study(api, owner=None)

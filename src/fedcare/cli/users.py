@@ -10,6 +10,7 @@ kit's key, the kit recorded in ``HOME/kit-path`` or given with ``--kit``), namin
 from __future__ import annotations
 
 import getpass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,15 @@ def users_list(home: Path = HOME, db: str | None = DB) -> None:
             users = store.list_users()
     except FedcareError as err:
         raise fail(err) from None
+    now = datetime.now(timezone.utc)
     for u in users:
-        state = f"revoked {u.revoked_at:%Y-%m-%d %H:%M}" if u.revoked_at else "active"
+        state = (
+            f"revoked {u.revoked_at:%Y-%m-%d %H:%M}"
+            if u.revoked_at
+            else "expired"
+            if u.expires_at <= now
+            else "active"
+        )
         typer.echo(
             f"{u.name}  {u.role}  created {u.created_at:%Y-%m-%d}  "
             f"expires {u.expires_at:%Y-%m-%d}  {state}"

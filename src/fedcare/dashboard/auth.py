@@ -44,7 +44,10 @@ class FailureLimiter:
     def blocked(self, client: str) -> bool:
         """Whether ``client`` has used up its failures for now."""
         with self._lock:
-            return len(self._recent(client)) >= self.limit
+            times = self._recent(client)
+            if not times:  # forget clients without recent failures
+                del self._failures[client]
+            return len(times) >= self.limit
 
     def fail(self, client: str) -> None:
         """Count one failure of ``client``."""

@@ -41,6 +41,7 @@ class Api:
     ) -> tuple[int, Any]:
         """``(status, JSON body)`` of one HTTPS request (token as a Bearer header)."""
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        headers["X-Forwarded-For"] = client_ip
         req = urllib.request.Request(self.url + path, method=method, headers=headers)
         ctx = ssl.create_default_context(cafile=str(self.ca))
         try:

@@ -159,22 +159,13 @@ def coordinator_start(
     console.print(f"coordinator listening on port {coordinator.port}", highlight=False)
     api = None
     if api_port is not None:
-        from fedcare.dashboard.api import create_app
-        from fedcare.dashboard.serve import serve_api
+        from fedcare.cli.users import start_api
 
-        host = listen.rsplit(":", 1)[0]
         try:
-            api = serve_api(
-                create_app(coordinator.store, coordinator.audit, liveness_s=liveness),
-                host,
-                api_port,
-                kit / "cert.pem",
-                kit / "key.pem",
-            )
+            api = start_api(coordinator, kit, listen.rsplit(":", 1)[0], api_port, liveness)
         except FedcareError as err:
             coordinator.stop()
             raise fail(err) from None
-        console.print(f"HTTP API on https://{host}:{api.port}/api/v1", highlight=False)
     stop.wait()
     if api is not None:
         api.stop()

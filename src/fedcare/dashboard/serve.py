@@ -55,6 +55,9 @@ def serve_api(
         ssl_keyfile=str(keyfile),
         log_level="warning",
         lifespan="off",
+        # the client address is the peer's: an X-Forwarded-For header cannot dodge the
+        # per-address limit on failed authentications (uvicorn trusts it from 127.0.0.1)
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="fedcare-api", daemon=True)

@@ -55,9 +55,16 @@ def test_the_import_contracts_hold() -> None:
         (
             "models/__init__.py",
             "import fedcare.transport",
-            "Outer layers: cli/dashboard -> simulation -> coordinator | site -> transport"
+            "Outer layers: cli -> dashboard -> simulation -> coordinator | site -> transport"
             " -> core BROKEN",
             "fedcare.models -> fedcare.transport",
+        ),
+        (
+            "dashboard/__init__.py",
+            "import fedcare.cli",
+            "Outer layers: cli -> dashboard -> simulation -> coordinator | site -> transport"
+            " -> core BROKEN",
+            "fedcare.dashboard -> fedcare.cli",
         ),
         (
             "aggregation/__init__.py",

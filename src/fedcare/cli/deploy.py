@@ -131,6 +131,11 @@ def coordinator_start(
     retry_backoff: float = typer.Option(
         5.0, help="Seconds before the first retry of a failed round (doubling, at most 60)."
     ),
+    api_port: int | None = typer.Option(
+        None,
+        help="Also serve the HTTP API (https, the kit's certificate) on this port, on the "
+        "host of --listen; off unless given. Accounts: `fedcare users add`.",
+    ),
 ) -> None:
     """Serve sites and run studies until SIGINT/SIGTERM; studies resume after a restart."""
     from fedcare.coordinator.server import Coordinator
@@ -152,7 +157,18 @@ def coordinator_start(
     except FedcareError as err:
         raise fail(err) from None
     console.print(f"coordinator listening on port {coordinator.port}", highlight=False)
+    api = None
+    if api_port is not None:
+        from fedcare.cli.users import start_api
+
+        try:
+            api = start_api(coordinator, kit, listen.rsplit(":", 1)[0], api_port, liveness)
+        except FedcareError as err:
+            coordinator.stop()
+            raise fail(err) from None
     stop.wait()
+    if api is not None:
+        api.stop()
     coordinator.stop()
 
 

@@ -19,7 +19,14 @@ from rich.table import Table
 
 from fedcare.errors import FedcareError
 
-__all__ = ["build_governance", "open_site_audit", "register", "site_refusals", "steward_store"]
+__all__ = [
+    "build_governance",
+    "open_site_audit",
+    "register",
+    "schema_refusals",
+    "site_refusals",
+    "steward_store",
+]
 
 console = Console(stderr=True)
 AUDIT_FILE = "audit.jsonl"
@@ -325,35 +332,17 @@ def register(site_app: typer.Typer) -> None:
 
 
 def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
-    """The latest error reply of each site to a study, as lines for an operator."""
-    latest: dict[str, str] = {}
-    seen: set[tuple[int, int]] = set()
-    for task in store.list_tasks(study_id):
-        if task.status != "failed" or (task.round, task.attempt) in seen:
-            continue
-        seen.add((task.round, task.attempt))
-        for reply in store.replies_for_round(study_id, task.round, task.attempt):
-            if reply.error_kind is not None:
-                verb = "refused" if _is_refusal(reply.error_kind) else "failed"
-                latest[reply.site_id] = (
-                    f"site {reply.site_id} {verb} round {reply.round} ({reply.kind}): "
-                    f"{reply.error_kind}: {reply.error_message}"
-                )
-    return [latest[s] for s in sorted(latest)][:limit]
+    """:func:`fedcare.coordinator.status_view.site_refusals` (imported lazily)."""
+    from fedcare.coordinator.status_view import site_refusals as refusals
+
+    return refusals(store, study_id, limit=limit)
 
 
 def schema_refusals(store: Any, study_id: str) -> list[str]:
-    """The sites the coordinator refused for a study at round 0 (their feature schema differs
-    from the study's), as lines for an operator."""
-    rounds = [r for r in store.list_rounds(study_id) if r.round == 0]
-    refused = (rounds[0].record or {}).get("refused_sites", {}) if rounds else {}
-    return [f"site {site} refused for this study: {refused[site]}" for site in sorted(refused)]
+    """:func:`fedcare.coordinator.status_view.schema_refusals` (imported lazily)."""
+    from fedcare.coordinator.status_view import schema_refusals as refusals
 
-
-def _is_refusal(kind: str) -> bool:
-    return kind.startswith(
-        ("policy-", "plan-", "approval-", "approvals-", "privacy-budget", "package-")
-    )
+    return refusals(store, study_id)
 
 
 def default_until(days: int = 1) -> datetime:

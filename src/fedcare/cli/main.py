@@ -145,6 +145,7 @@ def _register_deployment() -> None:
     from fedcare.cli.data import data_app
     from fedcare.cli.demo import demo
     from fedcare.cli.packages import package_app
+    from fedcare.cli.users import users_app
 
     app.add_typer(deploy.provision_app, name="provision")
     app.add_typer(deploy.coordinator_app, name="coordinator")
@@ -157,6 +158,7 @@ def _register_deployment() -> None:
     app.command("analytics")(analytics)
     app.add_typer(models.models_app, name="models")
     app.add_typer(package_app, name="package")
+    app.add_typer(users_app, name="users")
 
 
 _register_deployment()

@@ -26,26 +26,10 @@ __all__ = ["certificate_state", "site_state", "sites"]
 
 
 def site_state(status: str, last_seen: datetime | None, now: datetime, liveness_s: float) -> str:
-    """What ``fedcare sites`` shows for a site: its registry status unless ``active``; an
-    active site is ``connected`` when seen within ``liveness_s``, else ``stale (last seen …)``
-    (or ``never connected``)."""
-    if status != "active":
-        return status
-    if last_seen is None:
-        return "never connected"
-    if last_seen.tzinfo is None:
-        last_seen = last_seen.replace(tzinfo=timezone.utc)
-    age = (now - last_seen).total_seconds()
-    if age <= liveness_s:
-        return "connected"
-    ago = (
-        f"{age:.0f} s"
-        if age < 120
-        else f"{age / 60:.0f} min"
-        if age < 7200
-        else f"{age / 3600:.0f} h"
-    )
-    return f"stale (last seen {ago} ago)"
+    """:func:`fedcare.coordinator.status_view.site_state` (imported lazily)."""
+    from fedcare.coordinator.status_view import site_state as state
+
+    return state(status, last_seen, now, liveness_s)
 
 
 def certificate_state(site_id: str, serial: str, revocations: list[Any]) -> str | None:

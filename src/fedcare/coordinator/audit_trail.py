@@ -12,6 +12,9 @@ coordinator kit's key. The study runner writes, in one place each:
 - ``model-registered`` (version, model hash, card hash, parent);
 - ``study-finished`` / ``study-failed`` / ``study-cancelled``.
 
+People's changes (:meth:`CoordinatorAudit.person_action`) name the person: ``user-added``,
+``user-revoked``, ``user-rotated`` (``fedcare users``), ``study-cancel-requested`` (the API).
+
 **Ordering.** The database write and the audit append are not one transaction. The runner
 always commits to the database first and appends second, so the log never records what the
 database does not hold. A crash in between leaves the log one step behind; :meth:`reconcile`
@@ -119,6 +122,12 @@ class CoordinatorAudit:
     def append(self, event: str, study_id: str, **data: Any) -> None:
         if self.log is not None:
             self.log.append(event, study_id=study_id, **data)
+
+    def person_action(self, event: str, person: str, **data: Any) -> None:
+        """A change a person made (``user-added``, ``study-cancelled`` through the API...),
+        naming them as ``person``; a study's id, if any, goes in ``data`` as ``study_id``."""
+        if self.log is not None:
+            self.log.append(event, person=person, **data)
 
     # Reading back (for reconciliation) ---------------------------------------------------------
     def entries_by_study(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:

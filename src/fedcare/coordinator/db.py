@@ -8,8 +8,9 @@ strings guarded by named CHECK constraints; every constraint and index has a det
 
 The migrations ``migrations/versions/0001_initial.py`` (sites to replies), ``0002_models.py``
 (the model registry), ``0003_privacy_ledger.py`` (the privacy ledger) and
-``0004_audit_anchors.py`` (sites' countersigned audit heads) and ``0005_coordinators.py`` (the
-running coordinator's liveness row) create exactly this schema;
+``0004_audit_anchors.py`` (sites' countersigned audit heads), ``0005_coordinators.py`` (the
+running coordinator's liveness row) and ``0006_users.py`` (API accounts, study owners) create
+exactly this schema;
 a test compares the migrated database with :data:`metadata`.
 """
 
@@ -45,6 +46,7 @@ __all__ = [
     "SITE_STATUSES",
     "STUDY_STATUSES",
     "TASK_STATUSES",
+    "USER_ROLES",
     "AuditAnchorRow",
     "Base",
     "CoordinatorRow",
@@ -56,6 +58,7 @@ __all__ = [
     "StudyRow",
     "TaskRow",
     "UTCDateTime",
+    "UserRow",
     "metadata",
 ]
 
@@ -74,6 +77,7 @@ TASK_STATUSES = ("pending", "delivered", "replied", "expired", "failed")
 REPLY_ERROR_KINDS_MAX = 64
 ANCHOR_STATUSES = ("anchored", "rollback")
 COORDINATOR_STATUSES = ("running", "stopped")
+USER_ROLES = ("operator", "study-lead", "auditor")
 
 ID_LEN = 128
 DIGEST_LEN = 64
@@ -149,6 +153,8 @@ class StudyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_completed_round: Mapped[int | None] = mapped_column(Integer)
+    #: The API user who submitted it; None for a study submitted on the coordinator's host.
+    owner: Mapped[str | None] = mapped_column(String(ID_LEN))
 
 
 class RoundRow(Base):
@@ -291,3 +297,22 @@ class CoordinatorRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UserRow(Base):
+    """A person's API account: role, scrypt hash of the token, expiry, revocation."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_one_of("role", USER_ROLES), name="role"),
+        UniqueConstraint("token_id"),
+    )
+
+    name: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_id: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(DIGEST_LEN * 2))
+    salt: Mapped[str] = mapped_column(String(DIGEST_LEN))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

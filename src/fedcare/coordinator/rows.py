@@ -15,6 +15,7 @@ __all__ = [
     "SiteInfo",
     "StudyInfo",
     "TaskInfo",
+    "UserInfo",
     "snapshot",
 ]
 
@@ -54,6 +55,7 @@ class StudyInfo:
     created_at: datetime
     updated_at: datetime
     last_completed_round: int | None
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,3 +145,14 @@ class Checkpoint(NamedTuple):
     round: int
     params: bytes
     state: bytes
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """An API account (never its token or hash)."""
+
+    name: str
+    role: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None

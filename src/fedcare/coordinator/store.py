@@ -22,7 +22,9 @@ schema. The methods live in one mixin per concern:
   by ``record_round``);
 - audit anchors (:mod:`.store_anchors`): ``last_anchor``, ``record_anchor``, ``audit_anchors``;
 - the coordinator's liveness (:mod:`.store_presence`): ``coordinator_started``,
-  ``coordinator_beat``, ``coordinator_stopped``, ``coordinator_presence``.
+  ``coordinator_beat``, ``coordinator_stopped``, ``coordinator_presence``;
+- API accounts (:mod:`.store_users`): ``add_user``, ``list_users``, ``get_user``,
+  ``revoke_user``, ``rotate_user``, ``authenticate``.
 
 Opened with ``create=False`` (:func:`fedcare.coordinator.home.open_home` does), a store only
 opens a database that already holds the coordinator's schema and never creates one.
@@ -38,6 +40,7 @@ from fedcare.coordinator.store_presence import PresenceMixin
 from fedcare.coordinator.store_rounds import RoundsMixin
 from fedcare.coordinator.store_sites import SitesMixin
 from fedcare.coordinator.store_studies import StudiesMixin
+from fedcare.coordinator.store_users import UsersMixin
 
 __all__ = ["CoordinatorStore"]
 
@@ -51,6 +54,7 @@ class CoordinatorStore(
     PrivacyLedgerMixin,
     AnchorsMixin,
     PresenceMixin,
+    UsersMixin,
 ):
     """The coordinator's database and artifact folder behind small typed methods.
 

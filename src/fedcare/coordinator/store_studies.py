@@ -31,7 +31,13 @@ class StudiesMixin(StoreBase):
     """Create, read, list and change the status of studies."""
 
     def create_study(
-        self, name: str, config: dict[str, Any], seed: int, *, study_id: str | None = None
+        self,
+        name: str,
+        config: dict[str, Any],
+        seed: int,
+        *,
+        study_id: str | None = None,
+        owner: str | None = None,
     ) -> str:
         """Add a ``pending`` study; return its id.
 
@@ -45,6 +51,8 @@ class StudiesMixin(StoreBase):
             The study seed, ``0 <= seed < 2**63``.
         study_id:
             The id to use; a random one (32 hex digits) by default.
+        owner:
+            The API user submitting it (None: submitted on the coordinator's host).
 
         Raises
         ------
@@ -69,6 +77,7 @@ class StudiesMixin(StoreBase):
             created_at=now,
             updated_at=now,
             last_completed_round=None,
+            owner=owner,
         )
         try:
             with self._tx(write=True) as s:

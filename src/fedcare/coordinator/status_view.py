@@ -1,0 +1,65 @@
+"""What a person is shown of a study's and a site's state: shared by ``fedcare study status``,
+``fedcare sites`` and the HTTP API (:mod:`fedcare.dashboard.api`), so both say the same."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["is_refusal", "schema_refusals", "site_refusals", "site_state"]
+
+
+def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
+    """The latest error reply of each site to a study, as lines for an operator."""
+    latest: dict[str, str] = {}
+    seen: set[tuple[int, int]] = set()
+    for task in store.list_tasks(study_id):
+        if task.status != "failed" or (task.round, task.attempt) in seen:
+            continue
+        seen.add((task.round, task.attempt))
+        for reply in store.replies_for_round(study_id, task.round, task.attempt):
+            if reply.error_kind is not None:
+                verb = "refused" if is_refusal(reply.error_kind) else "failed"
+                latest[reply.site_id] = (
+                    f"site {reply.site_id} {verb} round {reply.round} ({reply.kind}): "
+                    f"{reply.error_kind}: {reply.error_message}"
+                )
+    return [latest[s] for s in sorted(latest)][:limit]
+
+
+def schema_refusals(store: Any, study_id: str) -> list[str]:
+    """The sites the coordinator refused for a study at round 0 (their feature schema differs
+    from the study's), as lines for an operator."""
+    rounds = [r for r in store.list_rounds(study_id) if r.round == 0]
+    refused = (rounds[0].record or {}).get("refused_sites", {}) if rounds else {}
+    return [f"site {site} refused for this study: {refused[site]}" for site in sorted(refused)]
+
+
+def is_refusal(kind: str) -> bool:
+    """Whether a reply's error kind is a site's refusal (policy, plan, approval, budget...)."""
+    return kind.startswith(
+        ("policy-", "plan-", "approval-", "approvals-", "privacy-budget", "package-")
+    )
+
+
+def site_state(status: str, last_seen: datetime | None, now: datetime, liveness_s: float) -> str:
+    """What ``fedcare sites`` shows for a site: its registry status unless ``active``; an
+    active site is ``connected`` when seen within ``liveness_s``, else ``stale (last seen …)``
+    (or ``never connected``)."""
+    if status != "active":
+        return status
+    if last_seen is None:
+        return "never connected"
+    if last_seen.tzinfo is None:
+        last_seen = last_seen.replace(tzinfo=timezone.utc)
+    age = (now - last_seen).total_seconds()
+    if age <= liveness_s:
+        return "connected"
+    ago = (
+        f"{age:.0f} s"
+        if age < 120
+        else f"{age / 60:.0f} min"
+        if age < 7200
+        else f"{age / 3600:.0f} h"
+    )
+    return f"stale (last seen {ago} ago)"

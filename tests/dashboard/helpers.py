@@ -1,0 +1,79 @@
+"""A real API server for tests, and a small HTTPS client (urllib with the federation CA)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL
+
+from fedcare.coordinator.audit_trail import CoordinatorAudit
+from fedcare.coordinator.store import CoordinatorStore
+from fedcare.dashboard.api import create_app
+from fedcare.dashboard.serve import serve_api
+
+from ..deployment.helpers import provision
+
+ROLES = ("operator", "study-lead", "auditor")
+
+
+@dataclass
+class Api:
+    """A served API: its base URL, store, audit, home and one token per role."""
+
+    url: str
+    store: CoordinatorStore
+    audit: CoordinatorAudit
+    home: Path
+    ca: Path
+    app: Any
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def call(
+        self, method: str, path: str, token: str | None = None, *, client_ip: str = "127.0.0.1"
+    ) -> tuple[int, Any]:
+        """``(status, JSON body)`` of one HTTPS request (token as a Bearer header)."""
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        headers["X-Forwarded-For"] = client_ip
+        req = urllib.request.Request(self.url + path, method=method, headers=headers)
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+
+@contextmanager
+def start_api(tmp_path: Path, db_url: str | URL | None, **options: Any) -> Iterator[Api]:
+    """Provision a federation, open a coordinator home, make one user per role, serve."""
+    kits = provision(tmp_path / "fed", sites=("hungary", "va"))
+    home = tmp_path / "home"
+    home.mkdir()
+    store = CoordinatorStore(db_url or f"sqlite:///{home / 'coordinator.db'}", home / "artifacts")
+    audit = CoordinatorAudit.open(home, kits.coordinator, actor="coordinator:test")
+    app = create_app(store, audit, **options)
+    server = serve_api(
+        app,
+        "127.0.0.1",
+        0,
+        kits.coordinator / "cert.pem",
+        kits.coordinator / "key.pem",
+    )
+    api = Api(
+        f"https://127.0.0.1:{server.port}", store, audit, home, kits.coordinator / "ca.pem", app
+    )
+    api.tokens = {role: store.add_user(f"{role}-person", role) for role in ROLES}
+    try:
+        yield api
+    finally:
+        server.stop()
+        audit.close()
+        store.close()

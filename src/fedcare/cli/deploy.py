@@ -1,4 +1,4 @@
-"""``fedcare provision|coordinator|site|study|sites``: run a real federation."""
+"""``fedcare coordinator|site|study``: run a real federation (``provision``: cli/provision.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from rich.console import Console
 from fedcare.errors import FedcareError
 
 console = Console(stderr=True)
-provision_app = typer.Typer(help="Create and manage a federation's certificates and kits.")
 coordinator_app = typer.Typer(help="Run the coordinator.")
 site_app = typer.Typer(help="Run a site agent.")
 study_app = typer.Typer(help="Submit and follow studies (on the coordinator's host).")
@@ -33,89 +32,6 @@ def _stop_on_signals() -> threading.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return stop
-
-
-# --- provisioning ----------------------------------------------------------------------------
-@provision_app.command("new")
-def provision_new(
-    root: Path = typer.Argument(..., help="Folder for the CA and the startup kits."),
-    name: str = typer.Option(..., help="Federation name."),
-    site: list[str] = typer.Option([], help="A site id (repeat for each site)."),
-    host: list[str] = typer.Option(["localhost", "127.0.0.1"], help="Coordinator host names/IPs."),
-    port: int = typer.Option(50051, help="Coordinator port written into site kits."),
-    he: bool = typer.Option(
-        False, "--he", help="Also make the HE key pair for privacy mode 'encrypted' (tenseal)."
-    ),
-) -> None:
-    """Create a federation: CA, coordinator kit and one kit per site."""
-    from fedcare.transport.provisioning import create_federation
-
-    try:
-        fed = create_federation(
-            root,
-            name=name,
-            sites=site,
-            coordinator_hosts=tuple(host),
-            coordinator_port=port,
-            he=he,
-        )
-    except FedcareError as err:
-        raise fail(err) from None
-    console.print(f"federation {fed.name!r}: coordinator kit {fed.coordinator_kit}")
-    for site_id, kit in fed.site_kits.items():
-        console.print(f"  site {site_id}: {kit}")
-
-
-@provision_app.command("add-site")
-def provision_add(root: Path, site_id: str) -> None:
-    """Issue a kit for a new site (with the HE secret, if the federation has one)."""
-    from fedcare.transport.provisioning import add_site
-
-    try:
-        console.print(f"site {site_id}: {add_site(root, site_id)}")
-    except FedcareError as err:
-        raise fail(err) from None
-
-
-@provision_app.command("add-researcher")
-def provision_add_researcher(root: Path, name: str) -> None:
-    """Issue a researcher kit (a key and certificate to sign study packages with)."""
-    from fedcare.transport.researchers import add_researcher
-
-    try:
-        console.print(f"researcher {name}: {add_researcher(root, name)}", soft_wrap=True)
-    except FedcareError as err:
-        raise fail(err) from None
-
-
-@provision_app.command("rotate")
-def provision_rotate(root: Path, site_id: str) -> None:
-    """Give a site a new key and certificate; its old certificate is revoked."""
-    from fedcare.transport.provisioning import rotate_site
-
-    try:
-        console.print(f"site {site_id}: new kit {rotate_site(root, site_id)}")
-    except FedcareError as err:
-        raise fail(err) from None
-
-
-@provision_app.command("revoke")
-def provision_revoke(root: Path, site_id: str) -> None:
-    """Revoke a site's certificate; the coordinator refuses it from its next call."""
-    from fedcare.transport.provisioning import revoke_site
-
-    try:
-        entry = revoke_site(root, site_id)
-    except FedcareError as err:
-        raise fail(err) from None
-    from fedcare.cli.display import hex_serial
-
-    console.print(
-        f"revoked {site_id}: certificate serial {hex_serial(entry.serial)} "
-        f"(at {entry.revoked_at}, {entry.reason})",
-        highlight=False,
-        soft_wrap=True,
-    )
 
 
 # --- coordinator and site ------------------------------------------------------------------------
@@ -159,10 +75,8 @@ def coordinator_start(
     console.print(f"coordinator listening on port {coordinator.port}", highlight=False)
     api = None
     if api_port is not None:
-        from fedcare.cli.users import start_api
-
         try:
-            api = start_api(coordinator, kit, listen.rsplit(":", 1)[0], api_port, liveness)
+            api = _start_api(coordinator, kit, listen.rsplit(":", 1)[0], api_port, liveness)
         except FedcareError as err:
             coordinator.stop()
             raise fail(err) from None
@@ -220,6 +134,18 @@ def site_start(
 
 
 # --- studies -------------------------------------------------------------------------------
+def _start_api(coordinator: Any, kit: Path, host: str, port: int, liveness_s: float) -> Any:
+    """Serve the HTTP API of a started coordinator (its store and audit) over TLS with its
+    kit's certificate on ``host:port``; print where. Returns the server (``stop()`` it)."""
+    from fedcare.dashboard.api import create_app
+    from fedcare.dashboard.serve import serve_api
+
+    app = create_app(coordinator.store, coordinator.audit, liveness_s=liveness_s)
+    api = serve_api(app, host, port, kit / "cert.pem", kit / "key.pem")
+    console.print(f"HTTP API on https://{host}:{api.port}/api/v1", highlight=False)
+    return api
+
+
 def _store(home: Path, db: str | None) -> Any:
     """The store of an existing coordinator home; refused (never created) if HOME is not one."""
     from fedcare.coordinator.home import open_home

@@ -139,7 +139,7 @@ def version() -> None:
 
 
 def _register_deployment() -> None:
-    from fedcare.cli import deploy, models, sites
+    from fedcare.cli import deploy, models, provision, sites
     from fedcare.cli.analytics import analytics
     from fedcare.cli.audit import audit_app
     from fedcare.cli.data import data_app
@@ -147,7 +147,7 @@ def _register_deployment() -> None:
     from fedcare.cli.packages import package_app
     from fedcare.cli.users import users_app
 
-    app.add_typer(deploy.provision_app, name="provision")
+    app.add_typer(provision.provision_app, name="provision")
     app.add_typer(deploy.coordinator_app, name="coordinator")
     app.add_typer(deploy.site_app, name="site")
     app.add_typer(deploy.study_app, name="study")

@@ -1,5 +1,5 @@
-"""``fedcare users add|list|revoke|rotate``: the accounts of the coordinator's HTTP API, and
-starting that API for ``fedcare coordinator start --api-port`` (:func:`start_api`).
+"""``fedcare users add|list|revoke|rotate``: the accounts of the coordinator's HTTP API (which
+``fedcare coordinator start --api-port`` serves).
 
 Run on the coordinator's host by the operator, on its home (``--home``, ``--db``). A token is
 printed once (``add``, ``rotate``) and stored only as a salted scrypt hash. Every change is
@@ -20,7 +20,7 @@ import typer
 from fedcare.cli.deploy import DB, HOME, _store, console, fail
 from fedcare.errors import FedcareError
 
-__all__ = ["start_api", "users_app"]
+__all__ = ["users_app"]
 
 users_app = typer.Typer(help="Accounts of the coordinator's HTTP API (on the coordinator's host).")
 KIT = typer.Option(
@@ -135,15 +135,3 @@ def users_rotate(
         return token, "user-rotated", {"user": name, "expires_days": expires_days}
 
     typer.echo(_change(home, db, kit, operator, do))
-
-
-def start_api(coordinator: Any, kit: Path, host: str, port: int, liveness_s: float) -> Any:
-    """Serve the HTTP API of a started coordinator (its store and audit) over TLS with its
-    kit's certificate on ``host:port``; print where. Returns the server (``stop()`` it)."""
-    from fedcare.dashboard.api import create_app
-    from fedcare.dashboard.serve import serve_api
-
-    app = create_app(coordinator.store, coordinator.audit, liveness_s=liveness_s)
-    api = serve_api(app, host, port, kit / "cert.pem", kit / "key.pem")
-    console.print(f"HTTP API on https://{host}:{api.port}/api/v1", highlight=False)
-    return api

@@ -7,11 +7,15 @@ array and what was wrong with it, so a site's error reply says what to fix.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
+
+if TYPE_CHECKING:
+    from fedcare.models.base import LocalTrainSpec
 
 __all__ = [
     "check_correction",
@@ -19,6 +23,7 @@ __all__ = [
     "check_params",
     "check_targets",
     "is_bias",
+    "unsupported_terms",
 ]
 
 
@@ -148,3 +153,20 @@ def check_targets(data: Dataset, task: TaskType, *, model: str) -> None:
             raise ModelError(f"{model}: survival data needs `time`, got None")
         if not np.isfinite(np.asarray(data.time, dtype=np.float64)).all():
             raise ModelError(f"{model}: survival `time` contains NaN or inf values")
+
+
+def unsupported_terms(spec: LocalTrainSpec) -> list[str]:
+    """What ``spec`` asks that a plain-SGD estimator (scikit-learn's) cannot honour, in words
+    for an error message: FedProx, SCAFFOLD, DP-SGD, Adam, momentum."""
+    asked = []
+    if spec.prox_mu:
+        asked.append(f"a FedProx proximal term (prox_mu={spec.prox_mu})")
+    if spec.correction is not None:
+        asked.append("a SCAFFOLD correction")
+    if spec.dp is not None:
+        asked.append("DP-SGD")
+    if spec.optimizer != "sgd":
+        asked.append(f"optimizer {spec.optimizer!r}")
+    if spec.momentum:
+        asked.append(f"momentum={spec.momentum}")
+    return asked

@@ -26,7 +26,7 @@ from sklearn.linear_model import SGDClassifier
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
 from fedcare.models._linear import LinearAdapter
-from fedcare.models._validate import check_targets
+from fedcare.models._validate import check_targets, unsupported_terms
 from fedcare.models.base import FitResult, LocalTrainSpec
 from fedcare.models.logistic import bce_from_logits
 from fedcare.records.arrays import ArrayRecord
@@ -35,19 +35,6 @@ __all__ = ["SklearnLogistic"]
 
 _NAME = "scikit-learn SGDClassifier"
 _CLASSES = np.array([0, 1])
-
-
-def _unsupported(spec: LocalTrainSpec) -> list[str]:
-    asked = []
-    if spec.prox_mu:
-        asked.append(f"a FedProx proximal term (prox_mu={spec.prox_mu})")
-    if spec.correction is not None:
-        asked.append("a SCAFFOLD correction")
-    if spec.optimizer != "sgd":
-        asked.append(f"optimizer {spec.optimizer!r}")
-    if spec.momentum:
-        asked.append(f"momentum={spec.momentum}")
-    return asked
 
 
 def _epoch_orders(n: int, spec: LocalTrainSpec, rng: np.random.Generator) -> list[np.ndarray]:
@@ -80,7 +67,7 @@ class SklearnLogistic(LinearAdapter):
         spec: LocalTrainSpec,
         rng: np.random.Generator,
     ) -> FitResult:
-        asked = _unsupported(spec)
+        asked = unsupported_terms(spec)
         if asked:
             raise ModelError(
                 f"{_NAME} cannot train with {', '.join(asked)}; use the numpy 'logistic' "

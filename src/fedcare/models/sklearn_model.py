@@ -43,28 +43,18 @@ from scipy.special import expit, softmax
 from fedcare.data.base import Dataset, TaskType
 from fedcare.errors import ModelError
 from fedcare.models._outputs import check_predictions, prediction_loss
-from fedcare.models._validate import check_features, check_params, check_targets
+from fedcare.models._validate import (
+    check_features,
+    check_params,
+    check_targets,
+    unsupported_terms,
+)
 from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
 from fedcare.records.arrays import ArrayRecord
 
 __all__ = ["SklearnModel"]
 
 _TASKS = ("binary", "multiclass", "regression")
-
-
-def _unsupported(spec: LocalTrainSpec) -> list[str]:
-    asked = []
-    if spec.prox_mu:
-        asked.append(f"a FedProx proximal term (prox_mu={spec.prox_mu})")
-    if spec.correction is not None:
-        asked.append("a SCAFFOLD correction")
-    if spec.dp is not None:
-        asked.append("DP-SGD")
-    if spec.optimizer != "sgd":
-        asked.append(f"optimizer {spec.optimizer!r}")
-    if spec.momentum:
-        asked.append(f"momentum={spec.momentum}")
-    return asked
 
 
 def _batches(n: int, spec: LocalTrainSpec, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -229,7 +219,7 @@ class SklearnModel(ModelAdapter):
     ) -> FitResult:
         X = self._check(params, data.X)
         check_targets(data, self.task, model=self.name)
-        asked = _unsupported(spec)
+        asked = unsupported_terms(spec)
         if asked:
             raise ModelError(
                 f"{self.name}: a scikit-learn estimator cannot honour {', '.join(asked)}; "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fedcare.errors import ConfigError, PackageError, RoundFailedError
+from fedcare.errors import ConfigError, ModelError, PackageError, RoundFailedError
 from fedcare.models.packaged import CheckedPackage
 from fedcare.models.registry import build_model
 from fedcare.packages.archive import build_package
@@ -170,3 +170,16 @@ def test_a_simulation_refuses_what_a_site_would(tmp_path: Path) -> None:
     )
     with pytest.raises(RoundFailedError, match=refused + r".*unexpected arrays \['x'\]"):
         run_simulation(_study(str(folder), rounds=1))
+
+
+def test_a_simulation_refuses_dp_sgd_for_a_package_as_a_site_does() -> None:
+    from fedcare.data.base import Dataset
+    from fedcare.models.base import LocalTrainSpec
+    from fedcare.privacy.dp_sgd import DpSgdSpec
+
+    adapter = build_model({"kind": "package", "package": str(EXAMPLE)})
+    spec = LocalTrainSpec(dp=DpSgdSpec(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0))
+    data = Dataset(X=np.zeros((4, 3)), y=np.array([0, 1, 0, 1]))
+    params = adapter.init_params((3,), np.random.default_rng(0))
+    with pytest.raises(ModelError, match=r"DP-SGD .* is not available for study packages"):
+        adapter.fit(params, data, spec, np.random.default_rng(0))

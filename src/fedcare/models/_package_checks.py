@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fedcare.errors import ValidationError
+from fedcare.errors import ModelError, ValidationError
 
 __all__ = [
     "ALWAYS_ALLOWED_METRICS",
@@ -25,6 +25,8 @@ __all__ = [
     "check_num_steps",
     "check_params",
     "check_scores",
+    "check_task_params",
+    "refuse_dp_sgd",
     "template_of",
 ]
 
@@ -147,3 +149,24 @@ def check_loss(value: Any, where: str) -> float:
     if number is None:
         raise PackageOutputRefused(f"{where}: loss is {value!r:.40}, not a finite number")
     return number
+
+
+def refuse_dp_sgd(dp: object, where: str) -> None:
+    """ModelError when a package is asked to train with DP-SGD (``dp``: the spec's settings):
+    it would run inside the package's own code."""
+    if dp is not None:
+        raise ModelError(
+            f"{where}: DP-SGD (the study's 'dp' settings) is not available for study "
+            "packages: it would run inside the package's own code; use privacy mode "
+            "'private' (noise added by the site) instead"
+        )
+
+
+def check_task_params(params: Mapping[str, np.ndarray], template: Template, where: str) -> None:
+    """The params a fit task carries are shaped as the template the package's init fixed."""
+    given = {name: tuple(arr.shape) for name, arr in params.items()}
+    if given != {name: shape for name, (shape, _) in template.items()}:
+        raise ValidationError(  # the coordinator's params and the template must agree
+            f"{where} fit: the task's params {given} differ from the template its "
+            f"init_params fixed {template}"
+        )

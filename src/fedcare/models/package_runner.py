@@ -164,19 +164,9 @@ class SandboxedPackage(ModelAdapter):
     def _fit(
         self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
     ) -> FitResult:
-        if spec.dp is not None:
-            raise ModelError(
-                f"{self.where}: DP-SGD (the study's 'dp' settings) is not available for study "
-                "packages: it would run inside the package's own code; use privacy mode "
-                "'private' (noise added by the site) instead"
-            )
+        checks.refuse_dp_sgd(spec.dp, self.where)
         template = self._template(data)
-        given = {name: tuple(arr.shape) for name, arr in params.items()}
-        if given != {name: shape for name, (shape, _) in template.items()}:
-            raise ValidationError(  # the coordinator's params and the template must agree
-                f"{self.where} fit: the task's params {given} differ from the template its "
-                f"init_params fixed {template}"
-            )
+        checks.check_task_params(params, template, self.where)
         fields, spec_arrays = spec_to_wire(spec)
         arrays = {**params.prefixed("params"), **_data_arrays(data), **spec_arrays}
         out, result = self._with_rng({"op": "fit", "spec": fields}, arrays, rng)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fedcare.data.base import Dataset
-from fedcare.errors import ModelError, PackageError, ValidationError
+from fedcare.errors import ModelError, PackageError
 from fedcare.models._package_checks import (
     ALWAYS_ALLOWED_METRICS,
     Template,
@@ -39,6 +39,8 @@ from fedcare.models._package_checks import (
     check_num_steps,
     check_params,
     check_scores,
+    check_task_params,
+    refuse_dp_sgd,
     template_of,
 )
 from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
@@ -113,21 +115,11 @@ class CheckedPackage(ModelAdapter):
     def fit(
         self, params: ArrayRecord, data: Dataset, spec: LocalTrainSpec, rng: np.random.Generator
     ) -> FitResult:
-        if spec.dp is not None:
-            raise ModelError(
-                f"{self.where}: DP-SGD (the study's 'dp' settings) is not available for study "
-                "packages: it would run inside the package's own code; use privacy mode "
-                "'private' (noise added by the site) instead"
-            )
+        refuse_dp_sgd(spec.dp, self.where)
         if self.template is None:  # fixed by an init on the same inputs (its shapes only)
             self.init_params(data.input_shape, np.random.default_rng(0))
         assert self.template is not None
-        given = {name: tuple(arr.shape) for name, arr in params.items()}
-        if given != {name: shape for name, (shape, _) in self.template.items()}:
-            raise ValidationError(
-                f"{self.where} fit: the task's params {given} differ from the template its "
-                f"init_params fixed {self.template}"
-            )
+        check_task_params(params, self.template, self.where)
         out = self.inner.fit(params, data, spec, rng)
         where = f"{self.where} fit"
         dtypes = {k: v.dtype.str for k, v in params.items()}

@@ -322,8 +322,10 @@ class SiteAgent:
                 answer = stub.Heartbeat(
                     pb.HeartbeatRequest(state="busy" if busy else "idle", task_id=busy), timeout=10
                 )
-            except (grpc.RpcError, ValueError):  # ValueError: the channel was closed
-                return  # the session is gone; the main loop reconnects
+            except grpc.RpcError:  # one late or lost beat (a loaded host): beat again; while
+                continue  # a long task runs, only beats keep this site live at the coordinator
+            except ValueError:  # the channel was closed: the session is gone, the main loop
+                return  # reconnects with a new one
             if answer.cancel and busy and busy == self._busy:
                 self._on_event(f"coordinator cancelled {busy}")
                 self.worker.stop()

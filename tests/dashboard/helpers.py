@@ -51,6 +51,40 @@ class Api:
             return err.code, json.loads(err.read() or b"null")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def raw_call(
+    api: Api,
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    cookie: str | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, dict[str, str]]:
+    """``(status, body, headers)`` of one HTTPS request, redirects not followed; ``token``
+    as a Bearer header, ``cookie`` as the dashboard's session cookie."""
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    if cookie is not None:
+        sent["Cookie"] = f"fedcare_session={cookie}"
+    req = urllib.request.Request(api.url + path, data=body, method=method, headers=sent)
+    opener = urllib.request.build_opener(
+        _NoRedirect,
+        urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(api.ca))),
+    )
+    try:
+        with opener.open(req, timeout=10) as resp:
+            return resp.status, resp.read(), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), dict(err.headers)
+
+
 @contextmanager
 def start_api(tmp_path: Path, db_url: str | URL | None, **options: Any) -> Iterator[Api]:
     """Provision a federation, open a coordinator home, make one user per role, serve."""
@@ -59,7 +93,7 @@ def start_api(tmp_path: Path, db_url: str | URL | None, **options: Any) -> Itera
     home.mkdir()
     store = CoordinatorStore(db_url or f"sqlite:///{home / 'coordinator.db'}", home / "artifacts")
     audit = CoordinatorAudit.open(home, kits.coordinator, actor="coordinator:test")
-    app = create_app(store, audit, **options)
+    app = create_app(store, audit, home=home, **options)
     server = serve_api(
         app,
         "127.0.0.1",

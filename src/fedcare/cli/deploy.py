@@ -76,7 +76,7 @@ def coordinator_start(
     api = None
     if api_port is not None:
         try:
-            api = _start_api(coordinator, kit, listen.rsplit(":", 1)[0], api_port, liveness)
+            api = _start_api(coordinator, kit, home, listen.rsplit(":", 1)[0], api_port, liveness)
         except FedcareError as err:
             coordinator.stop()
             raise fail(err) from None
@@ -134,15 +134,20 @@ def site_start(
 
 
 # --- studies -------------------------------------------------------------------------------
-def _start_api(coordinator: Any, kit: Path, host: str, port: int, liveness_s: float) -> Any:
+def _start_api(
+    coordinator: Any, kit: Path, home: Path, host: str, port: int, liveness_s: float
+) -> Any:
     """Serve the HTTP API of a started coordinator (its store and audit) over TLS with its
     kit's certificate on ``host:port``; print where. Returns the server (``stop()`` it)."""
     from fedcare.dashboard.api import create_app
     from fedcare.dashboard.serve import serve_api
 
-    app = create_app(coordinator.store, coordinator.audit, liveness_s=liveness_s)
+    app = create_app(coordinator.store, coordinator.audit, home=home, liveness_s=liveness_s)
     api = serve_api(app, host, port, kit / "cert.pem", kit / "key.pem")
-    console.print(f"HTTP API on https://{host}:{api.port}/api/v1", highlight=False)
+    console.print(
+        f"HTTP API on https://{host}:{api.port}/api/v1, dashboard on https://{host}:{api.port}/",
+        highlight=False,
+    )
     return api
 
 

@@ -11,8 +11,6 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from fedcare.errors import ConfigError
-
 __all__ = ["coordinator_line", "hex_serial", "readable_reason", "resolve_study_id"]
 
 _DICT = re.compile(r"\{[^{}]*\}")
@@ -46,23 +44,12 @@ def readable_reason(reason: str | None, indent: str = "  ") -> str:
 
 
 def resolve_study_id(store: Any, given: str) -> str:
-    """The study id that ``given`` names: a whole id, or a unique prefix of one (a trailing
-    ``…`` copied from a cut table is ignored).
+    """The study id ``given`` names (a whole id or a unique prefix): see
+    :func:`fedcare.coordinator.status_view.resolve_study_id`, shared with the HTTP API
+    (imported here when called: ``fedcare --help`` does not load the coordinator)."""
+    from fedcare.coordinator.status_view import resolve_study_id as resolve
 
-    Raises
-    ------
-    ConfigError
-        If the prefix matches several studies (names them).
-    """
-    text = given.strip().rstrip("…").rstrip(".")
-    ids = [s.id for s in store.list_studies()]
-    if text in ids or not text:
-        return text or given
-    matches = [i for i in ids if i.startswith(text)]
-    if len(matches) > 1:
-        raise ConfigError(f"study id prefix {text!r} matches {len(matches)} studies: "
-                          f"{', '.join(sorted(matches))}; give more of the id")  # fmt: skip
-    return matches[0] if matches else given
+    return resolve(store, given)
 
 
 def _ago(seconds: float) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["is_refusal", "schema_refusals", "site_refusals", "site_state"]
+from fedcare.errors import ConfigError
+
+__all__ = ["is_refusal", "resolve_study_id", "schema_refusals", "site_refusals", "site_state"]
 
 
 def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
@@ -63,3 +65,23 @@ def site_state(status: str, last_seen: datetime | None, now: datetime, liveness_
         else f"{age / 3600:.0f} h"
     )
     return f"stale (last seen {ago} ago)"
+
+
+def resolve_study_id(store: Any, given: str) -> str:
+    """The study id that ``given`` names: a whole id, or a unique prefix of one (a trailing
+    ``…`` copied from a cut table is ignored).
+
+    Raises
+    ------
+    ConfigError
+        If the prefix matches several studies (names them).
+    """
+    text = given.strip().rstrip("…").rstrip(".")
+    ids = [s.id for s in store.list_studies()]
+    if text in ids or not text:
+        return text or given
+    matches = [i for i in ids if i.startswith(text)]
+    if len(matches) > 1:
+        raise ConfigError(f"study id prefix {text!r} matches {len(matches)} studies: "
+                          f"{', '.join(sorted(matches))}; give more of the id")  # fmt: skip
+    return matches[0] if matches else given

@@ -94,7 +94,7 @@ def serve_coordinator_api(
         audit = CoordinatorAudit.open(home, kit_dir, actor="coordinator-api")
         try:
             server = serve_api(
-                create_app(store, audit, **options),
+                create_app(store, audit, home=home, **options),
                 host,
                 port,
                 kit_dir / "cert.pem",

@@ -21,7 +21,11 @@ from typer.testing import CliRunner
 from fedcare.cli.main import app as cli_app
 from fedcare.dashboard.console_auth import TOKEN_FILE, ensure_token
 from fedcare.errors import ConfigError
-from fedcare.site.stewardship import verify_site_audit
+from fedcare.records.messages import Reply, Task
+from fedcare.site.mods import audit_mod, refuse_task
+from fedcare.site.plans import Refusal
+from fedcare.site.stewardship import open_site_audit, verify_site_audit
+from fedcare.transport.codec import encode_reply
 
 from .console_site import Console, make_site_home, serve_console
 
@@ -97,11 +101,11 @@ def test_approve_seals_stores_and_audits_the_decision(console: Console) -> None:
     assert site.pending_package[1] in listing and site.pending_plain[1] in listing
     page = client.get(f"/plans/{row.id}").text
     assert site.pending_package[1] in page and "awaiting your decision" in page
-    for covered in ("dataset:", "privacy mode:", "training:", "code:", "dependencies:"):
-        assert covered in page, covered
+    for covered in ("dataset", "privacy mode", "model", "training", "site half", "code"):
+        assert f'<th style="width: 12rem">{covered}</th>' in page, covered
     # the package review: signer, files and the diff against the approved 1.0.0
     assert "researcher alice" in page and "trusted" in page
-    assert "against numpy-logistic 1.0.0" in page or "against " in page
+    assert '<p id="package-changes">Against numpy_logistic 1.0.0 (sha256:' in page
     assert '<span class="add">+REVISION = 2</span>' in page, page
 
     answer = client.post(
@@ -181,3 +185,21 @@ def test_the_cli_refuses_a_network_address_without_tls(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2 and "--cert and --key" in result.output, result.output
     assert not (tmp_path / "home" / TOKEN_FILE).exists()
+
+
+def test_the_studies_page_shows_the_kind_and_size_of_each_reply(console: Console) -> None:
+    site = console.site
+    plan = {"study": "plain-study", "dataset": "heart-disease", "plan_hash": site.pending_plain[1]}
+    answered = Task("study-1", 1, "site-a", "evaluate", plan=plan)
+    refused = Task("study-1", 2, "site-a", "fit", plan=plan)
+    reply = Reply("study-1", 1, "site-a", "evaluate", num_samples=30, metrics={"auroc": 0.8})
+    with open_site_audit(site.home, site.kit) as audit:  # the agent's outermost mod
+        mod = audit_mod(audit)
+        mod(answered, lambda _: reply)
+        mod(refused, lambda t: refuse_task(audit, t, Refusal("plan-not-approved", "no")))
+    client, _ = console.signed_in()
+    page = client.get("/studies").text
+    assert "study-1" in page and "plain-study" in page
+    assert "test metrics" in page and f"{len(encode_reply(reply))} bytes" in page
+    assert "plan-not-approved" in page and "refusal or failure notice (no data)" in page
+    assert "1 answered with results, 1 refused" in page

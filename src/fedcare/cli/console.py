@@ -80,7 +80,9 @@ def site_console(
         )
     if created:
         console.print(
-            f"console token (shown once; kept in {home / TOKEN_FILE}, mode 0600):", highlight=False
+            f"console token (shown once; kept in {home / TOKEN_FILE}, mode 0600):",
+            highlight=False,
+            soft_wrap=True,
         )
         typer.echo(token)
     scheme = "https" if cert is not None else "http"

@@ -56,7 +56,7 @@ _HEADERS = {
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" makes Chromium send "Origin: null"
     "Cache-Control": "no-store",
 }
 
@@ -98,12 +98,17 @@ def _session(request: Request) -> Session:
     return found
 
 
-async def _checked(request: Request) -> tuple[Session, dict[str, str]]:
-    """The session and form of a POST whose CSRF token and origin are this session's."""
-    found = _session(request)
+def _same_origin(request: Request) -> None:
+    """403 when the browser says the form comes from another site (its ``Origin``)."""
     origin = request.headers.get("origin")
     if origin and urlsplit(origin).netloc != request.headers.get("host"):
         raise HTTPException(403, "the form was sent from another site")
+
+
+async def _checked(request: Request) -> tuple[Session, dict[str, str]]:
+    """The session and form of a POST whose CSRF token and origin are this session's."""
+    found = _session(request)
+    _same_origin(request)
     form = await _form(request)
     if not found.csrf_matches(form.get("csrf", "")):
         raise HTTPException(403, "the form's security token is missing or out of date")
@@ -173,6 +178,7 @@ def create_console_app(
         client = request.client.host if request.client else "unknown"
         if limiter.blocked(client):
             raise HTTPException(429, "too many failed sign-ins; wait a minute and try again")
+        _same_origin(request)  # no session yet, so no CSRF token: the origin at least
         form = await _form(request)
         name, given = form.get("name", "").strip(), form.get("token", "")
         target = _local(form.get("next", "/plans"))
@@ -234,8 +240,10 @@ def create_console_app(
         split = next((i for i, line in enumerate(review) if line.startswith("changes:")), None)
         return page(
             "plan", request, status, row=row, status_words=status_words(row, now),
-            rows=plan_rows(row.summary), review_head=review[:split], review_diff=review[split:]
-            if split is not None else [], review_problem=review_problem, check=check,
+            rows=plan_rows(row.summary), review_head=review[:split],
+            review_changes=review[split].removeprefix("changes:").strip() if split is not None
+            else "", review_diff=review[split + 1:] if split is not None else [],
+            review_problem=review_problem, check=check,
             default_until=default_until().date().isoformat(), days=DEFAULT_APPROVAL_DAYS,
             raw={"approval_id": row.approval_id, "study": row.study, "plan_hash": row.plan_hash,
                  "status": row.status, "until": row.until_text(), "note": row.note,

@@ -153,6 +153,7 @@ class StudyActivity:
 
     @property
     def sent_bytes(self) -> int:
+        """The size of every reply sent (results and refusal notices)."""
         return sum(t.get("size") or 0 for t in self.tasks if t.get("sent"))
 
     @property
@@ -188,6 +189,7 @@ def studies_from_audit(entries: Sequence[Mapping[str, Any]]) -> list[StudyActivi
         elif task_id in tasks and event == "decision":
             tasks[task_id]["outcome"] = str(data.get("outcome", ""))
             tasks[task_id]["reason"] = str(data.get("reason") or "")
+            tasks[task_id]["reason_kind"] = str(data.get("reason_kind") or "")
         elif task_id in tasks and event == "reply-sent":
             task = tasks[task_id]
             ok = bool(data.get("ok"))

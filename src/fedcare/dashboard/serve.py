@@ -51,13 +51,7 @@ def serve_api(
     ConfigError
         If the server does not start within ``start_timeout_s`` (port taken, bad key...).
     """
-    return _serve(
-        app,
-        host,
-        port,
-        {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)},
-        start_timeout_s,
-    )
+    return _serve(app, host, port, (certfile, keyfile), start_timeout_s)
 
 
 def serve_http(app: Any, host: str, port: int, *, start_timeout_s: float = 15.0) -> ApiServer:
@@ -71,7 +65,7 @@ def serve_http(app: Any, host: str, port: int, *, start_timeout_s: float = 15.0)
     """
     if not is_loopback(host):
         raise ConfigError(f"plain HTTP is served on a loopback address only, not on {host!r}")
-    return _serve(app, host, port, {}, start_timeout_s)
+    return _serve(app, host, port, None, start_timeout_s)
 
 
 def is_loopback(host: str) -> bool:
@@ -87,13 +81,14 @@ def is_loopback(host: str) -> bool:
 
 
 def _serve(
-    app: Any, host: str, port: int, tls: dict[str, str], start_timeout_s: float
+    app: Any, host: str, port: int, tls: tuple[Path, Path] | None, start_timeout_s: float
 ) -> ApiServer:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        **tls,
+        ssl_certfile=None if tls is None else str(tls[0]),
+        ssl_keyfile=None if tls is None else str(tls[1]),
         log_level="warning",
         lifespan="off",
         # the client address is the peer's: an X-Forwarded-For header cannot dodge the

@@ -9,7 +9,7 @@ summary of site refusals that ``fedcare study status`` prints.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +18,41 @@ from rich.console import Console
 from rich.table import Table
 
 from fedcare.errors import FedcareError
+from fedcare.site.stewardship import (
+    AUDIT_FILE,
+    DEFAULT_APPROVAL_DAYS,
+    KIT_RECORD,
+    default_until,
+    kit_public_keys,
+    login_name,
+    open_site_audit,
+    recorded_kit,
+    remember_kit,
+    site_identity,
+    steward_store,
+)
 
 __all__ = [
+    "AUDIT_FILE",
+    "KIT_RECORD",
     "build_governance",
+    "default_until",
+    "kit_public_keys",
     "open_site_audit",
     "register",
+    "remember_kit",
     "schema_refusals",
     "site_refusals",
     "steward_store",
 ]
 
 console = Console(stderr=True)
-AUDIT_FILE = "audit.jsonl"
 STATE = typer.Option(Path("site-state"), help="The site's state folder (as for `site start`).")
 KIT = typer.Option(
     None,
     help="This site's startup kit (its key signs the decision); default: the kit the agent "
     "last started with on --state (recorded in STATE/kit-path).",
 )
-#: Where ``site start`` records its kit, so the steward's commands find it from the state.
-KIT_RECORD = "kit-path"
-#: How long an approval given without ``--until`` holds.
-DEFAULT_APPROVAL_DAYS = 90
 STUDY = typer.Option(..., help="The study's name (as in its study file).")
 NOTE = typer.Option("", help="A note kept with the decision.")
 
@@ -49,76 +62,17 @@ def _fail(err: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def remember_kit(state: Path, kit: Path) -> None:
-    """Record the agent's kit in its state folder (owner-only), for the steward's commands."""
-    state.mkdir(parents=True, exist_ok=True)
-    (state / KIT_RECORD).write_text(f"{kit.resolve()}\n", encoding="utf-8")
-
-
 def site_kit(state: Path, kit: Path | None) -> Path:
     """``kit``, or the one the agent recorded in ``state``; exit 2 naming both if neither."""
-    if kit is not None:
-        return kit
-    record = state / KIT_RECORD
-    if record.is_file():
-        return Path(record.read_text(encoding="utf-8").strip())
-    raise _fail(
-        ValueError(
-            f"no --kit given and {record} does not exist (the agent writes it at `site start`); "
-            "pass --kit with this site's startup kit"
-        )
-    )
+    try:
+        return recorded_kit(state, kit)
+    except FedcareError as err:
+        raise _fail(err) from None
 
 
-def open_site_audit(state: Path, kit: Path, *, actor: str | None = None) -> Any:
-    """The site's signed audit log ``<state>/audit.jsonl`` (actor: the site id by default).
-
-    After ``fedcare provision rotate`` the kit keeps its earlier key under ``previous/``: the
-    first open writes the ``key-rotated`` handover with it (:class:`fedcare.audit.AuditLog`),
-    after which the earlier private key is deleted (its certificate stays, for verification).
-    """
-    from fedcare.audit import AuditLog
-    from fedcare.transport.kit_history import forget_previous_keys, kit_certs, previous_keys
-    from fedcare.transport.tls import load_kit
-
-    identity = load_kit(kit).identity
-    state.mkdir(parents=True, exist_ok=True)
-    earlier = previous_keys(kit)
-    log = AuditLog.open(
-        state / AUDIT_FILE,
-        key_path=kit / "key.pem",
-        actor=actor or identity,
-        trusted_certs=kit_certs(kit)[:-1],
-        previous_keys=earlier,
-    )
-    if earlier:
-        forget_previous_keys(kit)
-    return log
-
-
-def kit_public_keys(kit: Path) -> list[Any]:
-    """The public keys the site's kit has had, oldest first (earlier ones kept by rotation)."""
-    from fedcare.audit._format import load_cert_key
-    from fedcare.transport.kit_history import kit_certs
-
-    return [load_cert_key(p) for p in kit_certs(kit)]
-
-
-def steward_store(state: Path, kit: Path) -> Any:
-    """The site's approvals store whose decisions are sealed with the kit's key and audited
-    (what ``fedcare site approve|refuse|revoke`` and the agent use)."""
-    from fedcare.audit._format import load_private_key
-    from fedcare.site.approvals import ApprovalStore
-    from fedcare.site.steward_seal import Steward
-
-    actor = f"{_identity(kit)}:steward"
-    steward = Steward(
-        kit_public_keys(kit),
-        state / AUDIT_FILE,
-        key=load_private_key(kit / "key.pem"),
-        open_audit=lambda: open_site_audit(state, kit, actor=actor),
-    )
-    return ApprovalStore.in_state_dir(state, steward=steward)
+def _steward(state: Path, kit: Path | None) -> Any:
+    """The sealed approvals store for a decision made with the CLI (by the login name)."""
+    return steward_store(state, site_kit(state, kit), person=login_name(), via="cli")
 
 
 def build_governance(
@@ -159,15 +113,9 @@ def build_governance(
         approve_all=approve_all,
         ledger=SiteLedger.in_state_dir(state),
         policy_file=watched,
-        anchors=SiteAnchors(state, kit, audit, _identity(kit)),
+        anchors=SiteAnchors(state, kit, audit, site_identity(kit)),
         packages=SitePackages.for_kit(state, kit),
     )
-
-
-def _identity(kit: Path) -> str:
-    from fedcare.transport.tls import load_kit
-
-    return load_kit(kit).identity
 
 
 def site_approve(
@@ -202,12 +150,8 @@ def site_approve(
         study, plan, summary = plan_to_approve(study_file, study, plan, dataset, packages)
         if summary:
             console.print(summary, highlight=False)
-        when = (
-            parse_until(until)
-            if until is not None
-            else datetime.now(timezone.utc) + timedelta(days=DEFAULT_APPROVAL_DAYS)
-        )
-        row = steward_store(state, site_kit(state, kit)).approve(study, plan, when, note)
+        when = parse_until(until) if until is not None else default_until()
+        row = _steward(state, kit).approve(study, plan, when, note)
     except FedcareError as err:
         raise _fail(err) from None
     console.print(f"approved plan {plan} for {study!r} until {when:%Y-%m-%d %H:%M} UTC",
@@ -224,7 +168,7 @@ def site_refuse(
 ) -> None:
     """Refuse a training plan for a study at this site."""
     try:
-        steward_store(state, site_kit(state, kit)).refuse(study, plan, note)
+        _steward(state, kit).refuse(study, plan, note)
     except FedcareError as err:
         raise _fail(err) from None
     console.print(f"refused plan {plan} for {study!r}", highlight=False, soft_wrap=True)
@@ -239,7 +183,7 @@ def site_revoke(
 ) -> None:
     """Withdraw from a study: a running task stops, no further task runs."""
     try:
-        rows = steward_store(state, site_kit(state, kit)).revoke(study, plan, note)
+        rows = _steward(state, kit).revoke(study, plan, note)
     except FedcareError as err:
         raise _fail(err) from None
     console.print(f"revoked {len(rows)} approval(s) of {study!r}")
@@ -345,11 +289,6 @@ def schema_refusals(store: Any, study_id: str) -> list[str]:
     return refusals(store, study_id)
 
 
-def default_until(days: int = 1) -> datetime:
-    """An expiry ``days`` from now (used by the demo's automatic approval)."""
-    return datetime.now(timezone.utc) + timedelta(days=days)
-
-
 def approve_for_sites(
     root: Path, coordinator_kit: Path, sites: list[str], study: Any, note: str
 ) -> str:
@@ -361,7 +300,7 @@ def approve_for_sites(
     from fedcare.strategy.plan import plan_for_study
 
     plan = plan_for_study(study)
-    until = default_until()
+    until = default_until(1)
     for site in sites:
         state, kit = root / "state" / site, coordinator_kit.parent / "sites" / site
         steward_store(state, kit).approve(study.name, plan.hash, until, note)

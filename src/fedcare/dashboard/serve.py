@@ -1,4 +1,8 @@
-"""Serve the HTTP API with uvicorn in a background thread, over TLS."""
+"""Serve the HTTP API (or the site console) with uvicorn in a background thread.
+
+The coordinator's API always over TLS (:func:`serve_api`); the site console over plain HTTP
+only on a loopback address (:func:`serve_http`), else over TLS too.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import uvicorn
 
 from fedcare.errors import ConfigError
 
-__all__ = ["ApiServer", "serve_api", "serve_coordinator_api"]
+__all__ = ["ApiServer", "serve_api", "serve_coordinator_api", "serve_http"]
 
 
 class ApiServer:
@@ -47,12 +51,44 @@ def serve_api(
     ConfigError
         If the server does not start within ``start_timeout_s`` (port taken, bad key...).
     """
+    return _serve(app, host, port, (certfile, keyfile), start_timeout_s)
+
+
+def serve_http(app: Any, host: str, port: int, *, start_timeout_s: float = 15.0) -> ApiServer:
+    """Serve ``app`` on ``host:port`` (0: any free port) over plain HTTP: for a loopback
+    address only (the site console on the steward's own machine).
+
+    Raises
+    ------
+    ConfigError
+        If ``host`` is not a loopback address, or the server does not start.
+    """
+    if not is_loopback(host):
+        raise ConfigError(f"plain HTTP is served on a loopback address only, not on {host!r}")
+    return _serve(app, host, port, None, start_timeout_s)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(
+    app: Any, host: str, port: int, tls: tuple[Path, Path] | None, start_timeout_s: float
+) -> ApiServer:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        ssl_certfile=str(certfile),
-        ssl_keyfile=str(keyfile),
+        ssl_certfile=None if tls is None else str(tls[0]),
+        ssl_keyfile=None if tls is None else str(tls[1]),
         log_level="warning",
         lifespan="off",
         # the client address is the peer's: an X-Forwarded-For header cannot dodge the
@@ -66,7 +102,7 @@ def serve_api(
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
-            raise ConfigError(f"the HTTP API did not start on {host}:{port}")
+            raise ConfigError(f"the HTTP server did not start on {host}:{port}")
         time.sleep(0.02)
     bound = server.servers[0].sockets[0].getsockname()[1]
     return ApiServer(server, thread, int(bound))

@@ -149,6 +149,9 @@ class Steward:
         The kit's private key, to seal new decisions (None: this store only checks).
     open_audit:
         Opens the site's audit log for the steward (needed with ``key``).
+    person, via:
+        Who decides and through what (``cli``, ``console``): recorded as ``steward`` and
+        ``via`` in each decision's audit entry when given.
     """
 
     def __init__(
@@ -158,8 +161,11 @@ class Steward:
         *,
         key: ec.EllipticCurvePrivateKey | None = None,
         open_audit: Callable[[], AbstractContextManager[AuditSink]] | None = None,
+        person: str | None = None,
+        via: str | None = None,
     ) -> None:
         self.public_keys = tuple(public_keys)
+        self.person, self.via = person, via
         self.audit_path = Path(audit_path)
         self._key = key
         self._open_audit = open_audit
@@ -179,6 +185,7 @@ class Steward:
         """Append the sealed decision to the site's audit log."""
         if self._open_audit is None:
             raise RuntimeError("this steward cannot write the audit log")
+        who = {k: v for k, v in (("steward", self.person), ("via", self.via)) if v is not None}
         with self._open_audit() as log:
             log.append(
                 DECISION_EVENTS[row.status],
@@ -190,6 +197,7 @@ class Steward:
                 approval_id=row.approval_id,
                 decided_at=row.decided_text(),
                 sig=row.sig,
+                **who,
             )
 
     def problem(self, row: Sealable) -> str | None:

@@ -336,7 +336,6 @@ def study_cancel(study_id: str, home: Path = HOME, db: str | None = DB) -> None:
 
 
 def _register_governance() -> None:
-    from fedcare.cli.console import site_console
     from fedcare.cli.doctor import site_doctor
     from fedcare.cli.governance import register
     from fedcare.cli.review import site_plan
@@ -344,7 +343,6 @@ def _register_governance() -> None:
     site_app.command("plan")(site_plan)
     register(site_app)
     site_app.command("doctor")(site_doctor)
-    site_app.command("console")(site_console)
 
 
 _register_governance()

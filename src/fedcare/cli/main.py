@@ -142,6 +142,7 @@ def _register_deployment() -> None:
     from fedcare.cli import deploy, models, provision, sites
     from fedcare.cli.analytics import analytics
     from fedcare.cli.audit import audit_app
+    from fedcare.cli.console import site_console
     from fedcare.cli.data import data_app
     from fedcare.cli.demo import demo
     from fedcare.cli.packages import package_app
@@ -149,6 +150,7 @@ def _register_deployment() -> None:
 
     app.add_typer(provision.provision_app, name="provision")
     app.add_typer(deploy.coordinator_app, name="coordinator")
+    deploy.site_app.command("console")(site_console)  # here: cli.console uses cli.deploy
     app.add_typer(deploy.site_app, name="site")
     app.add_typer(deploy.study_app, name="study")
     app.add_typer(audit_app, name="audit")

@@ -32,17 +32,11 @@ def echo_json(data: Any, *, lines: bool = False) -> None:
 
 def remote_client(ctx: typer.Context, coordinator: str | None, ca: Path | None) -> Client | None:
     """The API client when the command runs remotely, None when it reads the home."""
-    from click.core import ParameterSource
-
     if not coordinator:
         return None
-    given = [
-        f"--{name}"
-        for name in ("home", "db")
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
-    ]
+    given = [f"--{name}" for name in ("home", "db") if _on_command_line(ctx, name)]
     if given:
-        if ctx.get_parameter_source("coordinator") != ParameterSource.COMMANDLINE:
+        if not _on_command_line(ctx, "coordinator"):
             return None  # --home on the command line beats FEDCARE_COORDINATOR
         raise _fail(
             f"give either --coordinator (ask the HTTP API) or {' and '.join(given)} (read the "
@@ -55,6 +49,13 @@ def remote_client(ctx: typer.Context, coordinator: str | None, ca: Path | None) 
         return Client(coordinator, ca=ca)
     except FedcareError as err:
         raise _fail(str(err)) from None
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was typed (not a default, not from the environment); by the
+    source's name: typer may bring its own copy of click, with its own enum."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -81,7 +82,8 @@ def remote_submit(client: Client, study: Path, queue: bool, as_json: bool) -> No
     from fedcare.errors import FedcareError
 
     try:
-        result = client.submit(study, queue=queue)
+        with client:
+            result = client.submit(study, queue=queue)
     except FedcareError as err:
         raise api_fail(err, client) from None
     if as_json:
@@ -97,7 +99,8 @@ def remote_status(client: Client, study_id: str | None, as_json: bool) -> None:
     from fedcare.errors import FedcareError
 
     try:
-        data: Any = client.study(study_id) if study_id else client.studies()
+        with client:
+            data: Any = client.study(study_id) if study_id else client.studies()
     except FedcareError as err:
         raise api_fail(err, client) from None
     if as_json:
@@ -114,7 +117,8 @@ def remote_report(client: Client, study_id: str, out: Path, as_json: bool) -> No
     from fedcare.errors import FedcareError
 
     try:
-        paths = client.report(study_id, out)
+        with client:
+            paths = client.report(study_id, out)
         results = json.loads(paths[0].read_text())
     except (FedcareError, ValueError) as err:
         raise api_fail(err, client) from None
@@ -127,7 +131,8 @@ def remote_cancel(client: Client, study_id: str, as_json: bool) -> None:
     from fedcare.errors import FedcareError
 
     try:
-        brief = client.cancel(study_id)
+        with client:
+            brief = client.cancel(study_id)
     except FedcareError as err:
         raise api_fail(err, client) from None
     if as_json:
@@ -142,7 +147,8 @@ def remote_sites(client: Client, as_json: bool) -> None:
     from fedcare.errors import FedcareError
 
     try:
-        sites = client.sites()
+        with client:
+            sites = client.sites()
     except FedcareError as err:
         raise api_fail(err, client) from None
     if as_json:
@@ -194,7 +200,8 @@ def remote_wait(client: Client, study_id: str, timeout: float | None, as_json: b
     from fedcare.errors import FedcareError
 
     try:
-        brief = client.wait(study_id, progress=WaitPrinter(as_json), timeout_s=timeout)
+        with client:
+            brief = client.wait(study_id, progress=WaitPrinter(as_json), timeout_s=timeout)
     except FedcareError as err:
         raise api_fail(err, client) from None
     end_code(brief)

@@ -94,3 +94,10 @@ def test_lazy_public_api_resolves_to_the_defining_objects() -> None:
     assert set(fedcare.__all__) <= set(dir(fedcare))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = fedcare.nope  # type: ignore[attr-defined]
+
+
+def test_remote_status_loads_no_database_server_nor_heavy_library() -> None:
+    # the port is closed: the command fails, after importing all it needs to ask the API
+    loaded = _loaded(_run_cli(["study", "status", "--coordinator", "https://127.0.0.1:9"]))
+    assert "httpx" in loaded
+    assert not loaded & {*HEAVY, "fastapi", "uvicorn"}, sorted(loaded & {*HEAVY, "fastapi"})

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from fedcare.coordinator.rows import UserInfo
@@ -150,6 +150,13 @@ def contract_app(api: Api, contract: Contract) -> FastAPI:
     @app.get(f"{API_PREFIX}/studies/{{study_id}}/report", response_class=HTMLResponse)
     def report(study_id: str, user: User) -> str:
         return f"<html><body><h1>{study_of(study_id).name}</h1></body></html>"
+
+    @app.get(f"{API_PREFIX}/models/{{version}}/download")
+    def download(version: str, user: User) -> Response:  # a route of the "records" helper
+        if version != "v1":
+            raise HTTPException(404, f"no model version {version!r}")
+        disposition = 'attachment; filename="../../evil/model-v1.npz"'  # the client strips folders
+        return Response(b"model bytes", headers={"Content-Disposition": disposition})
 
     return app
 

@@ -262,3 +262,16 @@ def test_report_writes_results_and_the_page(api: Api, tmp_path: Path) -> None:
         results, page = client.report(sid, tmp_path / "out")
     assert results == tmp_path / "out" / "results.json"
     assert '"status": "pending"' in results.read_text() and "<h1>heart</h1>" in page.read_text()
+
+
+def test_download_model_keeps_the_servers_file_name_without_its_folders(
+    api: Api, tmp_path: Path
+) -> None:
+    with serve_contract(api) as contract, _client(api, url=contract.url) as client:
+        saved = client.download_model("v1", tmp_path)
+        named = client.download_model("v1", tmp_path / "mine.npz")
+        with pytest.raises(ApiError) as caught:
+            client.download_model("v9", tmp_path)
+    assert saved == tmp_path / "model-v1.npz" and saved.read_bytes() == b"model bytes"
+    assert named.read_bytes() == b"model bytes" and caught.value.status == 404
+    assert not (tmp_path.parent / "evil").exists()

@@ -21,13 +21,22 @@ from __future__ import annotations
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 import httpx
 
 from fedcare.dashboard.client_config import ClientSettings, parse_sse, resolve_settings
+from fedcare.dashboard.client_types import (
+    PackageUpload,
+    RoundEntry,
+    SiteEntry,
+    StudyBrief,
+    StudyDetail,
+    SubmitResult,
+)
 from fedcare.errors import ApiError, ConfigError
 
 __all__ = [
@@ -39,65 +48,6 @@ __all__ = [
     "StudyDetail",
     "SubmitResult",
 ]
-
-
-class StudyBrief(TypedDict):
-    """A study as ``GET /studies`` lists it (times: ISO 8601 UTC)."""
-
-    id: str
-    name: str
-    status: str
-    reason: str | None
-    rounds_done: int | None
-    rounds_total: int | None
-    owner: str | None
-    created_at: str
-    updated_at: str
-
-
-class StudyDetail(StudyBrief):
-    """``GET /studies/{id}``: the brief with rounds, the last round per site, refusals, epsilon."""
-
-    rounds: list[dict[str, Any]]
-    last_round_sites: dict[str, dict[str, Any]]
-    refusals: list[str]
-    epsilon_spent: dict[str, float]
-
-
-class SubmitResult(StudyBrief):
-    """``POST /studies``: the new study, and the warnings of a queued submission."""
-
-    warnings: list[str]
-
-
-class RoundEntry(TypedDict):
-    """A round of ``GET /studies/{id}/rounds`` (``sites``: each site's part in it)."""
-
-    round: int
-    attempt: int
-    status: str
-    started_at: str | None
-    finished_at: str | None
-    metrics: dict[str, float]
-    sites: dict[str, dict[str, Any]]
-
-
-class SiteEntry(TypedDict):
-    """A site of ``GET /sites``."""
-
-    id: str
-    state: str
-    last_seen: str | None
-    version: str | None
-    datasets: list[str]
-
-
-class PackageUpload(TypedDict):
-    """``POST /packages``: the stored package's hash, name and version."""
-
-    package: str
-    name: str
-    version: str
 
 
 Progress = Callable[[str, Any], None]
@@ -317,7 +267,7 @@ class Client:
     # --- events ----------------------------------------------------------------------------
     def _stream(
         self, study_id: str, after_round: int | None, read_s: float
-    ) -> Iterator[tuple[str, Any] | None]:
+    ) -> Generator[tuple[str, Any] | None, None, None]:
         """The raw event stream (None per keep-alive comment); ApiError on any failure."""
         params = {"after_round": after_round} if after_round is not None else {}
         timeout = httpx.Timeout(self.timeout_s, read=read_s)
@@ -375,21 +325,22 @@ class Client:
             )
             first = True  # the first event of a connection is its status: not yet progress
             try:
-                for item in self._stream(study_id, after, read_s):
-                    if deadline is not None and time.monotonic() > deadline:
-                        break
-                    if not first:
-                        failures = 0  # the connection lived past its greeting
-                    first = False
-                    if item is None:
-                        continue
-                    event, data = item
-                    if event == "round" and isinstance(data, dict):
-                        after = max(after or 0, int(data.get("round") or 0))
-                    if progress is not None:
-                        progress(event, data)
-                    if event == "end":
-                        return cast(StudyBrief, data)
+                with closing(self._stream(study_id, after, read_s)) as stream:
+                    for item in stream:
+                        if deadline is not None and time.monotonic() > deadline:
+                            break
+                        if not first:
+                            failures = 0  # the connection lived past its greeting
+                        first = False
+                        if item is None:
+                            continue
+                        event, data = item
+                        if event == "round" and isinstance(data, dict):
+                            after = max(after or 0, int(data.get("round") or 0))
+                        if progress is not None:
+                            progress(event, data)
+                        if event == "end":
+                            return cast(StudyBrief, data)
                 cause = "the stream closed before the study ended"
             except ApiError as err:
                 if err.status is not None:

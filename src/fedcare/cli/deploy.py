@@ -234,6 +234,7 @@ def study_status(
     ``STUDY_ID`` may be a unique prefix of an id. Ids are printed whole at any terminal width.
     """
     from fedcare.cli.display import print_status, resolve_study_id
+    from fedcare.cli.governance import schema_refusals, site_refusals
     from fedcare.cli.remote import echo_json, remote_client, remote_status
     from fedcare.dashboard.shapes import study_brief, study_detail
 
@@ -245,17 +246,20 @@ def study_status(
             if study_id:
                 study_id = resolve_study_id(store, study_id)
             studies = [store.get_study(study_id)] if study_id else store.list_studies()
-            detail = study_detail(store, studies[0]) if study_id else None
+            if as_json:  # the rounds' summaries too (they load the audit trail's libraries)
+                detail = study_detail(store, studies[0]) if study_id else None
+                return echo_json(detail or [study_brief(s) for s in studies])
+            refusals = (
+                schema_refusals(store, study_id) + site_refusals(store, study_id)
+                if study_id
+                else []
+            )
+            epsilon = store.site_epsilon(study_id) if study_id else {}
             presence = store.coordinator_presence()
     except FedcareError as err:
         raise fail(err) from None
-    if as_json:
-        return echo_json(detail if detail is not None else [study_brief(s) for s in studies])
     _warn_if_stopped(presence, studies)
-    if detail is not None:
-        print_status([detail], detail["refusals"], detail["epsilon_spent"], one=True)
-    else:
-        print_status([study_brief(s) for s in studies])
+    print_status([study_brief(s) for s in studies], refusals, epsilon, one=bool(study_id))
 
 
 def _warn_if_stopped(presence: Any, studies: list[Any]) -> None:

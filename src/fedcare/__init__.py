@@ -8,6 +8,7 @@ import typing
 from fedcare._version import __version__
 from fedcare.errors import (
     AggregationError,
+    ApiError,
     AuditError,
     ChecksumError,
     ConfigError,
@@ -37,6 +38,7 @@ if typing.TYPE_CHECKING:  # the real types for mypy; at run time these load lazi
     )
     from fedcare.analytics import AnalyticsSpec, run_analytics
     from fedcare.audit import AuditLog, export_log, verify_log
+    from fedcare.dashboard.client import Client
     from fedcare.data.base import Dataset, FederatedDataset, SiteData
     from fedcare.data.cdm import Schema, SiteMapping, check_table
     from fedcare.data.loaders import load_table
@@ -118,6 +120,7 @@ _LAZY = {
     "verify_log": ("fedcare.audit", "verify_log"),
     "export_log": ("fedcare.audit", "export_log"),
     "build_model_card": ("fedcare.evaluation.model_card", "build_model_card"),
+    "Client": ("fedcare.dashboard.client", "Client"),
 }
 
 __all__ = [
@@ -126,10 +129,12 @@ __all__ = [
     "AggregationError",
     "Aggregator",
     "AnalyticsSpec",
+    "ApiError",
     "ArrayRecord",
     "AuditError",
     "AuditLog",
     "ChecksumError",
+    "Client",
     "ConfigError",
     "Contribution",
     "CoordinateMedian",

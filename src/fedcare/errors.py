@@ -23,6 +23,8 @@ the whole family with one clause and a specific failure with another::
     │                          site identity
     ├── PackageError           a study package is malformed or tampered with, its signature does
     │                          not verify, or its signer is not a researcher of this federation
+    ├── ApiError               the coordinator's HTTP API refused a request (``status``, the
+    │                          server's detail) or could not be reached (``status`` None)
     ├── AuditError             an audit log is corrupt, disagrees with its signed head
     │                          checkpoint, is signed with another key, or could not be written
     └── StoreError             the coordinator's database or artifact folder refused an operation
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 __all__ = [
     "AggregationError",
+    "ApiError",
     "ArtifactCorruptError",
     "AuditError",
     "AuthenticationError",
@@ -130,6 +133,20 @@ class TransportError(FedcareError):
 class AuditError(FedcareError):
     """An audit log cannot be extended safely (corrupt tail, head mismatch, foreign key) or
     a write to it failed; the message says whether anything reached the disk."""
+
+
+class ApiError(FedcareError):
+    """The coordinator's HTTP API refused a request, or could not be reached.
+
+    ``status`` is the HTTP status (401, 403, 404, 409, 422, 429...) and the message the server's
+    one-line ``detail``; ``status`` is None when no answer came (connection refused, a TLS
+    certificate not trusted, a timeout): then the message names the URL and the cause.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = message
 
 
 class PackageError(FedcareError):

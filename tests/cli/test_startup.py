@@ -84,6 +84,15 @@ def test_status_commands_load_no_heavy_library(tmp_path: Path, command: list[str
     assert not loaded & set(HEAVY_FOR_STATUS), sorted(loaded & set(HEAVY_FOR_STATUS))
 
 
+def test_one_studys_status_loads_no_heavy_library(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        study_id = store.create_study("startup", {"rounds": 3}, 0)
+    loaded = _loaded(_run_cli(["study", "status", study_id, "--home", str(home)]))
+    assert not loaded & set(HEAVY_FOR_STATUS), sorted(loaded & set(HEAVY_FOR_STATUS))
+
+
 def test_lazy_public_api_resolves_to_the_defining_objects() -> None:
     from fedcare.records import ArrayRecord, Task
     from fedcare.records.arrays import ArrayRecord as Defined
@@ -94,3 +103,10 @@ def test_lazy_public_api_resolves_to_the_defining_objects() -> None:
     assert set(fedcare.__all__) <= set(dir(fedcare))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = fedcare.nope  # type: ignore[attr-defined]
+
+
+def test_remote_status_loads_no_database_server_nor_heavy_library() -> None:
+    # the port is closed: the command fails, after importing all it needs to ask the API
+    loaded = _loaded(_run_cli(["study", "status", "--coordinator", "https://127.0.0.1:9"]))
+    assert "httpx" in loaded
+    assert not loaded & {*HEAVY, "fastapi", "uvicorn"}, sorted(loaded & {*HEAVY, "fastapi"})

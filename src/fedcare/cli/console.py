@@ -43,7 +43,7 @@ def site_console(
 ) -> None:
     """Serve the site console (plans to decide on, policy, privacy budget, audit, studies)
     until Ctrl-C."""
-    from fedcare.cli.deploy import _stop_on_signals, console, fail
+    from fedcare.cli.common import _stop_on_signals, console, fail
     from fedcare.dashboard.console import create_console_app
     from fedcare.dashboard.console_auth import TOKEN_FILE, ensure_token
     from fedcare.dashboard.serve import is_loopback, serve_api, serve_http

@@ -3,35 +3,29 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
+from fedcare.cli.common import (
+    _stop_on_signals,
+    _store,
+    console,
+    echo_json,
+    fail,
+    print_warnings,
+    report_written,
+)
+from fedcare.cli.options import CA, COORDINATOR, DB, HOME, JSON
 from fedcare.errors import FedcareError
 
-console = Console(stderr=True)
 coordinator_app = typer.Typer(help="Run the coordinator.")
 site_app = typer.Typer(help="Run a site agent.")
-study_app = typer.Typer(help="Submit and follow studies (on the coordinator's host).")
-
-
-def fail(err: Exception) -> typer.Exit:
-    """Print ``error: REASON`` (on one line whatever the terminal width) and exit 2."""
-    console.print("[red]error:[/red] ", end="")
-    console.print(str(err), markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+study_app = typer.Typer(
+    help="Submit and follow studies (on the coordinator's host, or remotely with --coordinator)."
+)
 
 
 # --- coordinator and site ------------------------------------------------------------------------
@@ -151,15 +145,6 @@ def _start_api(
     return api
 
 
-def _store(home: Path, db: str | None) -> Any:
-    """The store of an existing coordinator home; refused (never created) if HOME is not one."""
-    from fedcare.coordinator.home import open_home
-
-    return open_home(home, db)
-
-
-HOME = typer.Option(Path("coordinator-home"), help="The coordinator's home folder.")
-DB = typer.Option(None, help="Database URL (default: SQLite in HOME).")
 QUEUE = typer.Option(
     False,
     "--queue",
@@ -169,7 +154,16 @@ QUEUE = typer.Option(
 
 
 @study_app.command("submit")
-def study_submit(study: Path, home: Path = HOME, db: str | None = DB, queue: bool = QUEUE) -> None:
+def study_submit(
+    ctx: typer.Context,
+    study: Path,
+    home: Path = HOME,
+    db: str | None = DB,
+    queue: bool = QUEUE,
+    coordinator: str | None = COORDINATOR,
+    ca: Path | None = CA,
+    as_json: bool = JSON,
+) -> None:
     """Queue a study; the coordinator starts it when enough sites are connected.
 
     Refused at once (exit 2, one-line reason) when it could not run, in this order: HOME is not
@@ -178,10 +172,17 @@ def study_submit(study: Path, home: Path = HOME, db: str | None = DB, queue: boo
     mode, an unknown strategy or model kind, a bad option, a first round past ``privacy.epsilon``,
     or an ``init_model`` that is not a registered model fitting the study's; fewer than
     ``min_sites`` active sites offer its dataset; the coordinator is not running
-    (:mod:`fedcare.coordinator.submission`). With ``--queue`` the last two only warn.
+    (:mod:`fedcare.coordinator.submission`). With ``--queue`` the last two only warn. With
+    ``--coordinator`` the study goes through the HTTP API (a local .fcpkg is uploaded first).
     """
+    from fedcare.cli.remote import remote_client, remote_submit
+
+    client = remote_client(ctx, coordinator, ca)
+    if client is not None:
+        return remote_submit(client, study, queue, as_json)
     from fedcare.coordinator.packages import store_study_package
     from fedcare.coordinator.submission import check_ready, check_submission
+    from fedcare.dashboard.views import study_brief
     from fedcare.records.study import StudyConfig
 
     start = f"fedcare coordinator start --kit KIT --home {home}" + (f" --db {db}" if db else "")
@@ -189,31 +190,47 @@ def study_submit(study: Path, home: Path = HOME, db: str | None = DB, queue: boo
         with _store(home, db) as store:
             config = store_study_package(StudyConfig.from_yaml(study), study, home)
             check_submission(store, config)
-            for warning in check_ready(store, config, str(home), start=start, queue=queue):
-                console.print("[yellow]warning:[/yellow] queued anyway (--queue): ", end="")
-                console.print(warning, markup=False, highlight=False, soft_wrap=True)
+            warnings = check_ready(store, config, str(home), start=start, queue=queue)
             study_id = store.create_study(config.name, config.model_dump(mode="json"), config.seed)
+            brief = study_brief(store.get_study(study_id))
     except FedcareError as err:
         raise fail(err) from None
+    if as_json:
+        return echo_json({**brief, "warnings": list(warnings)})
+    print_warnings(warnings)
     typer.echo(study_id)
 
 
 @study_app.command("status")
 def study_status(
-    study_id: str | None = typer.Argument(None), home: Path = HOME, db: str | None = DB
+    ctx: typer.Context,
+    study_id: str | None = typer.Argument(None),
+    home: Path = HOME,
+    db: str | None = DB,
+    coordinator: str | None = COORDINATOR,
+    ca: Path | None = CA,
+    as_json: bool = JSON,
 ) -> None:
     """Studies with their status and progress (with one study: why sites refused or failed).
 
     ``STUDY_ID`` may be a unique prefix of an id. Ids are printed whole at any terminal width.
     """
-    from fedcare.cli.display import readable_reason, resolve_study_id
+    from fedcare.cli.display import print_status, resolve_study_id
     from fedcare.cli.governance import schema_refusals, site_refusals
+    from fedcare.cli.remote import remote_client, remote_status
+    from fedcare.dashboard.views import study_brief, study_detail
 
+    client = remote_client(ctx, coordinator, ca)
+    if client is not None:
+        return remote_status(client, study_id, as_json)
     try:
         with _store(home, db) as store:
             if study_id:
                 study_id = resolve_study_id(store, study_id)
             studies = [store.get_study(study_id)] if study_id else store.list_studies()
+            if as_json:  # the rounds' summaries too (they load the audit trail's libraries)
+                detail = study_detail(store, studies[0]) if study_id else None
+                return echo_json(detail or [study_brief(s) for s in studies])
             refusals = (
                 schema_refusals(store, study_id) + site_refusals(store, study_id)
                 if study_id
@@ -224,17 +241,7 @@ def study_status(
     except FedcareError as err:
         raise fail(err) from None
     _warn_if_stopped(presence, studies)
-    out = Console(soft_wrap=True, highlight=False)
-    if study_id:
-        _print_study(out, studies[0])
-    else:
-        for s in studies:
-            out.print(f"{s.id}  {s.name}  {s.status}  {_done(s)}", markup=False)
-            _print_reason(out, s)
-    for line in refusals:
-        out.print(readable_reason(line), markup=False)
-    for site, eps in epsilon.items():  # the privacy ledger (fedcare.coordinator.store_ledger)
-        out.print(f"site {site}: epsilon spent on this dataset {eps:.3g}")
+    print_status([study_brief(s) for s in studies], refusals, epsilon, one=bool(study_id))
 
 
 def _warn_if_stopped(presence: Any, studies: list[Any]) -> None:
@@ -252,53 +259,33 @@ def _warn_if_stopped(presence: Any, studies: list[Any]) -> None:
         )
 
 
-def _done(study: Any) -> str:
-    total = study.config.get("rounds", "?")
-    done = study.last_completed_round if study.last_completed_round is not None else "-"
-    return f"{done}/{total}"
-
-
-def _print_study(out: Console, study: Any) -> None:
-    """One study as ``field: value`` lines (no table: nothing is cut at 80 columns)."""
-    out.print(f"study {study.id}", markup=False)
-    out.print(f"  name: {study.name}\n  status: {study.status}\n  rounds done: {_done(study)}",
-              markup=False)  # fmt: skip
-    _print_reason(out, study)
-
-
-def _print_reason(out: Console, study: Any) -> None:
-    """Why a study ended, or (while it runs) what it waits for: one line each, e.g.
-    ``waiting: awaiting approval at hungary, va (...)`` (:mod:`fedcare.coordinator.waiting`)."""
-    from fedcare.cli.display import readable_reason
-
-    if not study.reason:
-        return
-    if study.status != "running":
-        out.print(f"  reason: {readable_reason(study.reason, '    ')}", markup=False)
-        return
-    for line in study.reason.splitlines():
-        out.print(f"  {readable_reason(line, '    ')}", markup=False)
-
-
 @study_app.command("report")
 def study_report(
+    ctx: typer.Context,
     study_id: str,
     out: Path = typer.Option(Path("runs/report")),
     home: Path = HOME,
     db: str | None = DB,
+    coordinator: str | None = COORDINATOR,
+    ca: Path | None = CA,
+    as_json: bool = JSON,
 ) -> None:
     """Write results.json and report.html for a study (or an analytics job).
 
     ``STUDY_ID`` may be a unique prefix of an id. A failed study's report is still written
     (its rounds help find the cause), but the command says it failed and why and exits 1, so a
-    script never mistakes it for a result.
+    script never mistakes it for a result. ``--json`` prints the two paths as JSON.
     """
     from fedcare.cli.analytics import write_analytics_outputs
-    from fedcare.cli.display import readable_reason, resolve_study_id
+    from fedcare.cli.display import resolve_study_id
     from fedcare.cli.output import write_outputs
+    from fedcare.cli.remote import remote_client, remote_report
     from fedcare.coordinator.analytics_jobs import analytics_job_result
     from fedcare.coordinator.results import study_results
 
+    client = remote_client(ctx, coordinator, ca)
+    if client is not None:
+        return remote_report(client, study_id, out, as_json)
     try:
         with _store(home, db) as store:
             study_id = resolve_study_id(store, study_id)
@@ -310,39 +297,50 @@ def study_report(
             paths = write_analytics_outputs(analytics, out)
     except FedcareError as err:
         raise fail(err) from None
-    console.print(f"results: {paths[0]}\nreport:  {paths[1]}", highlight=False, soft_wrap=True)
-    study = results.get("study", {})
-    if study.get("status") == "failed":
-        reason = readable_reason(study.get("reason") or "no reason recorded")
-        console.print(f"[red]study {study_id} FAILED:[/red] ", end="", soft_wrap=True)
-        console.print(reason, markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1)
+    report_written(results, paths, study_id, as_json)
 
 
 @study_app.command("cancel")
-def study_cancel(study_id: str, home: Path = HOME, db: str | None = DB) -> None:
+def study_cancel(
+    ctx: typer.Context,
+    study_id: str,
+    home: Path = HOME,
+    db: str | None = DB,
+    coordinator: str | None = COORDINATOR,
+    ca: Path | None = CA,
+    as_json: bool = JSON,
+) -> None:
     """Stop a study after its current round; sites are told to drop its tasks.
 
     ``STUDY_ID`` may be a unique prefix of an id."""
     from fedcare.cli.display import resolve_study_id
+    from fedcare.cli.remote import remote_cancel, remote_client
+    from fedcare.dashboard.views import study_brief
 
+    client = remote_client(ctx, coordinator, ca)
+    if client is not None:
+        return remote_cancel(client, study_id, as_json)
     try:
         with _store(home, db) as store:
             study_id = resolve_study_id(store, study_id)
-            store.set_study_status(study_id, "cancelled", "cancelled by the operator")
+            study = store.set_study_status(study_id, "cancelled", "cancelled by the operator")
     except FedcareError as err:
         raise fail(err) from None
+    if as_json:
+        return echo_json(study_brief(study))
     console.print(f"cancelled {study_id}", highlight=False, soft_wrap=True)
 
 
 def _register_governance() -> None:
     from fedcare.cli.doctor import site_doctor
     from fedcare.cli.governance import register
+    from fedcare.cli.remote import study_wait
     from fedcare.cli.review import site_plan
 
     site_app.command("plan")(site_plan)
     register(site_app)
     site_app.command("doctor")(site_doctor)
+    study_app.command("wait")(study_wait)
 
 
 _register_governance()

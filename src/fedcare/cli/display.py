@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["coordinator_line", "hex_serial", "readable_reason", "resolve_study_id"]
+__all__ = [
+    "coordinator_line",
+    "hex_serial",
+    "print_sites",
+    "print_status",
+    "readable_reason",
+    "resolve_study_id",
+    "rounds_done",
+]
 
 _DICT = re.compile(r"\{[^{}]*\}")
 
@@ -76,3 +85,72 @@ def coordinator_line(info: Any, now: datetime) -> str:
         f"coordinator: NOT running ({how} {_ago(age)} ago); "
         "the states below are as the sites were last seen"
     )
+
+
+# --- study status and sites, from the API's shapes (fedcare.dashboard.views) ----------------
+def rounds_done(study: dict[str, Any]) -> str:
+    """``done/total`` of a StudyBrief (``-`` before the first round, ``?`` if unknown)."""
+    total = study.get("rounds_total")
+    done = study.get("rounds_done")
+    return f"{'-' if done is None else done}/{'?' if total is None else total}"
+
+
+def _print_reason(out: Any, study: dict[str, Any]) -> None:
+    """Why a study ended, or (while it runs) what it waits for: one line each, e.g.
+    ``waiting: awaiting approval at hungary, va (...)`` (:mod:`fedcare.coordinator.waiting`)."""
+    reason = study.get("reason")
+    if not reason:
+        return
+    if study["status"] != "running":
+        out.print(f"  reason: {readable_reason(reason, '    ')}", markup=False)
+        return
+    for line in reason.splitlines():
+        out.print(f"  {readable_reason(line, '    ')}", markup=False)
+
+
+def print_status(
+    studies: list[dict[str, Any]],
+    refusals: Sequence[str] = (),
+    epsilon: dict[str, float] | None = None,
+    *,
+    one: bool = False,
+) -> None:
+    """What ``fedcare study status`` prints, from StudyBriefs (``one``: a single study as
+    ``field: value`` lines, never a table, so nothing is cut at 80 columns), then the
+    refusals and the epsilon spent per site (the privacy ledger)."""
+    from rich.console import Console
+
+    out = Console(soft_wrap=True, highlight=False)
+    if one:
+        (study,) = studies
+        out.print(f"study {study['id']}", markup=False)
+        out.print(f"  name: {study['name']}\n  status: {study['status']}\n"
+                  f"  rounds done: {rounds_done(study)}", markup=False)  # fmt: skip
+        _print_reason(out, study)
+    else:
+        for s in studies:
+            out.print(f"{s['id']}  {s['name']}  {s['status']}  {rounds_done(s)}", markup=False)
+            _print_reason(out, s)
+    for line in refusals:
+        out.print(readable_reason(line), markup=False)
+    for site, eps in (epsilon or {}).items():
+        out.print(f"site {site}: epsilon spent on this dataset {eps:.3g}")
+
+
+def print_sites(sites: list[dict[str, Any]]) -> None:
+    """The table of ``fedcare sites`` from ``GET /sites`` entries (last seen in UTC)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("site", "state", "last seen (UTC)", "version", "datasets")
+    for column in table.columns:  # wrap long cells, never cut them with …
+        column.overflow = "fold"
+    for s in sites:
+        seen = "never"
+        if s.get("last_seen"):
+            when = datetime.fromisoformat(s["last_seen"])
+            when = when.astimezone(timezone.utc) if when.tzinfo else when
+            seen = when.strftime("%Y-%m-%d %H:%M:%S")
+        datasets = ", ".join(s.get("datasets") or [])
+        table.add_row(s["id"], s["state"], seen, s.get("version") or "", datasets)
+    Console().print(table)

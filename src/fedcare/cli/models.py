@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedcare.cli.deploy import DB, HOME, _store, fail
+from fedcare.cli.common import _store, fail
+from fedcare.cli.options import DB, HOME
 from fedcare.errors import FedcareError
 
 __all__ = ["models_app"]

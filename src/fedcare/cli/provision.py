@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fedcare.cli.deploy import console, fail
+from fedcare.cli.common import console, fail
 from fedcare.errors import FedcareError
 
 provision_app = typer.Typer(help="Create and manage a federation's certificates and kits.")

@@ -16,10 +16,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from fedcare.cli.deploy import DB, HOME, _store, console, fail
+from fedcare.cli.common import _store, console, fail
 from fedcare.cli.display import coordinator_line
+from fedcare.cli.options import CA, COORDINATOR, DB, HOME, JSON
 from fedcare.errors import FedcareError
 
 __all__ = ["certificate_state", "site_state", "sites"]
@@ -63,6 +63,7 @@ def _revocations(home: Path, kit: Path | None) -> list[Any] | None:
 
 
 def sites(
+    ctx: typer.Context,
     home: Path = HOME,
     db: str | None = DB,
     liveness: float = typer.Option(
@@ -73,10 +74,21 @@ def sites(
         help="The coordinator's kit, whose revoked.json says which sites are revoked or "
         "rotated (default: the kit the coordinator recorded in HOME/kit-path).",
     ),
+    coordinator: str | None = COORDINATOR,
+    ca: Path | None = CA,
+    as_json: bool = JSON,
 ) -> None:
     """Registered sites: state (connected, or stale after --liveness seconds without a
     heartbeat; revoked or rotated, from the coordinator kit's revocation list), last seen,
-    version, datasets."""
+    version, datasets. With --coordinator: as the coordinator's HTTP API reports them."""
+    from fedcare.cli.common import echo_json
+    from fedcare.cli.display import print_sites
+    from fedcare.cli.remote import remote_client, remote_sites
+    from fedcare.dashboard.views import site_entry
+
+    client = remote_client(ctx, coordinator, ca)
+    if client is not None:
+        return remote_sites(client, as_json)
     try:
         revocations = _revocations(home, kit)
         with _store(home, db) as store:
@@ -84,22 +96,21 @@ def sites(
             presence = store.coordinator_presence()
     except FedcareError as err:
         raise fail(err) from None
+    now = datetime.now(timezone.utc)
+    entries = []
+    for s in rows:
+        state = site_state(s.status, s.last_seen, now, liveness)
+        cert = certificate_state(s.id, s.cert_serial, revocations or [])
+        if cert is not None and s.status != "revoked":
+            state = cert if cert.startswith("revoked") else f"{state}, {cert}"
+        entries.append(site_entry(s, state))
+    if as_json:
+        return echo_json(entries)
     if revocations is None:
         console.print(
             f"note: revocations not checked: no --kit given and {home / 'kit-path'} is missing",
             highlight=False,
             soft_wrap=True,
         )
-    now = datetime.now(timezone.utc)
     Console(soft_wrap=True, highlight=False).print(coordinator_line(presence, now), markup=False)
-    table = Table("site", "state", "last seen (UTC)", "version", "datasets")
-    for column in table.columns:  # wrap long cells, never cut them with …
-        column.overflow = "fold"
-    for s in rows:
-        seen = s.last_seen.strftime("%Y-%m-%d %H:%M:%S") if s.last_seen else "never"
-        state = site_state(s.status, s.last_seen, now, liveness)
-        cert = certificate_state(s.id, s.cert_serial, revocations or [])
-        if cert is not None and s.status != "revoked":
-            state = cert if cert.startswith("revoked") else f"{state}, {cert}"
-        table.add_row(s.id, state, seen, s.version or "", ", ".join(sorted(s.datasets or {})))
-    Console().print(table)
+    print_sites(entries)

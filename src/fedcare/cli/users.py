@@ -17,7 +17,8 @@ from typing import Any
 
 import typer
 
-from fedcare.cli.deploy import DB, HOME, _store, console, fail
+from fedcare.cli.common import _store, console, fail
+from fedcare.cli.options import DB, HOME
 from fedcare.errors import FedcareError
 
 __all__ = ["users_app"]

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from fedcare.coordinator.status_view import site_state
 from fedcare.dashboard.context import API_PREFIX, Ctx, User
-from fedcare.dashboard.views import iso
+from fedcare.dashboard.views import site_entry
 
 __all__ = ["router"]
 
@@ -21,12 +21,6 @@ def list_sites(user: User, ctx: Ctx) -> list[dict[str, Any]]:
     """Registered sites: state, last seen, version, datasets offered."""
     now = datetime.now(timezone.utc)
     return [
-        {
-            "id": s.id,
-            "state": site_state(s.status, s.last_seen, now, ctx.liveness_s),
-            "last_seen": iso(s.last_seen),
-            "version": s.version,
-            "datasets": sorted(s.datasets or {}),
-        }
+        site_entry(s, site_state(s.status, s.last_seen, now, ctx.liveness_s))
         for s in ctx.store.list_sites()
     ]

@@ -6,10 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from fedcare.coordinator.audit_trail import round_summary
-from fedcare.coordinator.status_view import schema_refusals, site_refusals
 from fedcare.dashboard.context import API_PREFIX, Ctx, User
-from fedcare.dashboard.views import last_round_sites, study_brief
+from fedcare.dashboard.views import study_brief, study_detail
 from fedcare.errors import ConflictError
 
 __all__ = ["router"]
@@ -29,15 +27,7 @@ def list_studies(user: User, ctx: Ctx) -> list[dict[str, Any]]:
 @router.get("/studies/{study_id}")
 def get_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
     """A study: status, progress, rounds, the last round per site, refusals, epsilon."""
-    study = ctx.visible_study(user, study_id)
-    rounds = [round_summary(r.record) for r in ctx.store.list_rounds(study.id)]
-    return {
-        **study_brief(study),
-        "rounds": rounds,
-        "last_round_sites": last_round_sites(rounds[-1]) if rounds else {},
-        "refusals": schema_refusals(ctx.store, study.id) + site_refusals(ctx.store, study.id),
-        "epsilon_spent": ctx.store.site_epsilon(study.id),
-    }
+    return study_detail(ctx.store, ctx.visible_study(user, study_id))
 
 
 @router.post("/studies/{study_id}/cancel")

@@ -1,0 +1,212 @@
+"""The study commands and ``fedcare sites`` from a desk (``--coordinator``): against the real
+API served over real TLS they print what the same commands print on the coordinator's host;
+``--json`` prints the API's shapes in both modes; ``fedcare study wait``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fedcare.cli.main import app
+from fedcare.coordinator.store_ledger import PrivacySpend
+from fedcare.privacy.accounting.analysis import DpEvent
+
+from ..dashboard.contract_app import serve_contract
+from ..dashboard.helpers import Api, start_api
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    with start_api(tmp_path, None) as running:
+        yield running
+
+
+def _env(api: Api, tmp_path: Path, role: str = "operator") -> dict[str, str | None]:
+    """The token in the environment (never an option); no other setting from this machine."""
+    config = tmp_path / "client.yaml"
+    config.write_text("{}\n")
+    return {
+        "FEDCARE_TOKEN": api.tokens[role],
+        "FEDCARE_CONFIG": str(config),
+        "FEDCARE_COORDINATOR": None,
+        "FEDCARE_CA": None,
+    }
+
+
+def _remote(url: str, api: Api) -> list[str]:
+    return ["--coordinator", url, "--ca", str(api.ca)]
+
+
+def _studies(api: Api) -> tuple[str, str]:
+    """A running study with a round, a failed site, a waiting reason and epsilon spent; a
+    pending one."""
+    store = api.store
+    running = store.create_study("heart", {"rounds": 3}, 7)
+    store.set_study_status(running, "running")
+    record = {
+        "round": 1,
+        "fit": {
+            "sampled_sites": ["hungary", "va"],
+            "site_info": {"hungary": {}},
+            "failed_sites": {"va": "timeout: no reply within 30 s"},
+        },
+        "evaluate": {"weighted": {"auc": 0.8125}},
+    }
+    spend = PrivacySpend("hungary", "heart", (DpEvent(1.2).to_dict(),))
+    store.record_round(
+        running, 1, params=b"p", state=b"s", record=record, duration_s=1.0, privacy=[spend]
+    )
+    store.note_study(running, "waiting: awaiting approval at va")
+    pending = store.create_study("eicu", {"rounds": 5}, 1)
+    return running, pending
+
+
+def test_remote_status_prints_the_same_lines_as_on_the_host(api: Api, tmp_path: Path) -> None:
+    running, _ = _studies(api)
+    env = _env(api, tmp_path)
+    for args in (["study", "status"], ["study", "status", running]):
+        local = runner.invoke(app, [*args, "--home", str(api.home)], env=env)
+        remote = runner.invoke(app, [*args, *_remote(api.url, api)], env=env)
+        assert local.exit_code == 0 and remote.exit_code == 0, (local.output, remote.output)
+        assert remote.stdout == local.stdout
+    assert "site hungary: epsilon spent on this dataset" in remote.stdout
+    assert "  waiting: awaiting approval at va" in remote.stdout
+    assert "rounds done: 1/3" in remote.stdout
+
+
+def test_remote_sites_print_the_hosts_table(api: Api, tmp_path: Path) -> None:
+    api.store.register_site("hungary", "1f", version="0.1.0", datasets={"heart": {}, "a": {}})
+    api.store.register_site("va", "2f")
+    api.store.touch_site("hungary")
+    env = _env(api, tmp_path)
+    local = runner.invoke(app, ["sites", "--home", str(api.home)], env=env)
+    remote = runner.invoke(app, ["sites", *_remote(api.url, api)], env=env)
+    assert local.exit_code == 0 and remote.exit_code == 0, (local.output, remote.output)
+    # the host's first line says whether its coordinator runs: the API does not tell (yet)
+    assert local.stdout.startswith("coordinator: ")
+    assert remote.stdout == local.stdout.split("\n", 1)[1]
+    assert "connected" in remote.stdout and "a, heart" in remote.stdout
+
+
+def test_json_is_the_apis_shape_in_both_modes(api: Api, tmp_path: Path) -> None:
+    running, pending = _studies(api)
+    api.store.register_site("hungary", "1f", version="0.1.0", datasets={"heart": {}})
+    env = _env(api, tmp_path)
+    for args in (["study", "status"], ["study", "status", running], ["sites"]):
+        local = runner.invoke(app, [*args, "--json", "--home", str(api.home)], env=env)
+        remote = runner.invoke(app, [*args, "--json", *_remote(api.url, api)], env=env)
+        assert local.exit_code == 0 and remote.exit_code == 0, (local.output, remote.output)
+        assert json.loads(local.stdout) == json.loads(remote.stdout)
+    (site,) = json.loads(remote.stdout)
+    assert site["id"] == "hungary" and site["datasets"] == ["heart"]
+    cancel = runner.invoke(
+        app, ["study", "cancel", pending, "--json", *_remote(api.url, api)], env=env
+    )
+    assert cancel.exit_code == 0 and json.loads(cancel.stdout)["status"] == "cancelled"
+
+
+def test_the_token_is_never_an_option_nor_printed(api: Api, tmp_path: Path) -> None:
+    env = _env(api, tmp_path)
+    token = api.tokens["operator"]
+    as_option = runner.invoke(app, ["study", "status", "--token", token, *_remote(api.url, api)])
+    assert as_option.exit_code == 2 and "No such option" in as_option.output
+    for args in (["study", "status", "nope"], ["study", "cancel", "nope"], ["sites"]):
+        result = runner.invoke(app, [*args, *_remote(api.url, api)], env=env)
+        assert token not in result.output
+    missing = runner.invoke(app, ["study", "status", "nope", *_remote(api.url, api)], env=env)
+    assert missing.exit_code == 2 and "no study with id 'nope' (HTTP 404)" in missing.output
+    bad = runner.invoke(
+        app, ["sites", *_remote(api.url, api)], env={**env, "FEDCARE_TOKEN": "fc_0.wrong"}
+    )
+    assert bad.exit_code == 2 and "(HTTP 401)" in bad.output and "fc_0.wrong" not in bad.output
+    none = runner.invoke(app, ["sites", *_remote(api.url, api)], env={**env, "FEDCARE_TOKEN": None})
+    assert none.exit_code == 2 and "no token was given: set FEDCARE_TOKEN" in none.output
+
+
+def test_remote_or_local_is_predictable(api: Api, tmp_path: Path) -> None:
+    env = _env(api, tmp_path)
+    both = runner.invoke(
+        app, ["study", "status", "--home", str(api.home), *_remote(api.url, api)], env=env
+    )
+    assert both.exit_code == 2 and "either --coordinator" in both.output
+    # FEDCARE_COORDINATOR selects the API, unless --home is given on the command line
+    env_remote = {**env, "FEDCARE_COORDINATOR": "https://127.0.0.1:9", "FEDCARE_CA": str(api.ca)}
+    here = runner.invoke(app, ["study", "status", "--home", str(api.home)], env=env_remote)
+    assert here.exit_code == 0, here.output
+    away = runner.invoke(app, ["study", "status"], env=env_remote)
+    assert away.exit_code == 2 and "cannot connect to https://127.0.0.1:9/api/v1" in away.output
+    untrusted = runner.invoke(app, ["sites", "--coordinator", api.url], env=env)
+    assert untrusted.exit_code == 2 and "TLS to" in untrusted.output
+
+
+def test_remote_submit_report_and_wait(api: Api, tmp_path: Path) -> None:
+    study = tmp_path / "study.yaml"
+    study.write_text("name: heart\nrounds: 2\nmodel: {kind: logistic}\n")
+    env = _env(api, tmp_path)
+
+    def run_rounds(sid: str) -> None:
+        time.sleep(0.3)
+        for round in (1, 2):
+            record = {"round": round, "fit": {}, "evaluate": {"weighted": {"auc": 0.5 + round / 8}}}
+            api.store.record_round(
+                sid, round, params=b"p", state=b"s", record=record, duration_s=0.1
+            )
+        api.store.set_study_status(sid, "completed")
+
+    with serve_contract(api) as contract:
+        remote = _remote(contract.url, api)
+        submitted = runner.invoke(app, ["study", "submit", str(study), *remote, "--queue"], env=env)
+        assert submitted.exit_code == 0, submitted.output
+        assert "warning: queued anyway (--queue)" in submitted.stderr
+        sid = submitted.stdout.strip()
+        api.store.set_study_status(sid, "running")
+        worker = threading.Thread(target=run_rounds, args=(sid,))
+        worker.start()
+        waited = runner.invoke(app, ["study", "wait", sid, *remote], env=env)
+        worker.join()
+        assert waited.exit_code == 0, waited.output
+        assert waited.stdout.splitlines() == [
+            "round 1/2 completed: auc 0.625",
+            "round 2/2 completed: auc 0.75",
+            f"study {sid} completed",
+        ]
+        lines = runner.invoke(app, ["study", "wait", sid, "--json", *remote], env=env)
+        events = [json.loads(line) for line in lines.stdout.splitlines()]
+        assert [e["event"] for e in events] == ["status", "round", "round", "end"]
+        out = tmp_path / "report"
+        report = runner.invoke(
+            app, ["study", "report", sid, "--out", str(out), "--json", *remote], env=env
+        )
+        assert report.exit_code == 0, report.output
+        assert json.loads(report.stdout) == {
+            "results": str(out / "results.json"),
+            "report": str(out / "report.html"),
+        }
+        assert json.loads((out / "results.json").read_text())["study"]["id"] == sid
+
+
+def test_wait_on_the_host_polls_the_home(api: Api, tmp_path: Path) -> None:
+    running, pending = _studies(api)
+    api.store.set_study_status(running, "completed")
+    api.store.set_study_status(pending, "cancelled", "cancelled by the operator")
+    home = ["--home", str(api.home), "--poll", "0.05"]
+    done = runner.invoke(app, ["study", "wait", running, *home])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines() == [
+        "round 1/3 completed: auc 0.8125",
+        f"study {running} completed",
+    ]
+    cancelled = runner.invoke(app, ["study", "wait", pending[:8], *home, "--json"])
+    assert cancelled.exit_code == 1
+    events: list[dict[str, Any]] = [json.loads(line) for line in cancelled.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["status", "end"]
+    assert events[-1]["data"]["reason"] == "cancelled by the operator"

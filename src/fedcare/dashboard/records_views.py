@@ -172,7 +172,8 @@ def ledger(ctx: ApiContext, user: UserInfo) -> dict[str, Any]:
         entry["epsilon_after"], entry["updated_at"] = r.epsilon_after, iso(r.recorded_at)
     return {
         "sites": [
-            {**e, "studies": len(e["studies"])} for _, e in sorted(sites.items(), key=lambda x: x[0])
+            {**e, "studies": len(e["studies"])}
+            for _, e in sorted(sites.items(), key=lambda x: x[0])
         ],
         "studies": list(per_study.values()),
     }

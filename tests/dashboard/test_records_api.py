@@ -233,3 +233,20 @@ def test_records_main_flow_on_postgresql(tmp_path: Path, pg_schemas) -> None:  #
         assert api.call("GET", f"{V1}/audit", lead)[0] == 403
         check = api.call("GET", f"{V1}/audit/verify", api.tokens["auditor"])[1]
         assert check["ok"] and check["signatures_checked"]
+
+
+def test_a_site_revoked_in_the_coordinators_kit_shows_so_at_once(api: Api, tmp_path: Path) -> None:
+    from fedcare.transport.provisioning import revoke_site
+
+    private_rounds(api.store, LEAD, "mine")  # registers hungary (connected) and va
+    record_kit(api.home, api.ca.parent)  # as `fedcare coordinator start` does
+    revoked = revoke_site(tmp_path / "fed", "va")  # the kits of start_api's federation
+    expected = f"revoked (certificate {revoked.serial:x} revoked at {revoked.revoked_at})"
+    status, sites = api.call("GET", f"{V1}/sites", api.tokens["auditor"])
+    assert status == 200 and {s["id"]: s["state"] for s in sites} == {
+        "hungary": "connected",
+        "va": expected,
+    }
+    assert api.call("GET", f"{V1}/sites/va", api.tokens["auditor"])[1]["state"] == expected
+    status, page, _ = raw_call(api, "GET", "/sites", cookie=api.tokens["study-lead"])
+    assert status == 200 and b"Access revoked (certificate" in page

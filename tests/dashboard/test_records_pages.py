@@ -73,6 +73,7 @@ def test_analytics_and_privacy_pages(api: Api) -> None:
     status, page = _page(api, "/analytics")
     assert status == 200 and job in page and hidden not in page
     assert "running" in page and "heart-disease" in page and "(count)" in page
+    assert f'href="/studies/{job}"' in page and "Result (JSON)" in page and "42.0" in page
     status, page = _page(api, "/privacy")
     assert status == 200 and "Budget spent so far" in page
     eps = api.store.site_epsilon(mine)["hungary"]

@@ -17,6 +17,7 @@ from fedcare.coordinator.rows import UserInfo
 from fedcare.dashboard.context import Ctx
 from fedcare.dashboard.pages import PageUser, render
 from fedcare.dashboard.records_views import (
+    analytics_job,
     analytics_jobs,
     ledger,
     model_briefs,
@@ -103,8 +104,14 @@ def model_page(version: str, user: PageUser, ctx: Ctx) -> HTMLResponse:
 
 @router.get("/analytics")
 def analytics_page(user: PageUser, ctx: Ctx) -> HTMLResponse:
-    """Federated analytics jobs and where each stands."""
-    return _page("analytics.html.j2", user, lambda: {"jobs": analytics_jobs(ctx, user)})
+    """Federated analytics jobs and where each stands (a finished one's result behind
+    "technical details")."""
+
+    def build() -> dict[str, Any]:
+        jobs = [analytics_job(ctx, user, j["id"]) for j in analytics_jobs(ctx, user)]
+        return {"jobs": jobs}
+
+    return _page("analytics.html.j2", user, build)
 
 
 @router.get("/privacy")

@@ -23,6 +23,7 @@ from fedcare.errors import FedcareError, NotFoundError
 __all__ = [
     "analytics_job",
     "analytics_jobs",
+    "hidden_ancestors",
     "ledger",
     "model_briefs",
     "model_lineage",

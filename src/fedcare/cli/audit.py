@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -49,16 +48,14 @@ def verify(
 
     Exit 0 and "ok: N entries" when the log is intact; exit 1 naming the first bad entry.
     """
-    from fedcare.audit import verify_log
-    from fedcare.audit.anchors import SITE_ANCHORS_FILE, AnchorBook
+    from fedcare.audit.check import check_log
 
-    book = anchors if anchors is not None else log.parent / SITE_ANCHORS_FILE
     try:
-        held = [a.checkpoint for a in AnchorBook(book).read()]
-        result = verify_log(log, cert_path=_cert(cert, kit), witnessed=[*witness, *held])
+        check = check_log(log, cert_path=_cert(cert, kit), witness=witness, anchors=anchors)
     except FedcareError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
+    result, held, book = check.result, check.anchors, check.book
     _warn(result.warnings)
     if not result.ok:
         typer.echo(f"FAILED: {result.reason}")
@@ -66,26 +63,8 @@ def verify(
     unchecked = "" if result.signatures_checked else " (signatures NOT checked: no --cert/--kit)"
     typer.echo(f"ok: {result.count} entries{unchecked}")
     if held:
-        typer.echo(f"anchors: the log holds all {len(held)} countersigned heads in {book}")
+        typer.echo(f"anchors: the log holds all {held} countersigned heads in {book}")
     typer.echo(f"checkpoint: {result.checkpoint}")
-
-
-def _events_in(log: Path) -> set[str]:
-    """The event names of the entries in ``log`` (lines that do not parse are skipped: the
-    export's verification reports them)."""
-    names: set[str] = set()
-    try:
-        lines = log.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return names
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("event"), str):
-            names.add(entry["event"])
-    return names
 
 
 @audit_app.command("export")
@@ -111,8 +90,9 @@ def export(
     refused (exit 2) with the event names the log holds, rather than writing 0 entries.
     """
     from fedcare.audit import export_log
+    from fedcare.audit.check import event_names
 
-    unknown = sorted(set(event) - (known := _events_in(log))) if event else []
+    unknown = sorted(set(event) - (known := event_names(log))) if event else []
     if unknown and known:  # a missing log is export_log's error
         names = ", ".join(sorted(known))
         typer.echo(f"error: unknown --event {', '.join(unknown)}; this log's events: {names}",

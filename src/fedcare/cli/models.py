@@ -93,22 +93,15 @@ def models_export(
     db: str | None = DB,
 ) -> None:
     """Write a version's card (model_card.json), lineage and parameters (params.npz)."""
-    import numpy as np
-
-    from fedcare.transport.codec import decode_arrays
+    from fedcare.coordinator.registry_view import export_files
 
     try:
         with _store(home, db) as store:
-            chain = store.lineage(version)
-            params = decode_arrays(store.model_params(version))
+            files = export_files(store, version)
     except FedcareError as err:
         raise fail(err) from None
     out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
     card_path = out / "model_card.json"
-    card_path.write_text(json.dumps(chain[0].card, indent=2, sort_keys=True) + "\n")
-    lineage = [
-        {"version": m.version, "study_id": m.study_id, "model_hash": m.model_hash} for m in chain
-    ]
-    (out / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
-    np.savez(out / "params.npz", allow_pickle=False, **dict(params))
     Console(stderr=True).print(f"card:   {card_path}\nparams: {out / 'params.npz'}")

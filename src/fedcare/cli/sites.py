@@ -33,33 +33,17 @@ def site_state(status: str, last_seen: datetime | None, now: datetime, liveness_
 
 
 def certificate_state(site_id: str, serial: str, revocations: list[Any]) -> str | None:
-    """``revoked (…)`` or ``rotated (new certificate since …)`` from the coordinator's
-    revocation list (``revoked.json`` entries), or None. ``serial`` is the one the site last
-    presented at Hello (hex): still a rotated-out one means its new kit is not in use yet."""
-    mine = [e for e in revocations if e.site_id == site_id]
-    revoked = [e for e in mine if e.reason != "rotated"]
-    if revoked:
-        return f"revoked (certificate {revoked[-1].serial:x} revoked at {revoked[-1].revoked_at})"
-    rotated = [e for e in mine if e.reason == "rotated"]
-    if not rotated:
-        return None
-    unused = serial in {f"{e.serial:x}" for e in rotated}
-    note = "; the site has not connected with it yet" if unused else ""
-    return f"rotated (new certificate since {rotated[-1].revoked_at}{note})"
+    """:func:`fedcare.coordinator.site_view.certificate_state` (imported lazily)."""
+    from fedcare.coordinator.site_view import certificate_state as state
+
+    return state(site_id, serial, revocations)
 
 
 def _revocations(home: Path, kit: Path | None) -> list[Any] | None:
-    """The entries of the coordinator kit's ``revoked.json`` (``kit``, else the kit the
-    coordinator recorded in ``home``); None when no kit is known."""
-    from fedcare.coordinator.files import recorded_kit
-    from fedcare.transport.revocations import read_revocations
+    """:func:`fedcare.coordinator.site_view.revocation_list` (imported lazily)."""
+    from fedcare.coordinator.site_view import revocation_list
 
-    kit = kit or recorded_kit(home)
-    if kit is None:
-        return None
-    if not (kit / "revoked.json").is_file():
-        raise FedcareError(f"{kit} holds no revoked.json: pass the coordinator's kit as --kit")
-    return read_revocations(kit / "revoked.json")
+    return revocation_list(home, kit)
 
 
 def sites(
@@ -84,6 +68,7 @@ def sites(
     from fedcare.cli.common import echo_json
     from fedcare.cli.display import print_sites
     from fedcare.cli.remote import remote_client, remote_sites
+    from fedcare.coordinator.site_view import full_site_state
     from fedcare.dashboard.views import site_entry
 
     client = remote_client(ctx, coordinator, ca)
@@ -99,11 +84,7 @@ def sites(
     now = datetime.now(timezone.utc)
     entries = []
     for s in rows:
-        state = site_state(s.status, s.last_seen, now, liveness)
-        cert = certificate_state(s.id, s.cert_serial, revocations or [])
-        if cert is not None and s.status != "revoked":
-            state = cert if cert.startswith("revoked") else f"{state}, {cert}"
-        entries.append(site_entry(s, state))
+        entries.append(site_entry(s, full_site_state(s, now, liveness, revocations)))
     if as_json:
         return echo_json(entries)
     if revocations is None:

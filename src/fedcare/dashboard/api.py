@@ -22,7 +22,14 @@ from fastapi import FastAPI
 
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.store import CoordinatorStore
-from fedcare.dashboard import pages, routes_sites, routes_studies
+from fedcare.dashboard import (
+    pages,
+    pages_records,
+    routes_audit,
+    routes_records,
+    routes_sites,
+    routes_studies,
+)
 from fedcare.dashboard.auth import Authenticator, FailureLimiter
 from fedcare.dashboard.context import API_PREFIX, ApiContext, User
 
@@ -58,7 +65,15 @@ def create_app(
         """Liveness of the API (the only route answered without a token)."""
         return {"status": "ok"}
 
-    for router in (routes_studies.router, routes_sites.router, pages.router):
+    routers = (
+        routes_studies.router,
+        routes_sites.router,
+        routes_records.router,
+        routes_audit.router,
+        pages.router,
+        pages_records.router,
+    )
+    for router in routers:
         app.include_router(router)
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False)

@@ -180,21 +180,20 @@ def study_submit(study: Path, home: Path = HOME, db: str | None = DB, queue: boo
     ``min_sites`` active sites offer its dataset; the coordinator is not running
     (:mod:`fedcare.coordinator.submission`). With ``--queue`` the last two only warn.
     """
-    from fedcare.coordinator.packages import store_study_package
-    from fedcare.coordinator.submission import check_ready, check_submission
+    from fedcare.coordinator.submission import submit_study
     from fedcare.records.study import StudyConfig
 
     start = f"fedcare coordinator start --kit KIT --home {home}" + (f" --db {db}" if db else "")
     try:
         with _store(home, db) as store:
-            config = store_study_package(StudyConfig.from_yaml(study), study, home)
-            check_submission(store, config)
-            for warning in check_ready(store, config, str(home), start=start, queue=queue):
-                console.print("[yellow]warning:[/yellow] queued anyway (--queue): ", end="")
-                console.print(warning, markup=False, highlight=False, soft_wrap=True)
-            study_id = store.create_study(config.name, config.model_dump(mode="json"), config.seed)
+            study_id, warnings = submit_study(
+                store, StudyConfig.from_yaml(study), study, home, start=start, queue=queue
+            )
     except FedcareError as err:
         raise fail(err) from None
+    for warning in warnings:
+        console.print("[yellow]warning:[/yellow] queued anyway (--queue): ", end="")
+        console.print(warning, markup=False, highlight=False, soft_wrap=True)
     typer.echo(study_id)
 
 

@@ -276,6 +276,23 @@ class TasksMixin(StoreBase):
         with self._tx(write=False) as s:
             return [_reply_info(row, task) for row, task in s.execute(stmt).all()]
 
+    def study_activity(
+        self, study_id: str, *, min_round: int = 0
+    ) -> list[tuple[TaskInfo, ReplyInfo | None]]:
+        """Every task of the study from round ``min_round`` on, each with its reply (None
+        before one arrived), oldest first: one query, for what a person is shown of rounds."""
+        stmt = (
+            select(TaskRow, ReplyRow)
+            .outerjoin(ReplyRow, ReplyRow.task_id == TaskRow.id)
+            .where(TaskRow.study_id == study_id, TaskRow.round >= min_round)
+            .order_by(TaskRow.round, TaskRow.attempt, TaskRow.created_at, TaskRow.id)
+        )
+        with self._tx(write=False) as s:
+            return [
+                (snapshot(TaskInfo, task), None if reply is None else _reply_info(reply, task))
+                for task, reply in s.execute(stmt).all()
+            ]
+
     def site_outcomes(self, study_id: str, round: int) -> dict[str, str]:
         """Each site's outcome in the last attempt of ``round``: the error kind of its reply,
         ``"ok"``, or ``"no-reply"`` (``{}`` when the round sent no task)."""

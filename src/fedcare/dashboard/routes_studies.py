@@ -1,16 +1,21 @@
-"""``/api/v1/studies``: list, detail and cancel (the study lead's own; operators all)."""
+"""``/api/v1/studies``: list, detail, cancel, rounds, results and report (the study lead's own;
+operators and auditors all). Submitting is in :mod:`.routes_submit`, the event stream in
+:mod:`.routes_events`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from fedcare.coordinator.audit_trail import round_summary
 from fedcare.coordinator.status_view import schema_refusals, site_refusals
 from fedcare.dashboard.context import API_PREFIX, Ctx, User
+from fedcare.coordinator.results import study_report
+from fedcare.dashboard.rounds_view import round_entries
 from fedcare.dashboard.views import last_round_sites, study_brief
-from fedcare.errors import ConflictError
+from fedcare.errors import ConflictError, FedcareError
 
 __all__ = ["router"]
 
@@ -53,3 +58,44 @@ def cancel_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
         "study-cancel-requested", user.name, study_id=study.id, role=user.role, via="api"
     )
     return study_brief(study)
+
+
+@router.get("/studies/{study_id}/rounds")
+def get_rounds(study_id: str, user: User, ctx: Ctx) -> list[dict[str, Any]]:
+    """Each round: status, times, metrics, and per site what happened (task sent, replied,
+    aggregated, refused or failed with the reason, timed out, not used), the reply's kind and
+    size in bytes."""
+    study = ctx.visible_study(user, study_id)
+    return round_entries(ctx.store, study)
+
+
+#: The report is our own page with inline plotly: it runs sandboxed (no cookies, no API).
+REPORT_CSP = (
+    "sandbox allow-scripts allow-popups; default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src data: blob:; font-src data:"
+)
+
+
+@router.get("/studies/{study_id}/results", response_class=JSONResponse)
+def get_results(study_id: str, user: User, ctx: Ctx) -> Any:
+    """The results.json that ``fedcare study report`` writes (an analytics job's result)."""
+    study = ctx.visible_study(user, study_id)
+    try:
+        results, _ = study_report(ctx.store, study.id, html=False)
+    except FedcareError as err:  # an analytics job without a result yet; a broken record
+        raise HTTPException(409, f"no results for this study: {err}") from None
+    return JSONResponse(results)
+
+
+@router.get("/studies/{study_id}/report", response_class=HTMLResponse)
+def get_report(study_id: str, user: User, ctx: Ctx, download: bool = False) -> HTMLResponse:
+    """The report.html that ``fedcare study report`` writes (``?download=true``: as a file)."""
+    study = ctx.visible_study(user, study_id)
+    try:
+        _, html = study_report(ctx.store, study.id)
+    except FedcareError as err:
+        raise HTTPException(409, f"no report for this study: {err}") from None
+    headers = {"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"}
+    if download:
+        headers["Content-Disposition"] = f'attachment; filename="report-{study.id[:12]}.html"'
+    return HTMLResponse(html, headers=headers)

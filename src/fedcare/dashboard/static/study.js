@@ -77,8 +77,10 @@
           what.appendChild(text("span", part.reason, "muted"));
         }
         row.appendChild(what);
-        const kind = part.reply_kind ? part.reply_kind + ", " : "";
-        row.appendChild(text("td", part.reply_kind || part.reply_bytes ? kind + size(part.reply_bytes) : "—"));
+        let sent = "—";
+        if (part.status === "refused" || part.status === "failed") sent = "no data (a " + part.status.replace("refused", "refusal").replace("failed", "failure") + ")";
+        else if (part.reply_bytes !== null && part.reply_bytes !== undefined) sent = (part.reply_kind ? part.reply_kind + " result, " : "") + size(part.reply_bytes);
+        row.appendChild(text("td", sent));
         row.appendChild(text("td", clock(part.replied_at || part.sent_at)));
         body.appendChild(row);
       });

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import NamedTuple
 
@@ -34,6 +35,16 @@ __all__ = ["TaskSpec", "TasksMixin"]
 
 
 Refuse = Callable[[str, str], ReplyRefusedError]
+_TASK_FIELDS = [f.name for f in fields(TaskInfo)]
+_REPLY_FIELDS = [
+    "task_id",
+    "site_id",
+    "received_at",
+    "payload_digest",
+    "error_kind",
+    "error_message",
+    "num_samples",
+]
 
 
 class TaskSpec(NamedTuple):
@@ -277,21 +288,42 @@ class TasksMixin(StoreBase):
             return [_reply_info(row, task) for row, task in s.execute(stmt).all()]
 
     def study_activity(
-        self, study_id: str, *, min_round: int = 0
+        self, study_id: str, *, min_round: int = 0, errors_only: bool = False
     ) -> list[tuple[TaskInfo, ReplyInfo | None]]:
         """Every task of the study from round ``min_round`` on, each with its reply (None
-        before one arrived), oldest first: one query, for what a person is shown of rounds."""
+        before one arrived), oldest first; with ``errors_only`` only tasks answered with an
+        error. One query of plain columns (no ORM objects): what a person is shown of rounds."""
+        task_cols = [getattr(TaskRow, name) for name in _TASK_FIELDS]
+        reply_cols = [getattr(ReplyRow, name) for name in _REPLY_FIELDS]
         stmt = (
-            select(TaskRow, ReplyRow)
-            .outerjoin(ReplyRow, ReplyRow.task_id == TaskRow.id)
+            select(*task_cols, *reply_cols)
             .where(TaskRow.study_id == study_id, TaskRow.round >= min_round)
             .order_by(TaskRow.round, TaskRow.attempt, TaskRow.created_at, TaskRow.id)
         )
+        if errors_only:
+            stmt = stmt.join(ReplyRow, ReplyRow.task_id == TaskRow.id).where(
+                ReplyRow.error_kind.is_not(None)
+            )
+        else:
+            stmt = stmt.outerjoin(ReplyRow, ReplyRow.task_id == TaskRow.id)
+        width = len(_TASK_FIELDS)
         with self._tx(write=False) as s:
-            return [
-                (snapshot(TaskInfo, task), None if reply is None else _reply_info(reply, task))
-                for task, reply in s.execute(stmt).all()
-            ]
+            rows = s.execute(stmt).all()
+        out: list[tuple[TaskInfo, ReplyInfo | None]] = []
+        for row in rows:
+            task = TaskInfo(*row[:width])
+            reply = None
+            if row[width] is not None:
+                values = dict(zip(_REPLY_FIELDS, row[width:]))
+                reply = ReplyInfo(
+                    study_id=task.study_id,
+                    round=task.round,
+                    attempt=task.attempt,
+                    kind=task.kind,
+                    **values,
+                )
+            out.append((task, reply))
+        return out
 
     def site_outcomes(self, study_id: str, round: int) -> dict[str, str]:
         """Each site's outcome in the last attempt of ``round``: the error kind of its reply,

@@ -129,7 +129,7 @@ def _budget(config: dict[str, Any], spent: dict[str, float]) -> dict[str, Any]:
 def study_page(study_id: str, user: PageUser, ctx: Ctx) -> HTMLResponse:
     """One study, in plain words, with its live parts."""
     study = ctx.visible_study(user, study_id)
-    rounds = round_entries(ctx.store, study)
+    rounds = round_entries(ctx.store, study, cache=ctx.rounds)
     models = ctx.store.list_models(study.id)
     brief = study_brief(study)
     data = {"study": brief, "rounds": rounds, "events": f"/api/v1/studies/{study.id}/events"}

@@ -20,6 +20,8 @@ record alone (:func:`fedcare.coordinator.audit_trail.round_summary`).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -31,7 +33,7 @@ from fedcare.coordinator.store import CoordinatorStore
 from fedcare.dashboard.views import iso
 from fedcare.errors import NotFoundError, ValidationError
 
-__all__ = ["round_entries", "site_round_status"]
+__all__ = ["RoundCache", "round_entries", "site_round_status"]
 
 Activity = Sequence[tuple[TaskInfo, ReplyInfo | None]]
 #: The order in which one site's several tasks of a round (fit, evaluate...) decide its status.
@@ -39,27 +41,68 @@ _RANK = ["refused", "failed", "timed out", "sent", "not used", "replied", "aggre
 _TIMEOUT_WORDS = ("no reply before the deadline", "timeout", "timed out", "deadline")
 
 
+class RoundCache:
+    """Completed rounds' entries per study (a recorded round never changes: its open tasks
+    expired when it was recorded, and later replies are refused), for the ``studies`` most
+    recently asked about."""
+
+    def __init__(self, studies: int = 256) -> None:
+        self.studies = studies
+        self._entries: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, study_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            entries = self._entries.get(study_id)
+            if entries is None:
+                return []
+            self._entries.move_to_end(study_id)
+            return list(entries)
+
+    def put(self, study_id: str, entries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._entries[study_id] = entries
+            self._entries.move_to_end(study_id)
+            while len(self._entries) > self.studies:
+                self._entries.popitem(last=False)
+
+
 def round_entries(
-    store: CoordinatorStore, study: StudyInfo, *, min_round: int = 0
+    store: CoordinatorStore,
+    study: StudyInfo,
+    *,
+    min_round: int = 0,
+    cache: RoundCache | None = None,
 ) -> list[dict[str, Any]]:
     """The study's rounds from ``min_round`` on: recorded ones, then the round in progress
-    (its tasks are out), each as a RoundEntry of the API contract. Two queries."""
-    rounds = store.list_rounds(study.id, min_round=min_round)
-    activity = store.study_activity(study.id, min_round=min_round)
+    (its tasks are out), each as a RoundEntry of the API contract. Two queries, of the rounds
+    after those in ``cache`` only."""
+    known = cache.get(study.id) if cache is not None else []
+    start = known[-1]["round"] + 1 if known else 0
+    if cache is None:
+        start = min_round
+    rounds = store.list_rounds(study.id, min_round=start)
+    activity = store.study_activity(study.id, min_round=start)
     by_round: dict[int, list[tuple[TaskInfo, ReplyInfo | None]]] = {}
     for task, reply in activity:
         by_round.setdefault(task.round, []).append((task, reply))
+    sizes: dict[str, int] = {}
 
     def size(digest: str) -> int:  # the reply's artifact, not read (0 if it was pruned)
-        try:
-            return store.artifacts.size(digest)
-        except (NotFoundError, ValidationError):
-            return 0
+        if digest not in sizes:
+            try:
+                sizes[digest] = store.artifacts.size(digest)
+            except (NotFoundError, ValidationError):
+                sizes[digest] = 0
+        return sizes[digest]
 
-    entries = [_entry(r.round, r, by_round.pop(r.round, []), study, size) for r in rounds]
+    done = [_entry(r.round, r, by_round.pop(r.round, []), study, size) for r in rounds]
+    if cache is not None and done:
+        cache.put(study.id, known + done)
+    entries = known + done
     for number in sorted(by_round):  # tasks of a round not recorded (yet)
         entries.append(_entry(number, None, by_round[number], study, size))
-    return entries
+    return [e for e in entries if e["round"] >= min_round]
 
 
 def _entry(

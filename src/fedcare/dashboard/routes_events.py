@@ -101,7 +101,9 @@ async def _events(
             done = study.last_completed_round
             if done is not None and done > sent_round:
                 entries = await anyio.to_thread.run_sync(
-                    lambda: round_entries(ctx.store, study, min_round=sent_round + 1)
+                    lambda: round_entries(
+                        ctx.store, study, min_round=sent_round + 1, cache=ctx.rounds
+                    )
                 )
                 for entry in entries:
                     if entry["status"] == "completed" and entry["round"] > sent_round:

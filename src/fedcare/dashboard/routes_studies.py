@@ -35,12 +35,14 @@ def list_studies(user: User, ctx: Ctx) -> list[dict[str, Any]]:
 def get_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
     """A study: status, progress, rounds, the last round per site, refusals, epsilon."""
     study = ctx.visible_study(user, study_id)
-    rounds = [round_summary(r.record) for r in ctx.store.list_rounds(study.id)]
+    recorded = ctx.store.list_rounds(study.id)
+    rounds = [round_summary(r.record) for r in recorded]
+    refusals = schema_refusals(ctx.store, study.id, rounds=recorded[:1])
     return {
         **study_brief(study),
         "rounds": rounds,
         "last_round_sites": last_round_sites(rounds[-1]) if rounds else {},
-        "refusals": schema_refusals(ctx.store, study.id) + site_refusals(ctx.store, study.id),
+        "refusals": refusals + site_refusals(ctx.store, study.id),
         "epsilon_spent": ctx.store.site_epsilon(study.id),
     }
 
@@ -66,7 +68,7 @@ def get_rounds(study_id: str, user: User, ctx: Ctx) -> list[dict[str, Any]]:
     aggregated, refused or failed with the reason, timed out, not used), the reply's kind and
     size in bytes."""
     study = ctx.visible_study(user, study_id)
-    return round_entries(ctx.store, study)
+    return round_entries(ctx.store, study, cache=ctx.rounds)
 
 
 #: The report is our own page with inline plotly: it runs sandboxed (no cookies, no API).

@@ -28,7 +28,9 @@ def chromium() -> Iterator[Any]:
     except ImportError:
         pytest.skip("Playwright is not installed (the dev extra)")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        browser = p.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
         try:
             yield browser
         finally:

@@ -36,7 +36,7 @@ def play_round(
         store.next_task_for(site)
     digest = store.artifacts.put(UPDATE + bytes([round % 256]))
     ok = []
-    for task_id, site in zip(ids, sites):
+    for task_id, site in zip(ids, sites, strict=True):
         if site == refused:
             error = ReplyError("policy-denied", "the plan's dataset is not allowed")
             store.store_reply(task_id, site, error=error)

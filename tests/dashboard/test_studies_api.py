@@ -68,8 +68,9 @@ def test_a_study_that_could_not_run_is_refused_with_the_clis_reason(api: Api) ->
     assert status == 422
     assert "offered by 0 of the 2 sites" in body["detail"]
     assert 'pass "queue": true to queue it' in body["detail"]
-    status, body = _submit(api, "operator", {**doc, "model": {"kind": "package",
-                                                              "package": "model.fcpkg"}})
+    status, body = _submit(
+        api, "operator", {**doc, "model": {"kind": "package", "package": "model.fcpkg"}}
+    )
     assert status == 422 and "upload the signed archive first" in body["detail"]
     assert api.store.list_studies() == []
     status, body = _submit(api, "auditor", doc)
@@ -78,9 +79,7 @@ def test_a_study_that_could_not_run_is_refused_with_the_clis_reason(api: Api) ->
     assert status == 422 and isinstance(body["detail"], str)
 
 
-def test_a_signed_package_is_stored_and_a_tampered_one_refused(
-    api: Api, tmp_path: Path
-) -> None:
+def test_a_signed_package_is_stored_and_a_tampered_one_refused(api: Api, tmp_path: Path) -> None:
     federation = api.home.parent / "fed"
     add_researcher(federation, "alice")
     built = build(tmp_path / "pk", federation)
@@ -194,3 +193,29 @@ def test_results_and_report_are_those_of_fedcare_study_report(api: Api) -> None:
     assert status == 200 and "attachment" in headers["content-disposition"]
     other = api.store.create_study("theirs", example_config(), 1, owner="someone-else")
     assert api.call("GET", f"{V1}/studies/{other}/report", lead)[0] == 404
+
+
+def test_the_status_follows_new_rounds_and_refusals(api: Api) -> None:
+    """Completed rounds are remembered between calls; what came after is read again."""
+    register_sites(api.store)
+    sid = api.store.create_study("heart", example_config(rounds=3), 7)
+    api.store.set_study_status(sid, "running")
+    play_round(api.store, sid, 1, refused="swiss", silent=None)
+    token = api.tokens["operator"]
+    status, detail = api.call("GET", f"{V1}/studies/{sid}", token)
+    assert status == 200 and [r["round"] for r in detail["rounds"]] == [1]
+    assert detail["refusals"] == [
+        "site swiss refused round 1 (fit): policy-denied: the plan's dataset is not allowed"
+    ]
+    assert len(api.call("GET", f"{V1}/studies/{sid}/rounds", token)[1]) == 1
+    play_round(api.store, sid, 2, refused="hungary", silent=None)
+    status, detail = api.call("GET", f"{V1}/studies/{sid}", token)
+    assert [r["round"] for r in detail["rounds"]] == [1, 2]
+    assert [line.split(" round ")[0] for line in detail["refusals"]] == [
+        "site hungary refused",
+        "site swiss refused",
+    ]
+    assert detail["last_round_sites"]["hungary"]["status"] == "failed"
+    status, rounds = api.call("GET", f"{V1}/studies/{sid}/rounds", token)
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[1]["sites"]["hungary"]["status"] == "refused"

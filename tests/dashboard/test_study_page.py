@@ -25,7 +25,11 @@ def test_the_study_page_says_where_it_stands_in_plain_words(api: Api) -> None:
     register_sites(api.store)
     config = example_config(
         rounds=4,
-        privacy={"mode": "private", "epsilon": 2.0, "dp": {"noise_multiplier": 1.0, "clip_norm": 1}},
+        privacy={
+            "mode": "private",
+            "epsilon": 2.0,
+            "dp": {"noise_multiplier": 1.0, "clip_norm": 1},
+        },
     )
     sid = api.store.create_study("heart-dp", config, 7, owner="study-lead-person")
     api.store.set_study_status(sid, "running")
@@ -58,7 +62,9 @@ def test_cancel_by_form_needs_the_dashboards_origin(api: Api) -> None:
     status, _, _ = raw_call(api, "POST", f"/studies/{sid}/cancel", cookie=lead)
     assert status == 403 and api.store.get_study(sid).status == "pending"
     origin = {"Origin": api.url}
-    status, _, headers = raw_call(api, "POST", f"/studies/{sid}/cancel", cookie=lead, headers=origin)
+    status, _, headers = raw_call(
+        api, "POST", f"/studies/{sid}/cancel", cookie=lead, headers=origin
+    )
     assert status == 303 and headers["location"] == f"/studies/{sid}"
     assert api.store.get_study(sid).reason == "cancelled by study-lead-person"
     entries = (api.home / "audit.jsonl").read_text()
@@ -89,7 +95,9 @@ def test_the_submit_form_runs_the_same_checks(api: Api) -> None:
         {"study": ("study.yaml", yaml.safe_dump(doc).encode()), "queue": ("", b"1")}
     )
     headers["Content-Type"] = kind
-    status, _, answer = raw_call(api, "POST", "/studies/new", cookie=lead, body=body, headers=headers)
+    status, _, answer = raw_call(
+        api, "POST", "/studies/new", cookie=lead, body=body, headers=headers
+    )
     assert status == 303
     (study,) = api.store.list_studies()
     assert answer["location"] == f"/studies/{study.id}" and study.owner == "study-lead-person"

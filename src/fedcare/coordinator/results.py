@@ -8,9 +8,9 @@ from fedcare.coordinator.analytics_jobs import analytics_job_result
 from fedcare.coordinator.jsonsafe import to_json
 from fedcare.coordinator.privacy_guard import ledger_summary
 from fedcare.coordinator.store import CoordinatorStore
-from fedcare.records.study import StudyConfig
 from fedcare.evaluation.analytics_report import render_analytics_report
 from fedcare.evaluation.report import render_report
+from fedcare.records.study import StudyConfig
 from fedcare.records.tasks import METRICS_BY_TASK
 
 __all__ = ["study_report", "study_results"]

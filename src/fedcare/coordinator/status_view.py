@@ -9,21 +9,39 @@ from typing import Any
 
 from fedcare.errors import ConfigError, NotFoundError
 
-__all__ = ["is_refusal", "resolve_study_id", "schema_refusals", "site_refusals", "site_state"]
+__all__ = [
+    "is_refusal",
+    "latest_site_errors",
+    "resolve_study_id",
+    "schema_refusals",
+    "site_refusals",
+    "site_state",
+]
 
 
 def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
-    """The latest error reply of each site to a study, as lines for an operator (one query:
-    the study's tasks answered with an error, :meth:`~fedcare.coordinator.store_tasks.
-    TasksMixin.study_activity`)."""
+    """The latest error reply of each site to a study, as lines for an operator."""
+    latest = latest_site_errors(store, study_id)
+    return [latest[s] for s in sorted(latest)][:limit]
+
+
+def latest_site_errors(
+    store: Any, study_id: str, *, min_round: int = 0, max_round: int | None = None
+) -> dict[str, str]:
+    """``{site: line}``: each site's latest error reply to the study in rounds ``min_round``
+    to ``max_round`` (one query: :meth:`~fedcare.coordinator.store_tasks.TasksMixin.
+    study_activity` of the tasks answered with an error)."""
     latest: dict[str, str] = {}
-    for _, reply in store.study_activity(study_id, errors_only=True):
+    found = store.study_activity(
+        study_id, min_round=min_round, max_round=max_round, errors_only=True
+    )
+    for _, reply in found:
         verb = "refused" if is_refusal(reply.error_kind) else "failed"
         latest[reply.site_id] = (
             f"site {reply.site_id} {verb} round {reply.round} ({reply.kind}): "
             f"{reply.error_kind}: {reply.error_message}"
         )
-    return [latest[s] for s in sorted(latest)][:limit]
+    return latest
 
 
 def schema_refusals(store: Any, study_id: str, *, rounds: Sequence[Any] | None = None) -> list[str]:

@@ -288,11 +288,16 @@ class TasksMixin(StoreBase):
             return [_reply_info(row, task) for row, task in s.execute(stmt).all()]
 
     def study_activity(
-        self, study_id: str, *, min_round: int = 0, errors_only: bool = False
+        self,
+        study_id: str,
+        *,
+        min_round: int = 0,
+        max_round: int | None = None,
+        errors_only: bool = False,
     ) -> list[tuple[TaskInfo, ReplyInfo | None]]:
-        """Every task of the study from round ``min_round`` on, each with its reply (None
-        before one arrived), oldest first; with ``errors_only`` only tasks answered with an
-        error. One query of plain columns (no ORM objects): what a person is shown of rounds."""
+        """Every task of the study in rounds ``min_round`` to ``max_round`` (None: the
+        last), each with its reply (None before one arrived), oldest first; with ``errors_only`` only tasks answered with an
+        error. One query of plain columns (no ORM objects): what a person is shown."""
         task_cols = [getattr(TaskRow, name) for name in _TASK_FIELDS]
         reply_cols = [getattr(ReplyRow, name) for name in _REPLY_FIELDS]
         stmt = (
@@ -300,6 +305,8 @@ class TasksMixin(StoreBase):
             .where(TaskRow.study_id == study_id, TaskRow.round >= min_round)
             .order_by(TaskRow.round, TaskRow.attempt, TaskRow.created_at, TaskRow.id)
         )
+        if max_round is not None:
+            stmt = stmt.where(TaskRow.round <= max_round)
         if errors_only:
             stmt = stmt.join(ReplyRow, ReplyRow.task_id == TaskRow.id).where(
                 ReplyRow.error_kind.is_not(None)
@@ -314,7 +321,7 @@ class TasksMixin(StoreBase):
             task = TaskInfo(*row[:width])
             reply = None
             if row[width] is not None:
-                values = dict(zip(_REPLY_FIELDS, row[width:]))
+                values = dict(zip(_REPLY_FIELDS, row[width:], strict=True))
                 reply = ReplyInfo(
                     study_id=task.study_id,
                     round=task.round,

@@ -234,8 +234,7 @@ def check_ready(
     except TransportError as err:
         if not queue:
             raise TransportError(
-                f"{err}; start it with `{start}`, or pass {queue_option} to queue the study "
-                "anyway"
+                f"{err}; start it with `{start}`, or pass {queue_option} to queue the study anyway"
             ) from None
         warnings.append(str(err))
     return warnings

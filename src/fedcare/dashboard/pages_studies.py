@@ -60,11 +60,12 @@ def _form_files(request: Request, body: bytes) -> dict[str, tuple[str, bytes]]:
     head = f"Content-Type: {kind}\r\nMIME-Version: 1.0\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     out: dict[str, tuple[str, bytes]] = {}
-    for part in message.iter_parts():  # type: ignore[attr-defined]
+    for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)
         if isinstance(name, str):
-            out[name] = (part.get_filename() or "", payload)
+            data = payload if isinstance(payload, bytes) else b""
+            out[name] = (part.get_filename() or "", data)
     return out
 
 

@@ -42,29 +42,30 @@ _TIMEOUT_WORDS = ("no reply before the deadline", "timeout", "timed out", "deadl
 
 
 class RoundCache:
-    """Completed rounds' entries per study (a recorded round never changes: its open tasks
-    expired when it was recorded, and later replies are refused), for the ``studies`` most
-    recently asked about."""
+    """What the API shows of a study's completed rounds, per study and part (``entries``,
+    ``summaries``, ``refusals``), for the ``studies`` most recently asked about. A recorded
+    round never changes (its open tasks expired when it was recorded and later replies are
+    refused), so only rounds after the cached ones are read again."""
 
     def __init__(self, studies: int = 256) -> None:
         self.studies = studies
-        self._entries: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._parts: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, study_id: str) -> list[dict[str, Any]]:
+    def get(self, study_id: str, part: str = "entries", default: Any = None) -> Any:
         with self._lock:
-            entries = self._entries.get(study_id)
-            if entries is None:
-                return []
-            self._entries.move_to_end(study_id)
-            return list(entries)
+            parts = self._parts.get(study_id)
+            if parts is None or part not in parts:
+                return [] if default is None else default
+            self._parts.move_to_end(study_id)
+            return parts[part]
 
-    def put(self, study_id: str, entries: list[dict[str, Any]]) -> None:
+    def put(self, study_id: str, value: Any, part: str = "entries") -> None:
         with self._lock:
-            self._entries[study_id] = entries
-            self._entries.move_to_end(study_id)
-            while len(self._entries) > self.studies:
-                self._entries.popitem(last=False)
+            self._parts.setdefault(study_id, {})[part] = value
+            self._parts.move_to_end(study_id)
+            while len(self._parts) > self.studies:
+                self._parts.popitem(last=False)
 
 
 def round_entries(
@@ -77,7 +78,7 @@ def round_entries(
     """The study's rounds from ``min_round`` on: recorded ones, then the round in progress
     (its tasks are out), each as a RoundEntry of the API contract. Two queries, of the rounds
     after those in ``cache`` only."""
-    known = cache.get(study.id) if cache is not None else []
+    known = list(cache.get(study.id)) if cache is not None else []
     start = known[-1]["round"] + 1 if known else 0
     if cache is None:
         start = min_round
@@ -98,7 +99,7 @@ def round_entries(
 
     done = [_entry(r.round, r, by_round.pop(r.round, []), study, size) for r in rounds]
     if cache is not None and done:
-        cache.put(study.id, known + done)
+        cache.put(study.id, known + done)  # a new list: readers keep theirs
     entries = known + done
     for number in sorted(by_round):  # tasks of a round not recorded (yet)
         entries.append(_entry(number, None, by_round[number], study, size))
@@ -121,8 +122,8 @@ def _entry(
     now = datetime.now(timezone.utc)
     for task, reply in tasks:
         status, reason = site_round_status(task, reply, summary, now)
-        site = sites.get(task.site_id)
-        if site is None or _RANK.index(status) < _RANK.index(site["status"]):
+        seen = sites.get(task.site_id)
+        if seen is None or _RANK.index(status) < _RANK.index(seen["status"]):
             sent = task.delivered_at or task.created_at
             sites[task.site_id] = {
                 "status": status,
@@ -143,8 +144,10 @@ def _entry(
     started = min((t.created_at for t, _ in activity), default=None)
     if started is None and recorded is not None:
         started = recorded.completed_at - timedelta(seconds=recorded.duration_s)
-    status = "completed" if recorded is not None else (
-        "running" if study.status == "running" else "stopped"
+    status = (
+        "completed"
+        if recorded is not None
+        else ("running" if study.status == "running" else "stopped")
     )
     return {
         "round": number,
@@ -224,7 +227,9 @@ def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def _round_metrics(record: Mapping[str, Any], summary: Mapping[str, Any] | None) -> dict[str, float]:
+def _round_metrics(
+    record: Mapping[str, Any], summary: Mapping[str, Any] | None
+) -> dict[str, float]:
     """The round's training measurements, then its evaluation's weighted means (these win)."""
     if summary is None:
         return {}

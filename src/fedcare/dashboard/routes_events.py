@@ -14,6 +14,7 @@ well within 2 s of being recorded. A person may hold :data:`MAX_STREAMS` streams
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -101,8 +102,12 @@ async def _events(
             done = study.last_completed_round
             if done is not None and done > sent_round:
                 entries = await anyio.to_thread.run_sync(
-                    lambda: round_entries(
-                        ctx.store, study, min_round=sent_round + 1, cache=ctx.rounds
+                    functools.partial(
+                        round_entries,
+                        ctx.store,
+                        study,
+                        min_round=sent_round + 1,
+                        cache=ctx.rounds,
                     )
                 )
                 for entry in entries:

@@ -10,9 +10,10 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from fedcare.coordinator.audit_trail import round_summary
-from fedcare.coordinator.status_view import schema_refusals, site_refusals
-from fedcare.dashboard.context import API_PREFIX, Ctx, User
 from fedcare.coordinator.results import study_report
+from fedcare.coordinator.rows import StudyInfo
+from fedcare.coordinator.status_view import latest_site_errors, schema_refusals
+from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, User
 from fedcare.dashboard.rounds_view import round_entries
 from fedcare.dashboard.views import last_round_sites, study_brief
 from fedcare.errors import ConflictError, FedcareError
@@ -35,16 +36,35 @@ def list_studies(user: User, ctx: Ctx) -> list[dict[str, Any]]:
 def get_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
     """A study: status, progress, rounds, the last round per site, refusals, epsilon."""
     study = ctx.visible_study(user, study_id)
-    recorded = ctx.store.list_rounds(study.id)
-    rounds = [round_summary(r.record) for r in recorded]
-    refusals = schema_refusals(ctx.store, study.id, rounds=recorded[:1])
+    rounds, refusals = _summaries(ctx, study)
+    schema = schema_refusals(ctx.store, study.id, rounds=[r for r, _ in rounds[:1]])
     return {
         **study_brief(study),
-        "rounds": rounds,
-        "last_round_sites": last_round_sites(rounds[-1]) if rounds else {},
-        "refusals": refusals + site_refusals(ctx.store, study.id),
+        "rounds": [summary for _, summary in rounds],
+        "last_round_sites": last_round_sites(rounds[-1][1]) if rounds else {},
+        "refusals": schema + [refusals[s] for s in sorted(refusals)][:20],
         "epsilon_spent": ctx.store.site_epsilon(study.id),
     }
+
+
+def _summaries(
+    ctx: ApiContext, study: StudyInfo
+) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str, str]]:
+    """``([(round info, round_summary)...], {site: latest error line})``, read from the
+    store only for rounds after those cached (a recorded round never changes)."""
+    rounds = list(ctx.rounds.get(study.id, "summaries"))
+    start = rounds[-1][0].round + 1 if rounds else 0
+    new = [(r, round_summary(r.record)) for r in ctx.store.list_rounds(study.id, min_round=start)]
+    if new:
+        ctx.rounds.put(study.id, rounds + new, "summaries")
+    upto, errors = ctx.rounds.get(study.id, "refusals", (-1, {}))
+    done = study.last_completed_round
+    if done is not None and done > upto:  # errors up to a recorded round are final
+        found = latest_site_errors(ctx.store, study.id, min_round=upto + 1, max_round=done)
+        upto, errors = done, {**errors, **found}
+        ctx.rounds.put(study.id, (upto, errors), "refusals")
+    latest = {**errors, **latest_site_errors(ctx.store, study.id, min_round=upto + 1)}
+    return rounds + new, latest
 
 
 @router.post("/studies/{study_id}/cancel")

@@ -48,7 +48,9 @@ Submitter = Annotated[UserInfo, Depends(submitter)]
 class Submission(BaseModel):
     """A study to submit: the text of its study file (YAML)."""
 
-    study: str = Field(description="The study file's text (YAML), as `fedcare study submit` reads it.")
+    study: str = Field(
+        description="The study file's text (YAML), as `fedcare study submit` reads it."
+    )
     queue: bool = Field(
         default=False,
         description="Queue it even if too few sites offer its dataset or the coordinator is "
@@ -157,7 +159,9 @@ def submit_text(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         }
     },
 )

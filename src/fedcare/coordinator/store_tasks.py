@@ -296,8 +296,9 @@ class TasksMixin(StoreBase):
         errors_only: bool = False,
     ) -> list[tuple[TaskInfo, ReplyInfo | None]]:
         """Every task of the study in rounds ``min_round`` to ``max_round`` (None: the
-        last), each with its reply (None before one arrived), oldest first; with ``errors_only`` only tasks answered with an
-        error. One query of plain columns (no ORM objects): what a person is shown."""
+        last), each with its reply (None before one arrived), oldest first; with
+        ``errors_only`` only tasks answered with an error. One query of plain columns (no ORM
+        objects): what a person is shown of rounds."""
         task_cols = [getattr(TaskRow, name) for name in _TASK_FIELDS]
         reply_cols = [getattr(ReplyRow, name) for name in _REPLY_FIELDS]
         stmt = (
@@ -321,14 +322,11 @@ class TasksMixin(StoreBase):
             task = TaskInfo(*row[:width])
             reply = None
             if row[width] is not None:
-                values = dict(zip(_REPLY_FIELDS, row[width:], strict=True))
+                task_id, site, received, digest, kind, message, samples = row[width:]
                 reply = ReplyInfo(
-                    study_id=task.study_id,
-                    round=task.round,
-                    attempt=task.attempt,
-                    kind=task.kind,
-                    **values,
-                )
+                    task_id, site, task.study_id, task.round, task.attempt, task.kind,
+                    received, digest, kind, message, samples,
+                )  # fmt: skip
             out.append((task, reply))
         return out
 

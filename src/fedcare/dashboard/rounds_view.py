@@ -15,7 +15,7 @@ A site's part in a round (the last attempt of it) reads, in this order:
 * ``sent`` — its task is out and no reply has come yet.
 
 Rounds recorded without tasks in the store (an in-process run) are read from the round's
-record alone (:func:`fedcare.coordinator.audit_trail.round_summary`).
+record alone (what :func:`fedcare.coordinator.audit_trail.round_summary` reads of it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fedcare.coordinator.audit_trail import round_summary
 from fedcare.coordinator.rows import ReplyInfo, RoundInfo, StudyInfo, TaskInfo
 from fedcare.coordinator.status_view import is_refusal
 from fedcare.coordinator.store import CoordinatorStore
@@ -116,7 +115,7 @@ def _entry(
     attempt = max((t.attempt for t, _ in activity), default=0)
     tasks = [(t, r) for t, r in activity if t.attempt == attempt]
     record: Mapping[str, Any] = recorded.record if recorded is not None else {}
-    summary = round_summary(record) if recorded is not None else None
+    summary = _summary(record) if recorded is not None else None
     per_site = ((record.get("evaluate") or {}).get("per_site")) or {}
     sites: dict[str, dict[str, Any]] = {}
     now = datetime.now(timezone.utc)
@@ -218,6 +217,23 @@ def _from_record(
         sites.setdefault(site, {**blank, "status": "aggregated", "reason": None})
 
 
+def _summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Who took part in a recorded round and its numeric measurements: the parts of
+    :func:`~fedcare.coordinator.audit_trail.round_summary` used here (without its canonical
+    JSON round trip, which a study's first view would pay for every round)."""
+    fit = record.get("fit") or {}
+    rejected = list(fit.get("rejected_sites") or [])
+    measurements: dict[str, Any] = _numbers(fit)
+    measurements["rejected_sites"] = rejected
+    measurements["rejected_reasons"] = fit.get("rejected_reasons") or {}
+    return {
+        "sampled_sites": list(fit.get("sampled_sites") or []),
+        "aggregated_sites": sorted(set(fit.get("site_info") or {}) - set(rejected)),
+        "failed_sites": dict(fit.get("failed_sites") or {}),
+        "measurements": measurements,
+    }
+
+
 def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
     """The finite numbers of ``values`` (a site's or the round's metrics)."""
     return {
@@ -233,6 +249,6 @@ def _round_metrics(
     """The round's training measurements, then its evaluation's weighted means (these win)."""
     if summary is None:
         return {}
-    out = _numbers(summary["measurements"])
+    out = {k: v for k, v in summary["measurements"].items() if isinstance(v, float)}
     out.update(_numbers((record.get("evaluate") or {}).get("weighted") or {}))
     return out

@@ -18,6 +18,7 @@ import functools
 import json
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -145,12 +146,22 @@ async def study_events(
             429, f"{counter.limit} event streams are open for you already; close one first"
         )
 
+    released = threading.Event()
+
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            counter.release(user.name)
+
     async def stream() -> AsyncIterator[bytes]:
         try:
             async for chunk in _events(ctx, study, after_round, request):
                 yield chunk
         finally:
-            counter.release(user.name)
+            release()
 
+    body = stream()
+    # a client gone before the first byte: the generator never runs its finally
+    weakref.finalize(body, release)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)

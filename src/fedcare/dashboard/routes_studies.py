@@ -32,19 +32,21 @@ def list_studies(user: User, ctx: Ctx) -> list[dict[str, Any]]:
     return [study_brief(s) for s in studies]
 
 
-@router.get("/studies/{study_id}")
-def get_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
+@router.get("/studies/{study_id}", response_class=JSONResponse)
+def get_study(study_id: str, user: User, ctx: Ctx) -> JSONResponse:
     """A study: status, progress, rounds, the last round per site, refusals, epsilon."""
     study = ctx.visible_study(user, study_id)
     rounds, refusals = _summaries(ctx, study)
     schema = schema_refusals(ctx.store, study.id, rounds=[r for r, _ in rounds[:1]])
-    return {
-        **study_brief(study),
-        "rounds": [summary for _, summary in rounds],
-        "last_round_sites": last_round_sites(rounds[-1][1]) if rounds else {},
-        "refusals": schema + [refusals[s] for s in sorted(refusals)][:20],
-        "epsilon_spent": ctx.store.site_epsilon(study.id),
-    }
+    return JSONResponse(
+        {
+            **study_brief(study),
+            "rounds": [summary for _, summary in rounds],
+            "last_round_sites": last_round_sites(rounds[-1][1]) if rounds else {},
+            "refusals": schema + [refusals[s] for s in sorted(refusals)][:20],
+            "epsilon_spent": ctx.store.site_epsilon(study.id),
+        }
+    )
 
 
 def _summaries(
@@ -82,13 +84,14 @@ def cancel_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
     return study_brief(study)
 
 
-@router.get("/studies/{study_id}/rounds")
-def get_rounds(study_id: str, user: User, ctx: Ctx) -> list[dict[str, Any]]:
+@router.get("/studies/{study_id}/rounds", response_class=JSONResponse)
+def get_rounds(study_id: str, user: User, ctx: Ctx) -> JSONResponse:
     """Each round: status, times, metrics, and per site what happened (task sent, replied,
     aggregated, refused or failed with the reason, timed out, not used), the reply's kind and
     size in bytes."""
     study = ctx.visible_study(user, study_id)
-    return round_entries(ctx.store, study, cache=ctx.rounds)
+    # plain JSON already: straight to the response (no jsonable_encoder walk over it)
+    return JSONResponse(round_entries(ctx.store, study, cache=ctx.rounds))
 
 
 #: The report is our own page with inline plotly: it runs sandboxed (no cookies, no API).

@@ -36,15 +36,9 @@ __all__ = ["TaskSpec", "TasksMixin"]
 
 Refuse = Callable[[str, str], ReplyRefusedError]
 _TASK_FIELDS = [f.name for f in fields(TaskInfo)]
-_REPLY_FIELDS = [
-    "task_id",
-    "site_id",
-    "received_at",
-    "payload_digest",
-    "error_kind",
-    "error_message",
-    "num_samples",
-]
+#: The reply's own columns, in ReplyInfo's order (the task's study, round... come between).
+_REPLY_FIELDS: tuple[str, ...] = ("task_id", "site_id", "received_at", "payload_digest")
+_REPLY_FIELDS += ("error_kind", "error_message", "num_samples")
 
 
 class TaskSpec(NamedTuple):

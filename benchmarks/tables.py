@@ -112,6 +112,7 @@ TITLES = {
     "privacy_he": "Homomorphic encryption (`benchmarks/privacy_he.py`)",
     "adversarial": "One site sends bad replies (`benchmarks/adversarial.py`)",
     "cli": "CLI start-up, median of fresh processes (`benchmarks/cli.py`)",
+    "api": "HTTP API latency and event delay, PostgreSQL (`benchmarks/api.py`)",
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import URL
 
 from fedcare.coordinator.audit_trail import CoordinatorAudit
+from fedcare.coordinator.files import record_kit
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.dashboard.api import create_app
 from fedcare.dashboard.serve import serve_api
@@ -22,6 +23,14 @@ from fedcare.dashboard.serve import serve_api
 from ..deployment.helpers import provision
 
 ROLES = ("operator", "study-lead", "auditor")
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "heart-disease.yaml"
+
+
+def example_config(**changes: Any) -> dict[str, Any]:
+    """The example study's stored config (as submission stores it), with ``changes``."""
+    from fedcare.records.study import StudyConfig
+
+    return {**StudyConfig.from_yaml(EXAMPLE).model_dump(mode="json"), **changes}
 
 
 @dataclass
@@ -91,6 +100,7 @@ def start_api(tmp_path: Path, db_url: str | URL | None, **options: Any) -> Itera
     kits = provision(tmp_path / "fed", sites=("hungary", "va"))
     home = tmp_path / "home"
     home.mkdir()
+    record_kit(home, kits.coordinator)  # as `coordinator start` does: packages check its CA
     store = CoordinatorStore(db_url or f"sqlite:///{home / 'coordinator.db'}", home / "artifacts")
     audit = CoordinatorAudit.open(home, kits.coordinator, actor="coordinator:test")
     app = create_app(store, audit, home=home, **options)

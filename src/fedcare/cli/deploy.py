@@ -180,18 +180,16 @@ def study_submit(
     client = remote_client(ctx, coordinator, ca)
     if client is not None:
         return remote_submit(client, study, queue, as_json)
-    from fedcare.coordinator.packages import store_study_package
-    from fedcare.coordinator.submission import check_ready, check_submission
+    from fedcare.coordinator.submission import submit_study
     from fedcare.dashboard.views import study_brief
     from fedcare.records.study import StudyConfig
 
     start = f"fedcare coordinator start --kit KIT --home {home}" + (f" --db {db}" if db else "")
     try:
         with _store(home, db) as store:
-            config = store_study_package(StudyConfig.from_yaml(study), study, home)
-            check_submission(store, config)
-            warnings = check_ready(store, config, str(home), start=start, queue=queue)
-            study_id = store.create_study(config.name, config.model_dump(mode="json"), config.seed)
+            study_id, warnings = submit_study(
+                store, StudyConfig.from_yaml(study), study, home, start=start, queue=queue
+            )
             brief = study_brief(store.get_study(study_id))
     except FedcareError as err:
         raise fail(err) from None

@@ -13,7 +13,8 @@ coordinator kit's key. The study runner writes, in one place each:
 - ``study-finished`` / ``study-failed`` / ``study-cancelled``.
 
 People's changes (:meth:`CoordinatorAudit.person_action`) name the person: ``user-added``,
-``user-revoked``, ``user-rotated`` (``fedcare users``), ``study-cancel-requested`` (the API).
+``user-revoked``, ``user-rotated`` (``fedcare users``), ``study-cancel-requested``,
+``study-submitted`` and ``package-uploaded`` (the API and the dashboard, with ``via``).
 
 **Ordering.** The database write and the audit append are not one transaction. The runner
 always commits to the database first and appends second, so the log never records what the

@@ -91,6 +91,21 @@ class CoordinatorPackages:
             data = Path(archive).read_bytes()
         except OSError as err:
             raise ConfigError(f"package archive {archive} cannot be read: {err}") from None
+        return self.add_bytes(data, ca_cert=ca_cert, name=str(archive))
+
+    def add_bytes(
+        self, data: bytes, *, ca_cert: x509.Certificate, name: str = "the uploaded archive"
+    ) -> tuple[str, Any]:
+        """Verify the archive ``data`` (an upload to the HTTP API) against ``ca_cert`` and
+        store it, as :meth:`add_archive` does a file; ``name`` names it in a refusal.
+
+        Raises
+        ------
+        PackageError
+            As :meth:`add_archive`: ``package NAME: <why it does not verify>``.
+        ConfigError
+            If its manifest is invalid.
+        """
         private_dir(self.root)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming.", suffix=ARCHIVE_SUFFIX)
         try:
@@ -100,7 +115,7 @@ class CoordinatorPackages:
             try:
                 verified = verify_package(tmp, ca_cert=ca_cert)
             except PackageError as err:
-                raise PackageError(f"package {archive}: {err}") from None
+                raise PackageError(f"package {name}: {err}") from None
             os.replace(tmp, self.path(verified.hash))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

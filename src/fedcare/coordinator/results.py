@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedcare.coordinator.analytics_jobs import analytics_job_result
+from fedcare.coordinator.jsonsafe import to_json
 from fedcare.coordinator.privacy_guard import ledger_summary
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.evaluation.analytics_report import render_analytics_report
+from fedcare.evaluation.report import render_report
 from fedcare.records.study import StudyConfig
 from fedcare.records.tasks import METRICS_BY_TASK
 
-__all__ = ["study_results"]
+__all__ = ["study_report", "study_results"]
 
 
 def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
@@ -57,3 +61,23 @@ def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
         "privacy_ledger": ledger_summary(store.site_epsilon(study_id), study, history),
         **card,
     }
+
+
+def study_report(
+    store: CoordinatorStore, study_id: str, *, html: bool = True
+) -> tuple[dict[str, Any], str]:
+    """``(results, report HTML)`` of a study or an analytics job, as ``fedcare study report``
+    writes them to results.json and report.html (the HTTP API serves them); the results as
+    strict JSON (NaN as null); the HTML is ``""`` unless ``html``.
+
+    Raises
+    ------
+    ConflictError
+        For an analytics job without a result yet.
+    """
+    analytics = analytics_job_result(store, study_id)
+    if analytics is not None:
+        page = render_analytics_report(analytics) if html else ""
+        return to_json(analytics, "the analytics result"), page
+    results = study_results(store, study_id)
+    return to_json(results, "the study's results"), render_report(results) if html else ""

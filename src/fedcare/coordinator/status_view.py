@@ -3,37 +3,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from fedcare.errors import ConfigError
+from fedcare.errors import ConfigError, NotFoundError
 
-__all__ = ["is_refusal", "resolve_study_id", "schema_refusals", "site_refusals", "site_state"]
+__all__ = [
+    "is_refusal",
+    "latest_site_errors",
+    "resolve_study_id",
+    "schema_refusals",
+    "site_refusals",
+    "site_state",
+]
 
 
 def site_refusals(store: Any, study_id: str, *, limit: int = 20) -> list[str]:
     """The latest error reply of each site to a study, as lines for an operator."""
-    latest: dict[str, str] = {}
-    seen: set[tuple[int, int]] = set()
-    for task in store.list_tasks(study_id):
-        if task.status != "failed" or (task.round, task.attempt) in seen:
-            continue
-        seen.add((task.round, task.attempt))
-        for reply in store.replies_for_round(study_id, task.round, task.attempt):
-            if reply.error_kind is not None:
-                verb = "refused" if is_refusal(reply.error_kind) else "failed"
-                latest[reply.site_id] = (
-                    f"site {reply.site_id} {verb} round {reply.round} ({reply.kind}): "
-                    f"{reply.error_kind}: {reply.error_message}"
-                )
+    latest = latest_site_errors(store, study_id)
     return [latest[s] for s in sorted(latest)][:limit]
 
 
-def schema_refusals(store: Any, study_id: str) -> list[str]:
+def latest_site_errors(
+    store: Any, study_id: str, *, min_round: int = 0, max_round: int | None = None
+) -> dict[str, str]:
+    """``{site: line}``: each site's latest error reply to the study in rounds ``min_round``
+    to ``max_round`` (one query: :meth:`~fedcare.coordinator.store_tasks.TasksMixin.
+    study_activity` of the tasks answered with an error)."""
+    latest: dict[str, str] = {}
+    found = store.study_activity(
+        study_id, min_round=min_round, max_round=max_round, errors_only=True
+    )
+    for _, reply in found:
+        verb = "refused" if is_refusal(reply.error_kind) else "failed"
+        latest[reply.site_id] = (
+            f"site {reply.site_id} {verb} round {reply.round} ({reply.kind}): "
+            f"{reply.error_kind}: {reply.error_message}"
+        )
+    return latest
+
+
+def schema_refusals(store: Any, study_id: str, *, rounds: Sequence[Any] | None = None) -> list[str]:
     """The sites the coordinator refused for a study at round 0 (their feature schema differs
-    from the study's), as lines for an operator."""
-    rounds = [r for r in store.list_rounds(study_id) if r.round == 0]
-    refused = (rounds[0].record or {}).get("refused_sites", {}) if rounds else {}
+    from the study's), as lines for an operator; ``rounds``: the study's rounds if already
+    read."""
+    if rounds is None:
+        try:
+            rounds = [store.get_round(study_id, 0)]
+        except NotFoundError:
+            rounds = []
+    start = [r for r in rounds if r.round == 0]
+    refused = (start[0].record or {}).get("refused_sites", {}) if start else {}
     return [f"site {site} refused for this study: {refused[site]}" for site in sorted(refused)]
 
 

@@ -160,9 +160,12 @@ class RoundsMixin(StoreBase):
             raise NotFoundError(f"study {study_id!r} has no recorded round {round}")
         return snapshot(RoundInfo, row)
 
-    def list_rounds(self, study_id: str) -> list[RoundInfo]:
-        """The study's recorded rounds in order (NotFoundError if there is no such study)."""
+    def list_rounds(self, study_id: str, *, min_round: int | None = None) -> list[RoundInfo]:
+        """The study's recorded rounds in order, from round ``min_round`` on if given
+        (NotFoundError if there is no such study)."""
         stmt = select(RoundRow).where(RoundRow.study_id == study_id).order_by(RoundRow.round)
+        if min_round is not None:
+            stmt = stmt.where(RoundRow.round >= min_round)
         with self._tx(write=False) as s:
             self._study(s, study_id)
             return [snapshot(RoundInfo, r) for r in s.scalars(stmt)]

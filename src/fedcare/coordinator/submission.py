@@ -41,10 +41,13 @@ from __future__ import annotations
 import difflib
 import socket
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from fedcare.coordinator.packages import store_study_package
 from fedcare.coordinator.rows import CoordinatorInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.store_base import utcnow
@@ -57,9 +60,67 @@ from fedcare.records.study import StudyConfig
 from fedcare.strategy.driver import check_privacy_mode, study_strategy
 from fedcare.transport.codec import decode_arrays
 
-__all__ = ["check_coordinator_running", "check_ready", "check_sites_offer", "check_submission"]
+__all__ = [
+    "check_coordinator_running",
+    "check_ready",
+    "check_sites_offer",
+    "check_submission",
+    "study_from_text",
+    "submit_study",
+]
 
 PROBE_TIMEOUT_S = 2.0
+
+
+def submit_study(
+    store: CoordinatorStore,
+    config: StudyConfig,
+    study_file: Path | str,
+    home: Path,
+    *,
+    start: str,
+    queue: bool = False,
+    owner: str | None = None,
+    queue_option: str = "--queue",
+) -> tuple[str, list[str]]:
+    """Checks 3 to 5 on a read study, then store it ``pending``: ``(study id, warnings)``.
+
+    Shared by ``fedcare study submit`` and the HTTP API's ``POST /studies``, so both refuse
+    the same studies with the same line. ``study_file`` names the study in messages (a
+    package path is found from its folder); ``owner`` is the API user submitting it (None on
+    the coordinator's host); ``queue_option`` is how the caller spells "queue anyway" in a
+    refusal.
+
+    Raises
+    ------
+    FedcareError
+        The first refusal (:func:`store_study_package`, :func:`check_submission`,
+        :func:`check_ready`); nothing is stored.
+    """
+    config = store_study_package(config, Path(study_file), home)
+    check_submission(store, config)
+    warnings = check_ready(
+        store, config, str(home), start=start, queue=queue, queue_option=queue_option
+    )
+    study_id = store.create_study(
+        config.name, config.model_dump(mode="json"), config.seed, owner=owner
+    )
+    return study_id, warnings
+
+
+def study_from_text(text: str, source: str = "study") -> StudyConfig:
+    """The study in YAML ``text`` (a study file's content sent over the API).
+
+    Raises
+    ------
+    ConfigError
+        ``SOURCE: not valid YAML: ...``, or naming every bad field as a study file's would.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
+    return StudyConfig.from_dict(data, source=source)
 
 
 def check_submission(store: CoordinatorStore, study: StudyConfig) -> None:
@@ -137,13 +198,20 @@ def _input_shape(store: CoordinatorStore, dataset: str) -> tuple[int, ...] | Non
 
 
 def check_ready(
-    store: CoordinatorStore, study: StudyConfig, where: str, *, start: str, queue: bool = False
+    store: CoordinatorStore,
+    study: StudyConfig,
+    where: str,
+    *,
+    start: str,
+    queue: bool = False,
+    queue_option: str = "--queue",
 ) -> list[str]:
     """Checks 4 and 5: sites offer the dataset, the coordinator runs; refuse, or with ``queue``
     return what they would refuse as warnings.
 
     ``where`` names the coordinator's home; ``start`` is the command that starts it (said in
-    the refusal).
+    the refusal), ``queue_option`` the caller's way to queue anyway (``--queue``, or the
+    API's ``"queue": true``).
 
     Raises
     ------
@@ -158,7 +226,7 @@ def check_ready(
     except ConfigError as err:
         if not queue:
             raise ConfigError(
-                f"{err}; or pass --queue to queue it until such sites connect"
+                f"{err}; or pass {queue_option} to queue it until such sites connect"
             ) from None
         warnings.append(str(err))
     try:
@@ -166,7 +234,7 @@ def check_ready(
     except TransportError as err:
         if not queue:
             raise TransportError(
-                f"{err}; start it with `{start}`, or pass --queue to queue the study anyway"
+                f"{err}; start it with `{start}`, or pass {queue_option} to queue the study anyway"
             ) from None
         warnings.append(str(err))
     return warnings

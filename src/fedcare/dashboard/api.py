@@ -18,17 +18,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.dashboard import (
     pages,
     pages_records,
+    pages_studies,
     routes_audit,
+    routes_events,
     routes_records,
     routes_sites,
     routes_studies,
+    routes_submit,
 )
 from fedcare.dashboard.auth import Authenticator, FailureLimiter
 from fedcare.dashboard.context import API_PREFIX, ApiContext, User
@@ -66,15 +71,27 @@ def create_app(
         return {"status": "ok"}
 
     routers = (
+        routes_submit.router,  # POST /studies before the routes of one study
         routes_studies.router,
+        routes_events.router,
         routes_sites.router,
         routes_records.router,
         routes_audit.router,
+        pages_studies.router,  # /studies/new and /studies/{id} pages
         pages.router,
         pages_records.router,
     )
     for router in routers:
         app.include_router(router)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation_error(request: Request, exc: RequestValidationError) -> Any:
+        """A malformed request: 422 with one line naming each bad field (as every error)."""
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "the body"
+            problems.append(f"{where}: {e.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False)
     def openapi(user: User) -> dict[str, Any]:

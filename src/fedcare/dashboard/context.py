@@ -19,6 +19,7 @@ from fedcare.coordinator.rows import StudyInfo, UserInfo
 from fedcare.coordinator.status_view import resolve_study_id
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.dashboard.auth import Authenticator, bearer
+from fedcare.dashboard.rounds_view import RoundCache
 from fedcare.errors import ConfigError, NotFoundError
 
 __all__ = ["API_PREFIX", "ApiContext", "Ctx", "User", "current_user", "get_ctx"]
@@ -41,6 +42,8 @@ class ApiContext:
     ) -> None:
         self.store, self.audit, self.auth = store, audit, auth
         self.home, self.liveness_s = home, liveness_s
+        #: completed rounds as the API shows them (:mod:`fedcare.dashboard.rounds_view`)
+        self.rounds = RoundCache()
 
     def visible_study(self, user: UserInfo, study_id: str) -> StudyInfo:
         """The study ``study_id`` (a whole id or a unique prefix) if ``user`` may see it.
@@ -48,14 +51,19 @@ class ApiContext:
         Raises HTTPException 404 when there is none or it is another lead's (a study lead
         cannot even learn that it exists), 409 when a prefix names several studies.
         """
-        try:
-            study_id = resolve_study_id(self.store, study_id)
-        except ConfigError as err:
-            raise HTTPException(409, str(err)) from None
-        try:
-            study = self.store.get_study(study_id)
+        try:  # a whole id: one row; else a prefix, resolved over the ids
+            study: StudyInfo | None = self.store.get_study(study_id)
         except NotFoundError:
             study = None
+        if study is None:
+            try:
+                study_id = resolve_study_id(self.store, study_id)
+            except ConfigError as err:
+                raise HTTPException(409, str(err)) from None
+            try:
+                study = self.store.get_study(study_id)
+            except NotFoundError:
+                study = None
         if study is None or (user.role == "study-lead" and study.owner != user.name):
             raise HTTPException(404, f"no study with id {study_id!r}")
         return study

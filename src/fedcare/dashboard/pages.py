@@ -40,6 +40,7 @@ STATIC: dict[str, tuple[Path, str]] = {
     ),
     "fedcare.css": (_HERE / "static" / "fedcare.css", "text/css"),
     "fedcare.js": (_HERE / "static" / "fedcare.js", "text/javascript"),
+    "study.js": (_HERE / "static" / "study.js", "text/javascript"),
 }
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; "

@@ -1,14 +1,22 @@
-"""``/api/v1/studies``: list, detail and cancel (the study lead's own; operators all)."""
+"""``/api/v1/studies``: list, detail, cancel, rounds, results and report (the study lead's own;
+operators and auditors all). Submitting is in :mod:`.routes_submit`, the event stream in
+:mod:`.routes_events`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse
 
-from fedcare.dashboard.context import API_PREFIX, Ctx, User
-from fedcare.dashboard.views import study_brief, study_detail
-from fedcare.errors import ConflictError
+from fedcare.coordinator.audit_trail import round_summary
+from fedcare.coordinator.results import study_report
+from fedcare.coordinator.rows import StudyInfo
+from fedcare.coordinator.status_view import latest_site_errors, schema_refusals
+from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, User
+from fedcare.dashboard.rounds_view import round_entries
+from fedcare.dashboard.views import last_round_sites, study_brief
+from fedcare.errors import ConflictError, FedcareError
 
 __all__ = ["router"]
 
@@ -24,10 +32,41 @@ def list_studies(user: User, ctx: Ctx) -> list[dict[str, Any]]:
     return [study_brief(s) for s in studies]
 
 
-@router.get("/studies/{study_id}")
-def get_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
+@router.get("/studies/{study_id}", response_class=JSONResponse)
+def get_study(study_id: str, user: User, ctx: Ctx) -> JSONResponse:
     """A study: status, progress, rounds, the last round per site, refusals, epsilon."""
-    return study_detail(ctx.store, ctx.visible_study(user, study_id))
+    study = ctx.visible_study(user, study_id)
+    rounds, refusals = _summaries(ctx, study)
+    schema = schema_refusals(ctx.store, study.id, rounds=[r for r, _ in rounds[:1]])
+    return JSONResponse(
+        {
+            **study_brief(study),
+            "rounds": [summary for _, summary in rounds],
+            "last_round_sites": last_round_sites(rounds[-1][1]) if rounds else {},
+            "refusals": schema + [refusals[s] for s in sorted(refusals)][:20],
+            "epsilon_spent": ctx.store.site_epsilon(study.id),
+        }
+    )
+
+
+def _summaries(
+    ctx: ApiContext, study: StudyInfo
+) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str, str]]:
+    """``([(round info, round_summary)...], {site: latest error line})``, read from the
+    store only for rounds after those cached (a recorded round never changes)."""
+    rounds = list(ctx.rounds.get(study.id, "summaries"))
+    start = rounds[-1][0].round + 1 if rounds else 0
+    new = [(r, round_summary(r.record)) for r in ctx.store.list_rounds(study.id, min_round=start)]
+    if new:
+        ctx.rounds.put(study.id, rounds + new, "summaries")
+    upto, errors = ctx.rounds.get(study.id, "refusals", (-1, {}))
+    done = study.last_completed_round
+    if done is not None and done > upto:  # errors up to a recorded round are final
+        found = latest_site_errors(ctx.store, study.id, min_round=upto + 1, max_round=done)
+        upto, errors = done, {**errors, **found}
+        ctx.rounds.put(study.id, (upto, errors), "refusals")
+    latest = {**errors, **latest_site_errors(ctx.store, study.id, min_round=upto + 1)}
+    return rounds + new, latest
 
 
 @router.post("/studies/{study_id}/cancel")
@@ -43,3 +82,45 @@ def cancel_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
         "study-cancel-requested", user.name, study_id=study.id, role=user.role, via="api"
     )
     return study_brief(study)
+
+
+@router.get("/studies/{study_id}/rounds", response_class=JSONResponse)
+def get_rounds(study_id: str, user: User, ctx: Ctx) -> JSONResponse:
+    """Each round: status, times, metrics, and per site what happened (task sent, replied,
+    aggregated, refused or failed with the reason, timed out, not used), the reply's kind and
+    size in bytes."""
+    study = ctx.visible_study(user, study_id)
+    # plain JSON already: straight to the response (no jsonable_encoder walk over it)
+    return JSONResponse(round_entries(ctx.store, study, cache=ctx.rounds))
+
+
+#: The report is our own page with inline plotly: it runs sandboxed (no cookies, no API).
+REPORT_CSP = (
+    "sandbox allow-scripts allow-popups; default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src data: blob:; font-src data:"
+)
+
+
+@router.get("/studies/{study_id}/results", response_class=JSONResponse)
+def get_results(study_id: str, user: User, ctx: Ctx) -> Any:
+    """The results.json that ``fedcare study report`` writes (an analytics job's result)."""
+    study = ctx.visible_study(user, study_id)
+    try:
+        results, _ = study_report(ctx.store, study.id, html=False)
+    except FedcareError as err:  # an analytics job without a result yet; a broken record
+        raise HTTPException(409, f"no results for this study: {err}") from None
+    return JSONResponse(results)
+
+
+@router.get("/studies/{study_id}/report", response_class=HTMLResponse)
+def get_report(study_id: str, user: User, ctx: Ctx, download: bool = False) -> HTMLResponse:
+    """The report.html that ``fedcare study report`` writes (``?download=true``: as a file)."""
+    study = ctx.visible_study(user, study_id)
+    try:
+        _, html = study_report(ctx.store, study.id)
+    except FedcareError as err:
+        raise HTTPException(409, f"no report for this study: {err}") from None
+    headers = {"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"}
+    if download:
+        headers["Content-Disposition"] = f'attachment; filename="report-{study.id[:12]}.html"'
+    return HTMLResponse(html, headers=headers)

@@ -94,6 +94,8 @@ def _serve(
         # the client address is the peer's: an X-Forwarded-For header cannot dodge the
         # per-address limit on failed authentications (uvicorn trusts it from 127.0.0.1)
         proxy_headers=False,
+        # an open event stream (a browser left on a study page) does not hold up a stop
+        timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="fedcare-api", daemon=True)

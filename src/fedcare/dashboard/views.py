@@ -27,7 +27,9 @@ def iso(when: datetime | None) -> str | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).isoformat()
+    elif when.tzinfo is not timezone.utc:
+        when = when.astimezone(timezone.utc)
+    return when.isoformat()
 
 
 def study_brief(study: Any) -> dict[str, Any]:

@@ -13,7 +13,8 @@ that writes the study's report:
 Substitutions, and nothing else:
 
 - ``HOME`` is a fresh temporary folder, so ``~/fedcare/…`` lands there;
-- the port ``50051`` is replaced by a free port wherever it appears (``--port``, ``--listen``);
+- the ports ``50051`` and ``8443`` are replaced by free ports wherever they appear (``--port``,
+  ``--listen``, ``--api-port``, the API's URL);
 - ``PATH`` starts with the folder of this interpreter's virtual environment (the README assumes
   it active, so ``fedcare`` is its console script), ``PYTHONPATH`` is this checkout's ``src``
   (the commands run this checkout's code) and ``FEDCARE_DATA_MIRROR`` the offline dataset mirror.
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fedcare.coordinator.home import open_home
 
 from ..conftest import require_mirror
 from .processes import _signal_group, free_port
@@ -187,7 +190,7 @@ def test_the_readme_walkthrough_runs_as_written_to_a_completed_study(tmp_path: P
     assert len(approve) == len(agents) >= 2 and max(approve + agents) < submit, commands
     assert all("--plan" not in commands[i] for i in approve), "a steward types no hash"
 
-    home, port = tmp_path / "home", free_port()
+    home, port, api_port = tmp_path / "home", free_port(), free_port()
     home.mkdir()
     env = {
         **os.environ,
@@ -200,7 +203,7 @@ def test_the_readme_walkthrough_runs_as_written_to_a_completed_study(tmp_path: P
     }
     with terminals(env, tmp_path / "logs") as term:
         for step in steps:
-            text = step.text.replace("50051", str(port))
+            text = step.text.replace("50051", str(port)).replace("8443", str(api_port))
             if step.kind == "file":
                 path = home / step.path.removeprefix("~/")
                 assert path.parent.is_dir(), f"the README writes {step.path} before its folder"
@@ -230,3 +233,8 @@ def test_the_readme_walkthrough_runs_as_written_to_a_completed_study(tmp_path: P
     accuracy = results["final"]["unweighted"]["accuracy"]
     assert 0.7 < accuracy <= 1.0, accuracy  # about 0.81 for these two hospitals
     assert "<html" in (report / "report.html").read_text()[:2000].lower()
+    # submitted over the HTTP API by the study lead's account, audited with her name
+    with open_home(home / "fedcare/coord", None) as store:
+        assert store.get_study(study).owner == "lea"
+    audit = (home / "fedcare/coord/audit.jsonl").read_text()
+    assert '"study-submitted"' in audit and '"person":"lea"' in audit.replace(" ", "")

@@ -106,7 +106,10 @@ def test_submit_from_a_desk_approve_in_the_console_watch_live_and_download(
             timeline = page.inner_text("#timeline")
             for n in range(1, ROUNDS + 1):
                 assert f"{n}\tsite-a" in timeline or f"\n{n}\t" in timeline, timeline
-            assert "replied" in timeline
+            assert "its update was used" in timeline and "model update" in timeline
+            expect(page.locator("#model-link")).to_have_text(
+                coordinator.store.list_models()[0].version  # registered at the end, linked live
+            )
             assert page.inner_text("#rounds-done") == str(ROUNDS)
             assert page.query_selector("#curves .main-svg") is not None  # plotly drew curves
             screenshot(page, tmp_path, "desk-3-finished")

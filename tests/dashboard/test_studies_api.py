@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from fedcare.records.messages import ReplyError
 from fedcare.transport.researchers import add_researcher
 from tests.packages.distribution import build, tamper
 
@@ -143,6 +144,37 @@ def test_rounds_show_each_sites_part(api: Api) -> None:
         "va": "sent",
     }
     assert api.call("GET", f"{V1}/studies/{sid}/rounds", None)[0] == 401
+
+
+def test_a_round_shows_the_last_fit_and_its_evaluation_not_earlier_refusals(api: Api) -> None:
+    """As the runner dispatches: fits refused while the plan awaited approval (attempts 0, 1),
+    then the fit that went through (2) and the round's evaluation (3)."""
+    store = api.store
+    register_sites(store, ("hungary",))
+    sid = store.create_study("heart", example_config(rounds=1), 7, owner="study-lead-person")
+    store.set_study_status(sid, "running")
+    evaluation = b"e" * 300
+    for attempt, kind in ((0, "fit"), (1, "fit"), (2, "fit"), (3, "evaluate")):
+        (task_id,) = store.create_tasks(sid, 1, attempt, [("hungary", kind, None, None)])
+        assert store.next_task_for("hungary") is not None
+        if attempt < 2:
+            error = ReplyError("plan-not-approved", "awaiting the steward's approval")
+            store.store_reply(task_id, "hungary", error=error)
+        else:
+            body = UPDATE if kind == "fit" else evaluation
+            store.store_reply(task_id, "hungary", payload_digest=store.artifacts.put(body))
+    record = {
+        "round": 1,
+        "fit": {"sampled_sites": ["hungary"], "failed_sites": {}, "site_info": {"hungary": {}}},
+        "evaluate": {"per_site": {"hungary": {"auroc": 0.8, "n": 50}}, "weighted": {}},
+    }
+    store.record_round(sid, 1, params=b"p", state=b"s", record=record, duration_s=1.0)
+    status, (entry,) = api.call("GET", f"{V1}/studies/{sid}/rounds", api.tokens["operator"])
+    assert status == 200 and entry["attempt"] == 2
+    part = entry["sites"]["hungary"]
+    assert part["status"] == "aggregated" and part["reason"] is None
+    assert part["reply_kind"] == "fit"
+    assert part["reply_bytes"] == len(UPDATE) + len(evaluation)
 
 
 def test_rounds_recorded_without_tasks_are_read_from_the_record(api: Api) -> None:

@@ -2,7 +2,8 @@
 round timeline and the event stream's ``round`` events), from the store's rounds, tasks and
 replies.
 
-A site's part in a round (the last attempt of it) reads, in this order:
+A site's part in a round (its tasks of the round's last dispatch of each kind: the fit, then
+the evaluation) reads, in this order:
 
 * ``refused`` — it answered with a refusal (policy, plan, approval, privacy budget, package;
   :func:`fedcare.coordinator.status_view.is_refusal`), or the coordinator refused it at the
@@ -36,7 +37,8 @@ __all__ = ["RoundCache", "round_entries", "site_round_status"]
 
 Activity = Sequence[tuple[TaskInfo, ReplyInfo | None]]
 #: The order in which one site's several tasks of a round (fit, evaluate...) decide its status.
-_RANK = ["refused", "failed", "timed out", "sent", "not used", "replied", "aggregated"]
+#: (An evaluation's ``replied`` does not hide that the same site's update was ``aggregated``.)
+_RANK = ["refused", "failed", "timed out", "sent", "not used", "aggregated", "replied"]
 _TIMEOUT_WORDS = ("no reply before the deadline", "timeout", "timed out", "deadline")
 
 
@@ -112,8 +114,16 @@ def _entry(
     study: StudyInfo,
     size: Callable[[str], int],
 ) -> dict[str, Any]:
-    attempt = max((t.attempt for t, _ in activity), default=0)
-    tasks = [(t, r) for t, r in activity if t.attempt == attempt]
+    # a round's attempts count its dispatches (fit retries, then its evaluation): a site's
+    # part is its task of the last dispatch of each kind
+    latest: dict[str, int] = {}
+    for task, _ in activity:
+        latest[task.kind] = max(latest.get(task.kind, 0), task.attempt)
+    attempt = latest.get("fit", max(latest.values(), default=0))
+    tasks = sorted(
+        ((t, r) for t, r in activity if t.attempt == latest[t.kind]),
+        key=lambda pair: pair[0].kind != "fit",  # the fit first: its reply names the part
+    )
     record: Mapping[str, Any] = recorded.record if recorded is not None else {}
     summary = _summary(record) if recorded is not None else None
     per_site = ((record.get("evaluate") or {}).get("per_site")) or {}
@@ -121,21 +131,26 @@ def _entry(
     now = datetime.now(timezone.utc)
     for task, reply in tasks:
         status, reason = site_round_status(task, reply, summary, now)
-        seen = sites.get(task.site_id)
-        if seen is None or _RANK.index(status) < _RANK.index(seen["status"]):
-            sent = task.delivered_at or task.created_at
-            sites[task.site_id] = {
+        sent = task.delivered_at or task.created_at
+        seen = sites.setdefault(
+            task.site_id,
+            {
                 "status": status,
                 "reason": reason,
                 "reply_kind": None if reply is None else (reply.error_kind or task.kind),
                 "reply_bytes": None,
                 "sent_at": iso(sent),
-                "replied_at": iso(reply.received_at) if reply is not None else None,
-            }
+                "replied_at": None,
+            },
+        )
+        if _RANK.index(status) < _RANK.index(seen["status"]):
+            seen["status"], seen["reason"] = status, reason
+        if reply is not None:
+            seen["replied_at"] = max(seen["replied_at"] or "", iso(reply.received_at) or "")
+            if seen["reply_kind"] is None:
+                seen["reply_kind"] = reply.error_kind or task.kind
         if reply is not None and reply.payload_digest is not None:
-            sites[task.site_id]["reply_bytes"] = (sites[task.site_id]["reply_bytes"] or 0) + (
-                size(reply.payload_digest)
-            )
+            seen["reply_bytes"] = (seen["reply_bytes"] or 0) + size(reply.payload_digest)
     if summary is not None:
         _from_record(sites, summary, record)
     for site, values in sites.items():

@@ -23,6 +23,10 @@
     "failed": "failed",
     "timed out": "no reply in time",
   };
+  const REPLY_WORDS = {
+    fit: "model update", evaluate: "evaluation result", stats: "summary statistics",
+    analytics: "aggregate results",
+  };
   const PREFERRED = ["auroc", "accuracy", "c_index", "r2", "f1", "loss", "rmse"];
 
   function text(tag, value, cls) {
@@ -79,7 +83,7 @@
         row.appendChild(what);
         let sent = "—";
         if (part.status === "refused" || part.status === "failed") sent = "no data (a " + part.status.replace("refused", "refusal").replace("failed", "failure") + ")";
-        else if (part.reply_bytes !== null && part.reply_bytes !== undefined) sent = (part.reply_kind ? part.reply_kind + " result, " : "") + size(part.reply_bytes);
+        else if (part.reply_bytes !== null && part.reply_bytes !== undefined) sent = (part.reply_kind ? (REPLY_WORDS[part.reply_kind] || part.reply_kind) + ", " : "") + size(part.reply_bytes);
         row.appendChild(text("td", sent));
         row.appendChild(text("td", clock(part.replied_at || part.sent_at)));
         body.appendChild(row);
@@ -146,6 +150,25 @@
     if (bar) bar.value = brief.rounds_done || 0;
   }
 
+  function showModel() { // registered when the study finishes: link it without a reload
+    const none = document.getElementById("model-none");
+    if (!none) return;
+    fetch("/api/v1/models", { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : []; })
+      .then(function (models) {
+        const mine = models.filter(function (m) { return m.study_id === study.id; }).pop();
+        if (!mine) return;
+        const line = document.createElement("p");
+        line.append("The study registered model ");
+        const link = text("a", mine.version);
+        link.href = "/models/" + encodeURIComponent(mine.version);
+        link.id = "model-link";
+        line.append(link, " (from round " + mine.round + ").");
+        none.replaceWith(line);
+      })
+      .catch(function () { /* shown on the next visit */ });
+  }
+
   function refreshRounds() { // the round in progress (tasks sent, replies) is not an event
     fetch("/api/v1/studies/" + study.id + "/rounds", { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.json() : []; })
@@ -177,6 +200,8 @@
     source.addEventListener("end", function (ev) {
       showStatus(JSON.parse(ev.data));
       source.close();
+      refreshRounds();
+      showModel();
       const cancel = document.getElementById("cancel-form");
       if (cancel) cancel.hidden = true;
       if (note) note.textContent = "";

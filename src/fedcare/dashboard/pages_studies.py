@@ -22,14 +22,10 @@ from starlette.concurrency import run_in_threadpool
 
 from fedcare.coordinator.rows import UserInfo
 from fedcare.dashboard.context import ApiContext, Ctx
+from fedcare.dashboard.forms import read_limited
 from fedcare.dashboard.pages import PageUser, render
 from fedcare.dashboard.rounds_view import round_entries
-from fedcare.dashboard.routes_submit import (
-    MAX_PACKAGE_BYTES,
-    read_limited,
-    submit_text,
-    upload_package,
-)
+from fedcare.dashboard.routes_submit import MAX_PACKAGE_BYTES, submit_text, upload_package
 from fedcare.dashboard.views import study_brief
 from fedcare.errors import ConflictError
 

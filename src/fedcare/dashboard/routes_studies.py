@@ -12,10 +12,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fedcare.coordinator.audit_trail import round_summary
 from fedcare.coordinator.results import study_report
 from fedcare.coordinator.rows import StudyInfo
-from fedcare.coordinator.status_view import latest_site_errors, schema_refusals
+from fedcare.coordinator.status_view import latest_site_errors
 from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, User
 from fedcare.dashboard.rounds_view import round_entries
-from fedcare.dashboard.views import last_round_sites, study_brief
+from fedcare.dashboard.views import study_brief, study_detail
 from fedcare.errors import ConflictError, FedcareError
 
 __all__ = ["router"]
@@ -36,17 +36,8 @@ def list_studies(user: User, ctx: Ctx) -> list[dict[str, Any]]:
 def get_study(study_id: str, user: User, ctx: Ctx) -> JSONResponse:
     """A study: status, progress, rounds, the last round per site, refusals, epsilon."""
     study = ctx.visible_study(user, study_id)
-    rounds, refusals = _summaries(ctx, study)
-    schema = schema_refusals(ctx.store, study.id, rounds=[r for r, _ in rounds[:1]])
-    return JSONResponse(
-        {
-            **study_brief(study),
-            "rounds": [summary for _, summary in rounds],
-            "last_round_sites": last_round_sites(rounds[-1][1]) if rounds else {},
-            "refusals": schema + [refusals[s] for s in sorted(refusals)][:20],
-            "epsilon_spent": ctx.store.site_epsilon(study.id),
-        }
-    )
+    rounds, errors = _summaries(ctx, study)
+    return JSONResponse(study_detail(ctx.store, study, rounds=rounds, site_errors=errors))
 
 
 def _summaries(

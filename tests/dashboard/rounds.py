@@ -4,9 +4,11 @@ round's record (``RoundRecord.to_dict()``) with its evaluation per site."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.coordinator.store_ledger import PrivacySpend
 from fedcare.records.messages import ReplyError
 
 SITES = ("hungary", "swiss", "va")
@@ -26,10 +28,12 @@ def play_round(
     refused: str | None = "swiss",
     silent: str | None = "va",
     auroc: float | None = None,
+    privacy: Sequence[PrivacySpend] = (),
 ) -> dict[str, Any]:
     """One round: every site gets a fit task; ``refused`` answers with a policy refusal,
     ``silent`` never answers (its task expires when the round is recorded), the others
-    reply with :data:`UPDATE`; then the round is recorded. Returns its record."""
+    reply with :data:`UPDATE`; then the round is recorded (with the ``privacy`` spent).
+    Returns its record."""
     sites = list(SITES)
     ids = store.create_tasks(study_id, round, 0, [(s, "fit", None, None) for s in sites])
     for site in sites:
@@ -65,5 +69,7 @@ def play_round(
             "failed_sites": {},
         },
     }
-    store.record_round(study_id, round, params=b"p", state=b"s", record=record, duration_s=1.0)
+    store.record_round(
+        study_id, round, params=b"p", state=b"s", record=record, duration_s=1.0, privacy=privacy
+    )
     return record

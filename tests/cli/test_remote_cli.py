@@ -19,7 +19,7 @@ from fedcare.coordinator.store_ledger import PrivacySpend
 from fedcare.privacy.accounting.analysis import DpEvent
 
 from ..dashboard.helpers import EXAMPLE, Api, example_config, start_api
-from ..dashboard.rounds import play_round, register_sites
+from ..dashboard.rounds import play_round, register_sites, running_study
 
 runner = CliRunner()
 
@@ -51,9 +51,7 @@ def _studies(api: Api) -> tuple[str, str]:
     its schema) and a round where swiss refused, va never answered and hungary spent epsilon;
     a waiting reason. And a pending study."""
     store = api.store
-    register_sites(store)
-    running = store.create_study("heart", example_config(name="heart", rounds=3), 7)
-    store.set_study_status(running, "running")
+    running = running_study(store)
     start = {"round": 0, "kind": "start", "refused_sites": {"cleveland": "its columns differ"}}
     store.record_round(running, 0, params=b"p", state=b"s", record=start, duration_s=0.0)
     spend = PrivacySpend("hungary", "heart", (DpEvent(1.2).to_dict(),))

@@ -11,13 +11,30 @@ from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.store_ledger import PrivacySpend
 from fedcare.records.messages import ReplyError
 
+from .helpers import example_config
+
 SITES = ("hungary", "swiss", "va")
 UPDATE = b"u" * 1234  # a site's update: 1234 bytes
 
 
 def register_sites(store: CoordinatorStore, sites: tuple[str, ...] = SITES) -> None:
+    """Register ``sites`` (those not registered yet)."""
+    known = {s.id for s in store.list_sites()}
     for site in sites:
-        store.register_site(site, f"serial-{site}")
+        if site not in known:
+            store.register_site(site, f"serial-{site}")
+
+
+def running_study(
+    store: CoordinatorStore, name: str = "heart", *, owner: str | None = None, **changes: Any
+) -> str:
+    """A running study of the example's config (named ``name``, with ``changes``: e.g.
+    ``rounds``) over :data:`SITES`, registered first."""
+    register_sites(store)
+    config = example_config(**{"name": name, "rounds": 3, **changes})
+    study_id = store.create_study(name, config, 7, owner=owner)
+    store.set_study_status(study_id, "running")
+    return study_id
 
 
 def play_round(

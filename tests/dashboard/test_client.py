@@ -38,7 +38,7 @@ from tests.packages.distribution import build
 from ..deployment.helpers import provision
 from .helpers import EXAMPLE, Api, example_config
 from .records_helpers import LEAD, register
-from .rounds import SITES, play_round, register_sites
+from .rounds import SITES, play_round, running_study
 
 runner = CliRunner()
 
@@ -70,14 +70,6 @@ def _client(api: Api, role: str = "operator") -> Client:
     client = Client(api.url, token=api.tokens[role], ca=api.ca, timeout_s=10)
     OPEN.append(client)
     return client
-
-
-def _running(api: Api, rounds: int = 2, owner: str | None = None) -> str:
-    """A running study of the example's config over the sites of tests/dashboard/rounds.py."""
-    register_sites(api.store)
-    sid = api.store.create_study("heart", example_config(rounds=rounds), 7, owner=owner)
-    api.store.set_study_status(sid, "running")
-    return sid
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -198,7 +190,7 @@ def test_wait_reopens_a_dropped_stream_after_the_last_round_it_saw(api: Api) -> 
     """The coordinator's API restarts while the client follows a study: its stream is cut, the
     reconnections are refused until the server is back, then the stream is reopened with
     ``?after_round=1``: round 1 is not reported again (it would be, without it)."""
-    sid = _running(api)
+    sid = running_study(api.store, rounds=2)
     play_round(api.store, sid, 1)
     seen: list[tuple[str, Any]] = []
     restarts: list[threading.Thread] = []
@@ -231,7 +223,7 @@ def test_wait_reopens_a_dropped_stream_after_the_last_round_it_saw(api: Api) -> 
 
 
 def test_wait_gives_up_after_its_timeout_and_refusals_are_not_retried(api: Api) -> None:
-    sid = _running(api)
+    sid = running_study(api.store, rounds=2)
     client = _client(api)
     started = time.monotonic()
     with pytest.raises(ApiError, match=r"had not ended after 0\.5 s"):
@@ -245,7 +237,7 @@ def test_wait_gives_up_after_its_timeout_and_refusals_are_not_retried(api: Api) 
 
 # --- the shapes the routes answer with ----------------------------------------------------
 def test_the_typed_shapes_are_those_the_routes_answer_with(api: Api) -> None:
-    sid = _running(api, rounds=3)
+    sid = running_study(api.store)
     play_round(api.store, sid, 1)
     api.store.create_tasks(sid, 2, 0, [(s, "fit", None, None) for s in SITES])  # out now
     api.store.register_site("other", "serial-other", datasets={"heart": {}})
@@ -323,7 +315,7 @@ def test_submit_refuses_a_package_folder_before_sending_anything(api: Api, tmp_p
 
 
 def test_report_writes_what_the_hosts_report_writes(api: Api, tmp_path: Path) -> None:
-    sid = _running(api, owner=LEAD)
+    sid = running_study(api.store, owner=LEAD, rounds=2)
     for n in (1, 2):
         play_round(api.store, sid, n)
     api.store.set_study_status(sid, "completed")

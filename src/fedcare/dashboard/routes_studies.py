@@ -11,14 +11,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from fedcare.coordinator.audit_trail import round_summary
 from fedcare.coordinator.results import study_report
-from fedcare.coordinator.rows import StudyInfo
+from fedcare.coordinator.rows import StudyInfo, UserInfo
 from fedcare.coordinator.status_view import latest_site_errors
 from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, User
 from fedcare.dashboard.rounds_view import round_entries
 from fedcare.dashboard.views import study_brief, study_detail
 from fedcare.errors import ConflictError, FedcareError
 
-__all__ = ["router"]
+__all__ = ["cancel", "router"]
 
 router = APIRouter(prefix=API_PREFIX, tags=["studies"])
 
@@ -60,9 +60,10 @@ def _summaries(
     return rounds + new, latest
 
 
-@router.post("/studies/{study_id}/cancel")
-def cancel_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
-    """Stop a study after its current round (its operator or the lead who submitted it)."""
+def cancel(ctx: ApiContext, user: UserInfo, study_id: str, *, via: str) -> StudyInfo:
+    """Mark the study ``user`` may see cancelled (its runner stops after the current round);
+    audited ``study-cancel-requested``. 404/403/409 as HTTPException. The API's route and the
+    study page's Cancel button (``via``: ``api``, ``dashboard``)."""
     study = ctx.visible_study(user, study_id)
     ctx.require(user, ("operator", "study-lead"), "cancel studies")
     try:
@@ -70,9 +71,15 @@ def cancel_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
     except ConflictError as err:
         raise HTTPException(409, str(err)) from None
     ctx.audit.person_action(
-        "study-cancel-requested", user.name, study_id=study.id, role=user.role, via="api"
+        "study-cancel-requested", user.name, study_id=study.id, role=user.role, via=via
     )
-    return study_brief(study)
+    return study
+
+
+@router.post("/studies/{study_id}/cancel")
+def cancel_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
+    """Stop a study after its current round (its operator or the lead who submitted it)."""
+    return study_brief(cancel(ctx, user, study_id, via="api"))
 
 
 @router.get("/studies/{study_id}/rounds", response_class=JSONResponse)

@@ -1,6 +1,6 @@
 """What each site did in each round of a study (``GET /studies/{id}/rounds``, the study page's
-round timeline and the event stream's ``round`` events), from the store's rounds, tasks and
-replies.
+round timeline, and the ``round`` events of the event stream and of ``fedcare study wait`` on
+the coordinator's host: :func:`progress_events`), from the store's rounds, tasks and replies.
 
 A site's part in a round (the last attempt of it) reads, in this order:
 
@@ -20,6 +20,7 @@ record alone (what :func:`fedcare.coordinator.audit_trail.round_summary` reads o
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -277,7 +278,7 @@ def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
     return {
         str(k): float(v)
         for k, v in values.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     }
 
 

@@ -160,16 +160,16 @@ def round_line(entry: Any, total: Any = None) -> str:
     0.74 (sites: 2 aggregated, 1 refused)``; the metrics are the evaluation's weighted means
     (those the sites reported, without their sample count ``n``), none for a round without
     an evaluation. Round 0 is the study's start (the sites' schemas checked, statistics)."""
+    from collections import Counter
+
     sites = entry.get("sites") or {}
     evaluated = {name for part in sites.values() for name in part.get("metrics") or {}}
     metrics = ", ".join(
-        f"{name} {value:.4g}" if isinstance(value, int | float) else f"{name} {value}"
+        f"{name} {value:.4g}"
         for name, value in (entry.get("metrics") or {}).items()
         if name in evaluated and name != "n"
     )
-    counts: dict[str, int] = {}
-    for part in sites.values():
-        counts[str(part.get("status"))] = counts.get(str(part.get("status")), 0) + 1
+    counts = Counter(str(part.get("status")) for part in sites.values())
     order = sorted(counts, key=lambda s: _SITE_ORDER.index(s) if s in _SITE_ORDER else 99)
     parts = ", ".join(f"{counts[status]} {status}" for status in order)
     total_text = "" if total is None else f"/{total}"

@@ -18,8 +18,8 @@ from fedcare.cli.main import app
 from fedcare.coordinator.store_ledger import PrivacySpend
 from fedcare.privacy.accounting.analysis import DpEvent
 
-from ..dashboard.contract_app import serve_contract
-from ..dashboard.helpers import Api, start_api
+from ..dashboard.helpers import EXAMPLE, Api, example_config, start_api
+from ..dashboard.rounds import play_round, register_sites, running_study
 
 runner = CliRunner()
 
@@ -47,26 +47,17 @@ def _remote(url: str, api: Api) -> list[str]:
 
 
 def _studies(api: Api) -> tuple[str, str]:
-    """A running study with a round, a failed site, a waiting reason and epsilon spent; a
-    pending one."""
+    """A running study as a coordinator records one: its start (round 0: a site refused for
+    its schema) and a round where swiss refused, va never answered and hungary spent epsilon;
+    a waiting reason. And a pending study."""
     store = api.store
-    running = store.create_study("heart", {"rounds": 3}, 7)
-    store.set_study_status(running, "running")
-    record = {
-        "round": 1,
-        "fit": {
-            "sampled_sites": ["hungary", "va"],
-            "site_info": {"hungary": {}},
-            "failed_sites": {"va": "timeout: no reply within 30 s"},
-        },
-        "evaluate": {"weighted": {"auc": 0.8125}},
-    }
+    running = running_study(store)
+    start = {"round": 0, "kind": "start", "refused_sites": {"cleveland": "its columns differ"}}
+    store.record_round(running, 0, params=b"p", state=b"s", record=start, duration_s=0.0)
     spend = PrivacySpend("hungary", "heart", (DpEvent(1.2).to_dict(),))
-    store.record_round(
-        running, 1, params=b"p", state=b"s", record=record, duration_s=1.0, privacy=[spend]
-    )
+    play_round(store, running, 1, privacy=[spend])
     store.note_study(running, "waiting: awaiting approval at va")
-    pending = store.create_study("eicu", {"rounds": 5}, 1)
+    pending = store.create_study("eicu", example_config(name="eicu", rounds=5), 1)
     return running, pending
 
 
@@ -81,6 +72,8 @@ def test_remote_status_prints_the_same_lines_as_on_the_host(api: Api, tmp_path: 
     assert "site hungary: epsilon spent on this dataset" in remote.stdout
     assert "  waiting: awaiting approval at va" in remote.stdout
     assert "rounds done: 1/3" in remote.stdout
+    assert "site cleveland refused for this study: its columns differ" in remote.stdout
+    assert "site swiss refused round 1 (fit): policy-denied" in remote.stdout
 
 
 def test_remote_sites_print_the_hosts_table(api: Api, tmp_path: Path) -> None:
@@ -99,15 +92,27 @@ def test_remote_sites_print_the_hosts_table(api: Api, tmp_path: Path) -> None:
 
 def test_json_is_the_apis_shape_in_both_modes(api: Api, tmp_path: Path) -> None:
     running, pending = _studies(api)
-    api.store.register_site("hungary", "1f", version="0.1.0", datasets={"heart": {}})
+    api.store.touch_site("hungary", version="0.1.0", datasets={"heart": {}})
     env = _env(api, tmp_path)
     for args in (["study", "status"], ["study", "status", running], ["sites"]):
         local = runner.invoke(app, [*args, "--json", "--home", str(api.home)], env=env)
         remote = runner.invoke(app, [*args, "--json", *_remote(api.url, api)], env=env)
         assert local.exit_code == 0 and remote.exit_code == 0, (local.output, remote.output)
         assert json.loads(local.stdout) == json.loads(remote.stdout)
-    (site,) = json.loads(remote.stdout)
-    assert site["id"] == "hungary" and site["datasets"] == ["heart"]
+        if args[-1] == running:
+            detail = json.loads(remote.stdout)
+    assert [r["round"] for r in detail["rounds"]] == [0, 1]
+    assert detail["refusals"] == [
+        "site cleveland refused for this study: its columns differ",
+        "site swiss refused round 1 (fit): policy-denied: the plan's dataset is not allowed",
+    ]
+    assert detail["last_round_sites"]["va"] == {
+        "status": "failed",
+        "reason": "no reply before the deadline",
+    }
+    assert list(detail["epsilon_spent"]) == ["hungary"] and detail["epsilon_spent"]["hungary"] > 0
+    hungary = next(s for s in json.loads(remote.stdout) if s["id"] == "hungary")
+    assert hungary["datasets"] == ["heart"] and hungary["version"] == "0.1.0"
     cancel = runner.invoke(
         app, ["study", "cancel", pending, "--json", *_remote(api.url, api)], env=env
     )
@@ -150,48 +155,53 @@ def test_remote_or_local_is_predictable(api: Api, tmp_path: Path) -> None:
 
 def test_remote_submit_report_and_wait(api: Api, tmp_path: Path) -> None:
     study = tmp_path / "study.yaml"
-    study.write_text("name: heart\nrounds: 2\nmodel: {kind: logistic}\n")
+    study.write_text(EXAMPLE.read_text().replace("rounds: 20", "rounds: 2"))
+    register_sites(api.store)
     env = _env(api, tmp_path)
+    remote = _remote(api.url, api)
+    submitted = runner.invoke(app, ["study", "submit", str(study), *remote, "--queue"], env=env)
+    assert submitted.exit_code == 0, submitted.output
+    assert "warning: queued anyway (--queue)" in submitted.stderr
+    sid = submitted.stdout.strip()
+    api.store.set_study_status(sid, "running")
 
-    def run_rounds(sid: str) -> None:
+    def run_rounds() -> None:
         time.sleep(0.3)
-        for round in (1, 2):
-            record = {"round": round, "fit": {}, "evaluate": {"weighted": {"auc": 0.5 + round / 8}}}
-            api.store.record_round(
-                sid, round, params=b"p", state=b"s", record=record, duration_s=0.1
-            )
+        for n in (1, 2):
+            play_round(api.store, sid, n, silent=None if n == 1 else "va")
         api.store.set_study_status(sid, "completed")
 
-    with serve_contract(api) as contract:
-        remote = _remote(contract.url, api)
-        submitted = runner.invoke(app, ["study", "submit", str(study), *remote, "--queue"], env=env)
-        assert submitted.exit_code == 0, submitted.output
-        assert "warning: queued anyway (--queue)" in submitted.stderr
-        sid = submitted.stdout.strip()
-        api.store.set_study_status(sid, "running")
-        worker = threading.Thread(target=run_rounds, args=(sid,))
-        worker.start()
-        waited = runner.invoke(app, ["study", "wait", sid, *remote], env=env)
-        worker.join()
-        assert waited.exit_code == 0, waited.output
-        assert waited.stdout.splitlines() == [
-            "round 1/2 completed: auc 0.625",
-            "round 2/2 completed: auc 0.75",
-            f"study {sid} completed",
-        ]
-        lines = runner.invoke(app, ["study", "wait", sid, "--json", *remote], env=env)
-        events = [json.loads(line) for line in lines.stdout.splitlines()]
-        assert [e["event"] for e in events] == ["status", "round", "round", "end"]
-        out = tmp_path / "report"
-        report = runner.invoke(
-            app, ["study", "report", sid, "--out", str(out), "--json", *remote], env=env
-        )
-        assert report.exit_code == 0, report.output
-        assert json.loads(report.stdout) == {
-            "results": str(out / "results.json"),
-            "report": str(out / "report.html"),
-        }
-        assert json.loads((out / "results.json").read_text())["study"]["id"] == sid
+    worker = threading.Thread(target=run_rounds)
+    worker.start()
+    waited = runner.invoke(app, ["study", "wait", sid, *remote], env=env)
+    worker.join()
+    assert waited.exit_code == 0, waited.output
+    assert waited.stdout.splitlines() == [
+        "round 1/2 completed: auroc 0.51, accuracy 0.41 (sites: 2 aggregated, 1 refused)",
+        "round 2/2 completed: auroc 0.52, accuracy 0.42 (sites: 1 aggregated, 1 refused, "
+        "1 timed out)",
+        f"study {sid} completed",
+    ]
+    # the study has ended: the same lines and events on the coordinator's host
+    host = ["--home", str(api.home), "--poll", "0.05"]
+    for flags in ([], ["--json"]):
+        here = runner.invoke(app, ["study", "wait", sid, *host, *flags], env=env)
+        away = runner.invoke(app, ["study", "wait", sid, *remote, *flags], env=env)
+        assert here.exit_code == away.exit_code == 0, (here.output, away.output)
+        assert here.stdout == away.stdout
+    events = [json.loads(line) for line in away.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["status", "round", "round", "end"]
+    assert events[2]["data"]["sites"]["va"]["status"] == "timed out"
+    out = tmp_path / "report"
+    report = runner.invoke(
+        app, ["study", "report", sid, "--out", str(out), "--json", *remote], env=env
+    )
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.stdout) == {
+        "results": str(out / "results.json"),
+        "report": str(out / "report.html"),
+    }
+    assert json.loads((out / "results.json").read_text())["study"]["id"] == sid
 
 
 def test_wait_on_the_host_polls_the_home(api: Api, tmp_path: Path) -> None:
@@ -202,7 +212,9 @@ def test_wait_on_the_host_polls_the_home(api: Api, tmp_path: Path) -> None:
     done = runner.invoke(app, ["study", "wait", running, *home])
     assert done.exit_code == 0, done.output
     assert done.stdout.splitlines() == [
-        "round 1/3 completed: auc 0.8125",
+        "start (round 0) completed (sites: 1 refused)",
+        "round 1/3 completed: auroc 0.51, accuracy 0.41 (sites: 1 aggregated, 1 refused, "
+        "1 timed out)",
         f"study {running} completed",
     ]
     cancelled = runner.invoke(app, ["study", "wait", pending[:8], *home, "--json"])

@@ -18,7 +18,7 @@ from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.files import record_kit
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.dashboard.api import create_app
-from fedcare.dashboard.serve import serve_api
+from fedcare.dashboard.serve import ApiServer, serve_api
 
 from ..deployment.helpers import provision
 
@@ -44,6 +44,16 @@ class Api:
     ca: Path
     app: Any
     tokens: dict[str, str] = field(default_factory=dict)
+    server: ApiServer | None = None
+
+    def restart(self) -> None:
+        """Stop the server (its open connections, event streams too, are cut) and serve the
+        same app on the same port again, as when the coordinator is restarted."""
+        assert self.server is not None
+        port = self.server.port
+        self.server.stop()
+        kit = self.ca.parent
+        self.server = serve_api(self.app, "127.0.0.1", port, kit / "cert.pem", kit / "key.pem")
 
     def call(
         self, method: str, path: str, token: str | None = None, *, client_ip: str = "127.0.0.1"
@@ -112,12 +122,19 @@ def start_api(tmp_path: Path, db_url: str | URL | None, **options: Any) -> Itera
         kits.coordinator / "key.pem",
     )
     api = Api(
-        f"https://127.0.0.1:{server.port}", store, audit, home, kits.coordinator / "ca.pem", app
+        f"https://127.0.0.1:{server.port}",
+        store,
+        audit,
+        home,
+        kits.coordinator / "ca.pem",
+        app,
+        server=server,
     )
     api.tokens = {role: store.add_user(f"{role}-person", role) for role in ROLES}
     try:
         yield api
     finally:
-        server.stop()
+        assert api.server is not None
+        api.server.stop()
         audit.close()
         store.close()

@@ -1,27 +1,46 @@
-"""The Python client against the real API served over real TLS (and, for the routes not merged
-yet, against tests/dashboard/contract_app.py: the contract's routes over the same store)."""
+"""The Python client against the real API (``create_app``) served over real TLS, over rounds
+recorded in the store as the coordinator's runner records them (tests/dashboard/rounds.py):
+the shapes it reads are the ones the routes answer with (``client_types``), a dropped event
+stream is reopened after a real restart of the server, packages are really signed and
+verified, reports and models are those of the coordinator's host."""
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 import fedcare
+from fedcare.cli.main import app
 from fedcare.dashboard.client import Client
 from fedcare.dashboard.client_config import parse_sse, resolve_settings
+from fedcare.dashboard.client_submit import download_name
+from fedcare.dashboard.client_types import (
+    RoundEntry,
+    RoundSite,
+    SiteEntry,
+    StudyBrief,
+    StudyDetail,
+    SubmitResult,
+)
 from fedcare.errors import ApiError, ConfigError
+from fedcare.transport.researchers import add_researcher
+from tests.packages.distribution import build
 
 from ..deployment.helpers import provision
-from .contract_app import serve_contract
-from .helpers import Api
+from .helpers import EXAMPLE, Api, example_config
+from .records_helpers import LEAD, register
+from .rounds import SITES, play_round, running_study
 
-RECORD = {"round": 1, "fit": {"sampled_sites": ["hungary"], "site_info": {"hungary": {}}},
-          "evaluate": {"weighted": {"auc": 0.75}}}  # fmt: skip
+runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
@@ -47,15 +66,10 @@ def _close_clients(request: pytest.FixtureRequest) -> Iterator[None]:
         OPEN.pop().close()
 
 
-def _client(api: Api, role: str = "operator", url: str | None = None) -> Client:
-    client = Client(url or api.url, token=api.tokens[role], ca=api.ca, timeout_s=10)
+def _client(api: Api, role: str = "operator") -> Client:
+    client = Client(api.url, token=api.tokens[role], ca=api.ca, timeout_s=10)
     OPEN.append(client)
     return client
-
-
-def _record(api: Api, sid: str, round: int) -> None:
-    record = {**RECORD, "round": round}
-    api.store.record_round(sid, round, params=b"p", state=b"s", record=record, duration_s=0.1)
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -172,106 +186,178 @@ def test_event_stream_parsing() -> None:
     ]
 
 
-def test_wait_follows_the_events_and_reconnects_after_a_drop(api: Api) -> None:
-    sid = api.store.create_study("heart", {"rounds": 2}, 7)
-    api.store.set_study_status(sid, "running")
-
-    def run_rounds() -> None:
-        time.sleep(0.3)
-        _record(api, sid, 1)
-        time.sleep(0.3)
-        _record(api, sid, 2)
-        api.store.set_study_status(sid, "completed")
-
+def test_wait_reopens_a_dropped_stream_after_the_last_round_it_saw(api: Api) -> None:
+    """The coordinator's API restarts while the client follows a study: its stream is cut, the
+    reconnections are refused until the server is back, then the stream is reopened with
+    ``?after_round=1``: round 1 is not reported again (it would be, without it)."""
+    sid = running_study(api.store, rounds=2)
+    play_round(api.store, sid, 1)
     seen: list[tuple[str, Any]] = []
-    with serve_contract(api) as contract:
-        contract.cut_connections = {1}  # the first stream drops right after its first round
-        worker = threading.Thread(target=run_rounds)
-        worker.start()
-        with _client(api, url=contract.url) as client:  # closed: the server stops at once
-            final = client.wait(sid, progress=lambda e, d: seen.append((e, d)), retry_wait_s=0.05)
-            worker.join()
-            assert contract.after_rounds == [None, 1]  # reopened after the round it had seen
-            events = client.events(sid)
-            assert [e for e, _ in events] == ["status", "round", "round", "end"]
-            assert client.rounds(sid)[1]["metrics"] == {"auc": 0.75}
+    restarts: list[threading.Thread] = []
+
+    def restart() -> None:
+        assert api.server is not None
+        api.server.stop()  # cuts the open stream (after the server's grace period)
+        play_round(api.store, sid, 2)  # the study goes on while the API is down
+        api.store.set_study_status(sid, "completed")
+        time.sleep(0.3)  # meanwhile the client's reconnections are refused
+        api.restart()
+
+    def progress(event: str, data: Any) -> None:
+        seen.append((event, data))
+        if event == "round" and not restarts:
+            restarts.append(threading.Thread(target=restart))
+            restarts[0].start()
+
+    client = _client(api)
+    final = client.wait(sid, progress=progress, retry_wait_s=0.2, retries=6)
+    restarts[0].join()
     assert final["status"] == "completed" and final["rounds_done"] == 2
     names = [e for e, _ in seen]
-    # a status first on each connection and on each change (how many: timing); rounds once
+    # a status first on each connection (and on each change: how many is timing); rounds once
     assert names[:2] == ["status", "round"] and names.count("status") >= 2, names
     assert [n for n in names if n != "status"] == ["round", "round", "end"], names
-    assert [d["round"] for e, d in seen if e == "round"] == [1, 2]  # each round once
+    assert [d["round"] for e, d in seen if e == "round"] == [1, 2]
+    assert [e for e, _ in client.events(sid)] == ["status", "round", "round", "end"]
+    assert [e for e, _ in client.events(sid, after_round=1)] == ["status", "round", "end"]
 
 
 def test_wait_gives_up_after_its_timeout_and_refusals_are_not_retried(api: Api) -> None:
-    sid = api.store.create_study("heart", {"rounds": 2}, 7)
-    with serve_contract(api) as contract:
-        with _client(api, url=contract.url) as client:
-            started = time.monotonic()
-            with pytest.raises(ApiError, match=r"had not ended after 0\.5 s"):
-                client.wait(sid, timeout_s=0.5)
-            assert time.monotonic() - started < 5
-            with pytest.raises(ApiError) as caught:
-                client.wait("nope")
-        assert caught.value.status == 404 and contract.after_rounds == [None]
+    sid = running_study(api.store, rounds=2)
+    client = _client(api)
+    started = time.monotonic()
+    with pytest.raises(ApiError, match=r"had not ended after 0\.5 s"):
+        client.wait(sid, timeout_s=0.5)
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    with pytest.raises(ApiError) as caught:
+        client.wait("nope", retry_wait_s=5)  # a retry would wait 5 s first
+    assert caught.value.status == 404 and time.monotonic() - started < 2
 
 
-# --- submit and report -----------------------------------------------------------------------
+# --- the shapes the routes answer with ----------------------------------------------------
+def test_the_typed_shapes_are_those_the_routes_answer_with(api: Api) -> None:
+    sid = running_study(api.store)
+    play_round(api.store, sid, 1)
+    api.store.create_tasks(sid, 2, 0, [(s, "fit", None, None) for s in SITES])  # out now
+    api.store.register_site("other", "serial-other", datasets={"heart": {}})
+    client = _client(api)
+    (brief,) = client.studies()
+    assert set(brief) == set(StudyBrief.__annotations__)
+    detail = client.study(sid[:8])
+    assert set(detail) == set(StudyDetail.__annotations__)
+    assert detail["refusals"] == [
+        "site swiss refused round 1 (fit): policy-denied: the plan's dataset is not allowed"
+    ]
+    done, running = client.rounds(sid)
+    assert set(done) == set(running) == set(RoundEntry.__annotations__)
+    assert (done["status"], running["status"]) == ("completed", "running")
+    assert done["metrics"]["auroc"] == 0.51 and running["metrics"] == {}
+    for entry in (done, running):
+        for part in entry["sites"].values():
+            assert set(part) == set(RoundSite.__annotations__), part
+    assert done["sites"]["hungary"]["metrics"]["auroc"] == 0.51
+    assert {s: p["status"] for s, p in done["sites"].items()} == {
+        "hungary": "aggregated",
+        "swiss": "refused",
+        "va": "timed out",
+    }
+    assert {p["status"] for p in running["sites"].values()} == {"sent"}
+    api.store.set_study_status(sid, "cancelled", "cancelled by test")
+    assert client.rounds(sid)[1]["status"] == "stopped"  # the study ended before it
+    assert all(set(site) == set(SiteEntry.__annotations__) for site in client.sites())
+
+
+def test_a_refused_study_is_one_line_naming_the_field(api: Api, tmp_path: Path) -> None:
+    study = tmp_path / "study.yaml"
+    study.write_text(EXAMPLE.read_text().replace("rounds: 20", "rounds: 0"))
+    with pytest.raises(ApiError) as caught:
+        _client(api, "study-lead").submit(study, queue=True)
+    assert caught.value.status == 422 and "field rounds" in str(caught.value)
+    assert "\n" not in str(caught.value) and api.store.list_studies() == []
+
+
+# --- submit, report, download --------------------------------------------------------------
 def _package_study(folder: Path, package: str) -> Path:
     study = folder / "study.yaml"
-    study.write_text(
-        "name: packaged\nrounds: 2\n# a comment\n"
-        f"model:\n  kind: package\n  package: {package}\n  options: {{width: 4}}\n"
-    )
+    model = f"model:\n  kind: package\n  package: {package}\n  options: {{l2: 0.01}}\n"
+    study.write_text(EXAMPLE.read_text().replace("model: {kind: logistic}\n", model))
     return study
 
 
 def test_submit_uploads_a_local_archive_then_names_it_by_hash(api: Api, tmp_path: Path) -> None:
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "model.fcpkg").write_bytes(b"PK\x03\x04 signed archive bytes")
-    study = _package_study(tmp_path, "pkg/model.fcpkg")  # relative to the study file
-    with serve_contract(api) as contract:
-        with _client(api, "study-lead", contract.url) as client:
-            result = client.submit(study, queue=True)
-        assert contract.uploads == [b"PK\x03\x04 signed archive bytes"]
-        (sent,) = contract.submitted
-    assert sent["queue"] is True and "package: sha256:" in sent["study"]
-    assert "pkg/model.fcpkg" not in sent["study"] and "width: 4" in sent["study"]
+    federation = api.home.parent / "fed"
+    add_researcher(federation, "alice")
+    built = build(tmp_path / "pkg", federation)  # a signed archive, relative to the study
+    study = _package_study(tmp_path, f"pkg/{built.path.name}")
+    result = _client(api, "study-lead").submit(study, queue=True)
+    assert set(result) == set(SubmitResult.__annotations__)
     assert result["owner"] == "study-lead-person" and result["warnings"]
-    assert [s["id"] for s in _client(api).studies()] == [result["id"]]  # the real API sees it
+    stored = api.home / "packages" / f"{built.hash}.fcpkg"
+    assert stored.read_bytes() == built.path.read_bytes()  # verified and kept by hash
+    model = api.store.get_study(result["id"]).config["model"]
+    assert model["package"] == f"sha256:{built.hash}" and model["options"] == {"l2": 0.01}
+    assert [s["id"] for s in _client(api).studies()] == [result["id"]]
 
 
 def test_submit_refuses_a_package_folder_before_sending_anything(api: Api, tmp_path: Path) -> None:
     (tmp_path / "pkg").mkdir()
-    study = _package_study(tmp_path, "pkg")
-    with serve_contract(api) as contract:
-        with _client(api, url=contract.url) as client:
-            with pytest.raises(ConfigError, match=r"package folder.*`fedcare package build pkg"):
-                client.submit(study)
-            with pytest.raises(ConfigError, match="no such file"):
-                client.submit(_package_study(tmp_path, "missing.fcpkg"))
-            with pytest.raises(ApiError) as caught:  # a hash the coordinator never stored
-                client.submit(_package_study(tmp_path, "sha256:" + "0" * 64))
-        assert caught.value.status == 422 and "not stored" in str(caught.value)
-        assert contract.uploads == [] and len(contract.submitted) == 1
+    client = _client(api)
+    with pytest.raises(ConfigError, match=r"package folder.*`fedcare package build pkg"):
+        client.submit(_package_study(tmp_path, "pkg"))
+    with pytest.raises(ConfigError, match="no such file"):
+        client.submit(_package_study(tmp_path, "missing.fcpkg"))
+    assert not (api.home / "packages").exists()
+    with pytest.raises(ApiError) as caught:  # a hash the coordinator never stored
+        client.submit(_package_study(tmp_path, "sha256:" + "0" * 64))
+    assert caught.value.status == 422 and "is not stored at this coordinator" in str(caught.value)
+    assert api.store.list_studies() == []
 
 
-def test_report_writes_results_and_the_page(api: Api, tmp_path: Path) -> None:
-    sid = api.store.create_study("heart", {"rounds": 2}, 7)
-    with serve_contract(api) as contract, _client(api, url=contract.url) as client:
-        results, page = client.report(sid, tmp_path / "out")
+def test_report_writes_what_the_hosts_report_writes(api: Api, tmp_path: Path) -> None:
+    sid = running_study(api.store, owner=LEAD, rounds=2)
+    for n in (1, 2):
+        play_round(api.store, sid, n)
+    api.store.set_study_status(sid, "completed")
+    results, page = _client(api, "study-lead").report(sid[:8], tmp_path / "out")
     assert results == tmp_path / "out" / "results.json"
-    assert '"status": "pending"' in results.read_text() and "<h1>heart</h1>" in page.read_text()
+    host = runner.invoke(
+        app, ["study", "report", sid, "--out", str(tmp_path / "host"), "--home", str(api.home)]
+    )
+    assert host.exit_code == 0, host.output
+    assert results.read_text() == (tmp_path / "host" / "results.json").read_text()
+    generated = re.compile(r"Generated by fedcare \S+ at \S+;")  # the time differs
+    assert generated.sub("", page.read_text()) == generated.sub(
+        "", (tmp_path / "host" / "report.html").read_text()
+    )
+    assert json.loads(results.read_text())["study"]["id"] == sid
+    theirs = api.store.create_study("theirs", example_config(), 1, owner="someone-else")
+    with pytest.raises(ApiError) as caught:
+        _client(api, "study-lead").report(theirs, tmp_path / "x")
+    assert caught.value.status == 404 and not (tmp_path / "x").exists()
 
 
-def test_download_model_keeps_the_servers_file_name_without_its_folders(
-    api: Api, tmp_path: Path
-) -> None:
-    with serve_contract(api) as contract, _client(api, url=contract.url) as client:
-        saved = client.download_model("v1", tmp_path)
-        named = client.download_model("v1", tmp_path / "mine.npz")
-        with pytest.raises(ApiError) as caught:
-            client.download_model("v9", tmp_path)
-    assert saved == tmp_path / "model-v1.npz" and saved.read_bytes() == b"model bytes"
-    assert named.read_bytes() == b"model bytes" and caught.value.status == 404
-    assert not (tmp_path.parent / "evil").exists()
+def test_download_model_saves_the_zip_of_models_export(api: Api, tmp_path: Path) -> None:
+    _, version = register(api.store, "first", LEAD)
+    client = _client(api, "study-lead")
+    saved = client.download_model(version, tmp_path)
+    assert saved == tmp_path / f"model-{version}.zip"
+    named = client.download_model(version, tmp_path / "mine.zip")
+    assert named.read_bytes() == saved.read_bytes()
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.namelist() == ["model_card.json", "lineage.json", "params.npz"]
+        card = json.loads(archive.read("model_card.json"))
+    assert card == api.store.get_model(version).card
+    with pytest.raises(ApiError) as caught:
+        client.download_model("m-nope", tmp_path)
+    assert caught.value.status == 404 and "m-nope" in str(caught.value)
+
+
+def test_a_downloads_file_name_never_leaves_the_folder() -> None:
+    evil = {"content-disposition": 'attachment; filename="../../evil/model-v1.zip"'}
+    assert download_name(evil, "v1") == "model-v1.zip"
+    assert download_name({"content-disposition": "attachment; filename=.."}, "a/b") == (
+        "model-a_b.zip"
+    )
+    quoted = {"content-disposition": "attachment; filename*=UTF-8''model%20x.zip"}
+    assert download_name(quoted, "x") == "model x.zip"

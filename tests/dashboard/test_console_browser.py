@@ -4,17 +4,16 @@ proceeds.
 A real coordinator and a real governed site agent over mutual TLS (as in the deployment
 tests); a study waits for the site's approval (the agent refuses its tasks and records the
 plan as pending). The console is served on the site's home; Chromium (Debian's, driven by
-Playwright, offline) signs in with the console token, opens the pending plan, clicks
-"Approve", sees it approved; the study then completes, and the console's studies page shows
-what left the site: a model update and its size.
+Playwright, offline: tests/dashboard/browser.py) signs in with the console token, opens the
+pending plan, clicks "Approve", sees it approved; the study then completes, and the console's
+studies page shows what left the site: a model update and its size.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,25 +33,9 @@ from ..deployment.helpers import (
     wait_for_status,
 )
 from ..deployment.test_governance import start_agent
+from .browser import chromium, page, screenshot  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no headless Chromium on this machine (.ci/run installs Debian's chromium)")
-
-
-def _keep(shot: Path) -> None:
-    """Copy a screenshot to ``test-artifacts/`` when FEDCARE_TEST_ARTIFACTS is set."""
-    if os.environ.get("FEDCARE_TEST_ARTIFACTS"):
-        out = REPO / "test-artifacts"
-        out.mkdir(exist_ok=True)
-        shutil.copy(shot, out / shot.name)
 
 
 def _wait_pending(state: Path, study: str, plan_hash: str, describe: object) -> None:
@@ -63,10 +46,8 @@ def _wait_pending(state: Path, study: str, plan_hash: str, describe: object) -> 
     assert row.status == "pending"
 
 
-def test_approve_in_the_console_and_the_study_proceeds(tmp_path: Path) -> None:
+def test_approve_in_the_console_and_the_study_proceeds(tmp_path: Path, page: Any) -> None:  # noqa: F811
     require_mirror()
-    browser_path = _chromium()
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     kits = provision(tmp_path / "federation", ("site-a",), name="console-browser")
     study = heart_study(
         name="console-study", rounds=1, min_sites=1, approval_wait=3600,
@@ -84,39 +65,29 @@ def test_approve_in_the_console_and_the_study_proceeds(tmp_path: Path) -> None:
             server = serve_http(app, "127.0.0.1", 0)
             url = f"http://127.0.0.1:{server.port}"
             try:
-                with sync_playwright() as pw:
-                    browser = pw.chromium.launch(
-                        executable_path=browser_path, headless=True, args=["--no-sandbox"]
-                    )
-                    page = browser.new_page(viewport={"width": 1200, "height": 900})
-                    page.goto(url + "/plans")  # not signed in: the sign-in page
-                    assert "/signin" in page.url
-                    page.fill("#name", "Dr Browser")
-                    page.fill("#token", token)
-                    page.click("button[type=submit]")
-                    page.click("#pending a")  # the pending plan's "Review"
-                    assert page.inner_text("#plan-hash") == plan_hash
-                    assert "awaiting your decision" in page.inner_text("#status")
-                    page.click("#approve")
-                    assert "approved" in page.inner_text("#done")
-                    assert page.inner_text("#status").startswith("approved until")
-                    page.goto(url + "/plans")
-                    decided = page.inner_text("#decided")
-                    assert plan_hash in decided and "approved until" in decided
-                    assert page.query_selector("#pending") is None
-                    shot = tmp_path / "console-approved.png"
-                    page.screenshot(path=str(shot), full_page=True)
-                    _keep(shot)
+                page.goto(url + "/plans")  # not signed in: the sign-in page
+                assert "/signin" in page.url
+                page.fill("#name", "Dr Browser")
+                page.fill("#token", token)
+                page.click("button[type=submit]")
+                page.click("#pending a")  # the pending plan's "Review"
+                assert page.inner_text("#plan-hash") == plan_hash
+                assert "awaiting your decision" in page.inner_text("#status")
+                page.click("#approve")
+                assert "approved" in page.inner_text("#done")
+                assert page.inner_text("#status").startswith("approved until")
+                page.goto(url + "/plans")
+                decided = page.inner_text("#decided")
+                assert plan_hash in decided and "approved until" in decided
+                assert page.query_selector("#pending") is None
+                screenshot(page, tmp_path, "console-approved")
 
-                    wait_for_status(coordinator.store, study_id, "completed",
-                                    describe=agents.describe)  # fmt: skip
-                    page.goto(url + "/studies")
-                    studies = page.inner_text("main")
-                    assert study_id in studies and "model update" in studies, studies
-                    shot = tmp_path / "console-studies.png"
-                    page.screenshot(path=str(shot), full_page=True)
-                    _keep(shot)
-                    browser.close()
+                wait_for_status(coordinator.store, study_id, "completed",
+                                describe=agents.describe)  # fmt: skip
+                page.goto(url + "/studies")
+                studies = page.inner_text("main")
+                assert study_id in studies and "model update" in studies, studies
+                screenshot(page, tmp_path, "console-studies")
             finally:
                 server.stop()
         finally:

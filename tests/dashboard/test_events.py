@@ -6,21 +6,14 @@ from __future__ import annotations
 import time
 
 from .helpers import Api, example_config
-from .rounds import play_round, register_sites
+from .rounds import play_round, running_study
 from .sse import EventStream
 
 V1 = "/api/v1"
 
 
-def _running(api: Api, owner: str | None = "study-lead-person") -> str:
-    register_sites(api.store)
-    sid = api.store.create_study("heart", example_config(rounds=3), 7, owner=owner)
-    api.store.set_study_status(sid, "running")
-    return sid
-
-
 def test_rounds_arrive_within_two_seconds_and_end_closes_the_stream(api: Api) -> None:
-    sid = _running(api)
+    sid = running_study(api.store, owner="study-lead-person")
     play_round(api.store, sid, 1)
     stream = EventStream(api, f"{V1}/studies/{sid[:10]}/events", api.tokens["study-lead"])
     try:
@@ -49,7 +42,7 @@ def test_rounds_arrive_within_two_seconds_and_end_closes_the_stream(api: Api) ->
 
 
 def test_after_round_skips_past_rounds(api: Api) -> None:
-    sid = _running(api)
+    sid = running_study(api.store, owner="study-lead-person")
     for n in (1, 2):
         play_round(api.store, sid, n)
     api.store.set_study_status(sid, "cancelled", "cancelled by test")
@@ -61,7 +54,7 @@ def test_after_round_skips_past_rounds(api: Api) -> None:
 
 
 def test_streams_are_limited_per_person_and_hidden_from_other_leads(api: Api) -> None:
-    sid = _running(api)
+    sid = running_study(api.store, owner="study-lead-person")
     token = api.tokens["auditor"]
     streams = [EventStream(api, f"{V1}/studies/{sid}/events", token) for _ in range(10)]
     try:

@@ -26,11 +26,19 @@ def _versions(body: list[dict[str, object]]) -> list[object]:
     return [m["version"] for m in body]
 
 
-def test_a_study_lead_sees_only_models_of_their_studies(api: Api) -> None:
-    study, first = register(api.store, "first", LEAD)
+def _lineage(api: Api) -> tuple[str, str, str, str]:
+    """Four models, each built on the one before: the study lead's first, second and third,
+    and between the second and third another lead's."""
+    _, first = register(api.store, "first", LEAD)
     _, second = register(api.store, "second", LEAD, parent=first)
     _, other = register(api.store, "other", "someone-else", parent=second)
     _, third = register(api.store, "third", LEAD, parent=other)
+    return first, second, other, third
+
+
+def test_a_study_lead_sees_only_models_of_their_studies(api: Api) -> None:
+    first, second, other, third = _lineage(api)
+    study = api.store.get_model(first).study_id
     lead, auditor = api.tokens["study-lead"], api.tokens["auditor"]
     status, models = api.call("GET", f"{V1}/models", lead)
     assert status == 200 and _versions(models) == [first, second, third]
@@ -51,10 +59,7 @@ def test_a_study_lead_sees_only_models_of_their_studies(api: Api) -> None:
 
 
 def test_lineage_names_the_parent_and_hides_another_leads_models(api: Api) -> None:
-    _, first = register(api.store, "first", LEAD)
-    _, second = register(api.store, "second", LEAD, parent=first)
-    _, other = register(api.store, "other", "someone-else", parent=second)
-    _, third = register(api.store, "third", LEAD, parent=other)
+    first, second, other, third = _lineage(api)
     lead, auditor = api.tokens["study-lead"], api.tokens["auditor"]
     status, lineage = api.call("GET", f"{V1}/models/{second}/lineage", lead)
     assert status == 200

@@ -15,7 +15,7 @@ from fedcare.transport.researchers import add_researcher
 from tests.packages.distribution import build, tamper
 
 from .helpers import EXAMPLE, Api, example_config, raw_call
-from .rounds import SITES, UPDATE, play_round, register_sites
+from .rounds import SITES, UPDATE, play_round, running_study
 
 V1 = "/api/v1"
 
@@ -112,9 +112,7 @@ def test_a_signed_package_is_stored_and_a_tampered_one_refused(api: Api, tmp_pat
 
 
 def test_rounds_show_each_sites_part(api: Api) -> None:
-    register_sites(api.store)
-    sid = api.store.create_study("heart", example_config(rounds=3), 7, owner="study-lead-person")
-    api.store.set_study_status(sid, "running")
+    sid = running_study(api.store, owner="study-lead-person")
     play_round(api.store, sid, 1)
     # round 2 in progress: hungary replied, swiss has its task, va's was never picked up
     api.store.create_tasks(sid, 2, 0, [(s, "fit", None, None) for s in SITES])
@@ -201,11 +199,7 @@ def test_rounds_recorded_without_tasks_are_read_from_the_record(api: Api) -> Non
 
 
 def test_results_and_report_are_those_of_fedcare_study_report(api: Api) -> None:
-    register_sites(api.store)
-    sid = api.store.create_study(
-        "heart-report", example_config(name="heart-report", rounds=2), 7, owner="study-lead-person"
-    )
-    api.store.set_study_status(sid, "running")
+    sid = running_study(api.store, "heart-report", owner="study-lead-person", rounds=2)
     play_round(api.store, sid, 1)
     play_round(api.store, sid, 2)
     api.store.set_study_status(sid, "completed")
@@ -229,9 +223,7 @@ def test_results_and_report_are_those_of_fedcare_study_report(api: Api) -> None:
 
 def test_the_status_follows_new_rounds_and_refusals(api: Api) -> None:
     """Completed rounds are remembered between calls; what came after is read again."""
-    register_sites(api.store)
-    sid = api.store.create_study("heart", example_config(rounds=3), 7)
-    api.store.set_study_status(sid, "running")
+    sid = running_study(api.store)
     play_round(api.store, sid, 1, refused="swiss", silent=None)
     token = api.tokens["operator"]
     status, detail = api.call("GET", f"{V1}/studies/{sid}", token)

@@ -10,16 +10,12 @@ from typing import Any
 import yaml
 
 from .browser import chromium, page, screenshot, sign_in  # noqa: F401  (fixtures)
-from .helpers import EXAMPLE, Api, example_config
-from .rounds import play_round, register_sites
+from .helpers import EXAMPLE, Api
+from .rounds import play_round, running_study
 
 
 def test_rounds_appear_live_and_the_report_downloads(api: Api, page: Any, tmp_path: Path) -> None:  # noqa: F811
-    register_sites(api.store)
-    sid = api.store.create_study(
-        "heart-live", example_config(name="heart-live", rounds=3), 7, owner="study-lead-person"
-    )
-    api.store.set_study_status(sid, "running")
+    sid = running_study(api.store, "heart-live", owner="study-lead-person")
     play_round(api.store, sid, 1)
     sign_in(page, api.url, api.tokens["study-lead"], f"/studies/{sid}")
     page.wait_for_selector('#timeline tr[data-round="1"][data-site="swiss"][data-status="refused"]')

@@ -11,12 +11,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedcare.audit._format import CertPaths
 from fedcare.audit.anchors import SITE_ANCHORS_FILE, AnchorBook
 from fedcare.audit.verify import VerifyResult, verify_log
 
-__all__ = ["LogCheck", "check_log", "event_names"]
+__all__ = ["LogCheck", "check_log", "event_names", "read_entries"]
 
 
 @dataclass(frozen=True)
@@ -66,19 +67,35 @@ def check_log(
     return LogCheck(result, len(held), book)
 
 
-def event_names(log: Path) -> set[str]:
-    """The event names of the entries in ``log`` (lines that do not parse are skipped: the
-    verification reports them); empty when the log cannot be read."""
-    names: set[str] = set()
+def read_entries(log: Path) -> list[dict[str, Any]]:
+    """The entries of the audit log ``log`` as plain dicts, oldest first, unchecked: lines that
+    do not parse are skipped (the verification names them); empty when there is no log.
+
+    Raises
+    ------
+    OSError
+        If the log exists but cannot be read.
+    """
     try:
-        lines = log.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return names
-    for line in lines:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in text.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if isinstance(entry, dict) and isinstance(entry.get("event"), str):
-            names.add(entry["event"])
-    return names
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def event_names(log: Path) -> set[str]:
+    """The event names of the entries in ``log`` (lines that do not parse are skipped: the
+    verification reports them); empty when the log cannot be read."""
+    try:
+        entries = read_entries(log)
+    except OSError:
+        return set()
+    return {e["event"] for e in entries if isinstance(e.get("event"), str)}

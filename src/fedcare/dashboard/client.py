@@ -39,19 +39,10 @@ from fedcare.dashboard.client_types import (
 )
 from fedcare.errors import ApiError, ConfigError
 
-__all__ = [
-    "Client",
-    "PackageUpload",
-    "RoundEntry",
-    "SiteEntry",
-    "StudyBrief",
-    "StudyDetail",
-    "SubmitResult",
-]
+__all__ = ["Client"]  # the shapes it answers with: fedcare.dashboard.client_types
 
 
 Progress = Callable[[str, Any], None]
-FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
 def _quote(part: str) -> str:
@@ -59,18 +50,12 @@ def _quote(part: str) -> str:
 
 
 def _detail(response: httpx.Response) -> str:
-    """The server's one-line ``detail`` (FastAPI's list of field errors joined)."""
+    """The server's one-line ``detail``, else the status line and the body's first line."""
     try:
         body = response.json()
     except ValueError:
         body = None
     detail = body.get("detail") if isinstance(body, dict) else None
-    if isinstance(detail, list):
-        detail = "; ".join(
-            f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" if isinstance(e, dict)
-            else str(e)
-            for e in detail
-        )  # fmt: skip
     if detail:
         return str(detail)
     text = response.text.strip().splitlines()
@@ -231,21 +216,26 @@ class Client:
         return cast(SubmitResult, self._post("/studies", json={"study": text, "queue": queue}))
 
     def report(self, study_id: str, out_dir: str | Path) -> tuple[Path, Path]:
-        """Write the study's ``results.json`` and ``report.html`` into ``out_dir``."""
+        """Write the study's ``results.json`` and ``report.html`` into ``out_dir`` (as
+        ``fedcare study report`` does on the coordinator's host); returns both paths.
+        ApiError 409 while there are no results yet (an analytics job not answered)."""
         import json
 
         results = self.get(f"/studies/{_quote(study_id)}/results")
-        page = self._request("GET", f"/studies/{_quote(study_id)}/report").text
+        page = self._request(
+            "GET", f"/studies/{_quote(study_id)}/report", params={"download": "true"}
+        )
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         results_path, report_path = out / "results.json", out / "report.html"
-        results_path.write_text(json.dumps(results, indent=2) + "\n")
-        report_path.write_text(page)
+        results_path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+        report_path.write_bytes(page.content)
         return results_path, report_path
 
     def download_model(self, version: str, out: str | Path) -> Path:
-        """Save a registered model's exported file to ``out`` (a file, or a folder to keep the
-        server's file name in); returns the path written."""
+        """Save a registered model as the zip archive ``fedcare models export`` would write
+        (``model_card.json``, ``lineage.json``, ``params.npz``) to ``out``: a file, or a
+        folder to keep the server's file name (``model-VERSION.zip``) in; returns the path."""
         from fedcare.dashboard.client_submit import download_name
 
         target = Path(out)

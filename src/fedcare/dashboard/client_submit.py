@@ -73,11 +73,11 @@ _FILENAME = re.compile(r"""filename\*?=(?:UTF-8'')?"?([^";]+)"?""", re.IGNORECAS
 
 def download_name(headers: Mapping[str, str], version: str) -> str:
     """The file name of a download: the ``Content-Disposition`` one, without any folder part
-    (a server cannot make the client write outside the folder), else ``model-VERSION``."""
+    (a server cannot make the client write outside the folder), else ``model-VERSION.zip``."""
     import urllib.parse
 
     match = _FILENAME.search(headers.get("content-disposition", ""))
     name = Path(urllib.parse.unquote(match.group(1))).name if match else ""
     if name in ("", ".", ".."):
-        name = f"model-{re.sub(r'[^A-Za-z0-9._-]', '_', version)}"
+        name = f"model-{re.sub(r'[^A-Za-z0-9._-]', '_', version)}.zip"
     return name

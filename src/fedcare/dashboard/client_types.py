@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 __all__ = [
     "PackageUpload",
     "RoundEntry",
+    "RoundSite",
     "SiteEntry",
     "StudyBrief",
     "StudyDetail",
@@ -44,8 +45,26 @@ class SubmitResult(StudyBrief):
     warnings: list[str]
 
 
+class RoundSite(TypedDict):
+    """A site's part in a round: ``status`` is ``aggregated``, ``not used``, ``replied``,
+    ``refused``, ``failed`` (``reason`` says why), ``timed out`` or ``sent``; the reply's kind
+    and size (null while there is none, or for a round known only from its record); the
+    site's evaluation ``metrics``."""
+
+    status: str
+    reason: str | None
+    reply_kind: str | None
+    reply_bytes: int | None
+    sent_at: str | None
+    replied_at: str | None
+    metrics: dict[str, float]
+
+
 class RoundEntry(TypedDict):
-    """A round of ``GET /studies/{id}/rounds`` (``sites``: each site's part in it)."""
+    """A round of ``GET /studies/{id}/rounds`` (and a ``round`` event): ``status`` is
+    ``completed``, ``running`` (its tasks are out) or ``stopped`` (the study ended before it
+    was recorded); ``metrics``: the round's measurements and its evaluation's weighted means;
+    ``sites``: each site's part in it."""
 
     round: int
     attempt: int
@@ -53,7 +72,7 @@ class RoundEntry(TypedDict):
     started_at: str | None
     finished_at: str | None
     metrics: dict[str, float]
-    sites: dict[str, dict[str, Any]]
+    sites: dict[str, RoundSite]
 
 
 class SiteEntry(TypedDict):

@@ -18,7 +18,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -37,6 +37,7 @@ from fedcare.dashboard.console_data import (
     status_words,
     studies_from_audit,
 )
+from fedcare.dashboard.forms import url_form
 from fedcare.errors import FedcareError
 from fedcare.site.approvals import Approval, ApprovalStore, parse_until
 from fedcare.site.stewardship import (
@@ -49,7 +50,6 @@ from fedcare.site.stewardship import (
 
 __all__ = ["create_console_app"]
 
-MAX_FORM_BYTES = 64 * 1024
 AUDIT_PAGE = 100
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -75,17 +75,6 @@ def _env() -> Environment:
     return env
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """The url-encoded form of a POST (the first value of each field)."""
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        raise HTTPException(413, "the form is too large")
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise HTTPException(413, "the form is too large")
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return {k: v[0] for k, v in fields.items()}
-
-
 def _session_or_none(request: Request) -> Session | None:
     sessions: Sessions = request.app.state.sessions
     return sessions.get(request.cookies.get(COOKIE))
@@ -109,7 +98,7 @@ async def _checked(request: Request) -> tuple[Session, dict[str, str]]:
     """The session and form of a POST whose CSRF token and origin are this session's."""
     found = _session(request)
     _same_origin(request)
-    form = await _form(request)
+    form = await url_form(request)
     if not found.csrf_matches(form.get("csrf", "")):
         raise HTTPException(403, "the form's security token is missing or out of date")
     return found, form
@@ -179,7 +168,7 @@ def create_console_app(
         if limiter.blocked(client):
             raise HTTPException(429, "too many failed sign-ins; wait a minute and try again")
         _same_origin(request)  # no session yet, so no CSRF token: the origin at least
-        form = await _form(request)
+        form = await url_form(request)
         name, given = form.get("name", "").strip(), form.get("token", "")
         target = _local(form.get("next", "/plans"))
         if not token_matches(given, token):

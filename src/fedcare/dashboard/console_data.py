@@ -9,12 +9,12 @@ sent (its kind and size in bytes, as :func:`fedcare.site.mods.audit_mod` records
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedcare.audit.check import read_entries
 from fedcare.errors import FedcareError
 from fedcare.site.approvals import Approval
 from fedcare.site.policy import SitePolicy
@@ -98,20 +98,8 @@ def package_review(home: Path, kit: Path, plan_hash: str, policy: SitePolicy | N
 def read_audit(home: Path) -> list[dict[str, Any]]:
     """The entries of the site's audit log, oldest first (unparsable lines are skipped here:
     the verification names them)."""
-    path = Path(home) / AUDIT_FILE
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("data"), dict):
-            out.append(entry)
-    return out
+    entries = read_entries(Path(home) / AUDIT_FILE)
+    return [e for e in entries if isinstance(e.get("data"), dict)]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 import plotly
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -21,6 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from fedcare.coordinator.rows import UserInfo
 from fedcare.dashboard.auth import SESSION_COOKIE
 from fedcare.dashboard.context import Ctx, get_ctx
+from fedcare.dashboard.forms import url_form
 from fedcare.dashboard.views import study_brief
 
 __all__ = ["STATIC", "page_user", "render", "router"]
@@ -96,9 +97,9 @@ def login_form(request: Request) -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request) -> Response:
     """Check the token; on success keep it in the session cookie and go on."""
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
-    token = (form.get("token") or [""])[0].strip()
-    target = _safe_next((form.get("next") or [""])[0])
+    form = await url_form(request)
+    token = form.get("token", "").strip()
+    target = _safe_next(form.get("next"))
     ctx = get_ctx(request)
     try:
         user = ctx.auth.user(request, None, token=token)

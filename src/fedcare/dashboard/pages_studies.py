@@ -22,16 +22,12 @@ from starlette.concurrency import run_in_threadpool
 
 from fedcare.coordinator.rows import UserInfo
 from fedcare.dashboard.context import ApiContext, Ctx
+from fedcare.dashboard.forms import read_limited
 from fedcare.dashboard.pages import PageUser, render
 from fedcare.dashboard.rounds_view import round_entries
-from fedcare.dashboard.routes_submit import (
-    MAX_PACKAGE_BYTES,
-    read_limited,
-    submit_text,
-    upload_package,
-)
+from fedcare.dashboard.routes_studies import cancel
+from fedcare.dashboard.routes_submit import MAX_PACKAGE_BYTES, submit_text, upload_package
 from fedcare.dashboard.views import study_brief
-from fedcare.errors import ConflictError
 
 __all__ = ["router"]
 
@@ -149,13 +145,5 @@ def study_page(study_id: str, user: PageUser, ctx: Ctx) -> HTMLResponse:
 @router.post("/studies/{study_id}/cancel")
 def cancel_page(study_id: str, user: PageUser, ctx: Ctx) -> Response:
     """The page's Cancel button: as ``POST /api/v1/studies/{id}/cancel``, then back."""
-    study = ctx.visible_study(user, study_id)
-    ctx.require(user, _SUBMITTERS, "cancel studies")
-    try:
-        ctx.store.set_study_status(study.id, "cancelled", f"cancelled by {user.name}")
-    except ConflictError as err:
-        raise HTTPException(409, str(err)) from None
-    ctx.audit.person_action(
-        "study-cancel-requested", user.name, study_id=study.id, role=user.role, via="dashboard"
-    )
+    study = cancel(ctx, user, study_id, via="dashboard")
     return RedirectResponse(f"/studies/{study.id}", status_code=303)

@@ -1,6 +1,6 @@
 """What each site did in each round of a study (``GET /studies/{id}/rounds``, the study page's
-round timeline and the event stream's ``round`` events), from the store's rounds, tasks and
-replies.
+round timeline, and the ``round`` events of the event stream and of ``fedcare study wait`` on
+the coordinator's host: :func:`progress_events`), from the store's rounds, tasks and replies.
 
 A site's part in a round (its tasks of the round's last dispatch of each kind: the fit, then
 the evaluation) reads, in this order:
@@ -21,6 +21,7 @@ record alone (what :func:`fedcare.coordinator.audit_trail.round_summary` reads o
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -30,16 +31,25 @@ from typing import Any
 from fedcare.coordinator.rows import ReplyInfo, RoundInfo, StudyInfo, TaskInfo
 from fedcare.coordinator.status_view import is_refusal
 from fedcare.coordinator.store import CoordinatorStore
-from fedcare.dashboard.views import iso
+from fedcare.dashboard.views import iso, study_brief
 from fedcare.errors import NotFoundError, ValidationError
 
-__all__ = ["RoundCache", "round_entries", "site_round_status"]
+__all__ = [
+    "FINAL_STATUSES",
+    "RoundCache",
+    "progress_events",
+    "progress_key",
+    "round_entries",
+    "site_round_status",
+]
 
 Activity = Sequence[tuple[TaskInfo, ReplyInfo | None]]
 #: The order in which one site's several tasks of a round (fit, evaluate...) decide its status.
 #: (An evaluation's ``replied`` does not hide that the same site's update was ``aggregated``.)
 _RANK = ["refused", "failed", "timed out", "sent", "not used", "aggregated", "replied"]
 _TIMEOUT_WORDS = ("no reply before the deadline", "timeout", "timed out", "deadline")
+#: A study in one of these has ended (its event stream says ``end`` and closes).
+FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 class RoundCache:
@@ -105,6 +115,35 @@ def round_entries(
     for number in sorted(by_round):  # tasks of a round not recorded (yet)
         entries.append(_entry(number, None, by_round[number], study, size))
     return [e for e in entries if e["round"] >= min_round]
+
+
+def progress_key(study: StudyInfo) -> tuple[Any, ...]:
+    """What, changed in a study's row, makes :func:`progress_events` worth calling again."""
+    return (study.status, study.reason, study.last_completed_round, study.updated_at)
+
+
+def progress_events(
+    store: CoordinatorStore,
+    study: StudyInfo,
+    after_round: int,
+    *,
+    cache: RoundCache | None = None,
+) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """The events of a study's progress for its row ``study`` as it now stands (the API's event
+    stream, ``fedcare study wait`` on the coordinator's host): ``status`` (its StudyBrief), a
+    ``round`` (RoundEntry) per completed round after ``after_round``, then ``end`` (the
+    StudyBrief again) if it has ended. Returns them and the last round among them (else
+    ``after_round``)."""
+    events: list[tuple[str, dict[str, Any]]] = [("status", study_brief(study))]
+    done = study.last_completed_round
+    if done is not None and done > after_round:
+        for entry in round_entries(store, study, min_round=after_round + 1, cache=cache):
+            if entry["status"] == "completed" and entry["round"] > after_round:
+                events.append(("round", entry))
+                after_round = entry["round"]
+    if study.status in FINAL_STATUSES:
+        events.append(("end", study_brief(study)))
+    return events, after_round
 
 
 def _entry(
@@ -254,7 +293,7 @@ def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
     return {
         str(k): float(v)
         for k, v in values.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     }
 
 

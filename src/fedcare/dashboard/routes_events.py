@@ -28,18 +28,16 @@ from fastapi.responses import StreamingResponse
 
 from fedcare.coordinator.rows import StudyInfo
 from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, User
-from fedcare.dashboard.rounds_view import round_entries
-from fedcare.dashboard.views import study_brief
+from fedcare.dashboard.rounds_view import FINAL_STATUSES, progress_events, progress_key
 from fedcare.errors import NotFoundError
 
-__all__ = ["FINAL_STATUSES", "KEEPALIVE_S", "MAX_STREAMS", "POLL_S", "router", "sse"]
+__all__ = ["KEEPALIVE_S", "MAX_STREAMS", "POLL_S", "router", "sse"]
 
 router = APIRouter(prefix=API_PREFIX, tags=["studies"])
 
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
 MAX_STREAMS = 10
-FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 class StreamCounter:
@@ -79,10 +77,6 @@ def sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _key(study: StudyInfo) -> tuple[Any, ...]:
-    return (study.status, study.reason, study.last_completed_round, study.updated_at)
-
-
 async def _events(
     ctx: ApiContext, study: StudyInfo, after_round: int, request: Request
 ) -> AsyncIterator[bytes]:
@@ -96,27 +90,15 @@ async def _events(
                 study = await anyio.to_thread.run_sync(ctx.store.get_study, study.id)
             except NotFoundError:
                 return
-        if _key(study) != last_key:
-            last_key = _key(study)
-            yield sse("status", study_brief(study))
+        if progress_key(study) != last_key:
+            last_key = progress_key(study)
+            events, sent_round = await anyio.to_thread.run_sync(
+                functools.partial(progress_events, ctx.store, study, sent_round, cache=ctx.rounds)
+            )
+            for event, data in events:
+                yield sse(event, data)
             last_write = time.monotonic()
-            done = study.last_completed_round
-            if done is not None and done > sent_round:
-                entries = await anyio.to_thread.run_sync(
-                    functools.partial(
-                        round_entries,
-                        ctx.store,
-                        study,
-                        min_round=sent_round + 1,
-                        cache=ctx.rounds,
-                    )
-                )
-                for entry in entries:
-                    if entry["status"] == "completed" and entry["round"] > sent_round:
-                        yield sse("round", entry)
-                        sent_round = entry["round"]
             if study.status in FINAL_STATUSES:
-                yield sse("end", study_brief(study))
                 return
         if time.monotonic() - last_write >= KEEPALIVE_S:
             yield b": ping\n\n"

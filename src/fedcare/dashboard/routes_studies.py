@@ -11,14 +11,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from fedcare.coordinator.audit_trail import round_summary
 from fedcare.coordinator.results import study_report
-from fedcare.coordinator.rows import StudyInfo
-from fedcare.coordinator.status_view import latest_site_errors, schema_refusals
+from fedcare.coordinator.rows import StudyInfo, UserInfo
+from fedcare.coordinator.status_view import latest_site_errors
 from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, User
 from fedcare.dashboard.rounds_view import round_entries
-from fedcare.dashboard.views import last_round_sites, study_brief
+from fedcare.dashboard.views import study_brief, study_detail
 from fedcare.errors import ConflictError, FedcareError
 
-__all__ = ["router"]
+__all__ = ["cancel", "router"]
 
 router = APIRouter(prefix=API_PREFIX, tags=["studies"])
 
@@ -36,17 +36,8 @@ def list_studies(user: User, ctx: Ctx) -> list[dict[str, Any]]:
 def get_study(study_id: str, user: User, ctx: Ctx) -> JSONResponse:
     """A study: status, progress, rounds, the last round per site, refusals, epsilon."""
     study = ctx.visible_study(user, study_id)
-    rounds, refusals = _summaries(ctx, study)
-    schema = schema_refusals(ctx.store, study.id, rounds=[r for r, _ in rounds[:1]])
-    return JSONResponse(
-        {
-            **study_brief(study),
-            "rounds": [summary for _, summary in rounds],
-            "last_round_sites": last_round_sites(rounds[-1][1]) if rounds else {},
-            "refusals": schema + [refusals[s] for s in sorted(refusals)][:20],
-            "epsilon_spent": ctx.store.site_epsilon(study.id),
-        }
-    )
+    rounds, errors = _summaries(ctx, study)
+    return JSONResponse(study_detail(ctx.store, study, rounds=rounds, site_errors=errors))
 
 
 def _summaries(
@@ -69,9 +60,10 @@ def _summaries(
     return rounds + new, latest
 
 
-@router.post("/studies/{study_id}/cancel")
-def cancel_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
-    """Stop a study after its current round (its operator or the lead who submitted it)."""
+def cancel(ctx: ApiContext, user: UserInfo, study_id: str, *, via: str) -> StudyInfo:
+    """Mark the study ``user`` may see cancelled (its runner stops after the current round);
+    audited ``study-cancel-requested``. 404/403/409 as HTTPException. The API's route and the
+    study page's Cancel button (``via``: ``api``, ``dashboard``)."""
     study = ctx.visible_study(user, study_id)
     ctx.require(user, ("operator", "study-lead"), "cancel studies")
     try:
@@ -79,9 +71,15 @@ def cancel_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
     except ConflictError as err:
         raise HTTPException(409, str(err)) from None
     ctx.audit.person_action(
-        "study-cancel-requested", user.name, study_id=study.id, role=user.role, via="api"
+        "study-cancel-requested", user.name, study_id=study.id, role=user.role, via=via
     )
-    return study_brief(study)
+    return study
+
+
+@router.post("/studies/{study_id}/cancel")
+def cancel_study(study_id: str, user: User, ctx: Ctx) -> dict[str, Any]:
+    """Stop a study after its current round (its operator or the lead who submitted it)."""
+    return study_brief(cancel(ctx, user, study_id, via="api"))
 
 
 @router.get("/studies/{study_id}/rounds", response_class=JSONResponse)

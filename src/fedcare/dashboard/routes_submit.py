@@ -21,11 +21,12 @@ from fedcare.coordinator.packages import CoordinatorPackages, federation_ca
 from fedcare.coordinator.rows import UserInfo
 from fedcare.coordinator.submission import study_from_text, submit_study
 from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, current_user
+from fedcare.dashboard.forms import read_limited
 from fedcare.dashboard.views import study_brief
 from fedcare.errors import FedcareError
 from fedcare.packages.resolve import is_package_model
 
-__all__ = ["MAX_PACKAGE_BYTES", "MAX_STUDY_BYTES", "read_limited", "router", "submit_text"]
+__all__ = ["MAX_PACKAGE_BYTES", "MAX_STUDY_BYTES", "router", "submit_text", "upload_package"]
 
 router = APIRouter(prefix=API_PREFIX, tags=["studies"])
 
@@ -61,22 +62,6 @@ class Submission(BaseModel):
 def one_line(err: Exception) -> str:
     """An error's message on one line (a YAML error spans several)."""
     return " ".join(str(err).split())
-
-
-async def read_limited(request: Request, limit: int, what: str) -> bytes:
-    """The request body, or 413 as soon as it is longer than ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"{what} is larger than the {limit // (1024 * 1024)} MB allowed")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(
-                413, f"{what} is larger than the {limit // (1024 * 1024)} MB allowed"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _home(ctx: ApiContext) -> Any:

@@ -8,13 +8,13 @@ commands import it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 __all__ = [
     "iso",
     "last_round_sites",
-    "round_entry",
     "site_entry",
     "study_brief",
     "study_detail",
@@ -62,51 +62,40 @@ def last_round_sites(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def study_detail(store: Any, study: Any) -> dict[str, Any]:
-    """``GET /studies/{id}``: the brief, the rounds' summaries, each site's part in the last
-    round, the refusals and the epsilon spent per site."""
-    from fedcare.coordinator.audit_trail import round_summary
-    from fedcare.coordinator.status_view import schema_refusals, site_refusals
+def study_detail(
+    store: Any,
+    study: Any,
+    *,
+    rounds: Sequence[tuple[Any, dict[str, Any]]] | None = None,
+    site_errors: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``GET /studies/{id}`` (and ``fedcare study status ID --json``): the brief, the rounds'
+    summaries, each site's part in the last round, the refusals (at most 20 sites') and the
+    epsilon spent per site.
 
-    rounds = [round_summary(r.record) for r in store.list_rounds(study.id)]
+    Parameters
+    ----------
+    rounds:
+        The study's recorded rounds as ``(RoundInfo, round_summary)`` pairs, if already read
+        (the API keeps them between calls); else read from ``store``.
+    site_errors:
+        ``{site: line}`` of each site's latest error reply
+        (:func:`~fedcare.coordinator.status_view.latest_site_errors`), if already read.
+    """
+    from fedcare.coordinator.audit_trail import round_summary
+    from fedcare.coordinator.status_view import latest_site_errors, schema_refusals
+
+    if rounds is None:
+        rounds = [(r, round_summary(r.record)) for r in store.list_rounds(study.id)]
+    if site_errors is None:
+        site_errors = latest_site_errors(store, study.id)
+    schema = schema_refusals(store, study.id, rounds=[info for info, _ in rounds[:1]])
     return {
         **study_brief(study),
-        "rounds": rounds,
-        "last_round_sites": last_round_sites(rounds[-1]) if rounds else {},
-        "refusals": schema_refusals(store, study.id) + site_refusals(store, study.id),
+        "rounds": [summary for _, summary in rounds],
+        "last_round_sites": last_round_sites(rounds[-1][1]) if rounds else {},
+        "refusals": schema + [site_errors[s] for s in sorted(site_errors)][:20],
         "epsilon_spent": store.site_epsilon(study.id),
-    }
-
-
-#: What a stored round record does not keep about each site's reply.
-_UNKNOWN_REPLY = {"reply_kind": None, "reply_bytes": None, "sent_at": None, "replied_at": None}
-
-
-def round_entry(info: Any) -> dict[str, Any]:
-    """A completed round (:class:`~fedcare.coordinator.rows.RoundInfo`) as a RoundEntry of
-    ``GET /studies/{id}/rounds``, from what the stored round record holds: the weighted
-    evaluation metrics (finite numbers only) and each site's part (``aggregated``, ``failed``
-    with its reason, ``not used``). The per-attempt fields the record does not keep (start
-    time, reply sizes) are null."""
-    import math
-
-    from fedcare.coordinator.audit_trail import round_summary
-
-    weighted = ((info.record or {}).get("evaluate") or {}).get("weighted") or {}
-    metrics = {
-        str(k): float(v)
-        for k, v in weighted.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    }
-    parts = last_round_sites(round_summary(info.record or {}))
-    return {
-        "round": info.round,
-        "attempt": 1,
-        "status": info.status,
-        "started_at": None,
-        "finished_at": iso(info.completed_at),
-        "metrics": metrics,
-        "sites": {site: {**part, **_UNKNOWN_REPLY} for site, part in parts.items()},
     }
 
 

@@ -15,7 +15,7 @@ from fedcare.transport.researchers import add_researcher
 from tests.packages.distribution import build, tamper
 
 from .helpers import EXAMPLE, Api, example_config, raw_call
-from .rounds import SITES, UPDATE, play_round, running_study
+from .rounds import SITES, UPDATE, play_round, register_sites, running_study
 
 V1 = "/api/v1"
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fedcare.coordinator.rows import ReplyInfo, RoundInfo, StudyInfo, TaskInfo
+from fedcare.coordinator.rows import ActivityRow, ReplyInfo, RoundBrief, StudyInfo, TaskInfo
 from fedcare.coordinator.status_view import is_refusal
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.dashboard.views import iso
@@ -34,7 +34,7 @@ from fedcare.errors import NotFoundError, ValidationError
 
 __all__ = ["RoundCache", "round_entries", "site_round_status"]
 
-Activity = Sequence[tuple[TaskInfo, ReplyInfo | None]]
+Activity = Sequence[ActivityRow]
 #: The order in which one site's several tasks of a round (fit, evaluate...) decide its status.
 _RANK = ["refused", "failed", "timed out", "sent", "not used", "replied", "aggregated"]
 _TIMEOUT_WORDS = ("no reply before the deadline", "timeout", "timed out", "deadline")
@@ -75,17 +75,17 @@ def round_entries(
     cache: RoundCache | None = None,
 ) -> list[dict[str, Any]]:
     """The study's rounds from ``min_round`` on: recorded ones, then the round in progress
-    (its tasks are out), each as a RoundEntry of the API contract. Two queries, of the rounds
-    after those in ``cache`` only."""
+    (its tasks are out), each as a RoundEntry of the API contract. Two queries of the columns
+    shown (:meth:`~fedcare.coordinator.store_activity.ActivityMixin.round_briefs` and
+    ``round_activity``), of the rounds after those in ``cache`` only."""
     known = list(cache.get(study.id)) if cache is not None else []
     start = known[-1]["round"] + 1 if known else 0
     if cache is None:
         start = min_round
-    rounds = store.list_rounds(study.id, min_round=start)
-    activity = store.study_activity(study.id, min_round=start)
-    by_round: dict[int, list[tuple[TaskInfo, ReplyInfo | None]]] = {}
-    for task, reply in activity:
-        by_round.setdefault(task.round, []).append((task, reply))
+    rounds = store.round_briefs(study.id, min_round=start)
+    by_round: dict[int, list[ActivityRow]] = {}
+    for task in store.round_activity(study.id, min_round=start):
+        by_round.setdefault(task.round, []).append(task)
     sizes: dict[str, int] = {}
 
     def size(digest: str) -> int:  # the reply's artifact, not read (0 if it was pruned)
@@ -107,19 +107,21 @@ def round_entries(
 
 def _entry(
     number: int,
-    recorded: RoundInfo | None,
+    recorded: RoundBrief | None,
     activity: Activity,
     study: StudyInfo,
     size: Callable[[str], int],
 ) -> dict[str, Any]:
-    attempt = max((t.attempt for t, _ in activity), default=0)
-    tasks = [(t, r) for t, r in activity if t.attempt == attempt]
+    attempt = max((t.attempt for t in activity), default=0)
     record: Mapping[str, Any] = recorded.record if recorded is not None else {}
     summary = _summary(record) if recorded is not None else None
     per_site = ((record.get("evaluate") or {}).get("per_site")) or {}
     sites: dict[str, dict[str, Any]] = {}
     now = datetime.now(timezone.utc)
-    for task, reply in tasks:
+    for task in activity:
+        if task.attempt != attempt:
+            continue
+        reply = task if task.received_at is not None else None  # the reply's columns
         status, reason = site_round_status(task, reply, summary, now)
         seen = sites.get(task.site_id)
         if seen is None or _RANK.index(status) < _RANK.index(seen["status"]):
@@ -130,7 +132,7 @@ def _entry(
                 "reply_kind": None if reply is None else (reply.error_kind or task.kind),
                 "reply_bytes": None,
                 "sent_at": iso(sent),
-                "replied_at": iso(reply.received_at) if reply is not None else None,
+                "replied_at": iso(task.received_at),
             }
         if reply is not None and reply.payload_digest is not None:
             sites[task.site_id]["reply_bytes"] = (sites[task.site_id]["reply_bytes"] or 0) + (
@@ -140,7 +142,7 @@ def _entry(
         _from_record(sites, summary, record)
     for site, values in sites.items():
         values["metrics"] = _numbers(per_site.get(site) or {})
-    started = min((t.created_at for t, _ in activity), default=None)
+    started = min((t.created_at for t in activity), default=None)
     if started is None and recorded is not None:
         started = recorded.completed_at - timedelta(seconds=recorded.duration_s)
     status = (
@@ -160,12 +162,14 @@ def _entry(
 
 
 def site_round_status(
-    task: TaskInfo,
-    reply: ReplyInfo | None,
+    task: TaskInfo | ActivityRow,
+    reply: ReplyInfo | ActivityRow | None,
     summary: Mapping[str, Any] | None,
     now: datetime | None = None,
 ) -> tuple[str, str | None]:
-    """``(status, reason)`` of one task of a site in a round (see the module docstring)."""
+    """``(status, reason)`` of one task of a site in a round (see the module docstring);
+    ``reply``: its reply, or the task's :class:`~fedcare.coordinator.rows.ActivityRow` when
+    that holds one, None before one arrived."""
     if reply is not None and reply.error_kind is not None:
         status = "refused" if is_refusal(reply.error_kind) else "failed"
         return status, f"{reply.error_kind}: {reply.error_message}"

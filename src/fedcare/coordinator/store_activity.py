@@ -6,7 +6,8 @@ columns (no ORM objects), for the status commands and the HTTP API.
 * :meth:`ActivityMixin.round_activity` and :meth:`ActivityMixin.round_briefs`: the lighter
   rows the rounds view reads (only the columns it shows; no checkpoint digests, no study
   check, no second query);
-* :meth:`ActivityMixin.site_errors`: a site's latest error reply in each study, in one query.
+* :meth:`ActivityMixin.site_errors` and :meth:`ActivityMixin.start_refusals`: a site's latest
+  error reply in each study and the studies that refused sites at their start, one query each.
 
 Replies are joined to tasks by :meth:`ActivityMixin._replies_of_tasks` (on PostgreSQL one
 index lookup per task, never a scan of every study's replies).
@@ -14,6 +15,7 @@ index lookup per task, never a scan of every study's replies).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import fields
 from typing import Any
 
@@ -29,9 +31,9 @@ _TASK_FIELDS = [f.name for f in fields(TaskInfo)]
 #: The reply's own columns, in ReplyInfo's order (the task's study, round... come between).
 _REPLY_FIELDS: tuple[str, ...] = ("task_id", "site_id", "received_at", "payload_digest")
 _REPLY_FIELDS += ("error_kind", "error_message", "num_samples")
-_ACTIVITY_TASK = ("round", "attempt", "site_id", "kind", "status", "created_at")
-_ACTIVITY_TASK += ("delivered_at", "deadline")
-_ACTIVITY_REPLY = ("received_at", "payload_digest", "error_kind", "error_message")
+#: ActivityRow's fields: the task's, then its reply's.
+_ACTIVITY_TASK = ActivityRow._fields[:8]
+_ACTIVITY_REPLY = ActivityRow._fields[8:]
 _ORDER = (TaskRow.round, TaskRow.attempt, TaskRow.created_at, TaskRow.id)
 
 
@@ -117,11 +119,23 @@ class ActivityMixin(StoreBase):
             .where(ReplyRow.error_kind.is_not(None))
             .subquery()
         )
-        stmt = select(*(ranked.c[name] for name in SiteError._fields)).where(
-            ranked.c.latest == 1
-        )
+        stmt = select(*(ranked.c[name] for name in SiteError._fields)).where(ranked.c.latest == 1)
         with self._tx(write=False) as s:
             return [SiteError(*row) for row in s.execute(stmt)]
+
+    def start_refusals(self, study_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """``{study: {site: reason}}``: the sites refused at the start (round 0's record's
+        ``refused_sites``) of those of ``study_ids`` that recorded a round 0 refusing some.
+        One query of that part of the record, by the rounds' (study, round) index."""
+        if not study_ids:
+            return {}
+        refused = RoundRow.record["refused_sites"]
+        stmt = select(RoundRow.study_id, refused).where(
+            RoundRow.study_id.in_(list(study_ids)), RoundRow.round == 0
+        )
+        with self._tx(write=False) as s:
+            rows = s.execute(stmt).all()
+        return {study: dict(sites) for study, sites in rows if isinstance(sites, dict) and sites}
 
     def _tasks_with_replies(
         self,

@@ -76,6 +76,9 @@ def test_study_activity_and_its_light_rows(store: CoordinatorStore, clock: FakeC
         assert row.received_at == (reply and reply.received_at)
         assert row.payload_digest == (reply and reply.payload_digest)
     assert [r.round for r in store.round_activity(sid, min_round=2)] == [2, 2, 2]
+    assert all(r.created_at.utcoffset() == timedelta(0) for r in rows)  # aware, in UTC
+    briefs, activity = store.round_view(sid, min_round=2)
+    assert (briefs, activity) == ([], store.round_activity(sid, min_round=2))
     assert store.round_activity("no-such-study") == []
 
 

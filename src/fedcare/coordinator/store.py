@@ -15,7 +15,8 @@ schema. The methods live in one mixin per concern:
 - tasks and replies (:mod:`.store_tasks`): ``create_tasks``, ``next_task_for``, ``get_task``,
   ``list_tasks``, ``store_reply``, ``replies_for_round``, ``expire_tasks``;
 - what is shown of tasks, replies and rounds (:mod:`.store_activity`): ``study_activity``,
-  ``round_activity``, ``round_briefs``, ``site_errors``, ``start_refusals``;
+  ``round_activity``, ``round_briefs``, ``round_view``, ``site_errors``,
+  ``start_refusals``;
 - task liveness (:mod:`.store_liveness`): ``task_for_reply``, ``fail_task``,
   ``fail_unheld_tasks``;
 - models (:mod:`.store_models`): ``register_model``, ``get_model``, ``list_models``,

@@ -3,9 +3,9 @@ columns (no ORM objects), for the status commands and the HTTP API.
 
 * :meth:`ActivityMixin.study_activity`: a study's tasks with their replies, as
   :class:`~fedcare.coordinator.rows.TaskInfo` and :class:`~fedcare.coordinator.rows.ReplyInfo`;
-* :meth:`ActivityMixin.round_activity` and :meth:`ActivityMixin.round_briefs`: the lighter
-  rows the rounds view reads (only the columns it shows; no checkpoint digests, no study
-  check, no second query);
+* :meth:`ActivityMixin.round_activity` and :meth:`ActivityMixin.round_briefs` (both in one
+  transaction: :meth:`ActivityMixin.round_view`): the lighter rows the rounds view reads
+  (only the columns it shows; no checkpoint digests, no study check);
 * :meth:`ActivityMixin.site_errors` and :meth:`ActivityMixin.start_refusals`: a site's latest
   error reply in each study and the studies that refused sites at their start, one query each.
 
@@ -19,9 +19,9 @@ from collections.abc import Collection
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import FromClause, Select, func, select, true
+from sqlalchemy import DateTime, FromClause, Select, func, select, true, type_coerce
 
-from fedcare.coordinator.db import ReplyRow, RoundRow, TaskRow
+from fedcare.coordinator.db import ReplyRow, RoundRow, TaskRow, UTCDateTime
 from fedcare.coordinator.rows import ActivityRow, ReplyInfo, RoundBrief, SiteError, TaskInfo
 from fedcare.coordinator.store_base import StoreBase
 
@@ -35,6 +35,14 @@ _REPLY_FIELDS += ("error_kind", "error_message", "num_samples")
 _ACTIVITY_TASK = ActivityRow._fields[:8]
 _ACTIVITY_REPLY = ActivityRow._fields[8:]
 _ORDER = (TaskRow.round, TaskRow.attempt, TaskRow.created_at, TaskRow.id)
+
+
+def _briefs(study_id: str, min_round: int) -> Select[Any]:
+    return (
+        select(RoundRow.round, RoundRow.record, RoundRow.duration_s, RoundRow.completed_at)
+        .where(RoundRow.study_id == study_id, RoundRow.round >= min_round)
+        .order_by(RoundRow.round)
+    )
 
 
 class ActivityMixin(StoreBase):
@@ -76,25 +84,47 @@ class ActivityMixin(StoreBase):
         shown of it and of its reply (:class:`~fedcare.coordinator.rows.ActivityRow`): what
         :meth:`study_activity` reads, less the ids, digests and counts the rounds view does
         not show. One query; ``[]`` for an unknown study."""
-        task_cols = [getattr(TaskRow, name) for name in _ACTIVITY_TASK]
-        stmt = self._tasks_with_replies(
-            task_cols, _ACTIVITY_REPLY, study_id, min_round, None, False
-        )
         with self._tx(write=False) as s:
-            return [ActivityRow(*row) for row in s.execute(stmt)]
+            return [ActivityRow(*row) for row in s.execute(self._activity(study_id, min_round))]
 
     def round_briefs(self, study_id: str, *, min_round: int = 0) -> list[RoundBrief]:
         """The study's recorded rounds from ``min_round`` on, in order: number, record,
         duration and end (:meth:`~fedcare.coordinator.store_rounds.RoundsMixin.list_rounds`
         without the checkpoint digests and the check that the study exists: ``[]`` for an
         unknown study). One query."""
-        stmt = (
-            select(RoundRow.round, RoundRow.record, RoundRow.duration_s, RoundRow.completed_at)
-            .where(RoundRow.study_id == study_id, RoundRow.round >= min_round)
-            .order_by(RoundRow.round)
-        )
         with self._tx(write=False) as s:
-            return [RoundBrief(*row) for row in s.execute(stmt)]
+            return [RoundBrief(*row) for row in s.execute(_briefs(study_id, min_round))]
+
+    def round_view(
+        self, study_id: str, *, min_round: int = 0
+    ) -> tuple[list[RoundBrief], list[ActivityRow]]:
+        """:meth:`round_briefs` and :meth:`round_activity` in one read transaction: one
+        connection from the pool, two queries (each transaction costs round trips of its own:
+        the pool's ping, BEGIN, COMMIT)."""
+        with self._tx(write=False) as s:
+            briefs = [RoundBrief(*row) for row in s.execute(_briefs(study_id, min_round))]
+            rows = s.execute(self._activity(study_id, min_round))
+            return briefs, [ActivityRow(*row) for row in rows]
+
+    def _activity(self, study_id: str, min_round: int) -> Select[Any]:
+        """The query of :meth:`round_activity`. On PostgreSQL its times are read as the
+        driver gives them (timezone-aware, in the session's time zone) rather than through
+        :class:`~fedcare.coordinator.db.UTCDateTime`, which would convert each of thousands
+        to UTC: who shows them converts them (:func:`fedcare.dashboard.views.iso`)."""
+        task_cols = [getattr(TaskRow, name) for name in _ACTIVITY_TASK]
+        stmt = self._tasks_with_replies(
+            task_cols, _ACTIVITY_REPLY, study_id, min_round, None, False
+        )
+        if self.engine.dialect.name != "postgresql":
+            return stmt
+        aware = DateTime(timezone=True)
+        return stmt.with_only_columns(
+            *(
+                type_coerce(c, aware).label(c.name) if isinstance(c.type, UTCDateTime) else c
+                for c in stmt.selected_columns
+            ),
+            maintain_column_froms=True,
+        )
 
     def site_errors(self, site_id: str) -> list[SiteError]:
         """``site_id``'s latest error reply in each study (latest: of the highest round, then

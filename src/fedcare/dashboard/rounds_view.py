@@ -36,7 +36,12 @@ __all__ = ["RoundCache", "round_entries", "site_round_status"]
 
 Activity = Sequence[ActivityRow]
 #: The order in which one site's several tasks of a round (fit, evaluate...) decide its status.
-_RANK = ["refused", "failed", "timed out", "sent", "not used", "replied", "aggregated"]
+_RANK = {
+    s: i
+    for i, s in enumerate(
+        ["refused", "failed", "timed out", "sent", "not used", "replied", "aggregated"]
+    )
+}
 _TIMEOUT_WORDS = ("no reply before the deadline", "timeout", "timed out", "deadline")
 
 
@@ -76,15 +81,15 @@ def round_entries(
 ) -> list[dict[str, Any]]:
     """The study's rounds from ``min_round`` on: recorded ones, then the round in progress
     (its tasks are out), each as a RoundEntry of the API contract. Two queries of the columns
-    shown (:meth:`~fedcare.coordinator.store_activity.ActivityMixin.round_briefs` and
-    ``round_activity``), of the rounds after those in ``cache`` only."""
+    shown, in one transaction (:meth:`~fedcare.coordinator.store_activity.ActivityMixin.
+    round_view`), of the rounds after those in ``cache`` only."""
     known = list(cache.get(study.id)) if cache is not None else []
     start = known[-1]["round"] + 1 if known else 0
     if cache is None:
         start = min_round
-    rounds = store.round_briefs(study.id, min_round=start)
+    rounds, activity = store.round_view(study.id, min_round=start)
     by_round: dict[int, list[ActivityRow]] = {}
-    for task in store.round_activity(study.id, min_round=start):
+    for task in activity:
         by_round.setdefault(task.round, []).append(task)
     sizes: dict[str, int] = {}
 
@@ -96,12 +101,13 @@ def round_entries(
                 sizes[digest] = 0
         return sizes[digest]
 
-    done = [_entry(r.round, r, by_round.pop(r.round, []), study, size) for r in rounds]
+    now = datetime.now(timezone.utc)
+    done = [_entry(r.round, r, by_round.pop(r.round, []), study, size, now) for r in rounds]
     if cache is not None and done:
         cache.put(study.id, known + done)  # a new list: readers keep theirs
     entries = known + done
     for number in sorted(by_round):  # tasks of a round not recorded (yet)
-        entries.append(_entry(number, None, by_round[number], study, size))
+        entries.append(_entry(number, None, by_round[number], study, size, now))
     return [e for e in entries if e["round"] >= min_round]
 
 
@@ -111,20 +117,20 @@ def _entry(
     activity: Activity,
     study: StudyInfo,
     size: Callable[[str], int],
+    now: datetime,
 ) -> dict[str, Any]:
     attempt = max((t.attempt for t in activity), default=0)
     record: Mapping[str, Any] = recorded.record if recorded is not None else {}
     summary = _summary(record) if recorded is not None else None
     per_site = ((record.get("evaluate") or {}).get("per_site")) or {}
     sites: dict[str, dict[str, Any]] = {}
-    now = datetime.now(timezone.utc)
     for task in activity:
         if task.attempt != attempt:
             continue
         reply = task if task.received_at is not None else None  # the reply's columns
         status, reason = site_round_status(task, reply, summary, now)
         seen = sites.get(task.site_id)
-        if seen is None or _RANK.index(status) < _RANK.index(seen["status"]):
+        if seen is None or _RANK[status] < _RANK[seen["status"]]:
             sent = task.delivered_at or task.created_at
             sites[task.site_id] = {
                 "status": status,

@@ -10,7 +10,10 @@ keep-alive HTTPS connection (trusting the federation CA) times ``--requests`` ca
 
 * ``GET /api/v1/studies`` (the list),
 * ``GET /api/v1/studies/{id}`` (a study's status, a random study each call),
-* ``GET /api/v1/studies/{id}/rounds`` (its rounds with each site's part).
+* ``GET /api/v1/studies/{id}/rounds`` (its rounds with each site's part),
+* ``GET /api/v1/sites/{id}`` (a random site of the 3: its latest refusal in each study, newest
+  study first, at most 20; ``va`` refused in every study, the others in none, so their call
+  looks through every study).
 
 Metrics ``p50_ms`` and ``p95_ms`` (target: p95 <= 50 ms, issue 14). Then ``event_delay_s``:
 with ``GET /studies/{id}/events`` open, the benchmark records ``--events`` new rounds (default
@@ -219,7 +222,7 @@ def _rows(label: str, times: list[float], setup: str) -> list[dict[str, Any]]:
 
 def latency_rows(client: Client, ids: list[str], requests: int, setup: str) -> list[dict[str, Any]]:
     """p50 and p95 rows per endpoint: a study's first call (the server reads all its rounds),
-    then ``requests`` calls over random studies (completed rounds are remembered)."""
+    then ``requests`` calls over random studies (completed rounds are remembered) or sites."""
     rng = random.Random(0)
     rows = []
     for label, template in (
@@ -232,6 +235,7 @@ def latency_rows(client: Client, ids: list[str], requests: int, setup: str) -> l
         "GET /studies (list)": lambda: "/api/v1/studies",
         "GET /studies/{id} (status)": lambda: f"/api/v1/studies/{rng.choice(ids)}",
         "GET /studies/{id}/rounds": lambda: f"/api/v1/studies/{rng.choice(ids)}/rounds",
+        "GET /sites/{id} (refusals over every study)": lambda: f"/api/v1/sites/{rng.choice(SITES)}",
     }
     for label, path in endpoints.items():
         for _ in range(20):

@@ -7,11 +7,14 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
+    "ActivityRow",
     "Checkpoint",
     "CoordinatorInfo",
     "ModelInfo",
     "ReplyInfo",
+    "RoundBrief",
     "RoundInfo",
+    "SiteError",
     "SiteInfo",
     "StudyInfo",
     "TaskInfo",
@@ -137,6 +140,44 @@ class CoordinatorInfo:
     started_at: datetime
     seen_at: datetime
     stopped_at: datetime | None
+
+
+class RoundBrief(NamedTuple):
+    """What is shown of a recorded round: its number, record, duration and end (a
+    :class:`RoundInfo` without the checkpoint digests)."""
+
+    round: int
+    record: dict[str, Any]
+    duration_s: float
+    completed_at: datetime
+
+
+class ActivityRow(NamedTuple):
+    """What is shown of one task: its round, site, kind and times, and its reply's
+    (``received_at`` is None until one arrived)."""
+
+    round: int
+    attempt: int
+    site_id: str
+    kind: str
+    status: str
+    created_at: datetime
+    delivered_at: datetime | None
+    deadline: datetime | None
+    received_at: datetime | None
+    payload_digest: str | None
+    error_kind: str | None
+    error_message: str | None
+
+
+class SiteError(NamedTuple):
+    """A site's error reply to a task of a study's round."""
+
+    study_id: str
+    round: int
+    kind: str
+    error_kind: str
+    error_message: str | None
 
 
 class Checkpoint(NamedTuple):

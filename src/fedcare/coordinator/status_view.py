@@ -10,9 +10,11 @@ from typing import Any
 from fedcare.errors import ConfigError, NotFoundError
 
 __all__ = [
+    "error_line",
     "is_refusal",
     "latest_site_errors",
     "resolve_study_id",
+    "schema_refusal_line",
     "schema_refusals",
     "site_refusals",
     "site_state",
@@ -36,12 +38,24 @@ def latest_site_errors(
         study_id, min_round=min_round, max_round=max_round, errors_only=True
     )
     for _, reply in found:
-        verb = "refused" if is_refusal(reply.error_kind) else "failed"
-        latest[reply.site_id] = (
-            f"site {reply.site_id} {verb} round {reply.round} ({reply.kind}): "
-            f"{reply.error_kind}: {reply.error_message}"
-        )
+        latest[reply.site_id] = error_line(reply.site_id, reply)
     return latest
+
+
+def error_line(site_id: str, reply: Any) -> str:
+    """A site's error reply (with ``round``, ``kind``, ``error_kind`` and ``error_message``:
+    a :class:`~fedcare.coordinator.rows.ReplyInfo` or ``SiteError``) as a line for an
+    operator."""
+    verb = "refused" if is_refusal(reply.error_kind) else "failed"
+    return (
+        f"site {site_id} {verb} round {reply.round} ({reply.kind}): "
+        f"{reply.error_kind}: {reply.error_message}"
+    )
+
+
+def schema_refusal_line(site_id: str, reason: Any) -> str:
+    """A site the coordinator refused at round 0 (its feature schema differs), as a line."""
+    return f"site {site_id} refused for this study: {reason}"
 
 
 def schema_refusals(store: Any, study_id: str, *, rounds: Sequence[Any] | None = None) -> list[str]:
@@ -55,7 +69,7 @@ def schema_refusals(store: Any, study_id: str, *, rounds: Sequence[Any] | None =
             rounds = []
     start = [r for r in rounds if r.round == 0]
     refused = (start[0].record or {}).get("refused_sites", {}) if start else {}
-    return [f"site {site} refused for this study: {refused[site]}" for site in sorted(refused)]
+    return [schema_refusal_line(site, refused[site]) for site in sorted(refused)]
 
 
 def is_refusal(kind: str) -> bool:

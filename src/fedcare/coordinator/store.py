@@ -14,6 +14,9 @@ schema. The methods live in one mixin per concern:
   ``list_rounds``;
 - tasks and replies (:mod:`.store_tasks`): ``create_tasks``, ``next_task_for``, ``get_task``,
   ``list_tasks``, ``store_reply``, ``replies_for_round``, ``expire_tasks``;
+- what is shown of tasks, replies and rounds (:mod:`.store_activity`): ``study_activity``,
+  ``round_activity``, ``round_briefs``, ``round_view``, ``site_errors``,
+  ``start_refusals``;
 - task liveness (:mod:`.store_liveness`): ``task_for_reply``, ``fail_task``,
   ``fail_unheld_tasks``;
 - models (:mod:`.store_models`): ``register_model``, ``get_model``, ``list_models``,
@@ -32,6 +35,7 @@ opens a database that already holds the coordinator's schema and never creates o
 
 from __future__ import annotations
 
+from fedcare.coordinator.store_activity import ActivityMixin
 from fedcare.coordinator.store_anchors import AnchorsMixin
 from fedcare.coordinator.store_ledger import PrivacyLedgerMixin
 from fedcare.coordinator.store_liveness import LivenessMixin
@@ -50,6 +54,7 @@ class CoordinatorStore(
     StudiesMixin,
     RoundsMixin,
     LivenessMixin,
+    ActivityMixin,
     ModelsMixin,
     PrivacyLedgerMixin,
     AnchorsMixin,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from datetime import datetime
 from typing import NamedTuple
 
@@ -35,10 +34,6 @@ __all__ = ["TaskSpec", "TasksMixin"]
 
 
 Refuse = Callable[[str, str], ReplyRefusedError]
-_TASK_FIELDS = [f.name for f in fields(TaskInfo)]
-#: The reply's own columns, in ReplyInfo's order (the task's study, round... come between).
-_REPLY_FIELDS: tuple[str, ...] = ("task_id", "site_id", "received_at", "payload_digest")
-_REPLY_FIELDS += ("error_kind", "error_message", "num_samples")
 
 
 class TaskSpec(NamedTuple):
@@ -280,49 +275,6 @@ class TasksMixin(StoreBase):
             stmt = stmt.where(TaskRow.kind == kind)
         with self._tx(write=False) as s:
             return [_reply_info(row, task) for row, task in s.execute(stmt).all()]
-
-    def study_activity(
-        self,
-        study_id: str,
-        *,
-        min_round: int = 0,
-        max_round: int | None = None,
-        errors_only: bool = False,
-    ) -> list[tuple[TaskInfo, ReplyInfo | None]]:
-        """Every task of the study in rounds ``min_round`` to ``max_round`` (None: the
-        last), each with its reply (None before one arrived), oldest first; with
-        ``errors_only`` only tasks answered with an error. One query of plain columns (no ORM
-        objects): what a person is shown of rounds."""
-        task_cols = [getattr(TaskRow, name) for name in _TASK_FIELDS]
-        reply_cols = [getattr(ReplyRow, name) for name in _REPLY_FIELDS]
-        stmt = (
-            select(*task_cols, *reply_cols)
-            .where(TaskRow.study_id == study_id, TaskRow.round >= min_round)
-            .order_by(TaskRow.round, TaskRow.attempt, TaskRow.created_at, TaskRow.id)
-        )
-        if max_round is not None:
-            stmt = stmt.where(TaskRow.round <= max_round)
-        if errors_only:
-            stmt = stmt.join(ReplyRow, ReplyRow.task_id == TaskRow.id).where(
-                ReplyRow.error_kind.is_not(None)
-            )
-        else:
-            stmt = stmt.outerjoin(ReplyRow, ReplyRow.task_id == TaskRow.id)
-        width = len(_TASK_FIELDS)
-        with self._tx(write=False) as s:
-            rows = s.execute(stmt).all()
-        out: list[tuple[TaskInfo, ReplyInfo | None]] = []
-        for row in rows:
-            task = TaskInfo(*row[:width])
-            reply = None
-            if row[width] is not None:
-                task_id, site, received, digest, kind, message, samples = row[width:]
-                reply = ReplyInfo(
-                    task_id, site, task.study_id, task.round, task.attempt, task.kind,
-                    received, digest, kind, message, samples,
-                )  # fmt: skip
-            out.append((task, reply))
-        return out
 
     def site_outcomes(self, study_id: str, round: int) -> dict[str, str]:
         """Each site's outcome in the last attempt of ``round``: the error kind of its reply,

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fedcare.coordinator.rows import ReplyInfo, RoundInfo, StudyInfo, TaskInfo
+from fedcare.coordinator.rows import ActivityRow, ReplyInfo, RoundBrief, StudyInfo, TaskInfo
 from fedcare.coordinator.status_view import is_refusal
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.dashboard.views import iso, study_brief
@@ -43,10 +43,15 @@ __all__ = [
     "site_round_status",
 ]
 
-Activity = Sequence[tuple[TaskInfo, ReplyInfo | None]]
+Activity = Sequence[ActivityRow]
 #: The order in which one site's several tasks of a round (fit, evaluate...) decide its status.
 #: (An evaluation's ``replied`` does not hide that the same site's update was ``aggregated``.)
-_RANK = ["refused", "failed", "timed out", "sent", "not used", "aggregated", "replied"]
+_RANK = {
+    s: i
+    for i, s in enumerate(
+        ["refused", "failed", "timed out", "sent", "not used", "aggregated", "replied"]
+    )
+}
 _TIMEOUT_WORDS = ("no reply before the deadline", "timeout", "timed out", "deadline")
 #: A study in one of these has ended (its event stream says ``end`` and closes).
 FINAL_STATUSES = ("completed", "failed", "cancelled")
@@ -87,17 +92,17 @@ def round_entries(
     cache: RoundCache | None = None,
 ) -> list[dict[str, Any]]:
     """The study's rounds from ``min_round`` on: recorded ones, then the round in progress
-    (its tasks are out), each as a RoundEntry of the API contract. Two queries, of the rounds
-    after those in ``cache`` only."""
+    (its tasks are out), each as a RoundEntry of the API contract. Two queries of the columns
+    shown, in one transaction (:meth:`~fedcare.coordinator.store_activity.ActivityMixin.
+    round_view`), of the rounds after those in ``cache`` only."""
     known = list(cache.get(study.id)) if cache is not None else []
     start = known[-1]["round"] + 1 if known else 0
     if cache is None:
         start = min_round
-    rounds = store.list_rounds(study.id, min_round=start)
-    activity = store.study_activity(study.id, min_round=start)
-    by_round: dict[int, list[tuple[TaskInfo, ReplyInfo | None]]] = {}
-    for task, reply in activity:
-        by_round.setdefault(task.round, []).append((task, reply))
+    rounds, activity = store.round_view(study.id, min_round=start)
+    by_round: dict[int, list[ActivityRow]] = {}
+    for task in activity:
+        by_round.setdefault(task.round, []).append(task)
     sizes: dict[str, int] = {}
 
     def size(digest: str) -> int:  # the reply's artifact, not read (0 if it was pruned)
@@ -108,12 +113,13 @@ def round_entries(
                 sizes[digest] = 0
         return sizes[digest]
 
-    done = [_entry(r.round, r, by_round.pop(r.round, []), study, size) for r in rounds]
+    now = datetime.now(timezone.utc)
+    done = [_entry(r.round, r, by_round.pop(r.round, []), study, size, now) for r in rounds]
     if cache is not None and done:
         cache.put(study.id, known + done)  # a new list: readers keep theirs
     entries = known + done
     for number in sorted(by_round):  # tasks of a round not recorded (yet)
-        entries.append(_entry(number, None, by_round[number], study, size))
+        entries.append(_entry(number, None, by_round[number], study, size, now))
     return [e for e in entries if e["round"] >= min_round]
 
 
@@ -148,27 +154,28 @@ def progress_events(
 
 def _entry(
     number: int,
-    recorded: RoundInfo | None,
+    recorded: RoundBrief | None,
     activity: Activity,
     study: StudyInfo,
     size: Callable[[str], int],
+    now: datetime,
 ) -> dict[str, Any]:
     # a round's attempts count its dispatches (fit retries, then its evaluation): a site's
     # part is its task of the last dispatch of each kind
     latest: dict[str, int] = {}
-    for task, _ in activity:
-        latest[task.kind] = max(latest.get(task.kind, 0), task.attempt)
+    for row in activity:
+        latest[row.kind] = max(latest.get(row.kind, 0), row.attempt)
     attempt = latest.get("fit", max(latest.values(), default=0))
-    tasks = sorted(
-        ((t, r) for t, r in activity if t.attempt == latest[t.kind]),
-        key=lambda pair: pair[0].kind != "fit",  # the fit first: its reply names the part
+    rows = sorted(
+        (row for row in activity if row.attempt == latest[row.kind]),
+        key=lambda row: row.kind != "fit",  # the fit first: its reply names the part
     )
     record: Mapping[str, Any] = recorded.record if recorded is not None else {}
     summary = _summary(record) if recorded is not None else None
     per_site = ((record.get("evaluate") or {}).get("per_site")) or {}
     sites: dict[str, dict[str, Any]] = {}
-    now = datetime.now(timezone.utc)
-    for task, reply in tasks:
+    for task in rows:
+        reply = task if task.received_at is not None else None  # the reply's columns
         status, reason = site_round_status(task, reply, summary, now)
         sent = task.delivered_at or task.created_at
         seen = sites.setdefault(
@@ -182,7 +189,7 @@ def _entry(
                 "replied_at": None,
             },
         )
-        if _RANK.index(status) < _RANK.index(seen["status"]):
+        if _RANK[status] < _RANK[seen["status"]]:
             seen["status"], seen["reason"] = status, reason
         if reply is not None:
             seen["replied_at"] = max(seen["replied_at"] or "", iso(reply.received_at) or "")
@@ -194,7 +201,7 @@ def _entry(
         _from_record(sites, summary, record)
     for site, values in sites.items():
         values["metrics"] = _numbers(per_site.get(site) or {})
-    started = min((t.created_at for t, _ in activity), default=None)
+    started = min((t.created_at for t in activity), default=None)
     if started is None and recorded is not None:
         started = recorded.completed_at - timedelta(seconds=recorded.duration_s)
     status = (
@@ -214,12 +221,14 @@ def _entry(
 
 
 def site_round_status(
-    task: TaskInfo,
-    reply: ReplyInfo | None,
+    task: TaskInfo | ActivityRow,
+    reply: ReplyInfo | ActivityRow | None,
     summary: Mapping[str, Any] | None,
     now: datetime | None = None,
 ) -> tuple[str, str | None]:
-    """``(status, reason)`` of one task of a site in a round (see the module docstring)."""
+    """``(status, reason)`` of one task of a site in a round (see the module docstring);
+    ``reply``: its reply, or the task's :class:`~fedcare.coordinator.rows.ActivityRow` when
+    that holds one, None before one arrived."""
     if reply is not None and reply.error_kind is not None:
         status = "refused" if is_refusal(reply.error_kind) else "failed"
         return status, f"{reply.error_kind}: {reply.error_message}"

@@ -95,7 +95,8 @@ def test_remote_export_writes_the_hosts_files(api: Api, tmp_path: Path) -> None:
         assert (there / name).read_bytes() == (here / name).read_bytes(), name
     env = _env(api, tmp_path, "study-lead")
     remote = ["--coordinator", api.url, "--ca", str(api.ca)]
-    missing = runner.invoke(app, ["models", "export", "nope", "--out", str(tmp_path / "x"), *remote], env=env)  # fmt: skip
+    args = ["models", "export", "nope", "--out", str(tmp_path / "x"), *remote]
+    missing = runner.invoke(app, args, env=env)
     assert missing.exit_code == 2 and "(HTTP 404)" in missing.output
     assert not (tmp_path / "x").exists()
 

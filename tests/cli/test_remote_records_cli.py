@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from fedcare.cli.main import app
 from fedcare.cli.models import unpack_export
 from fedcare.coordinator.analytics_jobs import RESULT_KIND
+from fedcare.dashboard.client import AnalyticsJob, Client, ModelBrief, ModelLineage
 from fedcare.errors import FedcareError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.transport.codec import encode_arrays
@@ -80,6 +81,11 @@ def test_models_json_is_the_apis_shape_in_both_modes(api: Api, tmp_path: Path) -
     assert listed[1]["parent"] == first and listed[0]["study_name"] == "first"
     card = json.loads(_both(api, tmp_path, ["models", "show", second, "--json"])[1])
     assert card["model"]["parent"] == first
+    with Client(api.url, api.tokens["auditor"], ca=api.ca) as client:  # the typed shapes
+        assert all(set(m) == set(ModelBrief.__annotations__) for m in client.models())
+        lineage = client.lineage(second)
+        assert set(lineage) == set(ModelLineage.__annotations__)
+        assert set(lineage["model"]) == {*ModelBrief.__annotations__, "visible"}
 
 
 def test_remote_export_writes_the_hosts_files(api: Api, tmp_path: Path) -> None:
@@ -138,6 +144,7 @@ def test_remote_analytics_queues_the_hosts_job_owned_by_the_caller(
     assert (here.owner, there.owner) == (None, "study-lead-person")
     assert (there.name, there.status) == ("heart-disease-descriptives", "pending")
     assert job["status"] == "pending" and job["result"] is None and job["min_sites"] == 2
+    assert set(job) == set(AnalyticsJob.__annotations__)
     local_json = runner.invoke(app, [*args, "--federation", str(api.home), "--json"], env=env)
     shape = json.loads(local_json.stdout)
     assert set(shape) == set(job) and shape["spec"] == job["spec"]

@@ -119,12 +119,19 @@ def _wait(store: Any, study_id: str, timeout: float) -> dict[str, Any]:
 
 def _job_json(store: Any, job_id: str) -> dict[str, Any]:
     """The job as ``GET /api/v1/analytics/{id}`` shows it (``--json`` on the host)."""
-    from fedcare.coordinator.analytics_jobs import ANALYTICS_KEY, analytics_job_result
-    from fedcare.dashboard.views import analytics_job_brief
+    from fedcare.coordinator.analytics_jobs import analytics_job_result
+    from fedcare.dashboard.views import analytics_job_view
 
-    study = store.get_study(job_id)
     result = analytics_job_result(store, job_id, require=False)
-    return {**analytics_job_brief(study), "spec": study.config.get(ANALYTICS_KEY), "result": result}
+    return analytics_job_view(store.get_study(job_id), result)
+
+
+def _queued(job: dict[str, Any], as_json: bool) -> None:
+    """A queued job not waited for: its id on stdout (``--json``: the job)."""
+    if as_json:
+        echo_json(job)
+    else:
+        typer.echo(job["id"])
 
 
 def _remote(
@@ -180,8 +187,8 @@ def analytics(
     from fedcare.cli.remote import api_fail, remote_client
 
     if coordinator and federation is not None:
-        raise fail(FedcareError("give either --coordinator (ask the HTTP API) or --federation "
-                                "HOME (on the coordinator's host), not both"))  # fmt: skip
+        both = "give either --coordinator (the HTTP API) or --federation HOME (on its host)"
+        raise fail(FedcareError(both + ", not both"))
     client = remote_client(ctx, coordinator, ca)
     try:
         if client is not None:
@@ -190,7 +197,7 @@ def analytics(
             except FedcareError as err:
                 raise api_fail(err, client) from None
             if "job" in answer:
-                return echo_json(answer["job"]) if as_json else typer.echo(answer["job"]["id"])
+                return _queued(answer["job"], as_json)
             result = answer["result"]
         elif federation is None:
             result = _simulate(AnalyticsSpec.from_yaml(query), dataset, seed, min_cell)
@@ -201,9 +208,7 @@ def analytics(
             with _store(federation, db) as store:
                 study_id = queue_analytics_job(store, spec, dataset=dataset, min_sites=min_sites)
                 if not wait:
-                    return (
-                        echo_json(_job_json(store, study_id)) if as_json else typer.echo(study_id)
-                    )
+                    return _queued(_job_json(store, study_id), as_json)
                 result = _wait(store, study_id, timeout)
         results_path, report_path = write_analytics_outputs(result, out)
     except FedcareError as err:

@@ -10,14 +10,20 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from fedcare.coordinator.analytics_jobs import ANALYTICS_KEY, analytics_job_result
+from fedcare.coordinator.analytics_jobs import analytics_job_result
 from fedcare.coordinator.analytics_jobs import is_analytics_study as _is_job
 from fedcare.coordinator.registry_view import descendants
 from fedcare.coordinator.rows import ModelInfo, SiteInfo, StudyInfo, UserInfo
 from fedcare.coordinator.site_view import full_site_state, revocation_list
 from fedcare.coordinator.status_view import error_line, schema_refusal_line
 from fedcare.dashboard.context import ApiContext
-from fedcare.dashboard.views import analytics_job_brief, iso, model_brief, site_entry
+from fedcare.dashboard.views import (
+    analytics_job_brief,
+    analytics_job_view,
+    iso,
+    model_brief,
+    site_entry,
+)
 from fedcare.errors import FedcareError, NotFoundError
 
 __all__ = [
@@ -106,7 +112,7 @@ def analytics_job(ctx: ApiContext, user: UserInfo, job_id: str) -> dict[str, Any
     if not _is_job(study.config):
         raise HTTPException(404, f"study {study.id!r} is not an analytics job")
     result = analytics_job_result(ctx.store, study.id, require=False)
-    return {**analytics_job_brief(study), "spec": study.config.get(ANALYTICS_KEY), "result": result}
+    return analytics_job_view(study, result)
 
 
 # --- privacy ledger ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "analytics_job_brief",
+    "analytics_job_view",
     "iso",
     "last_round_sites",
     "model_brief",
@@ -142,3 +143,9 @@ def analytics_job_brief(study: Any) -> dict[str, Any]:
         ],
         "min_sites": study.config.get("min_sites"),
     }
+
+
+def analytics_job_view(study: Any, result: dict[str, Any] | None) -> dict[str, Any]:
+    """An analytics job as ``GET /analytics/{id}`` shows it: its brief, its stored ``spec`` and
+    its ``result`` (None until the sites have answered)."""
+    return {**analytics_job_brief(study), "spec": study.config.get("analytics"), "result": result}

@@ -7,6 +7,8 @@ from .matrix_core import PAGE, SIGNED_IN, V1
 from .records_helpers import LEAD, analytics_job, register
 
 AUDIT_READERS = {None: 401, "operator": 200, "study-lead": 403, "auditor": 200}
+# no body is sent by the matrix: a submitter gets as far as the check of the body (422)
+SUBMIT = {None: 401, "operator": 422, "study-lead": 422, "auditor": 403}
 
 EXPECTED: dict[tuple[str, str], dict[str | None, int]] = {
     ("GET", f"{V1}/sites"): SIGNED_IN,
@@ -16,6 +18,7 @@ EXPECTED: dict[tuple[str, str], dict[str | None, int]] = {
     ("GET", f"{V1}/models/{{version}}/lineage"): SIGNED_IN,
     ("GET", f"{V1}/models/{{version}}/download"): SIGNED_IN,
     ("GET", f"{V1}/analytics"): SIGNED_IN,
+    ("POST", f"{V1}/analytics"): SUBMIT,
     ("GET", f"{V1}/analytics/{{job_id}}"): SIGNED_IN,
     ("GET", f"{V1}/ledger"): SIGNED_IN,
     ("GET", f"{V1}/audit"): AUDIT_READERS,

@@ -4,7 +4,9 @@ Simulation (``--dataset`` or the spec's dataset): the built-in dataset split acr
 each with ``--min-cell``; dataset ``cdm`` (mapped site tables) answers on harmonized tables.
 Federation (``--federation HOME``): the spec is queued as an analytics job on the coordinator
 of HOME (run on its host, like ``fedcare study submit``); with ``--wait`` the command waits for
-the result and writes it, otherwise it prints the job id for ``fedcare study report``.
+the result and writes it, otherwise it prints the job id for ``fedcare study report``. From a
+desk, ``--coordinator URL`` queues the same job through ``POST /api/v1/analytics`` (the caller
+owns it) and ``--wait`` follows its event stream, then writes the same files.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedcare.cli.common import _store, echo_json, fail
+from fedcare.cli.options import CA
 from fedcare.errors import FedcareError
 
 __all__ = [
     "analytics",
     "analytics_plan_summary",
-    "federation_plan",
-    "federation_spec",
     "is_analytics_file",
     "write_analytics_outputs",
 ]
@@ -52,23 +54,6 @@ def write_analytics_outputs(result: dict[str, Any], out: Path) -> tuple[Path, Pa
     return results_path, write_analytics_report(result, out / "report.html")
 
 
-def _columns(name: str, options: dict[str, Any]) -> tuple[str, ...]:
-    """The public feature names of built-in dataset ``name`` (read here, on this host); none
-    for a dataset a site defines itself (schema + mapping), whose tables name the variables."""
-    from fedcare.data.registry import DATASET_NAMES, load_dataset
-    from fedcare.errors import DataError
-
-    if name not in DATASET_NAMES:  # 'cdm' and site-defined datasets: harmonized tables
-        return ()
-    try:
-        return load_dataset(name, **options).feature_names
-    except DataError as err:
-        raise FedcareError(
-            f"cannot read the feature names of dataset {name!r} on this host, so queries "
-            f"could not name its columns: {err}"
-        ) from None
-
-
 def _simulate(spec: Any, dataset: str | None, seed: int, min_cell: int) -> dict[str, Any]:
     from fedcare.analytics.disclosure import AnalyticsPolicy
     from fedcare.data.registry import load_dataset
@@ -81,28 +66,6 @@ def _simulate(spec: Any, dataset: str | None, seed: int, min_cell: int) -> dict[
     ds = load_dataset(name, **options)
     policy = AnalyticsPolicy(min_cell=min_cell, seeded_noise=True)
     return simulate_analytics(spec, dataset=ds, policy=policy, seed=seed).to_dict()
-
-
-def federation_spec(spec: Any, dataset: str | None) -> Any:
-    """The spec as queued on a federation: ``--dataset`` replaces its dataset (name and
-    options); a folder this host resolved paths from is dropped,
-    so a steward's ``fedcare site plan`` on another machine prints the same hash."""
-    from fedcare.records.config_file import BASE_DIR_OPTION
-
-    options = {k: v for k, v in spec.dataset_options.items() if k != BASE_DIR_OPTION}
-    update: dict[str, Any] = {"dataset_options": options}
-    if dataset is not None and dataset != spec.dataset:
-        update = {"dataset": dataset, "dataset_options": {}}
-    return spec.model_copy(update=update)
-
-
-def federation_plan(spec: Any) -> dict[str, Any]:
-    """The plan the sites receive for ``spec`` on a federation (its hash is what a steward
-    approves: ``fedcare site plan QUERY.yaml``)."""
-    from fedcare.analytics.run import analytics_plan
-
-    columns = _columns(spec.dataset, spec.dataset_options) if spec.dataset else ()
-    return analytics_plan(spec, columns)
 
 
 def is_analytics_file(path: Path) -> bool:
@@ -123,6 +86,7 @@ def analytics_plan_summary(path: Path, dataset: str | None) -> tuple[str, str]:
     """The hash a site's steward approves for the analytics spec at ``path`` (run on a
     federation with ``--dataset`` ``dataset``) and a summary naming what it computes."""
     from fedcare.analytics.spec import AnalyticsSpec
+    from fedcare.coordinator.analytics_submit import federation_plan, federation_spec
     from fedcare.site.plans import analytics_plan_hash
 
     spec = federation_spec(AnalyticsSpec.from_yaml(path), dataset)
@@ -140,20 +104,6 @@ def analytics_plan_summary(path: Path, dataset: str | None) -> tuple[str, str]:
     return analytics_plan_hash(plan), "\n".join(lines)
 
 
-def _job_config(spec: Any, min_sites: int) -> dict[str, Any]:
-    from fedcare.coordinator.analytics_jobs import analytics_study_config
-
-    columns = federation_plan(spec)["columns"]
-    return analytics_study_config(spec, min_sites=min_sites, columns=columns)
-
-
-def _open_store(home: Path, db: str | None) -> Any:
-    """The store of an existing coordinator home (never created here)."""
-    from fedcare.coordinator.home import open_home
-
-    return open_home(home, db)
-
-
 def _wait(store: Any, study_id: str, timeout: float) -> dict[str, Any]:
     from fedcare.coordinator.analytics_jobs import analytics_job_result
 
@@ -167,7 +117,44 @@ def _wait(store: Any, study_id: str, timeout: float) -> dict[str, Any]:
     return result
 
 
+def _job_json(store: Any, job_id: str) -> dict[str, Any]:
+    """The job as ``GET /api/v1/analytics/{id}`` shows it (``--json`` on the host)."""
+    from fedcare.coordinator.analytics_jobs import analytics_job_result
+    from fedcare.dashboard.views import analytics_job_view
+
+    result = analytics_job_result(store, job_id, require=False)
+    return analytics_job_view(store.get_study(job_id), result)
+
+
+def _queued(job: dict[str, Any], as_json: bool) -> None:
+    """A queued job not waited for: its id on stdout (``--json``: the job)."""
+    if as_json:
+        echo_json(job)
+    else:
+        typer.echo(job["id"])
+
+
+def _remote(
+    client: Any, query: Path, dataset: str | None, min_sites: int, wait: bool, timeout: float
+) -> dict[str, Any]:
+    """Submit over the API (``POST /analytics``); the job (not waiting) or, with ``wait``, its
+    result once it ended (as the host's ``--wait``: an error if it has none)."""
+    from fedcare.errors import ConflictError
+
+    with client:
+        job = client.submit_analytics(query, dataset=dataset, min_sites=min_sites)
+        if not wait:
+            return {"job": job}
+        client.wait(job["id"], timeout_s=timeout)
+        done = client.analytics_job(job["id"])
+    if done["result"] is None:
+        reason = f": {done['reason']}" if done.get("reason") else ""
+        raise ConflictError(f"analytics job {job['id']} has no result ({done['status']}{reason})")
+    return {"result": done["result"]}
+
+
 def analytics(
+    ctx: typer.Context,
     query: Path = typer.Argument(..., help="Analytics spec (YAML)."),
     dataset: str | None = typer.Option(None, help="Built-in dataset (default: the spec's)."),
     out: Path = typer.Option(Path("runs/analytics"), help="Folder for results.json, report.html."),
@@ -178,26 +165,55 @@ def analytics(
     min_sites: int = typer.Option(1, help="Sites to wait for on the federation."),
     wait: bool = typer.Option(False, help="On a federation: wait for the result and write it."),
     timeout: float = typer.Option(600.0, help="Seconds --wait waits."),
+    coordinator: str | None = typer.Option(
+        None,
+        "--coordinator",
+        help="Queue the job through this coordinator's HTTP API (https://HOST:PORT) instead of "
+        "--federation HOME; token from FEDCARE_TOKEN or the client config file. Only this "
+        "option selects the API here (FEDCARE_COORDINATOR does not: without it the command "
+        "simulates).",
+    ),
+    ca: Path | None = CA,
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print JSON: the queued job as the HTTP API shows it, or (with a result) the "
+        "paths written.",
+    ),
 ) -> None:
-    """Run federated analytics: in simulation, or queued on a running coordinator."""
+    """Run federated analytics: in simulation, or queued on a running coordinator (on its host
+    with --federation HOME, from a desk with --coordinator URL)."""
     from fedcare.analytics.spec import AnalyticsSpec
+    from fedcare.cli.remote import api_fail, remote_client
 
+    if coordinator and federation is not None:
+        both = "give either --coordinator (the HTTP API) or --federation HOME (on its host)"
+        raise fail(FedcareError(both + ", not both"))
+    client = remote_client(ctx, coordinator, ca)
     try:
-        spec = AnalyticsSpec.from_yaml(query)
-        if federation is None:
-            result = _simulate(spec, dataset, seed, min_cell)
+        if client is not None:
+            try:
+                answer = _remote(client, query, dataset, min_sites, wait, timeout)
+            except FedcareError as err:
+                raise api_fail(err, client) from None
+            if "job" in answer:
+                return _queued(answer["job"], as_json)
+            result = answer["result"]
+        elif federation is None:
+            result = _simulate(AnalyticsSpec.from_yaml(query), dataset, seed, min_cell)
         else:
-            spec = federation_spec(spec, dataset)
-            config = _job_config(spec, min_sites)
-            with _open_store(federation, db) as store:
-                study_id = store.create_study(spec.name, config, 0)
+            from fedcare.coordinator.analytics_submit import queue_analytics_job
+
+            spec = AnalyticsSpec.from_yaml(query)
+            with _store(federation, db) as store:
+                study_id = queue_analytics_job(store, spec, dataset=dataset, min_sites=min_sites)
                 if not wait:
-                    typer.echo(study_id)
-                    return
+                    return _queued(_job_json(store, study_id), as_json)
                 result = _wait(store, study_id, timeout)
         results_path, report_path = write_analytics_outputs(result, out)
     except FedcareError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2) from None
+        raise fail(err) from None
+    if as_json:
+        return echo_json({"results": str(results_path), "report": str(report_path)})
     console.print(_summary(result))
     console.print(f"results: {results_path}\nreport:  {report_path}")

@@ -1,4 +1,6 @@
-"""The study commands and ``fedcare sites`` from a desk: over the coordinator's HTTP API.
+"""The study commands and ``fedcare sites`` from a desk: over the coordinator's HTTP API
+(``fedcare models`` and ``fedcare analytics`` use :func:`remote_client` and :func:`api_fail`
+too: cli/models.py, cli/analytics.py).
 
 A command runs remotely when ``--coordinator URL`` is given, or ``FEDCARE_COORDINATOR`` is set
 and ``--home``/``--db`` are not given on the command line (both ``--coordinator`` and ``--home``

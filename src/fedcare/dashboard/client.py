@@ -30,6 +30,9 @@ import httpx
 
 from fedcare.dashboard.client_config import ClientSettings, parse_sse, resolve_settings
 from fedcare.dashboard.client_types import (
+    AnalyticsJob,
+    ModelBrief,
+    ModelLineage,
     PackageUpload,
     RoundEntry,
     SiteEntry,
@@ -196,6 +199,36 @@ class Client:
     def sites(self) -> list[SiteEntry]:
         """The registered sites: state, last seen, version, datasets."""
         return cast(list[SiteEntry], self.get("/sites"))
+
+    def models(self) -> list[ModelBrief]:
+        """The registered model versions the caller may see, oldest first."""
+        return cast(list[ModelBrief], self.get("/models"))
+
+    def model(self, version: str) -> dict[str, Any]:
+        """The model card of ``version``."""
+        return cast(dict[str, Any], self.get(f"/models/{_quote(version)}"))
+
+    def lineage(self, version: str) -> ModelLineage:
+        """``version`` (``model``), the models it was built on (``ancestors``, parent first)
+        and those built on it (``descendants``)."""
+        return cast(ModelLineage, self.get(f"/models/{_quote(version)}/lineage"))
+
+    def analytics_job(self, job_id: str) -> AnalyticsJob:
+        """One analytics job: status, spec and ``result`` (None until the sites answered)."""
+        return cast(AnalyticsJob, self.get(f"/analytics/{_quote(job_id)}"))
+
+    def submit_analytics(
+        self, spec_file: str | Path, dataset: str | None = None, min_sites: int = 1
+    ) -> AnalyticsJob:
+        """Queue the analytics spec in ``spec_file`` (YAML) as a job the caller owns, as
+        ``fedcare analytics SPEC --federation HOME`` does; follow it with :meth:`wait`, read
+        its result with :meth:`analytics_job`."""
+        try:
+            text = Path(spec_file).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read analytics file {spec_file}: {err}") from None
+        body = {"spec": text, "dataset": dataset, "min_sites": min_sites}
+        return cast(AnalyticsJob, self._post("/analytics", json=body))
 
     def upload_package(self, archive: str | Path) -> PackageUpload:
         """Upload a signed package archive (``.fcpkg``); the coordinator verifies it against

@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 __all__ = [
+    "AnalyticsJob",
+    "ModelBrief",
+    "ModelLineage",
     "PackageUpload",
     "RoundEntry",
     "RoundSite",
@@ -91,3 +94,38 @@ class PackageUpload(TypedDict):
     package: str
     name: str
     version: str
+
+
+class ModelBrief(TypedDict):
+    """A registered model of ``GET /models`` (``fedcare models list``)."""
+
+    version: str
+    study_id: str
+    study_name: str | None
+    round: int
+    model_hash: str
+    parent: str | None
+    sites: int
+    created_at: str
+
+
+class ModelLineage(TypedDict):
+    """``GET /models/{version}/lineage``: the model itself, its ancestors (parent first) and
+    descendants (oldest first), each a ModelBrief with ``visible: true``, or only
+    ``{"version", "visible": false}`` for a model of a study the caller may not see."""
+
+    version: str
+    model: dict[str, Any]
+    ancestors: list[dict[str, Any]]
+    descendants: list[dict[str, Any]]
+
+
+class AnalyticsJob(StudyBrief):
+    """``GET /analytics/{id}`` and ``POST /analytics``: the job's brief, its dataset, queries
+    (name and type), ``min_sites``, the stored spec and its ``result`` (None until answered)."""
+
+    dataset: str | None
+    queries: list[dict[str, Any]]
+    min_sites: int | None
+    spec: dict[str, Any] | None
+    result: dict[str, Any] | None

@@ -10,14 +10,20 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from fedcare.coordinator.analytics_jobs import ANALYTICS_KEY, analytics_job_result
+from fedcare.coordinator.analytics_jobs import analytics_job_result
 from fedcare.coordinator.analytics_jobs import is_analytics_study as _is_job
 from fedcare.coordinator.registry_view import descendants
 from fedcare.coordinator.rows import ModelInfo, SiteInfo, StudyInfo, UserInfo
 from fedcare.coordinator.site_view import full_site_state, revocation_list
 from fedcare.coordinator.status_view import error_line, schema_refusal_line
 from fedcare.dashboard.context import ApiContext
-from fedcare.dashboard.views import iso, site_entry, study_brief
+from fedcare.dashboard.views import (
+    analytics_job_brief,
+    analytics_job_view,
+    iso,
+    model_brief,
+    site_entry,
+)
 from fedcare.errors import FedcareError, NotFoundError
 
 __all__ = [
@@ -43,25 +49,10 @@ def visible_studies(ctx: ApiContext, user: UserInfo) -> dict[str, StudyInfo]:
 
 
 # --- models --------------------------------------------------------------------------------------
-def _brief(m: ModelInfo, studies: dict[str, StudyInfo]) -> dict[str, Any]:
-    """A registered model as ``fedcare models list`` shows it."""
-    study = studies.get(m.study_id)
-    return {
-        "version": m.version,
-        "study_id": m.study_id,
-        "study_name": study.name if study else None,
-        "round": m.round,
-        "model_hash": m.model_hash,
-        "parent": m.parent,
-        "sites": len(m.card.get("sites") or {}),
-        "created_at": iso(m.created_at),
-    }
-
-
 def model_briefs(ctx: ApiContext, user: UserInfo) -> list[dict[str, Any]]:
     """The registered models ``user`` may see, oldest first (``fedcare models list``)."""
     studies = visible_studies(ctx, user)
-    return [_brief(m, studies) for m in ctx.store.list_models() if m.study_id in studies]
+    return [model_brief(m, studies) for m in ctx.store.list_models() if m.study_id in studies]
 
 
 def visible_model(ctx: ApiContext, user: UserInfo, version: str) -> ModelInfo:
@@ -76,7 +67,8 @@ def visible_model(ctx: ApiContext, user: UserInfo, version: str) -> ModelInfo:
 
 
 def model_lineage(ctx: ApiContext, user: UserInfo, version: str) -> dict[str, Any]:
-    """``version``'s ancestors (parent first) and descendants (oldest first); a model of a
+    """``version`` itself (``model``: as ``GET /models`` lists it), its ancestors (parent
+    first) and descendants (oldest first); a model of a
     study ``user`` may not see shows as ``{"version", "visible": false}`` (ancestors) or not
     at all (descendants)."""
     visible_model(ctx, user, version)
@@ -85,7 +77,7 @@ def model_lineage(ctx: ApiContext, user: UserInfo, version: str) -> dict[str, An
     def entry(m: ModelInfo) -> dict[str, Any]:
         if m.study_id not in studies:
             return {"version": m.version, "visible": False}
-        return {**_brief(m, studies), "visible": True}
+        return {**model_brief(m, studies), "visible": True}
 
     try:
         chain = ctx.store.lineage(version)
@@ -94,6 +86,7 @@ def model_lineage(ctx: ApiContext, user: UserInfo, version: str) -> dict[str, An
     below = [m for m in descendants(ctx.store.list_models(), version) if m.study_id in studies]
     return {
         "version": version,
+        "model": entry(chain[0]),
         "ancestors": [entry(m) for m in chain[1:]],
         "descendants": [entry(m) for m in below],
     }
@@ -106,24 +99,11 @@ def hidden_ancestors(ctx: ApiContext, user: UserInfo, version: str) -> set[str]:
 
 
 # --- analytics -----------------------------------------------------------------------------------
-def _job_brief(study: StudyInfo) -> dict[str, Any]:
-    spec = study.config.get(ANALYTICS_KEY) or {}
-    dataset = (study.config.get("dataset") or {}).get("name") or spec.get("dataset")
-    return {
-        **study_brief(study),
-        "dataset": dataset,
-        "queries": [
-            {"name": q.get("name"), "type": q.get("type")} for q in spec.get("queries") or []
-        ],
-        "min_sites": study.config.get("min_sites"),
-    }
-
-
 def analytics_jobs(ctx: ApiContext, user: UserInfo) -> list[dict[str, Any]]:
     """The federated analytics jobs ``user`` may see, newest first."""
     studies = visible_studies(ctx, user).values()
     jobs = [s for s in studies if _is_job(s.config)]
-    return [_job_brief(s) for s in sorted(jobs, key=lambda s: s.created_at, reverse=True)]
+    return [analytics_job_brief(s) for s in sorted(jobs, key=lambda s: s.created_at, reverse=True)]
 
 
 def analytics_job(ctx: ApiContext, user: UserInfo, job_id: str) -> dict[str, Any]:
@@ -132,7 +112,7 @@ def analytics_job(ctx: ApiContext, user: UserInfo, job_id: str) -> dict[str, Any
     if not _is_job(study.config):
         raise HTTPException(404, f"study {study.id!r} is not an analytics job")
     result = analytics_job_result(ctx.store, study.id, require=False)
-    return {**_job_brief(study), "spec": study.config.get(ANALYTICS_KEY), "result": result}
+    return analytics_job_view(study, result)
 
 
 # --- privacy ledger ------------------------------------------------------------------------------

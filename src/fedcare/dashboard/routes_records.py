@@ -1,18 +1,24 @@
 """``/api/v1/models``, ``/api/v1/analytics`` and ``/api/v1/ledger``: the model registry (as
 ``fedcare models list|show|export``), federated analytics jobs and the privacy ledger. A study
 lead sees those of the studies they submitted (404 for any other); operators and auditors all.
+Operators and study leads queue analytics jobs (``POST /analytics``, as ``fedcare analytics
+--federation``); auditors may not (403).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from fedcare.coordinator.analytics_submit import queue_analytics_job, spec_from_text
 from fedcare.coordinator.registry_view import export_files, export_zip
-from fedcare.dashboard.context import API_PREFIX, Ctx, User
+from fedcare.coordinator.rows import UserInfo
+from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, User, current_user
 from fedcare.dashboard.records_views import (
     analytics_job,
     analytics_jobs,
@@ -27,6 +33,9 @@ from fedcare.errors import FedcareError
 __all__ = ["router"]
 
 router = APIRouter(prefix=API_PREFIX)
+
+#: The largest analytics submission (its JSON body) accepted (413 beyond).
+MAX_SPEC_BYTES = 1024 * 1024
 
 
 @router.get("/models", tags=["models"])
@@ -75,6 +84,66 @@ def download(version: str, user: User, ctx: Ctx) -> Response:
 def list_jobs(user: User, ctx: Ctx) -> list[dict[str, Any]]:
     """Federated analytics jobs, newest first: status, dataset, queries."""
     return analytics_jobs(ctx, user)
+
+
+class AnalyticsSubmission(BaseModel):
+    """An analytics job to queue: the text of its spec file (YAML)."""
+
+    spec: str = Field(
+        description="The analytics spec's text (YAML), as `fedcare analytics` reads it."
+    )
+    dataset: str | None = Field(
+        default=None, description="Run on this dataset instead of the spec's (`--dataset`)."
+    )
+    min_sites: int = Field(default=1, description="Sites offering the dataset to wait for.")
+
+
+def analytics_submitter(user: Annotated[UserInfo, Depends(current_user)]) -> UserInfo:
+    """The caller if they may queue analytics jobs (operator, study lead); 403 before the
+    body is read."""
+    ApiContext.require(user, ("operator", "study-lead"), "submit analytics jobs")
+    return user
+
+
+def submit_analytics(ctx: ApiContext, user: UserInfo, body: AnalyticsSubmission) -> dict[str, Any]:
+    """Queue the job as ``fedcare analytics SPEC --federation HOME`` does, owned by ``user``;
+    audited ``analytics-submitted``. 422 with the one-line reason if it is refused."""
+    try:
+        spec = spec_from_text(body.spec)
+        job_id = queue_analytics_job(
+            ctx.store, spec, dataset=body.dataset, min_sites=body.min_sites, owner=user.name
+        )
+    except FedcareError as err:
+        raise HTTPException(422, " ".join(str(err).split())) from None
+    job = analytics_job(ctx, user, job_id)
+    ctx.audit.person_action(
+        "analytics-submitted",
+        user.name,
+        study_id=job_id,
+        name=job["name"],
+        dataset=job["dataset"],
+        min_sites=body.min_sites,
+        role=user.role,
+        via="api",
+    )
+    return job
+
+
+@router.post("/analytics", tags=["analytics"], status_code=201)
+async def post_analytics(
+    request: Request,
+    user: Annotated[UserInfo, Depends(analytics_submitter)],
+    body: AnalyticsSubmission,
+    ctx: Ctx,
+) -> dict[str, Any]:
+    """Queue a federated analytics job (its spec's YAML text), as ``fedcare analytics SPEC
+    --federation HOME`` does on the coordinator's host; the caller owns it. 422 with the
+    reason if it is refused. Follow it with ``GET /studies/{id}/events``; its result is in
+    ``GET /analytics/{id}``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_SPEC_BYTES:
+        raise HTTPException(413, "the analytics spec is larger than the 1 MB allowed")
+    return await run_in_threadpool(submit_analytics, ctx, user, body)
 
 
 @router.get("/analytics/{job_id}", tags=["analytics"])

@@ -13,8 +13,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 __all__ = [
+    "analytics_job_brief",
+    "analytics_job_view",
     "iso",
     "last_round_sites",
+    "model_brief",
     "site_entry",
     "study_brief",
     "study_detail",
@@ -109,3 +112,40 @@ def site_entry(site: Any, state: str) -> dict[str, Any]:
         "version": site.version,
         "datasets": sorted(site.datasets or {}),
     }
+
+
+def model_brief(model: Any, studies: Mapping[str, Any]) -> dict[str, Any]:
+    """A registered model (:class:`~fedcare.coordinator.rows.ModelInfo`) as ``GET /models``
+    lists it and ``fedcare models list`` shows it; ``studies`` by id name its study."""
+    study = studies.get(model.study_id)
+    return {
+        "version": model.version,
+        "study_id": model.study_id,
+        "study_name": study.name if study else None,
+        "round": model.round,
+        "model_hash": model.model_hash,
+        "parent": model.parent,
+        "sites": len(model.card.get("sites") or {}),
+        "created_at": iso(model.created_at),
+    }
+
+
+def analytics_job_brief(study: Any) -> dict[str, Any]:
+    """An analytics job (a :class:`~fedcare.coordinator.rows.StudyInfo`) as ``GET /analytics``
+    lists it: the study's brief with its dataset, queries and ``min_sites``."""
+    spec = study.config.get("analytics") or {}
+    dataset = (study.config.get("dataset") or {}).get("name") or spec.get("dataset")
+    return {
+        **study_brief(study),
+        "dataset": dataset,
+        "queries": [
+            {"name": q.get("name"), "type": q.get("type")} for q in spec.get("queries") or []
+        ],
+        "min_sites": study.config.get("min_sites"),
+    }
+
+
+def analytics_job_view(study: Any, result: dict[str, Any] | None) -> dict[str, Any]:
+    """An analytics job as ``GET /analytics/{id}`` shows it: its brief, its stored ``spec`` and
+    its ``result`` (None until the sites have answered)."""
+    return {**analytics_job_brief(study), "spec": study.config.get("analytics"), "result": result}

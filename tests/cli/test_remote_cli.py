@@ -7,39 +7,20 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner
 
 from fedcare.cli.main import app
 from fedcare.coordinator.store_ledger import PrivacySpend
 from fedcare.privacy.accounting.analysis import DpEvent
 
-from ..dashboard.helpers import EXAMPLE, Api, example_config, start_api
+from ..dashboard.helpers import EXAMPLE, Api, example_config
 from ..dashboard.rounds import play_round, register_sites, running_study
+from .remote_helpers import remote_env
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    with start_api(tmp_path, None) as running:
-        yield running
-
-
-def _env(api: Api, tmp_path: Path, role: str = "operator") -> dict[str, str | None]:
-    """The token in the environment (never an option); no other setting from this machine."""
-    config = tmp_path / "client.yaml"
-    config.write_text("{}\n")
-    return {
-        "FEDCARE_TOKEN": api.tokens[role],
-        "FEDCARE_CONFIG": str(config),
-        "FEDCARE_COORDINATOR": None,
-        "FEDCARE_CA": None,
-    }
 
 
 def _remote(url: str, api: Api) -> list[str]:
@@ -63,7 +44,7 @@ def _studies(api: Api) -> tuple[str, str]:
 
 def test_remote_status_prints_the_same_lines_as_on_the_host(api: Api, tmp_path: Path) -> None:
     running, _ = _studies(api)
-    env = _env(api, tmp_path)
+    env = remote_env(api, tmp_path)
     for args in (["study", "status"], ["study", "status", running]):
         local = runner.invoke(app, [*args, "--home", str(api.home)], env=env)
         remote = runner.invoke(app, [*args, *_remote(api.url, api)], env=env)
@@ -80,7 +61,7 @@ def test_remote_sites_print_the_hosts_table(api: Api, tmp_path: Path) -> None:
     api.store.register_site("hungary", "1f", version="0.1.0", datasets={"heart": {}, "a": {}})
     api.store.register_site("va", "2f")
     api.store.touch_site("hungary")
-    env = _env(api, tmp_path)
+    env = remote_env(api, tmp_path)
     local = runner.invoke(app, ["sites", "--home", str(api.home)], env=env)
     remote = runner.invoke(app, ["sites", *_remote(api.url, api)], env=env)
     assert local.exit_code == 0 and remote.exit_code == 0, (local.output, remote.output)
@@ -93,7 +74,7 @@ def test_remote_sites_print_the_hosts_table(api: Api, tmp_path: Path) -> None:
 def test_json_is_the_apis_shape_in_both_modes(api: Api, tmp_path: Path) -> None:
     running, pending = _studies(api)
     api.store.touch_site("hungary", version="0.1.0", datasets={"heart": {}})
-    env = _env(api, tmp_path)
+    env = remote_env(api, tmp_path)
     for args in (["study", "status"], ["study", "status", running], ["sites"]):
         local = runner.invoke(app, [*args, "--json", "--home", str(api.home)], env=env)
         remote = runner.invoke(app, [*args, "--json", *_remote(api.url, api)], env=env)
@@ -120,7 +101,7 @@ def test_json_is_the_apis_shape_in_both_modes(api: Api, tmp_path: Path) -> None:
 
 
 def test_the_token_is_never_an_option_nor_printed(api: Api, tmp_path: Path) -> None:
-    env = _env(api, tmp_path)
+    env = remote_env(api, tmp_path)
     token = api.tokens["operator"]
     as_option = runner.invoke(app, ["study", "status", "--token", token, *_remote(api.url, api)])
     assert as_option.exit_code == 2 and "No such option" in as_option.output
@@ -138,7 +119,7 @@ def test_the_token_is_never_an_option_nor_printed(api: Api, tmp_path: Path) -> N
 
 
 def test_remote_or_local_is_predictable(api: Api, tmp_path: Path) -> None:
-    env = _env(api, tmp_path)
+    env = remote_env(api, tmp_path)
     both = runner.invoke(
         app, ["study", "status", "--home", str(api.home), *_remote(api.url, api)], env=env
     )
@@ -157,7 +138,7 @@ def test_remote_submit_report_and_wait(api: Api, tmp_path: Path) -> None:
     study = tmp_path / "study.yaml"
     study.write_text(EXAMPLE.read_text().replace("rounds: 20", "rounds: 2"))
     register_sites(api.store)
-    env = _env(api, tmp_path)
+    env = remote_env(api, tmp_path)
     remote = _remote(api.url, api)
     submitted = runner.invoke(app, ["study", "submit", str(study), *remote, "--queue"], env=env)
     assert submitted.exit_code == 0, submitted.output

@@ -9,7 +9,6 @@ import json
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,34 +23,17 @@ from fedcare.records.arrays import ArrayRecord
 from fedcare.transport.codec import encode_arrays
 from tests.conftest import require_mirror
 
-from ..dashboard.helpers import Api, start_api
+from ..dashboard.helpers import Api
 from ..dashboard.records_helpers import LEAD, register
+from .remote_helpers import remote_env
 
 runner = CliRunner(env={"COLUMNS": "200"})
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "analytics" / "heart-disease.yaml"
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    with start_api(tmp_path, None) as running:
-        yield running
-
-
-def _env(api: Api, tmp_path: Path, role: str = "operator") -> dict[str, str | None]:
-    """The token in the environment (never an option); no other setting from this machine."""
-    config = tmp_path / "client.yaml"
-    config.write_text("{}\n")
-    return {
-        "FEDCARE_TOKEN": api.tokens[role],
-        "FEDCARE_CONFIG": str(config),
-        "FEDCARE_COORDINATOR": None,
-        "FEDCARE_CA": None,
-    }
-
-
 def _both(api: Api, tmp_path: Path, args: list[str]) -> tuple[str, str]:
     """The stdout of ``args`` on the host (``--home``) and from a desk (``--coordinator``)."""
-    env = _env(api, tmp_path)
+    env = remote_env(api, tmp_path)
     local = runner.invoke(app, [*args, "--home", str(api.home)], env=env)
     remote = runner.invoke(app, [*args, "--coordinator", api.url, "--ca", str(api.ca)], env=env)
     assert local.exit_code == 0 and remote.exit_code == 0, (local.output, remote.output)
@@ -99,7 +81,7 @@ def test_remote_export_writes_the_hosts_files(api: Api, tmp_path: Path) -> None:
     assert sorted(p.name for p in there.iterdir()) == names
     for name in names:
         assert (there / name).read_bytes() == (here / name).read_bytes(), name
-    env = _env(api, tmp_path, "study-lead")
+    env = remote_env(api, tmp_path, "study-lead")
     remote = ["--coordinator", api.url, "--ca", str(api.ca)]
     args = ["models", "export", "nope", "--out", str(tmp_path / "x"), *remote]
     missing = runner.invoke(app, args, env=env)
@@ -131,10 +113,10 @@ def test_remote_analytics_queues_the_hosts_job_owned_by_the_caller(
 ) -> None:
     require_mirror()
     args = ["analytics", str(SPEC), "--min-sites", "2", "--dataset", "heart-disease"]
-    env = _env(api, tmp_path)
+    env = remote_env(api, tmp_path)
     local = runner.invoke(app, [*args, "--federation", str(api.home)], env=env)
     assert local.exit_code == 0, local.output
-    lead = _env(api, tmp_path, "study-lead")
+    lead = remote_env(api, tmp_path, "study-lead")
     remote_args = [*args, "--coordinator", api.url, "--ca", str(api.ca), "--json"]
     remote = runner.invoke(app, remote_args, env=lead)
     assert remote.exit_code == 0, remote.output
@@ -153,7 +135,7 @@ def test_remote_analytics_queues_the_hosts_job_owned_by_the_caller(
     assert entry["data"]["person"] == "study-lead-person" and entry["data"]["via"] == "api"
     assert entry["data"]["study_id"] == job["id"]
 
-    refused = runner.invoke(app, remote_args, env=_env(api, tmp_path, "auditor"))
+    refused = runner.invoke(app, remote_args, env=remote_env(api, tmp_path, "auditor"))
     assert refused.exit_code == 2, refused.output
     assert "a auditor may not submit analytics jobs (HTTP 403)" in refused.output
     bad = tmp_path / "bad.yaml"
@@ -191,7 +173,7 @@ def test_remote_analytics_wait_writes_the_hosts_results(api: Api, tmp_path: Path
     worker.start()
     there = tmp_path / "there"
     remote = ["--coordinator", api.url, "--ca", str(api.ca)]
-    env = _env(api, tmp_path, "study-lead")
+    env = remote_env(api, tmp_path, "study-lead")
     waited = runner.invoke(
         app, ["analytics", str(spec), *remote, "--wait", "--timeout", "30", "--out", str(there)],
         env=env,

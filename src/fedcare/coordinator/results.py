@@ -10,8 +10,10 @@ from fedcare.coordinator.privacy_guard import ledger_summary
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.evaluation.analytics_report import render_analytics_report
 from fedcare.evaluation.report import render_report
+from fedcare.evaluation.validation import combine_validation
 from fedcare.records.study import StudyConfig
 from fedcare.records.tasks import METRICS_BY_TASK
+from fedcare.transport.arrays_wire import decode_arrays
 
 __all__ = ["study_report", "study_results"]
 
@@ -33,6 +35,8 @@ def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
     task = next((d.get("task") for d in described.values() if d.get("task")), "binary")
     models = store.list_models(study_id)
     card = {"model_card": models[-1].card} if models else {}
+    final = evaluated[-1] if evaluated else {"per_site": {}, "weighted": {}, "unweighted": {}}
+    validation = _validation(store, study, final, models[-1].version if models else None)
     return {
         "fedcare_version": __version__,
         "study": {
@@ -55,12 +59,37 @@ def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
             for s in sites
         },
         "history": history,
-        "final": evaluated[-1] if evaluated else {"per_site": {}, "weighted": {}, "unweighted": {}},
+        "final": {k: v for k, v in final.items() if k != "validation"},
+        **({"validation": {"federated": validation}} if validation else {}),
         "timing": {"total_s": sum(r.duration_s for r in rounds)},
         # epsilon per site (mirror ledger) and per study: fedcare.coordinator.privacy_guard
         "privacy_ledger": ledger_summary(store.site_epsilon(study_id), study, history),
         **card,
     }
+
+
+def _validation(
+    store: CoordinatorStore, study: StudyConfig, final: dict[str, Any], version: str | None
+) -> dict[str, Any]:
+    """The final model's clinical validation from the summaries its sites sent (the last
+    round's evaluation), with coefficient intervals once the model is registered."""
+    summaries = final.get("validation")
+    if not isinstance(summaries, dict) or not summaries:
+        return {}
+    params = decode_arrays(store.model_params(version)) if version is not None else None
+    names: list[str] = []
+    for site in store.list_sites():
+        schema = ((site.datasets or {}).get(study.dataset.name) or {}).get("schema") or {}
+        names = [str(c.get("name")) for c in schema.get("columns") or [] if isinstance(c, dict)]
+        if names:
+            break
+    return combine_validation(
+        summaries,
+        study.validation.model_dump(mode="json"),
+        params=params,
+        model=study.model,
+        feature_names=names,
+    )
 
 
 def study_report(

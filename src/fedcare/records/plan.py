@@ -53,6 +53,7 @@ PLAN_KEYS = (
     "membership_inference",
     "code",
     "dependencies",
+    "validation",
 )
 _MODELS = Path(__file__).resolve().parents[1] / "models"
 _LINEAR = ("base.py", "registry.py", "_validate.py", "_local_sgd.py", "_linear.py")
@@ -133,6 +134,9 @@ class TrainingPlan:
     site_half: Mapping[str, Any] = field(default_factory=dict)
     code: Mapping[str, str] = field(default_factory=dict)
     dependencies: Mapping[str, str] = field(default_factory=dict)
+    #: The study's ``validation`` section: what the final evaluation returns besides the
+    #: metrics (:mod:`fedcare.records.validation_spec`); empty: nothing more.
+    validation: Mapping[str, Any] = field(default_factory=dict)
 
     def content(self) -> dict[str, Any]:
         """The hashed part (everything but the study name)."""
@@ -148,6 +152,7 @@ class TrainingPlan:
             "membership_inference": self.membership_inference,
             "code": dict(self.code),
             "dependencies": dict(self.dependencies),
+            "validation": dict(self.validation),
         }
 
     @property
@@ -166,10 +171,20 @@ class TrainingPlan:
     @classmethod
     def from_task_plan(cls, plan: Mapping[str, Any]) -> TrainingPlan:
         """The plan a task carries; ``ConfigError`` naming the missing or bad key."""
-        missing = [k for k in (*PLAN_KEYS, "study") if k not in plan]
+        # a plan stored before the validation section existed has none
+        missing = [k for k in (*PLAN_KEYS, "study") if k not in plan and k != "validation"]
         if missing:
             raise ConfigError(f"task plan lacks {missing}; it has {sorted(plan)}")
-        for key in ("model", "preprocessing", "training", "site_half", "code", "dependencies"):
+        plan = {"validation": {}, **plan}
+        for key in (
+            "model",
+            "preprocessing",
+            "training",
+            "site_half",
+            "code",
+            "dependencies",
+            "validation",
+        ):
             if not isinstance(plan[key], Mapping):
                 raise ConfigError(f"task plan: {key!r} must be a mapping, got {plan[key]!r}")
         if not isinstance(plan["rounds"], int):
@@ -195,6 +210,7 @@ class TrainingPlan:
             membership_inference=plan["membership_inference"],
             code=dict(plan["code"]),
             dependencies=dict(plan["dependencies"]),
+            validation=dict(plan["validation"]),
         )
 
     def with_local_code(self) -> TrainingPlan:

@@ -16,6 +16,7 @@ from fedcare.errors import ConfigError
 from fedcare.records.aggregation_spec import AggregationSpec
 from fedcare.records.config_file import read_yaml, validate_config, with_base_dir
 from fedcare.records.dp_spec import DpSpec
+from fedcare.records.validation_spec import ValidationSpec
 
 __all__ = [
     "TASK_DEADLINE_FLOOR_S",
@@ -112,6 +113,8 @@ class StudyConfig(_Strict):
     #: while every missing reply is ``plan-not-approved`` the study stays ``running``, says
     #: whom it awaits, and asks again; after this long it fails naming the sites.
     approval_wait: float = Field(default=86400.0, gt=0)
+    #: The clinical validation report of the final model (fedcare.records.validation_spec).
+    validation: ValidationSpec = Field(default_factory=lambda: ValidationSpec())
 
     @property
     def task_deadline_s(self) -> float:

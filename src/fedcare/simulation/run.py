@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from fedcare.analytics.disclosure import DEFAULT_MIN_CELL
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.registry import load_dataset
 from fedcare.data.schema_check import feature_schema, reference_schema, schema_differences
 from fedcare.errors import ConfigError
 from fedcare.evaluation.model_card import build_model_card
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
+from fedcare.evaluation.validation import combine_validation
 from fedcare.grid import Split
 from fedcare.models.base import ModelAdapter
 from fedcare.models.registry import build_model
@@ -93,10 +95,14 @@ def grid_for(
     *,
     record: bool = False,
     mods: Mapping[str, Sequence[Mod]] | None = None,
+    feature_names: Sequence[str] = (),
 ) -> InMemoryGrid:
-    """An in-memory grid with one :class:`SiteApp` per site (with ``mods[site_id]``, if any)."""
+    """An in-memory grid with one :class:`SiteApp` per site (with ``mods[site_id]``, if any)
+    whose data has columns ``feature_names``."""
     mods = mods or {}
     apps = {s.site_id: SiteApp(s, mods=mods.get(s.site_id, ()), simulated=True) for s in sites}
+    for app in apps.values():
+        app.runtime.feature_names = tuple(feature_names)
     rows: dict[Split, dict[str, int]] = {
         "train": {s.site_id: len(s.train) for s in sites},
         "test": {s.site_id: len(s.test) for s in sites},
@@ -144,12 +150,36 @@ def train_on_grid(
     return TrainedModel(label, state.params, start.task_arrays, history, provenance, adapter)
 
 
-def _evaluate(grid: InMemoryGrid, study: StudyConfig, model: TrainedModel) -> dict[str, Any]:
+def _evaluate(
+    grid: InMemoryGrid,
+    study: StudyConfig,
+    model: TrainedModel,
+    validation: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The model's metrics on every site's test rows; the sites' clinical validation
+    summaries go into ``validation`` (the plan asks for them at round ``study.rounds``)."""
     cfg = round_config(study, f"{study.name}/eval")
     per_site, failures = evaluate_on_sites(
-        grid, cfg, study.rounds, model.params, arrays=model.arrays
+        grid, cfg, study.rounds, model.params, arrays=model.arrays, validation=validation
     )
     return {"per_site": per_site, **summarize_sites(per_site), "failed_sites": failures}
+
+
+def model_validation(
+    study: StudyConfig,
+    model: TrainedModel,
+    summaries: Mapping[str, Mapping[str, Any]],
+    feature_names: Sequence[str],
+) -> dict[str, Any]:
+    """The report's clinical validation of ``model`` from its sites' summaries."""
+    return combine_validation(
+        summaries,
+        study.validation.model_dump(mode="json"),
+        params=model.params,
+        model=study.model,
+        feature_names=feature_names,
+        min_cell=DEFAULT_MIN_CELL,
+    )
 
 
 def agreeing_sites(ds: FederatedDataset) -> FederatedDataset:
@@ -198,14 +228,14 @@ def run_simulation(
             "continue from a registered model on a coordinator"
         )
     ds = agreeing_sites(dataset or load_dataset(study.dataset.name, **study.dataset.options))
-    grid = grid_for(list(ds.sites), mods=mods)
+    grid = grid_for(list(ds.sites), mods=mods, feature_names=ds.feature_names)
     shape = ds.sites[0].train.input_shape
     models = [train_on_grid(grid, study, shape, label="federated", progress=progress)]
     if study.baselines.local:
         for site in ds.sites:
             models.append(
                 train_on_grid(
-                    grid_for([site]),
+                    grid_for([site], feature_names=ds.feature_names),
                     study,
                     shape,
                     label=f"local-{site.site_id}",
@@ -217,7 +247,7 @@ def run_simulation(
         pooled = ds.pooled()
         models.append(
             train_on_grid(
-                grid_for([pooled]),
+                grid_for([pooled], feature_names=ds.feature_names),
                 study,
                 shape,
                 label="pooled",
@@ -225,8 +255,16 @@ def run_simulation(
                 progress=progress,
             )
         )
-    evaluated = {m.label: _evaluate(grid, study, m) for m in models}
+    summaries: dict[str, dict[str, dict[str, Any]]] = {m.label: {} for m in models}
+    evaluated = {m.label: _evaluate(grid, study, m, summaries[m.label]) for m in models}
     results = _results(study, ds, models, evaluated)
+    validation = {
+        m.label: model_validation(study, m, summaries[m.label], ds.feature_names)
+        for m in models
+        if summaries[m.label]
+    }
+    if validation:
+        results["validation"] = validation
     results["model_card"] = simulation_card(study, models[0], evaluated["federated"])
     # epsilon per round/site/study and membership-attack AUROCs, when the study asks
     results.update(

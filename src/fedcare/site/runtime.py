@@ -26,6 +26,7 @@ from fedcare.data.fingerprint import site_fingerprint
 from fedcare.errors import ConfigError, ValidationError
 from fedcare.evaluation.membership import loss_attack_auroc
 from fedcare.evaluation.metrics import compute_metrics
+from fedcare.evaluation.validation import site_validation, validation_due
 from fedcare.models.base import LocalTrainSpec, ModelAdapter
 from fedcare.models.registry import build_model
 from fedcare.models.task_config import spec_from_config
@@ -88,6 +89,8 @@ class SiteRuntime:
     #: A mapped dataset's harmonized table (schema variable names): analytics read it instead
     #: of the arrays (see :meth:`fedcare.site.config.DatasetEntry.prepared`).
     analytics_frame: pd.DataFrame | None = None
+    #: The names of the dataset's features (columns of ``X``): subgroups name them.
+    feature_names: tuple[str, ...] = ()
     #: Simulation only: DP-SGD noise then follows the task seed (reproducible); a real site
     #: draws it from OS entropy, since the coordinator knows every task seed.
     simulated: bool = False
@@ -221,6 +224,9 @@ class SiteRuntime:
             members = prep.apply(self.data.train)
             rng = np.random.default_rng(int(task.config.get("seed", 0)))
             metrics["mia_loss_auroc"] = loss_attack_auroc(adapter, task.params, members, data, rng)
+        info = {**self.provenance(task), **_isolation_info(adapter)}
+        if validation_due(task.plan, task.round):
+            info["validation"] = self._validation(task, adapter, data, scores)
         return Reply(
             study_id=task.study_id,
             round=task.round,
@@ -228,8 +234,28 @@ class SiteRuntime:
             kind="evaluate",
             num_samples=len(data),
             metrics=metrics,
-            info={**self.provenance(task), **_isolation_info(adapter)},
+            info=info,
         )
+
+    def _validation(
+        self, task: Task, adapter: ModelAdapter, data: Dataset, scores: np.ndarray
+    ) -> str:
+        """The final model's clinical validation summary on the test rows, as JSON (only
+        aggregates; see :mod:`fedcare.evaluation.validation`)."""
+        summary = site_validation(
+            adapter.task,
+            data,
+            np.asarray(scores),
+            raw_X=np.asarray(self.data.test.X),
+            feature_names=self.feature_names,
+            spec=task.plan["validation"],
+            min_cell=self.analytics_policy.min_cell,
+            rng=np.random.default_rng([int(task.config.get("seed", 0)), 15]),
+            predict=lambda X: np.asarray(adapter.predict(task.params, X)),
+            model=task.plan.get("model"),
+            params=task.params,
+        )
+        return json.dumps(summary, sort_keys=True, allow_nan=False)
 
     def stats(self, task: Task) -> Reply:
         moments = feature_moments(np.asarray(self.data.train.X, dtype=np.float64))

@@ -93,7 +93,7 @@ def build_apps(
 
     apps: dict[str, Any] = {}
     for name, entry in config.datasets.items():
-        data, report, frame, _ = entry.prepared()
+        data, report, frame, schema = entry.prepared()
         if data is None:  # failed its data check: every task on it is refused with the reason
             apps[name] = refusal(report.summary if report is not None else "no data")
             continue
@@ -104,10 +104,17 @@ def build_apps(
         )
         app.runtime.analytics_policy = AnalyticsPolicy(min_cell=min_cell)
         app.runtime.analytics_frame = frame
+        app.runtime.feature_names = _column_names(schema)
         if packages is not None:
             app.runtime.model_builder = partial(build_model, packages=packages())
         apps[name] = app
     return apps
+
+
+def _column_names(schema: dict[str, Any] | None) -> tuple[str, ...]:
+    """The feature names of a dataset's feature schema (empty for images or unnamed columns)."""
+    columns = (schema or {}).get("columns") or []
+    return tuple(str(c.get("name")) for c in columns if isinstance(c, dict))
 
 
 def _limit_memory(memory_limit_mb: int | None) -> None:

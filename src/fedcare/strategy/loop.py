@@ -30,7 +30,12 @@ from fedcare.secure.secagg.layer import PROTOCOL as SECURE_SUM
 from fedcare.strategy.base import Instruction, Strategy, StrategyState
 from fedcare.strategy.encrypted import run_encrypted_sum
 from fedcare.strategy.multistage import run_secure_sum
-from fedcare.strategy.screening import check_summed_weight, with_valid_metrics, within_declared
+from fedcare.strategy.screening import (
+    check_summed_weight,
+    with_valid_metrics,
+    with_valid_validation,
+    within_declared,
+)
 
 __all__ = [
     "PROTOCOL_RUNNERS",
@@ -149,13 +154,20 @@ def evaluate_on_sites(
     params: ArrayRecord,
     sites: Sequence[str] | None = None,
     arrays: Mapping[str, ArrayRecord] | None = None,
+    validation: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """Metrics of ``params`` on each site's test split: ``(per_site, failures)``."""
+    """Metrics of ``params`` on each site's test split: ``(per_site, failures)``. The clinical
+    validation summaries that came back (the plan's final round) go into ``validation``."""
     ins = [Instruction(s, arrays=arrays or {}) for s in (sites or grid.site_ids())]
     failures: dict[str, str] = {}
     received = exchange(grid, cfg, round, "evaluate", params, ins, failures)
-    replies = with_valid_metrics(received, grid.declared_rows("test"), failures)
+    declared = grid.declared_rows("test")
+    replies = with_valid_metrics(received, declared, failures)
+    summaries: dict[str, dict[str, Any]] = {}
+    replies = with_valid_validation(replies, declared, failures, summaries)
     per_site = dict(sorted((r.site_id, dict(r.metrics)) for r in replies))
+    if validation is not None:
+        validation.update(sorted(summaries.items()))
     return per_site, failures
 
 
@@ -274,8 +286,13 @@ def run_round(
         ev_ins = strategy.configure_evaluate(round, new_state, available, rng)
         ev_failures: dict[str, str] = {}
         received = exchange(grid, cfg, round, "evaluate", new_state.params, ev_ins, ev_failures)
-        ev = with_valid_metrics(received, grid.declared_rows("test"), ev_failures)
+        declared_test = grid.declared_rows("test")
+        ev = with_valid_metrics(received, declared_test, ev_failures)
+        summaries: dict[str, dict[str, Any]] = {}
+        ev = with_valid_validation(ev, declared_test, ev_failures, summaries)
         evaluation = {**strategy.aggregate_evaluate(round, ev), "failed_sites": ev_failures}
+        if summaries:  # the final model's clinical validation, per site
+            evaluation["validation"] = dict(sorted(summaries.items()))
     record = RoundRecord(round, time.perf_counter() - start, fit, evaluation)
     return new_state, record
 

@@ -54,9 +54,18 @@ def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
         epsilon=getattr(privacy, "epsilon", None),
         membership_inference=bool(getattr(privacy, "membership_inference", False)),
         site_half=site_half_of_study(study),
+        validation=_validation(study),
         code=local_code(kind) if with_code else {},
         dependencies=local_dependencies(kind, package_requires(model)) if with_code else {},
     )
+
+
+def _validation(study: Any) -> dict[str, Any]:
+    """The study's validation section as the plan carries it (empty when it reports nothing)."""
+    spec = getattr(study, "validation", None)
+    if spec is None or not spec.report:
+        return {}
+    return dict(spec.model_dump(mode="json"))
 
 
 def _resolved(model: Mapping[str, Any]) -> bool:
@@ -83,10 +92,28 @@ def plan_summary(plan: TrainingPlan) -> str:
         f"site half:     {site_half_summary(plan.site_half)}",
         f"rounds:        {plan.rounds}",
         *(["outputs:       + membership-attack AUROC"] if plan.membership_inference else []),
+        *([f"outputs:       + {_validation_outputs(plan.validation)}"] if plan.validation else []),
         f"code:          fedcare {plan.code.get('fedcare', '?')}; files {files}",
         f"dependencies:  {_inline(plan.dependencies)}",
     ]
     return "\n".join(lines)
+
+
+def _validation_outputs(spec: Mapping[str, Any]) -> str:
+    """What the final evaluation returns besides the metrics, for the steward."""
+    parts = [
+        "clinical validation summary of the final model: confusion matrix at threshold "
+        f"{spec.get('threshold')}, {spec.get('bins')}-bin calibration and "
+        f"{spec.get('curve_bins')}-bin score counts, bootstrap intervals "
+        f"({spec.get('bootstrap')} resamples)"
+    ]
+    groups = [str(g.get("name") or g.get("feature")) for g in spec.get("subgroups") or []]
+    if groups:
+        parts.append(f"subgroup counts by {', '.join(groups)} (cells under min_cell withheld)")
+    if spec.get("importance"):
+        parts.append("permutation importance (mean metric drop per feature)")
+    parts.append("information matrix of linear models")
+    return "; ".join(parts)
 
 
 def _inline(values: Mapping[str, Any]) -> str:

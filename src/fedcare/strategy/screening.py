@@ -7,7 +7,9 @@ checks need only the grid's declared rows (:meth:`fedcare.grid.Grid.declared_row
 * a fit reply's weight (``num_samples``) must not exceed the site's declared training rows
   (a site cannot outweigh the rows it said it holds; 2^31 - 1 once moved the model by 15);
 * an evaluate reply's metrics must summarize (:func:`site_metrics_problem`: ``n`` present,
-  whole, ``>= 0``, at most the declared test rows; values numbers);
+  whole, ``>= 0``, at most the declared test rows; values numbers), and the clinical validation
+  summary it may carry (``info["validation"]``, the final model's) must pass
+  :func:`fedcare.evaluation.validation.validation_problem`;
 * under masking (secure, private) or encryption the coordinator sees only the sum, so the
   weight check applies to the total: the securely summed weight must not exceed the declared
   rows of the sites whose inputs it holds. A violation cannot be traced to one site there
@@ -25,9 +27,16 @@ from typing import Any
 
 from fedcare.errors import RoundFailedError
 from fedcare.evaluation.summary import site_metrics_problem
+from fedcare.evaluation.validation import validation_problem
 from fedcare.records.messages import Reply
 
-__all__ = ["check_summed_weight", "weight_problem", "with_valid_metrics", "within_declared"]
+__all__ = [
+    "check_summed_weight",
+    "weight_problem",
+    "with_valid_metrics",
+    "with_valid_validation",
+    "within_declared",
+]
 
 
 def weight_problem(reply: Reply, declared: Mapping[str, int]) -> str | None:
@@ -66,6 +75,29 @@ def with_valid_metrics(
             yield reply
         else:
             failures[reply.site_id] = f"rejected: {reason}"
+
+
+def with_valid_validation(
+    replies: Iterable[Reply],
+    declared: Mapping[str, int],
+    failures: dict[str, str],
+    into: dict[str, dict[str, Any]],
+) -> Iterator[Reply]:
+    """Pass on the evaluate replies whose validation summary (if any) is acceptable, keeping
+    each parsed summary in ``into[site]``; a reply with a bad one is rejected for its site."""
+    for reply in replies:
+        text = reply.info.get("validation")
+        if text is None:
+            yield reply
+            continue
+        summary, reason = validation_problem(
+            reply.site_id, text, max_rows=declared.get(reply.site_id)
+        )
+        if summary is None:
+            failures[reply.site_id] = f"rejected: {reason}"
+            continue
+        into[reply.site_id] = summary
+        yield reply
 
 
 #: Slack on a securely summed weight: fixed-point decoding is exact to far below one row.

@@ -180,6 +180,23 @@ def assert_same_evaluations(
             )
 
 
+def assert_same_validation(store: CoordinatorStore, study_id: str, model: TrainedModel) -> None:
+    """The final model's clinical validation summaries (sent over the wire by each site) hold
+    the simulation's counts, and the study's report combines them."""
+    from fedcare.coordinator.results import study_report
+
+    last = model.history[-1]
+    sim = (last.evaluate or {}).get("validation", {})
+    dep = (store.get_round(study_id, last.round).record.get("evaluate") or {}).get("validation")
+    assert dep is not None and sorted(dep) == sorted(sim) == sorted(HOSPITALS), (sim, dep)
+    for site, summary in sim.items():
+        for key in ("n", "prevalence", "no_information_rate", "confusion"):
+            assert dep[site].get(key) == summary.get(key), (site, key, dep[site], summary)
+    results, _ = study_report(store, study_id, html=False)
+    overall = results["validation"]["federated"]["overall"]
+    assert overall["n"] == sum(s["n"] for s in sim.values())
+
+
 def contributors(record: Mapping[str, Any]) -> list[str]:
     """Sites whose fit reply was aggregated in a round (sampled and not failed)."""
     fit = record["fit"]

@@ -134,6 +134,10 @@ def test_each_attack_is_rejected_naming_the_site_and_the_study_completes(
     for ev in (ev1, ev2):
         assert sorted(ev["per_site"]) == HONEST, story
     assert sorted(ev3["per_site"]) == sorted(HOSPITALS), story
+    # the final model's clinical validation came back over the wire from every site
+    assert sorted(ev3["validation"]) == sorted(HOSPITALS), story
+    assert all(ev3["validation"][s]["n"] == ev3["per_site"][s]["n"] for s in HOSPITALS), story
+    assert "validation" not in ev2, story  # only the final model's evaluation carries one
 
 
 def test_poisoned_statistics_are_left_out_of_the_global_standardization(

@@ -147,3 +147,46 @@ def test_under_masking_an_overstated_weight_fails_the_round_naming_the_declared_
     runtime.fit = lambda task: replace(fit(task), num_samples=10**6)  # before the site masks
     with pytest.raises(RoundFailedError, match="exceeds the 486 training rows they declared"):
         train_on_grid(grid, study, shape, label="federated")
+
+
+def _honest_summary() -> str:
+    """A real site's summary of 10 rows."""
+    import json
+
+    from fedcare.evaluation.clinical import site_summary
+    from fedcare.records.validation_spec import ValidationSpec
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 5)
+    p = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.1, 10), 0.01, 0.99)
+    spec = ValidationSpec(bootstrap=20).model_dump(mode="json")
+    return json.dumps(site_summary("binary", y, p, spec=spec, rng=rng), allow_nan=False)
+
+
+def _evaluation(site: str, text: str | None) -> Reply:
+    info = {} if text is None else {"validation": text}
+    return Reply("s", 3, site, "evaluate", num_samples=10, metrics={"n": 10.0}, info=info)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "is not JSON"),
+        ('{"version": 1, "task": "binary", "n": NaN}', "is not JSON"),
+        ("[1, 2]", "is not an object"),
+        ('{"version": 1, "task": "binary", "n": 11}', "more than the 10 test rows"),
+        ('{"version": 1, "task": "binary", "n": -1}', "'n'"),
+        ('{"pad": "' + "x" * 1_000_001 + '"}', "over 1000000 bytes"),
+    ],
+)
+def test_a_bad_validation_summary_rejects_that_sites_evaluation(text: str, reason: str) -> None:
+    from fedcare.strategy.screening import with_valid_validation
+
+    failures: dict[str, str] = {}
+    kept: dict[str, dict] = {}
+    replies = [_evaluation("a", None), _evaluation("b", text), _evaluation("c", _honest_summary())]
+    passed = list(with_valid_validation(replies, {"a": 10, "b": 10, "c": 10}, failures, kept))
+    assert [r.site_id for r in passed] == ["a", "c"]
+    assert failures["b"].startswith("rejected: site 'b' validation summary")
+    assert reason in failures["b"]
+    assert list(kept) == ["c"]  # a site without a summary is still counted for its metrics

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 __all__ = [
     "LOGIT_CLIP",
@@ -106,7 +107,7 @@ def logistic_recalibration(y: np.ndarray, p: np.ndarray) -> dict[str, float | No
     design = np.stack([np.ones_like(x), x], axis=1)
     beta = np.array([0.0, 1.0])
     for _ in range(_NEWTON_STEPS):
-        mu = 1.0 / (1.0 + np.exp(-(design @ beta)))
+        mu = expit(design @ beta)
         info = design.T @ (design * (mu * (1.0 - mu))[:, None])
         try:
             step = np.linalg.solve(info, design.T @ (pos - mu))
@@ -119,7 +120,7 @@ def logistic_recalibration(y: np.ndarray, p: np.ndarray) -> dict[str, float | No
             break
     else:
         return _none_fit()
-    mu = 1.0 / (1.0 + np.exp(-(design @ beta)))
+    mu = expit(design @ beta)
     info = design.T @ (design * (mu * (1.0 - mu))[:, None])
     try:
         cov = np.linalg.inv(info)

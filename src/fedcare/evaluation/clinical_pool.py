@@ -82,13 +82,26 @@ def _weighted(sites: Sequence[Summary], name: str, method: str = "n-weighted") -
 
 
 def _site_logit_se(summary: Summary, name: str, value: float) -> float | None:
-    """The logit-scale standard error a site's bootstrap interval of ``name`` implies."""
+    """The logit-scale standard error a site's bootstrap interval of ``name`` implies: the
+    width ``(logit hi - logit lo) / 2z``, or the one half inside ``(0, 1)`` over ``z`` when
+    the other bound is 0 or 1 (small sites)."""
     entry = _metric(summary, name)
     lo, hi = entry.get("lo"), entry.get("hi")
-    if lo is None or hi is None or not 0.0 < lo < hi < 1.0:
+    if lo is None or hi is None or not 0.0 < value < 1.0:
         return None
     z = _z(float(summary.get("confidence", 0.95)))
-    return (math.log(hi / (1.0 - hi)) - math.log(lo / (1.0 - lo))) / (2.0 * z)
+    centre = _logit(value)
+    if 0.0 < lo < hi < 1.0:
+        return (_logit(hi) - _logit(lo)) / (2.0 * z)
+    if 0.0 < lo < value:
+        return (centre - _logit(lo)) / z
+    if value < hi < 1.0:
+        return (_logit(hi) - centre) / z
+    return None
+
+
+def _logit(x: float) -> float:
+    return math.log(x / (1.0 - x))
 
 
 def _meta_probability(sites: Sequence[Summary], name: str, confidence: float) -> dict[str, Any]:

@@ -195,9 +195,7 @@ def test_other_tasks_pool_exactly_where_the_counts_allow() -> None:
     assert out["metrics"]["balanced_accuracy"]["value"] == pytest.approx(
         balanced_accuracy_score(y, pred)
     )
-    assert out["metrics"]["macro_f1"]["value"] == pytest.approx(
-        f1_score(y, pred, average="macro")
-    )
+    assert out["metrics"]["macro_f1"]["value"] == pytest.approx(f1_score(y, pred, average="macro"))
     np.testing.assert_array_equal(out["confusion"]["matrix"], confusion_matrix(y, pred))
     assert out["meta"]["macro_auroc"]["k"] == 4
 

@@ -233,3 +233,20 @@ def test_sites_with_empty_or_one_class_test_sets_do_not_break_the_overall_block(
     assert out["n"] == 20
     assert out["meta"]["auroc"]["k"] == 1  # the perfect site, moved off 1 (all_sick: no AUROC)
     assert 0.0 < out["meta"]["auroc"]["random"] < 1.0
+
+
+def test_sites_with_different_bin_counts_pool_on_the_common_coarser_bins() -> None:
+    rng = np.random.default_rng(8)
+    y1, y2 = rng.integers(0, 2, 50), rng.integers(0, 2, 70)
+    p1, p2 = rng.random(50), rng.random(70)
+    fine = site_summary("binary", y1, p1, spec=SPEC, rng=rng)
+    coarse_spec = {**SPEC, "bins": 5, "curve_bins": 50}
+    coarse = site_summary("binary", y2, p2, spec=coarse_spec, rng=rng)
+    out = combine_sites({"fine": fine, "coarse": coarse}, SPEC)
+    y, p = np.r_[y1, y2], np.r_[p1, p2]
+    assert len(out["calibration"]["bins"]) == 5
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=5, strategy="uniform")
+    np.testing.assert_allclose(out["calibration"]["curve"]["prob_true"], prob_true, atol=1e-9)
+    np.testing.assert_allclose(out["calibration"]["curve"]["prob_pred"], prob_pred, atol=1e-9)
+    n, pos = histogram(y, p, 50)
+    assert out["metrics"]["auroc"]["value"] == auroc_delong(n, pos, 0.95)["value"]

@@ -175,13 +175,20 @@ def _evaluation(site: str, text: str | None) -> Reply:
         ('{"version": 1, "task": "binary", "n": NaN}', "is not JSON"),
         ("[1, 2]", "is not an object"),
         ('{"version": 1, "task": "binary", "n": 11}', "more than the 10 test rows"),
-        ('{"version": 1, "task": "binary", "n": -1}', "'n'"),
+        ('{"version": 1, "task": "binary", "n": 5}', "missing field(s)"),
+        ("FORGED-BINS", "calibration"),
         ('{"pad": "' + "x" * 1_000_001 + '"}', "over 1000000 bytes"),
     ],
 )
 def test_a_bad_validation_summary_rejects_that_sites_evaluation(text: str, reason: str) -> None:
     from fedcare.strategy.screening import with_valid_validation
 
+    if text == "FORGED-BINS":  # an honest summary whose bins no longer add up to its rows
+        import json
+
+        forged = json.loads(_honest_summary())
+        forged["calibration"]["bins"][0]["n"] += 3
+        text = json.dumps(forged)
     failures: dict[str, str] = {}
     kept: dict[str, dict] = {}
     replies = [_evaluation("a", None), _evaluation("b", text), _evaluation("c", _honest_summary())]

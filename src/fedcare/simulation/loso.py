@@ -279,13 +279,17 @@ def loso_summary(
 
 
 def _meta_auroc(entries: Sequence[Mapping[str, Any]], confidence: float) -> dict[str, Any]:
-    """AUROC pooled on the logit scale, Hanley–McNeil standard errors (delta method)."""
+    """AUROC pooled on the logit scale, Hanley–McNeil standard errors (delta method); an AUROC
+    of 0 or 1 enters as ``(A m n + 1/2) / (m n + 1)`` (``m``, ``n`` the class counts), as the
+    clinical module's meta-analysis does."""
     logits, variances = [], []
     for entry in entries:
         auc = entry_measures(entry).get("auroc")
         counts = _class_counts(entry)
-        if auc is None or counts is None or not 0.0 < auc < 1.0:
+        if auc is None or counts is None:
             continue
+        if auc in (0.0, 1.0):  # a perfect (or inverted) site: moved off the boundary
+            auc = (auc * counts[0] * counts[1] + 0.5) / (counts[0] * counts[1] + 1.0)
         se = hanley_mcneil_se(auc, *counts)
         if se is None:
             continue

@@ -15,13 +15,14 @@ Rows (DESIGN.md's format plus ``site``, ``lo``, ``hi``): one per dataset, held-o
 method and metric (``auroc``, ``accuracy``, ``calibration_slope``, ``ece``; and for
 ``leave-one-site-out`` the site's ``no_information_rate``, the accuracy of always predicting its
 majority class, beside every accuracy). ``mean`` and ``sd`` are over training seeds (``n``;
-the train/test split is fixed: FLamby's for heart disease, seed 0 for eICU); ``lo``/``hi`` are the site's 95 % interval from its test rows (percentile
-bootstrap, 200 resamples, for AUROC and accuracy; Wald ``slope -/+ 1.96 SE`` for the
-calibration slope; none for ECE), averaged over seeds. Site ``mean`` rows average the held-out
-sites; site ``random-effects`` rows give the DerSimonian-Laird random-effects AUROC and
-calibration slope across sites with their 95 % interval (``notes``: tau², I², the prediction
-interval). The site summaries come from :mod:`fedcare.evaluation.clinical` (issue 15's
-clinical validation); without its calibration the calibration rows are left out.
+the train/test split is fixed: FLamby's for heart disease, seed 0 for eICU); ``lo``/``hi`` are
+the site's 95 % interval from its test rows (percentile bootstrap, 200 resamples, for AUROC and
+accuracy; Wald ``slope -/+ 1.96 SE`` for the calibration slope; none for ECE), averaged over
+seeds. Site ``mean`` rows average the held-out sites; site ``random-effects`` rows give the
+DerSimonian-Laird random-effects AUROC and calibration slope across sites with their 95 %
+interval (``notes``: tau², I², the prediction interval). The site summaries come from
+:mod:`fedcare.evaluation.clinical` (issue 15's clinical validation); without its calibration
+the calibration rows are left out.
 
 Usage: ``python benchmarks/clinical.py [--seeds N] [--only DATASET]``; writes
 ``benchmarks/results/clinical.json``.

@@ -1,10 +1,10 @@
 """Markdown tables from ``benchmarks/results/*.json``, written into README.md.
 
 Reads the rows the benchmarks wrote (``quality.json``, ``simulation_speed.json``,
-``tuning.json``; any other file except ``system.json``, which the README describes by hand, is
-rendered generically: one table per dataset, methods down, metrics across, and the targets its
-notes name), renders them as Markdown and replaces the text between ``<!-- quality table -->``
-and ``<!-- /quality table -->`` in README.md.
+``tuning.json``, ``clinical.json``; any other file except ``system.json``, which the README
+describes by hand, is rendered generically: one table per dataset, methods down, metrics
+across, and the targets its notes name), renders them as Markdown and replaces the text between
+``<!-- quality table -->`` and ``<!-- /quality table -->`` in README.md.
 Run it after the benchmarks: ``python benchmarks/tables.py`` (``--print`` only prints).
 """
 
@@ -143,6 +143,44 @@ def tuning(rows: Sequence[Row]) -> list[str]:
     return [*_table(header, body), ""]
 
 
+def _interval_cell(row: Row) -> str:
+    if row["mean"] is None:
+        return "n/a"
+    if row.get("lo") is not None and row.get("hi") is not None:
+        return f"{row['mean']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}]"
+    return f"{row['mean']:.3f} ± {row['sd']:.3f}"
+
+
+def clinical(rows: Sequence[Row]) -> list[str]:
+    """Per dataset: AUROC on each held-out site by method, then the leave-one-site-out model's
+    accuracy and calibration (rows with ``site``, ``lo``, ``hi``: ``benchmarks/clinical.py``)."""
+    out: list[str] = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        group = [r for r in rows if r["dataset"] == dataset and r.get("site")]
+        if not group:
+            continue
+        sites = list(dict.fromkeys(r["site"] for r in group))
+        methods = list(dict.fromkeys(r["method"] for r in group))
+        cells = {(r["site"], r["method"], r["metric"]): _interval_cell(r) for r in group}
+        ns = sorted({r["n"] for r in group})
+        head = group[0]["notes"].split("; ")[0]
+        out += [f"**{dataset}** ({head}): AUROC on each site's test split [95% interval]", ""]
+        body = [[s] + [cells.get((s, m, "auroc"), "") for m in methods] for s in sites]
+        out += [*_table(["held-out site", *methods], body), ""]
+        metrics = ["accuracy", "no_information_rate", "calibration_slope", "ece"]
+        body = [[s] + [cells.get((s, "leave-one-site-out", k), "") for k in metrics] for s in sites]
+        if any(any(c for c in b[1:]) for b in body):
+            out += [f"**{dataset}**, leave-one-site-out model on the held-out site", ""]
+            out += [*_table(["held-out site", *metrics], body), ""]
+        out += [
+            f"mean over training seeds (n = {', '.join(map(str, ns))}; the split is fixed); "
+            "[interval]: the site's bootstrap (AUROC, accuracy) or Wald (slope) 95% interval, "
+            "or the random-effects interval; ± SD over seeds where there is none.",
+            "",
+        ]
+    return out
+
+
 def render(results: Path) -> str:
     files = load(results)
     out: list[str] = []
@@ -160,8 +198,14 @@ def render(results: Path) -> str:
             "",
             *tuning(files["tuning"]),
         ]
+    if "clinical" in files:
+        out += [
+            "### External validation, leave-one-site-out (`benchmarks/clinical.py`)",
+            "",
+            *clinical(files["clinical"]),
+        ]
     for name, rows in files.items():
-        if name not in ("quality", "simulation_speed", "tuning", *HAND_WRITTEN):
+        if name not in ("quality", "simulation_speed", "tuning", "clinical", *HAND_WRITTEN):
             out += [f"### {TITLES.get(name, name)}", "", *generic(rows)]
     return "\n".join(out).rstrip() + "\n"
 

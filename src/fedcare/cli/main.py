@@ -119,6 +119,10 @@ def simulate(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None
     console.print(_summary_table(results))
+    from fedcare.cli.loso_table import loso_table
+
+    if (loso := loso_table(results)) is not None:
+        console.print(loso)
     privacy = results.get("privacy") or {}
     if privacy.get("study_epsilon") is not None:  # the budget guard (fedcare.privacy.guard)
         budget = privacy.get("budget")

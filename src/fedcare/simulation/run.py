@@ -4,6 +4,9 @@
 asks, the baselines trained the same way (each site alone; all data pooled, which only a
 simulation on public data may do), evaluates every model on every site's test split, and
 returns the results dict that ``fedcare simulate`` writes as ``results.json``.
+With ``validation: leave_one_site_out`` it then validates on each site held out
+(:mod:`fedcare.simulation.loso`, ``results["leave_one_site_out"]``). The pieces that train and
+evaluate one model live in :mod:`fedcare.simulation.training` (re-exported here).
 
 The study's privacy budget is enforced as a coordinator enforces it: before every round of the
 federated model, :func:`fedcare.privacy.guard.guard_next_round` (the same function the
@@ -17,12 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
-
-import numpy as np
 
 from fedcare.analytics.disclosure import DEFAULT_MIN_CELL
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
@@ -30,56 +30,34 @@ from fedcare.data.registry import load_dataset
 from fedcare.data.schema_check import feature_schema, reference_schema, schema_differences
 from fedcare.errors import ConfigError
 from fedcare.evaluation.model_card import build_model_card
-from fedcare.evaluation.summary import cross_site_matrix, exam_summary, summarize_sites
+from fedcare.evaluation.summary import cross_site_matrix, exam_summary
 from fedcare.evaluation.validation import combine_validation
-from fedcare.grid import Split
-from fedcare.models.base import ModelAdapter
-from fedcare.models.registry import build_model
 from fedcare.packages.resolve import resolve_study_package
 from fedcare.privacy.guard import guard_next_round
-from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
+from fedcare.simulation.loso import check_leave_one_site_out, leave_one_site_out
 from fedcare.simulation.privacy import privacy_results
-from fedcare.site.app import Mod, SiteApp
-from fedcare.strategy.base import StrategyState
-from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
-from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
-from fedcare.transport.inmemory import InMemoryGrid
+from fedcare.simulation.training import (
+    Progress,
+    TrainedModel,
+    evaluate_model,
+    grid_for,
+    train_on_grid,
+)
+from fedcare.site.app import Mod
+from fedcare.strategy.driver import round_config, study_strategy
 
 __all__ = [
     "Progress",
     "SimulationResult",
     "TrainedModel",
     "agreeing_sites",
+    "evaluate_model",
+    "grid_for",
     "run_simulation",
     "simulation_card",
     "train_on_grid",
 ]
-
-#: Called after every round with the model's label ("federated", "local-<site>", "pooled").
-Progress = Callable[[str, RoundRecord], None]
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A trained model with the preprocessing statistics it was trained with."""
-
-    label: str
-    params: ArrayRecord
-    arrays: Mapping[str, ArrayRecord]
-    history: list[RoundRecord]
-    #: Round 0's statistics provenance: ``statistics_sites`` and ``statistics_rejected``.
-    start: Mapping[str, Any] = field(default_factory=dict)
-    #: The adapter that uses ``params`` (built from the study's model spec).
-    adapter: ModelAdapter | None = field(default=None, compare=False, repr=False)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """The model's scores for rows ``X``, preprocessed as the study's sites preprocess
-        (e.g. scaled with ``arrays["preprocess"]`` under global scaling): what the adapter's
-        ``predict`` returns for the model's task."""
-        if self.adapter is None:
-            raise ConfigError(f"model {self.label!r} was built without its adapter")
-        return self.adapter.predict(self.params, X)
 
 
 class SimulationResult(dict[str, Any]):
@@ -88,81 +66,6 @@ class SimulationResult(dict[str, Any]):
 
     model: TrainedModel
     models: dict[str, TrainedModel]
-
-
-def grid_for(
-    sites: list[SiteData],
-    *,
-    record: bool = False,
-    mods: Mapping[str, Sequence[Mod]] | None = None,
-    feature_names: Sequence[str] = (),
-) -> InMemoryGrid:
-    """An in-memory grid with one :class:`SiteApp` per site (with ``mods[site_id]``, if any)
-    whose data has columns ``feature_names``."""
-    mods = mods or {}
-    apps = {s.site_id: SiteApp(s, mods=mods.get(s.site_id, ()), simulated=True) for s in sites}
-    for app in apps.values():
-        app.runtime.feature_names = tuple(feature_names)
-    rows: dict[Split, dict[str, int]] = {
-        "train": {s.site_id: len(s.train) for s in sites},
-        "test": {s.site_id: len(s.test) for s in sites},
-    }
-    return InMemoryGrid(apps, record=record, declared_rows=rows)  # as sites declare at Hello
-
-
-def train_on_grid(
-    grid: InMemoryGrid,
-    study: StudyConfig,
-    input_shape: tuple[int, ...],
-    *,
-    label: str,
-    baseline: bool = False,
-    progress: Progress | None = None,
-) -> TrainedModel:
-    """Train ``study``'s model over ``grid``; baselines train with plain FedAvg (no DP).
-
-    Raises
-    ------
-    PrivacyBudgetError
-        Before the round that would take the study's epsilon past ``privacy.epsilon``
-        (not for baselines, which spend none).
-    """
-    study_id = f"{study.name}/{label}"
-    strategy = study_strategy(study, len(grid.site_ids()), baseline=baseline)
-    start = start_study(grid, study, strategy, study_id, input_shape)
-    done: list[dict[str, Any]] = []
-
-    def on_round(rec: RoundRecord, _state: StrategyState) -> None:
-        if progress is not None:
-            progress(label, rec)
-        done.append(rec.to_dict())
-        if not baseline and rec.round < study.rounds:
-            guard_next_round(study_id, study, done, rec.round + 1)
-
-    if not baseline:
-        guard_next_round(study_id, study, [], 1)  # as the coordinator: before any task
-    state, history = continue_study(grid, study, strategy, study_id, start, on_round=on_round)
-    provenance = {
-        "statistics_sites": list(start.statistics_sites),
-        "statistics_rejected": dict(start.statistics_rejected),
-    }
-    adapter = build_model(study.model)
-    return TrainedModel(label, state.params, start.task_arrays, history, provenance, adapter)
-
-
-def _evaluate(
-    grid: InMemoryGrid,
-    study: StudyConfig,
-    model: TrainedModel,
-    validation: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The model's metrics on every site's test rows; the sites' clinical validation
-    summaries go into ``validation`` (the plan asks for them at round ``study.rounds``)."""
-    cfg = round_config(study, f"{study.name}/eval")
-    per_site, failures = evaluate_on_sites(
-        grid, cfg, study.rounds, model.params, arrays=model.arrays, validation=validation
-    )
-    return {"per_site": per_site, **summarize_sites(per_site), "failed_sites": failures}
 
 
 def model_validation(
@@ -213,7 +116,8 @@ def run_simulation(
     mods: Mapping[str, Sequence[Mod]] | None = None,
 ) -> SimulationResult:
     """Run ``study`` end to end and return the results dict (see module docstring), with the
-    trained models as ``result.model`` (federated) and ``result.models`` (by label).
+    trained models as ``result.model`` (federated) and ``result.models`` (by label; with
+    leave-one-site-out also ``loso-<site>`` and ``loso-<site>-pooled``).
 
     ``mods`` adds site middleware by site id to the federated run (e.g. the attacks of
     :mod:`fedcare.simulation.attacks`); baselines run without it.
@@ -222,12 +126,14 @@ def run_simulation(
     study_strategy(study, 1)  # a bad strategy name or option fails before any data is read
     study = resolve_study_package(study)  # stored once: every round runs the same package
     guard_next_round(f"{study.name}/federated", study, [], 1)  # nor a budget round 1 overspends
+    check_leave_one_site_out(study)  # refused for private studies before any data is read
     if study.init_model is not None:
         raise ConfigError(
             f"init_model {study.init_model!r}: simulation has no model registry; "
             "continue from a registered model on a coordinator"
         )
     ds = agreeing_sites(dataset or load_dataset(study.dataset.name, **study.dataset.options))
+    check_leave_one_site_out(study, len(ds.sites))
     grid = grid_for(list(ds.sites), mods=mods, feature_names=ds.feature_names)
     shape = ds.sites[0].train.input_shape
     models = [train_on_grid(grid, study, shape, label="federated", progress=progress)]
@@ -256,7 +162,7 @@ def run_simulation(
             )
         )
     summaries: dict[str, dict[str, dict[str, Any]]] = {m.label: {} for m in models}
-    evaluated = {m.label: _evaluate(grid, study, m, summaries[m.label]) for m in models}
+    evaluated = {m.label: evaluate_model(grid, study, m, summaries[m.label]) for m in models}
     results = _results(study, ds, models, evaluated)
     validation = {
         m.label: model_validation(study, m, summaries[m.label], ds.feature_names)
@@ -265,6 +171,12 @@ def run_simulation(
     }
     if validation:
         results["validation"] = validation
+    loso: dict[str, TrainedModel] = {}
+    if study.validation.leave_one_site_out:  # fedcare.simulation.loso
+        by_label = {m.label: m for m in models}
+        results["leave_one_site_out"], loso = leave_one_site_out(
+            study, ds, trained=by_label, progress=progress
+        )
     results["model_card"] = simulation_card(study, models[0], evaluated["federated"])
     # epsilon per round/site/study and membership-attack AUROCs, when the study asks
     results.update(
@@ -278,12 +190,12 @@ def run_simulation(
         # the same site code as if it were one more site.
         holdout_grid = grid_for([SiteData("holdout", train=holdout, test=holdout)])
         results["holdout"] = {
-            m.label: _evaluate(holdout_grid, study, m)["per_site"].get("holdout", {})
+            m.label: evaluate_model(holdout_grid, study, m)["per_site"].get("holdout", {})
             for m in models
         }
     results["timing"] = {"total_s": time.perf_counter() - start}
     out = SimulationResult(results)
-    out.model, out.models = models[0], {m.label: m for m in models}
+    out.model, out.models = models[0], {**{m.label: m for m in models}, **loso}
     return out
 
 

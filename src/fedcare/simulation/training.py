@@ -1,0 +1,134 @@
+"""Training and evaluation of one model in simulation: the pieces :mod:`fedcare.simulation.run`
+and :mod:`fedcare.simulation.loso` share.
+
+:func:`grid_for` puts real site logic (:class:`~fedcare.site.app.SiteApp`) behind an in-memory
+grid, :func:`train_on_grid` trains a study's model over it through the one round loop (with the
+coordinator's privacy budget guard) and :func:`evaluate_model` evaluates a trained model on
+every site of a grid, the sites returning their clinical validation summaries as they do on the
+final round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedcare.data.base import SiteData
+from fedcare.errors import ConfigError
+from fedcare.evaluation.summary import summarize_sites
+from fedcare.grid import Split
+from fedcare.models.base import ModelAdapter
+from fedcare.models.registry import build_model
+from fedcare.privacy.guard import guard_next_round
+from fedcare.records.arrays import ArrayRecord
+from fedcare.records.study import StudyConfig
+from fedcare.site.app import Mod, SiteApp
+from fedcare.strategy.base import StrategyState
+from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
+from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
+from fedcare.transport.inmemory import InMemoryGrid
+
+__all__ = ["Progress", "TrainedModel", "evaluate_model", "grid_for", "train_on_grid"]
+
+#: Called after every round with the model's label ("federated", "local-<site>", "pooled").
+Progress = Callable[[str, RoundRecord], None]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained model with the preprocessing statistics it was trained with."""
+
+    label: str
+    params: ArrayRecord
+    arrays: Mapping[str, ArrayRecord]
+    history: list[RoundRecord]
+    #: Round 0's statistics provenance: ``statistics_sites`` and ``statistics_rejected``.
+    start: Mapping[str, Any] = field(default_factory=dict)
+    #: The adapter that uses ``params`` (built from the study's model spec).
+    adapter: ModelAdapter | None = field(default=None, compare=False, repr=False)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The model's scores for rows ``X``, preprocessed as the study's sites preprocess
+        (e.g. scaled with ``arrays["preprocess"]`` under global scaling): what the adapter's
+        ``predict`` returns for the model's task."""
+        if self.adapter is None:
+            raise ConfigError(f"model {self.label!r} was built without its adapter")
+        return self.adapter.predict(self.params, X)
+
+
+def grid_for(
+    sites: list[SiteData],
+    *,
+    record: bool = False,
+    mods: Mapping[str, Sequence[Mod]] | None = None,
+    feature_names: Sequence[str] = (),
+) -> InMemoryGrid:
+    """An in-memory grid with one :class:`SiteApp` per site (with ``mods[site_id]``, if any)
+    whose data has columns ``feature_names``."""
+    mods = mods or {}
+    apps = {s.site_id: SiteApp(s, mods=mods.get(s.site_id, ()), simulated=True) for s in sites}
+    for app in apps.values():
+        app.runtime.feature_names = tuple(feature_names)
+    rows: dict[Split, dict[str, int]] = {
+        "train": {s.site_id: len(s.train) for s in sites},
+        "test": {s.site_id: len(s.test) for s in sites},
+    }
+    return InMemoryGrid(apps, record=record, declared_rows=rows)  # as sites declare at Hello
+
+
+def train_on_grid(
+    grid: InMemoryGrid,
+    study: StudyConfig,
+    input_shape: tuple[int, ...],
+    *,
+    label: str,
+    baseline: bool = False,
+    progress: Progress | None = None,
+) -> TrainedModel:
+    """Train ``study``'s model over ``grid``; baselines train with plain FedAvg (no DP).
+
+    Raises
+    ------
+    PrivacyBudgetError
+        Before the round that would take the study's epsilon past ``privacy.epsilon``
+        (not for baselines, which spend none).
+    """
+    study_id = f"{study.name}/{label}"
+    strategy = study_strategy(study, len(grid.site_ids()), baseline=baseline)
+    start = start_study(grid, study, strategy, study_id, input_shape)
+    done: list[dict[str, Any]] = []
+
+    def on_round(rec: RoundRecord, _state: StrategyState) -> None:
+        if progress is not None:
+            progress(label, rec)
+        done.append(rec.to_dict())
+        if not baseline and rec.round < study.rounds:
+            guard_next_round(study_id, study, done, rec.round + 1)
+
+    if not baseline:
+        guard_next_round(study_id, study, [], 1)  # as the coordinator: before any task
+    state, history = continue_study(grid, study, strategy, study_id, start, on_round=on_round)
+    provenance = {
+        "statistics_sites": list(start.statistics_sites),
+        "statistics_rejected": dict(start.statistics_rejected),
+    }
+    adapter = build_model(study.model)
+    return TrainedModel(label, state.params, start.task_arrays, history, provenance, adapter)
+
+
+def evaluate_model(
+    grid: InMemoryGrid,
+    study: StudyConfig,
+    model: TrainedModel,
+    validation: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The model's metrics on every site's test rows; the sites' clinical validation
+    summaries go into ``validation`` (the plan asks for them at round ``study.rounds``)."""
+    cfg = round_config(study, f"{study.name}/eval")
+    per_site, failures = evaluate_on_sites(
+        grid, cfg, study.rounds, model.params, arrays=model.arrays, validation=validation
+    )
+    return {"per_site": per_site, **summarize_sites(per_site), "failed_sites": failures}

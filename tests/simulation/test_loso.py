@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,6 @@ from fedcare.data.synthetic import load_synthetic
 from fedcare.errors import ConfigError
 from fedcare.evaluation.model_card import model_hash
 from fedcare.records.study import StudyConfig
-from fedcare.simulation.loso import dersimonian_laird, hanley_mcneil_se
 from fedcare.simulation.run import SimulationResult, grid_for, run_simulation, train_on_grid
 
 OPTIONS = {"num_sites": 3, "n_features": 4, "rows_per_site": 80, "seed": 3}
@@ -156,25 +154,3 @@ def test_too_few_sites_for_min_sites_is_refused(ds: FederatedDataset) -> None:
         run_simulation(_study(min_sites=3), dataset=ds)
     with pytest.raises(ConfigError, match=r"needs at least 2 sites, the dataset has 1"):
         run_simulation(_study(), dataset=dataclasses.replace(ds, sites=ds.sites[:1]))
-
-
-def test_dersimonian_laird_by_hand() -> None:
-    # two sites 0 and 3 with variance 1: Q = 4.5, tau² = 3.5, mean 1.5 with SE 1.5
-    out = dersimonian_laird([0.0, 3.0], [1.0, 1.0])
-    assert out["fixed"] == out["random"] == pytest.approx(1.5)
-    assert out["q"] == pytest.approx(4.5) and out["tau2"] == pytest.approx(3.5)
-    assert out["se"] == pytest.approx(1.5) and out["i2"] == pytest.approx(3.5 / 4.5)
-    assert out["hi"] - out["random"] == pytest.approx(1.959964 * 1.5, rel=1e-6)
-    assert out["pi_lo"] is None and out["k"] == 2  # a prediction interval needs 3 sites
-    # homogeneous sites: tau² 0, the random-effects mean is the inverse-variance one
-    same = dersimonian_laird([1.0, 1.1, 0.9, math.nan], [0.1, 0.2, 0.4, 1.0])
-    assert same["tau2"] == 0.0 and same["k"] == 3
-    assert same["random"] == pytest.approx((10 * 1.0 + 5 * 1.1 + 2.5 * 0.9) / 17.5)
-    assert dersimonian_laird([], [])["random"] is None
-
-
-def test_hanley_mcneil() -> None:
-    # A = 0.8, 50 + 50 cases: Q1 = 2/3, Q2 = 32/45, var = (0.16 + 49 (Q1 - 0.64) + 49 (Q2 -
-    # 0.64)) / 2500 = 0.0019804, SE 0.04450 (Hanley & McNeil 1982, equation 2)
-    assert hanley_mcneil_se(0.8, 50, 50) == pytest.approx(0.044502, abs=1e-6)
-    assert hanley_mcneil_se(0.8, 0, 10) is None

@@ -51,7 +51,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm, t
 
 from fedcare.data.base import FederatedDataset, SiteData
 from fedcare.errors import ConfigError
@@ -68,9 +67,7 @@ from fedcare.simulation.training import (
 __all__ = [
     "LOSO_MODELS",
     "check_leave_one_site_out",
-    "dersimonian_laird",
     "entry_measures",
-    "hanley_mcneil_se",
     "leave_one_site_out",
     "loso_summary",
 ]
@@ -251,10 +248,7 @@ def loso_summary(
     (``sites``, the held-out entries), the held-out site summaries (``summaries``, by model
     then site) combined by :func:`fedcare.evaluation.clinical.combine_sites` (``overall``:
     pooled counts of the held-out test rows, each scored by the model that did not see it) and
-    the random-effects meta-analysis across held-out sites: the combined block's ``meta`` when
-    the clinical module computes one, else :func:`dersimonian_laird` here (AUROC on the logit
-    scale with Hanley–McNeil standard errors, calibration slope with the sites' ``slope_se``)."""
-    confidence = float(spec.get("confidence", 0.95))
+    the random-effects meta-analysis across held-out sites (the combined block's ``meta``)."""
     out: dict[str, Any] = {}
     for kind in LOSO_MODELS:
         entries = [site[kind] for site in sites.values() if kind in site]
@@ -269,115 +263,9 @@ def loso_summary(
         held = dict(sorted(summaries.get(kind, {}).items()))
         overall = combine_sites(held, spec) if held else {}
         meta = overall.get("meta")
-        if not isinstance(meta, Mapping):
-            meta = {
-                "auroc": _meta_auroc(entries, confidence),
-                "calibration_slope": _meta_slope(entries, confidence),
-            }
-        out[kind] = {"measures": measures, "overall": overall, "meta": dict(meta)}
-    return out
-
-
-def _meta_auroc(entries: Sequence[Mapping[str, Any]], confidence: float) -> dict[str, Any]:
-    """AUROC pooled on the logit scale, Hanley–McNeil standard errors (delta method); an AUROC
-    of 0 or 1 enters as ``(A m n + 1/2) / (m n + 1)`` (``m``, ``n`` the class counts), as the
-    clinical module's meta-analysis does."""
-    logits, variances = [], []
-    for entry in entries:
-        auc = entry_measures(entry).get("auroc")
-        counts = _class_counts(entry)
-        if auc is None or counts is None:
-            continue
-        if auc in (0.0, 1.0):  # a perfect (or inverted) site: moved off the boundary
-            auc = (auc * counts[0] * counts[1] + 0.5) / (counts[0] * counts[1] + 1.0)
-        se = hanley_mcneil_se(auc, *counts)
-        if se is None:
-            continue
-        logits.append(math.log(auc / (1.0 - auc)))
-        variances.append((se / (auc * (1.0 - auc))) ** 2)
-    result = dersimonian_laird(logits, variances, confidence)
-    for key in ("fixed", "random", "lo", "hi", "pi_lo", "pi_hi"):
-        value = result[key]
-        if value is not None:
-            result[key] = 1.0 / (1.0 + math.exp(-float(value)))
-    return {**result, "scale": "logit", "se_method": "hanley-mcneil"}
-
-
-def _meta_slope(entries: Sequence[Mapping[str, Any]], confidence: float) -> dict[str, Any]:
-    """Calibration slope pooled with the sites' ``slope_se``."""
-    values, variances = [], []
-    for entry in entries:
-        calibration = entry.get("calibration")
-        if not isinstance(calibration, Mapping):
-            continue
-        slope, se = _finite(calibration.get("slope")), _finite(calibration.get("slope_se"))
-        if slope is not None and se is not None and se > 0:
-            values.append(slope)
-            variances.append(se * se)
-    return {**dersimonian_laird(values, variances, confidence), "scale": "identity"}
-
-
-def _class_counts(entry: Mapping[str, Any]) -> tuple[int, int] | None:
-    """``(positives, negatives)`` of a binary site summary."""
-    confusion = entry.get("confusion")
-    if isinstance(confusion, Mapping) and all(k in confusion for k in ("tp", "fp", "tn", "fn")):
-        pos = int(confusion["tp"]) + int(confusion["fn"])
-        return pos, int(confusion["tn"]) + int(confusion["fp"])
-    n, prevalence = entry.get("n"), _finite(entry.get("prevalence"))
-    if isinstance(n, int) and prevalence is not None:
-        pos = round(prevalence * n)
-        return pos, n - pos
-    return None
-
-
-def hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float | None:
-    """Hanley & McNeil's (1982) standard error of an AUROC (``None`` without both classes)."""
-    if n_pos < 1 or n_neg < 1:
-        return None
-    q1, q2 = auc / (2.0 - auc), 2.0 * auc * auc / (1.0 + auc)
-    var = (auc * (1.0 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (
-        n_pos * n_neg
-    )
-    return math.sqrt(var) if var > 0 else None
-
-
-def dersimonian_laird(
-    values: Sequence[float], variances: Sequence[float], confidence: float = 0.95
-) -> dict[str, Any]:
-    """DerSimonian–Laird random-effects pooling of estimates ``values`` with ``variances``.
-
-    Returns ``{"fixed", "random", "se", "lo", "hi", "tau2", "i2", "q", "pi_lo", "pi_hi", "k"}``:
-    the inverse-variance mean, the random-effects mean (weights ``1 / (v + tau²)``) with its
-    standard error and normal interval, the between-site variance
-    ``tau² = max(0, (Q - (k - 1)) / (sum w - sum w² / sum w))``, ``I² = max(0, (Q - (k-1)) / Q)``,
-    Cochran's ``Q`` and the prediction interval for a new site
-    ``mu -/+ t_{k-2} sqrt(tau² + se²)`` (Higgins et al. 2009; ``k >= 3``). Pairs with a
-    non-finite value or a non-positive variance are left out; ``None`` where undefined.
-    """
-    keep = [
-        (float(y), float(v))
-        for y, v in zip(values, variances, strict=True)
-        if math.isfinite(y) and math.isfinite(v) and v > 0
-    ]
-    k = len(keep)
-    keys = ("fixed", "random", "se", "lo", "hi", "tau2", "i2", "q", "pi_lo", "pi_hi")
-    out: dict[str, Any] = {**dict.fromkeys(keys), "k": k}
-    if k == 0:
-        return out
-    y, v = np.array([p[0] for p in keep]), np.array([p[1] for p in keep])
-    z = float(norm.ppf(0.5 + confidence / 2.0))
-    w = 1.0 / v
-    fixed = float(np.sum(w * y) / np.sum(w))
-    q = float(np.sum(w * (y - fixed) ** 2))
-    c = float(np.sum(w) - np.sum(w * w) / np.sum(w))
-    tau2 = max(0.0, (q - (k - 1)) / c) if k > 1 and c > 0 else 0.0
-    ws = 1.0 / (v + tau2)
-    mu = float(np.sum(ws * y) / np.sum(ws))
-    se = math.sqrt(1.0 / float(np.sum(ws)))
-    out.update(fixed=fixed, random=mu, se=se, lo=mu - z * se, hi=mu + z * se)
-    if k > 1:
-        out.update(tau2=tau2, q=q, i2=max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0)
-    if k >= 3:
-        half = float(t.ppf(0.5 + confidence / 2.0, k - 2)) * math.sqrt(tau2 + se * se)
-        out.update(pi_lo=mu - half, pi_hi=mu + half)
+        out[kind] = {
+            "measures": measures,
+            "overall": overall,
+            "meta": dict(meta) if isinstance(meta, Mapping) else {},
+        }
     return out

@@ -182,16 +182,18 @@ def models_show(
 def models_export(
     ctx: typer.Context,
     version: str,
-    out: Path = typer.Option(..., "--out", help="Folder for model_card.json and params.npz."),
+    out: Path = typer.Option(..., "--out", help="Folder for the model bundle."),
     home: Path = HOME,
     db: str | None = DB,
     coordinator: str | None = COORDINATOR,
     ca: Path | None = CA,
     as_json: bool = JSON,
 ) -> None:
-    """Write a version's card (model_card.json), lineage and parameters (params.npz).
+    """Write a version's model bundle: card (model_card.json), lineage, parameters
+    (params.npz), what using it needs (bundle.json, preprocess.npz) and manifest.json.
 
-    With --coordinator: downloads the API's zip of the same files and unpacks it into --out."""
+    With --coordinator: downloads the API's zip of the same files and unpacks it into --out.
+    Run it at a site with `fedcare site predict --model DIR`."""
     import tempfile
 
     client = _remote(ctx, coordinator, ca)
@@ -212,5 +214,5 @@ def models_export(
         raise fail(err) from None
     card_path, params_path = out / "model_card.json", out / "params.npz"
     if as_json:
-        return echo_json({"card": str(card_path), "params": str(params_path)})
-    Console(stderr=True).print(f"card:   {card_path}\nparams: {params_path}")
+        return echo_json({"card": str(card_path), "params": str(params_path), "bundle": str(out)})
+    Console(stderr=True).print(f"card:   {card_path}\nparams: {params_path}\nbundle: {out}")

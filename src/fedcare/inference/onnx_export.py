@@ -134,6 +134,7 @@ def _sklearn_model(bundle: ModelBundle) -> Any:
 def _torch_model(bundle: ModelBundle) -> Any:
     _require("onnx")
     import tempfile
+    import warnings
 
     from fedcare.models.registry import build_model
     from fedcare.models.torch import TorchAdapter
@@ -151,7 +152,9 @@ def _torch_model(bundle: ModelBundle) -> Any:
         width = int(net(probe).reshape(1, -1).shape[1])
     wrapped = _TorchDeployed(torch, net, prep, width=width, binary=adapter.task == "binary")
     sample = torch.zeros((2, *bundle.input_shape), dtype=torch.float32)
-    with tempfile.TemporaryDirectory(prefix="fedcare-onnx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fedcare-onnx-") as tmp, warnings.catch_warnings():
+        # the TorchScript exporter: the torch.export one needs onnxscript, not in the extra
+        warnings.simplefilter("ignore", DeprecationWarning)
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(
             wrapped,

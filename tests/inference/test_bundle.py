@@ -90,11 +90,11 @@ def test_a_changed_file_is_refused_naming_it(trained: Trained, tmp_path: Path) -
 def test_extra_missing_or_unexpected_bundles_are_refused(trained: Trained, tmp_path: Path) -> None:
     folder = write_bundle(trained.files, tmp_path / "extra")
     (folder / "evil.py").write_text("print('hi')\n")
-    with pytest.raises(ValidationError, match="'evil.py' is not in its manifest"):
+    with pytest.raises(ValidationError, match=r"'evil\.py' is not in its manifest"):
         load_bundle(folder)
     folder = write_bundle(trained.files, tmp_path / "missing")
     (folder / "preprocess.npz").unlink()
-    with pytest.raises(ValidationError, match="'preprocess.npz' of its manifest is missing"):
+    with pytest.raises(ValidationError, match=r"'preprocess\.npz' of its manifest is missing"):
         load_bundle(folder)
     folder = write_bundle(trained.files, tmp_path / "fine")
     with pytest.raises(ValidationError, match="expected sha256:0000"):

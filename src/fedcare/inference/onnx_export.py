@@ -138,12 +138,13 @@ def _torch_model(bundle: ModelBundle) -> Any:
 
     from fedcare.models.registry import build_model
     from fedcare.models.torch import TorchAdapter
+    from fedcare.models.torch_runtime import import_torch
     from fedcare.records.arrays import ArrayRecord
 
     adapter = build_model(bundle.model)
     if not isinstance(adapter, TorchAdapter) or adapter.task not in ("binary", "regression"):
         raise ConfigError("ONNX export of torch models covers binary and regression tasks")
-    import torch
+    torch = import_torch()  # the torch extra (ModelError naming it when missing)
 
     net = adapter.load(ArrayRecord(dict(bundle.params)), bundle.input_shape).eval()
     prep = bundle.preprocessing()

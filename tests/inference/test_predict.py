@@ -79,7 +79,9 @@ def test_a_text_value_in_a_feature_is_an_error(
     frame = trained.frame(trained.data.sites[0]).astype({"age": object})
     frame.loc[3, "age"] = "sixty"
     frame.to_csv(tmp_path / "rows.csv", index=False)
-    with pytest.raises(DataError, match="invalid value 'sixty'"):
+    with pytest.raises(
+        DataError, match="In column 'age': CSV conversion error to double: invalid value 'sixty'"
+    ):
         predict_file(load_bundle(bundle_dir), tmp_path / "rows.csv", tmp_path / "out.csv")
 
 

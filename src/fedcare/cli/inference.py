@@ -81,8 +81,7 @@ def site_export_onnx(
     input_dtype: str = typer.Option("float32", help="Input tensor type: float32 or float64."),
     expect_hash: str | None = EXPECT,
 ) -> None:
-    """Write a model bundle as one ONNX graph (raw features in, with its frozen preprocessing;
-    needs the onnx extra)."""
+    """Write a model bundle as one ONNX graph with its frozen preprocessing (onnx extra)."""
     from fedcare.inference.bundle import load_bundle
     from fedcare.inference.onnx_export import export_onnx
 

@@ -158,6 +158,16 @@ def _matrix(batch: Any, features: list[str]) -> np.ndarray:
     return X
 
 
+def _name_column(message: str, columns: list[str]) -> str:
+    """pyarrow's ``In CSV column #3: ...`` with the column's name."""
+    import re
+
+    found = re.search(r"CSV column #(\d+)", message)
+    if found is None or int(found.group(1)) >= len(columns):
+        return message
+    return message.replace(found.group(0), f"column {columns[int(found.group(1))]!r}")
+
+
 def predict_file(
     bundle: ModelBundle,
     input_path: Path,
@@ -217,7 +227,7 @@ def predict_file(
             writer.write_table(table)
             rows += batch.num_rows
     except pa.ArrowInvalid as err:
-        raise DataError(f"cannot read {input_path}: {err}") from None
+        raise DataError(f"cannot read {input_path}: {_name_column(str(err), present)}") from None
     finally:
         if writer is not None:
             writer.close()

@@ -13,13 +13,13 @@ import pytest
 from fedcare.errors import ConfigError, ValidationError
 from fedcare.inference.bundle import (
     build_bundle,
-    freeze_local_statistics,
     load_bundle,
     study_threshold,
     write_bundle,
 )
 from fedcare.inference.frozen import FrozenPreprocessing
 from fedcare.inference.predict import Scorer
+from fedcare.inference.site_statistics import freeze_local_statistics
 from fedcare.site.preprocess import Preprocessor
 
 from .conftest import Trained

@@ -3,6 +3,8 @@
 - :mod:`fedcare.inference.bundle`: what a model travels with (spec, parameters, feature names
   and order, frozen imputation and scaling statistics, decision threshold, card) in a folder or
   zip of JSON and ``.npz`` files, with a manifest of SHA-256 hashes checked on load;
+- :mod:`fedcare.inference.site_statistics`: a site freezes its own training statistics into a
+  bundle trained with local scaling;
 - :mod:`fedcare.inference.frozen`: the frozen preprocessing, the same arithmetic as a site's
   training-time :class:`~fedcare.site.preprocess.Preprocessor`;
 - :mod:`fedcare.inference.predict`: ``fedcare site predict`` (rows in, scores out; nothing

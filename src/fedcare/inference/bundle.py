@@ -23,7 +23,8 @@ Where the statistics come from (``preprocessing.statistics``):
 - ``federation``: global scaling; the federation's mean and standard deviation are frozen in;
 - ``site``: local scaling (or imputation with local means): each site trained with its own
   statistics, so a site that takes the model must freeze *its own* training statistics first
-  (:func:`freeze_local_statistics`), which makes ``site-frozen`` (a new bundle hash);
+  (:func:`fedcare.inference.site_statistics.freeze_local_statistics`), which makes
+  ``site-frozen`` (a new bundle hash);
 - ``none``: the model takes the features as they are.
 """
 
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from fedcare.errors import ConfigError, ValidationError
-from fedcare.inference.frozen import FrozenPreprocessing, statistics_of_rows
+from fedcare.inference.frozen import FrozenPreprocessing
 
 __all__ = [
     "BUNDLE_FILES",
@@ -49,11 +50,12 @@ __all__ = [
     "ModelBundle",
     "build_bundle",
     "bundle_from_study",
-    "freeze_local_statistics",
+    "json_bytes",
     "load_bundle",
     "npz_bytes",
     "read_bundle_files",
     "study_threshold",
+    "with_manifest",
     "write_bundle",
 ]
 
@@ -87,7 +89,7 @@ def _read_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _json(value: Any) -> bytes:
+def json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -103,9 +105,9 @@ def _manifest(files: Mapping[str, bytes]) -> dict[str, Any]:
     return {"format": FORMAT, "files": entries, "bundle_sha256": _sha256(listing.encode())}
 
 
-def _with_manifest(files: Mapping[str, bytes]) -> dict[str, bytes]:
+def with_manifest(files: Mapping[str, bytes]) -> dict[str, bytes]:
     body = {n: files[n] for n in BUNDLE_FILES if n in files and n != MANIFEST}
-    return {**body, MANIFEST: _json(_manifest(body))}
+    return {**body, MANIFEST: json_bytes(_manifest(body))}
 
 
 def study_threshold(study: Mapping[str, Any]) -> float:
@@ -171,12 +173,12 @@ def build_bundle(
         "source": dict(source or {}),
         "missing": missing,
     }
-    files[DESCRIPTION] = _json(description)
+    files[DESCRIPTION] = json_bytes(description)
     if card is not None:
-        files[CARD] = _json(card)
+        files[CARD] = json_bytes(card)
     if lineage is not None:
-        files[LINEAGE] = _json(list(lineage))
-    return _with_manifest(files)
+        files[LINEAGE] = json_bytes(list(lineage))
+    return with_manifest(files)
 
 
 def bundle_from_study(
@@ -268,7 +270,7 @@ class ModelBundle:
             raise ValidationError(
                 f"the model uses each site's own statistics (scale {prep['scale']!r}, impute "
                 f"{'mean' if prep['impute'] else 'none'}): freeze this site's training "
-                "statistics into the bundle first (fedcare.inference.bundle."
+                "statistics into the bundle first (fedcare.inference.site_statistics."
                 "freeze_local_statistics)"
             )
         width = self.input_shape[0] if len(self.input_shape) == 1 else -1
@@ -377,42 +379,3 @@ def write_bundle(files: Mapping[str, bytes], out: Path) -> Path:
     for name, data in files.items():
         (out / name).write_bytes(data)
     return out
-
-
-def freeze_local_statistics(
-    bundle: ModelBundle, train_X: np.ndarray, site: str
-) -> dict[str, bytes]:
-    """The files of ``bundle`` with this site's training statistics frozen in (a model trained
-    with local scaling or local-mean imputation, taken by site ``site``).
-
-    ``train_X``: the site's raw training rows (features in the bundle's order, ``NaN`` for
-    missing), the rows the site's preprocessing used during training. The statistics stay at
-    the site with the bundle; ``source.frozen_from`` keeps the original bundle's hash.
-
-    Raises
-    ------
-    ValidationError
-        If the bundle does not use site statistics, or ``train_X`` has another width.
-    """
-    if bundle.statistics_source != "site":
-        raise ValidationError(
-            f"the bundle's statistics are {bundle.statistics_source!r}, not a site's own: "
-            "nothing to freeze"
-        )
-    stats = statistics_of_rows(train_X)
-    if stats["mean"].shape != bundle.input_shape:
-        raise ValidationError(
-            f"training rows have {stats['mean'].shape[0]} features, the model {bundle.input_shape}"
-        )
-    description = dict(bundle.description)
-    description["preprocessing"] = {**description["preprocessing"], "statistics": "site-frozen"}
-    description["source"] = {
-        **description.get("source", {}),
-        "frozen_by": site,
-        "frozen_from": bundle.bundle_hash,
-        "frozen_rows": len(train_X),
-    }
-    files = {n: d for n, d in bundle.files.items() if n != MANIFEST}
-    files[DESCRIPTION] = _json(description)
-    files[STATISTICS] = npz_bytes(stats)
-    return _with_manifest(files)

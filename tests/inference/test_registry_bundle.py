@@ -22,6 +22,7 @@ from fedcare.records.arrays import ArrayRecord
 from fedcare.strategy.driver import study_strategy
 from fedcare.transport.codec import encode_arrays
 
+from ..dashboard.records_helpers import register
 from .conftest import Trained
 
 runner = CliRunner(env={"COLUMNS": "240"})
@@ -82,3 +83,18 @@ def test_models_export_writes_a_bundle_site_predict_runs(trained: Trained, tmp_p
     expected = trained.expected(site)
     assert np.max(np.abs(scores["score"].to_numpy() - expected)) <= 1e-12
     assert np.array_equal(scores["predicted"], (expected >= 0.4).astype(int))
+
+
+def test_an_export_over_an_older_one_leaves_a_loadable_bundle(
+    trained: Trained, tmp_path: Path
+) -> None:
+    home, version = _home(trained, tmp_path)
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        _, plain = register(store, "no-statistics", None)  # a bundle without preprocess.npz
+    out = tmp_path / "export"
+    for exported in (version, plain):
+        args = ["models", "export", exported, "--out", str(out), "--home", str(home)]
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0, done.output
+    assert not (out / "preprocess.npz").exists()  # the first export's, removed
+    assert load_bundle(out).description["source"]["version"] == plain

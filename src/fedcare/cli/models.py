@@ -178,6 +178,15 @@ def models_show(
     print_model(model, chain, card)
 
 
+def _drop_stale(out: Path, written: set[str]) -> None:
+    """Remove bundle files an earlier export left in ``out`` that this one did not write (the
+    bundle's manifest would refuse them)."""
+    from fedcare.inference.bundle import BUNDLE_FILES
+
+    for name in set(BUNDLE_FILES) - written:
+        (out / name).unlink(missing_ok=True)
+
+
 @models_app.command("export")
 def models_export(
     ctx: typer.Context,
@@ -201,7 +210,7 @@ def models_export(
         if client is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 archive = _ask(client, lambda c: c.download_model(version, Path(tmp) / "m.zip"))
-                unpack_export(archive, out)
+                written = {p.name for p in unpack_export(archive, out)}
         else:
             from fedcare.coordinator.registry_view import export_files
 
@@ -210,8 +219,10 @@ def models_export(
             out.mkdir(parents=True, exist_ok=True)
             for name, data in files.items():
                 (out / name).write_bytes(data)
+            written = set(files)
     except FedcareError as err:
         raise fail(err) from None
+    _drop_stale(out, written)
     card_path, params_path = out / "model_card.json", out / "params.npz"
     if as_json:
         return echo_json({"card": str(card_path), "params": str(params_path), "bundle": str(out)})

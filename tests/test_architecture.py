@@ -55,15 +55,15 @@ def test_the_import_contracts_hold() -> None:
         (
             "models/__init__.py",
             "import fedcare.transport",
-            "Outer layers: cli -> dashboard -> simulation -> coordinator | site -> transport"
-            " -> core BROKEN",
+            "Outer layers: cli -> dashboard -> simulation -> coordinator | site -> inference"
+            " -> transport -> core BROKEN",
             "fedcare.models -> fedcare.transport",
         ),
         (
             "dashboard/__init__.py",
             "import fedcare.cli",
-            "Outer layers: cli -> dashboard -> simulation -> coordinator | site -> transport"
-            " -> core BROKEN",
+            "Outer layers: cli -> dashboard -> simulation -> coordinator | site -> inference"
+            " -> transport -> core BROKEN",
             "fedcare.dashboard -> fedcare.cli",
         ),
         (
@@ -79,6 +79,13 @@ def test_the_import_contracts_hold() -> None:
             "Core: strategy/analytics -> evaluation -> aggregation/secure/privacy/models"
             " -> data | audit | grid | packages -> records -> errors BROKEN",
             "fedcare.packages -> fedcare.data",
+        ),
+        (
+            "inference/__init__.py",
+            "import fedcare.site",
+            "Outer layers: cli -> dashboard -> simulation -> coordinator | site -> inference"
+            " -> transport -> core BROKEN",
+            "fedcare.inference -> fedcare.site",
         ),
         (
             "coordinator/__init__.py",

@@ -77,7 +77,13 @@ def test_remote_export_writes_the_hosts_files(api: Api, tmp_path: Path) -> None:
     _both(api, tmp_path, ["models", "export", second, "--out", str(here)])
     _both(api, tmp_path, ["models", "export", second, "--out", str(there)])
     names = sorted(p.name for p in here.iterdir())
-    assert names == ["lineage.json", "model_card.json", "params.npz"]
+    assert names == [
+        "bundle.json",
+        "lineage.json",
+        "manifest.json",
+        "model_card.json",
+        "params.npz",
+    ]
     assert sorted(p.name for p in there.iterdir()) == names
     for name in names:
         assert (there / name).read_bytes() == (here / name).read_bytes(), name

@@ -345,7 +345,13 @@ def test_download_model_saves_the_zip_of_models_export(api: Api, tmp_path: Path)
     named = client.download_model(version, tmp_path / "mine.zip")
     assert named.read_bytes() == saved.read_bytes()
     with zipfile.ZipFile(saved) as archive:
-        assert archive.namelist() == ["model_card.json", "lineage.json", "params.npz"]
+        assert archive.namelist() == [
+            "model_card.json",
+            "lineage.json",
+            "params.npz",
+            "bundle.json",
+            "manifest.json",
+        ]
         card = json.loads(archive.read("model_card.json"))
     assert card == api.store.get_model(version).card
     with pytest.raises(ApiError) as caught:

@@ -90,7 +90,13 @@ def test_the_download_holds_what_models_export_writes(api: Api, tmp_path: Path) 
                                str(api.home)])  # fmt: skip
     assert done.exit_code == 0, done.output
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        assert archive.namelist() == ["model_card.json", "lineage.json", "params.npz"]
+        assert archive.namelist() == [
+            "model_card.json",
+            "lineage.json",
+            "params.npz",
+            "bundle.json",
+            "manifest.json",
+        ]
         for name in archive.namelist():
             assert archive.read(name) == (out / name).read_bytes(), name
     lineage = json.loads((out / "lineage.json").read_text())

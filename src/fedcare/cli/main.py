@@ -149,12 +149,14 @@ def _register_deployment() -> None:
     from fedcare.cli.console import site_console
     from fedcare.cli.data import data_app
     from fedcare.cli.demo import demo
+    from fedcare.cli.inference import register as register_inference
     from fedcare.cli.packages import package_app
     from fedcare.cli.users import users_app
 
     app.add_typer(provision.provision_app, name="provision")
     app.add_typer(deploy.coordinator_app, name="coordinator")
     deploy.site_app.command("console")(site_console)  # here: cli.console uses cli.deploy
+    register_inference(deploy.site_app)  # site predict, site export-onnx
     app.add_typer(deploy.site_app, name="site")
     app.add_typer(deploy.study_app, name="study")
     app.add_typer(audit_app, name="audit")

@@ -178,20 +178,31 @@ def models_show(
     print_model(model, chain, card)
 
 
+def _drop_stale(out: Path, written: set[str]) -> None:
+    """Remove bundle files an earlier export left in ``out`` that this one did not write (the
+    bundle's manifest would refuse them)."""
+    from fedcare.inference.bundle import BUNDLE_FILES
+
+    for name in set(BUNDLE_FILES) - written:
+        (out / name).unlink(missing_ok=True)
+
+
 @models_app.command("export")
 def models_export(
     ctx: typer.Context,
     version: str,
-    out: Path = typer.Option(..., "--out", help="Folder for model_card.json and params.npz."),
+    out: Path = typer.Option(..., "--out", help="Folder for the model bundle."),
     home: Path = HOME,
     db: str | None = DB,
     coordinator: str | None = COORDINATOR,
     ca: Path | None = CA,
     as_json: bool = JSON,
 ) -> None:
-    """Write a version's card (model_card.json), lineage and parameters (params.npz).
+    """Write a version's model bundle: card (model_card.json), lineage, parameters
+    (params.npz), what using it needs (bundle.json, preprocess.npz) and manifest.json.
 
-    With --coordinator: downloads the API's zip of the same files and unpacks it into --out."""
+    With --coordinator: downloads the API's zip of the same files and unpacks it into --out.
+    Run it at a site with `fedcare site predict --model DIR`."""
     import tempfile
 
     client = _remote(ctx, coordinator, ca)
@@ -199,7 +210,7 @@ def models_export(
         if client is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 archive = _ask(client, lambda c: c.download_model(version, Path(tmp) / "m.zip"))
-                unpack_export(archive, out)
+                written = {p.name for p in unpack_export(archive, out)}
         else:
             from fedcare.coordinator.registry_view import export_files
 
@@ -208,9 +219,11 @@ def models_export(
             out.mkdir(parents=True, exist_ok=True)
             for name, data in files.items():
                 (out / name).write_bytes(data)
+            written = set(files)
     except FedcareError as err:
         raise fail(err) from None
+    _drop_stale(out, written)
     card_path, params_path = out / "model_card.json", out / "params.npz"
     if as_json:
-        return echo_json({"card": str(card_path), "params": str(params_path)})
-    Console(stderr=True).print(f"card:   {card_path}\nparams: {params_path}")
+        return echo_json({"card": str(card_path), "params": str(params_path), "bundle": str(out)})
+    Console(stderr=True).print(f"card:   {card_path}\nparams: {params_path}\nbundle: {out}")

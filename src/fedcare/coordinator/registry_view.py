@@ -2,26 +2,37 @@
 command (which writes the files into a folder) and the HTTP API (which sends them as one zip
 archive, ``GET /api/v1/models/{version}/download``), so both hand out the same files.
 
+The files are a model bundle (:mod:`fedcare.inference.bundle`):
+
 - ``model_card.json``: the model card (sorted keys, indented);
 - ``lineage.json``: the version and its ancestors, newest first (version, study, model hash);
 - ``params.npz``: the parameters, one array per name (``numpy.load`` reads it). Written with
-  fixed entry times, so the same model always gives the same bytes.
+  fixed entry times, so the same model always gives the same bytes;
+- ``bundle.json``: the study's model spec, task, input shape, feature names in order (the
+  study's reference feature schema, kept in its round-0 record), preprocessing and decision
+  threshold (the study's ``validation.threshold``);
+- ``preprocess.npz``: under global scaling, the federation's ``mean`` and ``std`` that every
+  task of the study carried (kept in each round's checkpoint: ``task/preprocess/*``);
+- ``manifest.json``: SHA-256 of every file and the bundle's hash.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from collections.abc import Collection, Mapping
+from typing import Any
 
 from fedcare.coordinator.rows import ModelInfo
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.errors import NotFoundError
+from fedcare.inference.bundle import BUNDLE_FILES, bundle_from_study
 
 __all__ = ["EXPORT_FILES", "descendants", "export_files", "export_zip", "lineage_entries"]
 
-#: The files of an export, in the order they are written.
-EXPORT_FILES = ("model_card.json", "lineage.json", "params.npz")
+#: The files of an export, in the order they are written (``preprocess.npz`` only when the
+#: study scaled with the federation's statistics).
+EXPORT_FILES = BUNDLE_FILES
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 
 
@@ -40,17 +51,26 @@ def lineage_entries(
     ]
 
 
-def _npz(arrays: Mapping[str, object]) -> bytes:
-    """An ``.npz`` archive of ``arrays`` as ``numpy.savez`` lays it out, with fixed times."""
-    import numpy as np
+def _study_context(store: CoordinatorStore, model: ModelInfo) -> dict[str, Any]:
+    """What the coordinator kept of the study behind ``model``: its config, the task arrays
+    of the model's round (the global statistics), the reference feature schema (round 0)."""
+    from fedcare.transport.codec import decode_arrays
 
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, value in arrays.items():
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-            with archive.open(entry, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
-    return buffer.getvalue()
+    arrays: dict[str, dict[str, Any]] = {}
+    schema: dict[str, Any] = {}
+    try:
+        checkpoint = decode_arrays(
+            store.artifacts.get(store.get_round(model.study_id, model.round).state_digest)
+        )
+        for key in checkpoint:
+            if key.startswith("task/"):
+                _, name, array = key.split("/", 2)
+                arrays.setdefault(name, {})[array] = checkpoint[key]
+        schema = store.get_round(model.study_id, 0).record.get("schema") or {}
+    except NotFoundError:
+        pass  # a model registered without its rounds (tests, an imported registry)
+    config = store.get_study(model.study_id).config
+    return {"study": config, "task_arrays": arrays, "schema": schema}
 
 
 def export_files(
@@ -68,14 +88,30 @@ def export_files(
     from fedcare.transport.codec import decode_arrays
 
     chain = store.lineage(version)
-    params = decode_arrays(store.model_params(version))
-    card = json.dumps(chain[0].card, indent=2, sort_keys=True) + "\n"
-    lineage = json.dumps(lineage_entries(chain, hidden), indent=2) + "\n"
-    return {
-        "model_card.json": card.encode(),
-        "lineage.json": lineage.encode(),
-        "params.npz": _npz(dict(params)),
-    }
+    model = chain[0]
+    params = dict(decode_arrays(store.model_params(version)))
+    context = _study_context(store, model)
+    schema = context["schema"]
+    names = [str(c.get("name")) for c in schema.get("columns") or [] if isinstance(c, dict)]
+    shape = schema.get("input_shape")
+    if not isinstance(shape, list):  # no schema kept: the width of a linear model's weight
+        weight = params.get("weight")
+        shape = [int(weight.shape[0])] if weight is not None and weight.ndim == 1 else []
+    return bundle_from_study(
+        context["study"],
+        params=params,
+        task_arrays=context["task_arrays"],
+        feature_names=names,
+        input_shape=shape,
+        card=model.card,
+        lineage=lineage_entries(chain, hidden),
+        source={
+            "study_id": model.study_id,
+            "version": model.version,
+            "round": model.round,
+            "model_hash": model.model_hash,
+        },
+    )
 
 
 def export_zip(files: Mapping[str, bytes]) -> bytes:

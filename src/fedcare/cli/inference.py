@@ -1,0 +1,101 @@
+"""``fedcare site predict|export-onnx``: run an exported model bundle at the site.
+
+``fedcare models export VERSION --out DIR`` writes the bundle (:mod:`fedcare.inference.bundle`);
+``site predict`` scores new rows with it locally (nothing leaves the site) and ``site
+export-onnx`` writes it as one ONNX graph for the hospital's own systems. Both verify the
+bundle's hashes first. Heavy libraries load inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fedcare.cli.common import console, echo_json, fail
+from fedcare.cli.options import JSON
+from fedcare.errors import FedcareError
+
+__all__ = ["register", "site_export_onnx", "site_predict"]
+
+MODEL = typer.Option(..., "--model", help="The model bundle: a folder or a .zip (models export).")
+EXPECT = typer.Option(
+    None, "--expect-hash", help="Refuse the bundle unless its hash is this sha256:<hex>."
+)
+
+
+def site_predict(
+    model: Path = MODEL,
+    input: Path = typer.Option(..., "--input", help="Rows to score: a .csv or .parquet file."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", help="Where the scores go (CSV)."),
+    threshold: float | None = typer.Option(
+        None, help="Decision threshold (default: the bundle's, from the study)."
+    ),
+    id_column: str | None = typer.Option(
+        None, "--id-column", help="A column copied to the output beside each row's scores."
+    ),
+    expect_hash: str | None = EXPECT,
+    as_json: bool = JSON,
+) -> None:
+    """Score rows with a model bundle at this site (local files only: nothing leaves)."""
+    from fedcare.inference.bundle import load_bundle
+    from fedcare.inference.predict import predict_file
+
+    try:
+        bundle = load_bundle(model, expected_hash=expect_hash)
+        summary = predict_file(bundle, input, out, threshold=threshold, id_column=id_column)
+    except FedcareError as err:
+        raise fail(err) from None
+    if as_json:
+        return echo_json(
+            {
+                "rows": summary.rows,
+                "out": str(summary.out),
+                "columns": summary.columns,
+                "ignored_columns": summary.ignored_columns,
+                "threshold": summary.threshold,
+                "bundle_sha256": bundle.bundle_hash,
+                "seconds": summary.seconds,
+            }
+        )
+    if summary.ignored_columns:
+        console.print(
+            f"ignored {len(summary.ignored_columns)} column(s) the model does not use: "
+            + ", ".join(summary.ignored_columns),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    cut = "" if summary.threshold is None else f" (threshold {summary.threshold:g})"
+    console.print(
+        f"{summary.rows} rows scored{cut} in {summary.seconds:.2f} s: {summary.out}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def site_export_onnx(
+    model: Path = MODEL,
+    out: Path = typer.Option(Path("model.onnx"), "--out", help="The ONNX file to write."),
+    input_dtype: str = typer.Option("float32", help="Input tensor type: float32 or float64."),
+    expect_hash: str | None = EXPECT,
+) -> None:
+    """Write a model bundle as one ONNX graph with its frozen preprocessing (onnx extra)."""
+    from fedcare.inference.bundle import load_bundle
+    from fedcare.inference.onnx_export import export_onnx
+
+    try:
+        bundle = load_bundle(model, expected_hash=expect_hash)
+        path = export_onnx(bundle, out, input_dtype=input_dtype)
+    except FedcareError as err:
+        raise fail(err) from None
+    features = ", ".join(bundle.features)
+    console.print(f"onnx: {path}\ninput 'features' in this order: {features}", markup=False,
+                  highlight=False, soft_wrap=True)  # fmt: skip
+
+
+def register(site_app: typer.Typer) -> None:
+    """Add ``predict`` and ``export-onnx`` to ``fedcare site``."""
+    site_app.command("predict")(site_predict)
+    site_app.command("export-onnx")(site_export_onnx)

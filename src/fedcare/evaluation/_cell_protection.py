@@ -33,8 +33,8 @@ import numpy as np
 __all__ = ["Cell", "protect"]
 
 #: Relative residual below which a vector counts as in a span.
-_TOL = 1e-8
-#: Singular values below this (relative to the largest) do not add to a span.
+_TOL = 1e-6
+#: Eigenvalues of the Gram matrix below this (relative to the largest) do not add to a span.
 _RANK_TOL = 1e-10
 
 
@@ -48,13 +48,20 @@ class Cell:
     member: np.ndarray
 
 
+def _gram(vectors: Sequence[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(A, U, lam)``: the vectors as columns of ``A`` and the eigenpairs of ``A A^T`` with
+    non-zero eigenvalues (``U`` spans the columns; the atoms are few, the cells many)."""
+    if not vectors:
+        return np.zeros((size, 0)), np.zeros((size, 0)), np.zeros(0)
+    A = np.stack(vectors, axis=1)
+    lam, U = np.linalg.eigh(A @ A.T)
+    keep = lam > _RANK_TOL * max(1.0, float(lam[-1]))
+    return A, U[:, keep], lam[keep]
+
+
 def _basis(vectors: Sequence[np.ndarray], size: int) -> np.ndarray:
     """Orthonormal columns spanning ``vectors`` (shape ``(size, rank)``)."""
-    if not vectors:
-        return np.zeros((size, 0))
-    u, s, _ = np.linalg.svd(np.stack(vectors, axis=1), full_matrices=False)
-    rank = int(np.sum(s > _RANK_TOL * max(1.0, float(s[0]) if s.size else 1.0)))
-    return u[:, :rank]
+    return _gram(vectors, size)[1]
 
 
 def _in_span(w: np.ndarray, basis: np.ndarray) -> bool:
@@ -98,13 +105,12 @@ def _leak(
 
 
 def _solve(w: np.ndarray, columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Least-norm coefficients of ``w`` on ``columns`` and a basis of their null space
-    (rows: columns)."""
-    A = np.stack(columns, axis=1)
-    u, s, vt = np.linalg.svd(A, full_matrices=True)
-    rank = int(np.sum(s > _RANK_TOL * max(1.0, float(s[0]) if s.size else 1.0)))
-    coef = vt[:rank].T @ ((u[:, :rank].T @ w) / s[:rank])
-    return coef, vt[rank:].T
+    """Least-norm coefficients of ``w`` on ``columns`` and each column's leverage (1 exactly
+    when the column is not in the span of the others)."""
+    A, U, lam = _gram(columns, w.size)
+    coef = A.T @ (U @ ((U.T @ w) / lam))
+    leverage = np.sum((U.T @ A) ** 2 / lam[:, None], axis=0)
+    return coef, leverage
 
 
 def _withhold_more(
@@ -118,7 +124,7 @@ def _withhold_more(
     when nothing released takes part (then everything must be withheld)."""
     level, w = leak
     released = [i for i in range(len(cells)) if not hidden[i]]
-    coef, null = _solve(w, [*known, *(cells[i].member for i in released)])
+    coef, leverage = _solve(w, [*known, *(cells[i].member for i in released)])
     k = len(known)
     scale = max(1.0, float(np.max(np.abs(coef), initial=0.0)))
 
@@ -131,7 +137,7 @@ def _withhold_more(
     needed = [
         i
         for j, i in enumerate(released)
-        if i in taking_part and np.linalg.norm(null[k + j]) < 1e-9
+        if i in taking_part and leverage[k + j] > 1.0 - 1e-6
     ]
     if needed:
         hidden[min(needed, key=preference)] = True

@@ -49,10 +49,13 @@ from fedcare.evaluation.metrics import compute_metrics
 from fedcare.evaluation.subgroup_combine import combine_subgroups, level_order, number_label
 from fedcare.records.tasks import HEADLINE_METRIC, check_task
 
-__all__ = ["MAX_LEVELS", "combine_subgroups", "group_labels", "level_order", "subgroup_summary"]
+__all__ = ["MAX_BINS", "MAX_LEVELS", "combine_subgroups", "group_labels", "level_order", "subgroup_summary"]
 
 #: Most distinct values a categorical subgroup may have (more: declare ``bands``).
 MAX_LEVELS = 50
+#: Most score bins of a level's curve: finer bins are mostly withheld under ``min_cell``
+#: anyway, and the suppression check grows with the number of cells.
+MAX_BINS = 20
 _MISSING = "missing"
 
 
@@ -304,7 +307,8 @@ def subgroup_summary(
     threshold:
         Decision threshold, ``p >= threshold`` predicts 1.
     bins:
-        Equal-width score bins on ``[0, 1]`` for ``curve_n``/``curve_pos``.
+        Equal-width score bins on ``[0, 1]`` for ``curve_n``/``curve_pos``; at most
+        :data:`MAX_BINS` are used (the ``"bins"`` of the result says how many).
     min_cell:
         The site's minimum cell size; ``<= 1`` withholds nothing.
     time:
@@ -330,6 +334,7 @@ def subgroup_summary(
     head: dict[str, Any] = {"task": task, "min_cell": min_cell}
     if task == "survival" and time is None:
         return {**head, "unsupported": "survival subgroups need the survival times"}
+    bins = min(bins, MAX_BINS)
     out: dict[str, Any] = {}
     for name, lab in labels.items():
         if task == "binary":

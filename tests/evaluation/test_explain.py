@@ -46,7 +46,9 @@ def test_logistic_information_summed_over_sites_gives_the_mle_standard_errors() 
         site_information({"kind": "logistic"}, params, X[i], y[i], feature_names=NAMES)
         for i in sites
     ]
-    assert all(info is not None and info["n"] == len(i) for info, i in zip(infos, sites))
+    assert all(
+        info is not None and info["n"] == len(i) for info, i in zip(infos, sites, strict=True)
+    )
     total = sum_information(infos)
     assert total is not None and total["sites"] == 3 and total["names"] == [*NAMES, "bias"]
     # the reference: the Hessian of the pooled log-likelihood, built by hand

@@ -71,7 +71,7 @@ def _in_span(w: np.ndarray, basis: np.ndarray) -> bool:
 
 def _combinations(cells: Sequence[Cell], hidden: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """``(level, vector)`` of the withheld sums to check (level -1: across levels)."""
-    idx = np.flatnonzero(hidden)
+    idx = [int(i) for i in np.flatnonzero(hidden)]
     out = [(cells[i].level, cells[i].member) for i in idx]
     by_level: dict[int, list[int]] = {}
     by_family: dict[tuple[int, str], list[int]] = {}
@@ -135,9 +135,7 @@ def _withhold_more(
         i for j, i in enumerate(released) if abs(coef[k + j]) > 1e-9 * scale and values[i] > 0
     ]
     needed = [
-        i
-        for j, i in enumerate(released)
-        if i in taking_part and leverage[k + j] > 1.0 - 1e-6
+        i for j, i in enumerate(released) if i in taking_part and leverage[k + j] > 1.0 - 1e-6
     ]
     if needed:
         hidden[min(needed, key=preference)] = True
@@ -145,8 +143,9 @@ def _withhold_more(
     by_level: dict[int, float] = {}  # level -> its size (its largest cell)
     for i in range(len(cells)):
         by_level[cells[i].level] = max(by_level.get(cells[i].level, 0.0), float(values[i]))
-    by_level = {lv: size for lv, size in by_level.items() if any(
-        cells[i].level == lv for i in taking_part)}
+    by_level = {
+        lv: size for lv, size in by_level.items() if any(cells[i].level == lv for i in taking_part)
+    }
     for other in sorted(by_level, key=lambda lv: (lv == level, by_level[lv])):
         rest = [cells[i].member for i in released if cells[i].level != other]
         if not _in_span(w, _basis([*known, *rest], w.size)):

@@ -59,8 +59,8 @@ from fedcare.models.sklearn import SklearnLogistic
 
 __all__ = [
     "coefficient_table",
-    "cox_information",
     "combine_importance",
+    "cox_information",
     "linear_kind",
     "site_importance",
     "site_information",

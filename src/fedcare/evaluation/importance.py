@@ -133,7 +133,7 @@ def combine_importance(per_site: Mapping[str, Mapping[str, Any]]) -> dict[str, A
     features: list[str] = []
     for r in usable.values():
         features += [f for f in r.get("drops", {}) if f not in features]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for feature in features:
         pairs = [
             (float(r["n"]), float(r["drops"][feature]))
@@ -148,5 +148,5 @@ def combine_importance(per_site: Mapping[str, Mapping[str, Any]]) -> dict[str, A
             else None
         )
         rows.append({"feature": feature, "drop": mean, "sd_between_sites": sd, "sites": len(pairs)})
-    rows.sort(key=lambda row: (row["drop"] is None, -(row["drop"] or 0.0)))
+    rows.sort(key=lambda row: (row["drop"] is None, -float(row["drop"] or 0.0)))
     return {"metric": metrics.pop() if metrics else None, "sites": len(usable), "rows": rows}

@@ -275,9 +275,11 @@ def combine_subgroups(
             entry["compared"] = [lv for lv in order if "metrics" in levels[lv]]
         else:
             metric = next(iter(tables.values())).get("metric", "value")
-            entry["gaps"] = {f"{metric}_difference": _range(lv.get("value") for lv in levels.values())}
+            entry["gaps"] = {
+                f"{metric}_difference": _range(lv.get("value") for lv in levels.values())
+            }
         groups[name] = entry
-    first = next(iter(tables.values()), {})
+    first: Mapping[str, Any] = next(iter(tables.values()), {})
     out: dict[str, Any] = {"task": task, "min_cell": min_cell, "sites": sorted(tables)}
     out.update({k: first[k] for k in ("threshold", "bins", "metric") if k in first})
     out["sites_unsupported"] = sorted(set(per_site) - set(tables))

@@ -36,6 +36,7 @@ its counts are withheld.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -49,7 +50,14 @@ from fedcare.evaluation.metrics import compute_metrics
 from fedcare.evaluation.subgroup_combine import combine_subgroups, level_order, number_label
 from fedcare.records.tasks import HEADLINE_METRIC, check_task
 
-__all__ = ["MAX_BINS", "MAX_LEVELS", "combine_subgroups", "group_labels", "level_order", "subgroup_summary"]
+__all__ = [
+    "MAX_BINS",
+    "MAX_LEVELS",
+    "combine_subgroups",
+    "group_labels",
+    "level_order",
+    "subgroup_summary",
+]
 
 #: Most distinct values a categorical subgroup may have (more: declare ``bands``).
 MAX_LEVELS = 50
@@ -61,7 +69,7 @@ _MISSING = "missing"
 
 def _band_labels(bands: Sequence[float]) -> list[str]:
     cuts = [number_label(b) for b in bands]
-    middle = [f"{a}-{b}" for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    middle = [f"{a}-{b}" for a, b in itertools.pairwise(cuts)]
     return [f"<{cuts[0]}", *middle, f">={cuts[-1]}"]
 
 
@@ -157,9 +165,7 @@ def group_labels(
             raise ConfigError(f"subgroup name {label!r} is declared twice")
         column = X[:, names.index(str(feature))]
         bands = spec.get("bands")
-        out[label] = (
-            _categorical(column, label) if bands is None else _banded(column, bands, label)
-        )
+        out[label] = _categorical(column, label) if bands is None else _banded(column, bands, label)
     return out
 
 
@@ -208,7 +214,9 @@ def _binary_cells(
             names.append(f"curve_pos/{b}")
     known = [vec(np.ones_like(a_y, dtype=bool)), vec(a_y == 1)]
     known += [vec((a_y == t) & (a_pred == d)) for t in (0, 1) for d in (0, 1)]
-    known += [vec(a_bin == b) for b in range(k)] + [vec((a_bin == b) & (a_y == 1)) for b in range(k)]
+    known += [vec(a_bin == b) for b in range(k)] + [
+        vec((a_bin == b) & (a_y == 1)) for b in range(k)
+    ]
     return cells, counts.astype(np.float64), known, names
 
 
@@ -220,7 +228,7 @@ def _binary_group(
     edges = np.linspace(0.0, 1.0, k + 1)
     bins = np.searchsorted(edges[1:-1], p)
     cells, counts, known, names = _binary_cells(levels, labels, y, pred, bins, k)
-    values = [int(round(float(c.member @ counts))) for c in cells]
+    values = [round(float(c.member @ counts)) for c in cells]
     per = 6 + 2 * k
     small = [i for i in range(len(levels)) if 0 < values[i * per] < min_cell]
     hidden = protect(cells, counts, known, min_cell, whole_levels=small)

@@ -262,3 +262,37 @@ def test_combine_rejects_sites_that_disagree() -> None:
     two = subgroup_summary("binary", y, p, {"grp": g}, threshold=0.3, bins=10, min_cell=0)
     with pytest.raises(ValidationError, match="different threshold"):
         combine_subgroups({"a": one, "b": two}, min_cell=0)
+
+
+def test_multiclass_and_survival_levels_and_their_combination() -> None:
+    rng = np.random.default_rng(10)
+    y = rng.integers(0, 3, 60)
+    prob = rng.dirichlet(np.ones(3), 60)
+    prob[np.arange(60), y] += 1.0
+    prob /= prob.sum(axis=1, keepdims=True)
+    labels = {"sex": np.array(["0", "1"] * 30)}
+    table = subgroup_summary(
+        "multiclass", y, prob, labels, threshold=0.5, bins=10, min_cell=5,
+        features={"sex": "SEX"},
+    )  # fmt: skip
+    assert table["metric"] == "macro_auroc" and table["groups"]["sex"]["feature"] == "SEX"
+    zero = table["groups"]["sex"]["levels"]["0"]
+    assert zero["n"] == 30 and 0.5 < zero["value"] <= 1.0
+    other = {
+        **table,
+        "groups": {"sex": {"feature": "SEX", "levels": {"0": {"n": 10, "value": 0.5}}}},
+    }
+    combined = combine_subgroups({"a": table, "b": other}, min_cell=5)
+    level = combined["groups"]["sex"]["levels"]["0"]
+    assert level["n"] == 40 and level["value"] == pytest.approx((30 * zero["value"] + 5) / 40)
+    gap = combined["groups"]["sex"]["gaps"]["macro_auroc_difference"]
+    assert gap == pytest.approx(
+        abs(level["value"] - combined["groups"]["sex"]["levels"]["1"]["value"])
+    )
+    time = rng.exponential(1.0, 60)
+    event = rng.integers(0, 2, 60)
+    risk = -time + rng.normal(0, 0.1, 60)
+    surv = subgroup_summary(
+        "survival", event, risk, labels, threshold=0.5, bins=10, min_cell=5, time=time
+    )
+    assert surv["metric"] == "cindex" and surv["groups"]["sex"]["levels"]["1"]["value"] > 0.8

@@ -5,21 +5,25 @@ evaluation layer cannot import analytics, so it is restated here): a count with
 ``0 < count < min_cell`` is withheld, zero counts are released, and ``min_cell <= 1`` withholds
 nothing. Small-cell suppression alone is undone by subtraction (a level's ``n`` from the site's
 row count minus the other levels; ``fn`` from ``pos - tp``), so, as
-:mod:`fedcare.analytics.complementary` does, every count cell is a vector over *atoms* (the
-distinct combinations of level, score bin, label and decision that the site's rows fall in; a
-cell's vector is 1 on the atoms it counts) and a withheld cell, or a small sum of withheld
-cells, must not lie in the span of the released cells and of what the site releases anyway
-(``known``: its row count, its overall confusion matrix and score histogram). When one does,
-the released cell the derivation cannot do without (same level first, then the smallest
-non-zero count) is withheld too, and the check runs again. When no single cell is needed (a
-level's ``n`` is also the sum of its bins), the smallest other level that every derivation
-needs is withheld whole; failing that, the preferred cell taking part in the least-norm
-derivation is withheld and the check runs again. If the known vectors alone give it away,
-every cell is withheld.
+:mod:`fedcare.analytics.complementary` does, every count cell is a vector over *atoms* and a
+withheld cell, or a small sum of withheld cells, must not lie in the span of the released
+cells (zeros included) and of what the site releases anyway (``known``: its row count, its
+overall confusion matrix and score histogram). The atoms are every combination of level,
+score bin, label and decision that the bins and the threshold allow, empty or not, so the
+check follows what an outsider can compute, not coincidences of the site's rows.
+
+A combination the known counts give by themselves (the ``tp`` of all levels together is the
+site's ``tp``) is no new release and is not a leak. When a leak is found, the released cell
+the derivation cannot do without (same level first, then the smallest count) is withheld
+too, and the check runs again. When no single cell is needed and the leak is a level's ``n``
+(also the sum of its bins), the smallest level whose removal breaks every derivation is
+withheld whole; otherwise the preferred cell taking part in the least-norm derivation is
+withheld and the check runs again. If nothing released takes part, every cell is withheld.
 
 Sums checked: each withheld cell below ``min_cell``, each pair of withheld cells of one level,
-the withheld cells of each family (a partition such as the score bins of one level, or the
-levels of a group), and every combination found leaking before.
+the withheld cells of each family (a partition such as the score bins of one level), the
+withheld cells of one name across the levels (``tp`` of every level, ``n`` of every level),
+and every combination found leaking before.
 """
 
 from __future__ import annotations
@@ -40,12 +44,13 @@ _RANK_TOL = 1e-10
 
 @dataclass(frozen=True)
 class Cell:
-    """One released count: its level (index), family (cells of one partition) and its
-    membership vector over the atoms."""
+    """One released count: its level (index), family (cells of one partition of the level),
+    name (the same count in every level, e.g. ``"tp"``) and membership vector over the atoms."""
 
     level: int
     family: str
     member: np.ndarray
+    name: str = ""
 
 
 def _gram(vectors: Sequence[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,21 +74,26 @@ def _in_span(w: np.ndarray, basis: np.ndarray) -> bool:
     return bool(np.linalg.norm(residual) <= _TOL * max(1.0, float(np.linalg.norm(w))))
 
 
-def _combinations(cells: Sequence[Cell], hidden: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """``(level, vector)`` of the withheld sums to check (level -1: across levels)."""
+_Leak = tuple[int, str, np.ndarray]  # (level or -1, family or name, vector)
+
+
+def _combinations(cells: Sequence[Cell], hidden: np.ndarray) -> list[_Leak]:
+    """The withheld sums to check."""
     idx = [int(i) for i in np.flatnonzero(hidden)]
-    out = [(cells[i].level, cells[i].member) for i in idx]
+    out: list[_Leak] = [(cells[i].level, cells[i].family, cells[i].member) for i in idx]
     by_level: dict[int, list[int]] = {}
     by_family: dict[tuple[int, str], list[int]] = {}
     for i in idx:
-        by_level.setdefault(cells[i].level, []).append(int(i))
-        by_family.setdefault((cells[i].level, cells[i].family), []).append(int(i))
+        by_level.setdefault(cells[i].level, []).append(i)
+        by_family.setdefault((cells[i].level, cells[i].family), []).append(i)
+        if cells[i].name:  # the same count across levels: the site's total minus the rest
+            by_family.setdefault((-1, cells[i].name), []).append(i)
     for level, members in by_level.items():
         for a, b in itertools.combinations(members, 2):
-            out.append((level, cells[a].member + cells[b].member))
-    for (level, _), members in by_family.items():
+            out.append((level, "pair", cells[a].member + cells[b].member))
+    for (level, family), members in by_family.items():
         if len(members) > 1:
-            out.append((level, np.sum([cells[i].member for i in members], axis=0)))
+            out.append((level, family, np.sum([cells[i].member for i in members], axis=0)))
     return out
 
 
@@ -93,14 +103,16 @@ def _leak(
     hidden: np.ndarray,
     known: Sequence[np.ndarray],
     min_cell: int,
-    found: list[tuple[int, np.ndarray]],
-) -> tuple[int, np.ndarray] | None:
+    found: list[_Leak],
+) -> _Leak | None:
     released = [c.member for c, h in zip(cells, hidden, strict=True) if not h]
     basis = _basis([*known, *released], counts.size)
-    for level, w in [*found, *_combinations(cells, hidden)]:
+    public = _basis(known, counts.size)
+    for leak in [*found, *_combinations(cells, hidden)]:
+        w = leak[2]
         value = float(w @ counts)
-        if 0 < value < min_cell and _in_span(w, basis):
-            return level, w
+        if 0 < value < min_cell and _in_span(w, basis) and not _in_span(w, public):
+            return leak
     return None
 
 
@@ -113,16 +125,37 @@ def _solve(w: np.ndarray, columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np
     return coef, leverage
 
 
+def _whole_level(
+    cells: Sequence[Cell],
+    values: np.ndarray,
+    hidden: np.ndarray,
+    known: Sequence[np.ndarray],
+    leak: _Leak,
+    released: list[int],
+) -> bool:
+    """Withhold the smallest other level whose removal breaks the derivation of a level's n."""
+    sizes: dict[int, float] = {}
+    for i, cell in enumerate(cells):
+        sizes[cell.level] = max(sizes.get(cell.level, 0.0), float(values[i]))
+    levels = {cells[i].level for i in released} - {leak[0]}
+    for other in sorted(levels, key=lambda lv: sizes[lv]):
+        rest = [cells[i].member for i in released if cells[i].level != other]
+        if not _in_span(leak[2], _basis([*known, *rest], leak[2].size)):
+            hidden[[i for i in released if cells[i].level == other]] = True
+            return True
+    return False
+
+
 def _withhold_more(
     cells: Sequence[Cell],
     values: np.ndarray,
     hidden: np.ndarray,
     known: Sequence[np.ndarray],
-    leak: tuple[int, np.ndarray],
+    leak: _Leak,
 ) -> bool:
     """Withhold what breaks (or at least takes part in) the derivation of ``leak``; False
     when nothing released takes part (then everything must be withheld)."""
-    level, w = leak
+    level, family, w = leak
     released = [i for i in range(len(cells)) if not hidden[i]]
     coef, leverage = _solve(w, [*known, *(cells[i].member for i in released)])
     k = len(known)
@@ -131,28 +164,15 @@ def _withhold_more(
     def preference(i: int) -> tuple[bool, float]:
         return (cells[i].level != level, float(values[i]))
 
-    taking_part = [
-        i for j, i in enumerate(released) if abs(coef[k + j]) > 1e-9 * scale and values[i] > 0
-    ]
-    needed = [
-        i for j, i in enumerate(released) if i in taking_part and leverage[k + j] > 1.0 - 1e-6
-    ]
+    part = [j for j in range(len(released)) if abs(coef[k + j]) > 1e-9 * scale]
+    needed = [released[j] for j in part if leverage[k + j] > 1.0 - 1e-6]
     if needed:
         hidden[min(needed, key=preference)] = True
         return True
-    by_level: dict[int, float] = {}  # level -> its size (its largest cell)
-    for i in range(len(cells)):
-        by_level[cells[i].level] = max(by_level.get(cells[i].level, 0.0), float(values[i]))
-    by_level = {
-        lv: size for lv, size in by_level.items() if any(cells[i].level == lv for i in taking_part)
-    }
-    for other in sorted(by_level, key=lambda lv: (lv == level, by_level[lv])):
-        rest = [cells[i].member for i in released if cells[i].level != other]
-        if not _in_span(w, _basis([*known, *rest], w.size)):
-            hidden[[i for i in released if cells[i].level == other]] = True
-            return True
-    if taking_part:
-        hidden[min(taking_part, key=preference)] = True
+    if family == "n" and _whole_level(cells, values, hidden, known, leak, released):
+        return True
+    if part:
+        hidden[min((released[j] for j in part), key=preference)] = True
         return True
     return False
 
@@ -172,7 +192,7 @@ def protect(
     cells:
         The count cells a site would release.
     counts:
-        Rows per atom (every entry > 0), so that a cell's count is ``member @ counts``.
+        Rows per atom (zero for the empty ones), so that a cell's count is ``member @ counts``.
     known:
         Vectors over the atoms of counts the site releases elsewhere (its row count...).
     min_cell:
@@ -192,7 +212,7 @@ def protect(
     hidden |= (values > 0) & (values < min_cell)
     whole = set(whole_levels)
     hidden |= np.array([c.level in whole for c in cells])
-    found: list[tuple[int, np.ndarray]] = []
+    found: list[_Leak] = []
     for _ in range(len(cells) + 1):
         leak = _leak(cells, counts, hidden, known, min_cell, found)
         if leak is None:

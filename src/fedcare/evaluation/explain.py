@@ -84,10 +84,11 @@ def linear_kind(model: Mapping[str, Any] | ModelAdapter) -> str | None:
 def _features(X: Any, weight: np.ndarray) -> np.ndarray:
     arr = np.asarray(X, dtype=np.float64)
     Xf = arr.reshape(len(arr), -1)
-    if Xf.shape[1] != weight.shape[0] or not np.all(np.isfinite(Xf)):
+    if Xf.shape[1] != weight.shape[0]:
+        raise ValidationError(f"X has {Xf.shape[1]} columns for {weight.shape[0]} weights")
+    if not np.all(np.isfinite(Xf)):
         raise ValidationError(
-            f"X has {Xf.shape[1]} finite-checked columns for {weight.shape[0]} weights, or "
-            "holds NaN/inf (pass the preprocessed matrix the model sees)"
+            "X holds NaN or infinite values; pass the preprocessed matrix the model sees"
         )
     return Xf
 

@@ -122,7 +122,7 @@ def _curve_sites(cells: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _binary_metrics(
-    cells: list[Mapping[str, Any]], out: Mapping[str, Any], min_cell: int
+    cells: list[Mapping[str, Any]], out: Mapping[str, Any]
 ) -> dict[str, float | None]:
     tp, fp, tn, fn = (out[k] for k in _CONFUSION)
     full = None if None in (tp, fp, tn, fn) else tp + fp + tn + fn
@@ -174,7 +174,7 @@ def _binary_level(cells: list[Mapping[str, Any]], suppressed: int, min_cell: int
     for key in ("curve_n", "curve_pos"):
         sums = [sum(v) for v in zip(*[c[key] for c in curve], strict=True)] if curve else []
         out[key] = [_shown(int(v), min_cell) for v in sums]
-    out["metrics"] = _binary_metrics(cells, out, min_cell)
+    out["metrics"] = _binary_metrics(cells, out)
     return out
 
 

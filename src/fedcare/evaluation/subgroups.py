@@ -179,13 +179,33 @@ def _check_groups(groups: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndar
     return out
 
 
+def _atom_grid(levels: int, k: int, threshold: float) -> np.ndarray:
+    """Every (level, bin, label, decision) the bins and threshold allow, as rows."""
+    edges = np.linspace(0.0, 1.0, k + 1)
+    rows = []
+    for b in range(k):
+        decisions = []
+        if b == 0 or edges[b] < threshold:  # bin b holds scores in (edges[b], edges[b + 1]]
+            decisions.append(0)
+        if b == k - 1 or edges[b + 1] >= threshold:
+            decisions.append(1)
+        rows += [(b, t, d) for t in (0, 1) for d in decisions]
+    grid = np.array(rows, dtype=np.int64)
+    return np.array([(lv, *row) for lv in range(levels) for row in grid], dtype=np.int64)
+
+
 def _binary_cells(
-    levels: list[str], labels: np.ndarray, y: np.ndarray, pred: np.ndarray, bins: np.ndarray, k: int
+    labels: np.ndarray, y: np.ndarray, pred: np.ndarray, bins: np.ndarray, k: int, threshold: float
 ) -> tuple[list[Cell], np.ndarray, list[np.ndarray], list[str]]:
-    """Atoms (level, bin, y, decision), the cells over them and the site-wide known cells."""
-    lev = np.unique(labels, return_inverse=True)[1].ravel()  # levels are np.unique's order
-    keys = np.stack([lev, bins, y.astype(np.int64), pred.astype(np.int64)], axis=1)
-    atoms, counts = np.unique(keys, axis=0, return_counts=True)
+    """Atoms (level, bin, y, decision) with their row counts, the cells over them and the
+    site-wide known cells."""
+    levels, lev = np.unique(labels, return_inverse=True)
+    atoms = _atom_grid(len(levels), k, threshold)
+    index = {tuple(row): i for i, row in enumerate(atoms.tolist())}
+    keys = np.stack([lev.ravel(), bins, y.astype(np.int64), pred.astype(np.int64)], axis=1)
+    counts = np.zeros(len(atoms))
+    for key, c in zip(*np.unique(keys, axis=0, return_counts=True), strict=True):
+        counts[index[tuple(key.tolist())]] = c
     a_lev, a_bin, a_y, a_pred = atoms.T
 
     def vec(mask: np.ndarray) -> np.ndarray:
@@ -204,20 +224,21 @@ def _binary_cells(
             "fn": ("confusion", on & (a_y == 1) & (a_pred == 0)),
         }
         for name, (family, mask) in parts.items():
-            cells.append(Cell(i, family, vec(mask)))
+            cells.append(Cell(i, family, vec(mask), name))
             names.append(name)
         for b in range(k):
-            cells.append(Cell(i, "curve_n", vec(on & (a_bin == b))))
+            cells.append(Cell(i, "curve_n", vec(on & (a_bin == b)), f"curve_n/{b}"))
             names.append(f"curve_n/{b}")
         for b in range(k):
-            cells.append(Cell(i, "curve_pos", vec(on & (a_bin == b) & (a_y == 1))))
+            mask = on & (a_bin == b) & (a_y == 1)
+            cells.append(Cell(i, "curve_pos", vec(mask), f"curve_pos/{b}"))
             names.append(f"curve_pos/{b}")
     known = [vec(np.ones_like(a_y, dtype=bool)), vec(a_y == 1)]
     known += [vec((a_y == t) & (a_pred == d)) for t in (0, 1) for d in (0, 1)]
     known += [vec(a_bin == b) for b in range(k)] + [
         vec((a_bin == b) & (a_y == 1)) for b in range(k)
     ]
-    return cells, counts.astype(np.float64), known, names
+    return cells, counts, known, names
 
 
 def _binary_group(
@@ -227,7 +248,7 @@ def _binary_group(
     pred = p >= threshold
     edges = np.linspace(0.0, 1.0, k + 1)
     bins = np.searchsorted(edges[1:-1], p)
-    cells, counts, known, names = _binary_cells(levels, labels, y, pred, bins, k)
+    cells, counts, known, names = _binary_cells(labels, y, pred, bins, k, threshold)
     values = [round(float(c.member @ counts)) for c in cells]
     per = 6 + 2 * k
     small = [i for i in range(len(levels)) if 0 < values[i * per] < min_cell]
@@ -255,7 +276,7 @@ def _other_group(
     levels = np.unique(labels).tolist()
     rows = [labels == level for level in levels]
     sizes = np.array([float(np.sum(r)) for r in rows])
-    cells = [Cell(-1, "n", np.eye(len(levels))[i]) for i in range(len(levels))]
+    cells = [Cell(i, "n", np.eye(len(levels))[i], "n") for i in range(len(levels))]
     hidden = protect(cells, sizes, [np.ones(len(levels))], min_cell)
     metric = HEADLINE_METRIC[task]
     out: dict[str, Any] = {}

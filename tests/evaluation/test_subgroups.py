@@ -91,14 +91,36 @@ def _withheld_sum_ok(total: int | None, parts: list[int | None], min_cell: int) 
     if total is None or None not in parts:
         return True
     rest = total - sum(v for v in parts if v is not None)
-    return rest == 0 or rest >= min_cell
+    return rest in (0, total) or rest >= min_cell  # rest == total: nothing but the total
 
 
-def _check_protected(table: dict, n: int, min_cell: int) -> None:
+def _site_totals(y: np.ndarray, p: np.ndarray, threshold: float, bins: int) -> dict:
+    """What the site's own summary releases beside the subgroups."""
+    yhat = p >= threshold
+    b = np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], p)
+    totals = {"n": len(y), "pos": int(y.sum())}
+    totals |= {"tp": int(np.sum(yhat & (y == 1))), "fp": int(np.sum(yhat & (y == 0)))}
+    totals |= {"tn": int(np.sum(~yhat & (y == 0))), "fn": int(np.sum(~yhat & (y == 1)))}
+    for k in range(bins):
+        totals[f"curve_n/{k}"] = int(np.sum(b == k))
+        totals[f"curve_pos/{k}"] = int(np.sum((b == k) & (y == 1)))
+    return totals
+
+
+def _cell(level: dict, name: str) -> int | None:
+    if level["n"] is None:
+        return None
+    if "/" in name:
+        key, k = name.split("/")
+        return level[key][int(k)]
+    return level[name]
+
+
+def _check_protected(table: dict, totals: dict, min_cell: int) -> None:
     for group in table["groups"].values():
-        levels = group["levels"].values()
-        released_n = [lv["n"] for lv in levels if lv["n"] is not None]
-        assert _withheld_sum_ok(n, [*released_n, None], min_cell)
+        levels = list(group["levels"].values())
+        for name, total in totals.items():  # site total minus the released levels
+            assert _withheld_sum_ok(total, [_cell(lv, name) for lv in levels], min_cell), name
         for lv in levels:
             if lv["n"] is None:
                 assert lv == {"n": None, "suppressed": True}
@@ -113,17 +135,18 @@ def _check_protected(table: dict, n: int, min_cell: int) -> None:
             assert _withheld_sum_ok(lv["pos"], lv["curve_pos"], min_cell)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_small_cells_are_withheld_and_cannot_be_derived(seed: int) -> None:
-    raw, y, p = _site(60, seed)
+    raw, y, p = _site(60 + 40 * seed, seed)
     raw[:3, 0] = np.nan  # a 'missing' age level of 3 rows
     groups = group_labels(raw, ["age", "sex"], SPECS)
     table = subgroup_summary("binary", y, p, groups, threshold=0.5, bins=5, min_cell=5)
     assert table["groups"]["age"]["levels"]["missing"] == {"n": None, "suppressed": True}
-    _check_protected(table, 60, 5)
-    # the missing level's 3 rows cannot be found as 60 minus the other levels
+    _check_protected(table, _site_totals(y, p, 0.5, 5), 5)
+    # the missing level's 3 rows cannot be found as n minus the other levels
     released = [lv["n"] for lv in table["groups"]["age"]["levels"].values() if lv["n"]]
-    assert 60 - sum(released) >= 5
+    assert len(y) - sum(released) >= 5
+    assert any(lv["n"] for lv in table["groups"]["Sex"]["levels"].values())
 
 
 def test_min_cell_one_withholds_nothing() -> None:

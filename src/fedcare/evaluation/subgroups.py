@@ -26,12 +26,16 @@ Disclosure: only counts, two sums and (other tasks) one metric per level leave. 
 ``0 < n < min_cell`` sends only ``{"n": null, "suppressed": true}``; any other count with
 ``0 < c < min_cell`` is ``null``; counts that would let a withheld one be derived by
 subtraction are withheld too (:mod:`fedcare.evaluation._cell_protection`, assuming the site's
-overall row count, confusion matrix and ``bins`` histogram are released beside it). What is
-NOT protected: a level's key itself says that the level occurs at the site (a suppressed
-categorical value is named); relations between two different subgroups (rows counted in both
-``sex`` and ``age`` cells) and with histograms of other bin widths the site releases; the
-sums ``sum_p`` and ``brier_sum`` of a level whose ``n`` is released are sent even when some of
-its counts are withheld.
+overall row count, positives, confusion matrix and histogram at the same ``bins`` are released
+beside it), so a level may lose more cells than its small ones, or be withheld whole. A level
+whose ``n`` is withheld is flagged ``suppressed`` whatever withheld it. Suppression happens
+per site; the coordinator suppresses the summed cells again. What is NOT protected: a level's
+key says that the level occurs at the site (a suppressed categorical value is named, hence
+:data:`MAX_LEVELS`); relations between two different subgroups (rows counted in both ``sex``
+and ``age`` cells) and with site histograms whose bins do not nest with these; reasoning
+with inequalities (counts are >= 0); the sums ``sum_p`` and ``brier_sum`` of a level whose
+``n`` is released are sent even when some of its counts are withheld. Pass the study's
+calibration ``bins`` (at most :data:`MAX_BINS` are used): finer curves are mostly withheld.
 """
 
 from __future__ import annotations

@@ -270,8 +270,11 @@ def test_combined_cells_under_min_cell_are_suppressed_again() -> None:
     combined = combine_subgroups(tables, min_cell=5)
     levels = combined["groups"]["grp"]["levels"]
     a = levels["A"]
-    assert a["n"] == 20 and a["tp"] == 8 and a["tn"] == 7
+    assert a["n"] == 20 and a["pos"] == 10
     assert a["fn"] is None and a["fp"] is None  # 2 and 3: under min_cell
+    assert a["tp"] is None and a["tn"] is None  # else pos - tp gives fn away
+    # the bins of the 2 false negatives and 3 false positives are withheld (together: 5)
+    assert sorted(v for v in a["curve_n"] if v) == [7, 8] and a["curve_n"].count(None) == 2
     assert a["metrics"]["tpr"] is None and a["metrics"]["fpr"] is None
     assert a["metrics"]["accuracy"] is None
     assert levels["B"] == {"n": None, "suppressed": True, "sites": 0, "sites_suppressed": 1}

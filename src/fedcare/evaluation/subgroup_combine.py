@@ -23,7 +23,10 @@ released the level's ``n``; ``pos`` over those that released ``pos``; ``tp``/``f
 over those with the whole confusion matrix (``sites_partial`` counts sites that released ``n``
 but withheld something); the curve over sites with every bin. A combined count with
 ``0 < c < min_cell`` is ``null`` again, a level whose summed ``n`` is small keeps only the flag,
-and a rate whose counts are withheld is ``null``.
+and a rate whose counts are withheld is ``null``. Within each partition whose total is
+known (the confusion matrix, ``tp + fn``, ``fp + tn``, the bins) released parts are withheld
+too while the withheld ones would sum to a small count (complementary suppression; relations
+across levels are not checked here: the sites' own tables already protect them).
 
 Metrics: ``tpr = tp/(tp+fn)``, ``fpr = fp/(fp+tn)``, ``selection_rate = (tp+fp)/total``,
 ``ppv``, ``npv``, ``accuracy``; ``auroc`` from the binned curve (the Mann-Whitney statistic of
@@ -167,15 +170,41 @@ def _binary_level(cells: list[Mapping[str, Any]], suppressed: int, min_cell: int
     partial = [c for c in with_n if not _family([c], ("pos", *_CONFUSION)) or not _curve_sites([c])]
     out: dict[str, Any] = {"n": n, **head, "sites_partial": len(partial)}
     with_pos = _family(cells, ("pos",))
-    out["pos"] = _shown(sum(int(c["pos"]) for c in with_pos), min_cell) if with_pos else None
-    for key in _CONFUSION:
-        out[key] = _shown(sum(int(c[key]) for c in confusion), min_cell) if confusion else None
+    exact: dict[str, int] = {"pos": sum(int(c["pos"]) for c in with_pos)} if with_pos else {}
+    if confusion:
+        exact.update({key: sum(int(c[key]) for c in confusion) for key in _CONFUSION})
     curve = _curve_sites(cells)
     for key in ("curve_n", "curve_pos"):
         sums = [sum(v) for v in zip(*[c[key] for c in curve], strict=True)] if curve else []
-        out[key] = [_shown(int(v), min_cell) for v in sums]
+        exact.update({f"{key}/{i}": int(v) for i, v in enumerate(sums)})
+    hidden = _withheld(exact, min_cell)
+    for key in ("pos", *_CONFUSION):
+        out[key] = None if key not in exact or key in hidden else exact[key]
+    for key in ("curve_n", "curve_pos"):
+        names = [k for k in exact if k.startswith(f"{key}/")]
+        out[key] = [None if k in hidden else exact[k] for k in names]
     out["metrics"] = _binary_metrics(cells, out)
     return out
+
+
+def _withheld(exact: Mapping[str, int], min_cell: int) -> set[str]:
+    """Summed cells to withhold: the small ones, then, in each partition whose total is
+    known (the confusion matrix, ``tp + fn``, ``fp + tn``, the bins), the smallest released
+    non-zero part while the withheld parts sum to ``0 < s < min_cell``."""
+    hidden = {k for k, v in exact.items() if 0 < v < min_cell}
+    bins = [[k for k in exact if k.startswith(f"{key}/")] for key in ("curve_n", "curve_pos")]
+    parts = [list(_CONFUSION), ["tp", "fn"], ["fp", "tn"], *bins]
+    partitions = [p for p in parts if p and all(k in exact for k in p)]
+    changed = True
+    while changed:
+        changed = False
+        for partition in partitions:
+            rest = sum(exact[k] for k in partition if k in hidden)
+            shown = [k for k in partition if k not in hidden and exact[k] > 0]
+            if 0 < rest < min_cell and shown:
+                hidden.add(min(shown, key=lambda k: exact[k]))
+                changed = True
+    return hidden
 
 
 def _other_level(cells: list[Mapping[str, Any]], suppressed: int, min_cell: int) -> dict[str, Any]:

@@ -322,3 +322,25 @@ def test_multiclass_and_survival_levels_and_their_combination() -> None:
         "survival", event, risk, labels, threshold=0.5, bins=10, min_cell=5, time=time
     )
     assert surv["metric"] == "cindex" and surv["groups"]["sex"]["levels"]["1"]["value"] > 0.8
+
+
+def test_complementary_suppression_withholds_little_and_combine_uses_what_is_left() -> None:
+    # sex "0": fn = 2 is small; pos - tp and the site's fn minus sex "1"'s would give it away
+    ya, pa = _rows(7, 2, 7, 18)
+    yb, pb = _rows(30, 9, 8, 23)
+    y, p = np.concatenate([ya, yb]), np.concatenate([pa, pb])
+    sex = np.array(["0"] * len(ya) + ["1"] * len(yb))
+    table = subgroup_summary("binary", y, p, {"sex": sex}, threshold=0.5, bins=1, min_cell=5)
+    levels = table["groups"]["sex"]["levels"]
+    for level, (n, pos, fp, tn) in {"0": (34, 9, 7, 18), "1": (70, 39, 8, 23)}.items():
+        cell = levels[level]
+        assert (cell["n"], cell["pos"], cell["fp"], cell["tn"]) == (n, pos, fp, tn)
+        assert cell["tp"] is None and cell["fn"] is None
+    _check_protected(table, _site_totals(y, p, 0.5, 1), 5)
+    combined = combine_subgroups({"s": table}, min_cell=5)["groups"]["sex"]
+    zero = combined["levels"]["0"]
+    assert zero["positive_sites"] == 0 and zero["negative_sites"] == 1
+    assert zero["confusion_sites"] is None and zero["metrics"]["accuracy"] is None
+    assert zero["metrics"]["tpr"] is None and zero["metrics"]["fpr"] == pytest.approx(7 / 25)
+    assert combined["gaps"]["false_positive_rate_difference"] == pytest.approx(7 / 25 - 8 / 31)
+    assert combined["gaps"]["equalized_odds_difference"] is None

@@ -38,6 +38,8 @@ __all__ = ["Cell", "protect"]
 
 #: Relative residual below which a vector counts as in a span.
 _TOL = 1e-6
+#: Cells (by preference) among which a pair to withhold is sought.
+_PAIR_CANDIDATES = 12
 #: Eigenvalues of the Gram matrix below this (relative to the largest) do not add to a span.
 _RANK_TOL = 1e-10
 
@@ -146,6 +148,27 @@ def _whole_level(
     return False
 
 
+def _pair(
+    cells: Sequence[Cell],
+    values: np.ndarray,
+    hidden: np.ndarray,
+    known: Sequence[np.ndarray],
+    leak: _Leak,
+    candidates: list[int],
+) -> bool:
+    """Withhold the two cells (of the first :data:`_PAIR_CANDIDATES` taking part, smallest sum
+    first) whose removal together breaks every derivation of ``leak``."""
+    top = candidates[:_PAIR_CANDIDATES]
+    pairs = sorted(itertools.combinations(top, 2), key=lambda ab: values[ab[0]] + values[ab[1]])
+    released = [i for i in range(len(cells)) if not hidden[i]]
+    for a, b in pairs:
+        rest = [cells[i].member for i in released if i not in (a, b)]
+        if not _in_span(leak[2], _basis([*known, *rest], leak[2].size)):
+            hidden[[a, b]] = True
+            return True
+    return False
+
+
 def _withhold_more(
     cells: Sequence[Cell],
     values: np.ndarray,
@@ -170,6 +193,10 @@ def _withhold_more(
         hidden[min(needed, key=preference)] = True
         return True
     if family == "n" and _whole_level(cells, values, hidden, known, leak, released):
+        return True
+    if _pair(
+        cells, values, hidden, known, leak, sorted((released[j] for j in part), key=preference)
+    ):
         return True
     if part:
         hidden[min((released[j] for j in part), key=preference)] = True

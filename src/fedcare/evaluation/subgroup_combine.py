@@ -6,6 +6,7 @@ returns, per subgroup::
     {"feature": "sex", "order": ["0", "1"],
      "levels": {"0": {"n": 120, "sites": 4, "sites_suppressed": 0, "sites_partial": 1,
                       "pos": 40, "tp": 30, "fp": 12, "tn": 60, "fn": 10,
+                      "confusion_sites": 3, "positive_sites": 3, "negative_sites": 3,
                       "curve_n": [...], "curve_pos": [...],
                       "metrics": {"prevalence", "selection_rate", "tpr", "fpr", "ppv", "npv",
                                   "accuracy", "auroc", "brier", "mean_p",
@@ -19,9 +20,12 @@ returns, per subgroup::
 (``compared``: the levels whose metrics enter the gaps, i.e. not suppressed).
 
 Counts of a family are summed over the sites that released all of it: ``n`` over sites that
-released the level's ``n``; ``pos`` over those that released ``pos``; ``tp``/``fp``/``tn``/``fn``
-over those with the whole confusion matrix (``sites_partial`` counts sites that released ``n``
-but withheld something); the curve over sites with every bin. A combined count with
+released the level's ``n``; ``pos`` over those that released ``pos``; ``tp`` and ``fn`` over
+the ``positive_sites`` that released both (so ``tpr`` is defined), ``fp`` and ``tn`` over the
+``negative_sites`` that released both (``fpr``); ``confusion_sites`` is their number when
+the two sets are the same sites, else ``null``, and only then are ``selection_rate``,
+``accuracy``, ``ppv`` and ``npv`` given; the curve over sites with every bin
+(``sites_partial`` counts sites that released ``n`` but withheld something). A combined count with
 ``0 < c < min_cell`` is ``null`` again, a level whose summed ``n`` is small keeps only the flag,
 and a rate whose counts are withheld is ``null``. Within each partition whose total is
 known (the confusion matrix, ``tp + fn``, ``fp + tn``, the bins) released parts are withheld
@@ -128,7 +132,8 @@ def _binary_metrics(
     cells: list[Mapping[str, Any]], out: Mapping[str, Any]
 ) -> dict[str, float | None]:
     tp, fp, tn, fn = (out[k] for k in _CONFUSION)
-    full = None if None in (tp, fp, tn, fn) else tp + fp + tn + fn
+    same = out["confusion_sites"] is not None  # tp/fn and fp/tn from the same sites
+    full = None if None in (tp, fp, tn, fn) or not same else tp + fp + tn + fn
     with_pos = _family(cells, ("pos", "n", "sum_p"))
     n_pos = sum(int(c["n"]) for c in with_pos)
     prevalence = _ratio(out["pos"], n_pos) if with_pos else None
@@ -141,8 +146,8 @@ def _binary_metrics(
         "selection_rate": None if full is None else _ratio(tp + fp, full),
         "tpr": None if tp is None or fn is None else _ratio(tp, tp + fn),
         "fpr": None if fp is None or tn is None else _ratio(fp, fp + tn),
-        "ppv": None if tp is None or fp is None else _ratio(tp, tp + fp),
-        "npv": None if tn is None or fn is None else _ratio(tn, tn + fn),
+        "ppv": None if full is None else _ratio(tp, tp + fp),
+        "npv": None if full is None else _ratio(tn, tn + fn),
         "accuracy": None if full is None else _ratio(tp + tn, full),
         "auroc": (
             _binned_auroc(
@@ -166,13 +171,15 @@ def _binary_level(cells: list[Mapping[str, Any]], suppressed: int, min_cell: int
     head = {"sites": len(with_n), "sites_suppressed": suppressed}
     if not with_n or 0 < n < min_cell:
         return {"n": None, "suppressed": True, **head}
-    confusion = _family(cells, _CONFUSION)
+    positives, negatives = _family(cells, ("tp", "fn")), _family(cells, ("fp", "tn"))
     partial = [c for c in with_n if not _family([c], ("pos", *_CONFUSION)) or not _curve_sites([c])]
     out: dict[str, Any] = {"n": n, **head, "sites_partial": len(partial)}
     with_pos = _family(cells, ("pos",))
     exact: dict[str, int] = {"pos": sum(int(c["pos"]) for c in with_pos)} if with_pos else {}
-    if confusion:
-        exact.update({key: sum(int(c[key]) for c in confusion) for key in _CONFUSION})
+    for family, keys in ((positives, ("tp", "fn")), (negatives, ("fp", "tn"))):
+        if family:
+            exact.update({key: sum(int(c[key]) for c in family) for key in keys})
+    both = {id(c) for c in positives} == {id(c) for c in negatives}
     curve = _curve_sites(cells)
     for key in ("curve_n", "curve_pos"):
         sums = [sum(v) for v in zip(*[c[key] for c in curve], strict=True)] if curve else []
@@ -180,6 +187,8 @@ def _binary_level(cells: list[Mapping[str, Any]], suppressed: int, min_cell: int
     hidden = _withheld(exact, min_cell)
     for key in ("pos", *_CONFUSION):
         out[key] = None if key not in exact or key in hidden else exact[key]
+    out["confusion_sites"] = len(positives) if both and positives else None
+    out["positive_sites"], out["negative_sites"] = len(positives), len(negatives)
     for key in ("curve_n", "curve_pos"):
         names = [k for k in exact if k.startswith(f"{key}/")]
         out[key] = [None if k in hidden else exact[k] for k in names]
@@ -193,7 +202,7 @@ def _withheld(exact: Mapping[str, int], min_cell: int) -> set[str]:
     non-zero part while the withheld parts sum to ``0 < s < min_cell``."""
     hidden = {k for k, v in exact.items() if 0 < v < min_cell}
     bins = [[k for k in exact if k.startswith(f"{key}/")] for key in ("curve_n", "curve_pos")]
-    parts = [list(_CONFUSION), ["tp", "fn"], ["fp", "tn"], *bins]
+    parts = [list(_CONFUSION), ["tp", "fn"], ["fp", "tn"], ["tp", "fp"], ["tn", "fn"], *bins]
     partitions = [p for p in parts if p and all(k in exact for k in p)]
     changed = True
     while changed:

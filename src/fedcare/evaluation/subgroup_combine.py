@@ -33,8 +33,10 @@ too while the withheld ones would sum to a small count (complementary suppressio
 across levels are not checked here: the sites' own tables already protect them).
 
 Metrics: ``tpr = tp/(tp+fn)``, ``fpr = fp/(fp+tn)``, ``selection_rate = (tp+fp)/total``,
-``ppv``, ``npv``, ``accuracy``; ``auroc`` from the binned curve (the Mann-Whitney statistic of
-the bin index: pairs in one bin count 1/2); ``brier = sum brier_sum / n``;
+``ppv``, ``npv``, ``accuracy``; ``auroc`` from the pooled binned curve when every site sent
+its whole curve (the Mann-Whitney statistic of the bin index: pairs in one bin count 1/2),
+else the sites' level AUROCs weighted by their pairs ``pos * (n - pos)`` (the AUROC over
+within-site pairs); ``brier = sum brier_sum / n``;
 ``calibration_in_the_large = mean_p - prevalence`` (over the sites that released ``pos``).
 Gaps follow fairlearn's ``between_groups`` definitions: the difference between the largest and
 the smallest value over the levels where the metric is defined
@@ -149,20 +151,29 @@ def _binary_metrics(
         "ppv": None if full is None else _ratio(tp, tp + fp),
         "npv": None if full is None else _ratio(tn, tn + fn),
         "accuracy": None if full is None else _ratio(tp + tn, full),
-        "auroc": (
-            _binned_auroc(
-                [sum(v) for v in zip(*[c["curve_n"] for c in curve], strict=True)],
-                [sum(v) for v in zip(*[c["curve_pos"] for c in curve], strict=True)],
-            )
-            if curve
-            else None
-        ),
+        "auroc": _level_auroc(cells, curve),
         "brier": sum(float(c["brier_sum"]) for c in with_n) / n_all if n_all else None,
         "mean_p": mean_p,
         "calibration_in_the_large": (
             None if prevalence is None or mean_p is None else mean_p - prevalence
         ),
     }
+
+
+def _level_auroc(cells: list[Mapping[str, Any]], curve: list[Mapping[str, Any]]) -> float | None:
+    """Pooled binned AUROC when every site sent its curve, else the sites' AUROCs weighted by
+    their pairs (``pos * (n - pos)``: the AUROC of the within-site pairs)."""
+    if curve and len(curve) == len(_family(cells, ("n",))):
+        return _binned_auroc(
+            [sum(v) for v in zip(*[c["curve_n"] for c in curve], strict=True)],
+            [sum(v) for v in zip(*[c["curve_pos"] for c in curve], strict=True)],
+        )
+    pairs = [
+        (float(c["pos"]) * (float(c["n"]) - float(c["pos"])), float(c["auroc"]))
+        for c in _family(cells, ("n", "pos", "auroc"))
+    ]
+    weight = sum(w for w, _ in pairs)
+    return sum(w * a for w, a in pairs) / weight if weight > 0 else None
 
 
 def _binary_level(cells: list[Mapping[str, Any]], suppressed: int, min_cell: int) -> dict[str, Any]:
@@ -281,11 +292,12 @@ def combine_subgroups(
     Raises
     ------
     ValidationError
-        Sites that report different tasks, thresholds or bins.
+        Sites that report different tasks, thresholds or curve bins (sites without curves,
+        ``bins`` 0, combine with any).
     """
     task, tables = _site_tables(per_site)
     for key in ("threshold", "bins", "metric"):
-        seen = {repr(t.get(key)) for t in tables.values()}
+        seen = {repr(t.get(key)) for t in tables.values() if key != "bins" or t.get(key)}
         if len(seen) > 1:
             raise ValidationError(f"sites report subgroups with different {key}: {sorted(seen)}")
     groups: dict[str, dict[str, Any]] = {}
@@ -319,7 +331,9 @@ def combine_subgroups(
         groups[name] = entry
     first: Mapping[str, Any] = next(iter(tables.values()), {})
     out: dict[str, Any] = {"task": task, "min_cell": min_cell, "sites": sorted(tables)}
-    out.update({k: first[k] for k in ("threshold", "bins", "metric") if k in first})
+    out.update({k: first[k] for k in ("threshold", "metric") if k in first})
+    if task == "binary":  # sites without curves send bins 0
+        out["bins"] = max((int(t.get("bins") or 0) for t in tables.values()), default=0)
     out["sites_unsupported"] = sorted(set(per_site) - set(tables))
     out["groups"] = groups
     return out

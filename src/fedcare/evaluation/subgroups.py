@@ -10,14 +10,16 @@ What leaves the site (binary task), per subgroup and level::
     {"task": "binary", "min_cell": 5, "threshold": 0.5, "bins": 10,
      "groups": {"sex": {"feature": "sex", "levels": {
          "0": {"n": 40, "pos": 12, "tp": 8, "fp": 5, "tn": 23, "fn": 4,
-               "sum_p": 13.1, "brier_sum": 6.2,
+               "sum_p": 13.1, "brier_sum": 6.2, "auroc": 0.81,
                "curve_n": [... bins ints ...], "curve_pos": [... bins ints ...]},
          "1": {"n": null, "suppressed": true}}}}}
 
 ``n`` rows of the level, ``pos`` positives, the confusion matrix at ``threshold``
 (``p >= threshold`` is positive), ``sum_p`` the sum of predicted probabilities,
-``brier_sum`` the sum of ``(p - y)^2``, ``curve_n``/``curve_pos`` the rows and positives per
-equal-width score bin (sklearn's ``calibration_curve`` edge rule). Other tasks release
+``brier_sum`` the sum of ``(p - y)^2``, ``auroc`` the level's AUROC (``null`` unless it has
+at least ``min_cell`` positives and negatives), ``curve_n``/``curve_pos`` (only with
+``curves=True``; ``"bins": 0`` without) the rows and positives per equal-width score bin
+(sklearn's ``calibration_curve`` edge rule). Other tasks release
 ``{"n": .., "value": ..}`` per level, ``value`` being the task's headline metric
 (:data:`~fedcare.records.tasks.HEADLINE_METRIC`, named in ``"metric"``) on the level's rows,
 or ``{"unsupported": reason}``.
@@ -50,7 +52,7 @@ import numpy as np
 from fedcare.data.base import Dataset
 from fedcare.errors import ConfigError, ValidationError
 from fedcare.evaluation._cell_protection import Cell, protect
-from fedcare.evaluation.metrics import compute_metrics
+from fedcare.evaluation.metrics import auroc, compute_metrics
 from fedcare.evaluation.subgroup_combine import combine_subgroups, level_order, number_label
 from fedcare.records.tasks import HEADLINE_METRIC, check_task
 
@@ -201,8 +203,10 @@ def _atom_grid(levels: int, k: int, threshold: float) -> np.ndarray:
 def _binary_cells(
     labels: np.ndarray, y: np.ndarray, pred: np.ndarray, bins: np.ndarray, k: int, threshold: float
 ) -> tuple[list[Cell], np.ndarray, list[np.ndarray], list[str]]:
-    """Atoms (level, bin, y, decision) with their row counts, the cells over them and the
-    site-wide known cells."""
+    """Atoms (level, bin, y, decision) with their row counts, the cells over them (no curve
+    cells when ``k == 0``: one bin) and the site-wide known cells."""
+    curve = k > 0
+    k = max(k, 1)
     levels, lev = np.unique(labels, return_inverse=True)
     atoms = _atom_grid(len(levels), k, threshold)
     index = {tuple(row): i for i, row in enumerate(atoms.tolist())}
@@ -230,10 +234,10 @@ def _binary_cells(
         for name, (family, mask) in parts.items():
             cells.append(Cell(i, family, vec(mask), name))
             names.append(name)
-        for b in range(k):
+        for b in range(k if curve else 0):
             cells.append(Cell(i, "curve_n", vec(on & (a_bin == b)), f"curve_n/{b}"))
             names.append(f"curve_n/{b}")
-        for b in range(k):
+        for b in range(k if curve else 0):
             mask = on & (a_bin == b) & (a_y == 1)
             cells.append(Cell(i, "curve_pos", vec(mask), f"curve_pos/{b}"))
             names.append(f"curve_pos/{b}")
@@ -250,7 +254,7 @@ def _binary_group(
 ) -> dict[str, Any]:
     levels = np.unique(labels).tolist()
     pred = p >= threshold
-    edges = np.linspace(0.0, 1.0, k + 1)
+    edges = np.linspace(0.0, 1.0, max(k, 1) + 1)
     bins = np.searchsorted(edges[1:-1], p)
     cells, counts, known, names = _binary_cells(labels, y, pred, bins, k, threshold)
     values = [round(float(c.member @ counts)) for c in cells]
@@ -268,8 +272,12 @@ def _binary_group(
         cell: dict[str, Any] = dict(zip(names[:6], shown[:6], strict=True))
         cell["sum_p"] = float(np.sum(p[rows]))
         cell["brier_sum"] = float(np.sum((p[rows] - y[rows]) ** 2))
-        cell["curve_n"] = shown[6 : 6 + k]
-        cell["curve_pos"] = shown[6 + k :]
+        pos = int(np.sum(y[rows]))
+        both = min(pos, int(np.sum(rows)) - pos) >= max(min_cell, 1)
+        cell["auroc"] = auroc(y[rows], p[rows]) if both else None
+        if k:
+            cell["curve_n"] = shown[6 : 6 + k]
+            cell["curve_pos"] = shown[6 + k :]
         out[level] = cell
     return out
 
@@ -326,6 +334,7 @@ def subgroup_summary(
     min_cell: int,
     time: Any = None,
     features: Mapping[str, str] | None = None,
+    curves: bool = False,
 ) -> dict[str, Any]:
     """The site's subgroup table (shape in the module docstring), suppressed.
 
@@ -340,14 +349,20 @@ def subgroup_summary(
     threshold:
         Decision threshold, ``p >= threshold`` predicts 1.
     bins:
-        Equal-width score bins on ``[0, 1]`` for ``curve_n``/``curve_pos``; at most
-        :data:`MAX_BINS` are used (the ``"bins"`` of the result says how many).
+        Equal-width score bins on ``[0, 1]`` for ``curve_n``/``curve_pos`` (with ``curves``);
+        at most :data:`MAX_BINS` are used (the ``"bins"`` of the result says how many; 0
+        without curves).
     min_cell:
         The site's minimum cell size; ``<= 1`` withholds nothing.
     time:
         Survival times (survival task only; without them the table is ``unsupported``).
     features:
         Subgroup name -> feature name for the ``"feature"`` entry (default: the name).
+    curves:
+        Also release each level's score histogram (``curve_n``/``curve_pos``), for a pooled
+        binned AUROC per level. Off by default: at hospital-sized test sets most bins are under
+        ``min_cell`` and their complementary suppression withholds confusion cells too (and
+        takes seconds); each level's own ``auroc`` is released instead.
 
     Returns
     -------
@@ -367,7 +382,7 @@ def subgroup_summary(
     head: dict[str, Any] = {"task": task, "min_cell": min_cell}
     if task == "survival" and time is None:
         return {**head, "unsupported": "survival subgroups need the survival times"}
-    bins = min(bins, MAX_BINS)
+    bins = min(bins, MAX_BINS) if curves else 0
     out: dict[str, Any] = {}
     for name, lab in labels.items():
         if task == "binary":

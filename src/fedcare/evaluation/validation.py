@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from fedcare.data.base import Dataset
+from fedcare.errors import ConfigError, ValidationError
 from fedcare.evaluation import clinical, explain, subgroups
+from fedcare.evaluation.extras_checks import extras_problem
 from fedcare.records.arrays import ArrayRecord
 
 __all__ = [
@@ -84,9 +86,19 @@ def site_validation(
             threshold=float(spec.get("threshold", 0.5)),
             bins=int(spec.get("bins", 10)),
             min_cell=min_cell,
+            time=data.time,
+            features={str(g.get("name") or g["feature"]): str(g["feature"]) for g in specs},
         )
     if model is not None and params is not None and data.X.ndim == 2:
-        information = explain.site_information(model, params, data.X, data.y, time=data.time)
+        information = explain.site_information(
+            model,
+            params,
+            data.X,
+            data.y,
+            time=data.time,
+            feature_names=list(feature_names) or None,
+            min_cell=min_cell,
+        )
         if information is not None:
             summary["information"] = information
     if spec.get("importance") and predict is not None and data.X.ndim == 2:
@@ -122,7 +134,7 @@ def validation_problem(
             f"site {site!r} validation summary counts {n} rows, more than the {max_rows} test "
             "rows it declared"
         )
-    reason = clinical.summary_problem(summary)
+    reason = clinical.summary_problem(summary) or extras_problem(summary)
     if reason is not None:
         return None, f"site {site!r} validation summary: {reason}"
     return summary, None
@@ -160,14 +172,25 @@ def combine_validation(
         out["subgroups"] = subgroups.combine_subgroups(groups, min_cell=floor)
     infos = [v["information"] for v in sites.values() if isinstance(v.get("information"), dict)]
     if infos and params is not None and model is not None:
-        total = np.sum([np.asarray(i["matrix"], dtype=float) for i in infos], axis=0)
-        out["coefficients"] = explain.coefficient_table(
-            total,
-            params,
-            list(feature_names),
-            model,
-            confidence=float(spec.get("confidence", 0.95)),
-        )
+        try:
+            total = explain.sum_information(infos)
+        except ValidationError as err:  # sites disagree on the model's parameters
+            out["coefficients"] = {"note": f"no coefficient table: {err}"}
+        else:
+            if total is not None and total.get("matrix") is not None:
+                names = list(feature_names) or [
+                    str(n) for n in total.get("names") or [] if n != "bias"
+                ]
+                try:
+                    out["coefficients"] = explain.coefficient_table(
+                        total,
+                        params,
+                        names,
+                        model,
+                        confidence=float(spec.get("confidence", 0.95)),
+                    )
+                except (ConfigError, ValidationError) as err:
+                    out["coefficients"] = {"note": f"no coefficient table: {err}"}
     importance = {
         s: v["importance"] for s, v in sites.items() if isinstance(v.get("importance"), dict)
     }

@@ -18,14 +18,22 @@ from fedcare.errors import FedcareError
 
 __all__ = ["register", "site_export_onnx", "site_predict"]
 
-MODEL = typer.Option(..., "--model", help="The model bundle: a folder or a .zip (models export).")
+MODEL = typer.Option(
+    ...,
+    "--model",
+    help="The model: a version in this site's model store (--state), or a bundle folder or "
+    ".zip (models export).",
+)
+STATE = typer.Option(
+    Path("site-state"), help="The site's state folder (its model store is STATE/models)."
+)
 EXPECT = typer.Option(
     None, "--expect-hash", help="Refuse the bundle unless its hash is this sha256:<hex>."
 )
 
 
 def site_predict(
-    model: Path = MODEL,
+    model: str = MODEL,
     input: Path = typer.Option(..., "--input", help="Rows to score: a .csv or .parquet file."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="Where the scores go (CSV)."),
     threshold: float | None = typer.Option(
@@ -35,14 +43,15 @@ def site_predict(
         None, "--id-column", help="A column copied to the output beside each row's scores."
     ),
     expect_hash: str | None = EXPECT,
+    state: Path = STATE,
     as_json: bool = JSON,
 ) -> None:
-    """Score rows with a model bundle at this site (local files only: nothing leaves)."""
-    from fedcare.inference.bundle import load_bundle
+    """Score rows with a model at this site (local files only: nothing leaves)."""
     from fedcare.inference.predict import predict_file
+    from fedcare.inference.store import resolve_bundle
 
     try:
-        bundle = load_bundle(model, expected_hash=expect_hash)
+        bundle = resolve_bundle(model, state, expected_hash=expect_hash)
         summary = predict_file(bundle, input, out, threshold=threshold, id_column=id_column)
     except FedcareError as err:
         raise fail(err) from None
@@ -76,17 +85,18 @@ def site_predict(
 
 
 def site_export_onnx(
-    model: Path = MODEL,
+    model: str = MODEL,
     out: Path = typer.Option(Path("model.onnx"), "--out", help="The ONNX file to write."),
     input_dtype: str = typer.Option("float32", help="Input tensor type: float32 or float64."),
     expect_hash: str | None = EXPECT,
+    state: Path = STATE,
 ) -> None:
     """Write a model bundle as one ONNX graph with its frozen preprocessing (onnx extra)."""
-    from fedcare.inference.bundle import load_bundle
     from fedcare.inference.onnx_export import export_onnx
+    from fedcare.inference.store import resolve_bundle
 
     try:
-        bundle = load_bundle(model, expected_hash=expect_hash)
+        bundle = resolve_bundle(model, state, expected_hash=expect_hash)
         path = export_onnx(bundle, out, input_dtype=input_dtype)
     except FedcareError as err:
         raise fail(err) from None
@@ -97,5 +107,8 @@ def site_export_onnx(
 
 def register(site_app: typer.Typer) -> None:
     """Add ``predict`` and ``export-onnx`` to ``fedcare site``."""
+    from fedcare.cli.site_models import register as register_site_models
+
     site_app.command("predict")(site_predict)
     site_app.command("export-onnx")(site_export_onnx)
+    register_site_models(site_app)

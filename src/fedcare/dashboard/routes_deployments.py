@@ -8,14 +8,15 @@ is audited ``deployment-requested`` with the person, per site it created.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from fedcare.coordinator.deployments import deployment_rows, request_deployment
-from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, User
+from fedcare.coordinator.rows import UserInfo
+from fedcare.dashboard.context import API_PREFIX, ApiContext, Ctx, User, current_user
 from fedcare.dashboard.records_views import visible_model
 from fedcare.errors import ConflictError, FedcareError, NotFoundError
 
@@ -30,8 +31,16 @@ class DeployRequest(BaseModel):
     sites: list[str] = Field(min_length=1, max_length=1000)
 
 
-def _deploy(ctx: ApiContext, user: Any, version: str, sites: list[str]) -> list[dict[str, Any]]:
+def deployer(user: Annotated[UserInfo, Depends(current_user)]) -> UserInfo:
+    """The caller if they may deploy models (operator, study lead); 403 before the body is
+    read."""
     ApiContext.require(user, ("operator", "study-lead"), "deploy models")
+    return user
+
+
+def _deploy(
+    ctx: ApiContext, user: UserInfo, version: str, sites: list[str]
+) -> list[dict[str, Any]]:
     model = visible_model(ctx, user, version)
     try:
         infos = request_deployment(ctx.store, model.version, sites, user.name, audit=ctx.audit)
@@ -43,7 +52,12 @@ def _deploy(ctx: ApiContext, user: Any, version: str, sites: list[str]) -> list[
 
 
 @router.post("/models/{version}/deploy", tags=["models"], status_code=201)
-async def deploy(version: str, body: DeployRequest, user: User, ctx: Ctx) -> list[dict[str, Any]]:
+async def deploy(
+    version: str,
+    body: DeployRequest,
+    user: Annotated[UserInfo, Depends(deployer)],
+    ctx: Ctx,
+) -> list[dict[str, Any]]:
     """Ask each of ``sites`` to take model ``version`` (its steward decides); one deployment
     per site, an open one returned as it is."""
     return await run_in_threadpool(_deploy, ctx, user, version, body.sites)

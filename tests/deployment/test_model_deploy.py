@@ -119,7 +119,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
 
 
 def _cli(*args: str) -> Any:
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner(env={"COLUMNS": "240"}).invoke(app, list(args))
     assert result.exit_code == 0, result.output
     return result
 
@@ -224,6 +224,35 @@ def test_one_steward_approves_one_refuses_and_the_site_predicts_from_its_store(
     assert "approval" in cleveland
     hungary = [e["event"] for e in _audit(fed.state("hungary") / "audit.jsonl")]
     assert "refusal" in hungary and "model-taken" not in hungary
+    _monitoring_reaches_the_coordinator(fed, store)
+
+
+def _monitoring_reaches_the_coordinator(fed: Federation, store: ModelStore) -> None:
+    """The site sends a changed monitoring.json; the coordinator keeps the latest valid one."""
+    version = fed.version
+    summary = {
+        "version": 1,
+        "model": version,
+        "site": "cleveland",
+        "predictions": {"n": 1200, "runs": 5, "positive_rate": 0.31},
+        "drift": {"features": {"age": {"psi": 0.04, "status": "stable"}}, "max_psi": 0.04},
+        "alerts": [],
+    }
+    (store.path(version) / "monitoring.json").write_text(json.dumps(summary))
+    kept = _wait(fed, "cleveland", lambda d: d.monitoring is not None, "monitoring summary")
+    assert kept.monitoring == summary
+    (store.path(version) / "monitoring.json").write_text(json.dumps({**summary, "rows": [1]}))
+    sent = store.root / "monitoring-sent.json"
+    end = time.monotonic() + WAIT_S
+    while "refused" not in (sent.read_text() if sent.exists() else ""):
+        assert time.monotonic() < end, fed.agents.describe()
+        time.sleep(0.1)
+    assert "unknown key(s) ['rows']" in json.loads(sent.read_text())[version]["outcome"]
+    assert fed.coordinator.store.list_deployments(version, "cleveland")[-1].monitoring == summary
+    table = _cli("models", "deployments", version, "--home", str(fed.home)).stdout
+    assert "1200 predictions" in table
+    events = [e["event"] for e in _audit(fed.state("cleveland") / "audit.jsonl")]
+    assert events.count("monitoring-sent") == 2
 
 
 def _tampering(fed: Federation, change: Callable[[dict[str, bytes], dict[str, Any]], None]) -> Any:

@@ -211,6 +211,7 @@ class SiteAgent:
                 if task is not None:
                     self._serve(stub, task)
                 self._anchor(stub)
+                self._send_monitoring(stub)
                 now_approved = self._approved_version()
                 now_decided = self.deployments.decisions()
                 if now_approved != approved or now_decided != decided:
@@ -314,6 +315,27 @@ class SiteAgent:
         self._unsent = None
         if not ack.accepted:
             self._on_event(f"reply refused: {ack.error_kind}: {ack.message}")
+
+    def _send_monitoring(self, stub: CoordinatorStub) -> None:
+        """Send each taken model's monitoring summary that changed since it was last sent."""
+        for reply in self.deployments.monitoring_due():
+            payload = encode_reply(reply)
+            metadata = (
+                (TASK_METADATA_KEY, _task_key(reply)),
+                (SIZE_METADATA_KEY, str(len(payload))),
+            )
+            try:
+                ack = stub.PushReply(chunk(payload, transfer_id=uuid.uuid4().hex), timeout=60,
+                                     metadata=metadata)  # fmt: skip
+                outcome = (
+                    "accepted" if ack.accepted else f"refused: {ack.error_kind}: {ack.message}"
+                )
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise  # the link failed: sent after reconnecting
+                outcome = f"refused: {err.details()}"
+            self.deployments.monitoring_sent(reply, outcome)
+            self._on_event(f"monitoring of {reply.info['version']} sent: {outcome}")
 
     def _anchor(self, stub: CoordinatorStub, *, force: bool = False) -> None:
         """Anchor the audit head at the coordinator after Hello, then when it is due."""

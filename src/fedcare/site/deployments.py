@@ -21,10 +21,15 @@ The coordinator sends a deployment as a ``deploy`` task (:mod:`fedcare.inference
 Every refusal of a check is audited ``deployment-rejected`` with the problem. The agent says
 Hello again when a deployment decision changes (:meth:`SiteDeployments.decisions`), and the
 coordinator then offers the deployment again: nothing waits at the site in between.
+
+A model's ``monitoring.json`` (aggregates only) is sent to the coordinator whenever it
+changed, as round 1 of the model's deployment (:meth:`SiteDeployments.monitoring_due`),
+audited ``monitoring-sent``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,12 +49,16 @@ from fedcare.inference.deployment_wire import (
     verify_deployment_signature,
 )
 from fedcare.inference.store import ModelStore, bundle_version
+from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.site.config import SiteDataConfig
 
 __all__ = ["DEPLOYMENT_STUDY_PREFIX", "SiteDeployments", "deployment_study"]
 
 DEPLOYMENT_STUDY_PREFIX = "deployment:"
+#: A model's monitoring summary (written by :mod:`fedcare.inference.monitor`), and the record
+#: of what was last sent of each.
+MONITORING_FILE, MONITORING_SENT_FILE = "monitoring.json", "monitoring-sent.json"
 
 
 def deployment_study(version: str) -> str:
@@ -130,6 +139,56 @@ class SiteDeployments:
                 task, REFUSED, "this site runs without a steward's approvals: it takes no model"
             )
         return self._decided(task, files, facts, version, declared)
+
+    # monitoring -----------------------------------------------------------------------------
+    def monitoring_due(self) -> list[Reply]:
+        """A reply per active model whose ``monitoring.json`` changed since it was last sent
+        (round 1 of its deployment; the summary as bytes, checked by the coordinator)."""
+        try:
+            versions = self.store.versions()
+        except FedcareError:
+            return []
+        sent = self._sent()
+        due = []
+        for version, entry in sorted(versions.items()):
+            path = self.store.root / version / MONITORING_FILE
+            if entry.get("status") != "active" or not path.is_file():
+                continue
+            data = path.read_bytes()
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            if sent.get(version, {}).get("sha256") == digest:
+                continue
+            due.append(
+                Reply(
+                    study_id=str(entry.get("deployment_id")),
+                    round=1,
+                    site_id=self.site_id,
+                    kind=DEPLOY_KIND,  # type: ignore[arg-type]
+                    arrays=ArrayRecord({MONITORING_FILE: np.frombuffer(data, dtype=np.uint8)}),
+                    info={"version": version, "sha256": digest},
+                )
+            )
+        return due
+
+    def monitoring_sent(self, reply: Reply, outcome: str) -> None:
+        """Note that ``reply``'s summary was sent (``outcome``: accepted, or refused and why),
+        so it is sent again only once it changes; audited ``monitoring-sent``."""
+        sent = self._sent()
+        version, digest = reply.info["version"], reply.info["sha256"]
+        sent[version] = {"sha256": digest, "outcome": outcome}
+        path = self.store.root / MONITORING_SENT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sent, indent=2, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
+        self._audit("monitoring-sent", reply, version=version, sha256=digest, outcome=outcome)
+
+    def _sent(self) -> dict[str, dict[str, str]]:
+        path = self.store.root / MONITORING_SENT_FILE
+        try:
+            sent = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return sent if isinstance(sent, dict) else {}
 
     # steps ---------------------------------------------------------------------------------
     def _signature_problem(
@@ -278,7 +337,7 @@ class SiteDeployments:
         self._audit("deployment-rejected", task, version=version, kind=kind, problem=problem)
         return self._answer(task, kind, problem)
 
-    def _audit(self, event: str, task: Task, **data: Any) -> None:
+    def _audit(self, event: str, task: Task | Reply, **data: Any) -> None:
         audit = getattr(self.governance, "audit", None)
         if audit is not None:
             audit.append(event, deployment_id=task.study_id, **data)

@@ -344,7 +344,8 @@ class SiteDeployments:
 
 
 def _summary(files: Mapping[str, bytes], facts: Mapping[str, Any]) -> str:
-    """One line for the steward: what the model is and who asked."""
+    """What the steward sees (``label: value`` lines, as a plan's summary): the model, who
+    asked and the bundle hash."""
     try:
         description = json.loads(files[DESCRIPTION])
     except (KeyError, ValueError):
@@ -352,9 +353,15 @@ def _summary(files: Mapping[str, bytes], facts: Mapping[str, Any]) -> str:
     model = (description.get("model") or {}).get("kind", "?")
     source = description.get("source") or {}
     features = description.get("features") or []
-    return (
-        f"model {facts.get('version')} ({model}, task {description.get('task')}, "
-        f"{len(features)} features, threshold {description.get('threshold')}) of study "
-        f"{source.get('study_id')}; asked by {facts.get('requested_by')} at "
-        f"{facts.get('requested_at')}; bundle {facts.get('bundle_sha256')}"
-    )
+    statistics = (description.get("preprocessing") or {}).get("statistics")
+    lines = [
+        f"deployment of model: {facts.get('version')} (trained by study {source.get('study_id')})",
+        f"model: {model}, task {description.get('task')}, {len(features)} features, "
+        f"threshold {description.get('threshold')}",
+        f"features: {', '.join(map(str, features))}",
+        "statistics: " + ("this site's own training statistics, frozen when taken"
+                          if statistics == "site" else str(statistics)),
+        f"asked by: {facts.get('requested_by')} at {facts.get('requested_at')}",
+        f"bundle: {facts.get('bundle_sha256')} (signed by the coordinator)",
+    ]  # fmt: skip
+    return "\n".join(lines)

@@ -243,6 +243,10 @@ class DeploymentChannel:
         NotFoundError, ConflictError, ValidationError
             No such deployment for this site, already answered, or a malformed answer.
         """
+        if reply.round not in (0, 1):
+            raise ValidationError(
+                f"a deployment reply is round 0 (the answer) or 1 (monitoring), not {reply.round}"
+            )
         if reply.round == 1:
             info = self.store.get_deployment(reply.study_id)
             if info.site_id != site_id:

@@ -132,3 +132,25 @@ def test_a_deploy_task_carries_the_bundle_byte_for_byte() -> None:
     task = decode_task(encode_task(deployment_task("A", files, facts)))
     assert task.kind == "deploy" and task.task_id == "dep-1/0/deploy/A"
     assert bundle_files_of(task) == (files, facts)
+
+
+def test_the_site_commands_list_and_retire_the_store(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedcare.cli.main import app
+
+    kit = create_federation(tmp_path / "fed", name="cli-store", sites=["a"]).site_kits["a"]
+    state = tmp_path / "state"
+    ModelStore.in_state_dir(state).take(_files(), deployment_id="dep-1", approved_by="approval-1")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    listed = runner.invoke(app, ["site", "models", "--state", str(state), "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout)["m-1"]["status"] == "active"
+    missing = runner.invoke(app, ["site", "predict", "--model", "m-2", "--state", str(state),
+                                  "--input", str(tmp_path / "x.csv")])  # fmt: skip
+    assert missing.exit_code == 2 and "(it holds: m-1)" in " ".join(missing.output.split())
+    retired = runner.invoke(app, ["site", "retire-model", "m-1", "--state", str(state),
+                                  "--kit", str(kit), "--note", "replaced"])  # fmt: skip
+    assert retired.exit_code == 0, retired.output
+    assert ModelStore.in_state_dir(state).versions()["m-1"]["status"] == "retired"
+    entries = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+    assert entries[-1]["event"] == "model-retired" and entries[-1]["data"]["note"] == "replaced"

@@ -1,5 +1,5 @@
-"""``fedcare site deployments|approve-deployment|refuse-deployment|models``: the steward's
-decisions on models the coordinator deploys, and the site's model store.
+"""``fedcare site deployments|approve-deployment|refuse-deployment|models|retire-model``: the
+steward's decisions on models the coordinator deploys, and the site's model store.
 
 A deployment reaches the site as a pending decision in its approvals store (study
 ``deployment:<version>``, plan hash the bundle's hash; :mod:`fedcare.site.deployments`). The
@@ -147,9 +147,35 @@ def site_models(state: Path = STATE, as_json: bool = JSON) -> None:
     Console().print(table)
 
 
+def site_retire_model(
+    version: str = typer.Argument(..., help="A version in the model store (`site models`)."),
+    note: str = NOTE,
+    state: Path = STATE,
+    kit: Path | None = KIT,
+) -> None:
+    """Retire a model this site keeps: it stays in the store (and in its audit) but sends no
+    more monitoring; the coordinator must deploy it again for the site to use it anew."""
+    from fedcare.cli.governance import site_kit
+    from fedcare.inference.store import ModelStore
+    from fedcare.site.stewardship import login_name, open_site_audit
+
+    try:
+        entry = ModelStore.in_state_dir(state).retire(version)
+        audit = open_site_audit(state, site_kit(state, kit))
+        try:
+            audit.append("model-retired", version=version, steward=login_name(), note=note,
+                         bundle_sha256=entry.get("bundle_sha256"))  # fmt: skip
+        finally:
+            audit.close()
+    except FedcareError as err:
+        raise _fail(err) from None
+    console.print(f"retired model {version}", highlight=False)
+
+
 def register(site_app: typer.Typer) -> None:
     """Add the deployment decisions and the model store to ``fedcare site``."""
     site_app.command("deployments")(site_deployments)
     site_app.command("approve-deployment")(site_approve_deployment)
     site_app.command("refuse-deployment")(site_refuse_deployment)
     site_app.command("models")(site_models)
+    site_app.command("retire-model")(site_retire_model)

@@ -39,6 +39,7 @@ from fedcare.packages.resolve import resolve_study_package
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
+from fedcare.simulation.personal import personalization_results, without_personalization
 from fedcare.simulation.privacy import privacy_results
 from fedcare.site.app import Mod, SiteApp
 from fedcare.strategy.base import StrategyState
@@ -128,6 +129,7 @@ def train_on_grid(
         (not for baselines, which spend none).
     """
     study_id = f"{study.name}/{label}"
+    study = without_personalization(study) if baseline else study
     strategy = study_strategy(study, len(grid.site_ids()), baseline=baseline)
     start = start_study(grid, study, strategy, study_id, input_shape)
     done: list[dict[str, Any]] = []
@@ -158,7 +160,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     """The model's metrics on every site's test rows; the sites' clinical validation
     summaries go into ``validation`` (the plan asks for them at round ``study.rounds``)."""
-    cfg = round_config(study, f"{study.name}/eval")
+    cfg = round_config(without_personalization(study), f"{study.name}/eval")
     per_site, failures = evaluate_on_sites(
         grid, cfg, study.rounds, model.params, arrays=model.arrays, validation=validation
     )
@@ -265,6 +267,7 @@ def run_simulation(
     }
     if validation:
         results["validation"] = validation
+    results.update(personalization_results(grid, study, models[0], evaluated))
     results["model_card"] = simulation_card(study, models[0], evaluated["federated"])
     # epsilon per round/site/study and membership-attack AUROCs, when the study asks
     results.update(

@@ -21,7 +21,9 @@ def split_personal(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
     """``(global metrics, personal metrics)`` of one site's evaluation; both keep ``n``."""
     glob = {k: v for k, v in metrics.items() if not k.startswith(PERSONAL_PREFIX)}
     own = {
-        k.removeprefix(PERSONAL_PREFIX): v for k, v in metrics.items() if k.startswith(PERSONAL_PREFIX)
+        k.removeprefix(PERSONAL_PREFIX): v
+        for k, v in metrics.items()
+        if k.startswith(PERSONAL_PREFIX)
     }
     if own and "n" in metrics:
         own["n"] = metrics["n"]

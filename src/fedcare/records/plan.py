@@ -184,7 +184,7 @@ class TrainingPlan:
         missing = [k for k in (*PLAN_KEYS, "study") if k not in plan and k not in _LATER_KEYS]
         if missing:
             raise ConfigError(f"task plan lacks {missing}; it has {sorted(plan)}")
-        plan = {**dict.fromkeys(_LATER_KEYS, {}), **plan}
+        plan = {**{key: {} for key in _LATER_KEYS}, **plan}
         for key in (
             "model",
             "preprocessing",

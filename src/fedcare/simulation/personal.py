@@ -11,17 +11,15 @@ there would score a model on the rows it was tuned on.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fedcare.evaluation.personal import personalization_summary
+from fedcare.records.arrays import ArrayRecord
 from fedcare.records.personalization_spec import PersonalizationSpec
 from fedcare.records.study import StudyConfig
 from fedcare.strategy.driver import round_config
 from fedcare.strategy.loop import evaluate_on_sites
 from fedcare.transport.inmemory import InMemoryGrid
-
-if TYPE_CHECKING:
-    from fedcare.simulation.run import TrainedModel
 
 __all__ = ["personalization_results", "without_personalization"]
 
@@ -36,17 +34,19 @@ def without_personalization(study: StudyConfig) -> StudyConfig:
 def personalization_results(
     grid: InMemoryGrid,
     study: StudyConfig,
-    federated: TrainedModel,
+    params: ArrayRecord,
+    arrays: Mapping[str, ArrayRecord],
     evaluated: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
     """``{"personalization": ...}`` (:func:`fedcare.evaluation.personal.personalization_summary`
-    with the local baselines when trained), or ``{}`` when the study personalizes nothing."""
+    with the local baselines when trained), or ``{}`` when the study personalizes nothing.
+
+    ``params`` and ``arrays`` are the federated model's (trained under the study id
+    ``<name>/federated``, where the sites keep their personal models)."""
     if not study.personalization.active:
         return {}
-    cfg = round_config(study, f"{study.name}/{federated.label}", federated.arrays)
-    per_site, failures = evaluate_on_sites(
-        grid, cfg, study.rounds, federated.params, arrays=federated.arrays
-    )
+    cfg = round_config(study, f"{study.name}/federated", arrays)
+    per_site, failures = evaluate_on_sites(grid, cfg, study.rounds, params, arrays=arrays)
     local: dict[str, Any] | None = None
     if study.baselines.local:
         local = {}

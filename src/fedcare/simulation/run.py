@@ -267,7 +267,8 @@ def run_simulation(
     }
     if validation:
         results["validation"] = validation
-    results.update(personalization_results(grid, study, models[0], evaluated))
+    fed = models[0]
+    results.update(personalization_results(grid, study, fed.params, fed.arrays, evaluated))
     results["model_card"] = simulation_card(study, models[0], evaluated["federated"])
     # epsilon per round/site/study and membership-attack AUROCs, when the study asks
     results.update(

@@ -44,12 +44,10 @@ __all__ = [
     "fedbn_split",
     "fedbn_start",
     "finetune",
-    "personal_metrics",
     "personal_method",
+    "personal_metrics",
     "personal_train_spec",
 ]
-
-_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def personal_method(plan: Mapping[str, Any]) -> str:
@@ -68,7 +66,8 @@ def personal_train_spec(
     the section's ``lr`` and ``epochs`` (``default_epochs`` when it sets none; ``None``: the
     study's own schedule)."""
     spec = replace(base, dp=None, correction=None, prox_mu=0.0)
-    epochs = section.get("epochs") or default_epochs
+    epochs = section.get("epochs")
+    epochs = default_epochs if epochs is None else epochs
     if epochs is not None:
         if int(epochs) < 1:
             raise ConfigError(f"personalization epochs must be >= 1, got {epochs}")
@@ -146,9 +145,7 @@ def fedbn_split(
     return ArrayRecord(update, copy=False), ArrayRecord({k: trained[k] for k in keys})
 
 
-def personal_metrics(
-    adapter: ModelAdapter, params: ArrayRecord, data: Dataset
-) -> dict[str, float]:
+def personal_metrics(adapter: ModelAdapter, params: ArrayRecord, data: Dataset) -> dict[str, float]:
     """The personal model's metrics on the test rows ``data``, as ``personal_<metric>``."""
     scores = adapter.predict(params, data.X)
     metrics = {**compute_metrics(adapter.task, data, scores), "loss": adapter.loss(params, data)}

@@ -200,7 +200,8 @@ class SiteRuntime:
             c_i = self._load_control(task.study_id, task.round, c_i)
             spec = replace(spec, correction=c - c_i)
         method = personal_method(task.plan)
-        start, bn_keys, saved = task.params, (), self.personal.get(task.study_id)
+        start, saved = task.params, self.personal.get(task.study_id)
+        bn_keys: tuple[str, ...] = ()
         if method == "fedbn":  # this site's own normalization layers, kept from its last round
             bn_keys = fedbn_keys(task.params)
             start = fedbn_start(task.params, PersonalState.start(saved, task.round))

@@ -114,7 +114,11 @@ def plan_summary(plan: TrainingPlan) -> str:
         f"rounds:        {plan.rounds}",
         *(["outputs:       + membership-attack AUROC"] if plan.membership_inference else []),
         *([f"outputs:       + {_validation_outputs(plan.validation)}"] if plan.validation else []),
-        *([f"personal:      {personal_summary(plan.personalization)}"] if plan.personalization else []),
+        *(
+            [f"personal:      {personal_summary(plan.personalization)}"]
+            if plan.personalization
+            else []
+        ),
         f"code:          fedcare {plan.code.get('fedcare', '?')}; files {files}",
         f"dependencies:  {_inline(plan.dependencies)}",
     ]

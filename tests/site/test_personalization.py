@@ -260,3 +260,54 @@ def test_no_personal_model_is_ever_in_a_reply(method: str, monkeypatch: pytest.M
             assert set(r.info) <= {"dataset_fingerprint", "num_rows", "validation"}
         if r.kind == "fit":
             assert set(r.arrays) == {"weight", "bias"}
+
+
+def bn_net(input_shape: tuple[int, ...]) -> Any:
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Linear(input_shape[0], 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1)
+    )
+
+
+def test_fedbn_site_keeps_its_normalization_layers_across_rounds_and_restarts(
+    site: SiteData, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    from fedcare.models.torch import make_torch_adapter
+
+    adapter = make_torch_adapter(bn_net, "binary")
+    params = adapter.init_params((3,), np.random.default_rng(0))
+    s = study(personalization={"method": "ditto"})  # a logistic plan, made FedBN by hand
+    plan = {**round_config(s, "study-1").plan, "personalization": {"method": "fedbn"}}
+
+    def fedbn_task(kind: str, round: int, p: ArrayRecord) -> Task:
+        config = {"lr": 0.1, "epochs": 2, "batch_size": 10} if kind == "fit" else {}
+        return Task("study-1", round, "a", kind, p, {**config, "seed": round}, plan=plan)  # type: ignore[arg-type]
+
+    runtime = SiteRuntime(site, state_dir=tmp_path, model_builder=lambda _spec: adapter)
+    reply = runtime.fit(fedbn_task("fit", 1, params))
+    bn = [k for k in params if k.startswith("1.")]
+    assert set(bn) == {
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    }
+    assert all(not reply.arrays[k].any() for k in bn)  # no change to them leaves
+    assert reply.arrays["0.weight"].any()
+    saved = runtime.personal.get("study-1")
+    assert saved is not None and saved.after["1.running_mean"].any()  # the site's own statistics
+    # the personal model is the global one with the site's own normalization layers
+    glob = runtime.evaluate(fedbn_task("evaluate", 1, params)).metrics
+    own = adapter.loss(fedbn_start(params, saved.after), site.test)
+    assert glob["personal_loss"] == pytest.approx(own)
+    assert glob["personal_loss"] != pytest.approx(glob["loss"])
+    # a restarted site starts round 2 from its own layers, not the global ones
+    restarted = SiteRuntime(site, state_dir=tmp_path, model_builder=lambda _spec: adapter)
+    first = runtime.fit(fedbn_task("fit", 2, params))
+    second = restarted.fit(fedbn_task("fit", 2, params))
+    np.testing.assert_array_equal(first.arrays.flatten(), second.arrays.flatten())
+    fresh = SiteRuntime(site, model_builder=lambda _spec: adapter).fit(fedbn_task("fit", 2, params))
+    assert not np.array_equal(fresh.arrays.flatten(), second.arrays.flatten())

@@ -24,6 +24,7 @@ from fedcare.site.personal import (
     fedbn_keys,
     fedbn_split,
     fedbn_start,
+    personal_method,
     personal_train_spec,
 )
 from fedcare.site.runtime import SiteRuntime
@@ -311,3 +312,22 @@ def test_fedbn_site_keeps_its_normalization_layers_across_rounds_and_restarts(
     np.testing.assert_array_equal(first.arrays.flatten(), second.arrays.flatten())
     fresh = SiteRuntime(site, model_builder=lambda _spec: adapter).fit(fedbn_task("fit", 2, params))
     assert not np.array_equal(fresh.arrays.flatten(), second.arrays.flatten())
+
+
+def test_a_failing_personal_model_costs_its_metrics_not_the_evaluation(site: SiteData) -> None:
+    s = study(personalization={"method": "finetune", "epochs": 3, "lr": 1e300})
+    big = Dataset(X=site.train.X * 1e10, y=site.train.y)  # lr * gradient overflows
+    reply = SiteRuntime(SiteData("a", big, site.test)).evaluate(task(s, "evaluate", 3, ZERO))
+    assert "diverged" in reply.info["personalization_error"]
+    assert "accuracy" in reply.metrics
+    assert not any(k.startswith("personal_") for k in reply.metrics)
+
+
+def test_the_site_refuses_personalization_under_differential_privacy() -> None:
+    from fedcare.privacy.dp_sgd import DpSgdSpec
+
+    with pytest.raises(ConfigError, match="private"):
+        personal_method({"personalization": {"method": "ditto"}, "privacy_mode": "private"})
+    dp = LocalTrainSpec(dp=DpSgdSpec(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0))
+    with pytest.raises(ConfigError, match="DP-SGD"):
+        personal_train_spec(dp, {"method": "finetune"}, default_epochs=1)

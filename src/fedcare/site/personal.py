@@ -55,17 +55,34 @@ def personal_method(plan: Mapping[str, Any]) -> str:
     section = plan.get("personalization")
     if not isinstance(section, Mapping) or not section:
         return "none"
-    return str(section.get("method", "none"))
+    method = str(section.get("method", "none"))
+    if method != "none" and plan.get("privacy_mode") == "private":
+        raise ConfigError(
+            f"personalization {method!r} in privacy mode 'private': a personal model trains "
+            "without DP noise, so its metrics would fall outside the study's epsilon"
+        )
+    return method
 
 
 def personal_train_spec(
     base: LocalTrainSpec, section: Mapping[str, Any], *, default_epochs: int | None
 ) -> LocalTrainSpec:
     """The local training of the personal model: the study's settings ``base`` without the
-    federated algorithm's terms (FedProx, SCAFFOLD) or DP-SGD (the model never leaves), with
-    the section's ``lr`` and ``epochs`` (``default_epochs`` when it sets none; ``None``: the
-    study's own schedule)."""
-    spec = replace(base, dp=None, correction=None, prox_mu=0.0)
+    federated algorithm's terms (FedProx, SCAFFOLD), with the section's ``lr`` and ``epochs``
+    (``default_epochs`` when it sets none; ``None``: the study's own schedule).
+
+    Raises
+    ------
+    ConfigError
+        ``base`` trains by DP-SGD (the study refuses that combination; a site re-checks), or
+        ``epochs`` is below 1.
+    """
+    if base.dp is not None:
+        raise ConfigError(
+            "personalization with DP-SGD: the personal model would train without DP noise and "
+            "its metrics fall outside the study's epsilon"
+        )
+    spec = replace(base, correction=None, prox_mu=0.0)
     epochs = section.get("epochs")
     epochs = default_epochs if epochs is None else epochs
     if epochs is not None:

@@ -23,7 +23,7 @@ from fedcare.analytics.disclosure import AnalyticsPolicy
 from fedcare.analytics.moments import feature_moments
 from fedcare.data.base import Dataset, SiteData
 from fedcare.data.fingerprint import site_fingerprint
-from fedcare.errors import ConfigError, ValidationError
+from fedcare.errors import ConfigError, ModelError, ValidationError
 from fedcare.evaluation.membership import loss_attack_auroc
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.evaluation.validation import site_validation, validation_due
@@ -200,7 +200,8 @@ class SiteRuntime:
             c_i = self._load_control(task.study_id, task.round, c_i)
             spec = replace(spec, correction=c - c_i)
         method = personal_method(task.plan)
-        start, saved = task.params, self.personal.get(task.study_id)
+        saved = self.personal.get(task.study_id) if method != "none" else None
+        start, personal_info = task.params, {}
         bn_keys: tuple[str, ...] = ()
         if method == "fedbn":  # this site's own normalization layers, kept from its last round
             bn_keys = fedbn_keys(task.params)
@@ -211,8 +212,11 @@ class SiteRuntime:
             delta, own = fedbn_split(delta, result.params, bn_keys)
             before = PersonalState.start(saved, task.round)
             self.personal.put(task.study_id, PersonalState(task.round, before, own))
-        elif method == "ditto":
-            self._ditto(task, adapter, train, spec, saved)
+        elif method == "ditto":  # a failure here costs the site its v_k update, not the round
+            try:
+                self._ditto(task, adapter, train, spec, saved)
+            except ModelError as err:
+                personal_info = {"personalization_error": str(err)}
         arrays = delta
         if scaffold:
             drift = (task.params - result.params).scale(1.0 / (result.num_steps * spec.lr))
@@ -233,6 +237,7 @@ class SiteRuntime:
                 **self.provenance(task),
                 **_dp_sgd_info(spec, len(train)),
                 **_isolation_info(adapter),
+                **personal_info,
             },
         )
 
@@ -254,10 +259,13 @@ class SiteRuntime:
             members = prep.apply(self.data.train)
             rng = np.random.default_rng(int(task.config.get("seed", 0)))
             metrics["mia_loss_auroc"] = loss_attack_auroc(adapter, task.params, members, data, rng)
-        personal = self._personal_model(task, adapter, prep)
-        if personal is not None:
-            metrics.update(personal_metrics(adapter, personal, data))
         info = {**self.provenance(task), **_isolation_info(adapter)}
+        try:  # a personal model that fails to train costs its metrics, not the evaluation
+            personal = self._personal_model(task, adapter, prep)
+            if personal is not None:
+                metrics.update(personal_metrics(adapter, personal, data))
+        except ModelError as err:
+            info["personalization_error"] = str(err)
         if validation_due(task.plan, task.round):
             info["validation"] = self._validation(task, adapter, data, scores)
         return Reply(

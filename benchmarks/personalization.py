@@ -29,6 +29,16 @@ training seed. The lowest loss wins (ties: the earlier in grid order). No test
 row is read before the chosen settings run on the real split. Ditto with ``lam = 0`` is pure
 local training from the global start, so its grid also covers "no federation at all".
 
+**Result** (benchmarks/results/personalization.json): the target is missed. Ditto 0.794 and
+fine-tuning 0.789 (settings chosen on validation data) beat the shared FedAvg model (0.736) by
+5-6 points but not the sites' own local models (0.805), nor FENDA-FL's 0.812. The validation
+splits favoured more local training (Ditto chose ``lam = 0``, i.e. purely local models with lr
+0.01; fine-tuning 100 epochs at lr 0.03) than the test rows reward: at Cleveland the shared
+model (0.788) beats every personal one (0.72-0.76), while Switzerland's 16 test rows (15
+positive) give any personal model 0.938, a quarter of the mean. A per-site choice between the
+global and the personal model on the site's validation rows picked the personal one almost
+everywhere and did not help either.
+
 FedBN is not benchmarked here: logistic regression has no normalization layers (the study is
 refused with a ConfigError).
 

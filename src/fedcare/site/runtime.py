@@ -1,7 +1,9 @@
 """What a site does with a task on its own data: train, evaluate, or report statistics.
 
 Only aggregates leave: a model update (``local - global``), scalar metrics over the test rows,
-or per-feature sums. The site keeps its own strategy state (SCAFFOLD's ``c_i``) per study.
+or per-feature sums. The site keeps its own strategy state (SCAFFOLD's ``c_i``) per study, and
+the personal model the plan's ``personalization`` section asks for (:mod:`fedcare.site.personal`),
+of which only ``personal_*`` metrics over the test rows leave.
 """
 
 from __future__ import annotations

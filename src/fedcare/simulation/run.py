@@ -36,6 +36,7 @@ from fedcare.packages.resolve import resolve_study_package
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.loso import check_leave_one_site_out, leave_one_site_out
+from fedcare.simulation.personal import personalization_results
 from fedcare.simulation.privacy import privacy_results
 from fedcare.simulation.training import (
     Progress,
@@ -171,6 +172,8 @@ def run_simulation(
     }
     if validation:
         results["validation"] = validation
+    fed = models[0]
+    results.update(personalization_results(grid, study, fed.params, fed.arrays, evaluated))
     loso: dict[str, TrainedModel] = {}
     if study.validation.leave_one_site_out:  # fedcare.simulation.loso
         by_label = {m.label: m for m in models}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +283,51 @@ def test_write_outputs_writes_the_clinical_companion(full: dict[str, Any], tmp_p
     assert written == json.loads(json.dumps(clinical_summary(full)))
     write_outputs({"sites": []}, tmp_path / "none")
     assert not (tmp_path / "none" / "clinical.json").exists()
+
+
+def test_multiclass_summary_shows_its_matrix_and_the_majority_class_flag() -> None:
+    summary = {
+        "version": 1,
+        "task": "multiclass",
+        "n": 20,
+        "prevalence": [0.7, 0.2, 0.1],
+        "no_information_rate": 0.7,
+        "confusion": {"matrix": [[12, 1, 1], [3, 1, 0], [2, 0, 0]]},
+        "metrics": {
+            "accuracy": {"value": 0.65, "lo": 0.45, "hi": 0.85},
+            "macro_auroc": {"value": 0.71, "lo": None, "hi": None},
+        },
+    }
+    html = render_report({"validation": {"federated": {"per_site": {"h1": summary}}}})
+    text = _text(html)
+    assert "Confusion matrix: h1 (rows: true class, columns: predicted)" in text
+    assert "0.70 / 0.20 / 0.10" in text
+    assert (
+        "h1: accuracy 0.650 is worse than the no-information rate 0.700: the federated model "
+        "is worse than always predicting the majority class."
+    ) in text
+    assert "macro AUROC" in text
+
+
+def test_clinical_figures_draw_offline_in_chromium(page: str, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no headless Chromium on this machine (.ci/run installs Debian's chromium)")
+    path = tmp_path / "report.html"
+    path.write_text(page, encoding="utf-8")
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--proxy-server=127.0.0.1:9",  # no network: every script is inline
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        path.as_uri(),
+    ]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    for name in ("roc-pr", "reliability", "net-benefit", "forest", "importance", "loso"):
+        start = dom.index(f'id="fig-clinical-{name}"')
+        assert 'class="main-svg"' in dom[start : start + 20000], name

@@ -61,7 +61,7 @@ def test_tripod_fills_the_facts_of_the_run() -> None:
     assert "strategy fedprox (mu=0.1), 20 rounds" in filled["Model and training"]
     assert "privacy mode open" in filled["Model and training"]
     assert "leave-one-site-out" in filled["Validation"]
-    assert "auroc 0.880 (0.831–0.917)" in filled["Performance (with intervals)"]
+    assert "AUROC 0.880 (0.831–0.917)" in filled["Performance (with intervals)"]
     assert "no-information rate 0.516" in filled["Performance (with intervals)"]
     assert "slope (random effects across sites)" in filled["Calibration"]
     assert "prediction interval" in filled["Heterogeneity across sites (AUROC)"]

@@ -9,12 +9,11 @@ report says so in words wherever it happens (:func:`nir_flag`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from markupsafe import Markup
-
-from fedcare.evaluation.plots import number_or_none
 
 __all__ = [
     "METRIC_LABELS",
@@ -40,6 +39,14 @@ METRIC_LABELS = {
     "r2": "R²",
     "cindex": "C-index",
 }
+
+
+def number_or_none(value: Any) -> float | None:
+    """``value`` as a float, or ``None`` when it is missing, not a number or not finite (as
+    :func:`fedcare.evaluation.plots.number_or_none`, without importing plotly)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _map(value: Any) -> Mapping[str, Any]:

@@ -358,6 +358,6 @@ def loso_plot(loso: Mapping[str, Any], metric: str = "auroc") -> go.Figure | Non
         height=420,
         scattermode="group",
         xaxis={"title": "held-out site", "type": "category"},
-        yaxis={"title": _label(metric)},
+        yaxis={"title": "AUROC" if metric == "auroc" else _label(metric)},
     )
     return fig

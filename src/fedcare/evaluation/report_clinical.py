@@ -168,7 +168,11 @@ def _subgroups(block: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "level": level,
                     "suppressed": suppressed,
                     "n": hidden if suppressed else cell.get("n"),
-                    "events": hidden if "pos" in cell and cell["pos"] is None else cell.get("pos"),
+                    # a withheld count may be >= min_cell (withheld so that a small one cannot be
+                    # derived by subtraction): "withheld", not "< min_cell"
+                    "events": "withheld"
+                    if "pos" in cell and cell["pos"] is None
+                    else cell.get("pos"),
                     "cells": [
                         fmt_number(v)
                         if (v := number_or_none(metrics.get(k))) is not None

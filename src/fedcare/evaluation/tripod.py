@@ -23,6 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fedcare.evaluation.clinical_format import (
+    METRIC_LABELS,
+    fmt_ci,
+    meta_ci,
+    meta_pi,
+    number_or_none,
+)
+
 __all__ = ["GUIDELINE", "TO_WRITE", "tripod_section", "tripod_view"]
 
 GUIDELINE = "TRIPOD+AI (Collins et al., BMJ 2024;385:e078378)"
@@ -118,29 +126,15 @@ def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if value == value and abs(value) != float("inf") else None
-
-
-def _ci(entry: Any) -> str | None:
-    e = _map(entry)
-    value, lo, hi = (_number(e.get(k)) for k in ("value", "lo", "hi"))
-    if value is None:
-        return None
-    return f"{value:.3f}" + (f" ({lo:.3f}–{hi:.3f})" if lo is not None and hi is not None else "")
-
-
 def _meta(entry: Any) -> str | None:
+    """Random-effects estimate (CI), prediction interval and I² of a meta-analysis block."""
     m = _map(entry)
-    text = _ci({"value": m.get("random"), "lo": m.get("lo"), "hi": m.get("hi")})
-    if text is None:
+    text = meta_ci(m)
+    if text == "–":
         return None
-    pi_lo, pi_hi, i2 = (_number(m.get(k)) for k in ("pi_lo", "pi_hi", "i2"))
-    if pi_lo is not None and pi_hi is not None:
-        text += f", prediction interval {pi_lo:.3f}–{pi_hi:.3f}"
-    if i2 is not None:
+    if (pi := meta_pi(m)) != "–":
+        text += f", prediction interval {pi}"
+    if (i2 := number_or_none(m.get("i2"))) is not None:
         text += f", I² {100 * i2:.0f}%"
     return text
 
@@ -210,10 +204,14 @@ def _validation_type(study: Mapping[str, Any], per_site: Mapping[str, Any]) -> s
 
 def _performance(overall: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
     metrics = _map(overall.get("metrics"))
-    parts = [f"{name} {text}" for name in metrics if (text := _ci(metrics.get(name)))]
+    parts = [
+        f"{METRIC_LABELS.get(str(name), str(name))} {text}"
+        for name in metrics
+        if (text := fmt_ci(metrics.get(name))) != "–"
+    ]
     if not parts:
         return None
-    nir = _number(overall.get("no_information_rate"))
+    nir = number_or_none(overall.get("no_information_rate"))
     text = "overall (pooled test rows): " + "; ".join(parts)
     if nir is not None:
         text += f"; no-information rate {nir:.3f}"
@@ -225,7 +223,7 @@ def _calibration(overall: Mapping[str, Any]) -> str | None:
     cal, meta = _map(overall.get("calibration")), _map(overall.get("meta"))
     parts = []
     for key, label in (("brier", "Brier"), ("ece", "ECE")):
-        if (v := _number(cal.get(key))) is not None:
+        if (v := number_or_none(cal.get(key))) is not None:
             parts.append(f"{label} {v:.3f}")
     for key, label in (("calibration_slope", "slope"), ("calibration_intercept", "intercept")):
         if (text := _meta(meta.get(key))) is not None:
@@ -237,8 +235,8 @@ def _fairness(subgroups: Mapping[str, Any]) -> str | None:
     parts = []
     for name, group in _map(subgroups.get("groups")).items():
         gaps = _map(_map(group).get("gaps"))
-        eod = _number(gaps.get("equalized_odds_difference"))
-        cal = _number(gaps.get("calibration_difference"))
+        eod = number_or_none(gaps.get("equalized_odds_difference"))
+        cal = number_or_none(gaps.get("calibration_difference"))
         text = f"{name}: equalized odds difference " + ("–" if eod is None else f"{eod:.3f}")
         text += ", calibration difference " + ("–" if cal is None else f"{cal:.3f}")
         parts.append(text)
@@ -291,7 +289,12 @@ def tripod_section(
             if site_names
             else None,
         ),
-        ("8", "Outcome (task)", f"task {task or overall.get('task') or 'unknown'}"),
+        (
+            "8",
+            "Outcome (task)",
+            f"task {task or overall.get('task') or 'unknown'}: the label the "
+            "data source defines (5a)",
+        ),
         (
             "9a",
             "Predictors",

@@ -180,7 +180,15 @@ def run_simulation(
         results["leave_one_site_out"], loso = leave_one_site_out(
             study, ds, trained=by_label, progress=progress
         )
-    results["model_card"] = simulation_card(study, models[0], evaluated["federated"])
+    results["model_card"] = simulation_card(
+        study,
+        models[0],
+        evaluated["federated"],
+        validation=validation.get("federated"),
+        dataset=results["dataset"],
+        feature_names=ds.feature_names,
+        task=results.get("task"),
+    )
     # epsilon per round/site/study and membership-attack AUROCs, when the study asks
     results.update(
         privacy_results(
@@ -203,9 +211,17 @@ def run_simulation(
 
 
 def simulation_card(
-    study: StudyConfig, model: TrainedModel, final: Mapping[str, Any]
+    study: StudyConfig,
+    model: TrainedModel,
+    final: Mapping[str, Any],
+    *,
+    validation: Mapping[str, Any] | None = None,
+    dataset: Mapping[str, Any] | None = None,
+    feature_names: Sequence[str] = (),
+    task: str | None = None,
 ) -> dict[str, Any]:
-    """The federated model's card: no registry (version and parent null), in-memory sites."""
+    """The federated model's card: no registry (version and parent null), in-memory sites;
+    its TRIPOD+AI block from the model's clinical validation, data source and predictors."""
     from fedcare._version import __version__
 
     return build_model_card(
@@ -217,6 +233,10 @@ def simulation_card(
         params=model.params,
         created=datetime.now(timezone.utc),
         fedcare_version=__version__,
+        validation=validation,
+        dataset=dataset,
+        feature_names=feature_names,
+        task=task,
     )
 
 

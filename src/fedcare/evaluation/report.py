@@ -26,6 +26,7 @@ from plotly.offline import get_plotlyjs
 import fedcare.evaluation.plots as plots
 from fedcare.evaluation.clinical_format import METRIC_LABELS, ci_html
 from fedcare.evaluation.report_clinical import clinical_context, clinical_figures
+from fedcare.evaluation.report_personal import personalization_view
 from fedcare.evaluation.tripod import tripod_view
 
 __all__ = ["render_report", "write_report"]
@@ -341,6 +342,7 @@ def render_report(results: Mapping[str, Any], *, generated_at: datetime | None =
         "summary": _mapping(results.get("summary")),
         "rounds": _rounds_table([_mapping(h) for h in results.get("history", [])]),
         "membership": _mapping(results.get("membership_inference")),  # attack AUROCs
+        "personal": personalization_view(results),
         "card": _model_card(results),
         "tripod": tripod_view(_mapping(_mapping(results.get("model_card")).get("tripod"))),
         "clinical": clinical,

@@ -1,0 +1,187 @@
+"""``fedcare site feedback|reference``: monitor a deployed model at the site.
+
+``site predict --log-to FOLDER`` (or a model version of the site's store) keeps each run's
+predictions; ``site reference`` freezes this site's training-row statistics beside them;
+``site feedback`` joins outcomes with the predictions and writes the local result and the
+aggregate ``monitoring.json`` (:mod:`fedcare.inference.feedback`). Only local files are read
+and written. Heavy libraries load inside the commands.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from fedcare.cli.common import console, echo_json, fail
+from fedcare.cli.options import JSON
+from fedcare.errors import ConfigError, FedcareError
+
+__all__ = ["register", "site_feedback", "site_reference"]
+
+MODEL = typer.Option(
+    ...,
+    "--model",
+    help="A model version of the site's store, or the folder `site predict --log-to` wrote.",
+)
+STATE = typer.Option(Path("site-state"), help="The site's state folder (its model store).")
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--since {value!r} is not a date (YYYY-MM-DD[THH:MM])") from None
+
+
+def _min_cell(min_cell: int | None, policy: Path | None) -> int:
+    from fedcare.analytics.disclosure import DEFAULT_MIN_CELL
+
+    if min_cell is not None:
+        if min_cell < 1:
+            raise ConfigError(f"--min-cell must be at least 1, got {min_cell}")
+        return min_cell
+    if policy is not None:
+        from fedcare.site.policy import SitePolicy
+
+        return SitePolicy.from_yaml(policy).min_cell
+    return DEFAULT_MIN_CELL
+
+
+def site_feedback(
+    model: str = MODEL,
+    labels: Path = typer.Option(..., "--labels", help="Outcomes: a .csv or .parquet file."),
+    id_column: str = typer.Option(..., "--id-column", help="The id column of the outcomes."),
+    label_column: str = typer.Option(..., "--label-column", help="The outcome column."),
+    since: str | None = typer.Option(None, help="Only predictions made since this date."),
+    state: Path = STATE,
+    site: str | None = typer.Option(None, help="This site's id (written in monitoring.json)."),
+    min_cell: int | None = typer.Option(
+        None, help="Smallest count reported (default: the --policy's min_cell, else 5)."
+    ),
+    policy: Path | None = typer.Option(None, help="The site policy (YAML) giving min_cell."),
+    bootstrap: int = typer.Option(200, help="Bootstrap resamples for confidence intervals."),
+    as_json: bool = JSON,
+) -> None:
+    """Join outcomes with a deployed model's predictions: performance, calibration, drift."""
+    import numpy as np
+
+    from fedcare.inference.feedback import run_feedback
+    from fedcare.inference.monitor import resolve_model
+
+    try:
+        folder = resolve_model(model, state)
+        result = run_feedback(
+            folder,
+            labels,
+            id_column=id_column,
+            label_column=label_column,
+            rng=np.random.default_rng(),
+            since=_since(since),
+            min_cell=_min_cell(min_cell, policy),
+            site=site,
+            bootstrap=bootstrap,
+        )
+    except FedcareError as err:
+        raise fail(err) from None
+    if as_json:
+        return echo_json(
+            {
+                "monitoring": result.monitoring,
+                "monitoring_path": str(result.monitoring_path),
+                "local_path": str(result.local_path),
+                "proposal": str(result.proposal) if result.proposal else None,
+            }
+        )
+    _print(result)
+
+
+def _value(entry: Any) -> str:
+    if not isinstance(entry, dict) or entry.get("value") is None:
+        return "withheld"
+    lo, hi = entry.get("lo"), entry.get("hi")
+    ci = f" ({lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
+    return f"{entry['value']:.3f}{ci}"
+
+
+def _print(result: Any) -> None:
+    from rich.table import Table
+
+    m = result.monitoring
+    counts = result.local["counts"]
+    console.print(
+        f"model {m['model']}: {m['predictions']['n']} predictions in "
+        f"{m['predictions']['runs']} run(s); outcomes {counts['labels']}, matched "
+        f"{counts['matched']}, without prediction {counts['unmatched_labels']}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    perf = m["performance"]
+    table = Table(title="post-deployment performance")
+    table.add_column("metric")
+    table.add_column("value (95% CI)")
+    if perf is None:
+        table.add_row("(all)", "withheld or not computed")
+    else:
+        for name, entry in perf.get("metrics", {}).items():
+            table.add_row(name, _value(entry))
+        slope = (perf.get("calibration") or {}).get("slope")
+        table.add_row("calibration slope", "n/a" if slope is None else f"{slope:.3f}")
+    console.print(table)
+    drift = m["drift"]
+    if drift is not None:
+        shifts = Table(title="drift (PSI vs this site's training rows)")
+        for column in ("feature", "PSI", "status"):
+            shifts.add_column(column)
+        for name, d in sorted(drift["features"].items(), key=lambda kv: -kv[1]["psi"]):
+            shifts.add_row(name, f"{d['psi']:.3f}", d["status"])
+        if drift.get("score_psi") is not None:
+            shifts.add_row("(score)", f"{drift['score_psi']:.3f}", "")
+        console.print(shifts)
+    else:
+        console.print("drift: no reference.json (site reference) or too few rows")
+    for alert in m["alerts"]:
+        console.print(f"ALERT {alert['kind']}: {alert['detail']}", markup=False, highlight=False)
+    if result.proposal is not None:
+        console.print(f"proposed study (not submitted): {result.proposal}", markup=False)
+    console.print(f"monitoring summary: {result.monitoring_path}", markup=False, soft_wrap=True)
+
+
+def site_reference(
+    model: str = MODEL,
+    input: Path = typer.Option(..., "--input", help="This site's training rows (.csv/.parquet)."),
+    state: Path = STATE,
+    bins: int = typer.Option(10, help="Bins per numeric feature (deciles)."),
+) -> None:
+    """Freeze this site's training-row statistics as the model's drift reference."""
+    import numpy as np
+
+    from fedcare.inference.bundle import load_bundle
+    from fedcare.inference.monitor import BUNDLE_DIR, resolve_model, write_reference
+    from fedcare.inference.predict import _batches, _matrix, read_columns
+
+    try:
+        folder = resolve_model(model, state)
+        bundle = load_bundle(folder / BUNDLE_DIR)
+        absent = [f for f in bundle.features if f not in read_columns(input)]
+        if absent:
+            raise ConfigError(f"training rows {input} have no column {absent[0]!r}")
+        parts = [
+            _matrix(b, bundle.features) for b in _batches(input, bundle.features, bundle.features)
+        ]
+        X = np.vstack(parts) if parts else np.zeros((0, len(bundle.features)))
+        path = write_reference(folder, bundle, X, bins=bins)
+    except FedcareError as err:
+        raise fail(err) from None
+    console.print(f"reference of {len(X)} training rows: {path}", markup=False, soft_wrap=True)
+
+
+def register(site_app: typer.Typer) -> None:
+    """Add ``feedback`` and ``reference`` to ``fedcare site``."""
+    site_app.command("feedback")(site_feedback)
+    site_app.command("reference")(site_reference)

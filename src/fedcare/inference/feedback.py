@@ -117,19 +117,18 @@ def join_outcomes(
     DataError
         An id given twice in the outcomes, or predicted twice (names it).
     """
-    keep = [i for i, v in zip(outcome_ids, outcomes, strict=True) if i is not None and v == v]
-    given = [i for i, (k, v) in enumerate(zip(outcome_ids, outcomes, strict=True))
-             if k is not None and v == v]  # fmt: skip
-    _first_duplicate([str(i) for i in keep], "the outcomes file: one outcome per id")
+    given = [r for r, i in enumerate(outcome_ids) if i is not None and not np.isnan(outcomes[r])]
+    keep = [str(outcome_ids[r]) for r in given]
+    _first_duplicate(keep, "the outcomes file: one outcome per id")
     named = [i for i in predicted_ids if i is not None]
     _first_duplicate(
         named, "the logged predictions (predicted in several runs; choose runs with --since)"
     )
     row_of = {i: r for r, i in enumerate(predicted_ids) if i is not None}
-    pairs = [(row_of[str(k)], g) for k, g in zip(keep, given, strict=True) if str(k) in row_of]
+    pairs = [(row_of[k], g) for k, g in zip(keep, given, strict=True) if k in row_of]
     rows = np.array([p[0] for p in pairs], dtype=np.int64)
     values = outcomes[[p[1] for p in pairs]] if pairs else np.zeros(0)
-    unmatched = [str(k) for k in keep if str(k) not in row_of]
+    unmatched = [k for k in keep if k not in row_of]
     counts = {
         "labels": len(keep),
         "matched": len(pairs),

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,10 +33,14 @@ from fedcare.errors import ConfigError, DataError, ModelError
 from fedcare.inference.bundle import ModelBundle
 from fedcare.inference.frozen import FrozenPreprocessing
 
-if TYPE_CHECKING:
-    from fedcare.inference.monitor import PredictionLog
-
-__all__ = ["CHUNK_ROWS", "PredictionSummary", "Scorer", "predict_file", "read_columns"]
+__all__ = [
+    "CHUNK_ROWS",
+    "PredictionSink",
+    "PredictionSummary",
+    "Scorer",
+    "predict_file",
+    "read_columns",
+]
 
 #: Rows per chunk (Parquet batches; CSV blocks hold about as many for tabular rows).
 CHUNK_ROWS = 65_536
@@ -55,6 +59,20 @@ class PredictionSummary:
     threshold: float | None = None
     #: The prediction log this run wrote at the site (:mod:`fedcare.inference.monitor`).
     log: Path | None = None
+
+
+class PredictionSink(Protocol):
+    """Where a run also keeps its predictions at the site (a
+    :class:`fedcare.inference.monitor.PredictionLog`)."""
+
+    def write(self, ids: Any, outputs: dict[str, np.ndarray], X_raw: np.ndarray) -> None:
+        """Append a chunk: ids (or ``None``), the output columns, the raw rows."""
+
+    def close(self) -> Path | None:
+        """Finish; the file written (``None`` when empty)."""
+
+    def abort(self) -> None:
+        """Drop what was written (the run failed)."""
 
 
 class Scorer:
@@ -180,7 +198,7 @@ def predict_file(
     *,
     threshold: float | None = None,
     id_column: str | None = None,
-    log: PredictionLog | None = None,
+    log: PredictionSink | None = None,
 ) -> PredictionSummary:
     """Score every row of ``input_path`` and write ``out`` (CSV); see the module docstring.
 

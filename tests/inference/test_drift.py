@@ -17,6 +17,7 @@ from fedcare.inference.drift import (
     freeze_reference,
     psi,
     psi_status,
+    sampling_psi,
 )
 
 
@@ -53,7 +54,8 @@ def test_numeric_reference_holds_decile_edges_and_shares() -> None:
     assert ref["missing"] == pytest.approx(0.2)
     expected, actual = bin_shares(ref, np.append(values, [np.nan] * 25))
     assert expected == pytest.approx(actual) and sum(expected) == pytest.approx(1.0)
-    assert drift(ref, np.append(values, [np.nan] * 25)) == {"psi": 0.0, "status": "stable"}
+    same = drift(ref, np.append(values, [np.nan] * 25))
+    assert same == {"psi": 0.0, "status": "stable", "noise": pytest.approx(10 * 2 / 125)}
 
 
 def test_few_distinct_values_are_their_own_bins_and_new_values_fall_in_other() -> None:
@@ -92,6 +94,19 @@ def test_a_known_mean_shift_gives_the_psi_of_the_normal_distributions() -> None:
     assert measured["status"] == "moderate"
     assert drift(ref, rng.normal(1.0, 1.0, 50_000))["status"] == "major"
     assert drift(ref, rng.normal(0.0, 1.0, 50_000))["psi"] < 0.01
+
+
+def test_the_sampling_noise_is_the_mean_psi_without_drift() -> None:
+    rng = np.random.default_rng(0)
+    psis = []
+    for _ in range(200):
+        ref = feature_reference(rng.normal(size=1000))
+        psis.append(drift(ref, rng.normal(size=100)))
+    noise = psis[0]["noise"]
+    assert noise == pytest.approx(sampling_psi(10, 100, 1000)) == pytest.approx(0.099)
+    assert np.mean([p["psi"] for p in psis]) == pytest.approx(noise, rel=0.1)
+    with pytest.raises(ValidationError, match="positive"):
+        sampling_psi(10, 0, 5)
 
 
 def test_freeze_reference_names_every_feature_and_checks_shapes() -> None:

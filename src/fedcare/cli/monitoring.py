@@ -136,12 +136,14 @@ def _print(result: Any) -> None:
     drift = m["drift"]
     if drift is not None:
         shifts = Table(title="drift (PSI vs this site's training rows)")
-        for column in ("feature", "PSI", "status"):
+        for column in ("feature", "PSI", "status", "without drift ~"):
             shifts.add_column(column)
         for name, d in sorted(drift["features"].items(), key=lambda kv: -kv[1]["psi"]):
-            shifts.add_row(name, f"{d['psi']:.3f}", d["status"])
+            shifts.add_row(name, f"{d['psi']:.3f}", d["status"], f"{d['noise']:.3f}")
         if drift.get("score_psi") is not None:
-            shifts.add_row("(score)", f"{drift['score_psi']:.3f}", "")
+            shifts.add_row(
+                "(score)", f"{drift['score_psi']:.3f}", "", f"{drift['score_noise']:.3f}"
+            )
         console.print(shifts)
     else:
         console.print("drift: no reference.json (site reference) or too few rows")

@@ -73,14 +73,14 @@ def alerts(
                 }
             )
     if spec.max_psi is not None and drift:
-        psis = {k: v.get("psi") for k, v in (drift.get("features") or {}).items()}
-        psis["(score)"] = drift.get("score_psi")
-        for name, value in psis.items():
+        found = {f"feature {k!r}": v for k, v in (drift.get("features") or {}).items()}
+        found["the score"] = {"psi": drift.get("score_psi"), "noise": drift.get("score_noise")}
+        for what, entry in found.items():
+            value, noise = entry.get("psi"), entry.get("noise")
             if isinstance(value, (int, float)) and value > spec.max_psi:
-                what = "the score" if name == "(score)" else f"feature {name!r}"
-                out.append(
-                    {"kind": "psi_above", "detail": f"{what}: PSI {value:.3f} > {spec.max_psi:g}"}
-                )
+                alone = f" ({noise:.3f} expected from sampling alone)" if noise else ""
+                detail = f"{what}: PSI {value:.3f} > {spec.max_psi:g}{alone}"
+                out.append({"kind": "psi_above", "detail": detail})
     return out
 
 

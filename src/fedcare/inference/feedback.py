@@ -150,11 +150,16 @@ def _drift_block(reference: dict[str, Any] | None, table: Any, n: int, min_cell:
         column = FEATURE_PREFIX + name
         if column in table.column_names:
             features[name] = drift(ref, table[column].to_numpy(zero_copy_only=False))
-    score = None
+    score: dict[str, Any] = {}
     if "score" in reference and "score" in table.column_names:
-        score = drift(reference["score"], table["score"].to_numpy(zero_copy_only=False))["psi"]
+        score = drift(reference["score"], table["score"].to_numpy(zero_copy_only=False))
     psis = [f["psi"] for f in features.values()]
-    block = {"features": features, "max_psi": max(psis) if psis else None, "score_psi": score}
+    block = {
+        "features": features,
+        "max_psi": max(psis) if psis else None,
+        "score_psi": score.get("psi"),
+        "score_noise": score.get("noise"),
+    }
     return (None if 0 < n < min_cell else block), block
 
 

@@ -131,3 +131,35 @@ def test_version_folder_and_model_resolution(tmp_path: Path) -> None:
         version_folder(store, "../etc")
     with pytest.raises(NotFoundError, match="no bundle/ folder"):
         resolve_model(str(tmp_path), tmp_path)
+
+
+def test_site_reference_from_the_site_data_file(
+    trained: Trained, bundle_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from fedcare.cli.main import app
+
+    bundle = load_bundle(bundle_dir)
+    folder = open_log_folder(tmp_path / "v1", bundle)
+    (tmp_path / "site.yaml").write_text(
+        "datasets:\n  heart-disease:\n    builtin: heart-disease\n"
+        "    options: {protocol: raw}\n    site: cleveland\n"
+    )
+    args = ["site", "reference", "--model", str(folder)]
+    done = CliRunner().invoke(app, [*args, "--data", str(tmp_path / "site.yaml")])
+    assert done.exit_code == 0, done.output
+    train = trained.data.site("cleveland").train.X
+    assert f"reference of {len(train)} training rows" in done.output
+    kept = read_reference(folder)
+    assert kept is not None
+    assert (
+        kept["features"]
+        == read_reference(write_reference(tmp_path, bundle, train).parent)["features"]
+    )
+    both = CliRunner().invoke(app, args)
+    assert both.exit_code == 2 and "--input FILE, or --data SITE.yaml" in both.output
+    other = CliRunner().invoke(
+        app, [*args, "--data", str(tmp_path / "site.yaml"), "--dataset", "eicu"]
+    )
+    assert other.exit_code == 2 and "has no dataset 'eicu'" in other.output

@@ -154,29 +154,56 @@ def _print(result: Any) -> None:
     console.print(f"monitoring summary: {result.monitoring_path}", markup=False, soft_wrap=True)
 
 
+def _training_rows(bundle: Any, input: Path | None, data: Path | None, dataset: str | None) -> Any:
+    """This site's raw training rows in the bundle's feature order: from ``input`` (columns by
+    name) or the site data file's dataset (the training split the site's tasks use)."""
+    import numpy as np
+
+    from fedcare.inference.predict import _batches, _matrix, read_columns
+
+    features = bundle.features
+    if (input is None) == (data is None):
+        raise ConfigError("give the training rows: --input FILE, or --data SITE.yaml")
+    if input is not None:
+        absent = [f for f in features if f not in read_columns(input)]
+        if absent:
+            raise ConfigError(f"training rows {input} have no column {absent[0]!r}")
+        parts = [_matrix(b, features) for b in _batches(input, features, features)]
+        return np.vstack(parts) if parts else np.zeros((0, len(features)))
+    from fedcare.site.config import SiteDataConfig
+
+    config = SiteDataConfig.from_yaml(data)  # type: ignore[arg-type]
+    name = dataset or ((bundle.card or {}).get("config") or {}).get("dataset", {}).get("name")
+    if name not in config.datasets:
+        raise ConfigError(f"site data file {data} has no dataset {name!r} (--dataset NAME)")
+    X = np.asarray(config.datasets[name].load().train.X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != len(features):
+        raise ConfigError(
+            f"dataset {name!r} has rows of shape {X.shape}, the model {len(features)} features"
+        )
+    return X
+
+
 def site_reference(
     model: str = MODEL,
-    input: Path = typer.Option(..., "--input", help="This site's training rows (.csv/.parquet)."),
+    input: Path | None = typer.Option(None, "--input", help="Training rows (.csv/.parquet)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Or: the site data file; its dataset's training split is used."
+    ),
+    dataset: str | None = typer.Option(
+        None, help="The dataset of --data (default: the study's, from the model card)."
+    ),
     state: Path = STATE,
     bins: int = typer.Option(10, help="Bins per numeric feature (deciles)."),
 ) -> None:
     """Freeze this site's training-row statistics as the model's drift reference."""
-    import numpy as np
-
     from fedcare.inference.bundle import load_bundle
     from fedcare.inference.monitor import BUNDLE_DIR, resolve_model, write_reference
-    from fedcare.inference.predict import _batches, _matrix, read_columns
 
     try:
         folder = resolve_model(model, state)
         bundle = load_bundle(folder / BUNDLE_DIR)
-        absent = [f for f in bundle.features if f not in read_columns(input)]
-        if absent:
-            raise ConfigError(f"training rows {input} have no column {absent[0]!r}")
-        parts = [
-            _matrix(b, bundle.features) for b in _batches(input, bundle.features, bundle.features)
-        ]
-        X = np.vstack(parts) if parts else np.zeros((0, len(bundle.features)))
+        X = _training_rows(bundle, input, data, dataset)
         path = write_reference(folder, bundle, X, bins=bins)
     except FedcareError as err:
         raise fail(err) from None

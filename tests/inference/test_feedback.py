@@ -119,7 +119,7 @@ def test_feedback_performance_is_the_clinical_summary_of_the_matched_rows(
     assert result.local["performance"] == expected
     monitoring = result.monitoring
     assert monitoring["performance"] == withhold_summary(expected, 5)
-    assert monitoring["outcomes"] == {"labels": n + 3, "matched": n, "unmatched_labels": None}
+    assert monitoring["outcomes"] == {"n": n + 3, "matched": n, "unmatched_labels": None}
     assert result.local["counts"]["unmatched_labels"] == 3  # kept at the site only
     assert monitoring["predictions"]["n"] == n and monitoring["predictions"]["runs"] == 1
     assert monitoring["bundle_sha256"] == bundle.bundle_hash and monitoring["site"] == SITE
@@ -312,3 +312,39 @@ def test_site_feedback_on_the_command_line(trained: Trained, tmp_path: Path) -> 
         app, [*args[:2], "--model", "heart-v9", *args[4:], "--state", str(tmp_path / "state")]
     )
     assert missing.exit_code == 2 and "'heart-v9' is not in the site's store" in missing.output
+
+
+def test_a_regression_model_gets_its_clinical_summary(tmp_path: Path) -> None:
+    from fedcare.inference.bundle import build_bundle
+    from fedcare.inference.monitor import log_predictions
+
+    files = build_bundle(
+        model={"kind": "torch", "task": "regression"},
+        params={"w": np.zeros(1)},
+        feature_names=["x"],
+        input_shape=[1],
+        preprocessing={},
+        task="regression",
+    )
+    folder = open_log_folder(tmp_path / "reg", load_bundle(write_bundle(files, tmp_path / "b")))
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=80)
+    y = 2 * x + rng.normal(scale=0.5, size=80)
+    ids = [f"p{i}" for i in range(80)]
+    log_predictions(folder, "r1", ids, 2 * x, None, {"x": x})
+    pd.DataFrame({"id": ids, "y": y}).to_csv(tmp_path / "y.csv", index=False)
+    result = run_feedback(
+        folder,
+        tmp_path / "y.csv",
+        id_column="id",
+        label_column="y",
+        rng=np.random.default_rng(2),
+        bootstrap=30,
+    )
+    spec = {"threshold": 0.5, "bootstrap": 30, "bins": 10, "curve_bins": 100}
+    expected = site_summary("regression", y, 2 * x, spec=spec, rng=np.random.default_rng(2))
+    assert result.local["performance"] == expected
+    assert result.monitoring["performance"] == {**expected, "withheld": []}
+    assert "positive_rate" not in result.monitoring["predictions"]
+    assert result.monitoring["drift"] is None  # no reference frozen
+    assert result.monitoring["alerts"] == [] and result.proposal is None

@@ -238,7 +238,9 @@ def run_feedback(
         "period": {"from": min(times).isoformat(), "to": max(times).isoformat()},
         "predictions": predictions,
         "outcomes": {
-            k: shown(counts[k], min_cell) for k in ("labels", "matched", "unmatched_labels")
+            "n": shown(counts["labels"], min_cell),
+            "matched": shown(counts["matched"], min_cell),
+            "unmatched_labels": shown(counts["unmatched_labels"], min_cell),
         },
         "performance": performance,
         "drift": reported_drift,

@@ -348,3 +348,44 @@ def test_a_regression_model_gets_its_clinical_summary(tmp_path: Path) -> None:
     assert "positive_rate" not in result.monitoring["predictions"]
     assert result.monitoring["drift"] is None  # no reference frozen
     assert result.monitoring["alerts"] == [] and result.proposal is None
+
+
+def test_a_store_model_logs_by_default(trained: Trained, tmp_path: Path) -> None:
+    folder, _ = deployed(trained, tmp_path)
+    outcomes(trained, tmp_path / "outcomes.csv")
+    args = [
+        "site",
+        "predict",
+        "--model",
+        str(folder / "bundle"),
+        "--input",
+        str(tmp_path / "rows.csv"),
+        "--out",
+        str(tmp_path / "o.csv"),
+        "--id-column",
+        "patient",
+        "--json",
+    ]
+    quiet = runner.invoke(app, [*args, "--no-log"])
+    assert quiet.exit_code == 0 and json.loads(quiet.stdout)["log"] is None
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["log"].startswith(str(folder / "predictions"))
+    assert len(list((folder / "predictions").glob("*.parquet"))) == 2
+    feedback = [
+        "site",
+        "feedback",
+        "--model",
+        str(folder),
+        "--labels",
+        str(tmp_path / "outcomes.csv"),
+        "--id-column",
+        "mrn",
+        "--label-column",
+        "died",
+    ]
+    refused = runner.invoke(app, feedback)
+    assert refused.exit_code == 2
+    assert "predicted in several runs; choose runs with --since" in refused.output
+    bad = runner.invoke(app, [*feedback, "--since", "yesterday"])
+    assert bad.exit_code == 2 and "'yesterday' is not a date" in bad.output

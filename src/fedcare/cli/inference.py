@@ -40,18 +40,25 @@ def site_predict(
         None,
         "--log-to",
         help="Also keep the predictions (ids, scores, raw features) in this folder at the site, "
-        "for `site feedback`.",
+        "for `site feedback` (default: the version folder of a store model).",
     ),
+    no_log: bool = typer.Option(False, "--no-log", help="Keep no prediction log."),
     as_json: bool = JSON,
 ) -> None:
     """Score rows with a model bundle at this site (local files only: nothing leaves)."""
     from fedcare.inference.bundle import load_bundle
-    from fedcare.inference.monitor import PredictionLog, new_run_id, open_log_folder
+    from fedcare.inference.monitor import (
+        PredictionLog,
+        default_log_folder,
+        new_run_id,
+        open_log_folder,
+    )
     from fedcare.inference.predict import predict_file
 
     try:
         bundle = load_bundle(model, expected_hash=expect_hash)
         log = None
+        log_to = None if no_log else log_to or default_log_folder(model)
         if log_to is not None:
             folder = open_log_folder(log_to, bundle)
             log = PredictionLog(folder, new_run_id(), bundle.features)

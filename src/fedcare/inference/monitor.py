@@ -40,6 +40,7 @@ __all__ = [
     "MONITORING_FILE",
     "REFERENCE_FILE",
     "PredictionLog",
+    "default_log_folder",
     "log_predictions",
     "new_run_id",
     "open_log_folder",
@@ -91,6 +92,17 @@ def resolve_model(model: str, state: Path) -> Path:
             "`site predict --log-to` wrote"
         )
     return version_folder(Path(state) / "models", model)
+
+
+def default_log_folder(model: Path) -> Path | None:
+    """Where ``site predict`` logs by default: the version folder when ``model`` is a version
+    folder's ``bundle/`` (a model of the site's store), else nowhere."""
+    model = Path(model)
+    if model.name == BUNDLE_DIR and model.is_dir():
+        return model.parent
+    if (model / BUNDLE_DIR).is_dir():
+        return model
+    return None
 
 
 def open_log_folder(folder: Path, bundle: ModelBundle) -> Path:

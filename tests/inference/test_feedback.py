@@ -389,3 +389,36 @@ def test_a_store_model_logs_by_default(trained: Trained, tmp_path: Path) -> None
     assert "predicted in several runs; choose runs with --since" in refused.output
     bad = runner.invoke(app, [*feedback, "--since", "yesterday"])
     assert bad.exit_code == 2 and "'yesterday' is not a date" in bad.output
+
+
+def test_the_site_id_comes_from_the_kit_the_agent_recorded(
+    trained: Trained, tmp_path: Path
+) -> None:
+    from fedcare.site.stewardship import remember_kit
+    from fedcare.transport.provisioning import create_federation
+
+    fed = create_federation(
+        tmp_path / "fed", name="t", sites=("bern",), coordinator_hosts=("127.0.0.1",)
+    )
+    remember_kit(tmp_path / "state", fed.site_kits["bern"])
+    folder, _ = deployed(trained, tmp_path)
+    outcomes(trained, tmp_path / "outcomes.csv")
+    args = [
+        "site",
+        "feedback",
+        "--model",
+        str(folder),
+        "--labels",
+        str(tmp_path / "outcomes.csv"),
+        "--id-column",
+        "mrn",
+        "--label-column",
+        "died",
+        "--bootstrap",
+        "0",
+        "--json",
+    ]
+    done = runner.invoke(app, [*args, "--state", str(tmp_path / "state")])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["monitoring"]["site"] == "bern"
+    assert json.loads(runner.invoke(app, args).stdout)["monitoring"]["site"] is None

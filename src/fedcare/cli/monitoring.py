@@ -38,6 +38,20 @@ def _since(value: str | None) -> datetime | None:
         raise ConfigError(f"--since {value!r} is not a date (YYYY-MM-DD[THH:MM])") from None
 
 
+def _site_id(site: str | None, state: Path) -> str | None:
+    """``--site``, else the id of the kit the site agent last started with (if recorded)."""
+    if site is not None:
+        return site
+    from fedcare.site.stewardship import KIT_RECORD, recorded_kit, site_identity
+
+    if not (state / KIT_RECORD).is_file():
+        return None
+    try:
+        return site_identity(recorded_kit(state))
+    except (FedcareError, OSError, ValueError):
+        return None
+
+
 def _min_cell(min_cell: int | None, policy: Path | None) -> int:
     from fedcare.analytics.disclosure import DEFAULT_MIN_CELL
 
@@ -59,7 +73,9 @@ def site_feedback(
     label_column: str = typer.Option(..., "--label-column", help="The outcome column."),
     since: str | None = typer.Option(None, help="Only predictions made since this date."),
     state: Path = STATE,
-    site: str | None = typer.Option(None, help="This site's id (written in monitoring.json)."),
+    site: str | None = typer.Option(
+        None, help="This site's id for monitoring.json (default: from the kit on --state)."
+    ),
     min_cell: int | None = typer.Option(
         None, help="Smallest count reported (default: the --policy's min_cell, else 5)."
     ),
@@ -83,7 +99,7 @@ def site_feedback(
             rng=np.random.default_rng(),
             since=_since(since),
             min_cell=_min_cell(min_cell, policy),
-            site=site,
+            site=_site_id(site, state),
             bootstrap=bootstrap,
         )
     except FedcareError as err:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from fedcare.cli import monitoring
 from fedcare.cli.common import console, echo_json, fail
 from fedcare.cli.options import JSON
 from fedcare.errors import FedcareError
@@ -35,15 +36,35 @@ def site_predict(
         None, "--id-column", help="A column copied to the output beside each row's scores."
     ),
     expect_hash: str | None = EXPECT,
+    log_to: Path | None = typer.Option(
+        None,
+        "--log-to",
+        help="Also keep the predictions (ids, scores, raw features) in this folder at the site, "
+        "for `site feedback` (default: the version folder of a store model).",
+    ),
+    no_log: bool = typer.Option(False, "--no-log", help="Keep no prediction log."),
     as_json: bool = JSON,
 ) -> None:
     """Score rows with a model bundle at this site (local files only: nothing leaves)."""
     from fedcare.inference.bundle import load_bundle
+    from fedcare.inference.monitor import (
+        PredictionLog,
+        default_log_folder,
+        new_run_id,
+        open_log_folder,
+    )
     from fedcare.inference.predict import predict_file
 
     try:
         bundle = load_bundle(model, expected_hash=expect_hash)
-        summary = predict_file(bundle, input, out, threshold=threshold, id_column=id_column)
+        log = None
+        log_to = None if no_log else log_to or default_log_folder(model)
+        if log_to is not None:
+            folder = open_log_folder(log_to, bundle)
+            log = PredictionLog(folder, new_run_id(), bundle.features)
+        summary = predict_file(
+            bundle, input, out, threshold=threshold, id_column=id_column, log=log
+        )
     except FedcareError as err:
         raise fail(err) from None
     if as_json:
@@ -56,6 +77,7 @@ def site_predict(
                 "threshold": summary.threshold,
                 "bundle_sha256": bundle.bundle_hash,
                 "seconds": summary.seconds,
+                "log": None if summary.log is None else str(summary.log),
             }
         )
     if summary.ignored_columns:
@@ -73,6 +95,8 @@ def site_predict(
         highlight=False,
         soft_wrap=True,
     )
+    if summary.log is not None:
+        console.print(f"kept at the site: {summary.log}", markup=False, soft_wrap=True)
 
 
 def site_export_onnx(
@@ -99,3 +123,4 @@ def register(site_app: typer.Typer) -> None:
     """Add ``predict`` and ``export-onnx`` to ``fedcare site``."""
     site_app.command("predict")(site_predict)
     site_app.command("export-onnx")(site_export_onnx)
+    monitoring.register(site_app)

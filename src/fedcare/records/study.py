@@ -16,6 +16,7 @@ from fedcare.errors import ConfigError
 from fedcare.records.aggregation_spec import AggregationSpec
 from fedcare.records.config_file import read_yaml, validate_config, with_base_dir
 from fedcare.records.dp_spec import DpSpec
+from fedcare.records.monitoring_spec import MonitoringSpec
 from fedcare.records.personalization_spec import PersonalizationSpec
 from fedcare.records.validation_spec import ValidationSpec
 
@@ -118,6 +119,8 @@ class StudyConfig(_Strict):
     validation: ValidationSpec = Field(default_factory=lambda: ValidationSpec())
     #: The model each site keeps for itself (fedcare.records.personalization_spec).
     personalization: PersonalizationSpec = Field(default_factory=lambda: PersonalizationSpec())
+    #: Alert thresholds of the deployed model (fedcare.records.monitoring_spec).
+    monitoring: MonitoringSpec = Field(default_factory=lambda: MonitoringSpec())
 
     @property
     def task_deadline_s(self) -> float:

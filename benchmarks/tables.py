@@ -33,10 +33,19 @@ def load(results: Path) -> dict[str, list[Row]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
 
 
+def _num(value: float) -> str:
+    """3 decimals; large numbers with thousands separators, tiny ones in 2 significant digits."""
+    if abs(value) >= 10_000:
+        return f"{value:,.0f}"
+    if value != 0 and abs(value) < 0.001:
+        return f"{value:.2g}"
+    return f"{value:.3f}"
+
+
 def _cell(row: Row, show_n: bool) -> str:
     if row["mean"] is None:
         return "n/a"
-    text = f"{row['mean']:.3f} ± {row['sd']:.3f}"
+    text = f"{_num(row['mean'])} ± {_num(row['sd'])}"
     return f"{text} (n={row['n']})" if show_n else text
 
 
@@ -77,7 +86,11 @@ def pivot(rows: Sequence[Row]) -> list[str]:
     ns = {r["n"] for r in rows}
     cells = {(r["method"], r["metric"]): _cell(r, len(ns) > 1) for r in rows}
     body = [[m] + [cells.get((m, k), "") for k in metrics] for m in methods]
-    caption = f"mean ± SD over seeds (n = {ns.pop()})" if len(ns) == 1 else "mean ± SD over seeds"
+    caption = (
+        f"mean ± SD over repetitions (seeds, runs or replicates; n = {ns.pop()})"
+        if len(ns) == 1
+        else "mean ± SD over repetitions (seeds, runs or replicates)"
+    )
     return [caption, "", *_table(["method", *metrics], body)]
 
 
@@ -113,6 +126,9 @@ TITLES = {
     "adversarial": "One site sends bad replies (`benchmarks/adversarial.py`)",
     "cli": "CLI start-up, median of fresh processes (`benchmarks/cli.py`)",
     "api": "HTTP API latency and event delay, PostgreSQL (`benchmarks/api.py`)",
+    "clinical_coverage": "Coverage of the validation intervals (`benchmarks/clinical_coverage.py`)",
+    "inference": "Predicting at a site and ONNX parity (`benchmarks/inference.py`)",
+    "personalization": "Personalized models, FL4Health scoring (`benchmarks/personalization.py`)",
 }
 
 

@@ -192,11 +192,12 @@ def test_one_steward_approves_one_refuses_and_the_site_predicts_from_its_store(
     rows_csv = tmp_path / "rows.csv"
     with rows_csv.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(bundle.features)
-        writer.writerows(site.test.X.tolist())
+        writer.writerow(["patient_id", *bundle.features])
+        writer.writerows([f"p{i}", *row] for i, row in enumerate(site.test.X.tolist()))
     scored = json.loads(_cli("site", "predict", "--model", version, "--state",
                              str(fed.state("cleveland")), "--input", str(rows_csv), "--out",
-                             str(tmp_path / "p.csv"), "--json").stdout)  # fmt: skip
+                             str(tmp_path / "p.csv"), "--id-column", "patient_id",
+                             "--json").stdout)  # fmt: skip
     assert scored["rows"] == len(site.test.X) and scored["bundle_sha256"] == entry["stored_sha256"]
     models = json.loads(_cli("site", "models", "--state", str(fed.state("cleveland")),
                              "--json").stdout)  # fmt: skip
@@ -224,21 +225,27 @@ def test_one_steward_approves_one_refuses_and_the_site_predicts_from_its_store(
     assert "approval" in cleveland
     hungary = [e["event"] for e in _audit(fed.state("hungary") / "audit.jsonl")]
     assert "refusal" in hungary and "model-taken" not in hungary
-    _monitoring_reaches_the_coordinator(fed, store)
+    taken_entry = [e for e in _audit(fed.state("cleveland") / "audit.jsonl")
+                   if e["event"] == "model-taken"][-1]  # fmt: skip
+    assert taken_entry["data"]["reference"] == f"frozen from {len(site.train.X)} training rows"
+    assert (store.path(version) / "reference.json").is_file()  # the drift reference (H8)
+    outcomes = tmp_path / "outcomes.csv"
+    outcomes.write_text(
+        "patient_id,label\n" + "".join(f"p{i},{int(y)}\n" for i, y in enumerate(site.test.y))
+    )
+    _cli("site", "feedback", "--model", version, "--state", str(fed.state("cleveland")),
+         "--labels", str(outcomes), "--id-column", "patient_id", "--label-column", "label",
+         "--bootstrap", "20")  # fmt: skip
+    _monitoring_reaches_the_coordinator(fed, store, len(site.test.X))
 
 
-def _monitoring_reaches_the_coordinator(fed: Federation, store: ModelStore) -> None:
-    """The site sends a changed monitoring.json; the coordinator keeps the latest valid one."""
+def _monitoring_reaches_the_coordinator(fed: Federation, store: ModelStore, n: int) -> None:
+    """The site sends monitoring.json (written by site feedback) when it changes; the
+    coordinator keeps the latest valid one."""
     version = fed.version
-    summary = {
-        "version": 1,
-        "model": version,
-        "site": "cleveland",
-        "predictions": {"n": 1200, "runs": 5, "positive_rate": 0.31},
-        "drift": {"features": {"age": {"psi": 0.04, "status": "stable"}}, "max_psi": 0.04},
-        "alerts": [],
-    }
-    (store.path(version) / "monitoring.json").write_text(json.dumps(summary))
+    summary = json.loads((store.path(version) / "monitoring.json").read_text())
+    assert summary["model"] == version and summary["site"] == "cleveland"
+    assert summary["predictions"]["n"] == n
     kept = _wait(fed, "cleveland", lambda d: d.monitoring is not None, "monitoring summary")
     assert kept.monitoring == summary
     (store.path(version) / "monitoring.json").write_text(json.dumps({**summary, "rows": [1]}))
@@ -250,7 +257,7 @@ def _monitoring_reaches_the_coordinator(fed: Federation, store: ModelStore) -> N
     assert "unknown key(s) ['rows']" in json.loads(sent.read_text())[version]["outcome"]
     assert fed.coordinator.store.list_deployments(version, "cleveland")[-1].monitoring == summary
     table = _cli("models", "deployments", version, "--home", str(fed.home)).stdout
-    assert "1200 predictions" in table
+    assert f"{n} predictions" in table
     events = [e["event"] for e in _audit(fed.state("cleveland") / "audit.jsonl")]
     assert events.count("monitoring-sent") == 2
 

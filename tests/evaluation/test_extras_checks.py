@@ -77,3 +77,25 @@ def test_a_forged_part_is_refused_naming_it(
     assert summary is None and reason is not None
     assert reason.startswith("site 'x' validation summary: ")
     assert message in reason
+
+
+def test_a_site_without_a_subgroup_feature_says_so_and_still_reports() -> None:
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 2))
+    y = (X[:, 0] > 0).astype(float)
+    spec = ValidationSpec(bootstrap=10, subgroups=[{"feature": "sex"}]).model_dump(mode="json")
+    summary = site_validation(
+        "binary",
+        Dataset(X, y),
+        1 / (1 + np.exp(-X[:, 0])),
+        raw_X=X,
+        feature_names=["a", "b"],
+        spec=spec,
+        min_cell=5,
+        rng=rng,
+    )
+    assert "subgroups" not in summary
+    assert summary["notes"][0].startswith("subgroups not computed:")
+    assert "sex" in summary["notes"][0]
+    kept, reason = validation_problem("a", json.dumps(summary), max_rows=40)
+    assert reason is None and kept is not None

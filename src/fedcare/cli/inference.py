@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from fedcare.cli import monitoring
 from fedcare.cli.common import console, echo_json, fail
 from fedcare.cli.options import JSON
 from fedcare.errors import FedcareError
@@ -43,16 +44,36 @@ def site_predict(
         None, "--id-column", help="A column copied to the output beside each row's scores."
     ),
     expect_hash: str | None = EXPECT,
+    log_to: Path | None = typer.Option(
+        None,
+        "--log-to",
+        help="Also keep the predictions (ids, scores, raw features) in this folder at the site, "
+        "for `site feedback` (default: the version folder of a store model).",
+    ),
+    no_log: bool = typer.Option(False, "--no-log", help="Keep no prediction log."),
     state: Path = STATE,
     as_json: bool = JSON,
 ) -> None:
     """Score rows with a model at this site (local files only: nothing leaves)."""
+    from fedcare.inference.monitor import (
+        PredictionLog,
+        default_log_folder,
+        new_run_id,
+        open_log_folder,
+    )
     from fedcare.inference.predict import predict_file
-    from fedcare.inference.store import resolve_bundle
+    from fedcare.inference.store import resolve_bundle, store_folder
 
     try:
         bundle = resolve_bundle(model, state, expected_hash=expect_hash)
-        summary = predict_file(bundle, input, out, threshold=threshold, id_column=id_column)
+        log = None
+        log_to = None if no_log else log_to or default_log_folder(store_folder(model, state))
+        if log_to is not None:
+            folder = open_log_folder(log_to, bundle)
+            log = PredictionLog(folder, new_run_id(), bundle.features)
+        summary = predict_file(
+            bundle, input, out, threshold=threshold, id_column=id_column, log=log
+        )
     except FedcareError as err:
         raise fail(err) from None
     if as_json:
@@ -65,6 +86,7 @@ def site_predict(
                 "threshold": summary.threshold,
                 "bundle_sha256": bundle.bundle_hash,
                 "seconds": summary.seconds,
+                "log": None if summary.log is None else str(summary.log),
             }
         )
     if summary.ignored_columns:
@@ -82,6 +104,8 @@ def site_predict(
         highlight=False,
         soft_wrap=True,
     )
+    if summary.log is not None:
+        console.print(f"kept at the site: {summary.log}", markup=False, soft_wrap=True)
 
 
 def site_export_onnx(
@@ -112,3 +136,4 @@ def register(site_app: typer.Typer) -> None:
     site_app.command("predict")(site_predict)
     site_app.command("export-onnx")(site_export_onnx)
     register_site_models(site_app)
+    monitoring.register(site_app)

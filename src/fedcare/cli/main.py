@@ -60,6 +60,11 @@ def _summary_table(results: dict[str, Any]) -> Table:
         rows.append((f"local-{site}", entry))
     if "pooled" in results.get("baselines", {}):
         rows.append(("pooled", results["baselines"]["pooled"]))
+    if "personalization" in results:  # each site's own personal model on its test split
+        block = results["personalization"]
+        own = {s: e.get("personal") or {} for s, e in block["sites"].items()}
+        mean = block["mean"]["personal"]
+        rows.append((f"personal-{block['method']}", {"per_site": own, "unweighted": mean}))
     for label, entry in rows:
         cells = [_fmt(entry["per_site"].get(s, {}).get(metric)) for s in results["sites"]]
         table.add_row(label, *cells, _fmt(entry["unweighted"].get(metric)))

@@ -26,9 +26,15 @@ def jsonable(value: Any) -> Any:
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    """Write ``results.json`` and ``report.html`` into ``out``; return both paths."""
+    """Write ``results.json`` and ``report.html`` into ``out`` (and ``clinical.json``, the flat
+    clinical validation summary, when the results have a validation); return the first two."""
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results_path.write_text(json.dumps(jsonable(results), indent=2, allow_nan=False) + "\n")
+    if results.get("validation") or results.get("leave_one_site_out"):
+        from fedcare.evaluation.clinical_json import clinical_summary
+
+        summary = jsonable(clinical_summary(results))
+        (out / "clinical.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     report_path = write_report(results, out / "report.html")
     return results_path, report_path

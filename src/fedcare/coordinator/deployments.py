@@ -52,6 +52,8 @@ MONITORING_KEYS = frozenset(
         "model",
         "bundle_sha256",
         "site",
+        "time",
+        "min_cell",
         "period",
         "predictions",
         "outcomes",

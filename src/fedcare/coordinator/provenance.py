@@ -59,6 +59,11 @@ def register_final_model(
         fedcare_version=__version__,
         version=version,
         parent=study.init_model,
+        # the final evaluation's clinical validation (coefficients need the registered model,
+        # so they are not in it yet) fills the card's TRIPOD+AI block
+        validation=(results.get("validation") or {}).get("federated"),
+        dataset={"name": study.dataset.name},
+        task=results.get("task"),
     )
     model = store.register_model(
         study_id,

@@ -9,6 +9,7 @@ from fedcare.coordinator.jsonsafe import to_json
 from fedcare.coordinator.privacy_guard import ledger_summary
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.evaluation.analytics_report import render_analytics_report
+from fedcare.evaluation.personal import personalization_summary
 from fedcare.evaluation.report import render_report
 from fedcare.evaluation.validation import combine_validation
 from fedcare.records.study import StudyConfig
@@ -61,11 +62,20 @@ def study_results(store: CoordinatorStore, study_id: str) -> dict[str, Any]:
         "history": history,
         "final": {k: v for k, v in final.items() if k != "validation"},
         **({"validation": {"federated": validation}} if validation else {}),
+        **_personalization(study, final),
         "timing": {"total_s": sum(r.duration_s for r in rounds)},
         # epsilon per site (mirror ledger) and per study: fedcare.coordinator.privacy_guard
         "privacy_ledger": ledger_summary(store.site_epsilon(study_id), study, history),
         **card,
     }
+
+
+def _personalization(study: StudyConfig, final: dict[str, Any]) -> dict[str, Any]:
+    """Global vs personal model on each site's test rows (the last round's evaluation)."""
+    method = study.personalization.method
+    if method == "none" or not final.get("per_site"):
+        return {}
+    return {"personalization": personalization_summary(method, final["per_site"])}
 
 
 def _validation(

@@ -54,7 +54,7 @@ _RANGE: dict[str, tuple[float, float]] = {
     "r2": (-math.inf, 1.0),
 }
 _COMMON = {"version", "task", "n", "confidence", "bootstrap", "threshold", "metrics"}
-_EXTRA = {"subgroups", "information", "importance"}
+_EXTRA = {"subgroups", "information", "importance", "notes"}
 _KEYS: dict[str, set[str]] = {
     "binary": {"prevalence", "no_information_rate", "confusion", "calibration", "curve"},
     "multiclass": {"prevalence", "no_information_rate", "confusion"},

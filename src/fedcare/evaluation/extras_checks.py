@@ -1,4 +1,4 @@
-"""Checks of the subgroup, information and importance parts of a site summary received from a
+"""Checks of the subgroup, information, importance and notes parts of a site summary received from a
 site (which the coordinator does not trust; :mod:`~fedcare.evaluation.clinical_checks` checks
 the rest). :func:`extras_problem` names the first malformed field, or returns ``None``.
 
@@ -41,6 +41,8 @@ def extras_problem(summary: Mapping[str, Any]) -> str | None:
             _information(_mapping(summary["information"], "information"))
         if "importance" in summary:
             _importance(_mapping(summary["importance"], "importance"), rows)
+        if "notes" in summary:
+            _notes(summary["notes"])
     except _Problem as problem:
         return str(problem)
     return None
@@ -134,6 +136,14 @@ def _information(part: Mapping[str, Any]) -> None:
             a, b = matrix[i][j], matrix[j][i]
             if abs(a - b) > 1e-6 * max(1.0, abs(a), abs(b)):
                 raise _Problem(f"information.matrix is not symmetric at ({i}, {j})")
+
+
+def _notes(notes: Any) -> None:
+    if not isinstance(notes, list) or len(notes) > 20:
+        raise _Problem("notes must be a list of at most 20 strings")
+    for i, note in enumerate(notes):
+        if not isinstance(note, str) or len(note) > 500:
+            raise _Problem(f"notes[{i}] must be a string of at most 500 characters")
 
 
 def _importance(part: Mapping[str, Any], rows: int) -> None:

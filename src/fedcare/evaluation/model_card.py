@@ -3,7 +3,9 @@
 A card lists the study, the plan hash, the study config, the privacy mode and the ε spent per
 site, the participating sites with the dataset fingerprints, row counts, approvals and plan
 hashes their replies carried, the final metrics per site, the parent version, the fedcare
-version, the model hash and the time it was made.
+version, the model hash and the time it was made, and a TRIPOD+AI block (``tripod``: the
+reporting items fedcare fills in and those the authors must write,
+:mod:`fedcare.evaluation.tripod`).
 
 *Participating* means: the site's fit reply was aggregated in at least one round, i.e. it is in
 the round's ``fit["site_info"]`` (the loop notes every valid reply that reached aggregation)
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from fedcare.evaluation.tripod import tripod_section
 from fedcare.records.arrays import ArrayRecord
 
 __all__ = [
@@ -226,6 +229,10 @@ def build_model_card(
     fedcare_version: str,
     version: str | None = None,
     parent: str | None = None,
+    validation: Mapping[str, Any] | None = None,
+    dataset: Mapping[str, Any] | None = None,
+    feature_names: Sequence[str] = (),
+    task: str | None = None,
 ) -> dict[str, Any]:
     """The model card of ``params`` (strict-JSON-serializable; inputs are not modified).
 
@@ -248,10 +255,15 @@ def build_model_card(
         When the model was registered (timezone-aware).
     fedcare_version, version, parent:
         This fedcare's version, the registry version id and the parent version id.
+    validation, dataset, feature_names, task:
+        The model's clinical validation (``results["validation"][label]``), the data source
+        (``name``, ``description``, ``citation``), the predictors and the task, for the card's
+        TRIPOD+AI block (:func:`fedcare.evaluation.tripod.tripod_section`; what is not given
+        is left out of it or listed for the authors).
     """
     sites, not_participating = participants(history)
     final = final or {}
-    card = {
+    card: dict[str, Any] = {
         "card_version": CARD_VERSION,
         "model": {
             "version": version,
@@ -272,5 +284,14 @@ def build_model_card(
         "fedcare_version": fedcare_version,
         "created": created.isoformat(timespec="seconds"),
     }
+    card["tripod"] = tripod_section(
+        study=study,
+        sites=sites,
+        validation=validation,
+        dataset=dataset,
+        feature_names=list(feature_names),
+        task=task,
+        created=card["created"],
+    )
     result: dict[str, Any] = json.loads(canonical_json(card))
     return result

@@ -24,6 +24,10 @@ from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 import fedcare.evaluation.plots as plots
+from fedcare.evaluation.clinical_format import METRIC_LABELS, ci_html
+from fedcare.evaluation.report_clinical import clinical_context, clinical_figures
+from fedcare.evaluation.report_personal import personalization_view
+from fedcare.evaluation.tripod import tripod_view
 
 __all__ = ["render_report", "write_report"]
 
@@ -43,6 +47,8 @@ def _environment() -> jinja2.Environment:
     env.filters["pct"] = _fmt_percent
     env.filters["value"] = _fmt_value
     env.filters["pairs"] = lambda value: list(_mapping(value).items())
+    env.filters["ci"] = ci_html
+    env.filters["metric_label"] = lambda name: METRIC_LABELS.get(str(name), str(name))
     return env
 
 
@@ -228,7 +234,7 @@ def _figures(results: Mapping[str, Any]) -> list[tuple[str, str, Markup]]:
         (
             "fig-learning-curves",
             "Learning curves",
-            plots.learning_curves(history, sites, [m for m in (primary, "loss") if m]),
+            plots.learning_curves(history, sites, _curve_metrics(primary)),
         ),
         (
             "fig-comparison",
@@ -246,6 +252,14 @@ def _figures(results: Mapping[str, Any]) -> list[tuple[str, str, Markup]]:
         for div_id, title, fig in candidates
         if fig is not None
     ]
+
+
+def _curve_metrics(primary: str) -> list[str]:
+    """The learning curves' metrics: the primary one, AUROC beside accuracy, and the loss."""
+    metrics = [primary] if primary else []
+    if primary != "auroc":
+        metrics.append("auroc")  # left out by the plot when no round measured it
+    return [*metrics, "loss"]
 
 
 def _package_line(package: Mapping[str, Any]) -> str | None:
@@ -319,6 +333,7 @@ def render_report(results: Mapping[str, Any], *, generated_at: datetime | None =
         A complete HTML document with plotly.js inlined once; it needs no network.
     """
     when = generated_at or datetime.now(timezone.utc)
+    clinical = clinical_context(results)
     context = {
         "header": _header(results),
         "final": _final_table(results),
@@ -327,7 +342,11 @@ def render_report(results: Mapping[str, Any], *, generated_at: datetime | None =
         "summary": _mapping(results.get("summary")),
         "rounds": _rounds_table([_mapping(h) for h in results.get("history", [])]),
         "membership": _mapping(results.get("membership_inference")),  # attack AUROCs
+        "personal": personalization_view(results),
         "card": _model_card(results),
+        "tripod": tripod_view(_mapping(_mapping(results.get("model_card")).get("tripod"))),
+        "clinical": clinical,
+        "clinical_figures": clinical_figures(results) if clinical else {},
         "version": _version(results),
         "generated_at": when.isoformat(timespec="seconds"),
         "total_s": _mapping(results.get("timing")).get("total_s"),

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedcare.data.base import Dataset
-from fedcare.errors import ConfigError, ValidationError
+from fedcare.errors import ConfigError, FedcareError, ValidationError
 from fedcare.evaluation import clinical, explain, subgroups
 from fedcare.evaluation.extras_checks import extras_problem
 from fedcare.records.arrays import ArrayRecord
@@ -75,44 +75,68 @@ def site_validation(
     information matrix).
     """
     summary = clinical.site_summary(task, data.y, scores, time=data.time, spec=spec, rng=rng)
+    notes: list[str] = []
+    tabular = data.X.ndim == 2
+    names = list(feature_names)
+    if tabular and len(names) != data.X.shape[1]:  # unnamed columns: by position
+        names = [f"x{i}" for i in range(data.X.shape[1])]
+    parts: dict[str, Callable[[], dict[str, Any] | None]] = {}
     specs = list(spec.get("subgroups") or [])
     if specs and raw_X.ndim == 2:
-        groups = subgroups.group_labels(raw_X, feature_names, specs)
-        summary["subgroups"] = subgroups.subgroup_summary(
-            task,
-            data.y,
-            scores,
-            groups,
-            threshold=float(spec.get("threshold", 0.5)),
-            bins=int(spec.get("bins", 10)),
-            min_cell=min_cell,
-            time=data.time,
-            features={str(g.get("name") or g["feature"]): str(g["feature"]) for g in specs},
+        parts["subgroups"] = lambda: _subgroups(
+            task, data, scores, raw_X, feature_names, spec, min_cell
         )
-    if model is not None and params is not None and data.X.ndim == 2:
-        information = explain.site_information(
-            model,
-            params,
-            data.X,
-            data.y,
-            time=data.time,
-            feature_names=list(feature_names) or None,
-            min_cell=min_cell,
+    if model is not None and params is not None and tabular:
+        parts["information"] = lambda: explain.site_information(
+            model, params, data.X, data.y, time=data.time, feature_names=names, min_cell=min_cell
         )
-        if information is not None:
-            summary["information"] = information
-    if spec.get("importance") and predict is not None and data.X.ndim == 2:
-        summary["importance"] = explain.site_importance(
+    if spec.get("importance") and predict is not None and tabular:
+        parts["importance"] = lambda: explain.site_importance(
             predict,
             data.X,
             data.y,
             task,
             time=data.time,
-            feature_names=list(feature_names),
+            feature_names=names,
             repeats=int(spec.get("importance_repeats", 5)),
             rng=rng,
         )
+    for key, compute in parts.items():
+        try:
+            value = compute()
+        except FedcareError as err:  # an optional part fails alone: the metrics still go back
+            notes.append(f"{key} not computed: {err}"[:500])
+            continue
+        if value is not None:
+            summary[key] = value
+    if notes:
+        summary["notes"] = notes
     return summary
+
+
+def _subgroups(
+    task: str,
+    data: Dataset,
+    scores: np.ndarray,
+    raw_X: np.ndarray,
+    feature_names: Sequence[str],
+    spec: Mapping[str, Any],
+    min_cell: int,
+) -> dict[str, Any] | None:
+    """The subgroup table of the site's test rows (raw feature values define the groups)."""
+    specs = list(spec.get("subgroups") or [])
+    groups = subgroups.group_labels(raw_X, feature_names, specs)
+    return subgroups.subgroup_summary(
+        task,
+        data.y,
+        scores,
+        groups,
+        threshold=float(spec.get("threshold", 0.5)),
+        bins=int(spec.get("bins", 10)),
+        min_cell=min_cell,
+        time=data.time,
+        features={str(g.get("name") or g["feature"]): str(g["feature"]) for g in specs},
+    )
 
 
 def validation_problem(

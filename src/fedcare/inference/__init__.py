@@ -9,7 +9,11 @@
   training-time :class:`~fedcare.site.preprocess.Preprocessor`;
 - :mod:`fedcare.inference.predict`: ``fedcare site predict`` (rows in, scores out; nothing
   leaves the site);
-- :mod:`fedcare.inference.onnx_export`: the bundle as one ONNX graph (the ``onnx`` extra).
+- :mod:`fedcare.inference.onnx_export`: the bundle as one ONNX graph (the ``onnx`` extra);
+- monitoring at the site: :mod:`fedcare.inference.monitor` (version folder, prediction log,
+  reference), :mod:`fedcare.inference.drift` (population stability index),
+  :mod:`fedcare.inference.feedback` (``fedcare site feedback``), ``withhold`` (small cells) and
+  ``alerts`` (thresholds, the proposed fine-tuning study).
 
 Layer: above the core and the transport, below the coordinator and the site (both may use it:
 the coordinator writes bundles, a site keeps and runs them); it imports neither.

@@ -139,6 +139,7 @@ def build_bundle(
     card: Mapping[str, Any] | None = None,
     lineage: Sequence[Mapping[str, Any]] | None = None,
     source: Mapping[str, Any] | None = None,
+    monitoring: Mapping[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """The files of a bundle by name (:data:`BUNDLE_FILES`), manifest included.
 
@@ -146,7 +147,8 @@ def build_bundle(
     ``mean`` and ``std`` under global scaling (ignored otherwise). What is unknown (no model
     spec, no feature names, global statistics not found) is listed under ``missing`` in
     ``bundle.json``: such a bundle loads, and :mod:`fedcare.inference.predict` refuses it
-    naming what is missing.
+    naming what is missing. ``monitoring``: the study's alert thresholds for the deployed model
+    (:class:`~fedcare.records.monitoring_spec.MonitoringSpec`), kept when given.
     """
     impute = preprocessing.get("impute", "none") == "mean"
     scale = str(preprocessing.get("scale", "none"))
@@ -174,6 +176,8 @@ def build_bundle(
         "source": dict(source or {}),
         "missing": missing,
     }
+    if monitoring is not None:
+        description["monitoring"] = dict(monitoring)
     files[DESCRIPTION] = json_bytes(description)
     if card is not None:
         files[CARD] = json_bytes(card)
@@ -199,6 +203,7 @@ def bundle_from_study(
     study carried) holds the federation's statistics under global scaling."""
     model = study.get("model")
     prep = study.get("preprocessing")
+    monitoring = study.get("monitoring")
     return build_bundle(
         model=model if isinstance(model, Mapping) else None,
         params=params,
@@ -211,6 +216,7 @@ def bundle_from_study(
         card=card,
         lineage=lineage,
         source=source,
+        monitoring=monitoring if isinstance(monitoring, Mapping) else None,
     )
 
 
@@ -250,6 +256,11 @@ class ModelBundle:
     @property
     def missing(self) -> list[str]:
         return [str(m) for m in self.description.get("missing") or []]
+
+    @property
+    def monitoring(self) -> dict[str, Any]:
+        """The study's alert thresholds for the deployed model (``{}`` when none)."""
+        return dict(self.description.get("monitoring") or {})
 
     @property
     def statistics_source(self) -> str:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,7 +33,14 @@ from fedcare.errors import ConfigError, DataError, ModelError
 from fedcare.inference.bundle import ModelBundle
 from fedcare.inference.frozen import FrozenPreprocessing
 
-__all__ = ["CHUNK_ROWS", "PredictionSummary", "Scorer", "predict_file", "read_columns"]
+__all__ = [
+    "CHUNK_ROWS",
+    "PredictionSink",
+    "PredictionSummary",
+    "Scorer",
+    "predict_file",
+    "read_columns",
+]
 
 #: Rows per chunk (Parquet batches; CSV blocks hold about as many for tabular rows).
 CHUNK_ROWS = 65_536
@@ -50,6 +57,22 @@ class PredictionSummary:
     ignored_columns: list[str] = field(default_factory=list)
     seconds: float = 0.0
     threshold: float | None = None
+    #: The prediction log this run wrote at the site (:mod:`fedcare.inference.monitor`).
+    log: Path | None = None
+
+
+class PredictionSink(Protocol):
+    """Where a run also keeps its predictions at the site (a
+    :class:`fedcare.inference.monitor.PredictionLog`)."""
+
+    def write(self, ids: Any, outputs: dict[str, np.ndarray], X_raw: np.ndarray) -> None:
+        """Append a chunk: ids (or ``None``), the output columns, the raw rows."""
+
+    def close(self) -> Path | None:
+        """Finish; the file written (``None`` when empty)."""
+
+    def abort(self) -> None:
+        """Drop what was written (the run failed)."""
 
 
 class Scorer:
@@ -175,8 +198,12 @@ def predict_file(
     *,
     threshold: float | None = None,
     id_column: str | None = None,
+    log: PredictionSink | None = None,
 ) -> PredictionSummary:
     """Score every row of ``input_path`` and write ``out`` (CSV); see the module docstring.
+
+    ``log``: also keep the predictions, with the ids and raw feature values, in this prediction
+    log at the site (closed here; nothing is written to it when the run fails).
 
     Raises
     ------
@@ -215,8 +242,11 @@ def predict_file(
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for batch in _batches(input_path, wanted, features):
-            scores = scorer(_matrix(batch, features))
+            X = _matrix(batch, features)
+            scores = scorer(X)
             columns = scorer.output_columns(scores, cut)
+            if log is not None:
+                log.write(batch.column(id_column) if id_column else None, columns, X)
             arrays = ([batch.column(id_column)] if id_column else []) + [
                 pa.array(v) for v in columns.values()
             ]
@@ -227,7 +257,13 @@ def predict_file(
             writer.write_table(table)
             rows += batch.num_rows
     except pa.ArrowInvalid as err:
+        if log is not None:
+            log.abort()
         raise DataError(f"cannot read {input_path}: {_name_column(str(err), present)}") from None
+    except BaseException:
+        if log is not None:
+            log.abort()
+        raise
     finally:
         if writer is not None:
             writer.close()
@@ -235,6 +271,7 @@ def predict_file(
         names = ([id_column] if id_column else []) + list(scorer.output_columns(np.zeros(0), cut))
         out.write_text(",".join(f'"{n}"' for n in names) + "\n")
     binary = scorer.task == "binary"
+    logged = log.close() if log is not None else None
     return PredictionSummary(
-        rows, out, names, ignored, time.perf_counter() - start, cut if binary else None
+        rows, out, names, ignored, time.perf_counter() - start, cut if binary else None, logged
     )

@@ -39,7 +39,14 @@ from fedcare.inference.bundle import (
     write_bundle,
 )
 
-__all__ = ["INDEX_FILE", "MODELS_DIR", "ModelStore", "bundle_version", "resolve_bundle"]
+__all__ = [
+    "INDEX_FILE",
+    "MODELS_DIR",
+    "ModelStore",
+    "bundle_version",
+    "resolve_bundle",
+    "store_folder",
+]
 
 MODELS_DIR = "models"
 INDEX_FILE = "index.json"
@@ -241,3 +248,12 @@ def resolve_bundle(model: str, state_dir: Path, *, expected_hash: str | None = N
             f"{entry.get('bundle_sha256')}), expected {expected_hash}; refused"
         )
     return bundle
+
+
+def store_folder(model: str, state_dir: Path) -> Path:
+    """Where ``--model`` lives: the path itself when it exists, else the version's folder in
+    the model store under ``state_dir`` (its ``bundle/`` beside the prediction log)."""
+    path = Path(model)
+    if path.exists():
+        return path
+    return ModelStore.in_state_dir(state_dir).path(model)

@@ -54,7 +54,10 @@ PLAN_KEYS = (
     "code",
     "dependencies",
     "validation",
+    "personalization",
 )
+#: Keys a plan stored before they existed lacks (read as empty).
+_LATER_KEYS = ("validation", "personalization")
 _MODELS = Path(__file__).resolve().parents[1] / "models"
 _LINEAR = ("base.py", "registry.py", "_validate.py", "_local_sgd.py", "_linear.py")
 #: Model kind -> the adapter source files (under fedcare/models) that run it.
@@ -137,9 +140,14 @@ class TrainingPlan:
     #: The study's ``validation`` section: what the final evaluation returns besides the
     #: metrics (:mod:`fedcare.records.validation_spec`); empty: nothing more.
     validation: Mapping[str, Any] = field(default_factory=dict)
+    #: The study's ``personalization`` section: the model each site trains and keeps for
+    #: itself, whose metrics it reports (:mod:`fedcare.records.personalization_spec`); empty:
+    #: none. Left out of the content when empty, so plans without it hash as before.
+    personalization: Mapping[str, Any] = field(default_factory=dict)
 
     def content(self) -> dict[str, Any]:
         """The hashed part (everything but the study name)."""
+        personal = {"personalization": dict(self.personalization)} if self.personalization else {}
         return {
             "model": dict(self.model),
             "preprocessing": dict(self.preprocessing),
@@ -153,6 +161,7 @@ class TrainingPlan:
             "code": dict(self.code),
             "dependencies": dict(self.dependencies),
             "validation": dict(self.validation),
+            **personal,
         }
 
     @property
@@ -171,11 +180,11 @@ class TrainingPlan:
     @classmethod
     def from_task_plan(cls, plan: Mapping[str, Any]) -> TrainingPlan:
         """The plan a task carries; ``ConfigError`` naming the missing or bad key."""
-        # a plan stored before the validation section existed has none
-        missing = [k for k in (*PLAN_KEYS, "study") if k not in plan and k != "validation"]
+        # a plan stored before the validation or personalization section existed has none
+        missing = [k for k in (*PLAN_KEYS, "study") if k not in plan and k not in _LATER_KEYS]
         if missing:
             raise ConfigError(f"task plan lacks {missing}; it has {sorted(plan)}")
-        plan = {"validation": {}, **plan}
+        plan = {**{key: {} for key in _LATER_KEYS}, **plan}
         for key in (
             "model",
             "preprocessing",
@@ -183,7 +192,7 @@ class TrainingPlan:
             "site_half",
             "code",
             "dependencies",
-            "validation",
+            *_LATER_KEYS,
         ):
             if not isinstance(plan[key], Mapping):
                 raise ConfigError(f"task plan: {key!r} must be a mapping, got {plan[key]!r}")
@@ -211,6 +220,7 @@ class TrainingPlan:
             code=dict(plan["code"]),
             dependencies=dict(plan["dependencies"]),
             validation=dict(plan["validation"]),
+            personalization=dict(plan["personalization"]),
         )
 
     def with_local_code(self) -> TrainingPlan:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedcare.errors import ConfigError
 from fedcare.records.aggregation_spec import AggregationSpec
 from fedcare.records.config_file import read_yaml, validate_config, with_base_dir
 from fedcare.records.dp_spec import DpSpec
+from fedcare.records.monitoring_spec import MonitoringSpec
+from fedcare.records.personalization_spec import PersonalizationSpec
 from fedcare.records.validation_spec import ValidationSpec
 
 __all__ = [
@@ -115,6 +117,10 @@ class StudyConfig(_Strict):
     approval_wait: float = Field(default=86400.0, gt=0)
     #: The clinical validation report of the final model (fedcare.records.validation_spec).
     validation: ValidationSpec = Field(default_factory=lambda: ValidationSpec())
+    #: The model each site keeps for itself (fedcare.records.personalization_spec).
+    personalization: PersonalizationSpec = Field(default_factory=lambda: PersonalizationSpec())
+    #: Alert thresholds of the deployed model (fedcare.records.monitoring_spec).
+    monitoring: MonitoringSpec = Field(default_factory=lambda: MonitoringSpec())
 
     @property
     def task_deadline_s(self) -> float:
@@ -140,6 +146,17 @@ class StudyConfig(_Strict):
                 "sha256:<hash>"
             )
         return value
+
+    @model_validator(mode="after")
+    def _personal_without_dp(self) -> StudyConfig:
+        private = self.privacy.mode == "private" or self.privacy.dp is not None
+        if self.personalization.active and private:
+            raise ValueError(
+                f"personalization {self.personalization.method!r} with differential privacy: "
+                "a personal model trains on the site's rows without DP noise, so its metrics "
+                "fall outside the study's epsilon; set personalization.method to 'none'"
+            )
+        return self
 
     def plan(self) -> dict[str, Any]:
         """What travels to the sites: the model spec and preprocessing."""

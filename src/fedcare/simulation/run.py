@@ -36,6 +36,7 @@ from fedcare.packages.resolve import resolve_study_package
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.loso import check_leave_one_site_out, leave_one_site_out
+from fedcare.simulation.personal import personalization_results
 from fedcare.simulation.privacy import privacy_results
 from fedcare.simulation.training import (
     Progress,
@@ -171,13 +172,23 @@ def run_simulation(
     }
     if validation:
         results["validation"] = validation
+    fed = models[0]
+    results.update(personalization_results(grid, study, fed.params, fed.arrays, evaluated))
     loso: dict[str, TrainedModel] = {}
     if study.validation.leave_one_site_out:  # fedcare.simulation.loso
         by_label = {m.label: m for m in models}
         results["leave_one_site_out"], loso = leave_one_site_out(
             study, ds, trained=by_label, progress=progress
         )
-    results["model_card"] = simulation_card(study, models[0], evaluated["federated"])
+    results["model_card"] = simulation_card(
+        study,
+        models[0],
+        evaluated["federated"],
+        validation=validation.get("federated"),
+        dataset=results["dataset"],
+        feature_names=ds.feature_names,
+        task=results.get("task"),
+    )
     # epsilon per round/site/study and membership-attack AUROCs, when the study asks
     results.update(
         privacy_results(
@@ -200,9 +211,17 @@ def run_simulation(
 
 
 def simulation_card(
-    study: StudyConfig, model: TrainedModel, final: Mapping[str, Any]
+    study: StudyConfig,
+    model: TrainedModel,
+    final: Mapping[str, Any],
+    *,
+    validation: Mapping[str, Any] | None = None,
+    dataset: Mapping[str, Any] | None = None,
+    feature_names: Sequence[str] = (),
+    task: str | None = None,
 ) -> dict[str, Any]:
-    """The federated model's card: no registry (version and parent null), in-memory sites."""
+    """The federated model's card: no registry (version and parent null), in-memory sites;
+    its TRIPOD+AI block from the model's clinical validation, data source and predictors."""
     from fedcare._version import __version__
 
     return build_model_card(
@@ -214,6 +233,10 @@ def simulation_card(
         params=model.params,
         created=datetime.now(timezone.utc),
         fedcare_version=__version__,
+        validation=validation,
+        dataset=dataset,
+        feature_names=feature_names,
+        task=task,
     )
 
 

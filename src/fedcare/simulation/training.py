@@ -25,6 +25,7 @@ from fedcare.models.registry import build_model
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
+from fedcare.simulation.personal import without_personalization
 from fedcare.site.app import Mod, SiteApp
 from fedcare.strategy.base import StrategyState
 from fedcare.strategy.driver import continue_study, round_config, start_study, study_strategy
@@ -97,6 +98,7 @@ def train_on_grid(
         (not for baselines, which spend none).
     """
     study_id = f"{study.name}/{label}"
+    study = without_personalization(study) if baseline else study
     strategy = study_strategy(study, len(grid.site_ids()), baseline=baseline)
     start = start_study(grid, study, strategy, study_id, input_shape)
     done: list[dict[str, Any]] = []
@@ -127,7 +129,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """The model's metrics on every site's test rows; the sites' clinical validation
     summaries go into ``validation`` (the plan asks for them at round ``study.rounds``)."""
-    cfg = round_config(study, f"{study.name}/eval")
+    cfg = round_config(without_personalization(study), f"{study.name}/eval")
     per_site, failures = evaluate_on_sites(
         grid, cfg, study.rounds, model.params, arrays=model.arrays, validation=validation
     )

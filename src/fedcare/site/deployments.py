@@ -257,15 +257,17 @@ class SiteDeployments:
             and held.get("status") == "active"
         ):
             return self._taken(task, declared, str(held.get("stored_sha256")), approval)
+        rows: list[np.ndarray] = []  # this site's training rows, read once when needed
         try:
-            kept = self._frozen(files, version)
-            self.store.take(
+            kept = self._frozen(files, rows)
+            folder = self.store.take(
                 kept, deployment_id=task.study_id, approved_by=approval, bundle_sha256=declared
             )
             stored = str(self.store.entry(version)["stored_sha256"])
         except (FedcareError, OSError) as err:
             return self._rejected(task, "deployment-failed", f"cannot keep the model: {err}",
                                   version)  # fmt: skip
+        reference = self._reference(folder, version, rows)
         self._audit(
             "model-taken",
             task,
@@ -273,11 +275,13 @@ class SiteDeployments:
             bundle_sha256=declared,
             stored_sha256=stored,
             approved_by=approval,
+            reference=reference,
         )
         return self._taken(task, declared, stored, approval)
 
-    def _frozen(self, files: dict[str, bytes], version: str) -> dict[str, bytes]:
-        """``files``, with this site's training statistics frozen in when the model needs them."""
+    def _frozen(self, files: dict[str, bytes], rows: list[np.ndarray]) -> dict[str, bytes]:
+        """``files``, with this site's training statistics frozen in when the model needs them
+        (the rows read are kept in ``rows`` for the drift reference)."""
         prep = json.loads(files[DESCRIPTION]).get("preprocessing") or {}
         if prep.get("statistics") != "site":
             return files
@@ -287,7 +291,21 @@ class SiteDeployments:
 
         with tempfile.TemporaryDirectory() as tmp:
             bundle = load_bundle(write_bundle(files, Path(tmp) / "b"))
-        return freeze_local_statistics(bundle, self._train_rows(bundle.features), self.site_id)
+        rows.append(self._train_rows(bundle.features))
+        return freeze_local_statistics(bundle, rows[0], self.site_id)
+
+    def _reference(self, folder: Path, version: str, rows: list[np.ndarray]) -> str:
+        """Freeze this site's drift reference beside the kept model
+        (:func:`fedcare.inference.monitor.write_reference`); what happened, for the audit."""
+        from fedcare.inference.monitor import write_reference
+
+        try:
+            bundle = self.store.bundle(version)
+            X = rows[0] if rows else self._train_rows(bundle.features)
+            write_reference(folder, bundle, X)
+        except (FedcareError, OSError, ValueError) as err:
+            return f"not frozen: {err}"
+        return f"frozen from {len(X)} training rows"
 
     def _train_rows(self, features: list[str]) -> np.ndarray:
         """This site's raw training rows with ``features`` in order (the dataset naming them)."""

@@ -1,7 +1,9 @@
 """What a site does with a task on its own data: train, evaluate, or report statistics.
 
 Only aggregates leave: a model update (``local - global``), scalar metrics over the test rows,
-or per-feature sums. The site keeps its own strategy state (SCAFFOLD's ``c_i``) per study.
+or per-feature sums. The site keeps its own strategy state (SCAFFOLD's ``c_i``) per study, and
+the personal model the plan's ``personalization`` section asks for (:mod:`fedcare.site.personal`),
+of which only ``personal_*`` metrics over the test rows leave.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from fedcare.analytics.disclosure import AnalyticsPolicy
 from fedcare.analytics.moments import feature_moments
 from fedcare.data.base import Dataset, SiteData
 from fedcare.data.fingerprint import site_fingerprint
-from fedcare.errors import ConfigError, ValidationError
+from fedcare.errors import ConfigError, ModelError, ValidationError
 from fedcare.evaluation.membership import loss_attack_auroc
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.evaluation.validation import site_validation, validation_due
@@ -33,6 +35,18 @@ from fedcare.models.task_config import spec_from_config
 from fedcare.privacy.mechanisms import system_rng
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
+from fedcare.site.personal import (
+    PersonalState,
+    PersonalStore,
+    ditto_step,
+    fedbn_keys,
+    fedbn_split,
+    fedbn_start,
+    finetune,
+    personal_method,
+    personal_metrics,
+    personal_train_spec,
+)
 from fedcare.site.preprocess import Preprocessor
 
 __all__ = ["SiteRuntime"]
@@ -98,6 +112,12 @@ class SiteRuntime:
     #: simulation, in the sandboxed package runner at a deployed site.
     model_builder: Callable[[Mapping[str, Any]], ModelAdapter] = build_model
     _shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict, repr=False)
+    #: Each study's personal model (Ditto's ``v_k``, FedBN's normalization arrays): it never
+    #: leaves the site (:mod:`fedcare.site.personal`).
+    personal: PersonalStore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.personal = PersonalStore(self.state_dir)
 
     def _control_path(self, study_id: str) -> Path | None:
         if self.state_dir is None:
@@ -181,8 +201,24 @@ class SiteRuntime:
             c = task.arrays["control"]
             c_i = self._load_control(task.study_id, task.round, c_i)
             spec = replace(spec, correction=c - c_i)
-        result = adapter.fit(task.params, train, spec, rng)
+        method = personal_method(task.plan)
+        saved = self.personal.get(task.study_id) if method != "none" else None
+        start, personal_info = task.params, {}
+        bn_keys: tuple[str, ...] = ()
+        if method == "fedbn":  # this site's own normalization layers, kept from its last round
+            bn_keys = fedbn_keys(task.params)
+            start = fedbn_start(task.params, PersonalState.start(saved, task.round))
+        result = adapter.fit(start, train, spec, rng)
         delta = result.params - task.params
+        if method == "fedbn":
+            delta, own = fedbn_split(delta, result.params, bn_keys)
+            before = PersonalState.start(saved, task.round)
+            self.personal.put(task.study_id, PersonalState(task.round, before, own))
+        elif method == "ditto":  # a failure here costs the site its v_k update, not the round
+            try:
+                self._ditto(task, adapter, train, spec, saved)
+            except ModelError as err:
+                personal_info = {"personalization_error": str(err)}
         arrays = delta
         if scaffold:
             drift = (task.params - result.params).scale(1.0 / (result.num_steps * spec.lr))
@@ -203,6 +239,7 @@ class SiteRuntime:
                 **self.provenance(task),
                 **_dp_sgd_info(spec, len(train)),
                 **_isolation_info(adapter),
+                **personal_info,
             },
         )
 
@@ -225,6 +262,12 @@ class SiteRuntime:
             rng = np.random.default_rng(int(task.config.get("seed", 0)))
             metrics["mia_loss_auroc"] = loss_attack_auroc(adapter, task.params, members, data, rng)
         info = {**self.provenance(task), **_isolation_info(adapter)}
+        try:  # a personal model that fails to train costs its metrics, not the evaluation
+            personal = self._personal_model(task, adapter, prep)
+            if personal is not None:
+                metrics.update(personal_metrics(adapter, personal, data))
+        except ModelError as err:
+            info["personalization_error"] = str(err)
         if validation_due(task.plan, task.round):
             info["validation"] = self._validation(task, adapter, data, scores)
         return Reply(
@@ -236,6 +279,49 @@ class SiteRuntime:
             metrics=metrics,
             info=info,
         )
+
+    def _ditto(
+        self,
+        task: Task,
+        adapter: ModelAdapter,
+        train: Dataset,
+        spec: LocalTrainSpec,
+        saved: PersonalState | None,
+    ) -> None:
+        """Ditto: train this site's own model towards the round's global one and keep it."""
+        section = task.plan["personalization"]
+        before = PersonalState.start(saved, task.round)
+        start = task.params if before is None else before
+        task.params.check_structure(start, what="saved personal model")
+        own_spec = personal_train_spec(spec, section, default_epochs=None)
+        rng = np.random.default_rng([int(task.config.get("seed", 0)), 9])
+        lam = float(section.get("lam", 0.1))
+        own = ditto_step(adapter, start, task.params, train, own_spec, lam, rng)
+        self.personal.put(task.study_id, PersonalState(task.round, before, own))
+
+    def _personal_model(
+        self, task: Task, adapter: ModelAdapter, prep: Preprocessor
+    ) -> ArrayRecord | None:
+        """The personal model to evaluate beside the global one, if the plan asks for one:
+        the global model fine-tuned (at the final round), Ditto's ``v_k`` or the global model
+        with this site's normalization layers (once the site has trained)."""
+        method = personal_method(task.plan)
+        if method == "finetune":
+            if task.round != task.plan.get("rounds"):
+                return None
+            training = task.plan.get("training", {})
+            spec = personal_train_spec(
+                spec_from_config(training), task.plan["personalization"], default_epochs=1
+            )
+            rng = np.random.default_rng([int(task.config.get("seed", 0)), 9])
+            return finetune(adapter, task.params, prep.apply(self.data.train), spec, rng)
+        saved = self.personal.get(task.study_id) if method in ("ditto", "fedbn") else None
+        if saved is None:
+            return None
+        if method == "fedbn":
+            return fedbn_start(task.params, saved.after)
+        task.params.check_structure(saved.after, what="saved personal model")
+        return saved.after
 
     def _validation(
         self, task: Task, adapter: ModelAdapter, data: Dataset, scores: np.ndarray

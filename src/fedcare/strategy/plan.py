@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from fedcare.errors import ConfigError
 from fedcare.packages.resolve import is_package_model, resolve_package_model
 from fedcare.records.plan import TrainingPlan, local_code, local_dependencies, package_requires
 from fedcare.strategy.site_half import (
@@ -24,7 +25,7 @@ from fedcare.strategy.site_half import (
 if TYPE_CHECKING:
     from fedcare.records.study import StudyConfig
 
-__all__ = ["check_strategy_matches_study", "plan_for_study", "plan_summary"]
+__all__ = ["check_strategy_matches_study", "personal_summary", "plan_for_study", "plan_summary"]
 
 
 def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
@@ -55,6 +56,7 @@ def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
         membership_inference=bool(getattr(privacy, "membership_inference", False)),
         site_half=site_half_of_study(study),
         validation=_validation(study),
+        personalization=_personalization(study, kind),
         code=local_code(kind) if with_code else {},
         dependencies=local_dependencies(kind, package_requires(model)) if with_code else {},
     )
@@ -65,6 +67,25 @@ def _validation(study: Any) -> dict[str, Any]:
     spec = getattr(study, "validation", None)
     if spec is None or not spec.report:
         return {}
+    return dict(spec.model_dump(mode="json"))
+
+
+def _personalization(study: Any, kind: str) -> dict[str, Any]:
+    """The study's personalization section as the plan carries it (empty for ``none``).
+
+    Raises
+    ------
+    ConfigError
+        ``fedbn`` for a model kind that has no normalization layers.
+    """
+    spec = getattr(study, "personalization", None)
+    if spec is None or spec.method == "none":
+        return {}
+    if spec.method == "fedbn" and kind not in ("torch", "package"):
+        raise ConfigError(
+            f"personalization fedbn keeps batch-normalization layers local; model kind {kind!r} "
+            "has none (use finetune or ditto)"
+        )
     return dict(spec.model_dump(mode="json"))
 
 
@@ -93,6 +114,11 @@ def plan_summary(plan: TrainingPlan) -> str:
         f"rounds:        {plan.rounds}",
         *(["outputs:       + membership-attack AUROC"] if plan.membership_inference else []),
         *([f"outputs:       + {_validation_outputs(plan.validation)}"] if plan.validation else []),
+        *(
+            [f"personal:      {personal_summary(plan.personalization)}"]
+            if plan.personalization
+            else []
+        ),
         f"code:          fedcare {plan.code.get('fedcare', '?')}; files {files}",
         f"dependencies:  {_inline(plan.dependencies)}",
     ]
@@ -114,6 +140,32 @@ def _validation_outputs(spec: Mapping[str, Any]) -> str:
         parts.append("permutation importance (mean metric drop per feature)")
     parts.append("information matrix of linear models")
     return "; ".join(parts)
+
+
+def personal_summary(spec: Mapping[str, Any]) -> str:
+    """What the site trains and keeps for itself, and what it reports of it, for the steward."""
+    method = spec.get("method")
+    lr = f"lr {spec['lr']:g}" if spec.get("lr") else "the study's lr"
+    if method == "finetune":
+        what = (
+            f"after the last round the site fine-tunes the final model on its training rows "
+            f"({spec.get('epochs') or 1} epoch(s), {lr})"
+        )
+    elif method == "ditto":
+        epochs = f"{spec['epochs']} epoch(s)" if spec.get("epochs") else "the study's schedule"
+        what = (
+            "Ditto: every training task also trains the site's own model towards the global one "
+            f"(proximal weight lam={spec.get('lam')}, {epochs}, {lr}), kept between rounds"
+        )
+    else:
+        what = (
+            "FedBN: the site keeps its own batch-normalization parameters and statistics and "
+            "sends no change to them"
+        )
+    return (
+        f"{what}; the personal model stays at the site (never sent); outputs + its metrics on "
+        "the site's test rows (personal_*)"
+    )
 
 
 def _inline(values: Mapping[str, Any]) -> str:

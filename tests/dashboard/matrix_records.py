@@ -17,6 +17,8 @@ EXPECTED: dict[tuple[str, str], dict[str | None, int]] = {
     ("GET", f"{V1}/models/{{version}}"): SIGNED_IN,
     ("GET", f"{V1}/models/{{version}}/lineage"): SIGNED_IN,
     ("GET", f"{V1}/models/{{version}}/download"): SIGNED_IN,
+    ("POST", f"{V1}/models/{{version}}/deploy"): SUBMIT,
+    ("GET", f"{V1}/models/{{version}}/deployments"): SIGNED_IN,
     ("GET", f"{V1}/analytics"): SIGNED_IN,
     ("POST", f"{V1}/analytics"): SUBMIT,
     ("GET", f"{V1}/analytics/{{job_id}}"): SIGNED_IN,

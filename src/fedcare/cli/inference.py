@@ -19,14 +19,22 @@ from fedcare.errors import FedcareError
 
 __all__ = ["register", "site_export_onnx", "site_predict"]
 
-MODEL = typer.Option(..., "--model", help="The model bundle: a folder or a .zip (models export).")
+MODEL = typer.Option(
+    ...,
+    "--model",
+    help="The model: a version in this site's model store (--state), or a bundle folder or "
+    ".zip (models export).",
+)
+STATE = typer.Option(
+    Path("site-state"), help="The site's state folder (its model store is STATE/models)."
+)
 EXPECT = typer.Option(
     None, "--expect-hash", help="Refuse the bundle unless its hash is this sha256:<hex>."
 )
 
 
 def site_predict(
-    model: Path = MODEL,
+    model: str = MODEL,
     input: Path = typer.Option(..., "--input", help="Rows to score: a .csv or .parquet file."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="Where the scores go (CSV)."),
     threshold: float | None = typer.Option(
@@ -43,10 +51,10 @@ def site_predict(
         "for `site feedback` (default: the version folder of a store model).",
     ),
     no_log: bool = typer.Option(False, "--no-log", help="Keep no prediction log."),
+    state: Path = STATE,
     as_json: bool = JSON,
 ) -> None:
-    """Score rows with a model bundle at this site (local files only: nothing leaves)."""
-    from fedcare.inference.bundle import load_bundle
+    """Score rows with a model at this site (local files only: nothing leaves)."""
     from fedcare.inference.monitor import (
         PredictionLog,
         default_log_folder,
@@ -54,11 +62,12 @@ def site_predict(
         open_log_folder,
     )
     from fedcare.inference.predict import predict_file
+    from fedcare.inference.store import resolve_bundle, store_folder
 
     try:
-        bundle = load_bundle(model, expected_hash=expect_hash)
+        bundle = resolve_bundle(model, state, expected_hash=expect_hash)
         log = None
-        log_to = None if no_log else log_to or default_log_folder(model)
+        log_to = None if no_log else log_to or default_log_folder(store_folder(model, state))
         if log_to is not None:
             folder = open_log_folder(log_to, bundle)
             log = PredictionLog(folder, new_run_id(), bundle.features)
@@ -100,17 +109,18 @@ def site_predict(
 
 
 def site_export_onnx(
-    model: Path = MODEL,
+    model: str = MODEL,
     out: Path = typer.Option(Path("model.onnx"), "--out", help="The ONNX file to write."),
     input_dtype: str = typer.Option("float32", help="Input tensor type: float32 or float64."),
     expect_hash: str | None = EXPECT,
+    state: Path = STATE,
 ) -> None:
     """Write a model bundle as one ONNX graph with its frozen preprocessing (onnx extra)."""
-    from fedcare.inference.bundle import load_bundle
     from fedcare.inference.onnx_export import export_onnx
+    from fedcare.inference.store import resolve_bundle
 
     try:
-        bundle = load_bundle(model, expected_hash=expect_hash)
+        bundle = resolve_bundle(model, state, expected_hash=expect_hash)
         path = export_onnx(bundle, out, input_dtype=input_dtype)
     except FedcareError as err:
         raise fail(err) from None
@@ -121,6 +131,9 @@ def site_export_onnx(
 
 def register(site_app: typer.Typer) -> None:
     """Add ``predict`` and ``export-onnx`` to ``fedcare site``."""
+    from fedcare.cli.site_models import register as register_site_models
+
     site_app.command("predict")(site_predict)
     site_app.command("export-onnx")(site_export_onnx)
+    register_site_models(site_app)
     monitoring.register(site_app)

@@ -155,6 +155,7 @@ def _register_deployment() -> None:
     from fedcare.cli.data import data_app
     from fedcare.cli.demo import demo
     from fedcare.cli.inference import register as register_inference
+    from fedcare.cli.model_deploy import register as register_model_deploy
     from fedcare.cli.packages import package_app
     from fedcare.cli.users import users_app
 
@@ -169,6 +170,7 @@ def _register_deployment() -> None:
     app.command("sites")(sites.sites)
     app.command("demo")(demo)
     app.command("analytics")(analytics)
+    register_model_deploy(models.models_app)  # models deploy, models deployments
     app.add_typer(models.models_app, name="models")
     app.add_typer(package_app, name="package")
     app.add_typer(users_app, name="users")

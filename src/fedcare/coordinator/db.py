@@ -9,7 +9,8 @@ strings guarded by named CHECK constraints; every constraint and index has a det
 The migrations ``migrations/versions/0001_initial.py`` (sites to replies), ``0002_models.py``
 (the model registry), ``0003_privacy_ledger.py`` (the privacy ledger) and
 ``0004_audit_anchors.py`` (sites' countersigned audit heads), ``0005_coordinators.py`` (the
-running coordinator's liveness row) and ``0006_users.py`` (API accounts, study owners) create
+running coordinator's liveness row), ``0006_users.py`` (API accounts, study owners) and
+``0007_deployments.py`` (models sent to sites, their answers and monitoring summaries) create
 exactly this schema;
 a test compares the migrated database with :data:`metadata`.
 """
@@ -40,6 +41,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "ANCHOR_STATUSES",
     "COORDINATOR_STATUSES",
+    "DEPLOYMENT_STATUSES",
     "NAMING_CONVENTION",
     "REPLY_ERROR_KINDS_MAX",
     "ROUND_STATUSES",
@@ -50,6 +52,7 @@ __all__ = [
     "AuditAnchorRow",
     "Base",
     "CoordinatorRow",
+    "DeploymentRow",
     "ModelRow",
     "PrivacyLedgerRow",
     "ReplyRow",
@@ -77,6 +80,9 @@ TASK_STATUSES = ("pending", "delivered", "replied", "expired", "failed")
 REPLY_ERROR_KINDS_MAX = 64
 ANCHOR_STATUSES = ("anchored", "rollback")
 COORDINATOR_STATUSES = ("running", "stopped")
+#: requested (not yet delivered), delivered (sent, no answer yet), pending (the site's steward
+#: has not decided), taken, refused (by the steward), failed (a check or the site failed).
+DEPLOYMENT_STATUSES = ("requested", "delivered", "pending", "taken", "refused", "failed")
 USER_ROLES = ("operator", "study-lead", "auditor")
 
 ID_LEN = 128
@@ -316,3 +322,31 @@ class UserRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeploymentRow(Base):
+    """A model version sent to one site (migration 0007): who asked, the bundle hash that was
+    signed, the site's answer (status, reason, the hash it keeps, who approved) and the latest
+    monitoring summary the site sent for it."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", DEPLOYMENT_STATUSES), name="status"),
+        Index(None, "version"),
+        Index(None, "site_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    version: Mapped[str] = mapped_column(ForeignKey("models.version"))
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    bundle_sha256: Mapped[str] = mapped_column(String(80))
+    stored_sha256: Mapped[str | None] = mapped_column(String(80))
+    approved_by: Mapped[str | None] = mapped_column(String(ID_LEN))
+    requested_by: Mapped[str] = mapped_column(String(ID_LEN))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    monitoring: Mapped[Any | None] = mapped_column(JSON)
+    monitoring_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -31,6 +31,7 @@ import grpc
 
 from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
+from fedcare.coordinator.deployments import DeploymentChannel
 from fedcare.coordinator.engine import default_db_url
 from fedcare.coordinator.files import private_dir, record_kit
 from fedcare.coordinator.hub import Hub
@@ -126,6 +127,7 @@ class Coordinator:
             idle_s=stream_idle_s,
             anchoring=Anchoring(self.store, kit_dir, self.audit),
             packages=CoordinatorPackages(home),
+            deployments=DeploymentChannel(self.store, kit_dir, self.audit),
         )
         self.servicer = servicer
         add_CoordinatorServicer_to_server(servicer, self.server)

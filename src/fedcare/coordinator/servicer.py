@@ -21,7 +21,10 @@ not said Hello (is not registered) gets ``FAILED_PRECONDITION`` ("say Hello firs
 records the serial of the certificate the site presents, so ``fedcare sites`` can tell whether
 a rotated site has connected with its new certificate. Check answers who the caller is and its
 registry status and writes nothing (``fedcare site doctor``). FetchPackage streams a stored
-study package archive by hash to a registered site (``NOT_FOUND`` for any other hash).
+study package archive by hash to a registered site (``NOT_FOUND`` for any other hash). A site
+with no study task waiting gets its oldest requested model deployment instead, and a PushReply
+naming a deployment (``dep-.../0/deploy/<site>``) is its answer
+(:mod:`fedcare.coordinator.deployment_calls`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import grpc
 from cryptography import x509
 
 from fedcare.coordinator.anchoring import Anchoring
+from fedcare.coordinator.deployment_calls import deliver, receive
+from fedcare.coordinator.deployments import DeploymentChannel
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.packages import CoordinatorPackages
 from fedcare.coordinator.rows import TaskInfo
@@ -48,6 +53,7 @@ from fedcare.errors import (
     TransferIncompleteError,
     ValidationError,
 )
+from fedcare.inference.deployment_wire import is_deployment_key
 from fedcare.records.messages import MESSAGE_VERSION, Reply, ReplyError
 from fedcare.transport.codec import (
     DEFAULT_CHUNK_SIZE,
@@ -94,6 +100,7 @@ class CoordinatorServicer(_Base):
         idle_s: float = 30.0,
         anchoring: Anchoring | None = None,
         packages: CoordinatorPackages | None = None,
+        deployments: DeploymentChannel | None = None,
     ) -> None:
         self.store, self.hub, self.revocations = store, hub, revocations
         self.federation = federation
@@ -103,6 +110,7 @@ class CoordinatorServicer(_Base):
         self.idle = IdleWatch(idle_s)
         self.anchoring = anchoring
         self.packages = packages
+        self.deployments = deployments
 
     # --- Hello / Heartbeat -------------------------------------------------------------------
     def Hello(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -123,6 +131,7 @@ class CoordinatorServicer(_Base):
             site_id, version=request.site_version, datasets=datasets, cert_serial=_serial(context)
         )
         self.hub.hello(site_id)  # a study withholding its tasks from this site offers them again
+        self.store.reoffer_deployments(site_id)  # its steward may have decided since
         if self.store.fail_unheld_tasks(site_id, list(request.held_tasks)[:1000]):
             self.hub.notify()  # the rounds waiting for them go on now
         from fedcare._version import __version__
@@ -226,6 +235,11 @@ class CoordinatorServicer(_Base):
             if task is not None and task.payload_digest is not None:
                 yield from self._send_task(site_id, task, context)
                 return
+            if task is None and self.deployments is not None:
+                deployment = self.store.next_deployment_for(site_id)
+                if deployment is not None:
+                    yield from deliver(self.deployments, deployment, self.idle, context)
+                    return
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return
@@ -255,6 +269,8 @@ class CoordinatorServicer(_Base):
         with self.streams.slot(site_id, "PushReply", context):  # refused before any database work
             self._registered(context)
             key, size = _named(context)
+            if self.deployments is not None and is_deployment_key(key):
+                return receive(self.deployments, site_id, (key, size), request_iterator, context)
             try:
                 task = self.store.task_for_reply(key, site_id)
             except ReplyRefusedError as err:

@@ -21,6 +21,9 @@ schema. The methods live in one mixin per concern:
   ``fail_unheld_tasks``;
 - models (:mod:`.store_models`): ``register_model``, ``get_model``, ``list_models``,
   ``lineage``, ``model_params``;
+- deployments (:mod:`.store_deployments`): ``create_deployment``, ``next_deployment_for``,
+  ``reoffer_deployments``, ``answer_deployment``, ``get_deployment``, ``list_deployments``,
+  ``record_monitoring``;
 - privacy ledger (:mod:`.store_ledger`): ``privacy_ledger``, ``site_epsilon`` (rows are added
   by ``record_round``);
 - audit anchors (:mod:`.store_anchors`): ``last_anchor``, ``record_anchor``, ``audit_anchors``;
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 from fedcare.coordinator.store_activity import ActivityMixin
 from fedcare.coordinator.store_anchors import AnchorsMixin
+from fedcare.coordinator.store_deployments import DeploymentsMixin
 from fedcare.coordinator.store_ledger import PrivacyLedgerMixin
 from fedcare.coordinator.store_liveness import LivenessMixin
 from fedcare.coordinator.store_models import ModelsMixin
@@ -56,6 +60,7 @@ class CoordinatorStore(
     LivenessMixin,
     ActivityMixin,
     ModelsMixin,
+    DeploymentsMixin,
     PrivacyLedgerMixin,
     AnchorsMixin,
     PresenceMixin,

@@ -29,6 +29,7 @@ from fedcare.dashboard import (
     pages_records,
     pages_studies,
     routes_audit,
+    routes_deployments,
     routes_events,
     routes_records,
     routes_sites,
@@ -76,6 +77,7 @@ def create_app(
         routes_events.router,
         routes_sites.router,
         routes_records.router,
+        routes_deployments.router,
         routes_audit.router,
         pages_studies.router,  # /studies/new and /studies/{id} pages
         pages.router,

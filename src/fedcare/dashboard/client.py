@@ -213,6 +213,17 @@ class Client:
         and those built on it (``descendants``)."""
         return cast(ModelLineage, self.get(f"/models/{_quote(version)}/lineage"))
 
+    def deploy(self, version: str, sites: list[str]) -> list[dict[str, Any]]:
+        """Ask ``sites`` to take model ``version`` (``fedcare models deploy``)."""
+        body = {"sites": list(sites)}
+        return cast(
+            list[dict[str, Any]], self._post(f"/models/{_quote(version)}/deploy", json=body)
+        )
+
+    def deployments(self, version: str) -> list[dict[str, Any]]:
+        """The deployments of ``version`` and what each site answered."""
+        return cast(list[dict[str, Any]], self.get(f"/models/{_quote(version)}/deployments"))
+
     def analytics_job(self, job_id: str) -> AnalyticsJob:
         """One analytics job: status, spec and ``result`` (None until the sites answered)."""
         return cast(AnalyticsJob, self.get(f"/analytics/{_quote(job_id)}"))

@@ -55,6 +55,7 @@ __all__ = [
     "npz_bytes",
     "read_bundle_files",
     "study_threshold",
+    "verify_files",
     "with_manifest",
     "write_bundle",
 ]
@@ -346,6 +347,21 @@ def _verify(files: Mapping[str, bytes], where: str, expected_hash: str | None) -
             f"bundle {where} has hash {recomputed}, expected {expected_hash}; refused"
         )
     return str(recomputed)
+
+
+def verify_files(files: Mapping[str, bytes], where: str, expected_hash: str | None = None) -> str:
+    """Check bundle ``files`` (by name) against their manifest; return the bundle's hash.
+
+    Raises
+    ------
+    ValidationError
+        A file changed, missing or not in the manifest (names it), or the hash is not
+        ``expected_hash``.
+    """
+    unknown = sorted(n for n in files if n not in BUNDLE_FILES)
+    if unknown:
+        raise ValidationError(f"bundle {where}: file {unknown[0]!r} is not in its manifest")
+    return _verify(files, where, expected_hash)
 
 
 def load_bundle(path: Path, *, expected_hash: str | None = None) -> ModelBundle:

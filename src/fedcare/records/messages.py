@@ -45,8 +45,8 @@ MESSAGE_VERSION = 1
 Scalar = bool | int | float | str
 ConfigRecord = Mapping[str, Scalar]
 MetricRecord = Mapping[str, float]
-TaskKind = Literal["fit", "evaluate", "stats", "analytics", "secagg"]
-TASK_KINDS: tuple[str, ...] = ("fit", "evaluate", "stats", "analytics", "secagg")
+TaskKind = Literal["fit", "evaluate", "stats", "analytics", "secagg", "deploy"]
+TASK_KINDS: tuple[str, ...] = ("fit", "evaluate", "stats", "analytics", "secagg", "deploy")
 
 
 def _check_scalars(values: Mapping[str, Any], what: str) -> dict[str, Any]:

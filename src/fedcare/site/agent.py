@@ -18,6 +18,9 @@ Every Hello lists the task the agent still holds (a reply not yet acknowledged),
 coordinator fails whatever else it delivered to this site before (the agent restarted, or a
 download was lost). A reply names its task in the call's metadata; one the coordinator refuses
 as invalid (``INVALID_ARGUMENT``: its task is failed with the reason) is dropped, never re-sent.
+A ``deploy`` task (a model the coordinator sends) is answered by
+:class:`~fedcare.site.deployments.SiteDeployments`, never in the worker; the agent says Hello
+again when the steward decides on a deployment, so the coordinator offers it again.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ import grpc
 
 from fedcare.analytics.disclosure import DEFAULT_MIN_CELL
 from fedcare.errors import TransportError
+from fedcare.inference.deployment_wire import DEPLOY_KIND
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
 from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
+from fedcare.site.deployments import SiteDeployments
 from fedcare.site.governance import SiteGovernance
 from fedcare.site.mods import chain
 from fedcare.site.packages import grpc_fetcher
@@ -142,6 +147,7 @@ class SiteAgent:
         self._failures = FailureLog()
         self._connected = False  # the current session said Hello
         self._stub: CoordinatorStub | None = None  # the current session's, for FetchPackage
+        self.deployments = SiteDeployments(state_dir, kit_dir, self.site_id, governance, data)
         packages = governance.packages if governance is not None else None
         if packages is not None and packages.fetch is None:
             packages.fetch = grpc_fetcher(lambda: self._stub)
@@ -183,6 +189,7 @@ class SiteAgent:
         with grpc.secure_channel(self.address, creds, options=CHANNEL_OPTIONS) as channel:
             stub = self._stub = CoordinatorStub(channel)
             approved = self._approved_version()
+            decided = self.deployments.decisions()
             hello = self._hello(stub, datasets)
             backoff.reset()
             self._connected = True
@@ -204,9 +211,12 @@ class SiteAgent:
                 if task is not None:
                     self._serve(stub, task)
                 self._anchor(stub)
+                self._send_monitoring(stub)
                 now_approved = self._approved_version()
-                if now_approved != approved:  # the steward approved: offer me withheld studies
-                    approved = now_approved
+                now_decided = self.deployments.decisions()
+                if now_approved != approved or now_decided != decided:
+                    # the steward decided: offer me withheld studies and waiting deployments
+                    approved, decided = now_approved, now_decided
                     self._hello(stub, datasets)
                     self._on_event("approvals changed: said Hello again to the coordinator")
 
@@ -235,6 +245,12 @@ class SiteAgent:
         return decode_task(assemble(chunks, max_bytes=self.limits.max_payload_bytes))
 
     def _serve(self, stub: CoordinatorStub, task: Task) -> None:
+        if task.kind == DEPLOY_KIND:  # checked and decided here, never in the worker
+            answer = self.deployments.handle(task)
+            state = answer.error.kind if answer.error is not None else "taken"
+            self._on_event(f"deployment {task.study_id}: {state}")
+            self._push(stub, answer)
+            return
         self._busy = task.task_id
         self._on_event(f"task {task.task_id}")
         try:
@@ -299,6 +315,27 @@ class SiteAgent:
         self._unsent = None
         if not ack.accepted:
             self._on_event(f"reply refused: {ack.error_kind}: {ack.message}")
+
+    def _send_monitoring(self, stub: CoordinatorStub) -> None:
+        """Send each taken model's monitoring summary that changed since it was last sent."""
+        for reply in self.deployments.monitoring_due():
+            payload = encode_reply(reply)
+            metadata = (
+                (TASK_METADATA_KEY, _task_key(reply)),
+                (SIZE_METADATA_KEY, str(len(payload))),
+            )
+            try:
+                ack = stub.PushReply(chunk(payload, transfer_id=uuid.uuid4().hex), timeout=60,
+                                     metadata=metadata)  # fmt: skip
+                outcome = (
+                    "accepted" if ack.accepted else f"refused: {ack.error_kind}: {ack.message}"
+                )
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise  # the link failed: sent after reconnecting
+                outcome = f"refused: {err.details()}"
+            self.deployments.monitoring_sent(reply, outcome)
+            self._on_event(f"monitoring of {reply.info['version']} sent: {outcome}")
 
     def _anchor(self, stub: CoordinatorStub, *, force: bool = False) -> None:
         """Anchor the audit head at the coordinator after Hello, then when it is due."""

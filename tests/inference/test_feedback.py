@@ -311,7 +311,9 @@ def test_site_feedback_on_the_command_line(trained: Trained, tmp_path: Path) -> 
     missing = runner.invoke(
         app, [*args[:2], "--model", "heart-v9", *args[4:], "--state", str(tmp_path / "state")]
     )
-    assert missing.exit_code == 2 and "'heart-v9' is not in the site's store" in missing.output
+    assert (
+        missing.exit_code == 2 and "'heart-v9' is not in this site's model store" in missing.output
+    )
 
 
 def test_a_regression_model_gets_its_clinical_summary(tmp_path: Path) -> None:

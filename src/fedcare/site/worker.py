@@ -34,7 +34,8 @@ import signal
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection
@@ -263,6 +264,7 @@ class TaskWorker:
         self._ctx = mp.get_context("spawn")
         self._proc: Any = None
         self._conn: Connection | None = None
+        self._launcher: ThreadPoolExecutor | None = None
 
     def _start(self) -> Connection:
         if self._proc is not None and self._proc.is_alive() and self._conn is not None:
@@ -319,14 +321,23 @@ class TaskWorker:
         command = sandbox_command([sys.executable, "-c", entry, str(fd)], spec, mode=self.sandbox)
         package_root = str(Path(__file__).resolve().parents[2])  # the dir holding fedcare/
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, *sys.path[1:]])}
-        popen = subprocess.Popen(
-            command.argv,
-            pass_fds=(fd,),
-            start_new_session=True,
-            env=env,
-        )
+        popen = self._launch(command.argv, fd, env)
         self.isolation = command.isolation
         return _SandboxedProcess(popen)
+
+    def _launch(self, argv: Sequence[str], fd: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start the sandboxed worker from this worker's own launcher thread. bwrap's
+        ``--die-with-parent`` kills it when the *thread* that started it ends, and tasks run in
+        short-lived threads (:func:`fedcare.site.governance.run_watched`): started from one,
+        the worker was killed after every task and started again (imports, data) for the next.
+        """
+        if self._launcher is None:
+            self._launcher = ThreadPoolExecutor(1, f"fedcare-launcher-{self.site_id}")
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(argv, pass_fds=(fd,), start_new_session=True, env=env)
+
+        return self._launcher.submit(start).result()
 
     def run(self, task: Task) -> Reply:
         try:
@@ -362,4 +373,6 @@ class TaskWorker:
             self._proc.join(5)
         if self._conn is not None:
             self._conn.close()
-        self._proc, self._conn = None, None
+        if self._launcher is not None:  # its thread ends: nothing it started is left running
+            self._launcher.shutdown(wait=False)
+        self._proc, self._conn, self._launcher = None, None, None

@@ -74,7 +74,10 @@ def test_encrypted_study_gives_the_open_model(sites: list[SiteData]) -> None:
     records = [m.arrays for m in grid.wire if isinstance(m, Reply)]
     records += [r for m in grid.wire if isinstance(m, Task) for r in m.arrays.values()]
     sizes = {a.nbytes for r in records for a in r.values() if a.dtype == np.uint8}
-    assert sizes and all(abs(n - ct_size) < 64 for n in sizes), (sizes, ct_size)
+    # (serialized ciphertexts are compressed, so their sizes vary by some bytes; a context is
+    # megabytes, so 1 % of a ciphertext tells them apart without flaking on compression)
+    slack = max(256, ct_size // 100)
+    assert sizes and all(abs(n - ct_size) < slack for n in sizes), (sizes, ct_size)
 
 
 def test_the_coordinator_side_holds_no_secret_key() -> None:

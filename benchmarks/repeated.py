@@ -24,9 +24,10 @@ within each split and get the same interval. The splits are not independent samp
 patients (they re-divide the same 740 rows), so the intervals describe split-to-split variation
 of this benchmark, not the uncertainty of the population figure; they are too narrow for that.
 
-Each finished split is appended to ``results/repeated_runs.jsonl`` (per-split, per-seed scores;
-``--fresh`` starts over), so a run can be stopped and resumed. The TCGA-BRCA pooled Cox
-baseline (``repeated_tcga.py``, 5 training seeds) is run with ``--tcga``.
+FLamby's split (``split_seed`` 43) is run the same way and quoted in the notes, outside the
+intervals. Each finished split is appended to ``results/repeated_runs.jsonl`` (per-split,
+per-seed scores; ``--fresh`` starts over), so a run can be stopped and resumed. The TCGA-BRCA
+pooled Cox baseline (``repeated_tcga.py``, 5 training seeds) is run with ``--tcga``.
 
 Usage: ``python benchmarks/repeated.py [--splits 20] [--seeds 3] [--tcga] [--only-tcga]``.
 """
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcare.data.base import FederatedDataset
+from fedcare.data.heart import SPLIT_SEED
 from fedcare.data.registry import load_dataset
 from fedcare.evaluation.summary import summarize_sites
 from quality import base_study, study_for
@@ -212,25 +214,50 @@ def _difference(runs: Sequence[Mapping[str, Any]], a: str, b: str, metric: str) 
     return row(f"{a} - {b}", metric, diffs, f"{metric} difference", notes)
 
 
-def rows_of(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def rows_of(
+    runs: Sequence[Mapping[str, Any]], reference: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Rows of every method and paired difference; ``reference`` (FLamby's split 43, not in
+    the intervals) is quoted in the notes."""
     methods = list(runs[0]["scores"])
     methods.remove("best-on-validation")
     methods.insert(len(STRATEGIES), "best-on-validation")
-    out = [row(m, k, split_means(runs, m, k), k, _notes(runs, m)) for m in methods for k in METRICS]
+    undefined = sum(
+        not math.isfinite(run["scores"]["fedavg"][0]["sites"][site]["auroc"])
+        for run in runs
+        for site in SITES
+    )
+    auroc = (
+        "; AUROC averaged over the sites where it is defined (not where a site's test rows "
+        f"hold one class: {undefined} site-splits of {len(runs) * len(SITES)}, Switzerland's "
+        "single negative row landing in training)"
+    )
+    out = [
+        row(m, k, split_means(runs, m, k), k, _notes(runs, m) + (auroc if k == "auroc" else ""))
+        for m in methods
+        for k in METRICS
+    ]
     pairs = [("fedavg", "pooled"), ("best-on-validation", "pooled")]
     pairs += [("fedavg", "pooled-quality-settings")]
     pairs += [("fedavg", f"local-{s}") for s in SITES]
     pairs += [("fedavg", f"local-{s}-quality-settings") for s in ("cleveland", "hungary")]
     pairs += [("pooled", "pooled-quality-settings")]
     out += [_difference(runs, a, b, k) for a, b in pairs for k in METRICS]
+    if reference is not None:
+        for r in out:
+            a, _, b = r["method"].partition(" - ")
+            value = split_means([reference], a, r["metric"])[0]
+            if b:
+                value -= split_means([reference], b, r["metric"])[0]
+            r["notes"] += f"; FLamby's split {SPLIT_SEED} alone (not in the interval): {value:.4f}"
     return out
 
 
-def heart_runs(splits: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """The stored runs of splits 0..splits-1 at ``seeds``, running the missing ones."""
+def heart_runs(split_seeds: Sequence[int], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The runs of ``split_seeds`` at ``seeds`` (stored ones, the missing ones run now)."""
     runs = [r for r in load_runs(RUNS) if r["seeds"] == list(seeds)]
     done = {r["split_seed"] for r in runs}
-    for k in range(splits):
+    for k in split_seeds:
         if k in done:
             continue
         t0 = time.perf_counter()
@@ -245,7 +272,8 @@ def heart_runs(splits: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
             f"best {run['chosen']['best']} ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
-    return sorted((r for r in runs if r["split_seed"] < splits), key=lambda r: r["split_seed"])
+    wanted = set(split_seeds)
+    return sorted((r for r in runs if r["split_seed"] in wanted), key=lambda r: r["split_seed"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -265,7 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if args.fresh and RUNS.exists():
             RUNS.unlink()
-        rows += rows_of(heart_runs(args.splits, list(range(args.seeds))))
+        seeds = list(range(args.seeds))
+        runs = heart_runs(range(args.splits), seeds)
+        reference = None if args.splits > SPLIT_SEED else heart_runs([SPLIT_SEED], seeds)[0]
+        rows += rows_of(runs, reference)
     if args.tcga or args.only_tcga:
         from repeated_tcga import tcga_rows
 

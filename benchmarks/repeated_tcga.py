@@ -6,7 +6,7 @@ each scored by the C-index on every region's test split, averaged unweighted ove
 
 * ``pooled-quality-settings``: ``quality.py``'s pooled baseline (SGD batch 64, lr 0.003, L2 0.01,
   30 epochs), seeds 0..S-1;
-* ``pooled-converged``: the same SGD model with lr, epochs and L2 chosen on validation data
+* ``pooled-tuned``: the same SGD model with lr, epochs and L2 chosen on validation data
   (``GRID``; 30% of each region's training rows, stratified by event; lowest mean validation
   partial-likelihood loss over 3 tuning seeds), then retrained on all training rows;
 * ``pooled-300-epochs``: ``quality.py``'s settings trained 10 times longer (300 epochs), to see
@@ -143,7 +143,7 @@ def tcga_rows(seeds: Sequence[int]) -> list[dict[str, Any]]:
     return [
         _row("pooled-quality-settings", quality, f"{seeds_note}; {_settings(fixed)}"),
         _row(
-            "pooled-converged",
+            "pooled-tuned",
             converged,
             f"{seeds_note}; chosen of {grid}: {_settings(tuned)} (validation loss "
             f"{chosen_loss:.4f})",

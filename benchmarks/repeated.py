@@ -8,7 +8,8 @@ rows (``load_heart_disease(split_seed=k)``, k = 0, 1, ...), and within it:
    their own learning rate, training length and L2 (``BASELINE_GRID``) on a validation share of
    that repetition's *training* rows (``quality_harness.validation_split``: 30% per site,
    stratified): the pooled model by the mean validation loss over sites, each local model by
-   the validation loss at its own site (what a hospital alone could do). No test row is read.
+   the validation loss at its own site (what a hospital alone could do), one tuning seed (100).
+   No test row is read.
 2. **Best strategy on validation data.** FedAvg, FedProx and SCAFFOLD keep the settings of
    ``tuning.json`` (``quality_protocols.HEART``); ``best-on-validation`` is, per repetition,
    the one with the lowest validation loss, scored on test.

@@ -1,10 +1,10 @@
 """Markdown tables from ``benchmarks/results/*.json``, written into README.md.
 
 Reads the rows the benchmarks wrote (``quality.json``, ``simulation_speed.json``,
-``tuning.json``, ``clinical.json``; any other file except ``system.json``, which the README
-describes by hand, is rendered generically: one table per dataset, methods down, metrics
-across, and the targets its notes name), renders them as Markdown and replaces the text between
-``<!-- quality table -->`` and ``<!-- /quality table -->`` in README.md.
+``tuning.json``, ``clinical.json``, ``repeated.json``; any other file except ``system.json``,
+which the README describes by hand, is rendered generically: one table per dataset, methods
+down, metrics across, and the targets its notes name), renders them as Markdown and replaces the
+text between ``<!-- quality table -->`` and ``<!-- /quality table -->`` in README.md.
 Run it after the benchmarks: ``python benchmarks/tables.py`` (``--print`` only prints).
 """
 
@@ -197,6 +197,49 @@ def clinical(rows: Sequence[Row]) -> list[str]:
     return out
 
 
+def _one_run_cell(row: Row) -> str:
+    return f"{row['mean']:.3f}" if row["n"] == 1 else _interval_cell(row)
+
+
+_CLOSE = re.compile(r"\|difference\| <= 0\.01 in (\d+ of \d+) splits")
+
+
+def repeated(rows: Sequence[Row]) -> list[str]:
+    """Per dataset: each method's mean [95% interval] by metric, then the paired differences
+    (``benchmarks/repeated.py``: rows with ``lo``/``hi``; differences are methods ``a - b``)."""
+    out: list[str] = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        group = [r for r in rows if r["dataset"] == dataset]
+        metrics = list(dict.fromkeys(r["metric"] for r in group))
+        cells = {(r["method"], r["metric"]): _interval_cell(r) for r in group}
+        plain = [m for m in dict.fromkeys(r["method"] for r in group) if " - " not in m]
+        pairs = [m for m in dict.fromkeys(r["method"] for r in group) if " - " in m]
+        ns = sorted({r["n"] for r in group if " - " not in r["method"]})
+        caption = group[0]["notes"].split("; ")[0]
+        out += [f"**{dataset}** ({caption}): mean [95% interval]", ""]
+        if dataset == "tcga-brca":
+            body = [[r["method"], _one_run_cell(r), r["notes"]] for r in group]
+            out += [*_table(["method", "C-index", "notes"], body), ""]
+            continue
+        body = [[m] + [cells.get((m, k), "") for k in metrics] for m in plain]
+        out += [*_table(["method", *metrics], body), ""]
+        close = {
+            (r["method"], r["metric"]): found.group(1)
+            for r in group
+            if (found := _CLOSE.search(r["notes"]))
+        }
+        body = [
+            [m]
+            + [cells.get((m, k), "") for k in metrics]
+            + [close.get((m, metrics[0]), "")]
+        for m in pairs
+        ]  # fmt: skip
+        header = ["paired difference", *metrics, f"splits within 0.01 ({metrics[0]})"]
+        out += [*_table(header, body), ""]
+        out += [f"n = {', '.join(map(str, ns))} splits.", ""]
+    return out
+
+
 def render(results: Path) -> str:
     files = load(results)
     out: list[str] = []
@@ -220,8 +263,15 @@ def render(results: Path) -> str:
             "",
             *clinical(files["clinical"]),
         ]
+    if "repeated" in files:
+        out += [
+            "### Repeated splits with 95% intervals (`benchmarks/repeated.py`)",
+            "",
+            *repeated(files["repeated"]),
+        ]
     for name, rows in files.items():
-        if name not in ("quality", "simulation_speed", "tuning", "clinical", *HAND_WRITTEN):
+        done = ("quality", "simulation_speed", "tuning", "clinical", "repeated")
+        if name not in (*done, *HAND_WRITTEN):
             out += [f"### {TITLES.get(name, name)}", "", *generic(rows)]
     return "\n".join(out).rstrip() + "\n"
 

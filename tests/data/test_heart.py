@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from fedcare.data.base import FederatedDataset
+from fedcare.data.base import FederatedDataset, SiteData
 from fedcare.data.heart import HEART_FEATURES, load_heart_disease
 from fedcare.errors import ConfigError
 
@@ -152,3 +152,46 @@ def test_severity_target_is_num_on_the_same_rows_and_split(
     }
     with pytest.raises(ConfigError, match="target must be 'disease' or 'severity', got 'grade'"):
         load_heart_disease(target="grade")  # type: ignore[arg-type]
+
+
+def test_split_seed_43_is_flambys_split(
+    raw: FederatedDataset, load_from_mirror: Callable[..., FederatedDataset]
+) -> None:
+    again = load_from_mirror(load_heart_disease, protocol="raw", split_seed=43)
+    assert again.extra["split_seed"] == 43
+    assert again.description == raw.description
+    for a, b in zip(raw.sites, again.sites, strict=True):
+        np.testing.assert_array_equal(a.train.X, b.train.X)
+        np.testing.assert_array_equal(a.test.X, b.test.X)
+        np.testing.assert_array_equal(a.test.y, b.test.y)
+
+
+def _sorted_rows(site: SiteData) -> np.ndarray:
+    """All of a site's rows with their labels (missing as -1), in lexicographic order."""
+    X = np.concatenate([site.train.X, site.test.X])
+    y = np.concatenate([site.train.y, site.test.y])
+    rows = np.nan_to_num(np.column_stack([X, y]), nan=-1.0)
+    return rows[np.lexsort(rows.T)]
+
+
+def test_another_split_seed_is_another_stratified_split_of_the_same_rows(
+    raw: FederatedDataset, load_from_mirror: Callable[..., FederatedDataset]
+) -> None:
+    other = load_from_mirror(load_heart_disease, protocol="raw", split_seed=7)
+    assert other.extra["split_seed"] == 7
+    assert "random_state=7" in other.description
+    age = HEART_FEATURES.index("age")
+    for a, b in zip(raw.sites, other.sites, strict=True):
+        assert (len(b.train), len(b.test)) == FLAMBY_SIZES[a.site_id]
+        np.testing.assert_array_equal(_sorted_rows(a), _sorted_rows(b))  # the same rows
+        assert float(b.test.X[:, age].sum()) != TEST_AGE_SUMS[a.site_id]  # divided otherwise
+    # Stratified on the label: the same positives per split where FLamby stratifies.
+    positives = {s.site_id: (int(s.train.y.sum()), int(s.test.y.sum())) for s in other.sites}
+    for site in ("cleveland", "hungary", "va"):
+        assert positives[site] == POSITIVES[site]
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, 1.5, True, "43"])
+def test_bad_split_seed_is_named(bad: object) -> None:
+    with pytest.raises(ConfigError, match="split_seed must be"):
+        load_heart_disease(split_seed=bad)  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ FLamby (``flamby/datasets/fed_heart_disease/dataset.py``) builds the benchmark l
   ``train_size=0.66``, ``test_size=1 - 0.66``, ``random_state=43``, ``shuffle=True``, stratified
   on the binary label when both classes have more than 2 rows (not at Switzerland, which has a
   single negative row). Train / test sizes: 199/104, 172/89, 30/16, 85/45 (FLamby's README).
+  ``split_seed`` (default 43, FLamby's) draws another split of the same rows the same way, for
+  benchmarks over repeated splits; only 43 is FLamby's benchmark.
 * **Scaling.** Per centre, z-scores with the mean and the (unbiased, ``ddof=1``) standard
   deviation of that centre's **train** rows only, applied to its train and test rows:
   ``(x - mean) / (std + 1e-9)``. A feature constant in a centre's train rows (``chol`` at
@@ -121,8 +123,8 @@ def _encode(frame: pd.DataFrame, site_id: str) -> np.ndarray:
     return np.column_stack(plain + dummies)
 
 
-def _split(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FLamby's per-centre split; returns sorted (train, test) row positions."""
+def _split(label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """FLamby's per-centre split at ``seed``; returns sorted (train, test) row positions."""
     from sklearn.model_selection import train_test_split  # slow to import: only when used
 
     counts = np.bincount(label, minlength=2)
@@ -131,7 +133,7 @@ def _split(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         np.arange(len(label)),
         test_size=1.0 - TRAIN_FRACTION,
         train_size=TRAIN_FRACTION,
-        random_state=SPLIT_SEED,
+        random_state=seed,
         shuffle=True,
         stratify=stratify,
     )
@@ -152,10 +154,10 @@ def _mark_missing(X: np.ndarray) -> np.ndarray:
     return out
 
 
-def _site(site_id: str, path: Path, protocol: str, target: str) -> SiteData:
+def _site(site_id: str, path: Path, protocol: str, target: str, seed: int) -> SiteData:
     frame, disease, num = _read_site(path, site_id)
     X = _encode(frame, site_id)
-    train_idx, test_idx = _split(disease)  # the same split for both targets
+    train_idx, test_idx = _split(disease, seed)  # the same split for both targets
     label = num if target == "severity" else disease
     X_train, X_test = X[train_idx], X[test_idx]
     if protocol == "flamby":
@@ -169,7 +171,7 @@ def _site(site_id: str, path: Path, protocol: str, target: str) -> SiteData:
     )
 
 
-def _describe(sites: list[SiteData], protocol: str, target: str) -> str:
+def _describe(sites: list[SiteData], protocol: str, target: str, seed: int) -> str:
     label = (
         "label: angiographic disease (num > 0)"
         if target == "disease"
@@ -179,7 +181,12 @@ def _describe(sites: list[SiteData], protocol: str, target: str) -> str:
         "UCI Heart Disease (processed Cleveland, Hungarian, Switzerland and VA Long Beach files), "
         f"one site per hospital; {label}. FLamby's Fed-Heart-"
         "Disease rows (no missing value in the 10 kept columns; slope, ca, thal dropped), "
-        "13 features (cp and restecg one-hot), FLamby's per-centre 66/34 split (random_state=43).",
+        "13 features (cp and restecg one-hot), FLamby's per-centre 66/34 split "
+        + (
+            "(random_state=43)."
+            if seed == SPLIT_SEED
+            else f"with random_state={seed} (not FLamby's 43: a repeated split)."
+        ),
         "Scaling: per-centre z-scores from the centre's train rows (FLamby)."
         if protocol == "flamby"
         else "Scaling: none (raw units); chol == 0 and trestbps == 0 are missing codes, set to "
@@ -204,6 +211,7 @@ def _describe(sites: list[SiteData], protocol: str, target: str) -> str:
 def load_heart_disease(
     protocol: Literal["flamby", "raw"] = "flamby",
     target: Literal["disease", "severity"] = "disease",
+    split_seed: int = SPLIT_SEED,
 ) -> FederatedDataset:
     """UCI Heart Disease, one site per hospital, as in FLamby's Fed-Heart-Disease.
 
@@ -215,6 +223,9 @@ def load_heart_disease(
     target:
         ``"disease"``: FLamby's binary label ``num > 0``. ``"severity"``: ``num`` itself,
         class indices 0..4 (a multiclass task named ``heart-disease-severity``).
+    split_seed:
+        ``random_state`` of each centre's stratified 66/34 split; 43 (default) is FLamby's
+        split, any other value draws a different split of the same rows (repeated splits).
 
     Returns
     -------
@@ -226,7 +237,7 @@ def load_heart_disease(
     ------
     ConfigError
         If ``protocol`` is not ``"flamby"`` or ``"raw"``, or ``target`` not ``"disease"`` or
-        ``"severity"``.
+        ``"severity"``, or ``split_seed`` is not an integer in ``0 .. 2**32 - 1``.
     DataError
         If a file cannot be fetched, verified or parsed.
     """
@@ -234,12 +245,19 @@ def load_heart_disease(
         raise ConfigError(f"protocol must be 'flamby' or 'raw', got {protocol!r}")
     if target not in ("disease", "severity"):
         raise ConfigError(f"target must be 'disease' or 'severity', got {target!r}")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int | np.integer):
+        raise ConfigError(f"split_seed must be an integer, got {split_seed!r}")
+    if not 0 <= split_seed < 2**32:
+        raise ConfigError(f"split_seed must be in 0 .. 2**32 - 1, got {split_seed}")
+    seed = int(split_seed)
     paths = fetch_files(FOLDER, HEART_SITES.values())
-    sites = [_site(site_id, paths[name], protocol, target) for site_id, name in HEART_SITES.items()]
+    sites = [
+        _site(site_id, paths[name], protocol, target, seed) for site_id, name in HEART_SITES.items()
+    ]
     extra: dict[str, object] = {
         "protocol": protocol,
         "train_fraction": TRAIN_FRACTION,
-        "split_seed": SPLIT_SEED,
+        "split_seed": seed,
     }
     if target == "severity":
         extra.update(target=target, num_classes=SEVERITY_CLASSES)
@@ -250,7 +268,7 @@ def load_heart_disease(
         sites=tuple(sites),
         feature_names=HEART_FEATURES,
         metrics=METRICS_BY_TASK["multiclass"] if severity else ("accuracy", "auroc"),
-        description=_describe(sites, protocol, target),
+        description=_describe(sites, protocol, target, seed),
         citation=CITATION,
         license=LICENSE,
         extra=extra,

@@ -32,8 +32,18 @@ def test_demo_trains_the_simulated_model_over_a_real_federation(tmp_path: Path) 
     require_mirror()
     out = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "fedcare", "demo", "--rounds", "3", "--out", str(out), "--full",
-         "--keep"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fedcare",
+            "demo",
+            "--rounds",
+            "3",
+            "--out",
+            str(out),
+            "--full",
+            "--keep",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -27,7 +27,7 @@ from rich.console import Console
 
 from fedcare.errors import FedcareError
 
-__all__ = ["close_the_loop", "print_panel"]
+__all__ = ["close_the_loop", "panel_rows", "print_panel"]
 
 WAIT_S = 120.0
 #: Who the demo says asked for the deployment and approved it (audited as such).
@@ -35,9 +35,13 @@ OPERATOR = "fedcare-demo"
 
 
 def _wait(
-    store: Any, version: str, sites: Sequence[str], done: Callable[[Any], bool], goal: str,
+    store: Any,
+    version: str,
+    sites: Sequence[str],
+    done: Callable[[Any], bool],
+    goal: str,
     check: Callable[[], None],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Poll the coordinator's deployments until ``done`` holds for each site's latest one."""
     end = time.monotonic() + WAIT_S
     while True:
@@ -79,9 +83,9 @@ def _approve(state: Path, kit: Path, version: str) -> None:
     steward.approve(deployment_study(version), digest, default_until(), "approved by fedcare demo")
 
 
-def _new_patients(data_file: Path, features: Sequence[str], site: str, folder: Path) -> tuple[
-    Path, Path, int
-]:  # fmt: skip
+def _new_patients(
+    data_file: Path, features: Sequence[str], site: str, folder: Path
+) -> tuple[Path, Path, int]:
     """Write the site's test rows (raw features) as new patients, and their outcomes."""
     from fedcare.site.config import SiteDataConfig
 
@@ -102,8 +106,9 @@ def _new_patients(data_file: Path, features: Sequence[str], site: str, folder: P
     return rows, outcomes, len(ids)
 
 
-def _predict_and_feed_back(state: Path, version: str, site: str, rows: Path, outcomes: Path,
-                           folder: Path) -> Path:  # fmt: skip
+def _predict_and_feed_back(
+    state: Path, version: str, site: str, rows: Path, outcomes: Path, folder: Path
+) -> Path:
     """``site predict --model VERSION --state STATE`` (logged), then ``site feedback``."""
     import numpy as np
 
@@ -111,8 +116,8 @@ def _predict_and_feed_back(state: Path, version: str, site: str, rows: Path, out
     from fedcare.inference.monitor import (
         PredictionLog,
         default_log_folder,
-        open_log_folder,
         new_run_id,
+        open_log_folder,
         resolve_model,
     )
     from fedcare.inference.predict import predict_file

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fedcare.cli.demo import EXAMPLE
+from fedcare.cli.demo import EXAMPLE, HOSPITALS
 from fedcare.cli.main import app
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.run import run_simulation
@@ -27,10 +28,22 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_trains_the_simulated_model_over_a_real_federation(tmp_path: Path) -> None:
+    """One demo run for both jobs (CI time): the study, then ``--full``'s deployment loop."""
     require_mirror()
     out = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "fedcare", "demo", "--rounds", "3", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "fedcare",
+            "demo",
+            "--rounds",
+            "3",
+            "--out",
+            str(out),
+            "--full",
+            "--keep",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -52,6 +65,52 @@ def test_demo_trains_the_simulated_model_over_a_real_federation(tmp_path: Path) 
         simulated["final"]["unweighted"]["accuracy"], abs=1e-12
     )
     assert sorted(results["model_card"]["sites"]) == sorted(results["sites"])
+    kept = Path(done.stderr.split("kept ")[-1].split()[0])
+    try:
+        _the_loop_closed(out, kept, done.stdout, results["model_card"]["model"]["version"])
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+
+
+def _the_loop_closed(out: Path, root: Path, panel: str, version: str) -> None:
+    """--full: each hospital took the model, scored its test rows (never trained on), got the
+    outcomes back, and its monitoring summary reached the coordinator: the panel shows it."""
+    from fedcare.coordinator.server import default_db_url
+    from fedcare.coordinator.store import CoordinatorStore
+    from fedcare.site.config import DatasetEntry
+
+    assert "post-deployment monitoring (as the coordinator holds it)" in panel
+    home = root / "coordinator"
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        held = {s: store.list_deployments(version, s)[-1] for s in HOSPITALS}
+    for site, deployment in held.items():
+        n_test = len(
+            DatasetEntry(builtin="heart-disease", site=site, options={"protocol": "raw"})
+            .load()
+            .test.y
+        )
+        assert deployment.status == "taken", deployment
+        monitoring = deployment.monitoring
+        assert monitoring is not None and monitoring["site"] == site, deployment
+        assert monitoring["predictions"]["n"] == n_test
+        assert monitoring["outcomes"]["matched"] == n_test
+        kept = json.loads((out / "deployment" / f"{site}-monitoring.json").read_text())
+        assert kept == monitoring  # the coordinator holds exactly what the site wrote
+        (row,) = [line for line in panel.splitlines() if f" {site} " in line]
+        cells = [c.strip() for c in row.strip("│ ").split("│")]
+        assert cells[:3] == [site, str(n_test), str(n_test)], row
+        perf = monitoring["performance"]
+        if perf is None:  # switzerland's test rows hold too few negatives: withheld
+            assert cells[3:5] == ["withheld", "withheld"], row
+        else:
+            assert cells[3] == f"{perf['metrics']['auroc']['value']:.3f}", row
+            assert 0.7 < perf["metrics"]["auroc"]["value"] <= 1.0
+            assert cells[4] == f"{perf['calibration']['slope']:.3f}", row
+        top = max(monitoring["drift"]["features"].values(), key=lambda d: d["psi"])
+        assert cells[5].startswith(f"{top['psi']:.3f} "), row
+        assert (out / "deployment" / f"{site}-predictions.csv").is_file()
+        logs = list((root / "state" / site / "models" / version / "predictions").glob("*.parquet"))
+        assert len(logs) == 1, logs
 
 
 @pytest.mark.parametrize("mode", ["secure", "encrypted"])

@@ -214,6 +214,32 @@ def _follow(store: Any, study_id: str, rounds: int, procs: Processes) -> str:
             time.sleep(0.3)
 
 
+def _close_the_loop(
+    home: Path,
+    root: Path,
+    kit: Path,
+    data_files: dict[str, Path],
+    study_id: str,
+    out: Path,
+    procs: Processes,
+    keep: bool,
+) -> None:
+    """``--full``: deploy, approve, predict, feed back, and print the monitoring panel."""
+    from fedcare.cli.demo_loop import close_the_loop, print_panel
+    from fedcare.coordinator.server import default_db_url
+    from fedcare.coordinator.store import CoordinatorStore
+
+    start = time.monotonic()
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        (model,) = store.list_models(study_id)
+        summaries = close_the_loop(
+            store, root=root, home=home, kit=kit, data_files=data_files, version=model.version,
+            out=out, check=procs.check, console=console,
+        )  # fmt: skip
+    console.print(f"deployment loop closed in {time.monotonic() - start:.0f} s")
+    print_panel(summaries, out, root, keep)
+
+
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for results.json and report.html."),
     rounds: int | None = typer.Option(None, help="Override the study's number of rounds."),
@@ -221,6 +247,12 @@ def demo(
     privacy: str = typer.Option(
         "open",
         help="Privacy mode: open, secure (SecAgg+) or encrypted (CKKS; needs the he extra).",
+    ),
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="Then deploy the model to the 4 hospitals, score their test rows as new patients, "
+        "feed back the outcomes and show the post-deployment monitoring panel.",
     ),
 ) -> None:
     """Run a real federation of the 4 heart-disease hospitals on this machine."""
@@ -268,6 +300,8 @@ def demo(
         console.print(f"results: {results_path}\nreport:  {report_path}")
         if not outcome.startswith("completed"):
             raise typer.Exit(code=1)
+        if full:
+            _close_the_loop(home, root, kit, data_files, study_id, out, procs, keep)
     except FedcareError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None

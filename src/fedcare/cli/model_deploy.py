@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fedcare.cli.common import _store, echo_json, fail
 from fedcare.cli.options import CA, COORDINATOR, DB, HOME, JSON
+from fedcare.cli.remote import ask_api, remote_client
 from fedcare.errors import FedcareError
 
 __all__ = ["print_deployments", "register"]
@@ -39,22 +40,6 @@ def print_deployments(rows: list[dict[str, Any]]) -> None:
     Console().print(table)
 
 
-def _remote(ctx: typer.Context, coordinator: str | None, ca: Path | None) -> Any:
-    from fedcare.cli.remote import remote_client
-
-    return remote_client(ctx, coordinator, ca)
-
-
-def _ask(client: Any, call: Any) -> Any:
-    from fedcare.cli.remote import api_fail
-
-    try:
-        with client:
-            return call(client)
-    except FedcareError as err:
-        raise api_fail(err, client) from None
-
-
 def models_deploy(
     ctx: typer.Context,
     version: str,
@@ -67,9 +52,9 @@ def models_deploy(
 ) -> None:
     """Ask each --site to take model VERSION: its steward approves or refuses it, then the
     site verifies the signed bundle and keeps it (`fedcare site models`)."""
-    client = _remote(ctx, coordinator, ca)
+    client = remote_client(ctx, coordinator, ca)
     if client is not None:
-        rows = _ask(client, lambda c: c.deploy(version, site))
+        rows = ask_api(client, lambda c: c.deploy(version, site))
     else:
         from fedcare.cli.users import _audit
         from fedcare.coordinator.deployments import deployment_rows, request_deployment
@@ -103,13 +88,13 @@ def models_deployments(
     as_json: bool = JSON,
 ) -> None:
     """Deployments (of one version): each site's answer, and its latest monitoring summary."""
-    client = _remote(ctx, coordinator, ca)
+    client = remote_client(ctx, coordinator, ca)
     if client is not None:
         if version is None:
-            versions = [m["version"] for m in _ask(client, lambda c: c.models())]
+            versions = [m["version"] for m in ask_api(client, lambda c: c.models())]
         else:
             versions = [version]
-        rows = [r for v in versions for r in _ask(client, lambda c, v=v: c.deployments(v))]
+        rows = [r for v in versions for r in ask_api(client, lambda c, v=v: c.deployments(v))]
     else:
         from fedcare.coordinator.deployments import deployment_rows
 

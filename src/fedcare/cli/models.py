@@ -18,6 +18,7 @@ from rich.table import Table
 
 from fedcare.cli.common import _store, echo_json, fail
 from fedcare.cli.options import CA, COORDINATOR, DB, HOME, JSON
+from fedcare.cli.remote import ask_api, remote_client
 from fedcare.errors import FedcareError
 
 __all__ = ["models_app", "print_model", "print_models", "unpack_export"]
@@ -100,23 +101,6 @@ def unpack_export(archive: Path, out: Path) -> list[Path]:
     return [out / name for name in contents]
 
 
-def _remote(ctx: typer.Context, coordinator: str | None, ca: Path | None) -> Any:
-    from fedcare.cli.remote import remote_client
-
-    return remote_client(ctx, coordinator, ca)
-
-
-def _ask(client: Any, call: Any) -> Any:
-    """``call(client)`` in the client's session; an API error exits as ``error: … (HTTP N)``."""
-    from fedcare.cli.remote import api_fail
-
-    try:
-        with client:
-            return call(client)
-    except FedcareError as err:
-        raise api_fail(err, client) from None
-
-
 @models_app.command("list")
 def models_list(
     ctx: typer.Context,
@@ -128,9 +112,9 @@ def models_list(
     as_json: bool = JSON,
 ) -> None:
     """Registered model versions, oldest first."""
-    client = _remote(ctx, coordinator, ca)
+    client = remote_client(ctx, coordinator, ca)
     if client is not None:
-        briefs = _ask(client, lambda c: c.models())
+        briefs = ask_api(client, lambda c: c.models())
         briefs = [b for b in briefs if study is None or b["study_id"] == study]
     else:
         from fedcare.dashboard.views import model_brief
@@ -157,9 +141,9 @@ def models_show(
     ca: Path | None = CA,
 ) -> None:
     """A version's lineage and its model card."""
-    client = _remote(ctx, coordinator, ca)
+    client = remote_client(ctx, coordinator, ca)
     if client is not None:
-        card, lineage = _ask(client, lambda c: (c.model(version), c.lineage(version)))
+        card, lineage = ask_api(client, lambda c: (c.model(version), c.lineage(version)))
         model = lineage["model"]
         chain = [model["version"], *(m["version"] for m in lineage["ancestors"])]
     else:
@@ -205,11 +189,11 @@ def models_export(
     Run it at a site with `fedcare site predict --model DIR`."""
     import tempfile
 
-    client = _remote(ctx, coordinator, ca)
+    client = remote_client(ctx, coordinator, ca)
     try:
         if client is not None:
             with tempfile.TemporaryDirectory() as tmp:
-                archive = _ask(client, lambda c: c.download_model(version, Path(tmp) / "m.zip"))
+                archive = ask_api(client, lambda c: c.download_model(version, Path(tmp) / "m.zip"))
                 written = {p.name for p in unpack_export(archive, out)}
         else:
             from fedcare.coordinator.registry_view import export_files

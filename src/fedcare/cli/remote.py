@@ -72,6 +72,17 @@ def api_fail(err: Exception, client: Client) -> typer.Exit:
     return _fail(text)
 
 
+def ask_api(client: Client, call: Any) -> Any:
+    """``call(client)`` in the client's session; an API error exits as ``error: … (HTTP N)``."""
+    from fedcare.errors import FedcareError
+
+    try:
+        with client:
+            return call(client)
+    except FedcareError as err:
+        raise api_fail(err, client) from None
+
+
 def remote_submit(client: Client, study: Path, queue: bool, as_json: bool) -> None:
     """``fedcare study submit`` over the API: the study id (or the JSON), warnings first."""
     from fedcare.cli.common import print_warnings

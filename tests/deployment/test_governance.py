@@ -88,7 +88,12 @@ def federation(tmp_path: Path) -> Iterator[tuple[Kits, Coordinator, AgentThreads
     require_mirror()
     sites = ["good", "unapproved", "expired", "revoked", "not-allowed", "weak-mode", "quitter"]
     kits = provision(tmp_path / "federation", sites, name="governance")
-    with running_coordinator(kits, tmp_path / "home", round_retries=1) as coordinator:
+    # liveness 30 s (helpers' default 10 s): the revocation test's two slow fits load both
+    # cores, and a quitter whose heartbeats came late once read as gone ("no reply before the
+    # deadline") instead of answering approval-revoked; nothing here tests silence
+    with running_coordinator(
+        kits, tmp_path / "home", round_retries=1, liveness_s=30.0
+    ) as coordinator:
         agents = AgentThreads()
         try:
             yield kits, coordinator, agents

@@ -138,3 +138,26 @@ def test_simulate_labels_weighted_progress_and_unweighted_mean(tmp_path: Path) -
     result = runner.invoke(app, args, env=NARROW)
     assert result.exit_code == 0, result.output
     assert "weighted " in result.output and "unweighted" in result.output
+
+
+def test_every_console_prints_colon_words_literally() -> None:
+    """A certificate fingerprint such as ``…:56:cd:c1:…`` must print as it is: Rich turns
+    ``:cd:`` into an emoji unless its Console is built with ``emoji=False`` (a steward once
+    read a fingerprint with a disc in it). Every Console the CLI builds must say so."""
+    import ast
+
+    from rich.console import Console
+
+    src = Path(__file__).resolve().parents[2] / "src" / "fedcare"
+    missing = []
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Console":
+                keywords = {k.arg: k.value for k in node.keywords}
+                flag = keywords.get("emoji")
+                if not (isinstance(flag, ast.Constant) and flag.value is False):
+                    missing.append(f"{path.relative_to(src)}:{node.lineno}")
+    assert missing == [], f"Console() without emoji=False: {missing}"
+    out = Console(emoji=False, record=True, width=200)
+    out.print("SHA-256 d7:97:56:cd:c1:1c", highlight=False, markup=False)
+    assert "56:cd:c1" in out.export_text()

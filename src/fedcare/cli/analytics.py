@@ -31,7 +31,7 @@ __all__ = [
     "write_analytics_outputs",
 ]
 
-console = Console(stderr=True)
+console = Console(emoji=False, stderr=True)
 
 
 def _summary(result: dict[str, Any]) -> Table:

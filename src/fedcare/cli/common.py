@@ -23,7 +23,7 @@ __all__ = [
     "report_written",
 ]
 
-console = Console(stderr=True)
+console = Console(emoji=False, stderr=True)
 
 
 def fail(err: Exception) -> typer.Exit:

@@ -14,7 +14,7 @@ from fedcare.errors import FedcareError
 __all__ = ["data_app"]
 
 data_app = typer.Typer(help="Check a site's data against a study's common data model.")
-console = Console(stderr=True)
+console = Console(emoji=False, stderr=True)
 #: Exit codes: the data failed a required check; the schema, mapping or data could not be used.
 EXIT_CHECK_FAILED = 1
 EXIT_ERROR = 2

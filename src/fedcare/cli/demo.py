@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fedcare.errors import FedcareError
 
-console = Console(stderr=True)
+console = Console(emoji=False, stderr=True)
 HOSPITALS = ("cleveland", "hungary", "switzerland", "va")
 #: Privacy modes the demo runs as they are (``private`` needs DP settings chosen per study).
 DEMO_MODES = ("open", "secure", "encrypted")

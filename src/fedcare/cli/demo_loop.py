@@ -222,7 +222,7 @@ def print_panel(summaries: dict[str, Any], out: Path, root: Path, kept: bool) ->
         table.add_column(column)
     for row in panel_rows(summaries):
         table.add_row(*row)
-    show = Console(width=max(Console().width, 110))
+    show = Console(emoji=False, width=max(Console(emoji=False).width, 110))
     show.print(table)
     show.print(
         "PSI of few rows is noisy: judge it against its noise (the PSI expected without drift); "

@@ -120,7 +120,7 @@ def print_status(
     refusals and the epsilon spent per site (the privacy ledger)."""
     from rich.console import Console
 
-    out = Console(soft_wrap=True, highlight=False)
+    out = Console(emoji=False, soft_wrap=True, highlight=False)
     if one:
         (study,) = studies
         out.print(f"study {study['id']}", markup=False)
@@ -153,4 +153,4 @@ def print_sites(sites: list[dict[str, Any]]) -> None:
             seen = when.strftime("%Y-%m-%d %H:%M:%S")
         datasets = ", ".join(s.get("datasets") or [])
         table.add_row(s["id"], s["state"], seen, s.get("version") or "", datasets)
-    Console().print(table)
+    Console(emoji=False).print(table)

@@ -46,7 +46,7 @@ __all__ = [
     "steward_store",
 ]
 
-console = Console(stderr=True)
+console = Console(emoji=False, stderr=True)
 STATE = typer.Option(Path("site-state"), help="The site's state folder (as for `site start`).")
 KIT = typer.Option(
     None,
@@ -199,7 +199,7 @@ def site_approvals(state: Path = STATE, study: str | None = typer.Option(None)) 
     except FedcareError as err:
         raise _fail(err) from None
     now = datetime.now(timezone.utc)
-    out = Console(soft_wrap=True, highlight=False)
+    out = Console(emoji=False, soft_wrap=True, highlight=False)
     if not rows:
         out.print("no approvals or pending plans yet")
     for r in rows:  # lines, not a table: ids and 64-hex plan hashes are never cut
@@ -232,7 +232,7 @@ def site_budget(
         raise _fail(err) from None
     if not lines:
         where = f"the ledger in {state}"
-        Console().print(f"no privacy budget spent yet ({where} records no spend)", highlight=False)
+        Console(emoji=False).print(f"no privacy budget spent yet ({where} records no spend)", highlight=False)
         return
     table = Table("dataset", "epsilon spent", "cap", "remaining", "studies", "rounds")
     _fold(table)
@@ -243,7 +243,7 @@ def site_budget(
             b.dataset, f"{b.epsilon:.3g}", "" if cap is None else f"{cap:g}", left,
             str(b.studies), str(b.rounds),
         )  # fmt: skip
-    Console().print(table)
+    Console(emoji=False).print(table)
     if detail:
         rows = Table("dataset", "study", "study id", "round", "events", "epsilon after")
         _fold(rows, keep=2)
@@ -254,7 +254,7 @@ def site_budget(
                 sp.dataset, sp.study, sp.study_id, str(sp.round), events,
                 f"{sp.epsilon_after:.3g}",
             )  # fmt: skip
-        Console().print(rows)
+        Console(emoji=False).print(rows)
 
 
 def _fold(table: Table, keep: int | None = None) -> None:

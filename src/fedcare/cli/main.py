@@ -25,7 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="fedcare: federated learning and analytics for hospitals.",
 )
-console = Console(stderr=True)
+console = Console(emoji=False, stderr=True)
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 

@@ -37,7 +37,7 @@ def print_deployments(rows: list[dict[str, Any]]) -> None:
         table.add_row(r["version"], r["site_id"], r["status"], r.get("reason") or "",
                       (r.get("stored_sha256") or "")[:23], r.get("approved_by") or "",
                       seen)  # fmt: skip
-    Console().print(table)
+    Console(emoji=False).print(table)
 
 
 def models_deploy(

@@ -48,13 +48,13 @@ def print_models(briefs: list[dict[str, Any]]) -> None:
             str(m["sites"]),
             created.strftime("%Y-%m-%d %H:%M:%S") if created else "",
         )
-    Console().print(table)
+    Console(emoji=False).print(table)
 
 
 def print_model(model: dict[str, Any], chain: list[str], card: dict[str, Any]) -> None:
     """What ``fedcare models show`` prints: the model's brief, its lineage (``chain``: its
     version, then its ancestors' parent first) and its card."""
-    out = Console()
+    out = Console(emoji=False)
     out.print(f"version {model['version']}: study {model['study_id']}, model {model['model_hash']}")
     out.print("lineage: " + " <- ".join(chain))
     privacy = card.get("privacy", {})
@@ -210,4 +210,4 @@ def models_export(
     card_path, params_path = out / "model_card.json", out / "params.npz"
     if as_json:
         return echo_json({"card": str(card_path), "params": str(params_path), "bundle": str(out)})
-    Console(stderr=True).print(f"card:   {card_path}\nparams: {params_path}\nbundle: {out}")
+    Console(emoji=False, stderr=True).print(f"card:   {card_path}\nparams: {params_path}\nbundle: {out}")

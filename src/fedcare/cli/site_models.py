@@ -23,7 +23,7 @@ from fedcare.errors import FedcareError, NotFoundError
 
 __all__ = ["register"]
 
-console = Console(stderr=True)
+console = Console(emoji=False, stderr=True)
 STATE = typer.Option(Path("site-state"), help="The site's state folder (as for `site start`).")
 KIT = typer.Option(
     None, help="This site's startup kit (default: the one the agent recorded in STATE)."
@@ -84,7 +84,7 @@ def site_deployments(state: Path = STATE, as_json: bool = JSON) -> None:
     for e in entries:
         table.add_row(e["version"], e["status"], e["bundle_sha256"][:23], e["decided_at"][:19],
                       e["note"] or e["summary"])  # fmt: skip
-    Console().print(table)
+    Console(emoji=False).print(table)
 
 
 def site_approve_deployment(
@@ -144,7 +144,7 @@ def site_models(state: Path = STATE, as_json: bool = JSON) -> None:
         table.add_row(version, str(e.get("status")), str(e.get("bundle_sha256"))[:23],
                       str(e.get("stored_sha256"))[:23], str(e.get("taken_at"))[:19],
                       str(e.get("approved_by")))  # fmt: skip
-    Console().print(table)
+    Console(emoji=False).print(table)
 
 
 def site_retire_model(

@@ -232,7 +232,9 @@ def site_budget(
         raise _fail(err) from None
     if not lines:
         where = f"the ledger in {state}"
-        Console(emoji=False).print(f"no privacy budget spent yet ({where} records no spend)", highlight=False)
+        Console(emoji=False).print(
+            f"no privacy budget spent yet ({where} records no spend)", highlight=False
+        )
         return
     table = Table("dataset", "epsilon spent", "cap", "remaining", "studies", "rounds")
     _fold(table)

@@ -210,4 +210,6 @@ def models_export(
     card_path, params_path = out / "model_card.json", out / "params.npz"
     if as_json:
         return echo_json({"card": str(card_path), "params": str(params_path), "bundle": str(out)})
-    Console(emoji=False, stderr=True).print(f"card:   {card_path}\nparams: {params_path}\nbundle: {out}")
+    Console(emoji=False, stderr=True).print(
+        f"card:   {card_path}\nparams: {params_path}\nbundle: {out}"
+    )

@@ -46,4 +46,6 @@ def site_plan(
     typer.echo(reviewed.hash)
     console.print(reviewed.summary, highlight=False, markup=False)
     if review:
-        Console(emoji=False, stderr=True, soft_wrap=True).print(review, highlight=False, markup=False)
+        Console(emoji=False, stderr=True, soft_wrap=True).print(
+            review, highlight=False, markup=False
+        )

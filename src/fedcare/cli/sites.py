@@ -93,5 +93,7 @@ def sites(
             highlight=False,
             soft_wrap=True,
         )
-    Console(emoji=False, soft_wrap=True, highlight=False).print(coordinator_line(presence, now), markup=False)
+    Console(emoji=False, soft_wrap=True, highlight=False).print(
+        coordinator_line(presence, now), markup=False
+    )
     print_sites(entries)

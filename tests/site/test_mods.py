@@ -68,6 +68,12 @@ def test_an_approved_task_runs_with_plan_info_and_a_full_audit_trail(tmp_path: P
         ({"min_privacy_mode": "secure"}, {}, "policy-privacy-mode", "'open'"),
         ({"epsilon_cap": {"heart-disease": 1.0}}, {"epsilon": 4.0}, "policy-epsilon-cap", "4"),
         ({"allowed_outputs": ["metrics"]}, {}, "policy-output-not-allowed", "model_updates"),
+        (
+            {"allowed_outputs": ["model_updates", "metrics", "statistics"]},
+            {"validation": {"report": True}},
+            "policy-output-not-allowed",
+            "clinical validation summary",
+        ),
         ({"max_rounds": 3}, {}, "policy-max-rounds", "at most 3"),
         ({"min_cohort": 500}, {}, "policy-min-cohort", "100 rows"),
     ],

@@ -34,7 +34,13 @@ def test_a_policy_file_is_read_and_validated(tmp_path: Path) -> None:
 def test_the_default_policy_allows_any_study_in_any_mode() -> None:
     policy = SitePolicy.from_dict(None)
     assert policy.allows_study("anything") and policy.min_privacy_mode == "open"
-    assert set(policy.allowed_outputs) == {"model_updates", "metrics", "statistics"}
+    assert set(policy.allowed_outputs) == {
+        "model_updates",
+        "metrics",
+        "statistics",
+        "validation",
+        "monitoring",
+    }
 
 
 @pytest.mark.parametrize(

@@ -24,12 +24,13 @@ coordinator then offers the deployment again: nothing waits at the site in betwe
 
 A model's ``monitoring.json`` (aggregates only) is sent to the coordinator whenever it
 changed, as round 1 of the model's deployment (:meth:`SiteDeployments.monitoring_due`),
-audited ``monitoring-sent``.
+audited ``monitoring-sent``, unless the site policy in force leaves ``monitoring`` out of its
+``allowed_outputs``: then it stays at the site, audited ``monitoring-withheld`` (once per
+summary), and is sent once the policy allows it again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,16 +50,13 @@ from fedcare.inference.deployment_wire import (
     verify_deployment_signature,
 )
 from fedcare.inference.store import ModelStore, bundle_version
-from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.site.config import SiteDataConfig
+from fedcare.site.monitoring_upload import MonitoringUploads
 
 __all__ = ["DEPLOYMENT_STUDY_PREFIX", "SiteDeployments", "deployment_study"]
 
 DEPLOYMENT_STUDY_PREFIX = "deployment:"
-#: A model's monitoring summary (written by :mod:`fedcare.inference.monitor`), and the record
-#: of what was last sent of each.
-MONITORING_FILE, MONITORING_SENT_FILE = "monitoring.json", "monitoring-sent.json"
 
 
 def deployment_study(version: str) -> str:
@@ -98,6 +96,7 @@ class SiteDeployments:
         self.site_id = site_id
         self.governance = governance
         self.data = data
+        self.uploads = MonitoringUploads(self.store, site_id, governance)
 
     # what the agent asks -------------------------------------------------------------------
     def decisions(self) -> tuple[tuple[str, str, str], ...]:
@@ -142,53 +141,12 @@ class SiteDeployments:
 
     # monitoring -----------------------------------------------------------------------------
     def monitoring_due(self) -> list[Reply]:
-        """A reply per active model whose ``monitoring.json`` changed since it was last sent
-        (round 1 of its deployment; the summary as bytes, checked by the coordinator)."""
-        try:
-            versions = self.store.versions()
-        except FedcareError:
-            return []
-        sent = self._sent()
-        due = []
-        for version, entry in sorted(versions.items()):
-            path = self.store.root / version / MONITORING_FILE
-            if entry.get("status") != "active" or not path.is_file():
-                continue
-            data = path.read_bytes()
-            digest = "sha256:" + hashlib.sha256(data).hexdigest()
-            if sent.get(version, {}).get("sha256") == digest:
-                continue
-            due.append(
-                Reply(
-                    study_id=str(entry.get("deployment_id")),
-                    round=1,
-                    site_id=self.site_id,
-                    kind=DEPLOY_KIND,  # type: ignore[arg-type]
-                    arrays=ArrayRecord({MONITORING_FILE: np.frombuffer(data, dtype=np.uint8)}),
-                    info={"version": version, "sha256": digest},
-                )
-            )
-        return due
+        """The monitoring summaries to send now (:class:`MonitoringUploads`)."""
+        return self.uploads.due()
 
     def monitoring_sent(self, reply: Reply, outcome: str) -> None:
-        """Note that ``reply``'s summary was sent (``outcome``: accepted, or refused and why),
-        so it is sent again only once it changes; audited ``monitoring-sent``."""
-        sent = self._sent()
-        version, digest = reply.info["version"], reply.info["sha256"]
-        sent[version] = {"sha256": digest, "outcome": outcome}
-        path = self.store.root / MONITORING_SENT_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sent, indent=2, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
-        self._audit("monitoring-sent", reply, version=version, sha256=digest, outcome=outcome)
-
-    def _sent(self) -> dict[str, dict[str, str]]:
-        path = self.store.root / MONITORING_SENT_FILE
-        try:
-            sent = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return sent if isinstance(sent, dict) else {}
+        """Note that ``reply``'s summary was sent (:class:`MonitoringUploads`)."""
+        self.uploads.sent(reply, outcome)
 
     # steps ---------------------------------------------------------------------------------
     def _signature_problem(

@@ -175,6 +175,18 @@ def _task_refusal(policy: SitePolicy, task: Task, row_counts: Mapping[str, int])
             f"a {task.kind!r} task sends back {output}; this site's policy allows only "
             f"{', '.join(policy.allowed_outputs) or 'nothing'}",
         )
+    validation = plan.get("validation")
+    if (
+        isinstance(validation, Mapping)
+        and validation.get("report")
+        and "validation" not in policy.allowed_outputs
+    ):
+        return Refusal(
+            "policy-output-not-allowed",
+            f"study {study!r} asks each site for a clinical validation summary of its final "
+            "model (its validation section); this site's policy allows only "
+            f"{', '.join(policy.allowed_outputs) or 'nothing'}",
+        )
     rounds = plan.get("rounds")
     if policy.max_rounds is not None and (
         task.round > policy.max_rounds or (isinstance(rounds, int) and rounds > policy.max_rounds)

@@ -6,13 +6,21 @@ min_privacy_mode: open                    # the weakest privacy mode accepted
 epsilon_cap: {heart-disease: 3.0}         # per dataset: the largest epsilon a study may declare
 min_cohort: 20                            # no task on a dataset with fewer rows
 min_cell: 5                               # analytics: withhold counts of 1 to min_cell - 1
-allowed_outputs: [model_updates, metrics, statistics]
+allowed_outputs: [model_updates, metrics, statistics, validation, monitoring]
 max_rounds: 100
 resources: {task_time_limit_s: 600, memory_limit_mb: 8192}
 sandbox: prefer                           # off (default) | prefer | require: the worker isolated
 packages: {trusted_signers: [alice]}      # researcher ids whose signed study packages may run
 devices: [cpu, cuda]                      # what package code may use (default: cpu only)
 ```
+
+``allowed_outputs`` names what may leave the site: ``model_updates`` (fit tasks), ``metrics``
+(evaluate tasks), ``statistics`` (analytics and moments), ``validation`` (the clinical
+validation summary a study's ``validation:`` section asks of the final evaluation: a study
+whose plan asks for it is refused from its first task, ``policy-output-not-allowed``) and
+``monitoring`` (the monitoring summaries of models deployed here: without it they stay at the
+site, audited ``monitoring-withheld``). The default allows all five; a policy that lists its
+outputs and leaves out the last two keeps those summaries at the site.
 
 ``devices`` lets study packages' torch models train on the site's GPUs (``cuda``: all, or
 ``cuda:0``...): their runner then sees the NVIDIA device files and runs without an
@@ -71,6 +79,7 @@ from fedcare.packages.sandbox import SandboxMode
 from fedcare.records.config_file import read_yaml, validate_config
 
 __all__ = [
+    "ALL_OUTPUTS",
     "MODE_GUARANTEES",
     "OUTPUT_OF_KIND",
     "PackagePolicy",
@@ -81,7 +90,15 @@ __all__ = [
 ]
 
 PrivacyMode = Literal["open", "secure", "private", "encrypted"]
-Output = Literal["model_updates", "metrics", "statistics"]
+Output = Literal["model_updates", "metrics", "statistics", "validation", "monitoring"]
+#: Every output a site can send (the default policy allows them all).
+ALL_OUTPUTS: tuple[Output, ...] = (
+    "model_updates",
+    "metrics",
+    "statistics",
+    "validation",
+    "monitoring",
+)
 
 #: What each privacy mode guarantees (see the module docstring for the resulting order).
 MODE_GUARANTEES: dict[str, frozenset[str]] = {
@@ -145,7 +162,7 @@ class SitePolicy(BaseModel):
     min_cohort: int = Field(default=0, ge=0)
     #: Analytics small-cell minimum (fedcare.analytics.disclosure.DEFAULT_MIN_CELL).
     min_cell: int = Field(default=5, ge=1)
-    allowed_outputs: tuple[Output, ...] = ("model_updates", "metrics", "statistics")
+    allowed_outputs: tuple[Output, ...] = ALL_OUTPUTS
     max_rounds: int | None = Field(default=None, ge=1)
     resources: ResourceLimits = Field(default_factory=lambda: ResourceLimits())
     sandbox: SandboxMode = "off"

@@ -99,6 +99,11 @@ def train_on_grid(
     """
     study_id = f"{study.name}/{label}"
     study = without_personalization(study) if baseline else study
+    # The sites' clinical validation summaries come from evaluate_model's evaluation of the
+    # trained model: the training loop's last evaluation would compute them a second time.
+    study = study.model_copy(
+        update={"validation": study.validation.model_copy(update={"report": False})}
+    )
     strategy = study_strategy(study, len(grid.site_ids()), baseline=baseline)
     start = start_study(grid, study, strategy, study_id, input_shape)
     done: list[dict[str, Any]] = []

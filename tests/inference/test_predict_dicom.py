@@ -22,7 +22,9 @@ from fedcare.errors import ConfigError, DataError
 from fedcare.inference import predict_images
 from fedcare.inference.bundle import build_bundle, bundle_from_study, load_bundle, write_bundle
 from fedcare.inference.predict import predict_file
+from fedcare.models.base import ModelAdapter
 from fedcare.models.registry import build_model
+from fedcare.records.arrays import ArrayRecord
 
 from ..conftest import require_mirror
 
@@ -31,24 +33,27 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 runner = CliRunner(env={"COLUMNS": "240"})
+Model = tuple[Path, ModelAdapter, ArrayRecord]
 MODEL = {"kind": "torch", "architecture": "cnn_small", "channels": [4, 8], "hidden": 16}
 
 
 def write_dicom(path: Path, image: np.ndarray, *, uid: str, pixels: bool = True) -> None:
-    """``image`` (2-D uint8) as a single-frame MONOCHROME2 DICOM file."""
+    """``image`` (2-D uint8, or 3-D: frames) as a MONOCHROME2 DICOM file."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+    from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = uid
+    meta.MediaStorageSOPInstanceUID = UID(uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, uid
     ds.Modality, ds.PatientSex = "OT", "F"
     if pixels:
-        ds.Rows, ds.Columns = image.shape
+        ds.Rows, ds.Columns = image.shape[-2:]
+        if image.ndim == 3:
+            ds.NumberOfFrames = image.shape[0]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
         ds.PixelData = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
@@ -65,7 +70,7 @@ def images() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def model_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, object]:
+def model_bundle(tmp_path_factory: pytest.TempPathFactory) -> Model:
     """An image model (a small CNN, seeded init) and its bundle as the coordinator exports it."""
     adapter = build_model(MODEL)
     params = adapter.init_params((1, 28, 28), np.random.default_rng(7))
@@ -82,7 +87,7 @@ def model_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object
 
 
 def test_scores_equal_the_model_on_the_training_loaders_images(
-    images: dict[str, np.ndarray], model_bundle: tuple[Path, object, object], tmp_path: Path
+    images: dict[str, np.ndarray], model_bundle: Model, tmp_path: Path
 ) -> None:
     bundle_dir, adapter, params = model_bundle
     raw = images["val_images"]
@@ -95,6 +100,7 @@ def test_scores_equal_the_model_on_the_training_loaders_images(
     (folder / "notes.txt").write_text("not an image\n")
     write_dicom(folder / "series-0" / "nopixels.dcm", raw[0], uid="1.2.3.98", pixels=False)
     (folder / ".hidden.dcm").write_bytes(b"ignored")
+    write_dicom(folder / "cine.dcm", raw[:2], uid="1.2.3.97")  # two frames
 
     out = tmp_path / "scores.csv"
     bundle = load_bundle(bundle_dir)
@@ -103,15 +109,17 @@ def test_scores_equal_the_model_on_the_training_loaders_images(
     summary = predict_file(bundle, folder, out)
     assert summary.rows == len(raw) + 1
     assert summary.columns == ["file", "sop_instance_uid", "score", "predicted"]
-    assert sorted(s["file"] for s in summary.skipped) == ["notes.txt", "series-0/nopixels.dcm"]
+    skipped = ["cine.dcm", "notes.txt", "series-0/nopixels.dcm"]
+    assert sorted(s["file"] for s in summary.skipped) == skipped
     reasons = {s["file"]: s["reason"] for s in summary.skipped}
+    assert "has 2 frames; only 1 is supported" in reasons["cine.dcm"]
     assert "cannot be read" in reasons["notes.txt"]
     assert "has no pixel data" in reasons["series-0/nopixels.dcm"]
     scores = pd.read_csv(out, dtype={"sop_instance_uid": str}).set_index("file")
 
     # the training path: PneumoniaMNIST's loader prepares the same uint8 images
     train_X = pneumonia._split({"val_images": raw, "val_labels": images["val_labels"]}, "val").X
-    expected = adapter.predict(params, train_X)  # type: ignore[attr-defined]
+    expected = adapter.predict(params, train_X)
     names = [f"series-{i % 3}/img{i:02d}.dcm" for i in range(len(raw))]
     got = scores.loc[names, "score"].to_numpy()
     assert np.max(np.abs(got - expected)) <= 1e-6
@@ -122,16 +130,16 @@ def test_scores_equal_the_model_on_the_training_loaders_images(
     # the resized image: the DICOM source loader's pixels (size 28x28), then the intensity
     frame = load_table({"kind": "dicom", "path": str(folder / "big.dcm"), "pixels": True,
                         "size": [28, 28]})  # fmt: skip
-    loaded = pneumonia.PNEUMONIAMNIST_INPUT.apply(np.stack(frame["pixels"]))
-    want = adapter.predict(params, loaded)  # type: ignore[attr-defined]
+    loaded = pneumonia.PNEUMONIAMNIST_INPUT.apply(np.stack(list(frame["pixels"])))
+    want = adapter.predict(params, loaded)
     assert abs(scores.loc["big.dcm", "score"] - want[0]) <= 1e-6
     assert scores.loc["big.dcm", "sop_instance_uid"] == "1.2.3.99"
-    assert not np.array_equal(np.stack(frame["pixels"])[0], raw[0])  # resampled, not copied
+    assert not np.array_equal(np.stack(list(frame["pixels"]))[0], raw[0])  # resampled, not copied
 
 
 def test_small_batches_give_the_same_rows(
     images: dict[str, np.ndarray],
-    model_bundle: tuple[Path, object, object],
+    model_bundle: Model,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -148,7 +156,7 @@ def test_small_batches_give_the_same_rows(
 
 
 def test_folders_without_images_and_bundles_without_an_image_input_are_refused(
-    images: dict[str, np.ndarray], model_bundle: tuple[Path, object, object], tmp_path: Path
+    images: dict[str, np.ndarray], model_bundle: Model, tmp_path: Path
 ) -> None:
     bundle_dir, _, params = model_bundle
     bundle = load_bundle(bundle_dir)
@@ -162,20 +170,29 @@ def test_folders_without_images_and_bundles_without_an_image_input_are_refused(
         predict_file(bundle, tmp_path / "empty", tmp_path / "out.csv")
 
     old = build_bundle(  # an export from before bundles recorded the image input
-        model=MODEL, params=dict(params), feature_names=[], input_shape=[1, 28, 28],  # type: ignore[call-overload]
+        model=MODEL, params=dict(params), feature_names=[], input_shape=[1, 28, 28],
         preprocessing={}, task="binary", source={"version": "old"},
     )  # fmt: skip
     write_dicom(tmp_path / "one" / "a.dcm", images["val_images"][0], uid="1.2.3")
     with pytest.raises(ConfigError, match=r"no image\.intensity.*size \[28, 28\] and 1 chan"):
         predict_file(load_bundle(write_bundle(old, tmp_path / "old")), tmp_path / "one",
                      tmp_path / "out.csv")  # fmt: skip
+    tabular = build_bundle(
+        model={"kind": "logistic"}, params={"weight": np.zeros(3), "bias": np.zeros(())},
+        feature_names=["a", "b", "c"], input_shape=[3], preprocessing={},
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"rows of shape \[3\], not images"):
+        predict_file(load_bundle(write_bundle(tabular, tmp_path / "tab")), tmp_path / "one",
+                     tmp_path / "out.csv")  # fmt: skip
+    with pytest.raises(ConfigError, match="DICOM rows are named by file"):
+        predict_file(bundle, tmp_path / "one", tmp_path / "out.csv", id_column="patient")
     with pytest.raises(ConfigError, match="give a DICOM folder"):
         (tmp_path / "rows.csv").write_text("grayscale\n1\n")
         predict_file(bundle, tmp_path / "rows.csv", tmp_path / "out.csv")
 
 
 def test_site_predict_reads_a_dicom_folder_on_the_command_line(
-    images: dict[str, np.ndarray], model_bundle: tuple[Path, object, object], tmp_path: Path
+    images: dict[str, np.ndarray], model_bundle: Model, tmp_path: Path
 ) -> None:
     bundle_dir, adapter, params = model_bundle
     for i, image in enumerate(images["val_images"][:5]):
@@ -192,7 +209,7 @@ def test_site_predict_reads_a_dicom_folder_on_the_command_line(
     assert list(logged["id"]) == [f"{i}.dcm" for i in range(5)]
     scores = pd.read_csv(out)
     train_X = pneumonia.PNEUMONIAMNIST_INPUT.apply(images["val_images"][:5])
-    expected = adapter.predict(params, train_X)  # type: ignore[attr-defined]
+    expected = adapter.predict(params, train_X)
     assert np.max(np.abs(scores["score"].to_numpy() - expected)) <= 1e-6
 
     plain = runner.invoke(app, [*args, "--out", str(out), "--no-log"])

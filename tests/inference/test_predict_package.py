@@ -26,9 +26,10 @@ from fedcare.errors import ConfigError, NotFoundError, PackageError, ValidationE
 from fedcare.inference.bundle import ModelBundle, bundle_from_study, load_bundle, write_bundle
 from fedcare.inference.package_scorer import require_site_package
 from fedcare.inference.predict import Scorer, predict_file
+from fedcare.models.sandboxed_packages import SandboxedPackages
 from fedcare.packages.archive import build_package
 from fedcare.packages.resolve import resolve_study_package
-from fedcare.packages.sandbox import bwrap_available
+from fedcare.packages.sandbox import SandboxMode, bwrap_available
 from fedcare.packages.store import CACHE_ENV, PackageStore
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.run import SimulationResult, run_simulation
@@ -102,8 +103,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return Trained(study, result, data, bundle_dir, state, ref)
 
 
-def _builder(state: Path, sandbox: str = "off"):  # type: ignore[no-untyped-def]
-    return package_builder(state, sandbox=sandbox, time_limit=60.0, memory_limit_mb=None)  # type: ignore[arg-type]
+def _builder(state: Path, sandbox: SandboxMode = "off") -> SandboxedPackages:
+    """The site worker's package runners over ``state``'s store (60 s per call)."""
+    return package_builder(state, sandbox=sandbox, time_limit=60.0, memory_limit_mb=None)
 
 
 def test_scores_equal_the_package_models_on_every_site(trained: Trained, tmp_path: Path) -> None:
@@ -124,7 +126,8 @@ def test_scores_equal_the_package_models_on_every_site(trained: Trained, tmp_pat
             assert np.array_equal(scores["predicted"], (expected >= 0.5).astype(int))
         adapter = packages(bundle.model)
         assert adapter.isolation == "rlimits-only"  # a runner process, not this one
-        assert adapter._runner._popen.pid != os.getpid()
+        popen = adapter._runner._popen
+        assert popen is not None and popen.pid != os.getpid()
     finally:
         packages.close()
 

@@ -165,6 +165,9 @@ def test_site_predict_runs_a_package_model_on_the_command_line(
     got = pd.read_csv(out)["score"].to_numpy()
     assert np.max(np.abs(got - trained.expected(site))) <= 1e-9
 
+    no_policy = runner.invoke(app, args)
+    assert no_policy.exit_code == 2 and "give this site's policy (--policy" in no_policy.output
+
     bob = tmp_path / "bob.yaml"
     bob.write_text("packages: {trusted_signers: [bob]}\n")
     refused = runner.invoke(app, [*args, "--policy", str(bob)])

@@ -16,7 +16,7 @@ import typer
 from fedcare.cli import monitoring
 from fedcare.cli.common import console, echo_json, fail
 from fedcare.cli.options import JSON
-from fedcare.errors import FedcareError
+from fedcare.errors import ConfigError, FedcareError
 
 __all__ = ["register", "site_export_onnx", "site_predict"]
 
@@ -60,8 +60,8 @@ def site_predict(
     policy: Path | None = typer.Option(
         None,
         "--policy",
-        help="The site policy (YAML): a study package's model runs under its sandbox mode, "
-        "limits and trusted signers (default: a runner process under resource limits).",
+        help="The site policy (YAML; needed for a study package's model, which runs under its "
+        "sandbox mode, limits and trusted signers).",
     ),
     state: Path = STATE,
     as_json: bool = JSON,
@@ -141,17 +141,22 @@ def _package_runner(spec: dict[str, Any], state: Path, policy: Path | None) -> A
     builder the site's worker trains with (:func:`fedcare.site.worker.package_builder`)."""
     if spec.get("kind") != "package":
         return None
-    from fedcare.inference.package_scorer import require_site_package
+    from fedcare.inference.package_scorer import describe_package, require_site_package
     from fedcare.packages.store import PackageStore
     from fedcare.site.packages import PACKAGES_DIR
     from fedcare.site.policy import SitePolicy
     from fedcare.site.worker import package_builder
 
-    rules = SitePolicy.from_yaml(policy) if policy is not None else None
     store = PackageStore(state / PACKAGES_DIR)
-    trusted = rules.packages.trusted_signers if rules is not None else None
-    require_site_package(spec, store, trusted_signers=trusted)
-    rules = rules or SitePolicy()
+    require_site_package(spec, store)  # the package first: the error says how to get it
+    if policy is None:
+        raise ConfigError(
+            f"the model runs study package {describe_package(spec)}: give this site's policy "
+            "(--policy, the file `site start --policy` reads) for its sandbox, limits and "
+            "trusted signers"
+        )
+    rules = SitePolicy.from_yaml(policy)
+    require_site_package(spec, store, trusted_signers=rules.packages.trusted_signers)
     return package_builder(
         state,
         sandbox=rules.sandbox,

@@ -11,7 +11,8 @@ Before anything runs, :func:`require_site_package` checks that:
    version and hash, and how a site obtains it);
 2. its files hash to the bundle's package hash (a file changed on disk is refused);
 3. its manifest's name, version and task are the bundle's;
-4. with a site policy, its signer is one the policy trusts (``packages.trusted_signers``).
+4. given the site policy's trusted signers (``site predict`` requires its ``--policy``), its
+   signer is one of them.
 
 The model then runs through the builder the site's worker uses for training
 (:func:`fedcare.site.worker.package_builder`: a sandboxed runner process under the policy's

@@ -9,13 +9,14 @@ bundle's hashes first. Heavy libraries load inside the commands.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from fedcare.cli import monitoring
 from fedcare.cli.common import console, echo_json, fail
 from fedcare.cli.options import JSON
-from fedcare.errors import FedcareError
+from fedcare.errors import ConfigError, FedcareError
 
 __all__ = ["register", "site_export_onnx", "site_predict"]
 
@@ -35,7 +36,12 @@ EXPECT = typer.Option(
 
 def site_predict(
     model: str = MODEL,
-    input: Path = typer.Option(..., "--input", help="Rows to score: a .csv or .parquet file."),
+    input: Path = typer.Option(
+        ...,
+        "--input",
+        help="What to score: a .csv or .parquet file of rows, or a folder of DICOM images "
+        "(an image model).",
+    ),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="Where the scores go (CSV)."),
     threshold: float | None = typer.Option(
         None, help="Decision threshold (default: the bundle's, from the study)."
@@ -51,10 +57,17 @@ def site_predict(
         "for `site feedback` (default: the version folder of a store model).",
     ),
     no_log: bool = typer.Option(False, "--no-log", help="Keep no prediction log."),
+    policy: Path | None = typer.Option(
+        None,
+        "--policy",
+        help="The site policy (YAML; needed for a study package's model, which runs under its "
+        "sandbox mode, limits and trusted signers).",
+    ),
     state: Path = STATE,
     as_json: bool = JSON,
 ) -> None:
-    """Score rows with a model at this site (local files only: nothing leaves)."""
+    """Score rows or DICOM images with a model at this site (local files only: nothing
+    leaves)."""
     from fedcare.inference.monitor import (
         PredictionLog,
         default_log_folder,
@@ -64,18 +77,24 @@ def site_predict(
     from fedcare.inference.predict import predict_file
     from fedcare.inference.store import resolve_bundle, store_folder
 
+    packages = None
     try:
         bundle = resolve_bundle(model, state, expected_hash=expect_hash)
+        packages = _package_runner(bundle.model, state, policy)
         log = None
         log_to = None if no_log else log_to or default_log_folder(store_folder(model, state))
         if log_to is not None:
             folder = open_log_folder(log_to, bundle)
             log = PredictionLog(folder, new_run_id(), bundle.features)
         summary = predict_file(
-            bundle, input, out, threshold=threshold, id_column=id_column, log=log
-        )
+            bundle, input, out, threshold=threshold, id_column=id_column, log=log,
+            packages=packages,
+        )  # fmt: skip
     except FedcareError as err:
         raise fail(err) from None
+    finally:
+        if packages is not None:
+            packages.close()
     if as_json:
         return echo_json(
             {
@@ -87,12 +106,21 @@ def site_predict(
                 "bundle_sha256": bundle.bundle_hash,
                 "seconds": summary.seconds,
                 "log": None if summary.log is None else str(summary.log),
+                "skipped": summary.skipped,
             }
         )
     if summary.ignored_columns:
         console.print(
             f"ignored {len(summary.ignored_columns)} column(s) the model does not use: "
             + ", ".join(summary.ignored_columns),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    if summary.skipped:
+        console.print(
+            f"skipped {len(summary.skipped)} file(s) that could not be scored as images:\n"
+            + "\n".join(f"  {s['file']}: {s['reason']}" for s in summary.skipped),
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -106,6 +134,36 @@ def site_predict(
     )
     if summary.log is not None:
         console.print(f"kept at the site: {summary.log}", markup=False, soft_wrap=True)
+
+
+def _package_runner(spec: dict[str, Any], state: Path, policy: Path | None) -> Any:
+    """For a study package's model: the package checked in the site's store and the runner
+    builder the site's worker trains with (:func:`fedcare.site.worker.package_builder`)."""
+    if spec.get("kind") != "package":
+        return None
+    from fedcare.inference.package_scorer import describe_package, require_site_package
+    from fedcare.packages.store import PackageStore
+    from fedcare.site.packages import PACKAGES_DIR
+    from fedcare.site.policy import SitePolicy
+    from fedcare.site.worker import package_builder
+
+    store = PackageStore(state / PACKAGES_DIR)
+    require_site_package(spec, store)  # the package first: the error says how to get it
+    if policy is None:
+        raise ConfigError(
+            f"the model runs study package {describe_package(spec)}: give this site's policy "
+            "(--policy, the file `site start --policy` reads) for its sandbox, limits and "
+            "trusted signers"
+        )
+    rules = SitePolicy.from_yaml(policy)
+    require_site_package(spec, store, trusted_signers=rules.packages.trusted_signers)
+    return package_builder(
+        state,
+        sandbox=rules.sandbox,
+        time_limit=rules.resources.task_time_limit_s,
+        memory_limit_mb=rules.resources.memory_limit_mb,
+        devices=rules.devices,
+    )
 
 
 def site_export_onnx(

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
+from fedcare.data.image_input import PNEUMONIAMNIST_INPUT
 from fedcare.data.partition import class_fractions, dirichlet_partition, proportional_partition
 from fedcare.data.source import fetch_files
 from fedcare.errors import ConfigError, DataError
@@ -48,7 +49,7 @@ def _split(arrays: dict[str, np.ndarray], name: str) -> Dataset:
             f"{FILE}: {name} images {images.shape} / labels {labels.shape} are not "
             "(n, 28, 28) / (n, 1)"
         )
-    X = (images.astype(np.float32) / np.float32(255.0))[:, None, :, :]
+    X = PNEUMONIAMNIST_INPUT.apply(images)  # what a bundle records for site predict
     return Dataset(X=X, y=labels[:, 0].astype(np.int64))
 
 

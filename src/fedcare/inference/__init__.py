@@ -8,7 +8,8 @@
 - :mod:`fedcare.inference.frozen`: the frozen preprocessing, the same arithmetic as a site's
   training-time :class:`~fedcare.site.preprocess.Preprocessor`;
 - :mod:`fedcare.inference.predict`: ``fedcare site predict`` (rows in, scores out; nothing
-  leaves the site);
+  leaves the site), with :mod:`~fedcare.inference.predict_images` (DICOM folders) and
+  :mod:`~fedcare.inference.package_scorer` (study package models, from the site's store);
 - :mod:`fedcare.inference.onnx_export`: the bundle as one ONNX graph (the ``onnx`` extra);
 - monitoring at the site: :mod:`fedcare.inference.monitor` (version folder, prediction log,
   reference), :mod:`fedcare.inference.drift` (population stability index),

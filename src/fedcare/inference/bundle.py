@@ -4,7 +4,10 @@ A bundle is a folder (or a zip of the same files at its root)::
 
     bundle.json      format, model spec (kind, options), task, input shape, feature names in
                      order, preprocessing (impute, scale, where the statistics come from),
-                     decision threshold, outputs, source (study, version, round), what is missing
+                     decision threshold, outputs, source (study, version, round), what is
+                     missing; an image model's ``image`` (size, channels, intensity ``offset``
+                     and ``divisor``: how training prepared its pixels, for DICOM input); a
+                     package model's spec names its package by hash (``sha256:<hex>``)
     params.npz       the parameters, one array per name
     preprocess.npz   the frozen statistics ``mean`` and ``std`` (when they are known)
     model_card.json  the model card (when there is one)
@@ -30,10 +33,7 @@ Where the statistics come from (``preprocessing.statistics``):
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +41,38 @@ from typing import Any
 
 import numpy as np
 
-from fedcare.errors import ConfigError, ValidationError
+from fedcare.errors import ValidationError
+from fedcare.inference.bundle_files import (
+    BUNDLE_FILES,
+    CARD,
+    DESCRIPTION,
+    FORMAT,
+    FORMAT_VERSION,
+    LINEAGE,
+    MANIFEST,
+    PARAMS,
+    STATISTICS,
+    json_bytes,
+    manifest_of,
+    npz_bytes,
+    read_bundle_files,
+    read_npz,
+    sha256_of,
+    with_manifest,
+    write_bundle,
+)
 from fedcare.inference.frozen import FrozenPreprocessing
 
 __all__ = [
     "BUNDLE_FILES",
+    "CARD",
+    "DESCRIPTION",
     "FORMAT",
+    "FORMAT_VERSION",
+    "LINEAGE",
+    "MANIFEST",
+    "PARAMS",
+    "STATISTICS",
     "ModelBundle",
     "build_bundle",
     "bundle_from_study",
@@ -60,55 +86,8 @@ __all__ = [
     "write_bundle",
 ]
 
-FORMAT, FORMAT_VERSION = "fedcare-model-bundle", 1
-DESCRIPTION, PARAMS, STATISTICS = "bundle.json", "params.npz", "preprocess.npz"
-CARD, LINEAGE, MANIFEST = "model_card.json", "lineage.json", "manifest.json"
-#: Every file a bundle may hold, in the order they are written (manifest last).
-BUNDLE_FILES = (CARD, LINEAGE, PARAMS, DESCRIPTION, STATISTICS, MANIFEST)
-_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry: same files, same bytes
+
 _TASKS = {"logistic": "binary", "sklearn": "binary", "cox": "survival"}
-
-
-def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
-    """An ``.npz`` archive of ``arrays`` as ``numpy.savez`` lays it out, with fixed times."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, value in arrays.items():
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-            with archive.open(entry, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _read_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {k: np.asarray(npz[k]) for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
-        raise ValidationError(
-            f"bundle file {name!r} is not a readable .npz archive: {err}"
-        ) from None
-
-
-def json_bytes(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _manifest(files: Mapping[str, bytes]) -> dict[str, Any]:
-    entries = [
-        {"path": n, "sha256": _sha256(files[n]), "size": len(files[n])} for n in sorted(files)
-    ]
-    listing = "".join(f"{e['path']},{e['sha256']},{e['size']}\n" for e in entries)
-    return {"format": FORMAT, "files": entries, "bundle_sha256": _sha256(listing.encode())}
-
-
-def with_manifest(files: Mapping[str, bytes]) -> dict[str, bytes]:
-    body = {n: files[n] for n in BUNDLE_FILES if n in files and n != MANIFEST}
-    return {**body, MANIFEST: json_bytes(_manifest(body))}
 
 
 def study_threshold(study: Mapping[str, Any]) -> float:
@@ -140,6 +119,7 @@ def build_bundle(
     lineage: Sequence[Mapping[str, Any]] | None = None,
     source: Mapping[str, Any] | None = None,
     monitoring: Mapping[str, Any] | None = None,
+    image: Mapping[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """The files of a bundle by name (:data:`BUNDLE_FILES`), manifest included.
 
@@ -148,7 +128,10 @@ def build_bundle(
     spec, no feature names, global statistics not found) is listed under ``missing`` in
     ``bundle.json``: such a bundle loads, and :mod:`fedcare.inference.predict` refuses it
     naming what is missing. ``monitoring``: the study's alert thresholds for the deployed model
-    (:class:`~fedcare.records.monitoring_spec.MonitoringSpec`), kept when given.
+    (:class:`~fedcare.records.monitoring_spec.MonitoringSpec`), kept when given. ``image``:
+    how an image model's pixels were prepared in training
+    (:meth:`fedcare.data.image_input.ImageInput.to_json`), for prediction on DICOM files. A
+    package model must name its package by hash (``sha256:<hex>``), else it is ``missing``.
     """
     impute = preprocessing.get("impute", "none") == "mean"
     scale = str(preprocessing.get("scale", "none"))
@@ -164,6 +147,8 @@ def build_bundle(
         else:
             missing.append("global scaling statistics")
     kind = (model or {}).get("kind")
+    if kind == "package" and not str((model or {}).get("package", "")).startswith("sha256:"):
+        missing.append("package hash (the study's package, resolved to sha256:<hex>)")
     description = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -178,6 +163,8 @@ def build_bundle(
     }
     if monitoring is not None:
         description["monitoring"] = dict(monitoring)
+    if image is not None:
+        description["image"] = dict(image)
     files[DESCRIPTION] = json_bytes(description)
     if card is not None:
         files[CARD] = json_bytes(card)
@@ -200,8 +187,13 @@ def bundle_from_study(
 ) -> dict[str, bytes]:
     """The bundle of a model trained by ``study`` (its config as a dict): the study's model
     spec, preprocessing and threshold; ``task_arrays["preprocess"]`` (what every task of the
-    study carried) holds the federation's statistics under global scaling."""
+    study carried) holds the federation's statistics under global scaling; an image model
+    records its dataset's image input (:func:`fedcare.data.image_input.image_input_of`)."""
+    from fedcare.data.image_input import image_input_of
+
     model = study.get("model")
+    dataset = study.get("dataset")
+    image = image_input_of(dataset.get("name")) if isinstance(dataset, Mapping) else None
     prep = study.get("preprocessing")
     monitoring = study.get("monitoring")
     return build_bundle(
@@ -217,6 +209,7 @@ def bundle_from_study(
         lineage=lineage,
         source=source,
         monitoring=monitoring if isinstance(monitoring, Mapping) else None,
+        image=image.to_json() if image is not None and len(input_shape) == 3 else None,
     )
 
 
@@ -263,6 +256,12 @@ class ModelBundle:
         return dict(self.description.get("monitoring") or {})
 
     @property
+    def image(self) -> dict[str, Any] | None:
+        """How the model's images were prepared in training (``None`` when not recorded)."""
+        value = self.description.get("image")
+        return dict(value) if isinstance(value, Mapping) else None
+
+    @property
     def statistics_source(self) -> str:
         return str(self.description["preprocessing"]["statistics"])
 
@@ -291,32 +290,6 @@ class ModelBundle:
         )
 
 
-def read_bundle_files(path: Path) -> dict[str, bytes]:
-    """The files of a bundle folder or zip (no check against the manifest yet).
-
-    Raises
-    ------
-    ConfigError
-        If ``path`` is neither, or a member is not a plain file name of :data:`BUNDLE_FILES`.
-    """
-    path = Path(path)
-    if path.is_dir():
-        names = sorted(p.name for p in path.iterdir())
-        unknown = [n for n in names if n not in BUNDLE_FILES]
-        if unknown:
-            raise ValidationError(f"bundle {path}: file {unknown[0]!r} is not in its manifest")
-        return {n: (path / n).read_bytes() for n in names if (path / n).is_file()}
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            unknown = [n for n in names if n not in BUNDLE_FILES]
-            if unknown:
-                raise ValidationError(f"bundle {path}: file {unknown[0]!r} is not in its manifest")
-            return {n: zf.read(n) for n in names}
-    except (zipfile.BadZipFile, FileNotFoundError, IsADirectoryError) as err:
-        raise ConfigError(f"{path} is not a model bundle (a folder or a zip): {err}") from None
-
-
 def _verify(files: Mapping[str, bytes], where: str, expected_hash: str | None) -> str:
     if MANIFEST not in files:
         raise ValidationError(f"bundle {where}: no {MANIFEST}; not a model bundle")
@@ -328,7 +301,7 @@ def _verify(files: Mapping[str, bytes], where: str, expected_hash: str | None) -
     for name in sorted(set(files) - {MANIFEST}):
         if name not in listed:
             raise ValidationError(f"bundle {where}: file {name!r} is not in its manifest")
-        got = _sha256(files[name])
+        got = sha256_of(files[name])
         if got != listed[name]["sha256"]:
             raise ValidationError(
                 f"bundle {where}: file {name!r} was changed: its SHA-256 is {got}, the "
@@ -337,7 +310,7 @@ def _verify(files: Mapping[str, bytes], where: str, expected_hash: str | None) -
     absent = sorted(set(listed) - set(files))
     if absent:
         raise ValidationError(f"bundle {where}: file {absent[0]!r} of its manifest is missing")
-    recomputed = _manifest({n: files[n] for n in files if n != MANIFEST})["bundle_sha256"]
+    recomputed = manifest_of({n: files[n] for n in files if n != MANIFEST})["bundle_sha256"]
     if manifest.get("bundle_sha256") != recomputed:
         raise ValidationError(
             f"bundle {where}: {MANIFEST}'s bundle_sha256 does not match its files"
@@ -385,24 +358,9 @@ def load_bundle(path: Path, *, expected_hash: str | None = None) -> ModelBundle:
         )
     return ModelBundle(
         description=description,
-        params=_read_npz(files[PARAMS], PARAMS),
-        statistics=_read_npz(files[STATISTICS], STATISTICS) if STATISTICS in files else None,
+        params=read_npz(files[PARAMS], PARAMS),
+        statistics=read_npz(files[STATISTICS], STATISTICS) if STATISTICS in files else None,
         card=json.loads(files[CARD]) if CARD in files else None,
         files=files,
         bundle_hash=digest,
     )
-
-
-def write_bundle(files: Mapping[str, bytes], out: Path) -> Path:
-    """Write ``files`` into folder ``out``, or as one zip when ``out`` ends in ``.zip``."""
-    out = Path(out)
-    if out.suffix == ".zip":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, data in files.items():
-                archive.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), data)
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (out / name).write_bytes(data)
-    return out

@@ -1,4 +1,4 @@
-"""``fedcare site predict``: a bundle's model on new rows at the site; nothing leaves it.
+"""``fedcare site predict``: a bundle's model on new rows or images at the site; nothing leaves.
 
 Rows come from a CSV or Parquet file and go, a chunk at a time (bounded memory), through the
 bundle's frozen preprocessing and its model; the scores go to a CSV file beside them. Only
@@ -13,9 +13,13 @@ local files are read and written: no network, no coordinator.
   or ``score_0..score_{k-1}`` and ``predicted`` (the arg max).
 - The built-in linear models (``logistic``, ``sklearn``, ``cox``) are scored in numpy
   (one matrix product per chunk); a torch model through its adapter (needs the torch extra).
-  A study package's model is not supported here yet.
-
-DICOM folders are not read here yet (a later step, through :mod:`fedcare.data.loaders`).
+- A study package's model (``kind: package``) runs from the site's package store through the
+  runner its training used (``packages``: a sandboxed runner process under the site policy;
+  :mod:`fedcare.inference.package_scorer` checks the package first).
+- A folder as input is read as DICOM images for an image model, prepared as its training
+  images were (the bundle's recorded image input), one output row per image named by file
+  and SOPInstanceUID; unreadable files are skipped and named
+  (:mod:`fedcare.inference.predict_images`).
 """
 
 from __future__ import annotations
@@ -25,13 +29,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from fedcare.errors import ConfigError, DataError, ModelError
 from fedcare.inference.bundle import ModelBundle
 from fedcare.inference.frozen import FrozenPreprocessing
+
+if TYPE_CHECKING:
+    from fedcare.inference.package_scorer import PackageBuilder
 
 __all__ = [
     "CHUNK_ROWS",
@@ -59,6 +66,8 @@ class PredictionSummary:
     threshold: float | None = None
     #: The prediction log this run wrote at the site (:mod:`fedcare.inference.monitor`).
     log: Path | None = None
+    #: DICOM input: ``{"file", "reason"}`` of each file that could not be scored.
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
 
 class PredictionSink(Protocol):
@@ -78,7 +87,7 @@ class PredictionSink(Protocol):
 class Scorer:
     """A bundle's frozen preprocessing and model as one function of raw rows."""
 
-    def __init__(self, bundle: ModelBundle) -> None:
+    def __init__(self, bundle: ModelBundle, packages: PackageBuilder | None = None) -> None:
         if bundle.missing:
             raise ConfigError(
                 f"the bundle cannot be used for prediction: it lacks {', '.join(bundle.missing)}"
@@ -98,7 +107,9 @@ class Scorer:
                 )
             self._model = self._linear(w, b, logistic=kind != "cox")
         elif kind == "package":
-            raise ConfigError("a study package's model cannot be run by site predict yet")
+            from fedcare.inference.package_scorer import package_model
+
+            self._model = package_model(bundle.model, params, packages)
         else:
             from fedcare.models.registry import build_model
             from fedcare.records.arrays import ArrayRecord
@@ -120,6 +131,10 @@ class Scorer:
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Scores of raw rows ``X`` (features in the bundle's order)."""
         return self._model(self.prep.apply(X))
+
+    def score_inputs(self, X: np.ndarray) -> np.ndarray:
+        """Scores of inputs already prepared as the model takes them (images)."""
+        return self._model(X)
 
     def output_columns(self, scores: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
         """The output columns for ``scores`` (see the module docstring)."""
@@ -199,11 +214,14 @@ def predict_file(
     threshold: float | None = None,
     id_column: str | None = None,
     log: PredictionSink | None = None,
+    packages: PackageBuilder | None = None,
 ) -> PredictionSummary:
     """Score every row of ``input_path`` and write ``out`` (CSV); see the module docstring.
 
     ``log``: also keep the predictions, with the ids and raw feature values, in this prediction
-    log at the site (closed here; nothing is written to it when the run fails).
+    log at the site (closed here; nothing is written to it when the run fails). ``packages``:
+    how a study package's model runs (:mod:`fedcare.inference.package_scorer`). A folder
+    ``input_path`` is read as DICOM images (:mod:`fedcare.inference.predict_images`).
 
     Raises
     ------
@@ -219,13 +237,27 @@ def predict_file(
 
     start = time.perf_counter()
     input_path, out = Path(input_path), Path(out)
-    if input_path.suffix.lower() not in (".csv", ".parquet"):
-        raise ConfigError(f"input {input_path}: expected a .csv or .parquet file")
-    scorer = Scorer(bundle)
-    features = bundle.features
+    if not input_path.is_dir() and input_path.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"input {input_path}: expected a .csv or .parquet file or a DICOM folder")
     cut = bundle.threshold if threshold is None else float(threshold)
     if not 0 < cut < 1:
         raise ConfigError(f"threshold must be in (0, 1), got {cut}")
+    if input_path.is_dir():
+        from fedcare.inference.predict_images import bundle_image_input, predict_dicom_folder
+
+        if id_column is not None:
+            raise ConfigError("--id-column applies to a table; DICOM rows are named by file")
+        bundle_image_input(dict(bundle.description), bundle.input_shape)  # before the model
+        scorer = Scorer(bundle, packages)
+        run = predict_dicom_folder(scorer, input_path, out, cut, log)
+        binary = scorer.task == "binary"
+        seconds = time.perf_counter() - start
+        return PredictionSummary(run.rows, out, run.columns, [], seconds,
+                                 cut if binary else None, run.log, skipped=run.skipped)  # fmt: skip
+    if len(bundle.input_shape) == 3:
+        raise ConfigError(f"the model takes images {list(bundle.input_shape)}: give a DICOM folder")
+    scorer = Scorer(bundle, packages)
+    features = bundle.features
     try:
         present = read_columns(input_path)
     except (OSError, UnicodeDecodeError) as err:

@@ -31,7 +31,7 @@ import pandas as pd
 from fedcare.data.loaders.base import DicomSource, resolve_path
 from fedcare.errors import ConfigError, DataError
 
-__all__ = ["load_dicom", "resize_bilinear"]
+__all__ = ["dicom_files", "load_dicom", "read_image", "resize_bilinear"]
 
 _PLAIN_VRS = frozenset(
     {"AE", "AS", "CS", "DS", "FD", "FL", "IS", "LO", "SH", "SL", "SS", "ST", "UL", "US", "LT",
@@ -72,6 +72,35 @@ def load_dicom(spec: DicomSource, base_dir: Path | None) -> pd.DataFrame:
     frame.attrs["files"] = names
     frame.attrs["skipped"] = skipped
     return frame
+
+
+def dicom_files(root: Path) -> list[Path]:
+    """The files a DICOM source at ``root`` reads, sorted (hidden files and ``DICOMDIR`` left
+    out); DataError when ``root`` is missing or holds no file."""
+    return _list_files(Path(root))
+
+
+def read_image(file: Path, size: tuple[int, int] | None) -> tuple[np.ndarray, str | None]:
+    """The pixels of one DICOM file as :func:`load_dicom` reads them with ``pixels: true``
+    (modality LUT, colour averaged to grey, resized to ``size``; float32), and its
+    SOPInstanceUID (``None`` when absent).
+
+    Raises
+    ------
+    ConfigError
+        pydicom is not installed.
+    DataError
+        The file is not readable DICOM, has no or undecodable pixels, or several frames.
+    """
+    pydicom = _import_pydicom()
+    try:
+        ds = pydicom.dcmread(file)
+    except Exception as err:  # pydicom raises many types for bad input; all mean "unreadable"
+        raise DataError(f"DICOM file {file} cannot be read: {_first_line(err)}") from None
+    if "PixelData" not in ds:
+        raise DataError(f"DICOM file {file} has no pixel data")
+    uid = ds.get("SOPInstanceUID")
+    return _pixels(file, ds, size, pydicom), None if uid is None else str(uid)
 
 
 def _import_pydicom() -> Any:

@@ -55,8 +55,11 @@ def write_dicom(path: Path, image: np.ndarray, *, uid: str, pixels: bool = True)
         if image.ndim == 3:
             ds.NumberOfFrames = image.shape[0]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-        ds.PixelData = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
+        if image.dtype == np.uint16:  # a 12-bit image stored in 16 bits
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        else:
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = np.ascontiguousarray(image, dtype=image.dtype).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 
@@ -94,27 +97,36 @@ def test_scores_equal_the_model_on_the_training_loaders_images(
     folder = tmp_path / "dicom"
     uids = [f"1.2.826.0.1.3680043.8.498.{1000 + i}" for i in range(len(raw))]
     for i, image in enumerate(raw):  # nested folders: ids are relative paths
-        write_dicom(folder / f"series-{i % 3}" / f"img{i:02d}.dcm", image, uid=uids[i])
+        write_dicom(
+            folder / f"series-{i % 3}" / f"img{i:02d}.dcm", image.astype(np.uint8), uid=uids[i]
+        )
     big = np.round(resize_bilinear(raw[0], (50, 37))).astype(np.uint8)  # resized to 28x28
     write_dicom(folder / "big.dcm", big, uid="1.2.3.99")
     (folder / "notes.txt").write_text("not an image\n")
     write_dicom(folder / "series-0" / "nopixels.dcm", raw[0], uid="1.2.3.98", pixels=False)
     (folder / ".hidden.dcm").write_bytes(b"ignored")
     write_dicom(folder / "cine.dcm", raw[:2], uid="1.2.3.97")  # two frames
+    deep = raw[0].astype(np.uint16) * 16  # 12-bit pixels: not what the 8-bit model saw
+    write_dicom(folder / "ct12bit.dcm", deep, uid="1.2.3.96")
 
     out = tmp_path / "scores.csv"
     bundle = load_bundle(bundle_dir)
     assert bundle.image == {"size": [28, 28], "channels": 1,
-                            "intensity": {"offset": 0.0, "divisor": 255.0}}  # fmt: skip
+                            "intensity": {"offset": 0.0, "divisor": 255.0,
+                                          "range": [0.0, 255.0]}}  # fmt: skip
     summary = predict_file(bundle, folder, out)
     assert summary.rows == len(raw) + 1
     assert summary.columns == ["file", "sop_instance_uid", "score", "predicted"]
-    skipped = ["cine.dcm", "notes.txt", "series-0/nopixels.dcm"]
+    skipped = ["cine.dcm", "ct12bit.dcm", "notes.txt", "series-0/nopixels.dcm"]
     assert sorted(s["file"] for s in summary.skipped) == skipped
     reasons = {s["file"]: s["reason"] for s in summary.skipped}
     assert "has 2 frames; only 1 is supported" in reasons["cine.dcm"]
     assert "cannot be read" in reasons["notes.txt"]
     assert "has no pixel data" in reasons["series-0/nopixels.dcm"]
+    assert (
+        f"pixel values {int(deep.min())} to {int(deep.max())} lie outside the range the model "
+        "was trained on (0 to 255)" in reasons["ct12bit.dcm"]
+    )
     scores = pd.read_csv(out, dtype={"sop_instance_uid": str}).set_index("file")
 
     # the training path: PneumoniaMNIST's loader prepares the same uint8 images

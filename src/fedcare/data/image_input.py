@@ -26,12 +26,14 @@ __all__ = ["PNEUMONIAMNIST_INPUT", "ImageInput", "image_input_of"]
 @dataclass(frozen=True)
 class ImageInput:
     """Images of ``size`` (rows, columns) with ``channels`` channels, mapped to
-    ``(pixel - offset) / divisor`` in float32."""
+    ``(pixel - offset) / divisor`` in float32. ``pixel_range``: the raw pixel values the model
+    was trained on (8-bit images: 0 to 255), or None (not recorded)."""
 
     size: tuple[int, int]
     channels: int = 1
     offset: float = 0.0
     divisor: float = 1.0
+    pixel_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or min(self.size) < 1 or self.channels < 1:
@@ -41,6 +43,21 @@ class ImageInput:
                 f"image input: offset {self.offset} and divisor {self.divisor} must be finite "
                 "and the divisor non-zero"
             )
+
+    def out_of_range(self, pixels: np.ndarray) -> str | None:
+        """Why ``pixels`` (one raw image) are not what the model was trained on (values
+        outside :attr:`pixel_range`, e.g. a 12-bit image given to a model of 8-bit images),
+        or None."""
+        if self.pixel_range is None or pixels.size == 0:
+            return None
+        low, high = self.pixel_range
+        lo, hi = float(np.min(pixels)), float(np.max(pixels))
+        if lo < low or hi > high:
+            return (
+                f"pixel values {lo:g} to {hi:g} lie outside the range the model was trained "
+                f"on ({low:g} to {high:g}); window or rescale the images to it first"
+            )
+        return None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -61,10 +78,13 @@ class ImageInput:
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def to_json(self) -> dict[str, Any]:
+        intensity: dict[str, Any] = {"offset": float(self.offset), "divisor": float(self.divisor)}
+        if self.pixel_range is not None:
+            intensity["range"] = [float(v) for v in self.pixel_range]
         return {
             "size": [int(v) for v in self.size],
             "channels": int(self.channels),
-            "intensity": {"offset": float(self.offset), "divisor": float(self.divisor)},
+            "intensity": intensity,
         }
 
     @classmethod
@@ -79,18 +99,22 @@ class ImageInput:
         try:
             intensity = value["intensity"]
             size = tuple(int(v) for v in value["size"])
+            bounds = intensity.get("range")
             return cls(
                 (size[0], size[1]) if len(size) == 2 else (0, 0),
                 int(value.get("channels", 1)),
                 float(intensity["offset"]),
                 float(intensity["divisor"]),
+                None if bounds is None else (float(bounds[0]), float(bounds[1])),
             )
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise ConfigError(f"image input {dict(value)!r} is malformed: {err!r}") from None
 
 
 #: PneumoniaMNIST (MedMNIST v2): 28x28 8-bit grey images divided by 255.
-PNEUMONIAMNIST_INPUT = ImageInput(size=(28, 28), channels=1, offset=0.0, divisor=255.0)
+PNEUMONIAMNIST_INPUT = ImageInput(
+    size=(28, 28), channels=1, offset=0.0, divisor=255.0, pixel_range=(0.0, 255.0)
+)
 
 _BY_DATASET = {"pneumoniamnist": PNEUMONIAMNIST_INPUT}
 

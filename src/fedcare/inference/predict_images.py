@@ -10,7 +10,9 @@ the model. Images go ``IMAGE_BATCH`` at a time (bounded memory).
 - Output columns: ``file`` (the path relative to the folder), ``sop_instance_uid`` (empty when
   the file has none), then the model's columns (``score``, ``predicted``...). Both ids stay at
   the site with the scores.
-- A file that is not readable DICOM, has no pixel data or several frames is **skipped**: the
+- A file that is not readable DICOM, has no pixel data or several frames, or whose pixel values
+  lie outside the range the model was trained on (the bundle's ``intensity.range``: a 12-bit
+  image given to a model of 8-bit ones, a CT in Hounsfield units), is **skipped**: the
   summary counts them and names each with the reason (``skipped``); the run fails only when no
   file at all could be scored.
 - A bundle that records no image input (an export from before fedcare recorded it) keeps its
@@ -105,6 +107,10 @@ def _read_batch(
             array, uid = read_image(file, image.size)
         except DataError as err:
             skipped.append({"file": name, "reason": str(err).replace(str(file), name)})
+            continue
+        problem = image.out_of_range(array)
+        if problem is not None:  # e.g. a 12-bit image and a model of 8-bit ones: not scored
+            skipped.append({"file": name, "reason": problem})
             continue
         names.append(name)
         uids.append(uid or "")

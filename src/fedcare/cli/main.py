@@ -118,7 +118,7 @@ def simulate(
                         text = f"weighted {metric_name} {_fmt(weighted.get(metric_name))}"
                 bar.update(tasks[label], completed=record.round, metric=text)
 
-            results = run_simulation(config, progress=on_round)
+            results = run_simulation(config, progress=on_round, site_reports=out / "sites")
         results_path, report_path = write_outputs(results, out)
     except FedcareError as err:
         console.print(f"[red]error:[/red] {err}")

@@ -22,8 +22,6 @@ def site_reports(
     as_json: bool = JSON,
 ) -> None:
     """List the site-only reports (saliency maps) under the site's state folder."""
-    from rich.table import Table
-
     from fedcare.site.site_reports import list_site_reports
 
     found = list(list_site_reports(state)) if state.is_dir() else []
@@ -32,15 +30,15 @@ def site_reports(
     if not found:
         console.print(f"no site-only reports under {state}", highlight=False, soft_wrap=True)
         return None
-    table = Table(title="Site-only reports (nothing here was sent)")
-    for column in ("created", "study", "kind", "method", "images", "report"):
-        table.add_column(column)
-    for r in found:
-        table.add_row(
-            *(str(r.get(k, "")) for k in ("created", "study_id", "kind", "method", "images")),
-            str(r["path"]),
+    console.print("site-only reports (nothing in them was sent):", highlight=False)
+    for r in found:  # one line each, the path whole: it is what the user opens
+        console.print(
+            f"{r.get('created', '?')}  {r.get('study_id', '?')}  {r.get('kind', '?')} "
+            f"({r.get('method', '?')}, {r.get('images', '?')} images)  {r['path']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
-    console.print(table)
     return None
 
 

@@ -83,7 +83,7 @@ def render_panels(image: np.ndarray, attribution: np.ndarray) -> np.ndarray:
     m = magnitude(attribution)
     heat = heat_colors(m)
     alpha = 0.8 * m[..., None]
-    over = (1 - alpha) * base + alpha * heat
+    over = (1 - alpha) * 0.6 * base + alpha * heat  # the image dimmed: the heat stands out
     h, w = m.shape
     scale = max(1, _PANEL // max(h, w))
     gap = np.full((h * scale, 4, 3), 255.0)

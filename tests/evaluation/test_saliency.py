@@ -156,4 +156,13 @@ def test_report_folder_holds_page_pngs_and_no_pixel_values(tmp_path) -> None:
     assert "not a validated explanation" in html and 'src="image-02.png"' in html
     meta = json.loads((index.parent / "report.json").read_text())
     assert meta["images"] == 3 and meta["method"] == "integrated_gradients"
-    assert set(meta) == {"kind", "study_id", "site_id", "task", "method", "steps", "images", "created"}
+    assert set(meta) == {
+        "kind",
+        "study_id",
+        "site_id",
+        "task",
+        "method",
+        "steps",
+        "images",
+        "created",
+    }

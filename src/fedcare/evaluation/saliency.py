@@ -86,9 +86,7 @@ def model_output(adapter: Any, params: Any, X: np.ndarray) -> tuple[Output, np.n
 
     with torch.no_grad():
         first = raw(torch.from_numpy(np.asarray(X, dtype=np.float32)))
-    target = (
-        first.argmax(dim=1).numpy() if first.ndim == 2 else np.zeros(len(X), dtype=np.int64)
-    )
+    target = first.argmax(dim=1).numpy() if first.ndim == 2 else np.zeros(len(X), dtype=np.int64)
     index = torch.from_numpy(target).reshape(-1, 1)
 
     def output(inputs: Any) -> Any:

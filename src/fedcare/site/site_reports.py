@@ -59,9 +59,7 @@ def _label(y: Any) -> str:
     return text if values.size == 1 else f"[{text}]"
 
 
-def _write(
-    task: Task, adapter: ModelAdapter, data: Dataset, scores: np.ndarray, root: Path
-) -> int:
+def _write(task: Task, adapter: ModelAdapter, data: Dataset, scores: np.ndarray, root: Path) -> int:
     from fedcare.evaluation.saliency import attribute, choose_images, model_output
     from fedcare.evaluation.saliency_page import write_saliency_report
 
@@ -119,7 +117,7 @@ def saliency_report(
         count = _write(task, adapter, data, np.asarray(scores), root)
     except FedcareError as err:  # an optional part: the evaluation goes on without it
         return {INFO_NOTE: f"saliency not written: {err}"[:300]}
-    except Exception as err:  # noqa: BLE001 - torch, disk: the type only (no paths, no values)
+    except Exception as err:  # torch, disk: the type only (no paths, no values)
         return {INFO_NOTE: f"saliency not written: {type(err).__name__}"}
     return {INFO_COUNT: str(count)}
 

@@ -113,7 +113,11 @@ def plan_summary(plan: TrainingPlan) -> str:
         f"site half:     {site_half_summary(plan.site_half)}",
         f"rounds:        {plan.rounds}",
         *(["outputs:       + membership-attack AUROC"] if plan.membership_inference else []),
-        *([f"outputs:       + {_validation_outputs(plan.validation, plan.model)}"] if plan.validation else []),
+        *(
+            [f"outputs:       + {_validation_outputs(plan.validation, plan.model)}"]
+            if plan.validation
+            else []
+        ),
         *(
             [f"personal:      {personal_summary(plan.personalization)}"]
             if plan.personalization

@@ -137,6 +137,8 @@ def simulate(
             highlight=False,
         )
     console.print(f"results: {results_path}\nreport:  {report_path}")
+    if (out / "sites").is_dir():  # saliency maps each site kept for itself (never sent)
+        console.print(f"site-only reports: {out / 'sites'}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -34,6 +34,8 @@ def test_the_shorthand_turns_on_leave_one_site_out_and_keeps_the_defaults() -> N
         ({"threshold": 1.0}, "threshold"),
         ({"bootstrap": 10_000}, "bootstrap"),
         ({"boostrap": 10}, "boostrap"),
+        ({"saliency": {"method": "occlusion"}}, "integrated_gradients"),
+        ({"saliency": {"images": 0}}, "images"),
     ],
 )
 def test_a_bad_section_is_refused_naming_the_field(section: dict, message: str) -> None:
@@ -60,3 +62,18 @@ def test_a_plan_stored_before_the_section_existed_still_reads() -> None:
     plan = plan_for_study(StudyConfig.from_dict(BASE), with_code=False)
     old = {k: v for k, v in plan.to_task_plan().items() if k not in ("validation", "plan_hash")}
     assert TrainingPlan.from_task_plan(old).validation == {}
+
+
+def test_saliency_is_on_by_default_off_with_false_and_named_for_torch_plans_only() -> None:
+    assert ValidationSpec().saliency is not None and ValidationSpec().saliency.images == 8
+    off = StudyConfig.from_dict({**BASE, "validation": {"saliency": False}})
+    assert off.validation.saliency is None
+    assert StudyConfig.from_dict({**BASE, "validation": {"saliency": True}}).validation.saliency
+    torch = {**BASE, "model": {"kind": "torch", "architecture": "cnn_small"}}
+    summary = plan_summary(plan_for_study(StudyConfig.from_dict(torch), with_code=False))
+    assert "saliency maps of 8 test images kept in the site's own report (not sent)" in summary
+    tabular = plan_summary(plan_for_study(StudyConfig.from_dict(BASE), with_code=False))
+    assert "saliency" not in tabular
+    plain = plan_for_study(StudyConfig.from_dict(torch), with_code=False)
+    torch_off = {**torch, "validation": {"saliency": False}}
+    assert plan_for_study(StudyConfig.from_dict(torch_off), with_code=False).hash != plain.hash

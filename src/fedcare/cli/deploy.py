@@ -334,10 +334,12 @@ def _register_governance() -> None:
     from fedcare.cli.governance import register
     from fedcare.cli.remote import study_wait
     from fedcare.cli.review import site_plan
+    from fedcare.cli.site_reports import register as register_site_reports
 
     site_app.command("plan")(site_plan)
     register(site_app)
     site_app.command("doctor")(site_doctor)
+    register_site_reports(site_app)
     study_app.command("wait")(study_wait)
 
 

@@ -118,7 +118,7 @@ def simulate(
                         text = f"weighted {metric_name} {_fmt(weighted.get(metric_name))}"
                 bar.update(tasks[label], completed=record.round, metric=text)
 
-            results = run_simulation(config, progress=on_round)
+            results = run_simulation(config, progress=on_round, site_reports=out / "sites")
         results_path, report_path = write_outputs(results, out)
     except FedcareError as err:
         console.print(f"[red]error:[/red] {err}")
@@ -137,6 +137,8 @@ def simulate(
             highlight=False,
         )
     console.print(f"results: {results_path}\nreport:  {report_path}")
+    if (out / "sites").is_dir():  # saliency maps each site kept for itself (never sent)
+        console.print(f"site-only reports: {out / 'sites'}", highlight=False, soft_wrap=True)
 
 
 @app.command()

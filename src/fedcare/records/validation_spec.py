@@ -9,16 +9,20 @@ them are aggregates over the site's rows; the section is part of the training pl
 approves exactly these outputs.
 
 ``validation: leave_one_site_out`` is short for ``{leave_one_site_out: true}``.
+
+``saliency`` is the one part that sends nothing: for image models (torch, inputs of rank >= 2)
+each site draws saliency maps of a few of its own test images into a report that stays at the
+site (:mod:`fedcare.evaluation.saliency`); ``saliency: false`` turns it off.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SubgroupSpec", "ValidationSpec"]
+__all__ = ["SaliencySpec", "SubgroupSpec", "ValidationSpec"]
 
 
 class _Strict(BaseModel):
@@ -47,6 +51,18 @@ class SubgroupSpec(_Strict):
         return self.name or self.feature
 
 
+class SaliencySpec(_Strict):
+    """Saliency maps of image models, written only into the site's own report."""
+
+    #: Test images per site: half the highest-scored positives, half the lowest-scored
+    #: negatives (binary tasks), else a seeded random sample.
+    images: int = Field(default=8, ge=1, le=32)
+    #: ``integrated_gradients`` (from a black image) or the plain input ``gradient``.
+    method: Literal["integrated_gradients", "gradient"] = "integrated_gradients"
+    #: Integrated-gradients steps (midpoint Riemann sum along the straight path).
+    steps: int = Field(default=32, ge=4, le=256)
+
+
 class ValidationSpec(_Strict):
     """What the final evaluation reports (see the module docstring)."""
 
@@ -68,12 +84,16 @@ class ValidationSpec(_Strict):
     importance_repeats: int = Field(default=5, ge=1, le=50)
     #: Simulation: train on all sites but one, validate on the held-out one, for each site.
     leave_one_site_out: bool = False
+    #: Image models: saliency maps in a report kept at each site (``None``/``false``: off).
+    saliency: SaliencySpec | None = Field(default_factory=SaliencySpec)
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         if data == "leave_one_site_out":
             return {"leave_one_site_out": True}
+        if isinstance(data, dict) and isinstance(data.get("saliency"), bool):
+            return {**data, "saliency": {} if data["saliency"] else None}
         return data
 
     @model_validator(mode="after")

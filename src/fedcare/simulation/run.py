@@ -22,6 +22,7 @@ import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fedcare.analytics.disclosure import DEFAULT_MIN_CELL
@@ -115,13 +116,16 @@ def run_simulation(
     dataset: FederatedDataset | None = None,
     progress: Progress | None = None,
     mods: Mapping[str, Sequence[Mod]] | None = None,
+    site_reports: Path | None = None,
 ) -> SimulationResult:
     """Run ``study`` end to end and return the results dict (see module docstring), with the
     trained models as ``result.model`` (federated) and ``result.models`` (by label; with
     leave-one-site-out also ``loso-<site>`` and ``loso-<site>-pooled``).
 
     ``mods`` adds site middleware by site id to the federated run (e.g. the attacks of
-    :mod:`fedcare.simulation.attacks`); baselines run without it.
+    :mod:`fedcare.simulation.attacks`); baselines run without it. ``site_reports``: the folder
+    where each site of the federated grid writes its site-only reports (saliency maps of image
+    models, ``<site_reports>/<site>/...``; :mod:`fedcare.site.site_reports`).
     """
     start = time.perf_counter()
     study_strategy(study, 1)  # a bad strategy name or option fails before any data is read
@@ -135,7 +139,9 @@ def run_simulation(
         )
     ds = agreeing_sites(dataset or load_dataset(study.dataset.name, **study.dataset.options))
     check_leave_one_site_out(study, len(ds.sites))
-    grid = grid_for(list(ds.sites), mods=mods, feature_names=ds.feature_names)
+    grid = grid_for(
+        list(ds.sites), mods=mods, feature_names=ds.feature_names, site_reports=site_reports
+    )
     shape = ds.sites[0].train.input_shape
     models = [train_on_grid(grid, study, shape, label="federated", progress=progress)]
     if study.baselines.local:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,13 +67,17 @@ def grid_for(
     record: bool = False,
     mods: Mapping[str, Sequence[Mod]] | None = None,
     feature_names: Sequence[str] = (),
+    site_reports: Path | None = None,
 ) -> InMemoryGrid:
     """An in-memory grid with one :class:`SiteApp` per site (with ``mods[site_id]``, if any)
-    whose data has columns ``feature_names``."""
+    whose data has columns ``feature_names``; each site writes its site-only reports (saliency
+    maps) under ``site_reports / <site>`` (none without it)."""
     mods = mods or {}
     apps = {s.site_id: SiteApp(s, mods=mods.get(s.site_id, ()), simulated=True) for s in sites}
-    for app in apps.values():
+    for site_id, app in apps.items():
         app.runtime.feature_names = tuple(feature_names)
+        if site_reports is not None:
+            app.runtime.report_dir = site_reports / site_id
     rows: dict[Split, dict[str, int]] = {
         "train": {s.site_id: len(s.train) for s in sites},
         "test": {s.site_id: len(s.test) for s in sites},
@@ -133,8 +138,12 @@ def evaluate_model(
     validation: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The model's metrics on every site's test rows; the sites' clinical validation
-    summaries go into ``validation`` (the plan asks for them at round ``study.rounds``)."""
-    cfg = round_config(without_personalization(study), f"{study.name}/eval")
+    summaries go into ``validation`` (the plan asks for them at round ``study.rounds``).
+    Sites write no saliency report here: the federated model's was written at its training's
+    final evaluation, under its study id, as a deployed site writes it."""
+    no_saliency = study.validation.model_copy(update={"saliency": None})
+    study = without_personalization(study).model_copy(update={"validation": no_saliency})
+    cfg = round_config(study, f"{study.name}/eval")
     per_site, failures = evaluate_on_sites(
         grid, cfg, study.rounds, model.params, arrays=model.arrays, validation=validation
     )

@@ -48,6 +48,7 @@ from fedcare.site.personal import (
     personal_train_spec,
 )
 from fedcare.site.preprocess import Preprocessor
+from fedcare.site.site_reports import saliency_report
 
 __all__ = ["SiteRuntime"]
 
@@ -111,6 +112,8 @@ class SiteRuntime:
     #: Builds the adapter of a task's model spec: a study package's code runs in-process in a
     #: simulation, in the sandboxed package runner at a deployed site.
     model_builder: Callable[[Mapping[str, Any]], ModelAdapter] = build_model
+    #: Where reports for this site only go (saliency maps); default ``state_dir / "reports"``.
+    report_dir: Path | None = None
     _shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict, repr=False)
     #: Each study's personal model (Ditto's ``v_k``, FedBN's normalization arrays): it never
     #: leaves the site (:mod:`fedcare.site.personal`).
@@ -270,6 +273,8 @@ class SiteRuntime:
             info["personalization_error"] = str(err)
         if validation_due(task.plan, task.round):
             info["validation"] = self._validation(task, adapter, data, scores)
+            root = self.report_dir or (self.state_dir and self.state_dir / "reports")
+            info.update(saliency_report(task, adapter, data, scores, root))  # the site's only
         return Reply(
             study_id=task.study_id,
             round=task.round,

@@ -113,7 +113,11 @@ def plan_summary(plan: TrainingPlan) -> str:
         f"site half:     {site_half_summary(plan.site_half)}",
         f"rounds:        {plan.rounds}",
         *(["outputs:       + membership-attack AUROC"] if plan.membership_inference else []),
-        *([f"outputs:       + {_validation_outputs(plan.validation)}"] if plan.validation else []),
+        *(
+            [f"outputs:       + {_validation_outputs(plan.validation, plan.model)}"]
+            if plan.validation
+            else []
+        ),
         *(
             [f"personal:      {personal_summary(plan.personalization)}"]
             if plan.personalization
@@ -125,7 +129,7 @@ def plan_summary(plan: TrainingPlan) -> str:
     return "\n".join(lines)
 
 
-def _validation_outputs(spec: Mapping[str, Any]) -> str:
+def _validation_outputs(spec: Mapping[str, Any], model: Mapping[str, Any]) -> str:
     """What the final evaluation returns besides the metrics, for the steward."""
     parts = [
         "clinical validation summary of the final model: confusion matrix at threshold "
@@ -139,6 +143,12 @@ def _validation_outputs(spec: Mapping[str, Any]) -> str:
     if spec.get("importance"):
         parts.append("permutation importance (mean metric drop per feature)")
     parts.append("information matrix of linear models")
+    saliency = spec.get("saliency")
+    if isinstance(saliency, Mapping) and model.get("kind") == "torch":  # the site keeps it
+        parts.append(
+            f"image models: {saliency.get('method')} saliency maps of {saliency.get('images')} "
+            "test images kept in the site's own report (not sent)"
+        )
     return "; ".join(parts)
 
 

@@ -143,7 +143,16 @@ def run_simulation(
         list(ds.sites), mods=mods, feature_names=ds.feature_names, site_reports=site_reports
     )
     shape = ds.sites[0].train.input_shape
-    models = [train_on_grid(grid, study, shape, label="federated", progress=progress)]
+    models = [
+        train_on_grid(
+            grid,
+            study,
+            shape,
+            label="federated",
+            progress=progress,
+            site_reports=site_reports is not None,
+        )
+    ]
     if study.baselines.local:
         for site in ds.sites:
             models.append(

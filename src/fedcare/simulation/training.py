@@ -93,8 +93,11 @@ def train_on_grid(
     label: str,
     baseline: bool = False,
     progress: Progress | None = None,
+    site_reports: bool = False,
 ) -> TrainedModel:
     """Train ``study``'s model over ``grid``; baselines train with plain FedAvg (no DP).
+    ``site_reports``: the grid's sites write their site-only reports (saliency maps) at the
+    final evaluation, as a deployed site does.
 
     Raises
     ------
@@ -104,11 +107,13 @@ def train_on_grid(
     """
     study_id = f"{study.name}/{label}"
     study = without_personalization(study) if baseline else study
-    # The sites' clinical validation summaries come from evaluate_model's evaluation of the
-    # trained model: the training loop's last evaluation would compute them a second time.
-    study = study.model_copy(
-        update={"validation": study.validation.model_copy(update={"report": False})}
-    )
+    # The report's clinical validation summaries come from evaluate_model's evaluation of the
+    # trained model; the training loop's last evaluation computes only what the site-only
+    # report needs (a cheap summary beside the saliency maps), or nothing.
+    cheap = {"bootstrap": 0, "importance": False, "subgroups": []}
+    keep = site_reports and study.validation.saliency is not None
+    validation = study.validation.model_copy(update=cheap if keep else {"report": False})
+    study = study.model_copy(update={"validation": validation})
     strategy = study_strategy(study, len(grid.site_ids()), baseline=baseline)
     start = start_study(grid, study, strategy, study_id, input_shape)
     done: list[dict[str, Any]] = []

@@ -106,10 +106,14 @@ def _targets(rows: Sequence[Row]) -> list[str]:
 
 
 def generic(rows: Sequence[Row]) -> list[str]:
-    """One pivot table per dataset, then the targets named in the notes."""
+    """One pivot table per dataset, then the targets named in the notes. Rows whose metric
+    starts with ``grid `` (the configurations a tuning search did not choose, kept in the JSON
+    for the record) are left out: one cell per method could show only one of them."""
     out: list[str] = []
     groups: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
+        if str(r["metric"]).startswith("grid "):
+            continue
         groups[r["dataset"]].append(r)
     for dataset, group in groups.items():
         out += [f"**{dataset}**", "", *pivot(group), ""]

@@ -13,7 +13,11 @@ Methods:
 ``finetune``
     At the final evaluation each site fine-tunes the final global model on its training rows
     for ``epochs`` passes with the study's local training settings (``lr`` overrides the
-    learning rate) and evaluates that model.
+    learning rate) and evaluates that model. With ``validation_share`` it stops early, as
+    FL4Health checkpoints its personal models: that stratified share of the site's training
+    rows is held out, the rest trains one pass at a time for up to ``epochs`` passes, and the
+    site keeps the checkpoint with the lowest loss on the held-out rows (checkpoint 0 is the
+    global model itself, so a site the fine-tuning does not help keeps the global model).
 ``ditto``
     Ditto (Li et al., ICML 2021): each site keeps a personal model ``v_k`` across rounds. In
     every training task it also trains ``v_k`` on its rows with the proximal term
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["PERSONALIZATION_METHODS", "PersonalizationSpec"]
 
@@ -52,6 +56,18 @@ class PersonalizationSpec(BaseModel):
     lr: float | None = Field(default=None, gt=0)
     #: ``ditto``: weight of the proximal term towards the global model.
     lam: float = Field(default=0.1, ge=0)
+    #: ``finetune``: share of the site's training rows held out to pick the best of the
+    #: ``epochs`` passes by their loss (early stopping); ``None``: all rows train, all passes.
+    validation_share: float | None = Field(default=None, gt=0, le=0.5)
+
+    @model_validator(mode="after")
+    def _validation_share_is_finetunes(self) -> PersonalizationSpec:
+        if self.validation_share is not None and self.method != "finetune":
+            raise ValueError(
+                f"personalization validation_share applies to method 'finetune' only, not "
+                f"{self.method!r}"
+            )
+        return self
 
     @property
     def active(self) -> bool:

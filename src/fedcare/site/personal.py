@@ -8,7 +8,8 @@ in the approved plan. :class:`fedcare.site.runtime.SiteRuntime` calls this modul
 * ``fedbn``: :func:`fedbn_start` puts the site's own batch-normalization arrays into the global
   params before training, :func:`fedbn_split` zeroes their change in the update that leaves
   and keeps the new ones;
-* ``finetune``: :func:`finetune` trains the final global model further on the training rows;
+* ``finetune``: :func:`finetune` trains the final global model further on the training rows
+  (with ``validation_share``: early-stopped on a held-out share of them);
 * every method: :func:`personal_metrics` (``personal_`` + the metric names) on the test rows.
 
 What a site keeps across rounds (``v_k``, or the normalization arrays) is a
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fedcare.data.base import Dataset
-from fedcare.errors import ConfigError, ValidationError
+from fedcare.errors import ConfigError, ModelError, ValidationError
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.evaluation.personal import PERSONAL_PREFIX
 from fedcare.models.base import LocalTrainSpec, ModelAdapter
@@ -44,6 +45,7 @@ __all__ = [
     "fedbn_split",
     "fedbn_start",
     "finetune",
+    "holdout_rows",
     "personal_method",
     "personal_metrics",
     "personal_train_spec",
@@ -100,9 +102,54 @@ def finetune(
     train: Dataset,
     spec: LocalTrainSpec,
     rng: np.random.Generator,
+    *,
+    validation_share: float | None = None,
 ) -> ArrayRecord:
-    """``params`` trained further on ``train`` as ``spec`` says (the fine-tuned model)."""
-    return adapter.fit(params, train, spec, rng).params
+    """``params`` trained further on ``train`` as ``spec`` says (the fine-tuned model).
+
+    With ``validation_share``, early stopping as FL4Health checkpoints its personal models: a
+    stratified share of ``train`` is held out, the rest trains one pass at a time for up to
+    ``spec.epochs`` passes, and the checkpoint with the lowest loss on the held-out rows is
+    kept; checkpoint 0 is ``params`` itself, so a site whose rows do not improve the federated
+    model keeps it (ties keep the earlier checkpoint).
+
+    Raises
+    ------
+    ModelError
+        ``train`` is too small to hold out a row and keep one to train on.
+    """
+    if validation_share is None:
+        return adapter.fit(params, train, spec, rng).params
+    held = holdout_rows(np.asarray(train.y), validation_share, rng)
+    kept = np.setdiff1d(np.arange(len(train)), held)
+    if len(held) == 0 or len(kept) == 0:
+        raise ModelError(
+            f"personalization validation_share {validation_share}: {len(train)} training rows "
+            "leave no held-out or no training row"
+        )
+    fit, val = train.take(kept), train.take(held)
+    one_pass = replace(spec, epochs=1, max_steps=None)
+    best, best_loss, current = params, adapter.loss(params, val), params
+    for _ in range(spec.epochs):
+        current = adapter.fit(current, fit, one_pass, rng).params
+        loss = adapter.loss(current, val)
+        if loss < best_loss:
+            best, best_loss = current, loss
+    return best
+
+
+def holdout_rows(y: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of ``round(share * n_c)`` rows of each label value ``c`` (each class
+    of a classification task, the event indicator of a survival one); a continuous or
+    multilabel ``y`` is drawn unstratified."""
+    n = len(y)
+    if y.ndim != 1 or len(np.unique(y)) > max(20, n // 2):
+        return np.sort(rng.permutation(n)[: int(np.floor(share * n + 0.5))])
+    held: list[int] = []
+    for value in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == value))
+        held.extend(members[: int(np.floor(share * len(members) + 0.5))].tolist())
+    return np.array(sorted(held), dtype=np.int64)
 
 
 def ditto_step(

@@ -319,7 +319,9 @@ class SiteRuntime:
                 spec_from_config(training), task.plan["personalization"], default_epochs=1
             )
             rng = np.random.default_rng([int(task.config.get("seed", 0)), 9])
-            return finetune(adapter, task.params, prep.apply(self.data.train), spec, rng)
+            share = task.plan["personalization"].get("validation_share")
+            train = prep.apply(self.data.train)
+            return finetune(adapter, task.params, train, spec, rng, validation_share=share)
         saved = self.personal.get(task.study_id) if method in ("ditto", "fedbn") else None
         if saved is None:
             return None

@@ -67,7 +67,10 @@ def _validation(study: Any) -> dict[str, Any]:
     spec = getattr(study, "validation", None)
     if spec is None or not spec.report:
         return {}
-    return dict(spec.model_dump(mode="json"))
+    section = dict(spec.model_dump(mode="json"))
+    if section.get("validation_share") is None:  # unset: the plan (and its hash) as before
+        section.pop("validation_share", None)
+    return section
 
 
 def _personalization(study: Any, kind: str) -> dict[str, Any]:
@@ -86,7 +89,10 @@ def _personalization(study: Any, kind: str) -> dict[str, Any]:
             f"personalization fedbn keeps batch-normalization layers local; model kind {kind!r} "
             "has none (use finetune or ditto)"
         )
-    return dict(spec.model_dump(mode="json"))
+    section = dict(spec.model_dump(mode="json"))
+    if section.get("validation_share") is None:  # unset: the plan (and its hash) as before
+        section.pop("validation_share", None)
+    return section
 
 
 def _resolved(model: Mapping[str, Any]) -> bool:
@@ -161,6 +167,11 @@ def personal_summary(spec: Mapping[str, Any]) -> str:
             f"after the last round the site fine-tunes the final model on its training rows "
             f"({spec.get('epochs') or 1} epoch(s), {lr})"
         )
+        if spec.get("validation_share"):
+            what += (
+                f", keeping the best pass by the loss on {spec['validation_share']:.0%} of its "
+                "training rows held out (early stopping)"
+            )
     elif method == "ditto":
         epochs = f"{spec['epochs']} epoch(s)" if spec.get("epochs") else "the study's schedule"
         what = (

@@ -111,9 +111,10 @@ def _describe(sites: list[SiteData], seed: int | None) -> str:
     )
     lines = [
         "TCGA-BRCA clinical survival data as in FLamby's Fed-TCGA-BRCA: 1,088 patients in 6 "
-        f"regions (from the tissue source site in the TCGA barcode), {split}. Features: age at diagnosis (years, unscaled) and 38 "
-        "one-hot indicators (ethnicity, race, AJCC stage/T/N/M, staging edition, ICD-10, "
-        "morphology, diagnosis, prior/synchronous malignancy, therapy, tumour stage). "
+        f"regions (from the tissue source site in the TCGA barcode), {split}. Features: age at "
+        "diagnosis (years, unscaled) and 38 one-hot indicators (ethnicity, race, AJCC "
+        "stage/T/N/M, staging edition, ICD-10, morphology, diagnosis, prior/synchronous "
+        "malignancy, therapy, tumour stage). "
         "Target: y = event (death observed), time = days to death or last follow-up.",
         "Per site (train/test patients, events):",
     ]

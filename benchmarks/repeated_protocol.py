@@ -28,6 +28,7 @@ from repeated_stats import difference_row, row, split_means
 __all__ = ["Extra", "Spec", "rows_of", "run_split", "runs_of", "tune"]
 
 TUNE_SEED = 100
+_FIXED = "-quality-settings"
 #: Extra methods of a dataset: (full data, validation data) -> (choices, scores by method).
 Extra = Callable[
     [FederatedDataset, FederatedDataset], tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]
@@ -48,6 +49,8 @@ class Spec:
     #: The split ``quality.py`` scores (quoted in the notes, outside the intervals) and its name.
     reference: int | None
     reference_label: str
+    #: Splits run by default (``--splits`` overrides).
+    splits: int = 20
     strategies: tuple[str, ...] = ("fedavg", "fedprox", "scaffold")
     #: Sites whose local model with quality.py's settings is also compared with FedAvg.
     fixed_pairs: tuple[str, ...] = ()
@@ -201,6 +204,11 @@ def _notes(spec: Spec, runs: Sequence[Mapping[str, Any]], method: str) -> str:
         return f"{head}; settings of tuning.json (quality_protocols.{spec.protocol_name})"
     if method in spec.extra_notes:
         return f"{head}; {spec.extra_notes[method]}"
+    if method == "local-mean":
+        return (
+            f"{head}; mean over the sites' local models (settings chosen on each site's "
+            "validation rows), each scored on every site's test split"
+        )
     return f"{head}; settings chosen on validation rows, per split: " + _choices(runs, method)
 
 
@@ -214,10 +222,27 @@ def _undefined(spec: Spec, runs: Sequence[Mapping[str, Any]], metric: str) -> st
         for run in runs
         for site in sites
     )
+    if not missing:
+        return ""
     return (
         f"; {label} averaged over the sites where it is defined (not where {when}: {missing} "
         f"site-splits of {len(runs) * len(sites)}{', ' + why if why else ''})"
     )
+
+
+def _with_local_mean(spec: Spec, run: Mapping[str, Any]) -> dict[str, Any]:
+    """``run`` plus ``local-mean``: per seed, the mean over sites' (tuned) local models of
+    their unweighted-over-sites scores (the sites' models, each scored on every test split)."""
+    locals_ = [m for m in run["scores"] if m.startswith("local-") and not m.endswith(_FIXED)]
+    per_seed = []
+    for i in range(len(run["seeds"])):
+        scores = {}
+        for k in spec.metrics:
+            values = [run["scores"][m][i][k] for m in locals_]
+            kept = [v for v in values if math.isfinite(v)]
+            scores[k] = statistics.mean(kept) if kept else math.nan
+        per_seed.append(scores)
+    return {**run, "scores": {**run["scores"], "local-mean": per_seed}}
 
 
 def rows_of(
@@ -225,6 +250,8 @@ def rows_of(
 ) -> list[dict[str, Any]]:
     """Rows of every method and paired difference; ``reference`` (quality.py's split, not in
     the intervals) is quoted in the notes."""
+    runs = [_with_local_mean(spec, r) for r in runs]
+    reference = None if reference is None else _with_local_mean(spec, reference)
     methods = list(runs[0]["scores"])
     methods.remove("best-on-validation")
     methods.insert(len(spec.strategies), "best-on-validation")
@@ -243,7 +270,7 @@ def rows_of(
     sites = list(runs[0]["scores"]["fedavg"][0]["sites"])
     pairs = [("fedavg", "pooled"), ("best-on-validation", "pooled")]
     pairs += [("fedavg", "pooled-quality-settings")]
-    pairs += [("fedavg", f"local-{s}") for s in sites]
+    pairs += [("fedavg", f"local-{s}") for s in sites] + [("fedavg", "local-mean")]
     pairs += [("fedavg", f"local-{s}-quality-settings") for s in spec.fixed_pairs]
     pairs += [("pooled", "pooled-quality-settings"), *spec.extra_pairs]
     out += [difference_row(spec.key, runs, a, b, k) for a, b in pairs for k in spec.metrics]

@@ -52,8 +52,7 @@ on the machine came and went; heart disease about 20 s per split. Stored runs ar
 summarized.
 
 Usage: ``python benchmarks/repeated.py [--dataset all|heart-disease|eicu|tcga-brca]
-[--splits N] [--seeds 3] [--fresh] [--tcga-check]``; by default heart disease runs 30 splits,
-eICU and TCGA-BRCA 20 (their tuning grids are larger).
+[--splits 30] [--seeds 3] [--fresh] [--tcga-check]``.
 """
 
 from __future__ import annotations
@@ -114,7 +113,6 @@ SPECS: dict[str, Spec] = {
         runs_file=HERE / "results" / "repeated_runs.jsonl",
         reference=SPLIT_SEED,
         reference_label=f"FLamby's split {SPLIT_SEED}",
-        splits=30,
         fixed_pairs=("cleveland", "hungary"),
         undefined={
             "auroc": ("AUROC", _ONE_CLASS, "Switzerland's single negative row landing in training")
@@ -161,8 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--splits",
         type=int,
-        help="split seeds 0..N-1 but the reference one "
-        "(default: 30 for heart disease, 20 for eICU and TCGA-BRCA)",
+        help="split seeds 0..N-1 but the reference one (default 30)",
     )
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..S-1 per split")
     parser.add_argument("--fresh", action="store_true", help="discard the dataset's stored runs")

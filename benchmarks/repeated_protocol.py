@@ -50,7 +50,7 @@ class Spec:
     reference: int | None
     reference_label: str
     #: Splits run by default (``--splits`` overrides).
-    splits: int = 20
+    splits: int = 30
     strategies: tuple[str, ...] = ("fedavg", "fedprox", "scaffold")
     #: Sites whose local model with quality.py's settings is also compared with FedAvg.
     fixed_pairs: tuple[str, ...] = ()

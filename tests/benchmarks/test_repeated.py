@@ -78,3 +78,35 @@ def test_tables_put_fixed_settings_and_the_single_split_beside_the_interval() ->
     assert "| pooled | 0.800 [0.790, 0.810] | 0.780 [0.770, 0.790] | 0.818 |" in text
     assert "| fedavg - pooled | -0.010 [-0.020, 0.000] | 6 of 10 |" in text
     assert "pooled-quality-settings |" not in text  # a column, not a row of its own
+
+
+def test_split_seeds_skip_the_reference_split_and_lowest_skips_nan() -> None:
+    from repeated import SPECS
+    from repeated_protocol import _lowest
+
+    assert SPECS["eicu"].split_seeds(3) == [1, 2, 3]  # seed 0 is quality.py's split
+    assert SPECS["tcga-brca"].split_seeds(3) == [0, 1, 2]  # FLamby's split is None
+    assert SPECS["heart-disease"].split_seeds(45)[42:] == [42, 44, 45]  # 43 is FLamby's
+    assert _lowest([math.nan, 0.5, 0.4, 0.4]) == 2  # the first of equal losses
+    assert _lowest([math.nan, math.nan]) is None  # no finite loss: keep quality.py's setting
+
+
+def test_local_mean_averages_the_tuned_local_models_per_seed() -> None:
+    from repeated import SPECS
+    from repeated_protocol import _with_local_mean
+
+    def seeds(*values: float) -> list[dict[str, float]]:
+        return [{"cindex": v} for v in values]
+
+    run = {
+        "seeds": [0, 1],
+        "scores": {
+            "fedavg": seeds(0.8, 0.8),
+            "local-region-0": seeds(0.5, 0.75),
+            "local-region-1": seeds(0.75, math.nan),
+            "local-region-1-quality-settings": seeds(0.0, 0.0),  # not a tuned local model
+        },
+    }
+    out = _with_local_mean(SPECS["tcga-brca"], run)
+    assert out["scores"]["local-mean"] == [{"cindex": 0.625}, {"cindex": 0.75}]
+    assert "local-mean" not in run["scores"]  # the stored run is left alone

@@ -214,7 +214,7 @@ TCGA = Protocol(
     },
     baseline={"training": {"lr": 0.003, "l2": 0.01, "batch_size": 64}},
     description=(
-        "FLamby's stored split, linear Cox model (Breslow partial likelihood, minibatch SGD "
+        "Linear Cox model (Breslow partial likelihood, minibatch SGD "
         "batch 64, L2), features z-scored with global statistics; C-index averaged over the 6 "
         "regions."
     ),

@@ -1,8 +1,14 @@
-"""Does the pooled TCGA-BRCA Cox baseline of ``quality.py`` under-train? (``repeated.py --tcga``)
+"""TCGA-BRCA: lifelines' Cox fit per repeated split; the pooled Cox check on FLamby's split.
 
-Four pooled Cox models on the same pooled training rows (all 6 regions' FLamby training split),
-each scored by the C-index on every region's test split, averaged unweighted over regions (as
-``quality.py``):
+:func:`lifelines_extra` adds ``lifelines-tuned`` to every repeated split of ``repeated.py
+--dataset tcga-brca``: ``CoxPHFitter`` on the pooled training rows with its penalizer chosen on
+the split's validation rows (lowest mean validation partial-likelihood loss over regions).
+
+:func:`tcga_rows` (``repeated.py --tcga-check``) asks whether the pooled Cox baseline of
+``quality.py`` under-trains on FLamby's fixed split. Its rows' methods start with
+``flamby-split``. Four pooled Cox models on the same pooled training rows (all 6 regions'
+FLamby training split), each scored by the C-index on every region's test split, averaged
+unweighted over regions (as ``quality.py``):
 
 * ``pooled-quality-settings``: ``quality.py``'s pooled baseline (SGD batch 64, lr 0.003, L2 0.01,
   30 epochs), seeds 0..S-1;
@@ -16,9 +22,9 @@ each scored by the C-index on every region's test split, averaged unweighted ove
   ``fedcare.models.cox``): the optimum the SGD baseline is heading for;
 * ``lifelines-tuned``: ``CoxPHFitter`` with its penalizer chosen on the same validation rows.
 
-lifelines is a benchmark-only (dev) dependency; nothing in fedcare imports it. The split is
-FLamby's stored one (the loader has no other), so intervals here are over training seeds only
-(lifelines is deterministic: one run). Features for lifelines are the raw ones without the
+lifelines is a benchmark-only (dev) dependency; nothing in fedcare imports it. The check uses
+FLamby's stored split only, so its intervals are over training seeds only (lifelines is
+deterministic: one run). Features for lifelines are the raw ones without the
 columns constant in the training rows (lifelines standardizes internally; the C-index does not
 depend on the scale).
 """
@@ -41,7 +47,7 @@ from fedcare.models.cox import cox_loss_and_eta_grad
 from quality import base_study, study_for
 from quality_harness import merge, run_method, validation_split
 from quality_protocols import TCGA
-from repeated import interval
+from repeated_stats import interval
 
 TUNE_SEEDS = (100, 101, 102)
 GRID: tuple[dict[str, Any], ...] = tuple(
@@ -51,6 +57,8 @@ GRID: tuple[dict[str, Any], ...] = tuple(
     for l2 in (0.01, 0.1)
 )
 PENALIZERS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+#: The first word of the fixed-split check's methods.
+CHECK_PREFIX = "flamby-split"
 
 
 def _sgd(ds: FederatedDataset, study: Mapping[str, Any], seed: int) -> dict[str, float]:
@@ -79,17 +87,43 @@ def _risk(model: Any, keep: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_log_partial_hazard(frame), dtype=np.float64)
 
 
-def _lifelines_scores(ds: FederatedDataset, penalizer: float) -> dict[str, float]:
-    """Fit on the pooled training rows; mean C-index and partial-likelihood loss over sites."""
+def _lifelines_per_site(ds: FederatedDataset, penalizer: float) -> dict[str, dict[str, float]]:
+    """Fit on the pooled training rows; C-index and partial-likelihood loss at each site."""
     train = Dataset.concat([s.train for s in ds.sites])
     model, keep = _lifelines_fit(train, penalizer)
-    cidx, losses = [], []
+    out = {}
     for s in ds.sites:
         assert s.test.time is not None
         eta = _risk(model, keep, s.test.X)
-        cidx.append(cindex(s.test.y, s.test.time, eta))
-        losses.append(cox_loss_and_eta_grad(eta, s.test.y, s.test.time)[0])
-    return {"cindex": statistics.mean(cidx), "loss": statistics.mean(losses)}
+        out[s.site_id] = {
+            "n": float(len(s.test)),
+            "cindex": float(cindex(s.test.y, s.test.time, eta)),
+            "loss": float(cox_loss_and_eta_grad(eta, s.test.y, s.test.time)[0]),
+        }
+    return out
+
+
+def _lifelines_scores(ds: FederatedDataset, penalizer: float) -> dict[str, float]:
+    """Mean C-index and loss over sites (where defined) of the pooled lifelines fit."""
+    means = summarize_sites(_lifelines_per_site(ds, penalizer))["unweighted"]
+    return {"cindex": float(means["cindex"]), "loss": float(means["loss"])}
+
+
+def lifelines_extra(
+    ds: FederatedDataset, val: FederatedDataset
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """``lifelines-tuned`` for one repeated split: the penalizer of lowest validation loss,
+    refitted on all training rows (deterministic: one score, whatever the seeds)."""
+    loss = {p: _lifelines_scores(val, p)["loss"] for p in PENALIZERS}
+    finite = [p for p in PENALIZERS if math.isfinite(loss[p])]
+    best = min(finite, key=lambda p: loss[p]) if finite else 0.1
+    per_site = _lifelines_per_site(ds, best)
+    means = summarize_sites(per_site)["unweighted"]
+    scores = {
+        "cindex": float(means["cindex"]),
+        "sites": {s: {"cindex": v["cindex"]} for s, v in per_site.items()},
+    }
+    return {"lifelines-tuned": f"penalizer {best}"}, {"lifelines-tuned": [scores]}
 
 
 def _row(method: str, values: Sequence[float], notes: str) -> dict[str, Any]:
@@ -97,7 +131,7 @@ def _row(method: str, values: Sequence[float], notes: str) -> dict[str, Any]:
     return {
         "benchmark": "repeated",
         "dataset": "tcga-brca",
-        "method": method,
+        "method": f"{CHECK_PREFIX} {method}",
         "metric": "cindex",
         "mean": round(mean, 4),
         "sd": round(sd, 4),

@@ -14,46 +14,22 @@ import argparse
 import json
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from quality_protocols import PROTOCOLS
+from tables_format import Row, cell, interval_cell, table
+from tables_repeated import repeated
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 START, END = "<!-- quality table -->", "<!-- /quality table -->"
 TARGET = re.compile(r"target (.+?): (MET|MISSED) \[(.*?)\](?=; target |$)")
 
-Row = Mapping[str, Any]
-
 
 def load(results: Path) -> dict[str, list[Row]]:
     """Rows of every ``*.json`` under ``results``, by file stem."""
     return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
-
-
-def _num(value: float) -> str:
-    """3 decimals; large numbers with thousands separators, tiny ones in 2 significant digits."""
-    if abs(value) >= 10_000:
-        return f"{value:,.0f}"
-    if value != 0 and abs(value) < 0.001:
-        return f"{value:.2g}"
-    return f"{value:.3f}"
-
-
-def _cell(row: Row, show_n: bool) -> str:
-    if row["mean"] is None:
-        return "n/a"
-    text = f"{_num(row['mean'])} ± {_num(row['sd'])}"
-    return f"{text} (n={row['n']})" if show_n else text
-
-
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return [line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, body)]
 
 
 _EXAM = "EXAM-style summary (federated vs local models)"
@@ -84,14 +60,14 @@ def pivot(rows: Sequence[Row]) -> list[str]:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     ns = {r["n"] for r in rows}
-    cells = {(r["method"], r["metric"]): _cell(r, len(ns) > 1) for r in rows}
+    cells = {(r["method"], r["metric"]): cell(r, len(ns) > 1) for r in rows}
     body = [[m] + [cells.get((m, k), "") for k in metrics] for m in methods]
     caption = (
         f"mean ± SD over repetitions (seeds, runs or replicates; n = {ns.pop()})"
         if len(ns) == 1
         else "mean ± SD over repetitions (seeds, runs or replicates)"
     )
-    return [caption, "", *_table(["method", *metrics], body)]
+    return [caption, "", *table(["method", *metrics], body)]
 
 
 def _targets(rows: Sequence[Row]) -> list[str]:
@@ -102,7 +78,7 @@ def _targets(rows: Sequence[Row]) -> list[str]:
         return []
     body = [list(t) for t in dict.fromkeys(found)]
     header = ["dataset", "method", "target", "result", "numbers"]
-    return ["**Targets**:", "", *_table(header, body), ""]
+    return ["**Targets**:", "", *table(header, body), ""]
 
 
 def generic(rows: Sequence[Row]) -> list[str]:
@@ -136,20 +112,25 @@ TITLES = {
 }
 
 
-def quality(rows: Sequence[Row]) -> list[str]:
+def quality(rows: Sequence[Row], covered: Sequence[str] = ()) -> list[str]:
+    """Single-split tables; a dataset's main table in ``covered`` (by the repeated-split
+    tables) becomes a one-line note."""
     out: list[str] = []
     groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in rows:
         groups[(r["dataset"], _variant(r["metric"]))].append(r)
     for (dataset, variant), group in groups.items():
+        if dataset in covered and not variant:
+            out += _single_split_note(dataset, group)
+            continue
         title = f"**{dataset}**" + (f", {variant}" if variant else "")
         out += [f"{title}: {_description(dataset, variant)}".rstrip(), "", *pivot(group), ""]
     return out + _targets(rows)
 
 
 def speed(rows: Sequence[Row]) -> list[str]:
-    body = [[r["dataset"], r["method"], r["metric"], _cell(r, True), r["notes"]] for r in rows]
-    return [*_table(["dataset", "method", "measure", "value (s)", "notes"], body), ""]
+    body = [[r["dataset"], r["method"], r["metric"], cell(r, True), r["notes"]] for r in rows]
+    return [*table(["dataset", "method", "measure", "value (s)", "notes"], body), ""]
 
 
 def tuning(rows: Sequence[Row]) -> list[str]:
@@ -158,17 +139,9 @@ def tuning(rows: Sequence[Row]) -> list[str]:
     for r in rows:
         if r["notes"].startswith("CHOSEN"):
             _, _, loss, config = r["notes"].split(" ", 3)
-            body.append([r["dataset"], r["method"], config, loss, _cell(r, True), r["metric"]])
+            body.append([r["dataset"], r["method"], config, loss, cell(r, True), r["metric"]])
     header = ["dataset", "method", "chosen settings", "validation loss", "score", "measure"]
-    return [*_table(header, body), ""]
-
-
-def _interval_cell(row: Row) -> str:
-    if row["mean"] is None:
-        return "n/a"
-    if row.get("lo") is not None and row.get("hi") is not None:
-        return f"{row['mean']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}]"
-    return f"{row['mean']:.3f} ± {row['sd']:.3f}"
+    return [*table(header, body), ""]
 
 
 def clinical(rows: Sequence[Row]) -> list[str]:
@@ -181,17 +154,17 @@ def clinical(rows: Sequence[Row]) -> list[str]:
             continue
         sites = list(dict.fromkeys(r["site"] for r in group))
         methods = list(dict.fromkeys(r["method"] for r in group))
-        cells = {(r["site"], r["method"], r["metric"]): _interval_cell(r) for r in group}
+        cells = {(r["site"], r["method"], r["metric"]): interval_cell(r) for r in group}
         ns = sorted({r["n"] for r in group})
         head = group[0]["notes"].split("; ")[0]
         out += [f"**{dataset}** ({head}): AUROC on each site's test split [95% interval]", ""]
         body = [[s] + [cells.get((s, m, "auroc"), "") for m in methods] for s in sites]
-        out += [*_table(["held-out site", *methods], body), ""]
+        out += [*table(["held-out site", *methods], body), ""]
         metrics = ["accuracy", "no_information_rate", "calibration_slope", "ece"]
         body = [[s] + [cells.get((s, "leave-one-site-out", k), "") for k in metrics] for s in sites]
         if any(any(c for c in b[1:]) for b in body):
             out += [f"**{dataset}**, leave-one-site-out model on the held-out site", ""]
-            out += [*_table(["held-out site", *metrics], body), ""]
+            out += [*table(["held-out site", *metrics], body), ""]
         out += [
             f"mean over training seeds (n = {', '.join(map(str, ns))}; the split is fixed); "
             "[interval]: the site's bootstrap (AUROC, accuracy) or Wald (slope) 95% interval, "
@@ -201,54 +174,47 @@ def clinical(rows: Sequence[Row]) -> list[str]:
     return out
 
 
-def _one_run_cell(row: Row) -> str:
-    return f"{row['mean']:.3f}" if row["n"] == 1 else _interval_cell(row)
+def _single_split_note(dataset: str, rows: Sequence[Row]) -> list[str]:
+    """One line in place of a dataset's single-split table: where the figures are."""
+    primary = next((r["metric"] for r in rows), "")
+    shown = [r for r in rows if r["method"] in ("fedavg", "pooled") and r["metric"] == primary]
+    values = ", ".join(f"{r['method']} {cell(r, False)}" for r in shown)
+    return [
+        f"**{dataset}**: single-split figures in `benchmarks/results/quality.json` ({primary}, "
+        f"± SD over {rows[0]['n']} training seeds on one split: {values}); quote the "
+        "repeated-split table above instead.",
+        "",
+    ]
 
 
-_CLOSE = re.compile(r"\|difference\| <= 0\.01 in (\d+ of \d+) splits")
-
-
-def repeated(rows: Sequence[Row]) -> list[str]:
-    """Per dataset: each method's mean [95% interval] by metric, then the paired differences
-    (``benchmarks/repeated.py``: rows with ``lo``/``hi``; differences are methods ``a - b``)."""
-    out: list[str] = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        group = [r for r in rows if r["dataset"] == dataset]
-        metrics = list(dict.fromkeys(r["metric"] for r in group))
-        cells = {(r["method"], r["metric"]): _interval_cell(r) for r in group}
-        plain = [m for m in dict.fromkeys(r["method"] for r in group) if " - " not in m]
-        pairs = [m for m in dict.fromkeys(r["method"] for r in group) if " - " in m]
-        ns = sorted({r["n"] for r in group if " - " not in r["method"]})
-        caption = group[0]["notes"].split("; ")[0]
-        out += [f"**{dataset}** ({caption}): mean [95% interval]", ""]
-        if dataset == "tcga-brca":
-            body = [[r["method"], _one_run_cell(r), r["notes"]] for r in group]
-            out += [*_table(["method", "C-index", "notes"], body), ""]
-            continue
-        body = [[m] + [cells.get((m, k), "") for k in metrics] for m in plain]
-        out += [*_table(["method", *metrics], body), ""]
-        close = {
-            (r["method"], r["metric"]): found.group(1)
-            for r in group
-            if (found := _CLOSE.search(r["notes"]))
-        }
-        body = [
-            [m]
-            + [cells.get((m, k), "") for k in metrics]
-            + [close.get((m, metrics[0]), "")]
-        for m in pairs
-        ]  # fmt: skip
-        header = ["paired difference", *metrics, f"splits within 0.01 ({metrics[0]})"]
-        out += [*_table(header, body), ""]
-        out += [f"n = {', '.join(map(str, ns))} splits.", ""]
-    return out
+_SINGLE = (
+    "One train/test split per dataset; ± is the SD over training seeds only, which understates "
+    "how much a figure moves with the split. For heart disease, TCGA-BRCA and eICU (regions) the "
+    "repeated-split tables above are the figures to quote; FLamby's own protocol, the eICU "
+    "hospital split, the EXAM summary and PneumoniaMNIST are not yet run over repeated splits. "
+    "The targets below are checked on these single splits."
+)
 
 
 def render(results: Path) -> str:
     files = load(results)
     out: list[str] = []
+    covered: list[str] = []
+    if "repeated" in files:
+        covered = list(dict.fromkeys(r["dataset"] for r in files["repeated"]))
+        out += [
+            "### Quality over repeated splits, 95% intervals (`benchmarks/repeated.py`)",
+            "",
+            *repeated(files["repeated"]),
+        ]
     if "quality" in files:
-        out += ["### Quality (`benchmarks/quality.py`)", "", *quality(files["quality"])]
+        out += [
+            "### Single-split figures (`benchmarks/quality.py`)",
+            "",
+            _SINGLE,
+            "",
+            *quality(files["quality"], covered),
+        ]
     if "simulation_speed" in files:
         out += [
             "### Speed (`benchmarks/simulation_speed.py`)",
@@ -266,12 +232,6 @@ def render(results: Path) -> str:
             "### External validation, leave-one-site-out (`benchmarks/clinical.py`)",
             "",
             *clinical(files["clinical"]),
-        ]
-    if "repeated" in files:
-        out += [
-            "### Repeated splits with 95% intervals (`benchmarks/repeated.py`)",
-            "",
-            *repeated(files["repeated"]),
         ]
     for name, rows in files.items():
         done = ("quality", "simulation_speed", "tuning", "clinical", "repeated")

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcare.data.base import FederatedDataset
+from fedcare.data.base import Dataset, FederatedDataset
 from fedcare.data.tcga import load_tcga_brca
+from fedcare.errors import ConfigError
 
 # FLamby's table "Train/Test: 248/63, 156/40, 164/42, 129/33, 129/33, 40/11" (mirror README).
 SIZES = [(248, 63), (156, 40), (164, 42), (129, 33), (129, 33), (40, 11)]
@@ -61,3 +62,50 @@ def test_metadata(tcga: FederatedDataset) -> None:
     assert "GDC" in tcga.license and "identify" in tcga.license
     assert "FLamby" in tcga.citation
     assert "region-5 (Canada): 40/11" in tcga.description
+
+
+def _rows(part: Dataset) -> np.ndarray:
+    """A part's rows (features, event, time) in lexicographic order."""
+    assert part.time is not None
+    rows = np.column_stack([part.X, part.y, part.time])
+    return rows[np.lexsort(rows.T)]
+
+
+def test_default_split_is_flambys_stored_split(tcga: FederatedDataset, mirror: Path) -> None:
+    folder = mirror / "tcga_brca"
+    brca = pd.read_csv(folder / "brca.csv")
+    fold = brca["pid"].map(pd.read_csv(folder / "train_test_split.csv").set_index("pid")["fold2"])
+    assert tcga.extra["split_seed"] is None
+    assert "FLamby's fixed train/test split" in tcga.description
+    for c, site in enumerate(tcga.sites):
+        for name, part in (("train", site.train), ("test", site.test)):
+            expected = brca[fold == f"{name}_{c}"]  # brca.csv order, as FLamby reads it
+            np.testing.assert_array_equal(part.X, expected.iloc[:, 1:40].to_numpy(dtype=float))
+            np.testing.assert_array_equal(part.y, expected["E"].to_numpy())
+            np.testing.assert_array_equal(part.time, expected["T"].to_numpy(dtype=float))
+
+
+def test_a_split_seed_redivides_each_region_stratified_on_the_event(
+    tcga: FederatedDataset, load_from_mirror: Callable[..., FederatedDataset]
+) -> None:
+    other = load_from_mirror(load_tcga_brca, split_seed=7)
+    again = load_from_mirror(load_tcga_brca, split_seed=7)
+    assert other.extra["split_seed"] == 7 and "random_state=7" in other.description
+    moved = 0
+    for a, b, c in zip(tcga.sites, other.sites, again.sites, strict=True):
+        assert (len(b.train), len(b.test)) == (len(a.train), len(a.test))
+        whole_a = Dataset.concat([a.train, a.test])
+        whole_b = Dataset.concat([b.train, b.test])
+        np.testing.assert_array_equal(_rows(whole_a), _rows(whole_b))  # the same patients
+        np.testing.assert_array_equal(b.test.X, c.test.X)  # reproducible
+        events, n = int(whole_b.y.sum()), len(whole_b)
+        # Stratified: the test events are the test share of the region's events, rounded.
+        assert abs(int(b.test.y.sum()) - events * len(b.test) / n) < 1
+        moved += not np.array_equal(_rows(a.test), _rows(b.test))
+    assert moved == 6
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, 1.5, True, "7"])
+def test_bad_split_seed_is_named(bad: object) -> None:
+    with pytest.raises(ConfigError, match="split_seed must be"):
+        load_tcga_brca(split_seed=bad)  # type: ignore[arg-type]

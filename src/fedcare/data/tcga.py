@@ -7,6 +7,12 @@ other preprocessing (none is needed: no values are missing). A centre's rows are
 whose ``fold2`` in ``train_test_split.csv`` is ``train_<c>`` / ``test_<c>``, in ``brca.csv``
 order; the 8 patients of region "Other" are in no centre. :func:`load_tcga_brca` does the same:
 site ``region-<c>`` is FLamby's centre ``c``.
+
+``split_seed`` (not FLamby's; default ``None``: FLamby's stored split) draws another split of
+each centre's patients for benchmarks over repeated splits: per centre,
+``sklearn.model_selection.train_test_split`` of the centre's rows with as many test rows as
+FLamby's split holds, stratified on the event indicator ``E`` (FLamby's split is stratified on
+censoring), ``random_state=split_seed``; rows stay in ``brca.csv`` order within each part.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import pandas as pd
 
 from fedcare.data.base import Dataset, FederatedDataset, SiteData
 from fedcare.data.source import fetch_files
-from fedcare.errors import DataError
+from fedcare.errors import ConfigError, DataError
 
 __all__ = ["TCGA_REGIONS", "load_tcga_brca"]
 
@@ -61,28 +67,54 @@ def _read(brca_path: Path, split_path: Path) -> tuple[pd.DataFrame, pd.DataFrame
     return brca, split
 
 
-def _site(brca: pd.DataFrame, split: pd.DataFrame, center: int) -> SiteData:
-    parts = {}
+def _redraw(rows: dict[str, pd.DataFrame], seed: int) -> dict[str, pd.DataFrame]:
+    """Another stratified split of the centre's rows, with as many test rows as FLamby's."""
+    from sklearn.model_selection import train_test_split  # slow to import: only when used
+
+    both = pd.concat([rows["train"], rows["test"]]).sort_index()  # brca.csv order
+    train, test = train_test_split(
+        np.arange(len(both)),
+        test_size=len(rows["test"]),
+        random_state=seed,
+        shuffle=True,
+        stratify=both["E"].to_numpy(),
+    )
+    return {"train": both.iloc[np.sort(train)], "test": both.iloc[np.sort(test)]}
+
+
+def _site(brca: pd.DataFrame, split: pd.DataFrame, center: int, seed: int | None) -> SiteData:
+    rows = {}
     for fold in ("train", "test"):
         pids = split.loc[split["fold2"] == f"{fold}_{center}", "pid"]
-        rows = brca[brca["pid"].isin(pids)]
-        if len(rows) != len(pids):
-            raise DataError(f"{len(pids) - len(rows)} pids of {fold}_{center} are not in brca.csv")
+        rows[fold] = brca[brca["pid"].isin(pids)]
+        if len(rows[fold]) != len(pids):
+            missing = len(pids) - len(rows[fold])
+            raise DataError(f"{missing} pids of {fold}_{center} are not in brca.csv")
+    if seed is not None:
+        rows = _redraw(rows, seed)
+    parts = {}
+    for fold, part in rows.items():
         parts[fold] = Dataset(
-            X=rows.iloc[:, 1 : 1 + N_FEATURES].to_numpy(dtype=float),
-            y=rows["E"].to_numpy().astype(np.int64),
-            time=rows["T"].to_numpy(dtype=float),
+            X=part.iloc[:, 1 : 1 + N_FEATURES].to_numpy(dtype=float),
+            y=part["E"].to_numpy().astype(np.int64),
+            time=part["T"].to_numpy(dtype=float),
         )
     return SiteData(site_id=f"region-{center}", train=parts["train"], test=parts["test"])
 
 
-def _describe(sites: list[SiteData]) -> str:
+def _describe(sites: list[SiteData], seed: int | None) -> str:
+    split = (
+        "FLamby's fixed train/test split (stratified on censoring)"
+        if seed is None
+        else f"a per-region split stratified on the event with random_state={seed} (FLamby's "
+        "test sizes; not FLamby's split: a repeated split)"
+    )
     lines = [
         "TCGA-BRCA clinical survival data as in FLamby's Fed-TCGA-BRCA: 1,088 patients in 6 "
-        "regions (from the tissue source site in the TCGA barcode), FLamby's fixed train/test "
-        "split (stratified on censoring). Features: age at diagnosis (years, unscaled) and 38 "
-        "one-hot indicators (ethnicity, race, AJCC stage/T/N/M, staging edition, ICD-10, "
-        "morphology, diagnosis, prior/synchronous malignancy, therapy, tumour stage). "
+        f"regions (from the tissue source site in the TCGA barcode), {split}. Features: age at "
+        "diagnosis (years, unscaled) and 38 one-hot indicators (ethnicity, race, AJCC "
+        "stage/T/N/M, staging edition, ICD-10, morphology, diagnosis, prior/synchronous "
+        "malignancy, therapy, tumour stage). "
         "Target: y = event (death observed), time = days to death or last follow-up.",
         "Per site (train/test patients, events):",
     ]
@@ -94,8 +126,15 @@ def _describe(sites: list[SiteData]) -> str:
     return "\n".join(lines)
 
 
-def load_tcga_brca() -> FederatedDataset:
+def load_tcga_brca(split_seed: int | None = None) -> FederatedDataset:
     """TCGA-BRCA survival data over FLamby's 6 regions, with FLamby's train/test split.
+
+    Parameters
+    ----------
+    split_seed:
+        ``None`` (default): FLamby's stored split. An integer in ``0 .. 2**32 - 1``: another
+        split of each region's patients, stratified on the event, with FLamby's test sizes
+        (``random_state`` of ``train_test_split``), for repeated-split benchmarks.
 
     Returns
     -------
@@ -106,20 +145,31 @@ def load_tcga_brca() -> FederatedDataset:
 
     Raises
     ------
+    ConfigError
+        If ``split_seed`` is neither ``None`` nor an integer in ``0 .. 2**32 - 1``.
     DataError
         If a file cannot be fetched, verified or parsed.
     """
+    if split_seed is not None:
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int | np.integer):
+            raise ConfigError(f"split_seed must be None or an integer, got {split_seed!r}")
+        if not 0 <= split_seed < 2**32:
+            raise ConfigError(f"split_seed must be in 0 .. 2**32 - 1, got {split_seed}")
+        split_seed = int(split_seed)
     paths = fetch_files(FOLDER, ("brca.csv", "train_test_split.csv"))
     brca, split = _read(paths["brca.csv"], paths["train_test_split.csv"])
-    sites = [_site(brca, split, c) for c in range(len(TCGA_REGIONS))]
+    sites = [_site(brca, split, c, split_seed) for c in range(len(TCGA_REGIONS))]
     return FederatedDataset(
         name="tcga-brca",
         task="survival",
         sites=tuple(sites),
         feature_names=tuple(str(c) for c in brca.columns[1 : 1 + N_FEATURES]),
         metrics=("cindex",),
-        description=_describe(sites),
+        description=_describe(sites, split_seed),
         citation=CITATION,
         license=LICENSE,
-        extra={"regions": dict(zip([s.site_id for s in sites], TCGA_REGIONS, strict=True))},
+        extra={
+            "regions": dict(zip([s.site_id for s in sites], TCGA_REGIONS, strict=True)),
+            "split_seed": split_seed,
+        },
     )

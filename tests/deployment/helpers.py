@@ -180,13 +180,20 @@ def assert_same_evaluations(
             )
 
 
-def assert_same_validation(store: CoordinatorStore, study_id: str, model: TrainedModel) -> None:
+def assert_same_validation(
+    store: CoordinatorStore, study_id: str, model: TrainedModel, study: StudyConfig
+) -> None:
     """The final model's clinical validation summaries (sent over the wire by each site) hold
-    the simulation's counts, and the study's report combines them."""
+    the counts of the simulation's (its report's evaluation of the trained model), and the
+    study's report combines them."""
     from fedcare.coordinator.results import study_report
+    from fedcare.data.registry import load_dataset
+    from fedcare.simulation.run import evaluate_model, grid_for
 
     last = model.history[-1]
-    sim = (last.evaluate or {}).get("validation", {})
+    ds = load_dataset(study.dataset.name, **study.dataset.options)
+    sim: dict[str, dict[str, Any]] = {}
+    evaluate_model(grid_for(list(ds.sites), feature_names=ds.feature_names), study, model, sim)
     dep = (store.get_round(study_id, last.round).record.get("evaluate") or {}).get("validation")
     assert dep is not None and sorted(dep) == sorted(sim) == sorted(HOSPITALS), (sim, dep)
     for site, summary in sim.items():

@@ -76,4 +76,4 @@ def test_deployment_and_simulation_train_the_same_model(
         deployed, simulated.params, what=f"{strategy['name']}: deployed vs simulated"
     )
     assert_same_evaluations(store, study_id, simulated)
-    assert_same_validation(store, study_id, simulated)
+    assert_same_validation(store, study_id, simulated, study)

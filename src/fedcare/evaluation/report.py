@@ -28,6 +28,7 @@ from fedcare.evaluation.clinical_format import METRIC_LABELS, ci_html
 from fedcare.evaluation.report_clinical import clinical_context, clinical_figures
 from fedcare.evaluation.report_personal import personalization_view
 from fedcare.evaluation.tripod import tripod_view
+from fedcare.records.invalid_rows import invalid_rows_by_site
 
 __all__ = ["render_report", "write_report"]
 
@@ -120,6 +121,13 @@ def _header(results: Mapping[str, Any]) -> dict[str, Any]:
         "sites": [
             (s, _mapping(sizes.get(s)).get("train"), _mapping(sizes.get(s)).get("test"))
             for s in _sites(results)
+        ],
+        # rows a site left out under the study's skip_invalid_rows (counts by reason)
+        "invalid_rows": [
+            invalid.sentence(site)
+            for site, invalid in invalid_rows_by_site(
+                [_mapping(h) for h in results.get("history", [])]
+            ).items()
         ],
     }
 

@@ -52,8 +52,8 @@ UNREADABLE = "unreadable line (wrong number of fields)"
 
 def _site(tmp_path: Path, *, bad_ages: int = 5, bad_glucose: int = 4, bad_lines: int = 3) -> Path:
     """A site data file serving south's table with the corrupted rows; its path."""
-    table = fixture_federation(np.random.default_rng(3), rows_per_site=ROWS, bad_values=False)
-    table = table["south"]
+    tables = fixture_federation(np.random.default_rng(3), rows_per_site=ROWS, bad_values=False)
+    table = tables["south"]
     table.loc[10 : 9 + bad_ages, "age"] = BAD_AGE
     table.loc[100 : 99 + bad_glucose, "glucose"] = BAD_GLUCOSE
     lines = table.to_csv(index=False).splitlines()
@@ -103,7 +103,9 @@ def _governed(tmp_path: Path, plan: TrainingPlan) -> tuple[Recorder, Any]:
     approvals.approve(plan.study, plan.hash, LATER)
     audit = Recorder()
     gov = SiteGovernance(SitePolicy.from_dict({}), approvals, audit)
-    handler = chain(gov.mods({"fixture": ROWS}), lambda t: gov.execute(t, apps["fixture"], None))
+    handler = chain(
+        gov.mods({"fixture": ROWS}), lambda t: gov.execute(t, apps["fixture"], lambda: None)
+    )
     return audit, handler
 
 

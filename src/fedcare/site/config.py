@@ -107,10 +107,10 @@ class DatasetEntry(BaseModel):
 
             federated = load_dataset(self.builtin, **self.options)
             data = federated.site(str(self.site))
-            schema = _schema(data, federated.feature_names)
             rows = len(data.train) + len(data.test)
             invalid = InvalidRows(rows, {}, skipped=True) if skip_invalid else None
-            return PreparedDataset(data, None, None, schema, invalid)
+            features = _schema(data, federated.feature_names)
+            return PreparedDataset(data, None, None, features, invalid)
         from fedcare.data.cdm import (
             Schema,
             SiteMapping,

@@ -48,7 +48,7 @@ _REASON = {
 def invalid_row_reasons(problems: Iterable[Problem]) -> dict[int, str]:
     """Row number -> the reason of its first bad value (``"unparseable value in 'age'"``)."""
     reasons: dict[int, str] = {}
-    for p in sorted(problems, key=lambda p: p.row):
+    for p in sorted(problems, key=lambda p: (p.row, p.variable)):
         if p.row not in reasons:
             reasons[p.row] = f"{_REASON.get(p.kind, p.kind)} in {p.variable!r}"
     return reasons

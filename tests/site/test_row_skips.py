@@ -229,3 +229,34 @@ def test_the_worker_subprocess_skips_and_reports(tmp_path: Path) -> None:
     assert reply.ok, reply.error
     assert InvalidRows.from_info(reply.info["invalid_rows"]).reasons == REASONS
     assert strict.error is not None and "3 of 240 rows could not be read" in strict.error.message
+
+
+def test_a_simulated_study_skips_as_the_sites_would(tmp_path: Path) -> None:
+    from fedcare.simulation.run import run_simulation
+
+    _site(tmp_path)  # south.csv: 12 of 240 rows corrupted
+    tables = fixture_federation(np.random.default_rng(4), rows_per_site=ROWS, bad_values=False)
+    tables["north"].to_csv(tmp_path / "north.csv", index=False)
+    sites = {
+        name: {"source": str(tmp_path / f"{n}.csv"), "mapping": str(CDM / "sites" / f"{n}.yaml")}
+        for name in ("north", "south")
+        for n in (name,)
+    }
+    options = {"schema": str(CDM / "schema.yaml"), "sites": sites}
+    base = _study(0.05).model_dump()
+    study = StudyConfig.from_dict(
+        {**base, "dataset": {**base["dataset"], "name": "cdm", "options": options}, "rounds": 1}
+    )
+    result = run_simulation(study)
+    counts = result["dataset"]["invalid_rows"]
+    assert counts["south"] == {"rows": ROWS, "invalid": 12, "skipped": True, "reasons": REASONS}
+    assert counts["north"]["invalid"] == 0
+    assert result["site_sizes"]["south"]["train"] < result["site_sizes"]["north"]["train"]
+    page = html.unescape(render_report(result))
+    assert "south skipped 12 of 240 rows (out-of-range value in 'glucose': 4" in page
+    assert "north skipped 0 of 240 rows" in page
+    strict = study.model_copy(
+        update={"dataset": study.dataset.model_copy(update={"skip_invalid_rows": None})}
+    )
+    refused = run_simulation(strict)
+    assert refused["sites"] == ["north"]  # south's unreadable lines fail its data check

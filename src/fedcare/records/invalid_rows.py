@@ -72,10 +72,18 @@ class InvalidRows:
         """Read :meth:`to_info`; ``DataError`` if it is not such counts."""
         try:
             data = json.loads(text)
+        except ValueError as err:
+            raise DataError(f"invalid_rows info is not row counts: {text[:80]!r}") from err
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> InvalidRows:
+        """Read :meth:`to_dict`; ``DataError`` if it is not such counts."""
+        try:
             reasons = {str(k): int(v) for k, v in dict(data["reasons"]).items()}
             return cls(int(data["rows"]), reasons, bool(data["skipped"]))
         except (ValueError, TypeError, KeyError) as err:
-            raise DataError(f"invalid_rows info is not row counts: {text[:80]!r}") from err
+            raise DataError(f"invalid_rows info is not row counts: {str(data)[:80]!r}") from err
 
 
 def invalid_rows_by_site(history: Iterable[Mapping[str, Any]]) -> dict[str, InvalidRows]:

@@ -237,11 +237,8 @@ def test_a_simulated_study_skips_as_the_sites_would(tmp_path: Path) -> None:
     _site(tmp_path)  # south.csv: 12 of 240 rows corrupted
     tables = fixture_federation(np.random.default_rng(4), rows_per_site=ROWS, bad_values=False)
     tables["north"].to_csv(tmp_path / "north.csv", index=False)
-    sites = {
-        name: {"source": str(tmp_path / f"{n}.csv"), "mapping": str(CDM / "sites" / f"{n}.yaml")}
-        for name in ("north", "south")
-        for n in (name,)
-    }
+    mappings = {name: str(CDM / "sites" / f"{name}.yaml") for name in ("north", "south")}
+    sites = {s: {"source": str(tmp_path / f"{s}.csv"), "mapping": m} for s, m in mappings.items()}
     options = {"schema": str(CDM / "schema.yaml"), "sites": sites}
     base = _study(0.05).model_dump()
     study = StudyConfig.from_dict(

@@ -257,3 +257,10 @@ def test_a_simulated_study_skips_as_the_sites_would(tmp_path: Path) -> None:
     )
     refused = run_simulation(strict)
     assert refused["sites"] == ["north"]  # south's unreadable lines fail its data check
+
+
+def test_the_site_describes_a_dataset_a_skipping_study_can_use(tmp_path: Path) -> None:
+    described = SiteDataConfig.from_yaml(_site(tmp_path)).describe()["fixture"]
+    assert described["data_check"]["passed"] is False  # the unreadable lines, as configured
+    assert described["num_train"] + described["num_test"] == ROWS - 12
+    assert [c["name"] for c in described["schema"]["columns"]] == ["age", "sex_1", "glucose", "sbp"]

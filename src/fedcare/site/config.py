@@ -212,10 +212,14 @@ class SiteDataConfig(BaseModel):
     def describe(self) -> dict[str, dict[str, Any]]:
         """What the coordinator may know about each dataset: shapes, the feature schema (column
         names in order, dtype, units; the coordinator refuses a site whose schema differs from
-        the study's reference) and counts, no rows."""
+        the study's reference) and counts, no rows. A dataset that fails its data check but
+        passes it without its invalid rows is described as prepared without them (what a study
+        that skips invalid rows trains on; a study that does not gets ``data-check-failed``)."""
         out: dict[str, dict[str, Any]] = {}
         for name, entry in self.datasets.items():
             data, report, _, schema, _ = entry.prepared()
+            if data is None and report is not None:
+                data, _, _, schema, _ = entry.prepared(skip_invalid=True)
             described: dict[str, Any] = {}
             if data is not None:
                 described = {

@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from fedcare.errors import DataError
 from fedcare.evaluation.tripod import tripod_section
 from fedcare.records.arrays import ArrayRecord
+from fedcare.records.invalid_rows import InvalidRows
 
 __all__ = [
     "CARD_VERSION",
@@ -116,7 +118,8 @@ def participants(
     """``(sites, not_participating)`` from round records (``RoundRecord.to_dict()``).
 
     ``sites[site]`` has ``rounds``, ``dataset_fingerprints``, ``num_rows``, ``approval_ids``
-    and ``plan_hashes`` (distinct values in order of first use); ``not_participating[site]``
+    and ``plan_hashes`` (distinct values in order of first use), and ``invalid_rows`` (the
+    last counts of rows it left out) when the study skips invalid rows; ``not_participating[site]``
     is the last reason a sampled site's reply was not aggregated.
     """
     sites: dict[str, dict[str, Any]] = {}
@@ -143,12 +146,22 @@ def participants(
             _add(entry["num_rows"], info.get("num_rows"))
             _add(entry["approval_ids"], info.get("approval_id"))
             _add(entry["plan_hashes"], info.get("plan_hash"))
+            if info.get("invalid_rows"):  # the study's skip_invalid_rows: the last counts
+                entry["invalid_rows"] = _invalid_rows(info["invalid_rows"])
         for site in fit.get("sampled_sites") or []:
             if site in reasons_now or site in rejected:
                 reasons[site] = str(reasons_now.get(site, "rejected by aggregation"))
     entries = {s: {**e, "num_rows": [int(n) for n in e["num_rows"]]} for s, e in sites.items()}
     not_participating = {s: r for s, r in sorted(reasons.items()) if s not in sites}
     return dict(sorted(entries.items())), not_participating
+
+
+def _invalid_rows(text: str) -> dict[str, Any] | None:
+    """A reply's ``invalid_rows`` counts (None when they do not read as counts)."""
+    try:
+        return InvalidRows.from_info(text).to_dict()
+    except DataError:
+        return None
 
 
 def _events(

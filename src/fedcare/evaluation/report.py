@@ -9,6 +9,7 @@ measurements, model card) are left out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -24,10 +25,12 @@ from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 import fedcare.evaluation.plots as plots
+from fedcare.errors import DataError
 from fedcare.evaluation.clinical_format import METRIC_LABELS, ci_html
 from fedcare.evaluation.report_clinical import clinical_context, clinical_figures
 from fedcare.evaluation.report_personal import personalization_view
 from fedcare.evaluation.tripod import tripod_view
+from fedcare.records.invalid_rows import InvalidRows, invalid_rows_by_site
 
 __all__ = ["render_report", "write_report"]
 
@@ -121,7 +124,20 @@ def _header(results: Mapping[str, Any]) -> dict[str, Any]:
             (s, _mapping(sizes.get(s)).get("train"), _mapping(sizes.get(s)).get("test"))
             for s in _sites(results)
         ],
+        # rows a site left out under the study's skip_invalid_rows (counts by reason)
+        "invalid_rows": _invalid_rows(results),
     }
+
+
+def _invalid_rows(results: Mapping[str, Any]) -> list[str]:
+    """One line per site that left out invalid rows: from the round records (a deployed
+    study's replies), else from the simulated dataset's counts."""
+    found = invalid_rows_by_site([_mapping(h) for h in results.get("history", [])])
+    if not found:
+        counts = _mapping(_mapping(results.get("dataset")).get("invalid_rows"))
+        with contextlib.suppress(DataError):
+            found = {str(s): InvalidRows.from_dict(c) for s, c in sorted(counts.items())}
+    return [invalid.sentence(site) for site, invalid in found.items()]
 
 
 def _epsilon_items(privacy: Mapping[str, Any]) -> list[tuple[str, Any]]:

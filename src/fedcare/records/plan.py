@@ -55,9 +55,10 @@ PLAN_KEYS = (
     "dependencies",
     "validation",
     "personalization",
+    "data",
 )
 #: Keys a plan stored before they existed lacks (read as empty).
-_LATER_KEYS = ("validation", "personalization")
+_LATER_KEYS = ("validation", "personalization", "data")
 _MODELS = Path(__file__).resolve().parents[1] / "models"
 _LINEAR = ("base.py", "registry.py", "_validate.py", "_local_sgd.py", "_linear.py")
 #: Model kind -> the adapter source files (under fedcare/models) that run it.
@@ -144,10 +145,15 @@ class TrainingPlan:
     #: itself, whose metrics it reports (:mod:`fedcare.records.personalization_spec`); empty:
     #: none. Left out of the content when empty, so plans without it hash as before.
     personalization: Mapping[str, Any] = field(default_factory=dict)
+    #: How the site treats invalid rows of the dataset (``{"skip_invalid_rows": {"max_fraction":
+    #: 0.05}}``, :mod:`fedcare.site.row_skips`); empty: a site with an unreadable row fails the
+    #: task. Left out of the content when empty, so plans without it hash as before.
+    data: Mapping[str, Any] = field(default_factory=dict)
 
     def content(self) -> dict[str, Any]:
         """The hashed part (everything but the study name)."""
         personal = {"personalization": dict(self.personalization)} if self.personalization else {}
+        data = {"data": dict(self.data)} if self.data else {}
         return {
             "model": dict(self.model),
             "preprocessing": dict(self.preprocessing),
@@ -162,6 +168,7 @@ class TrainingPlan:
             "dependencies": dict(self.dependencies),
             "validation": dict(self.validation),
             **personal,
+            **data,
         }
 
     @property
@@ -180,7 +187,7 @@ class TrainingPlan:
     @classmethod
     def from_task_plan(cls, plan: Mapping[str, Any]) -> TrainingPlan:
         """The plan a task carries; ``ConfigError`` naming the missing or bad key."""
-        # a plan stored before the validation or personalization section existed has none
+        # a plan stored before the validation, personalization or data section existed has none
         missing = [k for k in (*PLAN_KEYS, "study") if k not in plan and k not in _LATER_KEYS]
         if missing:
             raise ConfigError(f"task plan lacks {missing}; it has {sorted(plan)}")
@@ -221,6 +228,7 @@ class TrainingPlan:
             dependencies=dict(plan["dependencies"]),
             validation=dict(plan["validation"]),
             personalization=dict(plan["personalization"]),
+            data=dict(plan["data"]),
         )
 
     def with_local_code(self) -> TrainingPlan:

@@ -27,6 +27,7 @@ __all__ = [
     "DatasetSpec",
     "PreprocessingSpec",
     "PrivacySpec",
+    "SkipInvalidRowsSpec",
     "StrategySpec",
     "StudyConfig",
     "TrainingSpec",
@@ -43,9 +44,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SkipInvalidRowsSpec(_Strict):
+    """A site may leave out rows it cannot read or whose values fail the schema's checks, up
+    to ``max_fraction`` of its rows; they are counted by reason, reported with every reply and
+    audited at the site (:mod:`fedcare.site.row_skips`). Above it the task fails."""
+
+    max_fraction: float = Field(gt=0, le=1)
+
+
 class DatasetSpec(_Strict):
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Unset (the default): a site with an unreadable row fails the task, naming the count.
+    skip_invalid_rows: SkipInvalidRowsSpec | None = None
 
 
 class StrategySpec(_Strict):
@@ -192,5 +203,5 @@ class StudyConfig(_Strict):
         if options == config.dataset.options:
             return config
         return config.model_copy(
-            update={"dataset": DatasetSpec(name=config.dataset.name, options=options)}
+            update={"dataset": config.dataset.model_copy(update={"options": options})}
         )

@@ -137,7 +137,7 @@ def run_simulation(
             f"init_model {study.init_model!r}: simulation has no model registry; "
             "continue from a registered model on a coordinator"
         )
-    ds = agreeing_sites(dataset or load_dataset(study.dataset.name, **study.dataset.options))
+    ds = agreeing_sites(dataset or load_dataset(study.dataset.name, **_dataset_options(study)))
     check_leave_one_site_out(study, len(ds.sites))
     grid = grid_for(
         list(ds.sites), mods=mods, feature_names=ds.feature_names, site_reports=site_reports
@@ -225,6 +225,15 @@ def run_simulation(
     return out
 
 
+def _dataset_options(study: StudyConfig) -> dict[str, Any]:
+    """The dataset's options, with the study's ``skip_invalid_rows`` for mapped tables (the
+    ``cdm`` dataset; built-in datasets have no row check, so nothing to skip)."""
+    skip = study.dataset.skip_invalid_rows
+    if skip is None or study.dataset.name != "cdm":
+        return dict(study.dataset.options)
+    return {**study.dataset.options, "skip_invalid_rows": skip.max_fraction}
+
+
 def simulation_card(
     study: StudyConfig,
     model: TrainedModel,
@@ -277,6 +286,8 @@ def _results(
             "description": ds.description,
             "citation": ds.citation,
             "license": ds.license,
+            # rows each site left out under the study's skip_invalid_rows (counts by reason)
+            **({"invalid_rows": ds.extra["invalid_rows"]} if "invalid_rows" in ds.extra else {}),
         },
         "task": ds.task,
         "metrics": list(ds.metrics),

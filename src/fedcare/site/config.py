@@ -16,7 +16,10 @@ datasets:
 Relative paths are taken from the folder of the site data file. A mapped dataset is checked
 (:func:`fedcare.data.cdm.check_table`) when it is loaded; when it fails the schema's required
 checks, the site refuses every task on it with the report's summary (``data-check-failed``),
-and the coordinator learns only the report's shareable counts.
+and the coordinator learns only the report's shareable counts. A study whose plan allows it
+(``dataset.skip_invalid_rows``) trains on the dataset prepared with ``skip_invalid=True``: the
+rows that cannot be read or hold a value failing the check are left out and counted by reason
+(:mod:`fedcare.data.cdm.invalid_rows`, :mod:`fedcare.site.row_skips`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fedcare.data.cdm import SiteMapping, SiteReport
+    from fedcare.records.invalid_rows import InvalidRows
 
 __all__ = ["DATA_CHECK_FAILED", "DatasetEntry", "PreparedDataset", "SiteDataConfig", "refusal"]
 
@@ -87,16 +91,26 @@ class DatasetEntry(BaseModel):
         prepared = self.prepared()
         return prepared.data, prepared.report
 
-    def prepared(self) -> PreparedDataset:
+    def prepared(self, *, skip_invalid: bool = False) -> PreparedDataset:
         """:meth:`checked`, plus for a mapped source the harmonized table analytics reads
         (every row, the schema's variable names; see :func:`fedcare.data.cdm.analysis_frame`).
+
+        ``skip_invalid``: rows that cannot be read (CSV lines with too many fields, unreadable
+        DICOM files) or hold a value failing the data check are left out before the check, and
+        counted by reason in the result's ``invalid`` (a built-in dataset has no row check:
+        none is left out).
         """
+        from fedcare.records.invalid_rows import InvalidRows
+
         if self.builtin is not None:
             from fedcare.data.registry import load_dataset
 
             federated = load_dataset(self.builtin, **self.options)
             data = federated.site(str(self.site))
-            return PreparedDataset(data, None, None, _schema(data, federated.feature_names))
+            rows = len(data.train) + len(data.test)
+            invalid = InvalidRows(rows, {}, skipped=True) if skip_invalid else None
+            features = _schema(data, federated.feature_names)
+            return PreparedDataset(data, None, None, features, invalid)
         from fedcare.data.cdm import (
             Schema,
             SiteMapping,
@@ -109,15 +123,22 @@ class DatasetEntry(BaseModel):
 
         schema = Schema.from_yaml(str(self.schema_file))
         mapping = SiteMapping.from_yaml(str(self.mapping))
-        result = check_table(_read_source(self.source, mapping), schema, mapping)
+        raw = _read_source(self.source, mapping, lenient=skip_invalid)
+        result = check_table(raw, schema, mapping)
+        invalid = None
+        if skip_invalid:
+            from fedcare.data.cdm.invalid_rows import without_invalid_rows
+
+            kept, invalid = without_invalid_rows(raw, result.problems)
+            result = check_table(kept, schema, mapping)
         if not result.report.passed:
-            return PreparedDataset(None, result.report, None, None)
+            return PreparedDataset(None, result.report, None, None, invalid)
         site_id = self.site or mapping.site or "site"
         site, _ = to_site_data(
             result, schema, site_id, test_fraction=self.test_fraction, seed=self.seed
         )
         schema_out = _schema(site, feature_names(schema), feature_units(schema))
-        return PreparedDataset(site, result.report, analysis_frame(result), schema_out)
+        return PreparedDataset(site, result.report, analysis_frame(result), schema_out, invalid)
 
     def load(self) -> SiteData:
         """The site's data; a mapped source that fails its data check raises DataError."""
@@ -132,12 +153,13 @@ class PreparedDataset(NamedTuple):
     """A dataset entry, loaded: the arrays (``None`` if it failed its data check), the
     data-check report (mapped sources), the harmonized table (mapped sources that passed) and
     the feature schema (:func:`fedcare.data.schema_check.feature_schema`; ``None`` without
-    data)."""
+    data) and, prepared with ``skip_invalid``, the rows left out by reason."""
 
     data: SiteData | None
     report: SiteReport | None
     frame: pd.DataFrame | None
     schema: dict[str, Any] | None
+    invalid: InvalidRows | None = None
 
 
 def _schema(
@@ -151,12 +173,21 @@ def _under(base: Path, path: str | None) -> str | None:
     return None if path is None else str(base / path)
 
 
-def _read_source(source: dict[str, Any] | str | None, mapping: SiteMapping) -> pd.DataFrame:
+def _read_source(
+    source: dict[str, Any] | str | None, mapping: SiteMapping, *, lenient: bool = False
+) -> pd.DataFrame:
+    """The raw table; ``lenient``: a DICOM source skips (and counts) unreadable files."""
     from fedcare.data.cdm.io import read_source, read_table
+    from fedcare.data.loaders.base import UNREADABLE_ATTR, UNREADABLE_FILE
 
-    if isinstance(source, dict):
-        return read_source(source, mapping)
-    return read_table(str(source), mapping)
+    if not isinstance(source, dict):
+        return read_table(str(source), mapping)
+    dicom = lenient and source.get("kind") == "dicom"
+    table = read_source({**source, "on_error": "skip"} if dicom else source, mapping)
+    skipped = len(table.attrs.get("skipped") or ()) if dicom else 0
+    if skipped:
+        table.attrs[UNREADABLE_ATTR] = {UNREADABLE_FILE: skipped}
+    return table
 
 
 def refusal(reason: str) -> Callable[[Task], Reply]:
@@ -181,10 +212,14 @@ class SiteDataConfig(BaseModel):
     def describe(self) -> dict[str, dict[str, Any]]:
         """What the coordinator may know about each dataset: shapes, the feature schema (column
         names in order, dtype, units; the coordinator refuses a site whose schema differs from
-        the study's reference) and counts, no rows."""
+        the study's reference) and counts, no rows. A dataset that fails its data check but
+        passes it without its invalid rows is described as prepared without them (what a study
+        that skips invalid rows trains on; a study that does not gets ``data-check-failed``)."""
         out: dict[str, dict[str, Any]] = {}
         for name, entry in self.datasets.items():
-            data, report, _, schema = entry.prepared()
+            data, report, _, schema, _ = entry.prepared()
+            if data is None and report is not None:
+                data, _, _, schema, _ = entry.prepared(skip_invalid=True)
             described: dict[str, Any] = {}
             if data is not None:
                 described = {

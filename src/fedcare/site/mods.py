@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from fedcare.errors import FedcareError
+from fedcare.records.invalid_rows import InvalidRows
 from fedcare.records.messages import Reply, Task
 from fedcare.site.app import Handler, Mod
 from fedcare.site.approvals import ApprovalStore
@@ -104,11 +105,19 @@ def refuse_task(audit: AuditSink, task: Task, refusal: Refusal) -> Reply:
 
 
 def audit_mod(audit: AuditSink) -> Mod:
-    """Log every task received and every reply sent (kind, size and SHA-256 of its bytes)."""
+    """Log every task received and every reply sent (kind, size and SHA-256 of its bytes), and
+    the invalid rows a task left out (``rows-skipped``) or failed on (``rows-invalid``), by
+    reason (counts only; :mod:`fedcare.site.row_skips`)."""
 
     def mod(task: Task, next_handler: Handler) -> Reply:
         audit.append("task-received", **task_fields(task))
         reply = next_handler(task)
+        counts = reply.info.get("invalid_rows")
+        if counts:
+            invalid = InvalidRows.from_info(counts)
+            event = "rows-skipped" if invalid.skipped else "rows-invalid"
+            audit.append(event, task_id=task.task_id, dataset=task_fields(task)["dataset"],
+                         **invalid.to_dict())  # fmt: skip
         payload = encode_reply(reply)
         audit.append(
             "reply-sent",

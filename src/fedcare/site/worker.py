@@ -55,8 +55,9 @@ from fedcare.packages.sandbox import (
 )
 from fedcare.packages.store import PackageStore
 from fedcare.records.messages import Reply, Task
-from fedcare.site.config import SiteDataConfig, refusal
+from fedcare.site.config import PreparedDataset, SiteDataConfig, refusal
 from fedcare.site.packages import PACKAGES_DIR
+from fedcare.site.row_skips import InvalidRowsHandler
 from fedcare.transport.codec import decode_reply, decode_task, encode_reply, encode_task
 
 __all__ = ["TaskWorker", "build_apps", "package_builder"]
@@ -88,28 +89,40 @@ def build_apps(
     counts below ``min_cell`` (the site policy's) and read a mapped dataset's harmonized
     table, or a refusal for a dataset that failed its data check. ``packages`` makes each
     dataset's builder of study packages' adapters (:func:`package_builder`: sandboxed
-    runners; one builder per dataset, so no runner sees two datasets' rows)."""
+    runners; one builder per dataset, so no runner sees two datasets' rows). A study whose
+    plan skips invalid rows gets the dataset prepared without them, on its first task
+    (:class:`fedcare.site.row_skips.InvalidRowsHandler`)."""
+    apps: dict[str, Any] = {}
+    for name, entry in config.datasets.items():
+        app = partial(_dataset_app, site_id, state_dir / name, he_secret, min_cell, packages)
+        apps[name] = InvalidRowsHandler.for_entry(name, entry, app)
+    return apps
+
+
+def _dataset_app(
+    site_id: str,
+    state_dir: Path,
+    he_secret: Path | None,
+    min_cell: int,
+    packages: Callable[[], PackageBuilder] | None,
+    prepared: PreparedDataset,
+) -> Any:
+    """A :class:`SiteApp` on a prepared dataset, or a refusal when it failed its check."""
     from fedcare.data.base import SiteData
     from fedcare.site.app import SiteApp
 
-    apps: dict[str, Any] = {}
-    for name, entry in config.datasets.items():
-        data, report, frame, schema = entry.prepared()
-        if data is None:  # failed its data check: every task on it is refused with the reason
-            apps[name] = refusal(report.summary if report is not None else "no data")
-            continue
-        app = SiteApp(
-            SiteData(site_id, data.train, data.test),
-            state_dir=state_dir / name,
-            he_secret=he_secret,
-        )
-        app.runtime.analytics_policy = AnalyticsPolicy(min_cell=min_cell)
-        app.runtime.analytics_frame = frame
-        app.runtime.feature_names = _column_names(schema)
-        if packages is not None:
-            app.runtime.model_builder = partial(build_model, packages=packages())
-        apps[name] = app
-    return apps
+    data, report, frame, schema, _ = prepared
+    if data is None:  # failed its data check: every task on it is refused with the reason
+        return refusal(report.summary if report is not None else "no data")
+    app = SiteApp(
+        SiteData(site_id, data.train, data.test), state_dir=state_dir, he_secret=he_secret
+    )
+    app.runtime.analytics_policy = AnalyticsPolicy(min_cell=min_cell)
+    app.runtime.analytics_frame = frame
+    app.runtime.feature_names = _column_names(schema)
+    if packages is not None:
+        app.runtime.model_builder = partial(build_model, packages=packages())
+    return app
 
 
 def _column_names(schema: dict[str, Any] | None) -> tuple[str, ...]:

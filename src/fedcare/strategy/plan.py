@@ -25,7 +25,13 @@ from fedcare.strategy.site_half import (
 if TYPE_CHECKING:
     from fedcare.records.study import StudyConfig
 
-__all__ = ["check_strategy_matches_study", "personal_summary", "plan_for_study", "plan_summary"]
+__all__ = [
+    "check_strategy_matches_study",
+    "data_summary",
+    "personal_summary",
+    "plan_for_study",
+    "plan_summary",
+]
 
 
 def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
@@ -57,6 +63,7 @@ def plan_for_study(study: Any, *, with_code: bool = True) -> TrainingPlan:
         site_half=site_half_of_study(study),
         validation=_validation(study),
         personalization=_personalization(study, kind),
+        data=_data(study),
         code=local_code(kind) if with_code else {},
         dependencies=local_dependencies(kind, package_requires(model)) if with_code else {},
     )
@@ -71,6 +78,25 @@ def _validation(study: Any) -> dict[str, Any]:
     if section.get("validation_share") is None:  # unset: the plan (and its hash) as before
         section.pop("validation_share", None)
     return section
+
+
+def _data(study: Any) -> dict[str, Any]:
+    """How sites treat invalid rows, as the plan carries it (empty when unset: the plan and
+    its hash as before)."""
+    skip = getattr(getattr(study, "dataset", None), "skip_invalid_rows", None)
+    return {} if skip is None else {"skip_invalid_rows": skip.model_dump(mode="json")}
+
+
+def data_summary(data: Mapping[str, Any]) -> str:
+    """How the site treats invalid rows, for the steward."""
+    skip = data.get("skip_invalid_rows")
+    if not isinstance(skip, Mapping):
+        return "a row that cannot be read fails the task (naming the count)"
+    return (
+        f"skips up to {float(skip.get('max_fraction', 0)):.0%} invalid rows (unreadable or "
+        "failing the schema's checks), counted by reason, reported and audited; only the "
+        "counts leave the site; above that the task fails"
+    )
 
 
 def _personalization(study: Any, kind: str) -> dict[str, Any]:
@@ -111,6 +137,7 @@ def plan_summary(plan: TrainingPlan) -> str:
         f"study:         {plan.study}",
         f"plan hash:     {plan.hash}",
         f"dataset:       {plan.dataset}",
+        *([f"invalid rows:  {data_summary(plan.data)}"] if plan.data else []),
         f"privacy mode:  {plan.privacy_mode}"
         + (f" (epsilon {plan.epsilon:g})" if plan.epsilon is not None else ""),
         f"model:         {_inline(plan.model)}",

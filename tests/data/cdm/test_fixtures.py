@@ -55,7 +55,7 @@ def test_a_site_that_fails_its_check_is_refused_with_the_reason() -> None:
     mappings = _mappings()
     fed = build_federation(schema, {s: (tables[s], mappings[s]) for s in FIXTURE_SITES})
     assert fed.site_ids == ["north", "south", "east"]
-    reason = "required variable 'sex': 61.0% of values invalid (> max_invalid 5%)"
+    reason = "required variable 'sex': 61 of 100 values invalid (61.0% > max_invalid 5%)"
     assert reason in fed.extra["refused_sites"]["west"]
     assert fed.extra["data_checks"]["west"]["passed"] is False
     assert fed.feature_names == ("age", "sex_1", "glucose", "sbp")

@@ -12,22 +12,31 @@ import pandas as pd
 from fedcare.data.cdm._yaml import read_yaml
 from fedcare.data.cdm.harmonize import with_source_names
 from fedcare.data.cdm.mapping import SiteMapping
+from fedcare.data.loaders.base import UNREADABLE_ATTR, UNREADABLE_LINE
 from fedcare.errors import ConfigError, DataError
 
 __all__ = ["read_source", "read_table"]
 
 
 def _pandas_table(path: Path, header: bool) -> pd.DataFrame:
-    """CSV (every value as text, so missing codes like ``?`` stay visible) or Parquet."""
+    """CSV (every value as text, so missing codes like ``?`` stay visible) or Parquet.
+
+    A CSV line with more fields than the header is left out and counted in
+    ``frame.attrs["unreadable_rows"]`` (:mod:`fedcare.data.cdm.invalid_rows`).
+    """
+    bad: list[int] = []
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
-        return pd.read_csv(
+        frame = pd.read_csv(
             path, dtype=str, keep_default_na=False, header=0 if header else None, sep=None,
-            engine="python",
+            engine="python", on_bad_lines=lambda f: bad.append(len(f)),
         )  # fmt: skip
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read data file {path}: {err}") from None
+    if bad:
+        frame.attrs[UNREADABLE_ATTR] = {UNREADABLE_LINE: len(bad)}
+    return frame
 
 
 def _load_source(source: Mapping[str, Any], base_dir: Path, header: bool) -> pd.DataFrame:
@@ -39,7 +48,7 @@ def _load_source(source: Mapping[str, Any], base_dir: Path, header: bool) -> pd.
         spec = dict(source)
         if spec.get("kind") == "csv" and not header:  # the mapping names the columns
             spec.setdefault("header", False)
-        table: pd.DataFrame = load_table(spec, base_dir=base_dir)
+        table: pd.DataFrame = load_table(spec, base_dir=base_dir, count_unreadable=True)
         return table
     kind = source.get("kind")
     if kind not in ("csv", "parquet") or "path" not in source:
@@ -50,6 +59,9 @@ def _load_source(source: Mapping[str, Any], base_dir: Path, header: bool) -> pd.
 
 def read_table(data: str | Path, mapping: SiteMapping | None = None) -> pd.DataFrame:
     """The raw table at ``data``: a CSV/Parquet file or a loader source YAML.
+
+    A CSV line with more fields than the header is left out and counted in
+    ``attrs["unreadable_rows"]``; :func:`~fedcare.data.cdm.check_table` fails on them.
 
     A mapping with ``source_columns`` marks a CSV file without a header row.
     """

@@ -111,6 +111,7 @@ def load_cdm(
     test_fraction: float = 0.3,
     seed: int = 0,
     base_dir: str | None = None,
+    skip_invalid_rows: float | None = None,
 ) -> FederatedDataset:
     """Each site's table, harmonized with its mapping to ``schema`` and checked.
 
@@ -124,6 +125,10 @@ def load_cdm(
         Each site's stratified train/test split.
     base_dir:
         Folder that relative paths resolve against (default: the working directory).
+    skip_invalid_rows:
+        The study's ``dataset.skip_invalid_rows.max_fraction`` (set by the simulation from the
+        study, not by the study's options): each site leaves out its invalid rows, counted
+        (:func:`fedcare.data.cdm.build_federation`).
 
     Raises
     ------
@@ -141,4 +146,6 @@ def load_cdm(
         if not isinstance(spec, Mapping):
             raise ConfigError(f"dataset 'cdm' site {site!r}: expected a mapping, got {spec!r}")
         tables[str(site)] = _site_table(str(site), spec, base)
-    return build_federation(cdm, tables, test_fraction=test_fraction, seed=seed)
+    return build_federation(
+        cdm, tables, test_fraction=test_fraction, seed=seed, skip_invalid=skip_invalid_rows
+    )

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from fedcare.data.cdm.harmonize import Harmonized, Problem, harmonize
+from fedcare.data.cdm.invalid_rows import InvalidRows, unreadable_counts
 from fedcare.data.cdm.mapping import SiteMapping
 from fedcare.data.cdm.schema import Schema, Variable
 from fedcare.data.cdm.validate import TableCheck, validate_table
@@ -238,8 +239,8 @@ def _failures(
     for v in reports:
         if v.required and rows and v.invalid / rows > schema.checks.max_invalid:
             out.append(
-                f"required variable {v.name!r}: {v.invalid / rows:.1%} of values invalid "
-                f"(> max_invalid {schema.checks.max_invalid:.0%})"
+                f"required variable {v.name!r}: {v.invalid} of {rows} values invalid "
+                f"({v.invalid / rows:.1%} > max_invalid {schema.checks.max_invalid:.0%})"
             )
     for name, variable in schema.variables.items():
         if variable.required and all(v.name != name for v in reports):
@@ -249,6 +250,9 @@ def _failures(
 
 def check_table(frame: pd.DataFrame, schema: Schema, mapping: SiteMapping) -> CheckResult:
     """Harmonize ``frame`` with ``mapping``, validate it against ``schema``, and report.
+
+    Rows the loader could not read (``frame.attrs["unreadable_rows"]``) fail the check,
+    counted.
 
     Raises
     ------
@@ -260,6 +264,12 @@ def check_table(frame: pd.DataFrame, schema: Schema, mapping: SiteMapping) -> Ch
     problems = sorted([*h.problems, *row_problems], key=lambda p: (p.row, p.variable))
     reports = [_variable_report(h, schema.variables[c], problems) for c in h.frame.columns]
     failures = _failures(schema, reports, failed, h.source_rows)
+    unreadable = unreadable_counts(frame)  # lines the loader could not read: never silent
+    if unreadable:
+        lost = InvalidRows.of(h.source_rows + sum(unreadable.values()), unreadable, skipped=False)
+        failures.insert(
+            0, f"{lost.count} of {lost.rows} rows could not be read ({lost.reasons_text()})"
+        )
     report = SiteReport(
         schema=schema.name,
         site=mapping.site,

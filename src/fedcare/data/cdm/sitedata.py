@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fedcare.data.base import Dataset, FederatedDataset, SiteData, TaskType
+from fedcare.data.cdm.invalid_rows import without_invalid_rows
 from fedcare.data.cdm.mapping import SiteMapping
 from fedcare.data.cdm.report import CheckResult, check_table
 from fedcare.data.cdm.schema import Schema
@@ -143,8 +144,14 @@ def build_federation(
     *,
     test_fraction: float = 0.3,
     seed: int = 0,
+    skip_invalid: float | None = None,
 ) -> FederatedDataset:
     """A simulated federation from each site's raw table and mapping (simulation only).
+
+    ``skip_invalid`` (a study's ``dataset.skip_invalid_rows.max_fraction``): each site leaves
+    out its invalid rows (:func:`fedcare.data.cdm.invalid_rows.without_invalid_rows`) as a site
+    agent would, ``extra["invalid_rows"]`` counting them per site by reason; a site with more
+    than that fraction invalid is refused, naming the count and the fraction.
 
     A site whose data fails the required checks is refused, as a site agent would: it is left
     out, and ``extra["refused_sites"]`` gives its report's summary. ``extra["data_checks"]``
@@ -160,8 +167,20 @@ def build_federation(
     refused: dict[str, str] = {}
     shared: dict[str, object] = {}
     frames: dict[str, pd.DataFrame] = {}
+    invalid_rows: dict[str, dict[str, object]] = {}
     for site_id, (table, mapping) in sites.items():
         result = check_table(table, schema, mapping)
+        if skip_invalid is not None:
+            kept_rows, invalid = without_invalid_rows(table, result.problems)
+            invalid_rows[site_id] = invalid.to_dict()
+            if invalid.fraction > skip_invalid:
+                refused[site_id] = (
+                    f"{invalid.count} of {invalid.rows} rows are invalid "
+                    f"({invalid.fraction:.1%}), more than the {skip_invalid:.1%} the study allows "
+                    f"to skip: {invalid.reasons_text()}"
+                )
+                continue
+            result = check_table(kept_rows, schema, mapping)
         shared[site_id] = result.report.shareable()
         if not result.report.passed:
             refused[site_id] = result.report.summary
@@ -179,5 +198,10 @@ def build_federation(
         feature_names=feature_names(schema),
         metrics=("cindex",) if task == "survival" else ("accuracy", "auroc"),
         description=schema.description,
-        extra={"refused_sites": refused, "data_checks": shared, ANALYTICS_FRAMES: frames},
+        extra={
+            "refused_sites": refused,
+            "data_checks": shared,
+            ANALYTICS_FRAMES: frames,
+            **({"invalid_rows": invalid_rows} if skip_invalid is not None else {}),
+        },
     )

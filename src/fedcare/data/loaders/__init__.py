@@ -44,7 +44,10 @@ __all__ = [
 
 
 def load_table(
-    source: Mapping[str, Any] | SourceSpec, *, base_dir: Path | None = None
+    source: Mapping[str, Any] | SourceSpec,
+    *,
+    base_dir: Path | None = None,
+    count_unreadable: bool = False,
 ) -> pd.DataFrame:
     """Read the table a source spec describes.
 
@@ -56,6 +59,10 @@ def load_table(
     base_dir:
         Folder that relative paths (and relative SQLite files) resolve against: usually the
         folder of the YAML file the spec came from. ``None``: the working directory.
+    count_unreadable:
+        A CSV line with more fields than the header is left out and counted in
+        ``df.attrs["unreadable_rows"]`` instead of failing the read (a data check then fails
+        on it unless the study skips invalid rows; :mod:`fedcare.data.cdm.invalid_rows`).
 
     Returns
     -------
@@ -73,7 +80,7 @@ def load_table(
     if isinstance(spec, CsvSource):
         from fedcare.data.loaders.csv import load_csv
 
-        return load_csv(spec, base_dir)
+        return load_csv(spec, base_dir, count_unreadable=count_unreadable)
     if isinstance(spec, ParquetSource):
         from fedcare.data.loaders.parquet import load_parquet
 

@@ -22,6 +22,9 @@ from fedcare.errors import ConfigError
 
 __all__ = [
     "IDENTIFYING_DICOM_TAGS",
+    "UNREADABLE_ATTR",
+    "UNREADABLE_FILE",
+    "UNREADABLE_LINE",
     "CsvSource",
     "DicomSource",
     "FhirSource",
@@ -32,6 +35,12 @@ __all__ = [
     "parse_source",
     "resolve_path",
 ]
+
+#: ``frame.attrs`` key where a loader counts the records it could not read, by reason (a
+#: study may skip them: :mod:`fedcare.data.cdm.invalid_rows`).
+UNREADABLE_ATTR = "unreadable_rows"
+UNREADABLE_LINE = "unreadable line (wrong number of fields)"
+UNREADABLE_FILE = "unreadable file"
 
 # DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile: the commonly present
 # attributes it removes or replaces. We keep patient characteristics (sex, age, size, weight),

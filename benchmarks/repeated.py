@@ -67,7 +67,8 @@ from typing import Any
 from fedcare.data.base import FederatedDataset
 from fedcare.data.heart import SPLIT_SEED
 from fedcare.data.registry import load_dataset
-from quality_protocols import EICU, HEART, TCGA
+from quality_protocols import EICU, EICU_HOSPITAL, HEART, TCGA
+from repeated_exam import exam_rows
 from repeated_protocol import Spec, rows_of, runs_of
 from results_file import write_rows
 
@@ -88,6 +89,10 @@ def _heart(split_seed: int | None) -> FederatedDataset:
 
 def _eicu(split_seed: int | None) -> FederatedDataset:
     return load_dataset("eicu", split="region", seed=split_seed)
+
+
+def _eicu_hospital(split_seed: int | None) -> FederatedDataset:
+    return load_dataset("eicu", split="hospital", seed=split_seed)
 
 
 def _tcga(split_seed: int | None) -> FederatedDataset:
@@ -114,6 +119,7 @@ SPECS: dict[str, Spec] = {
         reference=SPLIT_SEED,
         reference_label=f"FLamby's split {SPLIT_SEED}",
         fixed_pairs=("cleveland", "hungary"),
+        exam=True,
         undefined={
             "auroc": ("AUROC", _ONE_CLASS, "Switzerland's single negative row landing in training")
         },
@@ -129,6 +135,22 @@ SPECS: dict[str, Spec] = {
         runs_file=HERE / "results" / "repeated_runs_eicu.jsonl",
         reference=0,
         reference_label="quality.py's split (seed 0)",
+        undefined={"auroc": ("AUROC", _ONE_CLASS, "")},
+        exam=True,
+    ),
+    "eicu-hospital": Spec(
+        key="eicu-hospital",
+        protocol=EICU_HOSPITAL,
+        protocol_name="EICU_HOSPITAL",
+        load=_eicu_hospital,
+        metrics=("auroc",),
+        grid=_grid(((0.01, 20), (0.03, 50), (0.1, 50), (0.1, 150)), (0.003, 0.03, 0.3)),
+        runs_file=HERE / "results" / "repeated_runs_eicu-hospital.jsonl",
+        reference=0,
+        reference_label="quality.py's split (seed 0)",
+        strategies=("fedavg", "scaffold"),
+        union=True,
+        quality_settings=False,
         undefined={"auroc": ("AUROC", _ONE_CLASS, "")},
     ),
     "tcga-brca": Spec(
@@ -182,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = runs_of(spec, spec.split_seeds(args.splits or spec.splits), seeds)
         reference = runs_of(spec, [spec.reference], seeds)[0]
         rows += rows_of(spec, runs, reference)
+        if spec.exam:
+            rows += exam_rows(key, runs, spec.metrics, reference=reference,
+                              reference_label=spec.reference_label)  # fmt: skip
         if key == "tcga-brca" and not args.tcga_check:
             rows += check
     if args.tcga_check:

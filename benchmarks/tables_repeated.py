@@ -121,15 +121,16 @@ def _exam(group: Sequence[Row]) -> list[str]:
                             _EXAM_COLUMNS]
         for method, metric in keys
     ]  # fmt: skip
-    caption = group[0]["notes"].split("; mean over")[0]
+    caption = "mean over" + group[0]["notes"].split("; mean over", 1)[1].split("; 95%")[0]
     alone = [r for r in group if r["metric"].endswith("own-site-absolute")]
     quoted = "; ".join(
         f"{r['method']} {r['metric'].split(_EXAM)[0]} {_alone(r)[1]}" for r in alone if _alone(r)[1]
     )
     split = _alone(alone[0])[0] if alone else ""
     out = [
-        f"**{group[0]['dataset']}**, EXAM-style summary over the same splits ({caption}): "
-        "federated minus local, mean [95% interval]",
+        f"**{group[0]['dataset']}**, EXAM-style summary (Dayan et al. 2021) over the same splits "
+        f"({caption}), from the stored per-site scores: federated minus local, mean [95% "
+        "interval]",
         "",
         *table(["method", "metric", *(h for _, h in _EXAM_COLUMNS)], body),
         "",

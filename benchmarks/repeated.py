@@ -1,4 +1,4 @@
-"""Repeated splits: heart disease, eICU and TCGA-BRCA over many splits x seeds, with 95% intervals.
+"""Repeated splits: heart disease, eICU, TCGA-BRCA over many splits x seeds, with 95% intervals.
 
 ``quality.py`` scores every method on one split and its SD is over training seeds only. Here
 each repetition is a new train/test split of every site's rows, drawn as the dataset's own
@@ -8,6 +8,12 @@ split is drawn, and within it:
   split_seed=k)``); FLamby's split 43 is ``quality.py``'s.
 * ``eicu``: the 4 US regions, a 70/30 split per region grouped by patient and stratified by
   outcome (``load_eicu(split="region", seed=k)``); seed 0 is ``quality.py``'s split.
+* ``eicu-hospital``: the 11 hospitals with >= 20 stays, the same split per hospital
+  (``load_eicu(split="hospital", seed=k)``; seed 0 is ``quality.py``'s ``@hospital`` split).
+  FedAvg and SCAFFOLD only (as ``quality.py``), no quality-settings baselines; every model is
+  also scored on all hospitals' test stays together (``auroc-union``), since in every split
+  only 2 hospitals' test stays hold a death. Each run records per site its test rows and
+  positives (``test``), which the notes summarize.
 * ``tcga-brca``: the 6 regions, per region a split stratified on the event with FLamby's test
   sizes (``load_tcga_brca(split_seed=k)``); FLamby's stored split is ``quality.py``'s.
 
@@ -37,6 +43,9 @@ figure; they are too narrow for that. The strategies' settings were tuned on the
 of ``quality.py``'s split, some of which are test rows of other splits: a small leak in their
 favour.
 
+For heart disease and eICU's regions the EXAM-style summary is computed from each run's stored
+per-site scores (``repeated_exam.py``; rows ``<metric>-exam-...``).
+
 ``quality.py``'s split is run the same way and quoted in the notes, outside the intervals. Each
 finished split is appended to the dataset's ``results/repeated_runs*.jsonl`` (per-split,
 per-seed scores; ``--fresh`` starts that dataset over), so a run can be stopped and resumed.
@@ -48,10 +57,10 @@ split), which flatters validation losses a little but reads no test row.
 
 Run time on 2 shared CPU cores (load 4-6): about 25 s per split for eICU and TCGA-BRCA (tuning
 is most of it: 5 x 12 and 7 x 18 grid runs, one seed each), 20 to 55 s as the other processes
-on the machine came and went; heart disease about 20 s per split. Stored runs are only
-summarized.
+on the machine came and went; heart disease about 20 s per split, eICU's hospitals 10 to 24 s
+(8.3 min for 31 splits x 3 seeds). Stored runs are only summarized.
 
-Usage: ``python benchmarks/repeated.py [--dataset all|heart-disease|eicu|tcga-brca]
+Usage: ``python benchmarks/repeated.py [--dataset all|heart-disease|eicu|eicu-hospital|tcga-brca]
 [--splits 30] [--seeds 3] [--fresh] [--tcga-check]``.
 """
 
@@ -67,7 +76,8 @@ from typing import Any
 from fedcare.data.base import FederatedDataset
 from fedcare.data.heart import SPLIT_SEED
 from fedcare.data.registry import load_dataset
-from quality_protocols import EICU, HEART, TCGA
+from quality_protocols import EICU, EICU_HOSPITAL, HEART, TCGA
+from repeated_exam import exam_rows
 from repeated_protocol import Spec, rows_of, runs_of
 from results_file import write_rows
 
@@ -88,6 +98,10 @@ def _heart(split_seed: int | None) -> FederatedDataset:
 
 def _eicu(split_seed: int | None) -> FederatedDataset:
     return load_dataset("eicu", split="region", seed=split_seed)
+
+
+def _eicu_hospital(split_seed: int | None) -> FederatedDataset:
+    return load_dataset("eicu", split="hospital", seed=split_seed)
 
 
 def _tcga(split_seed: int | None) -> FederatedDataset:
@@ -114,6 +128,7 @@ SPECS: dict[str, Spec] = {
         reference=SPLIT_SEED,
         reference_label=f"FLamby's split {SPLIT_SEED}",
         fixed_pairs=("cleveland", "hungary"),
+        exam=True,
         undefined={
             "auroc": ("AUROC", _ONE_CLASS, "Switzerland's single negative row landing in training")
         },
@@ -129,6 +144,22 @@ SPECS: dict[str, Spec] = {
         runs_file=HERE / "results" / "repeated_runs_eicu.jsonl",
         reference=0,
         reference_label="quality.py's split (seed 0)",
+        undefined={"auroc": ("AUROC", _ONE_CLASS, "")},
+        exam=True,
+    ),
+    "eicu-hospital": Spec(
+        key="eicu-hospital",
+        protocol=EICU_HOSPITAL,
+        protocol_name="EICU_HOSPITAL",
+        load=_eicu_hospital,
+        metrics=("auroc",),
+        grid=_grid(((0.01, 20), (0.03, 50), (0.1, 50), (0.1, 150)), (0.003, 0.03, 0.3)),
+        runs_file=HERE / "results" / "repeated_runs_eicu-hospital.jsonl",
+        reference=0,
+        reference_label="quality.py's split (seed 0)",
+        strategies=("fedavg", "scaffold"),
+        union=True,
+        quality_settings=False,
         undefined={"auroc": ("AUROC", _ONE_CLASS, "")},
     ),
     "tcga-brca": Spec(
@@ -182,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = runs_of(spec, spec.split_seeds(args.splits or spec.splits), seeds)
         reference = runs_of(spec, [spec.reference], seeds)[0]
         rows += rows_of(spec, runs, reference)
+        if spec.exam:
+            rows += exam_rows(key, runs, spec.metrics, reference=reference,
+                              reference_label=spec.reference_label)  # fmt: skip
         if key == "tcga-brca" and not args.tcga_check:
             rows += check
     if args.tcga_check:

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedcare.data.base import FederatedDataset
 from fedcare.evaluation.summary import summarize_sites
 from quality import base_study, study_for
-from quality_harness import merge, run_method, validation_split
+from quality_harness import merge, run_method, union_site, validation_split
 from quality_protocols import Protocol
 from repeated_stats import difference_row, row, split_means
 
@@ -59,6 +61,17 @@ class Spec:
     extra_notes: Mapping[str, str] = field(default_factory=dict)
     #: metric -> (label, when it is undefined at a site, why) for the notes.
     undefined: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: Also score every model on all sites' test rows together (metrics ``<metric>-union``).
+    union: bool = False
+    #: Also run the local and pooled models with quality.py's fixed settings.
+    quality_settings: bool = True
+    #: Add the EXAM-style summary rows (``repeated_exam.py``).
+    exam: bool = False
+
+    @property
+    def reported(self) -> tuple[str, ...]:
+        """The metrics of the rows: ``metrics``, then their ``-union`` forms where scored."""
+        return self.metrics + (tuple(f"{k}-union" for k in self.metrics) if self.union else ())
 
     def split_seeds(self, n: int) -> list[int]:
         """The first ``n`` split seeds 0, 1, ... other than the reference split."""
@@ -102,12 +115,23 @@ def tune(spec: Spec, val: FederatedDataset, base: Mapping[str, Any]) -> dict[str
     return chosen
 
 
-def _scores(metrics: Sequence[str], per_site: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+def _scores(
+    metrics: Sequence[str],
+    per_site: Mapping[str, Mapping[str, float]],
+    extra: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, Any]:
     means = summarize_sites(per_site)["unweighted"]
+    more = {f"{m}-{name}": float(v[m]) for name, v in (extra or {}).items() for m in metrics}
     return {
         **{m: float(means[m]) for m in metrics},
+        **more,
         "sites": {s: {m: float(v[m]) for m in metrics} for s, v in per_site.items()},
     }
+
+
+def _test_counts(ds: FederatedDataset) -> dict[str, list[int]]:
+    """Per site: [test rows, positive (or event) test rows]."""
+    return {s.site_id: [len(s.test), int(np.sum(np.asarray(s.test.y) > 0))] for s in ds.sites}
 
 
 def run_split(spec: Spec, split_seed: int | None, seeds: Sequence[int]) -> dict[str, Any]:
@@ -115,6 +139,7 @@ def run_split(spec: Spec, split_seed: int | None, seeds: Sequence[int]) -> dict[
     base = base_study(spec.protocol)
     ds = spec.load(split_seed)
     val = validation_split(ds)
+    extra = {"union": union_site(ds)} if spec.union else None
     chosen = tune(spec, val, base)
     plans: dict[str, tuple[str, dict[str, Any]]] = {
         m: (m, study_for(spec.protocol, base, m)) for m in spec.strategies
@@ -123,18 +148,24 @@ def run_split(spec: Spec, split_seed: int | None, seeds: Sequence[int]) -> dict[
         fixed = study_for(spec.protocol, base, method)
         tuned = fixed if chosen[method] == "fixed" else merge(fixed, chosen[method])
         plans[method] = (method, tuned)
-        plans[f"{method}-quality-settings"] = (method, fixed)
+        if spec.quality_settings:
+            plans[f"{method}-quality-settings"] = (method, fixed)
     scores: dict[str, list[dict[str, Any]]] = {}
     for name, (method, study) in plans.items():
-        scores[name] = [
-            _scores(spec.metrics, run_method(ds, study, method, s).per_site) for s in seeds
-        ]
+        done = [run_method(ds, study, method, s, extra_sites=extra) for s in seeds]
+        scores[name] = [_scores(spec.metrics, r.per_site, r.extra) for r in done]
     scores["best-on-validation"] = scores[chosen["best"]]
     if spec.extra is not None:
         more, extra_scores = spec.extra(ds, val)
         chosen.update(more)
         scores.update(extra_scores)
-    return {"split_seed": split_seed, "seeds": list(seeds), "chosen": chosen, "scores": scores}
+    return {
+        "split_seed": split_seed,
+        "seeds": list(seeds),
+        "chosen": chosen,
+        "scores": scores,
+        "test": _test_counts(ds),
+    }
 
 
 def load_runs(path: Path) -> list[dict[str, Any]]:
@@ -162,8 +193,7 @@ def runs_of(
         mean = {m: statistics.mean(s[primary] for s in v) for m, v in run["scores"].items()}
         print(
             f"{spec.key} split {k}: {primary} fedavg {mean['fedavg']:.3f} "
-            f"pooled {mean['pooled']:.3f} (quality settings "
-            f"{mean['pooled-quality-settings']:.3f}) best {run['chosen']['best']} "
+            f"pooled {mean['pooled']:.3f} best {run['chosen']['best']} "
             f"({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
@@ -230,6 +260,23 @@ def _undefined(spec: Spec, runs: Sequence[Mapping[str, Any]], metric: str) -> st
     )
 
 
+def _spread(values: Sequence[int]) -> str:
+    return f"{min(values)} to {max(values)} (median {statistics.median(values):g})"
+
+
+def _outcomes(spec: Spec, runs: Sequence[Mapping[str, Any]], metric: str) -> str:
+    """For a spec scored on the union of test rows: per split, how many sites' test rows hold
+    both outcomes, and how many positives all test rows hold (runs record ``test`` counts)."""
+    if not spec.union or metric != spec.metrics[0] or any("test" not in r for r in runs):
+        return ""
+    both = [sum(0 < pos < n for n, pos in r["test"].values()) for r in runs]
+    positives = [sum(pos for _, pos in r["test"].values()) for r in runs]
+    return (
+        f"; sites whose test rows hold both outcomes, per split: {_spread(both)} of "
+        f"{len(runs[0]['test'])}; positives among all sites' test rows: {_spread(positives)}"
+    )
+
+
 def _with_local_mean(spec: Spec, run: Mapping[str, Any]) -> dict[str, Any]:
     """``run`` plus ``local-mean``: per seed, the mean over sites' (tuned) local models of
     their unweighted-over-sites scores (the sites' models, each scored on every test split)."""
@@ -237,7 +284,7 @@ def _with_local_mean(spec: Spec, run: Mapping[str, Any]) -> dict[str, Any]:
     per_seed = []
     for i in range(len(run["seeds"])):
         scores = {}
-        for k in spec.metrics:
+        for k in spec.reported:
             values = [run["scores"][m][i][k] for m in locals_]
             kept = [v for v in values if math.isfinite(v)]
             scores[k] = statistics.mean(kept) if kept else math.nan
@@ -262,18 +309,22 @@ def rows_of(
             k,
             split_means(runs, m, k),
             k,
-            _notes(spec, runs, m) + _undefined(spec, runs, k),
+            _notes(spec, runs, m) + _undefined(spec, runs, k) + _outcomes(spec, runs, k),
         )
         for m in methods
-        for k in spec.metrics
+        for k in spec.reported
     ]
     sites = list(runs[0]["scores"]["fedavg"][0]["sites"])
     pairs = [("fedavg", "pooled"), ("best-on-validation", "pooled")]
-    pairs += [("fedavg", "pooled-quality-settings")]
+    if spec.quality_settings:
+        pairs += [("fedavg", "pooled-quality-settings")]
     pairs += [("fedavg", f"local-{s}") for s in sites] + [("fedavg", "local-mean")]
+    pairs += [("best-on-validation", "local-mean")]
     pairs += [("fedavg", f"local-{s}-quality-settings") for s in spec.fixed_pairs]
-    pairs += [("pooled", "pooled-quality-settings"), *spec.extra_pairs]
-    out += [difference_row(spec.key, runs, a, b, k) for a, b in pairs for k in spec.metrics]
+    if spec.quality_settings:
+        pairs += [("pooled", "pooled-quality-settings")]
+    pairs += spec.extra_pairs
+    out += [difference_row(spec.key, runs, a, b, k) for a, b in pairs for k in spec.reported]
     if reference is not None:
         for r in out:
             a, _, b = r["method"].partition(" - ")

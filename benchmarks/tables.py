@@ -20,6 +20,7 @@ from pathlib import Path
 from quality_protocols import PROTOCOLS
 from tables_format import Row, cell, interval_cell, table
 from tables_repeated import repeated
+from targets_repeated import targets_table
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
@@ -112,19 +113,31 @@ TITLES = {
 }
 
 
-def quality(rows: Sequence[Row], covered: Sequence[str] = ()) -> list[str]:
-    """Single-split tables; a dataset's main table in ``covered`` (by the repeated-split
-    tables) becomes a one-line note."""
+def _covered(dataset: str, variant: str, repeated: Sequence[Row]) -> bool:
+    """Whether the repeated-split rows hold this single-split table's figures: the dataset's
+    main table, its EXAM summary, or a split variant (``eicu`` + ``hospital split`` is
+    ``eicu-hospital``)."""
+    if variant == _EXAM:
+        return any(r["dataset"] == dataset and "-exam-" in r["metric"] for r in repeated)
+    key = f"{dataset}-{variant.removesuffix(' split')}" if variant else dataset
+    return any(r["dataset"] == key for r in repeated)
+
+
+def quality(rows: Sequence[Row], repeated_rows: Sequence[Row] = ()) -> list[str]:
+    """Single-split tables; a table whose figures the repeated-split tables hold becomes a
+    one-line note, and the targets table shows the repeated verdicts where there are any."""
     out: list[str] = []
     groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in rows:
         groups[(r["dataset"], _variant(r["metric"]))].append(r)
     for (dataset, variant), group in groups.items():
-        if dataset in covered and not variant:
-            out += _single_split_note(dataset, group)
-            continue
         title = f"**{dataset}**" + (f", {variant}" if variant else "")
+        if _covered(dataset, variant, repeated_rows):
+            out += _single_split_note(title, group)
+            continue
         out += [f"{title}: {_description(dataset, variant)}".rstrip(), "", *pivot(group), ""]
+    if repeated_rows:
+        return [*out, "**Targets**:", "", *targets_table(rows, repeated_rows)]
     return out + _targets(rows)
 
 
@@ -174,13 +187,13 @@ def clinical(rows: Sequence[Row]) -> list[str]:
     return out
 
 
-def _single_split_note(dataset: str, rows: Sequence[Row]) -> list[str]:
-    """One line in place of a dataset's single-split table: where the figures are."""
+def _single_split_note(title: str, rows: Sequence[Row]) -> list[str]:
+    """One line in place of a single-split table: where the figures are."""
     primary = next((r["metric"] for r in rows), "")
     shown = [r for r in rows if r["method"] in ("fedavg", "pooled") and r["metric"] == primary]
     values = ", ".join(f"{r['method']} {cell(r, False)}" for r in shown)
     return [
-        f"**{dataset}**: single-split figures in `benchmarks/results/quality.json` ({primary}, "
+        f"{title}: single-split figures in `benchmarks/results/quality.json` ({primary}, "
         f"± SD over {rows[0]['n']} training seeds on one split: {values}); quote the "
         "repeated-split table above instead.",
         "",
@@ -189,19 +202,19 @@ def _single_split_note(dataset: str, rows: Sequence[Row]) -> list[str]:
 
 _SINGLE = (
     "One train/test split per dataset; ± is the SD over training seeds only, which understates "
-    "how much a figure moves with the split. For heart disease, TCGA-BRCA and eICU (regions) the "
-    "repeated-split tables above are the figures to quote; FLamby's own protocol, the eICU "
-    "hospital split, the EXAM summary and PneumoniaMNIST are not yet run over repeated splits. "
-    "The targets below are checked on these single splits."
+    "how much a figure moves with the split. For heart disease, TCGA-BRCA, eICU (regions and "
+    "hospitals) and the EXAM summary the repeated-split tables above are the figures to quote; "
+    "FLamby's own protocol and PneumoniaMNIST are not yet run over repeated splits. The targets "
+    "are judged on the repeated-split mean where a repeated figure exists (its 95% interval "
+    "shown), with the single-split verdict beside it."
 )
 
 
 def render(results: Path) -> str:
     files = load(results)
     out: list[str] = []
-    covered: list[str] = []
+    covered = files.get("repeated", [])
     if "repeated" in files:
-        covered = list(dict.fromkeys(r["dataset"] for r in files["repeated"]))
         out += [
             "### Quality over repeated splits, 95% intervals (`benchmarks/repeated.py`)",
             "",

@@ -92,6 +92,20 @@ def test_split_is_seeded(by_hospital: FederatedDataset, load_from_mirror: Load) 
     )
 
 
+def test_default_hospital_split_is_the_one_the_benchmarks_quote(
+    by_hospital: FederatedDataset,
+) -> None:
+    # quality.py's @hospital figures and repeated.py's reference split (seed 0) are this split:
+    # (test stays, deaths among them) per hospital, pinned.
+    assert {s.site_id: (len(s.test), int(s.test.y.sum())) for s in by_hospital.sites} == {
+        "hospital-123": (4, 1), "hospital-146": (3, 0), "hospital-154": (7, 0),
+        "hospital-155": (6, 0), "hospital-157": (6, 3), "hospital-165": (8, 0),
+        "hospital-167": (5, 0), "hospital-171": (7, 0), "hospital-243": (4, 0),
+        "hospital-310": (4, 0), "hospital-328": (8, 0),
+    }  # fmt: skip
+    assert by_hospital.extra["seed"] == 0
+
+
 def test_min_stays_selects_hospitals(load_from_mirror: Load) -> None:
     assert len(load_from_mirror(load_eicu, min_stays=25).sites) == 4
     with pytest.raises(ConfigError, match="min_stays=41"):

@@ -166,7 +166,11 @@ def _decode_one(
     elif method == "topk":
         idx = got[f"indices/{name}"].astype(np.int64)
         if idx.size and (idx.max() >= t.size or np.any(np.diff(idx) <= 0)):
-            bad = int(idx.max()) if idx.max() >= t.size else "a repeated or unsorted index"
+            bad = (
+                f"index {int(idx.max())} out of range"
+                if idx.max() >= t.size
+                else "a repeated or unsorted index"
+            )
             raise ValidationError(
                 f"{what}: array 'indices/{name}' has {bad} (expected strictly ascending "
                 f"indices in [0, {t.size}))"

@@ -65,12 +65,21 @@ def run_one(study: StudyConfig, ds: Any) -> dict[str, float]:
     }
 
 
-def _row(dataset: str, method: str, metric: str, values: Sequence[float], unit: str,
-         notes: str) -> Row:  # fmt: skip
+def _row(
+    dataset: str, method: str, metric: str, values: Sequence[float], unit: str, notes: str
+) -> Row:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"benchmark": "compression", "dataset": dataset, "method": method, "metric": metric,
-            "mean": statistics.fmean(values), "sd": sd, "n": len(values), "unit": unit,
-            "notes": notes}  # fmt: skip
+    return {
+        "benchmark": "compression",
+        "dataset": dataset,
+        "method": method,
+        "metric": metric,
+        "mean": statistics.fmean(values),
+        "sd": sd,
+        "n": len(values),
+        "unit": unit,
+        "notes": notes,
+    }
 
 
 def bench(dataset: str, study: StudyConfig, seeds: Sequence[int], notes: str) -> list[Row]:
@@ -84,25 +93,48 @@ def bench(dataset: str, study: StudyConfig, seeds: Sequence[int], notes: str) ->
         ]
         took = time.perf_counter() - start
         acc = statistics.fmean(r["final_accuracy"] for r in runs[name])
-        print(f"{dataset:15s} {name:10s} {runs[name][0]['bytes_per_round']:>12,.0f} B/round  "
-              f"accuracy {acc:.4f}  ({took:.1f} s)")  # fmt: skip
+        print(
+            f"{dataset:15s} {name:10s} {runs[name][0]['bytes_per_round']:>12,.0f} B/round  "
+            f"accuracy {acc:.4f}  ({took:.1f} s)"
+        )
     rows: list[Row] = []
     plain = runs["none"]
     for name, results in runs.items():
+
         def col(key: str, rs: list[dict[str, float]] = results) -> list[float]:
             return [r[key] for r in rs]
 
         rows += [
             _row(dataset, name, "bytes_per_round", col("bytes_per_round"), "bytes", notes),
-            _row(dataset, name, "bytes_share",
-                 [a / b for a, b in zip(col("bytes_per_round"), col("bytes_per_round", plain),
-                                        strict=True)], "ratio", notes),
+            _row(
+                dataset,
+                name,
+                "bytes_share",
+                [
+                    a / b
+                    for a, b in zip(
+                        col("bytes_per_round"), col("bytes_per_round", plain), strict=True
+                    )
+                ],
+                "ratio",
+                notes,
+            ),
             _row(dataset, name, "final_accuracy", col("final_accuracy"), "fraction", notes),
             _row(dataset, name, "final_auroc", col("final_auroc"), "fraction", notes),
-            _row(dataset, name, "accuracy_change",
-                 [a - b for a, b in zip(col("final_accuracy"), col("final_accuracy", plain),
-                                        strict=True)], "fraction", notes),
-        ]  # fmt: skip
+            _row(
+                dataset,
+                name,
+                "accuracy_change",
+                [
+                    a - b
+                    for a, b in zip(
+                        col("final_accuracy"), col("final_accuracy", plain), strict=True
+                    )
+                ],
+                "fraction",
+                notes,
+            ),
+        ]
     return rows
 
 
@@ -113,24 +145,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-pneumonia", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    no_report = {"baselines": {"local": False, "pooled": False, "cross_site": False},
-                 "validation": {"report": False}}  # fmt: skip
+    no_report = {
+        "baselines": {"local": False, "pooled": False, "cross_site": False},
+        "validation": {"report": False},
+    }
     heart = StudyConfig.from_yaml(EXAMPLES / "heart-disease.yaml").with_overrides(**no_report)
     rows = bench(
-        "heart-disease", heart, range(args.seeds),
+        "heart-disease",
+        heart,
+        range(args.seeds),
         f"examples/heart-disease.yaml ({heart.rounds} rounds, 4 hospitals, logistic, 14 float64 "
         "parameters); bytes: encoded fit replies of all sites per round; sd over study seeds",
-    )  # fmt: skip
+    )
     if not args.skip_pneumonia:
         rounds = args.pneumonia_rounds
         pneu = StudyConfig.from_yaml(EXAMPLES / "pneumoniamnist.yaml").with_overrides(
             **no_report, rounds=rounds, evaluate_every=rounds
         )
         rows += bench(
-            "pneumoniamnist", pneu, [0],
+            "pneumoniamnist",
+            pneu,
+            [0],
             f"examples/pneumoniamnist.yaml for {rounds} rounds (5 sites, cnn_small, 105,281 "
             "float32 parameters), seed 0; accuracy on the sites' test rows after the last round",
-        )  # fmt: skip
+        )
     write_rows(rows, args.out)
     return 0
 

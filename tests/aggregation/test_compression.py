@@ -18,8 +18,9 @@ TEMPLATE = ArrayRecord({"w": np.zeros((40, 25), np.float32), "b": np.zeros(5, np
 
 def update(seed: int, scale: float = 1.0) -> ArrayRecord:
     rng = np.random.default_rng(seed)
-    return ArrayRecord({k: (scale * rng.normal(size=v.shape)).astype(v.dtype)
-                        for k, v in TEMPLATE.items()})  # fmt: skip
+    return ArrayRecord(
+        {k: (scale * rng.normal(size=v.shape)).astype(v.dtype) for k, v in TEMPLATE.items()}
+    )
 
 
 def round_trip(x: ArrayRecord, method: str, ratio: float = 1.0) -> ArrayRecord:
@@ -138,14 +139,16 @@ def _run(layer: Decompress, contributions: list[Contribution]) -> tuple[ArrayRec
     return result, measurements
 
 
-@pytest.mark.parametrize(("method", "ratio"), [("fp16", None), ("bf16", None), ("int8", None),
-                                               ("topk", 0.1)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "ratio"), [("fp16", None), ("bf16", None), ("int8", None), ("topk", 0.1)]
+)
 def test_decompress_gives_the_mean_of_the_decoded_updates(method: str, ratio: float | None) -> None:
     r = ratio or 1.0
     ups = [update(10 + i) for i in range(3)]
     wires = [encode(u, method, r) for u in ups]
-    result, m = _run(_layer(method, ratio), [Contribution(f"s{i}", w, 1.0)
-                                              for i, w in enumerate(wires)])  # fmt: skip
+    result, m = _run(
+        _layer(method, ratio), [Contribution(f"s{i}", w, 1.0) for i, w in enumerate(wires)]
+    )
     decoded = [decode("x", w, TEMPLATE, method, r) for w in wires]
     for k in TEMPLATE:
         assert np.allclose(result[k], np.mean([d[k] for d in decoded], axis=0), atol=1e-6)
@@ -189,8 +192,10 @@ def test_int8_with_a_negative_scale_and_wrong_shape_are_rejected() -> None:
     good = encode(update(22), "int8")
     neg = _tampered(good, "scale/w", np.asarray(-1.0, np.float32))
     shape = _tampered(good, "values/b", np.zeros(6, np.int8))
-    _, m = _run(_layer("int8"), [Contribution("neg", neg), Contribution("shape", shape),
-                                 Contribution("ok", good)])  # fmt: skip
+    _, m = _run(
+        _layer("int8"),
+        [Contribution("neg", neg), Contribution("shape", shape), Contribution("ok", good)],
+    )
     assert m["rejected_sites"] == ["neg", "shape"]
     assert "expected >= 0" in m["rejected_reasons"]["neg"]
     assert "shape (6,), expected (5,)" in m["rejected_reasons"]["shape"]

@@ -18,16 +18,23 @@ PIPELINE = {"compression": compression_spec("topk", 0.1)}
 
 
 def _task(round: int, *, kind: str = "fit", pipeline: dict | None = None) -> Task:
-    return Task(study_id="s1", round=round, site_id="a", kind=kind, params=PARAMS,  # type: ignore[arg-type]
-                pipeline=PIPELINE if pipeline is None else pipeline)  # fmt: skip
+    return Task(
+        study_id="s1",
+        round=round,
+        site_id="a",
+        kind=kind,
+        params=PARAMS,  # type: ignore[arg-type]
+        pipeline=PIPELINE if pipeline is None else pipeline,
+    )
 
 
-def _trainer(seed: int):  # noqa: ANN202
+def _trainer(seed: int):
     def train(task: Task) -> Reply:
         rng = np.random.default_rng([seed, task.round])
         arrays = PARAMS.map(lambda v: rng.normal(size=v.shape).astype(np.float32))
-        return Reply(task.study_id, task.round, task.site_id, task.kind, arrays=arrays,
-                     num_samples=10)  # fmt: skip
+        return Reply(
+            task.study_id, task.round, task.site_id, task.kind, arrays=arrays, num_samples=10
+        )
 
     return train
 
@@ -45,7 +52,9 @@ def test_reply_carries_only_compressed_arrays_and_the_residual_is_saved(tmp_path
     assert [p.name for p in saved] == [mod.path("s1").name]  # type: ignore[union-attr]
     with np.load(saved[0]) as npz:
         assert int(npz["round"]) == 1
-        residual = ArrayRecord({k[len("after/"):]: npz[k] for k in npz.files if k.startswith("after/")})
+        residual = ArrayRecord(
+            {k[len("after/") :]: npz[k] for k in npz.files if k.startswith("after/")}
+        )
     sent = decode("a", reply.arrays, PARAMS, "topk", 0.1)
     for k in PARAMS:  # sent + kept = trained
         assert np.allclose(sent[k] + residual[k], _true(1)[k], atol=1e-6)

@@ -25,11 +25,15 @@ BASE: dict[str, Any] = {
 #: compression existed (main at 30580cb): they must not change.
 GOLDEN = [
     ({}, "3762615df683be6cb847f5d399e1908c011830fb9f37b4a747cea655987fc73d"),
-    ({"privacy": {"mode": "secure"}},
-     "80ac0ea43b573053b03d8e93d1ecc9192f0790d56b33fa62e5f43a4fa6ee9bc2"),
-    ({"aggregation": [{"name": "norm_bound", "max_norm": 2.0}]},
-     "090ee355ffcdc61aa7950f9a5fd520ed215c2226f2479e2592039bce860e7f5b"),
-]  # fmt: skip
+    (
+        {"privacy": {"mode": "secure"}},
+        "80ac0ea43b573053b03d8e93d1ecc9192f0790d56b33fa62e5f43a4fa6ee9bc2",
+    ),
+    (
+        {"aggregation": [{"name": "norm_bound", "max_norm": 2.0}]},
+        "090ee355ffcdc61aa7950f9a5fd520ed215c2226f2479e2592039bce860e7f5b",
+    ),
+]
 
 
 def study(**extra: Any) -> StudyConfig:
@@ -65,7 +69,9 @@ def test_strategy_sends_the_pipeline_the_sites_derive_from_the_plan(method: str)
     assert derived == dict(aggregator.site_spec())
     assert derived["compression"]["method"] == method
     # a coordinator that leaves compression out is refused by the site's pipeline check
-    assert pipeline_differences(derived, {}) == [f"compression missing (plan: {derived['compression']!r})"]
+    assert pipeline_differences(derived, {}) == [
+        f"compression missing (plan: {derived['compression']!r})"
+    ]
 
 
 def test_steward_summary_states_the_compression() -> None:
@@ -86,8 +92,13 @@ def test_masked_or_encrypted_modes_refuse_compression(mode: str) -> None:
     with pytest.raises(ConfigError, match="works in privacy mode 'open' only"):
         plan_for_study(s)
     with pytest.raises(ConfigError, match=f"privacy mode '{mode}' has no 'compression' layer"):
-        check_site_half(mode, {"secagg" if mode == "secure" else "he": {"version": 1},
-                               "compression": {"method": "fp16"}})  # fmt: skip
+        check_site_half(
+            mode,
+            {
+                "secagg" if mode == "secure" else "he": {"version": 1},
+                "compression": {"method": "fp16"},
+            },
+        )
 
 
 def test_study_file_checks() -> None:
@@ -97,5 +108,8 @@ def test_study_file_checks() -> None:
     with pytest.raises(ConfigError, match="compression"):
         study(compression={"method": "zip"})
     with pytest.raises(ConfigError, match="plan site_half: 'compression' has unknown keys"):
-        site_pipeline_for(TrainingPlan("x", {}, {}, {}, 1, "d",
-                                       site_half={"compression": {"method": "fp16", "x": 1}}))  # fmt: skip
+        site_pipeline_for(
+            TrainingPlan(
+                "x", {}, {}, {}, 1, "d", site_half={"compression": {"method": "fp16", "x": 1}}
+            )
+        )

@@ -20,8 +20,16 @@ def _update() -> ArrayRecord:
 
 
 def _reply(arrays: ArrayRecord) -> Reply:
-    return Reply("study", 3, "site-a", "fit", arrays=arrays, num_samples=120,
-                 metrics={"loss": 0.5}, info={"num_rows": "120"})  # fmt: skip
+    return Reply(
+        "study",
+        3,
+        "site-a",
+        "fit",
+        arrays=arrays,
+        num_samples=120,
+        metrics={"loss": 0.5},
+        info={"num_rows": "120"},
+    )
 
 
 @pytest.mark.parametrize(
@@ -34,7 +42,9 @@ def _reply(arrays: ArrayRecord) -> Reply:
         ("topk", 0.01, 0.01 * (4 + 4) / 4),
     ],
 )
-def test_encoded_reply_size_is_the_methods_share(method: str, ratio: float, expected: float) -> None:
+def test_encoded_reply_size_is_the_methods_share(
+    method: str, ratio: float, expected: float
+) -> None:
     update = _update()
     plain = encode_reply(_reply(update))
     wire = encode(update, method, ratio)
@@ -51,7 +61,5 @@ def test_encoded_reply_size_is_the_methods_share(method: str, ratio: float, expe
 def test_compressed_dtypes_are_what_travels() -> None:
     wire = encode(_update(), "int8")
     received = decode_reply(encode_reply(_reply(wire)))
-    assert {str(v.dtype) for k, v in received.arrays.items() if k.startswith("values/")} == {
-        "int8"
-    }
+    assert {str(v.dtype) for k, v in received.arrays.items() if k.startswith("values/")} == {"int8"}
     assert received.arrays["scale/dense"].dtype == np.float32

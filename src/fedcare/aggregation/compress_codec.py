@@ -186,9 +186,12 @@ def _decode_one(
 
 
 def decode(
-    site: str, compressed: Mapping[str, np.ndarray], template: ArrayRecord, method: str,
+    site: str,
+    compressed: Mapping[str, np.ndarray],
+    template: ArrayRecord,
+    method: str,
     ratio: float = 1.0,
-) -> ArrayRecord:  # fmt: skip
+) -> ArrayRecord:
     """The update ``compressed`` stands for, shaped and typed like ``template``.
 
     Raises

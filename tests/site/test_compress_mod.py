@@ -3,6 +3,7 @@ residual stays at the site, is saved in its state folder and survives a restart.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,12 @@ from fedcare.aggregation.compress_codec import decode
 from fedcare.aggregation.compression import compression_spec
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
+from fedcare.records.plan import TrainingPlan
 from fedcare.site.compress import CompressionMod
+from fedcare.site.plans import Refusal, check_task_plan
+from fedcare.strategy.site_half import site_pipeline_for
+
+from .governance_helpers import plan, task
 
 PARAMS = ArrayRecord({"w": np.zeros((10, 10), np.float32), "b": np.zeros(3, np.float32)})
 PIPELINE = {"compression": compression_spec("topk", 0.1)}
@@ -100,3 +106,22 @@ def test_fp16_keeps_no_residual(tmp_path: Path) -> None:
     reply = mod(_task(1, pipeline={"compression": compression_spec("fp16")}), _trainer(0))
     assert {str(v.dtype) for v in reply.arrays.values()} == {"float16"}
     assert not list(tmp_path.iterdir())
+
+
+def test_the_site_derives_compression_from_the_plan_and_refuses_other_pipelines() -> None:
+    p = plan(compression={"method": "topk", "ratio": 0.2})
+    derived = site_pipeline_for(p)
+    assert derived == {"compression": {"version": 1, "method": "topk", "ratio": 0.2}}
+
+    def fit(pipeline: dict) -> Task:
+        t = task(task_plan=p.to_task_plan(), config={**p.training, "seed": 1})
+        return replace(t, pipeline=pipeline)
+
+    assert isinstance(check_task_plan(fit(derived)), TrainingPlan)
+    for bad, needle in [
+        ({}, "compression missing"),
+        ({"compression": {**derived["compression"], "ratio": 0.9}}, "compression is"),
+    ]:
+        refusal = check_task_plan(fit(bad))
+        assert isinstance(refusal, Refusal) and refusal.kind == "plan-pipeline-mismatch"
+        assert needle in refusal.message

@@ -11,7 +11,7 @@ from fedcare.aggregation.compression import Decompress
 from fedcare.errors import ConfigError
 from fedcare.records.plan import TrainingPlan
 from fedcare.records.study import StudyConfig
-from fedcare.strategy.driver import study_strategy
+from fedcare.strategy.driver import check_privacy_mode, study_strategy
 from fedcare.strategy.plan import plan_for_study, plan_summary
 from fedcare.strategy.site_half import check_site_half, pipeline_differences, site_pipeline_for
 
@@ -87,6 +87,8 @@ def test_steward_summary_states_the_compression() -> None:
 @pytest.mark.parametrize("mode", ["secure", "encrypted"])
 def test_masked_or_encrypted_modes_refuse_compression(mode: str) -> None:
     s = study(privacy={"mode": mode}, compression={"method": "fp16"})
+    with pytest.raises(ConfigError, match="cannot be \\(set compression.method to 'none'\\)"):
+        check_privacy_mode(s)  # what the coordinator checks at submission
     with pytest.raises(ConfigError, match=f"works in privacy mode 'open' only; in mode '{mode}'"):
         study_strategy(s, 4)
     with pytest.raises(ConfigError, match="works in privacy mode 'open' only"):

@@ -87,7 +87,7 @@ def test_steward_summary_states_the_compression() -> None:
 @pytest.mark.parametrize("mode", ["secure", "encrypted"])
 def test_masked_or_encrypted_modes_refuse_compression(mode: str) -> None:
     s = study(privacy={"mode": mode}, compression={"method": "fp16"})
-    with pytest.raises(ConfigError, match="cannot be \\(set compression.method to 'none'\\)"):
+    with pytest.raises(ConfigError, match=r"cannot be \(set compression\.method to 'none'\)"):
         check_privacy_mode(s)  # what the coordinator checks at submission
     with pytest.raises(ConfigError, match=f"works in privacy mode 'open' only; in mode '{mode}'"):
         study_strategy(s, 4)

@@ -10,8 +10,9 @@ header, metrics and provenance included).
 * **heart-disease**: ``examples/heart-disease.yaml`` (4 hospitals, logistic regression: 14
   float64 parameters, so message overhead dominates the bytes), ``--seeds`` study seeds.
 * **pneumoniamnist**: ``examples/pneumoniamnist.yaml`` (5 sites, ``cnn_small``: 105,281
-  float32 parameters, the example's 40 rounds; ``--pneumonia-rounds`` for fewer), one seed.
-  About 10 minutes on 2 shared cores.
+  float32 parameters, the example's 40 rounds; ``--pneumonia-rounds`` for fewer),
+  ``--pneumonia-seeds`` study seeds (default 1: about 5 minutes on 2 shared cores; the results
+  file was written with 3, about 12 minutes). The site split is the example's (its seed 0).
 
 Rows (``benchmarks/results/compression.json``): ``bytes_per_round`` (fit replies of all sites,
 mean over rounds), ``bytes_share`` (of the uncompressed run's), ``final_accuracy`` and
@@ -142,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="heart-disease study seeds")
     parser.add_argument("--pneumonia-rounds", type=int, default=40)
+    parser.add_argument("--pneumonia-seeds", type=int, default=1)
     parser.add_argument("--skip-pneumonia", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -165,9 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += bench(
             "pneumoniamnist",
             pneu,
-            [0],
+            range(args.pneumonia_seeds),
             f"examples/pneumoniamnist.yaml for {rounds} rounds (5 sites, cnn_small, 105,281 "
-            "float32 parameters), seed 0; accuracy on the sites' test rows after the last round",
+            "float32 parameters); accuracy on the sites' test rows after the last round; sd "
+            "over study seeds",
         )
     write_rows(rows, args.out)
     return 0

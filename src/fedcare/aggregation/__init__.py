@@ -1,8 +1,10 @@
-"""Composable aggregators: a base mean and layers that wrap an inner aggregator."""
+"""Composable aggregators: a base mean and layers that wrap an inner aggregator (validation,
+clipping, robust means, DP noise, update compression)."""
 
 from fedcare.aggregation.adaptive_clip import AdaptiveClip
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
 from fedcare.aggregation.chain import Layer, chain
+from fedcare.aggregation.compression import Decompress, site_compress
 from fedcare.aggregation.gaussian_noise import GaussianNoise
 from fedcare.aggregation.krum import MultiKrum
 from fedcare.aggregation.mean import WeightedMean
@@ -17,6 +19,7 @@ __all__ = [
     "Aggregator",
     "Contribution",
     "CoordinateMedian",
+    "Decompress",
     "GaussianNoise",
     "Layer",
     "Measurements",
@@ -28,4 +31,5 @@ __all__ = [
     "build_aggregator",
     "chain",
     "site_clip",
+    "site_compress",
 ]

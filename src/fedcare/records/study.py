@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fedcare.errors import ConfigError
 from fedcare.records.aggregation_spec import AggregationSpec
+from fedcare.records.compression_spec import CompressionSpec
 from fedcare.records.config_file import read_yaml, validate_config, with_base_dir
 from fedcare.records.dp_spec import DpSpec
 from fedcare.records.monitoring_spec import MonitoringSpec
@@ -122,6 +123,8 @@ class StudyConfig(_Strict):
     init_model: str | None = Field(default=None, min_length=1, max_length=128)
     #: Robust aggregation layers, outermost first (see fedcare.records.aggregation_spec).
     aggregation: AggregationSpec = Field(default_factory=list)
+    #: How sites compress their updates on the wire (fedcare.records.compression_spec).
+    compression: CompressionSpec = Field(default_factory=lambda: CompressionSpec())
     #: Seconds a deployed study waits for its plan's approval at the sites (default 24 h):
     #: while every missing reply is ``plan-not-approved`` the study stays ``running``, says
     #: whom it awaits, and asks again; after this long it fails naming the sites.

@@ -15,6 +15,7 @@ from pathlib import Path
 from fedcare.data.base import SiteData
 from fedcare.errors import FedcareError
 from fedcare.records.messages import Reply, Task
+from fedcare.site.compress import CompressionMod
 from fedcare.site.he import HEMod
 from fedcare.site.private import DistributedNoiseMod
 from fedcare.site.runtime import SiteRuntime
@@ -46,7 +47,9 @@ class SiteApp:
         he = HEMod(data.site_id, he_secret, simulated=simulated)
         # privacy mode 'private': clip and add this site's noise share before masking
         noise = DistributedNoiseMod(simulated=simulated)
-        self.mods: tuple[Mod, ...] = (*mods, he, secagg, noise)
+        # update compression (mode 'open' only) is innermost: it sees the update as trained
+        self.compression = CompressionMod(state_dir)
+        self.mods: tuple[Mod, ...] = (*mods, he, secagg, noise, self.compression)
 
     def _dispatch(self, task: Task) -> Reply:
         if task.site_id != self.site_id:

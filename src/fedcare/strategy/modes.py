@@ -7,11 +7,9 @@ contributions a round takes, and the accounting plan (the DP events one round ad
 mode top to bottom in :func:`open_mode`, :func:`secure_mode`, :func:`private_mode` and
 :func:`encrypted_mode`; :func:`site_half_of` is the part a plan needs (no server checks, keys).
 
-Why here, in ``strategy``: a mode composes aggregation layers (validation, robust stacks,
-central and distributed noise), the secure layers (secure sum, encrypted sum) and the privacy
-settings (noise multipliers, DP-SGD), which are siblings in the core's middle layer; only a
-layer above all three may import them all, and the protocol layers wrap a strategy. The
-mechanisms stay in their packages; this module only decides which of them a mode stacks.
+Why in ``strategy``: a mode composes aggregation layers, the secure layers and the privacy
+settings, siblings in the core's middle layer; only a layer above all three may import them
+all. The mechanisms stay in their packages; this module only decides which a mode stacks.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fedcare.aggregation.base import Aggregator
+from fedcare.aggregation.compression import SPEC_KEY as COMPRESS_KEY
 from fedcare.aggregation.distributed_dp import SPEC_KEY as NOISE_KEY
 from fedcare.aggregation.mean import WeightedMean
 from fedcare.aggregation.norm_bound import SPEC_KEY as CLIP_KEY
@@ -42,6 +41,7 @@ from fedcare.secure.he.layer import SPEC_VERSION as HE_VERSION
 from fedcare.secure.secagg.layer import SPEC_VERSION as SECAGG_VERSION
 from fedcare.secure.secagg.layer import with_secure_sum
 from fedcare.secure.secagg.quantize import QuantSpec
+from fedcare.strategy.compression import check_compression, compression_half, with_compression
 from fedcare.strategy.private import private_dp_spec, private_min_sites
 
 if TYPE_CHECKING:
@@ -71,13 +71,13 @@ __all__ = [
 AVAILABLE_PRIVACY_MODES: tuple[str, ...] = ("open", "secure", "private", "encrypted")
 SECAGG_KEY, HE_KEY = "secagg", "he"
 #: The entries of a plan's ``site_half`` (a missing entry means the layer is off).
-SITE_HALF_KEYS = (CLIP_KEY, NOISE_KEY, SECAGG_KEY, HE_KEY)
+SITE_HALF_KEYS = (CLIP_KEY, NOISE_KEY, SECAGG_KEY, HE_KEY, COMPRESS_KEY)
 #: Which release layers each privacy mode needs (True) or forbids (False).
 RELEASE_LAYERS: dict[str, dict[str, bool]] = {
     "open": {NOISE_KEY: False, SECAGG_KEY: False, HE_KEY: False},
-    "secure": {NOISE_KEY: False, SECAGG_KEY: True, HE_KEY: False},
-    "private": {NOISE_KEY: True, SECAGG_KEY: True, HE_KEY: False},
-    "encrypted": {NOISE_KEY: False, SECAGG_KEY: False, HE_KEY: True},
+    "secure": {NOISE_KEY: False, SECAGG_KEY: True, HE_KEY: False, COMPRESS_KEY: False},
+    "private": {NOISE_KEY: True, SECAGG_KEY: True, HE_KEY: False, COMPRESS_KEY: False},
+    "encrypted": {NOISE_KEY: False, SECAGG_KEY: False, HE_KEY: True, COMPRESS_KEY: False},
 }
 
 #: The outermost layer: a copy of the strategy with its aggregator wrapped (or it, as is).
@@ -131,6 +131,7 @@ def check_privacy_mode(study: StudyConfig) -> None:
         )
     if mode == "private":  # its DP settings, checked at submit (names the missing field)
         private_dp_spec(study)
+    check_compression(study)  # only mode 'open' sends updates as arrays
 
 
 def study_dp_parts(
@@ -279,12 +280,13 @@ _SITE_HALVES: dict[str, Callable[[StudyConfig], dict[str, Any]]] = {
 
 
 def open_mode(study: StudyConfig, num_sites: int, he_context: Any = None) -> ModeComposition:
-    """``open``: the coordinator sees each (validated) update; robust layers or central DP."""
+    """``open``: the coordinator sees each (validated) update; robust layers or central DP;
+    compressed updates are decoded (and malformed ones rejected) before anything else."""
     aggregator = build_aggregator(study.aggregation)  # ValidateUpdates(stack or weighted mean)
     central, dp_sgd = study_dp_parts(study, num_sites)  # clip + Gaussian noise at the server
     return ModeComposition(
         "open",
-        aggregator=aggregator if central is None else central,
+        aggregator=with_compression(aggregator if central is None else central, study),
         site_half=_open_half(study),
         train=dp_sgd,
         min_sites=_capped_min_sites(study, num_sites),
@@ -393,4 +395,4 @@ def site_half_of(study: StudyConfig) -> dict[str, Any]:
     mode = study.privacy.mode
     if mode not in _SITE_HALVES:
         raise ConfigError(f"study {study.name!r}: privacy mode {mode!r} is unknown")
-    return _SITE_HALVES[mode](study)
+    return {**_SITE_HALVES[mode](study), **compression_half(study)}  # compression: if set

@@ -10,7 +10,8 @@ that plan says and nothing a coordinator adds beside it. Two parts of the plan d
 * ``site_half``: the parameters of every layer applied to the update before it leaves
   (:func:`site_half_of_study`, composed per mode in :mod:`fedcare.strategy.modes`): the
   norm-bound clip, the distributed DP noise (noise multiplier, clip norm and the number of
-  sites the noise is split over), the secure aggregation spec, the encryption spec.
+  sites the noise is split over), the secure aggregation spec, the encryption spec, and the
+  update compression (present only when the study compresses, so older plans hash as before).
 
 :func:`site_pipeline_for` derives the task pipeline spec from a plan. The driver checks that
 the pipeline its aggregator sends equals it (:func:`check_strategy_matches_plan`), so simulation
@@ -26,6 +27,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from fedcare.aggregation.compression import SPEC_KEY as COMPRESS_KEY
 from fedcare.aggregation.distributed_dp import SPEC_KEY as NOISE_KEY
 from fedcare.aggregation.distributed_dp import SPEC_VERSION as NOISE_VERSION
 from fedcare.aggregation.norm_bound import SPEC_KEY as CLIP_KEY
@@ -34,6 +36,7 @@ from fedcare.errors import ConfigError
 from fedcare.privacy.mechanisms import check_positive, noise_std
 from fedcare.privacy.study import dp_sgd_train_config
 from fedcare.secure.secagg.messages import HEADER_KEY, STAGE_KEY
+from fedcare.strategy.compression import compression_pipeline, compression_summary
 from fedcare.strategy.modes import HE_KEY, RELEASE_LAYERS, SECAGG_KEY, SITE_HALF_KEYS, site_half_of
 
 if TYPE_CHECKING:
@@ -163,6 +166,8 @@ def site_pipeline_for(plan: TrainingPlan, *, he_fingerprint: object = None) -> d
         out[SECAGG_KEY] = dict(half[SECAGG_KEY])
     if half.get(HE_KEY) is not None:
         out[HE_KEY] = {**half[HE_KEY], "fingerprint": he_fingerprint}
+    if half.get(COMPRESS_KEY) is not None:
+        out[COMPRESS_KEY] = compression_pipeline(half[COMPRESS_KEY])
     return out
 
 
@@ -202,6 +207,9 @@ def site_half_summary(half: Mapping[str, Any]) -> str:
     he = half.get(HE_KEY)
     if isinstance(he, Mapping):
         parts.append(f"encrypted ({he.get('scheme')} v{he.get('version')})")
+    compression = half.get(COMPRESS_KEY)
+    if isinstance(compression, Mapping):
+        parts.append(compression_summary(compression))
     return "; ".join(parts) or "none (the update leaves as trained)"
 
 

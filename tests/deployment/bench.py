@@ -20,6 +20,7 @@ import pytest
 from fedcare.coordinator.grid import CoordinatorGrid
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
+from fedcare.records.protocol import PROTOCOL
 from fedcare.strategy.base import Instruction
 from fedcare.strategy.loop import RoundConfig, exchange
 from fedcare.transport.grpc import fedcare_pb2 as pb
@@ -63,6 +64,8 @@ def say_hello(stub: CoordinatorStub, held: Sequence[str] = ()) -> pb.HelloRespon
         message_version=MESSAGE_VERSION,
         datasets_json=json.dumps({PROBE: {}}),
         held_tasks=list(held),
+        protocol_major=PROTOCOL[0],
+        protocol_minor=PROTOCOL[1],
     )
     response: pb.HelloResponse = stub.Hello(request, timeout=RPC_TIMEOUT_S)
     return response

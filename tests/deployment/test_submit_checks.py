@@ -22,6 +22,7 @@ from typer.testing import CliRunner, Result
 
 from fedcare.cli.main import app
 from fedcare.records.messages import MESSAGE_VERSION
+from fedcare.records.protocol import PROTOCOL
 from fedcare.transport.grpc import fedcare_pb2 as pb
 
 from .helpers import Kits, provision, running_coordinator
@@ -36,7 +37,11 @@ def _hello(kits: Kits, address: str, site: str) -> None:
     """Site ``site`` says Hello over mutual TLS, offering heart-disease (13 features)."""
     datasets = json.dumps({"heart-disease": {"input_shape": [13]}})
     request = pb.HelloRequest(
-        site_version="test", message_version=MESSAGE_VERSION, datasets_json=datasets
+        site_version="test",
+        message_version=MESSAGE_VERSION,
+        datasets_json=datasets,
+        protocol_major=PROTOCOL[0],
+        protocol_minor=PROTOCOL[1],
     )
     with site_client(kits.sites[site], address) as stub:
         assert stub.Hello(request, timeout=RPC_TIMEOUT_S).site_id == site

@@ -23,6 +23,7 @@ from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
+from fedcare.records.protocol import PROTOCOL
 from fedcare.transport.codec import (
     assemble,
     chunk,
@@ -49,7 +50,12 @@ def site_client(kit: Path, address: str) -> Iterator[CoordinatorStub]:
 
 
 def hello(stub: CoordinatorStub) -> pb.HelloResponse:
-    request = pb.HelloRequest(site_version="test", message_version=MESSAGE_VERSION)
+    request = pb.HelloRequest(
+        site_version="test",
+        message_version=MESSAGE_VERSION,
+        protocol_major=PROTOCOL[0],
+        protocol_minor=PROTOCOL[1],
+    )
     response: pb.HelloResponse = stub.Hello(request, timeout=RPC_TIMEOUT_S)
     return response
 

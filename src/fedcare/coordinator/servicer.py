@@ -24,7 +24,8 @@ registry status and writes nothing (``fedcare site doctor``). FetchPackage strea
 study package archive by hash to a registered site (``NOT_FOUND`` for any other hash). A site
 with no study task waiting gets its oldest requested model deployment instead, and a PushReply
 naming a deployment (``dep-.../0/deploy/<site>``) is its answer
-(:mod:`fedcare.coordinator.deployment_calls`).
+(:mod:`fedcare.coordinator.deployment_calls`). Hello refuses an incompatible protocol version;
+a site behind is not sent what it cannot handle (:mod:`fedcare.coordinator.protocol_gate`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from fedcare.coordinator.deployment_calls import deliver, receive
 from fedcare.coordinator.deployments import DeploymentChannel
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.packages import CoordinatorPackages
+from fedcare.coordinator.protocol_gate import ProtocolGate
 from fedcare.coordinator.rows import TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.streams import IdleWatch, StreamLimiter, reply_limit
@@ -55,6 +57,7 @@ from fedcare.errors import (
 )
 from fedcare.inference.deployment_wire import is_deployment_key
 from fedcare.records.messages import MESSAGE_VERSION, Reply, ReplyError
+from fedcare.records.protocol import announced
 from fedcare.transport.codec import (
     DEFAULT_CHUNK_SIZE,
     Limits,
@@ -111,10 +114,15 @@ class CoordinatorServicer(_Base):
         self.anchoring = anchoring
         self.packages = packages
         self.deployments = deployments
+        self.gate = ProtocolGate()  # the protocol version each site announced at Hello
 
     # --- Hello / Heartbeat -------------------------------------------------------------------
     def Hello(self, request: Any, context: grpc.ServicerContext) -> Any:
         site_id = peer_identity(context, self.revocations)
+        version = announced(request.protocol_major, request.protocol_minor)
+        refused = self.gate.hello(site_id, version)
+        if refused:  # a different major, or too many minors behind: say which side to upgrade
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, refused)
         try:
             datasets = json.loads(request.datasets_json or "{}")
         except json.JSONDecodeError as err:
@@ -141,6 +149,8 @@ class CoordinatorServicer(_Base):
             site_id=site_id,
             coordinator_version=__version__,
             message_version=MESSAGE_VERSION,
+            protocol_major=self.gate.current[0],
+            protocol_minor=self.gate.current[1],
             server_time=time.time(),
             heartbeat_interval_s=self.heartbeat_s,
             max_chunk_bytes=MAX_CHUNK_BYTES,
@@ -232,11 +242,18 @@ class CoordinatorServicer(_Base):
             generation = self.hub.generation()
             self.store.touch_site(site_id)
             task = self.store.next_task_for(site_id)
+            if task is not None and self.gate.withhold_task(self.store, site_id, task):
+                self.hub.notify()  # failed, naming the site's protocol: the round goes on
+                continue
             if task is not None and task.payload_digest is not None:
                 yield from self._send_task(site_id, task, context)
                 return
             if task is None and self.deployments is not None:
                 deployment = self.store.next_deployment_for(site_id)
+                if deployment is not None and self.gate.withhold_deployment(
+                    self.deployments, deployment
+                ):
+                    continue
                 if deployment is not None:
                     yield from deliver(self.deployments, deployment, self.idle, context)
                     return

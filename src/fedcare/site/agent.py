@@ -5,7 +5,8 @@ runs it in the worker subprocess (with the site's time limit) and pushes the rep
 A Heartbeat thread reports liveness, and lets the coordinator cancel a task it no longer
 wants. When the connection drops (the coordinator restarted, the network failed) it retries
 with exponential backoff and jitter, and resumes by itself. A refused identity (revoked or
-unknown certificate) stops the agent with the coordinator's reason: retrying cannot help.
+unknown certificate) stops the agent with the coordinator's reason: retrying cannot help; so
+does a protocol version the coordinator refuses at Hello (its message says whom to upgrade).
 
 At start the kit is checked (:func:`fedcare.transport.diagnose.load_site_kit`: files, role
 ``site``, certificate signed by its CA, unexpired, key matching). A failed connection is named
@@ -41,6 +42,7 @@ from fedcare.analytics.disclosure import DEFAULT_MIN_CELL
 from fedcare.errors import TransportError
 from fedcare.inference.deployment_wire import DEPLOY_KIND
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
+from fedcare.records.protocol import PROTOCOL, REFUSAL_MARK
 from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
 from fedcare.site.deployments import SiteDeployments
@@ -146,6 +148,7 @@ class SiteAgent:
         self._rng = random.Random()
         self._failures = FailureLog()
         self._connected = False  # the current session said Hello
+        self.protocol = PROTOCOL  # announced at Hello (fedcare.records.protocol)
         self._stub: CoordinatorStub | None = None  # the current session's, for FetchPackage
         self.deployments = SiteDeployments(state_dir, kit_dir, self.site_id, governance, data)
         packages = governance.packages if governance is not None else None
@@ -174,6 +177,9 @@ class SiteAgent:
         details = str(err.details() if hasattr(err, "details") else err) or ""
         if code in FATAL:  # the coordinator refuses this certificate: retrying cannot help
             raise TransportError(explain_refusal(self.site_id, details, self.kit).message) from None
+        if code == grpc.StatusCode.FAILED_PRECONDITION and REFUSAL_MARK in details:
+            self._on_event(f"refused at Hello: {details}")  # an upgrade is needed: stop
+            raise TransportError(details) from None
         name = code.name if code is not None else "UNKNOWN"
         cause = explain_failure(name, details, self.kit, self.address, timeout=DIAGNOSE_TIMEOUT_S)
         backoff.cap = SLOW_RETRY_S if cause.persistent else Backoff.cap
@@ -228,6 +234,8 @@ class SiteAgent:
                 message_version=MESSAGE_VERSION,
                 datasets_json=datasets,
                 held_tasks=[] if self._unsent is None else [_task_key(self._unsent)],
+                protocol_major=self.protocol[0],
+                protocol_minor=self.protocol[1],
             ),
             timeout=30,
         )

@@ -236,21 +236,34 @@ class Chunk(_message.Message):
     ) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("site_version", "message_version", "datasets_json", "held_tasks")
+    __slots__ = (
+        "site_version",
+        "message_version",
+        "datasets_json",
+        "held_tasks",
+        "protocol_major",
+        "protocol_minor",
+    )
     SITE_VERSION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_VERSION_FIELD_NUMBER: _ClassVar[int]
     DATASETS_JSON_FIELD_NUMBER: _ClassVar[int]
     HELD_TASKS_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_MAJOR_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_MINOR_FIELD_NUMBER: _ClassVar[int]
     site_version: str
     message_version: int
     datasets_json: str
     held_tasks: _containers.RepeatedScalarFieldContainer[str]
+    protocol_major: int
+    protocol_minor: int
     def __init__(
         self,
         site_version: _Optional[str] = ...,
         message_version: _Optional[int] = ...,
         datasets_json: _Optional[str] = ...,
         held_tasks: _Optional[_Iterable[str]] = ...,
+        protocol_major: _Optional[int] = ...,
+        protocol_minor: _Optional[int] = ...,
     ) -> None: ...
 
 class HelloResponse(_message.Message):
@@ -262,6 +275,8 @@ class HelloResponse(_message.Message):
         "server_time",
         "heartbeat_interval_s",
         "max_chunk_bytes",
+        "protocol_major",
+        "protocol_minor",
     )
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +285,8 @@ class HelloResponse(_message.Message):
     SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_MAJOR_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_MINOR_FIELD_NUMBER: _ClassVar[int]
     federation: str
     site_id: str
     coordinator_version: str
@@ -277,6 +294,8 @@ class HelloResponse(_message.Message):
     server_time: float
     heartbeat_interval_s: float
     max_chunk_bytes: int
+    protocol_major: int
+    protocol_minor: int
     def __init__(
         self,
         federation: _Optional[str] = ...,
@@ -286,6 +305,8 @@ class HelloResponse(_message.Message):
         server_time: _Optional[float] = ...,
         heartbeat_interval_s: _Optional[float] = ...,
         max_chunk_bytes: _Optional[int] = ...,
+        protocol_major: _Optional[int] = ...,
+        protocol_minor: _Optional[int] = ...,
     ) -> None: ...
 
 class PullTaskRequest(_message.Message):

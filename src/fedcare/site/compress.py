@@ -17,18 +17,15 @@ residual as the first attempt, so no part of an update is counted twice or lost.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import numpy as np
 
 from fedcare.aggregation.compression import site_compress
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
+from fedcare.site.round_state import load_round_state, round_state_path, save_round_state
 
 __all__ = ["CompressionMod", "ResidualState"]
 
@@ -63,36 +60,19 @@ class CompressionMod:
 
     def path(self, study_id: str) -> Path | None:
         """Where ``study_id``'s residual is saved (None without a state folder)."""
-        if self.state_dir is None:
-            return None
-        digest = hashlib.sha256(study_id.encode()).hexdigest()[:24]
-        return self.state_dir / f"compression-{digest}.npz"
+        return round_state_path(self.state_dir, "compression", study_id)
 
     def _load(self, study_id: str) -> ResidualState | None:
         state = self._states.get(study_id)
-        path = self.path(study_id)
-        if state is None and path is not None and path.exists():
-            with np.load(path, allow_pickle=False) as saved:
-                arrays = ArrayRecord({k: saved[k] for k in saved.files if k != "round"})
-                before = arrays.unprefixed("before")
-                state = ResidualState(
-                    int(saved["round"]), before if len(before) else None, arrays.unprefixed("after")
-                )
-            self._states[study_id] = state
+        if state is None:
+            saved = load_round_state(self.path(study_id))
+            if saved is not None:
+                state = self._states[study_id] = ResidualState(*saved)
         return state
 
     def _save(self, study_id: str, state: ResidualState) -> None:
         self._states[study_id] = state
-        path = self.path(study_id)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = state.after.prefixed("after")
-        if state.before is not None:
-            record = record.merged(state.before.prefixed("before"))
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, allow_pickle=False, round=np.int64(state.round), **dict(record))
-        os.replace(tmp, path)
+        save_round_state(self.path(study_id), state.round, state.before, state.after)
 
     def __call__(self, task: Task, next_handler: Handler) -> Reply:
         reply = next_handler(task)

@@ -20,8 +20,6 @@ reply.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +33,7 @@ from fedcare.evaluation.metrics import compute_metrics
 from fedcare.evaluation.personal import PERSONAL_PREFIX
 from fedcare.models.base import LocalTrainSpec, ModelAdapter
 from fedcare.records.arrays import ArrayRecord
+from fedcare.site.round_state import load_round_state, round_state_path, save_round_state
 
 __all__ = [
     "PERSONAL_PREFIX",
@@ -254,38 +253,17 @@ class PersonalStore:
         self._states: dict[str, PersonalState] = {}
 
     def _path(self, study_id: str) -> Path | None:
-        if self.state_dir is None:
-            return None
-        digest = hashlib.sha256(study_id.encode()).hexdigest()[:24]
-        return self.state_dir / f"personal-{digest}.npz"
+        return round_state_path(self.state_dir, "personal", study_id)
 
     def get(self, study_id: str) -> PersonalState | None:
         """The study's state, read from disk the first time (``None`` when there is none)."""
         state = self._states.get(study_id)
-        path = self._path(study_id)
-        if state is None and path is not None and path.exists():
-            with np.load(path, allow_pickle=False) as saved:
-                names = [k for k in saved.files if k not in ("round", "has_before")]
-                arrays = ArrayRecord({k: saved[k] for k in names})
-                before = arrays.unprefixed("before") if saved["has_before"] else None
-                state = PersonalState(int(saved["round"]), before, arrays.unprefixed("after"))
-            self._states[study_id] = state
+        if state is None:
+            saved = load_round_state(self._path(study_id))
+            if saved is not None:
+                state = self._states[study_id] = PersonalState(*saved)
         return state
 
     def put(self, study_id: str, state: PersonalState) -> None:
         self._states[study_id] = state
-        path = self._path(study_id)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = state.after.prefixed("after")
-        if state.before is not None:
-            record = record.merged(state.before.prefixed("before"))
-        arrays: dict[str, Any] = {
-            **dict(record),
-            "round": np.int64(state.round),
-            "has_before": np.bool_(state.before is not None),
-        }
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, allow_pickle=False, **arrays)
-        os.replace(tmp, path)
+        save_round_state(self._path(study_id), state.round, state.before, state.after)

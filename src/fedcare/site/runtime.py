@@ -8,9 +8,7 @@ of which only ``personal_*`` metrics over the test rows leave.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +46,7 @@ from fedcare.site.personal import (
     personal_train_spec,
 )
 from fedcare.site.preprocess import Preprocessor
+from fedcare.site.round_state import load_round_state, round_state_path, save_round_state
 from fedcare.site.site_reports import saliency_report
 
 __all__ = ["SiteRuntime"]
@@ -123,34 +122,22 @@ class SiteRuntime:
         self.personal = PersonalStore(self.state_dir)
 
     def _control_path(self, study_id: str) -> Path | None:
-        if self.state_dir is None:
-            return None
-        digest = hashlib.sha256(study_id.encode()).hexdigest()[:24]
-        return self.state_dir / f"control-{digest}.npz"
+        return round_state_path(self.state_dir, "control", study_id)
 
     def _load_control(self, study_id: str, round: int, like: ArrayRecord) -> ArrayRecord:
         state = self.controls.get(study_id)
-        path = self._control_path(study_id)
-        if state is None and path is not None and path.exists():
-            with np.load(path, allow_pickle=False) as saved:
-                arrays = ArrayRecord({k: saved[k] for k in saved.files if k != "round"})
-                state = ControlState(
-                    int(saved["round"]), arrays.unprefixed("before"), arrays.unprefixed("after")
-                )
-            like.check_structure(state.after, what=f"saved control variate {path.name}")
-            self.controls[study_id] = state
+        if state is None:
+            saved = load_round_state(path := self._control_path(study_id))
+            if saved is not None and path is not None:
+                round_, before, after = saved
+                state = ControlState(round_, like.zeros_like() if before is None else before, after)
+                like.check_structure(state.after, what=f"saved control variate {path.name}")
+                self.controls[study_id] = state
         return like.zeros_like() if state is None else state.for_round(round)
 
     def _save_control(self, study_id: str, state: ControlState) -> None:
         self.controls[study_id] = state
-        path = self._control_path(study_id)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            record = state.before.prefixed("before").merged(state.after.prefixed("after"))
-            arrays: dict[str, Any] = {**dict(record), "round": np.int64(state.round)}
-            np.savez(tmp, allow_pickle=False, **arrays)
-            os.replace(tmp, path)
+        save_round_state(self._control_path(study_id), state.round, state.before, state.after)
 
     def _prepared(self, task: Task) -> tuple[ModelAdapter, Preprocessor]:
         model_spec = task.plan.get("model")

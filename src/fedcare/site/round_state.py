@@ -1,0 +1,62 @@
+"""A study's arrays around a site's last training round, kept on disk.
+
+SCAFFOLD's control variates, a personal model and compression's error-feedback residual all
+keep the same thing per study: the round, the value from *before* it (so a retried round, its
+reply lost, starts where the first attempt did) and the value after it. With a state folder
+each is saved after every change as ``<prefix>-<sha256(study id)[:24]>.npz`` (write, then
+rename), so a restarted agent or worker continues where it left off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fedcare.records.arrays import ArrayRecord
+
+__all__ = ["load_round_state", "round_state_path", "save_round_state"]
+
+_META = ("round", "has_before")
+
+
+def round_state_path(state_dir: Path | None, prefix: str, study_id: str) -> Path | None:
+    """Where ``study_id``'s ``prefix`` state is saved (None without a state folder)."""
+    if state_dir is None:
+        return None
+    digest = hashlib.sha256(study_id.encode()).hexdigest()[:24]
+    return state_dir / f"{prefix}-{digest}.npz"
+
+
+def load_round_state(path: Path | None) -> tuple[int, ArrayRecord | None, ArrayRecord] | None:
+    """``(round, before, after)`` saved at ``path``, or None when nothing is saved there."""
+    if path is None or not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = ArrayRecord({k: saved[k] for k in saved.files if k not in _META})
+        before = arrays.unprefixed("before")
+        has_before = bool(saved["has_before"]) if "has_before" in saved.files else len(before) > 0
+        return int(saved["round"]), before if has_before else None, arrays.unprefixed("after")
+
+
+def save_round_state(
+    path: Path | None, round: int, before: ArrayRecord | None, after: ArrayRecord
+) -> None:
+    """Save ``(round, before, after)`` at ``path`` atomically (nothing when ``path`` is None)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = after.prefixed("after")
+    if before is not None:
+        record = record.merged(before.prefixed("before"))
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        allow_pickle=False,
+        round=np.int64(round),
+        has_before=np.bool_(before is not None),
+        **dict(record),
+    )
+    os.replace(tmp, path)

@@ -1,8 +1,9 @@
 """Protocol version negotiation over real mutual TLS (fedcare.records.protocol).
 
 One coordinator at protocol 1.1 and two real agents: ``cleveland`` speaks 1.1, ``hungary`` the
-previous minor 1.0. A plain study completes with both contributing; a study that compresses
-updates (a 1.1 feature) goes on without hungary, whose task fails naming its version; a model
+previous minor 1.0. A plain study goes on without hungary (1.1 put the validation section in
+every training plan), naming its version and what it lacks; so does a study that compresses
+updates (a 1.1 feature), naming compression; a model
 deployment to hungary (deploy tasks are 1.1) is failed with the same kind of reason and never
 sent. At the wire: another major, or two minors behind, is refused at Hello with
 FAILED_PRECONDITION naming both versions and whom to upgrade (the site is not registered); a
@@ -74,12 +75,20 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
             agents.close()
 
 
-def test_a_site_one_minor_behind_takes_part_in_a_plain_study(mixed: Mixed) -> None:
+def test_a_site_one_minor_behind_is_left_out_of_a_plan_it_cannot_check(mixed: Mixed) -> None:
+    """1.1 added the validation section to every training plan's hashed content: a 1.0 agent
+    would rebuild the plan without it and refuse on a hash mismatch. It is told why instead,
+    and the study goes on with the others."""
     store = mixed.coordinator.store
-    study_id = submit(store, heart_study(name="plain", rounds=2, min_sites=2))
+    study_id = submit(store, heart_study(name="plain", rounds=2, min_sites=1))
     wait_for_status(store, study_id, "completed", describe=mixed.agents.describe)
     for r in (1, 2):
-        assert contributors(store.get_round(study_id, r).record) == ["cleveland", "hungary"]
+        record = store.get_round(study_id, r).record
+        assert contributors(record) == ["cleveland"]
+        why = str(record["fit"]["failed_sites"]["hungary"])
+        assert (
+            "site 'hungary' speaks protocol 1.0; the training plan's validation section needs 1.1"
+        ) in why, record["fit"]
     assert mixed.coordinator.servicer.gate.version_of("hungary") == OLD
 
 
@@ -98,7 +107,7 @@ def test_a_later_minor_feature_is_not_sent_and_the_study_goes_on(mixed: Mixed) -
 def test_a_deployment_to_a_site_one_minor_behind_fails_naming_the_version(mixed: Mixed) -> None:
     store = mixed.coordinator.store
     if not store.list_models():
-        test_a_site_one_minor_behind_takes_part_in_a_plain_study(mixed)
+        test_a_site_one_minor_behind_is_left_out_of_a_plan_it_cannot_check(mixed)
     version = store.list_models()[0].version
     (info,) = request_deployment(store, version, ["hungary"], "tester")
     end = time.monotonic() + 30

@@ -40,6 +40,8 @@ def test_features_of_a_study_and_what_an_old_site_lacks() -> None:
     assert missing(0, both) == both
     assert missing(1, both) == []
     assert set(FEATURES) >= {"deploy task", *both}
+    training = study_features({"validation": {"report": True}, "compression": {"method": "fp16"}})
+    assert training == ["update compression", "the training plan's validation section"]
     assert too_old("h", (1, 0), "deploy task") == (
         "site 'h' speaks protocol 1.0; deploy task needs 1.1: upgrade its fedcare"
     )

@@ -46,6 +46,9 @@ FEATURES: Mapping[str, int] = {
     "deploy task": 1,  # model deployments (fedcare.coordinator.deployments)
     "update compression": 1,  # a study's compression section (site half)
     "invalid-row skipping": 1,  # dataset.skip_invalid_rows
+    # 1.1 added the clinical validation section to every training plan's hashed content: a
+    # 1.0 agent rebuilds the plan without it and finds another hash (plan-hash-mismatch)
+    "the training plan's validation section": 1,
 }
 
 
@@ -83,6 +86,8 @@ def study_features(config: Mapping[str, Any]) -> list[str]:
     dataset = config.get("dataset") or {}
     if isinstance(dataset, Mapping) and dataset.get("skip_invalid_rows") is not None:
         out.append("invalid-row skipping")
+    if "validation" in config:  # a training study (every one has the section since 1.1)
+        out.append("the training plan's validation section")
     return out
 
 

@@ -88,7 +88,7 @@ def test_sum_of_sent_plus_residual_equals_sum_of_trained(tmp_path: Path) -> None
         reply = mod(_task(rnd), _trainer(0))
         total_sent = total_sent + decode("a", reply.arrays, PARAMS, "topk", 0.1).astype(np.float64)
         total_true = total_true + _true(rnd).astype(np.float64)
-    residual = mod._states["s1"].after.astype(np.float64)
+    residual = mod.residuals.get("s1").after.astype(np.float64)
     assert (total_true - total_sent - residual).norm() < 1e-5
 
 

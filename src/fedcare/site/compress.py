@@ -25,7 +25,7 @@ from fedcare.aggregation.compression import site_compress
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
-from fedcare.site.round_state import load_round_state, round_state_path, save_round_state
+from fedcare.site.round_state import RoundStateStore
 
 __all__ = ["CompressionMod", "ResidualState"]
 
@@ -55,34 +55,21 @@ class CompressionMod:
     """``mod(task, next_handler) -> Reply`` compressing a fit reply's update."""
 
     def __init__(self, state_dir: Path | None = None) -> None:
-        self.state_dir = state_dir
-        self._states: dict[str, ResidualState] = {}
+        self.residuals = RoundStateStore(state_dir, "compression", ResidualState)
 
     def path(self, study_id: str) -> Path | None:
         """Where ``study_id``'s residual is saved (None without a state folder)."""
-        return round_state_path(self.state_dir, "compression", study_id)
-
-    def _load(self, study_id: str) -> ResidualState | None:
-        state = self._states.get(study_id)
-        if state is None:
-            saved = load_round_state(self.path(study_id))
-            if saved is not None:
-                state = self._states[study_id] = ResidualState(*saved)
-        return state
-
-    def _save(self, study_id: str, state: ResidualState) -> None:
-        self._states[study_id] = state
-        save_round_state(self.path(study_id), state.round, state.before, state.after)
+        return self.residuals.path(study_id)
 
     def __call__(self, task: Task, next_handler: Handler) -> Reply:
         reply = next_handler(task)
         if task.kind != "fit" or "compression" not in task.pipeline or not reply.ok:
             return reply
-        saved = self._load(task.study_id)
+        saved = self.residuals.get(task.study_id)
         residual = None if saved is None else saved.for_round(task.round)
         if residual is not None and not reply.arrays.same_structure(residual):
             residual = None  # another model under the same study id: start afresh
         wire, kept = site_compress(task.pipeline, reply.arrays, residual)
         if kept is not None:
-            self._save(task.study_id, ResidualState(task.round, residual, kept))
+            self.residuals.put(task.study_id, ResidualState(task.round, residual, kept))
         return replace(reply, arrays=wire)

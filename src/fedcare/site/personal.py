@@ -33,7 +33,7 @@ from fedcare.evaluation.metrics import compute_metrics
 from fedcare.evaluation.personal import PERSONAL_PREFIX
 from fedcare.models.base import LocalTrainSpec, ModelAdapter
 from fedcare.records.arrays import ArrayRecord
-from fedcare.site.round_state import load_round_state, round_state_path, save_round_state
+from fedcare.site.round_state import RoundStateStore
 
 __all__ = [
     "PERSONAL_PREFIX",
@@ -243,27 +243,8 @@ class PersonalState:
         return None if state is None else state.for_round(round)
 
 
-@dataclass
-class PersonalStore:
+class PersonalStore(RoundStateStore[PersonalState]):
     """Per-study personal state, in memory and (with ``state_dir``) on disk."""
 
-    state_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        self._states: dict[str, PersonalState] = {}
-
-    def _path(self, study_id: str) -> Path | None:
-        return round_state_path(self.state_dir, "personal", study_id)
-
-    def get(self, study_id: str) -> PersonalState | None:
-        """The study's state, read from disk the first time (``None`` when there is none)."""
-        state = self._states.get(study_id)
-        if state is None:
-            saved = load_round_state(self._path(study_id))
-            if saved is not None:
-                state = self._states[study_id] = PersonalState(*saved)
-        return state
-
-    def put(self, study_id: str, state: PersonalState) -> None:
-        self._states[study_id] = state
-        save_round_state(self._path(study_id), state.round, state.before, state.after)
+    def __init__(self, state_dir: Path | None = None) -> None:
+        super().__init__(state_dir, "personal", PersonalState)

@@ -4,20 +4,23 @@ SCAFFOLD's control variates, a personal model and compression's error-feedback r
 keep the same thing per study: the round, the value from *before* it (so a retried round, its
 reply lost, starts where the first attempt did) and the value after it. With a state folder
 each is saved after every change as ``<prefix>-<sha256(study id)[:24]>.npz`` (write, then
-rename), so a restarted agent or worker continues where it left off.
+rename), so a restarted agent or worker continues where it left off;
+:class:`RoundStateStore` keeps them per study, in memory and on disk.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from fedcare.records.arrays import ArrayRecord
 
-__all__ = ["load_round_state", "round_state_path", "save_round_state"]
+__all__ = ["RoundStateStore", "load_round_state", "round_state_path", "save_round_state"]
 
 _META = ("round", "has_before")
 
@@ -60,3 +63,49 @@ def save_round_state(
         **dict(record),
     )
     os.replace(tmp, path)
+
+
+class _RoundState(Protocol):
+    @property
+    def round(self) -> int: ...
+    @property
+    def before(self) -> ArrayRecord | None: ...
+    @property
+    def after(self) -> ArrayRecord: ...
+
+
+S = TypeVar("S", bound=_RoundState)
+
+
+class RoundStateStore(Generic[S]):
+    """Each study's state of type ``make(round, before, after)`` in memory, read from and
+    saved to ``state_dir`` (``<prefix>-<digest>.npz``; nothing on disk without a folder)."""
+
+    def __init__(
+        self,
+        state_dir: Path | None,
+        prefix: str,
+        make: Callable[[int, ArrayRecord | None, ArrayRecord], S],
+    ) -> None:
+        self.state_dir = state_dir
+        self.prefix = prefix
+        self._make = make
+        self._states: dict[str, S] = {}
+
+    def path(self, study_id: str) -> Path | None:
+        """Where ``study_id``'s state is saved (None without a state folder)."""
+        return round_state_path(self.state_dir, self.prefix, study_id)
+
+    def get(self, study_id: str) -> S | None:
+        """The study's state, read from disk the first time (``None`` when there is none)."""
+        state = self._states.get(study_id)
+        if state is None:
+            saved = load_round_state(self.path(study_id))
+            if saved is not None:
+                state = self._states[study_id] = self._make(*saved)
+        return state
+
+    def put(self, study_id: str, state: S) -> None:
+        """Keep ``state`` as the study's, and save it."""
+        self._states[study_id] = state
+        save_round_state(self.path(study_id), state.round, state.before, state.after)

@@ -25,6 +25,7 @@ __all__ = [
     "LEGACY",
     "PROTOCOL",
     "REFUSAL_MARK",
+    "STREAMED_TRANSFERS",
     "SUPPORTED_BEHIND",
     "announced",
     "missing",
@@ -34,13 +35,17 @@ __all__ = [
 ]
 
 #: This installation's protocol version.
-PROTOCOL: tuple[int, int] = (1, 1)
+PROTOCOL: tuple[int, int] = (1, 2)
 #: What a Hello without protocol fields speaks.
 LEGACY: tuple[int, int] = (1, 0)
 #: How many minors behind the coordinator a site may be and still take part.
 SUPPORTED_BEHIND = 1
 #: In every Hello refusal of :func:`refusal` (an agent stops on it: retrying cannot help).
 REFUSAL_MARK = "speaks fedcare protocol"
+#: The minor from which tasks and replies travel framed (fedcare.transport.framed) and both
+#: directions resume after a cut (fedcare.transport.transfer); a site behind it gets and sends
+#: whole messages, which the coordinator converts.
+STREAMED_TRANSFERS = 2
 #: Task and plan features by the minor that introduced them (nothing older is listed).
 FEATURES: Mapping[str, int] = {
     "deploy task": 1,  # model deployments (fedcare.coordinator.deployments)

@@ -67,6 +67,9 @@ class Limits:
         Longest plan or pipeline JSON text.
     require_finite:
         Refuse NaN and infinite values in float arrays.
+    max_framed_bytes:
+        Largest framed payload (:mod:`fedcare.transport.framed`), which protobuf's 2 GiB
+        limit does not bound: default 1 TiB; a coordinator bounds each reply by its task.
     """
 
     max_payload_bytes: int = PROTOBUF_MAX_BYTES
@@ -77,6 +80,7 @@ class Limits:
     max_entries: int = 10_000
     max_json_chars: int = 16 * MiB
     require_finite: bool = False
+    max_framed_bytes: int = 1 << 40
 
 
 DEFAULT_LIMITS = Limits()

@@ -18,7 +18,7 @@ functions and :class:`Limits` (from :mod:`fedcare.transport.arrays_wire`) are re
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fedcare.errors import ValidationError
@@ -60,6 +60,10 @@ __all__ = [
 
 
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+#: Writes an :class:`ArrayRecord` into an ``ArrayRecord`` message.
+RecordWriter = Callable[[ArrayRecord, pb.ArrayRecord], None]
+#: Reads an ``ArrayRecord`` message (limits, where for errors) into an :class:`ArrayRecord`.
+RecordReader = Callable[[pb.ArrayRecord, Limits, str], ArrayRecord]
 
 
 def _to_json(value: Mapping[str, Any], what: str) -> str:
@@ -117,6 +121,12 @@ def _config_to_proto(key: str, value: Any, out: pb.ConfigValue) -> None:
 def encode_task(task: Task) -> bytes:
     """Serialize a :class:`Task` as a ``TaskMessage``."""
     _check_size([task.params, *task.arrays.values()], f"task {task.task_id}")
+    return _serialize(task_message(task, _record_to_proto), f"task {task.task_id}")
+
+
+def task_message(task: Task, record_to_proto: RecordWriter) -> pb.TaskMessage:
+    """The ``TaskMessage`` of ``task``, its array records written by ``record_to_proto``
+    (with their bytes inline, or only names, dtypes and shapes: :mod:`~.framed`)."""
     msg = pb.TaskMessage(
         version=task.version,
         study_id=task.study_id,
@@ -127,13 +137,13 @@ def encode_task(task: Task) -> bytes:
         pipeline_json=_to_json(task.pipeline, "task pipeline"),
         end=END_MARKER,
     )
-    _record_to_proto(task.params, msg.params)
+    record_to_proto(task.params, msg.params)
     for key, value in task.config.items():
         _config_to_proto(key, value, msg.config[key])
     for name, record in task.arrays.items():
         named = msg.arrays.add(name=name)
-        _record_to_proto(record, named.record)
-    return _serialize(msg, f"task {task.task_id}")
+        record_to_proto(record, named.record)
+    return msg
 
 
 def _config_from_proto(msg: pb.TaskMessage, limits: Limits) -> dict[str, Any]:
@@ -160,6 +170,12 @@ def decode_task(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Task:
         If the bytes are malformed, truncated, of another version or break ``limits``.
     """
     msg = _parse(pb.TaskMessage, data, "task message", limits)
+    return task_from_message(msg, limits, _record_from_proto)
+
+
+def task_from_message(msg: pb.TaskMessage, limits: Limits, record_from_proto: RecordReader) -> Task:
+    """Check a parsed ``TaskMessage`` and build its :class:`Task`, its array records read by
+    ``record_from_proto`` (from the message, or from the body of a framed payload)."""
     _check_header(msg, "task message", limits)
     if len(msg.arrays) > limits.max_records:
         raise ValidationError(
@@ -167,18 +183,19 @@ def decode_task(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Task:
         )
     _count_arrays([msg.params, *(n.record for n in msg.arrays)], limits, "task")
     where = f"task {msg.study_id}/{msg.round}/{msg.kind}/{msg.site_id}"
+    params = record_from_proto(msg.params, limits, f"{where} params")  # first: framed order
     extra: dict[str, ArrayRecord] = {}
     for named in msg.arrays:
         _check_name(named.name, f"{where} record name", limits)
         if named.name in extra:
             raise ValidationError(f"{where} has two records named {named.name!r}")
-        extra[named.name] = _record_from_proto(named.record, limits, f"{where} {named.name}")
+        extra[named.name] = record_from_proto(named.record, limits, f"{where} {named.name}")
     return Task(
         study_id=msg.study_id,
         round=int(msg.round),
         site_id=msg.site_id,
         kind=msg.kind,  # type: ignore[arg-type]  # checked against TASK_KINDS above
-        params=_record_from_proto(msg.params, limits, f"{where} params"),
+        params=params,
         config=_config_from_proto(msg, limits),
         arrays=extra,
         plan=_from_json(msg.plan_json, f"{where} plan", limits),
@@ -191,6 +208,11 @@ def decode_task(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Task:
 def encode_reply(reply: Reply) -> bytes:
     """Serialize a :class:`Reply` as a ``ReplyMessage``."""
     _check_size([reply.arrays], f"reply from site {reply.site_id!r}")
+    return _serialize(reply_message(reply, _record_to_proto), f"reply from site {reply.site_id!r}")
+
+
+def reply_message(reply: Reply, record_to_proto: RecordWriter) -> pb.ReplyMessage:
+    """The ``ReplyMessage`` of ``reply``, its arrays written by ``record_to_proto``."""
     msg = pb.ReplyMessage(
         version=reply.version,
         study_id=reply.study_id,
@@ -202,11 +224,11 @@ def encode_reply(reply: Reply) -> bytes:
         info=dict(reply.info),
         end=END_MARKER,
     )
-    _record_to_proto(reply.arrays, msg.arrays)
+    record_to_proto(reply.arrays, msg.arrays)
     if reply.error is not None:
         msg.error.kind = reply.error.kind
         msg.error.message = reply.error.message
-    return _serialize(msg, f"reply from site {reply.site_id!r}")
+    return msg
 
 
 def decode_reply(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Reply:
@@ -221,6 +243,14 @@ def decode_reply(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Reply:
         If the bytes are malformed, truncated, of another version or break ``limits``.
     """
     msg = _parse(pb.ReplyMessage, data, "reply message", limits)
+    return reply_from_message(msg, limits, _record_from_proto)
+
+
+def reply_from_message(
+    msg: pb.ReplyMessage, limits: Limits, record_from_proto: RecordReader
+) -> Reply:
+    """Check a parsed ``ReplyMessage`` and build its :class:`Reply` (arrays read by
+    ``record_from_proto``)."""
     _check_header(msg, "reply message", limits)
     where = f"reply from site {msg.site_id!r} for {msg.study_id}/{msg.round}/{msg.kind}"
     if msg.num_samples < 0:
@@ -249,7 +279,7 @@ def decode_reply(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Reply:
         round=int(msg.round),
         site_id=msg.site_id,
         kind=msg.kind,  # type: ignore[arg-type]  # checked against TASK_KINDS above
-        arrays=_record_from_proto(msg.arrays, limits, where),
+        arrays=record_from_proto(msg.arrays, limits, where),
         num_samples=int(msg.num_samples),
         metrics=dict(msg.metrics),
         error=error,

@@ -463,6 +463,32 @@ class CheckResponse(_message.Message):
         coordinator_version: _Optional[str] = ...,
     ) -> None: ...
 
+class DownloadRequest(_message.Message):
+    __slots__ = ("task", "offset")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    offset: int
+    def __init__(self, task: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class UploadStatusRequest(_message.Message):
+    __slots__ = ("task", "sha256", "size")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    sha256: bytes
+    size: int
+    def __init__(
+        self, task: _Optional[str] = ..., sha256: _Optional[bytes] = ..., size: _Optional[int] = ...
+    ) -> None: ...
+
+class UploadStatusResponse(_message.Message):
+    __slots__ = ("confirmed",)
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    confirmed: int
+    def __init__(self, confirmed: _Optional[int] = ...) -> None: ...
+
 class FetchPackageRequest(_message.Message):
     __slots__ = ("package",)
     PACKAGE_FIELD_NUMBER: _ClassVar[int]

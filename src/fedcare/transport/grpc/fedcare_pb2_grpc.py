@@ -77,6 +77,18 @@ class CoordinatorStub:
             response_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckResponse.FromString,
             _registered_method=True,
         )
+        self.Download = channel.unary_stream(
+            "/fedcare.v1.Coordinator/Download",
+            request_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.DownloadRequest.SerializeToString,
+            response_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.Chunk.FromString,
+            _registered_method=True,
+        )
+        self.UploadStatus = channel.unary_unary(
+            "/fedcare.v1.Coordinator/UploadStatus",
+            request_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.UploadStatusRequest.SerializeToString,
+            response_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.UploadStatusResponse.FromString,
+            _registered_method=True,
+        )
         self.FetchPackage = channel.unary_stream(
             "/fedcare.v1.Coordinator/FetchPackage",
             request_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.FetchPackageRequest.SerializeToString,
@@ -137,6 +149,22 @@ class CoordinatorServicer:
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")
 
+    def Download(self, request, context):
+        """Resume a task download cut mid-way (protocol 1.2): the task's chunks from an offset.
+        NOT_FOUND when the task is not delivered to the caller or no longer open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
+    def UploadStatus(self, request, context):
+        """How much of a reply upload the coordinator holds (protocol 1.2), so a site resumes it
+        with PushReply from there (metadata "fedcare-offset" and "fedcare-sha256").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
     def FetchPackage(self, request, context):
         """The chunks of one stored study package archive (.fcpkg), by hash; NOT_FOUND when the
         coordinator stores no such package, INVALID_ARGUMENT for a malformed hash. The site
@@ -178,6 +206,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
             servicer.Check,
             request_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckRequest.FromString,
             response_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckResponse.SerializeToString,
+        ),
+        "Download": grpc.unary_stream_rpc_method_handler(
+            servicer.Download,
+            request_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.DownloadRequest.FromString,
+            response_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.Chunk.SerializeToString,
+        ),
+        "UploadStatus": grpc.unary_unary_rpc_method_handler(
+            servicer.UploadStatus,
+            request_deserializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.UploadStatusRequest.FromString,
+            response_serializer=fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.UploadStatusResponse.SerializeToString,
         ),
         "FetchPackage": grpc.unary_stream_rpc_method_handler(
             servicer.FetchPackage,
@@ -367,6 +405,66 @@ class Coordinator:
             "/fedcare.v1.Coordinator/Check",
             fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckRequest.SerializeToString,
             fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.CheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def Download(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            "/fedcare.v1.Coordinator/Download",
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.DownloadRequest.SerializeToString,
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def UploadStatus(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            "/fedcare.v1.Coordinator/UploadStatus",
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.UploadStatusRequest.SerializeToString,
+            fedcare_dot_transport_dot_grpc_dot_fedcare__pb2.UploadStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

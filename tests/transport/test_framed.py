@@ -97,7 +97,7 @@ def test_reply_round_trip_with_error_metrics_and_info() -> None:
 
 def test_truncated_payload_is_refused() -> None:
     data = frame_task(_task()).to_bytes()
-    with pytest.raises(ValidationError, match="runs past the end|truncated"):
+    with pytest.raises(ValidationError, match=r"runs past the end|truncated"):
         read_task(data[: -ALIGN - 8])
 
 

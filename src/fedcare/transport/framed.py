@@ -133,7 +133,9 @@ def _little(arr: np.ndarray, name: str) -> memoryview:
             f"array {name!r} has dtype {arr.dtype}; allowed dtypes are {sorted(ALLOWED_DTYPES)}"
         )
     little = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False))
-    return memoryview(little.reshape(-1))  # type: ignore[arg-type].cast("B") if little.size else memoryview(b"")
+    if not little.size:
+        return memoryview(b"")
+    return memoryview(little.reshape(-1)).cast("B")  # type: ignore[arg-type]
 
 
 class _Collector:

@@ -33,6 +33,7 @@ from fedcare.transport.codec import (
     encode_task,
     new_transfer_id,
 )
+from fedcare.transport.framed import read_task
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorStub
 from fedcare.transport.tls import channel_credentials
@@ -64,7 +65,8 @@ def pull(stub: CoordinatorStub, wait_s: float) -> Task | None:
     """One PullTask long-poll: the task, or None when none came within ``wait_s``."""
     request = pb.PullTaskRequest(wait_s=wait_s)
     chunks = list(stub.PullTask(request, timeout=wait_s + RPC_TIMEOUT_S))
-    return decode_task(assemble(chunks, max_bytes=1 << 30)) if chunks else None
+    # framed (protocol 1.2) or a whole message: read_task reads both
+    return read_task(assemble(chunks, max_bytes=1 << 30)) if chunks else None
 
 
 def push(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import os
 import re
 import tempfile
@@ -119,7 +120,7 @@ class ArtifactStore:
         """Store ``data``; return its SHA-256 hex digest (a no-op if already stored)."""
         return self.put_stream([data])
 
-    def put_stream(self, chunks: Iterable[bytes]) -> str:
+    def put_stream(self, chunks: Iterable[bytes | memoryview]) -> str:
         """Store the concatenation of ``chunks`` in constant memory; return its digest.
 
         Raises
@@ -179,6 +180,24 @@ class ArtifactStore:
         except FileNotFoundError as err:
             raise NotFoundError(f"no artifact {digest} under {self.root}") from err
         return io.BufferedReader(raw, CHUNK_SIZE)
+
+    def map(self, digest: str) -> mmap.mmap | bytes:
+        """A read-only memory map of the artifact, NOT verified against ``digest`` (reading
+        it to verify would cost the pass the map saves): for artifacts this process verified
+        as it stored them, such as a reply checked when its upload completed.
+
+        Raises
+        ------
+        NotFoundError
+            If no artifact is stored under ``digest``.
+        """
+        path = self.path(digest)
+        try:
+            with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else b""
+        except FileNotFoundError as err:
+            raise NotFoundError(f"no artifact {digest} under {self.root}") from err
 
     def get(self, digest: str) -> bytes:
         """The artifact's bytes, verified against ``digest``.

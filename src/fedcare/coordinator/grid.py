@@ -3,9 +3,10 @@
 ``send_and_receive`` stores each task's encoded payload content-addressed, inserts the task
 rows, wakes the sites' long-polls, and yields each reply as soon as it is stored, until all
 tasks are answered, failed or the deadline passes; tasks still open then are expired, so a late
-reply is refused. Without a timeout the deadline is ``default_timeout`` (the study's
-``task_deadline_s``; ``TASK_DEADLINE_FLOOR_S`` if not given): no task waits forever. Only one
-reply payload is decoded at a time: memory grows with the model.
+reply is refused. Task payloads are stored framed (:mod:`fedcare.transport.framed`: written
+from views of the parameters, no serialized copy), and each reply is read from its mapped
+artifact, so the round's memory is what aggregation keeps, not the replies. Without a timeout the deadline is ``default_timeout`` (the study's
+``task_deadline_s``; ``TASK_DEADLINE_FLOOR_S`` if not given): no task waits forever.
 
 Once the study's reference feature schema is set (:meth:`CoordinatorGrid.set_reference`, at
 round 0), a site whose described schema differs is refused for this study: it is left out of
@@ -35,7 +36,7 @@ from fedcare.errors import TransportError
 from fedcare.grid import Grid, Split
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.records.study import TASK_DEADLINE_FLOOR_S
-from fedcare.transport.codec import decode_reply, encode_task
+from fedcare.transport.framed import frame_task, read_reply
 
 __all__ = ["CoordinatorGrid", "GridStopped"]
 
@@ -142,7 +143,10 @@ class CoordinatorGrid(Grid):
         attempt = max((t.attempt for t in earlier), default=0) + 1
         wait_s = self.default_timeout if timeout is None else timeout
         deadline = datetime.now(timezone.utc) + timedelta(seconds=wait_s)
-        rows = [(t.site_id, t.kind, self.artifacts.put(encode_task(t)), deadline) for t in tasks]
+        rows = [
+            (t.site_id, t.kind, self.artifacts.put_stream(frame_task(t).parts()), deadline)
+            for t in tasks
+        ]
         task_ids = self.store.create_tasks(self.study_id, round_, attempt, rows)
         self.hub.notify()
         yield from self._collect(set(task_ids), round_, attempt, time.monotonic() + wait_s)
@@ -193,4 +197,5 @@ class CoordinatorGrid(Grid):
                 kind=row.kind,  # type: ignore[arg-type]
                 error=ReplyError(row.error_kind or "error", row.error_message or ""),
             )
-        return decode_reply(self.artifacts.get(row.payload_digest))
+        # Mapped, not read: a reply that is only summed goes through the page cache once.
+        return read_reply(self.artifacts.map(row.payload_digest))

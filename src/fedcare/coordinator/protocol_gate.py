@@ -17,7 +17,14 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fedcare.records.protocol import PROTOCOL, missing, refusal, study_features, too_old
+from fedcare.records.protocol import (
+    PROTOCOL,
+    STREAMED_TRANSFERS,
+    missing,
+    refusal,
+    study_features,
+    too_old,
+)
 
 if TYPE_CHECKING:
     from fedcare.coordinator.deployments import DeploymentChannel
@@ -56,6 +63,11 @@ class ProtocolGate:
     def behind(self, site_id: str) -> bool:
         """Whether ``site_id`` speaks an older minor than the coordinator."""
         return self.version_of(site_id)[1] < self.current[1]
+
+    def streamed(self, site_id: str) -> bool:
+        """Whether ``site_id`` takes framed, resumable transfers (protocol 1.2 and later)."""
+        version = self.version_of(site_id)
+        return version >= (self.current[0], STREAMED_TRANSFERS)
 
     def study_reason(self, site_id: str, config: Mapping[str, Any]) -> str:
         """Why a task of a study with this stored config is not sent (``""``: send it)."""

@@ -47,6 +47,16 @@ from fedcare.coordinator.protocol_gate import ProtocolGate
 from fedcare.coordinator.rows import TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.streams import IdleWatch, StreamLimiter, reply_limit
+from fedcare.coordinator.transfer_calls import (
+    OFFSET_METADATA_KEY,
+    SHA256_METADATA_KEY,
+    SIZE_METADATA_KEY,
+    TASK_METADATA_KEY,
+    TransferCalls,
+    check_answers,
+    named,
+)
+from fedcare.coordinator.transfers import receive_reply, reply_spool
 from fedcare.errors import (
     ConfigError,
     FedcareError,
@@ -69,17 +79,13 @@ from fedcare.transport.codec import (
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorServicer as _Base
 from fedcare.transport.tls import RevocationList, peer_identity
+from fedcare.transport.transfer import Spool
 
 __all__ = ["SIZE_METADATA_KEY", "TASK_METADATA_KEY", "CoordinatorServicer"]
 
 MAX_WAIT_S = 30.0
 #: Largest chunk a PushReply may carry (the gRPC receive limit adds a little framing).
 MAX_CHUNK_BYTES = DEFAULT_CHUNK_SIZE
-#: The PushReply metadata key naming the task the reply answers ("study/round/kind/site").
-TASK_METADATA_KEY = "fedcare-task"
-#: The PushReply metadata key declaring the payload's size in bytes (decimal), checked
-#: against the task's limit before any chunk is read; the chunks must declare the same.
-SIZE_METADATA_KEY = "fedcare-size"
 
 
 def _serial(context: grpc.ServicerContext) -> str:
@@ -87,7 +93,7 @@ def _serial(context: grpc.ServicerContext) -> str:
     return format(x509.load_pem_x509_certificate(pem).serial_number, "x")
 
 
-class CoordinatorServicer(_Base):
+class CoordinatorServicer(TransferCalls, _Base):
     """The ``fedcare.v1.Coordinator`` service over a :class:`CoordinatorStore`."""
 
     def __init__(
@@ -262,30 +268,11 @@ class CoordinatorServicer(_Base):
                 return
             self.hub.wait(generation, remaining)
 
-    def _send_task(
-        self, site_id: str, task: TaskInfo, context: grpc.ServicerContext
-    ) -> Iterator[Any]:
-        """Stream the delivered ``task``; fail it if the site does not take all of it."""
-        assert task.payload_digest is not None
-        payload = self.store.artifacts.get(task.payload_digest)
-        sent = False
-        try:
-            with self.idle.watch(context, f"PullTask of {site_id}") as ticket:
-                for piece in chunk(payload, transfer_id=new_transfer_id()):
-                    yield piece  # blocks while the site does not read: watched
-                    self.idle.touch(ticket)
-            sent = True
-        finally:
-            if not sent:  # the site went away or stalled mid-download: it will never answer
-                why = f"site {site_id!r} did not take the whole task (download cut)"
-                if self.store.fail_task(task.id, site_id, "download_interrupted", why):
-                    self.hub.notify()
-
     def PushReply(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         site_id = peer_identity(context, self.revocations)
         with self.streams.slot(site_id, "PushReply", context):  # refused before any database work
             self._registered(context)
-            key, size = _named(context)
+            key, size = named(context)
             if self.deployments is not None and is_deployment_key(key):
                 return receive(self.deployments, site_id, (key, size), request_iterator, context)
             try:
@@ -319,15 +306,24 @@ class CoordinatorServicer(_Base):
                 yield piece
 
         key, size = named
+        metadata = dict(context.invocation_metadata())
+        framed = metadata.get(SHA256_METADATA_KEY)
         sent = 0 if task.payload_digest is None else self.store.artifacts.size(task.payload_digest)
-        limit = reply_limit(task.kind, sent, self.limits.max_payload_bytes)
+        ceiling = self.limits.max_framed_bytes if framed else self.limits.max_payload_bytes
+        limit = reply_limit(task.kind, sent, ceiling)
         if size > limit:  # refused before a single chunk is read
             why = f"transfer declares {size} bytes, above the limit {limit} of its {task.kind} task"
             self._invalid(task, site_id, context, f"malformed reply: {why}")
         try:
-            payload = assemble(arriving(), max_bytes=limit, size=size)
-            reply = decode_reply(payload, limits=self.limits)
-            _check_answers(reply, key)
+            if isinstance(framed, str):  # 1.2: spooled to disk as it arrives, resumable
+                spool = reply_spool(self.store.artifacts, key, framed, size)
+                _resume_at(spool, metadata.get(OFFSET_METADATA_KEY), context)
+                reply, digest = receive_reply(self.store.artifacts, spool, arriving(), self.limits)
+                payload: bytes | str = digest
+            else:
+                payload = assemble(arriving(), max_bytes=limit, size=size)
+                reply = decode_reply(payload, limits=self.limits)
+            check_answers(reply, key)
         except (TransferIncompleteError, grpc.RpcError) as err:
             # The site went away, or the upload stalled and was cut: not a refusal. The task
             # stays open for the site to send it again, or for its deadline.
@@ -351,7 +347,7 @@ class CoordinatorServicer(_Base):
             self.hub.notify()
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
 
-    def _store(self, task_id: str, site_id: str, reply: Reply, payload: bytes) -> None:
+    def _store(self, task_id: str, site_id: str, reply: Reply, payload: bytes | str) -> None:
         if reply.error is not None:
             self.store.store_reply(
                 task_id, site_id, error=ReplyError(reply.error.kind, reply.error.message)
@@ -361,7 +357,7 @@ class CoordinatorServicer(_Base):
         # and encoding the reply again would cost several more copies of a large model.
         # Content-addressed: a refused reply may leave an unreferenced payload file (never a
         # database row); deleting it could remove a byte-identical accepted one.
-        digest = self.store.artifacts.put(payload)
+        digest = payload if isinstance(payload, str) else self.store.artifacts.put(payload)
         self.store.store_reply(
             task_id, site_id, payload_digest=digest, num_samples=reply.num_samples
         )
@@ -373,26 +369,15 @@ class CoordinatorServicer(_Base):
         )
 
 
-def _named(context: grpc.ServicerContext) -> tuple[str, int]:
-    """The task a PushReply names and the size it declares, from the call's metadata."""
-    metadata = dict(context.invocation_metadata())
-    key, size = metadata.get(TASK_METADATA_KEY, ""), metadata.get(SIZE_METADATA_KEY, "")
-    key, size = (key, size) if isinstance(key, str) and isinstance(size, str) else ("", "")
-    if not key:
+def _resume_at(spool: Spool, offset: Any, context: grpc.ServicerContext) -> None:
+    """An upload from 0 starts over; from elsewhere it must start where the part ends."""
+    held = spool.confirmed()
+    at = int(offset) if isinstance(offset, str) and offset.isdigit() and len(offset) < 20 else -1
+    if at == 0 and held:
+        spool.discard()
+    elif at != held:
         context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"malformed reply: the call names no task (metadata {TASK_METADATA_KEY!r})",
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"the upload starts at byte {offset!r}; this coordinator holds {held} bytes of it: "
+            "ask UploadStatus and resume from there",
         )
-    if not (size.isascii() and size.isdigit()) or len(size) > 19:
-        context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"malformed reply: the call declares no size (metadata {SIZE_METADATA_KEY!r})",
-        )
-    return key, int(size)
-
-
-def _check_answers(reply: Reply, key: str) -> None:
-    """The decoded reply must answer the task its call named."""
-    named = f"{reply.study_id}/{reply.round}/{reply.kind}/{reply.site_id}"
-    if named != key:
-        raise ValidationError(f"the reply answers task {named!r}, but the call named {key!r}")

@@ -51,8 +51,9 @@ from fedcare.site.mods import chain
 from fedcare.site.packages import grpc_fetcher
 from fedcare.site.retry_log import FailureLog
 from fedcare.site.worker import TaskWorker
-from fedcare.transport.codec import Limits, assemble, chunk, decode_task, encode_reply
+from fedcare.transport.codec import Limits, assemble, chunk, encode_reply
 from fedcare.transport.diagnose import explain_failure, explain_refusal, load_site_kit
+from fedcare.transport.framed import read_task
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorStub
 from fedcare.transport.tls import channel_credentials
@@ -250,7 +251,7 @@ class SiteAgent:
         chunks = list(stub.PullTask(request, timeout=self.poll_wait + TRANSFER_TIMEOUT_S))
         if not chunks:
             return None
-        return decode_task(assemble(chunks, max_bytes=self.limits.max_payload_bytes))
+        return read_task(assemble(chunks, max_bytes=self.limits.max_payload_bytes))
 
     def _serve(self, stub: CoordinatorStub, task: Task) -> None:
         if task.kind == DEPLOY_KIND:  # checked and decided here, never in the worker

@@ -1,0 +1,128 @@
+"""Resumable transfers at a real coordinator over mutual TLS (protocol 1.2), played by hand.
+
+A site's download is cut after a few chunks: the task stays delivered (not failed) and
+Download sends only the rest; its upload is cut mid-way: UploadStatus says how much the
+coordinator holds and PushReply from there completes it, sending nothing twice; the round
+gets the reply whole. An upload that starts anywhere but where the coordinator's part ends is
+refused without failing the task; a corrupted one fails it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from fedcare.coordinator.servicer import SIZE_METADATA_KEY, TASK_METADATA_KEY
+from fedcare.coordinator.transfer_calls import OFFSET_METADATA_KEY, SHA256_METADATA_KEY
+from fedcare.errors import TransferIncompleteError
+from fedcare.records.arrays import ArrayRecord
+from fedcare.transport.chunks import DEFAULT_CHUNK_SIZE as CHUNK
+from fedcare.transport.framed import frame_reply, read_task, write_file
+from fedcare.transport.grpc import fedcare_pb2 as pb
+from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorStub
+from fedcare.transport.transfer import Spool, file_chunks
+
+from .bench import bench, start_round, status_of, study, wait_until  # noqa: F401
+from .wire import RPC_TIMEOUT_S, Arena, answer, rpc_error
+
+pytestmark = pytest.mark.slow
+BIG = ArrayRecord({"w": np.random.default_rng(7).normal(size=(3, 1_000_000)).astype(np.float32)})
+
+
+def _download_cut(stub: CoordinatorStub, path: Path, chunks: int) -> tuple[str, Spool]:
+    """PullTask, keeping ``chunks`` chunks before the link is cut."""
+    call = stub.PullTask(pb.PullTaskRequest(wait_s=20), timeout=60)
+    key = dict(call.initial_metadata())[TASK_METADATA_KEY]
+    first = next(call)
+    spool = Spool(path, size=first.total_size, sha256=first.sha256)
+    with pytest.raises(TransferIncompleteError, match="is cut"):
+        spool.receive(itertools.chain([first], itertools.islice(call, chunks - 1)))
+    call.cancel()
+    return key, spool
+
+
+def _metadata(key: str, size: int, sha: str, offset: int) -> tuple[tuple[str, str], ...]:
+    return (
+        (TASK_METADATA_KEY, key),
+        (SIZE_METADATA_KEY, str(size)),
+        (SHA256_METADATA_KEY, sha),
+        (OFFSET_METADATA_KEY, str(offset)),
+    )
+
+
+def test_a_cut_download_and_a_cut_upload_resume_and_send_nothing_twice(
+    bench: Arena,  # noqa: F811
+    study: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    round_, collected = start_round(bench, study, ["north"], timeout=90, params=BIG)
+    with bench.client("north") as stub:
+        key, spool = _download_cut(stub, tmp_path / "task.fcf", 5)
+        assert spool.confirmed() == 5 * CHUNK
+        assert status_of(bench, study, round_, "north") == "delivered"  # held, not failed
+        rest = list(stub.Download(pb.DownloadRequest(task=key, offset=5 * CHUNK), timeout=60))
+        assert rest[0].index == 5 and sum(len(c.data) for c in rest) == spool.size - 5 * CHUNK
+        task = read_task(spool.receive(rest))
+        assert task.params == BIG and task.task_id == key
+
+        reply = answer(task)
+        out = tmp_path / "reply.fcf"
+        sha = write_file(frame_reply(reply), out)
+        size = out.stat().st_size
+        chunks = list(file_chunks(out, sha256=bytes.fromhex(sha), transfer_id="up"))
+
+        def link_drops() -> Iterator[pb.Chunk]:
+            yield from chunks[:7]
+            raise ConnectionError("the VPN dropped")
+
+        rpc_error(
+            lambda: stub.PushReply(link_drops(), timeout=60, metadata=_metadata(key, size, sha, 0))
+        )
+        status = pb.UploadStatusRequest(task=key, sha256=bytes.fromhex(sha), size=size)
+        wait_until(lambda: stub.UploadStatus(status, timeout=RPC_TIMEOUT_S).confirmed > 0, 10)
+        held = stub.UploadStatus(status, timeout=RPC_TIMEOUT_S).confirmed
+        assert held % CHUNK == 0 and 0 < held <= 7 * CHUNK
+        wrong = _metadata(key, size, sha, CHUNK + 1)
+        err = rpc_error(lambda: stub.PushReply(iter(chunks[1:]), timeout=60, metadata=wrong))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"this coordinator holds {held} bytes of it" in err.details()
+        ack = stub.PushReply(iter(chunks[held // CHUNK :]), timeout=60,
+                             metadata=_metadata(key, size, sha, held))  # fmt: skip
+        assert ack.accepted, ack
+    collected.join(30)
+    assert [r.site_id for r in collected.replies] == ["north"], collected.failures
+    assert collected.replies[0].arrays == reply.arrays
+    assert not any((bench.store.artifacts.root / ".partial").glob("*.part"))  # none left
+
+
+def test_a_corrupted_resumable_upload_fails_its_task(
+    bench: Arena,  # noqa: F811
+    study: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    round_, collected = start_round(bench, study, ["south"], timeout=90)
+    with bench.client("south") as stub:
+        call = stub.PullTask(pb.PullTaskRequest(wait_s=20), timeout=60)
+        key = dict(call.initial_metadata())[TASK_METADATA_KEY]
+        chunks_in = list(call)
+        spool = Spool(tmp_path / "t", size=chunks_in[0].total_size, sha256=chunks_in[0].sha256)
+        task = read_task(spool.receive(chunks_in))
+        out = tmp_path / "reply.fcf"
+        sha = write_file(frame_reply(answer(task)), out)
+        size = out.stat().st_size
+        data = bytearray(out.read_bytes())
+        data[-1] ^= 0xFF  # one flipped byte on the way
+        bad = pb.Chunk(transfer_id="x", index=0, total=1, total_size=size,
+                       sha256=bytes.fromhex(sha), data=bytes(data))  # fmt: skip
+        err = rpc_error(lambda: stub.PushReply(iter([bad]), timeout=60,
+                                               metadata=_metadata(key, size, sha, 0)))  # fmt: skip
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "SHA-256 does not match" in err.details()
+    collected.join(30)
+    assert "SHA-256 does not match" in collected.failures["south"]
+    assert status_of(bench, study, round_, "south") == "failed"

@@ -145,3 +145,20 @@ def test_inline_data_in_a_framed_header_is_refused() -> None:
     data = head + bytes(-len(head) % ALIGN)
     with pytest.raises(ValidationError, match="inline data"):
         read_task(data)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        ArrayRecord(),
+        ArrayRecord({"empty": np.zeros(0)}),
+        _task().params,
+        ArrayRecord({"big": np.random.default_rng(1).normal(size=(300, 70)).astype(np.float32)}),
+    ],
+)
+def test_encoded_parts_equal_the_protobuf_encoding_byte_for_byte(record: ArrayRecord) -> None:
+    from fedcare.transport.arrays_wire import encode_arrays, encode_arrays_parts
+
+    parts = encode_arrays_parts(record)
+    joined = b"".join(bytes(p) for p in parts.parts)
+    assert joined == encode_arrays(record) and parts.size == len(joined)

@@ -11,7 +11,8 @@ from fedcare.records.arrays import ArrayRecord
 from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.checkpoint import state_from_record, state_to_record
 from fedcare.strategy.driver import StudyStart
-from fedcare.transport.codec import decode_arrays, encode_arrays
+from fedcare.transport.arrays_wire import EncodedParts, encode_arrays_parts
+from fedcare.transport.codec import decode_arrays
 
 __all__ = ["decode_checkpoint", "encode_checkpoint"]
 
@@ -20,14 +21,14 @@ HEADER = "__header__"
 
 def encode_checkpoint(
     strategy: Strategy, state: StrategyState, task_arrays: dict[str, ArrayRecord]
-) -> bytes:
+) -> EncodedParts:
     """One self-contained checkpoint: strategy state, per-task arrays and a JSON header."""
     record, header = state_to_record(strategy, state)
     for name, arrays in task_arrays.items():
         record = record.merged(arrays.prefixed(f"task/{name}"))
     header = {**header, "task_arrays": sorted(task_arrays)}
     blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
-    return encode_arrays(record.merged({HEADER: blob}))
+    return encode_arrays_parts(record.merged({HEADER: blob}))  # no serialized copy
 
 
 def decode_checkpoint(strategy: Strategy, data: bytes) -> StudyStart:

@@ -5,7 +5,8 @@ rows, wakes the sites' long-polls, and yields each reply as soon as it is stored
 tasks are answered, failed or the deadline passes; tasks still open then are expired, so a late
 reply is refused. Task payloads are stored framed (:mod:`fedcare.transport.framed`: written
 from views of the parameters, no serialized copy), and each reply is read from its mapped
-artifact, so the round's memory is what aggregation keeps, not the replies. Without a timeout the deadline is ``default_timeout`` (the study's
+artifact, so the round's memory is what aggregation keeps, not the replies.
+Without a timeout the deadline is ``default_timeout`` (the study's
 ``task_deadline_s``; ``TASK_DEADLINE_FLOOR_S`` if not given): no task waits forever.
 
 Once the study's reference feature schema is set (:meth:`CoordinatorGrid.set_reference`, at

@@ -57,7 +57,7 @@ from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.driver import StudyStart, continue_study, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord
 from fedcare.strategy.plan import plan_for_study
-from fedcare.transport.codec import encode_arrays
+from fedcare.transport.arrays_wire import encode_arrays_parts
 
 __all__ = ["StudyRunner", "decode_checkpoint", "encode_checkpoint"]
 
@@ -226,7 +226,7 @@ class StudyRunner:
         info = self.store.record_round(
             self.study_id,
             0,
-            params=encode_arrays(start.state.params),
+            params=encode_arrays_parts(start.state.params),
             state=encode_checkpoint(strategy, start.state, dict(start.task_arrays)),
             record={
                 "round": 0,
@@ -272,7 +272,7 @@ class StudyRunner:
         info = self.store.record_round(
             self.study_id,
             rec.round,
-            params=encode_arrays(state.params),
+            params=encode_arrays_parts(state.params),
             state=encode_checkpoint(strategy, state, dict(start.task_arrays)),
             record=record,
             duration_s=rec.duration_s,

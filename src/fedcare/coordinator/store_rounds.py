@@ -16,12 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.db import RoundRow, StudyRow, TaskRow
 from fedcare.coordinator.jsonsafe import to_json
 from fedcare.coordinator.rows import Checkpoint, RoundInfo, snapshot
 from fedcare.coordinator.store_base import StoreBase, check_duration, check_int
 from fedcare.coordinator.store_ledger import PrivacySpend, add_privacy_rows
 from fedcare.errors import ConflictError, NotFoundError, ValidationError
+from fedcare.transport.arrays_wire import EncodedParts
 
 __all__ = ["RoundsMixin"]
 
@@ -57,8 +59,8 @@ class RoundsMixin(StoreBase):
         study_id: str,
         round: int,
         *,
-        params: bytes,
-        state: bytes,
+        params: bytes | EncodedParts,
+        state: bytes | EncodedParts,
         record: Mapping[str, Any],
         duration_s: float,
         privacy: Sequence[PrivacySpend] = (),
@@ -99,8 +101,10 @@ class RoundsMixin(StoreBase):
         """
         check_int(round, "round")
         seconds = check_duration(duration_s, "duration_s")
-        if not isinstance(params, bytes) or not isinstance(state, bytes):
-            raise ValidationError("params and state must be bytes")
+        if not isinstance(params, bytes | EncodedParts) or not isinstance(
+            state, bytes | EncodedParts
+        ):
+            raise ValidationError("params and state must be bytes (or their encoded parts)")
         stored = to_json(record, f"study {study_id!r} round {round} record")
         with self._tx(write=False) as s:  # refuse before writing any artifact
             _check_round(s, self._running_study(s, study_id, f"record round {round}"), round)
@@ -109,8 +113,8 @@ class RoundsMixin(StoreBase):
             round=round,
             status="completed",
             record=stored,
-            params_digest=self.artifacts.put(params),
-            state_digest=self.artifacts.put(state),
+            params_digest=_put(self.artifacts, params),
+            state_digest=_put(self.artifacts, state),
             duration_s=seconds,
             completed_at=self._now(),
         )
@@ -169,3 +173,8 @@ class RoundsMixin(StoreBase):
         with self._tx(write=False) as s:
             self._study(s, study_id)
             return [snapshot(RoundInfo, r) for r in s.scalars(stmt)]
+
+
+def _put(artifacts: ArtifactStore, data: bytes | EncodedParts) -> str:
+    """Store ``data``; a large record's parts are written as they are, never joined."""
+    return artifacts.put(data) if isinstance(data, bytes) else artifacts.put_stream(data.parts)

@@ -26,9 +26,11 @@ __all__ = [
     "ALLOWED_DTYPES",
     "DEFAULT_LIMITS",
     "END_MARKER",
+    "EncodedParts",
     "Limits",
     "decode_arrays",
     "encode_arrays",
+    "encode_arrays_parts",
 ]
 
 MiB = 1 << 20
@@ -208,6 +210,61 @@ def _parse(cls: type[M], data: bytes, what: str, limits: Limits) -> M:
 
 
 # Array records alone --------------------------------------------------------------------------
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+@dataclass(frozen=True)
+class EncodedParts:
+    """The bytes of :func:`encode_arrays` as parts (headers and views of the arrays), for
+    writing a large record without a serialized copy; joined, they equal its output."""
+
+    parts: tuple[bytes | memoryview, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+
+def encode_arrays_parts(record: ArrayRecord) -> EncodedParts:
+    """:func:`encode_arrays`, byte for byte, as parts that view the arrays' memory.
+
+    Written by hand in protobuf's wire format, in field-number order as protobuf writes it:
+    ``version`` (1), ``record`` (2: each ``Array`` as field 1, its ``data`` field 4 last),
+    ``end`` (100, fixed32); a test checks the equality.
+    """
+    _check_size([record], "array record")
+    arrays: list[tuple[bytes, memoryview]] = []
+    for name, arr in record.items():
+        if arr.dtype.name not in ALLOWED_DTYPES or arr.dtype.kind not in "biuf":
+            raise ValidationError(
+                f"array {name!r} has dtype {arr.dtype}; allowed dtypes are {sorted(ALLOWED_DTYPES)}"
+            )
+        head = pb.Array(name=name, dtype=arr.dtype.name, shape=[int(d) for d in arr.shape])
+        little = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False))
+        data = memoryview(little.reshape(-1)).cast("B") if little.size else memoryview(b"")  # type: ignore[arg-type]
+        head_bytes = head.SerializeToString()
+        if len(data):
+            head_bytes += b"\x22" + _varint(len(data))
+        arrays.append((head_bytes, data))
+    parts: list[bytes | memoryview] = [b"\x08" + _varint(MESSAGE_VERSION)]
+    body = sum(len(h) + len(d) for h, d in arrays)
+    inner = sum(1 + len(_varint(len(h) + len(d))) for h, d in arrays) + body
+    if arrays:
+        parts.append(b"\x12" + _varint(inner))
+        for head_bytes, data in arrays:
+            parts.append(b"\x0a" + _varint(len(head_bytes) + len(data)) + head_bytes)
+            if len(data):
+                parts.append(data)
+    parts.append(b"\xa5\x06" + END_MARKER.to_bytes(4, "little"))
+    return EncodedParts(tuple(parts))
+
+
 def encode_arrays(record: ArrayRecord) -> bytes:
     """Serialize one :class:`ArrayRecord` (e.g. a checkpoint) as an ``ArraysMessage``."""
     _check_size([record], "array record")

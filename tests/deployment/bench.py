@@ -58,14 +58,16 @@ def study(bench: Arena) -> str:
     return bench.idle_study("liveness", keep=True)
 
 
-def say_hello(stub: CoordinatorStub, held: Sequence[str] = ()) -> pb.HelloResponse:
+def say_hello(
+    stub: CoordinatorStub, held: Sequence[str] = (), protocol: tuple[int, int] = PROTOCOL
+) -> pb.HelloResponse:
     request = pb.HelloRequest(
         site_version="test",
         message_version=MESSAGE_VERSION,
         datasets_json=json.dumps({PROBE: {}}),
         held_tasks=list(held),
-        protocol_major=PROTOCOL[0],
-        protocol_minor=PROTOCOL[1],
+        protocol_major=protocol[0],
+        protocol_minor=protocol[1],
     )
     response: pb.HelloResponse = stub.Hello(request, timeout=RPC_TIMEOUT_S)
     return response
@@ -94,9 +96,11 @@ def start_round(
     timeout: float,
     dataset: str = PROBE,
     params: ArrayRecord = ARENA_PARAMS,
+    again: int | None = None,
 ) -> tuple[int, Round]:
-    """Send a fit task to each of ``sites`` and collect the replies, as the round loop does."""
-    round_ = next(ROUNDS)
+    """Send a fit task to each of ``sites`` and collect the replies, as the round loop does
+    (in a fresh round, or ``again`` in that round, as after a restart or a retry)."""
+    round_ = next(ROUNDS) if again is None else again
     grid = CoordinatorGrid(
         bench.store, bench.store.artifacts, bench.coordinator.hub, study_id, dataset,
         liveness_s=120.0,

@@ -4,7 +4,8 @@ A site's download is cut after a few chunks: the task stays delivered (not faile
 Download sends only the rest; its upload is cut mid-way: UploadStatus says how much the
 coordinator holds and PushReply from there completes it, sending nothing twice; the round
 gets the reply whole. An upload that starts anywhere but where the coordinator's part ends is
-refused without failing the task; a corrupted one fails it.
+refused without failing the task; a corrupted one fails it. A round redone keeps the replies
+it already received.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorStub
 from fedcare.transport.transfer import Spool, file_chunks
 
 from .bench import bench, start_round, status_of, study, wait_until  # noqa: F401
-from .wire import RPC_TIMEOUT_S, Arena, answer, rpc_error
+from .wire import RPC_TIMEOUT_S, Arena, answer, push, reply_chunks, rpc_error
 
 pytestmark = pytest.mark.slow
 BIG = ArrayRecord({"w": np.random.default_rng(7).normal(size=(3, 1_000_000)).astype(np.float32)})
@@ -126,3 +127,29 @@ def test_a_corrupted_resumable_upload_fails_its_task(
     collected.join(30)
     assert "SHA-256 does not match" in collected.failures["south"]
     assert status_of(bench, study, round_, "south") == "failed"
+
+
+def test_a_redone_round_keeps_the_replies_already_received(
+    bench: Arena,  # noqa: F811
+    study: str,  # noqa: F811
+) -> None:
+    """A round redone (after a coordinator restart, or a retry) sends the same tasks: a site
+    that already answered its byte-identical task is not asked again, its reply is kept."""
+    round_, first = start_round(bench, study, ["north", "south"], timeout=4)
+    with bench.client("north") as stub:
+        task = read_task(_pull_all(stub))
+        sent = answer(task)
+        assert push(stub, reply_chunks(sent)).accepted
+    first.join(30)
+    assert "south" in first.failures  # south never answered
+    _, second = start_round(bench, study, ["north", "south"], timeout=3, again=round_)
+    second.join(30)
+    assert [r.site_id for r in second.replies] == ["north"]
+    assert second.replies[0].arrays == sent.arrays
+    asked = [(t.attempt, t.site_id) for t in bench.store.list_tasks(study, round_)]
+    assert sorted(asked) == [(1, "north"), (1, "south"), (2, "south")]
+
+
+def _pull_all(stub: CoordinatorStub) -> bytes:
+    chunks = list(stub.PullTask(pb.PullTaskRequest(wait_s=20), timeout=60))
+    return b"".join(c.data for c in chunks)

@@ -5,8 +5,10 @@ rows, wakes the sites' long-polls, and yields each reply as soon as it is stored
 tasks are answered, failed or the deadline passes; tasks still open then are expired, so a late
 reply is refused. Task payloads are stored framed (:mod:`fedcare.transport.framed`: written
 from views of the parameters, no serialized copy), and each reply is read from its mapped
-artifact, so the round's memory is what aggregation keeps, not the replies.
-Without a timeout the deadline is ``default_timeout`` (the study's
+artifact, so the round's memory is what aggregation keeps, not the replies. A site that
+already answered the same task (the same payload digest) in an earlier attempt of the round,
+before a coordinator restart or a retry, is not asked again: its reply is kept
+(:data:`REUSABLE_KINDS`). Without a timeout the deadline is ``default_timeout`` (the study's
 ``task_deadline_s``; ``TASK_DEADLINE_FLOOR_S`` if not given): no task waits forever.
 
 Once the study's reference feature schema is set (:meth:`CoordinatorGrid.set_reference`, at
@@ -29,7 +31,7 @@ from typing import Any
 
 from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.hub import Hub
-from fedcare.coordinator.rows import ReplyInfo
+from fedcare.coordinator.rows import ReplyInfo, TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.waiting import WITHDRAWAL_BACKOFF, WITHDRAWAL_KINDS, Backoff, Withdrawals
 from fedcare.data.schema_check import schema_differences, schema_of_description
@@ -144,12 +146,17 @@ class CoordinatorGrid(Grid):
         attempt = max((t.attempt for t in earlier), default=0) + 1
         wait_s = self.default_timeout if timeout is None else timeout
         deadline = datetime.now(timezone.utc) + timedelta(seconds=wait_s)
+        digests = [self.artifacts.put_stream(frame_task(t).parts()) for t in tasks]
+        kept = _answered_before(earlier, self.store, tasks, digests)
         rows = [
-            (t.site_id, t.kind, self.artifacts.put_stream(frame_task(t).parts()), deadline)
-            for t in tasks
+            (t.site_id, t.kind, digest, deadline)
+            for t, digest in zip(tasks, digests, strict=True)
+            if t.site_id not in kept
         ]
-        task_ids = self.store.create_tasks(self.study_id, round_, attempt, rows)
+        task_ids = self.store.create_tasks(self.study_id, round_, attempt, rows) if rows else []
         self.hub.notify()
+        for row in kept.values():  # received before a restart or a retry: not asked again
+            yield self._reply(row)
         yield from self._collect(set(task_ids), round_, attempt, time.monotonic() + wait_s)
 
     def _collect(self, pending: set[Any], round_: int, attempt: int, end: float) -> Iterator[Reply]:
@@ -200,3 +207,39 @@ class CoordinatorGrid(Grid):
             )
         # Mapped, not read: a reply that is only summed goes through the page cache once.
         return read_reply(self.artifacts.map(row.payload_digest))
+
+
+#: Task kinds whose earlier answer to a byte-identical task is kept (a multi-stage protocol's
+#: stages are not: a site's secrets for them belong to one attempt).
+REUSABLE_KINDS = ("fit", "evaluate")
+
+
+def _answered_before(
+    earlier: Sequence[TaskInfo],
+    store: CoordinatorStore,
+    tasks: Sequence[Task],
+    digests: Sequence[str],
+) -> dict[str, ReplyInfo]:
+    """The successful replies of an earlier attempt of this round to the same task.
+
+    Task payloads are content-addressed, so the same digest is the same task, byte for byte
+    (parameters, config, plan): a round redone after a coordinator restart, or retried after
+    too few replies, keeps what each site already sent instead of asking it again.
+    """
+    wanted: dict[tuple[str, str, str | None], str] = {
+        (t.site_id, str(t.kind), d): t.site_id
+        for t, d in zip(tasks, digests, strict=True)
+        if t.kind in REUSABLE_KINDS
+    }
+    answered = {
+        task.id: wanted[(task.site_id, task.kind, task.payload_digest)]
+        for task in earlier
+        if task.status == "replied" and (task.site_id, task.kind, task.payload_digest) in wanted
+    }
+    kept: dict[str, ReplyInfo] = {}
+    for attempt in sorted({t.attempt for t in earlier if t.id in answered}):
+        first = earlier[0]
+        for row in store.replies_for_round(first.study_id, first.round, attempt):
+            if row.task_id in answered and row.error_kind is None and row.payload_digest:
+                kept[answered[row.task_id]] = row
+    return kept

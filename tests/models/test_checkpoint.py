@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 
@@ -70,7 +71,9 @@ def interrupted_then_resumed(
     return result.params, resumed, crashing.saved
 
 
-def logistic_gradient(params, X, y):  # type: ignore[no-untyped-def]
+def logistic_gradient(
+    params: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray
+) -> dict[str, np.ndarray]:
     err = 1 / (1 + np.exp(-(X @ params["w"] + params["b"][0]))) - y
     return {"w": X.T @ err / len(X), "b": np.array([err.mean()])}
 

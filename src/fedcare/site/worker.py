@@ -4,7 +4,9 @@ The agent's network threads never run model code: each task goes, encoded, over 
 worker process (started with ``spawn``, so no gRPC state is forked) that holds the site's data
 and runtimes. A task that runs past the site's time limit gets the worker killed and a
 ``timeout`` error reply; a worker that dies gets a ``worker-crashed`` reply; the next task
-starts a fresh worker (site state such as SCAFFOLD control variates is on disk).
+starts a fresh worker (site state such as SCAFFOLD control variates is on disk, and so is a
+fit task's training checkpoint: the same task run again resumes its training where the
+last checkpoint left it, :mod:`fedcare.site.train_checkpoint`).
 
 With the site policy's ``sandbox: prefer | require`` the worker is started isolated
 (:mod:`fedcare.packages.sandbox`: bubblewrap with no network, the filesystem read-only but for the

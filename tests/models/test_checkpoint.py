@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -248,5 +249,44 @@ def test_torch_progress_of_another_model_is_rejected_and_nothing_changes() -> No
     plain = big.fit(start, data, spec, np.random.default_rng(7))
     assert wrong.resumed_from_step is None
     assert "does not fit the model or optimizer" in wrong.reasons[0]
+    for name in plain.params:
+        np.testing.assert_array_equal(got.params[name], plain.params[name])
+
+
+def _sgd_keeping_a_bfloat16_average(parameters: list[Any], spec: LocalTrainSpec) -> Any:
+    """A custom optimizer whose state holds a tensor numpy cannot represent."""
+    import torch
+
+    class Averaging(torch.optim.SGD):
+        def step(self, closure: Any = None) -> Any:
+            loss = super().step(closure)
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self.state[p]["average"] = p.detach().to(torch.bfloat16)
+            return loss
+
+    return Averaging(parameters, lr=spec.lr)
+
+
+@pytest.mark.torch
+def test_torch_state_numpy_cannot_hold_costs_the_checkpoint_not_the_training(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("torch")
+    from fedcare.models.torch import make_torch_adapter
+    from fedcare.models.torch_nets import mlp
+
+    model = make_torch_adapter(
+        partial(mlp, hidden=(4,)), "binary", optimizer=_sgd_keeping_a_bfloat16_average
+    )
+    data = make_binary(n=120, d=5)
+    spec = LocalTrainSpec(epochs=2, batch_size=16, lr=0.1)
+    start = model.init_params((5,), np.random.default_rng(0))
+    checkpoint = MemoryCheckpoint(every=2)
+    with caplog.at_level(logging.WARNING, logger="fedcare.models.torch_checkpoint"):
+        got = model.fit(start, data, replace(spec, checkpoint=checkpoint), np.random.default_rng(7))
+    plain = model.fit(start, data, spec, np.random.default_rng(7))
+    assert checkpoint.saves == 0 and "cannot be checkpointed" in caplog.text
+    assert caplog.text.count("cannot be checkpointed") == 1  # said once, then not tried again
     for name in plain.params:
         np.testing.assert_array_equal(got.params[name], plain.params[name])

@@ -1,7 +1,7 @@
 """A fit task's training checkpoint at the site (fedcare.site.train_checkpoint).
 
-The worker is killed (SIGKILL) once its first checkpoint file is on disk; the same task in a
-fresh worker resumes from it (its reply says from which step) and replies with the update an
+The worker is killed (SIGKILL) once a checkpoint of a quarter of the steps is on disk; the same
+task in a fresh worker resumes from it (its reply says from which step) and replies with the update an
 uninterrupted run gives. A checkpoint of another task, or a corrupt one, is not resumed; none
 is left once the reply is produced. Data: the Cleveland part of the UCI heart-disease mirror.
 """
@@ -16,6 +16,7 @@ import signal
 import stat
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,9 +25,16 @@ import pytest
 
 from fedcare.models.checkpoint import TrainingProgress
 from fedcare.models.registry import build_model
+from fedcare.models.task_config import spec_from_config
+from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
 from fedcare.site.config import SiteDataConfig
-from fedcare.site.train_checkpoint import TaskCheckpoint, checkpoint_path, open_checkpoint
+from fedcare.site.train_checkpoint import (
+    TaskCheckpoint,
+    checkpoint_path,
+    open_checkpoint,
+    task_key,
+)
 from fedcare.site.worker import TaskWorker, build_apps
 from tests.conftest import require_mirror
 
@@ -82,7 +90,7 @@ def killed_mid_training(task: Task, state: Path) -> int:
                 break
             time.sleep(0.002)
         assert path.exists(), f"no checkpoint appeared; the worker replied {replies}"
-        os.kill(worker._proc.pid, signal.SIGKILL)  # the worker dies mid-training
+        os.kill(worker._proc.pid, signal.SIGKILL)  # the worker process dies mid-training
         runner.join(30)
     finally:
         worker.stop()
@@ -263,3 +271,43 @@ def test_the_interval_is_a_site_data_setting_default_60_s_and_0_turns_it_off(
     reply = in_process(task, tmp_path, every_s=0.0)  # off: not even resumed
     assert "resumed_from_step" not in reply.info
     assert_same_update(reply, plain, bitwise=True)
+
+
+def test_a_save_that_fails_costs_the_checkpoint_not_the_task(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    path = tmp_path / "a-file" / "train-checkpoint-x.npz"
+    progress = TrainingProgress(1, {}, {}, {"theta": np.zeros(2)}, {})
+    with caplog.at_level(logging.WARNING, logger="fedcare.site.train_checkpoint"):
+        TaskCheckpoint(path, "t", "k", 1.0).save(progress)
+        TaskCheckpoint(tmp_path / "c.npz", "t", "k", 1.0).save(
+            replace(progress, meta={"not-json": object()})
+        )
+    assert caplog.text.count("not saved") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no temporary file left
+
+
+def test_the_key_covers_everything_the_training_depends_on() -> None:
+    task = fit_task(LOGISTIC)
+    spec = spec_from_config(task.config)
+
+    def key(t: Task = task, start: ArrayRecord | None = None, s: Any = spec, fp: str = "d") -> str:
+        return task_key(t, t.params if start is None else start, s, fp)
+
+    base = key()
+    assert key() == base and len(base) == 64
+    control = task.params.zeros_like()
+    others = [
+        key(replace(task, round=2)),
+        key(replace(task, study_id="another")),
+        key(replace(task, config={**task.config, "lr": 0.03})),
+        key(replace(task, plan={**task.plan, "preprocessing": {"impute": "none"}})),
+        key(replace(task, pipeline={"clip": 1.0})),
+        key(replace(task, params=task.params.map(lambda v: v + 1e-12))),
+        key(replace(task, arrays={"control": control})),
+        key(start=task.params.map(lambda v: v + 1.0)),
+        key(s=replace(spec, correction=control.map(lambda v: v + 0.5))),
+        key(fp="another fingerprint"),
+    ]
+    assert len({base, *others}) == len(others) + 1

@@ -15,6 +15,7 @@ covers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from fedcare.models.checkpoint import TrainingCheckpoint, TrainingProgress, rng_
 __all__ = ["resumable"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _LOOP = "torch/1"
 
 
@@ -72,10 +74,17 @@ def _steps(
     rng_start: dict[str, Any],
 ) -> Iterator[T]:
     first = _resume(checkpoint, len(batches), torch, module, optimizer, rng_start)
+    saving = True
     for step in range(first, len(batches)):
         yield batches[step]
-        if step + 1 < len(batches) and checkpoint.due():
-            checkpoint.save(_progress(step + 1, torch, module, optimizer, rng, rng_start))
+        if saving and step + 1 < len(batches) and checkpoint.due():
+            try:
+                progress = _progress(step + 1, torch, module, optimizer, rng, rng_start)
+            except (TypeError, RuntimeError) as err:  # e.g. a dtype numpy cannot hold
+                log.warning("training progress cannot be checkpointed (%s); training goes on", err)
+                saving = False
+                continue
+            checkpoint.save(progress)
 
 
 def _device(torch: ModuleType, module: Any) -> Any:

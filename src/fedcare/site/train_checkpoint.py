@@ -100,7 +100,8 @@ def task_key(task: Task, start: ArrayRecord, spec: LocalTrainSpec, fingerprint: 
     _hash_record(digest, "params", task.params)
     for name in sorted(task.arrays):
         _hash_record(digest, f"arrays/{name}", task.arrays[name])
-    _hash_record(digest, "start", start)
+    if start is not task.params:  # FedBN: the site's own layers in the start
+        _hash_record(digest, "start", start)
     _hash_record(digest, "correction", spec.correction or {})
     return digest.hexdigest()
 

@@ -1,9 +1,10 @@
 """A fit task's training checkpoint at the site (fedcare.site.train_checkpoint).
 
-The worker is killed (SIGKILL) once a checkpoint of a quarter of the steps is on disk; the same
-task in a fresh worker resumes from it (its reply says from which step) and replies with the update an
-uninterrupted run gives. A checkpoint of another task, or a corrupt one, is not resumed; none
-is left once the reply is produced. Data: the Cleveland part of the UCI heart-disease mirror.
+The worker is killed (SIGKILL) once a checkpoint of a quarter of the steps is on disk; the
+same task in a fresh worker resumes from it (its reply says from which step) and replies with
+the update an uninterrupted run gives. A checkpoint of another task, or a corrupt one, is not
+resumed; none is left once the reply is produced. Data: the Cleveland part of the UCI
+heart-disease mirror.
 """
 
 from __future__ import annotations
@@ -311,3 +312,20 @@ def test_the_key_covers_everything_the_training_depends_on() -> None:
         key(fp="another fingerprint"),
     ]
     assert len({base, *others}) == len(others) + 1
+
+
+def test_the_site_audit_records_the_step_a_reply_resumed_from() -> None:
+    from fedcare.site.mods import audit_mod
+    from tests.site.governance_helpers import Recorder
+
+    audit, task = Recorder(), fit_task(LOGISTIC)
+    mod = audit_mod(audit)
+    for info in ({"resumed_from_step": "7500"}, {}):
+        reply = Reply("heart-study", 1, SITE, "fit", info=info)
+
+        def handler(t: Task, reply: Reply = reply) -> Reply:
+            return reply
+
+        mod(task, handler)
+    sent = [data for event, data in audit.entries if event == "reply-sent"]
+    assert sent[0]["resumed_from_step"] == "7500" and "resumed_from_step" not in sent[1]

@@ -17,12 +17,21 @@ in (the FedProx centre) and ``correction`` is SCAFFOLD's ``c - c_i``. Then
 Minibatches come from one permutation of the rows per epoch drawn from ``rng`` (no
 permutation for full-batch training); with ``max_steps`` exactly that many steps are taken,
 cycling through epochs; the last batch of an epoch may be smaller.
+
+With ``spec.checkpoint`` (:mod:`fedcare.models.checkpoint`) the loop saves ``theta``, the
+optimizer's moments and step count, the step and the generator's state when it is due, and
+resumes from saved progress: it replays the schedule up to the saved step (drawing the same
+permutations, so the generator ends where it was when saving, which is checked), restores
+``theta`` and the optimizer, and takes the remaining steps, ending exactly where an
+uninterrupted run ends.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +39,7 @@ from fedcare.data.base import Dataset
 from fedcare.errors import ModelError
 from fedcare.models._validate import check_correction, is_bias
 from fedcare.models.base import LocalTrainSpec
+from fedcare.models.checkpoint import TrainingCheckpoint, TrainingProgress, rng_state
 from fedcare.records.arrays import ArrayRecord
 
 __all__ = ["LocalSGDResult", "LossAndGrad", "local_sgd", "minibatch_schedule"]
@@ -143,6 +153,61 @@ class _Optimizer:
             return spec.lr * self._m
         return spec.lr * grad
 
+    def progress(
+        self, step: int, theta: np.ndarray, rng_start: Mapping[str, Any], rng: np.random.Generator
+    ) -> TrainingProgress:
+        """A :class:`TrainingProgress` of ``theta`` and this optimizer after ``step`` steps."""
+        arrays = {"theta": theta, "m": self._m, "v": self._v}
+        meta = {"loop": _LOOP, "t": self._t}
+        return TrainingProgress(step, rng_start, rng_state(rng), arrays, meta)
+
+    def restore(self, progress: TrainingProgress) -> str | None:
+        """Take the moments of ``progress``; or the reason they do not fit (nothing taken)."""
+        arrays, meta = progress.arrays, progress.meta
+        shapes = {k: getattr(arrays.get(k), "shape", None) for k in ("theta", "m", "v")}
+        if meta.get("loop") != _LOOP or set(shapes.values()) != {self._m.shape}:
+            return f"it is not this loop's ({meta.get('loop')!r}, arrays {shapes})"
+        t = meta.get("t")
+        if not isinstance(t, int) or not 0 <= t <= progress.step:
+            return f"its optimizer step count {t!r} does not fit step {progress.step}"
+        self._m, self._v = (np.array(arrays[k], dtype=np.float64) for k in ("m", "v"))
+        self._t = t
+        return None
+
+
+_LOOP = "local_sgd/1"
+
+
+def _resume(
+    checkpoint: TrainingCheckpoint,
+    optimizer: _Optimizer,
+    n: int,
+    spec: LocalTrainSpec,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray | None, int, Iterator[np.ndarray | None]]:
+    """Apply saved progress: ``(theta, step, schedule)`` with the schedule replayed up to
+    ``step``; ``(None, 0, a fresh schedule)`` when there is none or it does not fit."""
+    rng_start = rng_state(rng)
+    schedule = minibatch_schedule(n, spec, rng)
+    progress = checkpoint.load()
+    if progress is None:
+        return None, 0, schedule
+    if dict(progress.rng_start) != rng_start:
+        checkpoint.rejected("it was saved by a run drawing other random numbers")
+        return None, 0, schedule
+    before = rng.bit_generator.state
+    replayed = sum(1 for _ in itertools.islice(schedule, progress.step))
+    if replayed != progress.step or rng_state(rng) != dict(progress.rng_now):
+        reason: str | None = f"its step {progress.step} is not in this run's schedule"
+    else:
+        reason = optimizer.restore(progress)
+    if reason is not None:
+        rng.bit_generator.state = before
+        checkpoint.rejected(reason)
+        return None, 0, minibatch_schedule(n, spec, rng)
+    checkpoint.resumed(progress.step)
+    return np.array(progress.arrays["theta"], dtype=np.float64), progress.step, schedule
+
 
 def local_sgd(
     params: ArrayRecord,
@@ -186,7 +251,13 @@ def local_sgd(
     optimizer = _Optimizer(spec, theta0.size)
     theta = theta0.copy()
     steps = 0
-    for idx in minibatch_schedule(len(data), spec, rng):
+    checkpoint = spec.checkpoint
+    start = rng_state(rng) if checkpoint is not None else {}
+    schedule = minibatch_schedule(len(data), spec, rng)
+    if checkpoint is not None:  # the fresh schedule is not started: it has drawn nothing
+        saved, steps, schedule = _resume(checkpoint, optimizer, len(data), spec, rng)
+        theta = theta if saved is None else saved
+    for idx in schedule:
         batch = data if idx is None else data.take(idx)
         _, grads = loss_and_grad(_split(theta, params), batch.X, batch.y, batch.time)
         grad = _join(grads, params) + decay * theta + correction
@@ -199,5 +270,7 @@ def local_sgd(
                 f"local training diverged at step {steps} (non-finite parameters); "
                 f"lower the learning rate (lr={spec.lr})"
             )
+        if checkpoint is not None and checkpoint.due():
+            checkpoint.save(optimizer.progress(steps, theta, start, rng))
     loss, _ = loss_and_grad(_split(theta, params), data.X, data.y, data.time)
     return LocalSGDResult(params=params.unflatten(theta), num_steps=steps, loss=float(loss))

@@ -18,6 +18,7 @@ from fedcare.errors import ModelError
 from fedcare.records.arrays import ArrayRecord
 
 if TYPE_CHECKING:
+    from fedcare.models.checkpoint import TrainingCheckpoint
     from fedcare.privacy.dp_sgd import DpSgdSpec
 
 __all__ = ["FitResult", "LocalTrainSpec", "ModelAdapter"]
@@ -46,6 +47,9 @@ class LocalTrainSpec:
         SCAFFOLD's ``c - c_i``, added to every local gradient; ``None`` for other strategies.
     dp:
         Sample-level DP-SGD settings (:mod:`fedcare.privacy.dp_sgd`); ``None``: no DP-SGD.
+    checkpoint:
+        Where the training loop saves its progress and resumes from
+        (:mod:`fedcare.models.checkpoint`); set by a site for one task, never compared.
     """
 
     epochs: int = 1
@@ -58,6 +62,7 @@ class LocalTrainSpec:
     prox_mu: float = 0.0
     correction: ArrayRecord | None = None
     dp: DpSgdSpec | None = None
+    checkpoint: TrainingCheckpoint | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -15,7 +15,7 @@ array not named ``*.bias``, the FedProx term and the SCAFFOLD correction added t
 gradient after ``backward()``, then the optimizer step: ``torch.optim.SGD`` (momentum, no
 dampening) or ``torch.optim.Adam`` (fresh state per call), or what the ``optimizer`` factory
 builds. With ``spec.dp`` set, the model trains by sample-level DP-SGD through Opacus
-(:mod:`fedcare.models.torch_dp`).
+(:mod:`fedcare.models.torch_dp`); else it resumes ``spec.checkpoint`` (:mod:`.torch_checkpoint`).
 
 Randomness: one seed drawn from ``rng`` seeds torch's CPU generator inside ``fork_rng`` (under
 a process-wide lock) for construction, initialization and dropout: reproducible on CPU, and
@@ -34,6 +34,7 @@ from fedcare.errors import ModelError
 from fedcare.models._local_sgd import minibatch_schedule
 from fedcare.models._validate import check_correction, check_features, check_params, check_targets
 from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
+from fedcare.models.torch_checkpoint import resumable
 from fedcare.models.torch_runtime import (
     EvalStep,
     LossFn,
@@ -211,7 +212,7 @@ class TorchAdapter(ModelAdapter):
         if spec.correction is not None:
             check_correction(params, spec.correction)
         # Permutations first, then the torch seed: the numpy loop draws the same batches.
-        batches = list(minibatch_schedule(len(data), spec, rng))
+        rng0, batches = rng.bit_generator.state, list(minibatch_schedule(len(data), spec, rng))
         with seeded(draw_seed(rng)) as torch:
             device = self.placement.resolve(torch)
             module = self.load(params, X.shape[1:]).to(device)
@@ -221,7 +222,7 @@ class TorchAdapter(ModelAdapter):
             extra_grad = gradient_terms(torch, named, spec)
             inputs = torch.from_numpy(np.array(X, dtype=np.float32)).to(device)
             target = target_tensor(torch, self.task, np.asarray(data.y), data.time).to(device)
-            for idx in batches:
+            for idx in resumable(spec.checkpoint, batches, torch, module, optimizer, rng, rng0):
                 batch = (inputs, target)
                 if idx is not None:
                     rows = torch.from_numpy(idx).to(device)

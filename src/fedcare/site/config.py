@@ -12,6 +12,7 @@ datasets:
     mapping: cdm/heart-disease/sites/bern.yaml
     test_fraction: 0.3
     seed: 7
+checkpoint_every_s: 60           # training checkpoints of fit tasks (default 60; 0: none)
 ```
 Relative paths are taken from the folder of the site data file. A mapped dataset is checked
 (:func:`fedcare.data.cdm.check_table`) when it is loaded; when it fails the schema's required
@@ -20,6 +21,10 @@ and the coordinator learns only the report's shareable counts. A study whose pla
 (``dataset.skip_invalid_rows``) trains on the dataset prepared with ``skip_invalid=True``: the
 rows that cannot be read or hold a value failing the check are left out and counted by reason
 (:mod:`fedcare.data.cdm.invalid_rows`, :mod:`fedcare.site.row_skips`).
+
+``checkpoint_every_s`` is how often the worker saves a fit task's training progress to the
+dataset's state folder, so that the same task run again after a crash or restart resumes it
+(:mod:`fedcare.site.train_checkpoint`); 0 turns checkpoints off.
 """
 
 from __future__ import annotations
@@ -199,6 +204,8 @@ class SiteDataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     datasets: dict[str, DatasetEntry]
+    #: Seconds between a fit task's training checkpoints (0: none).
+    checkpoint_every_s: float = Field(default=60.0, ge=0)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SiteDataConfig:

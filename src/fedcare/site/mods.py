@@ -105,9 +105,10 @@ def refuse_task(audit: AuditSink, task: Task, refusal: Refusal) -> Reply:
 
 
 def audit_mod(audit: AuditSink) -> Mod:
-    """Log every task received and every reply sent (kind, size and SHA-256 of its bytes), and
-    the invalid rows a task left out (``rows-skipped``) or failed on (``rows-invalid``), by
-    reason (counts only; :mod:`fedcare.site.row_skips`)."""
+    """Log every task received and every reply sent (kind, size and SHA-256 of its bytes, the
+    step a resumed training started from), and the invalid rows a task left out
+    (``rows-skipped``) or failed on (``rows-invalid``), by reason (counts only;
+    :mod:`fedcare.site.row_skips`)."""
 
     def mod(task: Task, next_handler: Handler) -> Reply:
         audit.append("task-received", **task_fields(task))
@@ -134,10 +135,17 @@ def audit_mod(audit: AuditSink) -> Mod:
             approval_id=reply.info.get("approval_id"),
             isolation=reply.info.get("isolation"),  # the worker's sandbox, when it has one
             package_isolation=reply.info.get("package_isolation"),  # a study package's runner
+            **_resumed(reply),
         )
         return reply
 
     return mod
+
+
+def _resumed(reply: Reply) -> dict[str, str]:
+    """A fit reply's step its training resumed from after a restart (site/train_checkpoint)."""
+    step = reply.info.get("resumed_from_step")
+    return {} if step is None else {"resumed_from_step": step}
 
 
 def policy_refusal(policy: SitePolicy, task: Task, row_counts: Mapping[str, int]) -> Refusal | None:

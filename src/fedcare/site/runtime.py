@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from fedcare.site.personal import (
 from fedcare.site.preprocess import Preprocessor
 from fedcare.site.round_state import load_round_state, round_state_path, save_round_state
 from fedcare.site.site_reports import saliency_report
+from fedcare.site.train_checkpoint import discard_checkpoint, open_checkpoint, resume_info, task_key
 
 __all__ = ["SiteRuntime"]
 
@@ -113,6 +115,9 @@ class SiteRuntime:
     model_builder: Callable[[Mapping[str, Any]], ModelAdapter] = build_model
     #: Where reports for this site only go (saliency maps); default ``state_dir / "reports"``.
     report_dir: Path | None = None
+    #: Seconds between training checkpoints of a fit task (:mod:`fedcare.site.train_checkpoint`;
+    #: 0: none). The site's worker sets the site data file's value (default 60).
+    checkpoint_every_s: float = 0.0
     _shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict, repr=False)
     #: Each study's personal model (Ditto's ``v_k``, FedBN's normalization arrays): it never
     #: leaves the site (:mod:`fedcare.site.personal`).
@@ -176,6 +181,13 @@ class SiteRuntime:
         }
 
     def fit(self, task: Task) -> Reply:
+        """Train on the site's rows; the study's training checkpoint goes with the reply."""
+        try:
+            return self._fit(task)
+        finally:  # a reply (or an error reply) is produced: nothing is left to resume
+            discard_checkpoint(self.state_dir, task.study_id)
+
+    def _fit(self, task: Task) -> Reply:
         adapter, prep = self._prepared(task)
         self._check_params(adapter, task.params, task.plan.get("model"))
         train = prep.apply(self.data.train)
@@ -198,7 +210,11 @@ class SiteRuntime:
         if method == "fedbn":  # this site's own normalization layers, kept from its last round
             bn_keys = fedbn_keys(task.params)
             start = fedbn_start(task.params, PersonalState.start(saved, task.round))
-        result = adapter.fit(start, train, spec, rng)
+        provenance = self.provenance(task)
+        every = 0.0 if spec.dp is not None else self.checkpoint_every_s  # DP-SGD: not resumed
+        key = partial(task_key, task, start, spec, provenance["dataset_fingerprint"])
+        checkpoint = open_checkpoint(self.state_dir, task, every, key)
+        result = adapter.fit(start, train, replace(spec, checkpoint=checkpoint), rng)
         delta = result.params - task.params
         if method == "fedbn":
             delta, own = fedbn_split(delta, result.params, bn_keys)
@@ -226,10 +242,11 @@ class SiteRuntime:
             num_samples=result.num_samples,
             metrics=metrics,
             info={
-                **self.provenance(task),
+                **provenance,
                 **_dp_sgd_info(spec, len(train)),
                 **_isolation_info(adapter),
                 **personal_info,
+                **resume_info(checkpoint),  # resumed_from_step, after a restart
             },
         )
 

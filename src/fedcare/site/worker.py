@@ -4,7 +4,9 @@ The agent's network threads never run model code: each task goes, encoded, over 
 worker process (started with ``spawn``, so no gRPC state is forked) that holds the site's data
 and runtimes. A task that runs past the site's time limit gets the worker killed and a
 ``timeout`` error reply; a worker that dies gets a ``worker-crashed`` reply; the next task
-starts a fresh worker (site state such as SCAFFOLD control variates is on disk).
+starts a fresh worker (site state such as SCAFFOLD control variates is on disk, and so is a
+fit task's training checkpoint: the same task run again resumes its training where the
+last checkpoint left it, :mod:`fedcare.site.train_checkpoint`).
 
 With the site policy's ``sandbox: prefer | require`` the worker is started isolated
 (:mod:`fedcare.packages.sandbox`: bubblewrap with no network, the filesystem read-only but for the
@@ -91,10 +93,12 @@ def build_apps(
     dataset's builder of study packages' adapters (:func:`package_builder`: sandboxed
     runners; one builder per dataset, so no runner sees two datasets' rows). A study whose
     plan skips invalid rows gets the dataset prepared without them, on its first task
-    (:class:`fedcare.site.row_skips.InvalidRowsHandler`)."""
+    (:class:`fedcare.site.row_skips.InvalidRowsHandler`). Fit tasks save training checkpoints
+    every ``config.checkpoint_every_s`` (:mod:`fedcare.site.train_checkpoint`)."""
     apps: dict[str, Any] = {}
+    every = config.checkpoint_every_s  # training checkpoints under each dataset's state folder
     for name, entry in config.datasets.items():
-        app = partial(_dataset_app, site_id, state_dir / name, he_secret, min_cell, packages)
+        app = partial(_dataset_app, site_id, state_dir / name, he_secret, min_cell, packages, every)
         apps[name] = InvalidRowsHandler.for_entry(name, entry, app)
     return apps
 
@@ -105,6 +109,7 @@ def _dataset_app(
     he_secret: Path | None,
     min_cell: int,
     packages: Callable[[], PackageBuilder] | None,
+    checkpoint_every_s: float,
     prepared: PreparedDataset,
 ) -> Any:
     """A :class:`SiteApp` on a prepared dataset, or a refusal when it failed its check."""
@@ -120,6 +125,7 @@ def _dataset_app(
     app.runtime.analytics_policy = AnalyticsPolicy(min_cell=min_cell)
     app.runtime.analytics_frame = frame
     app.runtime.feature_names = _column_names(schema)
+    app.runtime.checkpoint_every_s = checkpoint_every_s
     if packages is not None:
         app.runtime.model_builder = partial(build_model, packages=packages())
     return app

@@ -10,7 +10,7 @@ the whole round. Nothing ever points at an artifact that is not on disk.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +23,9 @@ from fedcare.coordinator.rows import Checkpoint, RoundInfo, snapshot
 from fedcare.coordinator.store_base import StoreBase, check_duration, check_int
 from fedcare.coordinator.store_ledger import PrivacySpend, add_privacy_rows
 from fedcare.errors import ConflictError, NotFoundError, ValidationError
-from fedcare.transport.arrays_wire import EncodedParts
+
+if TYPE_CHECKING:  # numpy stays out of the store's imports (fedcare status loads the store)
+    from fedcare.transport.arrays_wire import EncodedParts
 
 __all__ = ["RoundsMixin"]
 
@@ -101,9 +103,7 @@ class RoundsMixin(StoreBase):
         """
         check_int(round, "round")
         seconds = check_duration(duration_s, "duration_s")
-        if not isinstance(params, bytes | EncodedParts) or not isinstance(
-            state, bytes | EncodedParts
-        ):
+        if not all(isinstance(x, bytes) or hasattr(x, "parts") for x in (params, state)):
             raise ValidationError("params and state must be bytes (or their encoded parts)")
         stored = to_json(record, f"study {study_id!r} round {round} record")
         with self._tx(write=False) as s:  # refuse before writing any artifact

@@ -129,3 +129,21 @@ def test_an_unusable_root_is_a_store_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="cannot be created"):
         ArtifactStore(blocker / "artifacts")
+
+
+def test_old_partial_uploads_are_pruned_and_fresh_ones_kept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from fedcare.coordinator.transfers import prune_partials, reply_spool
+
+    store = ArtifactStore(tmp_path / "a")
+    assert prune_partials(store) == 0  # no folder yet
+    old = reply_spool(store, "s/1/fit/a", "ab" * 32, 10).part
+    new = reply_spool(store, "s/1/fit/b", "cd" * 32, 10).part
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    past = time.time() - 3 * 24 * 3600
+    os.utime(old, (past, past))
+    assert prune_partials(store) == 1
+    assert not old.exists() and new.read_bytes() == b"y"

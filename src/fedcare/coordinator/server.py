@@ -43,6 +43,7 @@ from fedcare.coordinator.runner import StudyRunner
 from fedcare.coordinator.servicer import MAX_CHUNK_BYTES, CoordinatorServicer
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.store_presence import BEAT_S
+from fedcare.coordinator.transfers import prune_partials
 from fedcare.coordinator.waiting import RETRY_BACKOFF, WITHDRAWAL_BACKOFF, Backoff
 from fedcare.errors import NotFoundError
 from fedcare.transport.grpc.fedcare_pb2_grpc import add_CoordinatorServicer_to_server
@@ -142,6 +143,7 @@ class Coordinator:
 
     def start(self) -> Coordinator:
         self.audit.reconcile_all(self.store)  # entries a crash left out of the audit trail
+        prune_partials(self.store.artifacts)  # uploads cut long ago, whose tasks are closed
         self.server.start()
         self._say_alive()
         self._scheduler.start()

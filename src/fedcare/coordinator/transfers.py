@@ -15,13 +15,15 @@ named by task, digest and size, so a cut upload keeps what arrived, also over a 
 restart; :func:`upload_status` says how far, and :func:`receive_reply` appends from there,
 checks the SHA-256 when the last chunk is in, moves the file into the artifact store under
 that digest (its content address) and reads the reply from the mapped file, checking it as a
-whole message is checked, without loading it.
+whole message is checked, without loading it. Parts untouched for :data:`PARTIAL_TTL_S` are
+dropped when the coordinator starts (:func:`prune_partials`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,9 @@ from fedcare.transport.framed import is_framed, map_file, read_reply, read_task
 from fedcare.transport.transfer import Spool, file_chunks
 
 __all__ = [
+    "PARTIAL_TTL_S",
     "legacy_chunks",
+    "prune_partials",
     "receive_reply",
     "reply_spool",
     "stream_task",
@@ -44,6 +48,8 @@ __all__ = [
 ]
 
 PARTIAL_DIR = ".partial"
+#: A partial upload untouched this long is dropped at start (its task is long closed).
+PARTIAL_TTL_S = 2 * 24 * 3600.0
 
 
 def stream_task(
@@ -120,3 +126,20 @@ def receive_reply(
     final.parent.mkdir(mode=0o700, exist_ok=True)
     os.replace(done, final)  # its content address: the SHA-256 just verified
     return read_reply(map_file(final), limits=limits), digest
+
+
+def prune_partials(artifacts: ArtifactStore, older_than_s: float = PARTIAL_TTL_S) -> int:
+    """Delete partial uploads not written to for ``older_than_s`` seconds; how many."""
+    folder = artifacts.root / PARTIAL_DIR
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    dropped = 0
+    for part in folder.iterdir():
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                dropped += 1
+        except FileNotFoundError:  # another process pruned it
+            continue
+    return dropped

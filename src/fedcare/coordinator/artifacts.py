@@ -120,8 +120,12 @@ class ArtifactStore:
         """Store ``data``; return its SHA-256 hex digest (a no-op if already stored)."""
         return self.put_stream([data])
 
-    def put_stream(self, chunks: Iterable[bytes | memoryview]) -> str:
+    def put_stream(self, chunks: Iterable[bytes | memoryview], *, durable: bool = True) -> str:
         """Store the concatenation of ``chunks`` in constant memory; return its digest.
+
+        ``durable=False`` skips the fsyncs, for what can be made again byte for byte (a task
+        payload, rebuilt from the round's checkpoint when the round is redone): a crash may
+        then leave a torn file, which a read refuses on its digest and the next put repairs.
 
         Raises
         ------
@@ -137,21 +141,23 @@ class ArtifactStore:
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             hexdigest = digest.hexdigest()
-            self._move_into_place(tmp, hexdigest)
+            self._move_into_place(tmp, hexdigest, durable)
             return hexdigest
         except OSError as err:
             raise StoreError(f"writing an artifact under {self.root} failed: {err}") from err
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _move_into_place(self, tmp: Path, digest: str) -> None:
+    def _move_into_place(self, tmp: Path, digest: str, durable: bool = True) -> None:
         # Replacing an existing copy is harmless (same bytes) and repairs a corrupt one.
         final = self.path(digest)
         final.parent.mkdir(mode=DIR_MODE, exist_ok=True)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        if durable:
+            _fsync_dir(final.parent)
 
     def exists(self, digest: str) -> bool:
         """True when an artifact is stored under ``digest`` (its bytes are not read)."""

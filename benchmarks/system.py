@@ -294,33 +294,27 @@ def _resume(label: str, size: Size, params: int, args: argparse.Namespace, machi
         return study_for(f"{label}-resume", size, 1, sites)
 
     base = _base(label, size, params, 2, machine)
-    return resume_rows(label, params, directions, make, args.keep, base)
+    return resume_rows(label, params, directions, make, (args.cut_at, args.keep), base)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default=",".join(DEFAULT_SIZES),
-                        help=f"comma-separated, of {', '.join(SIZES)}")  # fmt: skip
-    parser.add_argument("--rounds", type=int, help="rounds per run (>= 2; default per size)")
-    parser.add_argument("--sites", type=int, help="sites (default per size: 4, 2 at 1B)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: the 10k model only")
-    parser.add_argument("--grids", help="inmemory, grpc, both or none (default per size)")
-    parser.add_argument("--resume", action="store_true", help="also the resume measurement")
-    parser.add_argument("--resume-directions", default="upload,download",
-                        help="which transfers --resume cuts: upload, download or both")  # fmt: skip
-    parser.add_argument("--force", action="store_true", help="run even if memory looks short")
-    parser.add_argument(
-        "--memory-profile",
-        choices=sorted(PROFILES),
-        default="streaming",
-        help="model copies per process in the estimate (system_estimate.py)",
-    )
-    parser.add_argument("--copies", default="",
-                        help="override copies, e.g. coordinator=1,worker=2")  # fmt: skip
-    parser.add_argument("--keep", action="store_true", help="keep the federation folders")
-    parser.add_argument("--replace", action="store_true",
-                        help="write only this run's rows (default: merge into --out)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add = parser.add_argument
+    add("--sizes", default=",".join(DEFAULT_SIZES), help=f"comma-separated, of {', '.join(SIZES)}")
+    add("--rounds", type=int, help="rounds per run (>= 2; default per size)")
+    add("--sites", type=int, help="sites (default per size: 4, 2 at 1B)")
+    add("--quick", action="store_true", help="smoke test: the 10k model only")
+    add("--grids", help="inmemory, grpc, both or none (default per size)")
+    add("--resume", action="store_true", help="also the resume measurement")
+    add("--resume-directions", default="upload,download", help="upload, download or both")
+    add("--cut-at", type=float, default=0.5, help="--resume cuts here (of the model; 0.5)")
+    add("--force", action="store_true", help="run even if memory looks short")
+    add("--memory-profile", choices=sorted(PROFILES), default="streaming",
+        help="model copies per process in the estimate (system_estimate.py)")  # fmt: skip
+    add("--copies", default="", help="override copies, e.g. coordinator=1,worker=2")
+    add("--keep", action="store_true", help="keep the federation folders")
+    add("--replace", action="store_true", help="write only this run's rows (default: merge)")
+    add("--out", type=Path, default=RESULTS)
     return parser
 
 
@@ -331,6 +325,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[st
         parser.error(f"unknown sizes {unknown}" if unknown else "--rounds must be at least 2")
     if args.grids is not None and not set(args.grids.split(",")) <= {"inmemory", "grpc", "none"}:
         parser.error(f"--grids must name inmemory and/or grpc, or none; got {args.grids!r}")
+    if not 0 < args.cut_at < 1:
+        parser.error(f"--cut-at must be between 0 and 1, got {args.cut_at}")
     if not set(args.resume_directions.split(",")) <= set(DIRECTIONS):
         parser.error(f"--resume-directions: {args.resume_directions!r}, not upload/download")
     try:

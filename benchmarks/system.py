@@ -123,9 +123,14 @@ def param_count(hidden: Sequence[int], n_in: int = N_FEATURES) -> int:
     return total
 
 
+def transfer_s(params: int, sites: int) -> float:
+    """Seconds a round's transfers take at a slow 20 MB/s, twice over (a 1B round with 2 sites
+    moves 16 GB: 1,600 s)."""
+    return 2 * sites * 2 * params * 4 / 20e6
+
+
 def study_for(label: str, size: Size, rounds: int, sites: int) -> StudyConfig:
-    # a generous round deadline: a 1B round moves 16 GB through 2 sites' workers
-    timeout = max(600.0, 4 * sites * param_count(size.hidden) * 4 / 20e6)
+    timeout = max(600.0, transfer_s(param_count(size.hidden), sites))  # the round deadline
     return StudyConfig.from_dict(
         {
             "name": f"system-{label}",
@@ -188,11 +193,13 @@ def grpc_memory(fed: FederationRun) -> tuple[dict[str, float], dict[str, str]]:
     return extra, notes
 
 
-def run_grpc(study: StudyConfig, sites: int, keep: bool) -> GridRun:
+def run_grpc(study: StudyConfig, params: int, sites: int, keep: bool) -> GridRun:
     root = Path(tempfile.mkdtemp(prefix="fedcare-system-"))
+    # 20 minutes, plus each round's transfers at a slow 20 MB/s
+    limit_s = 1200.0 + study.rounds * transfer_s(params, sites)
     try:
         names = [f"site-{k}" for k in range(sites)]
-        fed = run_federation(study, names, root, limit_s=1200.0 + study.round_timeout)
+        fed = run_federation(study, names, root, limit_s=limit_s)
     finally:
         if keep:
             print(f"  kept {root}")
@@ -244,7 +251,7 @@ def _run_grid(
         return GridRun(grid, [], status=reason)
     if grid == "inmemory":
         return run_inmemory(study, sites)
-    return run_grpc(study, sites, args.keep)
+    return run_grpc(study, params, sites, args.keep)
 
 
 def _base(label: str, size: Size, params: int, sites: int, machine: str) -> str:

@@ -41,9 +41,9 @@ at 100.1M parameters with 4 sites, 2.3 GB at 30.3M).
 **1B** (``--sizes 1B``, 2 sites, an ``mlp`` with hidden widths (31,617, 31,617) on 10 features:
 1,000,045,711 parameters, 4.0 GB; its largest tensor alone is 4.0 GB): by the ``streaming``
 profile the coordinator needs about 12.8 GB and each site 20.9 GB (agent 4.3, worker 16.6),
-54.5 GB in all, so the benchmark refuses it on a 24 GB machine. Even a coordinator that keeps
+54.6 GB in all, so the benchmark refuses it on a 24 GB machine. Even a coordinator that keeps
 1 copy in memory (replies offloaded to disk), an agent that hands files over (0 copies) and a
-2-copy worker (``--copies coordinator=1,agent=0,worker=2``) add up to 22.5 GB: the 1B round
+2-copy worker (``--copies coordinator=1,agent=0,worker=2``) add up to 22.6 GB: the 1B round
 fits a 24 GB machine only with the leaner ``fit`` and nearly nothing else running.
 """
 
@@ -63,9 +63,10 @@ __all__ = [
 ]
 
 BYTES_PER_PARAM = 4  # float32
-#: Resident memory of each process with a negligible model (measured at 1M parameters: the
-#: coordinator 673 MB, a site's agent + worker 882 MB).
-BASE_MB = {"coordinator": 650.0, "agent": 330.0, "worker": 550.0, "inmemory": 650.0}
+#: Resident memory of each process with a negligible model (measured at 1M parameters, 4 MB:
+#: the coordinator 676 MB, agents 308-312 MB, workers 593-611 MB; at 10M, 36 MB, the workers
+#: were 735 MB: 4 copies more).
+BASE_MB = {"coordinator": 660.0, "agent": 310.0, "worker": 590.0, "inmemory": 650.0}
 #: A bounded transfer buffer per connected site at the coordinator (streaming transport).
 SITE_BUFFER_MB = 64.0
 
@@ -129,7 +130,7 @@ def grpc_estimate(params: int, sites: int, copies: Copies, profile: str) -> Esti
     parts.update({f"site {k} (agent {agent / 1e3:.1f} + worker {worker / 1e3:.1f})": agent + worker
                   for k in range(sites)})  # fmt: skip
     how = (
-        f"{profile} profile: model {model / 1e3:.2f} GB x copies coordinator "
+        f"{profile} profile: model {model:,.0f} MB x copies coordinator "
         f"{copies.coordinator:g} + {copies.per_site:g}/site, agent {copies.agent:g}, worker "
         f"{copies.worker:g}"
     )

@@ -136,15 +136,19 @@ def resume_rows(
         outcome = _outcome(fed, len(cut.cuts))
         ratio = cut.count(proxy_dir) / model_bytes
         baseline = clean.count(proxy_dir) / model_bytes
-        where = (
-            f"cut after {cut.cuts[0].up if proxy_dir == UP else cut.cuts[0].down:,} bytes "
-            f"({cut.cuts[0].connections} connection(s) reset), {cut.accepted} connections in "
-            f"all; sent again because of the cut: {ratio - baseline:.3f} of the model (ratio "
-            f"minus the uncut site's; about {cut_at:g} when everything before the cut is sent "
-            "again, about 0 for a resume)"
-            if cut.cuts
-            else "no cut"
-        )
+        where = "no cut"
+        if cut.cuts:
+            first = cut.cuts[0]
+            where = (
+                f"cut after {first.up if proxy_dir == UP else first.down:,} bytes "
+                f"({first.connections} connection(s) reset), {cut.accepted} connections in all"
+            )
+        if cut.cuts and not outcome:
+            where += (
+                f"; sent again because of the cut: {ratio - baseline:.3f} of the model (ratio "
+                f"minus the uncut site's; about {cut_at:g} when everything before the cut is "
+                "sent again, about 0 for a resume)"
+            )
         rounds = ", ".join(f"{d:.3f}" for d in fed.durations) or "none"
         value = None if outcome else ratio
         verdict = f"; {_verdict(value)}" if not suffix else ""

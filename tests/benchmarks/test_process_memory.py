@@ -47,7 +47,7 @@ def test_a_grandchilds_peak_is_kept_after_it_frees_its_memory() -> None:
         watch = TreeWatch({"site": proc.pid}, {"site": "agent"})
         watch.sample()
         group = watch.peak("site")
-        assert [p.name for p in group.processes][0] == "agent"
+        assert group.processes[0].name == "agent"
         (child,) = [p for p in group.processes if p.name != "agent"]
         assert child.hwm_mb >= HELD_MB
         assert group.rss_mb >= HELD_MB and group.anon_mb >= HELD_MB

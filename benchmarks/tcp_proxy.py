@@ -75,12 +75,22 @@ class ByteCountingProxy:
         ``(host, port)`` of the server.
     host:
         Address to listen on.
+    connect_wait_s:
+        How long a new client's connection waits for the server to accept one of ours (the
+        proxy may start before the server listens); after that the client's is closed.
 
     Use as a context manager (or :meth:`start` / :meth:`close`). Thread-safe.
     """
 
-    def __init__(self, target: tuple[str, int], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        target: tuple[str, int],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        connect_wait_s: float = 60.0,
+    ) -> None:
         self.target = target
+        self.connect_wait_s = connect_wait_s
         self._listener = socket.create_server((host, port))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -153,23 +163,37 @@ class ByteCountingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            threading.Thread(target=self._open, args=(client,), daemon=True).start()
+
+    def _connect(self) -> socket.socket | None:
+        """A connection to the target, trying again for :attr:`connect_wait_s` (the server may
+        still be starting: the client then waits instead of seeing a failed handshake)."""
+        end = time.monotonic() + self.connect_wait_s
+        while not self._closed:
             try:
                 server = socket.create_connection(self.target, timeout=10)
                 server.settimeout(None)
+                return server
             except OSError:
-                with contextlib.suppress(OSError):
-                    client.close()
-                continue
-            for sock in (client, server):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link = _Link(client, server)
-            with self._lock:
-                self._links.append(link)
-                self.accepted += 1
-            for src, dst, direction in ((client, server, UP), (server, client, DOWN)):
-                threading.Thread(
-                    target=self._pump, args=(link, src, dst, direction), daemon=True
-                ).start()
+                if time.monotonic() > end:
+                    return None
+                time.sleep(0.1)
+        return None
+
+    def _open(self, client: socket.socket) -> None:
+        server = self._connect()
+        if server is None:
+            with contextlib.suppress(OSError):
+                client.close()
+            return
+        for sock in (client, server):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        link = _Link(client, server)
+        with self._lock:
+            self._links.append(link)
+            self.accepted += 1
+        threading.Thread(target=self._pump, args=(link, server, client, DOWN), daemon=True).start()
+        self._pump(link, client, server, UP)
 
     def _pump(self, link: _Link, src: socket.socket, dst: socket.socket, direction: str) -> None:
         try:

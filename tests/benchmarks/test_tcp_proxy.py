@@ -8,6 +8,7 @@ import contextlib
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +115,31 @@ def test_a_download_cut_counts_the_server_side_bytes(server: tuple[int, list[int
 def test_cut_at_rejects_an_unknown_direction() -> None:
     with ByteCountingProxy(("127.0.0.1", 9)) as proxy, pytest.raises(ValueError, match="sideways"):
         proxy.cut_at("sideways", 10)
+
+
+def test_a_client_waits_for_a_server_that_starts_after_the_proxy() -> None:
+    with socket.socket() as probe:  # a port nothing listens on yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with ByteCountingProxy(("127.0.0.1", port), connect_wait_s=10) as proxy:
+        client = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        client.sendall(b"early")  # held by the proxy until the server is up
+        time.sleep(0.5)
+        with socket.create_server(("127.0.0.1", port)) as listener:
+            conn, _ = listener.accept()
+            with conn, client:
+                assert _read(conn, 5) == b"early"
+                conn.sendall(b"late")
+                assert _read(client, 4) == b"late"
+        assert (proxy.count(UP), proxy.count(DOWN), proxy.accepted) == (5, 4, 1)
+
+
+def test_a_client_is_closed_when_the_server_never_comes() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with ByteCountingProxy(("127.0.0.1", port), connect_wait_s=0.3) as proxy:
+        client = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        with client:
+            assert client.recv(10) == b""  # closed after the wait
+        assert proxy.accepted == 0

@@ -3,30 +3,41 @@
 Provisions a throwaway federation (CA, coordinator and site kits) in a folder, starts one
 coordinator process and one site-agent process per site of the ``synthetic`` dataset, as
 ``fedcare demo`` does (mutual TLS, real gRPC), submits the study through the coordinator's
-store, waits for it to finish, and returns the rounds' stored ``duration_s`` and completion
-times and the processes' peak resident memory (``VmHWM``). Every process it starts is stopped
-before it returns, also on errors and Ctrl-C.
+store, waits for it to finish, and returns the rounds' stored ``duration_s``, completion times
+and fit records. Every process it starts is stopped before it returns, also on errors and
+Ctrl-C.
+
+Memory (:mod:`process_memory`): every 0.2 s, and once more after the study ends and before
+anything is stopped, each process tree is read from ``/proc``: the coordinator's, and per site
+the agent's with its task worker and helpers. The run returns the watch: per process its own
+peak (``VmHWM``), per site and for the whole federation the polled peaks of the summed
+resident memory. A site may be told to reach the coordinator through another address
+(``addresses``: the byte-counting proxy of the resume measurement, :mod:`tcp_proxy`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedcare.cli.demo import Processes, local_federation, start_federation
 from fedcare.coordinator.server import default_db_url
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.errors import FedcareError
 from fedcare.records.study import StudyConfig
+from process_memory import TreeWatch, mem_available_mb
 
-__all__ = ["FederationRun", "mem_available_mb", "peak_rss_mb", "run_federation"]
+__all__ = ["FederationRun", "free_port", "mem_available_mb", "run_federation"]
 
 #: Stop the federation (and fail the run) when the machine has less memory left than this.
 MIN_AVAILABLE_MB = 3000.0
+#: Seconds between two samples of the processes' memory (and of the study's status).
+SAMPLE_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -35,59 +46,27 @@ class FederationRun:
 
     durations: list[float]  # stored duration_s of rounds 1..R
     completed_gaps: list[float]  # completed_at(r) - completed_at(r - 1), rounds 2..R
+    fits: list[dict[str, Any]]  # each round's fit record (sampled_sites, failed_sites, ...)
+    tasks: list[dict[str, Any]]  # every task: round, attempt, site, kind, status, error
     wall_s: float  # submit to completion
-    coordinator_rss_mb: float
-    site_rss_mb: float  # largest site agent + its task worker
-    total_rss_mb: float  # peak of the sum over all its processes, sampled every 0.2 s
-    min_available_mb: float  # least MemAvailable of the machine seen meanwhile
+    memory: TreeWatch  # groups "coordinator" and each site id
+    sites: tuple[str, ...]
     status: str
 
+    @property
+    def coordinator_rss_mb(self) -> float:
+        """Peak resident memory (``VmHWM``) of the coordinator process itself."""
+        procs = self.memory.peak("coordinator").processes
+        return next((p.hwm_mb for p in procs if p.name == "coordinator"), float("nan"))
 
-def _free_port() -> int:
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident memory of ``pid`` (``VmHWM``) in MB; NaN when it cannot be read."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _site_rss_mb(pid: int) -> float:
-    """The agent's peak plus its task worker's (a child process)."""
-    return peak_rss_mb(pid) + sum(peak_rss_mb(c) for c in _children(pid))
-
-
-def _provision(root: Path, sites: list[str], port: int) -> tuple[Path, dict[str, Path]]:
-    return local_federation(
-        root, name="fedcare-system-benchmark", port=port, sites=sites, dataset="synthetic"
-    )
-
-
-def _start(procs: Processes, root: Path, sites: list[str]) -> tuple[int, list[int], Path]:
-    """Start the coordinator and the site agents; return their pids and the coordinator home."""
-    port = _free_port()
-    kit, data_files = _provision(root, sites, port)
-    home, coordinator, agents = start_federation(
-        procs, root, kit, data_files, port=port, liveness=60, approve_all=True
-    )
-    for proc in (coordinator, *agents):
-        _first_to_go(proc.pid)
-    return coordinator.pid, [a.pid for a in agents], home
 
 
 def _first_to_go(pid: int) -> None:
@@ -100,54 +79,67 @@ def _first_to_go(pid: int) -> None:
         Path(f"/proc/{pid}/oom_score_adj").write_text("1000")
 
 
-def mem_available_mb() -> float:
-    """``MemAvailable`` of this machine in MB (NaN when unknown)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    return float("nan")
+def _start(
+    procs: Processes, root: Path, sites: list[str], port: int, addresses: Mapping[str, str]
+) -> tuple[Path, dict[str, int]]:
+    """Start the coordinator and the site agents (each told its coordinator address when
+    ``addresses`` names one); return the coordinator home and the pids by group."""
+    kit, data_files = local_federation(
+        root, name="fedcare-system-benchmark", port=port, sites=sites, dataset="synthetic"
+    )
+    home, coordinator, _ = start_federation(
+        procs, root, kit, {}, port=port, liveness=60, approve_all=True
+    )
+    pids = {"coordinator": coordinator.pid}
+    for site, data in data_files.items():
+        via = ["--coordinator", addresses[site]] if site in addresses else []
+        agent = procs.start(
+            site, "site", "start", "--kit", str(kit.parent / "sites" / site), "--data",
+            str(data), "--state", str(root / "state" / site), "--approve-all", *via,
+        )  # fmt: skip
+        pids[site] = agent.pid
+    for pid in pids.values():
+        _first_to_go(pid)
+    _wait_for_hello(procs, home, sites)
+    return home, pids
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    return 0.0
+def _wait_for_hello(procs: Processes, home: Path, sites: list[str], limit_s: float = 120) -> None:
+    """Wait until every site said Hello (a study's statistics round then reaches them all)."""
+    with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
+        end = time.monotonic() + limit_s
+        while True:
+            procs.check()
+            if {s.id for s in store.list_sites() if s.first_seen is not None} >= set(sites):
+                return
+            if time.monotonic() > end:
+                raise FedcareError(f"sites did not all connect within {limit_s:.0f} s")
+            time.sleep(SAMPLE_S)
 
 
-@dataclass
-class _Watch:
-    """Peak total resident memory of the federation and the least memory left on the machine."""
-
-    pids: list[int]
-    peak_total_mb: float = 0.0
-    min_available_mb: float = float("inf")
-
-    def sample(self) -> None:
-        tree = [*self.pids, *(c for p in self.pids[1:] for c in _children(p))]
-        self.peak_total_mb = max(self.peak_total_mb, sum(_rss_mb(p) for p in tree))
-        available = mem_available_mb()
-        self.min_available_mb = min(self.min_available_mb, available)
-        if available < MIN_AVAILABLE_MB:
-            raise FedcareError(
-                f"memory guard: only {available:.0f} MB left on this machine (federation "
-                f"peak {self.peak_total_mb:.0f} MB); stopping the federation"
-            )
+def _sample(watch: TreeWatch) -> None:
+    available = watch.sample()
+    if available < MIN_AVAILABLE_MB:
+        raise FedcareError(
+            f"memory guard: only {available:.0f} MB left on this machine (federation "
+            f"peak {watch.total_rss_mb:.0f} MB); stopping the federation"
+        )
 
 
 def _wait(
-    store: CoordinatorStore, study_id: str, procs: Processes, watch: _Watch, limit_s: float
+    store: CoordinatorStore,
+    study_id: str,
+    procs: Processes,
+    watch: TreeWatch,
+    limit_s: float,
+    on_sample: Callable[[], None] | None,
 ) -> str:
     end = time.monotonic() + limit_s
     while True:
         procs.check()
-        watch.sample()
+        _sample(watch)
+        if on_sample is not None:
+            on_sample()
         info = store.get_study(study_id)
         if info.status not in ("pending", "running"):
             return str(info.status) + (f": {info.reason}" if info.reason else "")
@@ -156,42 +148,71 @@ def _wait(
                 f"study {study_id} still {info.status} after {limit_s:.0f} s "
                 f"(last completed round {info.last_completed_round}); logs in {procs.logs}"
             )
-        time.sleep(0.2)
+        time.sleep(SAMPLE_S)
+
+
+def _tasks(store: CoordinatorStore, study_id: str) -> list[dict[str, Any]]:
+    """Every task of the study, oldest first, with its reply's error if it failed."""
+    tasks = store.list_tasks(study_id)
+    errors = {
+        r.task_id: f"{r.error_kind}: {r.error_message}"
+        for key in sorted({(t.round, t.attempt) for t in tasks})
+        for r in store.replies_for_round(study_id, *key)
+        if not r.ok
+    }
+    return [
+        {"round": t.round, "attempt": t.attempt, "site": t.site_id, "kind": t.kind,
+         "status": t.status, "error": errors.get(t.id, "")}
+        for t in tasks
+    ]  # fmt: skip
 
 
 def run_federation(
-    study: StudyConfig, sites: list[str], root: Path, *, limit_s: float = 900.0
+    study: StudyConfig,
+    sites: list[str],
+    root: Path,
+    *,
+    limit_s: float = 900.0,
+    port: int | None = None,
+    addresses: Mapping[str, str] | None = None,
+    on_sample: Callable[[], None] | None = None,
 ) -> FederationRun:
     """Run ``study`` on a fresh federation under ``root`` (see the module docstring).
 
-    A run stopped by the memory guard, the time limit or a process that exits returns the
-    rounds completed until then, with ``status`` saying why it stopped.
+    ``port``: the coordinator's (default: a free one); ``addresses``: site id -> the
+    ``host:port`` that site's agent dials instead of the coordinator's; ``on_sample``: called
+    at every sample (every 0.2 s) while the study runs. A run stopped by the memory guard, the
+    time limit or a process that exits returns the rounds completed until then, with
+    ``status`` saying why it stopped.
     """
     procs = Processes(root)
+    port = free_port() if port is None else port
     try:
-        coordinator, agents, home = _start(procs, root, sites)
-        watch = _Watch([coordinator, *agents])
+        home, pids = _start(procs, root, sites, port, dict(addresses or {}))
+        names = {"coordinator": "coordinator", **{s: "agent" for s in sites}}
+        watch = TreeWatch(pids, names)
         with CoordinatorStore(default_db_url(home), home / "artifacts") as store:
             start = time.perf_counter()
             study_id = store.create_study(study.name, study.model_dump(mode="json"), study.seed)
             try:
-                status = _wait(store, study_id, procs, watch, limit_s)
+                status = _wait(store, study_id, procs, watch, limit_s, on_sample)
             except FedcareError as err:
                 status = f"stopped: {err}"
             wall = time.perf_counter() - start
-            rss = (peak_rss_mb(coordinator), max(_site_rss_mb(pid) for pid in agents))
+            watch.sample()  # the last look at every process, before any is stopped
             procs.stop_all()
             rounds = [r for r in store.list_rounds(study_id) if r.round >= 1]
+            tasks = _tasks(store, study_id)
     finally:
         procs.stop_all()
     done = [r.completed_at for r in rounds]
     return FederationRun(
         durations=[r.duration_s for r in rounds],
         completed_gaps=[(b - a).total_seconds() for a, b in itertools.pairwise(done)],
+        fits=[dict(r.record.get("fit") or {}) for r in rounds],
+        tasks=tasks,
         wall_s=wall,
-        coordinator_rss_mb=rss[0],
-        site_rss_mb=rss[1],
-        total_rss_mb=watch.peak_total_mb,
-        min_available_mb=watch.min_available_mb,
+        memory=watch,
+        sites=tuple(sites),
         status=status,
     )

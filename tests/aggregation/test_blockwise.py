@@ -12,10 +12,12 @@ from fedcare.aggregation.blockwise import (
     BLOCK,
     all_finite,
     blocks,
+    discard,
     flat,
     norm,
     release_pages,
     sq_norm,
+    zeros,
 )
 from fedcare.records.arrays import ArrayRecord
 
@@ -89,3 +91,27 @@ def test_pages_of_a_copy_on_write_mapping_or_an_ordinary_array_are_kept(tmp_path
     ordinary = np.full(10, 2.0)
     release_pages(ordinary, slice(0, 10))
     assert np.all(ordinary == 2.0)
+
+
+@pytest.mark.parametrize("block", [1000, 512, 3 * mmap.PAGESIZE // 8 + 1])
+def test_discarding_converted_blocks_in_order_keeps_every_block_not_yet_read(block: int) -> None:
+    size = 7 * mmap.PAGESIZE // 8 + 123
+    acc = zeros(size)
+    assert acc.dtype == np.float64 and acc.shape == (size,) and not acc.any()
+    values = np.arange(1.0, size + 1.0)
+    acc += values
+    for part in blocks(size, block):
+        np.testing.assert_array_equal(acc[part.start :], values[part.start :])  # unread: intact
+        discard(acc, part)
+    assert np.count_nonzero(acc) <= mmap.PAGESIZE // 8  # all but the last, partial page read 0
+    assert zeros(0).shape == (0,)
+
+
+def test_discard_leaves_ordinary_arrays_and_views_alone() -> None:
+    ordinary = np.full(4096, 3.0)
+    discard(ordinary, slice(0, 4096))
+    assert np.all(ordinary == 3.0)
+    acc = zeros(4096)
+    acc += 5.0
+    discard(acc[::2], slice(0, 2048))  # not a contiguous float64 view: nothing happens
+    assert np.all(acc == 5.0)

@@ -15,6 +15,10 @@ any more (``MADV_DONTNEED``): a read-only file mapping then re-reads them from t
 they are touched again, so the result is unchanged, and one reply costs about one block of
 resident memory however large it is. It does nothing for arrays that are not backed by a
 read-only ``mmap`` (ordinary arrays, copy-on-write maps whose private pages must be kept).
+
+An accumulator made by :func:`zeros` lives in its own anonymous mapping, so the pages of the
+blocks already converted to the result can be handed back (:func:`discard`) while the rest is
+converted: the float64 sums shrink as the result grows, instead of both being whole at once.
 """
 
 from __future__ import annotations
@@ -24,7 +28,17 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-__all__ = ["BLOCK", "all_finite", "blocks", "flat", "norm", "release_pages", "sq_norm"]
+__all__ = [
+    "BLOCK",
+    "all_finite",
+    "blocks",
+    "discard",
+    "flat",
+    "norm",
+    "release_pages",
+    "sq_norm",
+    "zeros",
+]
 
 #: Elements per block: a float64 temporary of one block is 16 MiB.
 BLOCK = 1 << 21
@@ -41,17 +55,62 @@ def blocks(size: int, block: int = BLOCK) -> Iterator[slice]:
         yield slice(start, min(start + block, size))
 
 
-def _readonly_mmap(arr: np.ndarray) -> mmap.mmap | None:
-    """The read-only ``mmap`` whose memory ``arr`` views, if any."""
+def _mmap_of(arr: np.ndarray) -> mmap.mmap | None:
+    """The ``mmap`` whose memory ``arr`` views, if any."""
     base: object = arr
     while base is not None:
         if isinstance(base, mmap.mmap):
-            try:
-                return base if memoryview(base).readonly else None
-            except ValueError:  # closed
-                return None
+            return base
         base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
     return None
+
+
+def _readonly_mmap(arr: np.ndarray) -> mmap.mmap | None:
+    """The read-only ``mmap`` whose memory ``arr`` views, if any."""
+    mm = _mmap_of(arr)
+    try:
+        return mm if mm is not None and memoryview(mm).readonly else None
+    except ValueError:  # closed
+        return None
+
+
+def _offset(mm: mmap.mmap, arr: np.ndarray) -> int:
+    """Where ``arr``'s first element lies in ``mm``, in bytes."""
+    origin = np.frombuffer(mm, dtype=np.uint8)
+    start = int(origin.__array_interface__["data"][0])
+    del origin
+    return int(arr.__array_interface__["data"][0]) - start
+
+
+def zeros(size: int) -> np.ndarray:
+    """A 1-D float64 array of zeros in its own anonymous mapping (see :func:`discard`).
+
+    The pages are the kernel's zero pages until written, and go back to the system when the
+    array is freed.
+    """
+    if size == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+        return np.zeros(size, dtype=np.float64)
+    private = mmap.mmap(-1, size * 8, flags=mmap.MAP_PRIVATE)  # shared memory would stay
+    return np.frombuffer(private, dtype=np.float64)
+
+
+def discard(arr: np.ndarray, part: slice) -> None:
+    """Hand the pages holding ``arr[:part.stop]`` back to the system (``arr`` from
+    :func:`zeros`); the whole pages of ``arr[part]`` read as zeros afterwards.
+
+    For blocks taken in order: a page shared with the next block is kept, and handed back
+    with that block. Does nothing for other arrays.
+    """
+    mm = _mmap_of(arr)
+    if mm is None or memoryview(mm).readonly or arr.ndim != 1 or arr.strides[0] != 8:
+        return
+    at = _offset(mm, arr)
+    lo = at + part.start * 8
+    hi = at + part.stop * 8
+    lo -= lo % mmap.PAGESIZE
+    hi -= hi % mmap.PAGESIZE
+    if 0 <= lo < hi <= len(mm):
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def release_pages(arr: np.ndarray, part: slice) -> None:
@@ -65,10 +124,7 @@ def release_pages(arr: np.ndarray, part: slice) -> None:
     mm = _readonly_mmap(arr)
     if mm is None:
         return
-    origin = np.frombuffer(mm, dtype=np.uint8)
-    mm_start = int(origin.__array_interface__["data"][0])
-    del origin
-    first = int(arr.__array_interface__["data"][0]) + part.start * arr.strides[0] - mm_start
+    first = _offset(mm, arr) + part.start * arr.strides[0]
     last = first + (part.stop - part.start) * arr.strides[0]
     lo, hi = sorted((first, last))
     lo -= lo % mmap.PAGESIZE

@@ -1,12 +1,13 @@
 """Streaming (weighted) mean of contributions, in bounded memory.
 
 Memory: one float64 accumulator per array (twice a float32 model) plus one block
-(:data:`fedcare.aggregation.blockwise.BLOCK` elements) of temporaries, whatever the number of sites
-and the size of a layer. Each contribution is added block by block (``acc += w * block``), and a
-memory-mapped reply's pages are released as soon as a block is added; at the end each
-accumulator is divided and converted to the template's dtype block by block and freed before the
-next array's. Every element goes through the same operations as the whole-array formula
-``(sum_i w_i * x_i) / sum_i w_i`` in float64, so the result is bitwise the same.
+(:data:`fedcare.aggregation.blockwise.BLOCK` elements) of temporaries, whatever the number of
+sites and the size of a layer. Each contribution is added block by block (``acc += w * block``),
+and a memory-mapped reply's pages are released as soon as a block is added. At the end each
+accumulator is divided and converted to the template's dtype block by block, its pages handed
+back as the result grows, and freed before the next array's. Every element goes through the
+same operations as the whole-array formula ``(sum_i w_i * x_i) / sum_i w_i`` in float64, so
+the result is bitwise the same.
 
 Bounded in this sense: :class:`WeightedMean`, :class:`fedcare.aggregation.validate.ValidateUpdates`
 and the plain server SGD step (:mod:`fedcare.strategy.server_opt`). Not bounded (whole-array
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
-from fedcare.aggregation.blockwise import BLOCK, blocks, flat, release_pages
+from fedcare.aggregation.blockwise import BLOCK, blocks, discard, flat, release_pages, zeros
 from fedcare.errors import AggregationError
 from fedcare.records.arrays import ArrayRecord
 
@@ -59,13 +60,15 @@ def add_scaled(
 
 
 def divided(acc: np.ndarray, total: float, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``(acc / total).astype(dtype).reshape(shape)``, one block of ``acc`` at a time (in place:
-    ``acc`` is spent)."""
+    """``(acc / total).astype(dtype).reshape(shape)``, one block of ``acc`` at a time (``acc``,
+    from :func:`~fedcare.aggregation.blockwise.zeros`, is spent: its pages are handed back as
+    the blocks are converted)."""
     out = np.empty(acc.size, dtype=dtype)
     for part in blocks(acc.size):
         block = acc[part]
         block /= total
         out[part] = block
+        discard(acc, part)  # the sums shrink as the result grows
     return out.reshape(shape)
 
 
@@ -87,7 +90,7 @@ class WeightedMean(Aggregator[MeanState]):
     def _accumulate(
         self, template: ArrayRecord, contributions: Iterator[Contribution]
     ) -> tuple[dict[str, np.ndarray], float, list[str]]:
-        sums = {k: np.zeros(v.size, dtype=np.float64) for k, v in template.items()}
+        sums = {k: zeros(v.size) for k, v in template.items()}
         scratch: dict[np.dtype, np.ndarray] = {}
         total = 0.0
         sites: list[str] = []

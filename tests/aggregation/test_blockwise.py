@@ -51,6 +51,7 @@ def test_sq_norm_is_the_float64_sum_of_squares() -> None:
     record = ArrayRecord({"a": values, "b": np.array([3.0, 4.0])}, copy=False)
     assert norm(record) == pytest.approx(np.sqrt(exact + 25.0), rel=1e-12)
     assert sq_norm(np.zeros(0)) == 0.0
+    assert sq_norm(np.array([3 + 4j, 1.0])) == 26.0  # |z|^2
 
 
 def test_flat_is_a_view_of_a_contiguous_array() -> None:

@@ -153,10 +153,11 @@ def sq_norm(arr: np.ndarray) -> float:
     as :meth:`fedcare.records.arrays.ArrayRecord.sq_norm` (a reduction depends on its order).
     """
     values = flat(arr)
+    wide = np.complex128 if np.iscomplexobj(values) else np.float64
     total = 0.0
     for part in blocks(values.size):
-        block = np.asarray(values[part], dtype=np.float64)
-        total += float(np.dot(block, block))
+        block = np.asarray(values[part], dtype=wide)
+        total += float(np.vdot(block, block).real)
         release_pages(values, part)
     return total
 

@@ -46,11 +46,12 @@ class ValidateUpdates(Aggregator[ValidateState]):
     Optionally bounds the update norm (``max_norm``) to refuse absurd updates outright.
 
     ``outlier_ratio``: hold back the largest-norm update while the others stream on (one extra
-    update referenced; a memory-mapped one's pages are released once its norm is taken), and
-    at the end reject it when its norm is more than ``outlier_ratio``
-    times the largest of the others' (a single site cannot scale the model away); with one
-    update there is nothing to compare and it passes. Not for stacks with DP layers: which
-    update is dropped would depend on the other sites' data, outside the DP analysis.
+    update referenced: in memory if it arrived in memory; a memory-mapped one's pages are
+    released once its norm is taken), and at the end reject it when its norm is more than
+    ``outlier_ratio`` times the largest of the others' (a single site cannot scale the model
+    away); with one update there is nothing to compare and it passes. Not for stacks with DP
+    layers: which update is dropped would depend on the other sites' data, outside the DP
+    analysis.
     """
 
     def __init__(

@@ -126,3 +126,126 @@ def test_negative_or_nan_weight_is_refused() -> None:
         contrib("a", [0, 0, 0], 0.0, -1)
     with pytest.raises(ValidationError, match="weight nan"):
         contrib("a", [0, 0, 0], 0.0, float("nan"))
+
+
+def _old_weighted_mean(template: ArrayRecord, cs: list[Contribution]) -> dict[str, np.ndarray]:
+    """The whole-array formula WeightedMean used before it went blockwise (the reference)."""
+    sums = {k: np.zeros(v.shape, dtype=np.float64) for k, v in template.items()}
+    total = 0.0
+    for c in cs:
+        for k, acc in sums.items():
+            acc += float(c.weight) * c.arrays[k]
+        total += float(c.weight)
+    return {k: (acc / total).astype(template[k].dtype) for k, acc in sums.items()}
+
+
+def _random_model(rng: np.random.Generator, dtype: type, scale: float) -> dict[str, np.ndarray]:
+    from fedcare.aggregation.blockwise import BLOCK
+
+    shapes = {"big": (BLOCK + 12_345,), "matrix": (1031, 7), "bias": (13,), "scalar": ()}
+    return {
+        k: (rng.normal(size=s) * 10.0 ** rng.uniform(-scale, scale, size=s)).astype(dtype)
+        for k, s in shapes.items()
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blockwise_mean_is_bitwise_the_whole_array_formula(dtype: type) -> None:
+    rng = np.random.default_rng(16)
+    template = ArrayRecord(_random_model(rng, dtype, 0), copy=False)
+    weights = [37.0, 1.0, 1234.0, 0.3]
+    cs = [
+        Contribution(f"s{i}", ArrayRecord(_random_model(rng, dtype, 6), copy=False), w)
+        for i, w in enumerate(weights)
+    ]
+    result, _, _ = WeightedMean().update(WeightedMean().init(template), cs)
+    expected = _old_weighted_mean(template, cs)
+    for k, v in expected.items():
+        assert result[k].dtype == v.dtype and result[k].shape == v.shape
+        assert result[k].tobytes() == v.tobytes(), k
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 40),
+    st.lists(st.floats(1e-3, 1e4), min_size=1, max_size=5),
+    st.integers(0, 2**32 - 1),
+)
+def test_mean_bitwise_on_small_odd_sizes(
+    dtype: type, size: int, weights: list[float], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    template = ArrayRecord({"w": np.zeros(size, dtype=dtype)})
+    cs = [
+        Contribution(str(i), ArrayRecord({"w": (rng.normal(size=size) * 1e3).astype(dtype)}), w)
+        for i, w in enumerate(weights)
+    ]
+    result, _, _ = WeightedMean().update(WeightedMean().init(template), cs)
+    assert result["w"].tobytes() == _old_weighted_mean(template, cs)["w"].tobytes()
+
+
+def test_mean_of_read_only_memory_mapped_replies_is_bitwise_the_in_memory_mean(
+    tmp_path,
+) -> None:
+    from fedcare.aggregation.blockwise import BLOCK
+
+    rng = np.random.default_rng(5)
+    size = BLOCK + 999
+    template = ArrayRecord({"w": np.zeros(size, dtype=np.float32)})
+    in_memory, mapped = [], []
+    for i in range(3):
+        values = rng.normal(size=size).astype(np.float32)
+        values.tofile(tmp_path / f"{i}.bin")
+        in_memory.append(Contribution(f"s{i}", ArrayRecord({"w": values}), 10.0 + i))
+        view = np.memmap(tmp_path / f"{i}.bin", dtype=np.float32, mode="r")
+        mapped.append(Contribution(f"s{i}", ArrayRecord({"w": view}, copy=False), 10.0 + i))
+    agg = chain(ValidateUpdates, inner=WeightedMean())
+    from_files, _, m = agg.update(agg.init(template), mapped)
+    from_memory, _, _ = WeightedMean().update(WeightedMean().init(template), in_memory)
+    assert m["rejected_sites"] == [] and m["num_contributions"] == 3
+    assert from_files["w"].tobytes() == from_memory["w"].tobytes()
+    for c, ref in zip(mapped, in_memory, strict=True):  # pages released, values unchanged
+        np.testing.assert_array_equal(c.arrays["w"], ref.arrays["w"])
+
+
+def test_nan_past_the_first_block_is_rejected() -> None:
+    from fedcare.aggregation.blockwise import BLOCK
+
+    template = ArrayRecord({"w": np.zeros(BLOCK + 3, dtype=np.float32)})
+    bad = np.ones(BLOCK + 3, dtype=np.float32)
+    bad[BLOCK + 1] = np.nan
+    agg = ValidateUpdates(WeightedMean())
+    result, _, m = agg.update(
+        agg.init(template),
+        [
+            Contribution("ok", ArrayRecord({"w": np.full(BLOCK + 3, 2, dtype=np.float32)}), 1),
+            Contribution("bad", ArrayRecord({"w": bad}, copy=False), 1),
+        ],
+    )
+    assert m["rejected_sites"] == ["bad"] and "NaN" in m["rejected_reasons"]["bad"]
+    assert np.all(result["w"] == 2.0)
+
+
+def test_no_reference_to_a_contribution_is_kept_once_aggregated() -> None:
+    import weakref
+
+    from fedcare.strategy.fedopt import default_aggregator
+
+    refs: list[weakref.ref[Contribution]] = []
+    alive_when_asked: list[int] = []
+
+    def stream():
+        for i in range(6):
+            alive_when_asked.append(sum(r() is not None for r in refs))
+            c = contrib(f"s{i}", [1.0 + i, 0, 0], 0.0, 1)
+            refs.append(weakref.ref(c))
+            yield c
+            del c
+
+    agg = default_aggregator()
+    result, _, _ = agg.update(agg.init(TEMPLATE), stream())
+    # growing norms: the screening holds back the newest one while the next is read
+    assert max(alive_when_asked) <= 1
+    assert all(r() is None for r in refs)
+    np.testing.assert_allclose(result["w"], [3.5, 0, 0])

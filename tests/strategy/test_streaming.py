@@ -44,3 +44,33 @@ def test_round_memory_is_a_few_models_not_sites_times_model() -> None:
     np.testing.assert_allclose(new_state.params["w"][:3], np.mean(np.arange(SITES)))
     # holding every update would need SITES models (60 MB); streaming needs a handful
     assert peak < 8 * model_bytes, f"peak {peak / 1e6:.1f} MB for {SITES} sites"
+
+
+def test_no_update_is_referenced_once_aggregated_so_mapped_pages_can_go() -> None:
+    """A reply's arrays (memory-mapped from a file in deployment) are dropped by every layer of
+    the loop once added: while the next site is asked, only the update the outlier screening
+    holds back may still be alive, and none is after the round."""
+    import weakref
+
+    refs: list[weakref.ref[np.ndarray]] = []
+    alive_when_asked: list[int] = []
+
+    def growing(i: int):
+        def handle(task: Task) -> Reply:
+            alive_when_asked.append(sum(r() is not None for r in refs))
+            update = np.full(4, float(i + 1))  # growing norms: the newest is held back
+            refs.append(weakref.ref(update))
+            arrays = ArrayRecord({"w": update}, copy=False)
+            return Reply(task.study_id, task.round, task.site_id, "fit", arrays, num_samples=1)
+
+        return handle
+
+    grid = InMemoryGrid({f"s{i}": growing(i) for i in range(6)})
+    strategy = FedAvg()
+    state = strategy.init_state(ArrayRecord({"w": np.zeros(4)}))
+    cfg = RoundConfig(study_id="m", num_rounds=1, seed=0, evaluate_every=0)
+    new_state, record = run_round(grid, strategy, state, cfg, 1)
+    assert max(alive_when_asked) == 1
+    assert all(r() is None for r in refs)
+    np.testing.assert_array_equal(new_state.params["w"], np.full(4, 3.5))
+    assert record.fit["num_contributions"] == 6

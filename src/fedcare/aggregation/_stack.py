@@ -3,6 +3,9 @@
 Median, trimmed mean and Krum need every contribution of a round at once, so they collect the
 stream into one float64 matrix (one row per site, the template's arrays flattened in order) and
 work on it with vectorized numpy. Memory is ``sites x params x 8`` bytes.
+
+Memory: not bounded (sites x parameters in float64); the blockwise path is
+:mod:`fedcare.aggregation.mean` and :mod:`fedcare.aggregation.validate`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ masked vector and the per-round ``C`` inside each task; this version does not wi
 
 Measurements: the inner's plus ``clip_norm`` (used this round), ``next_clip_norm``,
 ``unclipped_fraction_noised``, ``dp_event`` and ``dp_events`` (the round's combined event).
+
+Memory: not bounded: like :mod:`fedcare.aggregation.norm_bound`, a clipped update is a scaled
+whole-array copy.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ The layer's entry in :meth:`Decompress.site_spec` (``{"compression": {"version":
 from the approved plan. Compression is for privacy mode ``open``: under masking (``secure``,
 ``private``) a site sends a quantized ring vector and under ``encrypted`` CKKS ciphertexts, so a
 compressed update could not be summed there (the study is refused, naming the reason).
+
+Memory: not bounded: each update is decoded into a whole array before the inner aggregator
+adds it (one decoded update at a time).
 """
 
 from __future__ import annotations

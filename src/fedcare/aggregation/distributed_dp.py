@@ -11,6 +11,8 @@ its sensitivity) and draws the noise from its own generator (the OS CSPRNG in de
 The server half is :class:`fedcare.aggregation.private_sum.PrivateSum` (privacy mode
 ``private``, through :mod:`fedcare.site.private`), which writes that entry and accounts every
 round at the study's ``min_sites``.
+
+Memory: not bounded: the noise share and the clipped update are whole-array copies.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ Measurements: the inner aggregator's plus ``clipped_fraction``, ``clipped_sites`
 ``clip_norm``, ``noise_multiplier``, ``noise_std``, ``denominator``, ``dp_event`` (this round's
 event, :class:`fedcare.privacy.accounting.DpEvent` as a dict) and ``dp_events`` (all events of
 the round, what an accountant records).
+
+Memory: not bounded: each clipped update is a whole-array copy, and the sum, its noise and the
+noised sum are whole float64 arrays of the model.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Multi-Krum (Blanchard et al., NeurIPS 2017; El Mhamdi et al., ICML 2018)."""
+"""Multi-Krum (Blanchard et al., NeurIPS 2017; El Mhamdi et al., ICML 2018).
+
+Memory: not bounded. Every contribution of the round is stacked into one float64 matrix
+(sites x parameters, :mod:`fedcare.aggregation._stack`) to score pairwise distances; only the
+inner aggregator (a :class:`~fedcare.aggregation.mean.WeightedMean`) of the selected rows is
+blockwise.
+"""
 
 from __future__ import annotations
 

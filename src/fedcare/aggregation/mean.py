@@ -1,13 +1,31 @@
-"""Streaming (weighted) mean of contributions."""
+"""Streaming (weighted) mean of contributions, in bounded memory.
+
+Memory: one float64 accumulator per array (twice a float32 model) plus one block
+(:data:`fedcare.aggregation.blockwise.BLOCK` elements) of temporaries, whatever the number of
+sites and the size of a layer. Each contribution is added block by block (``acc += w * block``),
+and a memory-mapped reply's pages are released as soon as a block is added. At the end each
+accumulator is divided and converted to the template's dtype block by block, its pages handed
+back as the result grows, and freed before the next array's. Every element goes through the
+same operations as the whole-array formula ``(sum_i w_i * x_i) / sum_i w_i`` in float64, so
+the result is bitwise the same.
+
+Bounded in this sense: :class:`WeightedMean`, :class:`fedcare.aggregation.validate.ValidateUpdates`
+and the plain server SGD step (:mod:`fedcare.strategy.server_opt`). Not bounded (whole-array
+temporaries, and all contributions held at once where the method needs them): the coordinate
+median, the trimmed mean and Krum (:mod:`fedcare.aggregation._stack` stacks every update), norm
+bounding and adaptive clipping (a scaled copy of each clipped update), DP noise, compression,
+secure and encrypted sums, and the adaptive server optimizers (Adam, Yogi, Adagrad, momentum).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
+from fedcare.aggregation.blockwise import BLOCK, blocks, discard, flat, release_pages, zeros
 from fedcare.errors import AggregationError
 from fedcare.records.arrays import ArrayRecord
 
@@ -19,11 +37,48 @@ class MeanState:
     template: ArrayRecord
 
 
+def add_scaled(
+    acc: np.ndarray, weight: float, arr: np.ndarray, scratch: dict[np.dtype, np.ndarray]
+) -> None:
+    """``acc += weight * arr`` block by block (``acc`` 1-D float64, ``arr`` of the same size).
+
+    The product has the dtype of ``weight * arr`` (a Python float does not widen a float32
+    array), exactly as in the whole-array expression; ``scratch`` keeps one block-sized
+    buffer per product dtype between calls.
+    """
+    values = flat(arr)
+    product = np.multiply(values[:0], weight).dtype
+    size = min(BLOCK, values.size)
+    buffer = scratch.get(product)
+    if buffer is None or buffer.size < size:
+        buffer = scratch[product] = np.empty(size, dtype=product)
+    for part in blocks(values.size):
+        tmp = buffer[: part.stop - part.start]
+        np.multiply(values[part], weight, out=tmp)
+        acc[part] += tmp
+        release_pages(values, part)
+
+
+def divided(acc: np.ndarray, total: float, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``(acc / total).astype(dtype).reshape(shape)``, one block of ``acc`` at a time (``acc``,
+    from :func:`~fedcare.aggregation.blockwise.zeros`, is spent: its pages are handed back as
+    the blocks are converted)."""
+    out = np.empty(acc.size, dtype=dtype)
+    for part in blocks(acc.size):
+        block = acc[part]
+        block /= total
+        out[part] = block
+        discard(acc, part)  # the sums shrink as the result grows
+    return out.reshape(shape)
+
+
 class WeightedMean(Aggregator[MeanState]):
     """The mean of contributions, weighted by each contribution's weight (or unweighted).
 
-    Sums are accumulated in float64 one contribution at a time, so memory is one model's worth
-    whatever the number of sites. The result has the template's dtypes.
+    Sums are accumulated in float64 one contribution at a time and block by block, so memory is
+    the accumulator (one model in float64) plus a bounded buffer, whatever the number of sites;
+    no reference to a contribution is kept once it is added. The result has the template's
+    dtypes and is bitwise the whole-array ``(sum_i w_i * x_i) / sum_i w_i`` in float64.
     """
 
     def __init__(self, *, weighted: bool = True) -> None:
@@ -32,30 +87,37 @@ class WeightedMean(Aggregator[MeanState]):
     def init(self, template: ArrayRecord) -> MeanState:
         return MeanState(template=template)
 
-    def update(
-        self, state: MeanState, contributions: Iterable[Contribution]
-    ) -> tuple[ArrayRecord, MeanState, Measurements]:
-        sums = {k: np.zeros(v.shape, dtype=np.float64) for k, v in state.template.items()}
+    def _accumulate(
+        self, template: ArrayRecord, contributions: Iterator[Contribution]
+    ) -> tuple[dict[str, np.ndarray], float, list[str]]:
+        sums = {k: zeros(v.size) for k, v in template.items()}
+        scratch: dict[np.dtype, np.ndarray] = {}
         total = 0.0
         sites: list[str] = []
         for c in contributions:
-            state.template.check_structure(c.arrays, what=f"update from site {c.site_id!r}")
+            template.check_structure(c.arrays, what=f"update from site {c.site_id!r}")
             w = float(c.weight) if self.weighted else 1.0
             for k, acc in sums.items():
-                acc += w * c.arrays[k]  # in place on our own accumulator only
+                add_scaled(acc, w, c.arrays[k], scratch)  # in place on our own accumulator only
             total += w
             sites.append(c.site_id)
+            del c  # not held while the next one is read
+        return sums, total, sites
+
+    def update(
+        self, state: MeanState, contributions: Iterable[Contribution]
+    ) -> tuple[ArrayRecord, MeanState, Measurements]:
+        sums, total, sites = self._accumulate(state.template, iter(contributions))
         if not sites:
             raise AggregationError("no contributions to aggregate")
         if total <= 0:
             raise AggregationError(f"total weight of contributions from {sites} is {total}")
-        result = ArrayRecord(
-            {k: (acc / total).astype(state.template[k].dtype) for k, acc in sums.items()},
-            copy=False,
-        )
+        out: dict[str, np.ndarray] = {}
+        for k, v in state.template.items():
+            out[k] = divided(sums.pop(k), total, v.shape, v.dtype)  # frees that accumulator
         measurements: Measurements = {
             "num_contributions": len(sites),
             "total_weight": total,
             "contributing_sites": sites,
         }
-        return result, state, measurements
+        return ArrayRecord(out, copy=False), state, measurements

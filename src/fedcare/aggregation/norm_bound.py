@@ -8,6 +8,10 @@ secure aggregation the server half clips again, which changes nothing for honest
 bounds what a site that skipped its half can do. Under secure aggregation the server cannot
 check the bound: it holds for sites that run fedcare's site code (honest-but-curious sites),
 not against a site that tampers with its own software.
+
+Memory: not bounded. The norm is a whole-array dot product and a clipped update is a scaled
+whole-array copy (the server half holds one such copy per contribution while the inner
+aggregator adds it); the blockwise path is :mod:`fedcare.aggregation.mean`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ their share (as in every distributed-DP scheme without a trusted party).
 
 :class:`PrivateSum` receives the secure sum as ONE contribution (the mean over the ``k``
 contributing sites, weight ``k``), passes it on unchanged and reports the round's DP event.
+
+Memory: not bounded: the secure sum works on whole fixed-point vectors of the model.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Coordinate-wise trimmed mean of contributions (Yin et al., ICML 2018)."""
+"""Coordinate-wise trimmed mean of contributions (Yin et al., ICML 2018).
+
+Memory: not bounded. Every contribution of the round is stacked into one float64 matrix
+(sites x parameters, :mod:`fedcare.aggregation._stack`) and sorted per coordinate: about
+2 x sites model copies in float64, unlike :class:`~fedcare.aggregation.mean.WeightedMean`.
+"""
 
 from __future__ import annotations
 

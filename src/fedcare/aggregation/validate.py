@@ -1,4 +1,12 @@
-"""A layer that drops malformed contributions and names the sites that sent them."""
+"""A layer that drops malformed contributions and names the sites that sent them.
+
+Bounded memory: the finiteness check and the L2 norms walk each array in blocks
+(:mod:`fedcare.aggregation.blockwise`), with temporaries of one block, releasing a memory-mapped
+reply's pages as they go; the update held back by the outlier screening is held by reference
+only. Norms are summed in float64 (more accurate than a float32 dot product, and not bitwise
+the same as :meth:`fedcare.records.arrays.ArrayRecord.norm`: a decision exactly at the bound
+could differ in the last bit).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
+from fedcare.aggregation.blockwise import all_finite, norm
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 
@@ -39,10 +46,12 @@ class ValidateUpdates(Aggregator[ValidateState]):
     Optionally bounds the update norm (``max_norm``) to refuse absurd updates outright.
 
     ``outlier_ratio``: hold back the largest-norm update while the others stream on (one extra
-    update in memory), and at the end reject it when its norm is more than ``outlier_ratio``
-    times the largest of the others' (a single site cannot scale the model away); with one
-    update there is nothing to compare and it passes. Not for stacks with DP layers: which
-    update is dropped would depend on the other sites' data, outside the DP analysis.
+    update referenced: in memory if it arrived in memory; a memory-mapped one's pages are
+    released once its norm is taken), and at the end reject it when its norm is more than
+    ``outlier_ratio`` times the largest of the others' (a single site cannot scale the model
+    away); with one update there is nothing to compare and it passes. Not for stacks with DP
+    layers: which update is dropped would depend on the other sites' data, outside the DP
+    analysis.
     """
 
     def __init__(
@@ -73,14 +82,16 @@ class ValidateUpdates(Aggregator[ValidateState]):
                 f"update from site {c.site_id!r} has dtypes {wrong}, expected {expected} "
                 "(the parameter template's)"
             )
-        if not c.arrays.all_finite():
-            bad = [k for k, v in c.arrays.items() if not np.isfinite(v).all()]
+        bad = [k for k, v in c.arrays.items() if not all_finite(v)]
+        if bad:
             return f"update from site {c.site_id!r} has NaN or infinite values in {bad}"
-        if self.max_norm is not None and c.arrays.norm() > self.max_norm:
-            return (
-                f"update from site {c.site_id!r} has L2 norm {c.arrays.norm():.4g}, "
-                f"above the bound {self.max_norm:.4g}"
-            )
+        if self.max_norm is not None:
+            size = norm(c.arrays)
+            if size > self.max_norm:
+                return (
+                    f"update from site {c.site_id!r} has L2 norm {size:.4g}, "
+                    f"above the bound {self.max_norm:.4g}"
+                )
         return None
 
     def update(
@@ -95,6 +106,7 @@ class ValidateUpdates(Aggregator[ValidateState]):
                     yield c
                 else:
                     rejected[c.site_id] = reason
+                del c  # not held while the next one is awaited
 
         accepted = valid() if self.outlier_ratio is None else self._screened(valid(), rejected)
         result, inner_state, measurements = self.inner.update(state.inner, accepted)
@@ -113,15 +125,16 @@ class ValidateUpdates(Aggregator[ValidateState]):
         held: Contribution | None = None
         held_norm, others = 0.0, 0.0
         for c in contributions:
-            norm = c.arrays.norm()
-            if held is None or norm > held_norm:
+            size = norm(c.arrays)
+            if held is None or size > held_norm:
                 if held is not None:
                     others = max(others, held_norm)
                     yield held
-                held, held_norm = c, norm
+                held, held_norm = c, size
             else:
-                others = max(others, norm)
+                others = max(others, size)
                 yield c
+            del c
         if held is None:
             return
         if others > 0 and held_norm > self.outlier_ratio * others:

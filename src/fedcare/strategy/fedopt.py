@@ -8,7 +8,7 @@ optimizer (momentum, Adam, Yogi, Adagrad), so they are one class with presets.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,15 @@ def default_aggregator() -> Aggregator[Any]:
     """Validation (shapes, dtypes, finite values, one outlying norm) around a sample-weighted
     mean."""
     return ValidateUpdates(WeightedMean(), outlier_ratio=DEFAULT_OUTLIER_RATIO)
+
+
+def contributions_of(replies: Iterable[Reply]) -> Iterator[Contribution]:
+    """Each reply's update weighted by its sample count; no reference kept once passed on."""
+    for r in replies:
+        contribution = Contribution(site_id=r.site_id, arrays=r.arrays, weight=float(r.num_samples))
+        del r
+        yield contribution
+        del contribution
 
 
 class FedOpt(Strategy):
@@ -93,18 +102,12 @@ class FedOpt(Strategy):
     def _mean_update(
         self, state: StrategyState, replies: Iterable[Reply]
     ) -> tuple[ArrayRecord, Any, Measurements]:
-        contributions = (
-            Contribution(site_id=r.site_id, arrays=r.arrays, weight=float(r.num_samples))
-            for r in replies
-        )
-        return self.aggregator.update(state.aggregator, contributions)
+        return self.aggregator.update(state.aggregator, contributions_of(replies))
 
     def _apply(
         self, state: StrategyState, delta: ArrayRecord
     ) -> tuple[ArrayRecord, server_opt.ServerOptState]:
-        step, opt_state = self.optimizer.update(delta, state.optimizer)
-        params = state.params.zip_map(step, lambda p, s: (p + s).astype(p.dtype))
-        return params, opt_state
+        return self.optimizer.apply(state.params, delta, state.optimizer)
 
     def aggregate_fit(
         self, round: int, state: StrategyState, replies: Iterable[Reply], *, num_available: int

@@ -129,6 +129,7 @@ def _screen(
             failures[reply.site_id] = f"{reply.error.kind}: {reply.error.message}"
             continue
         yield reply
+        del reply  # not held while the next one is awaited (its arrays may be large)
     for site_id in pending:
         failures[site_id] = "no reply before the deadline"
 
@@ -179,20 +180,23 @@ def in_site_order(
     Floating-point sums depend on order; summing in site order makes a round's result (and the
     model hash) the same in simulation and deployment. A reply that arrives early waits in a
     buffer only until every site before it has replied or failed (``failures`` is filled by
-    the screening as replies arrive), so in-order arrival still streams with no buffer.
+    the screening as replies arrive), so in-order arrival still streams with no buffer. No
+    reference to a reply is kept once it is passed on (its arrays may be large or mapped).
     """
     expected = sorted(sites)
     waiting: dict[str, Reply] = {}
     at = 0
     for reply in replies:
         waiting[reply.site_id] = reply
+        del reply
         while at < len(expected) and (expected[at] in waiting or expected[at] in failures):
             ready = waiting.pop(expected[at], None)
             at += 1
             if ready is not None:
                 yield ready
+            del ready
     for site in sorted(waiting):  # after sites that never answered
-        yield waiting[site]
+        yield waiting.pop(site)
 
 
 def protocol_runner(strategy: Strategy) -> ProtocolRunner | None:
@@ -224,6 +228,7 @@ def _noting_info(replies: Iterable[Reply], into: dict[str, dict[str, str]]) -> I
     for reply in replies:
         into[reply.site_id] = dict(reply.info)
         yield reply
+        del reply
 
 
 def run_round(

@@ -61,6 +61,7 @@ def within_declared(
             yield reply
         else:
             failures[reply.site_id] = f"rejected: {reason}"
+        del reply  # not held while the next one is awaited
 
 
 def with_valid_metrics(

@@ -4,6 +4,13 @@ The aggregated update ``delta`` (mean of ``local - global``) is a pseudo-gradien
 downhill. Each optimizer turns it into a step that the strategy adds to the global params
 (Reddi et al., "Adaptive Federated Optimization", ICLR 2021, Algorithm 2, and Hsu et al. 2019
 for server momentum). State is explicit and returned; inputs are never mutated.
+
+:meth:`ServerOptimizer.apply` gives the new params directly. Plain SGD (FedAvg, FedProx: no
+momentum) computes them block by block, ``params + lr * delta`` in float64 and converted to the
+params' dtype, with one block of temporaries: bitwise what the whole-array steps give, without
+their float64 copies of the model (the step, ``lr * step`` and the float64 sum). It keeps no
+moment (the previous round's update is not needed). The adaptive optimizers and momentum keep
+their float64 moments and whole-array temporaries (not bounded).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedcare.aggregation.blockwise import BLOCK, blocks, flat
 from fedcare.errors import ConfigError
 from fedcare.records.arrays import ArrayRecord
 
@@ -65,6 +73,28 @@ class ServerOptimizer(ABC):
             ``(step, new_state)``.
         """
 
+    def apply(
+        self, params: ArrayRecord, delta: ArrayRecord, state: ServerOptState
+    ) -> tuple[ArrayRecord, ServerOptState]:
+        """The new global params (``params + step``, in the params' dtypes) and the new state.
+
+        Parameters
+        ----------
+        params:
+            The global parameters.
+        delta:
+            The aggregated update.
+        state:
+            The current state.
+
+        Returns
+        -------
+        tuple
+            ``(new_params, new_state)``.
+        """
+        step, new_state = self.update(delta, state)
+        return params.zip_map(step, lambda p, s: (p + s).astype(p.dtype)), new_state
+
 
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
@@ -82,13 +112,43 @@ class SGD(ServerOptimizer):
         self.lr, self.momentum = lr, momentum
 
     def init(self, params: ArrayRecord) -> ServerOptState:
+        if self.momentum == 0:  # no moment to keep
+            return ServerOptState(m=ArrayRecord(), v=ArrayRecord())
         return ServerOptState(m=params.zeros_like().astype(np.float64), v=ArrayRecord())
 
     def update(
         self, delta: ArrayRecord, state: ServerOptState
     ) -> tuple[ArrayRecord, ServerOptState]:
-        m = delta.astype(np.float64) if self.momentum == 0 else state.m.scale(self.momentum) + delta
+        if self.momentum == 0:
+            step = delta.astype(np.float64).scale(self.lr)
+            return step, ServerOptState(m=state.m, v=state.v, step=state.step + 1)
+        m = state.m.scale(self.momentum) + delta
         return m.scale(self.lr), ServerOptState(m=m, v=state.v, step=state.step + 1)
+
+    def apply(
+        self, params: ArrayRecord, delta: ArrayRecord, state: ServerOptState
+    ) -> tuple[ArrayRecord, ServerOptState]:
+        if self.momentum != 0:
+            return super().apply(params, delta, state)
+        params.check_structure(delta, what="aggregated update")
+        new = {k: sgd_step(p, delta[k], self.lr) for k, p in params.items()}
+        return ArrayRecord(new, copy=False), ServerOptState(
+            m=state.m, v=state.v, step=state.step + 1
+        )
+
+
+def sgd_step(param: np.ndarray, delta: np.ndarray, lr: float) -> np.ndarray:
+    """``(param + lr * delta.astype(float64)).astype(param.dtype)``, block by block."""
+    p, d = flat(param), flat(delta)
+    out = np.empty(p.size, dtype=param.dtype)
+    buffer = np.empty(min(p.size, BLOCK), dtype=np.float64)
+    for part in blocks(p.size):
+        tmp = buffer[: part.stop - part.start]
+        tmp[...] = d[part]
+        tmp *= lr
+        np.add(p[part], tmp, out=tmp)
+        out[part] = tmp
+    return out.reshape(param.shape)
 
 
 class _Adaptive(ServerOptimizer):

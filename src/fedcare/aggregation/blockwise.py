@@ -1,0 +1,167 @@
+"""Blockwise passes over large arrays, so aggregation needs bounded temporaries.
+
+A 100M-parameter float32 model is 400 MB; one full-size float64 temporary of its largest layer
+is as large as the model. The common path (:class:`~fedcare.aggregation.mean.WeightedMean`,
+:class:`~fedcare.aggregation.validate.ValidateUpdates`, the plain server SGD step) therefore
+walks every array in flat blocks of :data:`BLOCK` elements: each temporary is one block, and
+each element goes through exactly the same floating-point operations as the whole-array
+expression it replaces (``+``, ``*``, ``/`` and casts are correctly rounded element by element,
+so the result is bitwise the same; only reductions, such as a norm, depend on blocking).
+
+Replies may arrive as read-only arrays memory-mapped from files. Reading such an array maps its
+pages into the process, and they count in its resident memory until the mapping goes away.
+:func:`release_pages` tells the kernel that the pages of a block already read are not needed
+any more (``MADV_DONTNEED``): a read-only file mapping then re-reads them from the page cache if
+they are touched again, so the result is unchanged, and one reply costs about one block of
+resident memory however large it is. It does nothing for arrays that are not backed by a
+read-only ``mmap`` (ordinary arrays, copy-on-write maps whose private pages must be kept).
+
+An accumulator made by :func:`zeros` lives in its own anonymous mapping, so the pages of the
+blocks already converted to the result can be handed back (:func:`discard`) while the rest is
+converted: the float64 sums shrink as the result grows, instead of both being whole at once.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+__all__ = [
+    "BLOCK",
+    "all_finite",
+    "blocks",
+    "discard",
+    "flat",
+    "norm",
+    "release_pages",
+    "sq_norm",
+    "zeros",
+]
+
+#: Elements per block: a float64 temporary of one block is 16 MiB.
+BLOCK = 1 << 21
+
+
+def flat(arr: np.ndarray) -> np.ndarray:
+    """A 1-D view of ``arr`` in C order (a copy only when ``arr`` is not C-contiguous)."""
+    return arr.reshape(-1)
+
+
+def blocks(size: int, block: int = BLOCK) -> Iterator[slice]:
+    """Consecutive slices covering ``range(size)``, each at most ``block`` long."""
+    for start in range(0, size, block):
+        yield slice(start, min(start + block, size))
+
+
+def _mmap_of(arr: np.ndarray) -> mmap.mmap | None:
+    """The ``mmap`` whose memory ``arr`` views, if any."""
+    base: object = arr
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return base
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return None
+
+
+def _readonly_mmap(arr: np.ndarray) -> mmap.mmap | None:
+    """The read-only ``mmap`` whose memory ``arr`` views, if any."""
+    mm = _mmap_of(arr)
+    try:
+        return mm if mm is not None and memoryview(mm).readonly else None
+    except ValueError:  # closed
+        return None
+
+
+def _offset(mm: mmap.mmap, arr: np.ndarray) -> int:
+    """Where ``arr``'s first element lies in ``mm``, in bytes."""
+    origin = np.frombuffer(mm, dtype=np.uint8)
+    start = int(origin.__array_interface__["data"][0])
+    del origin
+    return int(arr.__array_interface__["data"][0]) - start
+
+
+def zeros(size: int) -> np.ndarray:
+    """A 1-D float64 array of zeros in its own anonymous mapping (see :func:`discard`).
+
+    The pages are the kernel's zero pages until written, and go back to the system when the
+    array is freed.
+    """
+    if size == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+        return np.zeros(size, dtype=np.float64)
+    private = mmap.mmap(-1, size * 8, flags=mmap.MAP_PRIVATE)  # shared memory would stay
+    return np.frombuffer(private, dtype=np.float64)
+
+
+def discard(arr: np.ndarray, part: slice) -> None:
+    """Hand the pages holding ``arr[:part.stop]`` back to the system (``arr`` from
+    :func:`zeros`); the whole pages of ``arr[part]`` read as zeros afterwards.
+
+    For blocks taken in order: a page shared with the next block is kept, and handed back
+    with that block. Does nothing for other arrays.
+    """
+    mm = _mmap_of(arr)
+    if mm is None or memoryview(mm).readonly or arr.ndim != 1 or arr.strides[0] != 8:
+        return
+    at = _offset(mm, arr)
+    lo = at + part.start * 8
+    hi = at + part.stop * 8
+    lo -= lo % mmap.PAGESIZE
+    hi -= hi % mmap.PAGESIZE
+    if 0 <= lo < hi <= len(mm):
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def release_pages(arr: np.ndarray, part: slice) -> None:
+    """Drop from this process the mapped file pages of ``arr[part]`` (1-D ``arr``), if any.
+
+    Best effort and invisible to readers: only for arrays viewing a read-only ``mmap``, whose
+    pages come back from the page cache when touched again. Elsewhere it does nothing.
+    """
+    if not hasattr(mmap, "MADV_DONTNEED") or arr.ndim != 1 or part.stop <= part.start:
+        return
+    mm = _readonly_mmap(arr)
+    if mm is None:
+        return
+    first = _offset(mm, arr) + part.start * arr.strides[0]
+    last = first + (part.stop - part.start) * arr.strides[0]
+    lo, hi = sorted((first, last))
+    lo -= lo % mmap.PAGESIZE
+    hi = min(len(mm), hi)
+    if 0 <= lo < hi:
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """``np.isfinite(arr).all()`` with a boolean temporary of one block."""
+    if not np.issubdtype(arr.dtype, np.inexact):
+        return True
+    values = flat(arr)
+    for part in blocks(values.size):
+        ok = bool(np.isfinite(values[part]).all())
+        release_pages(values, part)
+        if not ok:
+            return False
+    return True
+
+
+def sq_norm(arr: np.ndarray) -> float:
+    """The squared L2 norm of ``arr``, summed in float64 block by block.
+
+    More accurate than a float32 dot product over the whole array, and not bitwise the same
+    as :meth:`fedcare.records.arrays.ArrayRecord.sq_norm` (a reduction depends on its order).
+    """
+    values = flat(arr)
+    wide = np.complex128 if np.iscomplexobj(values) else np.float64
+    total = 0.0
+    for part in blocks(values.size):
+        block = np.asarray(values[part], dtype=wide)
+        total += float(np.vdot(block, block).real)
+        release_pages(values, part)
+    return total
+
+
+def norm(arrays: Mapping[str, np.ndarray]) -> float:
+    """The L2 norm of all of ``arrays`` together, by :func:`sq_norm` (float64 sums)."""
+    return float(np.sqrt(sum(sq_norm(v) for v in arrays.values())))

@@ -1,0 +1,118 @@
+"""Blockwise helpers: same answers as the whole-array expressions, pages released invisibly."""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedcare.aggregation.blockwise import (
+    BLOCK,
+    all_finite,
+    blocks,
+    discard,
+    flat,
+    norm,
+    release_pages,
+    sq_norm,
+    zeros,
+)
+from fedcare.records.arrays import ArrayRecord
+
+
+@pytest.mark.parametrize(
+    ("size", "block"), [(0, 4), (1, 4), (4, 4), (5, 4), (11, 4), (2 * BLOCK + 3, BLOCK)]
+)
+def test_blocks_cover_the_range_once_in_order(size: int, block: int) -> None:
+    parts = list(blocks(size, block))
+    assert all(0 < p.stop - p.start <= block for p in parts)
+    covered = np.concatenate([np.arange(size)[p] for p in parts]) if parts else np.arange(0)
+    np.testing.assert_array_equal(covered, np.arange(size))
+
+
+def test_all_finite_finds_a_nan_or_inf_in_the_last_partial_block() -> None:
+    values = np.ones(BLOCK + 5, dtype=np.float32)
+    assert all_finite(values)
+    values[-1] = np.inf
+    assert not all_finite(values)
+    values[-1] = np.nan
+    assert not all_finite(values.reshape(-1, 1))
+    assert all_finite(np.arange(7))  # integers are always finite
+    assert not all_finite(np.array(np.nan))  # 0-d
+
+
+def test_sq_norm_is_the_float64_sum_of_squares() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(BLOCK // 1000 + 1, 1001)).astype(np.float32)
+    exact = float(np.sum(values.astype(np.float64) ** 2))
+    assert sq_norm(values) == pytest.approx(exact, rel=1e-12)
+    record = ArrayRecord({"a": values, "b": np.array([3.0, 4.0])}, copy=False)
+    assert norm(record) == pytest.approx(np.sqrt(exact + 25.0), rel=1e-12)
+    assert sq_norm(np.zeros(0)) == 0.0
+    assert sq_norm(np.array([3 + 4j, 1.0])) == 26.0  # |z|^2
+
+
+def test_flat_is_a_view_of_a_contiguous_array() -> None:
+    values = np.arange(12.0).reshape(3, 4)
+    assert np.shares_memory(flat(values), values)
+    np.testing.assert_array_equal(flat(values.T), values.T.ravel())  # copied, same order
+
+
+def _file(tmp_path: Path, values: np.ndarray) -> Path:
+    path = tmp_path / "reply.bin"
+    values.tofile(path)
+    return path
+
+
+def test_released_pages_of_a_read_only_mapping_read_back_the_same(tmp_path: Path) -> None:
+    values = np.random.default_rng(0).normal(size=3 * mmap.PAGESIZE + 17)
+    path = _file(tmp_path, values)
+    with path.open("rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mapped = np.frombuffer(mm, dtype=np.float64)[1:]  # not page-aligned
+        assert mapped.sum() == values[1:].sum()  # touch every page
+        for part in blocks(mapped.size, 1000):
+            release_pages(mapped, part)
+        np.testing.assert_array_equal(mapped, values[1:])
+        memmapped = np.memmap(path, dtype=np.float64, mode="r")
+        release_pages(flat(np.asarray(memmapped)), slice(0, memmapped.size))
+        np.testing.assert_array_equal(memmapped, values)
+        del mapped, memmapped
+        mm.close()
+
+
+def test_pages_of_a_copy_on_write_mapping_or_an_ordinary_array_are_kept(tmp_path: Path) -> None:
+    values = np.zeros(2 * mmap.PAGESIZE)
+    private = np.memmap(_file(tmp_path, values), dtype=np.float64, mode="c")
+    private[:] = 7.0  # private pages, not in the file: releasing them would lose this
+    release_pages(flat(np.asarray(private)), slice(0, private.size))
+    assert np.all(private == 7.0)
+    ordinary = np.full(10, 2.0)
+    release_pages(ordinary, slice(0, 10))
+    assert np.all(ordinary == 2.0)
+
+
+@pytest.mark.parametrize("block", [1000, 512, 3 * mmap.PAGESIZE // 8 + 1])
+def test_discarding_converted_blocks_in_order_keeps_every_block_not_yet_read(block: int) -> None:
+    size = 7 * mmap.PAGESIZE // 8 + 123
+    acc = zeros(size)
+    assert acc.dtype == np.float64 and acc.shape == (size,) and not acc.any()
+    values = np.arange(1.0, size + 1.0)
+    acc += values
+    for part in blocks(size, block):
+        np.testing.assert_array_equal(acc[part.start :], values[part.start :])  # unread: intact
+        discard(acc, part)
+    assert np.count_nonzero(acc) <= mmap.PAGESIZE // 8  # all but the last, partial page read 0
+    assert zeros(0).shape == (0,)
+
+
+def test_discard_leaves_ordinary_arrays_and_views_alone() -> None:
+    ordinary = np.full(4096, 3.0)
+    discard(ordinary, slice(0, 4096))
+    assert np.all(ordinary == 3.0)
+    acc = zeros(4096)
+    acc += 5.0
+    discard(acc[::2], slice(0, 2048))  # not a contiguous float64 view: nothing happens
+    assert np.all(acc == 5.0)

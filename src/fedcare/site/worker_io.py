@@ -1,0 +1,114 @@
+"""The hand-over of a task and its reply between the agent and its worker subprocess, by file.
+
+Over the pipe go only two paths, as JSON: ``{"task": PATH, "reply": PATH}`` from the agent,
+``{"reply": PATH}`` (or ``{"error": WHY}``) back from the worker. The task is a framed payload
+on disk (:mod:`fedcare.transport.framed`): the downloaded file itself when the agent offers it
+(:meth:`fedcare.site.worker.TaskWorker.offer_file`: the very task object it read from that
+file), else the task as the worker gets it (governance mods may change its plan) framed into
+``STATE/transfers/worker/task-<id>.fcf`` from views of its arrays. The worker reads it with
+:func:`~fedcare.transport.framed.read_task` (a memory map: the model is not copied into the
+worker's heap) and writes its reply framed to the path it was given; the agent reads that
+with :func:`~fedcare.transport.framed.read_reply` and removes the file (the map stays valid).
+So neither process holds the encoded model as bytes, where the pipe needed three copies.
+
+The folder is under the state dir, which a sandboxed worker (bubblewrap) sees read-write at
+the same resolved path (:class:`fedcare.packages.sandbox.SandboxSpec` ``writable_dir``), so
+every path sent is resolved first. A task or reply file the worker cannot read or write is an
+error reply of kind ``worker-io`` naming the file; a worker that dies or runs past the time
+limit is handled by the caller as before (nothing here waits).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from fedcare.errors import ValidationError
+from fedcare.records.messages import Reply, Task
+from fedcare.site.held import TRANSFERS_DIR
+from fedcare.transport.framed import frame_reply, frame_task, read_reply, read_task, write_file
+
+__all__ = ["IO_KIND", "WORKER_DIR", "HandOver", "io_dir", "serve"]
+
+WORKER_DIR = "worker"
+#: The error kind of a reply whose task or reply file could not be read or written.
+IO_KIND = "worker-io"
+
+
+def io_dir(state_dir: Path) -> Path:
+    """``STATE/transfers/worker`` (resolved, created owner-only)."""
+    folder = (Path(state_dir) / TRANSFERS_DIR / WORKER_DIR).resolve()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def clear(folder: Path) -> None:
+    """Remove hand-over files left by a worker that died or was stopped."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+class HandOver:
+    """One task handed to the worker: the files it uses, removed by :meth:`close`."""
+
+    def __init__(self, folder: Path, task: Task, offered: Path | None) -> None:
+        name = uuid.uuid4().hex
+        self.task = task
+        self.reply_path = folder / f"reply-{name}.fcf"
+        self._own_task = offered is None
+        if offered is None:
+            self.task_path = folder / f"task-{name}.fcf"
+            write_file(frame_task(task), self.task_path)
+        else:
+            self.task_path = Path(offered).resolve()
+
+    def request(self) -> bytes:
+        """What goes over the pipe."""
+        return json.dumps({"task": str(self.task_path), "reply": str(self.reply_path)}).encode()
+
+    def reply(self, answer: bytes) -> Reply:
+        """The reply the worker's ``answer`` points to (read from its file)."""
+        said = json.loads(answer)
+        if "error" in said:
+            return Reply.failure(self.task, IO_KIND, str(said["error"]))
+        try:
+            return read_reply(self.reply_path)
+        except ValidationError as err:
+            return Reply.failure(self.task, IO_KIND, f"the worker's reply is unreadable: {err}")
+
+    def close(self) -> None:
+        """Remove the files (a mapped reply stays readable)."""
+        for path in (self.reply_path, self.reply_path.with_name(self.reply_path.name + ".tmp")):
+            path.unlink(missing_ok=True)
+        if self._own_task:
+            self.task_path.unlink(missing_ok=True)
+
+
+def serve(conn: Connection, handle: Callable[[Task], Reply]) -> None:
+    """The worker's loop: read each task from its file, run it, write the reply framed."""
+    while True:
+        try:
+            request = json.loads(conn.recv_bytes())
+        except EOFError:
+            return
+        conn.send_bytes(json.dumps(_answer(request, handle)).encode())
+
+
+def _answer(request: dict[str, Any], handle: Callable[[Task], Reply]) -> dict[str, str]:
+    task_path, reply_path = str(request["task"]), str(request["reply"])
+    try:
+        task = read_task(task_path)
+    except ValidationError as err:
+        return {"error": f"the worker cannot read its task file {task_path}: {err}"}
+    reply = handle(task)
+    try:
+        write_file(frame_reply(reply), Path(reply_path))
+    except (OSError, ValidationError) as err:
+        return {"error": f"the worker cannot write its reply to {reply_path}: {err}"}
+    del task, reply  # the task's map closes with its arrays
+    return {"reply": reply_path}

@@ -28,7 +28,6 @@ from fedcare.transport.codec import (
     assemble,
     chunk,
     decode_reply,
-    decode_task,
     encode_reply,
     encode_task,
     new_transfer_id,

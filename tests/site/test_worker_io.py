@@ -3,9 +3,10 @@
 Real :class:`TaskWorker` subprocesses (spawned; the sandboxed one is in
 ``test_sandbox_worker.py``, whose analytics tasks go the same way) on the fixture federation's
 south table: a fit task through the worker gives exactly the reply the same handler gives in
-process; a task the agent offers by its file is read from that file; the hand-over files are
-removed; a task file the worker cannot read is a ``worker-io`` error and the worker serves
-the next task; the time limit still kills a worker that runs past it.
+process; a task the agent offers by its file is read from that file, also when governance mods
+changed its plan (which travels beside the path); the hand-over files are removed; a task file
+the worker cannot read is a ``worker-io`` error and the worker serves the next task; the time
+limit still kills a worker that runs past it.
 """
 
 from __future__ import annotations
@@ -56,10 +57,16 @@ def test_a_task_by_file_gives_the_reply_the_handler_gives_in_process(tmp_path: P
         worker.offer_file(task, path)  # the file holds round 7; the object says round 1
         from_file = worker.run(task)
         assert path.exists()  # the offered file is the agent's: left where it is
+        # a governance mod's copy (another plan, the same arrays) is still read from the file
+        changed = replace(task, plan={**task.plan, "dataset": "elsewhere"})
+        moved = worker.run(changed)
+        assert not list(worker.io_dir.iterdir())  # no task file of its own was written
     finally:
         worker.stop()
     _same(expected, got)
     assert from_file.round == 7 and from_file.error is None
+    assert moved.round == 7 and moved.error is not None
+    assert moved.error.kind == "unknown-dataset" and "'elsewhere'" in moved.error.message
     assert got.arrays["weight"].shape == (4,) and np.abs(got.arrays["weight"]).sum() > 0
 
 

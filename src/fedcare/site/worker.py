@@ -246,8 +246,8 @@ class TaskWorker:
         self._offered: tuple[Task, Path] | None = None
 
     def offer_file(self, task: Task, path: Path | None) -> None:
-        """``task`` was read from the framed file ``path``: if it reaches :meth:`run` as is,
-        the worker reads that file (else the task is framed into a file of its own)."""
+        """``task`` was read from the framed file ``path``: if it reaches :meth:`run` with those
+        arrays, the worker reads that file (else the task is framed into a file of its own)."""
         self._offered = None if path is None else (task, path)
 
     def _start(self) -> Connection:
@@ -338,10 +338,8 @@ class TaskWorker:
         return replace(reply, info={**reply.info, "isolation": self.isolation})
 
     def _run(self, conn: Connection, task: Task) -> Reply:
-        offered = self._offered
-        file = offered[1] if offered is not None and offered[0] is task else None
         try:
-            hand = worker_io.HandOver(self.io_dir, task, file)
+            hand = worker_io.HandOver(self.io_dir, task, self._offered)
         except (OSError, ValidationError) as err:
             return Reply.failure(task, worker_io.IO_KIND, f"task file not written: {err}")
         try:

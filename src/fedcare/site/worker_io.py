@@ -3,8 +3,11 @@
 Over the pipe go only two paths, as JSON: ``{"task": PATH, "reply": PATH}`` from the agent,
 ``{"reply": PATH}`` (or ``{"error": WHY}``) back from the worker. The task is a framed payload
 on disk (:mod:`fedcare.transport.framed`): the downloaded file itself when the agent offers it
-(:meth:`fedcare.site.worker.TaskWorker.offer_file`: the very task object it read from that
-file), else the task as the worker gets it (governance mods may change its plan) framed into
+(:meth:`fedcare.site.worker.TaskWorker.offer_file`: the task object it read from that file).
+Governance mods may hand the worker a changed copy of that task (a site pipeline, a raised
+``min_cell``): when its arrays are still the file's, the file is used and the changed
+``config``, ``plan`` and ``pipeline`` travel beside the path as JSON (``"header"``), applied by
+the worker after it reads the file. Any other task is framed into
 ``STATE/transfers/worker/task-<id>.fcf`` from views of its arrays. The worker reads it with
 :func:`~fedcare.transport.framed.read_task` (a memory map: the model is not copied into the
 worker's heap) and writes its reply framed to the path it was given; the agent reads that
@@ -24,6 +27,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -56,20 +60,25 @@ def clear(folder: Path) -> None:
 class HandOver:
     """One task handed to the worker: the files it uses, removed by :meth:`close`."""
 
-    def __init__(self, folder: Path, task: Task, offered: Path | None) -> None:
+    def __init__(self, folder: Path, task: Task, offered: tuple[Task, Path] | None) -> None:
         name = uuid.uuid4().hex
         self.task = task
         self.reply_path = folder / f"reply-{name}.fcf"
-        self._own_task = offered is None
-        if offered is None:
+        self.header = _header(task, offered[0]) if offered is not None else None
+        self._own_task = self.header is None
+        if self.header is None:
             self.task_path = folder / f"task-{name}.fcf"
             write_file(frame_task(task), self.task_path)
         else:
-            self.task_path = Path(offered).resolve()
+            assert offered is not None
+            self.task_path = Path(offered[1]).resolve()
 
     def request(self) -> bytes:
         """What goes over the pipe."""
-        return json.dumps({"task": str(self.task_path), "reply": str(self.reply_path)}).encode()
+        said: dict[str, Any] = {"task": str(self.task_path), "reply": str(self.reply_path)}
+        if self.header:
+            said["header"] = self.header
+        return json.dumps(said).encode()
 
     def reply(self, answer: bytes) -> Reply:
         """The reply the worker's ``answer`` points to (read from its file)."""
@@ -89,6 +98,22 @@ class HandOver:
             self.task_path.unlink(missing_ok=True)
 
 
+def _header(task: Task, offered: Task) -> dict[str, Any] | None:
+    """What to change in the file of ``offered`` to read ``task`` (``{}``: nothing); ``None``
+    when ``task`` is not ``offered`` with another header (its file cannot be used)."""
+    if task is offered:
+        return {}
+    same = (task.task_id, task.version) == (offered.task_id, offered.version)
+    if not same or task.params is not offered.params or task.arrays is not offered.arrays:
+        return None
+    header = {"config": dict(task.config), "plan": dict(task.plan), "pipeline": dict(task.pipeline)}
+    try:
+        json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return header
+
+
 def serve(conn: Connection, handle: Callable[[Task], Reply]) -> None:
     """The worker's loop: read each task from its file, run it, write the reply framed."""
     while True:
@@ -103,6 +128,8 @@ def _answer(request: dict[str, Any], handle: Callable[[Task], Reply]) -> dict[st
     task_path, reply_path = str(request["task"]), str(request["reply"])
     try:
         task = read_task(task_path)
+        if request.get("header"):  # the agent's mods changed these (fedcare.site.mods)
+            task = replace(task, **request["header"])
     except ValidationError as err:
         return {"error": f"the worker cannot read its task file {task_path}: {err}"}
     reply = handle(task)

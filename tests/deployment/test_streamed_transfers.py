@@ -8,10 +8,15 @@ stream breaks after 2 chunks, then UploadStatus confirms those 2 MiB and the upl
 only the rest; the coordinator stores the reply. Then a real :class:`SiteAgent` started on a
 state dir that holds a half-downloaded task: its Hello lists it, it downloads the rest, runs
 it in its worker and answers it (the dataset is offered nowhere: the worker's error reply).
+Last, a real agent whose TCP connection a proxy drops in the middle of a 3.5 MiB download:
+it reconnects, resumes with Download and answers the task, having received each byte once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +39,7 @@ from .helpers import AgentThreads
 from .wire import NOWHERE, Arena, answer
 
 MIB = 1 << 20
+ANSWERED = ("replied", "failed")
 #: 3.5 MiB of parameters: a framed task of 4 chunks.
 BIG = ArrayRecord({"w": np.linspace(-1.0, 1.0, 7 * MIB // 16), "b": np.arange(3.0)})
 
@@ -168,7 +174,7 @@ def test_an_agent_started_holding_half_a_download_finishes_and_answers_it(
             arena.kits.sites["south"], SiteDataConfig(datasets={}),
             address=arena.address, state_dir=state,
         )  # fmt: skip
-        wait_until(lambda: status_of(arena, task.study_id, 1, "south") != "delivered", 60)
+        wait_until(lambda: status_of(arena, task.study_id, 1, "south") in ANSWERED, 60)
         events = list(agents.events["south"])
     finally:
         agents.close()
@@ -178,3 +184,79 @@ def test_an_agent_started_holding_half_a_download_finishes_and_answers_it(
     assert reply.error_kind == "unknown-dataset", (reply.error_kind, reply.error_message)
     assert agent.transfers.downloaded == size - MIB
     assert agent.transfers.held is None and not (state / TRANSFERS_DIR / "held.json").exists()
+
+
+class DroppingProxy:
+    """A TCP proxy to the coordinator that drops its first connection once ``cut`` bytes came
+    from the coordinator (TLS passes through: the agent still talks to 127.0.0.1)."""
+
+    def __init__(self, target: str, cut: int) -> None:
+        self.target, self.cut = target, cut
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        self.dropped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            host, port = self.target.rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            first = self.connections == 0
+            self.connections += 1
+            pair = (client, upstream)
+            threading.Thread(
+                target=self._pump, args=(client, upstream, None, pair), daemon=True
+            ).start()
+            limit = self.cut if first else None
+            threading.Thread(
+                target=self._pump, args=(upstream, client, limit, pair), daemon=True
+            ).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None, pair: Any) -> None:
+        sent = 0
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+                sent += len(data)
+                if limit is not None and sent >= limit:
+                    self.dropped.set()
+                    break
+        except OSError:
+            pass
+        for sock in pair:  # one side ended: drop the connection
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_an_agent_whose_link_drops_mid_download_resumes_it_after_reconnecting(
+    arena: Arena, tmp_path: Path
+) -> None:
+    task, size = _deliver(arena, "doomed", 1, BIG)
+    proxy = DroppingProxy(arena.address, cut=2 * MIB + MIB // 2)
+    agents = AgentThreads()
+    try:
+        agent = agents.start(
+            arena.kits.sites["doomed"], SiteDataConfig(datasets={}),
+            address=f"127.0.0.1:{proxy.port}", state_dir=tmp_path / "doomed",
+        )  # fmt: skip
+        wait_until(lambda: status_of(arena, task.study_id, 1, "doomed") in ANSWERED, 90)
+        events = list(agents.events["doomed"])
+    finally:
+        agents.close()
+        proxy.close()
+    story = "\n".join(events)
+    assert proxy.dropped.is_set() and proxy.connections >= 2, story
+    assert f"resuming task {task.task_id} (download)" in story, story
+    [reply] = arena.store.replies_for_round(task.study_id, 1, 1)
+    assert reply.error_kind == "unknown-dataset", (reply.error_kind, reply.error_message, story)
+    # the chunks before the cut were kept, Download sent the rest: no byte came twice
+    assert agent.transfers.downloaded == size, story

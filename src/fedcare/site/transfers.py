@@ -282,6 +282,7 @@ class TaskTransfers:
         held = self.held if self.held is not None and self.held.task == key else Held(key, "run")
         framed = frame_reply(reply)
         digest = write_file(framed, self.store.reply_file)
+        _fsync(self.store.reply_file)  # on disk before the record says it is
         held.phase, held.reply_size, held.reply_sha256 = "upload", framed.size, digest
         self.store.save(held)
         self.store.task_file.unlink(missing_ok=True)
@@ -355,9 +356,19 @@ class TaskTransfers:
 
 
 def write_file_bytes(payload: bytes, path: Path) -> None:
-    """Write ``payload`` to ``path`` atomically (owner-only)."""
+    """Write ``payload`` to ``path`` atomically (owner-only, synced)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(payload)
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -9,7 +9,9 @@ only the rest; the coordinator stores the reply. Then a real :class:`SiteAgent` 
 state dir that holds a half-downloaded task: its Hello lists it, it downloads the rest, runs
 it in its worker and answers it (the dataset is offered nowhere: the worker's error reply).
 Last, a real agent whose TCP connection a proxy drops in the middle of a 3.5 MiB download:
-it reconnects, resumes with Download and answers the task, having received each byte once.
+it reconnects, resumes with Download and answers the task, having received each byte once;
+and one whose link drops in the middle of the upload of its 3.5 MiB reply: it reconnects and
+sends the rest from the offset UploadStatus confirms.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 import pytest
 
 from fedcare.records.arrays import ArrayRecord
-from fedcare.records.messages import Task
+from fedcare.records.messages import Reply, Task
+from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
 from fedcare.site.held import TRANSFERS_DIR
 from fedcare.site.transfers import TaskTransfers
@@ -188,10 +191,14 @@ def test_an_agent_started_holding_half_a_download_finishes_and_answers_it(
 
 class DroppingProxy:
     """A TCP proxy to the coordinator that drops its first connection once ``cut`` bytes came
-    from the coordinator (TLS passes through: the agent still talks to 127.0.0.1)."""
+    from the coordinator (``up``: went to it); TLS passes through: the agent still talks to
+    127.0.0.1. Until the drop that direction runs at ``RATE`` (a hospital link; it also
+    gives the receiver time to take in each whole chunk before the drop)."""
 
-    def __init__(self, target: str, cut: int) -> None:
-        self.target, self.cut = target, cut
+    RATE = 16 * MIB  # bytes per second
+
+    def __init__(self, target: str, cut: int, *, up: bool = False) -> None:
+        self.target, self.cut, self.up = target, cut, up
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.connections = 0
@@ -209,18 +216,21 @@ class DroppingProxy:
             first = self.connections == 0
             self.connections += 1
             pair = (client, upstream)
-            threading.Thread(
-                target=self._pump, args=(client, upstream, None, pair), daemon=True
-            ).start()
             limit = self.cut if first else None
+            up, down = (limit, None) if self.up else (None, limit)
             threading.Thread(
-                target=self._pump, args=(upstream, client, limit, pair), daemon=True
+                target=self._pump, args=(client, upstream, up, pair), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, down, pair), daemon=True
             ).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None, pair: Any) -> None:
         sent = 0
         try:
             while data := src.recv(1 << 16):
+                if limit is not None:
+                    time.sleep(len(data) / self.RATE)
                 dst.sendall(data)
                 sent += len(data)
                 if limit is not None and sent >= limit:
@@ -260,3 +270,35 @@ def test_an_agent_whose_link_drops_mid_download_resumes_it_after_reconnecting(
     assert reply.error_kind == "unknown-dataset", (reply.error_kind, reply.error_message, story)
     # the chunks before the cut were kept, Download sent the rest: no byte came twice
     assert agent.transfers.downloaded == size, story
+
+
+def test_an_agent_whose_link_drops_mid_upload_sends_only_the_rest_after_reconnecting(
+    arena: Arena, tmp_path: Path
+) -> None:
+    task, _ = _deliver(arena, "rotated", 1, BIG)
+
+    def big_reply(task: Task, next_handler: Handler) -> Reply:  # a 3.5 MiB update
+        return answer(task, arrays=task.params.scale(0.5))
+
+    proxy = DroppingProxy(arena.address, cut=2 * MIB + MIB // 2, up=True)
+    agents = AgentThreads()
+    try:
+        agent = agents.start(
+            arena.kits.sites["rotated"], SiteDataConfig(datasets={}), mods=[big_reply],
+            address=f"127.0.0.1:{proxy.port}", state_dir=tmp_path / "rotated",
+        )  # fmt: skip
+        wait_until(lambda: status_of(arena, task.study_id, 1, "rotated") in ANSWERED, 90)
+        events = list(agents.events["rotated"])
+    finally:
+        agents.close()
+        proxy.close()
+    story = "\n".join(events)
+    assert proxy.dropped.is_set() and proxy.connections >= 2, story
+    assert f"resuming task {task.task_id} (upload)" in story, story
+    [reply] = arena.store.replies_for_round(task.study_id, 1, 1)
+    assert reply.error_kind is None, (reply.error_kind, reply.error_message, story)
+    stored = read_reply(arena.store.artifacts.path(reply.payload_digest))
+    np.testing.assert_array_equal(stored.arrays["w"], BIG["w"] * 0.5)
+    first, resumed = agent.transfers.offsets
+    # the second upload started where the coordinator's part ended: whole MiB, not 0
+    assert first == 0 and resumed > 0 and resumed % MIB == 0, agent.transfers.offsets

@@ -146,6 +146,7 @@ class TaskTransfers:
         self.chunk_size = chunk_size
         self.downloaded = 0  # bytes of task payload received by this object (measured)
         self.uploaded = 0  # bytes of reply payload sent by this object (measured)
+        self.offsets: list[int] = []  # where each streamed upload of this object started
 
     def begin(self, streamed: bool) -> None:
         """A new session, with a coordinator at 1.2 (``streamed``) or before."""
@@ -318,6 +319,7 @@ class TaskTransfers:
             self.store.clear()
             return pushed
         offset = self._resume_at(int(status.confirmed), size)
+        self.offsets.append(offset)
         chunks = file_chunks(
             self.store.reply_file,
             sha256=sha256,

@@ -19,9 +19,18 @@ Every Hello lists the task the agent still holds (a reply not yet acknowledged),
 coordinator fails whatever else it delivered to this site before (the agent restarted, or a
 download was lost). A reply names its task in the call's metadata; one the coordinator refuses
 as invalid (``INVALID_ARGUMENT``: its task is failed with the reason) is dropped, never re-sent.
+
 A ``deploy`` task (a model the coordinator sends) is answered by
 :class:`~fedcare.site.deployments.SiteDeployments`, never in the worker; the agent says Hello
 again when the steward decides on a deployment, so the coordinator offers it again.
+
+When both sides speak protocol 1.2 (:data:`~fedcare.records.protocol.STREAMED_TRANSFERS`) a
+study task and its reply live in files under ``STATE/transfers/`` from the first chunk to the
+coordinator's acknowledgement (:mod:`fedcare.site.transfers`): downloads and uploads resume
+after a cut or an agent restart, the held task survives a restart (phase download, run or
+upload, resumed after Hello), and the worker gets the task's file. Otherwise (an older
+coordinator, or ``protocol`` set to an older one) tasks and replies are whole messages in
+memory, as before.
 """
 
 from __future__ import annotations
@@ -30,28 +39,28 @@ import json
 import logging
 import random
 import threading
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from fedcare.analytics.disclosure import DEFAULT_MIN_CELL
-from fedcare.errors import TransportError
+from fedcare.errors import TransferIncompleteError, TransportError
 from fedcare.inference.deployment_wire import DEPLOY_KIND
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
-from fedcare.records.protocol import PROTOCOL, REFUSAL_MARK
+from fedcare.records.protocol import PROTOCOL, REFUSAL_MARK, STREAMED_TRANSFERS
 from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
 from fedcare.site.deployments import SiteDeployments
 from fedcare.site.governance import SiteGovernance
 from fedcare.site.mods import chain
 from fedcare.site.packages import grpc_fetcher
-from fedcare.site.retry_log import FailureLog
+from fedcare.site.retry_log import Backoff, FailureLog
+from fedcare.site.transfers import TaskTransfers, push_whole, task_key
 from fedcare.site.worker import TaskWorker
-from fedcare.transport.codec import Limits, assemble, chunk, encode_reply
+from fedcare.transport.chunks import assemble
+from fedcare.transport.codec import Limits
 from fedcare.transport.diagnose import explain_failure, explain_refusal, load_site_kit
 from fedcare.transport.framed import read_task
 from fedcare.transport.grpc import fedcare_pb2 as pb
@@ -67,8 +76,6 @@ SLOW_RETRY_S = 60.0
 #: Per step (resolve, connect, TLS handshake) of the diagnosis after a failed call.
 DIAGNOSE_TIMEOUT_S = 3.0
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
-TASK_METADATA_KEY = "fedcare-task"  # fedcare.coordinator.servicer.TASK_METADATA_KEY
-SIZE_METADATA_KEY = "fedcare-size"  # fedcare.coordinator.servicer.SIZE_METADATA_KEY
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -76,23 +83,6 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
-
-    base: float = 0.25
-    cap: float = 10.0
-    attempt: int = 0
-
-    def next_delay(self, rng: random.Random) -> float:
-        delay = rng.uniform(0, min(self.cap, self.base * 2**self.attempt))
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def _he_secret(kit_dir: Path) -> Path | None:
@@ -151,6 +141,9 @@ class SiteAgent:
         self._connected = False  # the current session said Hello
         self.protocol = PROTOCOL  # announced at Hello (fedcare.records.protocol)
         self._stub: CoordinatorStub | None = None  # the current session's, for FetchPackage
+        self.transfers = TaskTransfers(
+            state_dir, self.site_id, limits=self.limits, on_event=self._on_event
+        )
         self.deployments = SiteDeployments(state_dir, kit_dir, self.site_id, governance, data)
         packages = governance.packages if governance is not None else None
         if packages is not None and packages.fetch is None:
@@ -169,6 +162,10 @@ class SiteAgent:
                     self._session(stop, datasets, backoff)
                 except grpc.RpcError as err:
                     self._failed(err, backoff, stop)
+                except TransferIncompleteError as err:  # a stream ended early: resume it
+                    self._connected = False
+                    self._on_event(f"transfer cut: {err}")
+                    stop.wait(backoff.next_delay(self._rng))
         finally:
             self.worker.stop()
 
@@ -198,6 +195,9 @@ class SiteAgent:
             approved = self._approved_version()
             decided = self.deployments.decisions()
             hello = self._hello(stub, datasets)
+            coordinator = (hello.protocol_major, hello.protocol_minor)
+            streamed = self.protocol >= (1, STREAMED_TRANSFERS)
+            self.transfers.begin(streamed and coordinator >= (self.protocol[0], STREAMED_TRANSFERS))
             backoff.reset()
             self._connected = True
             again = self._failures.connected()
@@ -213,6 +213,7 @@ class SiteAgent:
             self._anchor(stub, force=True)
             if self._unsent is not None:
                 self._push(stub, self._unsent)
+            self._resume(stub)
             while not stop.is_set():
                 task = self._pull(stub)
                 if task is not None:
@@ -234,7 +235,8 @@ class SiteAgent:
                 site_version=_version(),
                 message_version=MESSAGE_VERSION,
                 datasets_json=datasets,
-                held_tasks=[] if self._unsent is None else [_task_key(self._unsent)],
+                held_tasks=self.transfers.held_keys()
+                + ([] if self._unsent is None else [task_key(self._unsent)]),
                 protocol_major=self.protocol[0],
                 protocol_minor=self.protocol[1],
             ),
@@ -245,30 +247,70 @@ class SiteAgent:
         gov = self.governance
         return gov.approvals.approved_version() if gov is not None else None
 
-    def _pull(self, stub: CoordinatorStub) -> Task | None:
+    def _pull(self, stub: CoordinatorStub) -> Task | Reply | None:
         # The deadline covers the wait and the download of a large model, not just the wait.
+        timeout = self.poll_wait + TRANSFER_TIMEOUT_S
+        if self.protocol >= (1, STREAMED_TRANSFERS):  # a streamed task, or a whole one
+            return self.transfers.pull(stub, wait_s=self.poll_wait, timeout=timeout)
         request = pb.PullTaskRequest(wait_s=self.poll_wait)
-        chunks = list(stub.PullTask(request, timeout=self.poll_wait + TRANSFER_TIMEOUT_S))
+        chunks = list(stub.PullTask(request, timeout=timeout))
         if not chunks:
             return None
         return read_task(assemble(chunks, max_bytes=self.limits.max_payload_bytes))
 
-    def _serve(self, stub: CoordinatorStub, task: Task) -> None:
+    def _resume(self, stub: CoordinatorStub) -> None:
+        """Go on with the held task after Hello: download the rest, run it, or upload."""
+        held = self.transfers.held
+        if held is None:
+            return
+        self._on_event(f"resuming task {held.task} ({held.phase})")
+        if held.phase == "upload":
+            self._upload(stub)
+            return
+        task = self.transfers.resume(stub, timeout=TRANSFER_TIMEOUT_S)
+        if task is not None:
+            self._serve(stub, task)
+
+    def _serve(self, stub: CoordinatorStub, task: Task | Reply) -> None:
+        if isinstance(task, Reply):  # a task that cannot be run: answered with the reason
+            self._on_event(f"task {task_key(task)} refused: {task.error}")
+            self._staged(stub, task)
+            return
         if task.kind == DEPLOY_KIND:  # checked and decided here, never in the worker
             answer = self.deployments.handle(task)
             state = answer.error.kind if answer.error is not None else "taken"
             self._on_event(f"deployment {task.study_id}: {state}")
             self._push(stub, answer)
             return
+        held = self.transfers.held
+        file = self.transfers.store.task_file if held is not None else None
+        self.worker.offer_file(task, file)  # the worker reads the task's own file
         self._busy = task.task_id
         self._on_event(f"task {task.task_id}")
         try:
             reply = self._handle(task)
         finally:
             self._busy = ""
+            self.worker.offer_file(task, None)
         if reply.error is not None:
             self._on_event(f"task {task.task_id} failed: {reply.error.kind}: {reply.error.message}")
-        self._push(stub, reply)
+        if held is None:  # a whole-message session
+            self._push(stub, reply)
+        else:
+            self._staged(stub, reply)
+
+    def _staged(self, stub: CoordinatorStub, reply: Reply) -> None:
+        """Write ``reply`` to its file, held until the coordinator answers; upload it."""
+        self.transfers.stage(reply)
+        self._upload(stub)
+
+    def _upload(self, stub: CoordinatorStub) -> None:
+        """Send the held reply from what the coordinator confirms (whole to a coordinator
+        without UploadStatus; a link error is raised: resumed after reconnecting)."""
+        key = self.transfers.held.task if self.transfers.held is not None else ""
+        pushed = self.transfers.upload(stub, timeout=TRANSFER_TIMEOUT_S)
+        if not pushed.accepted:
+            self._on_event(f"reply to {key} {pushed.message}")
 
     def _handler(self, row_counts: dict[str, int]) -> Handler:
         """The worker behind the governance mods (policy, approvals, audit), if any."""
@@ -301,48 +343,20 @@ class SiteAgent:
             worker.stop()
 
     def _push(self, stub: CoordinatorStub, reply: Reply) -> None:
-        payload = encode_reply(reply)
-        transfer = uuid.uuid4().hex
-        self._unsent = reply  # kept until the coordinator answers, so a dropped link loses nothing
-        try:
-            ack = stub.PushReply(
-                chunk(payload, transfer_id=transfer),
-                timeout=300,
-                metadata=(
-                    (TASK_METADATA_KEY, _task_key(reply)),
-                    (SIZE_METADATA_KEY, str(len(payload))),
-                ),
-            )
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                raise  # the link failed: sent again after reconnecting
-            self._unsent = (
-                None  # refused as invalid (its task is failed): sending it again can't help
-            )
-            self._on_event(f"reply to {_task_key(reply)} refused as invalid: {err.details()}")
-            return
+        """A whole-message reply (before 1.2; deployment answers), kept in memory until the
+        coordinator answers, so a dropped link loses nothing; one refused as invalid (its task
+        is failed) is dropped: sending it again can't help."""
+        self._unsent = reply
+        pushed = push_whole(stub, reply, timeout=300)  # a link error: sent after reconnecting
         self._unsent = None
-        if not ack.accepted:
-            self._on_event(f"reply refused: {ack.error_kind}: {ack.message}")
+        if not pushed.accepted:
+            self._on_event(f"reply to {task_key(reply)} {pushed.message}")
 
     def _send_monitoring(self, stub: CoordinatorStub) -> None:
         """Send each taken model's monitoring summary that changed since it was last sent."""
         for reply in self.deployments.monitoring_due():
-            payload = encode_reply(reply)
-            metadata = (
-                (TASK_METADATA_KEY, _task_key(reply)),
-                (SIZE_METADATA_KEY, str(len(payload))),
-            )
-            try:
-                ack = stub.PushReply(chunk(payload, transfer_id=uuid.uuid4().hex), timeout=60,
-                                     metadata=metadata)  # fmt: skip
-                outcome = (
-                    "accepted" if ack.accepted else f"refused: {ack.error_kind}: {ack.message}"
-                )
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                    raise  # the link failed: sent after reconnecting
-                outcome = f"refused: {err.details()}"
+            pushed = push_whole(stub, reply, timeout=60)  # a link error: sent after reconnecting
+            outcome = "accepted" if pushed.accepted else pushed.message
             self.deployments.monitoring_sent(reply, outcome)
             self._on_event(f"monitoring of {reply.info['version']} sent: {outcome}")
 
@@ -375,11 +389,6 @@ class SiteAgent:
             if answer.cancel and busy and busy == self._busy:
                 self._on_event(f"coordinator cancelled {busy}")
                 self.worker.stop()
-
-
-def _task_key(reply: Reply) -> str:
-    """The id of the task ``reply`` answers, as ``Task.task_id`` spells it."""
-    return f"{reply.study_id}/{reply.round}/{reply.kind}/{reply.site_id}"
 
 
 def _version() -> str:

@@ -5,14 +5,34 @@ retrying in N s"); the same cause again is logged only at its 2nd, 4th, 8th, 16t
 a row, or when ``quiet_s`` seconds passed since it was last logged ("still failing: CAUSE
 (attempt 7, next try in 30 s)"). A new cause is logged at once, and
 :meth:`FailureLog.connected` says how many attempts failed once a connection works again.
+:class:`Backoff` says how long to wait before the next try.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["FailureLog"]
+__all__ = ["Backoff", "FailureLog"]
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
+
+    base: float = 0.25
+    cap: float = 10.0
+    attempt: int = 0
+
+    def next_delay(self, rng: random.Random) -> float:
+        delay = rng.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 class FailureLog:

@@ -1,12 +1,14 @@
 """Run tasks in a long-lived worker subprocess with a time limit per task.
 
-The agent's network threads never run model code: each task goes, encoded, over a pipe to a
-worker process (started with ``spawn``, so no gRPC state is forked) that holds the site's data
-and runtimes. A task that runs past the site's time limit gets the worker killed and a
-``timeout`` error reply; a worker that dies gets a ``worker-crashed`` reply; the next task
-starts a fresh worker (site state such as SCAFFOLD control variates is on disk, and so is a
-fit task's training checkpoint: the same task run again resumes its training where the
-last checkpoint left it, :mod:`fedcare.site.train_checkpoint`).
+The agent's network threads never run model code: each task goes to a worker process (started
+with ``spawn``, so no gRPC state is forked) that holds the site's data and runtimes, as a
+framed file whose path goes over a pipe, and its reply comes back the same way
+(:mod:`fedcare.site.worker_io`: memory-mapped, never a whole model as bytes). A task that runs
+past the site's time limit gets the worker killed and a ``timeout`` error reply; a worker that
+dies gets a ``worker-crashed`` reply; the next task starts a fresh worker (site state such as
+SCAFFOLD control variates is on disk, and so is a fit task's training checkpoint: the same task
+run again resumes its training where the last checkpoint left it,
+:mod:`fedcare.site.train_checkpoint`).
 
 With the site policy's ``sandbox: prefer | require`` the worker is started isolated
 (:mod:`fedcare.packages.sandbox`: bubblewrap with no network, the filesystem read-only but for the
@@ -28,11 +30,9 @@ and the next task gets a fresh runner.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing as mp
 import os
-import signal
 import subprocess
 import sys
 import traceback
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcare.analytics.disclosure import DEFAULT_MIN_CELL, AnalyticsPolicy
+from fedcare.errors import ValidationError
 from fedcare.models.package_runner import RunnerLimits
 from fedcare.models.registry import PackageBuilder, build_model
 from fedcare.models.sandboxed_packages import SandboxedPackages
@@ -57,10 +58,11 @@ from fedcare.packages.sandbox import (
 )
 from fedcare.packages.store import PackageStore
 from fedcare.records.messages import Reply, Task
+from fedcare.site import worker_io
 from fedcare.site.config import PreparedDataset, SiteDataConfig, refusal
 from fedcare.site.packages import PACKAGES_DIR
 from fedcare.site.row_skips import InvalidRowsHandler
-from fedcare.transport.codec import decode_reply, decode_task, encode_reply, encode_task
+from fedcare.site.worker_sandbox import SandboxedProcess, read_only_paths
 
 __all__ = ["TaskWorker", "build_apps", "package_builder"]
 
@@ -199,30 +201,14 @@ def _worker_main(
         min_cell=min_cell,
         packages=packages,
     )
-    while True:
+
+    def handle(task: Task) -> Reply:
         try:
-            task = decode_task(conn.recv_bytes())  # the bytes go at once: one model less in RAM
-        except EOFError:
-            return
-        try:
-            reply = _route(apps, task)
+            return _route(apps, task)
         except Exception as err:  # SiteApp already turns errors into replies; belt and braces
-            reply = Reply.failure(task, "exception", traceback.format_exception_only(err)[-1])
-        conn.send_bytes(encode_reply(reply))
+            return Reply.failure(task, "exception", traceback.format_exception_only(err)[-1])
 
-
-def _read_only_paths(config: SiteDataConfig, he_secret: Path | None) -> tuple[Path, ...]:
-    """The folders the sandboxed worker reads: its data files' (which may lie under /tmp,
-    private in the sandbox), the data mirror and cache, the HE secret's."""
-    from fedcare.data.source import CACHE_ENV, MIRROR_ENV
-
-    files: list[str] = [str(he_secret)] if he_secret is not None else []
-    for entry in config.datasets.values():
-        source = entry.source.get("path") if isinstance(entry.source, dict) else entry.source
-        files += [str(f) for f in (source, entry.schema_file, entry.mapping) if f]
-    folders = {Path(f).resolve().parent for f in files}
-    folders |= {Path(os.environ[v]).resolve() for v in (MIRROR_ENV, CACHE_ENV) if os.environ.get(v)}
-    return tuple(sorted(f for f in folders if f.is_dir()))
+    worker_io.serve(conn, handle)  # tasks and replies by file (fedcare.site.worker_io)
 
 
 def _sandboxed_main(fd: str) -> None:
@@ -230,28 +216,6 @@ def _sandboxed_main(fd: str) -> None:
     conn = Connection(int(fd))
     args = json.loads(conn.recv_bytes())
     _worker_main(conn, *args)
-
-
-class _SandboxedProcess:
-    """The sandboxed worker (a bwrap process tree) with the few ``Process`` methods used."""
-
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self.popen = popen
-
-    def is_alive(self) -> bool:
-        return self.popen.poll() is None
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.popen.poll()
-
-    def kill(self) -> None:  # its session; bwrap's death takes its pid namespace along
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-
-    def join(self, timeout: float) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout)
 
 
 class TaskWorker:
@@ -284,6 +248,13 @@ class TaskWorker:
         self._proc: Any = None
         self._conn: Connection | None = None
         self._launcher: ThreadPoolExecutor | None = None
+        self.io_dir = worker_io.io_dir(state_dir)  # hand-over files (fedcare.site.worker_io)
+        self._offered: tuple[Task, Path] | None = None
+
+    def offer_file(self, task: Task, path: Path | None) -> None:
+        """``task`` was read from the framed file ``path``: if it reaches :meth:`run` with those
+        arrays, the worker reads that file (else the task is framed into a file of its own)."""
+        self._offered = None if path is None else (task, path)
 
     def _start(self) -> Connection:
         if self._proc is not None and self._proc.is_alive() and self._conn is not None:
@@ -299,6 +270,7 @@ class TaskWorker:
             self.time_limit,
             list(self.devices),
         )
+        worker_io.clear(self.io_dir)  # no worker runs: what is left there is stale
         parent, child = self._ctx.Pipe()
         if self.sandbox != "off":
             try:
@@ -323,7 +295,7 @@ class TaskWorker:
         self._conn = parent
         return parent
 
-    def _start_sandboxed(self, child: Connection, args: tuple[Any, ...]) -> _SandboxedProcess:
+    def _start_sandboxed(self, child: Connection, args: tuple[Any, ...]) -> SandboxedProcess:
         """The worker under :mod:`fedcare.packages.sandbox`, talking over ``child``'s socket (a
         pipe's end is inherited across bwrap); raises :class:`SandboxUnavailable`."""
         self.state_dir.mkdir(parents=True, exist_ok=True)  # bound writable: it must exist
@@ -333,7 +305,7 @@ class TaskWorker:
             max_file_size_mb=None,
             max_processes=None,
             writable_dir=self.state_dir.resolve(),
-            read_only_paths=_read_only_paths(self.config, self.he_secret),
+            read_only_paths=read_only_paths(self.config, self.he_secret),
         )
         entry = "import sys; from fedcare.site.worker import _sandboxed_main as m; m(sys.argv[1])"
         fd = child.fileno()
@@ -342,7 +314,7 @@ class TaskWorker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, *sys.path[1:]])}
         popen = self._launch(command.argv, fd, env)
         self.isolation = command.isolation
-        return _SandboxedProcess(popen)
+        return SandboxedProcess(popen)
 
     def _launch(self, argv: Sequence[str], fd: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
         """Start the sandboxed worker from this worker's own launcher thread. bwrap's
@@ -373,17 +345,23 @@ class TaskWorker:
 
     def _run(self, conn: Connection, task: Task) -> Reply:
         try:
-            conn.send_bytes(encode_task(task))
+            hand = worker_io.HandOver(self.io_dir, task, self._offered)
+        except (OSError, ValidationError) as err:
+            return Reply.failure(task, worker_io.IO_KIND, f"task file not written: {err}")
+        try:
+            conn.send_bytes(hand.request())
             if not conn.poll(self.time_limit):
                 self.stop()
                 return Reply.failure(
                     task, "timeout", f"task ran past the site's time limit of {self.time_limit:g} s"
                 )
-            return decode_reply(conn.recv_bytes())
+            return hand.reply(conn.recv_bytes())
         except (EOFError, OSError, BrokenPipeError) as err:
             code = self._proc.exitcode if self._proc is not None else None
             self.stop()
             return Reply.failure(task, "worker-crashed", f"worker exited ({code}): {err!r}")
+        finally:
+            hand.close()
 
     def stop(self) -> None:
         """Kill the worker (a running task is abandoned)."""

@@ -13,7 +13,7 @@ from fedcare.site.governance import SiteGovernance, run_watched
 from fedcare.site.mods import chain
 from fedcare.site.plans import Refusal, analytics_plan_hash
 from fedcare.site.policy import SitePolicy
-from fedcare.transport.codec import encode_reply
+from fedcare.transport.framed import frame_reply
 
 from .governance_helpers import Recorder, plan, task
 
@@ -55,7 +55,7 @@ def test_an_approved_task_runs_with_plan_info_and_a_full_audit_trail(tmp_path: P
     assert audit.events == ["task-received", "decision", "task-executed", "reply-sent"]
     assert audit.last("decision")["outcome"] == "accepted"
     sent = audit.last("reply-sent")
-    payload = encode_reply(reply)
+    payload = frame_reply(reply).to_bytes()  # the reply as protocol 1.2 sends it
     assert sent["size_bytes"] == len(payload)
     assert sent["sha256"] == hashlib.sha256(payload).hexdigest()
     assert (sent["dataset_fingerprint"], sent["num_rows"]) == ("fp-123", "100")

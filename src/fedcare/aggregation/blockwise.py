@@ -28,6 +28,8 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from fedcare.records.pages import mmap_of, offset_in, release_pages
+
 __all__ = [
     "BLOCK",
     "all_finite",
@@ -55,33 +57,6 @@ def blocks(size: int, block: int = BLOCK) -> Iterator[slice]:
         yield slice(start, min(start + block, size))
 
 
-def _mmap_of(arr: np.ndarray) -> mmap.mmap | None:
-    """The ``mmap`` whose memory ``arr`` views, if any."""
-    base: object = arr
-    while base is not None:
-        if isinstance(base, mmap.mmap):
-            return base
-        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
-    return None
-
-
-def _readonly_mmap(arr: np.ndarray) -> mmap.mmap | None:
-    """The read-only ``mmap`` whose memory ``arr`` views, if any."""
-    mm = _mmap_of(arr)
-    try:
-        return mm if mm is not None and memoryview(mm).readonly else None
-    except ValueError:  # closed
-        return None
-
-
-def _offset(mm: mmap.mmap, arr: np.ndarray) -> int:
-    """Where ``arr``'s first element lies in ``mm``, in bytes."""
-    origin = np.frombuffer(mm, dtype=np.uint8)
-    start = int(origin.__array_interface__["data"][0])
-    del origin
-    return int(arr.__array_interface__["data"][0]) - start
-
-
 def zeros(size: int) -> np.ndarray:
     """A 1-D float64 array of zeros in its own anonymous mapping (see :func:`discard`).
 
@@ -101,35 +76,15 @@ def discard(arr: np.ndarray, part: slice) -> None:
     For blocks taken in order: a page shared with the next block is kept, and handed back
     with that block. Does nothing for other arrays.
     """
-    mm = _mmap_of(arr)
+    mm = mmap_of(arr)
     if mm is None or memoryview(mm).readonly or arr.ndim != 1 or arr.strides[0] != 8:
         return
-    at = _offset(mm, arr)
+    at = offset_in(mm, arr)
     lo = at + part.start * 8
     hi = at + part.stop * 8
     lo -= lo % mmap.PAGESIZE
     hi -= hi % mmap.PAGESIZE
     if 0 <= lo < hi <= len(mm):
-        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-
-
-def release_pages(arr: np.ndarray, part: slice) -> None:
-    """Drop from this process the mapped file pages of ``arr[part]`` (1-D ``arr``), if any.
-
-    Best effort and invisible to readers: only for arrays viewing a read-only ``mmap``, whose
-    pages come back from the page cache when touched again. Elsewhere it does nothing.
-    """
-    if not hasattr(mmap, "MADV_DONTNEED") or arr.ndim != 1 or part.stop <= part.start:
-        return
-    mm = _readonly_mmap(arr)
-    if mm is None:
-        return
-    first = _offset(mm, arr) + part.start * arr.strides[0]
-    last = first + (part.stop - part.start) * arr.strides[0]
-    lo, hi = sorted((first, last))
-    lo -= lo % mmap.PAGESIZE
-    hi = min(len(mm), hi)
-    if 0 <= lo < hi:
         mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 

@@ -30,7 +30,6 @@ while polling its approval, stopping it when the steward revokes (or the approva
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -44,7 +43,7 @@ from fedcare.site.approvals import ApprovalStore
 from fedcare.site.ledger import SiteLedger, task_events
 from fedcare.site.plans import PlanIdentity, Refusal, identify_plan, study_name
 from fedcare.site.policy import OUTPUT_OF_KIND, SitePolicy, mode_satisfies
-from fedcare.transport.codec import encode_reply
+from fedcare.transport.framed import frame_reply
 
 __all__ = [
     "WITHDRAWN",
@@ -105,7 +104,8 @@ def refuse_task(audit: AuditSink, task: Task, refusal: Refusal) -> Reply:
 
 
 def audit_mod(audit: AuditSink) -> Mod:
-    """Log every task received and every reply sent (kind, size and SHA-256 of its bytes, the
+    """Log every task received and every reply sent (kind, size and SHA-256 of its framed
+    payload, :mod:`fedcare.transport.framed`, computed over views of its arrays; the
     step a resumed training started from), and the invalid rows a task left out
     (``rows-skipped``) or failed on (``rows-invalid``), by reason (counts only;
     :mod:`fedcare.site.row_skips`)."""
@@ -119,15 +119,15 @@ def audit_mod(audit: AuditSink) -> Mod:
             event = "rows-skipped" if invalid.skipped else "rows-invalid"
             audit.append(event, task_id=task.task_id, dataset=task_fields(task)["dataset"],
                          **invalid.to_dict())  # fmt: skip
-        payload = encode_reply(reply)
+        framed = frame_reply(reply)  # what protocol 1.2 sends; views of the arrays, no copy
         audit.append(
             "reply-sent",
             task_id=task.task_id,
             kind=reply.kind,
             ok=reply.ok,
             error_kind=None if reply.error is None else reply.error.kind,
-            size_bytes=len(payload),
-            sha256=hashlib.sha256(payload).hexdigest(),
+            size_bytes=framed.size,
+            sha256=framed.sha256(),
             num_samples=reply.num_samples,
             dataset_fingerprint=reply.info.get("dataset_fingerprint"),
             num_rows=reply.info.get("num_rows"),

@@ -16,11 +16,15 @@ nothing is copied, and a reply that is only summed is read from the page cache o
 
 :func:`frame_task` / :func:`frame_reply` return a :class:`Framed`: the header bytes and
 zero-copy views of the arrays, written (:meth:`Framed.write`) or streamed
-(:meth:`Framed.parts`) part by part. :func:`read_task` / :func:`read_reply` take bytes, a
-memory map or a file path, accept the whole-message encoding too (a site one protocol minor
-behind sends it), and check everything :mod:`~fedcare.transport.codec` checks, plus the exact
-payload size and zero padding, before building a record; every failure is a
-:class:`~fedcare.errors.ValidationError` naming the field.
+(:meth:`Framed.parts`) part by part; an array that is itself a view of a mapped payload has
+its pages dropped from the process once it has been passed (:mod:`fedcare.records.pages`), so
+re-framing a mapped reply costs no more memory than a block.
+
+:func:`read_task` / :func:`read_reply` take bytes, a memory map or a file path, accept the
+whole-message encoding too (a site one protocol minor behind sends it), and check everything
+:mod:`~fedcare.transport.codec` checks, plus the exact payload size and zero padding, before
+building a record; every failure is a :class:`~fedcare.errors.ValidationError` naming the
+field.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from google.protobuf.message import DecodeError
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
+from fedcare.records.pages import release_all
 from fedcare.transport.arrays_wire import (
     ALLOWED_DTYPES,
     DEFAULT_LIMITS,
@@ -92,6 +97,8 @@ class Framed:
 
     header: bytes
     arrays: tuple[memoryview, ...]
+    #: The arrays the views are of: the pages of a mapped one are dropped once it is passed.
+    sources: tuple[np.ndarray, ...] = ()
 
     @property
     def size(self) -> int:
@@ -101,9 +108,11 @@ class Framed:
     def parts(self) -> Iterator[memoryview]:
         """The payload's bytes, part by part (header, each array, its padding); no copies."""
         yield memoryview(self.header)
-        for data in self.arrays:
+        for i, data in enumerate(self.arrays):
             if len(data):
                 yield data
+                if i < len(self.sources):  # read: a mapped array's pages leave this process
+                    release_all(self.sources[i])
             if _pad(len(data)):
                 yield memoryview(_ZEROS)[: _pad(len(data))]
 
@@ -143,34 +152,36 @@ class _Collector:
 
     def __init__(self) -> None:
         self.views: list[memoryview] = []
+        self.sources: list[np.ndarray] = []
 
     def __call__(self, record: ArrayRecord, out: pb.ArrayRecord) -> None:
         for name, arr in record.items():
             self.views.append(_little(arr, name))
+            self.sources.append(arr)
             a = out.arrays.add()
             a.name, a.dtype = name, arr.dtype.name
             a.shape.extend(int(d) for d in arr.shape)
 
 
-def _framed(msg: Any, views: list[memoryview], what: str) -> Framed:
+def _framed(msg: Any, collect: _Collector, what: str) -> Framed:
     header = msg.SerializeToString()
     if len(header) > MAX_HEADER_BYTES:
         raise ValidationError(f"{what} has a {len(header)}-byte header, above {MAX_HEADER_BYTES}")
     prefix = _PREFIX.pack(MAGIC, len(header))
     head = prefix + header
-    return Framed(head + bytes(_pad(len(head))), tuple(views))
+    return Framed(head + bytes(_pad(len(head))), tuple(collect.views), tuple(collect.sources))
 
 
 def frame_task(task: Task) -> Framed:
     """``task`` as a framed payload (its arrays are views, not copies)."""
     collect = _Collector()
-    return _framed(task_message(task, collect), collect.views, f"task {task.task_id}")
+    return _framed(task_message(task, collect), collect, f"task {task.task_id}")
 
 
 def frame_reply(reply: Reply) -> Framed:
     """``reply`` as a framed payload (its arrays are views, not copies)."""
     collect = _Collector()
-    return _framed(reply_message(reply, collect), collect.views, f"reply from {reply.site_id!r}")
+    return _framed(reply_message(reply, collect), collect, f"reply from {reply.site_id!r}")
 
 
 def is_framed(data: bytes | bytearray | memoryview | mmap.mmap) -> bool:

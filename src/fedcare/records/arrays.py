@@ -164,8 +164,8 @@ class ArrayRecord(Mapping[str, np.ndarray]):
         return ArrayRecord(out, copy=False)
 
 
-#: Elements per block of :meth:`ArrayRecord.all_finite`: its temporary stays at 1 MB.
-_FINITE_BLOCK = 1 << 20
+#: Elements per block of :meth:`ArrayRecord.all_finite`: its temporary stays at 64 kB.
+_FINITE_BLOCK = 1 << 16
 
 
 def _all_finite(v: np.ndarray) -> bool:

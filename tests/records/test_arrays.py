@@ -50,3 +50,15 @@ def test_object_arrays_and_bad_names_are_refused() -> None:
         rec(w=np.array([{}, 1], dtype=object))
     with pytest.raises(ValidationError, match="non-empty strings"):
         ArrayRecord({"": np.zeros(1)})
+
+
+@pytest.mark.parametrize("where", [0, 1_500_000, -1])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_finds_one_bad_value_in_a_large_array(where: int, bad: float) -> None:
+    """Large arrays are checked in blocks (no boolean temporary the size of the model)."""
+    assert rec(w=np.zeros((2_000, 1_000), dtype=np.float32)).all_finite()
+    values = np.zeros((2_000, 1_000), dtype=np.float32)
+    values.reshape(-1)[where] = bad
+    assert not rec(w=values).all_finite()
+    assert not ArrayRecord({"w": values.T}, copy=False).all_finite()  # not contiguous
+    assert rec(i=np.ones(3_000_000, dtype=np.int64), s=np.float32(1)).all_finite()

@@ -87,6 +87,9 @@ class FitResult:
     num_samples: int
     num_steps: int
     metrics: dict[str, float] = field(default_factory=dict)
+    #: True when ``params`` are new arrays nothing else holds (views of writeable arrays): the
+    #: caller may compute into them, as a site computes its update ``new - old`` in place.
+    owned: bool = False
 
 
 class ModelAdapter(ABC):
@@ -122,6 +125,14 @@ class ModelAdapter(ABC):
         ArrayRecord
             The parameters, in a fixed order.
         """
+
+    def param_shapes(self, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """The shapes of :meth:`init_params`'s arrays, in order, for inputs of ``input_shape``.
+
+        A site checks a task's params against them. This default builds the initial params;
+        an adapter whose initialisation is costly (a large model) overrides it.
+        """
+        return self.init_params(input_shape, np.random.default_rng(0)).shapes
 
     @abstractmethod
     def fit(

@@ -20,6 +20,7 @@ builds. With ``spec.dp`` set, the model trains by sample-level DP-SGD through Op
 Randomness: one seed drawn from ``rng`` seeds torch's CPU generator inside ``fork_rng`` (under
 a process-wide lock) for construction, initialization and dropout: reproducible on CPU, and
 torch's global generator is left as it was. A site's policy may allow CUDA (``device``).
+Loading params skips the random init where no later draw can tell (:mod:`.torch_params`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from fedcare.models._local_sgd import minibatch_schedule
 from fedcare.models._validate import check_correction, check_features, check_params, check_targets
 from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
 from fedcare.models.torch_checkpoint import resumable
+from fedcare.models.torch_dp import fit_dp_sgd
+from fedcare.models.torch_params import build_module, load_params, meta_shapes
+from fedcare.models.torch_params import export as export_params
 from fedcare.models.torch_runtime import (
     EvalStep,
     LossFn,
@@ -142,38 +146,35 @@ class TorchAdapter(ModelAdapter):
         """The per-task pieces (:mod:`fedcare.models.torch_tasks`)."""
         return TASK_HEADS[self.task]
 
-    # Module <-> params -------------------------------------------------------------------------
-    def _build(self, input_shape: tuple[int, ...]) -> torch_types.nn.Module:
-        module = self.factory(tuple(int(v) for v in input_shape))
-        if not isinstance(module, import_torch().nn.Module):
-            raise ModelError(
-                f"{self.name}: factory returned {type(module).__name__}, not nn.Module"
-            )
-        return module
-
-    def load(self, params: ArrayRecord, input_shape: tuple[int, ...]) -> torch_types.nn.Module:
-        """A module for ``input_shape`` holding ``params`` (checked against its state dict)."""
+    # Module <-> params (fedcare.models.torch_params) -----------------------------------------
+    def load(
+        self, params: ArrayRecord, input_shape: tuple[int, ...], *, skip_init: bool = True
+    ) -> torch_types.nn.Module:
+        """A module for ``input_shape`` holding ``params`` (checked against its state dict),
+        each array copied once; built without its random initialisation where that changes
+        nothing (``skip_init``, no custom hook: :mod:`fedcare.models.torch_params`)."""
         torch = import_torch()
-        module = self._build(input_shape)
+        hooks = (self.loss_fn, self.optimizer_factory, self.train_step, self.eval_step)
+        skip_init = skip_init and all(h is None for h in hooks)
+        module = build_module(torch, self.factory, input_shape, name=self.name, skip_init=skip_init)
         state = module.state_dict()
         check_params(params, {k: tuple(v.shape) for k, v in state.items()}, model=self.name)
-        module.load_state_dict(
-            {k: torch.tensor(np.asarray(params[k]), dtype=v.dtype) for k, v in state.items()}
-        )
+        load_params(torch, module, params)
         return module
 
-    @staticmethod
-    def export(module: torch_types.nn.Module, order: list[str]) -> ArrayRecord:
-        """The module's state dict as float32 arrays in ``order``."""
-        state = module.state_dict()
-        return ArrayRecord(
-            {k: state[k].detach().cpu().numpy().astype(np.float32) for k in order}, copy=False
-        )
+    #: ``export(module, order)``: the state dict's float32 arrays (:func:`.torch_params.export`)
+    export = staticmethod(export_params)
 
     def init_params(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> ArrayRecord:
-        with seeded(draw_seed(rng)):
-            module = self._build(input_shape)
+        with seeded(draw_seed(rng)) as torch:  # the random initialisation, drawn
+            module = build_module(torch, self.factory, input_shape, name=self.name, skip_init=False)
         return self.export(module, list(module.state_dict()))
+
+    def param_shapes(self, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """The params' shapes from the module built on the meta device (no storage, no init)."""
+        with seeded(None) as torch:
+            shapes = meta_shapes(torch, self.factory, input_shape)
+        return super().param_shapes(input_shape) if shapes is None else shapes
 
     # Training ----------------------------------------------------------------------------------
     def criterion(self, torch: ModuleType, outputs: Any, target: Any) -> Any:
@@ -206,8 +207,6 @@ class TorchAdapter(ModelAdapter):
         X = check_features(data.X, model=self.name)
         check_targets(data, self.task, model=self.name)
         if spec.dp is not None:  # sample-level DP-SGD through Opacus (fedcare.privacy.dp_sgd)
-            from fedcare.models.torch_dp import fit_dp_sgd
-
             return fit_dp_sgd(self, params, data, spec, rng)
         if spec.correction is not None:
             check_correction(params, spec.correction)
@@ -215,8 +214,7 @@ class TorchAdapter(ModelAdapter):
         rng0, batches = rng.bit_generator.state, list(minibatch_schedule(len(data), spec, rng))
         with seeded(draw_seed(rng)) as torch:
             device = self.placement.resolve(torch)
-            module = self.load(params, X.shape[1:]).to(device)
-            module.train()
+            module = self.load(params, X.shape[1:]).to(device).train()
             named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
             optimizer = self.make_optimizer(torch, [p for _, p in named], spec, 0.0)
             extra_grad = gradient_terms(torch, named, spec)
@@ -233,6 +231,8 @@ class TorchAdapter(ModelAdapter):
                 loss.float().backward()
                 extra_grad()
                 optimizer.step()
+            del optimizer, extra_grad  # and the grads: model copies the rest does not need
+            module.zero_grad(set_to_none=True)
             new = self.export(module, list(params))
             raw = self.forward(module, X)
         if not new.all_finite():
@@ -245,6 +245,7 @@ class TorchAdapter(ModelAdapter):
             num_samples=len(data),
             num_steps=len(batches),
             metrics={"train_loss": self.data_loss(raw, data)},
+            owned=True,  # the trained module's memory, which nothing else holds
         )
 
     def make_optimizer(
@@ -301,7 +302,7 @@ class TorchAdapter(ModelAdapter):
 
     def _raw(self, params: ArrayRecord, X: np.ndarray) -> np.ndarray:
         X = check_features(X, model=self.name)
-        with seeded(None) as torch:  # construction draws an init that load_state_dict overwrites
+        with seeded(None) as torch:  # a construction that draws leaves no trace
             module = self.load(params, X.shape[1:]).to(self.placement.resolve(torch))
         return self.forward(module, X)
 

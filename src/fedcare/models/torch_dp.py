@@ -73,7 +73,7 @@ def fit_dp_sgd(
     event = dp.event(len(X), spec)
     q, steps = event.sampling_probability, event.count
     with seeded(draw_seed(rng)) as torch:
-        module = adapter.load(params, X.shape[1:])
+        module = adapter.load(params, X.shape[1:], skip_init=False)  # noise follows it
         module.train()
         optimizer = adapter.make_optimizer(
             torch, list(module.parameters()), spec, weight_decay=spec.l2
@@ -105,7 +105,7 @@ def fit_dp_sgd(
         "epsilon": epsilon,
         "dp_noise_multiplier": event.noise_multiplier,
     }
-    return FitResult(params=new, num_samples=len(X), num_steps=taken, metrics=metrics)
+    return FitResult(params=new, num_samples=len(X), num_steps=taken, metrics=metrics, owned=True)
 
 
 def _opacus_steps(

@@ -122,7 +122,8 @@ class ArrayRecord(Mapping[str, np.ndarray]):
         return float(np.sqrt(self.sq_norm()))
 
     def all_finite(self) -> bool:
-        return all(bool(np.isfinite(v).all()) for v in self._arrays.values())
+        """True when no array holds NaN or an infinity (checked in bounded blocks)."""
+        return all(_all_finite(v) for v in self._arrays.values())
 
     def prefixed(self, prefix: str) -> ArrayRecord:
         """A record whose names are ``prefix + '/' + name``."""
@@ -161,3 +162,15 @@ class ArrayRecord(Mapping[str, np.ndarray]):
             out[k] = vector[offset : offset + v.size].reshape(v.shape).astype(v.dtype)
             offset += v.size
         return ArrayRecord(out, copy=False)
+
+
+#: Elements per block of :meth:`ArrayRecord.all_finite`: its temporary stays at 64 kB.
+_FINITE_BLOCK = 1 << 16
+
+
+def _all_finite(v: np.ndarray) -> bool:
+    """``np.isfinite(v).all()`` without a boolean temporary the size of ``v``."""
+    if v.size <= _FINITE_BLOCK or v.ndim == 0:
+        return bool(np.isfinite(v).all())
+    rows = max(1, _FINITE_BLOCK * v.shape[0] // v.size)
+    return all(bool(np.isfinite(v[i : i + rows]).all()) for i in range(0, v.shape[0], rows))

@@ -50,6 +50,7 @@ from fedcare.site.preprocess import Preprocessor
 from fedcare.site.round_state import load_round_state, round_state_path, save_round_state
 from fedcare.site.site_reports import saliency_report
 from fedcare.site.train_checkpoint import discard_checkpoint, open_checkpoint, resume_info, task_key
+from fedcare.site.update import consume_update
 
 __all__ = ["SiteRuntime"]
 
@@ -158,8 +159,7 @@ class SiteRuntime:
         key = json.dumps(spec, sort_keys=True, default=str)
         shapes = self._shapes.get(key)
         if shapes is None:  # built once per model spec: a large model is costly to initialise
-            template = adapter.init_params(self.data.train.input_shape, np.random.default_rng(0))
-            shapes = self._shapes[key] = template.shapes
+            shapes = self._shapes[key] = adapter.param_shapes(self.data.train.input_shape)
         got = params.shapes
         if list(got) != list(shapes) or got != shapes:
             bad = next((k for k in shapes if got.get(k) != shapes[k]), None)
@@ -196,12 +196,11 @@ class SiteRuntime:
         if spec.dp is not None and not self.simulated:
             rng = system_rng()  # DP-SGD noise nobody else can reproduce
         scaffold = task.config.get("algorithm") == "scaffold"
-        c = c_i = task.params.zeros_like()
-        if scaffold:
+        if scaffold:  # the control variates (a full model each) only for SCAFFOLD
             if "control" not in task.arrays:
                 raise ValidationError("a SCAFFOLD task must carry the server 'control' variate")
             c = task.arrays["control"]
-            c_i = self._load_control(task.study_id, task.round, c_i)
+            c_i = self._load_control(task.study_id, task.round, task.params.zeros_like())
             spec = replace(spec, correction=c - c_i)
         method = personal_method(task.plan)
         saved = self.personal.get(task.study_id) if method != "none" else None
@@ -215,7 +214,14 @@ class SiteRuntime:
         key = partial(task_key, task, start, spec, provenance["dataset_fingerprint"])
         checkpoint = open_checkpoint(self.state_dir, task, every, key)
         result = adapter.fit(start, train, replace(spec, checkpoint=checkpoint), rng)
-        delta = result.params - task.params
+        if scaffold:  # before the update is computed into the trained params
+            drift = (task.params - result.params).scale(1.0 / (result.num_steps * spec.lr))
+        # FedBN keeps the trained normalization arrays: their update needs its own arrays
+        delta = (
+            result.params - task.params
+            if method == "fedbn"
+            else consume_update(result, task.params)
+        )
         if method == "fedbn":
             delta, own = fedbn_split(delta, result.params, bn_keys)
             before = PersonalState.start(saved, task.round)
@@ -227,7 +233,6 @@ class SiteRuntime:
                 personal_info = {"personalization_error": str(err)}
         arrays = delta
         if scaffold:
-            drift = (task.params - result.params).scale(1.0 / (result.num_steps * spec.lr))
             c_new = (c_i - c) + drift
             arrays = delta.prefixed("delta").merged((c_new - c_i).prefixed("control"))
             self._save_control(task.study_id, ControlState(task.round, c_i, c_new))

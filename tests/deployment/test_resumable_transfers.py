@@ -153,3 +153,56 @@ def test_a_redone_round_keeps_the_replies_already_received(
 def _pull_all(stub: CoordinatorStub) -> bytes:
     chunks = list(stub.PullTask(pb.PullTaskRequest(wait_s=20), timeout=60))
     return b"".join(c.data for c in chunks)
+
+
+def test_an_upload_cut_by_a_redone_round_resumes_into_the_new_attempt(
+    bench: Arena,  # noqa: F811
+    study: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The coordinator restarts mid-upload: the round is redone with the same task (same
+    digest). The site, still holding its half-sent reply, resumes the upload into the new
+    attempt, which the round gets, instead of training again."""
+    round_, first = start_round(bench, study, ["west"], timeout=4, params=BIG)
+    with bench.client("west") as stub:
+        key, spool = _download_cut(stub, tmp_path / "task.fcf", 3)
+        rest = stub.Download(pb.DownloadRequest(task=key, offset=spool.confirmed()), timeout=60)
+        task = read_task(spool.receive(rest))
+        out = tmp_path / "reply.fcf"
+        sha = write_file(frame_reply(answer(task)), out)
+        size = out.stat().st_size
+        chunks = list(file_chunks(out, sha256=bytes.fromhex(sha), transfer_id="up"))
+
+        def link_drops() -> Iterator[pb.Chunk]:
+            yield from chunks[:4]
+            raise ConnectionError("the coordinator went away")
+
+        rpc_error(
+            lambda: stub.PushReply(link_drops(), timeout=60, metadata=_metadata(key, size, sha, 0))
+        )
+        first.join(30)  # the attempt ends without the reply (as a restart would end it)
+        assert status_of(bench, study, round_, "west") == "expired"
+        status = pb.UploadStatusRequest(task=key, sha256=bytes.fromhex(sha), size=size)
+        later = rpc_error(lambda: stub.UploadStatus(status, timeout=RPC_TIMEOUT_S))
+        assert later.code() == grpc.StatusCode.UNAVAILABLE  # the site keeps it, asks again
+        assert "its round is not recorded" in later.details()
+        _, second = start_round(bench, study, ["west"], timeout=60, params=BIG, again=round_)
+        wait_until(lambda: _confirmed(stub, status) > 0, 10)
+        held = _confirmed(stub, status)
+        ack = stub.PushReply(iter(chunks[held // CHUNK :]), timeout=60,
+                             metadata=_metadata(key, size, sha, held))  # fmt: skip
+        assert ack.accepted, ack
+    second.join(30)
+    assert [r.site_id for r in second.replies] == ["west"], second.failures
+    attempts = sorted((t.attempt, t.status) for t in bench.store.list_tasks(study, round_))
+    assert attempts == [(1, "expired"), (2, "replied")]
+
+
+def _confirmed(stub: CoordinatorStub, status: pb.UploadStatusRequest) -> int:
+    """What UploadStatus confirms; 0 while the coordinator says to ask again later."""
+    try:
+        return int(stub.UploadStatus(status, timeout=RPC_TIMEOUT_S).confirmed)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.UNAVAILABLE:
+            raise
+        return 0

@@ -5,6 +5,9 @@ operations close that gap:
 
 - :meth:`LivenessMixin.task_for_reply` resolves the task a PushReply names (by its key
   ``study/round/kind/site``, before any payload is read) and checks it can still be answered;
+  a round redone after a coordinator restart sends the same (content-addressed) task again,
+  and a site still holding it from the earlier attempt answers the new one (it is delivered
+  then), so an upload cut by the restart resumes instead of being computed again;
 - :meth:`LivenessMixin.fail_task` closes a delivered task with a stored error reply (a refused,
   invalid reply), so the round counts it as failed at once with the reason;
 - :meth:`LivenessMixin.fail_unheld_tasks` closes the delivered tasks a site no longer holds
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from fedcare.coordinator.db import REPLY_ERROR_KINDS_MAX, StudyRow, TaskRow
 from fedcare.coordinator.rows import TaskInfo, snapshot
@@ -45,7 +49,10 @@ class LivenessMixin(TasksMixin):
     def task_for_reply(self, key: str, site_id: str) -> TaskInfo:
         """The open, delivered task ``key`` names, to be answered by ``site_id``.
 
-        The newest attempt of the round is the one a reply answers. Nothing is written.
+        The newest attempt of the round is the one a reply answers. Nothing is written, unless
+        that attempt's task is still pending but an earlier attempt delivered the same task
+        (same payload digest) to the site: then it is marked delivered, and answered by this
+        reply.
 
         Raises
         ------
@@ -91,9 +98,20 @@ class LivenessMixin(TasksMixin):
                 deadline = deadline.replace(tzinfo=now.tzinfo)
             if row.status == "expired" or (deadline is not None and deadline <= now):
                 raise refuse("expired", f"the task expired (deadline {row.deadline})")
-            if row.status == "pending":
+            if row.status == "pending" and not _held_before(s, row):
                 raise refuse("not_delivered", "the task was never delivered to the site")
-            return snapshot(TaskInfo, row)
+            if row.status != "pending":
+                return snapshot(TaskInfo, row)
+        # The round was redone (a coordinator restart, a retry) with the very task the site
+        # already holds from an earlier attempt: its answer answers this one; deliver it now.
+        with self._tx(write=True) as s:
+            s.execute(
+                update(TaskRow)
+                .where(TaskRow.id == row.id, TaskRow.status == "pending")
+                .values(status="delivered", delivered_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        return self.get_task(row.id)
 
     def fail_task(self, task_id: str, site_id: str, kind: str, message: str) -> bool:
         """Close ``site_id``'s delivered task ``task_id`` with an error reply ``kind: message``.
@@ -138,3 +156,19 @@ class LivenessMixin(TasksMixin):
             if self.fail_task(info.id, site_id, kind, why):
                 failed.append(info)
         return failed
+
+
+def _held_before(s: Session, row: TaskRow) -> bool:
+    """Whether an earlier attempt of ``row``'s round delivered the same task (the same
+    payload, content-addressed) to the same site, which may hold it still."""
+    if row.payload_digest is None:
+        return False
+    earlier = s.scalars(
+        select(TaskRow.id)
+        .where(TaskRow.study_id == row.study_id, TaskRow.round == row.round)
+        .where(TaskRow.kind == row.kind, TaskRow.site_id == row.site_id)
+        .where(TaskRow.attempt < row.attempt, TaskRow.payload_digest == row.payload_digest)
+        .where(TaskRow.delivered_at.is_not(None))
+        .limit(1)
+    ).first()
+    return earlier is not None

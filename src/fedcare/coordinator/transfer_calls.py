@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from fedcare.coordinator.rows import TaskInfo
+from fedcare.coordinator.store_liveness import split_task_key
 from fedcare.coordinator.transfers import legacy_chunks, stream_task, upload_status
 from fedcare.errors import NotFoundError, ReplyRefusedError, ValidationError
 from fedcare.records.messages import Reply
@@ -104,7 +105,7 @@ class TransferCalls:
             try:
                 task = self.store.task_for_reply(str(request.task), site_id)
             except (ReplyRefusedError, NotFoundError) as err:
-                context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+                self._not_open(str(request.task), err, context)
             if task.payload_digest is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"task {request.task!r} has no payload")
             with self.idle.watch(context, f"Download of {site_id}") as ticket:
@@ -127,10 +128,37 @@ class TransferCalls:
                 self.store.artifacts, str(request.task), bytes(request.sha256), int(request.size)
             )
         except (ReplyRefusedError, NotFoundError) as err:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+            self._not_open(str(request.task), err, context)
         except ValidationError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return pb.UploadStatusResponse(confirmed=confirmed)
+
+    def _not_open(self, key: str, err: Exception, context: grpc.ServicerContext) -> None:
+        """Abort a call about a task that cannot be answered now.
+
+        ``UNAVAILABLE`` while its round may still be redone with the same task (it expired,
+        its study runs and has not recorded the round: a restarted coordinator or a retry is
+        about to send it again), so the site keeps what it holds and asks again; otherwise
+        ``NOT_FOUND``: the site drops the task and its files.
+        """
+        parts = split_task_key(key)
+        if isinstance(err, ReplyRefusedError) and err.reason == "expired" and parts is not None:
+            try:
+                study = self.store.get_study(parts[0])
+            except NotFoundError:
+                study = None
+            done = (
+                -1
+                if study is None or study.last_completed_round is None
+                else study.last_completed_round
+            )
+            if study is not None and study.status == "running" and parts[1] > done:
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"task {key!r} expired but its round is not recorded: it may be sent "
+                    "again; ask again later",
+                )
+        context.abort(grpc.StatusCode.NOT_FOUND, str(err))
 
 
 def named(context: grpc.ServicerContext) -> tuple[str, int]:

@@ -74,3 +74,36 @@ def test_no_update_is_referenced_once_aggregated_so_mapped_pages_can_go() -> Non
     assert all(r() is None for r in refs)
     np.testing.assert_array_equal(new_state.params["w"], np.full(4, 3.5))
     assert record.fit["num_contributions"] == 6
+
+
+def test_the_initial_model_is_freed_once_round_one_replaces_it() -> None:
+    """continue_study takes the start's state: a start kept for its task arrays (as the
+    coordinator's runner keeps it) does not keep the initial model alive all study."""
+    import weakref
+
+    from fedcare.strategy.driver import StudyStart, continue_study
+
+    initial = np.zeros(SIZE)
+    alive: list[bool] = []
+    ref = weakref.ref(initial)
+
+    def handle(task: Task) -> Reply:
+        if task.round == 2:  # round 1 replaced the initial model
+            alive.append(ref() is not None)
+        arrays = ArrayRecord({"w": np.ones(SIZE)}, copy=False)
+        return Reply(task.study_id, task.round, task.site_id, "fit", arrays, num_samples=1)
+
+    from fedcare.records.study import StudyConfig
+
+    study = StudyConfig.from_dict(
+        {"name": "m", "dataset": {"name": "synthetic"}, "model": {"kind": "logistic"},
+         "rounds": 2, "min_sites": 1, "evaluate_every": 0,
+         "baselines": {"local": False, "pooled": False, "cross_site": False}},
+        source="test",
+    )  # fmt: skip
+    strategy = FedAvg()
+    start = StudyStart(state=strategy.init_state(ArrayRecord({"w": initial}, copy=False)))
+    del initial
+    continue_study(InMemoryGrid({"s0": handle}), study, strategy, "m", start)
+    assert alive == [False]
+    assert start.state is None  # handed to the loop

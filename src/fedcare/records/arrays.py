@@ -109,6 +109,17 @@ class ArrayRecord(Mapping[str, np.ndarray]):
     def scale(self, factor: float) -> ArrayRecord:
         return self.map(lambda v: v * factor)
 
+    def skeleton(self) -> ArrayRecord:
+        """This record's names, shapes and dtypes, holding no data.
+
+        Each array is a read-only zero view of one element (``np.broadcast_to``), so a
+        template kept all study (an aggregator's) costs nothing however large the model.
+        """
+        return ArrayRecord(
+            {k: np.broadcast_to(np.zeros((), v.dtype), v.shape) for k, v in self._arrays.items()},
+            copy=False,
+        )
+
     def zeros_like(self) -> ArrayRecord:
         return self.map(np.zeros_like)
 

@@ -57,6 +57,19 @@ class StudyStart:
     #: Sites left out of the statistics round, with the reason (refused, failed, implausible).
     statistics_rejected: Mapping[str, str] = field(default_factory=dict)
 
+    def take_state(self) -> StrategyState:
+        """The initial state, handed over once: this start holds it no more.
+
+        The round loop drops a state when the next round replaces it; a start kept for its
+        task arrays would otherwise keep the initial model alive all study (400 MB more at
+        the coordinator for a 100M-parameter model). A second take raises.
+        """
+        state = self.state
+        if state is None:
+            raise RuntimeError("the study start's state was already handed to the round loop")
+        object.__setattr__(self, "state", None)  # frozen for callers; consumed here only
+        return state
+
 
 def study_strategy(
     study: StudyConfig,
@@ -151,11 +164,15 @@ def continue_study(
     start_round: int = 1,
     on_round: OnRound | None = None,
 ) -> tuple[StrategyState, list[RoundRecord]]:
-    """Run rounds ``start_round..study.rounds`` from ``start.state``."""
+    """Run rounds ``start_round..study.rounds`` from ``start.state`` (taken: see
+    :meth:`StudyStart.take_state`)."""
     # The site half of the aggregation stack (e.g. norm bounding) travels with every task.
     aggregator = getattr(strategy, "aggregator", None)
     pipeline = dict(aggregator.site_spec()) if isinstance(aggregator, Aggregator) else {}
     cfg = replace(
         round_config(study, study_id), task_arrays=dict(start.task_arrays), pipeline=pipeline
     )
-    return run_rounds(grid, strategy, start.state, cfg, start_round=start_round, on_round=on_round)
+    # handed over, not kept here: the loop frees it once round 1 replaces it
+    return run_rounds(
+        grid, strategy, start.take_state(), cfg, start_round=start_round, on_round=on_round
+    )

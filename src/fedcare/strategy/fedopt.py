@@ -80,7 +80,8 @@ class FedOpt(Strategy):
     def init_state(self, params: ArrayRecord) -> StrategyState:
         return StrategyState(
             params=params,
-            aggregator=self.aggregator.init(self.aggregation_template(params)),
+            # a skeleton: the template is kept all study, the initial model need not be
+            aggregator=self.aggregator.init(self.aggregation_template(params.skeleton())),
             optimizer=self.optimizer.init(params),
         )
 

@@ -23,6 +23,7 @@ from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.strategy.base import Strategy
 from fedcare.strategy.driver import StudyStart, round_config
+from fedcare.transport.arrays_mapped import read_arrays
 from fedcare.transport.codec import decode_arrays
 
 __all__ = ["register_final_model", "start_from_model"]
@@ -36,10 +37,11 @@ def register_final_model(
     Idempotent: if the final model is already registered (a runner resumed after a crash),
     the stored version is returned with ``False``.
     """
-    checkpoint = store.last_completed_round(study_id)
-    if checkpoint is None:
+    last = store.last_round_digests(study_id)
+    if last is None:
         raise FedcareError(f"study {study_id!r} has no completed round to register")
-    version = model_version_id(study_id, checkpoint.round)
+    round_, params_digest, _ = last
+    version = model_version_id(study_id, round_)
     try:
         return store.get_model(version), False
     except NotFoundError:
@@ -54,7 +56,8 @@ def register_final_model(
         plan=round_config(study, study_id).plan,
         history=results["history"],
         final=results["final"],
-        params=decode_arrays(checkpoint.params),
+        # read in place (verified first): a large model is hashed, never copied
+        params=_mapped_params(store, params_digest),
         created=created,
         fedcare_version=__version__,
         version=version,
@@ -67,14 +70,19 @@ def register_final_model(
     )
     model = store.register_model(
         study_id,
-        checkpoint.round,
-        params=checkpoint.params,
+        round_,
+        params_digest=params_digest,  # the round's checkpoint: the same bytes
         model_hash=card["model"]["hash"],
         card=card,
         parent=study.init_model,
         created_at=created,
     )
     return model, True
+
+
+def _mapped_params(store: CoordinatorStore, digest: str) -> ArrayRecord:
+    store.artifacts.verify(digest)  # one buffered pass; raises ArtifactCorruptError
+    return read_arrays(store.artifacts.map(digest))
 
 
 def start_from_model(

@@ -44,13 +44,17 @@ class ModelsMixin(StoreBase):
         study_id: str,
         round: int,
         *,
-        params: bytes,
+        params: bytes | None = None,
+        params_digest: str | None = None,
         model_hash: str,
         card: Mapping[str, Any],
         parent: str | None = None,
         created_at: datetime | None = None,
     ) -> ModelInfo:
         """Add the model of ``study_id`` after ``round`` (params stored as an artifact).
+
+        ``params`` are the encoded parameters, stored now; or ``params_digest`` names an
+        artifact already stored (the round's checkpoint: the same bytes, not written again).
 
         Raises
         ------
@@ -65,8 +69,12 @@ class ModelsMixin(StoreBase):
         check_id(model_hash, "model_hash", max_len=MODEL_HASH_MAX)
         if parent is not None:
             check_id(parent, "parent")
-        if not isinstance(params, bytes):
+        if (params is None) == (params_digest is None):
+            raise ValidationError("give exactly one of params (bytes) and params_digest")
+        if params is not None and not isinstance(params, bytes):
             raise ValidationError(f"params must be bytes, got {type(params).__name__}")
+        if params_digest is not None and not self.artifacts.exists(params_digest):
+            raise NotFoundError(f"no stored artifact {params_digest} to register as a model")
         version = model_version_id(study_id, round)
         stored = to_json(card, f"model card of study {study_id!r}")
         with self._tx(write=False) as s:  # refuse before writing the artifact
@@ -75,7 +83,7 @@ class ModelsMixin(StoreBase):
             version=version,
             study_id=study_id,
             round=round,
-            artifact_digest=self.artifacts.put(params),
+            artifact_digest=params_digest if params is None else self.artifacts.put(params),
             model_hash=model_hash,
             parent=parent,
             card=stored,

@@ -141,6 +141,20 @@ class RoundsMixin(StoreBase):
         ArtifactCorruptError
             If a checkpoint artifact's bytes no longer match its digest.
         """
+        digests = self.last_round_digests(study_id)
+        if digests is None:
+            return None
+        round_, params, state = digests
+        return Checkpoint(round_, self.artifacts.get(params), self.artifacts.get(state))
+
+    def last_round_digests(self, study_id: str) -> tuple[int, str, str] | None:
+        """``(round, params digest, state digest)`` of the last completed round, nothing read.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such study.
+        """
         with self._tx(write=False) as s:
             study = self._study(s, study_id)
             if study.last_completed_round is None:
@@ -151,9 +165,7 @@ class RoundsMixin(StoreBase):
                     RoundRow.round == study.last_completed_round,
                 )
             ).one()
-        return Checkpoint(
-            row.round, self.artifacts.get(row.params_digest), self.artifacts.get(row.state_digest)
-        )
+            return row.round, row.params_digest, row.state_digest
 
     def get_round(self, study_id: str, round: int) -> RoundInfo:
         """The recorded round; NotFoundError if it was not recorded."""

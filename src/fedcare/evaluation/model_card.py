@@ -70,8 +70,9 @@ def model_hash(params: Mapping[str, np.ndarray]) -> str:
         arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
         for part in (name.encode(), arr.dtype.str.encode(), json.dumps(arr.shape).encode()):
             h.update(len(part).to_bytes(8, "little") + part)
-        data = arr.tobytes(order="C")
-        h.update(len(data).to_bytes(8, "little") + data)
+        h.update(arr.nbytes.to_bytes(8, "little"))
+        if arr.size:  # the bytes in place: a large model is hashed, not copied
+            h.update(memoryview(arr.reshape(-1)).cast("B"))  # type: ignore[arg-type]
     return "sha256:" + h.hexdigest()
 
 

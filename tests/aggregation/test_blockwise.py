@@ -116,3 +116,56 @@ def test_discard_leaves_ordinary_arrays_and_views_alone() -> None:
     acc += 5.0
     discard(acc[::2], slice(0, 2048))  # not a contiguous float64 view: nothing happens
     assert np.all(acc == 5.0)
+
+
+def test_spilled_sums_give_the_same_mean_and_stay_out_of_the_process(tmp_path: Path) -> None:
+    """Under a memory budget the float64 sums are a mapped, unlinked file whose written
+    blocks leave the process: the same mean, bitwise, and no more anonymous memory."""
+    from fedcare.aggregation.base import Contribution
+    from fedcare.aggregation.blockwise import spill_to, zeros
+    from fedcare.aggregation.mean import WeightedMean
+
+    rng = np.random.default_rng(3)
+    template = ArrayRecord({"w": np.zeros(3 * BLOCK + 17, np.float32), "b": np.zeros(5)})
+    updates = [
+        ArrayRecord({k: rng.normal(size=v.shape).astype(v.dtype) for k, v in template.items()})
+        for _ in range(3)
+    ]
+
+    def mean() -> ArrayRecord:
+        agg = WeightedMean()
+        contributions = [Contribution(f"s{i}", u, weight=i + 1.0) for i, u in enumerate(updates)]
+        return agg.update(agg.init(template), contributions)[0]
+
+    in_memory = mean()
+    spill_to(tmp_path / "spill", above_bytes=1 << 20)
+    try:
+        sums = zeros(3 * BLOCK)
+        assert not sums.flags.owndata and list((tmp_path / "spill").iterdir()) == []  # unlinked
+        del sums
+        spilled = mean()
+    finally:
+        spill_to(None)
+    assert all(in_memory[k].tobytes() == spilled[k].tobytes() for k in template)
+
+
+def _rss_kb() -> int:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return sum(int(fields[k].split()[0]) for k in ("RssAnon", "RssFile", "RssShmem"))
+
+
+def test_a_spilled_accumulator_costs_the_process_a_block(tmp_path: Path) -> None:
+    from fedcare.aggregation.blockwise import spill_to, zeros
+    from fedcare.aggregation.mean import add_scaled
+
+    values = np.ones(8 * BLOCK, np.float32)  # 64 MB of float64 sums
+    spill_to(tmp_path, above_bytes=0)
+    try:
+        sums = zeros(values.size)
+        before = _rss_kb()
+        add_scaled(sums, 2.0, values, {})
+        grown = _rss_kb() - before
+        assert grown < 2 * BLOCK * 8 // 1024 + 4096, f"{grown} kB for 64 MB of sums"
+        assert float(sums[-1]) == 2.0 and float(sums.sum()) == 2.0 * values.size  # in the file
+    finally:
+        spill_to(None)

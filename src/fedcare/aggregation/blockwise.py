@@ -24,7 +24,10 @@ converted: the float64 sums shrink as the result grows, instead of both being wh
 from __future__ import annotations
 
 import mmap
+import os
+import tempfile
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -37,7 +40,9 @@ __all__ = [
     "discard",
     "flat",
     "norm",
+    "offload",
     "release_pages",
+    "spill_to",
     "sq_norm",
     "zeros",
 ]
@@ -57,14 +62,69 @@ def blocks(size: int, block: int = BLOCK) -> Iterator[slice]:
         yield slice(start, min(start + block, size))
 
 
+class _Spill(mmap.mmap):
+    """A shared mapping of an unlinked file under the spill folder (see :func:`spill_to`)."""
+
+
+_spill: tuple[Path, int] | None = None
+
+
+def spill_to(folder: Path | None, *, above_bytes: int = 0) -> None:
+    """Keep accumulators larger than ``above_bytes`` on disk, memory-mapped, in ``folder``.
+
+    The process-wide memory budget (``fedcare coordinator start --memory-budget-mb``): such an
+    accumulator is a shared mapping of an unlinked file, and each block is dropped from the
+    process once it has been added to (:func:`offload`), so its memory is the kernel's page
+    cache, which the kernel writes to disk and takes back under pressure, not the
+    coordinator's. ``None`` keeps every accumulator in memory (the default).
+    """
+    global _spill
+    if folder is not None:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _spill = None if folder is None else (folder, max(0, above_bytes))
+
+
+def _spilled(size: int) -> np.ndarray | None:
+    spill = _spill
+    if spill is None or size * 8 <= spill[1]:
+        return None
+    fd, name = tempfile.mkstemp(dir=spill[0], prefix="sums-")
+    try:
+        os.unlink(name)  # gone with the mapping, also after a crash
+        os.ftruncate(fd, size * 8)
+        mm = _Spill(fd, size * 8, flags=mmap.MAP_SHARED)
+    finally:
+        os.close(fd)
+    return np.frombuffer(mm, dtype=np.float64)
+
+
+def offload(arr: np.ndarray, part: slice) -> None:
+    """Drop the written block ``arr[part]`` of a spilled accumulator from this process (its
+    data stays in the file's page cache); does nothing for any other array."""
+    mm = mmap_of(arr)
+    if not isinstance(mm, _Spill) or arr.ndim != 1 or part.stop <= part.start:
+        return
+    at = offset_in(mm, arr)
+    lo, hi = at + part.start * 8, at + part.stop * 8
+    lo -= lo % mmap.PAGESIZE
+    if hi < len(mm):
+        hi -= hi % mmap.PAGESIZE  # a page shared with the next block goes with that block
+    if lo < hi:
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
 def zeros(size: int) -> np.ndarray:
-    """A 1-D float64 array of zeros in its own anonymous mapping (see :func:`discard`).
+    """A 1-D float64 array of zeros in its own anonymous mapping (see :func:`discard`), or in
+    a spilled file when it is larger than the memory budget allows (:func:`spill_to`).
 
     The pages are the kernel's zero pages until written, and go back to the system when the
     array is freed.
     """
     if size == 0 or not hasattr(mmap, "MADV_DONTNEED"):
         return np.zeros(size, dtype=np.float64)
+    spilled = _spilled(size)
+    if spilled is not None:
+        return spilled
     private = mmap.mmap(-1, size * 8, flags=mmap.MAP_PRIVATE)  # shared memory would stay
     return np.frombuffer(private, dtype=np.float64)
 

@@ -1,6 +1,7 @@
 """Streaming (weighted) mean of contributions, in bounded memory.
 
-Memory: one float64 accumulator per array (twice a float32 model) plus one block
+Memory: one float64 accumulator per array (twice a float32 model; on disk, memory-mapped, under
+a memory budget: :func:`fedcare.aggregation.blockwise.spill_to`) plus one block
 (:data:`fedcare.aggregation.blockwise.BLOCK` elements) of temporaries, whatever the number of
 sites and the size of a layer. Each contribution is added block by block (``acc += w * block``),
 and a memory-mapped reply's pages are released as soon as a block is added. At the end each
@@ -25,7 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
-from fedcare.aggregation.blockwise import BLOCK, blocks, discard, flat, release_pages, zeros
+from fedcare.aggregation.blockwise import (
+    BLOCK,
+    blocks,
+    discard,
+    flat,
+    offload,
+    release_pages,
+    zeros,
+)
 from fedcare.errors import AggregationError
 from fedcare.records.arrays import ArrayRecord
 
@@ -57,6 +66,7 @@ def add_scaled(
         np.multiply(values[part], weight, out=tmp)
         acc[part] += tmp
         release_pages(values, part)
+        offload(acc, part)  # a spilled accumulator (a memory budget) stays on disk
 
 
 def divided(acc: np.ndarray, total: float, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

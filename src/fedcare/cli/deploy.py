@@ -46,6 +46,11 @@ def coordinator_start(
         help="Also serve the HTTP API (https, the kit's certificate) on this port, on the "
         "host of --listen; off unless given. Accounts: `fedcare users add`.",
     ),
+    memory_budget_mb: float | None = typer.Option(
+        None,
+        help="Memory budget in MB: aggregation sums larger than an eighth of it are kept on "
+        "disk, memory-mapped under HOME/spill (for models too large to sum in memory).",
+    ),
 ) -> None:
     """Serve sites and run studies until SIGINT/SIGTERM; studies resume after a restart."""
     from fedcare.coordinator.server import Coordinator
@@ -63,6 +68,7 @@ def coordinator_start(
             heartbeat_s=heartbeat,
             round_retries=round_retries,
             retry_backoff=Backoff(max(retry_backoff, 0.0), max(retry_backoff, 60.0)),
+            memory_budget_mb=memory_budget_mb,
         ).start()
     except FedcareError as err:
         raise fail(err) from None

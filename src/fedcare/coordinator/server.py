@@ -29,6 +29,7 @@ from pathlib import Path
 
 import grpc
 
+from fedcare.aggregation.blockwise import spill_to
 from fedcare.coordinator.anchoring import Anchoring
 from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.deployments import DeploymentChannel
@@ -61,6 +62,11 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_CHUNK_BYTES + 64 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+
+
+#: Under ``memory_budget_mb`` B, an aggregation accumulator larger than B / SPILL_SHARE is kept
+#: on disk, memory-mapped (:func:`fedcare.aggregation.blockwise.spill_to`).
+SPILL_SHARE = 8
 
 
 class Coordinator:
@@ -101,8 +107,11 @@ class Coordinator:
         beat_s: float = BEAT_S,
         retry_backoff: Backoff = RETRY_BACKOFF,
         withdrawal_backoff: Backoff = WITHDRAWAL_BACKOFF,
+        memory_budget_mb: float | None = None,
     ) -> None:
         private_dir(home)  # 0700: database, artifacts and audit are the coordinator's only
+        if memory_budget_mb is not None:  # large sums go to disk, memory-mapped
+            spill_to(home / "spill", above_bytes=int(memory_budget_mb * 1e6 / SPILL_SHARE))
         self.kit = load_kit(kit_dir)
         record_kit(home, kit_dir)
         self.store = CoordinatorStore(db_url or default_db_url(home), home / "artifacts")

@@ -193,13 +193,16 @@ def grpc_memory(fed: FederationRun) -> tuple[dict[str, float], dict[str, str]]:
     return extra, notes
 
 
-def run_grpc(study: StudyConfig, params: int, sites: int, keep: bool) -> GridRun:
+def run_grpc(
+    study: StudyConfig, params: int, sites: int, keep: bool, budget_mb: float | None = None
+) -> GridRun:
     root = Path(tempfile.mkdtemp(prefix="fedcare-system-"))
     # 20 minutes, plus each round's transfers at a slow 20 MB/s
     limit_s = 1200.0 + study.rounds * transfer_s(params, sites)
     try:
         names = [f"site-{k}" for k in range(sites)]
-        fed = run_federation(study, names, root, limit_s=limit_s)
+        extra_args = [] if budget_mb is None else ["--memory-budget-mb", str(budget_mb)]
+        fed = run_federation(study, names, root, limit_s=limit_s, coordinator_args=extra_args)
     finally:
         if keep:
             print(f"  kept {root}")
@@ -210,6 +213,11 @@ def run_grpc(study: StudyConfig, params: int, sites: int, keep: bool) -> GridRun
     if len(fed.completed_gaps) > 1:
         extra["round_wall_s"] = statistics.median(fed.completed_gaps[1:])
     rss_what = "coordinator process (VmHWM)"
+    if budget_mb is not None:
+        rss_what += (
+            f", run with --memory-budget-mb {budget_mb:g} (aggregation sums above "
+            f"{budget_mb / 8:g} MB on disk, memory-mapped)"
+        )
     others = fed.memory.peak("coordinator").breakdown()
     if "+" in others:
         rss_what += f"; with its child processes {others}"
@@ -251,7 +259,7 @@ def _run_grid(
         return GridRun(grid, [], status=reason)
     if grid == "inmemory":
         return run_inmemory(study, sites)
-    return run_grpc(study, params, sites, args.keep)
+    return run_grpc(study, params, sites, args.keep, args.memory_budget_mb)
 
 
 def _base(label: str, size: Size, params: int, sites: int, machine: str) -> str:
@@ -320,6 +328,8 @@ def _parser() -> argparse.ArgumentParser:
         help="model copies per process in the estimate (system_estimate.py)")  # fmt: skip
     add("--copies", default="", help="override copies, e.g. coordinator=1,worker=2")
     add("--keep", action="store_true", help="keep the federation folders")
+    add("--memory-budget-mb", type=float, default=None,
+        help="the coordinator's budget (sums on disk above an eighth of it)")  # fmt: skip
     add("--replace", action="store_true", help="write only this run's rows (default: merge)")
     add("--out", type=Path, default=RESULTS)
     return parser

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,12 @@ def _first_to_go(pid: int) -> None:
 
 
 def _start(
-    procs: Processes, root: Path, sites: list[str], port: int, addresses: Mapping[str, str]
+    procs: Processes,
+    root: Path,
+    sites: list[str],
+    port: int,
+    addresses: Mapping[str, str],
+    coordinator_args: Sequence[str] = (),
 ) -> tuple[Path, dict[str, int]]:
     """Start the coordinator and the site agents (each told its coordinator address when
     ``addresses`` names one); return the coordinator home and the pids by group."""
@@ -88,8 +93,9 @@ def _start(
         root, name="fedcare-system-benchmark", port=port, sites=sites, dataset="synthetic"
     )
     home, coordinator, _ = start_federation(
-        procs, root, kit, {}, port=port, liveness=60, approve_all=True
-    )
+        procs, root, kit, {}, port=port, liveness=60, approve_all=True,
+        coordinator_args=coordinator_args,
+    )  # fmt: skip
     pids = {"coordinator": coordinator.pid}
     for site, data in data_files.items():
         via = ["--coordinator", addresses[site]] if site in addresses else []
@@ -176,6 +182,7 @@ def run_federation(
     port: int | None = None,
     addresses: Mapping[str, str] | None = None,
     on_sample: Callable[[], None] | None = None,
+    coordinator_args: Sequence[str] = (),
 ) -> FederationRun:
     """Run ``study`` on a fresh federation under ``root`` (see the module docstring).
 
@@ -188,7 +195,7 @@ def run_federation(
     procs = Processes(root)
     port = free_port() if port is None else port
     try:
-        home, pids = _start(procs, root, sites, port, dict(addresses or {}))
+        home, pids = _start(procs, root, sites, port, dict(addresses or {}), coordinator_args)
         names = {"coordinator": "coordinator", **{s: "agent" for s in sites}}
         watch = TreeWatch(pids, names)
         with CoordinatorStore(default_db_url(home), home / "artifacts") as store:

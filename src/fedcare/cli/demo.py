@@ -117,6 +117,7 @@ def start_federation(
     port: int,
     liveness: float,
     approve_all: bool = False,
+    coordinator_args: Sequence[str] = (),
 ) -> tuple[Path, subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
     """Start a coordinator process (home ``root/coordinator``) and one agent per data file.
 
@@ -142,6 +143,7 @@ def start_federation(
         f"127.0.0.1:{port}",
         "--liveness",
         str(liveness),
+        *coordinator_args,
     )
     agents = [
         procs.start(

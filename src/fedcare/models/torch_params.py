@@ -30,6 +30,7 @@ import numpy as np
 
 from fedcare.errors import ModelError
 from fedcare.records.arrays import ArrayRecord
+from fedcare.records.pages import release_all
 
 __all__ = ["RANDOM_LAYERS", "build_module", "export", "load_params", "meta_shapes"]
 
@@ -126,6 +127,8 @@ def load_params(torch: Any, module: Any, params: Mapping[str, np.ndarray]) -> No
     to the state dict's dtype). Names and shapes are the caller's to check."""
     state = module.state_dict()
     module.load_state_dict({k: _torch_view(torch, params[k]) for k in state})
+    for k in state:  # copied: a memory-mapped task's pages leave the process
+        release_all(np.asarray(params[k]))
 
 
 def export(module: Any, order: list[str]) -> ArrayRecord:

@@ -6,7 +6,8 @@ update is then computed into them, in place: for a 400 MB model that is 400 MB l
 site, and the values are bitwise those of ``trained - start`` (the same float32 ufunc loop).
 The trained params are consumed: afterwards the result's record holds the update. Arrays that
 cannot take it in place (another dtype would result, memory shared with ``start``, or not
-writeable) get a new array, as any adapter's result does.
+writeable) get a new array, as any adapter's result does. A ``start`` memory-mapped from the
+task's file has its pages dropped from the process block by block as they are read.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import numpy as np
 
 from fedcare.models.base import FitResult
 from fedcare.records.arrays import ArrayRecord
+from fedcare.records.pages import release_pages
+
+#: Elements subtracted at a time (so a mapped ``start`` is dropped as it is read).
+BLOCK = 1 << 21
 
 __all__ = ["consume_update"]
 
@@ -28,7 +33,14 @@ def _subtract_into(arr: np.ndarray, other: np.ndarray) -> bool:
     except ValueError:  # its memory is not ours to write
         return False
     try:
-        np.subtract(arr, other, out=arr)
+        if arr.flags.c_contiguous and other.flags.c_contiguous and arr.shape == other.shape:
+            flat, start = arr.reshape(-1), other.reshape(-1)
+            for at in range(0, flat.size, BLOCK):  # the same ufunc loop, block by block
+                part = slice(at, min(at + BLOCK, flat.size))
+                np.subtract(flat[part], start[part], out=flat[part])
+                release_pages(start, part)  # a mapped task's pages leave the process
+        else:
+            np.subtract(arr, other, out=arr)
     finally:
         arr.flags.writeable = False
     return True

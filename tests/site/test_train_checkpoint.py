@@ -329,3 +329,25 @@ def test_the_site_audit_records_the_step_a_reply_resumed_from() -> None:
         mod(task, handler)
     sent = [data for event, data in audit.entries if event == "reply-sent"]
     assert sent[0]["resumed_from_step"] == "7500" and "resumed_from_step" not in sent[1]
+
+
+def test_the_key_is_computed_only_when_a_checkpoint_is_found_or_saved(tmp_path: Path) -> None:
+    """Hashing a large task's parameters for the key is a pass over them: a training that
+    finds no checkpoint and saves none never pays it."""
+    from fedcare.site.train_checkpoint import TaskCheckpoint
+
+    calls: list[int] = []
+
+    def key() -> str:
+        calls.append(1)
+        return "k"
+
+    from fedcare.models.checkpoint import TrainingProgress
+
+    checkpoint = TaskCheckpoint(tmp_path / "c.npz", "s/1/fit/a", key, 60.0)
+    assert checkpoint.load() is None and calls == []
+    checkpoint.save(TrainingProgress(step=3, rng_start={}, rng_now={}, arrays={}, meta={}))
+    assert calls == [1]  # saved with its key
+    again = TaskCheckpoint(tmp_path / "c.npz", "s/1/fit/a", key, 60.0)
+    progress = again.load()
+    assert progress is not None and progress.step == 3 and calls == [1, 1]  # compared

@@ -114,7 +114,9 @@ class TaskCheckpoint(TrainingCheckpoint):
     path:
         The study's checkpoint file (:func:`checkpoint_path`).
     task_id, key:
-        What a saved checkpoint must carry to be resumed (:func:`task_key`).
+        What a saved checkpoint must carry to be resumed (:func:`task_key`); ``key`` may be a
+        callable, called once, when a checkpoint is found or saved (hashing a large task's
+        parameters costs a pass over them, which a short training never needs).
     every_s:
         Seconds between saves (> 0); the first is due ``every_s`` after construction.
     clock:
@@ -125,7 +127,7 @@ class TaskCheckpoint(TrainingCheckpoint):
         self,
         path: Path,
         task_id: str,
-        key: str,
+        key: str | Callable[[], str],
         every_s: float,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -133,11 +135,21 @@ class TaskCheckpoint(TrainingCheckpoint):
         super().__init__()
         if not every_s > 0:
             raise ValueError(f"every_s must be > 0, got {every_s!r}")
-        self.path, self.task_id, self.key, self.every_s = path, task_id, key, float(every_s)
+        self.path, self.task_id, self.every_s = path, task_id, float(every_s)
+        self._key = key
         self._clock = clock
         self._last = clock()
 
+    @property
+    def key(self) -> str:
+        """The task's key (computed on first use)."""
+        if callable(self._key):
+            self._key = self._key()
+        return self._key
+
     def load(self) -> TrainingProgress | None:
+        if not self.path.exists():  # nothing to resume: the key is not needed
+            return None
         try:
             with np.load(self.path, allow_pickle=False) as saved:
                 meta = json.loads(bytes(saved[_META]).decode("utf-8"))
@@ -210,11 +222,12 @@ def open_checkpoint(
     key: Callable[[], str],
 ) -> TaskCheckpoint | None:
     """The checkpoint of fit task ``task``, or None when checkpoints are off (``every_s`` 0, no
-    state folder). ``key`` computes :func:`task_key` (only when checkpoints are on)."""
+    state folder). ``key`` computes :func:`task_key`, only when a checkpoint is found or
+    saved."""
     path = checkpoint_path(state_dir, task.study_id)
     if path is None or not every_s > 0:
         return None
-    return TaskCheckpoint(path, task.task_id, key(), every_s)
+    return TaskCheckpoint(path, task.task_id, key, every_s)
 
 
 def resume_info(checkpoint: TrainingCheckpoint | None) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 
@@ -162,3 +163,23 @@ def test_encoded_parts_equal_the_protobuf_encoding_byte_for_byte(record: ArrayRe
     parts = encode_arrays_parts(record)
     joined = b"".join(bytes(p) for p in parts.parts)
     assert joined == encode_arrays(record) and parts.size == len(joined)
+
+
+def test_a_records_digest_is_computed_once_and_forgotten_with_it(tmp_path: Path) -> None:
+    import gc
+    import io
+
+    from fedcare.transport import framed as framed_module
+
+    reply = Reply("s", 1, "a", "fit", arrays=ArrayRecord({"w": np.arange(10.0)}), num_samples=1)
+    first = frame_reply(reply).sha256()
+    assert framed_module._known(reply) == first  # the audit's hash, kept for the upload
+    out = io.BytesIO()
+    assert frame_reply(reply).write(out) == first == hashlib.sha256(out.getvalue()).hexdigest()
+    assert write_file(frame_reply(reply), tmp_path / "r", digest=False) == ""  # a hand-over
+    other = Reply("s", 1, "a", "fit", arrays=ArrayRecord({"w": np.arange(10.0)}), num_samples=1)
+    assert framed_module._known(other) is None  # an equal record is another record
+    key = id(reply)
+    del reply
+    gc.collect()
+    assert key not in framed_module._DIGESTS

@@ -68,7 +68,7 @@ class HandOver:
         self._own_task = self.header is None
         if self.header is None:
             self.task_path = folder / f"task-{name}.fcf"
-            write_file(frame_task(task), self.task_path)
+            write_file(frame_task(task), self.task_path, digest=False)  # a hand-over
         else:
             assert offered is not None
             self.task_path = Path(offered[1]).resolve()
@@ -134,7 +134,7 @@ def _answer(request: dict[str, Any], handle: Callable[[Task], Reply]) -> dict[st
         return {"error": f"the worker cannot read its task file {task_path}: {err}"}
     reply = handle(task)
     try:
-        write_file(frame_reply(reply), Path(reply_path))
+        write_file(frame_reply(reply), Path(reply_path), digest=False)  # a hand-over
     except (OSError, ValidationError) as err:
         return {"error": f"the worker cannot write its reply to {reply_path}: {err}"}
     del task, reply  # the task's map closes with its arrays

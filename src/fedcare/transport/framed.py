@@ -34,8 +34,9 @@ import math
 import mmap
 import os
 import struct
+import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -99,6 +100,8 @@ class Framed:
     arrays: tuple[memoryview, ...]
     #: The arrays the views are of: the pages of a mapped one are dropped once it is passed.
     sources: tuple[np.ndarray, ...] = ()
+    #: The task or reply framed (immutable): its digest, once computed, is remembered for it.
+    owner: Any = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -117,23 +120,59 @@ class Framed:
                 yield memoryview(_ZEROS)[: _pad(len(data))]
 
     def sha256(self) -> str:
-        """The SHA-256 hex digest of the payload (one pass over its parts)."""
+        """The SHA-256 hex digest of the payload (one pass over its parts, once per record:
+        the audit and the upload of one reply hash it once)."""
+        known = _known(self.owner)
+        if known is not None:
+            return known
         digest = hashlib.sha256()
         for part in self.parts():
             digest.update(part)
-        return digest.hexdigest()
+        return _remember(self.owner, digest.hexdigest())
 
-    def write(self, out: BinaryIO) -> str:
-        """Write the payload to ``out``; return its SHA-256 hex digest (hashed as written)."""
-        digest = hashlib.sha256()
+    def write(self, out: BinaryIO, *, digest: bool = True) -> str:
+        """Write the payload to ``out``; return its SHA-256 hex digest, hashed as written
+        unless known already (``digest=False``: not computed, ``""``; a hand-over file)."""
+        known = _known(self.owner) if digest else None
+        if known is not None or not digest:
+            for part in self.parts():
+                out.write(part)
+            return known or ""
+        hasher = hashlib.sha256()
         for part in self.parts():
-            digest.update(part)
+            hasher.update(part)
             out.write(part)
-        return digest.hexdigest()
+        return _remember(self.owner, hasher.hexdigest())
 
     def to_bytes(self) -> bytes:
         """The payload joined (a copy: for small payloads and tests)."""
         return b"".join(self.parts())
+
+
+_DIGESTS: dict[int, tuple[weakref.ref[Any], str]] = {}
+
+
+def _forget(key: int) -> Any:
+    def drop(_: Any) -> None:
+        _DIGESTS.pop(key, None)
+
+    return drop
+
+
+def _known(owner: Any) -> str | None:
+    entry = _DIGESTS.get(id(owner)) if owner is not None else None
+    return entry[1] if entry is not None and entry[0]() is owner else None
+
+
+def _remember(owner: Any, digest: str) -> str:
+    if owner is not None:
+        key = id(owner)
+        try:
+            ref = weakref.ref(owner, _forget(key))
+        except TypeError:  # not weakly referenceable: not remembered
+            return digest
+        _DIGESTS[key] = (ref, digest)
+    return digest
 
 
 def _little(arr: np.ndarray, name: str) -> memoryview:
@@ -163,25 +202,27 @@ class _Collector:
             a.shape.extend(int(d) for d in arr.shape)
 
 
-def _framed(msg: Any, collect: _Collector, what: str) -> Framed:
+def _framed(msg: Any, collect: _Collector, what: str, owner: Any) -> Framed:
     header = msg.SerializeToString()
     if len(header) > MAX_HEADER_BYTES:
         raise ValidationError(f"{what} has a {len(header)}-byte header, above {MAX_HEADER_BYTES}")
     prefix = _PREFIX.pack(MAGIC, len(header))
     head = prefix + header
-    return Framed(head + bytes(_pad(len(head))), tuple(collect.views), tuple(collect.sources))
+    return Framed(
+        head + bytes(_pad(len(head))), tuple(collect.views), tuple(collect.sources), owner
+    )
 
 
 def frame_task(task: Task) -> Framed:
     """``task`` as a framed payload (its arrays are views, not copies)."""
     collect = _Collector()
-    return _framed(task_message(task, collect), collect, f"task {task.task_id}")
+    return _framed(task_message(task, collect), collect, f"task {task.task_id}", task)
 
 
 def frame_reply(reply: Reply) -> Framed:
     """``reply`` as a framed payload (its arrays are views, not copies)."""
     collect = _Collector()
-    return _framed(reply_message(reply, collect), collect, f"reply from {reply.site_id!r}")
+    return _framed(reply_message(reply, collect), collect, f"reply from {reply.site_id!r}", reply)
 
 
 def is_framed(data: bytes | bytearray | memoryview | mmap.mmap) -> bool:
@@ -345,10 +386,11 @@ def read_reply(source: Source, *, limits: Limits = DEFAULT_LIMITS) -> Reply:
     return reply
 
 
-def write_file(framed: Framed, path: Path) -> str:
-    """Write ``framed`` to ``path`` (atomically: a temporary file renamed); its SHA-256 hex."""
+def write_file(framed: Framed, path: Path, *, digest: bool = True) -> str:
+    """Write ``framed`` to ``path`` (atomically: a temporary file renamed); its SHA-256 hex
+    (``""`` with ``digest=False``, for a hand-over file nobody checks)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as out:
-        digest = framed.write(out)
+        digest_hex = framed.write(out, digest=digest)
     os.replace(tmp, path)
-    return digest
+    return digest_hex

@@ -54,14 +54,14 @@ def lineage_entries(
 def _study_context(store: CoordinatorStore, model: ModelInfo) -> dict[str, Any]:
     """What the coordinator kept of the study behind ``model``: its config, the task arrays
     of the model's round (the global statistics), the reference feature schema (round 0)."""
-    from fedcare.transport.codec import decode_arrays
+    from fedcare.transport.arrays_mapped import read_arrays
 
     arrays: dict[str, dict[str, Any]] = {}
     schema: dict[str, Any] = {}
     try:
-        checkpoint = decode_arrays(
-            store.artifacts.get(store.get_round(model.study_id, model.round).state_digest)
-        )
+        digest = store.get_round(model.study_id, model.round).state_digest
+        store.artifacts.verify(digest)  # one buffered pass; then read in place, not copied
+        checkpoint = read_arrays(store.artifacts.map(digest))
         for key in checkpoint:
             if key.startswith("task/"):
                 _, name, array = key.split("/", 2)

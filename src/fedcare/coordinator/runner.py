@@ -57,7 +57,7 @@ from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.driver import StudyStart, continue_study, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord
 from fedcare.strategy.plan import plan_for_study
-from fedcare.transport.arrays_wire import encode_arrays_parts
+from fedcare.transport.arrays_wire import decode_arrays, encode_arrays_parts
 
 __all__ = ["StudyRunner", "decode_checkpoint", "encode_checkpoint"]
 
@@ -217,7 +217,8 @@ class StudyRunner:
                 schema = self.store.get_round(self.study_id, 0).record.get("schema")
                 if isinstance(schema, dict):
                     grid.set_reference(schema)
-            return decode_checkpoint(strategy, checkpoint.state), checkpoint.round
+            params = decode_arrays(checkpoint.params)
+            return decode_checkpoint(strategy, checkpoint.state, params), checkpoint.round
         reference = self._reference_schema(grid, study.min_sites)
         shape = tuple(int(v) for v in reference["input_shape"])
         start = start_study(grid, study, strategy, self.study_id, shape, packages=self.packages)

@@ -46,7 +46,7 @@ from google.protobuf.message import DecodeError
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
-from fedcare.records.pages import release_all
+from fedcare.records.pages import release_all, release_pages
 from fedcare.transport.arrays_wire import (
     ALLOWED_DTYPES,
     DEFAULT_LIMITS,
@@ -307,11 +307,13 @@ def _check_values(arr: np.ndarray, dtype: np.dtype[Any], limits: Limits, what: s
         return
     flat = arr.reshape(-1)
     for start in range(0, flat.size, CHECK_BLOCK):
-        block = flat[start : start + CHECK_BLOCK]
+        part = slice(start, min(start + CHECK_BLOCK, flat.size))
+        block = flat[part]
         if check_bool and block.view(np.uint8).max() > 1:
             raise ValidationError(f"{what} has dtype bool but bytes other than 0 and 1")
         if check_finite and not np.isfinite(block).all():
             raise ValidationError(f"{what} has NaN or infinite values")
+        release_pages(flat, part)  # checked: a mapped payload's pages leave the process
 
 
 def _buffer(source: Source) -> Any:

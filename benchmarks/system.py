@@ -221,7 +221,8 @@ def run_grpc(
     others = fed.memory.peak("coordinator").breakdown()
     if "+" in others:
         rss_what += f"; with its child processes {others}"
-    return GridRun("grpc", fed.durations, fed.coordinator_rss_mb, rss_what, extra, fed.status,
+    method = "grpc" if budget_mb is None else f"grpc, memory budget {budget_mb:g} MB"
+    return GridRun(method, fed.durations, fed.coordinator_rss_mb, rss_what, extra, fed.status,
                    notes)  # fmt: skip
 
 

@@ -108,7 +108,8 @@ def timing_rows(label: str, params: int, sites: int, run: GridRun, base: str) ->
             for metric, unit in (("round_time_s", "s"), ("throughput_mb_s", "MB/s"))
         ]
     nominal = "; nominal: the in-memory grid copies nothing" if run.method == "inmemory" else ""
-    workers = f" (includes starting the {sites} site task workers)" if run.method == "grpc" else ""
+    grpc = run.method != "inmemory"
+    workers = f" (includes starting the {sites} site task workers)" if grpc else ""
     return [
         row(run.method, f"round_time_s@{label}", median, sd, len(steady), "s",
             f"{status}median (in 'mean') of rounds 2..{len(run.durations)}; all rounds: "

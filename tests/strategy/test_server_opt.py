@@ -99,3 +99,25 @@ def test_server_momentum_still_keeps_its_moment() -> None:
         state, _ = strategy.aggregate_fit(1, state, [reply], num_available=1)
     np.testing.assert_array_equal(state.optimizer.m["w"], [1.5, 1.5])  # 0.5 * 1 + 1
     np.testing.assert_array_equal(state.params["w"], [2.5, 2.5])  # 1 + 1.5
+
+
+def test_the_sgd_step_into_the_updates_own_memory_is_bitwise_the_same() -> None:
+    """FedAvg's round writes the new params into the aggregated update's memory (one model
+    less at the coordinator): the same bits as into a new array, and the update's norm is
+    taken before."""
+    from fedcare.strategy.server_opt import SGD, sgd_step
+
+    rng = np.random.default_rng(5)
+    for dtype in (np.float32, np.float64):
+        param = rng.normal(size=(3, 1_000_003 // 3)).astype(dtype)
+        delta = rng.normal(size=param.shape).astype(dtype)
+        fresh = sgd_step(param, delta, 0.7)
+        consumed = delta.copy()
+        into = sgd_step(param, consumed, 0.7, into=consumed.reshape(-1))
+        assert into.tobytes() == fresh.tobytes() and np.shares_memory(into, consumed)
+    params = ArrayRecord({"w": np.ones(4, np.float32)})
+    update = ArrayRecord({"w": np.full(4, 0.5, np.float32)})
+    opt = SGD(lr=1.0)
+    new, _ = opt.apply(params, update, opt.init(params), consume=True)
+    assert new["w"].tolist() == [1.5] * 4 and np.shares_memory(new["w"], update["w"])
+    assert not new["w"].flags.writeable

@@ -106,19 +106,23 @@ class FedOpt(Strategy):
         return self.aggregator.update(state.aggregator, contributions_of(replies))
 
     def _apply(
-        self, state: StrategyState, delta: ArrayRecord
+        self, state: StrategyState, delta: ArrayRecord, *, consume: bool = False
     ) -> tuple[ArrayRecord, server_opt.ServerOptState]:
+        if consume and isinstance(self.optimizer, server_opt.SGD):
+            return self.optimizer.apply(state.params, delta, state.optimizer, consume=True)
         return self.optimizer.apply(state.params, delta, state.optimizer)
 
     def aggregate_fit(
         self, round: int, state: StrategyState, replies: Iterable[Reply], *, num_available: int
     ) -> tuple[StrategyState, Measurements]:
         delta, agg_state, measurements = self._mean_update(state, replies)
-        params, opt_state = self._apply(state, delta)
+        update_norm = delta.norm()  # before the step: the new params may go into delta
+        params, opt_state = self._apply(state, delta, consume=True)
+        del delta
         new_state = StrategyState(
             params=params, aggregator=agg_state, optimizer=opt_state, arrays=state.arrays
         )
-        return new_state, {**measurements, "update_norm": delta.norm()}
+        return new_state, {**measurements, "update_norm": update_norm}
 
 
 class FedAvg(FedOpt):

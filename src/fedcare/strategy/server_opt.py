@@ -126,21 +126,51 @@ class SGD(ServerOptimizer):
         return m.scale(self.lr), ServerOptState(m=m, v=state.v, step=state.step + 1)
 
     def apply(
-        self, params: ArrayRecord, delta: ArrayRecord, state: ServerOptState
+        self,
+        params: ArrayRecord,
+        delta: ArrayRecord,
+        state: ServerOptState,
+        *,
+        consume: bool = False,
     ) -> tuple[ArrayRecord, ServerOptState]:
+        """As :meth:`ServerOptimizer.apply`; with ``consume`` the new params are written into
+        ``delta``'s own arrays where they can take them (same dtype, not shared), which the
+        caller must not use afterwards: one model less at the end of a round."""
         if self.momentum != 0:
             return super().apply(params, delta, state)
         params.check_structure(delta, what="aggregated update")
-        new = {k: sgd_step(p, delta[k], self.lr) for k, p in params.items()}
+        new = {
+            k: sgd_step(p, delta[k], self.lr, into=_writable(p, delta[k]) if consume else None)
+            for k, p in params.items()
+        }
         return ArrayRecord(new, copy=False), ServerOptState(
             m=state.m, v=state.v, step=state.step + 1
         )
 
 
-def sgd_step(param: np.ndarray, delta: np.ndarray, lr: float) -> np.ndarray:
-    """``(param + lr * delta.astype(float64)).astype(param.dtype)``, block by block."""
+def _writable(param: np.ndarray, delta: np.ndarray) -> np.ndarray | None:
+    """``delta``'s memory as a writeable 1-D array for the new params, or None if it cannot
+    take them (another dtype, not C-contiguous, shared with ``param``, not its own)."""
+    if delta.dtype != param.dtype or not delta.flags.c_contiguous:
+        return None
+    if np.may_share_memory(delta, param):
+        return None
+    if not delta.flags.writeable:
+        try:
+            delta.flags.writeable = True
+        except ValueError:  # not its memory to write (a view of a read-only buffer)
+            return None
+    return delta.reshape(-1)
+
+
+def sgd_step(
+    param: np.ndarray, delta: np.ndarray, lr: float, *, into: np.ndarray | None = None
+) -> np.ndarray:
+    """``(param + lr * delta.astype(float64)).astype(param.dtype)``, block by block, into a
+    new array or into ``into`` (1-D, ``param``'s size and dtype; may be ``delta``'s own memory:
+    each block of ``delta`` is read before it is overwritten). The result is read-only."""
     p, d = flat(param), flat(delta)
-    out = np.empty(p.size, dtype=param.dtype)
+    out = np.empty(p.size, dtype=param.dtype) if into is None else into
     buffer = np.empty(min(p.size, BLOCK), dtype=np.float64)
     for part in blocks(p.size):
         tmp = buffer[: part.stop - part.start]
@@ -148,6 +178,7 @@ def sgd_step(param: np.ndarray, delta: np.ndarray, lr: float) -> np.ndarray:
         tmp *= lr
         np.add(p[part], tmp, out=tmp)
         out[part] = tmp
+    out.flags.writeable = False
     return out.reshape(param.shape)
 
 

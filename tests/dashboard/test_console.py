@@ -25,7 +25,7 @@ from fedcare.records.messages import Reply, Task
 from fedcare.site.mods import audit_mod, refuse_task
 from fedcare.site.plans import Refusal
 from fedcare.site.stewardship import open_site_audit, verify_site_audit
-from fedcare.transport.codec import encode_reply
+from fedcare.transport.framed import frame_reply
 
 from .console_site import Console, make_site_home, serve_console
 
@@ -200,6 +200,6 @@ def test_the_studies_page_shows_the_kind_and_size_of_each_reply(console: Console
     client, _ = console.signed_in()
     page = client.get("/studies").text
     assert "study-1" in page and "plain-study" in page
-    assert "test metrics" in page and f"{len(encode_reply(reply))} bytes" in page
+    assert "test metrics" in page and f"{frame_reply(reply).size} bytes" in page  # as sent
     assert "plan-not-approved" in page and "refusal or failure notice (no data)" in page
     assert "1 answered with results, 1 refused" in page

@@ -33,6 +33,7 @@ from fedcare.errors import DataError
 from fedcare.evaluation.tripod import tripod_section
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.invalid_rows import InvalidRows
+from fedcare.records.pages import release_all
 
 __all__ = [
     "CARD_VERSION",
@@ -73,6 +74,7 @@ def model_hash(params: Mapping[str, np.ndarray]) -> str:
         h.update(arr.nbytes.to_bytes(8, "little"))
         if arr.size:  # the bytes in place: a large model is hashed, not copied
             h.update(memoryview(arr.reshape(-1)).cast("B"))  # type: ignore[arg-type]
+            release_all(arr)  # a mapped checkpoint's pages leave the process once hashed
     return "sha256:" + h.hexdigest()
 
 

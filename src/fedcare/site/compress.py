@@ -22,10 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fedcare.aggregation.compression import site_compress
-from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
-from fedcare.site.round_state import RoundStateStore
+from fedcare.site.round_state import RoundStateStore, for_round
 
 __all__ = ["CompressionMod", "ResidualState"]
 
@@ -41,14 +40,7 @@ class ResidualState:
     after: ArrayRecord
 
     def for_round(self, round: int) -> ArrayRecord | None:
-        if round == self.round:
-            return self.before
-        if round > self.round:
-            return self.after
-        raise ValidationError(
-            f"task for round {round} is older than this site's compression residual "
-            f"(round {self.round})"
-        )
+        return for_round(self, round, "compression residual")
 
 
 class CompressionMod:

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 
 from fedcare.data.base import Dataset
-from fedcare.errors import ConfigError, ModelError, ValidationError
+from fedcare.errors import ConfigError, ModelError
 from fedcare.evaluation.metrics import compute_metrics
 from fedcare.evaluation.personal import PERSONAL_PREFIX
 from fedcare.models.base import LocalTrainSpec, ModelAdapter
 from fedcare.records.arrays import ArrayRecord
-from fedcare.site.round_state import RoundStateStore
+from fedcare.site.round_state import RoundStateStore, for_round
 
 __all__ = [
     "PERSONAL_PREFIX",
@@ -229,13 +229,7 @@ class PersonalState:
 
     def for_round(self, round: int) -> ArrayRecord | None:
         """The state a fit task of ``round`` starts from."""
-        if round == self.round:
-            return self.before
-        if round > self.round:
-            return self.after
-        raise ValidationError(
-            f"task for round {round} is older than this site's personal model (round {self.round})"
-        )
+        return for_round(self, round, "personal model")
 
     @staticmethod
     def start(state: PersonalState | None, round: int) -> ArrayRecord | None:

@@ -18,9 +18,16 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 
-__all__ = ["RoundStateStore", "load_round_state", "round_state_path", "save_round_state"]
+__all__ = [
+    "RoundStateStore",
+    "for_round",
+    "load_round_state",
+    "round_state_path",
+    "save_round_state",
+]
 
 _META = ("round", "has_before")
 
@@ -63,6 +70,24 @@ def save_round_state(
         **dict(record),
     )
     os.replace(tmp, path)
+
+
+def for_round(state: _RoundState, round: int, what: str) -> ArrayRecord | None:
+    """What a fit task of ``round`` starts from: ``before`` when it redoes ``state``'s round
+    (a retried round starts where the first attempt did), ``after`` for a later round.
+
+    Raises
+    ------
+    ValidationError
+        If ``round`` is older than ``state``'s round (``what`` names the state).
+    """
+    if round == state.round:
+        return state.before
+    if round > state.round:
+        return state.after
+    raise ValidationError(
+        f"task for round {round} is older than this site's {what} (round {state.round})"
+    )
 
 
 class _RoundState(Protocol):

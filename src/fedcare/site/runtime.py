@@ -47,7 +47,12 @@ from fedcare.site.personal import (
     personal_train_spec,
 )
 from fedcare.site.preprocess import Preprocessor
-from fedcare.site.round_state import load_round_state, round_state_path, save_round_state
+from fedcare.site.round_state import (
+    for_round,
+    load_round_state,
+    round_state_path,
+    save_round_state,
+)
 from fedcare.site.site_reports import saliency_report
 from fedcare.site.train_checkpoint import discard_checkpoint, open_checkpoint, resume_info, task_key
 from fedcare.site.update import consume_update
@@ -82,13 +87,9 @@ class ControlState:
     after: ArrayRecord
 
     def for_round(self, round: int) -> ArrayRecord:
-        if round == self.round:
-            return self.before
-        if round > self.round:
-            return self.after
-        raise ValidationError(
-            f"task for round {round} is older than this site's SCAFFOLD state (round {self.round})"
-        )
+        value = for_round(self, round, "SCAFFOLD state")
+        assert value is not None  # before and after are both set for SCAFFOLD
+        return value
 
 
 @dataclass

@@ -30,6 +30,7 @@ from pathlib import Path
 from fedcare.errors import TransferIncompleteError, ValidationError
 from fedcare.transport.chunks import DEFAULT_CHUNK_SIZE
 from fedcare.transport.grpc import fedcare_pb2 as pb
+from fedcare.transport.pieces import Pieces
 
 __all__ = ["Spool", "chunk_count", "file_chunks", "file_sha256"]
 
@@ -58,7 +59,7 @@ def file_sha256(path: Path, upto: int | None = None) -> hashlib._Hash:
 
 
 def file_chunks(
-    path: Path,
+    source: Path | Pieces,
     *,
     sha256: bytes,
     transfer_id: str,
@@ -66,17 +67,19 @@ def file_chunks(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     size: int | None = None,
 ) -> Iterator[pb.Chunk]:
-    """The chunks of the file at ``path`` from byte ``offset`` (a multiple of ``chunk_size``).
+    """The chunks of the file at ``source`` (or of the payload its :class:`Pieces` make) from
+    byte ``offset`` (a multiple of ``chunk_size``).
 
-    ``sha256`` is the whole file's digest (32 bytes), ``size`` its size (read from the file if
-    not given). The file is read one chunk at a time.
+    ``sha256`` is the whole payload's digest (32 bytes), ``size`` its size (read from the file
+    if not given). The payload is read one chunk at a time.
 
     Raises
     ------
     ValidationError
-        If ``offset`` is not a whole-chunk offset within the file.
+        If ``offset`` is not a whole-chunk offset within the payload.
     """
-    total_size = os.path.getsize(path) if size is None else size
+    pieces = source if isinstance(source, Pieces) else Pieces.whole(source)
+    total_size = pieces.size if size is None else size
     total = chunk_count(total_size, chunk_size)
     if offset < 0 or offset % chunk_size or (offset >= total_size and total_size):
         raise ValidationError(
@@ -84,20 +87,19 @@ def file_chunks(
             f"{total_size} bytes (chunks of {chunk_size})"
         )
 
-    def pieces() -> Iterator[pb.Chunk]:
-        with open(path, "rb", buffering=0) as f:
-            f.seek(offset)
-            for index in range(offset // chunk_size, total):
-                yield pb.Chunk(
-                    transfer_id=transfer_id,
-                    index=index,
-                    total=total,
-                    total_size=total_size,
-                    sha256=sha256,
-                    data=f.read(chunk_size),
-                )
+    def chunks() -> Iterator[pb.Chunk]:
+        reads = pieces.blocks(offset, chunk_size) if total_size else iter([b""])
+        for index, data in enumerate(reads, start=offset // chunk_size):
+            yield pb.Chunk(
+                transfer_id=transfer_id,
+                index=index,
+                total=total,
+                total_size=total_size,
+                sha256=sha256,
+                data=data,
+            )
 
-    return pieces()
+    return chunks()
 
 
 class Spool:

@@ -16,6 +16,7 @@ from fedcare.transport.arrays_wire import Limits
 from fedcare.transport.codec import encode_reply, encode_task
 from fedcare.transport.framed import (
     ALIGN,
+    arrays_offset,
     frame_reply,
     frame_task,
     is_framed,
@@ -69,6 +70,19 @@ def test_arrays_are_aligned_views_of_the_mapped_file(tmp_path: Path) -> None:
     w = read_task(path).params["w"]
     assert not w.flags.writeable and not w.flags.owndata  # a view of the map, not a copy
     assert w.__array_interface__["data"][0] % ALIGN == 0
+
+
+def test_arrays_offset_is_where_the_first_array_starts(tmp_path: Path) -> None:
+    framed = frame_task(_task())
+    path = tmp_path / "t.fcf"
+    write_file(framed, path)
+    assert arrays_offset(path) == len(framed.header) and len(framed.header) % ALIGN == 0
+    path.write_bytes(b"not a framed payload")
+    with pytest.raises(ValidationError, match="does not start like a framed payload"):
+        arrays_offset(path)
+    path.write_bytes(b"FC")
+    with pytest.raises(ValidationError, match="too short"):
+        arrays_offset(path)
 
 
 def test_framing_does_not_copy_the_arrays() -> None:

@@ -51,7 +51,7 @@ def test_chunks_of_pieces_resume_into_a_spool(tmp_path):
 def test_check_names_a_short_file(tmp_path):
     pieces, _ = _files(tmp_path)
     (tmp_path / "body").write_bytes(b"x" * 500)
-    with pytest.raises(ValidationError, match="has 500 bytes; the piece needs bytes 64..10064"):
+    with pytest.raises(ValidationError, match=r"has 500 bytes; the piece needs bytes 64\.\.10064"):
         pieces.check()
     with pytest.raises(ValidationError, match="ends early"):
         b"".join(pieces.blocks())
@@ -61,7 +61,8 @@ def test_json_round_trip_stays_inside_its_folder(tmp_path):
     pieces, whole = _files(tmp_path)
     text = pieces.to_json(tmp_path)
     again = Pieces.from_json(text, tmp_path)
-    assert again == Pieces(tuple(Piece(p.path.resolve(), p.offset, p.length) for p in pieces.pieces))
+    resolved = tuple(Piece(p.path.resolve(), p.offset, p.length) for p in pieces.pieces)
+    assert again == Pieces(resolved)
     assert b"".join(again.blocks()) == whole
     escaping = text.replace('"head"', '"../head"')
     with pytest.raises(ValidationError, match="leaves"):

@@ -68,6 +68,7 @@ __all__ = [
     "ALIGN",
     "MAGIC",
     "Framed",
+    "arrays_offset",
     "frame_reply",
     "frame_task",
     "is_framed",
@@ -211,6 +212,27 @@ def _framed(msg: Any, collect: _Collector, what: str, owner: Any) -> Framed:
     return Framed(
         head + bytes(_pad(len(head))), tuple(collect.views), tuple(collect.sources), owner
     )
+
+
+def arrays_offset(path: str | os.PathLike[str]) -> int:
+    """Where the arrays of the framed payload in the file at ``path`` start: the size of its
+    prefix, header and padding (what :attr:`Framed.header` holds when it was written).
+
+    Raises
+    ------
+    ValidationError
+        If the file does not start like a framed payload.
+    """
+    with open(path, "rb") as f:
+        prefix = f.read(_PREFIX.size)
+        size = os.fstat(f.fileno()).st_size
+    if len(prefix) < _PREFIX.size:
+        raise ValidationError(f"{path} is {size} bytes: too short for a framed payload")
+    magic, length = _PREFIX.unpack(prefix)
+    head = _PREFIX.size + length
+    if magic != MAGIC or length > MAX_HEADER_BYTES or head + _pad(head) > size:
+        raise ValidationError(f"{path} does not start like a framed payload")
+    return head + _pad(head)
 
 
 def frame_task(task: Task) -> Framed:

@@ -169,3 +169,40 @@ def test_a_spilled_accumulator_costs_the_process_a_block(tmp_path: Path) -> None
         assert float(sums[-1]) == 2.0 and float(sums.sum()) == 2.0 * values.size  # in the file
     finally:
         spill_to(None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64])
+@pytest.mark.parametrize("spilled", [False, True])
+def test_the_mean_is_written_into_the_sums_own_memory(
+    tmp_path: Path, dtype: type, spilled: bool
+) -> None:
+    """``divided`` converts the float64 sums into the result in their own mapping (block k over
+    blocks already read): bitwise ``(sums / total).astype(dtype)``, no new array, and the
+    pages past the result are handed back."""
+    from fedcare.aggregation.blockwise import spill_to, zeros
+    from fedcare.aggregation.mean import divided
+
+    n = 3 * BLOCK + 1234
+    values = np.random.default_rng(5).normal(scale=100.0, size=n)
+    spill_to(tmp_path if spilled else None, above_bytes=0)
+    try:
+        sums = zeros(n)
+        sums[:] = values
+        before = _rss_kb()
+        out = divided(sums, 3.0, (n,), np.dtype(dtype))
+        grown = _rss_kb() - before
+    finally:
+        spill_to(None)
+    assert out.dtype == dtype and out.shape == (n,)
+    assert out.tobytes() == (values / 3.0).astype(dtype).tobytes()
+    assert np.shares_memory(out, sums)  # no array of its own
+    assert grown < BLOCK * 8 // 1024 + 1024, f"{grown} kB more to divide {n * 8 >> 20} MB"
+
+
+def test_sums_that_are_not_a_mapping_of_their_own_give_a_new_array() -> None:
+    from fedcare.aggregation.mean import divided
+
+    sums = np.arange(10, dtype=np.float64)
+    out = divided(sums, 4.0, (2, 5), np.dtype(np.float32))
+    assert not np.shares_memory(out, sums)
+    assert out.tobytes() == (np.arange(10) / 4.0).astype(np.float32).reshape(2, 5).tobytes()

@@ -38,9 +38,11 @@ __all__ = [
     "all_finite",
     "blocks",
     "discard",
+    "discard_after",
     "flat",
     "norm",
     "offload",
+    "owns_mapping",
     "release_pages",
     "spill_to",
     "sq_norm",
@@ -146,6 +148,32 @@ def discard(arr: np.ndarray, part: slice) -> None:
     hi -= hi % mmap.PAGESIZE
     if 0 <= lo < hi <= len(mm):
         mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def owns_mapping(arr: np.ndarray) -> bool:
+    """Whether ``arr`` is a whole, writeable 1-D float64 mapping of its own (from :func:`zeros`,
+    in memory or spilled), whose pages :func:`discard_after` can hand back."""
+    mm = mmap_of(arr)
+    return (
+        mm is not None
+        and not memoryview(mm).readonly
+        and arr.ndim == 1
+        and arr.strides[0] == 8
+        and offset_in(mm, arr) == 0
+        and arr.nbytes == len(mm)
+    )
+
+
+def discard_after(arr: np.ndarray, used: int) -> None:
+    """Hand back the whole pages of ``arr``'s mapping (:func:`owns_mapping`) past its first
+    ``used`` bytes, whose content is no longer needed."""
+    if not owns_mapping(arr):
+        return
+    mm = mmap_of(arr)
+    assert mm is not None
+    lo = used + (-used % mmap.PAGESIZE)
+    if lo < len(mm):
+        mm.madvise(mmap.MADV_DONTNEED, lo, len(mm) - lo)
 
 
 def all_finite(arr: np.ndarray) -> bool:

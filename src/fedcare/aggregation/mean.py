@@ -30,8 +30,10 @@ from fedcare.aggregation.blockwise import (
     BLOCK,
     blocks,
     discard,
+    discard_after,
     flat,
     offload,
+    owns_mapping,
     release_pages,
     zeros,
 )
@@ -71,8 +73,29 @@ def add_scaled(
 
 def divided(acc: np.ndarray, total: float, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """``(acc / total).astype(dtype).reshape(shape)``, one block of ``acc`` at a time (``acc``,
-    from :func:`~fedcare.aggregation.blockwise.zeros`, is spent: its pages are handed back as
-    the blocks are converted)."""
+    from :func:`~fedcare.aggregation.blockwise.zeros`, is spent).
+
+    The result is written into ``acc``'s own memory from its start (a float32 result takes
+    the first half of the float64 sums: block ``k`` is written over blocks already read), and
+    the pages past it are handed back, so the division needs no memory of its own: a spilled
+    accumulator (a memory budget) leaves the result on disk too. An accumulator that is not
+    its own mapping gets a new array, its blocks handed back as the result grows.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.itemsize > acc.itemsize or not owns_mapping(acc):
+        return _divided_apart(acc, total, shape, dtype)
+    out = acc.view(np.uint8)[: acc.size * dtype.itemsize].view(dtype)
+    for part in blocks(acc.size):
+        block = acc[part]
+        block /= total
+        out[part] = block  # overlaps only blocks already read (numpy buffers an overlap)
+    discard_after(acc, acc.size * dtype.itemsize)
+    return out.reshape(shape)
+
+
+def _divided_apart(
+    acc: np.ndarray, total: float, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray:
     out = np.empty(acc.size, dtype=dtype)
     for part in blocks(acc.size):
         block = acc[part]

@@ -57,7 +57,7 @@ def register_final_model(
         history=results["history"],
         final=results["final"],
         # read in place (verified first): a large model is hashed, never copied
-        params=_mapped_params(store, params_digest),
+        params=mapped_params(store, params_digest),
         created=created,
         fedcare_version=__version__,
         version=version,
@@ -80,7 +80,8 @@ def register_final_model(
     return model, True
 
 
-def _mapped_params(store: CoordinatorStore, digest: str) -> ArrayRecord:
+def mapped_params(store: CoordinatorStore, digest: str) -> ArrayRecord:
+    """The checkpoint ``digest``'s params, verified, as read-only views of its mapped file."""
     store.artifacts.verify(digest)  # one buffered pass; raises ArtifactCorruptError
     return read_arrays(store.artifacts.map(digest))
 

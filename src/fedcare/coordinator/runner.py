@@ -38,7 +38,7 @@ from fedcare.coordinator.checkpoint import decode_checkpoint, encode_checkpoint
 from fedcare.coordinator.grid import CoordinatorGrid, GridStopped
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.privacy_guard import round_spends
-from fedcare.coordinator.provenance import register_final_model, start_from_model
+from fedcare.coordinator.provenance import mapped_params, register_final_model, start_from_model
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.waiting import (
     RETRY_BACKOFF,
@@ -57,7 +57,7 @@ from fedcare.strategy.base import Strategy, StrategyState
 from fedcare.strategy.driver import StudyStart, continue_study, start_study, study_strategy
 from fedcare.strategy.loop import RoundRecord
 from fedcare.strategy.plan import plan_for_study
-from fedcare.transport.arrays_wire import decode_arrays, encode_arrays_parts
+from fedcare.transport.arrays_wire import encode_arrays_parts
 
 __all__ = ["StudyRunner", "decode_checkpoint", "encode_checkpoint"]
 
@@ -190,7 +190,7 @@ class StudyRunner:
             self._check_running()
             try:
                 start, last = self._resume(grid, study, strategy)
-                if last >= study.rounds:
+                if start is None:  # the last round is done
                     break
                 self._guard(study, last + 1)  # privacy budget: refuse before any task
                 continue_study(
@@ -209,16 +209,20 @@ class StudyRunner:
 
     def _resume(
         self, grid: CoordinatorGrid, study: StudyConfig, strategy: Strategy
-    ) -> tuple[StudyStart, int]:
-        checkpoint = self.store.last_completed_round(self.study_id)
-        self._expire_stale(0 if checkpoint is None else checkpoint.round + 1)
-        if checkpoint is not None:
+    ) -> tuple[StudyStart | None, int]:
+        """Where the study goes on from (``None`` once its last round is done, nothing read)."""
+        last = self.store.last_round_digests(self.study_id)
+        self._expire_stale(0 if last is None else last[0] + 1)
+        if last is not None:
+            if last[0] >= study.rounds:
+                return None, last[0]
             if grid.reference is None:  # a restart: the reference chosen at round 0
                 schema = self.store.get_round(self.study_id, 0).record.get("schema")
                 if isinstance(schema, dict):
                     grid.set_reference(schema)
-            params = decode_arrays(checkpoint.params)
-            return decode_checkpoint(strategy, checkpoint.state, params), checkpoint.round
+            params = mapped_params(self.store, last[1])  # views of the file, no copy
+            state = self.store.artifacts.get(last[2])
+            return decode_checkpoint(strategy, state, params), last[0]
         reference = self._reference_schema(grid, study.min_sites)
         shape = tuple(int(v) for v in reference["input_shape"])
         start = start_study(grid, study, strategy, self.study_id, shape, packages=self.packages)

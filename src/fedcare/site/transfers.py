@@ -151,6 +151,7 @@ class TaskTransfers:
         self.chunk_size = chunk_size
         self.downloaded = 0  # bytes of task payload received by this object (measured)
         self.uploaded = 0  # bytes of reply payload sent by this object (measured)
+        self.written = 0  # bytes of reply payload this object wrote to stage them (measured)
         self.offsets: list[int] = []  # where each streamed upload of this object started
 
     def begin(self, streamed: bool) -> None:
@@ -294,6 +295,7 @@ class TaskTransfers:
         staged = self._pieces(reply, kept)
         if staged is not None:
             held.reply_pieces, held.reply_size, digest = staged
+            self.written += self.store.head_file.stat().st_size  # the arrays: the worker's file
         else:
             if kept is not None:
                 kept.path.unlink(missing_ok=True)  # not this reply's arrays: framed whole
@@ -301,6 +303,7 @@ class TaskTransfers:
             digest = write_file(framed, self.store.reply_file)
             fsync_file(self.store.reply_file)  # on disk before the record says it is
             held.reply_pieces, held.reply_size = None, framed.size
+            self.written += framed.size
         held.phase, held.reply_sha256 = "upload", digest
         self.store.save(held)
         self.store.task_file.unlink(missing_ok=True)

@@ -156,6 +156,13 @@ def test_each_refusal_reaches_the_coordinator_with_its_reason(
         assert "task-executed" not in events and "decision" in events, (site, events)
     good = [e["event"] for e in audit_entries(states["good"])]
     assert good.count("task-executed") >= 2 and "reply-sent" in good  # fit + evaluate
+    # open mode: the fit reply was staged as its header + the worker's file (its arrays were
+    # not written again), and the digest the audit recorded is the one the coordinator stored
+    sent = [e["data"] for e in audit_entries(states["good"]) if e["event"] == "reply-sent"]
+    stored = coordinator.store.replies_for_round(study_id, 1, 1, kind="fit")
+    [fit] = [r.payload_digest for r in stored if r.site_id == "good"]
+    assert fit in [d["sha256"] for d in sent if d["kind"] == "fit"], (fit, sent)
+    assert agents.agents["good"].transfers.written < sum(d["size_bytes"] for d in sent)
     pending = ApprovalStore.in_state_dir(states["unapproved"]).list()
     assert [(p.study, p.plan_hash, p.status) for p in pending] == [(name, h, "pending")]
 

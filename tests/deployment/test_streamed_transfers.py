@@ -5,9 +5,11 @@ transfer module (:mod:`fedcare.site.transfers`) on real gRPC calls that the test
 PullTask cancelled after 2 of 4 chunks, then Download sends only the rest, to a new
 :class:`TaskTransfers` on the same state dir (an agent restart); a PushReply whose request
 stream breaks after 2 chunks, then UploadStatus confirms those 2 MiB and the upload sends
-only the rest; the coordinator stores the reply. Then a real :class:`SiteAgent` started on a
-state dir that holds a half-downloaded task: its Hello lists it, it downloads the rest, runs
-it in its worker and answers it (the dataset is offered nowhere: the worker's error reply).
+only the rest; the coordinator stores the reply; the same for a reply staged as pieces (its
+header and the worker's reply file, :mod:`fedcare.site.staging`), stored byte for byte.
+Then a real :class:`SiteAgent` started on a state dir that holds a half-downloaded task: its
+Hello lists it, it downloads the rest, runs it in its worker and answers it (the dataset is
+offered nowhere: the worker's error reply).
 Last, a real agent whose TCP connection a proxy drops in the middle of a 3.5 MiB download:
 it reconnects, resumes with Download and answers the task, having received each byte once;
 and one whose link drops in the middle of the upload of its 3.5 MiB reply: it reconnects and
@@ -17,10 +19,12 @@ sends the rest from the offset UploadStatus confirms.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +34,12 @@ import pytest
 
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
+from fedcare.site import worker_io
 from fedcare.site.app import Handler
 from fedcare.site.config import SiteDataConfig
 from fedcare.site.held import TRANSFERS_DIR
 from fedcare.site.transfers import TaskTransfers
-from fedcare.transport.framed import frame_task, read_reply
+from fedcare.transport.framed import frame_reply, frame_task, read_reply
 from fedcare.transport.grpc import fedcare_pb2 as pb
 
 from .bench import status_of, wait_until
@@ -160,6 +165,43 @@ def test_a_cut_download_and_a_cut_upload_resume_with_only_the_rest(
     reply = read_reply(arena.store.artifacts.path(stored.payload_digest))
     np.testing.assert_array_equal(reply.arrays["w"], BIG["w"] * 0.5)
     assert not list((state / TRANSFERS_DIR).glob("*.fcf*"))  # the site's files are gone
+
+
+def test_a_reply_staged_as_pieces_is_uploaded_cut_and_resumed_byte_for_byte(
+    arena: Arena, tmp_path: Path
+) -> None:
+    """Open mode: the reply's arrays are the worker's, so it is held as its header and the
+    worker's file (no second copy of the model); a cut upload resumes after a restart."""
+    task, _ = _deliver(arena, "north", 2, BIG)
+    state = tmp_path / "north"
+    with arena.client("north") as stub:
+        _hello(stub, [])
+        transfers = _restarted(state, "north")
+        got = transfers.pull(stub, wait_s=10, timeout=60)
+        assert isinstance(got, Task)
+        hand = worker_io.HandOver(worker_io.io_dir(state), got, None, transfers.store.body_file)
+        said = worker_io._answer(json.loads(hand.request()), lambda t: answer(t))
+        worker = hand.reply(json.dumps(said).encode())
+        hand.close()
+        final = replace(worker, metrics={"loss": 0.25}, info={"approval_id": "a-1"})
+        transfers.stage(final, hand.kept)
+        held = transfers.held
+        assert held is not None and held.reply_pieces is not None
+        assert transfers.written < 4096 < 3 * MIB < held.reply_size  # only the header
+        with pytest.raises(grpc.RpcError):
+            transfers.upload(CutLink(stub, 2), timeout=60)
+        _hello(stub, [task.task_id])
+        again = _restarted(state, "north")  # an agent restart in phase upload
+        assert again.upload(stub, timeout=60).accepted
+        assert again.uploaded == held.reply_size - 2 * MIB
+    [stored] = arena.store.replies_for_round(task.study_id, 2, 1)
+    assert stored.payload_digest == held.reply_sha256 and stored.error_kind is None
+    path = arena.store.artifacts.path(stored.payload_digest)
+    assert path.read_bytes() == frame_reply(final).to_bytes()
+    reply = read_reply(path)
+    assert reply.metrics == {"loss": 0.25} and reply.info == {"approval_id": "a-1"}
+    np.testing.assert_array_equal(reply.arrays["w"], BIG["w"] * 0.5)
+    assert not list((state / TRANSFERS_DIR).glob("*.fcf*"))  # header and body removed
 
 
 def test_an_agent_started_holding_half_a_download_finishes_and_answers_it(

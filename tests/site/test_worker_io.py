@@ -22,7 +22,7 @@ from fedcare.site.config import SiteDataConfig
 from fedcare.site.worker import TaskWorker, build_apps
 from fedcare.site.worker_io import IO_KIND
 from fedcare.strategy.plan import plan_for_study
-from fedcare.transport.framed import frame_task, write_file
+from fedcare.transport.framed import frame_task, read_reply, write_file
 
 from .test_row_skips import _site, _study, _task
 
@@ -109,4 +109,32 @@ def test_a_worker_past_the_time_limit_is_killed_and_the_next_task_gets_a_fresh_o
         worker.stop()
     assert late.error is not None and late.error.kind == "timeout"
     assert "time limit of 0.05 s" in late.error.message
+    assert again.error is None
+
+
+def test_a_reply_the_agent_keeps_is_moved_out_of_the_worker_folder(tmp_path: Path) -> None:
+    """With ``keep_reply`` (an agent that stages the reply) the worker's reply file is moved to
+    that path, not removed: the reply's arrays are that file's map, and a worker's next start
+    (which clears its folder) leaves it alone."""
+    config, task = _fit(tmp_path)
+    worker = TaskWorker("south", config, tmp_path / "state", time_limit=120)
+    body = tmp_path / "state" / "transfers" / "reply-body.fcf"
+    path = tmp_path / "state" / "transfers" / "task.fcf"
+    write_file(frame_task(task), path)
+    try:
+        worker.offer_file(task, path, body)
+        got = worker.run(task)
+        kept = worker.take_kept()
+        assert worker.take_kept() is None  # handed over once
+        worker.offer_file(task, None)
+        plain = worker.run(task)  # not kept: removed as before
+        assert worker.take_kept() is None and not list(worker.io_dir.iterdir())
+        worker.stop()
+        again = worker.run(task)  # a new worker: its folder is cleared
+    finally:
+        worker.stop()
+    assert kept is not None and kept.reply is got and kept.path == body and body.exists()
+    assert not got.arrays["weight"].flags.writeable  # a view of the kept file's map
+    _same(read_reply(body), got)
+    _same(plain, got)
     assert again.error is None

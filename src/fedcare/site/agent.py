@@ -57,6 +57,7 @@ from fedcare.site.governance import SiteGovernance
 from fedcare.site.mods import chain
 from fedcare.site.packages import grpc_fetcher
 from fedcare.site.retry_log import Backoff, FailureLog
+from fedcare.site.staging import KeptReply
 from fedcare.site.transfers import TaskTransfers, push_whole, task_key
 from fedcare.site.worker import TaskWorker
 from fedcare.transport.chunks import assemble
@@ -282,9 +283,9 @@ class SiteAgent:
             self._on_event(f"deployment {task.study_id}: {state}")
             self._push(stub, answer)
             return
-        held = self.transfers.held
-        file = self.transfers.store.task_file if held is not None else None
-        self.worker.offer_file(task, file)  # the worker reads the task's own file
+        held, store = self.transfers.held, self.transfers.store
+        file, body = (store.task_file, store.body_file) if held is not None else (None, None)
+        self.worker.offer_file(task, file, body)  # the task's own file; keep the reply's
         self._busy = task.task_id
         self._on_event(f"task {task.task_id}")
         try:
@@ -292,16 +293,17 @@ class SiteAgent:
         finally:
             self._busy = ""
             self.worker.offer_file(task, None)
+        kept = self.worker.take_kept()  # staged from its file when the mods left its arrays
         if reply.error is not None:
             self._on_event(f"task {task.task_id} failed: {reply.error.kind}: {reply.error.message}")
         if held is None:  # a whole-message session
             self._push(stub, reply)
         else:
-            self._staged(stub, reply)
+            self._staged(stub, reply, kept)
 
-    def _staged(self, stub: CoordinatorStub, reply: Reply) -> None:
-        """Write ``reply`` to its file, held until the coordinator answers; upload it."""
-        self.transfers.stage(reply)
+    def _staged(self, stub: CoordinatorStub, reply: Reply, kept: KeptReply | None = None) -> None:
+        """Write ``reply`` to its file(s), held until the coordinator answers; upload it."""
+        self.transfers.stage(reply, kept)
         self._upload(stub)
 
     def _upload(self, stub: CoordinatorStub) -> None:

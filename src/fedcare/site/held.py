@@ -6,9 +6,16 @@ coordinator's acknowledgement of its reply::
 
     held.json   {"task": "study/round/kind/site", "phase": "download" | "run" | "upload",
                  "size": N, "sha256": hex, "reply_size": N, "reply_sha256": hex,
-                 "files": {"task": "task.fcf", "reply": "reply.fcf"}}
-    task.fcf    the task payload (framed; ``task.fcf.part`` while it downloads)
-    reply.fcf   the framed reply, once the task ran
+                 "reply_pieces": null | {"version": 1, "pieces": [{"path", "offset", "length"}]},
+                 "files": {"task": "task.fcf", "reply": "reply.fcf", ...}}
+    task.fcf        the task payload (framed; ``task.fcf.part`` while it downloads)
+    reply.fcf       the framed reply, once the task ran; or, when its arrays are the worker's,
+    reply-head.fcf  its header (:mod:`fedcare.site.staging`) and
+    reply-body.fcf  the worker's reply file, whose arrays follow that header: the reply is
+                    ``reply_pieces`` (:class:`~fedcare.transport.pieces.Pieces`, paths relative
+                    to ``transfers/``), checked at load to hold ``reply_size`` bytes on disk
+
+A record written before ``reply_pieces`` existed (none) reads as a reply in ``reply.fcf``.
 
 ``held.json`` is replaced atomically (a temporary file, fsynced, renamed) at each change of
 phase, so a crash leaves the old record or the new one. After a restart the agent lists the
@@ -27,14 +34,28 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
-__all__ = ["HELD_FILE", "REPLY_FILE", "TASK_FILE", "TRANSFERS_DIR", "Held", "HeldStore"]
+from fedcare.errors import ValidationError
+from fedcare.transport.pieces import Pieces
+
+__all__ = [
+    "BODY_FILE",
+    "HEAD_FILE",
+    "HELD_FILE",
+    "REPLY_FILE",
+    "TASK_FILE",
+    "TRANSFERS_DIR",
+    "Held",
+    "HeldStore",
+]
 
 TRANSFERS_DIR = "transfers"
 HELD_FILE = "held.json"
 TASK_FILE = "task.fcf"
 REPLY_FILE = "reply.fcf"
+HEAD_FILE = "reply-head.fcf"
+BODY_FILE = "reply-body.fcf"
 Phase = Literal["download", "run", "upload"]
 PHASES: tuple[Phase, ...] = ("download", "run", "upload")
 
@@ -49,7 +70,13 @@ class Held:
     sha256: str = ""
     reply_size: int | None = None
     reply_sha256: str = ""
-    files: dict[str, str] = field(default_factory=lambda: {"task": TASK_FILE, "reply": REPLY_FILE})
+    #: The reply as pieces of files (``Pieces.to_json``, parsed); ``None``: all in ``reply.fcf``.
+    reply_pieces: dict[str, Any] | None = None
+    files: dict[str, str] = field(
+        default_factory=lambda: {
+            "task": TASK_FILE, "reply": REPLY_FILE, "reply_head": HEAD_FILE, "reply_body": BODY_FILE
+        }
+    )  # fmt: skip
 
     @classmethod
     def from_json(cls, data: object) -> Held:
@@ -74,6 +101,10 @@ class Held:
             setattr(held, name, value)
         if phase == "upload" and (held.reply_size is None or not held.reply_sha256):
             raise ValueError("held.json is in phase upload without the reply's size and SHA-256")
+        pieces = data.get("reply_pieces")
+        if pieces is not None and (not isinstance(pieces, dict) or phase != "upload"):
+            raise ValueError(f"held.json has reply_pieces={pieces!r} in phase {phase!r}")
+        held.reply_pieces = pieces
         return held
 
 
@@ -86,6 +117,8 @@ class HeldStore:
         os.chmod(self.root, 0o700)
         self.task_file = self.root / TASK_FILE
         self.reply_file = self.root / REPLY_FILE
+        self.head_file = self.root / HEAD_FILE
+        self.body_file = self.root / BODY_FILE
         self._record = self.root / HELD_FILE
         self.problem = ""  # why a record found at start was dropped
         self.held = self._load()
@@ -97,11 +130,34 @@ class HeldStore:
             self._remove_files()  # files without a record belong to no task
             return None
         try:
-            return Held.from_json(json.loads(text))
-        except ValueError as err:  # json.JSONDecodeError is a ValueError
+            held = Held.from_json(json.loads(text))
+            pieces = self.pieces(held)
+            if pieces is not None:  # the files the record names still hold the reply
+                pieces.check()
+        except (ValueError, ValidationError) as err:  # json.JSONDecodeError is a ValueError
             self.problem = f"dropped the held task record {self._record}: {err}"
             self.clear()
             return None
+        return held
+
+    def pieces(self, held: Held) -> Pieces | None:
+        """The held reply's pieces (``None``: it is all in ``reply.fcf``).
+
+        Raises
+        ------
+        ValidationError
+            If the record's pieces are invalid, leave this folder, or do not add up to the
+            reply's size.
+        """
+        if held.reply_pieces is None:
+            return None
+        pieces = Pieces.from_json(json.dumps(held.reply_pieces), self.root)
+        if pieces.size != held.reply_size:
+            raise ValidationError(
+                f"held.json's reply_pieces hold {pieces.size} bytes, its reply_size is "
+                f"{held.reply_size}"
+            )
+        return pieces
 
     def save(self, held: Held) -> None:
         """Make ``held`` the record (atomically)."""

@@ -12,8 +12,12 @@ STREAMED_TRANSFERS`) a study task is never joined in memory:
   complete file is read with :func:`~fedcare.transport.framed.read_task` (a memory map).
 - **Run.** The worker gets the file's path (:meth:`~fedcare.site.worker.TaskWorker.offer_file`).
 - **Upload.** The reply is framed and written to ``STATE/transfers/reply.fcf`` with its SHA-256
-  (:meth:`~fedcare.transport.framed.Framed.write`); ``UploadStatus`` says how many bytes of it
-  the coordinator holds, and PushReply sends the rest (``fedcare-offset``, ``fedcare-sha256``).
+  (:meth:`~fedcare.transport.framed.Framed.write`), unless its arrays are still those of the
+  worker's reply file (open mode: the mods changed only its header): then that file is kept
+  and only the new header is written, the reply being the two files' pieces
+  (:mod:`fedcare.site.staging`; the model is not written twice). ``UploadStatus`` says how
+  many bytes of it the coordinator holds, and PushReply sends the rest (``fedcare-offset``,
+  ``fedcare-sha256``).
   The files go when the coordinator answers (accepted, refused, or ``INVALID_ARGUMENT``);
   any other error keeps them for the next session.
 
@@ -29,7 +33,7 @@ site's is answered with an error reply (``task-refused``) instead of being run.
 from __future__ import annotations
 
 import itertools
-import os
+import json
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +47,7 @@ from fedcare.errors import TransferIncompleteError, ValidationError
 from fedcare.inference.deployment_wire import DEPLOY_KIND
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.site.held import Held, HeldStore
+from fedcare.site.staging import KeptReply, fsync_file, stage_pieces, write_synced
 from fedcare.transport.chunks import DEFAULT_CHUNK_SIZE, assemble, chunk
 from fedcare.transport.codec import Limits, encode_reply
 from fedcare.transport.framed import frame_reply, read_reply, read_task, write_file
@@ -146,6 +151,7 @@ class TaskTransfers:
         self.chunk_size = chunk_size
         self.downloaded = 0  # bytes of task payload received by this object (measured)
         self.uploaded = 0  # bytes of reply payload sent by this object (measured)
+        self.written = 0  # bytes of reply payload this object wrote to stage them (measured)
         self.offsets: list[int] = []  # where each streamed upload of this object started
 
     def begin(self, streamed: bool) -> None:
@@ -188,7 +194,7 @@ class TaskTransfers:
         if not self.streamed or task.kind == DEPLOY_KIND:  # a deployment stays in memory
             return task
         self.store.clear()
-        write_file_bytes(payload, self.store.task_file)
+        write_synced(payload, self.store.task_file)
         self.store.save(Held(task.task_id, "run", len(payload), chunks[0].sha256.hex()))
         return read_task(self.store.task_file, limits=self.limits)
 
@@ -276,17 +282,47 @@ class TaskTransfers:
 
     # ---- upload ---------------------------------------------------------------------------
 
-    def stage(self, reply: Reply) -> None:
-        """Write ``reply`` framed to ``reply.fcf`` and hold it (phase ``upload``); the task
-        file goes."""
+    def stage(self, reply: Reply, kept: KeptReply | None = None) -> None:
+        """Hold ``reply`` for upload (phase ``upload``); the task file goes.
+
+        When its arrays are those of ``kept`` (the worker's reply, read from its file in this
+        folder) only its header is written and the reply is held as pieces of the two files
+        (:mod:`fedcare.site.staging`); otherwise it is framed whole into ``reply.fcf`` (also
+        when that file turns out not to hold its arrays: an event says so).
+        """
         key = task_key(reply)
         held = self.held if self.held is not None and self.held.task == key else Held(key, "run")
-        framed = frame_reply(reply)
-        digest = write_file(framed, self.store.reply_file)
-        _fsync(self.store.reply_file)  # on disk before the record says it is
-        held.phase, held.reply_size, held.reply_sha256 = "upload", framed.size, digest
+        staged = self._pieces(reply, kept)
+        if staged is not None:
+            held.reply_pieces, held.reply_size, digest = staged
+            self.written += self.store.head_file.stat().st_size  # the arrays: the worker's file
+        else:
+            if kept is not None:
+                kept.path.unlink(missing_ok=True)  # not this reply's arrays: framed whole
+            framed = frame_reply(reply)
+            digest = write_file(framed, self.store.reply_file)
+            fsync_file(self.store.reply_file)  # on disk before the record says it is
+            held.reply_pieces, held.reply_size = None, framed.size
+            self.written += framed.size
+        held.phase, held.reply_sha256 = "upload", digest
         self.store.save(held)
         self.store.task_file.unlink(missing_ok=True)
+
+    def _pieces(
+        self, reply: Reply, kept: KeptReply | None
+    ) -> tuple[dict[str, Any], int, str] | None:
+        """The held record of ``reply`` staged as pieces (pieces, size, SHA-256), or ``None``."""
+        if kept is None:
+            return None
+        try:
+            staged = stage_pieces(reply, kept, self.store.head_file)
+            if staged is None:
+                return None
+            pieces, digest = staged
+            return json.loads(pieces.to_json(self.store.root)), pieces.size, digest
+        except (OSError, ValidationError) as err:  # the worker's file is not this reply's body
+            self._on_event(f"reply to {task_key(reply)} framed whole: {err}")
+            return None
 
     def upload(self, stub: Any, *, timeout: float) -> Pushed:
         """Send the held reply: the rest after what ``UploadStatus`` confirms, or as one whole
@@ -314,14 +350,16 @@ class TaskTransfers:
                 if err.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
                 self.whole_upload = True  # a 1.2 coordinator without streamed uploads
-        if self.whole_upload:
-            pushed = push_whole(stub, read_reply(self.store.reply_file), timeout=timeout)
+        pieces = self.store.pieces(held)
+        if self.whole_upload:  # joined in memory: the fallback for an old coordinator only
+            joined = self.store.reply_file if pieces is None else b"".join(pieces.blocks())
+            pushed = push_whole(stub, read_reply(joined), timeout=timeout)
             self.store.clear()
             return pushed
         offset = self._resume_at(int(status.confirmed), size)
         self.offsets.append(offset)
         chunks = file_chunks(
-            self.store.reply_file,
+            self.store.reply_file if pieces is None else pieces,
             sha256=sha256,
             transfer_id=uuid.uuid4().hex,
             offset=offset,
@@ -355,22 +393,3 @@ class TaskTransfers:
         for piece in chunks:
             setattr(self, counter, getattr(self, counter) + len(piece.data))
             yield piece
-
-
-def write_file_bytes(payload: bytes, path: Path) -> None:
-    """Write ``payload`` to ``path`` atomically (owner-only, synced)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(payload)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

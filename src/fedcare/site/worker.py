@@ -62,6 +62,7 @@ from fedcare.site import worker_io
 from fedcare.site.config import PreparedDataset, SiteDataConfig, refusal
 from fedcare.site.packages import PACKAGES_DIR
 from fedcare.site.row_skips import InvalidRowsHandler
+from fedcare.site.staging import KeptReply
 from fedcare.site.worker_sandbox import SandboxedProcess, read_only_paths
 
 __all__ = ["TaskWorker", "build_apps", "package_builder"]
@@ -250,11 +251,22 @@ class TaskWorker:
         self._launcher: ThreadPoolExecutor | None = None
         self.io_dir = worker_io.io_dir(state_dir)  # hand-over files (fedcare.site.worker_io)
         self._offered: tuple[Task, Path] | None = None
+        self._keep: Path | None = None
+        self._kept: KeptReply | None = None
 
-    def offer_file(self, task: Task, path: Path | None) -> None:
+    def offer_file(self, task: Task, path: Path | None, keep_reply: Path | None = None) -> None:
         """``task`` was read from the framed file ``path``: if it reaches :meth:`run` with those
-        arrays, the worker reads that file (else the task is framed into a file of its own)."""
+        arrays, the worker reads that file (else the task is framed into a file of its own).
+        With ``keep_reply`` the worker's reply file is moved there, not removed
+        (:meth:`take_kept`)."""
         self._offered = None if path is None else (task, path)
+        self._keep = None if path is None else keep_reply
+
+    def take_kept(self) -> KeptReply | None:
+        """The last run's reply, if it was kept in its file (``offer_file(keep_reply=...)``);
+        once."""
+        kept, self._kept = self._kept, None
+        return kept
 
     def _start(self) -> Connection:
         if self._proc is not None and self._proc.is_alive() and self._conn is not None:
@@ -344,8 +356,9 @@ class TaskWorker:
         return replace(reply, info={**reply.info, "isolation": self.isolation})
 
     def _run(self, conn: Connection, task: Task) -> Reply:
+        self._kept = None
         try:
-            hand = worker_io.HandOver(self.io_dir, task, self._offered)
+            hand = worker_io.HandOver(self.io_dir, task, self._offered, self._keep)
         except (OSError, ValidationError) as err:
             return Reply.failure(task, worker_io.IO_KIND, f"task file not written: {err}")
         try:
@@ -355,7 +368,9 @@ class TaskWorker:
                 return Reply.failure(
                     task, "timeout", f"task ran past the site's time limit of {self.time_limit:g} s"
                 )
-            return hand.reply(conn.recv_bytes())
+            reply = hand.reply(conn.recv_bytes())
+            self._kept = hand.kept
+            return reply
         except (EOFError, OSError, BrokenPipeError) as err:
             code = self._proc.exitcode if self._proc is not None else None
             self.stop()

@@ -11,8 +11,13 @@ the worker after it reads the file. Any other task is framed into
 ``STATE/transfers/worker/task-<id>.fcf`` from views of its arrays. The worker reads it with
 :func:`~fedcare.transport.framed.read_task` (a memory map: the model is not copied into the
 worker's heap) and writes its reply framed to the path it was given; the agent reads that
-with :func:`~fedcare.transport.framed.read_reply` and removes the file (the map stays valid).
-So neither process holds the encoded model as bytes, where the pipe needed three copies.
+with :func:`~fedcare.transport.framed.read_reply` and removes the file (the map stays valid),
+unless the agent asked to keep it (``keep``: a reply it will stage for upload): then the file
+is moved out of this folder to ``STATE/transfers/reply-body.fcf`` (:class:`~fedcare.site.
+staging.KeptReply`), so that a reply whose arrays the mods left alone is uploaded from it
+without the model being written again (:mod:`fedcare.site.staging`); :func:`clear` at a
+worker's start never touches it. So neither process holds the encoded model as bytes, where
+the pipe needed three copies.
 
 The folder is under the state dir, which a sandboxed worker (bubblewrap) sees read-write at
 the same resolved path (:class:`fedcare.packages.sandbox.SandboxSpec` ``writable_dir``), so
@@ -24,6 +29,7 @@ limit is handled by the caller as before (nothing here waits).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -35,6 +41,7 @@ from typing import Any
 from fedcare.errors import ValidationError
 from fedcare.records.messages import Reply, Task
 from fedcare.site.held import TRANSFERS_DIR
+from fedcare.site.staging import KeptReply
 from fedcare.transport.framed import frame_reply, frame_task, read_reply, read_task, write_file
 
 __all__ = ["IO_KIND", "WORKER_DIR", "HandOver", "io_dir", "serve"]
@@ -58,11 +65,20 @@ def clear(folder: Path) -> None:
 
 
 class HandOver:
-    """One task handed to the worker: the files it uses, removed by :meth:`close`."""
+    """One task handed to the worker: the files it uses, removed by :meth:`close`; the reply
+    file is moved to ``keep`` instead, when given, once read (:attr:`kept`)."""
 
-    def __init__(self, folder: Path, task: Task, offered: tuple[Task, Path] | None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        task: Task,
+        offered: tuple[Task, Path] | None,
+        keep: Path | None = None,
+    ) -> None:
         name = uuid.uuid4().hex
         self.task = task
+        self.keep = keep
+        self.kept: KeptReply | None = None
         self.reply_path = folder / f"reply-{name}.fcf"
         self.header = _header(task, offered[0]) if offered is not None else None
         self._own_task = self.header is None
@@ -86,9 +102,16 @@ class HandOver:
         if "error" in said:
             return Reply.failure(self.task, IO_KIND, str(said["error"]))
         try:
-            return read_reply(self.reply_path)
+            reply = read_reply(self.reply_path)
         except ValidationError as err:
             return Reply.failure(self.task, IO_KIND, f"the worker's reply is unreadable: {err}")
+        if self.keep is not None and reply.arrays:  # moved, not copied: the map stays valid
+            try:
+                os.replace(self.reply_path, self.keep)
+            except OSError:
+                return reply  # it cannot be kept: the agent frames the reply whole
+            self.kept = KeptReply(reply, self.keep)
+        return reply
 
     def close(self) -> None:
         """Remove the files (a mapped reply stays readable)."""

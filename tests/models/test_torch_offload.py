@@ -169,7 +169,7 @@ def test_a_scratch_folder_that_cannot_be_written_is_a_model_error(tmp_path: Path
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     with pytest.raises(ModelError, match=r"cannot create the parameter scratch file in .*file"):
-        scratch_map(blocked, [4096])
-    mappings = scratch_map(tmp_path / "ok", [10, 5000])
+        next(scratch_map(blocked, [4096]))
+    mappings = list(scratch_map(tmp_path / "ok", [10, 5000]))
     assert [len(m) for m in mappings] == [10, 5000] and list((tmp_path / "ok").iterdir()) == []
     mappings[1][4999] = 7  # writable

@@ -15,9 +15,11 @@ The scratch file is created owner-only (``0600``, ``O_EXCL``) in the folder the 
 (a site's worker: its hand-over folder ``STATE/transfers/worker``, which the sandbox may write
 and which is cleared whenever a worker starts), its disk space reserved up front
 (``posix_fallocate``: a full disk is an error now, not a ``SIGBUS`` in training), then
-mapped and unlinked at once: nothing is left on disk once the last array over the mapping is
-gone (the reply written from the exported update), even when the worker is killed. The folder
-must be on a disk, not ``tmpfs``, for the pages to leave memory.
+mapped tensor by tensor (each replacing its uninitialised storage at once, so the address
+space holds one copy of the model plus a tensor) and unlinked: nothing is left on disk once the
+last array over the mapping is gone (the reply written from the exported update), and a worker
+killed before the unlink leaves a file the next worker's start clears. The folder must be on a
+disk, not ``tmpfs``, for the pages to leave memory.
 
 Training, :func:`~fedcare.models.torch_params.export` and the site's in-place update
 (:func:`fedcare.site.update.consume_update`) work over the mapped storage as over any other:
@@ -32,6 +34,7 @@ from __future__ import annotations
 import mmap
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +51,10 @@ BUDGET_SHARE = 4
 SCRATCH_PREFIX = "params-"
 
 
-def scratch_map(folder: Path, sizes: list[int]) -> list[mmap.mmap]:
+def scratch_map(folder: Path, sizes: list[int]) -> Iterator[mmap.mmap]:
     """Writable shared mappings of ``sizes`` bytes, one after the other (each at a page
-    boundary) in a new owner-only file in ``folder`` whose disk space is reserved; the file is
-    unlinked before this returns.
+    boundary) of a new owner-only file in ``folder`` whose disk space is reserved first; each
+    is mapped when the caller takes it, and the file is unlinked once all are.
 
     Raises
     ------
@@ -70,24 +73,27 @@ def scratch_map(folder: Path, sizes: list[int]) -> list[mmap.mmap]:
     except OSError as err:
         raise ModelError(f"cannot create the parameter scratch file in {folder}: {err}") from None
     try:
-        os.posix_fallocate(fd, 0, max(end, 1))
+        try:
+            os.posix_fallocate(fd, 0, max(end, 1))
+        except OSError as err:
+            raise ModelError(
+                f"cannot reserve {end / 1e6:,.1f} MB for the parameter scratch file in "
+                f"{folder}: {err}"
+            ) from None
         access = {"flags": mmap.MAP_SHARED, "prot": mmap.PROT_READ | mmap.PROT_WRITE}
-        return [mmap.mmap(fd, n, offset=at, **access) for n, at in zip(sizes, starts, strict=True)]
-    except OSError as err:
-        raise ModelError(
-            f"cannot reserve {end / 1e6:,.1f} MB for the parameter scratch file in {folder}: {err}"
-        ) from None
+        for size, at in zip(sizes, starts, strict=True):
+            yield mmap.mmap(fd, size, offset=at, **access)
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)
 
 
-def _saved_tensors(module: Any) -> tuple[list[Any], list[tuple[Any, str, bool, Any]]] | None:
+def _saved_tensors(module: Any) -> tuple[list[Any], dict[int, list[tuple[Any, str, bool]]]] | None:
     """The floating-point CPU parameters and saved buffers of ``module``, each tensor once,
-    and where each is registered ``(owner, name, is_param, tensor)``; ``None`` when two share
-    storage or one is not contiguous (left as they are)."""
+    and where each is registered (``id -> [(owner, name, is_param)]``); ``None`` when two
+    share storage or one is not contiguous (left as they are)."""
     unique: dict[int, Any] = {}
-    where: list[tuple[Any, str, bool, Any]] = []
+    where: dict[int, list[tuple[Any, str, bool]]] = {}
     storages: dict[int, int] = {}
     for owner in module.modules():
         skip: set[str] = getattr(owner, "_non_persistent_buffers_set", set())
@@ -102,7 +108,7 @@ def _saved_tensors(module: Any) -> tuple[list[Any], list[tuple[Any, str, bool, A
             if storages.setdefault(ptr, id(tensor)) != id(tensor) or not tensor.is_contiguous():
                 return None  # views of one another (or of one storage): not split apart
             unique.setdefault(id(tensor), tensor)
-            where.append((owner, name, is_param, tensor))
+            where.setdefault(id(tensor), []).append((owner, name, is_param))
     return list(unique.values()), where
 
 
@@ -143,13 +149,12 @@ class ParamOffload:
             return False
         unique, where = found
         sizes = [t.numel() * t.element_size() for t in unique]
-        views = {}
         for tensor, mapped in zip(unique, scratch_map(self.folder, sizes), strict=True):
             raw = torch.from_numpy(np.frombuffer(mapped, dtype=np.uint8))  # a storage of its own
-            views[id(tensor)] = raw.view(tensor.dtype).view(tensor.shape)
-        for owner, name, is_param, tensor in where:
-            if is_param:
-                tensor.data = views[id(tensor)]  # the same Parameter (tied layers share it)
-            else:
-                owner._buffers[name] = views[id(tensor)]
+            view = raw.view(tensor.dtype).view(tensor.shape)
+            for owner, name, is_param in where[id(tensor)]:  # the old storage goes at once
+                if is_param:
+                    tensor.data = view  # the same Parameter (tied layers share it)
+                else:
+                    owner._buffers[name] = view
         return True

@@ -173,3 +173,34 @@ def test_a_scratch_folder_that_cannot_be_written_is_a_model_error(tmp_path: Path
     mappings = list(scratch_map(tmp_path / "ok", [10, 5000]))
     assert [len(m) for m in mappings] == [10, 5000] and list((tmp_path / "ok").iterdir()) == []
     mappings[1][4999] = 7  # writable
+
+
+def resident_kb(span: tuple[int, int, str]) -> int:
+    """The resident size of one mapping (``Rss`` in ``/proc/self/smaps``), in kB."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    head = f"{span[0]:x}-{span[1]:x} "
+    at = next(i for i, line in enumerate(lines) if line.startswith(head))
+    rss = next(line for line in lines[at + 1 :] if line.startswith("Rss:"))
+    return int(rss.split()[1])
+
+
+def test_the_mapped_params_can_be_written_back_dropped_and_read_again(tmp_path: Path) -> None:
+    """What makes them not anonymous memory: the kernel may page them out to the file."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    adapter = make_torch_adapter(partial(mlp, hidden=(512, 256)))  # a few pages per tensor
+    start = adapter.init_params((6,), rng(1))
+    spec = LocalTrainSpec(max_steps=2, batch_size=8)
+    want = adapter.fit(start, data_for((6,)), spec, rng(2))
+    got = adapter.fit(
+        start, data_for((6,)), replace(spec, offload=ParamOffload(1, tmp_path)), rng(2)
+    )
+    spans = scratch_maps(tmp_path)
+    assert sum(resident_kb(s) for s in spans) > 0
+    for at, end, _ in spans:  # MADV_PAGEOUT (Linux 5.4): write back and drop these pages
+        if libc.madvise(ctypes.c_void_p(at), ctypes.c_size_t(end - at), 21) != 0:
+            pytest.skip(f"madvise(MADV_PAGEOUT) failed: errno {ctypes.get_errno()}")
+    assert sum(resident_kb(s) for s in spans) < sum(e - a for a, e, _ in spans) // 1024 // 4
+    for k in want.params:  # read back from the file
+        assert got.params[k].tobytes() == want.params[k].tobytes(), k

@@ -17,6 +17,14 @@ temporary folder; each measurement runs in a fresh subprocess that
 2. runs ``SiteRuntime.fit`` once: the peak ``ru_maxrss`` after it is the **peak**, and the
    wall time of ``fit`` is the **time**.
 
+Besides ``ru_maxrss`` (anonymous and file-backed pages alike) a thread polls ``RssAnon`` from
+``/proc/self/status`` every millisecond during step 2 (and once after step 1 for the anonymous
+baseline): its maximum is the **peak anonymous** memory, what the kernel cannot write back to a
+file and drop. ``--memory-budget-mb`` sets the site's memory budget for the fit
+(:mod:`fedcare.models.torch_offload`: a model over a quarter of it keeps its params in a
+memory-mapped scratch file, created in ``--scratch-dir``, default the temporary folder, which
+must be on a disk): those pages count in the RSS, not in the anonymous memory.
+
 The target of issue 16 is ``peak <= baseline + 3 x model size``. ``--src`` runs the fit with
 another checkout's ``src`` first on the path (e.g. main's, for the "before" row): the
 ``--label`` names it in the rows. Writes ``benchmarks/results/site_fit_memory.json`` (rows of
@@ -35,6 +43,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -91,8 +100,41 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
-def child(path: Path, hidden: tuple[int, ...]) -> dict[str, float]:
-    """One fit in this (fresh) process: baseline and peak RSS in MB, fit time in s."""
+def rss_anon_mb() -> float:
+    """This process's anonymous resident memory now (``RssAnon``), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
+
+
+class AnonPeak:
+    """The highest ``RssAnon`` seen, polled every millisecond in a thread while in use."""
+
+    def __init__(self) -> None:
+        self.peak = rss_anon_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, rss_anon_mb())
+
+    def __enter__(self) -> AnonPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_anon_mb())
+
+
+def child(
+    path: Path, hidden: tuple[int, ...], budget_mb: float | None, scratch: Path
+) -> dict[str, float]:
+    """One fit in this (fresh) process: baseline and peak RSS and anonymous memory in MB, fit
+    time in s; ``budget_mb``: the site's memory budget (scratch files in ``scratch``)."""
     import torch  # noqa: F401  (the baseline includes torch)
 
     from fedcare.data.synthetic import load_synthetic
@@ -113,48 +155,68 @@ def child(path: Path, hidden: tuple[int, ...]) -> dict[str, float]:
         plan={"model": {"kind": "torch", "architecture": "mlp", "hidden": list(hidden)}},
     )
     runtime = SiteRuntime(site)
+    if budget_mb is not None:
+        from fedcare.models.torch_offload import ParamOffload
+
+        runtime.param_offload = ParamOffload.from_budget(budget_mb, scratch)
     small = {"kind": "torch", "architecture": "mlp", "hidden": [32]}
     tiny = build_model(small).init_params((N_FEATURES,), np.random.default_rng(0))
     warm = Task("warm", 1, site.site_id, "fit", tiny, task.config, plan={"model": small})
     runtime.fit(warm)  # the same code path on a tiny model: imports, torch's first kernels
-    baseline = maxrss_mb()
-    start = time.perf_counter()
-    reply = runtime.fit(task)
-    seconds = time.perf_counter() - start
+    baseline, baseline_anon = maxrss_mb(), rss_anon_mb()
+    with AnonPeak() as anon:
+        start = time.perf_counter()
+        reply = runtime.fit(task)
+        seconds = time.perf_counter() - start
     peak = maxrss_mb()
     return {
         "baseline_mb": baseline,
         "peak_mb": peak,
+        "baseline_anon_mb": baseline_anon,
+        "peak_anon_mb": anon.peak,
         "fit_s": seconds,
         "update_mb": reply.arrays.nbytes / 1e6,
         "finite": float(reply.arrays.all_finite()),
     }
 
 
-def run_child(path: Path, src: Path | None) -> dict[str, float]:
+def run_child(
+    path: Path, src: Path | None, budget_mb: float | None, scratch: Path
+) -> dict[str, float]:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(path)]
+    cmd += ["--scratch-dir", str(scratch)]
+    if budget_mb is not None:
+        cmd += ["--memory-budget-mb", str(budget_mb)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"fit subprocess failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def rows_for(label: str, runs: list[dict[str, float]], model_mb: float) -> list[dict[str, Any]]:
+def rows_for(
+    label: str, runs: list[dict[str, float]], model_mb: float, budget_mb: float | None
+) -> list[dict[str, Any]]:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    budget = "no memory budget" if budget_mb is None else f"memory_budget_mb={budget_mb:g}"
     notes = (
         f"one SiteRuntime.fit of mlp {list(HIDDEN)} on {N_FEATURES} features "
         f"({model_mb:,.0f} MB float32), 1 SGD step (batch 8), params a read-only mmap of a "
-        f"file; fresh subprocess per run; {label}; {machine}"
+        f"file; {budget}; anonymous: RssAnon polled every ms; fresh subprocess per run; "
+        f"{label}; {machine}"
     )
     out = []
     for metric, key, unit in (
         ("worker_baseline_rss_mb@100M", "baseline_mb", "MB"),
         ("worker_peak_rss_mb@100M", "peak_mb", "MB"),
+        ("worker_baseline_anon_mb@100M", "baseline_anon_mb", "MB"),
+        ("worker_peak_anon_mb@100M", "peak_anon_mb", "MB"),
         ("fit_time_s@100M", "fit_s", "s"),
     ):
+        if key not in runs[0]:  # an older checkout's child (--src) reports no anonymous peak
+            continue
         values = [r[key] for r in runs]
         out.append(
             {
@@ -169,18 +231,24 @@ def rows_for(label: str, runs: list[dict[str, float]], model_mb: float) -> list[
                 "notes": notes,
             }
         )
-    copies = [(r["peak_mb"] - r["baseline_mb"]) / model_mb for r in runs]
-    spread = round(float(np.std(copies, ddof=1)), 3) if len(copies) > 1 else 0.0
-    out.append(
-        {
-            **out[1],
-            "metric": "worker_model_copies@100M",
-            "mean": round(float(np.mean(copies)), 3),
-            "sd": spread,
-            "unit": "copies",
-            "notes": f"(peak - baseline) / model size; target <= {TARGET_COPIES}; {notes}",
-        }
-    )
+    for metric, peak, base, why in (
+        ("worker_model_copies@100M", "peak_mb", "baseline_mb", f"target <= {TARGET_COPIES}"),
+        ("worker_anon_copies@100M", "peak_anon_mb", "baseline_anon_mb", "anonymous memory"),
+    ):
+        if peak not in runs[0]:
+            continue
+        copies = [(r[peak] - r[base]) / model_mb for r in runs]
+        spread = round(float(np.std(copies, ddof=1)), 3) if len(copies) > 1 else 0.0
+        out.append(
+            {
+                **out[1],
+                "metric": metric,
+                "mean": round(float(np.mean(copies)), 3),
+                "sd": spread,
+                "unit": "copies",
+                "notes": f"({peak} - {base}) / model size; {why}; {notes}",
+            }
+        )
     return out
 
 
@@ -190,24 +258,31 @@ def main() -> None:
     parser.add_argument("--src", type=Path, help="a checkout's src folder to import fedcare from")
     parser.add_argument("--label", default="this checkout", help="the rows' method")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--memory-budget-mb", type=float, help="the site's memory budget for the fit (MB)"
+    )
+    parser.add_argument("--scratch-dir", type=Path, help="where scratch files go (on a disk)")
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, HIDDEN)))
+        scratch = args.scratch_dir or args.child.parent
+        print(json.dumps(child(args.child, HIDDEN, args.memory_budget_mb, scratch)))
         return
     shapes = layout(HIDDEN)
     with tempfile.TemporaryDirectory(prefix="fedcare-fit-memory-") as tmp:
         path = Path(tmp) / "params.f32"
         model_mb = write_params(path, shapes) / 1e6
-        runs = [run_child(path, args.src) for _ in range(args.repeats)]
-    new_rows = rows_for(args.label, runs, model_mb)
+        scratch = args.scratch_dir or Path(tmp) / "scratch"
+        budget = args.memory_budget_mb
+        runs = [run_child(path, args.src, budget, scratch) for _ in range(args.repeats)]
+    new_rows = rows_for(args.label, runs, model_mb, args.memory_budget_mb)
     kept = []
     if RESULTS.exists():
         kept = [r for r in json.loads(RESULTS.read_text()) if r["method"] != args.label]
     rows = kept + new_rows
-    print(f"{'method':<28} {'metric':<30} {'mean':>10} {'sd':>8}  unit")
+    print(f"{'method':<36} {'metric':<30} {'mean':>10} {'sd':>8}  unit")
     for row in rows:
         print(
-            f"{row['method']:<28} {row['metric']:<30} {row['mean']:>10,.3f} "
+            f"{row['method']:<36} {row['metric']:<30} {row['mean']:>10,.3f} "
             f"{row['sd']:>8,.3f}  {row['unit']}"
         )
     write_rows(rows, RESULTS)

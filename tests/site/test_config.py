@@ -1,5 +1,6 @@
 """Site datasets from a mapped local table: checked on load, refused when the check fails."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,23 @@ def test_entries_need_exactly_one_kind_and_the_files_a_source_needs(tmp_path: Pa
     bad.write_text("datasets:\n  x: {source: a.csv, schema: s.yaml}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=f"{bad}: field datasets.x: Value error, a 'source'"):
         SiteDataConfig.from_yaml(bad)
+
+
+def test_the_memory_budget_is_read_from_the_site_data_file_and_must_be_positive(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data.yaml"
+    datasets = "datasets:\n  heart: {builtin: heart-disease, site: va}\n"
+    path.write_text(datasets, encoding="utf-8")
+    assert SiteDataConfig.from_yaml(path).memory_budget_mb is None  # no budget by default
+    path.write_text(datasets + "memory_budget_mb: 8000\n", encoding="utf-8")
+    assert SiteDataConfig.from_yaml(path).memory_budget_mb == 8000.0
+    for bad, why in (
+        ("-5", "Input should be greater than 0 (got -5)"),
+        ("0", "Input should be greater than 0 (got 0)"),
+        ("lots", "Input should be a valid number, unable to parse string as a number"),
+        (".nan", "Input should be a finite number"),
+    ):
+        path.write_text(datasets + f"memory_budget_mb: {bad}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=re.escape(f"{path}: field memory_budget_mb: {why}")):
+            SiteDataConfig.from_yaml(path)

@@ -6,6 +6,7 @@ test sends a task through a real :class:`TaskWorker` subprocess.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,10 @@ import yaml
 from fedcare.analytics.disclosure import SUPPRESSED
 from fedcare.data.cdm import Schema, SiteMapping, analysis_frame, check_table
 from fedcare.data.cdm.fixtures import fixture_federation
+from fedcare.models.registry import build_model
+from fedcare.models.torch_offload import SCRATCH_PREFIX, ParamOffload
 from fedcare.records.messages import Reply, Task
+from fedcare.site import worker_io
 from fedcare.site.agent import SiteAgent
 from fedcare.site.approvals import ApprovalStore
 from fedcare.site.config import SiteDataConfig
@@ -25,6 +29,7 @@ from fedcare.site.governance import SiteGovernance
 from fedcare.site.policy import SitePolicy
 from fedcare.site.worker import TaskWorker, build_apps
 from fedcare.transport.provisioning import create_federation
+from tests.conftest import require_mirror
 
 CDM = Path(__file__).resolve().parents[2] / "examples" / "cdm" / "fixture"
 #: Fine bins: some hold 1 to 4 of the site's 150 patients.
@@ -140,3 +145,70 @@ def test_exact_kaplan_meier_needs_a_policy_min_cell_of_1(tmp_path: Path) -> None
     assert exact.error is None, exact.error
     events = exact.arrays["q0/count_events"]
     assert events.sum() > 0 and np.all(np.isin(events, np.arange(events.max() + 1)))
+
+
+# A site memory budget (site data file ``memory_budget_mb``) ----------------------------------
+HEART_MLP = {"kind": "torch", "architecture": "mlp", "hidden": [16]}  # 241 params, 964 bytes
+
+
+def _heart(budget_mb: float | None) -> SiteDataConfig:
+    require_mirror()
+    entry = {"builtin": "heart-disease", "site": "cleveland"}
+    config = {"datasets": {"heart": entry}, "checkpoint_every_s": 0, "memory_budget_mb": budget_mb}
+    return SiteDataConfig.model_validate(config)
+
+
+def _fit_task() -> Task:
+    params = build_model(HEART_MLP).init_params((13,), np.random.default_rng(0))
+    plan = {"dataset": "heart", "preprocessing": {"impute": "mean", "scale": "local"}}
+    training = {"lr": 0.05, "batch_size": 8, "max_steps": 5, "momentum": 0.9, "seed": 3}
+    plan["model"] = HEART_MLP
+    return Task("heart-study", 1, "cleveland", "fit", params=params, config=training, plan=plan)
+
+
+def _scratch_maps(folder: Path) -> list[str]:
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    return [line for line in lines if f"{folder}/{SCRATCH_PREFIX}" in line]
+
+
+@pytest.mark.torch
+def test_a_memory_budget_maps_a_large_models_params_into_the_workers_folder(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("torch")
+    state, task = tmp_path / "state", _fit_task()
+    plain = build_apps("cleveland", _heart(None), tmp_path / "plain")["heart"]
+    assert plain.strict.runtime.param_offload is None
+    want = plain(task)
+    roomy = build_apps("cleveland", _heart(100), state)["heart"]
+    assert roomy(task).arrays == want.arrays and _scratch_maps(worker_io.io_dir(state)) == []
+    app = build_apps("cleveland", _heart(0.001), state)["heart"]  # 964 bytes > 1000 / 4
+    offload = app.strict.runtime.param_offload
+    assert offload == ParamOffload(1000, worker_io.io_dir(state))
+    got = app(task)
+    assert got.ok and want.ok, (got.error, want.error)
+    assert all(got.arrays[k].tobytes() == want.arrays[k].tobytes() for k in want.arrays)
+    spans = _scratch_maps(offload.folder)  # the reply's update lies in the scratch mapping
+    assert spans and all(line.endswith("(deleted)") for line in spans)
+    assert list(offload.folder.iterdir()) == []
+    del got
+    gc.collect()
+    assert _scratch_maps(offload.folder) == []
+
+
+@pytest.mark.slow  # a worker that imports torch: a few seconds
+@pytest.mark.torch
+def test_the_worker_subprocess_trains_within_its_budget_to_the_same_reply(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("torch")
+    task = _fit_task()
+    want = build_apps("cleveland", _heart(None), tmp_path / "plain")["heart"](task)
+    worker = TaskWorker("cleveland", _heart(0.001), tmp_path / "state", time_limit=60)
+    try:
+        got = worker.run(task)
+    finally:
+        worker.stop()
+    assert got.ok, got.error
+    assert all(got.arrays[k].tobytes() == want.arrays[k].tobytes() for k in want.arrays)
+    assert list(worker_io.io_dir(tmp_path / "state").iterdir()) == []

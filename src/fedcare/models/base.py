@@ -19,6 +19,7 @@ from fedcare.records.arrays import ArrayRecord
 
 if TYPE_CHECKING:
     from fedcare.models.checkpoint import TrainingCheckpoint
+    from fedcare.models.torch_offload import ParamOffload
     from fedcare.privacy.dp_sgd import DpSgdSpec
 
 __all__ = ["FitResult", "LocalTrainSpec", "ModelAdapter"]
@@ -50,6 +51,10 @@ class LocalTrainSpec:
     checkpoint:
         Where the training loop saves its progress and resumes from
         (:mod:`fedcare.models.checkpoint`); set by a site for one task, never compared.
+    offload:
+        The site's memory budget: a torch model too large for it keeps its parameters in a
+        memory-mapped scratch file (:mod:`fedcare.models.torch_offload`); set by a site,
+        never compared, ignored by other adapters.
     """
 
     epochs: int = 1
@@ -63,6 +68,7 @@ class LocalTrainSpec:
     correction: ArrayRecord | None = None
     dp: DpSgdSpec | None = None
     checkpoint: TrainingCheckpoint | None = field(default=None, compare=False, repr=False)
+    offload: ParamOffload | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -37,6 +37,7 @@ from fedcare.models._validate import check_correction, check_features, check_par
 from fedcare.models.base import FitResult, LocalTrainSpec, ModelAdapter
 from fedcare.models.torch_checkpoint import resumable
 from fedcare.models.torch_dp import fit_dp_sgd
+from fedcare.models.torch_offload import ParamOffload
 from fedcare.models.torch_params import build_module, load_params, meta_shapes
 from fedcare.models.torch_params import export as export_params
 from fedcare.models.torch_runtime import (
@@ -148,18 +149,23 @@ class TorchAdapter(ModelAdapter):
 
     # Module <-> params (fedcare.models.torch_params) -----------------------------------------
     def load(
-        self, params: ArrayRecord, input_shape: tuple[int, ...], *, skip_init: bool = True
+        self,
+        params: ArrayRecord,
+        input_shape: tuple[int, ...],
+        *,
+        skip_init: bool = True,
+        offload: ParamOffload | None = None,
     ) -> torch_types.nn.Module:
-        """A module for ``input_shape`` holding ``params`` (checked against its state dict),
-        each array copied once; built without its random initialisation where that changes
-        nothing (``skip_init``, no custom hook: :mod:`fedcare.models.torch_params`)."""
+        """A module for ``input_shape`` holding ``params`` (checked, each array copied once),
+        built without its random init where that changes nothing (:mod:`.torch_params`), its
+        params in a scratch file when ``offload`` says so (:mod:`.torch_offload`)."""
         torch = import_torch()
         hooks = (self.loss_fn, self.optimizer_factory, self.train_step, self.eval_step)
         skip_init = skip_init and all(h is None for h in hooks)
         module = build_module(torch, self.factory, input_shape, name=self.name, skip_init=skip_init)
         state = module.state_dict()
         check_params(params, {k: tuple(v.shape) for k, v in state.items()}, model=self.name)
-        load_params(torch, module, params)
+        load_params(torch, module, params, offload)
         return module
 
     #: ``export(module, order)``: the state dict's float32 arrays (:func:`.torch_params.export`)
@@ -214,7 +220,8 @@ class TorchAdapter(ModelAdapter):
         rng0, batches = rng.bit_generator.state, list(minibatch_schedule(len(data), spec, rng))
         with seeded(draw_seed(rng)) as torch:
             device = self.placement.resolve(torch)
-            module = self.load(params, X.shape[1:]).to(device).train()
+            offload = spec.offload if device.type == "cpu" else None  # a site's memory budget
+            module = self.load(params, X.shape[1:], offload=offload).to(device).train()
             named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
             optimizer = self.make_optimizer(torch, [p for _, p in named], spec, 0.0)
             extra_grad = gradient_terms(torch, named, spec)

@@ -23,14 +23,17 @@ the module must not be used to train after that.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedcare.errors import ModelError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.pages import release_all
+
+if TYPE_CHECKING:
+    from fedcare.models.torch_offload import ParamOffload
 
 __all__ = ["RANDOM_LAYERS", "build_module", "export", "load_params", "meta_shapes"]
 
@@ -122,9 +125,15 @@ def _torch_view(torch: Any, value: np.ndarray) -> Any:
         return torch.from_numpy(arr)
 
 
-def load_params(torch: Any, module: Any, params: Mapping[str, np.ndarray]) -> None:
+def load_params(
+    torch: Any, module: Any, params: ArrayRecord, offload: ParamOffload | None = None
+) -> None:
     """Copy ``params`` into ``module`` (``load_state_dict``: each array copied once, converted
-    to the state dict's dtype). Names and shapes are the caller's to check."""
+    to the state dict's dtype), into a scratch file's mapping when ``offload`` says the site's
+    memory budget is too small for them (:mod:`fedcare.models.torch_offload`). Names and
+    shapes are the caller's to check."""
+    if offload is not None:
+        offload.place(torch, module, params.nbytes)
     state = module.state_dict()
     module.load_state_dict({k: _torch_view(torch, params[k]) for k in state})
     for k in state:  # copied: a memory-mapped task's pages leave the process

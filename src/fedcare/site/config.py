@@ -13,6 +13,7 @@ datasets:
     test_fraction: 0.3
     seed: 7
 checkpoint_every_s: 60           # training checkpoints of fit tasks (default 60; 0: none)
+memory_budget_mb: 8000           # optional: large torch models keep their params on disk
 ```
 Relative paths are taken from the folder of the site data file. A mapped dataset is checked
 (:func:`fedcare.data.cdm.check_table`) when it is loaded; when it fails the schema's required
@@ -25,6 +26,13 @@ rows that cannot be read or hold a value failing the check are left out and coun
 ``checkpoint_every_s`` is how often the worker saves a fit task's training progress to the
 dataset's state folder, so that the same task run again after a crash or restart resumes it
 (:mod:`fedcare.site.train_checkpoint`); 0 turns checkpoints off.
+
+``memory_budget_mb`` (optional, MB of 10^6 bytes, > 0; default none) is the memory a fit task
+should fit in: a torch model whose params take more than a quarter of it keeps them in a
+memory-mapped scratch file in the worker's state folder (``STATE/transfers/worker``, which
+must be on a disk), file-backed pages the kernel can write back and drop instead of anonymous
+memory (:mod:`fedcare.models.torch_offload`). It is not a hard limit (the site policy's
+``memory_limit_mb`` is): gradients, optimizer state and data stay in memory.
 """
 
 from __future__ import annotations
@@ -206,6 +214,8 @@ class SiteDataConfig(BaseModel):
     datasets: dict[str, DatasetEntry]
     #: Seconds between a fit task's training checkpoints (0: none).
     checkpoint_every_s: float = Field(default=60.0, ge=0)
+    #: MB a fit task should fit in: large torch params go to a scratch file (None: no budget).
+    memory_budget_mb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SiteDataConfig:

@@ -31,6 +31,7 @@ from fedcare.evaluation.validation import site_validation, validation_due
 from fedcare.models.base import LocalTrainSpec, ModelAdapter
 from fedcare.models.registry import build_model
 from fedcare.models.task_config import spec_from_config
+from fedcare.models.torch_offload import ParamOffload
 from fedcare.privacy.mechanisms import system_rng
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
@@ -120,6 +121,8 @@ class SiteRuntime:
     #: Seconds between training checkpoints of a fit task (:mod:`fedcare.site.train_checkpoint`;
     #: 0: none). The site's worker sets the site data file's value (default 60).
     checkpoint_every_s: float = 0.0
+    #: The site's memory budget for large torch models (:mod:`fedcare.models.torch_offload`).
+    param_offload: ParamOffload | None = None
     _shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict, repr=False)
     #: Each study's personal model (Ditto's ``v_k``, FedBN's normalization arrays): it never
     #: leaves the site (:mod:`fedcare.site.personal`).
@@ -214,7 +217,8 @@ class SiteRuntime:
         every = 0.0 if spec.dp is not None else self.checkpoint_every_s  # DP-SGD: not resumed
         key = partial(task_key, task, start, spec, provenance["dataset_fingerprint"])
         checkpoint = open_checkpoint(self.state_dir, task, every, key)
-        result = adapter.fit(start, train, replace(spec, checkpoint=checkpoint), rng)
+        run = replace(spec, checkpoint=checkpoint, offload=self.param_offload)
+        result = adapter.fit(start, train, run, rng)
         if scaffold:  # before the update is computed into the trained params
             drift = (task.params - result.params).scale(1.0 / (result.num_steps * spec.lr))
         # FedBN keeps the trained normalization arrays: their update needs its own arrays
@@ -391,9 +395,5 @@ class SiteRuntime:
 
 def _attack_now(task: Task, model_task: str) -> bool:
     """A plan that asks for membership inference gets it on the final model's test evaluation."""
-    plan = task.plan
-    return (
-        plan.get("membership_inference") is True
-        and task.round == plan.get("rounds")
-        and model_task == "binary"
-    )
+    plan, final = task.plan, task.round == task.plan.get("rounds")
+    return plan.get("membership_inference") is True and final and model_task == "binary"

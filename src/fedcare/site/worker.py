@@ -49,6 +49,7 @@ from fedcare.errors import ValidationError
 from fedcare.models.package_runner import RunnerLimits
 from fedcare.models.registry import PackageBuilder, build_model
 from fedcare.models.sandboxed_packages import SandboxedPackages
+from fedcare.models.torch_offload import ParamOffload
 from fedcare.packages.sandbox import (
     Isolation,
     SandboxMode,
@@ -97,11 +98,16 @@ def build_apps(
     runners; one builder per dataset, so no runner sees two datasets' rows). A study whose
     plan skips invalid rows gets the dataset prepared without them, on its first task
     (:class:`fedcare.site.row_skips.InvalidRowsHandler`). Fit tasks save training checkpoints
-    every ``config.checkpoint_every_s`` (:mod:`fedcare.site.train_checkpoint`)."""
+    every ``config.checkpoint_every_s`` (:mod:`fedcare.site.train_checkpoint`) and keep a
+    torch model too large for ``config.memory_budget_mb`` in a scratch file of the worker's
+    hand-over folder (:mod:`fedcare.models.torch_offload`, cleared when a worker starts)."""
     apps: dict[str, Any] = {}
     every = config.checkpoint_every_s  # training checkpoints under each dataset's state folder
+    offload = ParamOffload.from_budget(config.memory_budget_mb, worker_io.io_dir(state_dir))
     for name, entry in config.datasets.items():
-        app = partial(_dataset_app, site_id, state_dir / name, he_secret, min_cell, packages, every)
+        app = partial(
+            _dataset_app, site_id, state_dir / name, he_secret, min_cell, packages, every, offload
+        )
         apps[name] = InvalidRowsHandler.for_entry(name, entry, app)
     return apps
 
@@ -113,6 +119,7 @@ def _dataset_app(
     min_cell: int,
     packages: Callable[[], PackageBuilder] | None,
     checkpoint_every_s: float,
+    offload: ParamOffload | None,
     prepared: PreparedDataset,
 ) -> Any:
     """A :class:`SiteApp` on a prepared dataset, or a refusal when it failed its check."""
@@ -129,6 +136,7 @@ def _dataset_app(
     app.runtime.analytics_frame = frame
     app.runtime.feature_names = _column_names(schema)
     app.runtime.checkpoint_every_s = checkpoint_every_s
+    app.runtime.param_offload = offload
     if packages is not None:
         app.runtime.model_builder = partial(build_model, packages=packages())
     return app

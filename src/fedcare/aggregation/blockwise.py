@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedcare.records.pages import mmap_of, offset_in, release_pages
+from fedcare.records.pages import SharedFileMap, mmap_of, offset_in, release_pages
 
 __all__ = [
     "BLOCK",
@@ -64,7 +64,7 @@ def blocks(size: int, block: int = BLOCK) -> Iterator[slice]:
         yield slice(start, min(start + block, size))
 
 
-class _Spill(mmap.mmap):
+class _Spill(SharedFileMap):
     """A shared mapping of an unlinked file under the spill folder (see :func:`spill_to`)."""
 
 

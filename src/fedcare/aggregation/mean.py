@@ -89,6 +89,7 @@ def divided(acc: np.ndarray, total: float, shape: tuple[int, ...], dtype: np.dty
         block = acc[part]
         block /= total
         out[part] = block  # overlaps only blocks already read (numpy buffers an overlap)
+        release_pages(out, part)  # spilled (a memory budget): the result stays on disk
     discard_after(acc, acc.size * dtype.itemsize)
     return out.reshape(shape)
 

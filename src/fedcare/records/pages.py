@@ -6,9 +6,11 @@ the mapping goes away. A consumer that reads an array once, in blocks (the strea
 payload being written or hashed), calls :func:`release_pages` on each block it has used:
 ``madvise(MADV_DONTNEED)`` drops those pages from this process (the kernel's page cache keeps
 them; reading the block again maps them again, with the same bytes), so a reply costs one block
-of memory instead of its whole size. For anything but a view of a read-only ``mmap`` (an
-ordinary array, a writable or copy-on-write map, whose pages hold data no file has) it does
-nothing.
+of memory instead of its whole size. The same holds for a :class:`SharedFileMap`, a writable
+shared mapping of a file (the coordinator's memory budget keeps large sums and the model they
+become in one): what was written is in the page cache and goes to the file, so dropping its
+pages loses nothing. For anything else (an ordinary array, an anonymous or copy-on-write map,
+whose pages hold data no file has) it does nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ import mmap
 
 import numpy as np
 
-__all__ = ["mmap_of", "offset_in", "release_all", "release_pages"]
+__all__ = ["SharedFileMap", "mmap_of", "offset_in", "release_all", "release_pages"]
+
+
+class SharedFileMap(mmap.mmap):
+    """A writable ``MAP_SHARED`` mapping of a file: its pages can leave the process at any time
+    (:func:`release_pages`), their data stays in the file."""
 
 
 def mmap_of(arr: np.ndarray) -> mmap.mmap | None:
@@ -30,11 +37,12 @@ def mmap_of(arr: np.ndarray) -> mmap.mmap | None:
     return None
 
 
-def _readonly_mmap(arr: np.ndarray) -> mmap.mmap | None:
-    """The read-only ``mmap`` whose memory ``arr`` views, if any."""
+def _droppable_mmap(arr: np.ndarray) -> mmap.mmap | None:
+    """The read-only ``mmap`` (or :class:`SharedFileMap`) whose memory ``arr`` views, if any."""
     mm = mmap_of(arr)
     try:
-        return mm if mm is not None and memoryview(mm).readonly else None
+        keep = isinstance(mm, SharedFileMap) or (mm is not None and memoryview(mm).readonly)
+        return mm if keep else None
     except ValueError:  # closed
         return None
 
@@ -50,12 +58,13 @@ def offset_in(mm: mmap.mmap, arr: np.ndarray) -> int:
 def release_pages(arr: np.ndarray, part: slice) -> None:
     """Drop from this process the mapped file pages of ``arr[part]`` (1-D ``arr``), if any.
 
-    Best effort and invisible to readers: only for arrays viewing a read-only ``mmap``, whose
-    pages come back from the page cache when touched again. Elsewhere it does nothing.
+    Best effort and invisible to readers: only for arrays viewing a read-only ``mmap`` or a
+    :class:`SharedFileMap`, whose pages come back from the page cache when touched again.
+    Elsewhere it does nothing.
     """
     if not hasattr(mmap, "MADV_DONTNEED") or arr.ndim != 1 or part.stop <= part.start:
         return
-    mm = _readonly_mmap(arr)
+    mm = _droppable_mmap(arr)
     if mm is None:
         return
     first = offset_in(mm, arr) + part.start * arr.strides[0]

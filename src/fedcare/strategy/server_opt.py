@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedcare.aggregation.blockwise import BLOCK, blocks, flat
+from fedcare.aggregation.blockwise import BLOCK, blocks, flat, release_pages
 from fedcare.errors import ConfigError
 from fedcare.records.arrays import ArrayRecord
 
@@ -178,6 +178,8 @@ def sgd_step(
         tmp *= lr
         np.add(p[part], tmp, out=tmp)
         out[part] = tmp
+        release_pages(p, part)  # mapped (a checkpoint, spilled sums): the pages leave us
+        release_pages(out, part)
     out.flags.writeable = False
     return out.reshape(param.shape)
 

@@ -244,3 +244,8 @@ def test_a_composite_of_pieces_already_stored(artifacts: ArtifactStore) -> None:
         artifacts.put_composite(b"h", outside)
     with pytest.raises(ValidationError, match="at least one header"):
         artifacts.put_shared([], [BODY])
+
+
+def test_durable_shared_payloads_read_back(artifacts: ArtifactStore) -> None:
+    digests = artifacts.put_shared(HEADERS[:2], [BODY], durable=True)
+    assert [artifacts.get(d) for d in digests] == [h + BODY for h in HEADERS[:2]]

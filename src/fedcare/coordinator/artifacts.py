@@ -182,6 +182,8 @@ class ArtifactStore:
             final = self._sibling(digests[0], ".body")
             final.parent.mkdir(mode=DIR_MODE, exist_ok=True)
             os.replace(tmp, final)
+            if durable:
+                _fsync_dir(final.parent)
             stored = Pieces.of((final, 0, size))
             for header, digest in zip(headers, digests, strict=True):
                 self._place_composite(digest, header, stored, durable)

@@ -76,12 +76,16 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
 
 def test_a_site_one_minor_behind_takes_part_with_whole_messages(mixed: Mixed) -> None:
     """1.2 sends tasks and replies framed and resumable; a 1.1 agent gets the whole messages
-    it reads (converted by the coordinator) and its whole-message replies are aggregated."""
+    it reads (converted by the coordinator, from the task stored as its header and the body
+    the round's tasks share) and its whole-message replies are aggregated."""
     store = mixed.coordinator.store
     study_id = submit(store, heart_study(name="plain", rounds=2, min_sites=2))
     wait_for_status(store, study_id, "completed", describe=mixed.agents.describe)
     for r in (1, 2):
         assert contributors(store.get_round(study_id, r).record) == ["cleveland", "hungary"]
+    fits = [t for t in store.list_tasks(study_id, 1) if t.kind == "fit"]
+    shared = [store.artifacts.pieces(str(t.payload_digest)).pieces[-1].path for t in fits]
+    assert len(fits) == 2 and len(set(shared)) == 1  # both payloads read one stored body
     gate = mixed.coordinator.servicer.gate
     assert gate.version_of("hungary") == OLD and not gate.streamed("hungary")
     assert gate.version_of("cleveland") == PROTOCOL and gate.streamed("cleveland")

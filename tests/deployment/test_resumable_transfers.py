@@ -5,11 +5,13 @@ Download sends only the rest; its upload is cut mid-way: UploadStatus says how m
 coordinator holds and PushReply from there completes it, sending nothing twice; the round
 gets the reply whole. An upload that starts anywhere but where the coordinator's part ends is
 refused without failing the task; a corrupted one fails it. A round redone keeps the replies
-it already received.
+it already received. A round's tasks share one stored body: downloads of them, cut or whole,
+are byte-exact; a task whose body is gone fails with DATA_LOSS naming its artifact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,7 @@ from fedcare.coordinator.transfer_calls import OFFSET_METADATA_KEY, SHA256_METAD
 from fedcare.errors import TransferIncompleteError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.transport.chunks import DEFAULT_CHUNK_SIZE as CHUNK
-from fedcare.transport.framed import frame_reply, read_task, write_file
+from fedcare.transport.framed import frame_reply, frame_task, read_task, write_file
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.grpc.fedcare_pb2_grpc import CoordinatorStub
 from fedcare.transport.transfer import Spool, file_chunks
@@ -206,3 +208,62 @@ def _confirmed(stub: CoordinatorStub, status: pb.UploadStatusRequest) -> int:
         if err.code() != grpc.StatusCode.UNAVAILABLE:
             raise
         return 0
+
+
+def _round_tasks(arena: Arena, study_id: str, round_: int, n: int) -> dict[str, str]:
+    """site -> payload digest of the round's tasks, once all ``n`` are stored."""
+    wait_until(lambda: len(arena.store.list_tasks(study_id, round_)) == n, 20)
+    return {t.site_id: str(t.payload_digest) for t in arena.store.list_tasks(study_id, round_)}
+
+
+def test_a_rounds_tasks_share_one_stored_body_and_download_byte_exact(
+    bench: Arena,  # noqa: F811
+    study: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two sites' tasks of one round are stored as their own headers and one shared body; a
+    download cut and resumed over it, and a whole one, get what a whole file would hold."""
+    round_, collected = start_round(bench, study, ["north", "south"], timeout=90, params=BIG)
+    digests = _round_tasks(bench, study, round_, 2)
+    artifacts = bench.store.artifacts
+    bodies = {artifacts.pieces(d).pieces[-1].path for d in digests.values()}
+    assert all(artifacts.is_composite(d) for d in digests.values()) and len(bodies) == 1
+    [body] = bodies
+    assert body.stat().st_size == BIG["w"].nbytes  # the parameters, stored once
+    replies = {}
+    with bench.client("north") as stub:
+        key, spool = _download_cut(stub, tmp_path / "north.fcf", 3)
+        rest = stub.Download(pb.DownloadRequest(task=key, offset=3 * CHUNK), timeout=60)
+        got = spool.receive(rest).read_bytes()
+        assert hashlib.sha256(got).hexdigest() == digests["north"]
+        task = read_task(got)
+        assert got == frame_task(task).to_bytes() and task.params == BIG
+        replies["north"] = answer(task, arrays=ArrayRecord({"w": np.ones(2)}))
+        assert push(stub, reply_chunks(replies["north"])).accepted
+    with bench.client("south") as stub:
+        got = _pull_all(stub)
+        assert hashlib.sha256(got).hexdigest() == digests["south"] != digests["north"]
+        task = read_task(got)
+        assert task.site_id == "south" and task.params == BIG
+        replies["south"] = answer(task, arrays=ArrayRecord({"w": np.ones(2)}))
+        assert push(stub, reply_chunks(replies["south"])).accepted
+    collected.join(30)
+    assert sorted(r.site_id for r in collected.replies) == ["north", "south"]
+
+
+def test_a_task_whose_shared_body_is_gone_fails_with_a_clear_error(
+    bench: Arena,  # noqa: F811
+    study: str,  # noqa: F811
+) -> None:
+    round_, collected = start_round(bench, study, ["north", "south"], timeout=90, params=BIG)
+    digests = _round_tasks(bench, study, round_, 2)
+    bench.store.artifacts.pieces(digests["north"]).pieces[-1].path.unlink()
+    with bench.client("north") as stub:
+        err = rpc_error(lambda: _pull_all(stub))
+    assert err.code() == grpc.StatusCode.DATA_LOSS
+    assert f"artifact {digests['north']} is incomplete" in err.details()
+    assert status_of(bench, study, round_, "north") == "failed"
+    with bench.client("south") as stub:
+        assert rpc_error(lambda: _pull_all(stub)).code() == grpc.StatusCode.DATA_LOSS
+    collected.join(30)
+    assert not collected.replies and "payload_unreadable" in collected.failures["north"]

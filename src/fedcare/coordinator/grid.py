@@ -4,8 +4,11 @@
 rows, wakes the sites' long-polls, and yields each reply as soon as it is stored, until all
 tasks are answered, failed or the deadline passes; tasks still open then are expired, so a late
 reply is refused. Task payloads are stored framed (:mod:`fedcare.transport.framed`: written
-from views of the parameters, no serialized copy), and each reply is read from its mapped
-artifact, so the round's memory is what aggregation keeps, not the replies. A site that
+from views of the parameters, no serialized copy); tasks that carry the same parameters (a
+round's, differing only in their headers) share one stored body, each a composite artifact of
+its own header and that body under the digest of exactly the bytes its site receives
+(:mod:`fedcare.coordinator.task_payloads`). Each reply is read from its mapped artifact, so
+the round's memory is what aggregation keeps, not the replies. A site that
 already answered the same task (the same payload digest) in an earlier attempt of the round,
 before a coordinator restart or a retry, is not asked again: its reply is kept
 (:data:`REUSABLE_KINDS`). Without a timeout the deadline is ``default_timeout`` (the study's
@@ -33,13 +36,14 @@ from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.rows import ReplyInfo, TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.coordinator.task_payloads import store_task_payloads
 from fedcare.coordinator.waiting import WITHDRAWAL_BACKOFF, WITHDRAWAL_KINDS, Backoff, Withdrawals
 from fedcare.data.schema_check import schema_differences, schema_of_description
 from fedcare.errors import TransportError
 from fedcare.grid import Grid, Split
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.records.study import TASK_DEADLINE_FLOOR_S
-from fedcare.transport.framed import frame_task, read_reply
+from fedcare.transport.framed import read_reply
 
 __all__ = ["CoordinatorGrid", "GridStopped"]
 
@@ -147,7 +151,7 @@ class CoordinatorGrid(Grid):
         wait_s = self.default_timeout if timeout is None else timeout
         deadline = datetime.now(timezone.utc) + timedelta(seconds=wait_s)
         # not fsynced: a redone round writes the same bytes again (its checkpoint is durable)
-        digests = [self.artifacts.put_stream(frame_task(t).parts(), durable=False) for t in tasks]
+        digests = store_task_payloads(self.artifacts, tasks, redo=bool(earlier))
         kept = _answered_before(earlier, self.store, tasks, digests)
         rows = [
             (t.site_id, t.kind, digest, deadline)

@@ -4,7 +4,9 @@
 :meth:`TransferCalls._send_task` streams a delivered task: to a site speaking protocol 1.2 as
 stored (framed, named in the initial metadata, resumable with :meth:`TransferCalls.Download`);
 to a site one minor behind as the whole message it reads, failing the task if the download is
-cut (that site cannot resume it). :meth:`TransferCalls.UploadStatus` says how much of a 1.2
+cut (that site cannot resume it). A payload the coordinator cannot read (a composite whose
+shared body is gone) fails its task and aborts the call with DATA_LOSS naming the artifact.
+:meth:`TransferCalls.UploadStatus` says how much of a 1.2
 reply upload is held (:mod:`fedcare.coordinator.transfers`).
 """
 
@@ -18,7 +20,7 @@ import grpc
 from fedcare.coordinator.rows import TaskInfo
 from fedcare.coordinator.store_liveness import split_task_key
 from fedcare.coordinator.transfers import legacy_chunks, stream_task, upload_status
-from fedcare.errors import NotFoundError, ReplyRefusedError, ValidationError
+from fedcare.errors import NotFoundError, ReplyRefusedError, StoreError, ValidationError
 from fedcare.records.messages import Reply
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.tls import peer_identity
@@ -82,14 +84,17 @@ class TransferCalls:
         sent = False
         try:
             with self.idle.watch(context, f"PullTask of {site_id}") as ticket:
-                if streamed:
-                    yield from stream_task(
-                        self.store.artifacts, task, 0, lambda: self.idle.touch(ticket)
-                    )
-                else:
-                    for piece in legacy_chunks(self.store.artifacts, task):
-                        yield piece  # blocks while the site does not read: watched
-                        self.idle.touch(ticket)
+                try:
+                    if streamed:
+                        yield from stream_task(
+                            self.store.artifacts, task, 0, lambda: self.idle.touch(ticket)
+                        )
+                    else:
+                        for piece in legacy_chunks(self.store.artifacts, task):
+                            yield piece  # blocks while the site does not read: watched
+                            self.idle.touch(ticket)
+                except StoreError as err:
+                    self._unreadable(site_id, task, err, context)
             sent = True
         finally:
             if not sent and not streamed:  # the site went away mid-download: it won't answer
@@ -118,6 +123,18 @@ class TransferCalls:
                     )
                 except ValidationError as err:  # an offset that is no chunk boundary
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+                except StoreError as err:
+                    self._unreadable(site_id, task, err, context)
+
+    def _unreadable(
+        self, site_id: str, task: TaskInfo, err: StoreError, context: grpc.ServicerContext
+    ) -> None:
+        """Fail ``task`` (its stored payload cannot be read: a composite's body is gone) so its
+        round goes on, and abort the call with DATA_LOSS saying why."""
+        why = f"the coordinator cannot read the payload of task {task_key(task)!r}: {err}"
+        if self.store.fail_task(task.id, site_id, "payload_unreadable", why):
+            self.hub.notify()
+        context.abort(grpc.StatusCode.DATA_LOSS, why)
 
     def UploadStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         """How much of a reply upload this coordinator holds (1.2), to resume it."""

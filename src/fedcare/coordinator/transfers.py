@@ -2,7 +2,9 @@
 
 Called by :class:`~fedcare.coordinator.servicer.CoordinatorServicer` once it has established
 who calls and that the task named is theirs. A task's payload is stored framed
-(:mod:`fedcare.transport.framed`), content-addressed in the artifact store:
+(:mod:`fedcare.transport.framed`), content-addressed in the artifact store, whole or as a
+composite of its header and the body it shares with the round's other tasks (read in order as
+one payload):
 
 - A site speaking protocol 1.2 (:data:`~fedcare.records.protocol.STREAMED_TRANSFERS`) gets
   it as it is stored, one chunk read from the file at a time (:func:`stream_task`), named in
@@ -55,11 +57,22 @@ PARTIAL_TTL_S = 2 * 24 * 3600.0
 def stream_task(
     artifacts: ArtifactStore, task: TaskInfo, offset: int, progress: Callable[[], None]
 ) -> Iterator[Any]:
-    """The chunks of ``task``'s stored payload from ``offset`` (its file, a chunk at a time)."""
+    """The chunks of ``task``'s stored payload from ``offset`` (its file, or the pieces of a
+    composite, a chunk at a time).
+
+    Raises
+    ------
+    NotFoundError
+        If the payload is not stored.
+    StoreError
+        If a composite payload's pieces are not all there (a body file gone or cut).
+    ValidationError
+        If ``offset`` is no chunk boundary within the payload.
+    """
     assert task.payload_digest is not None
-    path = artifacts.path(task.payload_digest)
+    pieces = artifacts.pieces(task.payload_digest)
     sha = bytes.fromhex(task.payload_digest)
-    for piece in file_chunks(path, sha256=sha, transfer_id=new_transfer_id(), offset=offset):
+    for piece in file_chunks(pieces, sha256=sha, transfer_id=new_transfer_id(), offset=offset):
         yield piece
         progress()
 

@@ -194,7 +194,12 @@ def grpc_memory(fed: FederationRun) -> tuple[dict[str, float], dict[str, str]]:
 
 
 def run_grpc(
-    study: StudyConfig, params: int, sites: int, keep: bool, budget_mb: float | None = None
+    study: StudyConfig,
+    params: int,
+    sites: int,
+    keep: bool,
+    budget_mb: float | None = None,
+    site_budget_mb: float | None = None,
 ) -> GridRun:
     root = Path(tempfile.mkdtemp(prefix="fedcare-system-"))
     # 20 minutes, plus each round's transfers at a slow 20 MB/s
@@ -202,7 +207,10 @@ def run_grpc(
     try:
         names = [f"site-{k}" for k in range(sites)]
         extra_args = [] if budget_mb is None else ["--memory-budget-mb", str(budget_mb)]
-        fed = run_federation(study, names, root, limit_s=limit_s, coordinator_args=extra_args)
+        fed = run_federation(
+            study, names, root, limit_s=limit_s, coordinator_args=extra_args,
+            site_budget_mb=site_budget_mb,
+        )  # fmt: skip
     finally:
         if keep:
             print(f"  kept {root}")
@@ -222,6 +230,9 @@ def run_grpc(
     if "+" in others:
         rss_what += f"; with its child processes {others}"
     method = "grpc" if budget_mb is None else f"grpc, memory budget {budget_mb:g} MB"
+    if site_budget_mb is not None:
+        method += f", site budget {site_budget_mb:g} MB"
+        rss_what += f"; each site's memory_budget_mb {site_budget_mb:g} (params in a mapped file)"
     return GridRun(method, fed.durations, fed.coordinator_rss_mb, rss_what, extra, fed.status,
                    notes)  # fmt: skip
 
@@ -260,7 +271,9 @@ def _run_grid(
         return GridRun(grid, [], status=reason)
     if grid == "inmemory":
         return run_inmemory(study, sites)
-    return run_grpc(study, params, sites, args.keep, args.memory_budget_mb)
+    return run_grpc(
+        study, params, sites, args.keep, args.memory_budget_mb, args.site_memory_budget_mb
+    )
 
 
 def _base(label: str, size: Size, params: int, sites: int, machine: str) -> str:
@@ -331,6 +344,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--keep", action="store_true", help="keep the federation folders")
     add("--memory-budget-mb", type=float, default=None,
         help="the coordinator's budget (sums on disk above an eighth of it)")  # fmt: skip
+    add("--site-memory-budget-mb", type=float, default=None,
+        help="each site's memory_budget_mb (large params in a mapped scratch file)")  # fmt: skip
     add("--replace", action="store_true", help="write only this run's rows (default: merge)")
     add("--out", type=Path, default=RESULTS)
     return parser

@@ -86,12 +86,18 @@ def _start(
     port: int,
     addresses: Mapping[str, str],
     coordinator_args: Sequence[str] = (),
+    site_budget_mb: float | None = None,
 ) -> tuple[Path, dict[str, int]]:
     """Start the coordinator and the site agents (each told its coordinator address when
-    ``addresses`` names one); return the coordinator home and the pids by group."""
+    ``addresses`` names one, each site's data file given ``memory_budget_mb`` when
+    ``site_budget_mb`` is); return the coordinator home and the pids by group."""
     kit, data_files = local_federation(
         root, name="fedcare-system-benchmark", port=port, sites=sites, dataset="synthetic"
     )
+    if site_budget_mb is not None:
+        for data in data_files.values():
+            with Path(data).open("a", encoding="utf-8") as f:
+                f.write(f"\nmemory_budget_mb: {site_budget_mb:g}\n")
     home, coordinator, _ = start_federation(
         procs, root, kit, {}, port=port, liveness=60, approve_all=True,
         coordinator_args=coordinator_args,
@@ -183,19 +189,23 @@ def run_federation(
     addresses: Mapping[str, str] | None = None,
     on_sample: Callable[[], None] | None = None,
     coordinator_args: Sequence[str] = (),
+    site_budget_mb: float | None = None,
 ) -> FederationRun:
     """Run ``study`` on a fresh federation under ``root`` (see the module docstring).
 
     ``port``: the coordinator's (default: a free one); ``addresses``: site id -> the
     ``host:port`` that site's agent dials instead of the coordinator's; ``on_sample``: called
-    at every sample (every 0.2 s) while the study runs. A run stopped by the memory guard, the
-    time limit or a process that exits returns the rounds completed until then, with
-    ``status`` saying why it stopped.
+    at every sample (every 0.2 s) while the study runs; ``site_budget_mb``: each site's
+    ``memory_budget_mb`` (a large model's params in a mapped scratch file). A run stopped by
+    the memory guard, the time limit or a process that exits returns the rounds completed
+    until then, with ``status`` saying why it stopped.
     """
     procs = Processes(root)
     port = free_port() if port is None else port
     try:
-        home, pids = _start(procs, root, sites, port, dict(addresses or {}), coordinator_args)
+        home, pids = _start(
+            procs, root, sites, port, dict(addresses or {}), coordinator_args, site_budget_mb
+        )
         names = {"coordinator": "coordinator", **{s: "agent" for s in sites}}
         watch = TreeWatch(pids, names)
         with CoordinatorStore(default_db_url(home), home / "artifacts") as store:

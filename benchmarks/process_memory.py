@@ -39,6 +39,7 @@ __all__ = [
     "descendants",
     "mem_available_mb",
     "parent_map",
+    "read_pss",
     "read_status",
 ]
 
@@ -59,6 +60,19 @@ def read_status(pid: int) -> dict[str, float] | None:
         if key in _FIELDS:
             values[key] = int(rest.split()[0]) * 1024 / 1e6  # the kernel writes kB (KiB)
     return values if "VmHWM" in values else None
+
+
+def read_pss(pid: int) -> float:
+    """``Pss`` of ``pid`` in MB (its share of every page it maps: a page mapped by ``n``
+    processes counts ``1/n`` in each), from ``/proc/<pid>/smaps_rollup``; 0 when unknown."""
+    try:
+        text = (PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return 0.0
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -178,13 +192,14 @@ class TreeWatch:
         self._procs: dict[tuple[int, int], ProcessPeak] = {}
         self.total_rss_mb = 0.0  # polled peak of the summed VmRSS over all groups
         self.total_anon_mb = 0.0
+        self.total_pss_mb = 0.0  # polled peak of the summed Pss: shared pages counted once
         self.min_available_mb = float("inf")
         self.samples = 0
 
     def sample(self) -> float:
         """Read every process of every group once; returns the machine's ``MemAvailable``."""
         parents = parent_map()
-        total_rss = total_anon = 0.0
+        total_rss = total_anon = total_pss = 0.0
         for group, root in self.roots.items():
             rss = anon = 0.0
             for pid in [root, *descendants(root, parents)]:
@@ -193,12 +208,14 @@ class TreeWatch:
                     continue
                 rss += status.get("VmRSS", 0.0)
                 anon += status.get("RssAnon", 0.0)
+                total_pss += read_pss(pid)
                 self._process(group, pid, parents[pid][1], root).hwm_mb = status["VmHWM"]
             peak = self.groups[group]
             peak.rss_mb, peak.anon_mb = max(peak.rss_mb, rss), max(peak.anon_mb, anon)
             total_rss, total_anon = total_rss + rss, total_anon + anon
         self.total_rss_mb = max(self.total_rss_mb, total_rss)
         self.total_anon_mb = max(self.total_anon_mb, total_anon)
+        self.total_pss_mb = max(self.total_pss_mb, total_pss)
         available = mem_available_mb()
         self.min_available_mb = min(self.min_available_mb, available)
         self.samples += 1

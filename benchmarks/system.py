@@ -25,7 +25,8 @@ site's processes' own peaks (agent, task worker, helpers: an upper bound of the 
 the notes give each site's breakdown and its polled peak, a lower bound); ``agent_peak_rss_mb``
 and ``worker_peak_rss_mb`` the largest agent and worker; ``federation_peak_rss_mb`` the polled
 peak of the summed resident memory of all processes (a lower bound; the notes give the sum of
-all peaks, the upper bound) and ``federation_peak_anon_mb`` that of the anonymous part.
+all peaks, the upper bound), ``federation_peak_anon_mb`` that of the anonymous part and
+``federation_peak_pss_mb`` that of the proportional set size (shared pages counted once).
 
 A run whose estimated memory (``system_estimate.py``: per process, a base plus model copies)
 does not fit in what the machine has available is refused, with the estimate printed
@@ -177,6 +178,7 @@ def grpc_memory(fed: FederationRun) -> tuple[dict[str, float], dict[str, str]]:
         "worker_peak_rss_mb": max(g.by_name().get("worker", 0.0) for g in sites),
         "federation_peak_rss_mb": watch.total_rss_mb,
         "federation_peak_anon_mb": watch.total_anon_mb,
+        "federation_peak_pss_mb": watch.total_pss_mb,
         "min_mem_available_mb": watch.min_available_mb,
     }
     coordinator = watch.peak("coordinator")

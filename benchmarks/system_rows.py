@@ -89,6 +89,12 @@ EXTRA_NOTES = {
         "peak of the summed anonymous resident memory (RssAnon: heap, not file pages that "
         "memory-mapped payloads bring in), sampled every 0.2 s",
     ),
+    "federation_peak_pss_mb": (
+        "MB",
+        "peak of the summed proportional resident memory (Pss: a page mapped by n processes, "
+        "such as the shared libraries of the nine Python processes or a payload's page cache, "
+        "counts 1/n in each), sampled every 0.2 s",
+    ),
     "min_mem_available_mb": ("MB", "least MemAvailable of the machine during the run"),
 }
 

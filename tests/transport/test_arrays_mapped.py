@@ -93,3 +93,30 @@ def test_a_size_that_does_not_match_the_shape_and_bad_values_are_refused() -> No
     other.record.arrays.add(name="w", dtype="complex64", shape=[1], data=bytes(8))
     with pytest.raises(ValidationError, match="allowed dtypes"):
         read_arrays(other.SerializeToString())
+
+
+@pytest.mark.slow
+def test_a_record_beyond_protobufs_2_gib_is_written_and_read_in_place(tmp_path: Path) -> None:
+    """A 1B-parameter checkpoint is more than protobuf's 2 GiB: it is written in the same wire
+    format and read in place, while protobuf's parser refuses it by its size."""
+    from fedcare.transport.arrays_wire import PROTOBUF_MAX_BYTES, encode_arrays_parts
+
+    n = (PROTOBUF_MAX_BYTES + (64 << 20)) // 4  # 2.06 GiB of float32
+    sparse = tmp_path / "big.raw"
+    with sparse.open("wb") as f:
+        f.truncate(n * 4)  # a sparse file: zeros the disk does not hold
+    big = np.memmap(sparse, dtype=np.float32, mode="r+", shape=(n,))
+    big[-3:] = [1.0, 2.0, 3.0]
+    record = ArrayRecord({"w": big, "b": np.arange(3, dtype=np.float32)}, copy=False)
+    path = tmp_path / "checkpoint"
+    with path.open("wb") as out:
+        for part in encode_arrays_parts(record).parts:
+            out.write(part)
+    sparse.unlink()
+    with path.open("rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    back = read_arrays(mapped)
+    assert back["w"].shape == (n,) and list(back["w"][-3:]) == [1.0, 2.0, 3.0]
+    assert not back["w"].flags.owndata and list(back["b"]) == [0.0, 1.0, 2.0]
+    with pytest.raises(ValidationError, match="above the limit"):
+        decode_arrays(memoryview(mapped))  # type: ignore[arg-type]  # refused before reading

@@ -23,8 +23,6 @@ from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.strategy.base import Strategy
 from fedcare.strategy.driver import StudyStart, round_config
-from fedcare.transport.arrays_mapped import read_arrays
-from fedcare.transport.codec import decode_arrays
 
 __all__ = ["register_final_model", "start_from_model"]
 
@@ -57,7 +55,7 @@ def register_final_model(
         history=results["history"],
         final=results["final"],
         # read in place (verified first): a large model is hashed, never copied
-        params=mapped_params(store, params_digest),
+        params=store.mapped_params(params_digest),
         created=created,
         fedcare_version=__version__,
         version=version,
@@ -80,12 +78,6 @@ def register_final_model(
     return model, True
 
 
-def mapped_params(store: CoordinatorStore, digest: str) -> ArrayRecord:
-    """The checkpoint ``digest``'s params, verified, as read-only views of its mapped file."""
-    store.artifacts.verify(digest)  # one buffered pass; raises ArtifactCorruptError
-    return read_arrays(store.artifacts.map(digest))
-
-
 def start_from_model(
     store: CoordinatorStore, version: str, strategy: Strategy, start: StudyStart
 ) -> StudyStart:
@@ -98,7 +90,7 @@ def start_from_model(
     ConfigError
         If the registered parameters do not fit the study's model (names the array).
     """
-    params = decode_arrays(store.model_params(version))
+    params = store.model_arrays(version)
     like = start.state.params
     try:
         like.check_structure(params, what=f"init_model {version!r}")

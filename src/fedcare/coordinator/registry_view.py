@@ -85,11 +85,9 @@ def export_files(
     NotFoundError
         If ``version`` (or an ancestor) is not in the registry.
     """
-    from fedcare.transport.codec import decode_arrays
-
     chain = store.lineage(version)
     model = chain[0]
-    params = dict(decode_arrays(store.model_params(version)))
+    params = dict(store.model_arrays(version))
     context = _study_context(store, model)
     schema = context["schema"]
     names = [str(c.get("name")) for c in schema.get("columns") or [] if isinstance(c, dict)]

@@ -14,7 +14,6 @@ from fedcare.evaluation.report import render_report
 from fedcare.evaluation.validation import combine_validation
 from fedcare.records.study import StudyConfig
 from fedcare.records.tasks import METRICS_BY_TASK
-from fedcare.transport.arrays_wire import decode_arrays
 
 __all__ = ["study_report", "study_results"]
 
@@ -86,7 +85,7 @@ def _validation(
     summaries = final.get("validation")
     if not isinstance(summaries, dict) or not summaries:
         return {}
-    params = decode_arrays(store.model_params(version)) if version is not None else None
+    params = store.model_arrays(version) if version is not None else None
     names: list[str] = []
     for site in store.list_sites():
         schema = ((site.datasets or {}).get(study.dataset.name) or {}).get("schema") or {}

@@ -38,7 +38,7 @@ from fedcare.coordinator.checkpoint import decode_checkpoint, encode_checkpoint
 from fedcare.coordinator.grid import CoordinatorGrid, GridStopped
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.privacy_guard import round_spends
-from fedcare.coordinator.provenance import mapped_params, register_final_model, start_from_model
+from fedcare.coordinator.provenance import register_final_model, start_from_model
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.waiting import (
     RETRY_BACKOFF,
@@ -220,7 +220,7 @@ class StudyRunner:
                 schema = self.store.get_round(self.study_id, 0).record.get("schema")
                 if isinstance(schema, dict):
                     grid.set_reference(schema)
-            params = mapped_params(self.store, last[1])  # views of the file, no copy
+            params = self.store.mapped_params(last[1])  # views of the file, no copy
             state = self.store.artifacts.get(last[2])
             return decode_checkpoint(strategy, state, params), last[0]
         reference = self._reference_schema(grid, study.min_sites)

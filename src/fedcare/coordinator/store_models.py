@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,9 @@ from fedcare.coordinator.jsonsafe import to_json
 from fedcare.coordinator.rows import ModelInfo, snapshot
 from fedcare.coordinator.store_base import StoreBase, check_id, check_int
 from fedcare.errors import ConflictError, NotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    from fedcare.records.arrays import ArrayRecord
 
 __all__ = ["ModelsMixin", "model_version_id"]
 
@@ -136,3 +139,15 @@ class ModelsMixin(StoreBase):
     def model_params(self, version: str) -> bytes:
         """The encoded parameters of ``version`` (verified against their digest)."""
         return self.artifacts.get(self.get_model(version).artifact_digest)
+
+    def mapped_params(self, digest: str) -> ArrayRecord:
+        """The checkpoint ``digest``'s params, verified, as read-only views of its mapped file
+        (no copy; also a record beyond protobuf's 2 GiB, which its parser refuses)."""
+        from fedcare.transport.arrays_mapped import read_arrays  # numpy: not for every command
+
+        self.artifacts.verify(digest)  # one buffered pass; raises ArtifactCorruptError
+        return read_arrays(self.artifacts.map(digest))
+
+    def model_arrays(self, version: str) -> ArrayRecord:
+        """The parameters of ``version`` as :meth:`mapped_params` gives them."""
+        return self.mapped_params(self.get_model(version).artifact_digest)

@@ -58,7 +58,6 @@ from fedcare.packages.resolve import is_package_model
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.study import StudyConfig
 from fedcare.strategy.driver import check_privacy_mode, study_strategy
-from fedcare.transport.codec import decode_arrays
 
 __all__ = [
     "check_coordinator_running",
@@ -177,9 +176,7 @@ def _check_init_model(store: CoordinatorStore, study: StudyConfig, adapter: Any)
         return  # no site has described the dataset yet: checked when the study starts
     like = adapter.init_params(shape, np.random.default_rng(0))
     try:
-        like.check_structure(
-            decode_arrays(store.model_params(version)), what=f"init_model {version!r}"
-        )
+        like.check_structure(store.model_arrays(version), what=f"init_model {version!r}")
     except ValidationError as err:
         raise ConfigError(
             f"{err}; the study's model on {study.dataset.name!r} (input shape {shape}) does not "

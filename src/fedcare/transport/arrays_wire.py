@@ -236,9 +236,11 @@ def encode_arrays_parts(record: ArrayRecord) -> EncodedParts:
 
     Written by hand in protobuf's wire format, in field-number order as protobuf writes it:
     ``version`` (1), ``record`` (2: each ``Array`` as field 1, its ``data`` field 4 last),
-    ``end`` (100, fixed32); a test checks the equality.
+    ``end`` (100, fixed32); a test checks the equality. A record beyond protobuf's 2 GiB
+    (a model of more than 500M float32 parameters) is written in the same wire format:
+    :func:`~fedcare.transport.arrays_mapped.read_arrays` reads it, protobuf's parser
+    (:func:`decode_arrays`) refuses it by its size.
     """
-    _check_size([record], "array record")
     arrays: list[tuple[bytes, memoryview]] = []
     for name, arr in record.items():
         if arr.dtype.name not in ALLOWED_DTYPES or arr.dtype.kind not in "biuf":

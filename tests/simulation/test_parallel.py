@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,27 @@ def test_a_torch_cnn_trains_the_same_in_workers() -> None:
     assert [r.to_dict()["fit"] for r in parallel.history] == [
         r.to_dict()["fit"] for r in sequential.history
     ]
+
+
+class Sleep:
+    """A site mod that answers late."""
+
+    def __call__(self, task: Task, next_handler: Handler) -> Reply:
+        time.sleep(1.5)
+        return next_handler(task)
+
+
+def test_a_late_reply_never_answers_a_later_call(sites: list) -> None:
+    with ParallelGrid(sites, workers=2, mods={"va": [Sleep()]}) as grid:
+        assert list(grid.send_and_receive([_task("va", 1)], timeout=0.2)) == []
+        (reply,) = grid.send_and_receive([_task("va", 2)])  # round 1's reply is dropped
+        assert reply.round == 2
+
+
+def test_personal_models_stay_in_their_workers() -> None:
+    require_mirror()
+    study = StudyConfig.from_yaml(EXAMPLES / "heart-disease-flamby-ditto.yaml")
+    study = study.with_overrides(rounds=2, baselines={"local": False, "pooled": False})
+    one = run_simulation(study, workers=1)["personalization"]
+    two = run_simulation(study, workers=3)["personalization"]
+    assert two["sites"] and two == one

@@ -133,16 +133,21 @@ def test_unpicklable_mods_and_bad_worker_counts_are_refused(sites: list) -> None
 
 
 def test_a_torch_cnn_trains_the_same_in_workers() -> None:
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     require_mirror()
     study = StudyConfig.from_yaml(EXAMPLES / "pneumoniamnist.yaml").with_overrides(
         rounds=2, training={"epochs": 1, "max_steps": 2, "lr": 0.001, "batch_size": 16}
     )
     ds = load_dataset("pneumoniamnist", **study.dataset.options)
     shape = ds.sites[0].train.input_shape
-    sequential = train_on_grid(grid_for(list(ds.sites)), study, shape, label="cnn")
-    with ParallelGrid(list(ds.sites), workers=2) as grid:
-        parallel = train_on_grid(grid, study, shape, label="cnn")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the result depends on it: the workers must use this one too
+    try:
+        sequential = train_on_grid(grid_for(list(ds.sites)), study, shape, label="cnn")
+        with ParallelGrid(list(ds.sites), workers=2) as grid:
+            parallel = train_on_grid(grid, study, shape, label="cnn")
+    finally:
+        torch.set_num_threads(threads)
     assert parallel.params == sequential.params
     assert [r.to_dict()["fit"] for r in parallel.history] == [
         r.to_dict()["fit"] for r in sequential.history

@@ -11,10 +11,14 @@ A round's tasks go to the workers that own their sites; replies come back throug
 worker as each is done and are yielded one at a time, in arrival order (the round loop sums
 them in site order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit
 for bit as the sequential run's). A worker blocks on sending a reply until the coordinator reads
-it, so the parent holds one reply at a time. A handler that raises gives an error reply naming
-the exception (as :class:`~fedcare.transport.inmemory.InMemoryGrid` does); a worker that dies
-gives each of its unanswered tasks a ``worker-died`` error reply naming the site and the exit
-code, and its sites answer ``worker-died`` from then on. :meth:`ParallelGrid.close` (or leaving
+it, so the parent holds one reply at a time. A torch model's results depend on torch's thread
+count, so each worker uses this process's (when torch is loaded here), not a share of the
+cores: on a machine with few cores the workers oversubscribe them.
+
+A handler that raises gives an error reply naming the exception (as
+:class:`~fedcare.transport.inmemory.InMemoryGrid` does); a worker that dies gives each of its
+unanswered tasks a ``worker-died`` error reply naming the site and the exit code, and its
+sites answer ``worker-died`` from then on. :meth:`ParallelGrid.close` (or leaving
 its ``with`` block) stops the workers; none outlives the grid.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 import pickle
+import sys
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,10 +78,15 @@ def _worker_main(
     site_reports: Path | None,
     inbox: Any,
     outbox: Connection,
+    torch_threads: int | None,
 ) -> None:
     """A worker: build its sites' apps once, then answer ``(call, task)`` until ``None``."""
     apps: dict[str, SiteApp] = {}
     try:
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
         for site in sites:
             app = SiteApp(site, mods=mods.get(site.site_id, ()), simulated=True)
             app.runtime.feature_names = feature_names
@@ -109,6 +119,8 @@ class _Pool:
         site_reports: Path | None,
     ) -> None:
         ctx = mp.get_context("spawn")
+        torch = sys.modules.get("torch")  # a torch model's sums depend on its thread count
+        threads = torch.get_num_threads() if torch is not None else None
         ordered = sorted(sites, key=lambda s: s.site_id)
         n = min(workers, len(ordered))
         self.owner = {s.site_id: i % n for i, s in enumerate(ordered)}
@@ -125,7 +137,7 @@ class _Pool:
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_worker_main,
-                args=(mine, own_mods, feature_names, site_reports, inbox, send),
+                args=(mine, own_mods, feature_names, site_reports, inbox, send, threads),
                 name=f"fedcare-site-worker-{w}",
                 daemon=True,
             )

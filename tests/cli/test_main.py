@@ -70,3 +70,24 @@ def test_a_bad_study_file_exits_non_zero_naming_the_field(tmp_path: Path) -> Non
         ],
     )
     assert unknown.exit_code == 2 and "unknown strategy 'fedsgd'" in unknown.output
+
+
+def test_simulate_workers_must_be_at_least_one(tmp_path: Path) -> None:
+    study = str(EXAMPLES / "heart-disease.yaml")
+    result = runner.invoke(app, ["simulate", study, "--out", str(tmp_path), "--workers", "0"])
+    assert result.exit_code == 2
+    assert "--workers must be at least 1, got 0" in result.output
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_simulate_with_two_workers_writes_the_sequential_model(tmp_path: Path) -> None:
+    require_mirror()
+    study = str(EXAMPLES / "heart-disease.yaml")
+    hashes = []
+    for workers in ("1", "2"):
+        out = tmp_path / workers
+        args = ["simulate", study, "--out", str(out), "--rounds", "2", "--workers", workers]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        hashes.append(json.loads((out / "results.json").read_text())["model_card"]["model"]["hash"])
+    assert hashes[0] == hashes[1]

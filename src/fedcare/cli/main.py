@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedcare.errors import FedcareError
+from fedcare.errors import ConfigError, FedcareError
 
 if TYPE_CHECKING:
     from fedcare.records.study import StudyConfig
@@ -79,12 +79,19 @@ def simulate(
     seed: int | None = typer.Option(None, help="Override the study's seed."),
     rounds: int | None = typer.Option(None, help="Override the number of rounds."),
     strategy: str | None = typer.Option(None, help="Override the strategy (e.g. fedadam)."),
+    workers: int = typer.Option(
+        1,
+        help="Worker processes the sites train in, concurrently (1: one after another, "
+        "in this process); the same model either way.",
+    ),
 ) -> None:
     """Run a study in simulation and write results.json and report.html."""
     from fedcare.cli.output import write_outputs
     from fedcare.simulation.run import run_simulation
 
     try:
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {workers}")
         config = _load_study(study, dataset)
         overrides: dict[str, Any] = {}
         if seed is not None:
@@ -118,7 +125,9 @@ def simulate(
                         text = f"weighted {metric_name} {_fmt(weighted.get(metric_name))}"
                 bar.update(tasks[label], completed=record.round, metric=text)
 
-            results = run_simulation(config, progress=on_round, site_reports=out / "sites")
+            results = run_simulation(
+                config, progress=on_round, site_reports=out / "sites", workers=workers
+            )
         results_path, report_path = write_outputs(results, out)
     except FedcareError as err:
         console.print(f"[red]error:[/red] {err}")

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedcare.evaluation.personal import personalization_summary
+from fedcare.grid import Grid
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.personalization_spec import PersonalizationSpec
 from fedcare.records.study import StudyConfig
 from fedcare.strategy.driver import round_config
 from fedcare.strategy.loop import evaluate_on_sites
-from fedcare.transport.inmemory import InMemoryGrid
 
 __all__ = ["personalization_results", "without_personalization"]
 
@@ -32,7 +32,7 @@ def without_personalization(study: StudyConfig) -> StudyConfig:
 
 
 def personalization_results(
-    grid: InMemoryGrid,
+    grid: Grid,
     study: StudyConfig,
     params: ArrayRecord,
     arrays: Mapping[str, ArrayRecord],

@@ -33,10 +33,12 @@ from fedcare.errors import ConfigError
 from fedcare.evaluation.model_card import build_model_card
 from fedcare.evaluation.summary import cross_site_matrix, exam_summary
 from fedcare.evaluation.validation import combine_validation
+from fedcare.grid import Grid
 from fedcare.packages.resolve import resolve_study_package
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.loso import check_leave_one_site_out, leave_one_site_out
+from fedcare.simulation.parallel import check_workers
 from fedcare.simulation.personal import personalization_results
 from fedcare.simulation.privacy import privacy_results
 from fedcare.simulation.training import (
@@ -44,6 +46,7 @@ from fedcare.simulation.training import (
     TrainedModel,
     evaluate_model,
     grid_for,
+    open_grid,
     train_on_grid,
 )
 from fedcare.site.app import Mod
@@ -117,6 +120,7 @@ def run_simulation(
     progress: Progress | None = None,
     mods: Mapping[str, Sequence[Mod]] | None = None,
     site_reports: Path | None = None,
+    workers: int = 1,
 ) -> SimulationResult:
     """Run ``study`` end to end and return the results dict (see module docstring), with the
     trained models as ``result.model`` (federated) and ``result.models`` (by label; with
@@ -125,9 +129,13 @@ def run_simulation(
     ``mods`` adds site middleware by site id to the federated run (e.g. the attacks of
     :mod:`fedcare.simulation.attacks`); baselines run without it. ``site_reports``: the folder
     where each site of the federated grid writes its site-only reports (saliency maps of image
-    models, ``<site_reports>/<site>/...``; :mod:`fedcare.site.site_reports`).
+    models, ``<site_reports>/<site>/...``; :mod:`fedcare.site.site_reports`). ``workers``: the
+    federated grid's sites train in that many worker processes
+    (:mod:`fedcare.simulation.parallel`; the same model as with 1, the sequential in-memory
+    grid); baselines, hold-out and leave-one-site-out evaluations run in this process.
     """
     start = time.perf_counter()
+    check_workers(workers)
     study_strategy(study, 1)  # a bad strategy name or option fails before any data is read
     study = resolve_study_package(study)  # stored once: every round runs the same package
     guard_next_round(f"{study.name}/federated", study, [], 1)  # nor a budget round 1 overspends
@@ -139,9 +147,26 @@ def run_simulation(
         )
     ds = agreeing_sites(dataset or load_dataset(study.dataset.name, **_dataset_options(study)))
     check_leave_one_site_out(study, len(ds.sites))
-    grid = grid_for(
-        list(ds.sites), mods=mods, feature_names=ds.feature_names, site_reports=site_reports
-    )
+    with open_grid(
+        list(ds.sites),
+        workers=workers,
+        mods=mods,
+        feature_names=ds.feature_names,
+        site_reports=site_reports,
+    ) as grid:
+        out = _simulate_on(grid, study, ds, progress, site_reports)
+    out["timing"] = {"total_s": time.perf_counter() - start}
+    return out
+
+
+def _simulate_on(
+    grid: Grid,
+    study: StudyConfig,
+    ds: FederatedDataset,
+    progress: Progress | None,
+    site_reports: Path | None,
+) -> SimulationResult:
+    """:func:`run_simulation`'s work once the federated grid is open."""
     shape = ds.sites[0].train.input_shape
     models = [
         train_on_grid(
@@ -219,7 +244,6 @@ def run_simulation(
             m.label: evaluate_model(holdout_grid, study, m)["per_site"].get("holdout", {})
             for m in models
         }
-    results["timing"] = {"total_s": time.perf_counter() - start}
     out = SimulationResult(results)
     out.model, out.models = models[0], {**{m.label: m for m in models}, **loso}
     return out

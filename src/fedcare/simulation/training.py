@@ -10,7 +10,8 @@ final round.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ import numpy as np
 from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError
 from fedcare.evaluation.summary import summarize_sites
-from fedcare.grid import Split
+from fedcare.grid import Grid, Split
 from fedcare.models.base import ModelAdapter
 from fedcare.models.registry import build_model
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
+from fedcare.simulation.parallel import ParallelGrid, check_workers
 from fedcare.simulation.personal import without_personalization
 from fedcare.site.app import Mod, SiteApp
 from fedcare.strategy.base import StrategyState
@@ -33,7 +35,14 @@ from fedcare.strategy.driver import continue_study, round_config, start_study, s
 from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
 from fedcare.transport.inmemory import InMemoryGrid
 
-__all__ = ["Progress", "TrainedModel", "evaluate_model", "grid_for", "train_on_grid"]
+__all__ = [
+    "Progress",
+    "TrainedModel",
+    "evaluate_model",
+    "grid_for",
+    "open_grid",
+    "train_on_grid",
+]
 
 #: Called after every round with the model's label ("federated", "local-<site>", "pooled").
 Progress = Callable[[str, RoundRecord], None]
@@ -85,8 +94,40 @@ def grid_for(
     return InMemoryGrid(apps, record=record, declared_rows=rows)  # as sites declare at Hello
 
 
+@contextmanager
+def open_grid(
+    sites: list[SiteData],
+    *,
+    workers: int = 1,
+    record: bool = False,
+    mods: Mapping[str, Sequence[Mod]] | None = None,
+    feature_names: Sequence[str] = (),
+    site_reports: Path | None = None,
+) -> Iterator[InMemoryGrid | ParallelGrid]:
+    """The simulation's grid for ``sites``: :func:`grid_for`'s in-memory grid for one worker,
+    else a :class:`~fedcare.simulation.parallel.ParallelGrid` of ``workers`` processes, whose
+    workers stop when the ``with`` block ends.
+
+    Raises
+    ------
+    ConfigError
+        For ``workers`` < 1, or mods a worker process cannot be sent.
+    """
+    options: dict[str, Any] = {
+        "record": record,
+        "mods": mods,
+        "feature_names": feature_names,
+        "site_reports": site_reports,
+    }
+    if check_workers(workers) == 1:
+        yield grid_for(sites, **options)
+        return
+    with ParallelGrid(sites, workers=workers, **options) as grid:
+        yield grid
+
+
 def train_on_grid(
-    grid: InMemoryGrid,
+    grid: Grid,
     study: StudyConfig,
     input_shape: tuple[int, ...],
     *,
@@ -137,7 +178,7 @@ def train_on_grid(
 
 
 def evaluate_model(
-    grid: InMemoryGrid,
+    grid: Grid,
     study: StudyConfig,
     model: TrainedModel,
     validation: dict[str, dict[str, Any]] | None = None,

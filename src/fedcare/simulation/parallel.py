@@ -1,0 +1,342 @@
+"""A grid whose sites train concurrently in worker processes: ``fedcare simulate --workers N``.
+
+:class:`ParallelGrid` starts ``N`` worker processes (``multiprocessing``'s *spawn* context) and
+gives each the :class:`~fedcare.data.base.SiteData` of its sites, assigned round-robin in sorted
+site order. A worker builds its sites' :class:`~fedcare.site.app.SiteApp` s once, so datasets
+are sent once per worker, not per task, and each site's state across rounds (SCAFFOLD control
+variates, personal models, compression residuals, its privacy ledger) stays in the one process
+that owns it, exactly as in the sequential in-memory grid.
+
+A round's tasks go to the workers that own their sites; replies come back through one pipe per
+worker as each is done and are yielded one at a time, in arrival order (the round loop sums
+them in site order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit
+for bit as the sequential run's). A worker blocks on sending a reply until the coordinator reads
+it, so the parent holds one reply at a time. A torch model's results depend on torch's thread
+count, so each worker uses this process's (when torch is loaded here), not a share of the
+cores: on a machine with few cores the workers oversubscribe them.
+
+A handler that raises gives an error reply naming the exception (as
+:class:`~fedcare.transport.inmemory.InMemoryGrid` does); a worker that dies gives each of its
+unanswered tasks a ``worker-died`` error reply naming the site and the exit code, and its
+sites answer ``worker-died`` from then on. :meth:`ParallelGrid.close` (or leaving
+its ``with`` block) stops the workers; none outlives the grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import pickle
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from fedcare.data.base import SiteData
+from fedcare.errors import ConfigError, FedcareError, TransportError
+from fedcare.grid import Grid, Split
+from fedcare.records.messages import Reply, Task
+from fedcare.site.app import Mod, SiteApp
+
+__all__ = ["ParallelGrid", "check_workers"]
+
+#: Seconds a closing grid waits for a worker to finish before terminating it.
+JOIN_S = 10.0
+
+
+def check_workers(workers: object) -> int:
+    """``workers`` as a count of worker processes.
+
+    Raises
+    ------
+    ConfigError
+        When ``workers`` is not an integer >= 1.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    return workers
+
+
+def _call(app: SiteApp, task: Task) -> Reply:
+    try:
+        return app(task)
+    except FedcareError as err:
+        return Reply.failure(task, type(err).__name__, str(err))
+    except Exception as err:  # a site's crash must not take the worker down
+        tb = traceback.format_exception_only(type(err), err)[-1].strip()
+        return Reply.failure(task, "exception", tb)
+
+
+def _worker_main(
+    sites: list[SiteData],
+    mods: Mapping[str, Sequence[Mod]],
+    feature_names: tuple[str, ...],
+    site_reports: Path | None,
+    inbox: Any,
+    outbox: Connection,
+    torch_threads: int | None,
+) -> None:
+    """A worker: build its sites' apps once, then answer ``(call, task)`` until ``None``."""
+    apps: dict[str, SiteApp] = {}
+    try:
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        for site in sites:
+            app = SiteApp(site, mods=mods.get(site.site_id, ()), simulated=True)
+            app.runtime.feature_names = feature_names
+            if site_reports is not None:
+                app.runtime.report_dir = site_reports / site.site_id
+            apps[site.site_id] = app
+    except Exception as err:  # the coordinator's replies name why this worker is gone
+        outbox.send((0, traceback.format_exception_only(type(err), err)[-1].strip()))
+        return
+    del sites
+    while (item := inbox.get()) is not None:
+        call, task = item
+        reply = _call(apps[task.site_id], task)
+        try:
+            outbox.send((call, reply))
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            failure = Reply.failure(task, "exception", f"reply could not be sent: {err}")
+            outbox.send((call, failure))
+
+
+class _Pool:
+    """The worker processes, their task queues and reply pipes."""
+
+    def __init__(
+        self,
+        sites: Sequence[SiteData],
+        workers: int,
+        mods: Mapping[str, Sequence[Mod]],
+        feature_names: tuple[str, ...],
+        site_reports: Path | None,
+    ) -> None:
+        ctx = mp.get_context("spawn")
+        torch = sys.modules.get("torch")  # a torch model's sums depend on its thread count
+        threads = torch.get_num_threads() if torch is not None else None
+        ordered = sorted(sites, key=lambda s: s.site_id)
+        n = min(workers, len(ordered))
+        self.owner = {s.site_id: i % n for i, s in enumerate(ordered)}
+        self.inboxes: list[Any] = []
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+        self.dead: dict[int, str] = {}  # worker -> why it is gone
+        self.calls = itertools.count(1)
+        self.closed = False
+        for w in range(n):
+            mine = [s for s in ordered if self.owner[s.site_id] == w]
+            own_mods = {s.site_id: tuple(mods.get(s.site_id, ())) for s in mine}
+            inbox = ctx.Queue()
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_worker_main,
+                args=(mine, own_mods, feature_names, site_reports, inbox, send, threads),
+                name=f"fedcare-site-worker-{w}",
+                daemon=True,
+            )
+            proc.start()
+            send.close()  # the worker holds the sending end; EOF when it dies
+            self.inboxes.append(inbox)
+            self.conns.append(recv)
+            self.procs.append(proc)
+
+    def why_dead(self, w: int) -> str | None:
+        """Why worker ``w`` is gone, or ``None`` while it runs."""
+        if w not in self.dead and not self.procs[w].is_alive():
+            self.dead[w] = f"worker process {w} died (exit code {self.procs[w].exitcode})"
+        return self.dead.get(w)
+
+    def collect(
+        self, call: int, pending: dict[str, Task], deadline: float | None
+    ) -> Iterator[Reply]:
+        """Yield the replies to ``pending`` (call ``call``) as they arrive."""
+        while pending:
+            busy = {self.owner[s] for s in pending}
+            waits: list[Any] = [self.conns[w] for w in busy]
+            waits += [self.procs[w].sentinel for w in busy]
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = wait(waits, timeout=left)
+            if not ready and deadline is not None and time.monotonic() >= deadline:
+                return  # unanswered tasks get no reply, as on a real network
+            for w in sorted(busy):
+                if self.conns[w] in ready or self.procs[w].sentinel in ready:
+                    yield from self._read(w, call, pending)
+
+    def _read(self, w: int, call: int, pending: dict[str, Task]) -> Iterator[Reply]:
+        conn = self.conns[w]
+        try:
+            while conn.poll():
+                got, reply = conn.recv()
+                if got == 0:  # the worker could not build its sites
+                    self.dead[w] = f"worker process {w} failed to start its sites: {reply}"
+                elif got == call and reply.site_id in pending:
+                    del pending[reply.site_id]
+                    yield reply  # one at a time: the worker waits until this is read
+        except (EOFError, OSError):
+            pass
+        if self.why_dead(w) is None:
+            return
+        for site in sorted(s for s in pending if self.owner[s] == w):
+            task = pending.pop(site)
+            yield Reply.failure(
+                task, "worker-died", f"site {site!r}: {self.dead[w]} before it replied"
+            )
+
+    def close(self) -> None:
+        """Stop every worker (politely, then by force) and release the queues and pipes."""
+        if self.closed:
+            return
+        self.closed = True
+        for w, inbox in enumerate(self.inboxes):
+            if self.procs[w].is_alive():
+                inbox.put(None)
+        for w, proc in enumerate(self.procs):
+            while proc.is_alive() and self.conns[w].poll(0):
+                try:
+                    self.conns[w].recv()  # a stale reply the worker is blocked on sending
+                except (EOFError, OSError):
+                    break
+            proc.join(JOIN_S)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(JOIN_S)
+        for inbox in self.inboxes:
+            inbox.close()
+            inbox.join_thread()
+        for conn in self.conns:
+            conn.close()
+
+
+class ParallelGrid(Grid):
+    """Sites in ``workers`` worker processes (see module docstring); use it in a ``with`` block.
+
+    Parameters
+    ----------
+    sites:
+        The sites' data; each worker is sent its sites' data once.
+    workers:
+        Worker processes (at most one per site).
+    record:
+        Keep every task and reply that crossed the grid in ``wire``.
+    mods:
+        Site middleware by site id; it must be picklable (module-level classes or functions),
+        as it is sent to the workers.
+    feature_names:
+        The columns of the sites' data.
+    site_reports:
+        The folder under which each site writes its site-only reports (``<folder>/<site>``).
+
+    Raises
+    ------
+    ConfigError
+        For ``workers`` < 1, no sites, or mods that cannot be sent to a worker process.
+    """
+
+    def __init__(
+        self,
+        sites: Sequence[SiteData],
+        *,
+        workers: int,
+        record: bool = False,
+        mods: Mapping[str, Sequence[Mod]] | None = None,
+        feature_names: Sequence[str] = (),
+        site_reports: Path | None = None,
+        _pool: _Pool | None = None,
+    ) -> None:
+        check_workers(workers)
+        if not sites:
+            raise ConfigError("a parallel grid needs at least one site")
+        mods = dict(mods or {})
+        try:
+            pickle.dumps(mods)
+        except Exception as err:
+            raise ConfigError(
+                f"mods for sites {sorted(mods)} cannot be sent to worker processes "
+                f"(workers={workers}): {err}; run them with workers=1"
+            ) from None
+        self._sites = sorted(s.site_id for s in sites)
+        self._rows: dict[Split, dict[str, int]] = {
+            "train": {s.site_id: len(s.train) for s in sites},
+            "test": {s.site_id: len(s.test) for s in sites},
+        }
+        self._record = record
+        self._owns = _pool is None
+        self._pool = _pool or _Pool(sites, workers, mods, tuple(feature_names), site_reports)
+        self.workers = len(self._pool.procs)
+        #: Every task and reply that crossed the grid when ``record`` is set (tests read the wire).
+        self.wire: list[Task | Reply] = []
+
+    def site_ids(self) -> list[str]:
+        return list(self._sites)
+
+    def declared_rows(self, split: Split = "train") -> dict[str, int]:
+        return dict(self._rows.get(split, {}))
+
+    def subset(self, site_ids: Sequence[str]) -> ParallelGrid:
+        """A grid over some of this grid's sites, in the same workers (their state included);
+        closing it leaves the workers running."""
+        missing = [s for s in site_ids if s not in self._sites]
+        if missing:
+            raise TransportError(f"unknown sites {missing}; known: {self.site_ids()}")
+        view = object.__new__(ParallelGrid)
+        view._sites = sorted(site_ids)
+        view._rows = {
+            split: {s: n for s, n in r.items() if s in site_ids} for split, r in self._rows.items()
+        }
+        view._record, view._owns, view._pool = self._record, False, self._pool
+        view.workers, view.wire = self.workers, []
+        return view
+
+    def send_and_receive(
+        self, tasks: Sequence[Task], *, timeout: float | None = None
+    ) -> Iterator[Reply]:
+        if self._pool.closed:
+            raise TransportError("this parallel grid is closed; its workers are gone")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        call = next(self._pool.calls)
+        pending: dict[str, Task] = {}
+        refused: list[Reply] = []
+        for task in list(tasks):
+            if self._record:
+                self.wire.append(task)
+            if task.site_id not in self._sites:
+                msg = f"no site {task.site_id!r} on this grid"
+                refused.append(Reply.failure(task, "unknown-site", msg))
+            elif (why := self._pool.why_dead(self._pool.owner[task.site_id])) is not None:
+                msg = f"site {task.site_id!r}: {why}"
+                refused.append(Reply.failure(task, "worker-died", msg))
+            else:
+                pending[task.site_id] = task
+                self._pool.inboxes[self._pool.owner[task.site_id]].put((call, task))
+        for reply in itertools.chain(refused, self._pool.collect(call, pending, deadline)):
+            if self._record:
+                self.wire.append(reply)
+            yield reply
+
+    @property
+    def processes(self) -> tuple[Any, ...]:
+        """The worker processes (``multiprocessing.Process``; dead once the grid is closed)."""
+        return tuple(self._pool.procs)
+
+    def close(self) -> None:
+        """Stop the workers (a subset's view leaves them to the grid it came from)."""
+        if self._owns:
+            self._pool.close()
+
+    def __enter__(self) -> ParallelGrid:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

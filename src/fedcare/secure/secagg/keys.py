@@ -12,7 +12,7 @@ coordinator fails to open.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -42,6 +42,10 @@ class KeyPair:
 
     private: bytes
     public: bytes
+    #: The loaded private key, made on first use (a site agrees keys with every neighbour).
+    _loaded: list[X25519PrivateKey] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def generate(cls, entropy: Entropy) -> KeyPair:
@@ -52,7 +56,9 @@ class KeyPair:
         """The raw X25519 shared secret with ``peer_public``."""
         if len(peer_public) != KEY_BYTES:
             raise ValidationError(f"public key has {len(peer_public)} bytes, expected {KEY_BYTES}")
-        sk = X25519PrivateKey.from_private_bytes(self.private)
+        if not self._loaded:
+            self._loaded.append(X25519PrivateKey.from_private_bytes(self.private))
+        sk = self._loaded[0]
         try:
             return sk.exchange(X25519PublicKey.from_public_bytes(peer_public))
         except ValueError as err:  # an all-zero (small-order) shared secret

@@ -28,7 +28,7 @@ from fedcare.secure.secagg.messages import (
     as_bytes,
     from_bytes,
 )
-from fedcare.secure.secagg.prg import prg_uint64
+from fedcare.secure.secagg.prg import MaskBuffer
 from fedcare.secure.secagg.quantize import QuantSpec, dequantize_sum
 
 __all__ = ["SecAggResult", "SecAggServer", "ServerState"]
@@ -205,11 +205,14 @@ class SecAggServer:
         assert state.masked_sum is not None
         total = state.masked_sum.copy()
         setup = state.setup
+        lost = [s for s in state.sharers if s not in state.alive]  # dropped after sharing
+        wanted = [(u, "b") for u in state.alive] + [(u, "sk") for u in lost]
+        secrets = self._reconstruct(state, inbound, wanted)
+        masks = MaskBuffer(setup.length)  # one buffer for every mask: nothing allocated per mask
         for u in state.alive:  # survivors: remove their self-masks
-            seed = self._reconstruct(state, inbound, u, "b")
-            np.subtract(total, prg_uint64(seed, setup.length), out=total)
-        for u in (s for s in state.sharers if s not in state.alive):  # dropped after sharing
-            sk = KeyPair(self._reconstruct(state, inbound, u, "sk"), b"")
+            np.subtract(total, masks.expand(secrets[(u, "b")]), out=total)
+        for u in lost:
+            sk = KeyPair(secrets[(u, "sk")], b"")
             for v in (p for p in state.pairs[u] if p in state.alive):
                 key = derive_key(
                     sk,
@@ -220,9 +223,8 @@ class SecAggServer:
                     me=u,
                     peer=v,
                 )
-                mask = prg_uint64(key, setup.length)
                 # v added +mask iff v < u; in place on our own copy, wrapping mod 2^64
-                (np.subtract if v < u else np.add)(total, mask, out=total)
+                (np.subtract if v < u else np.add)(total, masks.expand(key), out=total)
         result = SecAggResult(
             dequantize_sum(total, len(state.alive), setup.quant), state.alive, dropped
         )
@@ -230,23 +232,43 @@ class SecAggServer:
 
     @staticmethod
     def _reconstruct(
-        state: ServerState, inbound: Mapping[str, ClientMessage], u: str, kind: str
-    ) -> bytes:
-        xs: list[int] = []
-        rows: list[np.ndarray] = []
-        for holder, msg in inbound.items():
-            share = msg.payload.get(f"{kind}/{u}")
-            if share is not None and share.shape == (CHUNKS,):
-                xs.append(state.setup.point(holder))
-                rows.append(share.astype(np.int64))
+        state: ServerState,
+        inbound: Mapping[str, ClientMessage],
+        wanted: Sequence[tuple[str, str]],
+    ) -> dict[tuple[str, str], bytes]:
+        """Each wanted ``(site, kind)`` secret from its holders' shares, all in one batch."""
+        found: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = {
+            w: ([], []) for w in wanted
+        }
+        for holder, msg in inbound.items():  # one pass; holders in arrival order, as before
+            x = state.setup.point(holder)
+            for name, share in msg.payload.items():
+                kind, _, u = name.partition("/")
+                slot = found.get((u, kind))
+                if slot is not None and share.shape == (CHUNKS,):
+                    slot[0].append(x)
+                    slot[1].append(share.astype(np.int64))
         t = state.setup.threshold
-        what = "self-mask seed" if kind == "b" else "pairwise key"
-        if len(xs) < t:
+        for (u, kind), (xs, _) in found.items():
+            if len(xs) < t:
+                raise AggregationError(
+                    f"secure aggregation failed at stage 'unmask': {len(xs)} shares of site "
+                    f"{u!r}'s {_WHAT[kind]} arrived, threshold is {t} ({len(inbound)} sites "
+                    "answered)"
+                )
+        keys = list(found)  # the first t shares of each, as shamir.reconstruct takes them
+        acc = shamir.interpolate_many(
+            np.array([found[k][0][:t] for k in keys], dtype=np.int64),
+            np.stack([np.stack(found[k][1][:t]) for k in keys]),
+        )
+        bad = np.flatnonzero((acc > 0xFFFF).any(axis=1))
+        if bad.size:
+            u, kind = keys[int(bad[0])]
             raise AggregationError(
-                f"secure aggregation failed at stage 'unmask': {len(xs)} shares of site {u!r}'s "
-                f"{what} arrived, threshold is {t} ({len(inbound)} sites answered)"
+                f"cannot reconstruct site {u!r}'s {_WHAT[kind]}: shares do not reconstruct a "
+                "valid secret (inconsistent shares)"
             )
-        try:
-            return shamir.reconstruct(xs, np.stack(rows), t)
-        except ValidationError as err:
-            raise AggregationError(f"cannot reconstruct site {u!r}'s {what}: {err}") from err
+        return {k: row.astype("<u2").tobytes() for k, row in zip(keys, acc, strict=True)}
+
+
+_WHAT = {"b": "self-mask seed", "sk": "pairwise key"}

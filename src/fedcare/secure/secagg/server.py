@@ -146,12 +146,14 @@ class SecAggServer:
             except (KeyError, ValidationError):
                 continue
         alive, dropped = self._survivors(state, list(keys), "advertise")
+        # each key as a read-only array once, shared by the ~k messages that relay it
+        arrays = {v: (from_bytes(c_pk), from_bytes(s_pk)) for v, (c_pk, s_pk) in keys.items()}
         out = {}
         for s in alive:
             near = [v for v in state.setup.neighbours[s] if v in keys]
-            payload = {f"c_pk/{v}": from_bytes(keys[v][0]) for v in near}
-            payload |= {f"s_pk/{v}": from_bytes(keys[v][1]) for v in near}
-            out[s] = ServerMessage("share", {}, ArrayRecord(payload))
+            payload = {f"c_pk/{v}": arrays[v][0] for v in near}
+            payload |= {f"s_pk/{v}": arrays[v][1] for v in near}
+            out[s] = ServerMessage("share", {}, ArrayRecord(payload, copy=False))
         new = replace(state, stage="share", alive=alive, dropped=dropped, keys=keys)
         return new, out
 
@@ -173,7 +175,8 @@ class SecAggServer:
                 if u in sent and v in sent[u] and u in sent.get(v, {})
             )
             pairs[v] = mutual
-            payload = ArrayRecord({f"share/{u}": sent[u][v] for u in mutual})
+            # relayed as received: the inbound records' arrays are read-only already
+            payload = ArrayRecord({f"share/{u}": sent[u][v] for u in mutual}, copy=False)
             out[v] = ServerMessage("mask", {}, payload)
         new = replace(state, stage="mask", alive=alive, dropped=dropped, pairs=pairs, sharers=alive)
         return new, out

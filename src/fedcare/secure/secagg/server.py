@@ -10,7 +10,7 @@ self-masks of survivors or of the pairwise keys of dropped sites, never both for
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -28,8 +28,8 @@ from fedcare.secure.secagg.messages import (
     as_bytes,
     from_bytes,
 )
-from fedcare.secure.secagg.prg import MaskBuffer
 from fedcare.secure.secagg.quantize import QuantSpec, dequantize_sum
+from fedcare.secure.secagg.unmask import MaskJob, add_vectors, apply_masks, default_workers
 
 __all__ = ["SecAggResult", "SecAggServer", "ServerState"]
 
@@ -71,12 +71,20 @@ class SecAggServer:
         Neighbours per site (``None``: :func:`default_degree`).
     threshold:
         Shares needed to reconstruct a secret (``None``: :func:`default_threshold`).
+    workers:
+        Threads that remove masks at the end (``None``: :func:`default_workers`).
     """
 
     def __init__(
-        self, quant: QuantSpec, *, degree: int | None = None, threshold: int | None = None
+        self,
+        quant: QuantSpec,
+        *,
+        degree: int | None = None,
+        threshold: int | None = None,
+        workers: int | None = None,
     ) -> None:
         self.quant, self.degree, self.threshold = quant, degree, threshold
+        self.workers = default_workers() if workers is None else workers
 
     def start(
         self, study_id: str, round: int, sites: Sequence[str], length: int, *, seed: int
@@ -125,8 +133,9 @@ class SecAggServer:
     def _survivors(
         self, state: ServerState, got: Sequence[str], stage: Stage
     ) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
-        alive = tuple(s for s in state.alive if s in set(got))
-        lost = tuple(s for s in state.alive if s not in set(got))
+        arrived = set(got)
+        alive = tuple(s for s in state.alive if s in arrived)
+        lost = tuple(s for s in state.alive if s not in arrived)
         t = state.setup.threshold
         if len(alive) < t:
             raise AggregationError(
@@ -184,19 +193,20 @@ class SecAggServer:
     def _on_masked(
         self, state: ServerState, inbound: Mapping[str, ClientMessage]
     ) -> tuple[ServerState, dict[str, ServerMessage]]:
-        total = np.zeros(state.setup.length, dtype=np.uint64)
-        good = []
+        vectors = {}
         for site, msg in inbound.items():
             vec = msg.payload.get("masked")
             if vec is None or vec.dtype != np.uint64 or vec.shape != (state.setup.length,):
                 continue
-            total += vec  # wraps mod 2^64, as intended
-            good.append(site)
-        alive, dropped = self._survivors(state, good, "mask")
+            vectors[site] = vec
+        alive, dropped = self._survivors(state, list(vectors), "mask")
+        total = np.zeros(state.setup.length, dtype=np.uint64)
+        add_vectors(total, list(vectors.values()), workers=self.workers)  # mod 2^64
         out = {}
+        kept = set(alive)
         for v in alive:
-            survived = [u for u in (*state.pairs[v], v) if u in alive]
-            lost = [u for u in state.pairs[v] if u not in alive]
+            survived = [u for u in (*state.pairs[v], v) if u in kept]
+            lost = [u for u in state.pairs[v] if u not in kept]
             out[v] = ServerMessage("unmask", {"survived": sorted(survived), "dropped": lost})
         new = replace(state, stage="unmask", alive=alive, dropped=dropped, masked_sum=total)
         return new, out
@@ -208,15 +218,29 @@ class SecAggServer:
         assert state.masked_sum is not None
         total = state.masked_sum.copy()
         setup = state.setup
-        lost = [s for s in state.sharers if s not in state.alive]  # dropped after sharing
+        kept = set(state.alive)
+        lost = [s for s in state.sharers if s not in kept]  # dropped after sharing
         wanted = [(u, "b") for u in state.alive] + [(u, "sk") for u in lost]
         secrets = self._reconstruct(state, inbound, wanted)
-        masks = MaskBuffer(setup.length)  # one buffer for every mask: nothing allocated per mask
-        for u in state.alive:  # survivors: remove their self-masks
-            np.subtract(total, masks.expand(secrets[(u, "b")]), out=total)
+        # survivors' self-masks first: threads expand them while the pairwise keys are derived
+        apply_masks(total, self._mask_jobs(state, secrets, lost), workers=self.workers)
+        result = SecAggResult(
+            dequantize_sum(total, len(state.alive), setup.quant), state.alive, dropped
+        )
+        return replace(state, stage=None, dropped=dropped, result=result), {}
+
+    @staticmethod
+    def _mask_jobs(
+        state: ServerState, secrets: Mapping[tuple[str, str], bytes], lost: Sequence[str]
+    ) -> Iterator[MaskJob]:
+        """What to remove: each survivor's self-mask, then each pairwise mask of a site that
+        dropped after sharing with a survivor (v added +mask iff v < u, so we add it iff not)."""
+        setup, kept = state.setup, set(state.alive)
+        for u in state.alive:
+            yield secrets[(u, "b")], False
         for u in lost:
             sk = KeyPair(secrets[(u, "sk")], b"")
-            for v in (p for p in state.pairs[u] if p in state.alive):
+            for v in (p for p in state.pairs[u] if p in kept):
                 key = derive_key(
                     sk,
                     state.keys[v][1],
@@ -226,12 +250,7 @@ class SecAggServer:
                     me=u,
                     peer=v,
                 )
-                # v added +mask iff v < u; in place on our own copy, wrapping mod 2^64
-                (np.subtract if v < u else np.add)(total, masks.expand(key), out=total)
-        result = SecAggResult(
-            dequantize_sum(total, len(state.alive), setup.quant), state.alive, dropped
-        )
-        return replace(state, stage=None, dropped=dropped, result=result), {}
+                yield key, not v < u
 
     @staticmethod
     def _reconstruct(

@@ -195,10 +195,8 @@ def _site_half(
 
 
 def _secagg_half(study: StudyConfig) -> dict[str, Any]:
-    """Masking as sites do it; the study's neighbour count and threshold only when it sets
-    them (so the plan, and its hash, of a study that does not is what it always was)."""
-    quant = QuantSpec()
-    spec = study.privacy.secagg
+    """Masking as sites do it, with ``privacy.secagg`` only when set (else the plan as before)."""
+    quant, spec = QuantSpec(), study.privacy.secagg
     chosen = {} if spec is None else spec.model_dump(exclude_none=True)
     return {"version": SECAGG_VERSION, "clip": quant.clip, "bits": quant.bits, **chosen}
 
@@ -223,8 +221,7 @@ _SECURE_ALLOWS = "; norm_bound (clipped at the site before masking) is the robus
 def _secure_sum(study: StudyConfig, num_sites: int) -> ProtocolLayer:
     """SecureSum outermost: sites mask ``[w * delta, w]``; the coordinator unmasks the sum.
     The study's ``privacy.secagg`` is checked against ``num_sites`` now (ConfigError)."""
-    spec = study.privacy.secagg
-    options = {} if spec is None else spec.options()
+    options = study.privacy.secagg.options() if study.privacy.secagg is not None else {}
     if num_sites >= 2:  # fewer: the round itself refuses, naming the count
         check_settings(num_sites, options.get("degree"), options.get("threshold"))
 

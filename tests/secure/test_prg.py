@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fedcare.errors import ValidationError
-from fedcare.secure.secagg.prg import prg_uint64
+from fedcare.secure.secagg.prg import MaskBuffer, prg_uint64
 
 
 def test_prg_is_deterministic_and_prefix_consistent() -> None:
@@ -27,3 +27,23 @@ def test_prg_output_looks_uniform() -> None:
 def test_prg_rejects_bad_seed() -> None:
     with pytest.raises(ValidationError, match="expected 32"):
         prg_uint64(b"x", 4)
+
+
+def test_mask_buffer_gives_the_prg_stream_and_reuses_its_memory() -> None:
+    buf = MaskBuffer(1001)
+    seeds = [bytes([i]) * 32 for i in range(5)]
+    first = buf.expand(seeds[0])
+    assert np.array_equal(first, prg_uint64(seeds[0], 1001))
+    for seed in seeds[1:]:
+        got = buf.expand(seed)
+        assert got.dtype == np.uint64 and got.shape == (1001,)
+        assert np.array_equal(got, prg_uint64(seed, 1001))
+        assert np.shares_memory(got, first)  # overwritten in place, no new allocation
+    assert MaskBuffer(0).expand(seeds[0]).shape == (0,)
+
+
+def test_mask_buffer_rejects_bad_seed_and_length() -> None:
+    with pytest.raises(ValidationError, match="expected 32"):
+        MaskBuffer(4).expand(b"x")
+    with pytest.raises(ValidationError, match="-1"):
+        MaskBuffer(-1)

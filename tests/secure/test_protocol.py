@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+import fedcare.secure.secagg.server as server_module
 from fedcare.errors import AggregationError, ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.secure.secagg import QuantSpec, error_bound
@@ -142,3 +143,21 @@ def test_weak_thresholds_are_refused_by_server_and_client() -> None:
     }
     with pytest.raises(ValidationError, match=r"refuses threshold 2.*\[3, 4\]"):
         SecAggClient("a").step(None, ServerMessage("advertise", header), entropy_for(0))
+
+
+def test_threaded_unmasking_gives_the_one_thread_sum_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inputs = _inputs(40, 64, seed=5)
+    drop = {"mask": {"site-10", "site-22", "site-35"}, "unmask": {"site-07"}}
+    one = run_protocol(inputs, quant=QUANT, degree=8, drop=drop, seed=5)
+    monkeypatch.setattr(server_module, "PARALLEL_MIN_VALUES", 0)  # threads even for this
+    monkeypatch.setattr(server_module, "default_workers", lambda: 3)
+    threaded = run_protocol(inputs, quant=QUANT, degree=8, drop=drop, seed=5)
+    assert threaded.result.sites == one.result.sites
+    assert np.array_equal(threaded.result.total, one.result.total)
+    _check_sum(threaded.result, inputs)
+    server = server_module.SecAggServer(QUANT, workers=3)
+    monkeypatch.setattr(server_module, "PARALLEL_MIN_VALUES", 8_000_000)
+    assert server._workers(18, 100_000) == 1  # little work: one thread
+    assert server._workers(270, 100_000) == 3

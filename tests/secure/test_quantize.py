@@ -1,4 +1,5 @@
 import os
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -47,3 +48,26 @@ def test_bad_specs_and_inputs_are_refused() -> None:
     spec = QuantSpec(bits=62)
     with pytest.raises(ValidationError, match="num_sites=5"):
         dequantize_sum(np.zeros(1, dtype=np.uint64), 5, spec)
+
+
+def _quantize_reference(
+    x: np.ndarray, spec: QuantSpec, entropy: Callable[[int], bytes]
+) -> np.ndarray:
+    """The straightforward expression quantize computes in place."""
+    values = np.asarray(x, dtype=np.float64)
+    scaled = (np.clip(values, -spec.clip, spec.clip) + spec.clip) / spec.step
+    low = np.floor(scaled)
+    u = np.frombuffer(entropy(8 * values.size), dtype="<u8").reshape(values.shape) / 2.0**64
+    return np.clip(low + (u < (scaled - low)), 0, spec.levels).astype(np.uint64)
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1000,), (7, 3)])
+def test_quantize_in_place_is_the_reference_bit_for_bit(shape: tuple[int, ...]) -> None:
+    spec = QuantSpec(clip=2.0, bits=20)
+    x = np.random.default_rng(3).normal(0, 1.5, shape)  # some beyond the clip
+    before = x.copy()
+    got = quantize(x, spec, np.random.default_rng(9).bytes)
+    want = _quantize_reference(x, spec, np.random.default_rng(9).bytes)
+    assert got.dtype == np.uint64 and got.shape == np.shape(x)
+    assert np.array_equal(got, want)
+    assert np.array_equal(x, before)  # the input is left alone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from fedcare.data.registry import load_dataset
 from fedcare.errors import ConfigError, RoundFailedError
 from fedcare.records.messages import Reply, Task
 from fedcare.records.study import StudyConfig
+from fedcare.secure.secagg.messages import HEADER_KEY
 from fedcare.simulation.run import grid_for, train_on_grid
 from fedcare.site.app import SiteApp
 from fedcare.transport.inmemory import InMemoryGrid
@@ -136,3 +138,30 @@ def test_secure_mode_refuses_robust_aggregation_and_scaffold() -> None:
     robust = {**STUDY, "privacy": {"mode": "secure"}, "aggregation": [{"name": "median"}]}
     with pytest.raises(ConfigError, match="cannot combine with robust aggregation"):
         study_strategy(StudyConfig.from_dict(robust), 4)
+
+
+def test_a_study_sets_neighbours_and_threshold(sites: list[SiteData]) -> None:
+    n = len(sites)
+    settings = {"neighbours": n - 1, "threshold": n}  # every holder's share needed
+    study = StudyConfig.from_dict({**STUDY, "privacy": {"mode": "secure", "secagg": settings}})
+    plain = _params(grid_for(sites), _study("open"), sites)
+    grid = grid_for(sites, record=True)
+    assert np.abs(_params(grid, study, sites) - plain).max() < 1e-6
+    headers = [
+        json.loads(m.config[HEADER_KEY])
+        for m in grid.wire
+        if isinstance(m, Task) and m.config.get("secagg_stage") == "advertise"
+    ]
+    assert headers and {h["threshold"] for h in headers} == {n}
+    assert all(len(h["neighbours"]) == n - 1 for h in headers)
+    # with every share needed, one site dropping after sharing fails the round
+    victim = sites[0].site_id
+    apps = {s.site_id: SiteApp(s, simulated=True) for s in sites}
+    dropping = InMemoryGrid(
+        {
+            k: _dropping(a, lambda t: t.site_id == victim and t.kind == "fit")
+            for k, a in apps.items()
+        }
+    )
+    with pytest.raises(RoundFailedError, match=f"threshold is {n}"):
+        _params(dropping, study, sites)

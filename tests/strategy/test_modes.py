@@ -120,3 +120,22 @@ def test_the_loop_asks_the_aggregator_which_protocol_to_run() -> None:
     plain = FedAvg(aggregator=ValidateUpdates(WeightedMean()))
     new_state, _ = run_round(grid, plain, plain.init_state(PARAMS), cfg, 1)
     np.testing.assert_allclose(new_state.params["w"], [0.5, 0.5])
+
+
+def test_secagg_settings_reach_protocol_plan_and_hash() -> None:
+    default = _study("secure")
+    chosen = _study("secure", privacy={"mode": "secure", "secagg": {"neighbours": 14}})
+    assert set(plan_for_study(default).site_half["secagg"]) == {"version", "clip", "bits"}
+    assert plan_for_study(chosen).site_half["secagg"]["neighbours"] == 14
+    assert plan_for_study(chosen).hash != plan_for_study(default).hash
+    strategy: Any = study_strategy(chosen, 100)  # checks the strategy against the plan
+    assert strategy.aggregator.protocol.degree == 14
+    assert strategy.aggregator.site_spec()["secagg"]["neighbours"] == 14
+    assert study_strategy(default, 100).aggregator.protocol.degree is None  # per round, as before
+
+
+def test_secagg_settings_are_checked_against_the_number_of_sites() -> None:
+    study = _study("secure", privacy={"mode": "secure", "secagg": {"neighbours": 10}})
+    mode_composition(study, 30)  # 10 >= 2 ceil(log2 30) = 10
+    with pytest.raises(ConfigError, match=r"neighbours=10 is below 14 = 2 ceil\(log2 100\)"):
+        mode_composition(study, 100)

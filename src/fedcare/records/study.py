@@ -19,6 +19,7 @@ from fedcare.records.config_file import read_yaml, validate_config, with_base_di
 from fedcare.records.dp_spec import DpSpec
 from fedcare.records.monitoring_spec import MonitoringSpec
 from fedcare.records.personalization_spec import PersonalizationSpec
+from fedcare.records.secagg_spec import SecAggSpec
 from fedcare.records.validation_spec import ValidationSpec
 
 __all__ = [
@@ -94,6 +95,17 @@ class PrivacySpec(_Strict):
     dp: DpSpec | None = None
     #: Run membership-inference attacks on the trained model and report their AUROC.
     membership_inference: bool = False
+    #: SecAgg+ neighbour count and threshold (fedcare.records.secagg_spec; default: per round).
+    secagg: SecAggSpec | None = None
+
+    @model_validator(mode="after")
+    def _secagg_needs_masking(self) -> PrivacySpec:
+        if self.secagg is not None and self.mode not in ("secure", "private"):
+            raise ValueError(
+                f"privacy.secagg sets secure aggregation, which privacy mode {self.mode!r} does "
+                "not use (only 'secure' and 'private' mask updates); remove it or change the mode"
+            )
+        return self
 
 
 class BaselineSpec(_Strict):

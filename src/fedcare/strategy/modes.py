@@ -38,6 +38,7 @@ from fedcare.privacy.study import (
 from fedcare.secure.he.base import HEBackend
 from fedcare.secure.he.layer import DEFAULT_WEIGHT_UNIT, with_encrypted_sum
 from fedcare.secure.he.layer import SPEC_VERSION as HE_VERSION
+from fedcare.secure.secagg.graph import check_settings
 from fedcare.secure.secagg.layer import SPEC_VERSION as SECAGG_VERSION
 from fedcare.secure.secagg.layer import with_secure_sum
 from fedcare.secure.secagg.quantize import QuantSpec
@@ -193,9 +194,11 @@ def _site_half(
     return {CLIP_KEY: clip, NOISE_KEY: noise, SECAGG_KEY: secagg, HE_KEY: he}
 
 
-def _secagg_half() -> dict[str, Any]:
-    quant = QuantSpec()
-    return {"version": SECAGG_VERSION, "clip": quant.clip, "bits": quant.bits}
+def _secagg_half(study: StudyConfig) -> dict[str, Any]:
+    """Masking as sites do it, with ``privacy.secagg`` only when set (else the plan as before)."""
+    quant, spec = QuantSpec(), study.privacy.secagg
+    chosen = {} if spec is None else spec.model_dump(exclude_none=True)
+    return {"version": SECAGG_VERSION, "clip": quant.clip, "bits": quant.bits, **chosen}
 
 
 def _he_half() -> dict[str, Any]:
@@ -215,12 +218,16 @@ def _noise_half(study: StudyConfig) -> dict[str, Any]:
 _SECURE_ALLOWS = "; norm_bound (clipped at the site before masking) is the robust layer it allows"
 
 
-def _secure_sum(study: StudyConfig) -> ProtocolLayer:
-    """SecureSum outermost: sites mask ``[w * delta, w]``; the coordinator unmasks the sum."""
+def _secure_sum(study: StudyConfig, num_sites: int) -> ProtocolLayer:
+    """SecureSum outermost: sites mask ``[w * delta, w]``; the coordinator unmasks the sum.
+    The study's ``privacy.secagg`` is checked against ``num_sites`` now (ConfigError)."""
+    options = study.privacy.secagg.options() if study.privacy.secagg is not None else {}
+    if num_sites >= 2:  # fewer: the round itself refuses, naming the count
+        check_settings(num_sites, options.get("degree"), options.get("threshold"))
 
     def wrap(strategy: Strategy) -> Strategy:
         _no_each_update(study, "secure", _SECURE_ALLOWS)
-        out: Strategy = with_secure_sum(strategy, {})
+        out: Strategy = with_secure_sum(strategy, options)
         return out
 
     return wrap
@@ -257,11 +264,11 @@ def _open_half(study: StudyConfig) -> dict[str, Any]:
 
 
 def _secure_half(study: StudyConfig) -> dict[str, Any]:
-    return _site_half(study, secagg=_secagg_half())
+    return _site_half(study, secagg=_secagg_half(study))
 
 
 def _private_half(study: StudyConfig) -> dict[str, Any]:
-    return _site_half(study, noise=_noise_half(study), secagg=_secagg_half())
+    return _site_half(study, noise=_noise_half(study), secagg=_secagg_half(study))
 
 
 def _encrypted_half(study: StudyConfig) -> dict[str, Any]:
@@ -301,7 +308,7 @@ def secure_mode(study: StudyConfig, num_sites: int, he_context: Any = None) -> M
     return ModeComposition(
         "secure",
         aggregator=aggregator,
-        protocol=_secure_sum(study),
+        protocol=_secure_sum(study, num_sites),
         site_half=_secure_half(study),  # the norm-bound clip, then masking
         train=dp_sgd,
         min_sites=_capped_min_sites(study, num_sites),
@@ -321,7 +328,7 @@ def private_mode(study: StudyConfig, num_sites: int, he_context: Any = None) -> 
     return ModeComposition(
         "private",
         aggregator=ValidateUpdates(noise),
-        protocol=_secure_sum(study),
+        protocol=_secure_sum(study, num_sites),
         site_half=_private_half(study),  # clip + the site's noise share, then masking
         train=dp_sgd_train_config(dp, study.rounds),
         min_sites=m,

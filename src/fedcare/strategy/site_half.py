@@ -200,9 +200,12 @@ def site_half_summary(half: Mapping[str, Any]) -> str:
         )
     secagg = half.get(SECAGG_KEY)
     if isinstance(secagg, Mapping):
+        chosen = "".join(
+            f", {key} {secagg[key]}" for key in ("neighbours", "threshold") if key in secagg
+        )
         parts.append(
             f"masked (secure aggregation v{secagg.get('version')}, clip {secagg.get('clip')}, "
-            f"{secagg.get('bits')} bits)"
+            f"{secagg.get('bits')} bits{chosen})"
         )
     he = half.get(HE_KEY)
     if isinstance(he, Mapping):

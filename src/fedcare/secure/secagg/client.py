@@ -21,7 +21,7 @@ from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.secure.secagg.keys import Entropy, KeyPair, derive_key, open_share, seal_share
 from fedcare.secure.secagg.messages import ClientMessage, ServerMessage, as_bytes, from_bytes
-from fedcare.secure.secagg.prg import prg_uint64
+from fedcare.secure.secagg.prg import MaskBuffer, prg_uint64
 from fedcare.secure.secagg.quantize import QuantSpec, quantize
 
 __all__ = ["ClientState", "SecAggClient"]
@@ -233,8 +233,9 @@ class SecAggClient:
         mask_peers = tuple(sorted(k for k in held if k != self.site_id))
         quant = QuantSpec(float(state.header["clip"]), int(state.header["bits"]))
         y = quantize(values, quant, entropy) + prg_uint64(state.self_seed, length)
+        masks = MaskBuffer(length)  # one buffer for every pairwise mask
         for v in mask_peers:
-            mask = prg_uint64(self._key(state, v, "mask"), length)
+            mask = masks.expand(self._key(state, v, "mask"))
             # in place on our own accumulator; uint64 arithmetic wraps mod 2^64
             (np.add if self.site_id < v else np.subtract)(y, mask, out=y)
         state = replace(state, done="mask", held=held, mask_peers=mask_peers)

@@ -18,7 +18,13 @@ import numpy as np
 
 from fedcare.errors import ConfigError
 
-__all__ = ["default_degree", "default_threshold", "neighbour_graph"]
+__all__ = [
+    "check_settings",
+    "default_degree",
+    "default_threshold",
+    "min_degree",
+    "neighbour_graph",
+]
 
 
 def default_degree(num_sites: int) -> int:
@@ -32,6 +38,58 @@ def default_degree(num_sites: int) -> int:
 def default_threshold(degree: int) -> int:
     """``t``: a strict majority of a site's ``degree + 1`` share holders."""
     return (degree + 1) // 2 + 1
+
+
+def min_degree(num_sites: int) -> int:
+    """The fewest neighbours a study may set: ``2 ceil(log2 n)``, at most ``n - 1``.
+
+    Bell et al. (2020) need ``k = O(log n)`` neighbours, with a constant that grows with the
+    fractions of dropped and corrupt sites, for the sum to stay private and correct with high
+    probability. Two thirds of the default (``2 ceil(1.5 log2 n)``) is the floor we accept.
+    """
+    if num_sites < 2:
+        raise ConfigError(f"secure aggregation needs at least 2 sites, got {num_sites}")
+    return min(num_sites - 1, 2 * math.ceil(math.log2(num_sites)))
+
+
+def check_settings(
+    num_sites: int, neighbours: int | None, threshold: int | None
+) -> tuple[int, int]:
+    """The ``(degree, threshold)`` a round of ``num_sites`` sites uses for a study's settings.
+
+    ``None`` takes the default. More neighbours than ``n - 1`` give the complete graph (the
+    original SecAgg, which only strengthens privacy).
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting (``privacy.secagg.neighbours`` or ``.threshold``), its value and why:
+        fewer neighbours than :func:`min_degree`, an odd count below ``n - 1`` (the graph is a
+        ring of ``k / 2`` sites on each side), or a threshold that is not a strict majority of
+        the ``k + 1`` holders of a site's shares (or exceeds them).
+    """
+    floor = min_degree(num_sites)
+    k = default_degree(num_sites) if neighbours is None else min(neighbours, num_sites - 1)
+    if neighbours is not None and k < floor:
+        raise ConfigError(
+            f"privacy.secagg.neighbours={neighbours} is below {floor} = 2 ceil(log2 {num_sites}) "
+            f"for {num_sites} sites: with so few neighbours SecAgg+ no longer keeps the sum "
+            "private and correct with high probability (Bell et al. 2020)"
+        )
+    if k < num_sites - 1 and k % 2:
+        raise ConfigError(
+            f"privacy.secagg.neighbours={neighbours} must be even below n - 1 = {num_sites - 1} "
+            f"({num_sites} sites): each site links to k/2 sites on each side of a ring"
+        )
+    t = default_threshold(k) if threshold is None else threshold
+    if not default_threshold(k) <= t <= k + 1:
+        raise ConfigError(
+            f"privacy.secagg.threshold={threshold} must be in [{default_threshold(k)}, {k + 1}] "
+            f"with {k} neighbours ({num_sites} sites): a strict majority of the {k + 1} holders "
+            "of a site's shares, so the coordinator can never reconstruct both a site's "
+            "self-mask and its mask key, and no more than there are holders"
+        )
+    return k, t
 
 
 def neighbour_graph(sites: Sequence[str], degree: int, seed: int) -> dict[str, tuple[str, ...]]:

@@ -12,7 +12,7 @@ coordinator fails to open.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -42,17 +42,27 @@ class KeyPair:
 
     private: bytes
     public: bytes
+    #: The loaded private key, made on first use (a site agrees keys with every neighbour).
+    _loaded: list[X25519PrivateKey] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def generate(cls, entropy: Entropy) -> KeyPair:
         sk = X25519PrivateKey.from_private_bytes(entropy(KEY_BYTES))
         return cls(sk.private_bytes_raw(), sk.public_key().public_bytes_raw())
 
+    def private_key(self) -> X25519PrivateKey:
+        """The private key as an object, loaded on first use and kept."""
+        if not self._loaded:
+            self._loaded.append(X25519PrivateKey.from_private_bytes(self.private))
+        return self._loaded[0]
+
     def shared(self, peer_public: bytes) -> bytes:
         """The raw X25519 shared secret with ``peer_public``."""
         if len(peer_public) != KEY_BYTES:
             raise ValidationError(f"public key has {len(peer_public)} bytes, expected {KEY_BYTES}")
-        sk = X25519PrivateKey.from_private_bytes(self.private)
+        sk = self.private_key()
         try:
             return sk.exchange(X25519PublicKey.from_public_bytes(peer_public))
         except ValueError as err:  # an all-zero (small-order) shared secret

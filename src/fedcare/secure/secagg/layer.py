@@ -49,6 +49,7 @@ class SecureSum(Aggregator[Any]):
     ) -> None:
         self.inner = inner
         self.quant = quant or QuantSpec()
+        self.degree, self.threshold = degree, threshold
         self.protocol = SecAggServer(self.quant, degree=degree, threshold=threshold)
 
     def init(self, template: ArrayRecord) -> Any:
@@ -60,7 +61,13 @@ class SecureSum(Aggregator[Any]):
         return self.inner.update(state, contributions)
 
     def site_spec(self) -> Mapping[str, Any]:
-        spec = {"version": SPEC_VERSION, "clip": self.quant.clip, "bits": self.quant.bits}
+        spec: dict[str, Any] = {
+            "version": SPEC_VERSION,
+            "clip": self.quant.clip,
+            "bits": self.quant.bits,
+        }
+        chosen = {"neighbours": self.degree, "threshold": self.threshold}  # as the plan has them
+        spec |= {k: v for k, v in chosen.items() if v is not None}
         return {**self.inner.site_spec(), "secagg": spec}
 
     def multistage(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -82,9 +83,22 @@ class RoundSetup:
     length: int
     quant: QuantSpec
 
+    @cached_property
+    def _points(self) -> dict[str, int]:
+        return {site: i + 1 for i, site in enumerate(self.sites)}
+
     def point(self, site: str) -> int:
-        """The site's Shamir evaluation point (1-based position among the round's sites)."""
-        return self.sites.index(site) + 1
+        """The site's Shamir evaluation point (1-based position among the round's sites).
+
+        Raises
+        ------
+        ValueError
+            If ``site`` is not one of the round's sites.
+        """
+        try:
+            return self._points[site]
+        except KeyError:
+            raise ValueError(f"{site!r} is not one of the round's sites") from None
 
     def header_for(self, site: str) -> dict[str, Any]:
         """What ``site`` must know to take part (sent with the advertise stage)."""

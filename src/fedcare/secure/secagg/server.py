@@ -10,7 +10,7 @@ self-masks of survivors or of the pairwise keys of dropped sites, never both for
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -28,12 +28,14 @@ from fedcare.secure.secagg.messages import (
     as_bytes,
     from_bytes,
 )
-from fedcare.secure.secagg.prg import prg_uint64
 from fedcare.secure.secagg.quantize import QuantSpec, dequantize_sum
+from fedcare.secure.secagg.unmask import MaskJob, add_vectors, apply_masks, default_workers
 
 __all__ = ["SecAggResult", "SecAggServer", "ServerState"]
 
 CHUNKS = 16  # 16-bit chunks in a 32-byte secret
+#: Below this many values to expand and add (masks x length), the coordinator uses one thread.
+PARALLEL_MIN_VALUES = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,20 @@ class SecAggServer:
         Neighbours per site (``None``: :func:`default_degree`).
     threshold:
         Shares needed to reconstruct a secret (``None``: :func:`default_threshold`).
+    workers:
+        Threads that remove masks at the end (``None``: :func:`default_workers`).
     """
 
     def __init__(
-        self, quant: QuantSpec, *, degree: int | None = None, threshold: int | None = None
+        self,
+        quant: QuantSpec,
+        *,
+        degree: int | None = None,
+        threshold: int | None = None,
+        workers: int | None = None,
     ) -> None:
         self.quant, self.degree, self.threshold = quant, degree, threshold
+        self.workers = default_workers() if workers is None else workers
 
     def start(
         self, study_id: str, round: int, sites: Sequence[str], length: int, *, seed: int
@@ -121,12 +131,18 @@ class SecAggServer:
         replies = {s: m for s, m in inbound.items() if s in state.alive and m.stage == state.stage}
         return handlers[state.stage](state, replies)
 
+    def _workers(self, vectors: int, length: int) -> int:
+        """Threads for ``vectors`` passes over ``length`` values: one for little work, where
+        starting threads costs more than they save (measured: 10 sites x 100k values)."""
+        return self.workers if vectors * length >= PARALLEL_MIN_VALUES else 1
+
     # stages -----------------------------------------------------------------------------------
     def _survivors(
         self, state: ServerState, got: Sequence[str], stage: Stage
     ) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
-        alive = tuple(s for s in state.alive if s in set(got))
-        lost = tuple(s for s in state.alive if s not in set(got))
+        arrived = set(got)
+        alive = tuple(s for s in state.alive if s in arrived)
+        lost = tuple(s for s in state.alive if s not in arrived)
         t = state.setup.threshold
         if len(alive) < t:
             raise AggregationError(
@@ -146,12 +162,14 @@ class SecAggServer:
             except (KeyError, ValidationError):
                 continue
         alive, dropped = self._survivors(state, list(keys), "advertise")
+        # each key as a read-only array once, shared by the ~k messages that relay it
+        arrays = {v: (from_bytes(c_pk), from_bytes(s_pk)) for v, (c_pk, s_pk) in keys.items()}
         out = {}
         for s in alive:
             near = [v for v in state.setup.neighbours[s] if v in keys]
-            payload = {f"c_pk/{v}": from_bytes(keys[v][0]) for v in near}
-            payload |= {f"s_pk/{v}": from_bytes(keys[v][1]) for v in near}
-            out[s] = ServerMessage("share", {}, ArrayRecord(payload))
+            payload = {f"c_pk/{v}": arrays[v][0] for v in near}
+            payload |= {f"s_pk/{v}": arrays[v][1] for v in near}
+            out[s] = ServerMessage("share", {}, ArrayRecord(payload, copy=False))
         new = replace(state, stage="share", alive=alive, dropped=dropped, keys=keys)
         return new, out
 
@@ -173,7 +191,8 @@ class SecAggServer:
                 if u in sent and v in sent[u] and u in sent.get(v, {})
             )
             pairs[v] = mutual
-            payload = ArrayRecord({f"share/{u}": sent[u][v] for u in mutual})
+            # relayed as received: the inbound records' arrays are read-only already
+            payload = ArrayRecord({f"share/{u}": sent[u][v] for u in mutual}, copy=False)
             out[v] = ServerMessage("mask", {}, payload)
         new = replace(state, stage="mask", alive=alive, dropped=dropped, pairs=pairs, sharers=alive)
         return new, out
@@ -181,19 +200,21 @@ class SecAggServer:
     def _on_masked(
         self, state: ServerState, inbound: Mapping[str, ClientMessage]
     ) -> tuple[ServerState, dict[str, ServerMessage]]:
-        total = np.zeros(state.setup.length, dtype=np.uint64)
-        good = []
+        vectors = {}
         for site, msg in inbound.items():
             vec = msg.payload.get("masked")
             if vec is None or vec.dtype != np.uint64 or vec.shape != (state.setup.length,):
                 continue
-            total += vec  # wraps mod 2^64, as intended
-            good.append(site)
-        alive, dropped = self._survivors(state, good, "mask")
+            vectors[site] = vec
+        alive, dropped = self._survivors(state, list(vectors), "mask")
+        total = np.zeros(state.setup.length, dtype=np.uint64)
+        workers = self._workers(len(vectors), state.setup.length)
+        add_vectors(total, list(vectors.values()), workers=workers)  # mod 2^64
         out = {}
+        kept = set(alive)
         for v in alive:
-            survived = [u for u in (*state.pairs[v], v) if u in alive]
-            lost = [u for u in state.pairs[v] if u not in alive]
+            survived = [u for u in (*state.pairs[v], v) if u in kept]
+            lost = [u for u in state.pairs[v] if u not in kept]
             out[v] = ServerMessage("unmask", {"survived": sorted(survived), "dropped": lost})
         new = replace(state, stage="unmask", alive=alive, dropped=dropped, masked_sum=total)
         return new, out
@@ -205,12 +226,31 @@ class SecAggServer:
         assert state.masked_sum is not None
         total = state.masked_sum.copy()
         setup = state.setup
-        for u in state.alive:  # survivors: remove their self-masks
-            seed = self._reconstruct(state, inbound, u, "b")
-            np.subtract(total, prg_uint64(seed, setup.length), out=total)
-        for u in (s for s in state.sharers if s not in state.alive):  # dropped after sharing
-            sk = KeyPair(self._reconstruct(state, inbound, u, "sk"), b"")
-            for v in (p for p in state.pairs[u] if p in state.alive):
+        kept = set(state.alive)
+        lost = [s for s in state.sharers if s not in kept]  # dropped after sharing
+        wanted = [(u, "b") for u in state.alive] + [(u, "sk") for u in lost]
+        secrets = self._reconstruct(state, inbound, wanted)
+        # survivors' self-masks first: threads expand them while the pairwise keys are derived
+        masks = len(state.alive) + sum(len(kept.intersection(state.pairs[u])) for u in lost)
+        workers = self._workers(masks, setup.length)
+        apply_masks(total, self._mask_jobs(state, secrets, lost), workers=workers)
+        result = SecAggResult(
+            dequantize_sum(total, len(state.alive), setup.quant), state.alive, dropped
+        )
+        return replace(state, stage=None, dropped=dropped, result=result), {}
+
+    @staticmethod
+    def _mask_jobs(
+        state: ServerState, secrets: Mapping[tuple[str, str], bytes], lost: Sequence[str]
+    ) -> Iterator[MaskJob]:
+        """What to remove: each survivor's self-mask, then each pairwise mask of a site that
+        dropped after sharing with a survivor (v added +mask iff v < u, so we add it iff not)."""
+        setup, kept = state.setup, set(state.alive)
+        for u in state.alive:
+            yield secrets[(u, "b")], False
+        for u in lost:
+            sk = KeyPair(secrets[(u, "sk")], b"")
+            for v in (p for p in state.pairs[u] if p in kept):
                 key = derive_key(
                     sk,
                     state.keys[v][1],
@@ -220,33 +260,47 @@ class SecAggServer:
                     me=u,
                     peer=v,
                 )
-                mask = prg_uint64(key, setup.length)
-                # v added +mask iff v < u; in place on our own copy, wrapping mod 2^64
-                (np.subtract if v < u else np.add)(total, mask, out=total)
-        result = SecAggResult(
-            dequantize_sum(total, len(state.alive), setup.quant), state.alive, dropped
-        )
-        return replace(state, stage=None, dropped=dropped, result=result), {}
+                yield key, not v < u
 
     @staticmethod
     def _reconstruct(
-        state: ServerState, inbound: Mapping[str, ClientMessage], u: str, kind: str
-    ) -> bytes:
-        xs: list[int] = []
-        rows: list[np.ndarray] = []
-        for holder, msg in inbound.items():
-            share = msg.payload.get(f"{kind}/{u}")
-            if share is not None and share.shape == (CHUNKS,):
-                xs.append(state.setup.point(holder))
-                rows.append(share.astype(np.int64))
+        state: ServerState,
+        inbound: Mapping[str, ClientMessage],
+        wanted: Sequence[tuple[str, str]],
+    ) -> dict[tuple[str, str], bytes]:
+        """Each wanted ``(site, kind)`` secret from its holders' shares, all in one batch."""
+        found: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = {
+            w: ([], []) for w in wanted
+        }
+        for holder, msg in inbound.items():  # one pass; holders in arrival order, as before
+            x = state.setup.point(holder)
+            for name, share in msg.payload.items():
+                kind, _, u = name.partition("/")
+                slot = found.get((u, kind))
+                if slot is not None and share.shape == (CHUNKS,):
+                    slot[0].append(x)
+                    slot[1].append(share.astype(np.int64))
         t = state.setup.threshold
-        what = "self-mask seed" if kind == "b" else "pairwise key"
-        if len(xs) < t:
+        for (u, kind), (xs, _) in found.items():
+            if len(xs) < t:
+                raise AggregationError(
+                    f"secure aggregation failed at stage 'unmask': {len(xs)} shares of site "
+                    f"{u!r}'s {_WHAT[kind]} arrived, threshold is {t} ({len(inbound)} sites "
+                    "answered)"
+                )
+        keys = list(found)  # the first t shares of each, as shamir.reconstruct takes them
+        acc = shamir.interpolate_many(
+            np.array([found[k][0][:t] for k in keys], dtype=np.int64),
+            np.stack([np.stack(found[k][1][:t]) for k in keys]),
+        )
+        bad = np.flatnonzero((acc > 0xFFFF).any(axis=1))
+        if bad.size:
+            u, kind = keys[int(bad[0])]
             raise AggregationError(
-                f"secure aggregation failed at stage 'unmask': {len(xs)} shares of site {u!r}'s "
-                f"{what} arrived, threshold is {t} ({len(inbound)} sites answered)"
+                f"cannot reconstruct site {u!r}'s {_WHAT[kind]}: shares do not reconstruct a "
+                "valid secret (inconsistent shares)"
             )
-        try:
-            return shamir.reconstruct(xs, np.stack(rows), t)
-        except ValidationError as err:
-            raise AggregationError(f"cannot reconstruct site {u!r}'s {what}: {err}") from err
+        return {k: row.astype("<u2").tobytes() for k, row in zip(keys, acc, strict=True)}
+
+
+_WHAT = {"b": "self-mask seed", "sk": "pairwise key"}

@@ -83,10 +83,10 @@ def _worker_main(
     """A worker: build its sites' apps once, then answer ``(call, task)`` until ``None``."""
     apps: dict[str, SiteApp] = {}
     try:
-        if torch_threads is not None:
-            import torch
+        if torch_threads is not None:  # torch is loaded in the parent, so it is installed
+            from fedcare.models.torch_runtime import import_torch
 
-            torch.set_num_threads(torch_threads)
+            import_torch().set_num_threads(torch_threads)
         for site in sites:
             app = SiteApp(site, mods=mods.get(site.site_id, ()), simulated=True)
             app.runtime.feature_names = feature_names

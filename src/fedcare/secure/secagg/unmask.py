@@ -34,6 +34,13 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _check_target(total: np.ndarray, workers: int, what: str) -> None:
+    if total.dtype != np.uint64 or total.ndim != 1:
+        raise ValidationError(f"{what} to a 1-d uint64 vector, got {total.dtype} {total.shape}")
+    if workers < 1:
+        raise ValidationError(f"workers must be >= 1, got {workers}")
+
+
 def apply_masks(total: np.ndarray, jobs: Iterable[MaskJob], *, workers: int = 1) -> None:
     """``total += sum(+-prg(seed))`` mod 2^64, in place, over ``workers`` threads.
 
@@ -45,12 +52,7 @@ def apply_masks(total: np.ndarray, jobs: Iterable[MaskJob], *, workers: int = 1)
     ValidationError
         If ``total`` is not a one-dimensional uint64 array or ``workers`` is below 1.
     """
-    if total.dtype != np.uint64 or total.ndim != 1:
-        raise ValidationError(
-            f"masks apply to a 1-d uint64 vector, got {total.dtype} {total.shape}"
-        )
-    if workers < 1:
-        raise ValidationError(f"workers must be >= 1, got {workers}")
+    _check_target(total, workers, "masks apply")
     if workers == 1:
         _apply(total, jobs)
         return
@@ -97,12 +99,7 @@ def add_vectors(total: np.ndarray, vectors: Sequence[np.ndarray], *, workers: in
     ValidationError
         If ``total`` is not a one-dimensional uint64 array or ``workers`` is below 1.
     """
-    if total.dtype != np.uint64 or total.ndim != 1:
-        raise ValidationError(
-            f"vectors add to a 1-d uint64 vector, got {total.dtype} {total.shape}"
-        )
-    if workers < 1:
-        raise ValidationError(f"workers must be >= 1, got {workers}")
+    _check_target(total, workers, "vectors add")
     workers = min(workers, len(vectors) // 4)  # a thread pays off from a few vectors on
     if workers <= 1:
         for vec in vectors:

@@ -14,7 +14,6 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
@@ -29,16 +28,8 @@ from fedcare.site.staging import KeptReply, same_arrays, stage_pieces
 from fedcare.site.transfers import TaskTransfers
 from fedcare.transport.framed import frame_reply, read_reply, write_file
 
+from .governance_helpers import Recorder
 from .test_transfers import CHUNK, FakeCoordinator, _reply, _task, _transfers
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.entries: list[tuple[str, dict[str, Any]]] = []
-
-    def append(self, event: str, /, **data: Any) -> object:
-        self.entries.append((event, data))
-        return None
 
 
 def _worker_reply(state: Path, task: Task) -> tuple[Reply, KeptReply | None]:

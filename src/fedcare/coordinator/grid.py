@@ -40,7 +40,7 @@ from fedcare.coordinator.task_payloads import store_task_payloads
 from fedcare.coordinator.waiting import WITHDRAWAL_BACKOFF, WITHDRAWAL_KINDS, Backoff, Withdrawals
 from fedcare.data.schema_check import schema_differences, schema_of_description
 from fedcare.errors import TransportError
-from fedcare.grid import Grid, Split
+from fedcare.grid import Grid, Quorum, Split
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.records.study import TASK_DEADLINE_FLOOR_S
 from fedcare.transport.framed import read_reply
@@ -141,7 +141,11 @@ class CoordinatorGrid(Grid):
         return out
 
     def send_and_receive(
-        self, tasks: Sequence[Task], *, timeout: float | None = None
+        self,
+        tasks: Sequence[Task],
+        *,
+        timeout: float | None = None,
+        quorum: Quorum | None = None,
     ) -> Iterator[Reply]:
         if not tasks:
             return

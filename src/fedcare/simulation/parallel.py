@@ -38,7 +38,7 @@ from typing import Any
 
 from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError, FedcareError, TransportError
-from fedcare.grid import Grid, Split
+from fedcare.grid import Grid, Quorum, Split
 from fedcare.records.messages import Reply, Task
 from fedcare.site.app import Mod, SiteApp
 
@@ -295,7 +295,11 @@ class ParallelGrid(Grid):
         return view
 
     def send_and_receive(
-        self, tasks: Sequence[Task], *, timeout: float | None = None
+        self,
+        tasks: Sequence[Task],
+        *,
+        timeout: float | None = None,
+        quorum: Quorum | None = None,
     ) -> Iterator[Reply]:
         if self._pool.closed:
             raise TransportError("this parallel grid is closed; its workers are gone")

@@ -7,7 +7,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from fedcare.errors import FedcareError, TransportError
-from fedcare.grid import Grid, Split
+from fedcare.grid import Grid, Quorum, Split
 from fedcare.records.messages import Reply, Task
 
 __all__ = ["InMemoryGrid", "SiteHandler"]
@@ -59,7 +59,11 @@ class InMemoryGrid(Grid):
         )
 
     def send_and_receive(
-        self, tasks: Sequence[Task], *, timeout: float | None = None
+        self,
+        tasks: Sequence[Task],
+        *,
+        timeout: float | None = None,
+        quorum: Quorum | None = None,
     ) -> Iterator[Reply]:
         deadline = None if timeout is None else time.monotonic() + timeout
         for task in list(tasks):

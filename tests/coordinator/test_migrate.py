@@ -33,7 +33,7 @@ def _diffs(url: str | URL, target: MetaData = metadata) -> list[object]:
 def test_upgrade_from_empty_reaches_head_and_matches_the_orm(empty_db_url: str | URL) -> None:
     assert current_revision(empty_db_url) is None
     upgrade(empty_db_url)
-    assert current_revision(empty_db_url) == head_revision() == "0007"
+    assert current_revision(empty_db_url) == head_revision() == "0008"
     engine = make_engine(empty_db_url)
     try:
         assert set(inspect(engine).get_table_names()) >= TABLES

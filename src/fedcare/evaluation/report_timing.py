@@ -25,11 +25,11 @@ def _cell(entry: Mapping[str, Any]) -> str:
 
 def site_timing_table(history: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """``{"sites": [...], "rows": [(round, [cell, ...]), ...], "late": n}`` or ``None``."""
-    timed = [
-        (h.get("round", i + 1), (h.get("fit") or {}).get("site_timing"))
-        for i, h in enumerate(history)
-    ]
-    timed = [(r, t) for r, t in timed if isinstance(t, Mapping) and t]
+    timed: list[tuple[Any, Mapping[str, Any]]] = []
+    for i, h in enumerate(history):
+        timing = (h.get("fit") or {}).get("site_timing")
+        if isinstance(timing, Mapping) and timing:
+            timed.append((h.get("round", i + 1), timing))
     if not timed:
         return None
     sites = sorted({s for _, t in timed for s in t})

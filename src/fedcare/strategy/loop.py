@@ -6,7 +6,10 @@ most once, without an error; a fit weight within the site's declared rows and ev
 metrics that summarize, :mod:`fedcare.strategy.screening`) and streams the good ones into the
 strategy's aggregation (whose outermost layer checks each update's dtype, shape and values). A
 round counts only when at least ``strategy.min_sites`` replies were aggregated; otherwise it
-raises :class:`RoundFailedError` and the state is unchanged. Then the global model is evaluated
+raises :class:`RoundFailedError` and the state is unchanged. A deadline-bound round
+(``RoundConfig.round_grace_s``) asks the grid to close once ``min_sites`` replied and the grace
+period passed (:class:`~fedcare.grid.Quorum`); each sampled site's reply time and outcome go in
+``fit["site_timing"]`` (:mod:`fedcare.strategy.timing`). Then the global model is evaluated
 on the sites' test splits, and ``on_round`` gets the round's record and new state (the
 coordinator persists both in one transaction there).
 """
@@ -66,8 +69,9 @@ class RoundConfig:
     plan: Mapping[str, Any] = field(default_factory=dict)
     task_arrays: Mapping[str, ArrayRecord] = field(default_factory=dict)
     round_timeout: float | None = None
-    #: Deadline-bound rounds: close a fit exchange ``round_grace_s`` after ``min_sites``
-    #: replied (:class:`~fedcare.grid.Quorum`); ``None`` waits for all or the deadline.
+    #: Deadline-bound rounds: close a round's fit exchange, and its evaluation, ``round_grace_s``
+    #: after ``min_sites`` replied (:class:`~fedcare.grid.Quorum`); ``None`` waits for all or
+    #: the deadline. (Multi-stage sums and the final evaluation wait for every site.)
     round_grace_s: float | None = None
     evaluate_every: int = 1
     pipeline: Mapping[str, Any] = field(default_factory=dict)

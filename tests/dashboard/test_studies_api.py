@@ -185,8 +185,8 @@ def test_rounds_recorded_without_tasks_are_read_from_the_record(api: Api) -> Non
             "site_info": {"a": {}, "b": {}},
             "rejected_sites": ["b"],
             "failed_sites": {
-                "c": "no reply before the round closed (2 replied and the grace period of 5 s "
-                "passed) or its deadline",
+                "c": "no reply before the round closed (a grace period of 5 s after 2 sites "
+                "replied, or its deadline)",
                 "d": "plan-unknown: nope",
             },
             "site_timing": {

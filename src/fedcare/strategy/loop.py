@@ -172,8 +172,8 @@ def exchange(
     closed = "no reply before the deadline"
     if quorum is not None:
         closed = (
-            f"no reply before the round closed ({quorum.replies} replied and the grace "
-            f"period of {quorum.grace_s:g} s passed) or its deadline"
+            f"no reply before the round closed (a grace period of {quorum.grace_s:g} s after "
+            f"{quorum.replies} sites replied, or its deadline)"
         )
     return _screen(received, tasks, failures, closed)
 

@@ -7,13 +7,16 @@ are sent once per worker, not per task, and each site's state across rounds (SCA
 variates, personal models, compression residuals, its privacy ledger) stays in the one process
 that owns it, exactly as in the sequential in-memory grid.
 
-A round's tasks go to the workers that own their sites; replies come back through one pipe per
-worker as each is done and are yielded one at a time, in arrival order (the round loop sums
-them in site order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit
-for bit as the sequential run's). A worker blocks on sending a reply until the coordinator reads
-it, so the parent holds one reply at a time. A torch model's results depend on torch's thread
-count, so each worker uses this process's (when torch is loaded here), not a share of the
-cores: on a machine with few cores the workers oversubscribe them.
+A round's tasks go to the workers that own their sites, the round's parameters once per worker
+(a worker keeps the last parameters it was sent, and a task carrying that same object is sent
+without them: 1,000 tasks of a 1M-parameter model cost each worker one copy, not one per site,
+and every site of a worker gets the same arrays, as in the sequential grid); replies come back
+through one pipe per worker as each is done and are yielded one at a time, in arrival order (the
+round loop sums them in site order, :func:`fedcare.strategy.loop.in_site_order`, so the model is
+the same bit for bit as the sequential run's). A worker blocks on sending a reply until the
+coordinator reads it, so the parent holds one reply at a time. A torch model's results depend on
+torch's thread count, so each worker uses this process's (when torch is loaded here), not a
+share of the cores: on a machine with few cores the workers oversubscribe them.
 
 A handler that raises gives an error reply naming the exception (as
 :class:`~fedcare.transport.inmemory.InMemoryGrid` does); a worker that dies gives each of its
@@ -31,6 +34,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +43,7 @@ from typing import Any
 from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError, FedcareError, TransportError
 from fedcare.grid import Grid, Quorum, Split
+from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
 from fedcare.site.app import Mod, SiteApp
 
@@ -97,8 +102,13 @@ def _worker_main(
         outbox.send((0, traceback.format_exception_only(type(err), err)[-1].strip()))
         return
     del sites
+    params = ArrayRecord()  # the last parameters sent (a task without them uses these)
     while (item := inbox.get()) is not None:
-        call, task = item
+        call, task, sent = item
+        if sent:
+            params = task.params
+        else:
+            task = replace(task, params=params)
         reply = _call(apps[task.site_id], task)
         try:
             outbox.send((call, reply))
@@ -130,6 +140,7 @@ class _Pool:
         self.dead: dict[int, str] = {}  # worker -> why it is gone
         self.calls = itertools.count(1)
         self.closed = False
+        self.sent: list[ArrayRecord | None] = [None] * n  # the last params each worker got
         for w in range(n):
             mine = [s for s in ordered if self.owner[s.site_id] == w]
             own_mods = {s.site_id: tuple(mods.get(s.site_id, ())) for s in mine}
@@ -146,6 +157,16 @@ class _Pool:
             self.inboxes.append(inbox)
             self.conns.append(recv)
             self.procs.append(proc)
+
+    def send(self, call: int, task: Task) -> None:
+        """Queue ``task`` (call ``call``) for its site's worker, without its parameters when
+        that worker was last sent the same parameter object (see the module docstring)."""
+        w = self.owner[task.site_id]
+        if task.params is self.sent[w]:
+            self.inboxes[w].put((call, replace(task, params=ArrayRecord()), False))
+        else:
+            self.sent[w] = task.params
+            self.inboxes[w].put((call, task, True))
 
     def why_dead(self, w: int) -> str | None:
         """Why worker ``w`` is gone, or ``None`` while it runs."""
@@ -194,6 +215,7 @@ class _Pool:
         if self.closed:
             return
         self.closed = True
+        self.sent = [None] * len(self.sent)
         for w, inbox in enumerate(self.inboxes):
             if self.procs[w].is_alive():
                 inbox.put(None)
@@ -318,7 +340,7 @@ class ParallelGrid(Grid):
                 refused.append(Reply.failure(task, "worker-died", msg))
             else:
                 pending[task.site_id] = task
-                self._pool.inboxes[self._pool.owner[task.site_id]].put((call, task))
+                self._pool.send(call, task)
         for reply in itertools.chain(refused, self._pool.collect(call, pending, deadline)):
             if self._record:
                 self.wire.append(reply)

@@ -182,8 +182,8 @@ def echo_rows(cfg: Config, machine: str) -> list[Row]:
     got = measure(cfg)
     timed = got["round_s"][1:]
     row = _row(
-        f"synthetic ({cfg.sites} sites, echo model: {ECHO_PARAMETERS:,} float32 parameters, "
-        "no training)",
+        f"synthetic (echo model: {ECHO_PARAMETERS:,} float32 parameters, no training; 4 rows "
+        "per site)",
         cfg.method(),
         f"round_s@{cfg.sites}",
         timed,
@@ -211,8 +211,8 @@ def train_rows(cfg: Config, machine: str) -> list[Row]:
     got = measure(cfg)
     timed = got["round_s"][1:]
     dataset = (
-        f"synthetic ({cfg.sites} sites, {TRAIN_ROWS} rows each, {TRAIN_FEATURES} features; "
-        "logistic regression, 1 epoch of SGD per round)"
+        f"synthetic ({TRAIN_ROWS} rows per site, {TRAIN_FEATURES} features; logistic "
+        "regression, 1 epoch of SGD per round)"
     )
     common = (
         f"rounds 2..{cfg.rounds} (fit only, FedAvg); run wall {got['wall_s']:.1f} s; {machine}; "

@@ -63,7 +63,10 @@ class Config:
     workers: int = 2
 
     def method(self) -> str:
-        return f"parallel ({self.workers} workers)" if self.backend == "parallel" else self.backend
+        if self.backend == "inmemory":
+            return "inmemory"
+        unit = "actors" if self.backend == "ray" else "workers"
+        return f"{self.backend} ({self.workers} {unit})"
 
 
 def study_for(cfg: Config) -> Any:
@@ -111,8 +114,8 @@ def run_one(cfg: Config) -> dict[str, Any]:
     echo = cfg.workload == "echo"
     features, rows = (2, 4) if echo else (TRAIN_FEATURES, TRAIN_ROWS)
     ds = load_synthetic(num_sites=cfg.sites, n_features=features, rows_per_site=rows, seed=0)
-    options: dict[str, Any] = {"workers": cfg.workers if cfg.backend == "parallel" else 1}
-    if cfg.backend == "ray":
+    options: dict[str, Any] = {"workers": 1 if cfg.backend == "inmemory" else cfg.workers}
+    if cfg.backend == "ray":  # a local Ray instance with `workers` actors
         options["backend"] = "ray"
     study = study_for(cfg)
     start = time.perf_counter()

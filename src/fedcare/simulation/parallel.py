@@ -8,15 +8,18 @@ variates, personal models, compression residuals, its privacy ledger) stays in t
 that owns it, exactly as in the sequential in-memory grid.
 
 A round's tasks go to the workers that own their sites, the round's parameters once per worker
-(a worker keeps the last parameters it was sent, and a task carrying that same object is sent
-without them: 1,000 tasks of a 1M-parameter model cost each worker one copy, not one per site,
-and every site of a worker gets the same arrays, as in the sequential grid); replies come back
-through one pipe per worker as each is done and are yielded one at a time, in arrival order (the
-round loop sums them in site order, :func:`fedcare.strategy.loop.in_site_order`, so the model is
-the same bit for bit as the sequential run's). A worker blocks on sending a reply until the
-coordinator reads it, so the parent holds one reply at a time. A torch model's results depend on
-torch's thread count, so each worker uses this process's (when torch is loaded here), not a
-share of the cores: on a machine with few cores the workers oversubscribe them.
+(a task whose params are those its worker got last goes without them: 1,000 tasks of a
+1M-parameter model cost one copy per worker); replies come back through one pipe per worker as
+each is done and are yielded one at a time, in arrival order (the round loop sums them in site
+order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit for bit as the
+sequential run's). A worker blocks on sending a reply until the coordinator reads it, so the
+parent holds one reply at a time. A torch model's results depend on torch's thread count, so
+each worker uses this process's (when torch is loaded here), not a share of the cores: on a
+machine with few cores the workers oversubscribe them. A call closes at its deadline
+(``timeout``) or, with a :class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were
+answered without an error and ``quorum.grace_s`` passed since: its tasks not yet answered get no
+reply, a reply that comes later is dropped (as a stale one of an earlier call is), and a worker
+skips the tasks of a closed call it has not started.
 
 A handler that raises gives an error reply naming the exception (as
 :class:`~fedcare.transport.inmemory.InMemoryGrid` does); a worker that dies gives each of its
@@ -84,8 +87,10 @@ def _worker_main(
     inbox: Any,
     outbox: Connection,
     torch_threads: int | None,
+    closed: Any,
 ) -> None:
-    """A worker: build its sites' apps once, then answer ``(call, task)`` until ``None``."""
+    """A worker: build its sites' apps once, then answer ``(call, task)`` until ``None``,
+    skipping the tasks of calls up to ``closed.value`` (closed before it started them)."""
     apps: dict[str, SiteApp] = {}
     try:
         if torch_threads is not None:  # torch is loaded in the parent, so it is installed
@@ -105,10 +110,10 @@ def _worker_main(
     params = ArrayRecord()  # the last parameters sent (a task without them uses these)
     while (item := inbox.get()) is not None:
         call, task, sent = item
-        if sent:
-            params = task.params
-        else:
-            task = replace(task, params=params)
+        params = task.params if sent else params  # kept for later tasks, even if this is skipped
+        if call <= closed.value:
+            continue  # its call closed (deadline, or quorum and grace): nobody waits for it
+        task = task if sent else replace(task, params=params)
         reply = _call(apps[task.site_id], task)
         try:
             outbox.send((call, reply))
@@ -139,6 +144,8 @@ class _Pool:
         self.procs: list[Any] = []
         self.dead: dict[int, str] = {}  # worker -> why it is gone
         self.calls = itertools.count(1)
+        #: The last call closed with tasks unanswered: workers skip tasks of calls up to it.
+        self.closed_call = ctx.Value("q", 0, lock=False)
         self.closed = False
         self.sent: list[ArrayRecord | None] = [None] * n  # the last params each worker got
         for w in range(n):
@@ -148,7 +155,16 @@ class _Pool:
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_worker_main,
-                args=(mine, own_mods, feature_names, site_reports, inbox, send, threads),
+                args=(
+                    mine,
+                    own_mods,
+                    feature_names,
+                    site_reports,
+                    inbox,
+                    send,
+                    threads,
+                    self.closed_call,
+                ),
                 name=f"fedcare-site-worker-{w}",
                 daemon=True,
             )
@@ -159,14 +175,11 @@ class _Pool:
             self.procs.append(proc)
 
     def send(self, call: int, task: Task) -> None:
-        """Queue ``task`` (call ``call``) for its site's worker, without its parameters when
-        that worker was last sent the same parameter object (see the module docstring)."""
+        """Queue ``task`` for its worker, without params that worker was last sent (the same)."""
         w = self.owner[task.site_id]
-        if task.params is self.sent[w]:
-            self.inboxes[w].put((call, replace(task, params=ArrayRecord()), False))
-        else:
-            self.sent[w] = task.params
-            self.inboxes[w].put((call, task, True))
+        again, self.sent[w] = task.params is self.sent[w], task.params
+        bare = replace(task, params=ArrayRecord()) if again else task
+        self.inboxes[w].put((call, bare, not again))
 
     def why_dead(self, w: int) -> str | None:
         """Why worker ``w`` is gone, or ``None`` while it runs."""
@@ -175,20 +188,38 @@ class _Pool:
         return self.dead.get(w)
 
     def collect(
-        self, call: int, pending: dict[str, Task], deadline: float | None
+        self,
+        call: int,
+        pending: dict[str, Task],
+        deadline: float | None,
+        quorum: Quorum | None = None,
     ) -> Iterator[Reply]:
-        """Yield the replies to ``pending`` (call ``call``) as they arrive."""
-        while pending:
-            busy = {self.owner[s] for s in pending}
-            waits: list[Any] = [self.conns[w] for w in busy]
-            waits += [self.procs[w].sentinel for w in busy]
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = wait(waits, timeout=left)
-            if not ready and deadline is not None and time.monotonic() >= deadline:
-                return  # unanswered tasks get no reply, as on a real network
-            for w in sorted(busy):
-                if self.conns[w] in ready or self.procs[w].sentinel in ready:
-                    yield from self._read(w, call, pending)
+        """Yield the replies to ``pending`` (call ``call``) as they arrive, until the
+        deadline or, with ``quorum``, its grace period after its replies came."""
+        answered = 0
+        try:
+            while pending:
+                busy = {self.owner[s] for s in pending}
+                waits: list[Any] = [self.conns[w] for w in busy]
+                waits += [self.procs[w].sentinel for w in busy]
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = wait(waits, timeout=left)
+                if not ready and deadline is not None and time.monotonic() >= deadline:
+                    return  # unanswered tasks get no reply, as on a real network
+                for w in sorted(busy):
+                    if self.conns[w] in ready or self.procs[w].sentinel in ready:
+                        for reply in self._read(w, call, pending):
+                            if quorum is not None and reply.error is None:
+                                answered += 1
+                                if answered == quorum.replies:
+                                    end = time.monotonic() + quorum.grace_s
+                                    deadline = end if deadline is None else min(deadline, end)
+                            yield reply
+                if deadline is not None and pending and time.monotonic() >= deadline:
+                    return
+        finally:
+            if pending:  # closed early: its tasks not yet started are skipped
+                self.closed_call.value = max(self.closed_call.value, call)
 
     def _read(self, w: int, call: int, pending: dict[str, Task]) -> Iterator[Reply]:
         conn = self.conns[w]
@@ -215,7 +246,6 @@ class _Pool:
         if self.closed:
             return
         self.closed = True
-        self.sent = [None] * len(self.sent)
         for w, inbox in enumerate(self.inboxes):
             if self.procs[w].is_alive():
                 inbox.put(None)
@@ -341,7 +371,8 @@ class ParallelGrid(Grid):
             else:
                 pending[task.site_id] = task
                 self._pool.send(call, task)
-        for reply in itertools.chain(refused, self._pool.collect(call, pending, deadline)):
+        collected = self._pool.collect(call, pending, deadline, quorum)
+        for reply in itertools.chain(refused, collected):
             if self._record:
                 self.wire.append(reply)
             yield reply

@@ -18,8 +18,11 @@ loop, FedAvg, no evaluation rounds (``evaluate_every: 0``: fit rounds only):
 * ``train``: logistic regression on 13 features, 64 rows per site (48 train), one local epoch
   of minibatch SGD: real local training at every site.
 
-Seconds per round: the median of the rounds' ``duration_s`` over rounds 2..R (round 1 and the
-workers' start are left out).
+Backends: ``inmemory`` (sites one after another in the run's process), ``parallel`` (``N``
+worker processes, :mod:`fedcare.simulation.parallel`) and ``ray`` (``N`` actors on a local Ray
+instance, ``open_grid(backend="ray")``; skipped with the reason when Ray or that backend is
+missing). Seconds per round: the median of the rounds' ``duration_s`` over rounds 2..R (round 1
+and the workers' start are left out).
 """
 
 from __future__ import annotations

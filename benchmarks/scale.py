@@ -1,23 +1,32 @@
-"""Scale benchmark (issue 17): parallel simulation, ``fedcare simulate --workers N``.
+"""Scale benchmark (issue 17): parallel simulation and many simulated sites.
 
-Row ``speedup``: PneumoniaMNIST FedAvg (``examples/pneumoniamnist.yaml``: 5 Dirichlet(0.5)
-sites, the ``cnn_small`` CNN, 10 Adam steps per round) trained with ``--rounds`` rounds (default
-6, not the study's 40: the per-round time is what is measured) over the sequential in-memory
-grid (1 worker) and the parallel grid (2 workers, :mod:`fedcare.simulation.parallel`); the wall
-time per round is each run's ``duration_s`` of rounds 2..R (training and the per-round
-evaluation; round 1 and the workers' start are left out), and the speedup is the ratio of the
-medians. Both runs must give the same model hash. Target: >= 1.7x on 2 cores. The load average
-is in the notes (the machine may be shared).
+Parts (``--parts``, default all; the rows of parts not run stay in ``--out``):
 
-Not yet here (issue 17): ``round_s`` at 10/100/1,000 sites with a 1M-parameter model and the
-Ray, 1,000-site and straggler rows.
+* ``speedup``: PneumoniaMNIST FedAvg (``examples/pneumoniamnist.yaml``: 5 Dirichlet(0.5)
+  sites, the ``cnn_small`` CNN, 10 Adam steps per round) trained with ``--rounds`` rounds
+  (default 6, not the study's 40: the per-round time is what is measured) over the sequential
+  in-memory grid (1 worker) and the parallel grid (``--workers``, default 2,
+  :mod:`fedcare.simulation.parallel`); the wall time per round is each run's ``duration_s`` of
+  rounds 2..R (training and the per-round evaluation; round 1 and the workers' start are left
+  out), and the speedup is the ratio of the medians. Both runs must give the same model hash.
+  Target: >= 1.7x on 2 cores.
+* ``round``: rows ``round_s@N`` for N in ``--sites`` (default 10, 100, 1000) and each of
+  ``--backends`` (default inmemory, parallel, ray): a 1M-parameter model that does not train
+  (:mod:`scale_sites`), seconds per round, peak memory of the process tree and the ratio to
+  Flower 1.41 in the notes. Target: >= 10x faster than Flower.
+* ``train1000``: rows ``round_s@N_train`` and ``peak_rss_mb@N_train`` for N in
+  ``--train-sites`` (default 1000): real local training at every site. Target: <= 2 GB.
 
-Writes ``benchmarks/results/scale.json``.
+The ``ray`` rows are skipped, with the reason printed, when Ray is not installed or
+``open_grid`` has no Ray backend. The load average is in the notes (the machine may be shared).
+Writes ``benchmarks/results/scale.json``. Quick check: ``--parts round,train1000 --sites 10
+--train-sites 50 --site-rounds 3 --out /tmp/scale.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -31,6 +40,7 @@ from fedcare.evaluation.model_card import model_hash
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.training import open_grid, train_on_grid
 from results_file import write_rows
+from scale_sites import BACKENDS, site_rows
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "examples" / "pneumoniamnist.yaml"
@@ -38,6 +48,7 @@ RESULTS = HERE / "results" / "scale.json"
 DATASET = "pneumoniamnist (5 sites, Dirichlet 0.5; cnn_small)"
 
 Row = dict[str, Any]
+PARTS = ("speedup", "round", "train1000")
 
 
 def _row(method: str, metric: str, values: Sequence[float], unit: str, notes: str) -> Row:
@@ -65,41 +76,34 @@ def one_run(study: StudyConfig, workers: int) -> tuple[list[float], str, float]:
     return [r.duration_s for r in model.history[1:]], model_hash(model.params), wall
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6, help="rounds per run (>= 3)")
-    parser.add_argument("--workers", type=int, default=2, help="the parallel run's workers")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.rounds < 3:
-        parser.error("--rounds must be at least 3")
+def speedup_rows(rounds: int, workers: int) -> tuple[list[Row], bool]:
+    """The ``speedup`` part's rows and whether both runs gave the same model hash."""
     study = StudyConfig.from_yaml(EXAMPLE).with_overrides(
-        rounds=args.rounds, baselines={"local": False, "pooled": False}
+        rounds=rounds, baselines={"local": False, "pooled": False}
     )
     load_before = os.getloadavg()
     seq, seq_hash, seq_wall = one_run(study, 1)
-    par, par_hash, par_wall = one_run(study, args.workers)
+    par, par_hash, par_wall = one_run(study, workers)
     load_after = os.getloadavg()
     speedup = statistics.median(seq) / statistics.median(par)
     same = seq_hash == par_hash
     machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; load average (1/5/15 min) before "
+        f"{machine_note()}; load average (1/5/15 min) before "
         f"{'/'.join(f'{x:.2f}' for x in load_before)}, after "
         f"{'/'.join(f'{x:.2f}' for x in load_after)}"
     )
-    common = f"{args.rounds} rounds (not the study's 40), rounds 2..R timed; {machine}"
+    common = f"{rounds} rounds (not the study's 40), rounds 2..R timed; {machine}"
     rows = [
         _row("inmemory (1 worker)", "round_s", seq, "s", f"{common}; run wall {seq_wall:.1f} s"),
         _row(
-            f"parallel ({args.workers} workers)",
+            f"parallel ({workers} workers)",
             "round_s",
             par,
             "s",
             f"{common}; run wall {par_wall:.1f} s (workers' start included)",
         ),
         _row(
-            f"parallel ({args.workers} workers) vs inmemory",
+            f"parallel ({workers} workers) vs inmemory",
             "speedup",
             [speedup],
             "x",
@@ -108,12 +112,98 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     ]
     print(
-        f"round_s: 1 worker {statistics.median(seq):.3f} s, {args.workers} workers "
+        f"round_s: 1 worker {statistics.median(seq):.3f} s, {workers} workers "
         f"{statistics.median(par):.3f} s; speedup {speedup:.2f}x; same hash {same}; "
         f"load {load_before} -> {load_after}"
     )
-    write_rows(rows, args.out)
-    return 0 if same else 1
+    return rows, same
+
+
+def machine_note() -> str:
+    """The processor, core count and Python version."""
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def merge_rows(old: Sequence[Row], new: Sequence[Row]) -> list[Row]:
+    """``old`` with the rows ``new`` measures again replaced (same dataset, method and metric)
+    and ``new``'s other rows added: the rows of parts not run this time are kept."""
+    key = lambda r: (r.get("dataset"), r.get("method"), r.get("metric"))  # noqa: E731
+    fresh = {key(r): r for r in new}
+    kept = [fresh.pop(key(r), r) for r in old]
+    return kept + [r for r in new if key(r) in fresh]
+
+
+def _choices(value: str, valid: Sequence[str], what: str) -> list[str]:
+    got = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in got if v not in valid]
+    if bad or not got:
+        raise argparse.ArgumentTypeError(f"{what} must be some of {list(valid)}, got {value!r}")
+    return got
+
+
+def _counts(value: str) -> list[int]:
+    try:
+        got = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        got = []
+    if not got or min(got) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 10,100, got {value!r}")
+    return got
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--parts",
+        type=lambda v: _choices(v, PARTS, "--parts"),
+        default=list(PARTS),
+        help=f"comma-separated parts to run (default: {','.join(PARTS)})",
+    )
+    parser.add_argument(
+        "--sites", type=_counts, default=[10, 100, 1000], help="sites of the round part"
+    )
+    parser.add_argument(
+        "--train-sites", type=_counts, default=[1000], help="sites of the train1000 part"
+    )
+    parser.add_argument(
+        "--backends",
+        type=lambda v: _choices(v, BACKENDS, "--backends"),
+        default=list(BACKENDS),
+        help=f"backends of the round and train1000 parts (default: {','.join(BACKENDS)})",
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of the speedup runs (>= 3)")
+    parser.add_argument(
+        "--site-rounds", type=int, default=5, help="rounds of the round and train1000 runs (>= 2)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="the parallel runs' workers")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.rounds < 3:
+        parser.error("--rounds must be at least 3")
+    if args.site_rounds < 2:
+        parser.error("--site-rounds must be at least 2")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows: list[Row] = []
+    ok = True
+    for part in args.parts:
+        if part == "speedup":
+            got, ok = speedup_rows(args.rounds, args.workers)
+            rows += got
+        else:
+            sites = args.sites if part == "round" else args.train_sites
+            rows += site_rows(
+                part, sites, args.backends, args.site_rounds, machine_note(), args.workers
+            )
+    old = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else []
+    write_rows(merge_rows(old, rows), args.out)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -50,8 +50,12 @@ def test_torch_kind_builds_each_architecture_with_options() -> None:
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        ({}, r"has no 'kind'; valid kinds: \['cox', 'logistic', 'package', 'sklearn', 'torch'\]"),
-        ({"kind": "xgboost"}, r"unknown kind 'xgboost'; valid kinds: \['cox', 'logistic'"),
+        (
+            {},
+            r"has no 'kind'; valid kinds: "
+            r"\['cox', 'echo', 'logistic', 'package', 'sklearn', 'torch'\]",
+        ),
+        ({"kind": "xgboost"}, r"unknown kind 'xgboost'; valid kinds: \['cox', 'echo', 'logistic'"),
         ({"kind": "logistic", "lr": 0.1}, r"unknown option\(s\) \['lr'\]; valid options: \["),
         ({"kind": "logistic", "init_scale": -1}, "init_scale must be a number >= 0, got -1"),
         ({"kind": "logistic", "init_scale": "big"}, "init_scale must be a number"),

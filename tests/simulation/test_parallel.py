@@ -5,16 +5,20 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedcare.data.registry import load_dataset
+from fedcare.data.synthetic import load_synthetic
 from fedcare.errors import ConfigError, TransportError
 from fedcare.records import Reply, Task
+from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.attacks import malicious_mods
-from fedcare.simulation.parallel import ParallelGrid, check_workers
+from fedcare.simulation.parallel import ParallelGrid, _Pool, check_workers
 from fedcare.simulation.run import grid_for, run_simulation, train_on_grid
 from fedcare.site.app import Handler
 
@@ -185,3 +189,60 @@ def test_personal_models_stay_in_their_workers() -> None:
     one = run_simulation(study, workers=1)["personalization"]
     two = run_simulation(study, workers=3)["personalization"]
     assert two["sites"] and two == one
+
+
+class EchoParams:
+    """A site mod that replies with the params its task carried (picklable)."""
+
+    def __call__(self, task: Task, next_handler: Handler) -> Reply:
+        arrays = ArrayRecord({"weight": task.params["weight"] + 0.0})
+        return Reply(task.study_id, task.round, task.site_id, task.kind, arrays, num_samples=1)
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.items: list[tuple[int, Task, bool]] = []
+
+    def put(self, item: tuple[int, Task, bool]) -> None:
+        self.items.append(item)
+
+
+def test_a_worker_is_sent_a_calls_params_once_not_once_per_site() -> None:
+    pool = object.__new__(_Pool)
+    pool.owner = {f"s{i}": i % 2 for i in range(6)}
+    pool.inboxes, pool.sent = [_Inbox(), _Inbox()], [None, None]
+    shared = ArrayRecord({"weight": np.ones(1000)})
+    for i in range(6):
+        pool.send(1, replace(_task(f"s{i}"), params=shared))
+    own = ArrayRecord({"weight": np.zeros(1000)})  # a site's own params (e.g. personal)
+    pool.send(2, replace(_task("s0", 2), params=shared))
+    pool.send(2, replace(_task("s2", 2), params=own))
+    pool.send(2, replace(_task("s4", 2), params=shared))
+    first = pool.inboxes[0].items
+    assert [(c, t.site_id, sent) for c, t, sent in first] == [
+        (1, "s0", True),
+        (1, "s2", False),
+        (1, "s4", False),
+        (2, "s0", False),
+        (2, "s2", True),
+        (2, "s4", True),
+    ]
+    carried = [t.params for _, t, sent in first if sent]
+    assert carried[0] is shared and carried[1] is own and carried[2] is shared
+    assert all(len(t.params) == 0 for _, t, sent in first if not sent)  # nothing copied
+    assert sum(sent for _, _, sent in pool.inboxes[1].items) == 1
+
+
+def test_every_site_of_a_worker_gets_its_calls_params() -> None:
+    sites = list(load_synthetic(num_sites=5, n_features=2, rows_per_site=4).sites)
+    mods = {s.site_id: [EchoParams()] for s in sites}
+    first = ArrayRecord({"weight": np.arange(1000.0)})
+    second = ArrayRecord({"weight": -np.arange(1000.0)})
+    with ParallelGrid(sites, workers=2, mods=mods) as grid:
+        for rnd, params in ((1, first), (2, second), (3, second)):
+            tasks = [replace(_task(s, rnd), params=params) for s in grid.site_ids()]
+            replies = list(grid.send_and_receive(tasks))
+            assert sorted(r.site_id for r in replies) == grid.site_ids()
+            for reply in replies:
+                assert reply.error is None, reply.error
+                np.testing.assert_array_equal(reply.arrays["weight"], params["weight"])

@@ -11,6 +11,8 @@ torch      ``architecture`` (required: ``cnn_small`` or ``mlp``), ``task`` (``bi
            ``cnn_small``: ``channels`` (list of ints, default [16, 32]), ``hidden`` (int,
            default 64); ``mlp``: ``hidden`` (list of ints, default [32]), ``dropout``
            (float in [0, 1), default 0)
+echo       ``parameters`` (int >= 1, default 1,000,000): a model that does not learn, for
+           benchmarks (:mod:`fedcare.models.echo`)
 package    ``package`` (required: a package folder, a signed ``.fcpkg`` archive or
            ``sha256:<hash>``), ``options`` (the entry point's keyword arguments); see
            :mod:`fedcare.packages.resolve`
@@ -30,6 +32,7 @@ from fedcare.data.base import TaskType
 from fedcare.errors import ConfigError
 from fedcare.models.base import ModelAdapter
 from fedcare.models.cox import CoxPH
+from fedcare.models.echo import EchoModel
 from fedcare.models.logistic import LogisticRegression
 from fedcare.models.sklearn import SklearnLogistic
 
@@ -137,6 +140,12 @@ def _torch(spec: Mapping[str, Any]) -> ModelAdapter:
     )
 
 
+def _echo(spec: Mapping[str, Any]) -> ModelAdapter:
+    _check_options(spec, frozenset({"kind", "task", "parameters"}))
+    _check_task(spec, (EchoModel.task,))
+    return EchoModel(_positive_int(spec, "parameters", 1_000_000))
+
+
 def _package_in_process(spec: Mapping[str, Any]) -> ModelAdapter:
     """A resolved package spec's adapter, loaded in this process from the default store, its
     outputs checked as a site checks them."""
@@ -153,6 +162,7 @@ def _package_in_process(spec: Mapping[str, Any]) -> ModelAdapter:
 #: Model kind -> builder.
 MODEL_KINDS: dict[str, Callable[[Mapping[str, Any]], ModelAdapter]] = {
     "cox": _linear(CoxPH),
+    "echo": _echo,
     "logistic": _linear(LogisticRegression),
     "sklearn": _linear(SklearnLogistic),
     "torch": _torch,

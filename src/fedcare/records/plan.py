@@ -65,6 +65,7 @@ _LINEAR = ("base.py", "registry.py", "_validate.py", "_local_sgd.py", "_linear.p
 MODEL_FILES: dict[str, tuple[str, ...]] = {
     "logistic": (*_LINEAR, "logistic.py"),
     "cox": (*_LINEAR, "cox.py"),
+    "echo": ("base.py", "registry.py", "echo.py"),
     "sklearn": (*_LINEAR, "logistic.py", "sklearn.py"),
     "torch": (*_LINEAR, "logistic.py", "cox.py", "torch.py", "torch_nets.py"),
 }

@@ -7,18 +7,19 @@ are sent once per worker, not per task, and each site's state across rounds (SCA
 variates, personal models, compression residuals, its privacy ledger) stays in the one process
 that owns it, exactly as in the sequential in-memory grid.
 
-A round's tasks go to the workers that own their sites; replies come back through one pipe per
-worker as each is done and are yielded one at a time, in arrival order (the round loop sums
-them in site order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit
-for bit as the sequential run's). A worker blocks on sending a reply until the coordinator reads
-it, so the parent holds one reply at a time. A torch model's results depend on torch's thread
-count, so each worker uses this process's (when torch is loaded here), not a share of the
-cores: on a machine with few cores the workers oversubscribe them.
-
-A call closes at its deadline (``timeout``) or, with a :class:`~fedcare.grid.Quorum`, once
-``quorum.replies`` tasks were answered without an error and ``quorum.grace_s`` passed since:
-its tasks not yet answered get no reply, a reply that comes later is dropped (as a stale one of
-an earlier call is), and a worker skips the tasks of a closed call it has not started.
+A round's tasks go to the workers that own their sites, the round's parameters once per worker
+(a task whose params are those its worker got last goes without them: 1,000 tasks of a
+1M-parameter model cost one copy per worker); replies come back through one pipe per worker as
+each is done and are yielded one at a time, in arrival order (the round loop sums them in site
+order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit for bit as the
+sequential run's). A worker blocks on sending a reply until the coordinator reads it, so the
+parent holds one reply at a time. A torch model's results depend on torch's thread count, so
+each worker uses this process's (when torch is loaded here), not a share of the cores: on a
+machine with few cores the workers oversubscribe them. A call closes at its deadline
+(``timeout``) or, with a :class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were
+answered without an error and ``quorum.grace_s`` passed since: its tasks not yet answered get no
+reply, a reply that comes later is dropped (as a stale one of an earlier call is), and a worker
+skips the tasks of a closed call it has not started.
 
 A handler that raises gives an error reply naming the exception (as
 :class:`~fedcare.transport.inmemory.InMemoryGrid` does); a worker that dies gives each of its
@@ -36,6 +37,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +46,7 @@ from typing import Any
 from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError, FedcareError, TransportError
 from fedcare.grid import Grid, Quorum, Split
+from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
 from fedcare.site.app import Mod, SiteApp
 
@@ -104,10 +107,13 @@ def _worker_main(
         outbox.send((0, traceback.format_exception_only(type(err), err)[-1].strip()))
         return
     del sites
+    params = ArrayRecord()  # the last parameters sent (a task without them uses these)
     while (item := inbox.get()) is not None:
-        call, task = item
+        call, task, sent = item
+        params = task.params if sent else params  # kept for later tasks, even if this is skipped
         if call <= closed.value:
             continue  # its call closed (deadline, or quorum and grace): nobody waits for it
+        task = task if sent else replace(task, params=params)
         reply = _call(apps[task.site_id], task)
         try:
             outbox.send((call, reply))
@@ -141,6 +147,7 @@ class _Pool:
         #: The last call closed with tasks unanswered: workers skip tasks of calls up to it.
         self.closed_call = ctx.Value("q", 0, lock=False)
         self.closed = False
+        self.sent: list[ArrayRecord | None] = [None] * n  # the last params each worker got
         for w in range(n):
             mine = [s for s in ordered if self.owner[s.site_id] == w]
             own_mods = {s.site_id: tuple(mods.get(s.site_id, ())) for s in mine}
@@ -166,6 +173,13 @@ class _Pool:
             self.inboxes.append(inbox)
             self.conns.append(recv)
             self.procs.append(proc)
+
+    def send(self, call: int, task: Task) -> None:
+        """Queue ``task`` for its worker, without params that worker was last sent (the same)."""
+        w = self.owner[task.site_id]
+        again, self.sent[w] = task.params is self.sent[w], task.params
+        bare = replace(task, params=ArrayRecord()) if again else task
+        self.inboxes[w].put((call, bare, not again))
 
     def why_dead(self, w: int) -> str | None:
         """Why worker ``w`` is gone, or ``None`` while it runs."""
@@ -356,7 +370,7 @@ class ParallelGrid(Grid):
                 refused.append(Reply.failure(task, "worker-died", msg))
             else:
                 pending[task.site_id] = task
-                self._pool.inboxes[self._pool.owner[task.site_id]].put((call, task))
+                self._pool.send(call, task)
         collected = self._pool.collect(call, pending, deadline, quorum)
         for reply in itertools.chain(refused, collected):
             if self._record:

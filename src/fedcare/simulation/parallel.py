@@ -30,6 +30,7 @@ import pickle
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -40,6 +41,7 @@ from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError, FedcareError, TransportError
 from fedcare.grid import Grid, Quorum, Split
 from fedcare.records.messages import Reply, Task
+from fedcare.simulation.parallel_async import SubmittedTasks
 from fedcare.site.app import Mod, SiteApp
 
 __all__ = ["ParallelGrid", "check_workers"]
@@ -130,6 +132,8 @@ class _Pool:
         self.dead: dict[int, str] = {}  # worker -> why it is gone
         self.calls = itertools.count(1)
         self.closed = False
+        self.submitted: dict[int, Task] = {}  # asynchronous tasks not yet answered, by call
+        self.arrived: deque[Reply] = deque()  # their replies, read but not yet taken
         for w in range(n):
             mine = [s for s in ordered if self.owner[s.site_id] == w]
             own_mods = {s.site_id: tuple(mods.get(s.site_id, ())) for s in mine}
@@ -179,15 +183,42 @@ class _Pool:
                 elif got == call and reply.site_id in pending:
                     del pending[reply.site_id]
                     yield reply  # one at a time: the worker waits until this is read
+                elif self.submitted.pop(got, None) is not None:  # asynchronous, still open
+                    self.arrived.append(reply)
+                # else: a cancelled or finished call's late reply, dropped
         except (EOFError, OSError):
             pass
         if self.why_dead(w) is None:
             return
+        for got in sorted(c for c, t in self.submitted.items() if self.owner[t.site_id] == w):
+            task = self.submitted.pop(got)
+            msg = f"site {task.site_id!r}: {self.dead[w]} before it replied"
+            self.arrived.append(Reply.failure(task, "worker-died", msg))
         for site in sorted(s for s in pending if self.owner[s] == w):
             task = pending.pop(site)
             yield Reply.failure(
                 task, "worker-died", f"site {site!r}: {self.dead[w]} before it replied"
             )
+
+    def collect_submitted(self, deadline: float | None) -> Iterator[Reply]:
+        """Yield the replies to submitted (asynchronous) tasks as they arrive."""
+        while True:
+            if self.arrived:
+                yield self.arrived.popleft()
+                continue
+            if not self.submitted:
+                return
+            busy = {self.owner[t.site_id] for t in self.submitted.values()}
+            waits: list[Any] = [self.conns[w] for w in busy]
+            waits += [self.procs[w].sentinel for w in busy]
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = wait(waits, timeout=left)
+            if not ready and deadline is not None and time.monotonic() >= deadline:
+                return
+            for w in sorted(busy):
+                if self.conns[w] in ready or self.procs[w].sentinel in ready:
+                    for _ in self._read(w, -1, {}):  # fills self.arrived
+                        pass
 
     def close(self) -> None:
         """Stop every worker (politely, then by force) and release the queues and pipes."""
@@ -214,7 +245,7 @@ class _Pool:
             conn.close()
 
 
-class ParallelGrid(Grid):
+class ParallelGrid(SubmittedTasks, Grid):
     """Sites in ``workers`` worker processes (see module docstring); use it in a ``with`` block.
 
     Parameters

@@ -162,9 +162,7 @@ class _Driver:
             "buffered_update_norm": norm,
             "site_info": dict(step.site_info),
         }
-        record = RoundRecord(self.version, time.perf_counter() - step.started, fit)
-        self.step = _Step()
-        return record
+        return RoundRecord(self.version, time.perf_counter() - step.started, fit)
 
     def next_arrival(self) -> Reply:
         """The next reply to an open task, or ``RoundFailedError`` when none can come."""
@@ -233,8 +231,12 @@ def run_async(
                 continue
             record = driver.server_step()
             every, rnd = cfg.evaluate_every, driver.version
+            evaluation = None
             if every and (rnd % every == 0 or rnd == cfg.num_rounds):
-                record = RoundRecord(record.round, record.duration_s, record.fit, driver.evaluate())
+                evaluation = driver.evaluate()
+            duration = time.perf_counter() - driver.step.started  # with the evaluation
+            record = RoundRecord(record.round, duration, record.fit, evaluation)
+            driver.step = _Step()  # the next step's arrivals, failures and clock
             records.append(record)
             if on_round is not None:
                 on_round(record, driver.state)

@@ -5,6 +5,7 @@ asynchronous tasks: concurrent, set aside during an evaluation, cancelled replie
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -29,6 +30,15 @@ class SlowAtVersion0:
     def __call__(self, task: Task, next_handler: Handler) -> Reply:
         if task.round == 0:
             time.sleep(2.0)
+        return next_handler(task)
+
+
+class DieAtVersion5:
+    """A site mod that kills its worker process on tasks of version 5."""
+
+    def __call__(self, task: Task, next_handler: Handler) -> Reply:
+        if task.round == 5:
+            os._exit(3)
         return next_handler(task)
 
 
@@ -106,3 +116,17 @@ def test_parallel_grid_keeps_an_arrival_read_during_an_evaluation(sites: list) -
         assert [(r.site_id, r.kind) for r in evaluated] == [(b, "evaluate")]
         arrived = list(grid.arrivals(limit=5))
         assert [(r.site_id, r.kind, r.round) for r in arrived] == [(a, "fit", 3)]
+
+
+def test_a_submitted_task_whose_worker_dies_arrives_as_an_error_reply(sites: list) -> None:
+    dies = {s.site_id: [DieAtVersion5()] for s in sites}
+    with ParallelGrid(sites, workers=2, mods=dies) as grid:
+        site = grid.site_ids()[0]
+        grid.submit([Task("t", 5, site, "fit")])
+        (reply,) = list(grid.arrivals(timeout=60))
+        assert reply.error is not None and reply.error.kind == "worker-died"
+        assert f"site {site!r}: worker process 0 died (exit code 3)" in reply.error.message
+        assert grid.open_tasks() == []
+        grid.submit([Task("t", 6, site, "fit")])  # its sites answer worker-died from then on
+        (again,) = list(grid.arrivals())
+        assert again.error is not None and again.error.kind == "worker-died"

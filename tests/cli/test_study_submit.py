@@ -88,6 +88,10 @@ def _submit(tmp_path: Path, home: Path, *options: str, **changes: Any) -> tuple[
         ({"model": {"kind": "nonsense"}}, "model spec has unknown kind 'nonsense'; valid kinds:"),
         ({"model": {"kind": "logistic", "bogus": 1}}, "unknown option(s) ['bogus']"),
         ({"strategy": {"name": "fedmagic"}}, "unknown strategy 'fedmagic'"),
+        (
+            {"strategy": {"name": "fedbuff", "options": {"buffer_size": 2}}},
+            "strategy 'fedbuff' (asynchronous aggregation) runs in simulation only",
+        ),
         ({"privacy": {"mode": "private"}}, "missing field privacy.dp"),
         (
             {

@@ -19,7 +19,12 @@ def grid() -> InMemoryGrid:
     return InMemoryGrid({f"s{i}": site(i) for i in range(4)})
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+#: The round loop's strategies (fedbuff runs asynchronously, in simulation only: its open tasks
+#: and their staleness are not part of a checkpoint, so it does not resume mid-study).
+SYNCHRONOUS = sorted(n for n, cls in STRATEGIES.items() if not getattr(cls, "asynchronous", False))
+
+
+@pytest.mark.parametrize("name", SYNCHRONOUS)
 def test_resume_from_checkpoint_equals_uninterrupted_run(name: str) -> None:
     options = {"fedprox": {"mu": 0.1}}.get(name, {})
     strategy = build_strategy(name, options, fraction=0.5)

@@ -35,7 +35,7 @@ import multiprocessing as mp
 import pickle
 import sys
 import time
-import traceback
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
@@ -44,11 +44,13 @@ from types import TracebackType
 from typing import Any
 
 from fedcare.data.base import SiteData
-from fedcare.errors import ConfigError, FedcareError, TransportError
+from fedcare.errors import ConfigError, TransportError
 from fedcare.grid import Grid, Quorum, Split
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
-from fedcare.site.app import Mod, SiteApp
+from fedcare.simulation.parallel_async import SubmittedTasks
+from fedcare.simulation.parallel_worker import START_S, await_ready, worker_main
+from fedcare.site.app import Mod
 
 __all__ = ["ParallelGrid", "check_workers"]
 
@@ -67,59 +69,6 @@ def check_workers(workers: object) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
     return workers
-
-
-def _call(app: SiteApp, task: Task) -> Reply:
-    try:
-        return app(task)
-    except FedcareError as err:
-        return Reply.failure(task, type(err).__name__, str(err))
-    except Exception as err:  # a site's crash must not take the worker down
-        tb = traceback.format_exception_only(type(err), err)[-1].strip()
-        return Reply.failure(task, "exception", tb)
-
-
-def _worker_main(
-    sites: list[SiteData],
-    mods: Mapping[str, Sequence[Mod]],
-    feature_names: tuple[str, ...],
-    site_reports: Path | None,
-    inbox: Any,
-    outbox: Connection,
-    torch_threads: int | None,
-    closed: Any,
-) -> None:
-    """A worker: build its sites' apps once, then answer ``(call, task)`` until ``None``,
-    skipping the tasks of calls up to ``closed.value`` (closed before it started them)."""
-    apps: dict[str, SiteApp] = {}
-    try:
-        if torch_threads is not None:  # torch is loaded in the parent, so it is installed
-            from fedcare.models.torch_runtime import import_torch
-
-            import_torch().set_num_threads(torch_threads)
-        for site in sites:
-            app = SiteApp(site, mods=mods.get(site.site_id, ()), simulated=True)
-            app.runtime.feature_names = feature_names
-            if site_reports is not None:
-                app.runtime.report_dir = site_reports / site.site_id
-            apps[site.site_id] = app
-    except Exception as err:  # the coordinator's replies name why this worker is gone
-        outbox.send((0, traceback.format_exception_only(type(err), err)[-1].strip()))
-        return
-    del sites
-    params = ArrayRecord()  # the last parameters sent (a task without them uses these)
-    while (item := inbox.get()) is not None:
-        call, task, sent = item
-        params = task.params if sent else params  # kept for later tasks, even if this is skipped
-        if call <= closed.value:
-            continue  # its call closed (deadline, or quorum and grace): nobody waits for it
-        task = task if sent else replace(task, params=params)
-        reply = _call(apps[task.site_id], task)
-        try:
-            outbox.send((call, reply))
-        except (pickle.PicklingError, TypeError, AttributeError) as err:
-            failure = Reply.failure(task, "exception", f"reply could not be sent: {err}")
-            outbox.send((call, failure))
 
 
 class _Pool:
@@ -148,13 +97,17 @@ class _Pool:
         self.closed_call = ctx.Value("q", 0, lock=False)
         self.closed = False
         self.sent: list[ArrayRecord | None] = [None] * n  # the last params each worker got
+        #: Asynchronous tasks not yet answered, by call (negative: never skipped as closed).
+        self.submitted: dict[int, Task] = {}
+        self.async_calls = itertools.count(1)
+        self.arrived: deque[Reply] = deque()  # their replies, read but not yet taken
         for w in range(n):
             mine = [s for s in ordered if self.owner[s.site_id] == w]
             own_mods = {s.site_id: tuple(mods.get(s.site_id, ())) for s in mine}
             inbox = ctx.Queue()
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(
-                target=_worker_main,
+                target=worker_main,
                 args=(
                     mine,
                     own_mods,
@@ -173,6 +126,7 @@ class _Pool:
             self.inboxes.append(inbox)
             self.conns.append(recv)
             self.procs.append(proc)
+        await_ready(self.conns, self.procs, self.dead, time.monotonic() + START_S)
 
     def send(self, call: int, task: Task) -> None:
         """Queue ``task`` for its worker, without params that worker was last sent (the same)."""
@@ -231,15 +185,42 @@ class _Pool:
                 elif got == call and reply.site_id in pending:
                     del pending[reply.site_id]
                     yield reply  # one at a time: the worker waits until this is read
+                elif self.submitted.pop(got, None) is not None:  # asynchronous, still open
+                    self.arrived.append(reply)
+                # else: a cancelled or finished call's late reply, dropped
         except (EOFError, OSError):
             pass
         if self.why_dead(w) is None:
             return
+        for got in sorted(c for c, t in self.submitted.items() if self.owner[t.site_id] == w):
+            task = self.submitted.pop(got)
+            msg = f"site {task.site_id!r}: {self.dead[w]} before it replied"
+            self.arrived.append(Reply.failure(task, "worker-died", msg))
         for site in sorted(s for s in pending if self.owner[s] == w):
             task = pending.pop(site)
             yield Reply.failure(
                 task, "worker-died", f"site {site!r}: {self.dead[w]} before it replied"
             )
+
+    def collect_submitted(self, deadline: float | None) -> Iterator[Reply]:
+        """Yield the replies to submitted (asynchronous) tasks as they arrive."""
+        while True:
+            if self.arrived:
+                yield self.arrived.popleft()
+                continue
+            if not self.submitted:
+                return
+            busy = {self.owner[t.site_id] for t in self.submitted.values()}
+            waits: list[Any] = [self.conns[w] for w in busy]
+            waits += [self.procs[w].sentinel for w in busy]
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = wait(waits, timeout=left)
+            if not ready and deadline is not None and time.monotonic() >= deadline:
+                return
+            for w in sorted(busy):
+                if self.conns[w] in ready or self.procs[w].sentinel in ready:
+                    for _ in self._read(w, -1, {}):  # fills self.arrived
+                        pass
 
     def close(self) -> None:
         """Stop every worker (politely, then by force) and release the queues and pipes."""
@@ -266,7 +247,7 @@ class _Pool:
             conn.close()
 
 
-class ParallelGrid(Grid):
+class ParallelGrid(SubmittedTasks, Grid):
     """Sites in ``workers`` worker processes (see module docstring); use it in a ``with`` block.
 
     Parameters

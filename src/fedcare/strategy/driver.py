@@ -21,7 +21,9 @@ from fedcare.models.registry import PackageBuilder, build_model
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.study import StudyConfig
 from fedcare.secure.he.base import HEBackend
+from fedcare.strategy.async_loop import run_async
 from fedcare.strategy.base import Strategy, StrategyState
+from fedcare.strategy.fedbuff import FedBuff, check_fedbuff_study
 from fedcare.strategy.loop import RoundConfig, RoundRecord, run_rounds
 from fedcare.strategy.modes import (
     AVAILABLE_PRIVACY_MODES,
@@ -91,6 +93,8 @@ def study_strategy(
     simulation, which uses its own simulated federation keys).
     """
     check_privacy_mode(study)
+    if not baseline and study.strategy.name == FedBuff.name:
+        check_fedbuff_study(study)  # open mode only, with the reason for the others
     if baseline:
         mode = baseline_composition(study, num_sites)
     else:
@@ -174,6 +178,10 @@ def continue_study(
         round_config(study, study_id), task_arrays=dict(start.task_arrays), pipeline=pipeline
     )
     # handed over, not kept here: the loop frees it once round 1 replaces it
+    if isinstance(strategy, FedBuff):  # asynchronous: one "round" is one server step
+        return run_async(
+            grid, strategy, start.take_state(), cfg, start_round=start_round, on_round=on_round
+        )
     return run_rounds(
         grid, strategy, start.take_state(), cfg, start_round=start_round, on_round=on_round
     )

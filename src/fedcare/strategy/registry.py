@@ -8,13 +8,15 @@ from typing import Any
 
 from fedcare.errors import ConfigError
 from fedcare.strategy.base import Strategy
+from fedcare.strategy.fedbuff import FedBuff
 from fedcare.strategy.fedopt import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
 from fedcare.strategy.scaffold import Scaffold
 
 __all__ = ["STRATEGIES", "build_strategy"]
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, Scaffold)
+    cls.name: cls
+    for cls in (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, Scaffold, FedBuff)
 }
 
 

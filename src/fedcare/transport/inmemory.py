@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from fedcare.errors import FedcareError, TransportError
+from fedcare.errors import ConfigError, FedcareError, TransportError
 from fedcare.grid import Grid, Quorum, Split
 from fedcare.records.messages import Reply, Task
 
@@ -26,6 +27,9 @@ class InMemoryGrid(Grid):
     the tasks not yet run get no reply either (the sites run one after another, so a task
     started within the grace period runs to its end). ``declared_rows`` gives, per split
     (``"train"``, ``"test"``), the rows each site holds, as real sites declare them at Hello.
+
+    Asynchronous rounds run sequentially: :meth:`arrivals` runs the submitted tasks one at a
+    time in submission order, so an asynchronous study is deterministic here.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class InMemoryGrid(Grid):
         self._rows = {split: dict(rows) for split, rows in (declared_rows or {}).items()}
         #: Every task and reply that crossed the grid when ``record`` is set (tests read the wire).
         self.wire: list[Task | Reply] = []
+        self._submitted: deque[Task] = deque()
 
     def site_ids(self) -> list[str]:
         return sorted(self._handlers)
@@ -89,6 +94,45 @@ class InMemoryGrid(Grid):
                 if answered == quorum.replies:
                     grace_end = time.monotonic() + quorum.grace_s
             yield reply
+
+    def submit(self, tasks: Sequence[Task]) -> None:
+        open_sites = {t.site_id for t in self._submitted}
+        for task in tasks:
+            if task.site_id in open_sites:
+                raise ConfigError(f"site {task.site_id!r} already has an open submitted task")
+            open_sites.add(task.site_id)
+        self._submitted.extend(tasks)
+        if self._record:
+            self.wire.extend(tasks)
+
+    def arrivals(
+        self, *, limit: int | None = None, timeout: float | None = None
+    ) -> Iterator[Reply]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        count = 0
+        while self._submitted and (limit is None or count < limit):
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            task = self._submitted.popleft()
+            count += 1
+            handler = self._handlers.get(task.site_id)
+            if handler is None:
+                reply = Reply.failure(
+                    task, "unknown-site", f"no site {task.site_id!r} on this grid"
+                )
+            else:
+                reply = self._call(handler, task)
+            if self._record:
+                self.wire.append(reply)
+            yield reply
+
+    def open_tasks(self) -> list[Task]:
+        return sorted(self._submitted, key=lambda t: t.site_id)
+
+    def cancel_open(self) -> list[Task]:
+        closed = sorted(self._submitted, key=lambda t: t.site_id)
+        self._submitted.clear()
+        return closed
 
     @staticmethod
     def _call(handler: SiteHandler, task: Task) -> Reply:

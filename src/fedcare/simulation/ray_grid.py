@@ -18,133 +18,34 @@ process's (when torch is loaded here).
 
 Replies are yielded in arrival order (``ray.wait`` over the open tasks' object refs) and the
 round loop sums them in site order, so the model is the same bit for bit as the sequential
-in-memory grid's. A reply that arrived waits in Ray's object store until it is read (Ray spills
-it to disk when the store is full). As on the other grids: a handler that raises gives an error
-reply naming the exception; an actor that dies gives each of its unanswered tasks a
-``worker-died`` error reply naming the site, and its sites answer ``worker-died`` from then on;
-tasks unanswered at the timeout get no reply and their late replies are never yielded by a
-later call. A :class:`~fedcare.grid.Quorum` closes a call early, and :meth:`RayGrid.submit` /
-:meth:`RayGrid.arrivals` run asynchronous rounds. Actors' own output goes to Ray's session logs,
-not to this process.
+in-memory grid's. Each actor has at most two tasks in flight (the one it works on and the
+next) and is sent another only when one of its replies was read, so Ray's object store holds
+at most two replies per actor however many sites there are
+(:class:`~fedcare.simulation.ray_actors.Flow`); a task not yet sent when a call ends is never
+sent. As on the other grids: a handler that raises gives an error reply naming the exception;
+an actor that dies gives each of its unanswered tasks a ``worker-died`` error reply naming the
+site, and its sites answer ``worker-died`` from then on; tasks unanswered at the timeout get no
+reply and their late replies are never yielded by a later call. A :class:`~fedcare.grid.Quorum`
+closes a call early, and :meth:`RayGrid.submit` / :meth:`RayGrid.arrivals` run asynchronous
+rounds. Actors' own output goes to Ray's session logs, not to this process.
 """
 
 from __future__ import annotations
 
-import pickle
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError, TransportError
 from fedcare.grid import Grid, Quorum, Split
 from fedcare.records.messages import Reply, Task
 from fedcare.simulation.parallel import check_workers
-from fedcare.simulation.ray_actors import SiteActor, connect, import_ray
+from fedcare.simulation.ray_actors import ActorPool, Flow, check_resource
 from fedcare.site.app import Mod
 
 __all__ = ["RayGrid"]
-
-#: Seconds to wait for every actor to be placed and to build its sites.
-START_S = 120.0
-
-
-def _resource(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(f"{name} per Ray actor must be a number >= 0, got {value!r}")
-    return float(value)
-
-
-class _Actors:
-    """The Ray actors of a grid and its subsets, and the Ray session they run in."""
-
-    def __init__(
-        self,
-        sites: Sequence[SiteData],
-        actors: int | None,
-        options: Mapping[str, Any],
-        resources: tuple[float, float],
-        address: str | None,
-    ) -> None:
-        self.ray = ray = import_ray()
-        num_cpus, num_gpus = resources
-        ordered = sorted(sites, key=lambda s: s.site_id)
-        wanted = len(ordered) if actors is None else min(actors, len(ordered))
-        self.started = connect(ray, address, wanted * num_cpus)
-        self.closed = False
-        self.handles: list[Any] = []
-        self.dead: dict[int, str] = {}  # actor -> why it is gone
-        try:
-            n = self._count(actors, num_cpus, len(ordered))
-            self.owner = {s.site_id: i % n for i, s in enumerate(ordered)}
-            torch = sys.modules.get("torch")  # a torch model's sums depend on its thread count
-            threads = torch.get_num_threads() if torch is not None else None
-            remote = ray.remote(SiteActor).options(num_cpus=num_cpus, num_gpus=num_gpus)
-            for a in range(n):
-                mine = [s for s in ordered if self.owner[s.site_id] == a]
-                own = {s.site_id: tuple(options["mods"].get(s.site_id, ())) for s in mine}
-                args = (own, options["feature_names"], options["site_reports"], threads)
-                try:
-                    self.handles.append(remote.remote(a, mine, *args))
-                except (TypeError, ValueError, pickle.PicklingError) as err:
-                    raise ConfigError(
-                        f"the sites {[s.site_id for s in mine]} or their mods cannot be sent "
-                        f"to a Ray actor: {err}"
-                    ) from None
-            self._await_placement(num_cpus, num_gpus)
-        except BaseException:
-            self.close()
-            raise
-
-    def _count(self, actors: int | None, num_cpus: float, sites: int) -> int:
-        if actors is not None:
-            return min(actors, sites)
-        cpus = float(self.ray.cluster_resources().get("CPU", 1.0))  # one actor per CPU
-        per = cpus // num_cpus if num_cpus > 0 else cpus
-        return max(1, min(sites, int(per)))
-
-    def _await_placement(self, num_cpus: float, num_gpus: float) -> None:
-        refs = [h.ready.remote() for h in self.handles]
-        done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=START_S)
-        if len(done) < len(refs):
-            have = {k: v for k, v in self.ray.cluster_resources().items() if k in ("CPU", "GPU")}
-            raise ConfigError(
-                f"Ray placed {len(done)} of {len(refs)} site actors within {START_S:g} s; each "
-                f"asks for num_cpus={num_cpus:g}, num_gpus={num_gpus:g} and the cluster has "
-                f"{have}: use fewer actors or smaller resources"
-            )
-
-    def send(self, task: Task) -> Any:
-        """Start ``task`` in its site's actor; its object ref."""
-        return self.handles[self.owner[task.site_id]].call.remote(task)
-
-    def result(self, task: Task, ref: Any) -> Reply:
-        """The reply ``ref`` holds (its object is ready): an error reply if the actor died."""
-        errors = self.ray.exceptions
-        a = self.owner[task.site_id]
-        try:
-            reply: Reply = self.ray.get(ref)
-            return reply
-        except errors.RayActorError as err:
-            self.dead.setdefault(a, f"Ray actor {a} died ({type(err).__name__})")
-            msg = f"site {task.site_id!r}: {self.dead[a]} before it replied"
-            return Reply.failure(task, "worker-died", msg)
-        except errors.RayError as err:  # e.g. a reply Ray could not serialize
-            first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            return Reply.failure(task, "exception", f"reply could not be sent: {first}")
-
-    def close(self) -> None:
-        """Stop every actor, and Ray itself when this grid started it."""
-        if self.closed:
-            return
-        self.closed = True
-        for handle in self.handles:
-            self.ray.kill(handle)
-        if self.started:
-            self.ray.shutdown()
 
 
 class RayGrid(Grid):
@@ -193,7 +94,7 @@ class RayGrid(Grid):
     ) -> None:
         if actors is not None:
             check_workers(actors)
-        resources = (_resource("num_cpus", num_cpus), _resource("num_gpus", num_gpus))
+        resources = (check_resource("num_cpus", num_cpus), check_resource("num_gpus", num_gpus))
         if not sites:
             raise ConfigError("a Ray grid needs at least one site")
         options = {
@@ -207,9 +108,9 @@ class RayGrid(Grid):
             "test": {s.site_id: len(s.test) for s in sites},
         }
         self._record, self._owns = record, True
-        self._pool = _Actors(sites, actors, options, resources, address)
+        self._pool = ActorPool(sites, actors, options, resources, address)
         self.actors = len(self._pool.handles)
-        self._open: dict[str, tuple[Task, Any]] = {}  # submitted, unanswered: site -> task, ref
+        self._open = Flow(self._pool)  # submitted tasks, not yet answered
         self._refused: list[Reply] = []  # submitted tasks answered at once (unknown site...)
         #: Every task and reply that crossed the grid when ``record`` is set (tests read the wire).
         self.wire: list[Task | Reply] = []
@@ -232,11 +133,12 @@ class RayGrid(Grid):
             split: {s: n for s, n in r.items() if s in site_ids} for split, r in self._rows.items()
         }
         view._record, view._owns, view._pool = self._record, False, self._pool
-        view.actors, view._open, view._refused, view.wire = self.actors, {}, [], []
+        view.actors, view._open, view._refused = self.actors, Flow(self._pool), []
+        view.wire = []
         return view
 
-    def _start(self, task: Task) -> Any | Reply:
-        """Send ``task`` to its actor: its object ref, or the error reply that answers it now."""
+    def _refuse(self, task: Task) -> Reply | None:
+        """The error reply that answers ``task`` at once (unknown site, dead actor), if any."""
         if self._record:
             self.wire.append(task)
         if task.site_id not in self._sites:
@@ -244,7 +146,7 @@ class RayGrid(Grid):
         why = self._pool.dead.get(self._pool.owner[task.site_id])
         if why is not None:
             return Reply.failure(task, "worker-died", f"site {task.site_id!r}: {why}")
-        return self._pool.send(task)
+        return None
 
     def _check_open(self) -> None:
         if self._pool.closed:
@@ -264,52 +166,42 @@ class RayGrid(Grid):
     ) -> Iterator[Reply]:
         self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
-        pending: dict[Any, Task] = {}
+        flow = Flow(self._pool)
         refused: list[Reply] = []
         for task in list(tasks):
-            started = self._start(task)
-            if isinstance(started, Reply):
-                refused.append(started)
+            if (failure := self._refuse(task)) is not None:
+                refused.append(failure)
             else:
-                pending[started] = task
-        return self._collect(refused, pending, deadline, quorum)
+                flow.add(task)
+        return self._collect(refused, flow, deadline, quorum)
 
     def _collect(
-        self,
-        refused: list[Reply],
-        pending: dict[Any, Task],
-        deadline: float | None,
-        quorum: Quorum | None,
+        self, refused: list[Reply], flow: Flow, deadline: float | None, quorum: Quorum | None
     ) -> Iterator[Reply]:
         ok = 0
         for reply in refused:
             yield self._out(reply)
-        while pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _ = self._pool.ray.wait(list(pending), num_returns=1, timeout=left)
-            if not ready:
-                return  # unanswered tasks get no reply; their refs are dropped with pending
-            for ref in ready:
-                reply = self._pool.result(pending.pop(ref), ref)
-                ok += reply.error is None
-                if quorum is not None and ok == quorum.replies:
-                    grace = time.monotonic() + quorum.grace_s
-                    deadline = grace if deadline is None else min(deadline, grace)
-                yield self._out(reply)
-                del reply
+        # at the deadline, tasks unanswered get no reply: dropped with ``flow``, never yielded
+        while (got := flow.next(deadline)) is not None:
+            ok += got.error is None
+            if quorum is not None and ok == quorum.replies:
+                grace = time.monotonic() + quorum.grace_s
+                deadline = grace if deadline is None else min(deadline, grace)
+            yield self._out(got)
+            del got
 
     def submit(self, tasks: Sequence[Task]) -> None:
         self._check_open()
         sites = [t.site_id for t in tasks]
-        twice = sorted({s for s in sites if s in self._open or sites.count(s) > 1})
+        open_ = {t.site_id for t in self._open.tasks()}
+        twice = sorted({s for s in sites if s in open_ or sites.count(s) > 1})
         if twice:
             raise ConfigError(f"sites {twice} would have more than one open task")
         for task in list(tasks):
-            started = self._start(task)
-            if isinstance(started, Reply):
-                self._refused.append(started)
+            if (failure := self._refuse(task)) is not None:
+                self._refused.append(failure)
             else:
-                self._open[task.site_id] = (task, started)
+                self._open.add(task)
 
     def arrivals(
         self, *, limit: int | None = None, timeout: float | None = None
@@ -318,27 +210,18 @@ class RayGrid(Grid):
         deadline = None if timeout is None else time.monotonic() + timeout
         taken = 0
         while limit is None or taken < limit:
-            if self._refused:
-                reply = self._refused.pop(0)
-            elif not self._open:
+            reply = self._refused.pop(0) if self._refused else self._open.next(deadline)
+            if reply is None:
                 return
-            else:
-                refs = {ref: site for site, (_, ref) in self._open.items()}
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready, _ = self._pool.ray.wait(list(refs), num_returns=1, timeout=left)
-                if not ready:
-                    return
-                task, ref = self._open.pop(refs[ready[0]])
-                reply = self._pool.result(task, ref)
             taken += 1
             yield self._out(reply)
 
     def open_tasks(self) -> list[Task]:
-        return [self._open[s][0] for s in sorted(self._open)]
+        return sorted(self._open.tasks(), key=lambda t: t.site_id)
 
     def cancel_open(self) -> list[Task]:
         closed = self.open_tasks()
-        self._open.clear()  # their refs are dropped: a reply that comes later is never taken
+        self._open = Flow(self._pool)  # refs dropped: a reply that comes later is never taken
         return closed
 
     def close(self) -> None:

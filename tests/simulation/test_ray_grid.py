@@ -48,6 +48,17 @@ class Slow:
         return Reply(task.study_id, task.round, task.site_id, task.kind, num_samples=1)
 
 
+class Log:
+    """A site mod that sleeps ``task.config["sleep"]`` seconds, then notes the task in the file
+    ``task.config["log"]`` (the actor's process writes it) and passes it on."""
+
+    def __call__(self, task: Task, next_handler: Handler) -> Reply:
+        time.sleep(float(task.config.get("sleep", 0.0)))
+        with open(str(task.config["log"]), "a") as log:
+            log.write(f"{task.site_id} {task.round}\n")
+        return next_handler(task)
+
+
 class Die:
     """A site mod that kills its actor's process."""
 
@@ -178,15 +189,46 @@ def test_submit_and_arrivals_take_replies_as_they_come(grid: RayGrid) -> None:
     assert reply.round == 8
 
 
-def test_a_dead_actor_gives_worker_died_replies(local_ray: None, sites: list) -> None:
-    with RayGrid(sites[:2], actors=1, mods={sites[0].site_id: [Die()]}) as g:
-        a, b = (s.site_id for s in sites[:2])
-        replies = {r.site_id: r for r in g.send_and_receive([_task(a), _task(b)])}
-        for site in (a, b):
+def test_an_actor_gets_two_tasks_at_a_time_and_dies_with_error_replies(
+    local_ray: None, sites: list, tmp_path: Path
+) -> None:
+    a, b, c = sorted(s.site_id for s in sites[:3])
+    log = str(tmp_path / "tasks.log")
+    mods: dict[str, Any] = {a: [Log()], b: [Log()], c: [Log(), Die()]}
+    with RayGrid(sites[:3], actors=1, mods=mods) as g:
+        late = [
+            Task(study_id="t/federated", round=1, site_id=s, kind="fit", config=config)
+            for s, config in [(a, {"sleep": 1.0, "log": log}), (b, {"log": log}), (c, {"log": log})]
+        ]
+        assert list(g.send_and_receive(late, timeout=0.3)) == []
+        task = Task(study_id="t/federated", round=2, site_id=b, kind="fit", config={"log": log})
+        (reply,) = g.send_and_receive([task])
+        assert (reply.site_id, reply.round) == (b, 2)  # b's stale round-1 reply was dropped
+        assert reply.error is not None and reply.error.kind != "worker-died"
+        # c's round-1 task was never sent: one actor has two tasks in flight at most
+        assert Path(log).read_text().split("\n")[:-1] == [f"{a} 1", f"{b} 1", f"{b} 2"]
+        task = Task(study_id="t/federated", round=3, site_id=c, kind="fit", config={"log": log})
+        replies = {r.site_id: r for r in g.send_and_receive([task, _task(a, 3)])}
+        for site in (a, c):
             error = replies[site].error
             assert error is not None and error.kind == "worker-died", site
             assert f"site {site!r}: Ray actor 0 died" in error.message
-        (again,) = g.send_and_receive([_task(b, 2)])
+        (again,) = g.send_and_receive([_task(b, 4)])
         assert again.error is not None and again.error.kind == "worker-died"
     with pytest.raises(TransportError, match="closed"):
         g.send_and_receive([_task(a)])
+
+
+def test_wire_rows_and_subset(grid: RayGrid, sites: list) -> None:
+    assert grid.actors == 2 and grid.site_ids() == sorted(s.site_id for s in sites)
+    assert grid.declared_rows("test") == {s.site_id: len(s.test) for s in sites}
+    one = grid.subset(["hungary"])
+    assert one.site_ids() == ["hungary"] and list(one.declared_rows()) == ["hungary"]
+    with pytest.raises(TransportError, match="nowhere"):
+        grid.subset(["nowhere"])
+    (reply,) = one.send_and_receive([_task("va", 10)])
+    assert reply.error is not None and reply.error.kind == "unknown-site"
+    one.close()  # a subset leaves the actors to its grid
+    before = len(grid.wire)
+    (reply,) = grid.send_and_receive([_task("hungary", 11)])
+    assert reply.ok and grid.wire[before:] == [_task("hungary", 11), reply]

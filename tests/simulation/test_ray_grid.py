@@ -126,8 +126,12 @@ def test_options_and_addresses_are_checked(local_ray: None, sites: list) -> None
     assert bad.exit_code == 2 and "needs the ray backend" in bad.output
     bad = CliRunner().invoke(app, ["simulate", "--dataset", "heart-disease", "--backend", "gpu"])
     assert bad.exit_code == 2 and "unknown backend 'gpu'" in bad.output
+    bad = CliRunner().invoke(
+        app, ["simulate", "--dataset", "heart-disease", "--backend", "ray", "--address", ":1"]
+    )
+    assert bad.exit_code == 2 and "is not host:port" in bad.output
     with pytest.raises(ConfigError, match=r"cannot reach the Ray cluster at '127\.0\.0\.1:1'"):
-        check_address("127.0.0.1:1")
+        RayGrid(sites, address="127.0.0.1:1")
     with pytest.raises(ConfigError, match="is not host:port"):
         check_address("nowhere")
     with pytest.raises(ConfigError, match="num_gpus per Ray actor must be a number >= 0"):

@@ -100,7 +100,8 @@ def check_address(address: str) -> None:
 
 def connect(ray: ModuleType, address: str | None, num_cpus: float) -> bool:
     """Join Ray: the instance this process already joined, the cluster at ``address``, or a
-    new local one (127.0.0.1, no dashboard, at least ``num_cpus`` logical CPUs).
+    new local one (127.0.0.1, no dashboard, at least ``num_cpus`` logical CPUs). An
+    ``address`` is checked even when this process already joined Ray.
 
     Returns
     -------
@@ -112,11 +113,12 @@ def connect(ray: ModuleType, address: str | None, num_cpus: float) -> bool:
     ConfigError
         When ``address`` is malformed or cannot be reached.
     """
+    if address is not None:
+        check_address(address)
     if ray.is_initialized():
         return False
     quiet = {"log_to_driver": False, "configure_logging": False}
     if address is not None:
-        check_address(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as err:
@@ -145,7 +147,11 @@ def _loopback_only() -> Iterator[None]:
     variable; this process reads it once, when Ray is imported, so it is set there as well
     while Ray starts, then both are restored (joining a cluster later still works).
     """
-    constants = importlib.import_module("ray._private.ray_constants")
+    constants: ModuleType | None
+    try:
+        constants = importlib.import_module("ray._private.ray_constants")
+    except ImportError:  # a Ray without it: the variable alone, read when Ray starts
+        constants = None
     saved_env = os.environ.get(SINGLE_NODE)
     saved = getattr(constants, "ENABLE_RAY_CLUSTER", None)
     os.environ[SINGLE_NODE] = "0"

@@ -12,6 +12,7 @@ call's tasks through them, a few at a time per actor.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import pickle
@@ -28,6 +29,7 @@ from typing import Any
 
 from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError
+from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
 from fedcare.simulation.parallel import _call
 from fedcare.site.app import Mod, SiteApp
@@ -214,8 +216,11 @@ class SiteActor:
         """``None`` once its sites are built, else why they could not be."""
         return self.broken
 
-    def call(self, task: Task) -> Reply:
-        """The reply of ``task``'s site (an error reply when the site raised)."""
+    def call(self, task: Task, params: ArrayRecord | None = None) -> Reply:
+        """The reply of ``task``'s site (an error reply when the site raised); ``params``:
+        the task's model when it came apart from the task (:meth:`ActorPool.send`)."""
+        if params is not None:
+            task = dataclasses.replace(task, params=params)
         if self.broken is not None:
             why = f"Ray actor {self.index} failed to start its sites: {self.broken}"
             return Reply.failure(task, "worker-died", f"site {task.site_id!r}: {why}")
@@ -259,6 +264,7 @@ class ActorPool:
         self.closed = False
         self.handles: list[Any] = []
         self.dead: dict[int, str] = {}  # actor -> why it is gone
+        self.shared: tuple[ArrayRecord, Any] | None = None  # the model in the object store
         try:
             n = self._count(actors, num_cpus, len(ordered))
             self.owner = {s.site_id: i % n for i, s in enumerate(ordered)}
@@ -300,8 +306,19 @@ class ActorPool:
             )
 
     def send(self, task: Task) -> Any:
-        """Start ``task`` in its site's actor; its object ref."""
-        return self.handles[self.owner[task.site_id]].call.remote(task)
+        """Start ``task`` in its site's actor; its object ref.
+
+        A round's tasks carry the same global model: it is put in Ray's object store once
+        (while tasks carry that very record) and each actor reads it from there, rather than
+        every task carrying a serialized copy.
+        """
+        handle = self.handles[self.owner[task.site_id]]
+        if not len(task.params):
+            return handle.call.remote(task)
+        if self.shared is None or self.shared[0] is not task.params:
+            self.shared = (task.params, self.ray.put(task.params))
+        light = dataclasses.replace(task, params=ArrayRecord())
+        return handle.call.remote(light, self.shared[1])
 
     def result(self, task: Task, ref: Any) -> Reply:
         """The reply ``ref`` holds (its object is ready): an error reply if the actor died."""
@@ -324,6 +341,7 @@ class ActorPool:
         if self.closed:
             return
         self.closed = True
+        self.shared = None
         for handle in self.handles:
             self.ray.kill(handle)
         if self.started:

@@ -18,16 +18,19 @@ process's (when torch is loaded here).
 
 Replies are yielded in arrival order (``ray.wait`` over the open tasks' object refs) and the
 round loop sums them in site order, so the model is the same bit for bit as the sequential
-in-memory grid's. Each actor has at most two tasks in flight (the one it works on and the
-next) and is sent another only when one of its replies was read, so Ray's object store holds
-at most two replies per actor however many sites there are
-(:class:`~fedcare.simulation.ray_actors.Flow`); a task not yet sent when a call ends is never
-sent. As on the other grids: a handler that raises gives an error reply naming the exception;
-an actor that dies gives each of its unanswered tasks a ``worker-died`` error reply naming the
-site, and its sites answer ``worker-died`` from then on; tasks unanswered at the timeout get no
-reply and their late replies are never yielded by a later call. A :class:`~fedcare.grid.Quorum`
-closes a call early, and :meth:`RayGrid.submit` / :meth:`RayGrid.arrivals` run asynchronous
-rounds. Actors' own output goes to Ray's session logs, not to this process.
+in-memory grid's. An actor is sent its next task only once its reply to the last one was read,
+so Ray's object store holds at most one reply per actor however many sites there are
+(:class:`~fedcare.simulation.ray_actors.Flow`). A call closes at its deadline (``timeout``)
+or, with a :class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were answered without
+an error and ``quorum.grace_s`` passed since: its tasks unanswered get no reply, now or later;
+those not yet sent are never sent, and one an actor runs ends as it would (Ray cannot
+interrupt it, so no site's state is left half-updated) with its reply dropped.
+
+As on the other grids: a handler that raises gives an error reply naming the exception; an
+actor that dies gives each of its unanswered tasks a ``worker-died`` error reply naming the
+site, and its sites answer ``worker-died`` from then on. :meth:`RayGrid.submit` /
+:meth:`RayGrid.arrivals` run asynchronous rounds. Actors' own output goes to Ray's session
+logs, not to this process.
 """
 
 from __future__ import annotations
@@ -181,14 +184,16 @@ class RayGrid(Grid):
         ok = 0
         for reply in refused:
             yield self._out(reply)
-        # at the deadline, tasks unanswered get no reply: dropped with ``flow``, never yielded
-        while (got := flow.next(deadline)) is not None:
-            ok += got.error is None
-            if quorum is not None and ok == quorum.replies:
-                grace = time.monotonic() + quorum.grace_s
-                deadline = grace if deadline is None else min(deadline, grace)
-            yield self._out(got)
-            del got
+        try:
+            while (got := flow.next(deadline)) is not None:
+                ok += got.error is None
+                if quorum is not None and ok == quorum.replies:
+                    grace = time.monotonic() + quorum.grace_s
+                    deadline = grace if deadline is None else min(deadline, grace)
+                yield self._out(got)
+                del got
+        finally:  # the call closed: its tasks unanswered get no reply, now or later
+            flow.cancel()
 
     def submit(self, tasks: Sequence[Task]) -> None:
         self._check_open()
@@ -220,9 +225,7 @@ class RayGrid(Grid):
         return sorted(self._open.tasks(), key=lambda t: t.site_id)
 
     def cancel_open(self) -> list[Task]:
-        closed = self.open_tasks()
-        self._open = Flow(self._pool)  # refs dropped: a reply that comes later is never taken
-        return closed
+        return sorted(self._open.cancel(), key=lambda t: t.site_id)
 
     def close(self) -> None:
         """Stop the actors and the Ray instance the grid started (a subset's view leaves them

@@ -29,7 +29,7 @@ def _tables(url: str | URL) -> set[str]:
 def test_migration_0007_adds_the_deployments_table_and_goes_back(empty_db_url: str | URL) -> None:
     upgrade(empty_db_url, "0006")
     assert "deployments" not in _tables(empty_db_url)
-    upgrade(empty_db_url)
+    upgrade(empty_db_url, "0007")
     assert current_revision(empty_db_url) == "0007" and "deployments" in _tables(empty_db_url)
     rendered = (
         empty_db_url

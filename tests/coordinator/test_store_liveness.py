@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -83,3 +84,37 @@ def test_hello_fails_the_delivered_tasks_a_site_no_longer_holds(
     [reply] = store.replies_for_round(sid, 1, 1)
     assert reply.error_kind == "site_restarted" and "without holding" in str(reply.error_message)
     assert store.fail_unheld_tasks("A", [f"{sid}/2/fit/A"]) == []
+
+
+def test_a_task_its_round_closed_refuses_replies_and_notes_the_first_late_one(
+    store: CoordinatorStore, clock: FakeClock
+) -> None:
+    sid = running_study(store, "A", "B")
+    a = _deliver(store, clock, sid, "A", 1)
+    b = _deliver(store, clock, sid, "B", 1)
+    store.store_reply(a, "A", payload_digest=store.artifacts.put(b"reply"))
+    assert store.note_late_reply(f"{sid}/1/fit/B", "B") is None  # open: not late
+    assert store.close_round_tasks(sid, 1, 1) == 1  # B's; A's is answered
+    closed = store.get_task(b)
+    assert closed.status == "expired" and closed.closed_at == clock.now
+    why = f"round 1 closed at {clock.now.isoformat()}"
+    for refused in (
+        lambda: store.task_for_reply(f"{sid}/1/fit/B", "B"),
+        lambda: store.store_reply(b, "B", payload_digest=store.artifacts.put(b"late")),
+    ):
+        with pytest.raises(ReplyRefusedError, match=re.escape(why)) as info:
+            refused()
+        assert info.value.reason == "round_closed"
+    clock.advance(5)
+    noted = store.note_late_reply(f"{sid}/1/fit/B", "B")
+    assert noted is not None and noted.late_at == clock.now and noted.closed_at == closed.closed_at
+    assert store.note_late_reply(f"{sid}/1/fit/B", "B") is None  # noted once
+    assert store.note_late_reply(f"{sid}/1/fit/B", "A") is None  # not A's task
+    assert [r.site_id for r in store.replies_for_round(sid, 1, 1)] == ["A"]
+    store.expire_tasks(sid, 1, 1)  # a deadline's expiry stays "expired" (the round may be redone)
+    c = _deliver(store, clock, sid, "A", 2)
+    store.expire_tasks(sid, 2, 1)
+    assert store.get_task(c).closed_at is None
+    with pytest.raises(ReplyRefusedError) as info:
+        store.task_for_reply(f"{sid}/2/fit/A", "A")
+    assert info.value.reason == "expired"

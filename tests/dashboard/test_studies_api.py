@@ -184,7 +184,17 @@ def test_rounds_recorded_without_tasks_are_read_from_the_record(api: Api) -> Non
             "sampled_sites": ["a", "b", "c", "d"],
             "site_info": {"a": {}, "b": {}},
             "rejected_sites": ["b"],
-            "failed_sites": {"c": "no reply before the deadline", "d": "plan-unknown: nope"},
+            "failed_sites": {
+                "c": "no reply before the round closed (a grace period of 5 s after 2 sites "
+                "replied, or its deadline)",
+                "d": "plan-unknown: nope",
+            },
+            "site_timing": {
+                "a": {"reply_s": 1.5, "outcome": "taken"},
+                "b": {"reply_s": 2.25, "outcome": "taken"},
+                "c": {"reply_s": None, "outcome": "late"},
+                "d": {"reply_s": 0.5, "outcome": "failed"},
+            },
         },
     }
     api.store.record_round(sid, 1, params=b"p", state=b"s", record=record, duration_s=1.0)
@@ -196,6 +206,13 @@ def test_rounds_recorded_without_tasks_are_read_from_the_record(api: Api) -> Non
         "c": "timed out",
         "d": "refused",
     }
+    assert {s: v["reply_s"] for s, v in entry["sites"].items()} == {
+        "a": 1.5,
+        "b": 2.25,
+        "c": None,
+        "d": 0.5,
+    }
+    assert entry["sites"]["c"]["reason"].startswith("no reply before the round closed")
 
 
 def test_results_and_report_are_those_of_fedcare_study_report(api: Api) -> None:

@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from fedcare.coordinator.grid import CoordinatorGrid
+from fedcare.grid import Quorum
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import MESSAGE_VERSION, Reply, Task
 from fedcare.records.protocol import PROTOCOL
@@ -80,6 +81,7 @@ class Round:
     replies: list[Reply] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     ended: float | None = None  # time.monotonic() when the exchange ended
+    arrivals: dict[str, float] = field(default_factory=dict)  # seconds from its start
     thread: threading.Thread | None = None
 
     def join(self, timeout: float) -> None:
@@ -97,9 +99,11 @@ def start_round(
     dataset: str = PROBE,
     params: ArrayRecord = ARENA_PARAMS,
     again: int | None = None,
+    quorum: Quorum | None = None,
 ) -> tuple[int, Round]:
     """Send a fit task to each of ``sites`` and collect the replies, as the round loop does
-    (in a fresh round, or ``again`` in that round, as after a restart or a retry)."""
+    (in a fresh round, or ``again`` in that round, as after a restart or a retry), closing
+    early after ``quorum``, if any."""
     round_ = next(ROUNDS) if again is None else again
     grid = CoordinatorGrid(
         bench.store, bench.store.artifacts, bench.coordinator.hub, study_id, dataset,
@@ -112,7 +116,11 @@ def start_round(
 
     def collect() -> None:
         ins = [Instruction(site) for site in sites]
-        out.replies.extend(exchange(grid, cfg, round_, "fit", params, ins, out.failures))
+        replies = exchange(
+            grid, cfg, round_, "fit", params, ins, out.failures,
+            quorum=quorum, arrivals=out.arrivals,
+        )  # fmt: skip
+        out.replies.extend(replies)
         out.ended = time.monotonic()
 
     out.thread = threading.Thread(target=collect, name=f"round-{round_}", daemon=True)

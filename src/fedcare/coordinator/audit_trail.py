@@ -9,6 +9,9 @@ coordinator kit's key. The study runner writes, in one place each:
   the measurements (scalars, rejected sites, anomaly scores), the checkpoint digests;
 - ``site-refused`` / ``site-withdrew``: from failed replies whose error kind or message says
   so (see :func:`site_events`); ``round-failed`` for a round below ``min_sites``;
+- ``late-reply`` (written by the servicer, once per task): a site sent a reply to a task its
+  deadline-bound round had closed; site, round, attempt, kind, when the round closed it and
+  when the reply came. The reply itself is refused and stored nowhere;
 - ``model-registered`` (version, model hash, card hash, parent);
 - ``study-finished`` / ``study-failed`` / ``study-cancelled``.
 

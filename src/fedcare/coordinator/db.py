@@ -10,7 +10,8 @@ The migrations ``migrations/versions/0001_initial.py`` (sites to replies), ``000
 (the model registry), ``0003_privacy_ledger.py`` (the privacy ledger) and
 ``0004_audit_anchors.py`` (sites' countersigned audit heads), ``0005_coordinators.py`` (the
 running coordinator's liveness row), ``0006_users.py`` (API accounts, study owners) and
-``0007_deployments.py`` (models sent to sites, their answers and monitoring summaries) create
+``0007_deployments.py`` (models sent to sites, their answers and monitoring summaries) and
+``0008_late_replies.py`` (tasks closed with their round, late replies to them) create
 exactly this schema;
 a test compares the migrated database with :data:`metadata`.
 """
@@ -204,6 +205,10 @@ class TaskRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the task expired because its round closed while it was open (migration 0008).
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When its site first tried to reply after that (the late reply is not stored).
+    late_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ReplyRow(Base):

@@ -3,7 +3,12 @@
 ``send_and_receive`` stores each task's encoded payload content-addressed, inserts the task
 rows, wakes the sites' long-polls, and yields each reply as soon as it is stored, until all
 tasks are answered, failed or the deadline passes; tasks still open then are expired, so a late
-reply is refused. Task payloads are stored framed (:mod:`fedcare.transport.framed`: written
+reply is refused. With a :class:`~fedcare.grid.Quorum` the round closes earlier, once
+``quorum.replies`` tasks were answered without an error and ``quorum.grace_s`` passed: its
+open tasks are closed with it (``closed_at``), and a site's late reply is refused as
+``round_closed`` and recorded, never stored as a reply of any round.
+
+Task payloads are stored framed (:mod:`fedcare.transport.framed`: written
 from views of the parameters, no serialized copy); tasks that carry the same parameters (a
 round's, differing only in their headers) share one stored body, each a composite artifact of
 its own header and that body under the digest of exactly the bytes its site receives
@@ -166,20 +171,36 @@ class CoordinatorGrid(Grid):
         self.hub.notify()
         for row in kept.values():  # received before a restart or a retry: not asked again
             yield self._reply(row)
-        yield from self._collect(set(task_ids), round_, attempt, time.monotonic() + wait_s)
+        answered = sum(1 for row in kept.values() if row.error_kind is None)
+        end = time.monotonic() + wait_s
+        yield from self._collect(set(task_ids), round_, attempt, end, quorum, answered)
 
-    def _collect(self, pending: set[Any], round_: int, attempt: int, end: float) -> Iterator[Reply]:
+    def _collect(
+        self,
+        pending: set[Any],
+        round_: int,
+        attempt: int,
+        end: float,
+        quorum: Quorum | None = None,
+        answered: int = 0,
+    ) -> Iterator[Reply]:
+        grace_end = float("inf")
         try:
             while pending:
+                if quorum is not None and answered >= quorum.replies and grace_end == float("inf"):
+                    grace_end = time.monotonic() + quorum.grace_s
                 generation = self.hub.generation()
                 for row in self.store.replies_for_round(self.study_id, round_, attempt):
                     if row.task_id not in pending:
                         continue
                     pending.discard(row.task_id)
                     self._note_outcome(row)
+                    answered += row.error_kind is None
                     yield self._reply(row)
                 pending -= self._abandoned(pending)
-                remaining = end - time.monotonic()
+                if quorum is not None and answered >= quorum.replies and grace_end == float("inf"):
+                    grace_end = time.monotonic() + quorum.grace_s
+                remaining = min(end, grace_end) - time.monotonic()
                 if not pending or remaining <= 0:
                     break
                 if self.stop.is_set():
@@ -187,7 +208,10 @@ class CoordinatorGrid(Grid):
                 self.hub.wait(generation, remaining)
         finally:
             if pending:
-                self.store.expire_tasks(self.study_id, round_, attempt)
+                if time.monotonic() >= grace_end:  # closed early: late replies are recorded
+                    self.store.close_round_tasks(self.study_id, round_, attempt)
+                else:  # its deadline, or the coordinator stops: the round may be redone
+                    self.store.expire_tasks(self.study_id, round_, attempt)
                 self.hub.notify()
 
     def _note_outcome(self, row: ReplyInfo) -> None:

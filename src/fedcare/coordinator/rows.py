@@ -90,6 +90,10 @@ class TaskInfo:
     created_at: datetime
     delivered_at: datetime | None
     deadline: datetime | None
+    #: When its round closed it while it was open (a reply is refused as ``round_closed``).
+    closed_at: datetime | None = None
+    #: When its site first tried to send that late reply (not stored).
+    late_at: datetime | None = None
 
 
 @dataclass(frozen=True)

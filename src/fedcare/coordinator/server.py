@@ -138,6 +138,7 @@ class Coordinator:
             anchoring=Anchoring(self.store, kit_dir, self.audit),
             packages=CoordinatorPackages(home),
             deployments=DeploymentChannel(self.store, kit_dir, self.audit),
+            audit=self.audit,
         )
         self.servicer = servicer
         add_CoordinatorServicer_to_server(servicer, self.server)

@@ -39,6 +39,7 @@ import grpc
 from cryptography import x509
 
 from fedcare.coordinator.anchoring import Anchoring
+from fedcare.coordinator.audit_trail import CoordinatorAudit
 from fedcare.coordinator.deployment_calls import deliver, receive
 from fedcare.coordinator.deployments import DeploymentChannel
 from fedcare.coordinator.hub import Hub
@@ -110,6 +111,7 @@ class CoordinatorServicer(TransferCalls, _Base):
         anchoring: Anchoring | None = None,
         packages: CoordinatorPackages | None = None,
         deployments: DeploymentChannel | None = None,
+        audit: CoordinatorAudit | None = None,
     ) -> None:
         self.store, self.hub, self.revocations = store, hub, revocations
         self.federation = federation
@@ -120,6 +122,7 @@ class CoordinatorServicer(TransferCalls, _Base):
         self.anchoring = anchoring
         self.packages = packages
         self.deployments = deployments
+        self.audit = audit  # late replies to closed rounds are audited
         self.gate = ProtocolGate()  # the protocol version each site announced at Hello
 
     # --- Hello / Heartbeat -------------------------------------------------------------------
@@ -278,6 +281,7 @@ class CoordinatorServicer(TransferCalls, _Base):
             try:
                 task = self.store.task_for_reply(key, site_id)
             except ReplyRefusedError as err:
+                self._late(key, site_id, err)
                 return self._refused("", err.reason, str(err))
             except NotFoundError as err:
                 return self._refused("", "unknown_task", str(err))
@@ -332,7 +336,8 @@ class CoordinatorServicer(TransferCalls, _Base):
             self._invalid(task, site_id, context, f"malformed reply: {err}")
         try:
             self._store(task.id, site_id, reply, payload)
-        except ReplyRefusedError as err:
+        except ReplyRefusedError as err:  # e.g. its round closed while it was uploaded
+            self._late(key, site_id, err)
             return self._refused(transfer, err.reason, str(err))
         except FedcareError as err:  # e.g. a sample count the store cannot hold
             self._invalid(task, site_id, context, f"invalid reply: {err}")

@@ -153,12 +153,13 @@ class StoreBase:
         return row
 
     @staticmethod
-    def _expire_where(s: Session, *conditions: Any) -> int:
-        """Mark the open tasks matching ``conditions`` expired; return how many."""
+    def _expire_where(s: Session, *conditions: Any, **values: Any) -> int:
+        """Mark the open tasks matching ``conditions`` expired (and set ``values``); return
+        how many."""
         result = s.execute(
             update(TaskRow)
             .where(TaskRow.status.in_(OPEN_TASK_STATUSES), *conditions)
-            .values(status="expired")
+            .values(status="expired", **values)
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]

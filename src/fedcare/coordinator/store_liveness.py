@@ -12,6 +12,12 @@ operations close that gap:
   invalid reply), so the round counts it as failed at once with the reason;
 - :meth:`LivenessMixin.fail_unheld_tasks` closes the delivered tasks a site no longer holds
   (it said Hello again, listing what it holds: it restarted, or lost a download).
+
+A deadline-bound round closes once its quorum replied and its grace period passed
+(:class:`~fedcare.grid.Quorum`): :meth:`LivenessMixin.close_round_tasks` expires its open
+tasks with ``closed_at``, a reply to one is refused as ``round_closed``, and
+:meth:`LivenessMixin.note_late_reply` records when the late reply came (``late_at``) without
+storing it as a reply of any round.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from fedcare.coordinator.db import REPLY_ERROR_KINDS_MAX, StudyRow, TaskRow
 from fedcare.coordinator.rows import TaskInfo, snapshot
-from fedcare.coordinator.store_tasks import TasksMixin
+from fedcare.coordinator.store_tasks import TasksMixin, round_closed_why
 from fedcare.errors import NotFoundError, ReplyRefusedError
 from fedcare.records.messages import ReplyError
 
@@ -59,7 +65,8 @@ class LivenessMixin(TasksMixin):
         ReplyRefusedError
             With ``reason``: ``unknown_task`` (a malformed key, or no such task);
             ``wrong_site``; ``site_inactive``; ``study_not_running``; ``already_answered``;
-            ``expired``; ``not_delivered`` (as :meth:`store_reply` checks them).
+            ``round_closed``; ``expired``; ``not_delivered`` (as :meth:`store_reply` checks
+            them).
         """
 
         def refuse(reason: str, why: str) -> ReplyRefusedError:
@@ -96,6 +103,8 @@ class LivenessMixin(TasksMixin):
             deadline = row.deadline
             if deadline is not None and deadline.tzinfo is None:
                 deadline = deadline.replace(tzinfo=now.tzinfo)
+            if row.status == "expired" and row.closed_at is not None:
+                raise refuse("round_closed", round_closed_why(row.round, row.closed_at))
             if row.status == "expired" or (deadline is not None and deadline <= now):
                 raise refuse("expired", f"the task expired (deadline {row.deadline})")
             if row.status == "pending" and not _held_before(s, row):
@@ -112,6 +121,50 @@ class LivenessMixin(TasksMixin):
                 .execution_options(synchronize_session=False)
             )
         return self.get_task(row.id)
+
+    def close_round_tasks(self, study_id: str, round: int, attempt: int) -> int:
+        """Expire the open tasks of one attempt of one round because the round closed (its
+        quorum replied and its grace period passed), noting when (``closed_at``): a reply
+        that comes later is refused as ``round_closed`` and recorded
+        (:meth:`note_late_reply`). Returns how many tasks were closed."""
+        now = self._now()
+        with self._tx(write=True) as s:
+            self._study(s, study_id, "update")
+            return self._expire_where(
+                s,
+                TaskRow.study_id == study_id,
+                TaskRow.round == round,
+                TaskRow.attempt == attempt,
+                closed_at=now,
+            )
+
+    def note_late_reply(self, key: str, site_id: str) -> TaskInfo | None:
+        """Record that ``site_id`` tried to reply to task ``key`` after its round closed.
+
+        The reply is not stored (it answers no open task of any round); the task's
+        ``late_at`` says when it first came. Returns the task when this is the first late
+        reply to it, ``None`` otherwise (already noted, not closed with its round, not the
+        site's task).
+        """
+        parts = split_task_key(key)
+        if parts is None or parts[3] != site_id:
+            return None
+        study_id, round_, kind, _ = parts
+        now = self._now()
+        with self._tx(write=True) as s:
+            row = s.scalars(
+                select(TaskRow)
+                .where(TaskRow.study_id == study_id, TaskRow.round == round_)
+                .where(TaskRow.kind == kind, TaskRow.site_id == site_id)
+                .order_by(TaskRow.attempt.desc())
+                .limit(1)
+                .with_for_update()
+            ).one_or_none()
+            if row is None or row.closed_at is None or row.late_at is not None:
+                return None
+            row.late_at = now
+            s.flush()
+            return snapshot(TaskInfo, row)
 
     def fail_task(self, task_id: str, site_id: str, kind: str, message: str) -> bool:
         """Close ``site_id``'s delivered task ``task_id`` with an error reply ``kind: message``.

@@ -30,7 +30,7 @@ from fedcare.coordinator.store_base import StoreBase, check_id, check_int
 from fedcare.errors import ConflictError, NotFoundError, ReplyRefusedError, ValidationError
 from fedcare.records.messages import ReplyError
 
-__all__ = ["TaskSpec", "TasksMixin"]
+__all__ = ["TaskSpec", "TasksMixin", "round_closed_why"]
 
 
 Refuse = Callable[[str, str], ReplyRefusedError]
@@ -43,6 +43,15 @@ class TaskSpec(NamedTuple):
     kind: str
     payload_digest: str | None
     deadline: datetime | None
+
+
+def round_closed_why(round: int, closed_at: datetime) -> str:
+    """Why a reply to a task its round closed is refused (``round_closed``)."""
+    return (
+        f"round {round} closed at {closed_at.isoformat()} (its quorum of sites replied and its "
+        "grace period passed); the task expired then, so this late reply is recorded but "
+        "taken into no round"
+    )
 
 
 def _reply_info(row: ReplyRow, task: TaskRow) -> ReplyInfo:
@@ -228,7 +237,8 @@ class TasksMixin(StoreBase):
         ReplyRefusedError
             With ``reason``, checked in this order: ``unknown_task``; ``wrong_site`` (the task
             belongs to another site); ``site_inactive``; ``study_not_running``;
-            ``already_answered``; ``expired`` (expired, or its deadline passed);
+            ``already_answered``; ``round_closed`` (expired when its round closed early);
+            ``expired`` (expired, or its deadline passed);
             ``not_delivered``; ``payload_missing`` (no artifact under ``payload_digest``).
             The database is unchanged.
         """
@@ -340,6 +350,8 @@ class TasksMixin(StoreBase):
         ).one()
         if task.status in ("replied", "failed"):
             raise refuse("already_answered", f"the task is already {task.status!r}")
+        if task.status == "expired" and task.closed_at is not None:
+            raise refuse("round_closed", round_closed_why(task.round, task.closed_at))
         if task.status == "expired" or (task.deadline is not None and task.deadline <= now):
             raise refuse("expired", f"the task expired (deadline {task.deadline})")
         if task.status == "pending":

@@ -8,6 +8,11 @@ cut (that site cannot resume it). A payload the coordinator cannot read (a compo
 shared body is gone) fails its task and aborts the call with DATA_LOSS naming the artifact.
 :meth:`TransferCalls.UploadStatus` says how much of a 1.2
 reply upload is held (:mod:`fedcare.coordinator.transfers`).
+
+A reply (PushReply) or an upload (UploadStatus) for a task its deadline-bound round closed is
+refused as ``round_closed`` (``NOT_FOUND`` for UploadStatus: the site drops it) with a message
+naming the round and when it closed; :meth:`TransferCalls._late` records it once, as the
+task's ``late_at`` and a ``late-reply`` audit entry, and stores nothing else.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.tls import peer_identity
 
 if TYPE_CHECKING:
+    from fedcare.coordinator.audit_trail import CoordinatorAudit
     from fedcare.coordinator.hub import Hub
     from fedcare.coordinator.protocol_gate import ProtocolGate
     from fedcare.coordinator.store import CoordinatorStore
@@ -69,6 +75,7 @@ class TransferCalls:
     idle: IdleWatch
     streams: StreamLimiter
     revocations: RevocationList
+    audit: CoordinatorAudit | None
 
     def _registered(self, context: grpc.ServicerContext) -> str:  # pragma: no cover - servicer's
         raise NotImplementedError
@@ -126,6 +133,25 @@ class TransferCalls:
                 except StoreError as err:
                     self._unreadable(site_id, task, err, context)
 
+    def _late(self, key: str, site_id: str, err: ReplyRefusedError) -> None:
+        """Record a reply refused because its round closed (once per task): the task's
+        ``late_at`` and a ``late-reply`` audit entry. Nothing of the reply is stored."""
+        if err.reason != "round_closed":
+            return
+        task = self.store.note_late_reply(key, site_id)
+        if task is None or self.audit is None:
+            return
+        self.audit.append(
+            "late-reply",
+            task.study_id,
+            site=site_id,
+            round=task.round,
+            attempt=task.attempt,
+            kind=task.kind,
+            closed_at=None if task.closed_at is None else task.closed_at.isoformat(),
+            arrived_at=None if task.late_at is None else task.late_at.isoformat(),
+        )
+
     def _unreadable(
         self, site_id: str, task: TaskInfo, err: StoreError, context: grpc.ServicerContext
     ) -> None:
@@ -145,6 +171,8 @@ class TransferCalls:
                 self.store.artifacts, str(request.task), bytes(request.sha256), int(request.size)
             )
         except (ReplyRefusedError, NotFoundError) as err:
+            if isinstance(err, ReplyRefusedError):
+                self._late(str(request.task), site_id, err)
             self._not_open(str(request.task), err, context)
         except ValidationError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))

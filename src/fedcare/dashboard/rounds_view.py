@@ -9,11 +9,15 @@ the evaluation) reads, in this order:
   :func:`fedcare.coordinator.status_view.is_refusal`), or the coordinator refused it at the
   start (its feature schema differs): ``reason`` says why;
 * ``failed`` — it answered with another error (``reason``: ``kind: message``);
-* ``timed out`` — no reply before the task's deadline (the task expired);
+* ``timed out`` — no reply before the task's deadline (the task expired), or before its
+  deadline-bound round closed (quorum and grace period: ``reason`` says so);
 * ``not used`` — it replied but the aggregation rejected its update;
 * ``aggregated`` — its update went into the round's model;
 * ``replied`` — it replied and the round is not recorded yet (or it was an evaluation);
 * ``sent`` — its task is out and no reply has come yet.
+
+Each site also shows ``reply_s``: seconds from the round's start to its reply, from the
+round's record (``fit["site_timing"]``).
 
 Rounds recorded without tasks in the store (an in-process run) are read from the round's
 record alone (what :func:`fedcare.coordinator.audit_trail.round_summary` reads of it).
@@ -199,6 +203,7 @@ def _entry(
             seen["reply_bytes"] = (seen["reply_bytes"] or 0) + size(reply.payload_digest)
     if summary is not None:
         _from_record(sites, summary, record)
+    _with_timing(sites, record)
     for site, values in sites.items():
         values["metrics"] = _numbers(per_site.get(site) or {})
     started = min((t.created_at for t in activity), default=None)
@@ -278,6 +283,20 @@ def _from_record(
             sites[site] = {**blank, "status": "not used", "reason": "rejected by the aggregation"}
     for site in summary["aggregated_sites"]:
         sites.setdefault(site, {**blank, "status": "aggregated", "reason": None})
+
+
+def _with_timing(sites: dict[str, dict[str, Any]], record: Mapping[str, Any]) -> None:
+    """Each site's ``reply_s`` (seconds from the round's start to its reply, from the record's
+    ``fit["site_timing"]``; None without one or before the round is recorded); a site left
+    out when a deadline-bound round closed says so as its reason."""
+    fit = record.get("fit") or {}
+    timing = fit.get("site_timing") or {}
+    failed = fit.get("failed_sites") or {}
+    for site, values in sites.items():
+        entry = timing.get(site) or {}
+        values["reply_s"] = entry.get("reply_s")
+        if values["status"] == "timed out" and entry.get("outcome") == "late" and site in failed:
+            values["reason"] = str(failed[site])
 
 
 def _summary(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from fedcare.errors import DataError
 from fedcare.evaluation.clinical_format import METRIC_LABELS, ci_html
 from fedcare.evaluation.report_clinical import clinical_context, clinical_figures
 from fedcare.evaluation.report_personal import personalization_view
+from fedcare.evaluation.report_timing import site_timing_table
 from fedcare.evaluation.tripod import tripod_view
 from fedcare.records.invalid_rows import InvalidRows, invalid_rows_by_site
 
@@ -357,6 +358,7 @@ def render_report(results: Mapping[str, Any], *, generated_at: datetime | None =
         "figures": _figures(results),
         "summary": _mapping(results.get("summary")),
         "rounds": _rounds_table([_mapping(h) for h in results.get("history", [])]),
+        "site_timing": site_timing_table([_mapping(h) for h in results.get("history", [])]),
         "membership": _mapping(results.get("membership_inference")),  # attack AUROCs
         "personal": personalization_view(results),
         "card": _model_card(results),

@@ -129,6 +129,12 @@ class StudyConfig(_Strict):
     seed: int = Field(default=0, ge=0)
     evaluate_every: int = Field(default=1, ge=0)
     round_timeout: float | None = Field(default=None, gt=0)
+    #: Deadline-bound rounds: once ``min_sites`` sites replied, wait at most this many seconds
+    #: more for the others, then close the round (its open tasks expire; a late reply is
+    #: refused and recorded, never aggregated). ``None``: wait for every site or the deadline
+    #: (``task_deadline_s``). Needs a ``round_timeout`` no shorter than it when set in
+    #: simulation, where no other deadline applies.
+    round_grace_s: float | None = Field(default=None, ge=0)
     baselines: BaselineSpec = Field(default_factory=lambda: BaselineSpec())
     privacy: PrivacySpec = Field(default_factory=lambda: PrivacySpec())
     #: Version id of a registered model to start from (continuous learning); its parent.
@@ -172,6 +178,23 @@ class StudyConfig(_Strict):
                 "sha256:<hash>"
             )
         return value
+
+    @model_validator(mode="after")
+    def _grace_within_deadline(self) -> StudyConfig:
+        if self.round_grace_s is None:
+            return self
+        if self.privacy.mode in ("secure", "private", "encrypted"):
+            raise ValueError(
+                f"round_grace_s {self.round_grace_s} with privacy mode {self.privacy.mode!r}: "
+                "its multi-stage sum needs every stage of a round to reach the same sites; "
+                "deadline-bound rounds run in mode 'open' only, or remove round_grace_s"
+            )
+        if self.round_timeout is not None and self.round_grace_s >= self.round_timeout:
+            raise ValueError(
+                f"round_grace_s {self.round_grace_s} is not shorter than round_timeout "
+                f"{self.round_timeout}: the round would always close at its deadline first"
+            )
+        return self
 
     @model_validator(mode="after")
     def _personal_without_dp(self) -> StudyConfig:

@@ -15,6 +15,11 @@ it, so the parent holds one reply at a time. A torch model's results depend on t
 count, so each worker uses this process's (when torch is loaded here), not a share of the
 cores: on a machine with few cores the workers oversubscribe them.
 
+A call closes at its deadline (``timeout``) or, with a :class:`~fedcare.grid.Quorum`, once
+``quorum.replies`` tasks were answered without an error and ``quorum.grace_s`` passed since:
+its tasks not yet answered get no reply, a reply that comes later is dropped (as a stale one of
+an earlier call is), and a worker skips the tasks of a closed call it has not started.
+
 A handler that raises gives an error reply naming the exception (as
 :class:`~fedcare.transport.inmemory.InMemoryGrid` does); a worker that dies gives each of its
 unanswered tasks a ``worker-died`` error reply naming the site and the exit code, and its
@@ -79,8 +84,10 @@ def _worker_main(
     inbox: Any,
     outbox: Connection,
     torch_threads: int | None,
+    closed: Any,
 ) -> None:
-    """A worker: build its sites' apps once, then answer ``(call, task)`` until ``None``."""
+    """A worker: build its sites' apps once, then answer ``(call, task)`` until ``None``,
+    skipping the tasks of calls up to ``closed.value`` (closed before it started them)."""
     apps: dict[str, SiteApp] = {}
     try:
         if torch_threads is not None:  # torch is loaded in the parent, so it is installed
@@ -99,6 +106,8 @@ def _worker_main(
     del sites
     while (item := inbox.get()) is not None:
         call, task = item
+        if call <= closed.value:
+            continue  # its call closed (deadline, or quorum and grace): nobody waits for it
         reply = _call(apps[task.site_id], task)
         try:
             outbox.send((call, reply))
@@ -129,6 +138,8 @@ class _Pool:
         self.procs: list[Any] = []
         self.dead: dict[int, str] = {}  # worker -> why it is gone
         self.calls = itertools.count(1)
+        #: The last call closed with tasks unanswered: workers skip tasks of calls up to it.
+        self.closed_call = ctx.Value("q", 0, lock=False)
         self.closed = False
         for w in range(n):
             mine = [s for s in ordered if self.owner[s.site_id] == w]
@@ -137,7 +148,16 @@ class _Pool:
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_worker_main,
-                args=(mine, own_mods, feature_names, site_reports, inbox, send, threads),
+                args=(
+                    mine,
+                    own_mods,
+                    feature_names,
+                    site_reports,
+                    inbox,
+                    send,
+                    threads,
+                    self.closed_call,
+                ),
                 name=f"fedcare-site-worker-{w}",
                 daemon=True,
             )
@@ -154,20 +174,38 @@ class _Pool:
         return self.dead.get(w)
 
     def collect(
-        self, call: int, pending: dict[str, Task], deadline: float | None
+        self,
+        call: int,
+        pending: dict[str, Task],
+        deadline: float | None,
+        quorum: Quorum | None = None,
     ) -> Iterator[Reply]:
-        """Yield the replies to ``pending`` (call ``call``) as they arrive."""
-        while pending:
-            busy = {self.owner[s] for s in pending}
-            waits: list[Any] = [self.conns[w] for w in busy]
-            waits += [self.procs[w].sentinel for w in busy]
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = wait(waits, timeout=left)
-            if not ready and deadline is not None and time.monotonic() >= deadline:
-                return  # unanswered tasks get no reply, as on a real network
-            for w in sorted(busy):
-                if self.conns[w] in ready or self.procs[w].sentinel in ready:
-                    yield from self._read(w, call, pending)
+        """Yield the replies to ``pending`` (call ``call``) as they arrive, until the
+        deadline or, with ``quorum``, its grace period after its replies came."""
+        answered = 0
+        try:
+            while pending:
+                busy = {self.owner[s] for s in pending}
+                waits: list[Any] = [self.conns[w] for w in busy]
+                waits += [self.procs[w].sentinel for w in busy]
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = wait(waits, timeout=left)
+                if not ready and deadline is not None and time.monotonic() >= deadline:
+                    return  # unanswered tasks get no reply, as on a real network
+                for w in sorted(busy):
+                    if self.conns[w] in ready or self.procs[w].sentinel in ready:
+                        for reply in self._read(w, call, pending):
+                            if quorum is not None and reply.error is None:
+                                answered += 1
+                                if answered == quorum.replies:
+                                    end = time.monotonic() + quorum.grace_s
+                                    deadline = end if deadline is None else min(deadline, end)
+                            yield reply
+                if deadline is not None and pending and time.monotonic() >= deadline:
+                    return
+        finally:
+            if pending:  # closed early: its tasks not yet started are skipped
+                self.closed_call.value = max(self.closed_call.value, call)
 
     def _read(self, w: int, call: int, pending: dict[str, Task]) -> Iterator[Reply]:
         conn = self.conns[w]
@@ -319,7 +357,8 @@ class ParallelGrid(Grid):
             else:
                 pending[task.site_id] = task
                 self._pool.inboxes[self._pool.owner[task.site_id]].put((call, task))
-        for reply in itertools.chain(refused, self._pool.collect(call, pending, deadline)):
+        collected = self._pool.collect(call, pending, deadline, quorum)
+        for reply in itertools.chain(refused, collected):
             if self._record:
                 self.wire.append(reply)
             yield reply

@@ -16,7 +16,10 @@ approval is looked up, the site checks that the plan is what it claims to be:
 6. the task's config is the plan's: a ``fit`` task's config, without the per-task keys (seed,
    secure-aggregation stage fields), equals the plan's ``training`` (recipe, local algorithm,
    ``prox_mu``, DP-SGD settings); an ``evaluate`` or ``stats`` task carries nothing but its
-   seed (no ``split``: a site evaluates on its test rows only) — ``plan-config-mismatch``.
+   seed (no ``split``: a site evaluates on its test rows only) — ``plan-config-mismatch``;
+7. a secure-aggregation round's setup (``advertise`` stage) gives the site at least the
+   neighbours and the share threshold the plan's ``secagg`` entry fixes
+   (:mod:`fedcare.secure.secagg.setup_check`) — ``plan-pipeline-mismatch``.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fedcare.errors import ConfigError
+from fedcare.errors import ConfigError, ValidationError
+from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Task
 from fedcare.records.plan import TrainingPlan
+from fedcare.secure.secagg.messages import ServerMessage
+from fedcare.secure.secagg.setup_check import setup_refusal
 from fedcare.strategy.plan import plan_summary
 from fedcare.strategy.site_half import (
     HE_KEY,
@@ -124,6 +130,8 @@ def _check_pipeline(task: Task, plan: TrainingPlan) -> Refusal | None:
             f"secure-aggregation task {task.task_id}: plan {plan.hash} (privacy "
             f"mode {plan.privacy_mode!r}) has no secure aggregation or encryption layer",
         )
+    if task.kind == "secagg" and isinstance(plan.site_half.get(SECAGG_KEY), Mapping):
+        return _check_secagg_setup(task, plan)
     if task.kind != "fit":
         return None
     diffs = pipeline_differences(expected_pipeline(task, plan), task.pipeline)
@@ -134,6 +142,23 @@ def _check_pipeline(task: Task, plan: TrainingPlan) -> Refusal | None:
         f"fit task {task.task_id} does not carry the site pipeline that plan "
         f"{plan.hash} (privacy mode {plan.privacy_mode!r}) requires: "
         f"{'; '.join(diffs)}",
+    )
+
+
+def _check_secagg_setup(task: Task, plan: TrainingPlan) -> Refusal | None:
+    """An ``advertise`` stage's setup no weaker than the plan's secagg entry fixes."""
+    try:
+        message = ServerMessage.from_task(task.config, task.arrays.get("secagg", ArrayRecord()))
+    except ValidationError as err:
+        return Refusal("plan-pipeline-mismatch", f"secure-aggregation task {task.task_id}: {err}")
+    if message.stage != "advertise":
+        return None
+    why = setup_refusal(message.header, plan.site_half[SECAGG_KEY])
+    if why is None:
+        return None
+    return Refusal(
+        "plan-pipeline-mismatch",
+        f"secure-aggregation task {task.task_id} is weaker than plan {plan.hash} approved: {why}",
     )
 
 

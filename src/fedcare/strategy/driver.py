@@ -120,6 +120,7 @@ def round_config(
         plan={**study.plan(), **plan_for_study(study).to_task_plan()},
         task_arrays=dict(task_arrays or {}),
         round_timeout=study.round_timeout,
+        round_grace_s=study.round_grace_s,
         evaluate_every=study.evaluate_every,
     )
 

@@ -6,7 +6,10 @@ most once, without an error; a fit weight within the site's declared rows and ev
 metrics that summarize, :mod:`fedcare.strategy.screening`) and streams the good ones into the
 strategy's aggregation (whose outermost layer checks each update's dtype, shape and values). A
 round counts only when at least ``strategy.min_sites`` replies were aggregated; otherwise it
-raises :class:`RoundFailedError` and the state is unchanged. Then the global model is evaluated
+raises :class:`RoundFailedError` and the state is unchanged. A deadline-bound round
+(``RoundConfig.round_grace_s``) asks the grid to close once ``min_sites`` replied and the grace
+period passed (:class:`~fedcare.grid.Quorum`); each sampled site's reply time and outcome go in
+``fit["site_timing"]`` (:mod:`fedcare.strategy.timing`). Then the global model is evaluated
 on the sites' test splits, and ``on_round`` gets the round's record and new state (the
 coordinator persists both in one transaction there).
 """
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedcare.errors import AggregationError, ConfigError, RoundFailedError
-from fedcare.grid import Grid
+from fedcare.grid import Grid, Quorum
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task, TaskKind
 from fedcare.secure.he.layer import PROTOCOL as ENCRYPTED_SUM
@@ -36,6 +39,7 @@ from fedcare.strategy.screening import (
     with_valid_validation,
     within_declared,
 )
+from fedcare.strategy.timing import site_timing, timed
 
 __all__ = [
     "PROTOCOL_RUNNERS",
@@ -65,6 +69,10 @@ class RoundConfig:
     plan: Mapping[str, Any] = field(default_factory=dict)
     task_arrays: Mapping[str, ArrayRecord] = field(default_factory=dict)
     round_timeout: float | None = None
+    #: Deadline-bound rounds: close a round's fit exchange, and its evaluation, ``round_grace_s``
+    #: after ``min_sites`` replied (:class:`~fedcare.grid.Quorum`); ``None`` waits for all or
+    #: the deadline. (Multi-stage sums and the final evaluation wait for every site.)
+    round_grace_s: float | None = None
     evaluate_every: int = 1
     pipeline: Mapping[str, Any] = field(default_factory=dict)
 
@@ -111,9 +119,13 @@ def _tasks(
 
 
 def _screen(
-    replies: Iterable[Reply], tasks: Sequence[Task], failures: dict[str, str]
+    replies: Iterable[Reply],
+    tasks: Sequence[Task],
+    failures: dict[str, str],
+    closed: str = "no reply before the deadline",
 ) -> Iterator[Reply]:
-    """Yield replies that answer one of ``tasks`` once and without error; note the rest."""
+    """Yield replies that answer one of ``tasks`` once and without error; note the rest
+    (``closed``: why a task left unanswered was not waited for)."""
     pending = {t.site_id: t for t in tasks}
     for reply in replies:
         task = pending.get(reply.site_id)
@@ -131,7 +143,7 @@ def _screen(
         yield reply
         del reply  # not held while the next one is awaited (its arrays may be large)
     for site_id in pending:
-        failures[site_id] = "no reply before the deadline"
+        failures[site_id] = closed
 
 
 def exchange(
@@ -142,10 +154,28 @@ def exchange(
     params: ArrayRecord,
     ins: Sequence[Instruction],
     failures: dict[str, str],
+    *,
+    quorum: Quorum | None = None,
+    arrivals: dict[str, float] | None = None,
+    since: float | None = None,
 ) -> Iterator[Reply]:
-    """Send one task per instruction and stream the valid replies."""
+    """Send one task per instruction and stream the valid replies.
+
+    ``quorum`` closes the exchange early (:class:`~fedcare.grid.Quorum`); ``arrivals`` gets
+    each reply's arrival, in seconds since ``since`` (a ``time.perf_counter()``; default: now).
+    """
     tasks = _tasks(cfg, round, kind, params, ins)
-    return _screen(grid.send_and_receive(tasks, timeout=cfg.round_timeout), tasks, failures)
+    received = grid.send_and_receive(tasks, timeout=cfg.round_timeout, quorum=quorum)
+    if arrivals is not None:
+        start = time.perf_counter() if since is None else since
+        received = timed(received, start, arrivals)
+    closed = "no reply before the deadline"
+    if quorum is not None:
+        closed = (
+            f"no reply before the round closed (a grace period of {quorum.grace_s:g} s after "
+            f"{quorum.replies} sites replied, or its deadline)"
+        )
+    return _screen(received, tasks, failures, closed)
 
 
 def evaluate_on_sites(
@@ -245,13 +275,30 @@ def run_round(
     fit_replies: Iterable[Reply]
     stages = protocol_runner(strategy)
     declared = grid.declared_rows("train")
+    arrivals: dict[str, float] = {}  # seconds from the round's start to each site's reply
     if stages is None:
-        received = exchange(grid, cfg, round, "fit", state.params, ins, failures)
+        quorum = None
+        if cfg.round_grace_s is not None:
+            quorum = Quorum(strategy.min_sites, cfg.round_grace_s)
+        received = exchange(
+            grid,
+            cfg,
+            round,
+            "fit",
+            state.params,
+            ins,
+            failures,
+            quorum=quorum,
+            arrivals=arrivals,
+            since=start,
+        )
         checked = within_declared(received, declared, failures)
         fit_replies = in_site_order(checked, [i.site_id for i in ins], failures)
     else:  # the stages run here; one reply carries the (exact, order-free) sum
         fit_replies, protocol = stages(
-            lambda c, kind, params, sins, f: exchange(grid, c, round, kind, params, sins, f),
+            lambda c, kind, params, sins, f: exchange(
+                grid, c, round, kind, params, sins, f, arrivals=arrivals, since=start
+            ),
             cfg,
             strategy,
             round,
@@ -286,11 +333,17 @@ def run_round(
         )
     fit = {**measurements, "sampled_sites": [i.site_id for i in ins], "failed_sites": failures}
     fit["site_info"] = site_info
+    fit["site_timing"] = site_timing([i.site_id for i in ins], arrivals, site_info)
     evaluation = None
     if cfg.evaluate_every and (round % cfg.evaluate_every == 0 or round == cfg.num_rounds):
         ev_ins = strategy.configure_evaluate(round, new_state, available, rng)
         ev_failures: dict[str, str] = {}
-        received = exchange(grid, cfg, round, "evaluate", new_state.params, ev_ins, ev_failures)
+        ev_quorum = None  # a deadline-bound round waits for its stragglers' metrics no more
+        if cfg.round_grace_s is not None and ev_ins:
+            ev_quorum = Quorum(min(strategy.min_sites, len(ev_ins)), cfg.round_grace_s)
+        received = exchange(
+            grid, cfg, round, "evaluate", new_state.params, ev_ins, ev_failures, quorum=ev_quorum
+        )
         declared_test = grid.declared_rows("test")
         ev = with_valid_metrics(received, declared_test, ev_failures)
         summaries: dict[str, dict[str, Any]] = {}

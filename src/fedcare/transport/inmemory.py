@@ -21,7 +21,10 @@ class InMemoryGrid(Grid):
     Replies are produced lazily, one per ``next()``, so a streaming aggregator holds one update
     at a time. A handler that raises yields an error reply naming the exception; a task for a
     site the grid does not know yields an ``unknown-site`` error reply. Tasks not started
-    before ``timeout`` get no reply, as on a real network. ``declared_rows`` gives, per split
+    before ``timeout`` get no reply, as on a real network; with a ``quorum``, once
+    ``quorum.replies`` tasks were answered without an error and ``quorum.grace_s`` passed since,
+    the tasks not yet run get no reply either (the sites run one after another, so a task
+    started within the grace period runs to its end). ``declared_rows`` gives, per split
     (``"train"``, ``"test"``), the rows each site holds, as real sites declare them at Hello.
     """
 
@@ -66,9 +69,12 @@ class InMemoryGrid(Grid):
         quorum: Quorum | None = None,
     ) -> Iterator[Reply]:
         deadline = None if timeout is None else time.monotonic() + timeout
+        answered, grace_end = 0, float("inf")
         for task in list(tasks):
             if deadline is not None and time.monotonic() > deadline:
                 return
+            if time.monotonic() >= grace_end:  # set once the quorum replied
+                return  # the round closed: the rest are not run, as after a deadline
             if self._record:
                 self.wire.append(task)
             handler = self._handlers.get(task.site_id)
@@ -78,6 +84,10 @@ class InMemoryGrid(Grid):
             reply = self._call(handler, task)
             if self._record:
                 self.wire.append(reply)
+            if quorum is not None and reply.error is None:
+                answered += 1
+                if answered == quorum.replies:
+                    grace_end = time.monotonic() + quorum.grace_s
             yield reply
 
     @staticmethod

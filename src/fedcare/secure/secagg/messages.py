@@ -110,6 +110,7 @@ class RoundSetup:
             "clip": self.quant.clip,
             "bits": self.quant.bits,
             "point": self.point(site),
+            "sites": len(self.sites),
             "neighbours": {v: self.point(v) for v in self.neighbours[site]},
         }
 

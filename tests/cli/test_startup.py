@@ -22,10 +22,20 @@ from fedcare.coordinator.store import CoordinatorStore
 
 SRC = Path(fedcare.__file__).resolve().parents[1]
 #: Never needed to start the CLI, print help or the version.
-HEAVY = ("sklearn", "scipy", "torch", "plotly", "grpc", "sqlalchemy", "pandas", "numpy")
+HEAVY = ("sklearn", "scipy", "torch", "ray", "plotly", "grpc", "sqlalchemy", "pandas", "numpy")
 #: Never needed by the status commands (they read the coordinator's database: sqlalchemy; a
 #: database already at the newest revision is opened without Alembic).
-HEAVY_FOR_STATUS = ("sklearn", "scipy", "torch", "plotly", "grpc", "pandas", "numpy", "alembic")
+HEAVY_FOR_STATUS = (
+    "sklearn",
+    "scipy",
+    "torch",
+    "ray",
+    "plotly",
+    "grpc",
+    "pandas",
+    "numpy",
+    "alembic",
+)
 
 PROBE = """
 import json, sys

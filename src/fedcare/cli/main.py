@@ -82,7 +82,19 @@ def simulate(
     workers: int = typer.Option(
         1,
         help="Worker processes the sites train in, concurrently (1: one after another, "
-        "in this process); the same model either way.",
+        "in this process); the same model either way. With --backend ray: Ray actors "
+        "(default one per CPU, up to the site count).",
+    ),
+    backend: str | None = typer.Option(
+        None,
+        help="Where the sites run: inmemory (one after another, in this process), parallel "
+        "(--workers processes) or ray (Ray actors; the ray extra). Default: parallel when "
+        "--workers > 1, else inmemory.",
+    ),
+    address: str | None = typer.Option(
+        None,
+        help="With --backend ray: an existing Ray cluster's address (host:port); "
+        "default: a local Ray instance on 127.0.0.1.",
     ),
 ) -> None:
     """Run a study in simulation and write results.json and report.html."""
@@ -126,7 +138,12 @@ def simulate(
                 bar.update(tasks[label], completed=record.round, metric=text)
 
             results = run_simulation(
-                config, progress=on_round, site_reports=out / "sites", workers=workers
+                config,
+                progress=on_round,
+                site_reports=out / "sites",
+                workers=workers,
+                backend=backend,
+                address=address,
             )
         results_path, report_path = write_outputs(results, out)
     except FedcareError as err:

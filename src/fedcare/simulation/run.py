@@ -38,12 +38,12 @@ from fedcare.packages.resolve import resolve_study_package
 from fedcare.privacy.guard import guard_next_round
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.loso import check_leave_one_site_out, leave_one_site_out
-from fedcare.simulation.parallel import check_workers
 from fedcare.simulation.personal import personalization_results
 from fedcare.simulation.privacy import privacy_results
 from fedcare.simulation.training import (
     Progress,
     TrainedModel,
+    check_backend,
     evaluate_model,
     grid_for,
     open_grid,
@@ -121,6 +121,8 @@ def run_simulation(
     mods: Mapping[str, Sequence[Mod]] | None = None,
     site_reports: Path | None = None,
     workers: int = 1,
+    backend: str | None = None,
+    address: str | None = None,
 ) -> SimulationResult:
     """Run ``study`` end to end and return the results dict (see module docstring), with the
     trained models as ``result.model`` (federated) and ``result.models`` (by label; with
@@ -133,9 +135,12 @@ def run_simulation(
     federated grid's sites train in that many worker processes
     (:mod:`fedcare.simulation.parallel`; the same model as with 1, the sequential in-memory
     grid); baselines, hold-out and leave-one-site-out evaluations run in this process.
+    ``backend`` picks the federated grid (``inmemory``, ``parallel``, ``ray``: Ray actors on
+    the cluster at ``address`` or a local instance, :mod:`fedcare.simulation.ray_grid`; see
+    :func:`~fedcare.simulation.training.open_grid`), the same model on each.
     """
     start = time.perf_counter()
-    check_workers(workers)
+    check_backend(backend, workers, address)
     study_strategy(study, 1)  # a bad strategy name or option fails before any data is read
     study = resolve_study_package(study)  # stored once: every round runs the same package
     guard_next_round(f"{study.name}/federated", study, [], 1)  # nor a budget round 1 overspends
@@ -150,6 +155,8 @@ def run_simulation(
     with open_grid(
         list(ds.sites),
         workers=workers,
+        backend=backend,
+        address=address,
         mods=mods,
         feature_names=ds.feature_names,
         site_reports=site_reports,

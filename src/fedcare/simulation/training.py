@@ -36,8 +36,10 @@ from fedcare.strategy.loop import RoundRecord, evaluate_on_sites
 from fedcare.transport.inmemory import InMemoryGrid
 
 __all__ = [
+    "BACKENDS",
     "Progress",
     "TrainedModel",
+    "check_backend",
     "evaluate_model",
     "grid_for",
     "open_grid",
@@ -94,6 +96,36 @@ def grid_for(
     return InMemoryGrid(apps, record=record, declared_rows=rows)  # as sites declare at Hello
 
 
+#: The simulation's grids: ``inmemory`` (sequential, this process), ``parallel`` (worker
+#: processes, :mod:`fedcare.simulation.parallel`), ``ray`` (Ray actors, the ``ray`` extra,
+#: :mod:`fedcare.simulation.ray_grid`).
+BACKENDS = ("inmemory", "parallel", "ray")
+
+
+def check_backend(backend: object, workers: int, address: str | None) -> str:
+    """The grid ``backend`` names, resolved: ``None`` is ``parallel`` for ``workers`` > 1, else
+    ``inmemory``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown backend, ``workers`` < 1, an ``address`` without the Ray backend, or
+        the Ray backend without Ray installed.
+    """
+    check_workers(workers)
+    if backend is None:
+        backend = "parallel" if workers > 1 else "inmemory"
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise ConfigError(f"a Ray address ({address!r}) needs the ray backend, not {backend!r}")
+    if backend == "ray":  # fail before any data is read when Ray is not installed
+        from fedcare.simulation.ray_actors import import_ray
+
+        import_ray()
+    return str(backend)
+
+
 @contextmanager
 def open_grid(
     sites: list[SiteData],
@@ -103,15 +135,26 @@ def open_grid(
     mods: Mapping[str, Sequence[Mod]] | None = None,
     feature_names: Sequence[str] = (),
     site_reports: Path | None = None,
-) -> Iterator[InMemoryGrid | ParallelGrid]:
-    """The simulation's grid for ``sites``: :func:`grid_for`'s in-memory grid for one worker,
-    else a :class:`~fedcare.simulation.parallel.ParallelGrid` of ``workers`` processes, whose
-    workers stop when the ``with`` block ends.
+    backend: str | None = None,
+    address: str | None = None,
+) -> Iterator[Grid]:
+    """The simulation's grid for ``sites``, on ``backend`` (:data:`BACKENDS`):
+
+    - ``inmemory``: :func:`grid_for`'s sequential in-memory grid;
+    - ``parallel``: a :class:`~fedcare.simulation.parallel.ParallelGrid` of ``workers``
+      processes;
+    - ``ray``: a :class:`~fedcare.simulation.ray_grid.RayGrid` on the Ray cluster at
+      ``address`` (``None``: a local instance), with ``workers`` actors when more than 1, else
+      one per CPU up to the site count;
+    - ``None``: ``parallel`` when ``workers`` > 1, else ``inmemory``.
+
+    Workers and actors stop when the ``with`` block ends.
 
     Raises
     ------
     ConfigError
-        For ``workers`` < 1, or mods a worker process cannot be sent.
+        For ``workers`` < 1, an unknown backend, mods a worker process cannot be sent, Ray not
+        installed or its cluster unreachable.
     """
     options: dict[str, Any] = {
         "record": record,
@@ -119,8 +162,16 @@ def open_grid(
         "feature_names": feature_names,
         "site_reports": site_reports,
     }
-    if check_workers(workers) == 1:
+    backend = check_backend(backend, workers, address)
+    if backend == "inmemory":
         yield grid_for(sites, **options)
+        return
+    if backend == "ray":
+        from fedcare.simulation.ray_grid import RayGrid  # Ray is an extra: imported on use
+
+        actors = workers if workers > 1 else None
+        with RayGrid(sites, actors=actors, address=address, **options) as ray_grid:
+            yield ray_grid
         return
     with ParallelGrid(sites, workers=workers, **options) as grid:
         yield grid

@@ -31,7 +31,7 @@ from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
-from fedcare.simulation.parallel import _call
+from fedcare.simulation.parallel_worker import call_site
 from fedcare.site.app import Mod, SiteApp
 
 __all__ = [
@@ -227,7 +227,7 @@ class SiteActor:
         if self.broken is not None:
             why = f"Ray actor {self.index} failed to start its sites: {self.broken}"
             return Reply.failure(task, "worker-died", f"site {task.site_id!r}: {why}")
-        return _call(self.apps[task.site_id], task)
+        return call_site(self.apps[task.site_id], task)
 
 
 def check_resource(name: str, value: object) -> float:

@@ -16,6 +16,9 @@ Parts (``--parts``, default all; the rows of parts not run stay in ``--out``):
   Flower 1.41 in the notes. Target: >= 10x faster than Flower.
 * ``train1000``: rows ``round_s@N_train`` and ``peak_rss_mb@N_train`` for N in
   ``--train-sites`` (default 1000): real local training at every site. Target: <= 2 GB.
+* ``stragglers``: 20 sites, 10 % of them 10x slower: synchronous FedAvg vs deadline-bound
+  rounds vs FedBuff (:mod:`scale_stragglers`), rows ``time_to_sync_accuracy_ratio`` (target
+  <= 0.6 for deadline-bound or FedBuff, within 0.01 accuracy) and ``final_accuracy``.
 
 The ``ray`` rows are skipped, with the reason printed, when Ray is not installed or
 ``open_grid`` has no Ray backend. The load average is in the notes (the machine may be shared).
@@ -41,6 +44,7 @@ from fedcare.records.study import StudyConfig
 from fedcare.simulation.training import open_grid, train_on_grid
 from results_file import write_rows
 from scale_sites import BACKENDS, site_rows
+from scale_stragglers import Setup, straggler_rows
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "examples" / "pneumoniamnist.yaml"
@@ -48,7 +52,7 @@ RESULTS = HERE / "results" / "scale.json"
 DATASET = "pneumoniamnist (5 sites, Dirichlet 0.5; cnn_small)"
 
 Row = dict[str, Any]
-PARTS = ("speedup", "round", "train1000")
+PARTS = ("speedup", "round", "train1000", "stragglers")
 
 
 def _row(method: str, metric: str, values: Sequence[float], unit: str, notes: str) -> Row:
@@ -179,6 +183,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--site-rounds", type=int, default=5, help="rounds of the round and train1000 runs (>= 2)"
     )
     parser.add_argument("--workers", type=int, default=2, help="the parallel runs' workers")
+    parser.add_argument(
+        "--straggler-rounds", type=int, default=Setup.rounds, help="rounds of the sync run"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.rounds < 3:
@@ -196,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if part == "speedup":
             got, ok = speedup_rows(args.rounds, args.workers)
             rows += got
+        elif part == "stragglers":
+            rows += straggler_rows(Setup(rounds=args.straggler_rounds))
         else:
             sites = args.sites if part == "round" else args.train_sites
             rows += site_rows(

@@ -52,7 +52,8 @@ class RoundSite(TypedDict):
     """A site's part in a round: ``status`` is ``aggregated``, ``not used``, ``replied``,
     ``refused``, ``failed`` (``reason`` says why), ``timed out`` or ``sent``; the reply's kind
     and size (null while there is none, or for a round known only from its record); the
-    site's evaluation ``metrics``."""
+    site's evaluation ``metrics``; ``reply_s``: seconds from the round's start to its reply
+    (from the round's record; null for a round still running or a site that did not reply)."""
 
     status: str
     reason: str | None
@@ -61,6 +62,7 @@ class RoundSite(TypedDict):
     sent_at: str | None
     replied_at: str | None
     metrics: dict[str, float]
+    reply_s: float | None
 
 
 class RoundEntry(TypedDict):

@@ -246,3 +246,31 @@ def test_every_site_of_a_worker_gets_its_calls_params() -> None:
             for reply in replies:
                 assert reply.error is None, reply.error
                 np.testing.assert_array_equal(reply.arrays["weight"], params["weight"])
+
+
+class Stall:
+    """A site mod whose tasks never finish in time (picklable)."""
+
+    def __call__(self, task: Task, next_handler: Handler) -> Reply:
+        time.sleep(60)
+        return next_handler(task)
+
+
+def test_closing_never_hangs_on_a_stalled_worker_with_a_full_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calls that close while their site's worker is stuck leave tasks (with 1 MB of params
+    each, more than the pipe holds) queued for it: closing stops the worker and returns."""
+    import fedcare.simulation.parallel as parallel
+
+    monkeypatch.setattr(parallel, "JOIN_S", 0.5)
+    (site,) = load_synthetic(num_sites=1, seed=0).sites
+    grid = ParallelGrid([site], workers=1, mods={site.site_id: [Stall()]})
+    big = ArrayRecord({"w": np.zeros(250_000, np.float32)})
+    for r in range(1, 6):  # each with new params: all of them travel
+        task = replace(_task(site.site_id, r), params=ArrayRecord({"w": big["w"] + r}))
+        assert list(grid.send_and_receive([task], timeout=0.05)) == []
+    start = time.monotonic()
+    grid.close()
+    assert time.monotonic() - start < 10
+    assert not any(p.is_alive() for p in grid.processes)

@@ -230,19 +230,23 @@ class _Pool:
         for w, inbox in enumerate(self.inboxes):
             if self.procs[w].is_alive():
                 inbox.put(None)
+        end = time.monotonic() + JOIN_S  # one wait for all: they were all told at once
         for w, proc in enumerate(self.procs):
-            while proc.is_alive() and self.conns[w].poll(0):
+            while proc.is_alive() and time.monotonic() < end:
                 try:
-                    self.conns[w].recv()  # a stale reply the worker is blocked on sending
+                    while self.conns[w].poll(0):
+                        self.conns[w].recv()  # a stale reply the worker is blocked on sending
                 except (EOFError, OSError):
-                    break
-            proc.join(JOIN_S)
+                    pass
+                proc.join(0.05)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(JOIN_S)
         for inbox in self.inboxes:
+            # Tasks a stopped worker never read stay unsent: without this, the queue's feeder
+            # thread, blocked on the full pipe of a worker that is gone, is waited for forever.
+            inbox.cancel_join_thread()
             inbox.close()
-            inbox.join_thread()
         for conn in self.conns:
             conn.close()
 

@@ -206,3 +206,24 @@ def test_sums_that_are_not_a_mapping_of_their_own_give_a_new_array() -> None:
     out = divided(sums, 4.0, (2, 5), np.dtype(np.float32))
     assert not np.shares_memory(out, sums)
     assert out.tobytes() == (np.arange(10) / 4.0).astype(np.float32).reshape(2, 5).tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.int64, np.float16])
+def test_sq_norm_with_a_reused_buffer_is_bitwise_the_one_without(dtype: type) -> None:
+    rng = np.random.default_rng(11)
+    scratch: dict[np.dtype, np.ndarray] = {}
+    for size in (BLOCK + 777, 5, 0, 1000):  # the buffer is made once, for the largest block
+        values = (rng.normal(size=size) * 100).astype(dtype)
+        assert sq_norm(values, scratch) == sq_norm(values)
+    buffers = {k: id(v) for k, v in scratch.items()}
+    assert all(v.size == BLOCK for v in scratch.values())
+    sq_norm((rng.normal(size=BLOCK) * 100).astype(dtype), scratch)
+    assert {k: id(v) for k, v in scratch.items()} == buffers  # reused, not reallocated
+    assert np.dtype(dtype) not in (np.float64, np.complex128) or not scratch  # no copy needed
+
+
+def test_all_finite_of_large_finite_float32_whose_squares_overflow() -> None:
+    values = np.full(BLOCK + 5, 3e38, dtype=np.float32)  # its float32 sum of squares is inf
+    assert all_finite(values)
+    values[BLOCK + 2] = -np.inf
+    assert not all_finite(values)

@@ -62,3 +62,19 @@ def test_all_finite_finds_one_bad_value_in_a_large_array(where: int, bad: float)
     assert not rec(w=values).all_finite()
     assert not ArrayRecord({"w": values.T}, copy=False).all_finite()  # not contiguous
     assert rec(i=np.ones(3_000_000, dtype=np.int64), s=np.float32(1)).all_finite()
+
+
+def test_a_finite_dot_product_proves_finiteness_and_an_infinite_one_is_checked_closer() -> None:
+    from fedcare.records.arrays import surely_finite
+
+    values = np.linspace(-5, 5, 200_000, dtype=np.float32)
+    assert surely_finite(values) and rec(w=values).all_finite()
+    for bad in (np.nan, np.inf, -np.inf):
+        spoiled = values.copy()
+        spoiled[123_457] = bad
+        assert not surely_finite(spoiled) and not rec(w=spoiled).all_finite()
+    large = np.full(200_000, 3e38, dtype=np.float32)  # finite, but its squares overflow
+    assert not surely_finite(large) and rec(w=large).all_finite()
+    assert not surely_finite(values[::2])  # not contiguous: not tried
+    assert rec(w=values[::2]).all_finite() and rec(w=np.arange(5)).all_finite()
+    assert not rec(w=np.array([1, np.nan], dtype=np.float16)).all_finite()

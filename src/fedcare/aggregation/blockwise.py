@@ -31,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fedcare.records.arrays import surely_finite
 from fedcare.records.pages import SharedFileMap, mmap_of, offset_in, release_pages
 
 __all__ = [
     "BLOCK",
+    "Scratch",
     "all_finite",
     "blocks",
     "discard",
@@ -51,6 +53,9 @@ __all__ = [
 
 #: Elements per block: a float64 temporary of one block is 16 MiB.
 BLOCK = 1 << 21
+
+#: Reusable buffers by dtype (see :func:`sq_norm`): one block of each at most.
+Scratch = dict[np.dtype, np.ndarray]
 
 
 def flat(arr: np.ndarray) -> np.ndarray:
@@ -177,34 +182,55 @@ def discard_after(arr: np.ndarray, used: int) -> None:
 
 
 def all_finite(arr: np.ndarray) -> bool:
-    """``np.isfinite(arr).all()`` with a boolean temporary of one block."""
+    """``np.isfinite(arr).all()`` with a boolean temporary of one block (none for a float32 or
+    float64 block whose sum of squares is finite: :func:`~fedcare.records.arrays.surely_finite`).
+    """
     if not np.issubdtype(arr.dtype, np.inexact):
         return True
     values = flat(arr)
     for part in blocks(values.size):
-        ok = bool(np.isfinite(values[part]).all())
+        block = values[part]
+        ok = surely_finite(block) or bool(np.isfinite(block).all())
         release_pages(values, part)
         if not ok:
             return False
     return True
 
 
-def sq_norm(arr: np.ndarray) -> float:
+def sq_norm(arr: np.ndarray, scratch: Scratch | None = None) -> float:
     """The squared L2 norm of ``arr``, summed in float64 block by block.
 
     More accurate than a float32 dot product over the whole array, and not bitwise the same
     as :meth:`fedcare.records.arrays.ArrayRecord.sq_norm` (a reduction depends on its order).
+    With ``scratch`` (kept by the caller between arrays), each block is widened into one
+    reused buffer instead of a new temporary: the same values and the same dot product, so
+    the same result, without allocating (and faulting in) a block of memory per array.
+    A result that is finite implies every element of ``arr`` is finite (a NaN or an infinity
+    makes the sum NaN or infinite), so a caller that needs the norm anyway can skip a
+    separate :func:`all_finite` pass unless the sum is not finite.
     """
     values = flat(arr)
-    wide = np.complex128 if np.iscomplexobj(values) else np.float64
+    wide = np.dtype(np.complex128 if np.iscomplexobj(values) else np.float64)
     total = 0.0
     for part in blocks(values.size):
-        block = np.asarray(values[part], dtype=wide)
+        block = _widened(values[part], wide, scratch)
         total += float(np.vdot(block, block).real)
         release_pages(values, part)
     return total
 
 
-def norm(arrays: Mapping[str, np.ndarray]) -> float:
+def norm(arrays: Mapping[str, np.ndarray], scratch: Scratch | None = None) -> float:
     """The L2 norm of all of ``arrays`` together, by :func:`sq_norm` (float64 sums)."""
-    return float(np.sqrt(sum(sq_norm(v) for v in arrays.values())))
+    return float(np.sqrt(sum(sq_norm(v, scratch) for v in arrays.values())))
+
+
+def _widened(values: np.ndarray, wide: np.dtype, scratch: Scratch | None) -> np.ndarray:
+    """``np.asarray(values, dtype=wide)``, written into ``scratch``'s buffer when given."""
+    if scratch is None or values.dtype == wide:
+        return np.asarray(values, dtype=wide)
+    buffer = scratch.get(wide)
+    if buffer is None or buffer.size < values.size:
+        buffer = scratch[wide] = np.empty(min(BLOCK, max(values.size, 1)), dtype=wide)
+    out = buffer[: values.size]
+    out[...] = values  # the same conversion as np.asarray (exact widening for floats)
+    return out

@@ -3,19 +3,25 @@
 Bounded memory: the finiteness check and the L2 norms walk each array in blocks
 (:mod:`fedcare.aggregation.blockwise`), with temporaries of one block, releasing a memory-mapped
 reply's pages as they go; the update held back by the outlier screening is held by reference
-only. Norms are summed in float64 (more accurate than a float32 dot product, and not bitwise
-the same as :meth:`fedcare.records.arrays.ArrayRecord.norm`: a decision exactly at the bound
-could differ in the last bit).
+only. One pass per update: when a norm is needed (``max_norm``, ``outlier_ratio``) its float64
+sum of squares is also the finiteness check (finite only if every element is), the widened
+block is one buffer reused for every update of the round, and the outlier screening reuses the
+norm taken here. Norms are summed in float64 (more accurate than a float32 dot product, and
+not bitwise the same as :meth:`fedcare.records.arrays.ArrayRecord.norm`: a decision exactly at
+the bound could differ in the last bit).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from fedcare.aggregation.base import Aggregator, Contribution, Measurements
-from fedcare.aggregation.blockwise import all_finite, norm
+from fedcare.aggregation.blockwise import Scratch, all_finite, sq_norm
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 
@@ -70,45 +76,61 @@ class ValidateUpdates(Aggregator[ValidateState]):
     def init(self, template: ArrayRecord) -> ValidateState:
         return ValidateState(template=template, inner=self.inner.init(template))
 
-    def _reason(self, template: ArrayRecord, c: Contribution) -> str | None:
+    def _reason(
+        self, template: ArrayRecord, c: Contribution, scratch: Scratch
+    ) -> tuple[str | None, float]:
+        """Why ``c`` is refused (or ``None``), and its L2 norm when a bound needs it (else 0).
+
+        The norm and the finiteness check share one pass: a finite float64 sum of squares
+        implies finite elements, so an array is checked on its own (:func:`all_finite`) only
+        when its sum is not finite, which also tells an overflow from a NaN.
+        """
         try:
             template.check_structure(c.arrays, what=f"update from site {c.site_id!r}")
         except ValidationError as err:
-            return str(err)
+            return str(err), 0.0
         wrong = {k: str(v.dtype) for k, v in c.arrays.items() if v.dtype != template[k].dtype}
         if wrong:
             expected = {k: str(template[k].dtype) for k in wrong}
             return (
                 f"update from site {c.site_id!r} has dtypes {wrong}, expected {expected} "
                 "(the parameter template's)"
-            )
-        bad = [k for k, v in c.arrays.items() if not all_finite(v)]
+            ), 0.0
+        needs_norm = self.max_norm is not None or self.outlier_ratio is not None
+        squares = {k: sq_norm(v, scratch) for k, v in c.arrays.items()} if needs_norm else {}
+        bad = [
+            k
+            for k, v in c.arrays.items()
+            if not (k in squares and math.isfinite(squares[k])) and not all_finite(v)
+        ]
         if bad:
-            return f"update from site {c.site_id!r} has NaN or infinite values in {bad}"
-        if self.max_norm is not None:
-            size = norm(c.arrays)
-            if size > self.max_norm:
-                return (
-                    f"update from site {c.site_id!r} has L2 norm {size:.4g}, "
-                    f"above the bound {self.max_norm:.4g}"
-                )
-        return None
+            return f"update from site {c.site_id!r} has NaN or infinite values in {bad}", 0.0
+        size = float(np.sqrt(sum(squares.values()))) if needs_norm else 0.0  # = norm(arrays)
+        if self.max_norm is not None and size > self.max_norm:
+            return (
+                f"update from site {c.site_id!r} has L2 norm {size:.4g}, "
+                f"above the bound {self.max_norm:.4g}"
+            ), size
+        return None, size
 
     def update(
         self, state: ValidateState, contributions: Iterable[Contribution]
     ) -> tuple[ArrayRecord, ValidateState, Measurements]:
         rejected: dict[str, str] = {}
+        scratch: Scratch = {}  # one float64 block, reused by every contribution's norm
 
-        def valid() -> Iterator[Contribution]:
+        def valid() -> Iterator[tuple[Contribution, float]]:
             for c in contributions:
-                reason = self._reason(state.template, c)
+                reason, size = self._reason(state.template, c, scratch)
                 if reason is None:
-                    yield c
+                    yield c, size
                 else:
                     rejected[c.site_id] = reason
                 del c  # not held while the next one is awaited
 
-        accepted = valid() if self.outlier_ratio is None else self._screened(valid(), rejected)
+        accepted = (
+            _unpaired(valid()) if self.outlier_ratio is None else self._screened(valid(), rejected)
+        )
         result, inner_state, measurements = self.inner.update(state.inner, accepted)
         measurements = {  # inner layers (multi-Krum) may have rejected sites too
             **measurements,
@@ -118,14 +140,14 @@ class ValidateUpdates(Aggregator[ValidateState]):
         return result, ValidateState(state.template, inner_state), measurements
 
     def _screened(
-        self, contributions: Iterator[Contribution], rejected: dict[str, str]
+        self, contributions: Iterator[tuple[Contribution, float]], rejected: dict[str, str]
     ) -> Iterator[Contribution]:
-        """Pass contributions on, holding back the largest-norm one to judge it last."""
+        """Pass contributions on, holding back the largest-norm one to judge it last (each
+        comes with its norm, taken by :meth:`_reason`)."""
         assert self.outlier_ratio is not None
         held: Contribution | None = None
         held_norm, others = 0.0, 0.0
-        for c in contributions:
-            size = norm(c.arrays)
+        for c, size in contributions:
             if held is None or size > held_norm:
                 if held is not None:
                     others = max(others, held_norm)
@@ -147,3 +169,10 @@ class ValidateUpdates(Aggregator[ValidateState]):
 
     def site_spec(self) -> Mapping[str, Any]:
         return self.inner.site_spec()
+
+
+def _unpaired(pairs: Iterator[tuple[Contribution, float]]) -> Iterator[Contribution]:
+    """The contributions of ``(contribution, norm)`` pairs."""
+    for c, _ in pairs:
+        yield c
+        del c  # not held while the next one is awaited

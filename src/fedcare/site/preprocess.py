@@ -19,10 +19,33 @@ from fedcare.data.base import Dataset
 from fedcare.errors import ConfigError, ValidationError
 from fedcare.records.arrays import ArrayRecord
 
-__all__ = ["Preprocessor"]
+__all__ = ["LocalStats", "Preprocessor"]
 
 IMPUTE = ("mean", "none")
 SCALE = ("none", "local", "global")
+
+
+class LocalStats:
+    """A site's training rows' column means (NaN-free) and standard deviations, computed once.
+
+    The statistics depend on the rows only, and every task of a study asks for them again: a
+    site keeps one of these (for the same ``Dataset`` object it returns the arrays it computed
+    before, read-only).
+    """
+
+    def __init__(self) -> None:
+        self._of: tuple[Dataset, np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, train: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        if self._of is None or self._of[0] is not train:
+            with warnings.catch_warnings():  # an all-missing column gives NaN, handled below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(train.X, axis=0)
+                std = np.nanstd(train.X, axis=0)
+            mean = np.where(np.isnan(mean), 0.0, mean)
+            mean.flags.writeable = std.flags.writeable = False
+            self._of = (train, mean, std)
+        return self._of[1], self._of[2]
 
 
 @dataclass(frozen=True)
@@ -36,8 +59,15 @@ class Preprocessor:
 
     @classmethod
     def for_task(
-        cls, spec: Mapping[str, Any], arrays: Mapping[str, ArrayRecord], train: Dataset
+        cls,
+        spec: Mapping[str, Any],
+        arrays: Mapping[str, ArrayRecord],
+        train: Dataset,
+        *,
+        stats: LocalStats | None = None,
     ) -> Preprocessor:
+        """The preprocessing of a task's ``spec`` for rows like ``train``'s; ``stats`` keeps
+        the local statistics of ``train`` between tasks (computed again without it)."""
         impute, scale = spec.get("impute", "none"), spec.get("scale", "none")
         if impute not in IMPUTE or scale not in SCALE:
             raise ConfigError(
@@ -47,24 +77,20 @@ class Preprocessor:
         if train.X.ndim != 2:
             return cls(None, None, impute=False, scale=False)
         if scale == "global":
-            stats = arrays.get("preprocess")
-            if stats is None or "mean" not in stats or "std" not in stats:
+            pooled = arrays.get("preprocess")
+            if pooled is None or "mean" not in pooled or "std" not in pooled:
                 raise ValidationError(
                     "the plan asks for global scaling but the task carries no "
                     "'preprocess' statistics (mean, std)"
                 )
-            mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+            mean, std = np.asarray(pooled["mean"]), np.asarray(pooled["std"])
             mean = np.where(np.isnan(mean), 0.0, mean)  # a feature no site could report
             if mean.shape != train.X.shape[1:]:
                 raise ValidationError(
                     f"global statistics have shape {mean.shape}, features {train.X.shape[1:]}"
                 )
         else:
-            with warnings.catch_warnings():  # an all-missing column gives NaN, handled below
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(train.X, axis=0)
-                std = np.nanstd(train.X, axis=0)
-            mean = np.where(np.isnan(mean), 0.0, mean)
+            mean, std = (LocalStats() if stats is None else stats)(train)
         return cls(mean, std, impute=impute == "mean", scale=scale != "none")
 
     def apply(self, data: Dataset) -> Dataset:

@@ -47,7 +47,7 @@ from fedcare.site.personal import (
     personal_metrics,
     personal_train_spec,
 )
-from fedcare.site.preprocess import Preprocessor
+from fedcare.site.preprocess import LocalStats, Preprocessor
 from fedcare.site.round_state import (
     for_round,
     load_round_state,
@@ -124,6 +124,7 @@ class SiteRuntime:
     #: The site's memory budget for large torch models (:mod:`fedcare.models.torch_offload`).
     param_offload: ParamOffload | None = None
     _shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict, repr=False)
+    _stats: LocalStats = field(default_factory=LocalStats, repr=False)  # of data.train
     #: Each study's personal model (Ditto's ``v_k``, FedBN's normalization arrays): it never
     #: leaves the site (:mod:`fedcare.site.personal`).
     personal: PersonalStore = field(init=False, repr=False)
@@ -154,9 +155,8 @@ class SiteRuntime:
         if not isinstance(model_spec, Mapping):
             raise ConfigError("task plan has no 'model' spec")
         adapter = self.model_builder(model_spec)
-        prep = Preprocessor.for_task(
-            task.plan.get("preprocessing", {}), task.arrays, self.data.train
-        )
+        spec = task.plan.get("preprocessing", {})
+        prep = Preprocessor.for_task(spec, task.arrays, self.data.train, stats=self._stats)
         return adapter, prep
 
     def _check_params(self, adapter: ModelAdapter, params: ArrayRecord, spec: Any) -> None:

@@ -89,8 +89,11 @@ def _submit(tmp_path: Path, home: Path, *options: str, **changes: Any) -> tuple[
         ({"model": {"kind": "logistic", "bogus": 1}}, "unknown option(s) ['bogus']"),
         ({"strategy": {"name": "fedmagic"}}, "unknown strategy 'fedmagic'"),
         (
-            {"strategy": {"name": "fedbuff", "options": {"buffer_size": 2}}},
-            "strategy 'fedbuff' (asynchronous aggregation) runs in simulation only",
+            {
+                "strategy": {"name": "fedbuff", "options": {"buffer_size": 2}},
+                "privacy": {"mode": "secure"},
+            },
+            "strategy 'fedbuff' cannot run in privacy mode 'secure': secure aggregation's",
         ),
         ({"privacy": {"mode": "private"}}, "missing field privacy.dp"),
         (

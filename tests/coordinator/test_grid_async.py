@@ -79,14 +79,20 @@ def test_tasks_of_several_versions_are_open_at_once_and_each_reply_comes_once(
     assert list(grid.arrivals(limit=1, timeout=0.3)) == []
 
 
-def test_a_silent_site_gives_a_no_reply_error_and_its_task_is_closed(
+def test_a_site_gone_silent_gives_a_no_reply_error_and_its_task_is_closed(
     store: CoordinatorStore, clock: FakeClock
 ) -> None:
-    grid, sid = _grid(store, clock, "A")  # B was never seen: silent
-    grid.submit([_task(sid, "A", 2), _task(sid, "B", 2)])
-    [reply] = list(grid.arrivals(limit=1, timeout=5))
-    assert reply.site_id == "B" and reply.error is not None
-    assert reply.error.kind == "no-reply" and "site 'B' went silent" in reply.error.message
+    grid, sid = _grid(store, clock, "A", "B")  # C was never seen: its task is not sent
+    grid.submit([_task(sid, "A", 2), _task(sid, "B", 2), _task(sid, "C", 2)])
+    assert sorted(t.site_id for t in store.list_tasks(sid, 2)) == ["A", "B"]
+    clock.advance(-3600)
+    store.touch_site("B")  # B was last seen an hour ago: silent
+    got = {r.site_id: r.error for r in grid.arrivals(limit=2, timeout=5)}
+    assert sorted(got) == ["B", "C"] and all(
+        e is not None and e.kind == "no-reply" for e in got.values()
+    )
+    assert "site 'C' is not available" in got["C"].message
+    assert "site 'B' went silent" in got["B"].message
     [row] = [t for t in store.list_tasks(sid, 2) if t.site_id == "B"]
     assert row.status == "expired" and row.closed_at is not None
     assert [t.site_id for t in grid.open_tasks()] == ["A"]

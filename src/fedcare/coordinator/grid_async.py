@@ -12,7 +12,9 @@ study's ``task_deadline_s``. Several versions are open at once, at most one task
 reply lands, and yields each once. A task that will not be answered yields an error reply of
 kind ``no-reply`` saying why, and is closed (``closed_at``): its site went silent (not seen
 within ``liveness_s``, as the synchronous grid abandons it), its deadline passed, or it was
-expired by someone else (the study stopped, the site was revoked). :meth:`cancel_open` closes
+expired by someone else (the study stopped, the site was revoked). A task for a site not
+available when it is submitted (not seen lately, withdrawn, refused) is not sent: its error
+reply comes from :meth:`SubmittedTasks.arrivals` at once. :meth:`cancel_open` closes
 the open tasks the same way. A reply that comes for a closed task is refused as
 ``round_closed`` and recorded (``late_at``, a ``late-reply`` audit entry): never buffered.
 """
@@ -65,6 +67,8 @@ class SubmittedTasks:
     _reply: Callable[[ReplyInfo], Reply]
     #: The open submitted tasks by site (the grid starts it empty).
     _submitted: dict[str, _Open]
+    #: Error replies to tasks submitted for sites not available then (never sent).
+    _unavailable: list[Reply]
 
     def submit(self, tasks: Sequence[Task]) -> None:
         busy = set(self._submitted)
@@ -72,7 +76,14 @@ class SubmittedTasks:
             if task.site_id in busy:
                 raise ConfigError(f"site {task.site_id!r} already has an open submitted task")
             busy.add(task.site_id)
+        alive = set(self.site_ids())
         for task in tasks:  # one attempt each: see the module docstring
+            if task.site_id not in alive:  # revoked, silent, withdrawn or refused: not sent
+                why = f"site {task.site_id!r} is not available (not seen lately, or left the study)"
+                self._unavailable.append(
+                    Reply.failure(task, NO_REPLY, f"version {task.round}: {why}")
+                )
+                continue
             earlier = self.store.list_tasks(self.study_id, task.round)
             attempt = max((t.attempt for t in earlier), default=0) + 1
             [digest] = store_task_payloads(self.artifacts, [task], redo=bool(earlier))
@@ -89,7 +100,7 @@ class SubmittedTasks:
         """Replies to open submitted tasks as they land, each once (see the module docstring)."""
         end = float("inf") if timeout is None else time.monotonic() + timeout
         count = 0
-        while self._submitted and (limit is None or count < limit):
+        while (self._submitted or self._unavailable) and (limit is None or count < limit):
             generation = self.hub.generation()
             for reply in self._landed():
                 yield reply
@@ -108,6 +119,8 @@ class SubmittedTasks:
 
     def _landed(self) -> Iterator[Reply]:
         """The replies (or ``no-reply`` errors) of the open tasks that are answered or lost."""
+        while self._unavailable:
+            yield self._unavailable.pop(0)
         by_row = {o.row_id: o for o in self._submitted.values()}
         lost: dict[str, str] = {}
         alive = set(self.site_ids())
@@ -139,6 +152,7 @@ class SubmittedTasks:
         """Close the open submitted tasks (``closed_at``): their late replies are refused as
         ``round_closed`` and recorded, never yielded."""
         closed = self.open_tasks()
+        self._unavailable.clear()
         if closed:
             rows = [o.row_id for o in self._submitted.values()]
             self._submitted.clear()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedcare.coordinator.results import study_report
+from fedcare.dashboard.rounds_view import round_entries
 from fedcare.simulation.stragglers import Slowdown
 
 from ..conftest import require_mirror
@@ -60,6 +62,15 @@ def test_a_fedbuff_study_steps_with_stale_updates_and_records_cancelled_late_rep
         assert any(
             np.abs(final[k] - round_params(store, study_id, 0)[k]).max() > 0 for k in final
         ), story
+
+        # the report and the dashboard's round timeline show the steps and who made them
+        results, page = study_report(store, study_id)
+        assert [h["round"] for h in results["history"]] == list(range(1, STEPS + 1))
+        assert '<section id="site-timing">' in page
+        entries = round_entries(store, store.get_study(study_id))
+        for entry, fit in zip(entries[1 : STEPS + 1], steps, strict=True):
+            shown = {s for s, v in entry["sites"].items() if v["status"] == "aggregated"}
+            assert set(fit["contributors"]) <= shown, (entry, fit["contributors"])
 
         # the slow site contributed stale updates; the fast ones set the pace
         slow = [c for fit in steps for c in fit["contributions"] if c["site"] == SLOW]

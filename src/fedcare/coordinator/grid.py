@@ -88,7 +88,7 @@ class CoordinatorGrid(SubmittedTasks, Grid):
         #: Called with (site, error kind, not asked again before) after each withdrawal.
         self.on_withdrawn: Callable[[str, str, datetime], None] | None = None
         self._submitted = {}  # asynchronous rounds (grid_async.py): open tasks by site
-        self._unavailable = []  # and error replies to those submitted to absent sites
+        self._failed = []  # and error replies ready (tasks not sent, or lost)
 
     def set_reference(self, schema: dict[str, Any]) -> None:
         """From now on, refuse every site whose feature schema differs from ``schema``."""

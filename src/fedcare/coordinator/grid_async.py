@@ -67,8 +67,8 @@ class SubmittedTasks:
     _reply: Callable[[ReplyInfo], Reply]
     #: The open submitted tasks by site (the grid starts it empty).
     _submitted: dict[str, _Open]
-    #: Error replies to tasks submitted for sites not available then (never sent).
-    _unavailable: list[Reply]
+    #: Error replies ready to be taken: tasks not sent (their site was not available) or lost.
+    _failed: list[Reply]
 
     def submit(self, tasks: Sequence[Task]) -> None:
         busy = set(self._submitted)
@@ -80,9 +80,7 @@ class SubmittedTasks:
         for task in tasks:  # one attempt each: see the module docstring
             if task.site_id not in alive:  # revoked, silent, withdrawn or refused: not sent
                 why = f"site {task.site_id!r} is not available (not seen lately, or left the study)"
-                self._unavailable.append(
-                    Reply.failure(task, NO_REPLY, f"version {task.round}: {why}")
-                )
+                self._failed.append(Reply.failure(task, NO_REPLY, f"version {task.round}: {why}"))
                 continue
             earlier = self.store.list_tasks(self.study_id, task.round)
             attempt = max((t.attempt for t in earlier), default=0) + 1
@@ -100,7 +98,7 @@ class SubmittedTasks:
         """Replies to open submitted tasks as they land, each once (see the module docstring)."""
         end = float("inf") if timeout is None else time.monotonic() + timeout
         count = 0
-        while (self._submitted or self._unavailable) and (limit is None or count < limit):
+        while (self._submitted or self._failed) and (limit is None or count < limit):
             generation = self.hub.generation()
             for reply in self._landed():
                 yield reply
@@ -119,8 +117,8 @@ class SubmittedTasks:
 
     def _landed(self) -> Iterator[Reply]:
         """The replies (or ``no-reply`` errors) of the open tasks that are answered or lost."""
-        while self._unavailable:
-            yield self._unavailable.pop(0)
+        while self._failed:
+            yield self._failed.pop(0)
         by_row = {o.row_id: o for o in self._submitted.values()}
         lost: dict[str, str] = {}
         alive = set(self.site_ids())
@@ -140,10 +138,12 @@ class SubmittedTasks:
         if lost:
             self.store.close_tasks(self.study_id, list(lost))  # a late reply is recorded
             self.hub.notify()
-        for row_id, why in lost.items():
+        for row_id, why in lost.items():  # no longer open, whenever the caller stops taking
             task = by_row[row_id].task
             del self._submitted[task.site_id]
-            yield Reply.failure(task, NO_REPLY, f"version {task.round}: {why}")
+            self._failed.append(Reply.failure(task, NO_REPLY, f"version {task.round}: {why}"))
+        while self._failed:
+            yield self._failed.pop(0)
 
     def open_tasks(self) -> list[Task]:
         return [self._submitted[s].task for s in sorted(self._submitted)]
@@ -152,7 +152,7 @@ class SubmittedTasks:
         """Close the open submitted tasks (``closed_at``): their late replies are refused as
         ``round_closed`` and recorded, never yielded."""
         closed = self.open_tasks()
-        self._unavailable.clear()
+        self._failed.clear()
         if closed:
             rows = [o.row_id for o in self._submitted.values()]
             self._submitted.clear()

@@ -123,6 +123,17 @@ def test_submit_refuses_a_study_that_cannot_run(
     assert stored == 3  # only the studies that registered the models
 
 
+def test_submit_queues_a_fedbuff_study_in_mode_open(
+    tmp_path: Path, home: tuple[Path, dict[str, str]]
+) -> None:
+    """FedBuff runs on the coordinator (tests/deployment/test_fedbuff_study.py): submitted."""
+    folder, _ = home
+    strategy = {"name": "fedbuff", "options": {"buffer_size": 2, "concurrency": 3}}
+    code, output, stored = _submit(tmp_path, folder, "--queue", strategy=strategy)
+    assert code == 0, output
+    assert stored == 4
+
+
 def test_submit_checks_init_model_kind_and_shape(
     tmp_path: Path, home: tuple[Path, dict[str, str]]
 ) -> None:

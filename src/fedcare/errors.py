@@ -170,8 +170,9 @@ class ReplyRefusedError(ConflictError):
     """A site's reply to a task was refused; nothing was stored.
 
     ``reason`` is one of ``unknown_task``, ``wrong_site``, ``site_inactive``, ``not_delivered``,
-    ``expired``, ``round_closed`` (its deadline-bound round closed: the late reply is recorded,
-    never aggregated), ``already_answered``, ``study_not_running`` or ``payload_missing``.
+    ``expired``, ``round_closed`` (its deadline-bound round closed, or its asynchronous study
+    cancelled it: the late reply is recorded, never aggregated), ``already_answered``,
+    ``study_not_running`` or ``payload_missing``.
     """
 
     def __init__(self, message: str, *, reason: str, task_id: str, site_id: str) -> None:

@@ -89,8 +89,11 @@ def _submit(tmp_path: Path, home: Path, *options: str, **changes: Any) -> tuple[
         ({"model": {"kind": "logistic", "bogus": 1}}, "unknown option(s) ['bogus']"),
         ({"strategy": {"name": "fedmagic"}}, "unknown strategy 'fedmagic'"),
         (
-            {"strategy": {"name": "fedbuff", "options": {"buffer_size": 2}}},
-            "strategy 'fedbuff' (asynchronous aggregation) runs in simulation only",
+            {
+                "strategy": {"name": "fedbuff", "options": {"buffer_size": 2}},
+                "privacy": {"mode": "secure"},
+            },
+            "strategy 'fedbuff' cannot run in privacy mode 'secure': secure aggregation's",
         ),
         ({"privacy": {"mode": "private"}}, "missing field privacy.dp"),
         (
@@ -118,6 +121,17 @@ def test_submit_refuses_a_study_that_cannot_run(
     assert reason in output, output
     assert len(output.strip().splitlines()) == 1, output
     assert stored == 3  # only the studies that registered the models
+
+
+def test_submit_queues_a_fedbuff_study_in_mode_open(
+    tmp_path: Path, home: tuple[Path, dict[str, str]]
+) -> None:
+    """FedBuff runs on the coordinator (tests/deployment/test_fedbuff_study.py): submitted."""
+    folder, _ = home
+    strategy = {"name": "fedbuff", "options": {"buffer_size": 2, "concurrency": 3}}
+    code, output, stored = _submit(tmp_path, folder, "--queue", strategy=strategy)
+    assert code == 0, output
+    assert stored == 4
 
 
 def test_submit_checks_init_model_kind_and_shape(

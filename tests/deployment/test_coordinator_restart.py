@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from fedcare.coordinator.server import default_db_url
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.records.study import StudyConfig
+from fedcare.simulation.stragglers import Slowdown
 
 from ..conftest import require_mirror
 from .helpers import (
@@ -156,4 +158,51 @@ def test_a_coordinator_killed_mid_study_resumes_and_gives_the_same_model(
         final_params(store, study_id), simulated.params, what="resumed deployment vs simulation"
     )
     assert_same_evaluations(store, study_id, simulated)
+    assert not fed.agents.errors, fed.describe()
+
+
+def test_a_fedbuff_study_killed_mid_study_resumes_from_its_last_persisted_version(
+    federation: Federation,
+) -> None:
+    """FedBuff keeps tasks of several versions open: after the kill, the new process resumes
+    from the last persisted step and closes the tasks the killed one left open (a reply to
+    one is refused and recorded, never buffered)."""
+    fed, store = federation, federation.store
+    steps = 8
+    options = {"buffer_size": 2, "concurrency": 3}
+    study = heart_study(
+        strategy={"name": "fedbuff", "options": options}, rounds=steps, evaluate_every=0
+    )
+    fed.start_coordinator("coordinator-1")
+    for site in HOSPITALS:  # each fit takes 0.4 s more, so the kill lands mid-study
+        fed.agents.start(
+            fed.kits.sites[site],
+            heart_data(site),
+            address=fed.address,
+            state_dir=fed.home.parent / "state" / site,
+            mods=[Slowdown(1.0, extra_s=0.4)],
+        )
+    study_id = store.create_study(study.name, study.model_dump(mode="json"), study.seed)
+    wait_for_round(store, study_id, KILL_AFTER, describe=fed.describe, check=fed.procs.check)
+    assert fed.procs.kill("coordinator-1") == -signal.SIGKILL
+    left_open = [t for t in store.list_tasks(study_id) if t.status in ("pending", "delivered")]
+    at_kill = store.get_study(study_id).last_completed_round
+    assert left_open and at_kill is not None and at_kill < steps, fed.describe()
+
+    fed.start_coordinator("coordinator-2")
+    info = wait_for_status(
+        store, study_id, "completed", describe=fed.describe,
+        check=lambda: fed.procs.check("coordinator-2"),
+    )  # fmt: skip
+    assert info.last_completed_round == steps
+    rounds = store.list_rounds(study_id)
+    assert [r.round for r in rounds] == list(range(steps + 1))
+    resumed = [r.record["fit"] for r in rounds if r.round > at_kill]
+    assert all(c["sent_version"] >= at_kill for f in resumed for c in f["contributions"])
+    assert all(f["num_contributions"] == 2 for f in resumed), resumed
+    params = final_params(store, study_id)
+    assert all(np.isfinite(a).all() for a in params.values())
+    for task in (store.get_task(t.id) for t in left_open):  # closed, or answered on reconnect
+        assert task.status in ("expired", "replied", "failed"), task
+        assert task.status != "expired" or task.closed_at is not None, task
     assert not fed.agents.errors, fed.describe()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fedcare.errors import ConfigError, RoundFailedError
+from fedcare.evaluation.report_timing import site_timing_table
 from fedcare.grid import Grid
 from fedcare.records import ArrayRecord, Reply, Task
 from fedcare.strategy.async_loop import run_async
@@ -52,6 +53,11 @@ def test_versions_step_by_the_hand_computed_staleness_weighted_updates() -> None
     assert [c["weight"] for c in second["contributions"]] == [s1, s1]
     assert [c["sent_version"] for c in second["contributions"]] == [0, 0]
     assert set(second["site_timing"]) == {"c", "a"} and second["failed_sites"] == {}
+    # as the round loop records it, so the report's timing table and the dashboard show steps
+    assert {e["outcome"] for e in second["site_timing"].values()} == {"taken"}
+    assert all(e["reply_s"] >= 0 for e in second["site_timing"].values())
+    table = site_timing_table([r.to_dict() for r in records])
+    assert table is not None and table["sites"] == ["a", "b", "c"] and table["late"] == 0
     assert records[0].evaluate is None and records[1].evaluate is not None
     assert set(records[1].evaluate["per_site"]) == {"a", "b", "c"}
     # the tasks left open (b sent v1, c sent v1) were cancelled: none is open, none answered

@@ -19,8 +19,9 @@ def grid() -> InMemoryGrid:
     return InMemoryGrid({f"s{i}": site(i) for i in range(4)})
 
 
-#: The round loop's strategies (fedbuff runs asynchronously, in simulation only: its open tasks
-#: and their staleness are not part of a checkpoint, so it does not resume mid-study).
+#: The round loop's strategies (fedbuff runs asynchronously: its open tasks, their staleness and
+#: its buffer are not part of a checkpoint, so a resumed fedbuff study sends fresh tasks of its
+#: last persisted version; tests/deployment/test_coordinator_restart.py).
 SYNCHRONOUS = sorted(n for n, cls in STRATEGIES.items() if not getattr(cls, "asynchronous", False))
 
 

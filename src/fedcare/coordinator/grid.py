@@ -27,6 +27,10 @@ A site that refuses a task with one of :data:`~fedcare.coordinator.waiting.WITHD
 (its steward said no to the study) is left out of :meth:`site_ids` too, until a growing delay
 passes or it says Hello again (:class:`~fedcare.coordinator.waiting.Withdrawals`);
 :meth:`withdrawn` names those sites, ``on_withdrawn`` hears of each withdrawal.
+
+Asynchronous rounds (FedBuff: ``submit``, ``arrivals``, ``open_tasks``, ``cancel_open``) are
+:class:`~fedcare.coordinator.grid_async.SubmittedTasks`: several model versions open at once,
+each task a row of its version's round, closed (late replies recorded) when cancelled.
 """
 
 from __future__ import annotations
@@ -38,13 +42,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fedcare.coordinator.artifacts import ArtifactStore
+from fedcare.coordinator.grid_async import GridStopped, SubmittedTasks
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.rows import ReplyInfo, TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.task_payloads import store_task_payloads
 from fedcare.coordinator.waiting import WITHDRAWAL_BACKOFF, WITHDRAWAL_KINDS, Backoff, Withdrawals
 from fedcare.data.schema_check import schema_differences, schema_of_description
-from fedcare.errors import TransportError
 from fedcare.grid import Grid, Quorum, Split
 from fedcare.records.messages import Reply, ReplyError, Task
 from fedcare.records.study import TASK_DEADLINE_FLOOR_S
@@ -53,11 +57,7 @@ from fedcare.transport.framed import read_reply
 __all__ = ["CoordinatorGrid", "GridStopped"]
 
 
-class GridStopped(TransportError):
-    """The coordinator is shutting down while a round collects replies."""
-
-
-class CoordinatorGrid(Grid):
+class CoordinatorGrid(SubmittedTasks, Grid):
     """The grid of one study on the coordinator."""
 
     def __init__(
@@ -87,6 +87,8 @@ class CoordinatorGrid(Grid):
         self.withdrawals = Withdrawals(withdrawal_backoff)
         #: Called with (site, error kind, not asked again before) after each withdrawal.
         self.on_withdrawn: Callable[[str, str, datetime], None] | None = None
+        self._submitted = {}  # asynchronous rounds (grid_async.py): open tasks by site
+        self._failed = []  # and error replies ready (tasks not sent, or lost)
 
     def set_reference(self, schema: dict[str, Any]) -> None:
         """From now on, refuse every site whose feature schema differs from ``schema``."""

@@ -16,6 +16,11 @@ a site whose columns differ from the reference is refused for this study, named 
 differing columns in the round-0 record (``refused_sites``), the coordinator log and the audit
 (``site-refused``), and the study goes on with the others while ``min_sites`` hold.
 
+A ``fedbuff`` study runs asynchronously (:func:`~fedcare.strategy.async_loop.run_async`): each
+server step is persisted as a round with its checkpoint; after a restart it resumes from the
+last persisted version, the tasks its earlier run left open closed (their late replies are
+recorded, never buffered; updates buffered but not yet stepped are asked for again).
+
 Provenance: the study's final model is registered (with its model card) before the study is
 marked completed; a study with ``init_model`` starts from that registered model's parameters.
 Every persisted step is then appended to the coordinator's audit trail
@@ -212,7 +217,10 @@ class StudyRunner:
     ) -> tuple[StudyStart | None, int]:
         """Where the study goes on from (``None`` once its last round is done, nothing read)."""
         last = self.store.last_round_digests(self.study_id)
-        self._expire_stale(0 if last is None else last[0] + 1)
+        # tasks an earlier, interrupted attempt at the next round left open
+        self.store.expire_tasks(self.study_id, 0 if last is None else last[0] + 1)
+        if getattr(strategy, "asynchronous", False):  # FedBuff: from the last persisted version
+            grid.close_earlier_submissions()  # an earlier run's open tasks: late replies noted
         if last is not None:
             if last[0] >= study.rounds:
                 return None, last[0]
@@ -249,16 +257,6 @@ class StudyRunner:
         self.audit.round_completed(info)
         self._round_done()
         return start, 0
-
-    def _expire_stale(self, round: int) -> None:
-        """Expire tasks left open by an earlier, interrupted attempt at ``round``."""
-        open_attempts = {
-            t.attempt
-            for t in self.store.list_tasks(self.study_id, round)
-            if t.status in ("pending", "delivered")
-        }
-        for attempt in sorted(open_attempts):
-            self.store.expire_tasks(self.study_id, round, attempt)
 
     def _persister(
         self, strategy: Strategy, start: StudyStart, study: StudyConfig

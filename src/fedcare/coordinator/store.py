@@ -13,12 +13,12 @@ schema. The methods live in one mixin per concern:
 - rounds (:mod:`.store_rounds`): ``record_round``, ``last_completed_round``, ``get_round``,
   ``list_rounds``;
 - tasks and replies (:mod:`.store_tasks`): ``create_tasks``, ``next_task_for``, ``get_task``,
-  ``list_tasks``, ``store_reply``, ``replies_for_round``, ``expire_tasks``;
+  ``list_tasks``, ``store_reply``, ``replies_for_round``, ``task_replies``, ``expire_tasks``;
 - what is shown of tasks, replies and rounds (:mod:`.store_activity`): ``study_activity``,
   ``round_activity``, ``round_briefs``, ``round_view``, ``site_errors``,
   ``start_refusals``;
 - task liveness (:mod:`.store_liveness`): ``task_for_reply``, ``fail_task``,
-  ``fail_unheld_tasks``;
+  ``fail_unheld_tasks``, ``close_round_tasks``, ``close_tasks``, ``note_late_reply``;
 - models (:mod:`.store_models`): ``register_model``, ``get_model``, ``list_models``,
   ``lineage``, ``model_params``;
 - deployments (:mod:`.store_deployments`): ``create_deployment``, ``next_deployment_for``,

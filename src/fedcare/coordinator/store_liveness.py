@@ -17,7 +17,8 @@ A deadline-bound round closes once its quorum replied and its grace period passe
 (:class:`~fedcare.grid.Quorum`): :meth:`LivenessMixin.close_round_tasks` expires its open
 tasks with ``closed_at``, a reply to one is refused as ``round_closed``, and
 :meth:`LivenessMixin.note_late_reply` records when the late reply came (``late_at``) without
-storing it as a reply of any round.
+storing it as a reply of any round. An asynchronous study (FedBuff) closes the tasks it no
+longer waits for the same way (:meth:`LivenessMixin.close_tasks`).
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ class LivenessMixin(TasksMixin):
         ------
         ReplyRefusedError
             With ``reason``: ``unknown_task`` (a malformed key, or no such task);
-            ``wrong_site``; ``site_inactive``; ``study_not_running``; ``already_answered``;
-            ``round_closed``; ``expired``; ``not_delivered`` (as :meth:`store_reply` checks
-            them).
+            ``wrong_site``; ``site_inactive``; ``round_closed`` (also when its study has
+            ended since: the late reply is recorded); ``study_not_running``;
+            ``already_answered``; ``expired``; ``not_delivered`` (as :meth:`store_reply`
+            checks them).
         """
 
         def refuse(reason: str, why: str) -> ReplyRefusedError:
@@ -94,6 +96,8 @@ class LivenessMixin(TasksMixin):
             site = self._site(s, site_id)
             if site.status != "active":
                 raise refuse("site_inactive", f"the site is {site.status!r}")
+            if row.status == "expired" and row.closed_at is not None:  # also once it ended
+                raise refuse("round_closed", round_closed_why(row.round, row.closed_at))
             study = s.get(StudyRow, study_id)
             if study is None or study.status != "running":
                 status = "gone" if study is None else study.status
@@ -103,8 +107,6 @@ class LivenessMixin(TasksMixin):
             deadline = row.deadline
             if deadline is not None and deadline.tzinfo is None:
                 deadline = deadline.replace(tzinfo=now.tzinfo)
-            if row.status == "expired" and row.closed_at is not None:
-                raise refuse("round_closed", round_closed_why(row.round, row.closed_at))
             if row.status == "expired" or (deadline is not None and deadline <= now):
                 raise refuse("expired", f"the task expired (deadline {row.deadline})")
             if row.status == "pending" and not _held_before(s, row):
@@ -137,6 +139,17 @@ class LivenessMixin(TasksMixin):
                 TaskRow.attempt == attempt,
                 closed_at=now,
             )
+
+    def close_tasks(self, study_id: str, task_ids: Collection[str] | None = None) -> int:
+        """Expire the study's open tasks ``task_ids`` (``None``: all of them) because it no
+        longer waits for them (an asynchronous study cancelled them), noting when
+        (``closed_at``): a reply that comes later is refused as ``round_closed`` and recorded
+        (:meth:`note_late_reply`). Returns how many tasks were closed."""
+        now = self._now()
+        which = [] if task_ids is None else [TaskRow.id.in_(list(task_ids))]
+        with self._tx(write=True) as s:
+            self._study(s, study_id, "update")
+            return self._expire_where(s, TaskRow.study_id == study_id, *which, closed_at=now)
 
     def note_late_reply(self, key: str, site_id: str) -> TaskInfo | None:
         """Record that ``site_id`` tried to reply to task ``key`` after its round closed.

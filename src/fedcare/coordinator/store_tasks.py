@@ -15,9 +15,9 @@ why) leaving the database unchanged. The unique ``replies.task_id`` backs this u
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -49,8 +49,8 @@ def round_closed_why(round: int, closed_at: datetime) -> str:
     """Why a reply to a task its round closed is refused (``round_closed``)."""
     return (
         f"round {round} closed at {closed_at.isoformat()} (its quorum of sites replied and its "
-        "grace period passed); the task expired then, so this late reply is recorded but "
-        "taken into no round"
+        "grace period passed, or its asynchronous study stopped waiting for the task); the task "
+        "expired then, so this late reply is recorded but taken into no round"
     )
 
 
@@ -236,8 +236,9 @@ class TasksMixin(StoreBase):
             malformed.
         ReplyRefusedError
             With ``reason``, checked in this order: ``unknown_task``; ``wrong_site`` (the task
-            belongs to another site); ``site_inactive``; ``study_not_running``;
-            ``already_answered``; ``round_closed`` (expired when its round closed early);
+            belongs to another site); ``site_inactive``; ``round_closed`` (expired when its
+            round closed early, or its asynchronous study cancelled it; also once the study
+            ended); ``study_not_running``; ``already_answered``;
             ``expired`` (expired, or its deadline passed);
             ``not_delivered``; ``payload_missing`` (no artifact under ``payload_digest``).
             The database is unchanged.
@@ -286,6 +287,26 @@ class TasksMixin(StoreBase):
         with self._tx(write=False) as s:
             return [_reply_info(row, task) for row, task in s.execute(stmt).all()]
 
+    def task_replies(self, task_ids: Collection[str]) -> list[tuple[TaskInfo, ReplyInfo | None]]:
+        """Each of the tasks ``task_ids`` (those that exist) with its reply, ``None`` while it
+        has none: the answered ones first, by arrival, then the others."""
+        stmt = (
+            select(TaskRow, ReplyRow)
+            .outerjoin(ReplyRow, ReplyRow.task_id == TaskRow.id)
+            .where(TaskRow.id.in_(list(task_ids)))
+        )
+        with self._tx(write=False) as s:
+            rows = [
+                (snapshot(TaskInfo, task), None if row is None else _reply_info(row, task))
+                for task, row in s.execute(stmt).all()
+            ]
+
+        def order(pair: tuple[TaskInfo, ReplyInfo | None]) -> tuple[bool, Any, str]:
+            reply = pair[1]
+            return (reply is None, None if reply is None else reply.received_at, pair[0].id)
+
+        return sorted(rows, key=order)
+
     def site_outcomes(self, study_id: str, round: int) -> dict[str, str]:
         """Each site's outcome in the last attempt of ``round``: the error kind of its reply,
         ``"ok"``, or ``"no-reply"`` (``{}`` when the round sent no task)."""
@@ -298,15 +319,17 @@ class TasksMixin(StoreBase):
             out[reply.site_id] = reply.error_kind or "ok"
         return out
 
-    def expire_tasks(self, study_id: str, round: int, attempt: int) -> int:
-        """Mark the open (pending or delivered) tasks of one attempt of one round expired.
+    def expire_tasks(self, study_id: str, round: int, attempt: int | None = None) -> int:
+        """Mark the open (pending or delivered) tasks of one attempt of one round (``None``:
+        of every attempt) expired.
 
         Later replies to them are refused (``expired``). Returns how many tasks expired.
         """
+        which = [] if attempt is None else [TaskRow.attempt == attempt]
         with self._tx(write=True) as s:
             self._study(s, study_id, "update")
             return self._expire_where(
-                s, TaskRow.study_id == study_id, TaskRow.round == round, TaskRow.attempt == attempt
+                s, TaskRow.study_id == study_id, TaskRow.round == round, *which
             )
 
     @staticmethod
@@ -339,6 +362,8 @@ class TasksMixin(StoreBase):
         site = self._site(s, site_id)
         if site.status != "active":
             raise refuse("site_inactive", f"the site is {site.status!r}")
+        if peek.status == "expired" and peek.closed_at is not None:  # final: no lock needed
+            raise refuse("round_closed", round_closed_why(peek.round, peek.closed_at))
         study = self._study(s, peek.study_id, "share")
         if study.status != "running":
             raise refuse("study_not_running", f"study {study.id!r} is {study.status!r}")
@@ -350,7 +375,7 @@ class TasksMixin(StoreBase):
         ).one()
         if task.status in ("replied", "failed"):
             raise refuse("already_answered", f"the task is already {task.status!r}")
-        if task.status == "expired" and task.closed_at is not None:
+        if task.status == "expired" and task.closed_at is not None:  # closed meanwhile
             raise refuse("round_closed", round_closed_why(task.round, task.closed_at))
         if task.status == "expired" or (task.deadline is not None and task.deadline <= now):
             raise refuse("expired", f"the task expired (deadline {task.deadline})")

@@ -61,7 +61,6 @@ from fedcare.strategy.driver import check_privacy_mode, study_strategy
 
 __all__ = [
     "check_coordinator_running",
-    "check_deployable_strategy",
     "check_ready",
     "check_sites_offer",
     "check_submission",
@@ -123,18 +122,6 @@ def study_from_text(text: str, source: str = "study") -> StudyConfig:
     return StudyConfig.from_dict(data, source=source)
 
 
-def check_deployable_strategy(study: StudyConfig) -> None:
-    """Raise ``ConfigError`` for a strategy the coordinator cannot run yet: ``fedbuff`` needs
-    tasks of several model versions open at once, which the coordinator's grid does not hold
-    (it runs in simulation: ``fedcare simulate``, in-memory or ``--workers N``)."""
-    if study.strategy.name == "fedbuff":
-        raise ConfigError(
-            f"study {study.name!r}: strategy 'fedbuff' (asynchronous aggregation) runs in "
-            "simulation only in this version (fedcare simulate, in-memory or --workers N); the "
-            "coordinator's grid cannot keep tasks of several model versions open at once yet"
-        )
-
-
 def check_submission(store: CoordinatorStore, study: StudyConfig) -> None:
     """Refuse a study that would fail after submission.
 
@@ -149,7 +136,6 @@ def check_submission(store: CoordinatorStore, study: StudyConfig) -> None:
         For ``kind: torch`` where PyTorch is not installed at the coordinator.
     """
     check_privacy_mode(study)
-    check_deployable_strategy(study)
     num_sites = max(1, study.min_sites)
     if study.privacy.mode == "encrypted":  # its keys are the coordinator's, checked at start
         plain = study.with_overrides(privacy={**study.privacy.model_dump(), "mode": "open"})

@@ -19,8 +19,10 @@ the evaluation) reads, in this order:
 Each site also shows ``reply_s``: seconds from the round's start to its reply, from the
 round's record (``fit["site_timing"]``).
 
-Rounds recorded without tasks in the store (an in-process run) are read from the round's
-record alone (what :func:`fedcare.coordinator.audit_trail.round_summary` reads of it).
+Rounds recorded without tasks in the store (an in-process run), and the server steps of an
+asynchronous (FedBuff) study, whose tasks of round ``N`` carry version ``N`` and so feed later
+steps, are read from the round's record alone (what
+:func:`fedcare.coordinator.audit_trail.round_summary` reads of it).
 """
 
 from __future__ import annotations
@@ -175,6 +177,8 @@ def _entry(
         key=lambda row: row.kind != "fit",  # the fit first: its reply names the part
     )
     record: Mapping[str, Any] = recorded.record if recorded is not None else {}
+    if "contributions" in (record.get("fit") or {}):  # a FedBuff step: its tasks (round = the
+        rows = []  # version sent) belong to later steps; who made it is in its record alone
     summary = _summary(record) if recorded is not None else None
     per_site = ((record.get("evaluate") or {}).get("per_site")) or {}
     sites: dict[str, dict[str, Any]] = {}

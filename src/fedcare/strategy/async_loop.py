@@ -38,6 +38,7 @@ from fedcare.strategy.base import StrategyState
 from fedcare.strategy.fedbuff import BufferedUpdate, FedBuff, update_problem
 from fedcare.strategy.loop import RoundConfig, RoundRecord, exchange, task_seed
 from fedcare.strategy.screening import with_valid_metrics, with_valid_validation
+from fedcare.strategy.timing import round_s
 
 __all__ = ["run_async"]
 
@@ -158,7 +159,10 @@ class _Driver:
             "sampled_sites": sorted({u.site_id for u in step.buffer}),
             "failed_sites": dict(step.failures),
             "dropped_stale": dict(step.dropped_stale),
-            "site_timing": {c["site"]: c["wait_s"] for c in contributions},
+            "site_timing": {  # as the round loop's: reports and the dashboard show it
+                u.site_id: {"reply_s": round_s(wait), "outcome": "taken"}
+                for u, wait in zip(step.buffer, step.waits, strict=True)
+            },
             "buffered_update_norm": norm,
             "site_info": dict(step.site_info),
         }

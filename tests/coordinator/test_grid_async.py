@@ -1,0 +1,130 @@
+"""The coordinator grid's asynchronous rounds (FedBuff): tasks of several versions open at once,
+replies taken as they land, silent sites and cancelled tasks closed (late replies refused as
+``round_closed``, even once the study ended)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from fedcare.coordinator import CoordinatorStore
+from fedcare.coordinator.grid import CoordinatorGrid
+from fedcare.coordinator.hub import Hub
+from fedcare.errors import ConfigError, ReplyRefusedError
+from fedcare.records.arrays import ArrayRecord
+from fedcare.records.messages import Reply, Task
+from fedcare.transport.framed import frame_reply
+
+from .helpers import FakeClock, running_study
+
+SITES = ("A", "B", "C")
+
+
+def _grid(store: CoordinatorStore, clock: FakeClock, *live: str) -> tuple[CoordinatorGrid, str]:
+    clock.now = datetime.now(timezone.utc)  # the grid judges liveness by the real clock
+    sid = running_study(store, *SITES)
+    for site in live:  # seen now, offering dataset "d": alive
+        store.touch_site(site, datasets={"d": {"num_train": 10}})
+    return CoordinatorGrid(store, store.artifacts, Hub(), sid, "d", default_timeout=60.0), sid
+
+
+def _task(sid: str, site: str, version: int) -> Task:
+    params = ArrayRecord({"w": np.full(2, float(version))})
+    return Task(study_id=sid, round=version, site_id=site, kind="fit", params=params)
+
+
+def _answer(store: CoordinatorStore, sid: str, site: str, value: float) -> str:
+    """``site`` takes its task and replies with ``w = value``; the task's key."""
+    task = store.next_task_for(site)
+    assert task is not None and task.site_id == site
+    reply = Reply(
+        study_id=sid,
+        round=task.round,
+        site_id=site,
+        kind="fit",
+        arrays=ArrayRecord({"w": np.full(2, value)}),
+        num_samples=5,
+    )
+    digest = store.artifacts.put(frame_reply(reply).to_bytes())
+    store.store_reply(task.id, site, payload_digest=digest, num_samples=5)
+    return f"{sid}/{task.round}/fit/{site}"
+
+
+def test_tasks_of_several_versions_are_open_at_once_and_each_reply_comes_once(
+    store: CoordinatorStore, clock: FakeClock
+) -> None:
+    grid, sid = _grid(store, clock, *SITES)
+    grid.submit([_task(sid, "A", 0), _task(sid, "B", 0)])
+    with pytest.raises(ConfigError, match="site 'A' already has an open submitted task"):
+        grid.submit([_task(sid, "A", 1)])
+    _answer(store, sid, "B", 1.5)
+    [reply] = list(grid.arrivals(limit=1, timeout=5))
+    assert (reply.site_id, reply.round, reply.error) == ("B", 0, None)
+    np.testing.assert_array_equal(reply.arrays["w"], [1.5, 1.5])
+    grid.submit([_task(sid, "B", 0), _task(sid, "C", 1)])  # B again, same version: new attempt
+    assert [(t.site_id, t.round) for t in grid.open_tasks()] == [("A", 0), ("B", 0), ("C", 1)]
+    b_rows = sorted(
+        (t for t in store.list_tasks(sid, 0) if t.site_id == "B"), key=lambda t: t.attempt
+    )
+    assert [t.status for t in b_rows] == ["replied", "pending"]
+    assert b_rows[1].attempt > b_rows[0].attempt  # the key names the newest
+    _answer(store, sid, "C", 3.0)
+    clock.advance(1)
+    _answer(store, sid, "A", 2.0)
+    got = [(r.site_id, r.round) for r in grid.arrivals(limit=5, timeout=0.5)]
+    assert got == [("C", 1), ("A", 0)]  # by arrival; each once, B's still open
+    assert [t.site_id for t in grid.open_tasks()] == ["B"]
+    assert list(grid.arrivals(limit=1, timeout=0.3)) == []
+
+
+def test_sites_gone_silent_give_no_reply_errors_and_their_tasks_are_closed(
+    store: CoordinatorStore, clock: FakeClock
+) -> None:
+    grid, sid = _grid(store, clock, "A", "B")  # C was never seen: its task is not sent
+    grid.submit([_task(sid, "A", 2), _task(sid, "B", 2), _task(sid, "C", 2)])
+    assert sorted(t.site_id for t in store.list_tasks(sid, 2)) == ["A", "B"]
+    clock.advance(-3600)
+    store.touch_site("A")  # A and B were last seen an hour ago: silent
+    store.touch_site("B")
+    got = {}
+    for _ in range(3):  # one at a time: each lost task is taken once, with its own reason
+        [reply] = list(grid.arrivals(limit=1, timeout=5))
+        assert reply.error is not None and reply.error.kind == "no-reply", reply
+        got[reply.site_id] = reply.error.message
+    assert "site 'C' is not available" in got["C"]
+    assert "site 'A' went silent" in got["A"] and "site 'B' went silent" in got["B"]
+    assert all(t.status == "expired" and t.closed_at for t in store.list_tasks(sid, 2))
+    assert grid.open_tasks() == [] and list(grid.arrivals(timeout=1)) == []
+
+
+def test_cancelled_tasks_refuse_late_replies_as_round_closed_even_after_the_study_ended(
+    store: CoordinatorStore, clock: FakeClock
+) -> None:
+    grid, sid = _grid(store, clock, *SITES)
+    grid.submit([_task(sid, "A", 3), _task(sid, "B", 4)])
+    a = store.next_task_for("A")
+    assert a is not None
+    assert [t.site_id for t in grid.cancel_open()] == ["A", "B"]
+    assert grid.open_tasks() == [] and list(grid.arrivals(timeout=0.2)) == []
+    store.set_study_status(sid, "completed")
+    with pytest.raises(ReplyRefusedError, match="round 3 closed at") as err:
+        store.task_for_reply(f"{sid}/3/fit/A", "A")
+    assert err.value.reason == "round_closed"
+    with pytest.raises(ReplyRefusedError) as err:
+        store.store_reply(a.id, "A", payload_digest=store.artifacts.put(b"late"))
+    assert err.value.reason == "round_closed"
+    noted = store.note_late_reply(f"{sid}/3/fit/A", "A")
+    assert noted is not None and noted.late_at is not None
+    assert store.task_replies([a.id]) == [(store.get_task(a.id), None)]
+
+
+def test_an_earlier_runs_open_tasks_are_closed_on_resume(
+    store: CoordinatorStore, clock: FakeClock
+) -> None:
+    grid, sid = _grid(store, clock, *SITES)
+    grid.submit([_task(sid, "A", 5), _task(sid, "C", 6)])
+    again = CoordinatorGrid(store, store.artifacts, Hub(), sid, "d")  # after a restart
+    assert again.close_earlier_submissions() == 2
+    assert all(t.closed_at is not None for t in store.list_tasks(sid))

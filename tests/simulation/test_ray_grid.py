@@ -23,7 +23,7 @@ from fedcare.errors import ConfigError, TransportError  # noqa: E402
 from fedcare.grid import Quorum  # noqa: E402
 from fedcare.records import Reply, Task  # noqa: E402
 from fedcare.records.study import StudyConfig  # noqa: E402
-from fedcare.simulation.ray_actors import check_address, connect, import_ray  # noqa: E402
+from fedcare.simulation.ray_connect import check_address, connect, import_ray  # noqa: E402
 from fedcare.simulation.ray_grid import RayGrid  # noqa: E402
 from fedcare.simulation.run import run_simulation, train_on_grid  # noqa: E402
 from fedcare.simulation.stragglers import Slowdown  # noqa: E402

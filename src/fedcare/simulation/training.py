@@ -120,7 +120,7 @@ def check_backend(backend: object, workers: int, address: str | None) -> str:
     if address is not None and backend != "ray":
         raise ConfigError(f"a Ray address ({address!r}) needs the ray backend, not {backend!r}")
     if backend == "ray":  # fail before any data is read when Ray is not installed
-        from fedcare.simulation.ray_actors import import_ray
+        from fedcare.simulation.ray_connect import import_ray
 
         import_ray()
     return str(backend)

@@ -8,8 +8,10 @@ local epoch of minibatch SGD, one torch thread per process. Each site runs in it
 process (:class:`~fedcare.simulation.parallel.ParallelGrid`, 20 workers). Every site's fit
 task takes ``--base-s`` seconds more than its training (the
 :class:`~fedcare.simulation.stragglers.Slowdown` mod sleeps them, so they cost no CPU: a
-hospital's training time, not this machine's); 10 % of the sites (drawn by seed) take
-``--factor`` times as long.
+hospital's training time, not this machine's); 10 % of the sites (drawn by seed) sleep
+``--factor`` times as long. (Not ``Slowdown(factor)``, which multiplies the fit's measured time:
+20 workers on 2 cores wait for CPU, and multiplying that wait made the synchronous rounds vary
+from 2.5 to 20 s.)
 
 Methods, each over the same sites and stragglers:
 
@@ -150,7 +152,7 @@ def run_method(method: str, setup: Setup) -> Trace:
     ids = [s.site_id for s in ds.sites]
     slow = set(slow_sites(ids, setup))
     mods = {
-        s: [Slowdown(setup.factor, setup.factor * setup.base_s)]
+        s: [Slowdown(1.0, setup.factor * setup.base_s)]
         if s in slow
         else [Slowdown(1.0, setup.base_s)]
         for s in ids
@@ -193,7 +195,8 @@ def straggler_rows(setup: Setup, methods: Sequence[str] = METHODS) -> list[Row]:
         ratio = None if reached is None else reached / total
         notes = (
             f"{setup.sites} sites, {int(setup.fraction * 100)} % {setup.factor:g}x slower "
-            f"(fit >= {setup.base_s} s); target: sync accuracy {target:.3f} after "
+            f"(each fit + {setup.base_s} s, a straggler's + {setup.factor * setup.base_s:g} s); "
+            f"target: sync accuracy {target:.3f} after "
             f"{len(sync.accuracy)} rounds in {total:.1f} s, within {TOLERANCE}; "
             f"{method}: {len(trace.accuracy)} rounds, {trace.round_s:.2f} s per round (median), "
             f"final accuracy {trace.accuracy[-1]:.3f}, "

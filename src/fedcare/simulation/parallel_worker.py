@@ -21,25 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from fedcare.data.base import SiteData
-from fedcare.errors import FedcareError
 from fedcare.records.arrays import ArrayRecord
-from fedcare.records.messages import Reply, Task
+from fedcare.records.messages import Reply
 from fedcare.site.app import Mod, SiteApp
+from fedcare.transport.inmemory import call_site
 
 __all__ = ["START_S", "await_ready", "call_site", "worker_main"]
 
 #: Seconds a new grid waits for its workers to build their sites.
 START_S = 600.0
-
-
-def call_site(app: SiteApp, task: Task) -> Reply:
-    try:
-        return app(task)
-    except FedcareError as err:
-        return Reply.failure(task, type(err).__name__, str(err))
-    except Exception as err:  # a site's crash must not take the worker down
-        tb = traceback.format_exception_only(type(err), err)[-1].strip()
-        return Reply.failure(task, "exception", tb)
 
 
 def worker_main(

@@ -11,7 +11,7 @@ from fedcare.errors import ConfigError, FedcareError, TransportError
 from fedcare.grid import Grid, Quorum, Split
 from fedcare.records.messages import Reply, Task
 
-__all__ = ["InMemoryGrid", "SiteHandler"]
+__all__ = ["InMemoryGrid", "SiteHandler", "call_site"]
 
 SiteHandler = Callable[[Task], Reply]
 
@@ -136,10 +136,16 @@ class InMemoryGrid(Grid):
 
     @staticmethod
     def _call(handler: SiteHandler, task: Task) -> Reply:
-        try:
-            return handler(task)
-        except FedcareError as err:
-            return Reply.failure(task, type(err).__name__, str(err))
-        except Exception as err:  # a site's crash must not take the coordinator down
-            tb = traceback.format_exception_only(type(err), err)[-1].strip()
-            return Reply.failure(task, "exception", tb)
+        return call_site(handler, task)
+
+
+def call_site(handler: SiteHandler, task: Task) -> Reply:
+    """``handler(task)``, a site's exception turned into its error reply (naming the exception):
+    a site's crash must not take the grid (or the worker process running it) down."""
+    try:
+        return handler(task)
+    except FedcareError as err:
+        return Reply.failure(task, type(err).__name__, str(err))
+    except Exception as err:
+        tb = traceback.format_exception_only(type(err), err)[-1].strip()
+        return Reply.failure(task, "exception", tb)

@@ -45,9 +45,10 @@ from typing import Any
 
 from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError, TransportError
-from fedcare.grid import Grid, Quorum, Split
+from fedcare.grid import Grid, Quorum
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
+from fedcare.simulation.owned_sites import OwnedSites
 from fedcare.simulation.parallel_async import SubmittedTasks
 from fedcare.simulation.parallel_worker import START_S, await_ready, worker_main
 from fedcare.site.app import Mod
@@ -251,7 +252,7 @@ class _Pool:
             conn.close()
 
 
-class ParallelGrid(SubmittedTasks, Grid):
+class ParallelGrid(OwnedSites, SubmittedTasks, Grid):
     """Sites in ``workers`` worker processes (see module docstring); use it in a ``with`` block.
 
     Parameters
@@ -298,11 +299,7 @@ class ParallelGrid(SubmittedTasks, Grid):
                 f"mods for sites {sorted(mods)} cannot be sent to worker processes "
                 f"(workers={workers}): {err}; run them with workers=1"
             ) from None
-        self._sites = sorted(s.site_id for s in sites)
-        self._rows: dict[Split, dict[str, int]] = {
-            "train": {s.site_id: len(s.train) for s in sites},
-            "test": {s.site_id: len(s.test) for s in sites},
-        }
+        self._own(sites)
         self._record = record
         self._owns = _pool is None
         self._pool = _pool or _Pool(sites, workers, mods, tuple(feature_names), site_reports)
@@ -310,23 +307,10 @@ class ParallelGrid(SubmittedTasks, Grid):
         #: Every task and reply that crossed the grid when ``record`` is set (tests read the wire).
         self.wire: list[Task | Reply] = []
 
-    def site_ids(self) -> list[str]:
-        return list(self._sites)
-
-    def declared_rows(self, split: Split = "train") -> dict[str, int]:
-        return dict(self._rows.get(split, {}))
-
     def subset(self, site_ids: Sequence[str]) -> ParallelGrid:
         """A grid over some of this grid's sites, in the same workers (their state included);
         closing it leaves the workers running."""
-        missing = [s for s in site_ids if s not in self._sites]
-        if missing:
-            raise TransportError(f"unknown sites {missing}; known: {self.site_ids()}")
-        view = object.__new__(ParallelGrid)
-        view._sites = sorted(site_ids)
-        view._rows = {
-            split: {s: n for s, n in r.items() if s in site_ids} for split, r in self._rows.items()
-        }
+        view = self._view(site_ids)
         view._record, view._owns, view._pool = self._record, False, self._pool
         view.workers, view.wire = self.workers, []
         return view

@@ -42,8 +42,9 @@ from types import TracebackType
 
 from fedcare.data.base import SiteData
 from fedcare.errors import ConfigError, TransportError
-from fedcare.grid import Grid, Quorum, Split
+from fedcare.grid import Grid, Quorum
 from fedcare.records.messages import Reply, Task
+from fedcare.simulation.owned_sites import OwnedSites
 from fedcare.simulation.parallel import check_workers
 from fedcare.simulation.ray_actors import ActorPool, Flow, check_resource
 from fedcare.site.app import Mod
@@ -51,7 +52,7 @@ from fedcare.site.app import Mod
 __all__ = ["RayGrid"]
 
 
-class RayGrid(Grid):
+class RayGrid(OwnedSites, Grid):
     """Sites in Ray actors (see module docstring); use it in a ``with`` block.
 
     Parameters
@@ -105,11 +106,7 @@ class RayGrid(Grid):
             "feature_names": tuple(feature_names),
             "site_reports": site_reports,
         }
-        self._sites = sorted(s.site_id for s in sites)
-        self._rows: dict[Split, dict[str, int]] = {
-            "train": {s.site_id: len(s.train) for s in sites},
-            "test": {s.site_id: len(s.test) for s in sites},
-        }
+        self._own(sites)
         self._record, self._owns = record, True
         self._pool = ActorPool(sites, actors, options, resources, address)
         self.actors = len(self._pool.handles)
@@ -118,23 +115,10 @@ class RayGrid(Grid):
         #: Every task and reply that crossed the grid when ``record`` is set (tests read the wire).
         self.wire: list[Task | Reply] = []
 
-    def site_ids(self) -> list[str]:
-        return list(self._sites)
-
-    def declared_rows(self, split: Split = "train") -> dict[str, int]:
-        return dict(self._rows.get(split, {}))
-
     def subset(self, site_ids: Sequence[str]) -> RayGrid:
         """A grid over some of this grid's sites, in the same actors (their state included);
         closing it leaves the actors running."""
-        missing = [s for s in site_ids if s not in self._sites]
-        if missing:
-            raise TransportError(f"unknown sites {missing}; known: {self.site_ids()}")
-        view = object.__new__(RayGrid)
-        view._sites = sorted(site_ids)
-        view._rows = {
-            split: {s: n for s, n in r.items() if s in site_ids} for split, r in self._rows.items()
-        }
+        view = self._view(site_ids)
         view._record, view._owns, view._pool = self._record, False, self._pool
         view.actors, view._open, view._refused = self.actors, Flow(self._pool), []
         view.wire = []

@@ -25,7 +25,7 @@ from fedcare.aggregation.blockwise import Scratch, all_finite, sq_norm
 from fedcare.errors import ValidationError
 from fedcare.records.arrays import ArrayRecord
 
-__all__ = ["DEFAULT_OUTLIER_RATIO", "ValidateState", "ValidateUpdates"]
+__all__ = ["DEFAULT_OUTLIER_RATIO", "ValidateState", "ValidateUpdates", "shape_problem"]
 
 #: The default stacks (no DP layer) reject an update whose L2 norm is more than this many times
 #: the largest of the round's other updates. Honest sites differ by far less (site sizes and
@@ -85,17 +85,9 @@ class ValidateUpdates(Aggregator[ValidateState]):
         implies finite elements, so an array is checked on its own (:func:`all_finite`) only
         when its sum is not finite, which also tells an overflow from a NaN.
         """
-        try:
-            template.check_structure(c.arrays, what=f"update from site {c.site_id!r}")
-        except ValidationError as err:
-            return str(err), 0.0
-        wrong = {k: str(v.dtype) for k, v in c.arrays.items() if v.dtype != template[k].dtype}
-        if wrong:
-            expected = {k: str(template[k].dtype) for k in wrong}
-            return (
-                f"update from site {c.site_id!r} has dtypes {wrong}, expected {expected} "
-                "(the parameter template's)"
-            ), 0.0
+        wrong = shape_problem(template, c.site_id, c.arrays)
+        if wrong is not None:
+            return wrong, 0.0
         needs_norm = self.max_norm is not None or self.outlier_ratio is not None
         squares = {k: sq_norm(v, scratch) for k, v in c.arrays.items()} if needs_norm else {}
         bad = [
@@ -169,6 +161,24 @@ class ValidateUpdates(Aggregator[ValidateState]):
 
     def site_spec(self) -> Mapping[str, Any]:
         return self.inner.site_spec()
+
+
+def shape_problem(template: ArrayRecord, site_id: str, arrays: ArrayRecord) -> str | None:
+    """Why ``arrays`` (an update from ``site_id``) do not fit ``template``: missing, extra or
+    wrongly shaped arrays, or a dtype other than the template's (refused, not cast); else
+    ``None``."""
+    try:
+        template.check_structure(arrays, what=f"update from site {site_id!r}")
+    except ValidationError as err:
+        return str(err)
+    wrong = {k: str(v.dtype) for k, v in arrays.items() if v.dtype != template[k].dtype}
+    if not wrong:
+        return None
+    expected = {k: str(template[k].dtype) for k in wrong}
+    return (
+        f"update from site {site_id!r} has dtypes {wrong}, expected {expected} "
+        "(the parameter template's)"
+    )
 
 
 def _unpaired(pairs: Iterator[tuple[Contribution, float]]) -> Iterator[Contribution]:

@@ -43,6 +43,7 @@ import numpy as np
 
 from fedcare.aggregation.base import Measurements
 from fedcare.aggregation.blockwise import all_finite
+from fedcare.aggregation.validate import shape_problem
 from fedcare.errors import ConfigError, ValidationError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply
@@ -163,18 +164,12 @@ def update_problem(template: ArrayRecord, reply: Reply, declared: Mapping[str, i
     """Why ``reply``'s update cannot enter the buffer, or ``None``: missing, extra or wrongly
     shaped arrays, a dtype other than the template's, non-finite values, or a weight above the
     rows its site declared."""
-    site = reply.site_id
-    try:
-        template.check_structure(reply.arrays, what=f"update from site {site!r}")
-    except ValidationError as err:
-        return str(err)
-    wrong = {k: str(v.dtype) for k, v in reply.arrays.items() if v.dtype != template[k].dtype}
-    if wrong:
-        expected = {k: str(template[k].dtype) for k in wrong}
-        return f"update from site {site!r} has dtypes {wrong}, expected {expected}"
+    wrong = shape_problem(template, reply.site_id, reply.arrays)
+    if wrong is not None:
+        return wrong
     bad = [k for k, v in reply.arrays.items() if not all_finite(v)]
     if bad:
-        return f"update from site {site!r} has NaN or infinite values in {bad}"
+        return f"update from site {reply.site_id!r} has NaN or infinite values in {bad}"
     return weight_problem(reply, declared)
 
 

@@ -88,11 +88,12 @@ def federation(tmp_path: Path) -> Iterator[tuple[Kits, Coordinator, AgentThreads
     require_mirror()
     sites = ["good", "unapproved", "expired", "revoked", "not-allowed", "weak-mode", "quitter"]
     kits = provision(tmp_path / "federation", sites, name="governance")
-    # liveness 30 s (helpers' default 10 s): the revocation test's two slow fits load both
-    # cores, and a quitter whose heartbeats came late once read as gone ("no reply before the
-    # deadline") instead of answering approval-revoked; nothing here tests silence
+    # liveness 120 s (helpers' default 10 s): the revocation test's two slow fits load both
+    # cores, and a quitter whose heartbeats came late read as gone ("no reply before the
+    # deadline") instead of answering approval-revoked, at 10 s and again (in a full CI run,
+    # load from the suite's worker processes) at 30 s; nothing here tests silence
     with running_coordinator(
-        kits, tmp_path / "home", round_retries=1, liveness_s=30.0
+        kits, tmp_path / "home", round_retries=1, liveness_s=120.0
     ) as coordinator:
         agents = AgentThreads()
         try:

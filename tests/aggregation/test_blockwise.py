@@ -10,6 +10,7 @@ import pytest
 
 from fedcare.aggregation.blockwise import (
     BLOCK,
+    NORM_PIECE,
     all_finite,
     blocks,
     discard,
@@ -212,11 +213,11 @@ def test_sums_that_are_not_a_mapping_of_their_own_give_a_new_array() -> None:
 def test_sq_norm_with_a_reused_buffer_is_bitwise_the_one_without(dtype: type) -> None:
     rng = np.random.default_rng(11)
     scratch: dict[np.dtype, np.ndarray] = {}
-    for size in (BLOCK + 777, 5, 0, 1000):  # the buffer is made once, for the largest block
+    for size in (BLOCK + 777, 5, 0, 1000):  # the buffer is made once, for the largest piece
         values = (rng.normal(size=size) * 100).astype(dtype)
         assert sq_norm(values, scratch) == sq_norm(values)
     buffers = {k: id(v) for k, v in scratch.items()}
-    assert all(v.size == BLOCK for v in scratch.values())
+    assert all(v.size == NORM_PIECE for v in scratch.values())
     sq_norm((rng.normal(size=BLOCK) * 100).astype(dtype), scratch)
     assert {k: id(v) for k, v in scratch.items()} == buffers  # reused, not reallocated
     assert np.dtype(dtype) not in (np.float64, np.complex128) or not scratch  # no copy needed

@@ -12,8 +12,10 @@ call's tasks through them, a few at a time per actor.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import pickle
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -33,11 +35,14 @@ __all__ = ["ActorPool", "Flow", "SiteActor", "check_resource"]
 
 #: Seconds to wait for every actor to be placed and to build its sites.
 START_S = 120.0
-#: Tasks in flight per actor: the one it works on. One more, waiting at the actor, would save
-#: the round trip between two tasks (1,000 sites, 2 actors, no training: 1.5 instead of 1.9 s
-#: per call) but could not be withdrawn when its call closes (Ray's cancel does not reliably
-#: skip a queued actor task), so a closed call's task could still change its site's state.
-AHEAD = 1
+#: Tasks in flight per actor: the one it works on and the next ones, waiting at the actor, so it
+#: never idles for the round trip between a reply and its next task (which took longer than a
+#: 1M-parameter site's work). A task closed before its actor started it is skipped: the actor
+#: is told its ticket (:meth:`SiteActor.close`), in a thread of its own, and never runs it.
+AHEAD = 3
+#: The actor's concurrency group for :meth:`SiteActor.close`: its own thread, so a close is
+#: heard while the actor's one task thread works; tasks run one at a time, in order.
+CONTROL = "control"
 
 
 class SiteActor:
@@ -68,6 +73,8 @@ class SiteActor:
         self.index = index
         self.apps: dict[str, SiteApp] = {}
         self.broken: str | None = None
+        self.closed: set[int] = set()  # tickets of tasks closed before they ran
+        self.lock = threading.Lock()
         try:
             if torch_threads is not None:
                 from fedcare.models.torch_runtime import import_torch
@@ -86,9 +93,21 @@ class SiteActor:
         """``None`` once its sites are built, else why they could not be."""
         return self.broken
 
-    def call(self, task: Task, params: ArrayRecord | None = None) -> Reply:
-        """The reply of ``task``'s site (an error reply when the site raised); ``params``:
-        the task's model when it came apart from the task (:meth:`ActorPool.send`)."""
+    def close(self, tickets: Sequence[int]) -> None:
+        """Skip the tasks of ``tickets`` not started yet (their call closed). Runs in the
+        actor's :data:`CONTROL` thread, so it takes effect while a task is running."""
+        with self.lock:
+            self.closed.update(tickets)
+
+    def call(self, ticket: int, task: Task, params: ArrayRecord | None = None) -> Reply | None:
+        """The reply of ``task``'s site (an error reply when the site raised), or ``None`` when
+        its ``ticket`` was closed before it started; ``params``: the task's model when it came
+        apart from the task (:meth:`ActorPool.send`)."""
+        with self.lock:  # tickets run in order: a closed one below this one already ran
+            skip = ticket in self.closed
+            self.closed = {t for t in self.closed if t > ticket}
+        if skip:
+            return None
         if params is not None:
             task = dataclasses.replace(task, params=params)
         if self.broken is not None:
@@ -135,12 +154,14 @@ class ActorPool:
         self.handles: list[Any] = []
         self.dead: dict[int, str] = {}  # actor -> why it is gone
         self.shared: tuple[ArrayRecord, Any] | None = None  # the model in the object store
+        self.tickets = itertools.count(1)  # each task sent gets one
         try:
             n = self._count(actors, num_cpus, len(ordered))
             self.owner = {s.site_id: i % n for i, s in enumerate(ordered)}
             torch = sys.modules.get("torch")  # a torch model's sums depend on its thread count
             threads = torch.get_num_threads() if torch is not None else None
-            remote = ray.remote(SiteActor).options(num_cpus=num_cpus, num_gpus=num_gpus)
+            remote = ray.remote(concurrency_groups={CONTROL: 1})(SiteActor)
+            remote = remote.options(num_cpus=num_cpus, num_gpus=num_gpus)
             for a in range(n):
                 mine = [s for s in ordered if self.owner[s.site_id] == a]
                 own = {s.site_id: tuple(options["mods"].get(s.site_id, ())) for s in mine}
@@ -175,8 +196,8 @@ class ActorPool:
                 f"{have}: use fewer actors or smaller resources"
             )
 
-    def send(self, task: Task) -> Any:
-        """Start ``task`` in its site's actor; its object ref.
+    def send(self, task: Task, ticket: int) -> Any:
+        """Start ``task`` (numbered ``ticket``) in its site's actor; its object ref.
 
         A round's tasks carry the same global model: it is put in Ray's object store once
         (while tasks carry that very record) and each actor reads it from there, rather than
@@ -184,18 +205,25 @@ class ActorPool:
         """
         handle = self.handles[self.owner[task.site_id]]
         if not len(task.params):
-            return handle.call.remote(task)
+            return handle.call.remote(ticket, task)
         if self.shared is None or self.shared[0] is not task.params:
             self.shared = (task.params, self.ray.put(task.params))
         light = dataclasses.replace(task, params=ArrayRecord())
-        return handle.call.remote(light, self.shared[1])
+        return handle.call.remote(ticket, light, self.shared[1])
+
+    def close_tickets(self, actor: int, tickets: Sequence[int]) -> None:
+        """Tell ``actor`` to skip ``tickets`` it has not started (no reply is awaited)."""
+        if tickets and actor not in self.dead:
+            self.handles[actor].close.options(concurrency_group=CONTROL).remote(list(tickets))
 
     def result(self, task: Task, ref: Any) -> Reply:
         """The reply ``ref`` holds (its object is ready): an error reply if the actor died."""
         errors = self.ray.exceptions
         a = self.owner[task.site_id]
         try:
-            reply: Reply = self.ray.get(ref)
+            reply: Reply | None = self.ray.get(ref)
+            if reply is None:  # closed before it ran: only a closed task's ref holds this
+                return Reply.failure(task, "exception", "the task was closed before it ran")
             return reply
         except errors.RayActorError as err:
             lines = str(err).strip().splitlines() or [type(err).__name__]
@@ -230,7 +258,7 @@ class Flow:
     def __init__(self, pool: ActorPool) -> None:
         self.pool = pool
         self.backlog: dict[int, deque[Task]] = {}
-        self.flying: dict[Any, Task] = {}  # object ref -> task
+        self.flying: dict[Any, tuple[Task, int]] = {}  # object ref -> task, ticket
         self.busy: dict[int, int] = {}  # actor -> tasks in flight
 
     def add(self, task: Task) -> None:
@@ -242,19 +270,26 @@ class Flow:
     def _fill(self, a: int) -> None:
         queue = self.backlog.get(a)
         while queue and self.busy.get(a, 0) < AHEAD:
-            task = queue.popleft()
-            self.flying[self.pool.send(task)] = task
+            task, ticket = queue.popleft(), next(self.pool.tickets)
+            self.flying[self.pool.send(task, ticket)] = (task, ticket)
             self.busy[a] = self.busy.get(a, 0) + 1
 
     def tasks(self) -> list[Task]:
         """The tasks sent or queued, not yet answered."""
-        return [*self.flying.values(), *(t for q in self.backlog.values() for t in q)]
+        sent = [task for task, _ in self.flying.values()]
+        return [*sent, *(t for q in self.backlog.values() for t in q)]
 
     def cancel(self) -> list[Task]:
         """Close every task not yet answered (the caller stopped waiting): those not sent are
-        never sent, and no reply of the one an actor runs is read (Ray cannot interrupt it, so
-        it ends as it would and no site's state is left half-updated). Returns them."""
+        never sent, those sent are skipped by their actors if not started yet, and no reply of
+        one an actor runs is read (Ray cannot interrupt it, so it ends as it would and no
+        site's state is left half-updated). Returns them."""
         closed = self.tasks()
+        by_actor: dict[int, list[int]] = {}
+        for task, ticket in self.flying.values():
+            by_actor.setdefault(self.pool.owner[task.site_id], []).append(ticket)
+        for a, tickets in sorted(by_actor.items()):
+            self.pool.close_tickets(a, tickets)
         self.flying.clear()
         self.backlog.clear()
         self.busy.clear()
@@ -268,7 +303,7 @@ class Flow:
         ready, _ = self.pool.ray.wait(list(self.flying), num_returns=1, timeout=left)
         if not ready:
             return None
-        task = self.flying.pop(ready[0])
+        task, _ = self.flying.pop(ready[0])
         a = self.pool.owner[task.site_id]
         self.busy[a] -= 1
         reply = self.pool.result(task, ready[0])

@@ -18,12 +18,14 @@ process's (when torch is loaded here).
 
 Replies are yielded in arrival order (``ray.wait`` over the open tasks' object refs) and the
 round loop sums them in site order, so the model is the same bit for bit as the sequential
-in-memory grid's. An actor is sent its next task only once its reply to the last one was read,
-so Ray's object store holds at most one reply per actor however many sites there are
+in-memory grid's. An actor has at most a few tasks in flight (:data:`~fedcare.simulation.
+ray_actors.AHEAD`): the next ones wait at the actor, so it never idles for a round trip, and
+Ray's object store holds at most that many replies per actor however many sites there are
 (:class:`~fedcare.simulation.ray_actors.Flow`). A call closes at its deadline (``timeout``)
 or, with a :class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were answered without
 an error and ``quorum.grace_s`` passed since: its tasks unanswered get no reply, now or later;
-those not yet sent are never sent, and one an actor runs ends as it would (Ray cannot
+those not yet sent are never sent, those waiting at an actor are skipped (the actor hears
+their tickets in a thread of its own), and one an actor runs ends as it would (Ray cannot
 interrupt it, so no site's state is left half-updated) with its reply dropped.
 
 As on the other grids: a handler that raises gives an error reply naming the exception; an

@@ -12,6 +12,7 @@ import pytest
 from fedcare.coordinator import CoordinatorStore
 from fedcare.coordinator.grid import CoordinatorGrid
 from fedcare.coordinator.hub import Hub
+from fedcare.coordinator.rows import TaskInfo
 from fedcare.errors import ConfigError, ReplyRefusedError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
@@ -118,6 +119,32 @@ def test_cancelled_tasks_refuse_late_replies_as_round_closed_even_after_the_stud
     noted = store.note_late_reply(f"{sid}/3/fit/A", "A")
     assert noted is not None and noted.late_at is not None
     assert store.task_replies([a.id]) == [(store.get_task(a.id), None)]
+
+
+def test_a_reply_stored_after_the_last_step_is_recorded_late_once_and_never_taken(
+    store: CoordinatorStore, clock: FakeClock
+) -> None:
+    grid, sid = _grid(store, clock, *SITES)
+    noted: list[TaskInfo] = []
+    grid.on_late = noted.append
+    grid.submit([_task(sid, "A", 7), _task(sid, "B", 7)])
+    key = _answer(store, sid, "A", 9.0)  # lands after the last step: nobody takes it
+    [stored] = [t for t in store.list_tasks(sid, 7) if t.site_id == "A"]
+    [(_, reply)] = store.task_replies([stored.id])
+    assert reply is not None
+    assert [t.site_id for t in grid.cancel_open()] == ["A", "B"]
+    assert list(grid.arrivals(timeout=0.2)) == []  # never taken
+    a = store.get_task(stored.id)
+    assert (a.status, a.late_at) == ("expired", reply.received_at), a
+    assert a.closed_at is not None and a.closed_at >= reply.received_at
+    assert store.task_replies([a.id]) == [(a, reply)]  # the stored reply is kept
+    assert [(t.id, t.late_at) for t in noted] == [(a.id, reply.received_at)]  # the audit entry
+    with pytest.raises(ReplyRefusedError) as err:  # a retry of it: refused as a late reply
+        store.task_for_reply(key, "A")
+    assert err.value.reason == "round_closed"
+    assert store.note_late_reply(key, "A") is None  # recorded once
+    assert grid.cancel_open() == [] and len(noted) == 1
+    assert store.close_answered_as_late(sid, [a.id]) == []
 
 
 def test_an_earlier_runs_open_tasks_are_closed_on_resume(

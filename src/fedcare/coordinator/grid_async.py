@@ -16,7 +16,11 @@ expired by someone else (the study stopped, the site was revoked). A task for a 
 available when it is submitted (not seen lately, withdrawn, refused) is not sent: its error
 reply comes from :meth:`SubmittedTasks.arrivals` at once. :meth:`cancel_open` closes
 the open tasks the same way. A reply that comes for a closed task is refused as
-``round_closed`` and recorded (``late_at``, a ``late-reply`` audit entry): never buffered.
+``round_closed`` and recorded (``late_at``, a ``late-reply`` audit entry): never buffered. A
+reply stored in the moment between the last step and :meth:`cancel_open` (it landed while the
+final evaluation ran) is recorded as late the same way: its task closed with ``late_at`` (when
+it was stored), a ``late-reply`` audit entry (:attr:`SubmittedTasks.on_late`), the reply kept
+but taken into no step.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 
 from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.hub import Hub
-from fedcare.coordinator.rows import ReplyInfo
+from fedcare.coordinator.rows import ReplyInfo, TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.coordinator.task_payloads import store_task_payloads
 from fedcare.coordinator.waiting import NO_REPLY
@@ -69,6 +73,9 @@ class SubmittedTasks:
     _submitted: dict[str, _Open]
     #: Error replies ready to be taken: tasks not sent (their site was not available) or lost.
     _failed: list[Reply]
+    #: Called with each task whose reply was stored but will be taken into no step (the study
+    #: ended first), once it is recorded as late (the runner writes a ``late-reply`` entry).
+    on_late: Callable[[TaskInfo], None] | None
 
     def submit(self, tasks: Sequence[Task]) -> None:
         busy = set(self._submitted)
@@ -150,14 +157,20 @@ class SubmittedTasks:
 
     def cancel_open(self) -> list[Task]:
         """Close the open submitted tasks (``closed_at``): their late replies are refused as
-        ``round_closed`` and recorded, never yielded."""
+        ``round_closed`` and recorded, never yielded. A reply stored since :meth:`arrivals`
+        last looked (after the last step, during the final evaluation) is recorded as late
+        the same way (``late_at``, :attr:`on_late`): kept, never yielded."""
         closed = self.open_tasks()
         self._failed.clear()
         if closed:
             rows = [o.row_id for o in self._submitted.values()]
             self._submitted.clear()
-            self.store.close_tasks(self.study_id, rows)
+            self.store.close_tasks(self.study_id, rows)  # a reply from now on is refused
+            late = self.store.close_answered_as_late(self.study_id, rows)  # stored before
             self.hub.notify()
+            for info in late:
+                if self.on_late is not None:
+                    self.on_late(info)
         return closed
 
     def close_earlier_submissions(self) -> int:

@@ -18,7 +18,9 @@ A deadline-bound round closes once its quorum replied and its grace period passe
 tasks with ``closed_at``, a reply to one is refused as ``round_closed``, and
 :meth:`LivenessMixin.note_late_reply` records when the late reply came (``late_at``) without
 storing it as a reply of any round. An asynchronous study (FedBuff) closes the tasks it no
-longer waits for the same way (:meth:`LivenessMixin.close_tasks`).
+longer waits for the same way (:meth:`LivenessMixin.close_tasks`); a reply that was stored
+after its last step but before those tasks were closed is recorded as late the same way
+(:meth:`LivenessMixin.close_answered_as_late`), its reply kept but taken into no round.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Collection
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from fedcare.coordinator.db import REPLY_ERROR_KINDS_MAX, StudyRow, TaskRow
+from fedcare.coordinator.db import REPLY_ERROR_KINDS_MAX, ReplyRow, StudyRow, TaskRow
 from fedcare.coordinator.rows import TaskInfo, snapshot
 from fedcare.coordinator.store_tasks import TasksMixin, round_closed_why
 from fedcare.errors import NotFoundError, ReplyRefusedError
@@ -150,6 +152,30 @@ class LivenessMixin(TasksMixin):
         with self._tx(write=True) as s:
             self._study(s, study_id, "update")
             return self._expire_where(s, TaskRow.study_id == study_id, *which, closed_at=now)
+
+    def close_answered_as_late(self, study_id: str, task_ids: Collection[str]) -> list[TaskInfo]:
+        """Close the answered tasks among ``task_ids`` that the study will never take (their
+        reply landed after it stopped taking them: its last step was done): each is expired
+        with ``closed_at`` now and ``late_at`` when its reply was stored, as a late reply to a
+        closed task is recorded. The stored reply is kept, taken into no round. Returns the
+        tasks closed so (each once: a task already closed is left alone)."""
+        now = self._now()
+        stmt = (
+            select(TaskRow, ReplyRow.received_at)
+            .join(ReplyRow, ReplyRow.task_id == TaskRow.id)
+            .where(TaskRow.study_id == study_id, TaskRow.id.in_(list(task_ids)))
+            .where(TaskRow.status.in_(("replied", "failed")), TaskRow.closed_at.is_(None))
+            .order_by(ReplyRow.received_at, TaskRow.id)
+            .with_for_update(of=TaskRow)
+        )
+        with self._tx(write=True) as s:
+            self._study(s, study_id, "update")
+            closed = []
+            for row, received_at in s.execute(stmt).all():
+                row.status, row.closed_at, row.late_at = "expired", now, received_at
+                closed.append(row)
+            s.flush()
+            return [snapshot(TaskInfo, r) for r in closed]
 
     def note_late_reply(self, key: str, site_id: str) -> TaskInfo | None:
         """Record that ``site_id`` tried to reply to task ``key`` after its round closed.

@@ -139,18 +139,8 @@ class TransferCalls:
         if err.reason != "round_closed":
             return
         task = self.store.note_late_reply(key, site_id)
-        if task is None or self.audit is None:
-            return
-        self.audit.append(
-            "late-reply",
-            task.study_id,
-            site=site_id,
-            round=task.round,
-            attempt=task.attempt,
-            kind=task.kind,
-            closed_at=None if task.closed_at is None else task.closed_at.isoformat(),
-            arrived_at=None if task.late_at is None else task.late_at.isoformat(),
-        )
+        if task is not None and self.audit is not None:
+            self.audit.late_reply(task)
 
     def _unreadable(
         self, site_id: str, task: TaskInfo, err: StoreError, context: grpc.ServicerContext

@@ -13,10 +13,11 @@ from fedcare.coordinator import CoordinatorStore
 from fedcare.coordinator.grid import CoordinatorGrid
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.rows import TaskInfo
+from fedcare.coordinator.store_liveness import task_key
 from fedcare.errors import ConfigError, ReplyRefusedError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
-from fedcare.transport.framed import frame_reply
+from fedcare.transport.framed import frame_reply, read_task
 
 from .helpers import FakeClock, running_study
 
@@ -145,6 +146,48 @@ def test_a_reply_stored_after_the_last_step_is_recorded_late_once_and_never_take
     assert store.note_late_reply(key, "A") is None  # recorded once
     assert grid.cancel_open() == [] and len(noted) == 1
     assert store.close_answered_as_late(sid, [a.id]) == []
+
+
+def test_a_version_sent_again_gets_a_key_of_its_own_that_a_late_reply_cannot_answer(
+    store: CoordinatorStore, clock: FakeClock
+) -> None:
+    clock.now = datetime.now(timezone.utc)
+    sid = running_study(store, *SITES)
+    for site in SITES:
+        store.touch_site(site, datasets={"d": {"num_train": 10}})
+    grid = CoordinatorGrid(store, store.artifacts, Hub(), sid, "d", default_timeout=0.3)
+    grid.submit([_task(sid, "A", 3), _task(sid, "B", 3)])
+    old_a, old_b = store.next_task_for("A"), store.next_task_for("B")
+    assert old_a is not None and old_b is not None
+    assert task_key(old_b) == f"{sid}/3/fit/B" and old_b.submission == 0
+    reply = Reply(sid, 3, "A", "fit", ArrayRecord({"w": np.ones(2)}), num_samples=5)
+    digest = store.artifacts.put(frame_reply(reply).to_bytes())
+    store.store_reply(old_a.id, "A", payload_digest=digest, num_samples=5)
+    got = {r.site_id: r for r in grid.arrivals(limit=2, timeout=5)}  # A's reply; B is lost
+    assert got["A"].error is None and got["B"].error is not None
+    assert store.get_task(old_b.id).closed_at is not None
+    grid.submit([_task(sid, "A", 3), _task(sid, "B", 3)])  # the same version again
+    new_a, new_b = store.next_task_for("A"), store.next_task_for("B")
+    assert new_a is not None and new_b is not None
+    for old, new in ((old_a, new_a), (old_b, new_b)):
+        assert new.submission == new.attempt > old.attempt
+        assert task_key(new) == f"{task_key(old)}#{new.attempt}"
+        assert new.payload_digest is not None
+        sent = read_task(store.artifacts.get(new.payload_digest))  # what the site is sent
+        assert (sent.submission, sent.task_id) == (new.submission, task_key(new))
+    # late replies to the earlier tasks: refused, recorded on those, never the new ones
+    with pytest.raises(ReplyRefusedError) as err:
+        store.task_for_reply(task_key(old_b), "B")
+    assert err.value.reason == "round_closed"
+    with pytest.raises(ReplyRefusedError) as err:
+        store.task_for_reply(task_key(old_a), "A")
+    assert err.value.reason == "already_answered"
+    noted = store.note_late_reply(task_key(old_b), "B")
+    assert noted is not None and noted.id == old_b.id
+    assert store.get_task(new_b.id).late_at is None
+    for new in (new_a, new_b):  # the new tasks are answered by their own keys only
+        assert store.task_for_reply(task_key(new), new.site_id).id == new.id
+        assert store.get_task(new.id).status == "delivered"
 
 
 def test_an_earlier_runs_open_tasks_are_closed_on_resume(

@@ -2,10 +2,13 @@
 ``open_tasks`` and ``cancel_open`` of :class:`fedcare.grid.Grid`.
 
 A submitted task is a task row of round = the model version it carries, in an attempt of its
-own (a site may be sent the same version again once it answered: each task row is a new
-attempt of that round, so the site-facing key ``study/round/kind/site`` always names the newest
-one). Its payload is stored as ``send_and_receive`` stores a round's, its deadline is the
-study's ``task_deadline_s``. Several versions are open at once, at most one task per site.
+own. A site may be sent the same version again (its earlier task answered, or closed): that
+task is a new attempt of the round and carries a submission number (its attempt), so its
+site-facing key is ``study/round/kind/site#n`` (:func:`fedcare.records.messages.task_key`)
+and names it alone: a late reply to the earlier task names that one, is refused (closed, or
+already answered) and never answers the new one. Its payload is stored as
+``send_and_receive`` stores a round's, its deadline is the study's ``task_deadline_s``.
+Several versions are open at once, at most one task per site.
 
 :meth:`SubmittedTasks.arrivals` polls the open tasks' replies by task id
 (:meth:`~fedcare.coordinator.store_tasks.TasksMixin.task_replies`), woken by the hub when a
@@ -28,13 +31,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from fedcare.coordinator.artifacts import ArtifactStore
 from fedcare.coordinator.hub import Hub
 from fedcare.coordinator.rows import ReplyInfo, TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.coordinator.store_tasks import TaskSpec
 from fedcare.coordinator.task_payloads import store_task_payloads
 from fedcare.coordinator.waiting import NO_REPLY
 from fedcare.errors import ConfigError, TransportError
@@ -91,9 +95,11 @@ class SubmittedTasks:
                 continue
             earlier = self.store.list_tasks(self.study_id, task.round)
             attempt = max((t.attempt for t in earlier), default=0) + 1
+            again = any(t.site_id == task.site_id and t.kind == task.kind for t in earlier)
+            task = replace(task, submission=attempt if again else 0)  # its key: see above
             [digest] = store_task_payloads(self.artifacts, [task], redo=bool(earlier))
             deadline = datetime.now(timezone.utc) + timedelta(seconds=self.default_timeout)
-            spec = (task.site_id, task.kind, digest, deadline)
+            spec = TaskSpec(task.site_id, task.kind, digest, deadline, task.submission)
             [row_id] = self.store.create_tasks(self.study_id, task.round, attempt, [spec])
             end = time.monotonic() + self.default_timeout
             self._submitted[task.site_id] = _Open(task, row_id, end)

@@ -37,12 +37,14 @@ Refuse = Callable[[str, str], ReplyRefusedError]
 
 
 class TaskSpec(NamedTuple):
-    """One task to create: for which site, what kind, its payload artifact and deadline."""
+    """One task to create: for which site, what kind, its payload artifact and deadline, and
+    its submission number (0; ``n`` for a task sent again: its key ends in ``#n``)."""
 
     site_id: str
     kind: str
     payload_digest: str | None
     deadline: datetime | None
+    submission: int = 0
 
 
 def round_closed_why(round: int, closed_at: datetime) -> str:
@@ -114,6 +116,7 @@ class TasksMixin(StoreBase):
                 created_at=now,
                 delivered_at=None,
                 deadline=spec.deadline,
+                submission=spec.submission,
             )
             for spec in checked
         ]
@@ -132,6 +135,7 @@ class TasksMixin(StoreBase):
     def _check_spec(self, spec: TaskSpec, i: int) -> TaskSpec:
         check_id(spec.site_id, f"specs[{i}].site_id")
         check_id(spec.kind, f"specs[{i}].kind", max_len=32)
+        check_int(spec.submission, f"specs[{i}].submission")
         if spec.payload_digest is not None:
             if not is_digest(spec.payload_digest):
                 raise ValidationError(

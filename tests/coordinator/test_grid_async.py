@@ -4,7 +4,9 @@ replies taken as they land, silent sites and cancelled tasks closed (late replie
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
+from threading import Event, Thread
 
 import numpy as np
 import pytest
@@ -17,11 +19,15 @@ from fedcare.coordinator.store_liveness import task_key
 from fedcare.errors import ConfigError, ReplyRefusedError
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply, Task
+from fedcare.strategy.async_loop import run_async
+from fedcare.strategy.fedbuff import FedBuff
+from fedcare.strategy.loop import RoundConfig
 from fedcare.transport.framed import frame_reply, read_task
 
 from .helpers import FakeClock, running_study
 
 SITES = ("A", "B", "C")
+_PARAMS = ArrayRecord({"w": np.zeros(2)})
 
 
 def _grid(store: CoordinatorStore, clock: FakeClock, *live: str) -> tuple[CoordinatorGrid, str]:
@@ -188,6 +194,57 @@ def test_a_version_sent_again_gets_a_key_of_its_own_that_a_late_reply_cannot_ans
     for new in (new_a, new_b):  # the new tasks are answered by their own keys only
         assert store.task_for_reply(task_key(new), new.site_id).id == new.id
         assert store.get_task(new.id).status == "delivered"
+
+
+def _answer_as(store: CoordinatorStore, hub: Hub, site: str, value: float, stop: Event) -> None:
+    """``site`` answers each task it is sent with ``w = value`` until ``stop``."""
+    while not stop.wait(0.02):
+        task = store.next_task_for(site)
+        if task is None:
+            continue
+        reply = Reply(task.study_id, task.round, site, "fit", ArrayRecord({"w": np.full(2, value)}))
+        digest = store.artifacts.put(frame_reply(replace(reply, num_samples=5)).to_bytes())
+        store.store_reply(task.id, site, payload_digest=digest, num_samples=5)
+        hub.notify()
+
+
+def test_updates_buffered_before_a_restart_go_into_the_next_step_without_asking_again(
+    store: CoordinatorStore, clock: FakeClock
+) -> None:
+    grid, sid = _grid(store, clock, *SITES)
+    grid.submit([_task(sid, "A", 0), _task(sid, "B", 0), _task(sid, "C", 0)])
+    _answer(store, sid, "A", 1.0)
+    [taken] = list(grid.arrivals(limit=1, timeout=5))  # A's update: buffered, not stepped
+    clock.advance(1)
+    _answer(store, sid, "B", 3.0)  # B's: stored, not taken yet
+    # the coordinator is killed here; a new one resumes the study from version 0
+    hub = Hub()
+    again = CoordinatorGrid(store, store.artifacts, hub, sid, "d", default_timeout=60.0)
+    assert again.close_earlier_submissions() == 1  # C's task: its late reply is refused
+    restored = again.unstepped()
+    assert [(r.site_id, r.round, r.task_id) for r in restored] == [
+        ("A", 0, taken.task_id),
+        ("B", 0, f"{sid}/0/fit/B"),
+    ]
+    strategy = FedBuff(buffer_size=3, concurrency=3, server_lr=1.0)
+    cfg = RoundConfig(study_id=sid, num_rounds=1, seed=0, evaluate_every=0, round_timeout=10.0)
+    stop = Event()
+    only_c = Thread(target=_answer_as, args=(store, hub, "C", 5.0, stop), daemon=True)
+    only_c.start()  # A and B are sent new work but never answer it: C's update completes K
+    try:
+        state, [record] = run_async(again, strategy, strategy.init_state(_PARAMS), cfg)
+    finally:
+        stop.set()
+        only_c.join()
+    fit = record.fit
+    assert fit["contributors"] == ["A", "B", "C"], fit
+    assert [c["restored"] for c in fit["contributions"]] == [True, True, False]
+    assert [c["task"] for c in fit["contributions"]][:2] == [r.task_id for r in restored]
+    np.testing.assert_allclose(state.params["w"], [3.0, 3.0])  # (1 + 3 + 5) / 3
+    # A step's record names the replies it took: once persisted, they are not taken again
+    store.record_round(sid, 1, params=b"p", state=b"s", record=record.to_dict(), duration_s=0.0)
+    later = CoordinatorGrid(store, store.artifacts, Hub(), sid, "d")
+    assert later.unstepped() == []
 
 
 def test_an_earlier_runs_open_tasks_are_closed_on_resume(

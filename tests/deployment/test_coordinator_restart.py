@@ -24,6 +24,7 @@ import yaml
 
 from fedcare.coordinator.server import default_db_url
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.coordinator.store_liveness import task_key
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.stragglers import Slowdown
 
@@ -198,8 +199,15 @@ def test_a_fedbuff_study_killed_mid_study_resumes_from_its_last_persisted_versio
     rounds = store.list_rounds(study_id)
     assert [r.round for r in rounds] == list(range(steps + 1))
     resumed = [r.record["fit"] for r in rounds if r.round > at_kill]
-    assert all(c["sent_version"] >= at_kill for f in resumed for c in f["contributions"])
+    taken = [c for f in resumed for c in f["contributions"]]
+    assert all(c["sent_version"] >= at_kill for c in taken if not c["restored"]), resumed
     assert all(f["num_contributions"] == 2 for f in resumed), resumed
+    # updates received before the kill but in no step are taken after it, each once
+    keys = {task_key(t): t for t in store.list_tasks(study_id)}
+    restored = [c for c in taken if c["restored"]]
+    assert all(keys[c["task"]].status == "replied" for c in restored), resumed
+    every = [c["task"] for r in rounds[1:] for c in r.record["fit"]["contributions"]]
+    assert len(every) == len(set(every)), rounds
     params = final_params(store, study_id)
     assert all(np.isfinite(a).all() for a in params.values())
     for task in (store.get_task(t.id) for t in left_open):  # closed, or answered on reconnect

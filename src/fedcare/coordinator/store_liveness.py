@@ -33,8 +33,8 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from fedcare.coordinator.db import REPLY_ERROR_KINDS_MAX, ReplyRow, StudyRow, TaskRow
-from fedcare.coordinator.rows import TaskInfo, snapshot
-from fedcare.coordinator.store_tasks import TasksMixin, round_closed_why
+from fedcare.coordinator.rows import ReplyInfo, TaskInfo, snapshot
+from fedcare.coordinator.store_tasks import TasksMixin, reply_info, round_closed_why
 from fedcare.errors import NotFoundError, ReplyRefusedError
 from fedcare.records.messages import ReplyError, split_task_key
 from fedcare.records.messages import task_key as format_key
@@ -181,6 +181,24 @@ class LivenessMixin(TasksMixin):
                 closed.append(row)
             s.flush()
             return [snapshot(TaskInfo, r) for r in closed]
+
+    def open_answers(self, study_id: str, kind: str = "fit") -> list[tuple[TaskInfo, ReplyInfo]]:
+        """The study's tasks of ``kind`` answered with a payload and not closed since (neither
+        late nor cancelled), each with its reply, by arrival: what an asynchronous study may
+        still take into a step after a restart."""
+        stmt = (
+            select(TaskRow, ReplyRow)
+            .join(ReplyRow, ReplyRow.task_id == TaskRow.id)
+            .where(TaskRow.study_id == study_id, TaskRow.kind == kind)
+            .where(TaskRow.status == "replied", TaskRow.closed_at.is_(None))
+            .where(ReplyRow.error_kind.is_(None), ReplyRow.payload_digest.is_not(None))
+            .order_by(ReplyRow.received_at, ReplyRow.id)
+        )
+        with self._tx(write=False) as s:
+            return [
+                (snapshot(TaskInfo, task), reply_info(row, task))
+                for task, row in s.execute(stmt).all()
+            ]
 
     def note_late_reply(self, key: str, site_id: str) -> TaskInfo | None:
         """Record that ``site_id`` tried to reply to task ``key`` after its round closed.

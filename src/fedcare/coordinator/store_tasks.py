@@ -30,7 +30,7 @@ from fedcare.coordinator.store_base import StoreBase, check_id, check_int
 from fedcare.errors import ConflictError, NotFoundError, ReplyRefusedError, ValidationError
 from fedcare.records.messages import ReplyError
 
-__all__ = ["TaskSpec", "TasksMixin", "round_closed_why"]
+__all__ = ["TaskSpec", "TasksMixin", "reply_info", "round_closed_why"]
 
 
 Refuse = Callable[[str, str], ReplyRefusedError]
@@ -56,7 +56,8 @@ def round_closed_why(round: int, closed_at: datetime) -> str:
     )
 
 
-def _reply_info(row: ReplyRow, task: TaskRow) -> ReplyInfo:
+def reply_info(row: ReplyRow, task: TaskRow) -> ReplyInfo:
+    """The :class:`ReplyInfo` of ``row``, a reply to ``task``."""
     return snapshot(
         ReplyInfo,
         row,
@@ -273,7 +274,7 @@ class TasksMixin(StoreBase):
                 s.flush()
         except IntegrityError as err:  # a concurrent reply to the same task won
             raise refuse("already_answered", "the task already has a reply") from err
-        return _reply_info(row, task)
+        return reply_info(row, task)
 
     def replies_for_round(
         self, study_id: str, round: int, attempt: int, *, kind: str | None = None
@@ -289,7 +290,7 @@ class TasksMixin(StoreBase):
         if kind is not None:
             stmt = stmt.where(TaskRow.kind == kind)
         with self._tx(write=False) as s:
-            return [_reply_info(row, task) for row, task in s.execute(stmt).all()]
+            return [reply_info(row, task) for row, task in s.execute(stmt).all()]
 
     def task_replies(self, task_ids: Collection[str]) -> list[tuple[TaskInfo, ReplyInfo | None]]:
         """Each of the tasks ``task_ids`` (those that exist) with its reply, ``None`` while it
@@ -301,7 +302,7 @@ class TasksMixin(StoreBase):
         )
         with self._tx(write=False) as s:
             rows = [
-                (snapshot(TaskInfo, task), None if row is None else _reply_info(row, task))
+                (snapshot(TaskInfo, task), None if row is None else reply_info(row, task))
                 for task, row in s.execute(stmt).all()
             ]
 

@@ -220,3 +220,17 @@ def test_updates_kept_across_a_restart_are_buffered_first_and_their_sites_not_as
         ("s/3/fit/b#4", True),
     ]
     assert not [m for m in grid.wire if isinstance(m, Task)]  # nobody was asked again
+
+
+def test_more_kept_updates_than_a_buffer_step_k_at_a_time() -> None:
+    kept = [
+        Reply("s", 0, site, "fit", ArrayRecord({"w": np.array(u)}), num_samples=10)
+        for site, (u, _) in UPDATES.items()
+    ]
+    grid = _Restarted(kept)
+    strategy = FedBuff(buffer_size=2, concurrency=3, server_lr=1.0)
+    _, records = run_async(grid, strategy, strategy.init_state(PARAMS), _cfg(2))
+    assert [r.fit["contributors"] for r in records[:1]] == [["a", "b"]]
+    second = records[1].fit
+    assert second["contributors"][0] == "c" and second["staleness"][0] == 1  # screened at v1
+    assert [c["restored"] for c in second["contributions"]] == [True, False]

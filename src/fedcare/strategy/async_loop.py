@@ -120,13 +120,12 @@ class _Driver:
         _, sent_at = self.open.pop(site)
         self.screen(reply, time.perf_counter() - sent_at)
 
-    def restore(self, replies: list[Reply]) -> None:
-        """Buffer again, screened as arrivals, the replies an earlier run received but took
-        into no step (:meth:`fedcare.grid.Grid.unstepped`), instead of asking for them again."""
-        for reply in replies:
-            if reply.error is None and reply.round <= self.version:
-                self.step.restored.add(reply.task_id)
-                self.screen(reply, 0.0)
+    def restore(self, reply: Reply) -> None:
+        """Buffer again, screened as an arrival, a reply an earlier run received but took into
+        no step (:meth:`fedcare.grid.Grid.unstepped`), instead of asking for it again."""
+        if reply.error is None and reply.round <= self.version:
+            self.step.restored.add(reply.task_id)
+            self.screen(reply, 0.0)
 
     def screen(self, reply: Reply, wait: float) -> None:
         """Buffer ``reply`` (an update of version ``reply.round``) when it is good."""
@@ -248,11 +247,14 @@ def run_async(
     del state  # the driver holds the current one
     records: list[RoundRecord] = []
     try:
-        driver.restore(grid.unstepped())  # after a restart: buffered again, not asked again
+        kept = grid.unstepped()  # after a restart: buffered again first, not asked again
         while driver.version < cfg.num_rounds:
             if len(driver.step.buffer) < strategy.buffer_size:
-                driver.refill()
-                driver.take(driver.next_arrival())
+                if kept:
+                    driver.restore(kept.pop(0))
+                else:
+                    driver.refill()
+                    driver.take(driver.next_arrival())
                 if len(driver.step.buffer) < strategy.buffer_size:
                     continue
             record = driver.server_step()

@@ -156,6 +156,14 @@ class Grid(ABC):
         """The submitted tasks not yet answered, in site order."""
         return []
 
+    def unstepped(self) -> list[Reply]:
+        """Replies to submitted tasks that an earlier run of the study received but took into
+        no step (a coordinator restart cut it), in arrival order: an asynchronous study
+        buffers them again instead of asking their sites again. A step's record names the
+        replies it took (each contribution's ``task``: :attr:`Reply.task_id`), and those are
+        not returned. The default (a grid that keeps nothing across runs): none."""
+        return []
+
     def cancel_open(self) -> list[Task]:
         """Close every open submitted task (the study ended): a reply that comes later is
         dropped (a deployment records and refuses it) and never taken by :meth:`arrivals`.

@@ -33,7 +33,7 @@ def _diffs(url: str | URL, target: MetaData = metadata) -> list[object]:
 def test_upgrade_from_empty_reaches_head_and_matches_the_orm(empty_db_url: str | URL) -> None:
     assert current_revision(empty_db_url) is None
     upgrade(empty_db_url)
-    assert current_revision(empty_db_url) == head_revision() == "0008"
+    assert current_revision(empty_db_url) == head_revision() == "0009"
     engine = make_engine(empty_db_url)
     try:
         assert set(inspect(engine).get_table_names()) >= TABLES
@@ -132,10 +132,23 @@ def test_migration_0008_adds_the_closed_and_late_times_of_tasks_and_goes_back(
 ) -> None:
     upgrade(empty_db_url, "0007")
     assert not {"closed_at", "late_at"} & _task_columns(empty_db_url)
-    upgrade(empty_db_url)
+    upgrade(empty_db_url, "0008")
     assert current_revision(empty_db_url) == "0008"
     assert {"closed_at", "late_at"} <= _task_columns(empty_db_url)
     command.downgrade(_config_on(empty_db_url), "0007")
     assert current_revision(empty_db_url) == "0007"
     assert not {"closed_at", "late_at"} & _task_columns(empty_db_url)
     assert "deadline" in _task_columns(empty_db_url)
+
+
+def test_migration_0009_adds_the_submission_of_tasks_and_goes_back(
+    empty_db_url: str | URL,
+) -> None:
+    upgrade(empty_db_url, "0008")
+    assert "submission" not in _task_columns(empty_db_url)
+    upgrade(empty_db_url)
+    assert current_revision(empty_db_url) == "0009"
+    assert "submission" in _task_columns(empty_db_url)
+    command.downgrade(_config_on(empty_db_url), "0008")
+    assert "submission" not in _task_columns(empty_db_url)
+    assert {"closed_at", "late_at"} <= _task_columns(empty_db_url)

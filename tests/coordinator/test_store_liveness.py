@@ -25,9 +25,11 @@ def _deliver(store: CoordinatorStore, clock: FakeClock, sid: str, site: str, rnd
 
 
 def test_task_keys_round_trip() -> None:
-    assert split_task_key("s/1/2/fit/A") == ("s/1", 2, "fit", "A")
-    for bad in ("", "s/x/fit/A", "s/1/fit", "/1/fit/A", "s/1/fit/"):
+    assert split_task_key("s/1/2/fit/A") == ("s/1", 2, "fit", "A", 0)
+    assert split_task_key("s/1/2/fit/A#12") == ("s/1", 2, "fit", "A", 12)
+    for bad in ("", "s/x/fit/A", "s/1/fit", "/1/fit/A", "s/1/fit/", "s/1/fit/A#", "s/1/fit/A#0"):
         assert split_task_key(bad) is None, bad
+    assert split_task_key("s/1/fit/A#x") is None and split_task_key("s/1/fit/A#-1") is None
 
 
 def test_the_task_a_reply_names_must_be_open_and_the_callers(

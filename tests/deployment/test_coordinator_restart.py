@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import yaml
 
 from fedcare.coordinator.server import default_db_url
 from fedcare.coordinator.store import CoordinatorStore
+from fedcare.coordinator.store_liveness import task_key
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.stragglers import Slowdown
 
@@ -161,15 +163,30 @@ def test_a_coordinator_killed_mid_study_resumes_and_gives_the_same_model(
     assert not fed.agents.errors, fed.describe()
 
 
+def _unstepped(store: CoordinatorStore, study_id: str) -> set[str]:
+    """The keys of the fit tasks answered after the study's last persisted step."""
+    last = store.get_study(study_id).last_completed_round
+    if last is None:
+        return set()
+    since = store.get_round(study_id, last).completed_at
+    fits = [t.id for t in store.list_tasks(study_id) if t.kind == "fit"]
+    return {
+        task_key(task)
+        for task, reply in store.task_replies(fits)
+        if reply is not None and reply.ok and reply.received_at > since
+    }
+
+
 def test_a_fedbuff_study_killed_mid_study_resumes_from_its_last_persisted_version(
     federation: Federation,
 ) -> None:
     """FedBuff keeps tasks of several versions open: after the kill, the new process resumes
     from the last persisted step and closes the tasks the killed one left open (a reply to
-    one is refused and recorded, never buffered)."""
+    one is refused and recorded, never buffered). The kill lands once an update arrived
+    after the last step: received, in no step, it goes into the resumed run's next step."""
     fed, store = federation, federation.store
     steps = 8
-    options = {"buffer_size": 2, "concurrency": 3}
+    options = {"buffer_size": 3, "concurrency": 3}
     study = heart_study(
         strategy={"name": "fedbuff", "options": options}, rounds=steps, evaluate_every=0
     )
@@ -184,10 +201,15 @@ def test_a_fedbuff_study_killed_mid_study_resumes_from_its_last_persisted_versio
         )
     study_id = store.create_study(study.name, study.model_dump(mode="json"), study.seed)
     wait_for_round(store, study_id, KILL_AFTER, describe=fed.describe, check=fed.procs.check)
+    end = time.monotonic() + 30
+    while not _unstepped(store, study_id) and time.monotonic() < end:
+        time.sleep(0.02)  # until an update arrived after the last step
     assert fed.procs.kill("coordinator-1") == -signal.SIGKILL
     left_open = [t for t in store.list_tasks(study_id) if t.status in ("pending", "delivered")]
     at_kill = store.get_study(study_id).last_completed_round
     assert left_open and at_kill is not None and at_kill < steps, fed.describe()
+    unstepped = _unstepped(store, study_id)
+    assert unstepped, fed.describe()
 
     fed.start_coordinator("coordinator-2")
     info = wait_for_status(
@@ -198,8 +220,16 @@ def test_a_fedbuff_study_killed_mid_study_resumes_from_its_last_persisted_versio
     rounds = store.list_rounds(study_id)
     assert [r.round for r in rounds] == list(range(steps + 1))
     resumed = [r.record["fit"] for r in rounds if r.round > at_kill]
-    assert all(c["sent_version"] >= at_kill for f in resumed for c in f["contributions"])
-    assert all(f["num_contributions"] == 2 for f in resumed), resumed
+    taken = [c for f in resumed for c in f["contributions"]]
+    assert all(c["sent_version"] >= at_kill for c in taken if not c["restored"]), resumed
+    assert all(f["num_contributions"] == 3 for f in resumed), resumed
+    # updates received before the kill but in no step are taken after it, each once
+    keys = {task_key(t): t for t in store.list_tasks(study_id)}
+    restored = [c for c in taken if c["restored"]]
+    assert all(keys[c["task"]].status == "replied" for c in restored), resumed
+    assert unstepped <= {c["task"] for c in restored}, (unstepped, resumed)
+    every = [c["task"] for r in rounds[1:] for c in r.record["fit"]["contributions"]]
+    assert len(every) == len(set(every)), rounds
     params = final_params(store, study_id)
     assert all(np.isfinite(a).all() for a in params.values())
     for task in (store.get_task(t.id) for t in left_open):  # closed, or answered on reconnect

@@ -186,3 +186,51 @@ def test_in_memory_grid_runs_submitted_tasks_in_order_and_cancels() -> None:
     assert [t.site_id for t in grid.open_tasks()] == ["c"]
     assert [t.site_id for t in grid.cancel_open()] == ["c"]
     assert list(grid.arrivals()) == [] and grid.open_tasks() == []
+
+
+class _Restarted(InMemoryGrid):
+    """An in-memory grid that kept replies an earlier run took into no step."""
+
+    def __init__(self, kept: list[Reply]) -> None:
+        sites = {s: fixed_site({"w": np.array(u)}, n) for s, (u, n) in UPDATES.items()}
+        super().__init__(sites, record=True)
+        self.kept = kept
+
+    def unstepped(self) -> list[Reply]:
+        return list(self.kept)
+
+
+def test_updates_kept_across_a_restart_are_buffered_first_and_their_sites_not_asked_again() -> None:
+    def update(site: str, version: int, w: list[float]) -> Reply:
+        arrays = ArrayRecord({"w": np.array(w)})
+        return Reply("s", version, site, "fit", arrays, num_samples=10, submission=version + 1)
+
+    kept = [update("c", 0, [9.0, 9.0]), update("a", 2, [2.0, 0.0]), update("b", 3, [0.0, 4.0])]
+    grid = _Restarted(kept)
+    strategy = FedBuff(buffer_size=2, concurrency=3, server_lr=1.0, max_staleness=1)
+    state, [record] = run_async(
+        grid, strategy, strategy.init_state(PARAMS), _cfg(4), start_round=4
+    )  # from version 3: c's update (tau 3) is dropped; a's (tau 1) and b's (tau 0) step at once
+    np.testing.assert_allclose(state.params["w"], 0.5 * np.array([2 / math.sqrt(2), 4.0]))
+    fit = record.fit
+    assert fit["contributors"] == ["a", "b"] and fit["staleness"] == [1, 0]
+    assert fit["dropped_stale"] == {"c": 3}
+    assert [(c["task"], c["restored"]) for c in fit["contributions"]] == [
+        ("s/2/fit/a#3", True),
+        ("s/3/fit/b#4", True),
+    ]
+    assert not [m for m in grid.wire if isinstance(m, Task)]  # nobody was asked again
+
+
+def test_more_kept_updates_than_a_buffer_step_k_at_a_time() -> None:
+    kept = [
+        Reply("s", 0, site, "fit", ArrayRecord({"w": np.array(u)}), num_samples=10)
+        for site, (u, _) in UPDATES.items()
+    ]
+    grid = _Restarted(kept)
+    strategy = FedBuff(buffer_size=2, concurrency=3, server_lr=1.0)
+    _, records = run_async(grid, strategy, strategy.init_state(PARAMS), _cfg(2))
+    assert [r.fit["contributors"] for r in records[:1]] == [["a", "b"]]
+    second = records[1].fit
+    assert second["contributors"][0] == "c" and second["staleness"][0] == 1  # screened at v1
+    assert [c["restored"] for c in second["contributions"]] == [True, False]

@@ -127,6 +127,32 @@ def test_reply_info_round_trips_and_non_strings_are_refused() -> None:
         make_reply(arrays=ArrayRecord(), metrics={}, info={"rows": 12})
 
 
+def test_a_resent_tasks_submission_travels_and_names_it_in_its_id() -> None:
+    from dataclasses import replace
+
+    from fedcare.records.messages import split_task_key
+    from fedcare.transport.framed import frame_reply, frame_task, read_reply, read_task
+
+    task = replace(make_task(), submission=7)
+    assert task.task_id.endswith("#7") and make_task().task_id == task.task_id[:-2]
+    assert split_task_key(task.task_id) == (task.study_id, task.round, task.kind, task.site_id, 7)
+    for back in (
+        codec.decode_task(codec.encode_task(task)),
+        read_task(frame_task(task).to_bytes()),
+    ):
+        assert back.submission == 7 and back.task_id == task.task_id
+    reply = make_reply(arrays=ArrayRecord(), metrics={}).answering(task)
+    assert reply.submission == 7
+    for answer in (
+        codec.decode_reply(codec.encode_reply(reply)),
+        read_reply(frame_reply(reply).to_bytes()),
+    ):
+        assert answer.submission == 7
+    assert Reply.failure(task, "k", "m").submission == 7
+    with pytest.raises(ValidationError, match="submission"):
+        replace(task, submission=-1)
+
+
 def test_zero_d_and_empty_arrays_round_trip() -> None:
     record = ArrayRecord({"s": np.float16(2.5), "e": np.zeros((0, 3), np.int64), "t": True})
     back = codec.decode_arrays(codec.encode_arrays(record))

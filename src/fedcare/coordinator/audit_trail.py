@@ -9,9 +9,11 @@ coordinator kit's key. The study runner writes, in one place each:
   the measurements (scalars, rejected sites, anomaly scores), the checkpoint digests;
 - ``site-refused`` / ``site-withdrew``: from failed replies whose error kind or message says
   so (see :func:`site_events`); ``round-failed`` for a round below ``min_sites``;
-- ``late-reply`` (written by the servicer, once per task): a site sent a reply to a task its
-  deadline-bound round had closed; site, round, attempt, kind, when the round closed it and
-  when the reply came. The reply itself is refused and stored nowhere;
+- ``late-reply`` (:meth:`CoordinatorAudit.late_reply`, once per task): a site sent a reply to
+  a task its deadline-bound round (or its asynchronous study) had closed; site, round, attempt,
+  kind, when the round closed it and when the reply came. Written by the servicer, which
+  refuses the reply and stores it nowhere; and by an asynchronous study's runner for a reply
+  stored after its last step but before its open tasks were closed (kept, taken into no step);
 - ``model-registered`` (version, model hash, card hash, parent);
 - ``study-finished`` / ``study-failed`` / ``study-cancelled``.
 
@@ -35,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedcare.coordinator.rows import ModelInfo, RoundInfo
+from fedcare.coordinator.rows import ModelInfo, RoundInfo, TaskInfo
 from fedcare.coordinator.store import CoordinatorStore
 from fedcare.evaluation.model_card import canonical_json, card_hash
 
@@ -126,6 +128,20 @@ class CoordinatorAudit:
     def append(self, event: str, study_id: str, **data: Any) -> None:
         if self.log is not None:
             self.log.append(event, study_id=study_id, **data)
+
+    def late_reply(self, task: TaskInfo) -> None:
+        """``late-reply``: a reply to ``task`` came after its round (or its asynchronous study)
+        closed it; when it was closed and when the reply came (the task's ``late_at``)."""
+        self.append(
+            "late-reply",
+            task.study_id,
+            site=task.site_id,
+            round=task.round,
+            attempt=task.attempt,
+            kind=task.kind,
+            closed_at=None if task.closed_at is None else task.closed_at.isoformat(),
+            arrived_at=None if task.late_at is None else task.late_at.isoformat(),
+        )
 
     def person_action(self, event: str, person: str, **data: Any) -> None:
         """A change a person made (``user-added``, ``study-cancelled`` through the API...),

@@ -11,8 +11,9 @@ The migrations ``migrations/versions/0001_initial.py`` (sites to replies), ``000
 ``0004_audit_anchors.py`` (sites' countersigned audit heads), ``0005_coordinators.py`` (the
 running coordinator's liveness row), ``0006_users.py`` (API accounts, study owners) and
 ``0007_deployments.py`` (models sent to sites, their answers and monitoring summaries) and
-``0008_late_replies.py`` (tasks closed with their round, late replies to them) create
-exactly this schema;
+``0008_late_replies.py`` (tasks closed with their round, late replies to them) and
+``0009_task_submissions.py`` (the submission number in a resent task's key) create exactly
+this schema;
 a test compares the migrated database with :data:`metadata`.
 """
 
@@ -209,6 +210,9 @@ class TaskRow(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: When its site first tried to reply after that (the late reply is not stored).
     late_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Its submission number: 0, or ``n`` for a task sent again with the same study, round,
+    #: kind and site, whose key is ``study/round/kind/site#n`` (migration 0009).
+    submission: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ReplyRow(Base):

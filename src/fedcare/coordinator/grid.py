@@ -89,6 +89,7 @@ class CoordinatorGrid(SubmittedTasks, Grid):
         self.on_withdrawn: Callable[[str, str, datetime], None] | None = None
         self._submitted = {}  # asynchronous rounds (grid_async.py): open tasks by site
         self._failed = []  # and error replies ready (tasks not sent, or lost)
+        self.on_late = None  # replies stored after the study's last step (grid_async.py)
 
     def set_reference(self, schema: dict[str, Any]) -> None:
         """From now on, refuse every site whose feature schema differs from ``schema``."""

@@ -94,6 +94,8 @@ class TaskInfo:
     closed_at: datetime | None = None
     #: When its site first tried to send that late reply (not stored).
     late_at: datetime | None = None
+    #: Its submission number (``#n`` in its key when not 0: a task sent again).
+    submission: int = 0
 
 
 @dataclass(frozen=True)

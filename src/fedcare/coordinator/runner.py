@@ -182,6 +182,7 @@ class StudyRunner:
         )
         grid.on_refused = self._site_refused
         grid.on_withdrawn = self._site_withdrew
+        grid.on_late = self.audit.late_reply  # a reply stored after a FedBuff study's last step
         he_context = None  # privacy mode 'encrypted': the kit's PUBLIC context, never a secret
         if study.privacy.mode == "encrypted" and self.kit_dir is not None:
             he_context = coordinator_context(self.kit_dir / HE_PUBLIC_FILE)

@@ -4,7 +4,8 @@ A delivered task that is never answered would stall its round until the deadline
 operations close that gap:
 
 - :meth:`LivenessMixin.task_for_reply` resolves the task a PushReply names (by its key
-  ``study/round/kind/site``, before any payload is read) and checks it can still be answered;
+  ``study/round/kind/site``, ``#n`` after it for a task sent again with the same round and
+  kind: submission ``n``, before any payload is read) and checks it can still be answered;
   a round redone after a coordinator restart sends the same (content-addressed) task again,
   and a site still holding it from the earlier attempt answers the new one (it is delivered
   then), so an upload cut by the restart resumes instead of being computed again;
@@ -18,36 +19,46 @@ A deadline-bound round closes once its quorum replied and its grace period passe
 tasks with ``closed_at``, a reply to one is refused as ``round_closed``, and
 :meth:`LivenessMixin.note_late_reply` records when the late reply came (``late_at``) without
 storing it as a reply of any round. An asynchronous study (FedBuff) closes the tasks it no
-longer waits for the same way (:meth:`LivenessMixin.close_tasks`).
+longer waits for the same way (:meth:`LivenessMixin.close_tasks`); a reply that was stored
+after its last step but before those tasks were closed is recorded as late the same way
+(:meth:`LivenessMixin.close_answered_as_late`), its reply kept but taken into no round.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
-from fedcare.coordinator.db import REPLY_ERROR_KINDS_MAX, StudyRow, TaskRow
-from fedcare.coordinator.rows import TaskInfo, snapshot
-from fedcare.coordinator.store_tasks import TasksMixin, round_closed_why
+from fedcare.coordinator.db import REPLY_ERROR_KINDS_MAX, ReplyRow, StudyRow, TaskRow
+from fedcare.coordinator.rows import ReplyInfo, TaskInfo, snapshot
+from fedcare.coordinator.store_tasks import TasksMixin, reply_info, round_closed_why
 from fedcare.errors import NotFoundError, ReplyRefusedError
-from fedcare.records.messages import ReplyError
+from fedcare.records.messages import ReplyError, split_task_key
+from fedcare.records.messages import task_key as format_key
 
 __all__ = ["LivenessMixin", "split_task_key", "task_key"]
 
 
 def task_key(info: TaskInfo) -> str:
-    """The site-facing id of a task: ``study/round/kind/site`` (``Task.task_id``)."""
-    return f"{info.study_id}/{info.round}/{info.kind}/{info.site_id}"
+    """The site-facing id of a task: ``study/round/kind/site``, ``#n`` after it for a task of
+    submission ``n`` (``Task.task_id``)."""
+    return format_key(info.study_id, info.round, info.kind, info.site_id, info.submission)
 
 
-def split_task_key(key: str) -> tuple[str, int, str, str] | None:
-    """``(study_id, round, kind, site_id)`` of a task key, or None if it is not one."""
-    parts = key.rsplit("/", 3)
-    if len(parts) != 4 or not all(parts) or not parts[1].isdigit() or len(key) > 512:
-        return None
-    return parts[0], int(parts[1]), parts[2], parts[3]
+def _named_by(study_id: str, round_: int, kind: str, site_id: str, submission: int) -> Select[Any]:
+    """The task a key names: that submission's (``#n``), else the newest attempt of the
+    round's tasks of submission 0 (a redone synchronous round's newest)."""
+    return (
+        select(TaskRow)
+        .where(TaskRow.study_id == study_id, TaskRow.round == round_)
+        .where(TaskRow.kind == kind, TaskRow.site_id == site_id)
+        .where(TaskRow.submission == submission)
+        .order_by(TaskRow.attempt.desc())
+        .limit(1)
+    )
 
 
 class LivenessMixin(TasksMixin):
@@ -56,7 +67,9 @@ class LivenessMixin(TasksMixin):
     def task_for_reply(self, key: str, site_id: str) -> TaskInfo:
         """The open, delivered task ``key`` names, to be answered by ``site_id``.
 
-        The newest attempt of the round is the one a reply answers. Nothing is written, unless
+        A key with ``#n`` names the task of submission ``n`` (sent again with the same round
+        and kind: an asynchronous study's); one without names the newest attempt of the round
+        among the tasks of submission 0 (a redone round's). Nothing is written, unless
         that attempt's task is still pending but an earlier attempt delivered the same task
         (same payload digest) to the site: then it is marked delivered, and answered by this
         reply.
@@ -77,17 +90,11 @@ class LivenessMixin(TasksMixin):
 
         parts = split_task_key(key)
         if parts is None:
-            raise refuse("unknown_task", "the task id is not 'study/round/kind/site'")
-        study_id, round_, kind, owner = parts
+            raise refuse("unknown_task", "the task id is not 'study/round/kind/site[#n]'")
+        study_id, round_, kind, owner, submission = parts
         if owner != site_id:
             raise refuse("wrong_site", f"site {site_id!r} cannot reply for site {owner!r}")
-        stmt = (
-            select(TaskRow)
-            .where(TaskRow.study_id == study_id, TaskRow.round == round_)
-            .where(TaskRow.kind == kind, TaskRow.site_id == site_id)
-            .order_by(TaskRow.attempt.desc())
-            .limit(1)
-        )
+        stmt = _named_by(study_id, round_, kind, site_id, submission)
         now = self._now()
         with self._tx(write=False) as s:
             row = s.scalars(stmt).one_or_none()
@@ -151,6 +158,48 @@ class LivenessMixin(TasksMixin):
             self._study(s, study_id, "update")
             return self._expire_where(s, TaskRow.study_id == study_id, *which, closed_at=now)
 
+    def close_answered_as_late(self, study_id: str, task_ids: Collection[str]) -> list[TaskInfo]:
+        """Close the answered tasks among ``task_ids`` that the study will never take (their
+        reply landed after it stopped taking them: its last step was done): each is expired
+        with ``closed_at`` now and ``late_at`` when its reply was stored, as a late reply to a
+        closed task is recorded. The stored reply is kept, taken into no round. Returns the
+        tasks closed so (each once: a task already closed is left alone)."""
+        now = self._now()
+        stmt = (
+            select(TaskRow, ReplyRow.received_at)
+            .join(ReplyRow, ReplyRow.task_id == TaskRow.id)
+            .where(TaskRow.study_id == study_id, TaskRow.id.in_(list(task_ids)))
+            .where(TaskRow.status.in_(("replied", "failed")), TaskRow.closed_at.is_(None))
+            .order_by(ReplyRow.received_at, TaskRow.id)
+            .with_for_update(of=TaskRow)
+        )
+        with self._tx(write=True) as s:
+            self._study(s, study_id, "update")
+            closed = []
+            for row, received_at in s.execute(stmt).all():
+                row.status, row.closed_at, row.late_at = "expired", now, received_at
+                closed.append(row)
+            s.flush()
+            return [snapshot(TaskInfo, r) for r in closed]
+
+    def open_answers(self, study_id: str, kind: str = "fit") -> list[tuple[TaskInfo, ReplyInfo]]:
+        """The study's tasks of ``kind`` answered with a payload and not closed since (neither
+        late nor cancelled), each with its reply, by arrival: what an asynchronous study may
+        still take into a step after a restart."""
+        stmt = (
+            select(TaskRow, ReplyRow)
+            .join(ReplyRow, ReplyRow.task_id == TaskRow.id)
+            .where(TaskRow.study_id == study_id, TaskRow.kind == kind)
+            .where(TaskRow.status == "replied", TaskRow.closed_at.is_(None))
+            .where(ReplyRow.error_kind.is_(None), ReplyRow.payload_digest.is_not(None))
+            .order_by(ReplyRow.received_at, ReplyRow.id)
+        )
+        with self._tx(write=False) as s:
+            return [
+                (snapshot(TaskInfo, task), reply_info(row, task))
+                for task, row in s.execute(stmt).all()
+            ]
+
     def note_late_reply(self, key: str, site_id: str) -> TaskInfo | None:
         """Record that ``site_id`` tried to reply to task ``key`` after its round closed.
 
@@ -162,17 +211,9 @@ class LivenessMixin(TasksMixin):
         parts = split_task_key(key)
         if parts is None or parts[3] != site_id:
             return None
-        study_id, round_, kind, _ = parts
         now = self._now()
         with self._tx(write=True) as s:
-            row = s.scalars(
-                select(TaskRow)
-                .where(TaskRow.study_id == study_id, TaskRow.round == round_)
-                .where(TaskRow.kind == kind, TaskRow.site_id == site_id)
-                .order_by(TaskRow.attempt.desc())
-                .limit(1)
-                .with_for_update()
-            ).one_or_none()
+            row = s.scalars(_named_by(*parts).with_for_update()).one_or_none()
             if row is None or row.closed_at is None or row.late_at is not None:
                 return None
             row.late_at = now

@@ -30,19 +30,21 @@ from fedcare.coordinator.store_base import StoreBase, check_id, check_int
 from fedcare.errors import ConflictError, NotFoundError, ReplyRefusedError, ValidationError
 from fedcare.records.messages import ReplyError
 
-__all__ = ["TaskSpec", "TasksMixin", "round_closed_why"]
+__all__ = ["TaskSpec", "TasksMixin", "reply_info", "round_closed_why"]
 
 
 Refuse = Callable[[str, str], ReplyRefusedError]
 
 
 class TaskSpec(NamedTuple):
-    """One task to create: for which site, what kind, its payload artifact and deadline."""
+    """One task to create: for which site, what kind, its payload artifact and deadline, and
+    its submission number (0; ``n`` for a task sent again: its key ends in ``#n``)."""
 
     site_id: str
     kind: str
     payload_digest: str | None
     deadline: datetime | None
+    submission: int = 0
 
 
 def round_closed_why(round: int, closed_at: datetime) -> str:
@@ -54,7 +56,8 @@ def round_closed_why(round: int, closed_at: datetime) -> str:
     )
 
 
-def _reply_info(row: ReplyRow, task: TaskRow) -> ReplyInfo:
+def reply_info(row: ReplyRow, task: TaskRow) -> ReplyInfo:
+    """The :class:`ReplyInfo` of ``row``, a reply to ``task``."""
     return snapshot(
         ReplyInfo,
         row,
@@ -114,6 +117,7 @@ class TasksMixin(StoreBase):
                 created_at=now,
                 delivered_at=None,
                 deadline=spec.deadline,
+                submission=spec.submission,
             )
             for spec in checked
         ]
@@ -132,6 +136,7 @@ class TasksMixin(StoreBase):
     def _check_spec(self, spec: TaskSpec, i: int) -> TaskSpec:
         check_id(spec.site_id, f"specs[{i}].site_id")
         check_id(spec.kind, f"specs[{i}].kind", max_len=32)
+        check_int(spec.submission, f"specs[{i}].submission")
         if spec.payload_digest is not None:
             if not is_digest(spec.payload_digest):
                 raise ValidationError(
@@ -269,7 +274,7 @@ class TasksMixin(StoreBase):
                 s.flush()
         except IntegrityError as err:  # a concurrent reply to the same task won
             raise refuse("already_answered", "the task already has a reply") from err
-        return _reply_info(row, task)
+        return reply_info(row, task)
 
     def replies_for_round(
         self, study_id: str, round: int, attempt: int, *, kind: str | None = None
@@ -285,7 +290,7 @@ class TasksMixin(StoreBase):
         if kind is not None:
             stmt = stmt.where(TaskRow.kind == kind)
         with self._tx(write=False) as s:
-            return [_reply_info(row, task) for row, task in s.execute(stmt).all()]
+            return [reply_info(row, task) for row, task in s.execute(stmt).all()]
 
     def task_replies(self, task_ids: Collection[str]) -> list[tuple[TaskInfo, ReplyInfo | None]]:
         """Each of the tasks ``task_ids`` (those that exist) with its reply, ``None`` while it
@@ -297,7 +302,7 @@ class TasksMixin(StoreBase):
         )
         with self._tx(write=False) as s:
             rows = [
-                (snapshot(TaskInfo, task), None if row is None else _reply_info(row, task))
+                (snapshot(TaskInfo, task), None if row is None else reply_info(row, task))
                 for task, row in s.execute(stmt).all()
             ]
 

@@ -24,6 +24,7 @@ import grpc
 
 from fedcare.coordinator.rows import TaskInfo
 from fedcare.coordinator.store_liveness import split_task_key
+from fedcare.coordinator.store_liveness import task_key as liveness_task_key
 from fedcare.coordinator.transfers import legacy_chunks, stream_task, upload_status
 from fedcare.errors import NotFoundError, ReplyRefusedError, StoreError, ValidationError
 from fedcare.records.messages import Reply
@@ -62,8 +63,9 @@ OFFSET_METADATA_KEY = "fedcare-offset"
 
 
 def task_key(task: TaskInfo) -> str:
-    """The id a site knows the task by ("study/round/kind/site")."""
-    return f"{task.study_id}/{task.round}/{task.kind}/{task.site_id}"
+    """The id a site knows the task by ("study/round/kind/site", "#n" after it for a task
+    sent again: :func:`fedcare.coordinator.store_liveness.task_key`)."""
+    return liveness_task_key(task)
 
 
 class TransferCalls:
@@ -139,18 +141,8 @@ class TransferCalls:
         if err.reason != "round_closed":
             return
         task = self.store.note_late_reply(key, site_id)
-        if task is None or self.audit is None:
-            return
-        self.audit.append(
-            "late-reply",
-            task.study_id,
-            site=site_id,
-            round=task.round,
-            attempt=task.attempt,
-            kind=task.kind,
-            closed_at=None if task.closed_at is None else task.closed_at.isoformat(),
-            arrived_at=None if task.late_at is None else task.late_at.isoformat(),
-        )
+        if task is not None and self.audit is not None:
+            self.audit.late_reply(task)
 
     def _unreadable(
         self, site_id: str, task: TaskInfo, err: StoreError, context: grpc.ServicerContext
@@ -226,6 +218,6 @@ def named(context: grpc.ServicerContext) -> tuple[str, int]:
 
 def check_answers(reply: Reply, key: str) -> None:
     """The decoded reply must answer the task its call named."""
-    named = f"{reply.study_id}/{reply.round}/{reply.kind}/{reply.site_id}"
+    named = reply.task_id
     if named != key:
         raise ValidationError(f"the reply answers task {named!r}, but the call named {key!r}")

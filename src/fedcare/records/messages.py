@@ -11,7 +11,7 @@ aggregation pipeline. A :class:`Reply` carries only what may leave a site: named
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from fedcare.errors import ValidationError
@@ -29,6 +29,8 @@ __all__ = [
     "Scalar",
     "Task",
     "TaskKind",
+    "split_task_key",
+    "task_key",
 ]
 
 
@@ -60,6 +62,31 @@ def _check_scalars(values: Mapping[str, Any], what: str) -> dict[str, Any]:
     return out
 
 
+def task_key(study_id: str, round: int, kind: str, site_id: str, submission: int = 0) -> str:
+    """The id a task goes by between the coordinator and its site (``Task.task_id``):
+    ``study/round/kind/site``, with ``#n`` after it for a task of submission number ``n``
+    (a site sent the same round and kind again, as FedBuff sends a model version again)."""
+    key = f"{study_id}/{round}/{kind}/{site_id}"
+    return f"{key}#{submission}" if submission else key
+
+
+def split_task_key(key: str) -> tuple[str, int, str, str, int] | None:
+    """``(study_id, round, kind, site_id, submission)`` of a task key, or None if it is not
+    one (site ids hold no ``#``; no suffix is submission 0)."""
+    head, sep, number = key.partition("#")
+    parts = head.rsplit("/", 3)
+    if len(parts) != 4 or not all(parts) or not parts[1].isdigit() or len(key) > 512:
+        return None
+    if sep and not (number.isascii() and number.isdigit() and int(number) > 0):
+        return None
+    return parts[0], int(parts[1]), parts[2], parts[3], int(number) if sep else 0
+
+
+def _check_submission(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ValidationError(f"submission must be an int in [0, 2**32), got {value!r}")
+
+
 @dataclass(frozen=True)
 class Task:
     """One instruction for one site in one round."""
@@ -74,8 +101,12 @@ class Task:
     plan: Mapping[str, Any] = field(default_factory=dict)
     pipeline: Mapping[str, Any] = field(default_factory=dict)
     version: int = MESSAGE_VERSION
+    #: The coordinator's number for a task sent again with the same study, round, kind and
+    #: site (0: the first); it makes :attr:`task_id` name this one (:func:`task_key`).
+    submission: int = 0
 
     def __post_init__(self) -> None:
+        _check_submission(self.submission)
         if self.kind not in TASK_KINDS:
             raise ValidationError(f"task kind must be one of {TASK_KINDS}, got {self.kind!r}")
         if not isinstance(self.round, int) or self.round < 0:
@@ -86,7 +117,7 @@ class Task:
 
     @property
     def task_id(self) -> str:
-        return f"{self.study_id}/{self.round}/{self.kind}/{self.site_id}"
+        return task_key(self.study_id, self.round, self.kind, self.site_id, self.submission)
 
 
 @dataclass(frozen=True)
@@ -111,8 +142,11 @@ class Reply:
     error: ReplyError | None = None
     version: int = MESSAGE_VERSION
     info: Mapping[str, str] = field(default_factory=dict)
+    #: The ``submission`` of the task it answers (:attr:`Task.submission`).
+    submission: int = 0
 
     def __post_init__(self) -> None:
+        _check_submission(self.submission)
         if not isinstance(self.num_samples, int) or self.num_samples < 0:
             raise ValidationError(
                 f"reply from site {self.site_id!r} has num_samples={self.num_samples!r}; "
@@ -138,6 +172,17 @@ class Reply:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def task_id(self) -> str:
+        """The id of the task this reply answers (:attr:`Task.task_id`)."""
+        return task_key(self.study_id, self.round, self.kind, self.site_id, self.submission)
+
+    def answering(self, task: Task) -> Reply:
+        """This reply, naming ``task``'s submission (a site's handler need not know it)."""
+        if self.submission == task.submission:
+            return self
+        return replace(self, submission=task.submission)
+
     @classmethod
     def failure(cls, task: Task, kind: str, message: str) -> Reply:
         """The error reply to ``task``."""
@@ -147,10 +192,12 @@ class Reply:
             site_id=task.site_id,
             kind=task.kind,
             error=ReplyError(kind=kind, message=message),
+            submission=task.submission,
         )
 
     def matches(self, task: Task) -> bool:
-        """True when this reply answers ``task`` (same study, round, site and kind)."""
+        """True when this reply answers ``task`` (same study, round, site and kind; the
+        coordinator checks the ``submission`` by the task id a reply names)."""
         return (self.study_id, self.round, self.site_id, self.kind) == (
             task.study_id,
             task.round,

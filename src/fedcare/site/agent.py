@@ -289,7 +289,7 @@ class SiteAgent:
         self._busy = task.task_id
         self._on_event(f"task {task.task_id}")
         try:
-            reply = self._handle(task)
+            reply = self._handle(task).answering(task)  # names the task's submission
         finally:
             self._busy = ""
             self.worker.offer_file(task, None)

@@ -45,7 +45,7 @@ import grpc
 
 from fedcare.errors import TransferIncompleteError, ValidationError
 from fedcare.inference.deployment_wire import DEPLOY_KIND
-from fedcare.records.messages import Reply, ReplyError, Task
+from fedcare.records.messages import Reply, ReplyError, Task, split_task_key
 from fedcare.site.held import Held, HeldStore
 from fedcare.site.staging import KeptReply, fsync_file, stage_pieces, write_synced
 from fedcare.transport.chunks import DEFAULT_CHUNK_SIZE, assemble, chunk
@@ -66,7 +66,7 @@ REFUSED_KIND = "task-refused"
 
 def task_key(reply: Reply) -> str:
     """The id of the task ``reply`` answers, as ``Task.task_id`` spells it."""
-    return f"{reply.study_id}/{reply.round}/{reply.kind}/{reply.site_id}"
+    return reply.task_id
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,10 @@ def _ack(call: Callable[[], Any]) -> Pushed:
 
 
 def _refusal(key: str, message: str) -> Reply:
-    """The error reply to the task ``key`` (``study/round/kind/site``), which is not run."""
-    study, rnd, kind, site = key.rsplit("/", 3)
-    try:
-        number = int(rnd)
-    except ValueError:
-        number = 0
-    return Reply(study, number, site, kind, error=ReplyError(REFUSED_KIND, message))  # type: ignore[arg-type]
+    """The error reply to the task ``key`` (``study/round/kind/site[#n]``), which is not run."""
+    study, number, kind, site, submission = split_task_key(key) or (key, 0, "", "", 0)
+    error = ReplyError(REFUSED_KIND, message)
+    return Reply(study, number, site, kind, error=error, submission=submission)  # type: ignore[arg-type]
 
 
 class TaskTransfers:

@@ -5,17 +5,20 @@ asynchronous rounds (:meth:`fedcare.grid.Grid.submit`, ``arrivals``, ``open_task
 The server keeps model version ``t`` (the study's round number: version ``t`` is the model after
 ``t`` server steps). Up to ``concurrency`` sites have a fit task open, each carrying the version
 it was sent as its ``round``. Each arrival is screened: it must answer the open task of its site
-(a reply to a cancelled or unknown task is recorded as unexpected and never buffered), without an
-error; its staleness ``tau = t - round`` within ``max_staleness`` (else dropped and recorded);
-its update well-formed and its weight within its site's declared rows
+(a reply to a cancelled or unknown task is recorded as unexpected and never buffered), without
+an error; its staleness ``tau = t - round`` within ``max_staleness`` (else dropped and
+recorded); its update well-formed and its weight within its site's declared rows
 (:func:`~fedcare.strategy.fedbuff.update_problem`). Good ones are buffered; when ``K`` are
 buffered the server steps, ``t`` grows by one, and the step's :class:`RoundRecord` (round = the
-new version; each contribution with its sent version, staleness, weight and wait) goes to
-``on_round``. After every arrival the idle sites are sent the current version, least recently
-sent first, so ``concurrency`` tasks stay open. A site whose reply failed or was rejected is not
-sent a task again until the next step. The global model is evaluated every ``evaluate_every``
-versions and at the last. When ``num_rounds`` steps are done (or the study fails), the tasks
-still open are cancelled.
+new version; each contribution with its sent version, staleness, weight, wait and the task its
+reply answered, ``task``) goes to ``on_round``. A run first buffers again the replies an earlier
+run of the study received but took into no step (:meth:`fedcare.grid.Grid.unstepped`: the
+coordinator after a restart; ``restored`` in their contributions), so their sites are not asked
+for those updates again. After every arrival the idle sites are sent the current version, least
+recently sent first, so ``concurrency`` tasks stay open. A site whose reply failed or was
+rejected is not sent a task again until the next step. The global model is evaluated every
+``evaluate_every`` versions and at the last. When ``num_rounds`` steps are done (or the study
+fails), the tasks still open are cancelled.
 
 Determinism: every task's seed is :func:`~fedcare.strategy.loop.task_seed` of the study seed,
 the task's dispatch number, its site and kind; over the in-memory grid (arrivals in submission
@@ -52,6 +55,8 @@ class _Step:
     started: float = field(default_factory=time.perf_counter)
     buffer: list[BufferedUpdate] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)  # the task each buffered reply answers
+    restored: set[str] = field(default_factory=set)  # of those, buffered again at a restart
     failures: dict[str, str] = field(default_factory=dict)
     dropped_stale: dict[str, int] = field(default_factory=dict)
     site_info: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -112,13 +117,24 @@ class _Driver:
                 "answers no open task"
             )
             return
-        task, sent_at = self.open.pop(site)
-        wait = time.perf_counter() - sent_at
+        _, sent_at = self.open.pop(site)
+        self.screen(reply, time.perf_counter() - sent_at)
+
+    def restore(self, reply: Reply) -> None:
+        """Buffer again, screened as an arrival, a reply an earlier run received but took into
+        no step (:meth:`fedcare.grid.Grid.unstepped`), instead of asking for it again."""
+        if reply.error is None and reply.round <= self.version:
+            self.step.restored.add(reply.task_id)
+            self.screen(reply, 0.0)
+
+    def screen(self, reply: Reply, wait: float) -> None:
+        """Buffer ``reply`` (an update of version ``reply.round``) when it is good."""
+        step, site = self.step, reply.site_id
         if reply.error is not None:
             step.failures[site] = f"{reply.error.kind}: {reply.error.message}"
             step.benched.add(site)
             return
-        staleness = self.version - task.round
+        staleness = self.version - reply.round
         cap = self.strategy.max_staleness
         if cap is not None and staleness > cap:
             step.dropped_stale[site] = staleness
@@ -128,9 +144,10 @@ class _Driver:
             step.failures[site] = f"rejected: {reason}"
             step.benched.add(site)
             return
-        update = BufferedUpdate(site, task.round, staleness, reply.arrays, reply.num_samples)
+        update = BufferedUpdate(site, reply.round, staleness, reply.arrays, reply.num_samples)
         step.buffer.append(update)
         step.waits.append(wait)
+        step.tasks.append(reply.task_id)
         step.site_info[site] = dict(reply.info)
 
     def server_step(self) -> RoundRecord:
@@ -146,8 +163,10 @@ class _Driver:
                 "weight": u.weight,
                 "num_samples": u.num_samples,
                 "wait_s": wait,
+                "task": task,  # the reply it took (a restart buffers the others again)
+                "restored": task in step.restored,
             }
-            for u, wait in zip(step.buffer, step.waits, strict=True)
+            for u, wait, task in zip(step.buffer, step.waits, step.tasks, strict=True)
         ]
         norm = float(np.sqrt(sum(u.delta.sq_norm() for u in step.buffer)))
         fit: dict[str, Any] = {
@@ -228,11 +247,16 @@ def run_async(
     del state  # the driver holds the current one
     records: list[RoundRecord] = []
     try:
+        kept = grid.unstepped()  # after a restart: buffered again first, not asked again
         while driver.version < cfg.num_rounds:
-            driver.refill()
-            driver.take(driver.next_arrival())
             if len(driver.step.buffer) < strategy.buffer_size:
-                continue
+                if kept:
+                    driver.restore(kept.pop(0))
+                else:
+                    driver.refill()
+                    driver.take(driver.next_arrival())
+                if len(driver.step.buffer) < strategy.buffer_size:
+                    continue
             record = driver.server_step()
             every, rnd = cfg.evaluate_every, driver.version
             evaluation = None

@@ -135,6 +135,7 @@ def task_message(task: Task, record_to_proto: RecordWriter) -> pb.TaskMessage:
         kind=task.kind,
         plan_json=_to_json(task.plan, "task plan"),
         pipeline_json=_to_json(task.pipeline, "task pipeline"),
+        submission=task.submission,
         end=END_MARKER,
     )
     record_to_proto(task.params, msg.params)
@@ -201,6 +202,7 @@ def task_from_message(msg: pb.TaskMessage, limits: Limits, record_from_proto: Re
         plan=_from_json(msg.plan_json, f"{where} plan", limits),
         pipeline=_from_json(msg.pipeline_json, f"{where} pipeline", limits),
         version=msg.version,
+        submission=int(msg.submission),
     )
 
 
@@ -222,6 +224,7 @@ def reply_message(reply: Reply, record_to_proto: RecordWriter) -> pb.ReplyMessag
         num_samples=reply.num_samples,
         metrics=dict(reply.metrics),
         info=dict(reply.info),
+        submission=reply.submission,
         end=END_MARKER,
     )
     record_to_proto(reply.arrays, msg.arrays)
@@ -285,4 +288,5 @@ def reply_from_message(
         error=error,
         version=msg.version,
         info=dict(msg.info),
+        submission=int(msg.submission),
     )

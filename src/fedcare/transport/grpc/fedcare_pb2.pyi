@@ -87,6 +87,7 @@ class TaskMessage(_message.Message):
         "arrays",
         "plan_json",
         "pipeline_json",
+        "submission",
         "end",
     )
     class ConfigEntry(_message.Message):
@@ -109,6 +110,7 @@ class TaskMessage(_message.Message):
     ARRAYS_FIELD_NUMBER: _ClassVar[int]
     PLAN_JSON_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_JSON_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     version: int
     study_id: str
@@ -120,6 +122,7 @@ class TaskMessage(_message.Message):
     arrays: _containers.RepeatedCompositeFieldContainer[NamedArrayRecord]
     plan_json: str
     pipeline_json: str
+    submission: int
     end: int
     def __init__(
         self,
@@ -133,6 +136,7 @@ class TaskMessage(_message.Message):
         arrays: _Optional[_Iterable[_Union[NamedArrayRecord, _Mapping]]] = ...,
         plan_json: _Optional[str] = ...,
         pipeline_json: _Optional[str] = ...,
+        submission: _Optional[int] = ...,
         end: _Optional[int] = ...,
     ) -> None: ...
 
@@ -156,6 +160,7 @@ class ReplyMessage(_message.Message):
         "metrics",
         "error",
         "info",
+        "submission",
         "end",
     )
     class MetricsEntry(_message.Message):
@@ -184,6 +189,7 @@ class ReplyMessage(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     version: int
     study_id: str
@@ -195,6 +201,7 @@ class ReplyMessage(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     error: ReplyErrorInfo
     info: _containers.ScalarMap[str, str]
+    submission: int
     end: int
     def __init__(
         self,
@@ -208,6 +215,7 @@ class ReplyMessage(_message.Message):
         metrics: _Optional[_Mapping[str, float]] = ...,
         error: _Optional[_Union[ReplyErrorInfo, _Mapping]] = ...,
         info: _Optional[_Mapping[str, str]] = ...,
+        submission: _Optional[int] = ...,
         end: _Optional[int] = ...,
     ) -> None: ...
 

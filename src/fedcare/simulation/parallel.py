@@ -12,8 +12,10 @@ A round's tasks go to the workers that own their sites, the round's parameters o
 1M-parameter model cost one copy per worker); replies come back through one pipe per worker as
 each is done and are yielded one at a time, in arrival order (the round loop sums them in site
 order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit for bit as the
-sequential run's). A worker blocks on sending a reply until the coordinator reads it, so the
-parent holds one reply at a time. A torch model's results depend on torch's thread count, so
+sequential run's). A large reply's arrays come through a shared-memory slot of its worker
+(:mod:`fedcare.simulation.reply_slots`), only a small header through the pipe, and the parent's
+arrays are views of the slot; a worker has a few slots, and with none free (the parent holds
+their replies) its replies go through the pipe whole, the worker waiting until each is read. A torch model's results depend on torch's thread count, so
 each worker uses this process's (when torch is loaded here), not a share of the cores: on a
 machine with few cores the workers oversubscribe them. A call closes at its deadline
 (``timeout``) or, with a :class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were
@@ -51,6 +53,7 @@ from fedcare.records.messages import Reply, Task
 from fedcare.simulation.owned_sites import OwnedSites
 from fedcare.simulation.parallel_async import SubmittedTasks
 from fedcare.simulation.parallel_worker import START_S, await_ready, worker_main
+from fedcare.simulation.reply_slots import ReplySlots
 from fedcare.site.app import Mod
 
 __all__ = ["ParallelGrid", "check_workers"]
@@ -102,6 +105,7 @@ class _Pool:
         self.submitted: dict[int, Task] = {}
         self.async_calls = itertools.count(1)
         self.arrived: deque[Reply] = deque()  # their replies, read but not yet taken
+        self.slots = ReplySlots(ctx, n)  # large replies' arrays, in shared memory
         for w in range(n):
             mine = [s for s in ordered if self.owner[s.site_id] == w]
             own_mods = {s.site_id: tuple(mods.get(s.site_id, ())) for s in mine}
@@ -118,6 +122,7 @@ class _Pool:
                     send,
                     threads,
                     self.closed_call,
+                    self.slots.writer_args(w),
                 ),
                 name=f"fedcare-site-worker-{w}",
                 daemon=True,
@@ -170,6 +175,7 @@ class _Pool:
                                     end = time.monotonic() + quorum.grace_s
                                     deadline = end if deadline is None else min(deadline, end)
                             yield reply
+                            del reply
                 if deadline is not None and pending and time.monotonic() >= deadline:
                     return
         finally:
@@ -180,15 +186,24 @@ class _Pool:
         conn = self.conns[w]
         try:
             while conn.poll():
-                got, reply = conn.recv()
+                got, reply, layout = conn.recv()
                 if got == 0:  # the worker could not build its sites
                     self.dead[w] = f"worker process {w} failed to start its sites: {reply}"
-                elif got == call and reply.site_id in pending:
+                    continue
+                self.slots.seen(w)
+                keep = got == call and reply.site_id in pending
+                if not keep and self.submitted.pop(got, None) is None:
+                    if layout is not None:  # a cancelled or finished call's late reply, dropped
+                        self.slots.drop(w, layout)
+                    continue
+                if layout is not None:
+                    reply = self.slots.unpack(w, reply, layout)
+                if keep:
                     del pending[reply.site_id]
-                    yield reply  # one at a time: the worker waits until this is read
-                elif self.submitted.pop(got, None) is not None:  # asynchronous, still open
+                    yield reply  # one at a time, no reference kept: its slot frees with it
+                    del reply
+                else:  # asynchronous, still open
                     self.arrived.append(reply)
-                # else: a cancelled or finished call's late reply, dropped
         except (EOFError, OSError):
             pass
         if self.why_dead(w) is None:
@@ -237,6 +252,7 @@ class _Pool:
                 try:
                     while self.conns[w].poll(0):
                         self.conns[w].recv()  # a stale reply the worker is blocked on sending
+                        self.slots.seen(w)  # or one it waits on a slot after
                 except (EOFError, OSError):
                     pass
                 proc.join(0.05)
@@ -250,6 +266,7 @@ class _Pool:
             inbox.close()
         for conn in self.conns:
             conn.close()
+        self.slots.close()  # after the workers stopped: none writes a slot any more
 
 
 class ParallelGrid(OwnedSites, SubmittedTasks, Grid):
@@ -345,6 +362,7 @@ class ParallelGrid(OwnedSites, SubmittedTasks, Grid):
             if self._record:
                 self.wire.append(reply)
             yield reply
+            del reply
 
     @property
     def processes(self) -> tuple[Any, ...]:

@@ -14,10 +14,11 @@ each is done and are yielded one at a time, in arrival order (the round loop sum
 order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit for bit as the
 sequential run's). A large reply's arrays come through a shared-memory slot of its worker
 (:mod:`fedcare.simulation.reply_slots`), only a small header through the pipe, and the parent's
-arrays are views of the slot; a worker has a few slots, and with none free (the parent holds
-their replies) its replies go through the pipe whole, the worker waiting until each is read. A torch model's results depend on torch's thread count, so
-each worker uses this process's (when torch is loaded here), not a share of the cores: on a
-machine with few cores the workers oversubscribe them. A call closes at its deadline
+arrays are views of the slot; a worker has a few slots, and with none free once the parent read
+all it sent (the parent holds their replies) a reply goes through the pipe whole, the worker
+waiting until it is read. A torch model's results depend on torch's thread count, so each
+worker uses this process's (when torch is loaded here), not a share of the cores: on a machine
+with few cores the workers oversubscribe them. A call closes at its deadline
 (``timeout``) or, with a :class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were
 answered without an error and ``quorum.grace_s`` passed since: its tasks not yet answered get no
 reply, a reply that comes later is dropped (as a stale one of an earlier call is), and a worker

@@ -153,7 +153,7 @@ class SlotWriter:
                 parent.join(POLL_S)  # a sleep that ends when the coordinator dies
                 if not parent.is_alive():
                     return []
-            else:  # pragma: no cover - a writer outside a worker process
+            else:  # a writer outside a worker process (tests)
                 time.sleep(POLL_S)
 
     def release(self, layout: Layout) -> None:

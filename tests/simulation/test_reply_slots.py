@@ -6,7 +6,6 @@ import gc
 import multiprocessing as mp
 import os
 import signal
-import threading
 import time
 from dataclasses import replace
 
@@ -121,6 +120,7 @@ def test_replies_come_through_slots_and_are_reused_once_dropped() -> None:
         first = np.arange(N, dtype=np.float64)
         held = list(grid.send_and_receive(_tasks(grid, 1, first)))  # all kept: slots, then pipe
         assert slots.mapped == SLOTS and len(held) == 8
+        assert os.listdir(slots.folder) == []  # params and replies: mapped and removed
         for reply in held:
             assert reply.error is None, reply.error
             np.testing.assert_array_equal(reply.arrays["weight"], first)
@@ -157,15 +157,19 @@ def test_no_shared_memory_is_left_after_a_worker_is_killed_mid_round() -> None:
         end = time.monotonic() + 30
         while list(grid._pool.slots.flags[0][:2]) != [1, 1] and time.monotonic() < end:
             time.sleep(0.01)
-        assert len(os.listdir(folder)) == 2
+        assert sorted(n[:3] for n in os.listdir(folder)) == ["w0-", "w0-"]  # params: taken
+        assert len(list(grid.arrivals(limit=2))) == 2
+        assert os.listdir(folder) == []  # read: the parent removed them, its maps stay
+        assert list(grid.send_and_receive(_tasks(grid, 2, np.ones(N))[2:], timeout=0.3)) == []
+        grid.submit(_tasks(grid, 3, np.zeros(N))[:1])  # site-2 still trains: never read
+        assert [n[:1] for n in os.listdir(folder)] == ["p"]
         (worker,) = grid.processes
-        threading.Timer(0.5, os.kill, (worker.pid, signal.SIGKILL)).start()  # site-2 trains
-        (died,) = grid.send_and_receive(_tasks(grid, 2, np.ones(N))[2:])
+        os.kill(worker.pid, signal.SIGKILL)  # mid-round, with a file it never read
+        (died,) = grid.arrivals(timeout=30)
         assert died.error is not None and died.error.kind == "worker-died"
     finally:
         grid.close()
     assert not folder.exists()
-    assert not [n for n in os.listdir(folder.parent) if n == folder.name]
 
 
 class Shift:

@@ -7,22 +7,22 @@ are sent once per worker, not per task, and each site's state across rounds (SCA
 variates, personal models, compression residuals, its privacy ledger) stays in the one process
 that owns it, exactly as in the sequential in-memory grid.
 
-A round's tasks go to the workers that own their sites, the round's parameters once per worker
-(a task whose params are those its worker got last goes without them: 1,000 tasks of a
-1M-parameter model cost one copy per worker); replies come back through one pipe per worker as
-each is done and are yielded one at a time, in arrival order (the round loop sums them in site
-order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit for bit as the
-sequential run's). A large reply's arrays come through a shared-memory slot of its worker
-(:mod:`fedcare.simulation.reply_slots`), only a small header through the pipe, and the parent's
-arrays are views of the slot; a worker has a few slots, and with none free once the parent read
-all it sent (the parent holds their replies) a reply goes through the pipe whole, the worker
-waiting until it is read. A torch model's results depend on torch's thread count, so each
-worker uses this process's (when torch is loaded here), not a share of the cores: on a machine
-with few cores the workers oversubscribe them. A call closes at its deadline
-(``timeout``) or, with a :class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were
-answered without an error and ``quorum.grace_s`` passed since: its tasks not yet answered get no
-reply, a reply that comes later is dropped (as a stale one of an earlier call is), and a worker
-skips the tasks of a closed call it has not started.
+A round's tasks go to the workers that own their sites, the round's parameters once per worker (a
+task whose params are those its worker got last goes without them: 1,000 tasks of a 1M-parameter
+model cost one copy per worker; large ones in a shared-memory file); replies come back through one
+pipe per worker as each is done and are yielded one at a time, in arrival order (the round loop
+sums them in site order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit
+for bit as the sequential run's). A large reply's arrays come through a shared-memory slot of its
+worker (:mod:`fedcare.simulation.reply_slots`), only a small header through the pipe, and the
+parent's arrays are views of the slot; a worker has a few slots, and with none free once the parent
+read all it sent (the parent holds their replies) a reply goes through the pipe whole, the worker
+waiting until it is read. A torch model's results depend on torch's thread count, so each worker
+uses this process's (when torch is loaded here), not a share of the cores: on a machine with few
+cores the workers oversubscribe them. A call closes at its deadline (``timeout``) or, with a
+:class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were answered without an error and
+``quorum.grace_s`` passed since: its tasks not yet answered get no reply, a reply that comes later
+is dropped (as a stale one of an earlier call is), and a worker skips the tasks of a closed call it
+has not started.
 
 A handler that raises gives an error reply naming the exception (as
 :class:`~fedcare.transport.inmemory.InMemoryGrid` does); a worker that dies gives each of its
@@ -54,7 +54,7 @@ from fedcare.records.messages import Reply, Task
 from fedcare.simulation.owned_sites import OwnedSites
 from fedcare.simulation.parallel_async import SubmittedTasks
 from fedcare.simulation.parallel_worker import START_S, await_ready, worker_main
-from fedcare.simulation.reply_slots import ReplySlots
+from fedcare.simulation.reply_slots import MIN_BYTES, Layout, ReplySlots
 from fedcare.site.app import Mod
 
 __all__ = ["ParallelGrid", "check_workers"]
@@ -136,11 +136,15 @@ class _Pool:
         await_ready(self.conns, self.procs, self.dead, time.monotonic() + START_S)
 
     def send(self, call: int, task: Task) -> None:
-        """Queue ``task`` for its worker, without params that worker was last sent (the same)."""
+        """Queue ``task`` for its worker, without params that worker was last sent (the same);
+        large new params go in a shared-memory file, the task without them."""
         w = self.owner[task.site_id]
         again, self.sent[w] = task.params is self.sent[w], task.params
-        bare = replace(task, params=ArrayRecord()) if again else task
-        self.inboxes[w].put((call, bare, not again))
+        sent: bool | Layout | None = not again
+        if sent and task.params.nbytes >= MIN_BYTES:
+            sent = self.slots.put_params(w, task.params) or True  # no room: pickled
+        bare = task if sent is True else replace(task, params=ArrayRecord())
+        self.inboxes[w].put((call, bare, sent))
 
     def why_dead(self, w: int) -> str | None:
         """Why worker ``w`` is gone, or ``None`` while it runs."""

@@ -1,11 +1,13 @@
 """The worker side of :class:`~fedcare.simulation.parallel.ParallelGrid`: one process that
-builds its sites' :class:`~fedcare.site.app.SiteApp` s once, says it is ready (``(0, None)``;
+builds its sites' :class:`~fedcare.site.app.SiteApp` s once, says it is ready (``(0, None, None)``;
 ``(0, why, None)`` when it could not build them), then answers ``(call, task, sent)`` items
 from its queue until ``None`` with ``(call, reply, layout)``: a large reply's arrays are in one of
 the worker's shared-memory slots (:mod:`fedcare.simulation.reply_slots`), ``layout`` says where,
 and ``reply`` comes without them; ``layout`` is ``None`` when the reply came whole.
 
-A task sent without parameters (``sent`` false) uses the last ones this worker was sent. Tasks
+A task sent without parameters (``sent`` false) uses the last ones this worker was sent; with
+``sent`` a :class:`~fedcare.simulation.reply_slots.Layout` its parameters are in a shared-memory
+file (read, and removed, at once). Tasks
 of a call that closed before the worker started them (a positive ``call`` up to the shared
 ``closed`` value: a deadline, or a quorum and its grace) are skipped; asynchronous tasks have
 negative calls and are never skipped (a cancelled one's reply is dropped by the parent).
@@ -25,7 +27,7 @@ from typing import Any
 from fedcare.data.base import SiteData
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply
-from fedcare.simulation.reply_slots import SlotWriter
+from fedcare.simulation.reply_slots import Layout, SlotWriter, take_params
 from fedcare.site.app import Mod, SiteApp
 from fedcare.transport.inmemory import call_site
 
@@ -70,10 +72,13 @@ def worker_main(
     params = ArrayRecord()  # the last parameters sent (a task without them uses these)
     while (item := inbox.get()) is not None:
         call, task, sent = item
-        params = task.params if sent else params  # kept for later tasks, even if this is skipped
+        if isinstance(sent, Layout):  # in a shared-memory file, mapped and removed now
+            params = take_params(writer.folder, sent)
+        elif sent:
+            params = task.params  # kept for later tasks, even if this one is skipped
         if 0 < call <= closed.value:
             continue  # its call closed (deadline, or quorum and grace): nobody waits for it
-        task = task if sent else replace(task, params=params)
+        task = task if sent is True else replace(task, params=params)
         header, layout = writer.pack(call_site(apps[task.site_id], task))
         try:
             outbox.send((call, header, layout))

@@ -32,6 +32,11 @@ Design:
   did. The coordinator counts the messages it read in a shared counter per worker. Small replies
   (under :data:`MIN_BYTES` of arrays) and errors go through the pipe too. Bits are copied as they
   are: the coordinator sees the same arrays the worker had.
+* **Task parameters the other way.** A round's large parameters, sent once per worker, go in a
+  new file of the same folder (:meth:`ReplySlots.put_params`) rather than pickled through the
+  worker's queue; the worker maps it and removes it at once (:func:`take_params`), so its memory
+  is freed when the worker drops those parameters, and the folder's removal covers the files of
+  tasks a worker never read.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import numpy as np
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply
 
-__all__ = ["MIN_BYTES", "SLOTS", "Layout", "ReplySlots", "SlotWriter"]
+__all__ = ["MIN_BYTES", "SLOTS", "Layout", "ReplySlots", "SlotWriter", "take_params"]
 
 #: Slots per worker: replies the coordinator may hold from one worker before the pipe is used.
 SLOTS = 4
@@ -80,6 +85,47 @@ class Layout:
 
 def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
+
+
+def _entries(arrays: ArrayRecord) -> tuple[tuple[Entry, ...], int]:
+    """Where ``arrays`` go in a slot, one after another (aligned), and the bytes they take."""
+    entries: list[Entry] = []
+    offset = 0
+    for name, arr in arrays.items():
+        entries.append((name, arr.dtype.str, tuple(arr.shape), offset))
+        offset = _aligned(offset + arr.nbytes)
+    return tuple(entries), offset
+
+
+def _views(base: np.ndarray, entries: tuple[Entry, ...]) -> ArrayRecord:
+    """The arrays of ``entries``: views of ``base`` (bytes), so ``base`` lives while they do."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, dtype, shape, at in entries:
+        kind = np.dtype(dtype)
+        size = kind.itemsize * int(np.prod(shape, dtype=np.int64))
+        arrays[name] = base[at : at + size].view(kind).reshape(shape)
+    return ArrayRecord(arrays, copy=False)
+
+
+def _map(path: Path, *, unlink: bool) -> mmap.mmap:
+    """A writable shared mapping of the file ``path`` (writable, so :mod:`fedcare.records.pages`
+    never drops its pages: reading it again costs no page faults); ``unlink``: remove the file
+    once mapped (the mapping stays valid, nothing is left behind)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        mm = mmap.mmap(fd, 0)
+    finally:
+        os.close(fd)
+    if unlink:
+        path.unlink(missing_ok=True)
+    return mm
+
+
+def take_params(folder: Path, layout: Layout) -> ArrayRecord:
+    """A worker's side of task parameters sent in a file (:meth:`ReplySlots.put_params`): read
+    them as views of the file, which is removed at once (its memory goes with the views)."""
+    mm = _map(Path(folder) / layout.name, unlink=True)
+    return _views(np.frombuffer(mm, np.uint8, count=layout.nbytes), layout.entries)
 
 
 def shm_folder() -> Path:
@@ -121,11 +167,7 @@ class SlotWriter:
         free = self._free()
         if not free:
             return reply, None
-        entries: list[Entry] = []
-        offset = 0
-        for name, arr in arrays.items():
-            entries.append((name, arr.dtype.str, tuple(arr.shape), offset))
-            offset = _aligned(offset + arr.nbytes)
+        entries, offset = _entries(arrays)
         sizes = {k: len(m) if (m := self.maps[k]) is not None else 0 for k in free}
         fits = [k for k in free if sizes[k] >= offset]
         slot = min(fits, key=lambda k: sizes[k]) if fits else max(free, key=lambda k: sizes[k])
@@ -138,7 +180,7 @@ class SlotWriter:
             view = np.ndarray(arr.shape, arr.dtype, buffer=target, offset=at)
             view[...] = arr
             del view  # no export may outlive the write: a growing slot closes its map
-        layout = Layout(slot, self.names[slot], offset, tuple(entries))
+        layout = Layout(slot, self.names[slot], offset, entries)
         return replace(reply, arrays=ArrayRecord()), layout
 
     def _free(self) -> list[int]:
@@ -207,6 +249,7 @@ class ReplySlots:
         self._maps: dict[tuple[int, int], tuple[str, mmap.mmap]] = {}
         #: Replies rebuilt from a slot (tests and benchmarks read it).
         self.mapped = 0
+        self.made = 0  # files of task parameters made so far: each has a new name
 
     def writer_args(self, worker: int) -> tuple[Path, int, Any, Any]:
         """The arguments of worker ``worker``'s :class:`SlotWriter`."""
@@ -222,23 +265,36 @@ class ReplySlots:
         key = (worker, layout.slot)
         name, mm = self._maps.get(key, ("", None))
         if mm is None or name != layout.name:
-            path = self.folder / layout.name
-            fd = os.open(path, os.O_RDWR)
-            try:  # writable, so records.pages never drops its pages: reading costs no faults
-                mm = mmap.mmap(fd, 0)
-            finally:
-                os.close(fd)
-            path.unlink(missing_ok=True)  # the mappings stay; nothing is left behind
+            mm = _map(self.folder / layout.name, unlink=True)
             self._maps[key] = (layout.name, mm)
         base = np.frombuffer(mm, np.uint8, count=layout.nbytes)
-        weakref.finalize(base, self.flags[worker].__setitem__, layout.slot, 0)
-        arrays: dict[str, np.ndarray] = {}
-        for name, dtype, shape, at in layout.entries:
-            kind = np.dtype(dtype)
-            size = kind.itemsize * int(np.prod(shape, dtype=np.int64))
-            arrays[name] = base[at : at + size].view(kind).reshape(shape)
+        weakref.finalize(base, self.flags[worker].__setitem__, layout.slot, 0).atexit = False
         self.mapped += 1
-        return replace(reply, arrays=ArrayRecord(arrays, copy=False))
+        return replace(reply, arrays=_views(base, layout.entries))
+
+    def put_params(self, worker: int, params: ArrayRecord) -> Layout | None:
+        """Write a task's ``params`` for ``worker`` into a new file of the folder (the worker
+        removes it once mapped: :func:`take_params`); ``None`` when there is no room."""
+        entries, nbytes = _entries(params)
+        self.made += 1
+        path = self.folder / f"p{worker}-{self.made}"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, 0, max(nbytes, 1))
+                os.ftruncate(fd, max(nbytes, 1))
+                for (_, _, _, at), arr in zip(entries, params.values(), strict=True):
+                    data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data
+                    while data:  # a regular file takes it in one write; loop to be sure
+                        done = os.pwrite(fd, data, at)
+                        data, at = data[done:], at + done
+            finally:
+                os.close(fd)
+        except OSError:
+            path.unlink(missing_ok=True)
+            return None
+        return Layout(-1, path.name, nbytes, entries)
 
     def drop(self, worker: int, layout: Layout) -> None:
         """Free ``layout``'s slot of a reply the coordinator does not keep."""

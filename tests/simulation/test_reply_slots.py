@@ -6,6 +6,7 @@ import gc
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from dataclasses import replace
 
@@ -110,6 +111,23 @@ def test_a_held_reply_keeps_its_slot_and_a_dropped_one_frees_it() -> None:
         np.testing.assert_array_equal(again.arrays["w"], np.full(2 * N, 9.0))
         for i, reply in enumerate(held, start=1):
             np.testing.assert_array_equal(reply.arrays["w"], np.full(N, float(i)))
+    finally:
+        slots.close()
+
+
+def test_a_writer_waits_for_a_slot_while_the_parent_has_replies_to_read() -> None:
+    slots = ReplySlots(mp.get_context("spawn"), 1)
+    writer = SlotWriter(*slots.writer_args(0))
+    try:
+        layouts = [writer.pack(_reply({"w": np.full(N, float(i))}))[1] for i in range(SLOTS)]
+        assert all(layout is not None for layout in layouts)  # none read yet
+        freed = threading.Timer(0.2, slots.drop, (0, layouts[2]))
+        freed.start()
+        start = time.monotonic()
+        _, layout = writer.pack(_reply({"w": np.full(N, 9.0)}))
+        assert layout is not None and layout.slot == 2  # waited for it, not the pipe
+        assert time.monotonic() - start >= 0.15
+        freed.join()
     finally:
         slots.close()
 

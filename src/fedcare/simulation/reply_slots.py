@@ -65,8 +65,9 @@ SLOTS = 4
 MIN_BYTES = 1 << 16
 #: Offsets of the arrays in a slot are multiples of this (cache lines; any dtype's alignment).
 ALIGN = 64
-#: Seconds between a waiting worker's looks at its slots' flags.
-POLL_S = 0.0002
+#: Seconds between a waiting worker's looks at its slots' flags: the first wait and the longest
+#: (each wait doubles the last; a slot is usually freed within a reply's summing, about 2 ms).
+POLL_S = (0.0001, 0.001)
 
 #: One array of a slot: name, dtype (``numpy.dtype.str``), shape, offset in bytes.
 Entry = tuple[str, str, tuple[int, ...], int]
@@ -187,16 +188,18 @@ class SlotWriter:
         """The free slots, once one is free or the coordinator read all this worker sent (it
         holds every slot: none is waited for); none when the coordinator is gone."""
         parent = mp.parent_process()
+        pause, longest = POLL_S
         while True:
             free = [k for k in range(len(self.flags)) if self.flags[k] == 0]
             if free or self.read.value >= self.sent - 1:
                 return free
             if parent is not None:
-                parent.join(POLL_S)  # a sleep that ends when the coordinator dies
+                parent.join(pause)  # a sleep that ends when the coordinator dies
                 if not parent.is_alive():
                     return []
             else:  # a writer outside a worker process (tests)
-                time.sleep(POLL_S)
+                time.sleep(pause)
+            pause = min(2 * pause, longest)
 
     def release(self, layout: Layout) -> None:
         """Free ``layout``'s slot (its header could not be sent)."""

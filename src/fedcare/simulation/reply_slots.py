@@ -32,6 +32,11 @@ Design:
   did. The coordinator counts the messages it read in a shared counter per worker. Small replies
   (under :data:`MIN_BYTES` of arrays) and errors go through the pipe too. Bits are copied as they
   are: the coordinator sees the same arrays the worker had.
+* **Room and pages.** A slot's space is reserved when its file is made (``posix_fallocate``): a
+  full ``/dev/shm`` sends the reply through the pipe instead of killing the worker with a bus
+  error. The coordinator maps slots writable (its arrays are read-only all the same), so
+  :func:`fedcare.records.pages.release_pages` leaves their pages mapped: a slot read again
+  costs no page faults.
 * **Task parameters the other way.** A round's large parameters, sent once per worker, go in a
   new file of the same folder (:meth:`ReplySlots.put_params`) rather than pickled through the
   worker's queue; the worker maps it and removes it at once (:func:`take_params`), so its memory

@@ -7,19 +7,22 @@ are sent once per worker, not per task, and each site's state across rounds (SCA
 variates, personal models, compression residuals, its privacy ledger) stays in the one process
 that owns it, exactly as in the sequential in-memory grid.
 
-A round's tasks go to the workers that own their sites, the round's parameters once per worker
-(a task whose params are those its worker got last goes without them: 1,000 tasks of a
-1M-parameter model cost one copy per worker); replies come back through one pipe per worker as
-each is done and are yielded one at a time, in arrival order (the round loop sums them in site
-order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit for bit as the
-sequential run's). A worker blocks on sending a reply until the coordinator reads it, so the
-parent holds one reply at a time. A torch model's results depend on torch's thread count, so
-each worker uses this process's (when torch is loaded here), not a share of the cores: on a
-machine with few cores the workers oversubscribe them. A call closes at its deadline
-(``timeout``) or, with a :class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were
-answered without an error and ``quorum.grace_s`` passed since: its tasks not yet answered get no
-reply, a reply that comes later is dropped (as a stale one of an earlier call is), and a worker
-skips the tasks of a closed call it has not started.
+A round's tasks go to the workers that own their sites, the round's parameters once per worker (a
+task whose params are those its worker got last goes without them: 1,000 tasks of a 1M-parameter
+model cost one copy per worker; large ones in a shared-memory file); replies come back through one
+pipe per worker as each is done and are yielded one at a time, in arrival order (the round loop
+sums them in site order, :func:`fedcare.strategy.loop.in_site_order`, so the model is the same bit
+for bit as the sequential run's). A large reply's arrays come through a shared-memory slot of its
+worker (:mod:`fedcare.simulation.reply_slots`), only a small header through the pipe, and the
+parent's arrays are views of the slot; a worker has a few slots, and with none free once the parent
+read all it sent (the parent holds their replies) a reply goes through the pipe whole, the worker
+waiting until it is read. A torch model's results depend on torch's thread count, so each worker
+uses this process's (when torch is loaded here), not a share of the cores: on a machine with few
+cores the workers oversubscribe them. A call closes at its deadline (``timeout``) or, with a
+:class:`~fedcare.grid.Quorum`, once ``quorum.replies`` tasks were answered without an error and
+``quorum.grace_s`` passed since: its tasks not yet answered get no reply, a reply that comes later
+is dropped (as a stale one of an earlier call is), and a worker skips the tasks of a closed call it
+has not started.
 
 A handler that raises gives an error reply naming the exception (as
 :class:`~fedcare.transport.inmemory.InMemoryGrid` does); a worker that dies gives each of its
@@ -51,6 +54,7 @@ from fedcare.records.messages import Reply, Task
 from fedcare.simulation.owned_sites import OwnedSites
 from fedcare.simulation.parallel_async import SubmittedTasks
 from fedcare.simulation.parallel_worker import START_S, await_ready, worker_main
+from fedcare.simulation.reply_slots import MIN_BYTES, Layout, ReplySlots
 from fedcare.site.app import Mod
 
 __all__ = ["ParallelGrid", "check_workers"]
@@ -102,6 +106,7 @@ class _Pool:
         self.submitted: dict[int, Task] = {}
         self.async_calls = itertools.count(1)
         self.arrived: deque[Reply] = deque()  # their replies, read but not yet taken
+        self.slots = ReplySlots(ctx, n)  # large replies' arrays, in shared memory
         for w in range(n):
             mine = [s for s in ordered if self.owner[s.site_id] == w]
             own_mods = {s.site_id: tuple(mods.get(s.site_id, ())) for s in mine}
@@ -118,6 +123,7 @@ class _Pool:
                     send,
                     threads,
                     self.closed_call,
+                    self.slots.writer_args(w),
                 ),
                 name=f"fedcare-site-worker-{w}",
                 daemon=True,
@@ -130,11 +136,15 @@ class _Pool:
         await_ready(self.conns, self.procs, self.dead, time.monotonic() + START_S)
 
     def send(self, call: int, task: Task) -> None:
-        """Queue ``task`` for its worker, without params that worker was last sent (the same)."""
+        """Queue ``task`` for its worker, without params that worker was last sent (the same);
+        large new params go in a shared-memory file, the task without them."""
         w = self.owner[task.site_id]
         again, self.sent[w] = task.params is self.sent[w], task.params
-        bare = replace(task, params=ArrayRecord()) if again else task
-        self.inboxes[w].put((call, bare, not again))
+        sent: bool | Layout | None = not again
+        if sent and task.params.nbytes >= MIN_BYTES:
+            sent = self.slots.put_params(w, task.params) or True  # no room: pickled
+        bare = task if sent is True else replace(task, params=ArrayRecord())
+        self.inboxes[w].put((call, bare, sent))
 
     def why_dead(self, w: int) -> str | None:
         """Why worker ``w`` is gone, or ``None`` while it runs."""
@@ -170,6 +180,7 @@ class _Pool:
                                     end = time.monotonic() + quorum.grace_s
                                     deadline = end if deadline is None else min(deadline, end)
                             yield reply
+                            del reply
                 if deadline is not None and pending and time.monotonic() >= deadline:
                     return
         finally:
@@ -180,15 +191,24 @@ class _Pool:
         conn = self.conns[w]
         try:
             while conn.poll():
-                got, reply = conn.recv()
+                got, reply, layout = conn.recv()
                 if got == 0:  # the worker could not build its sites
                     self.dead[w] = f"worker process {w} failed to start its sites: {reply}"
-                elif got == call and reply.site_id in pending:
+                    continue
+                self.slots.seen(w)
+                keep = got == call and reply.site_id in pending
+                if not keep and self.submitted.pop(got, None) is None:
+                    if layout is not None:  # a cancelled or finished call's late reply, dropped
+                        self.slots.drop(w, layout)
+                    continue
+                if layout is not None:
+                    reply = self.slots.unpack(w, reply, layout)
+                if keep:
                     del pending[reply.site_id]
-                    yield reply  # one at a time: the worker waits until this is read
-                elif self.submitted.pop(got, None) is not None:  # asynchronous, still open
+                    yield reply  # one at a time, no reference kept: its slot frees with it
+                    del reply
+                else:  # asynchronous, still open
                     self.arrived.append(reply)
-                # else: a cancelled or finished call's late reply, dropped
         except (EOFError, OSError):
             pass
         if self.why_dead(w) is None:
@@ -237,6 +257,7 @@ class _Pool:
                 try:
                     while self.conns[w].poll(0):
                         self.conns[w].recv()  # a stale reply the worker is blocked on sending
+                        self.slots.seen(w)  # or one it waits on a slot after
                 except (EOFError, OSError):
                     pass
                 proc.join(0.05)
@@ -250,6 +271,7 @@ class _Pool:
             inbox.close()
         for conn in self.conns:
             conn.close()
+        self.slots.close()  # after the workers stopped: none writes a slot any more
 
 
 class ParallelGrid(OwnedSites, SubmittedTasks, Grid):
@@ -345,6 +367,7 @@ class ParallelGrid(OwnedSites, SubmittedTasks, Grid):
             if self._record:
                 self.wire.append(reply)
             yield reply
+            del reply
 
     @property
     def processes(self) -> tuple[Any, ...]:

@@ -1,9 +1,13 @@
 """The worker side of :class:`~fedcare.simulation.parallel.ParallelGrid`: one process that
-builds its sites' :class:`~fedcare.site.app.SiteApp` s once, says it is ready (``(0, None)``;
-``(0, why)`` when it could not build them), then answers ``(call, task, sent)`` items from its
-queue until ``None``.
+builds its sites' :class:`~fedcare.site.app.SiteApp` s once, says it is ready (``(0, None, None)``;
+``(0, why, None)`` when it could not build them), then answers ``(call, task, sent)`` items
+from its queue until ``None`` with ``(call, reply, layout)``: a large reply's arrays are in one of
+the worker's shared-memory slots (:mod:`fedcare.simulation.reply_slots`), ``layout`` says where,
+and ``reply`` comes without them; ``layout`` is ``None`` when the reply came whole.
 
-A task sent without parameters (``sent`` false) uses the last ones this worker was sent. Tasks
+A task sent without parameters (``sent`` false) uses the last ones this worker was sent; with
+``sent`` a :class:`~fedcare.simulation.reply_slots.Layout` its parameters are in a shared-memory
+file (read, and removed, at once). Tasks
 of a call that closed before the worker started them (a positive ``call`` up to the shared
 ``closed`` value: a deadline, or a quorum and its grace) are skipped; asynchronous tasks have
 negative calls and are never skipped (a cancelled one's reply is dropped by the parent).
@@ -23,6 +27,7 @@ from typing import Any
 from fedcare.data.base import SiteData
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply
+from fedcare.simulation.reply_slots import Layout, SlotWriter, take_params
 from fedcare.site.app import Mod, SiteApp
 from fedcare.transport.inmemory import call_site
 
@@ -41,9 +46,11 @@ def worker_main(
     outbox: Connection,
     torch_threads: int | None,
     closed: Any,
+    slots: tuple[Path, int, Any, Any],
 ) -> None:
     """A worker: build its sites' apps once, then answer ``(call, task)`` until ``None``,
-    skipping the tasks of calls up to ``closed.value`` (closed before it started them)."""
+    skipping the tasks of calls up to ``closed.value`` (closed before it started them);
+    ``slots`` are the arguments of its :class:`~fedcare.simulation.reply_slots.SlotWriter`."""
     apps: dict[str, SiteApp] = {}
     try:
         if torch_threads is not None:  # torch is loaded in the parent, so it is installed
@@ -57,23 +64,29 @@ def worker_main(
                 app.runtime.report_dir = site_reports / site.site_id
             apps[site.site_id] = app
     except Exception as err:  # the coordinator's replies name why this worker is gone
-        outbox.send((0, traceback.format_exception_only(type(err), err)[-1].strip()))
+        outbox.send((0, traceback.format_exception_only(type(err), err)[-1].strip(), None))
         return
-    outbox.send((0, None))  # ready: its sites are built
+    outbox.send((0, None, None))  # ready: its sites are built
+    writer = SlotWriter(*slots)
     del sites
     params = ArrayRecord()  # the last parameters sent (a task without them uses these)
     while (item := inbox.get()) is not None:
         call, task, sent = item
-        params = task.params if sent else params  # kept for later tasks, even if this is skipped
+        if isinstance(sent, Layout):  # in a shared-memory file, mapped and removed now
+            params = take_params(writer.folder, sent)
+        elif sent:
+            params = task.params  # kept for later tasks, even if this one is skipped
         if 0 < call <= closed.value:
             continue  # its call closed (deadline, or quorum and grace): nobody waits for it
-        task = task if sent else replace(task, params=params)
-        reply = call_site(apps[task.site_id], task)
+        task = task if sent is True else replace(task, params=params)
+        header, layout = writer.pack(call_site(apps[task.site_id], task))
         try:
-            outbox.send((call, reply))
+            outbox.send((call, header, layout))
         except (pickle.PicklingError, TypeError, AttributeError) as err:
+            if layout is not None:
+                writer.release(layout)
             failure = Reply.failure(task, "exception", f"reply could not be sent: {err}")
-            outbox.send((call, failure))
+            outbox.send((call, failure, None))
 
 
 def await_ready(
@@ -93,7 +106,7 @@ def await_ready(
         for w in sorted(waiting):
             if conns[w] in ready:
                 try:
-                    _, why = conns[w].recv()
+                    _, why, _ = conns[w].recv()
                 except (EOFError, OSError):
                     why = f"it exited (code {procs[w].exitcode})"
                 if why is not None:

@@ -229,7 +229,7 @@ class SecAggClient:
                 sender=u,
                 receiver=self.site_id,
             )
-            held[u] = tuple(int(x) for x in np.frombuffer(plain, dtype="<u4"))
+            held[u] = tuple(np.frombuffer(plain, dtype="<u4").tolist())
         mask_peers = tuple(sorted(k for k in held if k != self.site_id))
         quant = QuantSpec(float(state.header["clip"]), int(state.header["bits"]))
         y = quantize(values, quant, entropy) + prg_uint64(state.self_seed, length)

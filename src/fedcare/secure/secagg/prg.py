@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from fedcare.errors import ValidationError
 
@@ -46,14 +46,16 @@ def _check_length(length: int) -> None:
         raise ValidationError(f"PRG length must be >= 0, got {length}")
 
 
-_zeros = bytearray()  # the plaintext the keystream encrypts, grown on demand, never written
+#: The plaintext the keystream encrypts, never written: zeros, a cache-sized piece at a time (a
+#: plaintext as long as the vector, next to the output and the sum it goes into, no longer fit
+#: in a core's L2 cache at 100k values: measured ~10 % slower)
+_ZEROS = memoryview(bytes(1 << 18))
 
 
-def _zero_bytes(nbytes: int) -> memoryview:
-    global _zeros
-    if len(_zeros) < nbytes:
-        _zeros = bytearray(nbytes)
-    return memoryview(_zeros)[:nbytes]
+def _encrypt_zeros(context: CipherContext, out: memoryview, start: int, stop: int) -> None:
+    """``out[start:stop]``: the next ``stop - start`` bytes of ``context``'s keystream."""
+    while start < stop:
+        start += context.update_into(_ZEROS[: min(len(_ZEROS), stop - start)], out[start:])
 
 
 def _keystream_into(seed: bytes, out: memoryview, nbytes: int) -> None:
@@ -61,13 +63,11 @@ def _keystream_into(seed: bytes, out: memoryview, nbytes: int) -> None:
     (a byte view with at least 16 bytes to spare beyond ``nbytes``)."""
     key = algorithms.AES(seed)
     if nbytes <= _HEAD or nbytes > _GCM_MAX:
-        done = Cipher(key, modes.CTR(_IV)).encryptor().update_into(_zero_bytes(nbytes), out)
-        assert done == nbytes
+        _encrypt_zeros(Cipher(key, modes.CTR(_IV)).encryptor(), out, 0, nbytes)
         return
-    head = Cipher(key, modes.CTR(_IV)).encryptor().update_into(_zero_bytes(_HEAD), out)
-    body = Cipher(key, modes.GCM(_GCM_IV)).encryptor()
-    rest = body.update_into(_zero_bytes(nbytes - _HEAD), out[_HEAD:])
-    assert head + rest == nbytes  # the GCM context is dropped unfinished: no tag is made
+    _encrypt_zeros(Cipher(key, modes.CTR(_IV)).encryptor(), out, 0, _HEAD)
+    # the GCM context is dropped unfinished: no tag is ever made
+    _encrypt_zeros(Cipher(key, modes.GCM(_GCM_IV)).encryptor(), out, _HEAD, nbytes)
 
 
 def _as_words(raw: np.ndarray) -> np.ndarray:

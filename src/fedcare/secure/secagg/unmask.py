@@ -11,9 +11,10 @@ in order gives. Threads pay off only for enough work (the coordinator asks for t
 8M values on: 100 sites x 100k parameters, not 10 sites).
 
 A pairwise mask's seed comes from a key agreement (X25519 and HKDF), which holds the GIL. A job
-may therefore carry a function that derives its seed, called on the thread that expands the
-mask: each thread then alternates a short GIL-bound derivation with a longer GIL-free expansion,
-and no thread waits on a feeder that holds the GIL for the whole derivation of every key.
+may therefore carry a function that derives its seed: the calling thread derives them all, one
+after the other, while the other threads expand the masks whose seeds are known (the survivors'
+self-masks), then joins them. Keys are derived as one batch, not each just before its mask: on
+one thread, alternating key agreement with AES measured ~10 % slower than the batch.
 """
 
 from __future__ import annotations

@@ -243,13 +243,12 @@ class SecAggServer:
         state: ServerState, secrets: Mapping[tuple[str, str], bytes], lost: Sequence[str]
     ) -> list[MaskJob]:
         """What to remove: each pairwise mask of a site that dropped after sharing with a
-        survivor (v added +mask iff v < u, so we add it iff not), its seed derived on the thread
-        that expands it, then each survivor's self-mask."""
+        survivor (v added +mask iff v < u, so we add it iff not), its seed a key agreement that
+        :func:`apply_masks` makes while other threads expand the survivors' self-masks."""
         setup, kept = state.setup, set(state.alive)
         jobs: list[MaskJob] = []
         for u in lost:
             sk = KeyPair(secrets[(u, "sk")], b"")
-            sk.private_key()  # loaded once here, not by several threads at once
             for v in (p for p in state.pairs[u] if p in kept):
                 derive = partial(
                     derive_key,
@@ -295,7 +294,8 @@ class SecAggServer:
                 )
         keys = list(wanted)  # the first t shares of each, as shamir.reconstruct takes them
         first = np.array([held[:t] for held in slots.values()], dtype=np.intp).reshape(-1, t)
-        stacked = np.stack(shares).astype(np.int64) if shares else np.zeros((0, CHUNKS), np.int64)
+        # each share cast as ``astype`` would (a holder may send any numeric dtype)
+        stacked = np.stack(shares or [np.zeros(CHUNKS)], dtype=np.int64, casting="unsafe")
         acc = shamir.interpolate_many(np.array(points, dtype=np.int64)[first], stacked[first])
         bad = np.flatnonzero((acc > 0xFFFF).any(axis=1))
         if bad.size:

@@ -57,13 +57,15 @@ def _aes_ctr_words(seed: bytes, length: int) -> np.ndarray:
     return np.frombuffer(encryptor.update(bytes(8 * length)), dtype="<u8").astype(np.uint64)
 
 
-@pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 6, 1001, 70_000])
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 6, 1001, 70_000, 2**15 + 5])
 def test_prg_is_the_aes_ctr_keystream_bit_for_bit(length: int) -> None:
-    # the GCM fast path takes over from the third block: lengths around it and well past it
+    # the GCM fast path takes over from the third block: lengths around it and well past it;
+    # 2^15 + 5 values end 8 bytes into a second 256 kB piece
     seed = bytes(range(100, 132))
     want = _aes_ctr_words(seed, length)
     assert np.array_equal(prg_uint64(seed, length), want)
-    assert np.array_equal(MaskBuffer(length).expand(seed), want)
+    assert np.array_equal(MaskBuffer(length).expand(seed), want)  # in pieces past 256 kB
+    assert np.array_equal(MaskBuffer(length, one_call=True).expand(seed), want)
 
 
 def test_prg_past_gcm_s_counter_range_falls_back_to_ctr(monkeypatch: pytest.MonkeyPatch) -> None:

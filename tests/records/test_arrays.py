@@ -50,6 +50,17 @@ def test_object_arrays_and_bad_names_are_refused() -> None:
         rec(w=np.array([{}, 1], dtype=object))
     with pytest.raises(ValidationError, match="non-empty strings"):
         ArrayRecord({"": np.zeros(1)})
+    with pytest.raises(ValidationError, match="dtype object"):
+        ArrayRecord({"w": np.array([{}, 1], dtype=object)}, copy=False)
+
+
+def test_a_record_without_copies_holds_its_arrays_read_only() -> None:
+    mine = np.arange(4.0)
+    relayed = np.frombuffer(b"key bytes", dtype=np.uint8)  # read-only already
+    record = ArrayRecord({"w": mine, "k": relayed, "l": [1, 2]}, copy=False)
+    assert record["w"] is mine and record["k"] is relayed  # the same arrays, no copies
+    assert not mine.flags.writeable and not relayed.flags.writeable
+    assert record["l"].dtype.kind == "i" and not record["l"].flags.writeable  # converted
 
 
 @pytest.mark.parametrize("where", [0, 1_500_000, -1])

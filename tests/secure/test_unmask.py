@@ -1,4 +1,4 @@
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -80,3 +80,28 @@ def test_jobs_may_come_from_a_generator() -> None:
     got = np.zeros(300, dtype=np.uint64)
     apply_masks(got, iter(jobs), workers=2)
     assert np.array_equal(got, _reference(np.zeros(300, dtype=np.uint64), jobs))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_seed_may_be_derived_on_the_thread_that_expands_it(workers: int) -> None:
+    jobs = _jobs(7)
+    calls: list[int] = []
+
+    def deferred(seed: bytes, i: int) -> Callable[[], bytes]:
+        def derive() -> bytes:
+            calls.append(i)
+            return seed
+
+        return derive
+
+    lazy: list[MaskJob] = [(deferred(s, i), add) for i, (s, add) in enumerate(jobs)]
+    got = np.zeros(400, dtype=np.uint64)
+    apply_masks(got, lazy, workers=workers)
+    assert np.array_equal(got, _reference(np.zeros(400, dtype=np.uint64), jobs))
+    assert sorted(calls) == list(range(7))  # each seed derived once
+
+    def broken() -> bytes:
+        raise ValidationError("bad X25519 public key")
+
+    with pytest.raises(ValidationError, match="bad X25519"):
+        apply_masks(np.zeros(10, dtype=np.uint64), [*jobs[:3], (broken, True)], workers=workers)

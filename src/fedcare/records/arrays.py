@@ -30,12 +30,16 @@ class ArrayRecord(Mapping[str, np.ndarray]):
         for name, value in (arrays or {}).items():
             if not isinstance(name, str) or not name:
                 raise ValidationError(f"array names must be non-empty strings, got {name!r}")
-            arr = np.array(value, copy=True) if copy else np.asarray(value)
-            if arr.dtype == object:
+            if copy:
+                arr = np.array(value, copy=True)
+            else:  # an ndarray as it is (asarray would give the same), anything else converted
+                arr = value if type(value) is np.ndarray else np.asarray(value)
+            if arr.dtype.kind == "O":  # ``dtype == object``, without building a dtype to compare
                 raise ValidationError(
                     f"array {name!r} has dtype object; only numeric arrays travel"
                 )
-            arr.flags.writeable = False
+            if arr.flags.writeable:  # relayed records hold read-only arrays already
+                arr.flags.writeable = False
             items[name] = arr
         self._arrays = items
 

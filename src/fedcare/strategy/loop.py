@@ -20,6 +20,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,7 @@ class RoundRecord:
         return out
 
 
+@lru_cache(maxsize=1 << 14)  # a secure round asks for each site's "secagg" seed three times
 def task_seed(seed: int, round: int, site_id: str, kind: str) -> int:
     """A per-task seed that depends only on the study seed, round, site and kind."""
     words = [seed, round, zlib.crc32(site_id.encode()), zlib.crc32(kind.encode())]

@@ -10,8 +10,9 @@ self-masks of survivors or of the pairwise keys of dropped sites, never both for
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
@@ -230,10 +231,8 @@ class SecAggServer:
         lost = [s for s in state.sharers if s not in kept]  # dropped after sharing
         wanted = [(u, "b") for u in state.alive] + [(u, "sk") for u in lost]
         secrets = self._reconstruct(state, inbound, wanted)
-        # survivors' self-masks first: threads expand them while the pairwise keys are derived
-        masks = len(state.alive) + sum(len(kept.intersection(state.pairs[u])) for u in lost)
-        workers = self._workers(masks, setup.length)
-        apply_masks(total, self._mask_jobs(state, secrets, lost), workers=workers)
+        jobs = self._mask_jobs(state, secrets, lost)
+        apply_masks(total, jobs, workers=self._workers(len(jobs), setup.length))
         result = SecAggResult(
             dequantize_sum(total, len(state.alive), setup.quant), state.alive, dropped
         )
@@ -242,16 +241,17 @@ class SecAggServer:
     @staticmethod
     def _mask_jobs(
         state: ServerState, secrets: Mapping[tuple[str, str], bytes], lost: Sequence[str]
-    ) -> Iterator[MaskJob]:
-        """What to remove: each survivor's self-mask, then each pairwise mask of a site that
-        dropped after sharing with a survivor (v added +mask iff v < u, so we add it iff not)."""
+    ) -> list[MaskJob]:
+        """What to remove: each pairwise mask of a site that dropped after sharing with a
+        survivor (v added +mask iff v < u, so we add it iff not), its seed a key agreement that
+        :func:`apply_masks` makes while other threads expand the survivors' self-masks."""
         setup, kept = state.setup, set(state.alive)
-        for u in state.alive:
-            yield secrets[(u, "b")], False
+        jobs: list[MaskJob] = []
         for u in lost:
             sk = KeyPair(secrets[(u, "sk")], b"")
             for v in (p for p in state.pairs[u] if p in kept):
-                key = derive_key(
+                derive = partial(
+                    derive_key,
                     sk,
                     state.keys[v][1],
                     purpose="mask",
@@ -260,7 +260,9 @@ class SecAggServer:
                     me=u,
                     peer=v,
                 )
-                yield key, not v < u
+                jobs.append((derive, not v < u))
+        jobs += [(secrets[(u, "b")], False) for u in state.alive]
+        return jobs
 
     @staticmethod
     def _reconstruct(
@@ -269,30 +271,32 @@ class SecAggServer:
         wanted: Sequence[tuple[str, str]],
     ) -> dict[tuple[str, str], bytes]:
         """Each wanted ``(site, kind)`` secret from its holders' shares, all in one batch."""
-        found: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = {
-            w: ([], []) for w in wanted
-        }
-        for holder, msg in inbound.items():  # one pass; holders in arrival order, as before
+        # each wanted secret's shares, by the name holders send them under: their indexes in
+        # ``shares``, holders in arrival order
+        slots: dict[str, list[int]] = {f"{kind}/{u}": [] for u, kind in wanted}
+        points: list[int] = []
+        shares: list[np.ndarray] = []
+        for holder, msg in inbound.items():
             x = state.setup.point(holder)
             for name, share in msg.payload.items():
-                kind, _, u = name.partition("/")
-                slot = found.get((u, kind))
+                slot = slots.get(name)
                 if slot is not None and share.shape == (CHUNKS,):
-                    slot[0].append(x)
-                    slot[1].append(share.astype(np.int64))
+                    slot.append(len(shares))
+                    points.append(x)
+                    shares.append(share)
         t = state.setup.threshold
-        for (u, kind), (xs, _) in found.items():
-            if len(xs) < t:
+        for (u, kind), held in zip(wanted, slots.values(), strict=True):
+            if len(held) < t:
                 raise AggregationError(
-                    f"secure aggregation failed at stage 'unmask': {len(xs)} shares of site "
+                    f"secure aggregation failed at stage 'unmask': {len(held)} shares of site "
                     f"{u!r}'s {_WHAT[kind]} arrived, threshold is {t} ({len(inbound)} sites "
                     "answered)"
                 )
-        keys = list(found)  # the first t shares of each, as shamir.reconstruct takes them
-        acc = shamir.interpolate_many(
-            np.array([found[k][0][:t] for k in keys], dtype=np.int64),
-            np.stack([np.stack(found[k][1][:t]) for k in keys]),
-        )
+        keys = list(wanted)  # the first t shares of each, as shamir.reconstruct takes them
+        first = np.array([held[:t] for held in slots.values()], dtype=np.intp).reshape(-1, t)
+        # each share cast as ``astype`` would (a holder may send any numeric dtype)
+        stacked = np.stack(shares or [np.zeros(CHUNKS)], dtype=np.int64, casting="unsafe")
+        acc = shamir.interpolate_many(np.array(points, dtype=np.int64)[first], stacked[first])
         bad = np.flatnonzero((acc > 0xFFFF).any(axis=1))
         if bad.size:
             u, kind = keys[int(bad[0])]

@@ -91,23 +91,31 @@ def speedup_rows(rounds: int, workers: int) -> tuple[list[Row], bool]:
     load_after = os.getloadavg()
     speedup = statistics.median(seq) / statistics.median(par)
     same = seq_hash == par_hash
+    threads = _torch_threads()
+    tag = f", torch threads {threads} per process"  # the model depends on torch's threads
     machine = (
         f"{machine_note()}; load average (1/5/15 min) before "
         f"{'/'.join(f'{x:.2f}' for x in load_before)}, after "
         f"{'/'.join(f'{x:.2f}' for x in load_after)}"
     )
-    common = f"{rounds} rounds (not the study's 40), rounds 2..R timed; {machine}"
+    omp = os.environ.get("OMP_NUM_THREADS", "unset")
+    common = (
+        f"torch threads {threads} in the parent and each worker (OMP_NUM_THREADS={omp}); "
+        f"{rounds} rounds (not the study's 40), rounds 2..R timed; {machine}"
+    )
     rows = [
-        _row("inmemory (1 worker)", "round_s", seq, "s", f"{common}; run wall {seq_wall:.1f} s"),
         _row(
-            f"parallel ({workers} workers)",
+            f"inmemory (1 worker){tag}", "round_s", seq, "s", f"{common}; run wall {seq_wall:.1f} s"
+        ),
+        _row(
+            f"parallel ({workers} workers){tag}",
             "round_s",
             par,
             "s",
             f"{common}; run wall {par_wall:.1f} s (workers' start included)",
         ),
         _row(
-            f"parallel ({workers} workers) vs inmemory",
+            f"parallel ({workers} workers) vs inmemory{tag}",
             "speedup",
             [speedup],
             "x",
@@ -121,6 +129,13 @@ def speedup_rows(rounds: int, workers: int) -> tuple[list[Row], bool]:
         f"load {load_before} -> {load_after}"
     )
     return rows, same
+
+
+def _torch_threads() -> int:
+    """Torch's intra-op threads in this process (the runs loaded torch)."""
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def machine_note() -> str:

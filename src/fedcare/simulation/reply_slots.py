@@ -127,6 +127,21 @@ def _map(path: Path, *, unlink: bool) -> mmap.mmap:
     return mm
 
 
+def _reserved(path: Path, size: int) -> int:
+    """A descriptor of the new file ``path`` (``OSError`` if it exists) of ``size`` bytes whose
+    space is reserved (``posix_fallocate``): writing into it can never hit a full ``/dev/shm``,
+    which would kill the writer with a bus error instead of failing here."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+        os.ftruncate(fd, size)  # its size where there is no fallocate (macOS: a sparse file)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def take_params(folder: Path, layout: Layout) -> ArrayRecord:
     """A worker's side of task parameters sent in a file (:meth:`ReplySlots.put_params`): read
     them as views of the file, which is removed at once (its memory goes with the views)."""
@@ -221,12 +236,8 @@ class SlotWriter:
         self.made += 1
         path = self.folder / f"w{self.worker}-s{slot}-{self.made}"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = _reserved(path, size)
             try:
-                if hasattr(os, "posix_fallocate"):
-                    os.posix_fallocate(fd, 0, size)
-                else:  # pragma: no cover - macOS: a sparse file
-                    os.ftruncate(fd, size)
                 self.maps[slot] = mmap.mmap(fd, size)
             finally:
                 os.close(fd)
@@ -287,11 +298,8 @@ class ReplySlots:
         self.made += 1
         path = self.folder / f"p{worker}-{self.made}"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = _reserved(path, max(nbytes, 1))
             try:
-                if hasattr(os, "posix_fallocate"):
-                    os.posix_fallocate(fd, 0, max(nbytes, 1))
-                os.ftruncate(fd, max(nbytes, 1))
                 for (_, _, _, at), arr in zip(entries, params.values(), strict=True):
                     data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data
                     while data:  # a regular file takes it in one write; loop to be sure

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fedcare.data.synthetic import load_synthetic
 from fedcare.records import Reply, Task
@@ -18,7 +24,14 @@ from fedcare.records.arrays import ArrayRecord
 from fedcare.records.pages import mmap_of
 from fedcare.records.study import StudyConfig
 from fedcare.simulation.parallel import ParallelGrid
-from fedcare.simulation.reply_slots import MIN_BYTES, SLOTS, ReplySlots, SlotWriter
+from fedcare.simulation.reply_slots import (
+    MIN_BYTES,
+    PREFIX,
+    SLOTS,
+    ReplySlots,
+    SlotWriter,
+    remove_orphans,
+)
 from fedcare.simulation.training import grid_for, train_on_grid
 from fedcare.site.app import Handler
 
@@ -221,3 +234,41 @@ def test_an_echo_study_through_slots_is_the_sequential_model() -> None:
         two = train_on_grid(grid, study, (2,), label="two")
         assert grid._pool.slots.mapped > 0
     assert two.params == one.params
+
+
+def test_a_killed_coordinators_folder_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    def folder() -> Path:
+        path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=tmp_path))
+        (path / "w0-s0-1").write_bytes(b"x" * 64)  # a slot file nobody unlinked
+        os.utime(path, (time.time() - 120, time.time() - 120))  # changed 2 minutes ago
+        return path
+
+    killed, running, young = folder(), folder(), Path(tempfile.mkdtemp(prefix=PREFIX, dir=tmp_path))
+    hold = (  # a coordinator's lock on its folder, as ReplySlots holds it
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", hold, str(p)], stdout=subprocess.PIPE, text=True)
+        for p in (killed, running)
+    ]
+    try:
+        assert [p.stdout.readline().strip() for p in procs if p.stdout] == ["locked"] * 2
+        assert remove_orphans(tmp_path) == []  # both coordinators run; one folder is new
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        assert remove_orphans(tmp_path) == [killed]  # the kernel dropped its lock
+        assert not killed.exists() and running.exists() and young.exists()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+    slots = ReplySlots(mp.get_context("spawn"), 1)  # a live grid holds its folder's lock
+    fd = os.open(slots.folder, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        slots.close()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # closed: the lock went with the folder
+    finally:
+        os.close(fd)

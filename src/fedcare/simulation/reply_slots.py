@@ -15,7 +15,10 @@ Design:
   ``SharedMemory`` registers it with the resource tracker, which unlinks it or warns when that
   process ends. Plain files in a folder the coordinator made (:class:`ReplySlots`) need no
   tracker: the coordinator removes the folder when the grid closes, also after a worker died or
-  was terminated, and a finalizer removes it at exit if the grid was never closed. The
+  was terminated, and a finalizer removes it at exit if the grid was never closed. A coordinator
+  killed outright cannot: it holds a lock on its folder while it runs (``flock``, which the
+  kernel drops however the process ends), and the next grid to start removes the unlocked
+  folders last changed over a minute ago (:func:`remove_orphans`). The
   coordinator unlinks a slot's file as soon as it has mapped it (the mappings stay valid), so the
   folder only holds files it has not seen yet.
 * **Who may write.** Each worker has :data:`SLOTS` flags in shared memory (``multiprocessing``'s
@@ -62,8 +65,26 @@ import numpy as np
 from fedcare.records.arrays import ArrayRecord
 from fedcare.records.messages import Reply
 
-__all__ = ["MIN_BYTES", "SLOTS", "Layout", "ReplySlots", "SlotWriter", "take_params"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no locks, so no clean-up of orphans
+    fcntl = None  # type: ignore[assignment]
 
+__all__ = [
+    "MIN_BYTES",
+    "PREFIX",
+    "SLOTS",
+    "Layout",
+    "ReplySlots",
+    "SlotWriter",
+    "remove_orphans",
+    "take_params",
+]
+
+#: Slot folders are named ``PREFIX`` + a random suffix (:func:`tempfile.mkdtemp`).
+PREFIX = "fedcare-slots-"
+#: Seconds after its last change before an unlocked slot folder counts as an orphan.
+ORPHAN_AFTER_S = 60.0
 #: Slots per worker: replies the coordinator may hold from one worker before the pipe is used.
 SLOTS = 4
 #: Replies with fewer bytes of arrays than this go through the pipe (a slot saves nothing).
@@ -151,9 +172,56 @@ def take_params(folder: Path, layout: Layout) -> ArrayRecord:
 
 def shm_folder() -> Path:
     """A new private folder for slot files: under ``/dev/shm`` when it exists (RAM), else
-    under the system's temporary folder."""
-    parent = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="fedcare-slots-", dir=parent))
+    under the system's temporary folder. The folders of coordinators that are gone are removed
+    first (:func:`remove_orphans`)."""
+    shm = "/dev/shm"
+    parent = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    remove_orphans(Path(parent))
+    return Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
+
+
+def _locked(folder: Path) -> int | None:
+    """A descriptor of ``folder`` that holds an exclusive lock on it, or ``None`` when another
+    open descriptor holds one (or there are no locks). The kernel drops the lock when its
+    process ends, however it ends: a killed coordinator's folder is unlocked."""
+    if fcntl is None:  # pragma: no cover - not POSIX
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_orphans(parent: Path, *, older_than_s: float = ORPHAN_AFTER_S) -> list[Path]:
+    """Remove the slot folders under ``parent`` whose coordinator is gone (killed before it
+    could remove them): those no process holds locked (:class:`ReplySlots` locks its folder
+    for its lifetime) that were last changed more than ``older_than_s`` seconds ago (a folder
+    just made may not be locked yet). Returns the folders removed."""
+    removed: list[Path] = []
+    for path in sorted(parent.glob(PREFIX + "*")):
+        try:
+            if not path.is_dir() or time.time() - path.stat().st_mtime < older_than_s:
+                continue
+            fd = _locked(path)
+        except OSError:  # another user's folder, or removed meanwhile
+            continue
+        if fd is None:
+            continue  # its coordinator runs
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        removed.append(path)
+    return removed
+
+
+def _remove_folder(folder: str, lock: int | None) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    if lock is not None:
+        os.close(lock)
 
 
 class SlotWriter:
@@ -262,7 +330,8 @@ class ReplySlots:
 
     def __init__(self, ctx: Any, workers: int) -> None:
         self.folder = shm_folder()
-        self._remove = weakref.finalize(self, shutil.rmtree, str(self.folder), True)
+        lock = _locked(self.folder)  # held while this coordinator runs (see remove_orphans)
+        self._remove = weakref.finalize(self, _remove_folder, str(self.folder), lock)
         self.flags = [ctx.Array("b", SLOTS, lock=False) for _ in range(workers)]
         self.read = [ctx.Value("q", 0, lock=False) for _ in range(workers)]
         self._maps: dict[tuple[int, int], tuple[str, mmap.mmap]] = {}

@@ -130,12 +130,14 @@ class WeightedMean(Aggregator[MeanState]):
     def _accumulate(
         self, template: ArrayRecord, contributions: Iterator[Contribution]
     ) -> tuple[dict[str, np.ndarray], float, list[str]]:
-        sums = {k: zeros(v.size) for k, v in template.items()}
+        sums: dict[str, np.ndarray] = {}
         scratch: dict[np.dtype, np.ndarray] = {}
         total = 0.0
         sites: list[str] = []
         for c in contributions:
             template.check_structure(c.arrays, what=f"update from site {c.site_id!r}")
+            if not sites:  # made for the first update, which writes every page: given at once
+                sums = {k: zeros(v.size, populate=True) for k, v in template.items()}
             w = float(c.weight) if self.weighted else 1.0
             for k, acc in sums.items():
                 add_scaled(acc, w, c.arrays[k], scratch)  # in place on our own accumulator only

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from fedcare.coordinator.rows import TaskInfo
-from fedcare.coordinator.store_liveness import split_task_key
-from fedcare.coordinator.store_liveness import task_key as liveness_task_key
+from fedcare.coordinator.store_liveness import split_task_key, task_key
 from fedcare.coordinator.transfers import legacy_chunks, stream_task, upload_status
 from fedcare.errors import NotFoundError, ReplyRefusedError, StoreError, ValidationError
 from fedcare.records.messages import Reply
@@ -47,7 +46,6 @@ __all__ = [
     "TransferCalls",
     "check_answers",
     "named",
-    "task_key",
 ]
 
 #: The PushReply metadata key naming the task the reply answers ("study/round/kind/site"); a
@@ -60,12 +58,6 @@ SIZE_METADATA_KEY = "fedcare-size"
 #: the offset its chunks start from (what UploadStatus confirmed; 0 starts over).
 SHA256_METADATA_KEY = "fedcare-sha256"
 OFFSET_METADATA_KEY = "fedcare-offset"
-
-
-def task_key(task: TaskInfo) -> str:
-    """The id a site knows the task by ("study/round/kind/site", "#n" after it for a task
-    sent again: :func:`fedcare.coordinator.store_liveness.task_key`)."""
-    return liveness_task_key(task)
 
 
 class TransferCalls:

@@ -58,7 +58,7 @@ from fedcare.site.mods import chain
 from fedcare.site.packages import grpc_fetcher
 from fedcare.site.retry_log import Backoff, FailureLog
 from fedcare.site.staging import KeptReply
-from fedcare.site.transfers import TaskTransfers, push_whole, task_key
+from fedcare.site.transfers import TaskTransfers, push_whole
 from fedcare.site.worker import TaskWorker
 from fedcare.transport.chunks import assemble
 from fedcare.transport.codec import Limits
@@ -237,7 +237,7 @@ class SiteAgent:
                 message_version=MESSAGE_VERSION,
                 datasets_json=datasets,
                 held_tasks=self.transfers.held_keys()
-                + ([] if self._unsent is None else [task_key(self._unsent)]),
+                + ([] if self._unsent is None else [self._unsent.task_id]),
                 protocol_major=self.protocol[0],
                 protocol_minor=self.protocol[1],
             ),
@@ -274,7 +274,7 @@ class SiteAgent:
 
     def _serve(self, stub: CoordinatorStub, task: Task | Reply) -> None:
         if isinstance(task, Reply):  # a task that cannot be run: answered with the reason
-            self._on_event(f"task {task_key(task)} refused: {task.error}")
+            self._on_event(f"task {task.task_id} refused: {task.error}")
             self._staged(stub, task)
             return
         if task.kind == DEPLOY_KIND:  # checked and decided here, never in the worker
@@ -352,7 +352,7 @@ class SiteAgent:
         pushed = push_whole(stub, reply, timeout=300)  # a link error: sent after reconnecting
         self._unsent = None
         if not pushed.accepted:
-            self._on_event(f"reply to {task_key(reply)} {pushed.message}")
+            self._on_event(f"reply to {reply.task_id} {pushed.message}")
 
     def _send_monitoring(self, stub: CoordinatorStub) -> None:
         """Send each taken model's monitoring summary that changed since it was last sent."""

@@ -54,7 +54,7 @@ from fedcare.transport.framed import frame_reply, read_reply, read_task, write_f
 from fedcare.transport.grpc import fedcare_pb2 as pb
 from fedcare.transport.transfer import Spool, file_chunks
 
-__all__ = ["REFUSED_KIND", "Pushed", "TaskTransfers", "push_whole", "task_key"]
+__all__ = ["REFUSED_KIND", "Pushed", "TaskTransfers", "push_whole"]
 
 TASK_METADATA_KEY = "fedcare-task"  # fedcare.coordinator.servicer.TASK_METADATA_KEY
 SIZE_METADATA_KEY = "fedcare-size"  # fedcare.coordinator.servicer.SIZE_METADATA_KEY
@@ -62,11 +62,6 @@ SHA256_METADATA_KEY = "fedcare-sha256"
 OFFSET_METADATA_KEY = "fedcare-offset"
 #: The error kind of the reply to a task this site cannot read (corrupted, invalid, not its own).
 REFUSED_KIND = "task-refused"
-
-
-def task_key(reply: Reply) -> str:
-    """The id of the task ``reply`` answers, as ``Task.task_id`` spells it."""
-    return reply.task_id
 
 
 @dataclass(frozen=True)
@@ -83,7 +78,7 @@ def push_whole(stub: Any, reply: Reply, *, timeout: float) -> Pushed:
     ``INVALID_ARGUMENT`` (refused as invalid: its task is failed) is a refusal, not an error.
     """
     payload = encode_reply(reply)
-    metadata = ((TASK_METADATA_KEY, task_key(reply)), (SIZE_METADATA_KEY, str(len(payload))))
+    metadata = ((TASK_METADATA_KEY, reply.task_id), (SIZE_METADATA_KEY, str(len(payload))))
     return _ack(
         lambda: stub.PushReply(
             chunk(payload, transfer_id=uuid.uuid4().hex), timeout=timeout, metadata=metadata
@@ -287,7 +282,7 @@ class TaskTransfers:
         (:mod:`fedcare.site.staging`); otherwise it is framed whole into ``reply.fcf`` (also
         when that file turns out not to hold its arrays: an event says so).
         """
-        key = task_key(reply)
+        key = reply.task_id
         held = self.held if self.held is not None and self.held.task == key else Held(key, "run")
         staged = self._pieces(reply, kept)
         if staged is not None:
@@ -318,7 +313,7 @@ class TaskTransfers:
             pieces, digest = staged
             return json.loads(pieces.to_json(self.store.root)), pieces.size, digest
         except (OSError, ValidationError) as err:  # the worker's file is not this reply's body
-            self._on_event(f"reply to {task_key(reply)} framed whole: {err}")
+            self._on_event(f"reply to {reply.task_id} framed whole: {err}")
             return None
 
     def upload(self, stub: Any, *, timeout: float) -> Pushed:
